@@ -1,0 +1,6 @@
+"""Run pure batch tasks on any executor, in order, with bounded memory and a progress bar."""
+
+from polgen.engine.executor import resolve_executor, run_tasks, run_to_sink
+from polgen.engine.progress import progress_bar, progress_enabled
+
+__all__ = ["run_tasks", "run_to_sink", "resolve_executor", "progress_bar", "progress_enabled"]

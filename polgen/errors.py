@@ -1,0 +1,95 @@
+"""Typed errors raised by polgen.
+
+Every error names what is at fault: the file, the column, the row (or SNP / cell / gene) where
+that is known.  Callers catch :class:`PolgenError` for anything polgen raises on purpose; numba,
+pyarrow or numpy exceptions never escape a public function for bad input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PolgenError(Exception):
+    """Base class of every error polgen raises deliberately."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        column: str | None = None,
+        row: int | str | None = None,
+        **context: Any,
+    ) -> None:
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.column = column
+        self.row = row
+        self.context = context
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.path is not None:
+            where.append(f"file {self.path!r}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class InputError(PolgenError, ValueError):
+    """Input data are malformed: unreadable file, wrong size, bad values."""
+
+
+class SchemaError(InputError):
+    """A table lacks required columns, has ambiguous ones, or has the wrong types."""
+
+
+class BedFormatError(InputError):
+    """A PLINK .bed/.bim/.fam trio is malformed (magic bytes, sizes, counts)."""
+
+
+class ModelSyntaxError(InputError):
+    """A lavaan-style model string cannot be parsed."""
+
+
+class ModelError(PolgenError, ValueError):
+    """A model is unidentified, refers to unknown variables, or is otherwise unusable."""
+
+
+class NotPositiveDefiniteError(PolgenError, ValueError):
+    """A matrix that must be positive definite is not, and cannot be smoothed."""
+
+
+class ConvergenceError(PolgenError, RuntimeError):
+    """An optimiser did not converge."""
+
+
+class ResumeError(PolgenError, RuntimeError):
+    """An output directory cannot be resumed (different parameters, corrupt manifest)."""
+
+
+class OutputExistsError(PolgenError, FileExistsError):
+    """An output exists and neither ``resume`` nor ``overwrite`` was asked for."""
+
+
+class EngineError(PolgenError, RuntimeError):
+    """A batch task failed inside the engine; the message names the batch."""
+
+
+__all__ = [
+    "PolgenError",
+    "InputError",
+    "SchemaError",
+    "BedFormatError",
+    "ModelSyntaxError",
+    "ModelError",
+    "NotPositiveDefiniteError",
+    "ConvergenceError",
+    "ResumeError",
+    "OutputExistsError",
+    "EngineError",
+]

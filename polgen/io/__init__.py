@@ -1,0 +1,1 @@
+"""Readers and writers: summary statistics, LD scores, PLINK .bed, AnnData, parquet sinks."""

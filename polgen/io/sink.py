@@ -1,0 +1,315 @@
+"""Resumable, atomic, batch-by-batch parquet output.
+
+Layout of an output directory::
+
+    out/
+      _polgen_manifest.jsonl     line 1: the run's parameters; then one line per completed part
+      part-000000.parquet        one file per batch (zstd), written to a temp name then renamed
+      part-000001.parquet
+      _SUCCESS                   written last by :meth:`BatchSink.finalize`
+
+A part is recorded in the manifest only after its file was renamed into place, with its row
+count, byte size and SHA-256, so a run killed at any instant leaves either a complete recorded
+part, an unrecorded (ignored, rewritten) part, or a stray temp file (removed on resume).  The
+manifest is append-only; a torn last line from a kill is dropped on resume.  Part files carry the
+parameters in their parquet key-value metadata, so each file explains itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from polgen.errors import InputError, OutputExistsError, ResumeError
+
+log = logging.getLogger("polgen")
+
+MANIFEST = "_polgen_manifest.jsonl"
+SUCCESS = "_SUCCESS"
+PART_FMT = "part-{:06d}.parquet"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """What the driver records about a written part."""
+
+    batch: int
+    file: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def _jsonable(value: Any) -> Any:
+    """Parameters as JSON: numpy scalars/arrays, paths and tuples become plain JSON values."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if np is not None:
+        if isinstance(value, np.ndarray):
+            return _jsonable(value.tolist())
+        if isinstance(value, np.generic):
+            return value.item()
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def params_to_json(params: Mapping[str, Any]) -> str:
+    """Canonical JSON of a parameter mapping (sorted keys, no spaces) — equal params, equal text."""
+    return json.dumps(_jsonable(params), sort_keys=True, separators=(",", ":"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _as_arrow(table: Any) -> pa.Table:
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, pa.RecordBatch):
+        return pa.Table.from_batches([table])
+    to_arrow = getattr(table, "to_arrow", None)
+    if to_arrow is not None:  # polars DataFrame
+        out = to_arrow()
+        return out if isinstance(out, pa.Table) else pa.table(out)
+    raise InputError(f"a batch must be a pyarrow or polars table, got {type(table).__name__}")
+
+
+def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[str, str] | None = None,
+                       compression: str = "zstd") -> tuple[int, int]:
+    """Write ``table`` to ``path`` via a temp file and ``os.replace``; returns (rows, bytes)."""
+    path = Path(path)
+    tbl = _as_arrow(table)
+    if metadata:
+        merged = dict(tbl.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        tbl = tbl.replace_schema_metadata(merged)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(tbl, tmp, compression=compression, write_statistics=True)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return tbl.num_rows, path.stat().st_size
+
+
+def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: str) -> PartInfo:
+    """Write batch ``batch`` of a run as its own part file, atomically.  Pure: safe on any worker."""
+    out = Path(out_dir)
+    name = PART_FMT.format(batch)
+    meta = {"polgen.params": params_json, "polgen.batch": str(batch), "polgen.format": str(FORMAT_VERSION)}
+    rows, size = write_table_atomic(out / name, table, meta)
+    return PartInfo(batch=batch, file=name, rows=rows, bytes=size, sha256=_sha256(out / name))
+
+
+class BatchSink:
+    """A parquet dataset written one batch at a time, resumable after a crash.
+
+    ``params`` are the run's parameters; resuming with different parameters raises
+    :class:`~polgen.errors.ResumeError`.  Without ``resume`` an existing manifest raises
+    :class:`~polgen.errors.OutputExistsError` unless ``overwrite=True`` (which clears the parts).
+    """
+
+    def __init__(self, path: str | os.PathLike, params: Mapping[str, Any], *, resume: bool = False,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.params = dict(params)
+        self.params_json = params_to_json(self.params)
+        self.completed: dict[int, PartInfo] = {}
+        manifest = self.path / MANIFEST
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputExistsError("output path exists and is not a directory", path=self.path)
+        if manifest.exists() and not resume:
+            if not overwrite:
+                raise OutputExistsError(
+                    "output directory holds a previous run; pass resume=True to continue it or "
+                    "overwrite=True to replace it", path=self.path)
+            self._clear()
+        elif self.path.exists() and not manifest.exists() and any(self.path.glob("part-*.parquet")):
+            if not overwrite:
+                raise OutputExistsError(
+                    "output directory holds part files but no polgen manifest", path=self.path)
+            self._clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        for tmp in self.path.glob(".part-*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if manifest.exists():
+            self._load(manifest)
+        else:
+            self._write_header()
+
+    # -- manifest -------------------------------------------------------------------------
+    def _clear(self) -> None:
+        for f in list(self.path.glob("part-*.parquet")) + [self.path / MANIFEST, self.path / SUCCESS]:
+            f.unlink(missing_ok=True)
+
+    def _write_header(self) -> None:
+        header = {"polgen_manifest": FORMAT_VERSION, "params": json.loads(self.params_json)}
+        tmp = self.path / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
+        os.replace(tmp, self.path / MANIFEST)
+
+    def _load(self, manifest: Path) -> None:
+        raw = manifest.read_bytes()
+        lines = raw.split(b"\n")
+        good_len = 0
+        records: list[dict] = []
+        header = None
+        for k, line in enumerate(lines):
+            if not line.strip():
+                good_len += len(line) + 1
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                if k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1:]):
+                    log.warning("dropping a torn manifest line in %s", manifest)
+                    break
+                raise ResumeError(f"manifest line {k + 1} is corrupt", path=manifest)
+            if header is None:
+                header = obj
+            else:
+                records.append(obj)
+            good_len += len(line) + 1
+        if header is None or "params" not in header:
+            raise ResumeError("manifest has no parameter header", path=manifest)
+        if good_len < len(raw):
+            with open(manifest, "r+b") as fh:
+                fh.truncate(min(good_len, len(raw)))
+        stored = json.dumps(header["params"], sort_keys=True, separators=(",", ":"))
+        if stored != self.params_json:
+            old, new = header["params"], json.loads(self.params_json)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ResumeError(f"cannot resume: parameters differ from the stored run ({', '.join(diff)})",
+                              path=self.path)
+        (self.path / SUCCESS).unlink(missing_ok=True)
+        for rec in records:
+            info = PartInfo(**{k: rec[k] for k in ("batch", "file", "rows", "bytes", "sha256")})
+            if self._verify(info):
+                self.completed[info.batch] = info
+            else:
+                log.warning("part %s is missing or corrupt; it will be recomputed", info.file)
+                self.completed.pop(info.batch, None)
+
+    def _verify(self, info: PartInfo) -> bool:
+        f = self.path / info.file
+        if not f.exists() or f.stat().st_size != info.bytes:
+            return False
+        if _sha256(f) != info.sha256:
+            return False
+        return True
+
+    # -- writing --------------------------------------------------------------------------
+    def pending(self, batches: Iterable[int]) -> list[int]:
+        """The batches of ``batches`` not yet completed."""
+        return [b for b in batches if b not in self.completed]
+
+    def is_done(self, batch: int) -> bool:
+        return batch in self.completed
+
+    def record(self, info: PartInfo) -> None:
+        """Append a written part to the manifest (after its file is in place)."""
+        line = json.dumps(asdict(info), sort_keys=True) + "\n"
+        with open(self.path / MANIFEST, "a") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.completed[info.batch] = info
+
+    def write(self, batch: int, table: Any) -> PartInfo:
+        """Write and record one batch in this process."""
+        info = write_part(self.path, batch, table, self.params_json)
+        self.record(info)
+        return info
+
+    def finalize(self, n_batches: int | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+        """Check every batch is present, drop parts beyond ``n_batches``, write ``_SUCCESS``."""
+        if n_batches is not None:
+            missing = [b for b in range(n_batches) if b not in self.completed]
+            if missing:
+                raise ResumeError(f"cannot finalise: {len(missing)} batches missing (first {missing[:5]})",
+                                  path=self.path)
+            for b in [b for b in self.completed if b >= n_batches]:
+                (self.path / self.completed.pop(b).file).unlink(missing_ok=True)
+        body = {"n_batches": len(self.completed), "rows": sum(i.rows for i in self.completed.values()),
+                "metadata": _jsonable(metadata or {})}
+        tmp = self.path / f".{SUCCESS}.tmp"
+        tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
+        os.replace(tmp, self.path / SUCCESS)
+
+    # -- reading --------------------------------------------------------------------------
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / self.completed[b].file for b in sorted(self.completed)]
+
+    def scan(self):
+        """A LazyFrame over the completed parts, in batch order."""
+        import polars as pl
+
+        files = [str(f) for f in self.files]
+        if not files:
+            raise InputError("no completed batches to read", path=self.path)
+        return pl.scan_parquet(files)
+
+    @property
+    def metadata(self) -> dict:
+        """The ``metadata`` given to :meth:`finalize` (empty before it)."""
+        f = self.path / SUCCESS
+        return json.loads(f.read_text()).get("metadata", {}) if f.exists() else {}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The key-value metadata of a parquet file (or of a finalised polgen output directory)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / SUCCESS).exists():
+            return json.loads((p / SUCCESS).read_text()).get("metadata", {})
+        raise InputError("directory is not a finalised polgen output", path=p)
+    md = pq.read_schema(p).metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items()}
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove an output directory (used by ``overwrite``)."""
+    shutil.rmtree(path, ignore_errors=True)

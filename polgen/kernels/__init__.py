@@ -1,0 +1,1 @@
+"""numba kernels: contiguous numpy arrays in, arrays out; no Polars, no files."""
