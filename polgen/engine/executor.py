@@ -25,6 +25,9 @@ log = logging.getLogger("polgen")
 T = TypeVar("T")
 R = TypeVar("R")
 
+_NAMED = ("local", "threads", "processes", "dask")
+_DASK_PREFIXES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+
 
 class _DaskClientExecutor:
     """Keeps a Dask client alive for as long as the executor built from it is used."""
@@ -36,62 +39,111 @@ class _DaskClientExecutor:
     def submit(self, fn, *args, **kwargs):
         return self.executor.submit(fn, *args, **kwargs)
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        try:
+            self.executor.shutdown(wait=wait)
+        finally:
+            self.client.close()
+
+
+def _check_executor(executor: Any) -> None:
+    """Reject a bad ``executor`` argument at call time (before any work starts)."""
+    if executor is None:
+        return
+    if isinstance(executor, str):
+        if executor in _NAMED or executor.startswith(_DASK_PREFIXES):
+            return
+        raise EngineError(f"unknown executor {executor!r}: use None, 'threads', 'processes', "
+                          "'dask', a scheduler address, or a concurrent.futures.Executor")
+    if not callable(getattr(executor, "submit", None)):
+        raise EngineError(f"executor {executor!r} has no submit method")
+
+
+def _resolve(executor: Executor | str | None) -> tuple[Any, bool]:
+    """The executor to submit to and whether the engine created it (and so must shut it down)."""
+    _check_executor(executor)
+    if executor is None or executor == "local":
+        return None, False
+    if isinstance(executor, str):
+        if executor == "threads":
+            from concurrent.futures import ThreadPoolExecutor
+
+            return ThreadPoolExecutor(max_workers=os.cpu_count() or 1), True
+        if executor == "processes":
+            from concurrent.futures import ProcessPoolExecutor
+
+            return ProcessPoolExecutor(max_workers=os.cpu_count() or 1), True
+        try:
+            from distributed import Client
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise EngineError("executor='dask' needs the dask extra: pip install 'polgen[dask]'") from exc
+        address = executor if executor != "dask" else os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if not address:
+            raise EngineError("executor='dask' needs a scheduler address: pass 'tcp://host:port' or set "
+                              "DASK_SCHEDULER_ADDRESS")
+        try:
+            client = Client(address)
+        except Exception as exc:  # noqa: BLE001 - connection failures of every kind
+            raise EngineError(f"cannot connect to the Dask scheduler at {address}: {exc}") from exc
+        return _DaskClientExecutor(client), True
+    return executor, False
+
 
 def resolve_executor(executor: Executor | str | None) -> Any:
     """Turn the user's ``executor`` argument into something with ``submit``.
 
     ``None`` or ``"local"`` runs in the calling thread (numba kernels parallelise inside);
     ``"threads"`` / ``"processes"`` build a pool of ``os.cpu_count()`` workers; ``"dask"`` connects
-    to ``$DASK_SCHEDULER_ADDRESS`` (or starts nothing and fails clearly); a string starting with
-    ``tcp://`` is a Dask scheduler address; anything with ``submit`` is used as is.
+    to ``$DASK_SCHEDULER_ADDRESS`` (or fails clearly); a string starting with ``tcp://`` is a Dask
+    scheduler address; anything with ``submit`` is used as is.  A pool built here belongs to the
+    caller (shut it down when done); :func:`run_tasks` shuts down the pools it builds itself.
     """
-    if executor is None or executor == "local":
-        return None
-    if isinstance(executor, str):
-        if executor == "threads":
-            from concurrent.futures import ThreadPoolExecutor
+    return _resolve(executor)[0]
 
-            return ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-        if executor == "processes":
-            from concurrent.futures import ProcessPoolExecutor
 
-            return ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
-        if executor == "dask" or executor.startswith(("tcp://", "tls://", "inproc://")):
-            try:
-                from distributed import Client
-            except ImportError as exc:  # pragma: no cover - depends on the extra
-                raise EngineError(
-                    "executor='dask' needs the dask extra: pip install 'polgen[dask]'"
-                ) from exc
-            address = executor if executor != "dask" else os.environ.get("DASK_SCHEDULER_ADDRESS")
-            if not address:
-                raise EngineError(
-                    "executor='dask' needs a scheduler address: pass 'tcp://host:port' or set "
-                    "DASK_SCHEDULER_ADDRESS"
-                )
-            return _DaskClientExecutor(Client(address))
-        raise EngineError(f"unknown executor {executor!r}: use None, 'threads', 'processes', "
-                          "'dask', a scheduler address, or a concurrent.futures.Executor")
-    if not hasattr(executor, "submit"):
-        raise EngineError(f"executor {executor!r} has no submit method")
-    return executor
+def _is_dask(executor: Any) -> bool:
+    if isinstance(executor, _DaskClientExecutor):
+        return True
+    return type(executor).__module__.split(".")[0] == "distributed"
+
+
+def _dask_client(executor: Any):
+    if isinstance(executor, _DaskClientExecutor):
+        return executor.client
+    return getattr(executor, "_client", None)
 
 
 def _default_in_flight(executor: Any) -> int:
+    """Twice the number of workers (so none idles while the driver collects a result)."""
     workers = getattr(executor, "_max_workers", None)
-    if workers is None and isinstance(executor, _DaskClientExecutor):
+    if workers is None and _is_dask(executor):
+        client = _dask_client(executor)
         try:
-            workers = sum(executor.client.nthreads().values())
+            workers = sum(client.nthreads().values()) if client is not None else None
         except Exception:  # noqa: BLE001 - scheduler may be unreachable; fall back
             workers = None
     return max(2, 2 * int(workers or os.cpu_count() or 1))
 
 
+def _submit(executor: Any, fn: Callable, task: Any) -> Future:
+    if _is_dask(executor):
+        # Dask deduplicates "pure" calls by a hash of the arguments; a batch task writes files,
+        # so it must run every time it is submitted.
+        return executor.submit(fn, task, pure=False)
+    return executor.submit(fn, task)
+
+
+def _label(index: int, task: Any) -> str:
+    label = getattr(task, "label", None)
+    return str(label) if label else f"batch {index}"
+
+
 def _wrap_failure(exc: BaseException, index: int, task: Any) -> BaseException:
+    """PolgenErrors pass through unchanged; anything else becomes an EngineError naming the batch."""
     if isinstance(exc, PolgenError):
         return exc
-    label = getattr(task, "label", None) or f"batch {index}"
-    return EngineError(f"{label} failed: {type(exc).__name__}: {exc}", row=index)
+    label = _label(index, task)
+    return EngineError(f"{label} failed: {type(exc).__name__}: {exc}", batch=label)
 
 
 def run_tasks(
@@ -109,11 +161,21 @@ def run_tasks(
     At most ``max_in_flight`` tasks are submitted at once (default: twice the workers), which is
     the memory budget of the run: each in-flight task holds one batch.  A task that raises a
     :class:`~polgen.errors.PolgenError` re-raises it unchanged; any other exception becomes an
-    :class:`~polgen.errors.EngineError` naming the batch.
+    :class:`~polgen.errors.EngineError` naming the batch (the task's ``label`` attribute if it has
+    one, else its index).  ``tasks`` may be a lazy iterable: it is consumed only as slots free up.
+    The arguments are checked now; the work starts when the returned iterator is first advanced.
     """
+    _check_executor(executor)
+    if max_in_flight is not None:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+            raise EngineError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
     if total is None and hasattr(tasks, "__len__"):
         total = len(tasks)  # type: ignore[arg-type]
-    ex = resolve_executor(executor)
+    return _iterate(fn, tasks, executor, max_in_flight, progress, description, total)
+
+
+def _iterate(fn, tasks, executor, max_in_flight, progress, description, total) -> Iterator[Any]:
+    ex, owned = _resolve(executor)
     with progress_bar(description, total, progress) as bar:
         if ex is None:
             for i, task in enumerate(tasks):
@@ -128,6 +190,7 @@ def run_tasks(
         pending: deque[tuple[int, Any, Future]] = deque()
         it = iter(enumerate(tasks))
         exhausted = False
+        clean = False
         try:
             while True:
                 while not exhausted and len(pending) < limit:
@@ -136,8 +199,9 @@ def run_tasks(
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append((i, task, ex.submit(fn, task)))
+                    pending.append((i, task, _submit(ex, fn, task)))
                 if not pending:
+                    clean = True
                     return
                 i, task, fut = pending.popleft()
                 try:
@@ -149,6 +213,11 @@ def run_tasks(
         finally:
             for _, _, fut in pending:
                 fut.cancel()
+            if owned:
+                try:
+                    ex.shutdown(wait=clean, cancel_futures=True)
+                except TypeError:  # executors without cancel_futures
+                    ex.shutdown(wait=clean)
 
 
 @dataclass(frozen=True)
@@ -189,18 +258,23 @@ def run_to_sink(
 
     Each worker writes its own part atomically (temp name, then rename) and returns a small
     :class:`~polgen.io.sink.PartInfo`; the driver appends it to the manifest.  With
-    ``resume=True`` tasks whose part is already recorded (and verified) are skipped, so a killed
-    run finishes where it stopped and the final files are byte-identical to an uninterrupted run.
+    ``resume=True`` tasks whose part is already recorded (and verified: size, rows, SHA-256) are
+    skipped, so a killed run finishes where it stopped and the final files are byte-identical to
+    an uninterrupted run.  ``fn`` and the tasks must be picklable for process / Dask executors
+    (a module-level function; small task specs such as paths, ranges and parameters).
     Returns the :class:`~polgen.io.sink.BatchSink`, finalised unless ``finalize=False``.
     """
     from polgen.io.sink import BatchSink
 
+    _check_executor(executor)
+    tasks = list(tasks)
     sink = BatchSink(out, params, resume=resume, overwrite=overwrite)
     todo = sink.pending(range(len(tasks)))
     if len(todo) < len(tasks):
         log.info("resuming %s: %d of %d batches already done", out, len(tasks) - len(todo), len(tasks))
     work = [
-        _SinkTask(fn, tasks[b], b, str(sink.path), sink.params_json, getattr(tasks[b], "label", None))
+        _SinkTask(fn, tasks[b], b, str(sink.path), sink.params_json,
+                  getattr(tasks[b], "label", None) or f"batch {b}")
         for b in todo
     ]
     for info in run_tasks(

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -36,6 +37,7 @@ log = logging.getLogger("polgen")
 MANIFEST = "_polgen_manifest.jsonl"
 SUCCESS = "_SUCCESS"
 PART_FMT = "part-{:06d}.parquet"
+_PART_KEYS = ("batch", "file", "rows", "bytes", "sha256")
 FORMAT_VERSION = 1
 
 
@@ -60,6 +62,8 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_jsonable(v) for v in value), key=repr)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if np is not None:
@@ -71,6 +75,9 @@ def _jsonable(value: Any) -> Any:
         return "NaN"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    qualname = getattr(value, "__qualname__", None)
+    if callable(value) and qualname is not None:  # functions: a stable name, not an address
+        return f"{getattr(value, '__module__', '?')}.{qualname}"
     return repr(value)
 
 
@@ -112,26 +119,42 @@ def _as_arrow(table: Any) -> pa.Table:
     raise InputError(f"a batch must be a pyarrow or polars table, got {type(table).__name__}")
 
 
-def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[str, str] | None = None,
-                       compression: str = "zstd") -> tuple[int, int]:
-    """Write ``table`` to ``path`` via a temp file and ``os.replace``; returns (rows, bytes)."""
-    path = Path(path)
+def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
+                  compression: str) -> tuple[int, int, str]:
     tbl = _as_arrow(table)
     if metadata:
         merged = dict(tbl.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
         tbl = tbl.replace_schema_metadata(merged)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        pq.write_table(tbl, tmp, compression=compression, write_statistics=True)
+        try:
+            pq.write_table(tbl, tmp, compression=compression, write_statistics=True)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            if isinstance(exc, OSError):
+                raise
+            raise InputError(f"cannot write the table as parquet: {exc}", path=path) from None
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        size = tmp.stat().st_size
+        digest = _sha256(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return tbl.num_rows, path.stat().st_size
+    return tbl.num_rows, size, digest
+
+
+def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[str, str] | None = None,
+                       compression: str = "zstd") -> tuple[int, int]:
+    """Write ``table`` to ``path`` via a temp file and ``os.replace``; returns (rows, bytes).
+
+    A reader never sees a partial file: either the old file (or none) or the complete new one.
+    ``table`` is a pyarrow or polars table; ``metadata`` goes into the parquet key-value metadata.
+    """
+    rows, size, _ = _write_atomic(Path(path), table, metadata, compression)
+    return rows, size
 
 
 def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: str) -> PartInfo:
@@ -139,8 +162,8 @@ def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: 
     out = Path(out_dir)
     name = PART_FMT.format(batch)
     meta = {"polgen.params": params_json, "polgen.batch": str(batch), "polgen.format": str(FORMAT_VERSION)}
-    rows, size = write_table_atomic(out / name, table, meta)
-    return PartInfo(batch=batch, file=name, rows=rows, bytes=size, sha256=_sha256(out / name))
+    rows, size, digest = _write_atomic(out / name, table, meta, "zstd")
+    return PartInfo(batch=batch, file=name, rows=rows, bytes=size, sha256=digest)
 
 
 class BatchSink:
@@ -187,58 +210,92 @@ class BatchSink:
     def _write_header(self) -> None:
         header = {"polgen_manifest": FORMAT_VERSION, "params": json.loads(self.params_json)}
         tmp = self.path / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(header, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, self.path / MANIFEST)
+        _fsync_dir(self.path)
 
     def _load(self, manifest: Path) -> None:
+        """Read the manifest, drop a torn last line, check the parameters, verify the parts.
+
+        Only a kill while a line was being appended can leave a bad line, and only as the last
+        one; a bad line anywhere else means the manifest was damaged and resuming is refused.
+        The last record of a batch wins (a recomputed batch is recorded again).
+        """
         raw = manifest.read_bytes()
         lines = raw.split(b"\n")
         good_len = 0
         records: list[dict] = []
         header = None
+        torn = False
         for k, line in enumerate(lines):
+            last = k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1:])
             if not line.strip():
                 good_len += len(line) + 1
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError:
-                if k == len(lines) - 1 or all(not rest.strip() for rest in lines[k + 1:]):
+                if header is not None:
+                    obj = {key: obj[key] for key in _PART_KEYS}
+                    if not isinstance(obj["batch"], int) or not isinstance(obj["file"], str):
+                        raise TypeError("bad field types")
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                if last and header is not None:
                     log.warning("dropping a torn manifest line in %s", manifest)
+                    torn = True
                     break
-                raise ResumeError(f"manifest line {k + 1} is corrupt", path=manifest)
+                raise ResumeError(f"manifest line {k + 1} is corrupt ({exc})", path=manifest) from None
             if header is None:
                 header = obj
             else:
                 records.append(obj)
             good_len += len(line) + 1
-        if header is None or "params" not in header:
+        if not isinstance(header, dict) or "params" not in header:
             raise ResumeError("manifest has no parameter header", path=manifest)
-        if good_len < len(raw):
-            with open(manifest, "r+b") as fh:
-                fh.truncate(min(good_len, len(raw)))
         stored = json.dumps(header["params"], sort_keys=True, separators=(",", ":"))
         if stored != self.params_json:
             old, new = header["params"], json.loads(self.params_json)
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if isinstance(old, dict) and isinstance(new, dict):
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            else:
+                diff = ["params"]
             raise ResumeError(f"cannot resume: parameters differ from the stored run ({', '.join(diff)})",
                               path=self.path)
+        if torn or not raw.endswith(b"\n"):
+            # Cut the torn tail and make sure the next appended record starts on its own line.
+            with open(manifest, "r+b") as fh:
+                fh.truncate(min(good_len, len(raw)))
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() and not raw[: min(good_len, len(raw))].endswith(b"\n"):
+                    fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         (self.path / SUCCESS).unlink(missing_ok=True)
+        latest: dict[int, PartInfo] = {}
         for rec in records:
-            info = PartInfo(**{k: rec[k] for k in ("batch", "file", "rows", "bytes", "sha256")})
+            latest[rec["batch"]] = PartInfo(**rec)
+        for batch in sorted(latest):
+            info = latest[batch]
             if self._verify(info):
-                self.completed[info.batch] = info
+                self.completed[batch] = info
             else:
                 log.warning("part %s is missing or corrupt; it will be recomputed", info.file)
-                self.completed.pop(info.batch, None)
 
     def _verify(self, info: PartInfo) -> bool:
+        """A recorded part is good when its size, SHA-256 and parquet row count all match."""
         f = self.path / info.file
-        if not f.exists() or f.stat().st_size != info.bytes:
+        if f.name != info.file or f.parent != self.path:  # a manifest cannot point elsewhere
             return False
-        if _sha256(f) != info.sha256:
+        try:
+            if not f.is_file() or f.stat().st_size != info.bytes:
+                return False
+            if _sha256(f) != info.sha256:
+                return False
+            return pq.ParquetFile(f).metadata.num_rows == info.rows
+        except (OSError, pa.ArrowException):
             return False
-        return True
 
     # -- writing --------------------------------------------------------------------------
     def pending(self, batches: Iterable[int]) -> list[int]:
@@ -272,6 +329,13 @@ class BatchSink:
                                   path=self.path)
             for b in [b for b in self.completed if b >= n_batches]:
                 (self.path / self.completed.pop(b).file).unlink(missing_ok=True)
+        # Part files no record vouches for (a batch written but not recorded before a kill, beyond
+        # the final batch count) must not be picked up by a glob over the directory.
+        recorded = {info.file for info in self.completed.values()}
+        for f in self.path.glob("part-*.parquet"):
+            if f.name not in recorded:
+                log.warning("removing unrecorded part %s", f)
+                f.unlink(missing_ok=True)
         body = {"n_batches": len(self.completed), "rows": sum(i.rows for i in self.completed.values()),
                 "metadata": _jsonable(metadata or {})}
         tmp = self.path / f".{SUCCESS}.tmp"
