@@ -1,0 +1,293 @@
+"""BedStream and the bed decode kernel against bed-reader (an independent Rust decoder)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+bed_reader = pytest.importorskip("bed_reader")
+
+from polgen.errors import BedFormatError, InputError  # noqa: E402
+from polgen.io.bed import BedStream, read_bim, thin_positions  # noqa: E402
+from polgen.kernels.bed_decode import SCALE_CENTER, decode_block  # noqa: E402
+
+
+def _genotypes(n: int, p: int, seed: int, miss: float = 0.1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(0.05, 0.95, p)
+    g = rng.binomial(2, freq, size=(n, p)).astype(np.float64)
+    g[rng.random((n, p)) < miss] = np.nan
+    if p >= 3:
+        g[:, 0] = 2.0          # monomorphic A1/A1
+        g[:, 1] = np.nan       # every call missing
+        g[: max(1, n // 2), 2] = 0.0  # monomorphic with missing calls
+        g[max(1, n // 2):, 2] = np.nan
+    return g
+
+
+def _write(tmp_path, g: np.ndarray, name: str = "g") -> str:
+    path = str(tmp_path / f"{name}.bed")
+    n, p = g.shape
+    props = {"chromosome": ["1"] * (p // 2) + ["2"] * (p - p // 2),
+             "bp_position": list(range(100, 100 + 10 * p, 10)),
+             "sid": [f"rs{j}" for j in range(p)],
+             "allele_1": ["A"] * p, "allele_2": ["G"] * p,
+             "iid": [f"i{i}" for i in range(n)], "fid": [f"f{i}" for i in range(n)]}
+    bed_reader.to_bed(path, g, properties=props)
+    return path
+
+
+def _reference(path: str, count_a1: bool = True) -> np.ndarray:
+    with bed_reader.open_bed(path, count_A1=count_a1) as bed:
+        return bed.read(dtype="float64")
+
+
+def _numpy_scaled(ref: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cnt = np.sum(~np.isnan(ref), axis=0)
+        mean = np.where(cnt > 0, np.nansum(ref, axis=0) / np.maximum(cnt, 1), np.nan)
+        x = np.where(np.isnan(ref), 0.0, ref - mean)
+        x[:, cnt == 0] = 0.0
+        if scale == "eigenstrat":
+            p = mean / 2
+            sd = np.sqrt(2 * p * (1 - p))
+            ok = sd > 0
+            x[:, ok] = x[:, ok] / sd[ok]
+            x[:, ~ok] = 0.0
+    return x, mean / 2
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 10, 101])
+def test_raw_bit_exact_against_bed_reader(tmp_path, n):
+    g = _genotypes(n, 23, seed=n)
+    path = _write(tmp_path, g)
+    ref = _reference(path)
+    np.testing.assert_array_equal(ref, g)  # to_bed/open_bed round trip sanity
+    bs = BedStream(path, scale="raw")
+    blk = bs.read()
+    assert blk.data.flags.f_contiguous and blk.data.dtype == np.float64
+    np.testing.assert_array_equal(blk.data, ref)  # NaN == NaN for assert_array_equal
+    np.testing.assert_array_equal(blk.n_miss, np.isnan(ref).sum(axis=0))
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="empty slice"):
+        want_freq = np.nanmean(ref, axis=0) / 2  # column 1 has no calls -> NaN
+    np.testing.assert_array_equal(blk.freq, want_freq)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 10, 101])
+@pytest.mark.parametrize("scale", ["center", "eigenstrat"])
+def test_centred_and_eigenstrat_match_numpy(tmp_path, n, scale):
+    g = _genotypes(n, 19, seed=100 + n)
+    path = _write(tmp_path, g)
+    ref = _reference(path)
+    want, freq = _numpy_scaled(ref, scale)
+    blk = BedStream(path, scale=scale).read()
+    if scale == "center":
+        np.testing.assert_array_equal(blk.data, want)  # same operations in the same order: exact
+    else:  # the kernel may divide by sd as a reciprocal multiply (fastmath arcp): 1 ulp
+        np.testing.assert_allclose(blk.data, want, rtol=4e-16, atol=4e-16)
+    np.testing.assert_array_equal(blk.freq, freq)
+    assert not np.isnan(blk.data).any()
+    mono = blk.monomorphic
+    assert mono[0] and mono[1] and mono[2]
+    assert np.all(blk.data[:, mono] == 0.0)
+    assert np.isnan(blk.freq[1]) and blk.freq[0] == 1.0 and blk.freq[2] == 0.0
+
+
+@pytest.mark.parametrize("scale", ["raw", "center", "eigenstrat"])
+def test_float32_is_the_float64_result_rounded(tmp_path, scale):
+    g = _genotypes(37, 29, seed=7)
+    path = _write(tmp_path, g)
+    x64 = BedStream(path, scale=scale).read().data
+    x32 = BedStream(path, scale=scale, dtype=np.float32).read().data
+    assert x32.dtype == np.float32 and x32.flags.f_contiguous
+    np.testing.assert_array_equal(x32, x64.astype(np.float32))
+
+
+def test_count_a2_matches_bed_reader(tmp_path):
+    g = _genotypes(10, 15, seed=3)
+    path = _write(tmp_path, g)
+    ref = _reference(path, count_a1=False)
+    blk = BedStream(path, scale="raw", count_a1=False).read()
+    np.testing.assert_array_equal(blk.data, ref)
+    np.testing.assert_array_equal(BedStream(path, count_a1=False).read().data,
+                                  _numpy_scaled(ref, "center")[0])
+
+
+def test_blocks_cover_every_snp_once_and_reuse_buffer(tmp_path):
+    g = _genotypes(21, 50, seed=11)
+    path = _write(tmp_path, g)
+    full = BedStream(path).read().data
+    bs = BedStream(path, block_snps=7)
+    assert bs.n_blocks == 8
+    seen, pieces, buffers = [], [], set()
+    for blk in bs.blocks():
+        assert blk.data.flags.f_contiguous and blk.data.shape == (21, blk.stop - blk.start)
+        seen.extend(range(blk.start, blk.stop))
+        pieces.append(blk.data.copy())
+        buffers.add(blk.data.__array_interface__["data"][0])
+    assert seen == list(range(50))
+    assert len(buffers) == 1  # one reused buffer
+    np.testing.assert_array_equal(np.hstack(pieces), full)
+    # a sub-range, and the ranges listed up front
+    sub = list(bs.blocks(10, 30))
+    assert [(b.start, b.stop) for b in sub] == bs.block_ranges(10, 30) == [(10, 17), (17, 24), (24, 30)]
+
+
+def test_snp_subset_and_thinning(tmp_path):
+    g = _genotypes(13, 40, seed=5)
+    path = _write(tmp_path, g)
+    ref = _reference(path)
+    snps = np.array([0, 3, 4, 5, 9, 20, 21, 39])
+    bs = BedStream(path, snps=snps, scale="raw", block_snps=3)
+    np.testing.assert_array_equal(bs.read().data, ref[:, snps])
+    assert bs.bim["SNP"].to_list() == [f"rs{j}" for j in snps]
+    np.testing.assert_array_equal(bs.snp_index, snps)
+    got = np.hstack([b.data.copy() for b in bs.blocks()])
+    np.testing.assert_array_equal(got, ref[:, snps])
+
+    th = BedStream(path, thin=0.25, scale="raw")
+    np.testing.assert_array_equal(th.snp_index, np.arange(0, 40, 4))
+    np.testing.assert_array_equal(th.read().data, ref[:, ::4])
+    both = BedStream(path, snps=snps, thin=0.5, scale="raw")
+    np.testing.assert_array_equal(both.snp_index, snps[::2])
+    # thinning is deterministic and keeps the requested fraction
+    for n, f in [(1000, 0.3), (7, 0.5), (10, 1.0), (3, 0.01)]:
+        pos = thin_positions(n, f)
+        assert len(pos) == int(np.ceil(n * f - 1e-9)) and np.all(np.diff(pos) > 0) and pos[-1] < n
+        np.testing.assert_array_equal(pos, thin_positions(n, f))
+
+
+def test_read_into_caller_buffer_and_pickle(tmp_path):
+    g = _genotypes(9, 12, seed=2)
+    path = _write(tmp_path, g)
+    bs = BedStream(path, scale="eigenstrat", dtype=np.float32)
+    out = np.empty((9, 5), dtype=np.float32, order="F")
+    blk = bs.read(3, 8, out=out)
+    assert blk.data is out
+    clone = pickle.loads(pickle.dumps(bs))
+    np.testing.assert_array_equal(clone.read(3, 8).data, out)
+    with pytest.raises(InputError):
+        bs.read(3, 8, out=np.empty((9, 5), dtype=np.float32))  # C order
+    with pytest.raises(InputError):
+        bs.read(5, 13)
+
+
+def test_decode_block_kernel_direct_and_parallel_path(tmp_path):
+    g = _genotypes(33, 64, seed=9)
+    path = _write(tmp_path, g)
+    raw = np.fromfile(path, dtype=np.uint8)[3:].reshape(64, -1)
+    want, freq = _numpy_scaled(_reference(path), "center")
+    for parallel in (False, True):
+        out = np.empty((33, 64), order="F")
+        f = np.empty(64)
+        m = np.empty(64, dtype=np.int64)
+        decode_block(raw, 33, SCALE_CENTER, out, f, m, parallel=parallel)
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(f, freq)
+    with pytest.raises(ValueError):
+        decode_block(raw, 33, SCALE_CENTER, np.empty((33, 64)), f, m)  # C-ordered out
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 40), p=st.integers(1, 12), seed=st.integers(0, 2**31 - 1),
+       miss=st.sampled_from([0.0, 0.2, 0.9]))
+def test_property_raw_matches_bed_reader(tmp_path_factory, n, p, seed, miss):
+    tmp = tmp_path_factory.mktemp("prop")
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 3, size=(n, p)).astype(np.float64)
+    g[rng.random((n, p)) < miss] = np.nan
+    path = str(tmp / "p.bed")
+    bed_reader.to_bed(path, g)
+    ref = _reference(path)
+    np.testing.assert_array_equal(BedStream(path, scale="raw", block_snps=5).read().data, ref)
+    np.testing.assert_array_equal(BedStream(path, block_snps=5).read().data, _numpy_scaled(ref, "center")[0])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def good(tmp_path):
+    return _write(tmp_path, _genotypes(10, 8, seed=1))
+
+
+def test_wrong_magic(good):
+    raw = bytearray(open(good, "rb").read())
+    raw[0] = 0x00
+    open(good, "wb").write(bytes(raw))
+    with pytest.raises(BedFormatError, match="not a PLINK .bed") as e:
+        BedStream(good)
+    assert e.value.path.endswith("g.bed")
+
+
+def test_individual_major_rejected(good):
+    raw = bytearray(open(good, "rb").read())
+    raw[2] = 0x00
+    open(good, "wb").write(bytes(raw))
+    with pytest.raises(BedFormatError, match="individual-major"):
+        BedStream(good)
+
+
+def test_truncated(good):
+    raw = open(good, "rb").read()
+    open(good, "wb").write(raw[:-1])
+    with pytest.raises(BedFormatError, match="truncated"):
+        BedStream(good)
+
+
+def test_bim_fam_count_mismatch(good):
+    bim = good[:-4] + ".bim"
+    with open(bim, "a") as fh:
+        fh.write("1\trsX\t0\t999\tA\tG\n")
+    with pytest.raises(BedFormatError, match="9 SNPs"):
+        BedStream(good)
+    fam = good[:-4] + ".fam"
+    lines = open(fam).read().splitlines()
+    open(fam, "w").write("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(BedFormatError):
+        BedStream(good)
+
+
+def test_missing_bim_and_bad_lines(good):
+    import os
+
+    bim = good[:-4] + ".bim"
+    text = open(bim).read()
+    os.remove(bim)
+    with pytest.raises(BedFormatError, match=".bim file not found"):
+        BedStream(good)
+    lines = text.splitlines()
+    lines[3] = "1 rs3 0 100 A"  # 5 fields
+    open(bim, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(BedFormatError, match="line 4 has 5") as e:
+        BedStream(good)
+    assert e.value.row == 4
+    lines[3] = "1 rs3 0 notanumber A G"
+    open(bim, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(BedFormatError) as e:
+        read_bim(bim)
+    assert e.value.column == "BP" and e.value.row == 4
+
+
+def test_space_separated_bim_and_prefix_path(good):
+    bim = good[:-4] + ".bim"
+    lines = [" ".join(line.split("\t")) + "  " for line in open(bim).read().splitlines()]
+    open(bim, "w").write("\n".join(lines) + "\n\n")
+    bs = BedStream(good[:-4])  # prefix without extension
+    assert bs.n_snps == 8 and bs.bim["BP"].dtype.is_integer()
+    assert bs.fam["IID"].to_list() == [f"i{i}" for i in range(10)]
+
+
+def test_bad_arguments(good):
+    with pytest.raises(InputError):
+        BedStream(good, scale="standardise")
+    with pytest.raises(InputError):
+        BedStream(good, snps=[3, 1])
+    with pytest.raises(InputError):
+        BedStream(good, snps=[0, 8])
+    with pytest.raises(InputError):
+        BedStream(good, thin=0.0)
+    with pytest.raises(InputError):
+        BedStream(good, dtype=np.int8)
