@@ -1,0 +1,926 @@
+"""lavaan model syntax as Genomic SEM users write it, parsed into a lavaan-style parameter table.
+
+:func:`parse_model` turns a model string into a :class:`ParTable`, applying the defaults of
+lavaan's ``sem()`` as GenomicSEM calls it.  Supported syntax:
+
+* operators ``=~`` (loadings), ``~`` (regressions), ``~~`` (variances / covariances),
+  ``:=`` (defined parameters), ``==`` / ``<`` / ``>`` (constraints);
+* several left-hand sides (``F1 + F2 ~ SNP``) and right-hand side terms joined by ``+``;
+* modifiers before a variable, chained with ``*``: a number (fixed value), ``NA`` (free), a label
+  (``a*x`` or ``label("a")*x`` or ``"a"*x``), ``start(0.5)``, ``lower(0)``, ``upper(1)``,
+  ``equal("a")``, and single-group ``c(...)``;
+* statements separated by newlines or ``;``; ``#`` and ``!`` start comments; a line without an
+  operator, or a line following one that ends in ``+`` / ``*``, continues the previous statement.
+
+Defaults (lavaan ``sem()``; the names are lavaan's options):
+
+* ``auto.var``: every observed variable that is not a fixed exogenous covariate, and every latent
+  variable, gets a free (residual) variance unless the syntax mentions it;
+* ``auto.fix.first`` (unless ``std_lv``): the first loading of every factor is fixed to 1 unless
+  the syntax gives it a value or ``NA*``;
+* ``std.lv``: with ``std_lv=True`` every latent (residual) variance is fixed to 1 (user modifiers
+  still win) and loadings are left free;
+* ``auto.fix.single``: the residual variance of the only indicator of a one-indicator factor is
+  fixed to 0 (unless written in the syntax);
+* ``auto.cov.lv.x``: covariances among exogenous latent variables (latent variables that are neither
+  indicators nor outcomes of ``~``) are free;
+* ``auto.cov.y``: residual covariances among pure outcomes (observed or latent variables that are
+  the left side of ``~`` but never a predictor nor an indicator) are free;
+* ``fixed.x``: observed variables that only ever predict (right side of ``~``; e.g. ``SNP``) are
+  exogenous covariates: their variances and covariances are *fixed* at the sample values
+  (``exo=1``, ``ustart`` NaN until the data are known), are not counted as parameters and their
+  moments are not counted as data in ``df``.  A covariate mentioned in a user ``~~`` row is treated
+  as random instead (lavaan does the same, with a warning).
+* Parameters sharing a label are equal (lavaan's ``ceq.simple = FALSE`` layout: each keeps its own
+  free index and an implicit ``==`` constraint ties them; a label shared with a fixed parameter
+  fixes all of them).  ``label > number`` / ``label < number`` become bounds (``lower``/``upper``);
+  other constraints are kept as expressions in :attr:`ParTable.constraints`.
+
+No mean structure: ``~1`` intercepts are rejected (GenomicSEM fits covariance structures only).
+"""
+
+from __future__ import annotations
+
+import ast
+import cmath
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from polgen.errors import ModelError, ModelSyntaxError
+
+__all__ = [
+    "Expr",
+    "FlatRow",
+    "ParRow",
+    "ParTable",
+    "Constraint",
+    "Defined",
+    "parse_model",
+    "parse_syntax",
+]
+
+_PAR_OPS = ("=~", "~~", "~")
+_CON_OPS = ("==", "<", ">")
+_VAR_RE = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+_NUM_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _syntax_error(message: str, *, row: int | None = None, col: int | None = None) -> ModelSyntaxError:
+    """ModelSyntaxError whose message ends with 'at line L, column C'; ``.line``/``.col`` set."""
+    where = ""
+    if row is not None:
+        where = f" at line {row}" + (f", column {col}" if col is not None else "")
+    err = ModelSyntaxError(message + where, line=row, col=col)
+    err.line, err.col = row, col
+    return err
+
+
+
+# --------------------------------------------------------------------------------------------
+# safe arithmetic expressions (for := and constraints)
+# --------------------------------------------------------------------------------------------
+def _cabs(z):
+    return z if (z.real if isinstance(z, complex) else z) >= 0 else -z
+
+
+_FUNCS: dict[str, Callable] = {
+    "sqrt": lambda z: cmath.sqrt(z) if isinstance(z, complex) else math.sqrt(z),
+    "exp": lambda z: cmath.exp(z) if isinstance(z, complex) else math.exp(z),
+    "log": lambda z: cmath.log(z) if isinstance(z, complex) else math.log(z),
+    "log10": lambda z: cmath.log10(z) if isinstance(z, complex) else math.log10(z),
+    "abs": _cabs,
+    "sin": lambda z: cmath.sin(z) if isinstance(z, complex) else math.sin(z),
+    "cos": lambda z: cmath.cos(z) if isinstance(z, complex) else math.cos(z),
+    "tan": lambda z: cmath.tan(z) if isinstance(z, complex) else math.tan(z),
+    "tanh": lambda z: cmath.tanh(z) if isinstance(z, complex) else math.tanh(z),
+    "atanh": lambda z: cmath.atanh(z) if isinstance(z, complex) else math.atanh(z),
+}
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed arithmetic expression over parameter labels (``+ - * / ^``, numbers, functions).
+
+    Safe: only numbers, names, the four operations, powers, unary signs and the functions in
+    ``Expr.FUNCTIONS`` are accepted.  Evaluate with :meth:`evaluate`; works with complex values so
+    derivatives can be taken by complex step.
+    """
+
+    text: str
+    tree: Any = field(repr=False, compare=False)
+    names: tuple[str, ...] = ()
+
+    FUNCTIONS = tuple(sorted(_FUNCS))
+
+    @classmethod
+    def parse(cls, text: str, *, line: int | None = None, col: int | None = None) -> "Expr":
+        src = text.strip().replace("^", "**")
+        if not src:
+            raise _syntax_error("empty expression", row=line, col=col)
+        try:
+            tree = ast.parse(src, mode="eval").body
+        except SyntaxError as exc:
+            if col is not None and exc.offset:
+                col = col + max(exc.offset - 1, 0)
+            raise _syntax_error(f"cannot parse expression {text.strip()!r}: {exc.msg}",
+                                row=line, col=col) from None
+        names: list[str] = []
+
+        def check(node):
+            if isinstance(node, ast.BinOp):
+                if not isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
+                    raise _syntax_error(f"operator not allowed in {text.strip()!r}", row=line, col=col)
+                check(node.left)
+                check(node.right)
+            elif isinstance(node, ast.UnaryOp):
+                if not isinstance(node.op, (ast.USub, ast.UAdd)):
+                    raise _syntax_error(f"operator not allowed in {text.strip()!r}", row=line, col=col)
+                check(node.operand)
+            elif isinstance(node, ast.Constant):
+                if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
+                    raise _syntax_error(f"only numbers allowed as constants in {text.strip()!r}",
+                                           row=line, col=col)
+            elif isinstance(node, ast.Name):
+                if node.id not in names:
+                    names.append(node.id)
+            elif isinstance(node, ast.Attribute):
+                # R names may contain dots (a.b): rebuild the dotted name
+                raise _syntax_error(f"dotted names are not supported in expressions: {text.strip()!r}",
+                                       row=line, col=col)
+            elif isinstance(node, ast.Call):
+                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords \
+                        or len(node.args) != 1:
+                    raise _syntax_error(f"unknown function call in {text.strip()!r}; allowed: "
+                                           f"{', '.join(sorted(_FUNCS))} (one argument)", row=line, col=col)
+                check(node.args[0])
+            else:
+                raise _syntax_error(f"not allowed in an expression: {text.strip()!r}", row=line, col=col)
+
+        check(tree)
+        return cls(text=text.strip(), tree=tree, names=tuple(names))
+
+    def evaluate(self, env: Mapping[str, Any]):
+        """Value of the expression with names looked up in ``env`` (floats or complex)."""
+
+        def ev(node):
+            if isinstance(node, ast.Constant):
+                return float(node.value)
+            if isinstance(node, ast.Name):
+                try:
+                    return env[node.id]
+                except KeyError:
+                    raise ModelError(f"unknown parameter label {node.id!r} in expression {self.text!r}") from None
+            if isinstance(node, ast.UnaryOp):
+                v = ev(node.operand)
+                return -v if isinstance(node.op, ast.USub) else v
+            if isinstance(node, ast.BinOp):
+                a, b = ev(node.left), ev(node.right)
+                op = node.op
+                if isinstance(op, ast.Add):
+                    return a + b
+                if isinstance(op, ast.Sub):
+                    return a - b
+                if isinstance(op, ast.Mult):
+                    return a * b
+                if isinstance(op, ast.Div):
+                    return a / b if b != 0 else (math.copysign(math.inf, a.real if isinstance(a, complex) else a)
+                                                 if a != 0 else math.nan)
+                return a ** b
+            return _FUNCS[node.func.id](ev(node.args[0]))
+
+        return ev(self.tree)
+
+    def __reduce__(self):
+        return (Expr.parse, (self.text,))
+
+
+@dataclass(frozen=True)
+class Defined:
+    """A ``name := expression`` definition."""
+
+    name: str
+    expr: Expr
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A ``lhs op rhs`` constraint (op one of ``==``, ``<``, ``>``) between expressions."""
+
+    lhs: Expr
+    op: str
+    rhs: Expr
+    line: int | None = None
+
+    def residual(self, env: Mapping[str, Any]):
+        """lhs - rhs (== : must be 0; > : must be >= 0; < : must be <= 0)."""
+        return self.lhs.evaluate(env) - self.rhs.evaluate(env)
+
+
+# --------------------------------------------------------------------------------------------
+# flat syntax rows
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FlatRow:
+    """One element as written in the syntax (lavaan's FLAT table) with its modifiers."""
+
+    lhs: str
+    op: str
+    rhs: str
+    fixed: float | None = None  # value; NaN means NA* (explicitly free)
+    start: float | None = None
+    label: str = ""
+    lower: float | None = None
+    upper: float | None = None
+    line: int | None = None
+    col: int | None = None
+
+
+@dataclass
+class ParRow:
+    """One row of the parameter table (lavaan partable columns)."""
+
+    id: int
+    lhs: str
+    op: str
+    rhs: str
+    user: int  # 1 written in the syntax, 0 added by a default, 2 implied constraint
+    free: int  # 0 fixed, else 1-based index into the free parameter vector
+    ustart: float  # fixed value or user start value; NaN if none
+    exo: int = 0
+    label: str = ""
+    plabel: str = ""
+    lower: float = -math.inf
+    upper: float = math.inf
+    start: float = math.nan  # starting value used by the optimiser (filled by the model)
+
+
+class _Stmt:
+    """A logical statement with a map from character offset to (line, column)."""
+
+    def __init__(self) -> None:
+        self.chars: list[str] = []
+        self.pos: list[tuple[int, int]] = []
+
+    def add(self, text: str, line: int, col0: int) -> None:
+        for i, ch in enumerate(text):
+            self.chars.append(ch)
+            self.pos.append((line, col0 + i))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def where(self, offset: int) -> tuple[int, int]:
+        if not self.pos:
+            return (0, 0)
+        offset = min(max(offset, 0), len(self.pos) - 1)
+        return self.pos[offset]
+
+
+def _strip_comment(line: str) -> str:
+    out = []
+    quote = None
+    for ch in line:
+        if quote:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "#!":
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+def _find_op(text: str) -> tuple[str, int] | None:
+    """First top-level operator in ``text``: (op, offset)."""
+    depth = 0
+    quote = None
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if quote:
+            if ch == quote:
+                quote = None
+            i += 1
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0:
+            two = text[i:i + 2]
+            if two in (":=", "=~", "~~", "<~", "==", "~*", "|~", "%~"):
+                return (two, i)
+            if ch == "~":
+                return ("~", i)
+            if ch in "<>|":
+                # '<=' / '>=' behave like '<' / '>' in lavaan
+                if text[i:i + 2] in ("<=", ">="):
+                    return (ch + "=", i)
+                return (ch, i)
+            if ch == "=":
+                return ("=", i)
+        i += 1
+    return None
+
+
+def _split_top(text: str, sep: str) -> list[tuple[str, int]]:
+    """Split at top-level ``sep`` characters; returns (piece, offset of piece)."""
+    parts: list[tuple[str, int]] = []
+    depth = 0
+    quote = None
+    start = 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append((text[start:i], start))
+            start = i + 1
+    parts.append((text[start:], start))
+    return parts
+
+
+def _logical_statements(model: str) -> list[_Stmt]:
+    lines = model.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    stmts: list[_Stmt] = []
+    for lineno, raw in enumerate(lines, start=1):
+        body = _strip_comment(raw)
+        # split on ';' outside quotes/parentheses
+        for piece, off in _split_top(body, ";"):
+            if not piece.strip():
+                continue
+            lead = len(piece) - len(piece.lstrip())
+            piece_s = piece.strip()
+            has_op = _find_op(piece_s) is not None
+            prev = stmts[-1].text.rstrip() if stmts else ""
+            continues = bool(stmts) and (
+                not has_op or prev.endswith(("+", "*", "=~", "~", ":=", "==", "<", ">", "("))
+                or piece_s.startswith(("+", "*"))
+            )
+            if continues:
+                stmts[-1].add(" ", lineno, off + lead)
+                stmts[-1].add(piece_s, lineno, off + lead + 1)
+            else:
+                st = _Stmt()
+                st.add(piece_s, lineno, off + lead + 1)
+                stmts.append(st)
+    return stmts
+
+
+def _num(text: str) -> float | None:
+    t = text.strip()
+    if _NUM_RE.match(t):
+        return float(t)
+    if t in ("Inf", "+Inf"):
+        return math.inf
+    if t == "-Inf":
+        return -math.inf
+    return None
+
+
+def _parse_modifier(mod: str, row: FlatRow, where: tuple[int, int]) -> None:
+    line, col = where
+    m = mod.strip()
+    if not m:
+        raise _syntax_error("empty modifier before '*'", row=line, col=col)
+    # c(...) single-group vectors
+    cm = re.fullmatch(r"c\((.*)\)", m, flags=re.S)
+    if cm:
+        items = [s for s, _ in _split_top(cm.group(1), ",")]
+        if len(items) != 1:
+            raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group",
+                                   row=line, col=col)
+        _parse_modifier(items[0], row, where)
+        return
+    fm = re.fullmatch(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)", m, flags=re.S)
+    if fm:
+        fname, arg = fm.group(1), fm.group(2).strip()
+        arg_c = re.fullmatch(r"c\((.*)\)", arg, flags=re.S)
+        if arg_c:
+            items = [s.strip() for s, _ in _split_top(arg_c.group(1), ",")]
+            if len(items) != 1:
+                raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group",
+                                       row=line, col=col)
+            arg = items[0]
+        if fname in ("start", "lower", "upper"):
+            v = _num(arg)
+            if v is None:
+                raise _syntax_error(f"{fname}() needs a number, got {arg!r}", row=line, col=col)
+            setattr(row, fname, v)
+            return
+        if fname in ("label", "equal"):
+            lab = arg.strip().strip("\"'")
+            if not _VAR_RE.match(lab):
+                raise _syntax_error(f"bad label {arg!r} in {fname}()", row=line, col=col)
+            row.label = lab
+            return
+        raise _syntax_error(f"unknown modifier function {fname!r}()", row=line, col=col)
+    v = _num(m)
+    if v is not None:
+        row.fixed = v
+        return
+    if m == "NA":
+        row.fixed = math.nan
+        return
+    if len(m) >= 2 and m[0] == m[-1] and m[0] in "\"'":
+        lab = m[1:-1]
+        if not _VAR_RE.match(lab):
+            raise _syntax_error(f"bad label {m!r}", row=line, col=col)
+        row.label = lab
+        return
+    if _VAR_RE.match(m):
+        if m in ("TRUE", "FALSE", "NULL"):
+            raise _syntax_error(f"{m} is not a valid modifier", row=line, col=col)
+        row.label = m
+        return
+    raise _syntax_error(f"cannot understand modifier {m!r}", row=line, col=col)
+
+
+def _expr_col(st: _Stmt, base: int, text: str) -> tuple[int, int]:
+    return st.where(base + len(text) - len(text.lstrip()))
+
+
+def parse_syntax(model: str) -> tuple[list[FlatRow], list[Defined], list[Constraint]]:
+    """Parse lavaan syntax into flat rows (as written), definitions and constraints.
+
+    No defaults are added here; see :func:`parse_model`.  Raises :class:`ModelSyntaxError` with
+    the line (``row``) and column (``col``) of the offending text.
+    """
+    if not isinstance(model, str):
+        raise _syntax_error(f"model must be a string of lavaan syntax, got {type(model).__name__}")
+    rows: list[FlatRow] = []
+    defined: list[Defined] = []
+    constraints: list[Constraint] = []
+    seen: dict[tuple[str, str, str], FlatRow] = {}
+    for st in _logical_statements(model):
+        text = st.text
+        found = _find_op(text)
+        if found is None:
+            line, col = st.where(0)
+            raise _syntax_error(f"no operator in statement {text!r}", row=line, col=col)
+        op, at = found
+        line, col = st.where(at)
+        lhs_text, rhs_text = text[:at], text[at + len(op):]
+        if op in ("<=", ">="):
+            op = op[0]
+            rhs_text = text[at + 2:]
+        if op in ("<~", "~*", "|~", "%~", "|"):
+            raise _syntax_error(f"operator {op!r} is not supported by Genomic SEM models", row=line, col=col)
+        if op == "=":
+            raise _syntax_error("unknown operator '=' (did you mean '=~' or '==' or ':=')",
+                                   row=line, col=col)
+        if not lhs_text.strip():
+            raise _syntax_error(f"nothing left of {op!r}", row=line, col=col)
+        if not rhs_text.strip():
+            raise _syntax_error(f"nothing right of {op!r}", row=line, col=col)
+        # a second operator on the right side is an error (except inside expressions)
+        if op in _PAR_OPS:
+            again = _find_op(rhs_text)
+            if again is not None:
+                l2, c2 = st.where(at + len(op) + again[1])
+                raise _syntax_error(f"unexpected operator {again[0]!r}", row=l2, col=c2)
+        if op == ":=":
+            name = lhs_text.strip()
+            if not _VAR_RE.match(name):
+                raise _syntax_error(f"bad name {name!r} left of ':='", row=line, col=col)
+            expr = Expr.parse(rhs_text, line=line, col=_expr_col(st, at + len(op), rhs_text)[1])
+            defined.append(Defined(name, expr, line))
+            continue
+        if op in _CON_OPS:
+            constraints.append(Constraint(Expr.parse(lhs_text, line=line, col=_expr_col(st, 0, lhs_text)[1]), op,
+                                          Expr.parse(rhs_text, line=line,
+                                                     col=_expr_col(st, at + len(op), rhs_text)[1]), line))
+            continue
+        # parameter rows
+        lhs_vars = []
+        for piece, off in _split_top(lhs_text, "+"):
+            name = piece.strip()
+            if not _VAR_RE.match(name):
+                l2, c2 = st.where(off + len(piece) - len(piece.lstrip()))
+                raise _syntax_error(f"bad variable name {name!r} left of {op!r}", row=l2, col=c2)
+            lhs_vars.append(name)
+        base = at + len(op)
+        terms = _split_top(rhs_text, "+")
+        parsed_terms = []
+        for piece, off in terms:
+            if not piece.strip():
+                l2, c2 = st.where(base + off + len(piece))
+                raise _syntax_error(f"empty term right of {op!r} (stray '+')", row=l2, col=c2)
+            factors = _split_top(piece, "*")
+            var_piece, voff = factors[-1]
+            var = var_piece.strip()
+            vwhere = st.where(base + off + voff + len(var_piece) - len(var_piece.lstrip()))
+            if var == "1" and op == "~":
+                raise _syntax_error("intercepts ('~ 1') are not supported: Genomic SEM models "
+                                    "have no mean structure", row=vwhere[0], col=vwhere[1])
+            if not _VAR_RE.match(var):
+                raise _syntax_error(f"bad variable name {var!r}", row=vwhere[0], col=vwhere[1])
+            proto = FlatRow("", op, var, line=vwhere[0], col=vwhere[1])
+            for mod, moff in factors[:-1]:
+                _parse_modifier(mod, proto, st.where(base + off + moff + len(mod) - len(mod.lstrip())))
+            parsed_terms.append(proto)
+        for lhs in lhs_vars:  # lavaan: left-hand sides outer, terms inner
+            for proto in parsed_terms:
+                row = replace(proto, lhs=lhs)
+                key = (lhs, op, row.rhs)
+                alt = (row.rhs, op, lhs) if op == "~~" else key
+                prev = seen.get(key) or seen.get(alt)
+                if prev is not None:
+                    # lavaan merges modifiers of a repeated element
+                    for attr in ("fixed", "start", "lower", "upper"):
+                        if getattr(row, attr) is not None:
+                            setattr(prev, attr, getattr(row, attr))
+                    if row.label:
+                        prev.label = row.label
+                    continue
+                seen[key] = row
+                rows.append(row)
+    return rows, defined, constraints
+
+
+# --------------------------------------------------------------------------------------------
+# the full parameter table
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ParTable:
+    """lavaan-style parameter table with defaults applied.
+
+    ``rows`` are the parameter rows (``=~``, ``~``, ``~~``) in lavaan's order: user rows first, then
+    defaults.  ``observed`` / ``latent`` list the variables in lavaan's order (indicators, outcomes,
+    covariates, others) which is the row/column order of the model-implied covariance matrix.
+    ``defined`` (``:=``) and ``constraints`` (``==``, ``<``, ``>``) are kept as parsed expressions;
+    ``equal_groups`` lists rows (0-based) tied by shared labels.
+    """
+
+    rows: list[ParRow]
+    observed: list[str]
+    latent: list[str]
+    defined: list[Defined] = field(default_factory=list)
+    constraints: list[Constraint] = field(default_factory=list)
+    exogenous: list[str] = field(default_factory=list)  # fixed.x covariates (ov.x)
+    std_lv: bool = False
+    model: str = ""
+
+    # -- convenience --------------------------------------------------------------------
+    @property
+    def n_free(self) -> int:
+        return max((r.free for r in self.rows), default=0)
+
+    @property
+    def free_rows(self) -> list[ParRow]:
+        out = [r for r in self.rows if r.free > 0]
+        out.sort(key=lambda r: r.free)
+        return out
+
+    @property
+    def labels(self) -> dict[str, list[int]]:
+        """label -> indices of the rows carrying it."""
+        out: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rows):
+            if r.label:
+                out.setdefault(r.label, []).append(i)
+        return out
+
+    @property
+    def equal_groups(self) -> list[list[int]]:
+        """Groups of free rows (0-based row indices) constrained equal by a shared label."""
+        return [idx for idx in self.labels.values() if len(idx) > 1 and self.rows[idx[0]].free > 0]
+
+    @property
+    def n_data(self) -> int:
+        """Number of sample moments lavaan counts: p(p+1)/2 minus the fixed.x block."""
+        p = len(self.observed)
+        nx = len(self.exogenous)
+        return p * (p + 1) // 2 - nx * (nx + 1) // 2
+
+    def index(self, lhs: str, op: str, rhs: str) -> int | None:
+        for i, r in enumerate(self.rows):
+            if r.op == op and ((r.lhs == lhs and r.rhs == rhs) or (op == "~~" and r.lhs == rhs and r.rhs == lhs)):
+                return i
+        return None
+
+    def copy(self) -> "ParTable":
+        return replace(self, rows=[replace(r) for r in self.rows], observed=list(self.observed),
+                       latent=list(self.latent), defined=list(self.defined),
+                       constraints=list(self.constraints), exogenous=list(self.exogenous))
+
+    def to_frame(self):
+        """lavaan's ``parTable()`` columns as a Polars frame (defined/constraint rows last)."""
+        import polars as pl
+
+        cols: dict[str, list] = {k: [] for k in ("id", "lhs", "op", "rhs", "user", "block", "group", "free",
+                                                  "ustart", "exo", "label", "plabel", "lower", "upper", "start")}
+
+        def add(i, lhs, op, rhs, user, free, ustart, exo, label, plabel, lower, upper, start):
+            cols["id"].append(i)
+            cols["lhs"].append(lhs)
+            cols["op"].append(op)
+            cols["rhs"].append(rhs)
+            cols["user"].append(user)
+            cols["block"].append(1)
+            cols["group"].append(1)
+            cols["free"].append(free)
+            cols["ustart"].append(ustart)
+            cols["exo"].append(exo)
+            cols["label"].append(label)
+            cols["plabel"].append(plabel)
+            cols["lower"].append(lower)
+            cols["upper"].append(upper)
+            cols["start"].append(start)
+
+        for r in self.rows:
+            add(r.id, r.lhs, r.op, r.rhs, r.user, r.free, r.ustart, r.exo, r.label, r.plabel,
+                r.lower, r.upper, r.start)
+        nid = len(self.rows)
+        for d in self.defined:
+            nid += 1
+            add(nid, d.name, ":=", d.expr.text, 1, 0, math.nan, 0, d.name, f".p{nid}.", -math.inf,
+                math.inf, math.nan)
+        for c in self.constraints:
+            nid += 1
+            add(nid, c.lhs.text, c.op, c.rhs.text, 1, 0, math.nan, 0, "", f".p{nid}.", -math.inf,
+                math.inf, math.nan)
+        schema = {"id": pl.Int64, "lhs": pl.String, "op": pl.String, "rhs": pl.String, "user": pl.Int64,
+                  "block": pl.Int64, "group": pl.Int64, "free": pl.Int64, "ustart": pl.Float64,
+                  "exo": pl.Int64, "label": pl.String, "plabel": pl.String, "lower": pl.Float64,
+                  "upper": pl.Float64, "start": pl.Float64}
+        return pl.DataFrame(cols, schema=schema)
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return (f"ParTable({len(self.rows)} rows, {self.n_free} free, observed={self.observed}, "
+                f"latent={self.latent})")
+
+
+def _unique(seq: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for s in seq:
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def _vnames(rows: Sequence[FlatRow]) -> dict[str, list[str]]:
+    lv = _unique(r.lhs for r in rows if r.op == "=~")
+    eqs_y = _unique(r.lhs for r in rows if r.op == "~")
+    eqs_x = _unique(r.rhs for r in rows if r.op == "~")
+    v_ind = _unique(r.rhs for r in rows if r.op == "=~")
+    ov_ind = [v for v in v_ind if v not in lv]
+    ov_y = [v for v in eqs_y if v not in lv and v not in ov_ind]
+    ov_x = [v for v in eqs_x if v not in lv and v not in ov_ind and v not in ov_y]
+    ov_cov = [r.lhs for r in rows if r.op == "~~" and r.lhs not in lv] + \
+             [r.rhs for r in rows if r.op == "~~" and r.rhs not in lv]
+    base = ov_ind + ov_y + ov_x
+    ov = base + [v for v in _unique(ov_cov) if v not in base]
+    # fixed.x: covariates mentioned in a user ~~ row are random
+    in_cov = {r.lhs for r in rows if r.op == "~~"} | {r.rhs for r in rows if r.op == "~~"}
+    ov_x_fixed = [v for v in ov_x if v not in in_cov]
+    lv_x = [v for v in lv if v not in v_ind and v not in eqs_y]
+    pure_y = [v for v in eqs_y if v not in v_ind and v not in eqs_x]
+    ov_yy = [v for v in ov if v in pure_y and v not in lv]
+    lv_y = [v for v in lv if v in pure_y]
+    return {"lv": lv, "ov": ov, "ov_x": ov_x_fixed, "lv_x": lv_x, "ov_y": ov_yy, "lv_y": lv_y}
+
+
+def _combn(names: Sequence[str]) -> list[tuple[str, str]]:
+    return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+
+
+def parse_model(
+    model: str,
+    *,
+    std_lv: bool = False,
+    observed: Sequence[str] | None = None,
+    auto_var: bool = True,
+    auto_fix_first: bool | None = None,
+    auto_fix_single: bool = True,
+    auto_cov_lv_x: bool = True,
+    auto_cov_y: bool = True,
+    fixed_x: bool = True,
+) -> ParTable:
+    """Parse lavaan ``model`` syntax into a :class:`ParTable` with lavaan ``sem()`` defaults.
+
+    ``observed``: the names the data provide (e.g. the covstruc trait names, plus ``"SNP"`` for a
+    GWAS); a non-latent variable in the model that is not among them raises :class:`ModelError`.
+    ``auto_fix_first`` defaults to ``not std_lv`` as in lavaan.
+    """
+    flat, defined, constraints = parse_syntax(model)
+    if not flat:
+        raise _syntax_error("the model defines no parameters (no '=~', '~' or '~~' statements)")
+    if auto_fix_first is None:
+        auto_fix_first = not std_lv
+    vn = _vnames(flat)
+    lv, ov = vn["lv"], vn["ov"]
+    for v in lv:
+        if observed is not None and v in observed:
+            raise ModelError(f"latent variable {v!r} has the name of an observed variable; "
+                             "rename the factor")
+    if observed is not None:
+        known = set(observed)
+        unknown = [v for v in ov if v not in known]
+        if unknown:
+            raise ModelError(f"model variable(s) {', '.join(map(repr, unknown))} are neither latent "
+                             f"(left of '=~') nor among the observed variables "
+                             f"({', '.join(observed)})", column=unknown[0])
+    ov_x = vn["ov_x"] if fixed_x else []
+    ov_nox = [v for v in ov if v not in ov_x]
+
+    # defaults (lavaan lav_pt_flat order)
+    dflt: list[tuple[str, str, str]] = []
+    for v in ov_nox + lv:
+        dflt.append((v, "~~", v))
+    if auto_cov_lv_x and len(vn["lv_x"]) > 1:
+        dflt += [(a, "~~", b) for a, b in _combn(vn["lv_x"])]
+    lvov_y = vn["lv_y"] + vn["ov_y"]
+    if auto_cov_y and len(lvov_y) > 1:
+        dflt += [(a, "~~", b) for a, b in _combn(lvov_y)]
+    nx = len(ov_x)
+    for j in range(nx):
+        for i in range(j, nx):
+            dflt.append((ov_x[j], "~~", ov_x[i]))
+
+    user_keys = set()
+    for r in flat:
+        user_keys.add((r.lhs, r.op, r.rhs))
+        if r.op == "~~":
+            user_keys.add((r.rhs, r.op, r.lhs))
+    dflt = [d for d in dflt if d not in user_keys]
+
+    rows: list[ParRow] = []
+    for r in flat:
+        rows.append(ParRow(0, r.lhs, r.op, r.rhs, 1, 1, math.nan))
+    for (a, op, b) in dflt:
+        rows.append(ParRow(0, a, op, b, 0, 1, math.nan))
+
+    # auto.var = FALSE: unspecified variances fixed to 0
+    if not auto_var:
+        for r in rows:
+            if r.op == "~~" and r.lhs == r.rhs and r.user == 0:
+                r.ustart, r.free = 0.0, 0
+    if std_lv:
+        for r in rows:
+            if r.op == "~~" and r.lhs == r.rhs and r.lhs in lv:
+                r.ustart, r.free = 1.0, 0
+    if auto_fix_first:
+        seen_lv: set[str] = set()
+        for r in rows:
+            if r.op == "=~" and r.lhs not in seen_lv:
+                seen_lv.add(r.lhs)
+                r.ustart, r.free = 1.0, 0
+    if auto_var and auto_fix_single:
+        counts: dict[str, int] = {}
+        for r in rows:
+            if r.op == "=~":
+                counts[r.lhs] = counts.get(r.lhs, 0) + 1
+        ind_count: dict[str, int] = {}
+        for r in rows:
+            if r.op == "=~":
+                ind_count[r.rhs] = ind_count.get(r.rhs, 0) + 1
+        singles = {r.rhs for r in rows if r.op == "=~" and counts[r.lhs] == 1 and r.lhs != r.rhs
+                   and ind_count[r.rhs] == 1}
+        for r in rows:
+            if r.op == "~~" and r.lhs == r.rhs and r.lhs in singles and r.user == 0:
+                r.ustart, r.free = 0.0, 0
+    if ov_x:
+        xs = set(ov_x)
+        for r in rows:
+            if r.op == "~~" and r.lhs in xs and r.rhs in xs and r.user == 0:
+                r.ustart, r.free, r.exo = math.nan, 0, 1
+
+    # user modifiers
+    for row, fr in zip(rows, flat):
+        if fr.fixed is not None:
+            if math.isnan(fr.fixed):
+                row.free, row.ustart = 1, math.nan
+            else:
+                row.free, row.ustart = 0, fr.fixed
+        if fr.start is not None:
+            row.ustart = fr.start
+        if fr.lower is not None:
+            row.lower = fr.lower
+        if fr.upper is not None:
+            row.upper = fr.upper
+        if fr.label:
+            row.label = fr.label
+
+    # shared labels: a fixed member fixes all
+    by_label: dict[str, list[ParRow]] = {}
+    for r in rows:
+        if r.label:
+            by_label.setdefault(r.label, []).append(r)
+    for lab, members in by_label.items():
+        if len(members) < 2:
+            continue
+        fixed = [m for m in members if m.free == 0]
+        lows = [m.lower for m in members if math.isfinite(m.lower)]
+        ups = [m.upper for m in members if math.isfinite(m.upper)]
+        for m in members:
+            if lows:
+                m.lower = min(lows)
+            if ups:
+                m.upper = max(ups)
+        if fixed:
+            for m in members:
+                m.free, m.ustart = 0, fixed[0].ustart
+
+    # names used in expressions must be labels (or earlier definitions)
+    label_set = set(by_label)
+    names_ok = set(label_set)
+    for d in defined:
+        missing = [n for n in d.expr.names if n not in names_ok]
+        if missing:
+            raise ModelError(f"defined parameter {d.name!r} uses unknown label(s) "
+                             f"{', '.join(map(repr, missing))}", row=d.line)
+        if d.name in label_set:
+            raise ModelError(f"defined parameter {d.name!r} has the name of a parameter label", row=d.line)
+        names_ok.add(d.name)
+
+    # simple inequality constraints on one label become bounds
+    kept: list[Constraint] = []
+    for c in constraints:
+        for nm in c.lhs.names + c.rhs.names:
+            if nm not in names_ok:
+                raise ModelError(f"constraint {c.lhs.text} {c.op} {c.rhs.text} uses unknown label {nm!r}",
+                                 row=c.line)
+        bound = _as_bound(c)
+        if bound is not None and bound[0] in label_set:
+            lab, kind, val = bound
+            for m in by_label[lab]:
+                if kind == "lower":
+                    m.lower = max(m.lower, val)
+                else:
+                    m.upper = min(m.upper, val)
+            continue
+        kept.append(c)
+
+    # ids, free indices, plabels
+    k = 0
+    for i, r in enumerate(rows, start=1):
+        r.id = i
+        r.plabel = f".p{i}."
+        if r.free:
+            k += 1
+            r.free = k
+        if r.free == 0 and r.exo == 0 and math.isnan(r.ustart):
+            r.ustart = 0.0
+    return ParTable(rows=rows, observed=ov, latent=lv, defined=defined, constraints=kept, exogenous=ov_x,
+                    std_lv=std_lv, model=model)
+
+
+def _as_bound(c: Constraint) -> tuple[str, str, float] | None:
+    """``a > 0.001`` -> ("a", "lower", 0.001); ``a < 1`` -> upper; number on the left flips."""
+    if c.op not in ("<", ">"):
+        return None
+    def single(e: Expr):
+        return isinstance(e.tree, ast.Name)
+    def number(e: Expr):
+        try:
+            v = e.evaluate({})
+        except ModelError:
+            return None
+        return float(v.real if isinstance(v, complex) else v)
+    if single(c.lhs) and not c.rhs.names:
+        val = number(c.rhs)
+        if val is None:
+            return None
+        return (c.lhs.tree.id, "lower" if c.op == ">" else "upper", val)
+    if single(c.rhs) and not c.lhs.names:
+        val = number(c.lhs)
+        if val is None:
+            return None
+        return (c.rhs.tree.id, "upper" if c.op == ">" else "lower", val)
+    return None
+
+
+def _eval_defined(defined: Sequence[Defined], env: dict[str, Any]) -> dict[str, Any]:
+    out = dict(env)
+    for d in defined:
+        out[d.name] = d.expr.evaluate(out)
+    return out
+
+
+def label_values(table: ParTable, est_by_row: np.ndarray) -> dict[str, float]:
+    """label -> value from per-row values (first row carrying each label)."""
+    env: dict[str, float] = {}
+    for r, v in zip(table.rows, est_by_row):
+        if r.label and r.label not in env:
+            env[r.label] = float(v)
+    return env
