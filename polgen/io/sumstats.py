@@ -1,0 +1,301 @@
+"""Read GWAS summary statistics of any common layout into a frame with canonical column names.
+
+``scan_sumstats`` accepts whitespace-, tab- or comma-delimited text (optionally gzip-compressed;
+the delimiter is sniffed from the header line), parquet files, a glob of either (the matches are
+concatenated in sorted order), or an in-memory Polars frame.  Column names are matched
+case-insensitively against an alias table modelled on R GenomicSEM's
+``.get_renamed_colnames`` (see :data:`ALIASES`):
+
+* a column already carrying the canonical name wins, other aliases of it are left untouched;
+* otherwise exactly one alias must be present — two or more raise :class:`SchemaError`;
+* ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``.
+
+Canonical numeric columns (``BP``, ``BETA``, ``OR``, ``Z``, ``SE``, ``P``, ``N``, ``MAF``,
+``INFO``) are parsed as numbers; a value that is neither a number nor a missing-value token
+(``""``, ``"."``, ``"NA"``, ``"NaN"``) raises :class:`InputError` naming the file, the column and
+the first bad data row (1-based, the header not counted).  Identity columns (``SNP``, ``CHR``,
+``A1``, ``A2``) are strings.  Unrecognised columns are kept under their original names.
+
+Frequencies (``MAF``, ``FRQ``, ``FREQ``, ``EAF``, ``A1FREQ``, ...) all land in ``MAF`` exactly as
+written in the file; folding to the minor allele is left to the methods (``munge``,
+``sumstats``), as in R.  ``ALT`` is read as the effect allele ``A1`` and ``REF`` as ``A2``
+(R GenomicSEM reads them the other way round; a warning is logged when these aliases are used).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import gzip
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import polars as pl
+
+from polgen import schema as S
+from polgen.errors import InputError, SchemaError
+
+log = logging.getLogger("polgen")
+
+#: canonical name -> accepted spellings (upper case; the canonical name itself first)
+ALIASES: dict[str, tuple[str, ...]] = {
+    S.SNP: ("SNP", "SNPID", "RSID", "RS_NUMBER", "RS_NUMBERS", "MARKERNAME", "MARKER", "ID",
+            "PREDICTOR", "SNP_ID", "VARIANTID", "VARIANT_ID", "RSIDS", "RS_ID"),
+    S.A1: ("A1", "ALLELE1", "EFFECT_ALLELE", "INC_ALLELE", "REFERENCE_ALLELE", "EA", "ALT"),
+    S.A2: ("A2", "ALLELE2", "ALLELE0", "OTHER_ALLELE", "NON_EFFECT_ALLELE", "DEC_ALLELE", "OA",
+           "NEA", "A0", "REF"),
+    S.BETA: ("BETA", "B", "LOG_ODDS", "LOGOR", "EFFECTS", "EFFECT", "SIGNED_SUMSTAT", "EST",
+             "BETA1"),
+    S.OR: ("OR", "ODDS_RATIO"),
+    S.Z: ("Z", "ZSCORE", "Z-SCORE", "ZSTATISTIC", "ZSTAT", "Z-STATISTIC", "Z_STAT"),
+    S.SE: ("SE", "STDERR", "STDERRLOGOR", "SEBETA", "STANDARDERROR", "STANDARD_ERROR", "LOG_OR_SE"),
+    S.P: ("P", "PVALUE", "PVAL", "P_VALUE", "P-VALUE", "P.VALUE", "P_VAL", "GC_PVALUE", "WALD_P"),
+    S.N: ("N", "WEIGHT", "NCOMPLETESAMPLES", "TOTALSAMPLESIZE", "TOTALN", "TOTAL_N",
+          "N_COMPLETE_SAMPLES", "SAMPLESIZE", "NEFF", "N_EFF", "N_EFFECTIVE", "SUMNEFF", "OBS_CT"),
+    S.MAF: ("MAF", "FRQ", "FREQ", "EAF", "FREQ1", "CEUAF", "FREQ1.HAPMAP", "FREQALLELE1HAPMAPCEU",
+            "FREQ.ALLELE1.HAPMAPCEU", "EFFECT_ALLELE_FREQ", "FREQ.A1", "A1FREQ", "A1_FREQ",
+            "ALLELEFREQ", "EFFECT_ALLELE_FREQUENCY"),
+    S.INFO: ("INFO", "IMPINFO"),
+    S.CHR: ("CHR", "CHROM", "#CHROM", "CHROMOSOME"),
+    S.BP: ("BP", "POS", "POSITION", "GENPOS", "BASE_PAIR_LOCATION"),
+}
+
+#: columns holding half the effective sample size; doubled into N (as R GenomicSEM does)
+HALF_N_ALIASES = ("NEFF_HALF", "NEFFDIV2")
+
+NUMERIC = (S.BP, S.BETA, S.OR, S.Z, S.SE, S.P, S.N, S.MAF, S.INFO)
+STRINGS = (S.SNP, S.CHR, S.A1, S.A2)
+NA_TOKENS = ("", ".", "NA", "NaN", "nan", "NAN", "na", "N/A")
+
+ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped by scan_sumstats)
+
+
+# ---------------------------------------------------------------------------------------------
+# column resolution
+# ---------------------------------------------------------------------------------------------
+def resolve_columns(columns: Sequence[str], *, path: str | None = None,
+                    required: Iterable[str] = ()) -> dict[str, str]:
+    """Map original column names to canonical ones.  Returns {original: canonical} for renamed
+    columns only (a canonical column that is already spelled canonically maps to itself)."""
+    upper: dict[str, str] = {}
+    for c in columns:
+        u = c.strip().upper()
+        if u in upper:
+            raise SchemaError(f"columns {upper[u]!r} and {c!r} have the same name ignoring case; "
+                              f"found columns {list(columns)}", path=path, column=c)
+        upper[u] = c
+    mapping: dict[str, str] = {}
+    used: set[str] = set()
+    half = [upper[h] for h in HALF_N_ALIASES if h in upper]
+    for canon, aliases in ALIASES.items():
+        if canon in upper:
+            mapping[upper[canon]] = canon
+            used.add(upper[canon])
+            continue
+        found = [upper[a] for a in aliases[1:] if a in upper and upper[a] not in used]
+        if canon == S.N and not found and half:
+            found = half[:1] if len(half) == 1 else half
+        if len(found) > 1:
+            raise SchemaError(f"ambiguous {canon} column: {found} all mean {canon}; rename or drop "
+                              f"all but one (found columns {list(columns)})", path=path, column=canon)
+        if found:
+            mapping[found[0]] = canon
+            used.add(found[0])
+    if "ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2:
+        log.warning("%s: reading ALT as the effect allele A1 and REF as A2 (R GenomicSEM reads REF as "
+                    "A1); check that this is right for this file", path or "sumstats")
+    missing = [r for r in required if r not in mapping.values()]
+    if missing:
+        raise SchemaError(f"missing required column(s) {missing}; found columns {list(columns)} "
+                          f"(accepted spellings: " +
+                          "; ".join(f"{m}: {', '.join(ALIASES.get(m, (m,)))}" for m in missing) + ")",
+                          path=path, column=missing[0])
+    return mapping
+
+
+# ---------------------------------------------------------------------------------------------
+# text readers
+# ---------------------------------------------------------------------------------------------
+def _open_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head == b"\x1f\x8b":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read summary statistics: {exc}", path=path) from exc
+
+
+def _sniff(header: bytes) -> str:
+    if b"\t" in header:
+        return "\t"
+    if b"," in header:
+        return ","
+    return " "
+
+
+def read_text_table(path: str | os.PathLike) -> pl.DataFrame:
+    """Read a delimited text table (tab / comma / runs of whitespace; gzip or plain) as strings,
+    with a 1-based data-row column ``__row``."""
+    path = Path(path)
+    data = _open_bytes(path)
+    if not data.strip():
+        raise InputError("file is empty", path=path)
+    nl = data.find(b"\n")
+    header = data if nl < 0 else data[:nl]
+    sep = _sniff(header.rstrip(b"\r"))
+    if sep == " ":
+        # R's read.table: any run of blanks separates fields; leading/trailing blanks ignored
+        data = re.sub(rb"[ \t]+", b" ", data)
+        data = re.sub(rb"(?m)^ | (?=\r?$)", b"", data)
+    try:
+        df = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False, quote_char='"',
+                         null_values=list(NA_TOKENS), truncate_ragged_lines=False,
+                         comment_prefix=None, raise_if_empty=True)
+    except (pl.exceptions.PolarsError, OSError) as exc:  # ragged lines, bad quoting
+        raise InputError(f"cannot parse summary statistics as {sep!r}-delimited text: "
+                         f"{str(exc).splitlines()[0]}", path=path) from exc
+    df = df.rename({c: c.strip() for c in df.columns if c != c.strip()})
+    return df.with_row_index(ROW, offset=1)
+
+
+def _standardise(frame: pl.DataFrame | pl.LazyFrame, *, path: str | None,
+                 required: Iterable[str]) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
+    cols = [c for c in frame.collect_schema().names() if c != ROW]
+    mapping = resolve_columns(cols, path=path, required=required)
+    half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
+    frame = frame.rename(mapping)
+    if half:
+        log.info("%s: column %s holds half the effective sample size; doubling it into N",
+                 path or "sumstats", sorted(half)[0])
+        frame = frame.with_columns(pl.col(S.N).cast(pl.Float64, strict=False) * 2.0)
+    return frame, mapping
+
+
+def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
+    """Cast canonical columns to their dtypes; a non-numeric entry raises naming the first bad row."""
+    exprs = []
+    checks = []
+    schema = df.schema
+    for c in NUMERIC:
+        if c not in schema:
+            continue
+        dt = S.DTYPES[c]
+        if schema[c] == pl.String:
+            raw = pl.col(c).str.strip_chars()
+            num = raw.cast(pl.Float64, strict=False)
+            bad = raw.is_not_null() & ~raw.is_in(list(NA_TOKENS)) & num.is_null()
+            checks.append(bad.arg_true().first().alias(c))
+            if dt == pl.Int64:
+                num = num.cast(pl.Int64, strict=False)
+            exprs.append(pl.when(raw.is_in(list(NA_TOKENS))).then(None).otherwise(num).alias(c))
+        elif schema[c].is_numeric() or schema[c] == pl.Boolean or schema[c] == pl.Null:
+            exprs.append(pl.col(c).cast(dt, strict=False))
+        else:
+            raise SchemaError(f"column {c} has type {schema[c]}, expected numbers", path=path, column=c)
+    for c in STRINGS:
+        if c in schema:
+            e = pl.col(c).cast(pl.String)
+            if schema[c] == pl.String:
+                e = e.str.strip_chars()
+            exprs.append(e)
+    if checks:
+        res = df.select(checks).row(0)
+        for c, idx in zip([c for c in NUMERIC if c in schema and schema[c] == pl.String], res):
+            if idx is not None:
+                row = df[ROW][idx] if ROW in df.columns else idx + 1
+                raise InputError(f"non-numeric value {df[c][idx]!r} in column {c}", path=path,
+                                 column=c, row=row)
+    return df.with_columns(exprs) if exprs else df
+
+
+def _expand(path_or_glob: str | os.PathLike) -> list[Path]:
+    p = str(path_or_glob)
+    if any(ch in p for ch in "*?["):
+        files = sorted(Path(f) for f in _glob.glob(p))
+        if not files:
+            raise InputError("no file matches the pattern", path=p)
+        return files
+    path = Path(p)
+    if not path.exists():
+        raise InputError("summary statistics file not found", path=path)
+    return [path]
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
+                  keep_row: bool = False) -> pl.DataFrame:
+    """Eager twin of :func:`scan_sumstats`; ``keep_row=True`` keeps the 1-based ``__row`` column
+    (file row number, counted over the concatenated matches of a glob)."""
+    required = tuple(required)
+    if isinstance(path_or_frame, (pl.DataFrame, pl.LazyFrame)):
+        df = path_or_frame.collect() if isinstance(path_or_frame, pl.LazyFrame) else path_or_frame
+        if ROW not in df.columns:
+            df = df.with_row_index(ROW, offset=1)
+        df, _ = _standardise(df, path=None, required=required)
+        df = _check_and_cast(df, path=None)
+        return df if keep_row else df.drop(ROW)
+    files = _expand(path_or_frame)
+    parts = []
+    offset = 0
+    for f in files:
+        if _is_parquet(f):
+            try:
+                part = pl.read_parquet(f)
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}", path=f) from exc
+            part = part.with_row_index(ROW, offset=1)
+        else:
+            part = read_text_table(f)
+        part, _ = _standardise(part, path=str(f), required=required)
+        part = _check_and_cast(part, path=str(f))
+        if offset:
+            part = part.with_columns(pl.col(ROW) + offset)
+        offset += part.height
+        parts.append(part)
+    df = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
+    return df if keep_row else df.drop(ROW)
+
+
+def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,)) -> pl.LazyFrame:
+    """GWAS summary statistics as a LazyFrame with canonical column names (see module docstring).
+
+    Parquet inputs are scanned lazily when their canonical columns are already typed; text is
+    parsed once, validated (non-numeric entries raise :class:`InputError` naming the row) and
+    handed back lazily.  ``required`` lists canonical columns that must be present
+    (:class:`SchemaError` otherwise).
+    """
+    required = tuple(required)
+    if not isinstance(path_or_glob, (pl.DataFrame, pl.LazyFrame)):
+        files = _expand(path_or_glob)
+        if all(_is_parquet(f) for f in files):
+            try:
+                lf = pl.scan_parquet([str(f) for f in files])
+                schema = lf.collect_schema()
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}",
+                                 path=str(path_or_glob)) from exc
+            lf, mapping = _standardise(lf, path=str(path_or_glob), required=required)
+            schema = lf.collect_schema()
+            if all(schema[c] != pl.String for c in NUMERIC if c in schema):
+                return lf.with_columns(
+                    [pl.col(c).cast(S.DTYPES[c], strict=False) for c in NUMERIC if c in schema]
+                    + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema])
+    return read_sumstats(path_or_glob, required=required).lazy()
+
+
+__all__ = ["ALIASES", "scan_sumstats", "read_sumstats", "resolve_columns", "read_text_table"]
