@@ -1,1 +1,17 @@
-"""lfmm"""
+"""Out-of-core LFMM2 (latent factor mixed models, Caye et al. 2019; parity: R LEA ``lfmm2``).
+
+>>> model = polgen.lfmm.fit(env, "geno.bed", K=5, est_rate=0.05)
+>>> res = polgen.lfmm.test(model, "geno.bed", out="results/")
+>>> res.gif, res.frame.filter(pl.col("P_CALIBRATED") < 1e-8).collect()
+
+or, on the covariate frame (``IID`` + numeric columns): ``env.lfmm.fit("geno.bed", K=5)``.
+"""
+
+from polgen.lfmm.assoc import LfmmTestResult, test
+from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
+from polgen.lfmm.fit import fit
+from polgen.lfmm.model import LfmmModel, load_model
+from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfmm)
+
+__all__ = ["fit", "test", "choose_k", "LfmmModel", "LfmmTestResult", "ChooseKResult", "load_model",
+           "tracy_widom_sf"]

@@ -1,0 +1,135 @@
+"""numba kernels for LFMM2: arrays in, arrays out; nothing here knows Polars or files.
+
+Layouts: genotype blocks are ``(n_samples, n_snps)`` float64 in Fortran order (each SNP a
+contiguous column), as :class:`polgen.io.bed.BedStream` yields them.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_FM = {"reassoc", "contract", "arcp"}
+
+
+def colsumsq(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Sum of squares of each column of a Fortran-ordered float64 block (``y'y`` per SNP)."""
+    yt = np.ascontiguousarray(y.T)  # a view for a Fortran block: rows are SNPs
+    if out is None:
+        out = np.empty(y.shape[1], dtype=np.float64)
+    if y.shape[0] * y.shape[1] >= 1 << 20:
+        _rows_sumsq_parallel(yt, out)
+    else:
+        _rows_sumsq_serial(yt, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _rows_sumsq_serial(yt, out):
+    p, n = yt.shape
+    for j in range(p):
+        s = 0.0
+        for i in range(n):
+            v = yt[j, i]
+            s += v * v
+        out[j] = s
+
+
+@nb.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def _rows_sumsq_parallel(yt, out):
+    p, n = yt.shape
+    for j in nb.prange(p):
+        s = 0.0
+        for i in range(n):
+            v = yt[j, i]
+            s += v * v
+        out[j] = s
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def impute_center_columns(yt, scale_code, freq, n_miss):
+    """In place on a C-ordered ``(n_snps, n_samples)`` array (the transpose of a Fortran block).
+
+    NaN entries are missing: each SNP is mean-imputed and centred; ``scale_code`` 1 also divides
+    by ``sqrt(2 f (1 - f))`` (eigenstrat; monomorphic SNPs stay 0).  ``freq`` receives the mean / 2
+    among non-missing values and ``n_miss`` the missing count.
+    """
+    p, n = yt.shape
+    for j in range(p):
+        s = 0.0
+        c = 0
+        for i in range(n):
+            v = yt[j, i]
+            if v == v:
+                s += v
+                c += 1
+        n_miss[j] = n - c
+        if c == 0:
+            freq[j] = np.nan
+            for i in range(n):
+                yt[j, i] = 0.0
+            continue
+        mean = s / c
+        freq[j] = mean / 2.0
+        inv = 1.0
+        if scale_code == 1:
+            f = mean / 2.0
+            var = 2.0 * f * (1.0 - f)
+            inv = 1.0 / np.sqrt(var) if var > 0.0 else 0.0
+        for i in range(n):
+            v = yt[j, i]
+            if v == v:
+                yt[j, i] = (v - mean) * inv
+            else:
+                yt[j, i] = 0.0
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono):
+    """Per-SNP OLS statistics from the projections of one block.
+
+    ``P`` is ``(m, b)``: rows ``0..k+d`` are ``Qc' y`` (orthonormal basis of the centred
+    ``[U | X]``, the first ``k`` spanning ``U``), rows ``k+d..k+2d`` the ridge effect sizes.
+    ``rx`` is ``(d, k+d)``: the rows of ``R^-1`` giving the X coefficients.  Outputs per SNP:
+    ``beta`` (d, b) OLS coefficient of each X, ``t`` (d, b), ``f`` / ``r2adj`` the LEA full-model
+    F statistic and adjusted R^2, ``mono`` 1 where the SNP has no variance (stats NaN).
+    """
+    m = k + d
+    b = P.shape[1]
+    for s in range(b):
+        y2 = yy[s]
+        if not (y2 > mono_tol):
+            mono[s] = 1
+            for j in range(d):
+                beta[j, s] = np.nan
+                t[j, s] = np.nan
+            f[s] = np.nan
+            r2adj[s] = np.nan
+            continue
+        mono[s] = 0
+        ssu = 0.0
+        for r in range(k):
+            ssu += P[r, s] * P[r, s]
+        ssx = 0.0
+        for r in range(k, m):
+            ssx += P[r, s] * P[r, s]
+        rss0 = y2 - ssu
+        rss1 = rss0 - ssx
+        if rss1 < 0.0:
+            rss1 = 0.0
+        sigma2 = rss1 / df
+        for j in range(d):
+            c = 0.0
+            v = 0.0
+            for r in range(m):
+                c += rx[j, r] * P[r, s]
+                v += rx[j, r] * rx[j, r]
+            beta[j, s] = c
+            t[j, s] = c / np.sqrt(sigma2 * v)
+        if rss0 > 0.0:
+            f[s] = (ssx / d) / (rss1 / df_full)
+            r2 = ssx / rss0
+            r2adj[s] = 1.0 - (1.0 - r2) * (df_full + d) / df_full
+        else:
+            f[s] = np.nan
+            r2adj[s] = np.nan

@@ -1,0 +1,452 @@
+"""LFMM2 association tests: one fused streaming pass over all SNPs (R LEA ``lfmm2.test``).
+
+For each SNP y (mean-imputed, centred) and each covariate x_j the pass computes
+
+* the ridge effect size ``B = (Xc'Xc + lam I)^-1 Xc'(y - W_y)`` (eq. 4) with
+  ``W_y = Q D^-1 u_K u_K' D Q' y`` — R LEA's ``W = U V'`` column for SNPs in the estimation set,
+  and its projection for the others;
+* the OLS fit of ``y ~ 1 + X + U`` (LEA's ``lm(Y ~ ., data.frame(X, U))``): the t statistic of
+  each X coefficient with ``df = n - 1 - d - K`` and its two-sided p-value;
+* LEA's ``full=TRUE`` F test of all X given U: ``F = ((RSS_U - RSS)/d) / (RSS/(n - d - 1))``
+  (LEA regresses the U-residuals of y on the U-residuals of X, hence its ``n - d - 1`` df) and
+  the adjusted R^2 of that regression.
+
+Everything comes from one GEMM per decoded block: with ``[Uc | Xc] = Qc R`` (thin QR),
+``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the coefficients ``R^-1 Qc'y``
+and the ridge B — no residual matrix is ever formed.
+
+Output (one row per SNP): ``CHR, SNP, BP, A1, A2, A1FREQ, N_MISS, MONOMORPHIC`` then per variable
+``BETA`` (ridge effect per A1 allele), ``T``, ``P``, ``P_CALIBRATED``, ``LOG10P``; with several
+variables each of these is suffixed ``_<variable name>`` (e.g. ``T_temp``).  ``LOG10P`` is
+``-log10`` of ``P_CALIBRATED`` when calibrating and of ``P`` when ``calibrate=None`` (then
+``P_CALIBRATED`` is null).  ``full=True`` adds ``F, P_F, P_F_CALIBRATED, ADJ_R2``.
+Monomorphic SNPs have ``MONOMORPHIC = true`` and NaN statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from polgen.engine.executor import run_tasks, run_to_sink
+from polgen.errors import InputError
+from polgen.lfmm import calibrate as cal
+from polgen.lfmm._source import ArraySource, BedSource, block_snps_for, open_source
+from polgen.lfmm.covariates import covariate_matrix
+from polgen.lfmm.model import LfmmModel
+
+log = logging.getLogger("polgen")
+
+DEFAULT_TASK_SNPS = 1 << 17
+_RAW = "_uncalibrated"
+_PROJ = "_lfmm_projection.npz"
+
+
+# -- the per-test constants ------------------------------------------------------------------------
+@dataclass
+class Projection:
+    """Everything a worker needs besides the genotypes: a few n-row matrices."""
+
+    Tt: np.ndarray  # (K + 2d, n) rows: Qc' then ridge functionals
+    rx: np.ndarray  # (d, K + d) rows of R^-1 for the X coefficients
+    K: int
+    d: int
+    n: int
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def df(self) -> int:
+        return self.n - 1 - self.d - self.K
+
+    @property
+    def df_full(self) -> int:
+        return self.n - self.d - 1
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, Tt=self.Tt, rx=self.rx, shape=np.array([self.K, self.d, self.n]),
+                     names=np.array(self.names))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "Projection":
+        with np.load(path, allow_pickle=False) as z:
+            K, d, n = (int(v) for v in z["shape"])
+            return cls(np.ascontiguousarray(z["Tt"]), np.ascontiguousarray(z["rx"]), K, d, n,
+                       [str(s) for s in z["names"]])
+
+
+def projection(model: LfmmModel, X: np.ndarray, names: list[str]) -> Projection:
+    """The linear maps of the fused pass for covariates X (n x d) and a fitted model."""
+    n, d = X.shape
+    K = model.K
+    lam = float(model.params.get("lam", 1e-5))
+    Xc = X - X.mean(axis=0)
+    Uc = model.U - model.U.mean(axis=0)
+    C = np.hstack([Uc, Xc])
+    Qc, R = np.linalg.qr(C)
+    diag = np.abs(np.diag(R))
+    scale = np.linalg.norm(C, axis=0)
+    bad = np.flatnonzero(diag <= 1e-10 * np.maximum(scale, 1e-300))
+    if bad.size:
+        j = int(bad[0])
+        what = f"latent factor {j + 1}" if j < K else f"covariate {names[j - K]!r}"
+        raise InputError(f"{what} is collinear with the other covariates/latent factors (or constant)")
+    Rinv = np.linalg.inv(R)
+    rx = np.ascontiguousarray(Rinv[K:, :])
+    # ridge: B = Rr Xc'(y - M^-1 U1 U1' M y) = [Xc Rr - M U1 (Xc' M^-1 U1)' Rr]' y
+    Rr = np.linalg.inv(Xc.T @ Xc + lam * np.eye(d))
+    G1 = Xc.T @ model.apply_M_inv(model.U1)  # d x K
+    Wb = Xc @ Rr - model.apply_M(model.U1) @ (G1.T @ Rr)
+    Tt = np.ascontiguousarray(np.vstack([Qc.T, Wb.T]))
+    return Projection(Tt, rx, K, d, n, list(names))
+
+
+# -- per-range computation --------------------------------------------------------------------------
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(key, make):
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+    if hit is None:
+        hit = make()
+        with _CACHE_LOCK:
+            if len(_CACHE) > 8:
+                _CACHE.clear()
+            _CACHE[key] = hit
+    return hit
+
+
+@dataclass(frozen=True)
+class RangeTask:
+    """A picklable task: SNPs ``start:stop`` of ``source`` (a .bed path or an ArraySource)."""
+
+    source: Any
+    start: int
+    stop: int
+    proj: Any  # Projection or path of a saved one
+    full: bool
+    block_snps: int
+    label: str | None = None
+
+
+def _open(task: RangeTask):
+    src = task.source
+    if isinstance(src, str):
+        # one stream per thread: a BedStream reuses its decode buffer
+        key = ("bed", src, task.block_snps, os.path.getmtime(src), threading.get_ident())
+        src = _cached(key, lambda: BedSource(src, scale="center", block_snps=task.block_snps))
+    proj = task.proj
+    if isinstance(proj, str):
+        proj = _cached(("proj", proj, os.path.getmtime(proj)), lambda: Projection.load(task.proj))
+    return src, proj
+
+
+def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
+    """Statistics of SNPs ``task.start:task.stop`` as arrays (uncalibrated)."""
+    from polgen.kernels.lfmm import block_stats, colsumsq
+
+    src, proj = _open(task)
+    nb = task.stop - task.start
+    K, d = proj.K, proj.d
+    out = {
+        "A1FREQ": np.empty(nb), "N_MISS": np.empty(nb, dtype=np.int64),
+        "MONO": np.empty(nb, dtype=np.uint8), "BETA": np.empty((d, nb)), "T": np.empty((d, nb)),
+        "OLS": np.empty((d, nb)), "F": np.empty(nb), "ADJ_R2": np.empty(nb),
+    }
+    for blk in src.blocks(task.start, task.stop):
+        a, b = blk.start - task.start, blk.stop - task.start
+        Y = blk.data
+        P = proj.Tt @ Y
+        yy = colsumsq(Y)
+        tol = 1e-12 * proj.n
+        beta = np.empty((d, b - a))
+        t = np.empty((d, b - a))
+        f = np.empty(b - a)
+        r2 = np.empty(b - a)
+        mono = np.empty(b - a, dtype=np.uint8)
+        block_stats(P, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), tol, beta, t, f, r2, mono)
+        out["OLS"][:, a:b] = beta
+        out["T"][:, a:b] = t
+        out["F"][a:b] = f
+        out["ADJ_R2"][a:b] = r2
+        out["MONO"][a:b] = mono
+        ridge = P[K + d:]
+        ridge = np.where(mono[None, :] == 1, np.nan, ridge)
+        out["BETA"][:, a:b] = ridge
+        out["A1FREQ"][a:b] = blk.freq
+        out["N_MISS"][a:b] = blk.n_miss
+    return out
+
+
+def _colnames(names: list[str]) -> dict[str, list[str]]:
+    d = len(names)
+    stats = ("BETA", "T", "P", "P_CALIBRATED", "LOG10P")
+    if d == 1:
+        return {s: [s] for s in stats}
+    return {s: [f"{s}_{v}" for v in names] for s in stats}
+
+
+def _frame(task_or_src, start, stop, arrs, proj: Projection, full: bool, calib: str | None,
+           consts: list[dict] | None, fconst: float | None) -> pl.DataFrame:
+    src = task_or_src
+    bim = src.bim_slice(start, stop)
+    cols = _colnames(proj.names)
+    data: dict[str, Any] = {
+        "CHR": bim["CHR"].cast(pl.String), "SNP": bim["SNP"].cast(pl.String),
+        "BP": bim["BP"].cast(pl.Int64), "A1": bim["A1"].cast(pl.String), "A2": bim["A2"].cast(pl.String),
+        "A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONOMORPHIC": arrs["MONO"].astype(bool),
+    }
+    for j in range(proj.d):
+        t = arrs["T"][j]
+        p, lp = cal.t_log10p(t, proj.df)
+        data[cols["BETA"][j]] = arrs["BETA"][j]
+        data[cols["T"][j]] = t
+        data[cols["P"][j]] = p
+        if calib is None or consts is None:
+            data[cols["P_CALIBRATED"][j]] = np.full(len(t), np.nan)
+            data[cols["LOG10P"][j]] = lp if calib is None else np.full(len(t), np.nan)
+        else:
+            pc, lpc = cal.calibrated(t, calib, consts[j])
+            data[cols["P_CALIBRATED"][j]] = pc
+            data[cols["LOG10P"][j]] = lpc
+    if full:
+        fv = arrs["F"]
+        pf, _ = cal.f_log10p(fv, proj.d, proj.df_full)
+        data["F"] = fv
+        data["P_F"] = pf
+        if calib is None or fconst is None:
+            data["P_F_CALIBRATED"] = np.full(len(fv), np.nan)
+        else:
+            data["P_F_CALIBRATED"] = cal.f_log10p(fv / fconst, proj.d, proj.df_full)[0]
+        data["ADJ_R2"] = arrs["ADJ_R2"]
+    df = pl.DataFrame(data)
+    return df.with_columns(pl.col(c).fill_nan(None) for c in df.columns
+                           if df.schema[c] == pl.Float64 and c not in ("A1FREQ",))
+
+
+@dataclass(frozen=True)
+class _RawTask:
+    rt: RangeTask
+    full: bool
+    calibrate: str | None
+    label: str | None = None
+
+
+def _raw_part(task: _RawTask) -> pl.DataFrame:
+    """Worker: one range as an uncalibrated part (P_CALIBRATED/LOG10P filled later)."""
+    arrs = compute_range(task.rt)
+    src, proj = _open(task.rt)
+    return _frame(src, task.rt.start, task.rt.stop, arrs, proj, task.full, task.calibrate, None, None)
+
+
+@dataclass(frozen=True)
+class _CalTask:
+    raw_file: str
+    names: tuple[str, ...]
+    calibrate: str
+    consts: tuple  # per-variable dicts as tuples of items
+    fconst: float | None
+    d: int
+    df_full: int
+    meta: str
+    label: str | None = None
+
+
+def _cal_part(task: _CalTask):
+    """Worker: fill the calibrated columns of one raw part."""
+    tbl = pl.read_parquet(task.raw_file)
+    cols = _colnames(list(task.names))
+    upd = []
+    for j in range(task.d):
+        t = tbl[cols["T"][j]].to_numpy().astype(np.float64)
+        pc, lpc = cal.calibrated(t, task.calibrate, dict(task.consts[j]))
+        upd += [pl.Series(cols["P_CALIBRATED"][j], pc).fill_nan(None),
+                pl.Series(cols["LOG10P"][j], lpc).fill_nan(None)]
+    if task.fconst is not None and "F" in tbl.columns:
+        fv = tbl["F"].to_numpy().astype(np.float64)
+        upd.append(pl.Series("P_F_CALIBRATED",
+                             cal.f_log10p(fv / task.fconst, task.d, task.df_full)[0]).fill_nan(None))
+    out = tbl.with_columns(upd).to_arrow()
+    md = dict(out.schema.metadata or {})
+    md[b"polgen.lfmm.calibration"] = task.meta.encode()
+    return out.replace_schema_metadata(md)
+
+
+# -- the public function ---------------------------------------------------------------------------
+@dataclass
+class LfmmTestResult:
+    """Output of :func:`test`: the per-SNP table and the calibration constants.
+
+    ``frame`` is a LazyFrame (over the parquet parts when ``out`` was given), ``gif`` maps each
+    variable name to its genomic inflation factor, ``calibration`` holds all constants
+    (``gif``, and ``median``/``mad`` for median+MAD, ``gif_F`` for the full test).
+    """
+
+    frame: pl.LazyFrame
+    gif: dict[str, float]
+    calibration: dict[str, Any]
+    path: Path | None = None
+    sink: Any = None
+
+    def collect(self) -> pl.DataFrame:
+        return self.frame.collect()
+
+    def lazy(self) -> pl.LazyFrame:
+        return self.frame
+
+
+def test(
+    model: LfmmModel | str | os.PathLike,
+    bed: Any,
+    X: Any = None,
+    *,
+    calibrate: str | None = "gif",
+    full: bool = False,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor: Any = None,
+    progress: bool | None = None,
+    batch_snps: int | None = None,
+    task_snps: int = DEFAULT_TASK_SNPS,
+) -> LfmmTestResult:
+    """Test every SNP of ``bed`` for association with each covariate, given the model's U.
+
+    ``model`` is a fitted :class:`LfmmModel` (or the path of a saved one); ``X`` the covariates
+    (default: the ones the model was fitted with; a frame with IID is aligned to the .fam).
+    With ``out`` the table is streamed to a resumable parquet dataset (uncalibrated parts first,
+    then the calibration computed from the stored T columns, then the final parts) and the GIF
+    values go to the output metadata; otherwise it is built in memory.
+    """
+    if not isinstance(model, LfmmModel):
+        model = LfmmModel.load(model)
+    cal.check_calibrate(calibrate)
+    src = open_source(bed, scale="center", block_snps=batch_snps or None)
+    n = src.n_samples
+    if n != model.n_samples:
+        raise InputError(f"the genotypes have {n} samples but the model was fitted on {model.n_samples}")
+    if model.sample_ids is not None and src.sample_ids is not None and list(model.sample_ids) != list(src.sample_ids):
+        raise InputError("the genotype samples (.fam IIDs) differ from those the model was fitted on")
+    if X is None:
+        Xm, names = model.X, list(model.x_names)
+    else:
+        fids = src.fam["FID"].cast(pl.String).to_list() if hasattr(src, "fam") else None
+        Xm, names = covariate_matrix(X, src.sample_ids, n, fids)
+    d = Xm.shape[1]
+    if n - 1 - d - model.K < 1:
+        raise InputError(f"too few samples: n - 1 - d - K = {n - 1 - d - model.K}")
+    proj = projection(model, Xm, names)
+    bsnps = batch_snps or block_snps_for(n)
+    task_snps = max(int(task_snps), 1)
+    ranges = [(a, min(a + task_snps, src.n_snps)) for a in range(0, src.n_snps, task_snps)]
+    if not ranges:
+        raise InputError("no SNPs to test")
+    params = {"method": "lfmm.test", "K": model.K, "d": d, "x_names": names, "calibrate": calibrate,
+              "full": bool(full), "n": n, "n_snps": src.n_snps, "task_snps": task_snps,
+              "bed": src.path, "model": model.params, "df": proj.df}
+    if out is None:
+        return _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names)
+    return _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, Path(out),
+                         params, resume, overwrite)
+
+
+def _task_source(src):
+    return src.path if isinstance(src, BedSource) else src
+
+
+def _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names):
+    tasks = [RangeTask(_task_source(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}") for a, b in ranges]
+    parts = list(run_tasks(compute_range, tasks, executor=executor, progress=progress,
+                           description="lfmm test"))
+    arrs = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
+    consts = [cal.calibration_constants(arrs["T"][j], calibrate) for j in range(proj.d)]
+    fconst = cal.f_gif(arrs["F"], proj.d, proj.df_full) if full else None
+    df = _frame(src, 0, src.n_snps, arrs, proj, full, calibrate, consts if calibrate else None,
+                fconst if calibrate else None)
+    calib = _calibration_dict(names, consts, fconst, calibrate)
+    return LfmmTestResult(df.lazy(), {v: c["gif"] for v, c in zip(names, consts)}, calib)
+
+
+def _calibration_dict(names, consts, fconst, calibrate) -> dict:
+    out: dict[str, Any] = {"method": calibrate, "variables": {v: dict(c) for v, c in zip(names, consts)}}
+    if fconst is not None:
+        out["gif_F"] = fconst
+    return out
+
+
+def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path,
+                  params, resume, overwrite):
+    from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, params_to_json
+
+    nb = len(ranges)
+    final_done = False
+    if resume and (out / MANIFEST).exists():
+        sink = BatchSink(out, params, resume=True)
+        final_done = not sink.pending(range(nb))
+    elif not resume and (out / MANIFEST).exists() and not overwrite:
+        BatchSink(out, params)  # raises OutputExistsError with the standard message
+    if final_done:
+        sink.finalize(n_batches=nb, metadata=_metadata_from_parts(sink))
+        shutil.rmtree(out / _RAW, ignore_errors=True)
+        return _result(sink, names)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_dir = out / _RAW if calibrate else out
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    proj_path = raw_dir / _PROJ
+    proj.save(proj_path)
+    src_spec = _task_source(src)
+    work = [_RawTask(RangeTask(src_spec, a, b, str(proj_path), full, bsnps), full, calibrate,
+                     label=f"SNPs {a}:{b}") for a, b in ranges]
+    raw = run_to_sink(_raw_part, work, raw_dir, params, resume=resume, overwrite=True if calibrate else overwrite,
+                      executor=executor, progress=progress, description="lfmm test", finalize=False)
+    files = [str(f) for f in raw.files]
+    cols = _colnames(names)
+
+    def column(name):
+        return lambda: (pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False)
+                        .astype(np.float64) for f in files)
+
+    consts = [cal.streamed_constants(column(cols["T"][j]), calibrate) for j in range(proj.d)]
+    fconst = cal.streamed_f_gif(column("F"), proj.d, proj.df_full) if full else None
+    calib = _calibration_dict(names, consts, fconst, calibrate)
+    if not calibrate:
+        proj_path.unlink(missing_ok=True)
+        raw.finalize(n_batches=nb, metadata={"lfmm": calib})
+        return _result(raw, names)
+    meta = params_to_json(calib)
+    ctasks = [_CalTask(f, tuple(names), calibrate, tuple(tuple(sorted(c.items())) for c in consts), fconst,
+                       proj.d, proj.df_full, meta, label=f"part {i}") for i, f in enumerate(files)]
+    sink = run_to_sink(_cal_part, ctasks, out, params, resume=resume, overwrite=overwrite,
+                       executor=executor, progress=progress, description="lfmm calibrate",
+                       metadata={"lfmm": calib})
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    assert (out / SUCCESS).exists()
+    return _result(sink, names)
+
+
+def _metadata_from_parts(sink) -> dict:
+    import json
+
+    md = pq.read_schema(sink.files[0]).metadata or {}
+    raw = md.get(b"polgen.lfmm.calibration")
+    return {"lfmm": json.loads(raw.decode())} if raw else {"lfmm": {"calibration": None}}
+
+
+def _result(sink, names) -> LfmmTestResult:
+    calib = (sink.metadata or {}).get("lfmm") or {}
+    variables = calib.get("variables") or {}
+    gifs = {v: float(variables[v]["gif"]) for v in names if v in variables}
+    return LfmmTestResult(sink.scan(), gifs, calib, path=sink.path, sink=sink)

@@ -1,0 +1,84 @@
+"""Covariates X for LFMM: a frame with sample ids (IID, optionally FID) plus numeric columns,
+aligned to the .fam order; or a plain array already in .fam order."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from polgen.errors import InputError, SchemaError
+
+ID_COLUMNS = ("FID", "IID")
+
+
+def covariate_matrix(X, sample_ids: Sequence[str] | None, n_samples: int,
+                     fids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Return ``(X as (n, d) float64 C-ordered in genotype-sample order, variable names)``.
+
+    A frame with an ``IID`` column (and ``FID`` if the .fam's FIDs should be matched too) is
+    joined to the genotype samples by id; ids in the genotypes that the frame lacks raise
+    :class:`InputError` naming them (extra frame rows are ignored).  Without an id column, or for
+    an array, the rows must already be in genotype order.
+    """
+    if isinstance(X, pl.LazyFrame):
+        X = X.collect()
+    if isinstance(X, pl.Series):
+        X = X.to_frame()
+    if isinstance(X, pl.DataFrame):
+        return _from_frame(X, sample_ids, n_samples, fids)
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise InputError(f"covariates must be 2-D (samples x variables), got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise InputError(f"covariates have {arr.shape[0]} rows but the genotypes have {n_samples} samples")
+    _check_finite(arr, [f"X{j + 1}" for j in range(arr.shape[1])])
+    names = [f"X{j + 1}" for j in range(arr.shape[1])]
+    return np.ascontiguousarray(arr), names
+
+
+def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarray, list[str]]:
+    value_cols = [c for c in df.columns if c not in ID_COLUMNS]
+    if not value_cols:
+        raise SchemaError("the covariate frame has no covariate columns (only ids)")
+    bad = [c for c in value_cols if not df.schema[c].is_numeric() and df.schema[c] != pl.Boolean]
+    if bad:
+        raise SchemaError(f"covariate columns must be numeric; not numeric: {bad}", column=bad[0])
+    if "IID" in df.columns and sample_ids is not None:
+        keys = ["IID"]
+        left = pl.DataFrame({"IID": [str(s) for s in sample_ids], "__row": np.arange(len(sample_ids))})
+        right = df.with_columns(pl.col("IID").cast(pl.String))
+        if "FID" in df.columns and fids is not None:
+            keys = ["FID", "IID"]
+            left = left.with_columns(pl.Series("FID", [str(f) for f in fids]))
+            right = right.with_columns(pl.col("FID").cast(pl.String))
+        dup = right.group_by(keys).len().filter(pl.col("len") > 1)
+        if dup.height:
+            raise InputError(f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}",
+                             column="IID")
+        joined = left.join(right.select(keys + value_cols), on=keys, how="left").sort("__row")
+        present = set(map(tuple, right.select(keys).rows()))
+        absent = [r for r in left.select(keys).rows() if tuple(r) not in present]
+        if absent:
+            shown = ", ".join("/".join(map(str, a)) for a in absent[:5])
+            raise InputError(f"{len(absent)} genotype samples have no row in the covariate frame "
+                             f"(ids {shown}{', ...' if len(absent) > 5 else ''})", column="IID")
+        df = joined
+    elif df.height != n_samples:
+        raise InputError(f"covariate frame has {df.height} rows but the genotypes have {n_samples} samples; "
+                         "add an IID column to align them by id")
+    arr = df.select([pl.col(c).cast(pl.Float64) for c in value_cols]).to_numpy()
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    _check_finite(arr, value_cols)
+    return arr, value_cols
+
+
+def _check_finite(arr: np.ndarray, names: list[str]) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise InputError(f"covariates contain missing or non-finite values ({int(bad.sum())} cells)",
+                         column=names[c], row=int(r))
