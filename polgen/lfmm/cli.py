@@ -1,0 +1,135 @@
+"""``polgen lfmm``: fit LFMM2 on a .bed and test every SNP, streaming results to parquet.
+
+    polgen lfmm --bed geno.bed --covariates env.tsv -K 5 --est-rate 0.01 --out results/
+
+The covariate file (tab/comma separated or parquet) has an ``IID`` column (optionally ``FID``)
+and one numeric column per variable; a headerless all-numeric file (R LEA's .env) is taken in
+.fam order.  The fitted model is saved as ``<out>/lfmm_model.npz``; ``--resume`` reuses it and
+continues an interrupted test pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from polgen.errors import InputError
+
+log = logging.getLogger("polgen")
+
+
+def read_covariates(path: str | Path) -> pl.DataFrame:
+    """Read a covariate table: parquet, or delimited text with or without a header."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("covariate file not found", path=path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pl.read_parquet(path)
+    first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+    sep = "\t" if "\t" in first else "," if "," in first else " "
+    fields = [f for f in first.replace(sep, " ").split() if f]
+
+    def _num(x):
+        try:
+            float(x)
+            return True
+        except ValueError:
+            return False
+
+    header = not all(_num(f) for f in fields)
+    try:
+        if sep == " ":
+            lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+            names = lines[0] if header else [f"X{j + 1}" for j in range(len(lines[0]))]
+            body = lines[1:] if header else lines
+            df = pl.DataFrame([list(r) for r in zip(*body)] if body else [], schema=names, orient="col")
+            return df.with_columns(pl.col(c).cast(pl.Float64, strict=False) for c in names
+                                   if c not in ("FID", "IID"))
+        df = pl.read_csv(path, separator=sep, has_header=header, infer_schema_length=10000)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read covariates: {exc}", path=path) from None
+    if not header:
+        df.columns = [f"X{j + 1}" for j in range(df.width)]
+    return df.with_columns(pl.col(c).cast(pl.String) for c in ("FID", "IID") if c in df.columns)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("lfmm", help="LFMM2 gene-environment association on a PLINK .bed",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bed", required=True, help="PLINK .bed (with .bim/.fam beside it)")
+    p.add_argument("--covariates", required=True, help="covariates: IID [+FID] + numeric columns")
+    p.add_argument("-K", type=int, help="number of latent factors")
+    p.add_argument("--out", help="output directory (parquet parts + manifest)")
+    p.add_argument("--lam", type=float, default=1e-5, help="ridge penalty (default 1e-5)")
+    est = p.add_mutually_exclusive_group()
+    est.add_argument("--est-rate", type=float, help="fraction of SNPs used to estimate U")
+    est.add_argument("--est-bed", help="separate (e.g. LD-pruned) .bed used to estimate U")
+    p.add_argument("--power-iter", type=int, default=2)
+    p.add_argument("--oversampling", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", choices=["center", "eigenstrat"], default="center")
+    p.add_argument("--dlambda", choices=["lea", "exact"], default="lea")
+    p.add_argument("--calibrate", choices=["gif", "median+MAD", "none"], default="gif")
+    p.add_argument("--full", action="store_true", help="also LEA's full-model F test")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    p.add_argument("--executor", default=None, help="None, threads, processes, dask or tcp://...")
+    p.add_argument("--choose-k", type=int, metavar="KMAX",
+                   help="instead of testing: print the top KMAX eigenvalues and Tracy-Widom tests")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from polgen.lfmm import choose_k, fit, load_model, test
+
+    if args.choose_k:
+        res = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed,
+                       progress=args.progress)
+        print(res.frame())
+        print(f"suggested K (Tracy-Widom, alpha=0.05): {res.suggested_k()}")
+        return 0
+    if args.K is None or args.out is None:
+        raise InputError("polgen lfmm needs -K and --out (or --choose-k)")
+    env = read_covariates(args.covariates)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "lfmm_model.npz"
+    if args.resume and model_path.exists():
+        model = load_model(model_path)
+        if model.K != args.K:
+            raise InputError(f"the saved model has K={model.K}, not {args.K}", path=model_path)
+    else:
+        model = fit(env, args.bed, args.K, lam=args.lam, est_rate=args.est_rate, est_bed=args.est_bed,
+                    power_iter=args.power_iter, oversampling=args.oversampling, seed=args.seed,
+                    scale=args.scale, dlambda=args.dlambda, progress=args.progress)
+        model.save(model_path)
+    calibrate = None if args.calibrate == "none" else args.calibrate
+    res = test(model, args.bed, env, calibrate=calibrate, full=args.full, out=out, resume=args.resume,
+               overwrite=args.overwrite, executor=args.executor, progress=args.progress)
+    n = res.frame.select(pl.len()).collect().item()
+    print(f"lfmm: {n} SNPs tested, K={model.K}; results in {out}")
+    for v, g in res.gif.items():
+        print(f"  GIF[{v}] = {g:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m polgen.lfmm.cli ...``)."""
+    parser = argparse.ArgumentParser(prog="polgen")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
