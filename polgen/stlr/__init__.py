@@ -1,1 +1,39 @@
-"""stlr"""
+"""SpaceTravLR as polgen functions: networks, received ligands, training, betadata, splash, perturb.
+
+Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to them.
+"""
+
+from polgen.stlr.betadata import BetaData, Betabase, read_betadata, write_betadata
+from polgen.stlr.grn import (
+    base_grn_links,
+    expand_complexes,
+    ligand_radii,
+    lr_table,
+    read_base_grn,
+    read_cellchat,
+    read_ligand_target,
+    read_links,
+)
+from polgen.stlr.ligands import received_ligands
+from polgen.stlr.perturb import Perturber, perturb, perturb_batch
+from polgen.stlr.splash import splash
+
+__all__ = [
+    "BetaData",
+    "Betabase",
+    "Perturber",
+    "base_grn_links",
+    "expand_complexes",
+    "ligand_radii",
+    "lr_table",
+    "perturb",
+    "perturb_batch",
+    "read_base_grn",
+    "read_betadata",
+    "read_cellchat",
+    "read_ligand_target",
+    "read_links",
+    "received_ligands",
+    "splash",
+    "write_betadata",
+]

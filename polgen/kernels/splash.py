@@ -1,0 +1,143 @@
+"""Numba kernels for splash (d target / d modulator per cell) and the perturbation propagation.
+
+A set of trained genes is flattened into arrays (built by :mod:`polgen.stlr.splash`):
+
+* betas: ``bvals`` (all genes' beta matrices, row-major, concatenated), ``boff[k]`` offset and
+  ``bncol[k]`` columns of gene k; ``rowmaps[rmap[k], i]`` = beta row of cell i for gene k.
+* modulator slots: gene k owns slots ``moff[k]..moff[k+1]``; ``mgene[s]`` = expression column
+  of slot s (sorted modulator genes of k).
+* terms: gene k owns terms ``toff[k]..toff[k+1]``; term t adds to slot ``tslot[t]``:
+
+  kind 0  TF          beta
+  kind 1  receptor    beta * wl[i, tsrc] * bsf   if gexf[i, tcond] > 0
+  kind 2  LR ligand   beta * gexf[i, tsrc] * bsf            (receptor expression)
+  kind 3  TFL ligand  beta * gexf[i, tsrc] * bsf            (regulator expression)
+  kind 4  TFL TF      beta * wl_tfl[i, tsrc] * bsf
+
+  with ``beta = bvals[boff[k] + row * bncol[k] + tcol[t]]``.  Per slot the terms are summed and
+  clipped to [-cap, cap] (``cap`` <= 0 or inf: no cap).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_FM = {"reassoc", "contract", "arcp"}
+CELL_BLOCK = 64
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FM, inline="always")
+def _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
+                gexf, wl, wl_tfl, bsf, cap, scratch):  # pragma: no cover - numba
+    m0 = moff[k]
+    nm = moff[k + 1] - m0
+    for s in range(nm):
+        scratch[s] = 0.0
+    row = rowmaps[rmap[k], i]
+    base = boff[k] + row * bncol[k]
+    for t in range(toff[k], toff[k + 1]):
+        beta = bvals[base + tcol[t]]
+        kind = tkind[t]
+        if kind == 0:
+            v = beta
+        elif kind == 1:
+            v = beta * wl[i, tsrc[t]] * bsf if gexf[i, tcond[t]] > 0.0 else 0.0
+        elif kind == 2 or kind == 3:
+            v = beta * gexf[i, tsrc[t]] * bsf
+        else:
+            v = beta * wl_tfl[i, tsrc[t]] * bsf
+        scratch[tslot[t] - m0] += v
+    if cap > 0.0 and cap < np.inf:
+        for s in range(nm):
+            if scratch[s] > cap:
+                scratch[s] = cap
+            elif scratch[s] < -cap:
+                scratch[s] = -cap
+    return nm
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
+                gexf, wl, wl_tfl, bsf, cap, out):  # pragma: no cover - numba
+    """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
+    n = gexf.shape[0]
+    nm = moff[k + 1] - moff[k]
+    nblk = (n + CELL_BLOCK - 1) // CELL_BLOCK
+    for b in numba.prange(nblk):
+        scratch = np.empty(max(nm, 1))
+        for i in range(b * CELL_BLOCK, min(n, (b + 1) * CELL_BLOCK)):
+            _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc,
+                        tcond, gexf, wl, wl_tfl, bsf, cap, scratch)
+            for s in range(nm):
+                out[i, s] = scratch[s]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
+              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod):  # pragma: no cover - numba
+    """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]] for every trained gene k.
+
+    Columns of ``out`` not in ``kout`` are set to 0 (genes without betadata do not change).
+    """
+    n = delta.shape[0]
+    G = out.shape[1]
+    nk = kout.shape[0]
+    nblk = (n + CELL_BLOCK - 1) // CELL_BLOCK
+    for b in numba.prange(nblk):
+        scratch = np.empty(max(maxmod, 1))
+        for i in range(b * CELL_BLOCK, min(n, (b + 1) * CELL_BLOCK)):
+            for g in range(G):
+                out[i, g] = 0.0
+            for k in range(nk):
+                nm = _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot,
+                                 tsrc, tcond, gexf, wl, wl_tfl, bsf, cap, scratch)
+                m0 = moff[k]
+                acc = 0.0
+                for s in range(nm):
+                    acc += scratch[s] * delta[i, mgene[m0 + s]]
+                out[i, kout[k]] = acc
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def filter_expr(x, thresh, out):  # pragma: no cover - numba
+    """out = x where x > thresh else 0 (the reference's min_expression filter)."""
+    n, g = x.shape
+    for i in numba.prange(n):
+        for j in range(g):
+            v = x[i, j]
+            out[i, j] = v if v > thresh else 0.0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def swap_and_step(delta, x0, W1, W0, lig_gene):  # pragma: no cover - numba
+    """Delta swap on ligand columns: delta += (W1 - W0) - ((x0 + delta) - x0), in the reference's order."""
+    n = delta.shape[0]
+    nl = lig_gene.shape[0]
+    for i in numba.prange(n):
+        for c in range(nl):
+            g = lig_gene[c]
+            d = delta[i, g]
+            dl = (x0[i, g] + d) - x0[i, g]
+            delta[i, g] = (d + (W1[i, c] - W0[i, c])) - dl
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no cover - numba
+    """delta = clip(x0 + where(dinput != 0, dinput, result), lo, maxv) - x0 (dinput only on tcols)."""
+    n, G = delta.shape
+    nt = tcols.shape[0]
+    for i in numba.prange(n):
+        for g in range(G):
+            delta[i, g] = result[i, g]
+        for t in range(nt):
+            di = dinput[i, t]
+            if di != 0.0:
+                delta[i, tcols[t]] = di
+        for g in range(G):
+            v = x0[i, g] + delta[i, g]
+            if v < lo:
+                v = lo
+            if v > maxv[g]:
+                v = maxv[g]
+            delta[i, g] = v - x0[i, g]

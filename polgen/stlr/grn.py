@@ -1,0 +1,185 @@
+"""Networks for SpaceTravLR: ligand-receptor database, base GRN, TF-ligand (NicheNet) links.
+
+* CellChat table: ``ligand, receptor, pathway, signaling``; complexes are joined by ``_`` and are
+  expanded into every ligand-subunit x receptor-subunit pair, in file order (row, then ligand
+  subunit, then receptor subunit), as the reference's ``expand_paired_interactions`` does.
+* CellOracle base GRN: ``peak_id, gene_short_name`` + one 0/1 column per TF; a TF regulates a
+  gene when any of the gene's peaks has a non-zero entry.
+* Long links table: ``source, target`` (TF -> target gene) with optional ``cluster`` and ``p``.
+* NicheNet-style ligand-target matrix: rows are target genes (TFs here), columns ligands.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from polgen.errors import InputError, SchemaError
+
+SECRETED = "Secreted Signaling"
+LR_COLUMNS = ("ligand", "receptor", "pathway", "signaling")
+
+
+# -- CellChat ---------------------------------------------------------------------------------
+def read_cellchat(path: str | os.PathLike) -> pl.DataFrame:
+    """Read a CellChat-format ligand-receptor csv/parquet (columns ligand, receptor, pathway, signaling)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("ligand-receptor table not found", path=p)
+    df = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p, infer_schema_length=0)
+    return _check_lr(df, p)
+
+
+def _check_lr(df: pl.DataFrame, path=None) -> pl.DataFrame:
+    missing = [c for c in ("ligand", "receptor") if c not in df.columns]
+    if missing:
+        raise SchemaError(f"ligand-receptor table lacks columns {missing}", path=path, column=missing[0])
+    if "pathway" not in df.columns:
+        df = df.with_columns(pl.lit("Unknown").alias("pathway"))
+    if "signaling" not in df.columns:
+        df = df.with_columns(pl.lit(SECRETED).alias("signaling"))
+    return df.select([pl.col(c).cast(pl.String) for c in LR_COLUMNS])
+
+
+def expand_complexes(lr: pl.DataFrame) -> pl.DataFrame:
+    """One row per ligand subunit x receptor subunit (complexes split on ``_``), in file order."""
+    lr = _check_lr(lr)
+    return (
+        lr.with_columns(pl.col("ligand").str.split("_"), pl.col("receptor").str.split("_"))
+        .explode("ligand")
+        .explode("receptor")
+    )
+
+
+def lr_table(lr: pl.DataFrame, var_names: Sequence[str], radius: float = 200.0,
+             contact_distance: float = 50.0, extra_lr: Iterable[tuple[str, str]] | None = None) -> pl.DataFrame:
+    """Expanded LR pairs with both genes in ``var_names``, plus a ``radius`` column.
+
+    ``radius`` for "Secreted Signaling" rows, ``contact_distance`` for all others (Cell-Cell
+    Contact, ECM-Receptor).  ``extra_lr`` pairs are appended as secreted signalling.
+    """
+    df = expand_complexes(lr)
+    vs = pl.Series(list(var_names), dtype=pl.String)
+    df = df.filter(pl.col("ligand").is_in(vs.implode()) & pl.col("receptor").is_in(vs.implode()))
+    if extra_lr:
+        extra = [(str(a), str(b)) for a, b in extra_lr]
+        bad = [g for pair in extra for g in pair if g not in set(var_names)]
+        if bad:
+            raise InputError(f"extra_lr genes not in var_names: {bad[:5]}")
+        df = pl.concat([df, pl.DataFrame({"ligand": [a for a, _ in extra], "receptor": [b for _, b in extra],
+                                          "pathway": ["Unknown"] * len(extra),
+                                          "signaling": [SECRETED] * len(extra)})])
+    return df.with_columns(
+        pl.when(pl.col("signaling") == SECRETED).then(pl.lit(float(radius)))
+        .otherwise(pl.lit(float(contact_distance))).alias("radius"))
+
+
+def ligand_radii(lr: pl.DataFrame) -> dict[str, float]:
+    """``{ligand: radius}`` from each ligand's FIRST row of an :func:`lr_table` (reference rule)."""
+    first = lr.select("ligand", "radius").unique(subset="ligand", keep="first", maintain_order=True)
+    return dict(zip(first["ligand"].to_list(), first["radius"].to_list()))
+
+
+# -- base GRN ---------------------------------------------------------------------------------
+def read_base_grn(path: str | os.PathLike) -> pl.DataFrame:
+    """Read a CellOracle base GRN parquet (peak_id, gene_short_name, TF columns of 0/1)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("base GRN file not found", path=p)
+    df = pl.read_parquet(p)
+    if "gene_short_name" not in df.columns:
+        raise SchemaError("base GRN lacks the gene_short_name column", path=p, column="gene_short_name")
+    drop = [c for c in df.columns if c.startswith("__index_level")]
+    return df.drop(drop)
+
+
+def base_grn_links(grn: pl.DataFrame, var_names: Sequence[str] | None = None) -> pl.DataFrame:
+    """Long ``source`` (TF), ``target`` links of a wide base GRN (non-zero in any peak)."""
+    tfs = [c for c in grn.columns if c not in ("peak_id", "gene_short_name")]
+    if var_names is not None:
+        keep = set(var_names)
+        tfs = [t for t in tfs if t in keep]
+        grn = grn.filter(pl.col("gene_short_name").is_in(pl.Series(list(keep)).implode()))
+    if not tfs or grn.height == 0:
+        return pl.DataFrame({"source": [], "target": []}, schema={"source": pl.String, "target": pl.String})
+    agg = grn.group_by("gene_short_name").agg([(pl.col(t).cast(pl.Float64).abs().sum() > 0).alias(t) for t in tfs])
+    long = agg.unpivot(index="gene_short_name", variable_name="source", value_name="on").filter(pl.col("on"))
+    return long.select(pl.col("source"), pl.col("gene_short_name").alias("target")).sort("target", "source")
+
+
+def read_links(path: str | os.PathLike) -> pl.DataFrame:
+    """Read a long links table (source, target[, cluster, p]) from csv/tsv/parquet."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("links table not found", path=p)
+    if p.suffix == ".parquet":
+        df = pl.read_parquet(p)
+    else:
+        df = pl.read_csv(p, separator="\t" if p.suffix in (".tsv", ".txt") else ",")
+    for c in ("source", "target"):
+        if c not in df.columns:
+            raise SchemaError(f"links table lacks column {c!r}", path=p, column=c)
+    return df
+
+
+def as_links(grn) -> pl.DataFrame:
+    """Links (source, target) from a long table, a wide base GRN frame, a path, or a mapping."""
+    if grn is None:
+        return pl.DataFrame({"source": [], "target": []}, schema={"source": pl.String, "target": pl.String})
+    if isinstance(grn, (str, os.PathLike)):
+        p = Path(grn)
+        if p.suffix == ".parquet" and "gene_short_name" in pl.read_parquet_schema(p):
+            return base_grn_links(read_base_grn(p))
+        return read_links(p)
+    if isinstance(grn, Mapping):
+        return pl.DataFrame({"source": [s for t, ss in grn.items() for s in ss],
+                             "target": [t for t, ss in grn.items() for _ in ss]},
+                            schema={"source": pl.String, "target": pl.String})
+    if isinstance(grn, pl.DataFrame):
+        if "gene_short_name" in grn.columns:
+            return base_grn_links(grn)
+        if {"source", "target"} <= set(grn.columns):
+            return grn
+    raise InputError("grn must be a links table (source, target), a CellOracle base GRN, a path or a "
+                     "{target: [TFs]} mapping")
+
+
+def regulators(links: pl.DataFrame, target: str, var_names: Sequence[str] | None = None) -> list[str]:
+    """Sorted TFs regulating ``target`` (excluding itself), restricted to ``var_names``."""
+    src = links.filter(pl.col("target") == target)["source"].unique().to_list()
+    keep = set(var_names) if var_names is not None else None
+    return sorted(s for s in src if s != target and (keep is None or s in keep))
+
+
+# -- NicheNet ---------------------------------------------------------------------------------
+def read_ligand_target(path_or_frame) -> tuple[np.ndarray, list[str], list[str]]:
+    """A NicheNet ligand-target matrix as ``(values, row_genes, ligands)``.
+
+    Rows are target genes (regulators), columns ligands; the row names come from the pandas index
+    (``__index_level_0__``) or a first string column.
+    """
+    if isinstance(path_or_frame, (str, os.PathLike)):
+        p = Path(path_or_frame)
+        if not p.exists():
+            raise InputError("ligand-target matrix not found", path=p)
+        df = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p)
+    else:
+        df = path_or_frame
+        try:
+            import pandas as pd
+
+            if isinstance(df, pd.DataFrame):
+                return df.to_numpy(dtype=np.float64), [str(i) for i in df.index], [str(c) for c in df.columns]
+        except ImportError:  # pragma: no cover
+            pass
+    idx = next((c for c in df.columns if c.startswith("__index_level")), None)
+    if idx is None:
+        idx = next((c for c in df.columns if df.schema[c] == pl.String), None)
+    if idx is None:
+        raise SchemaError("ligand-target matrix has no row-name column")
+    ligs = [c for c in df.columns if c != idx]
+    return df.select(ligs).to_numpy().astype(np.float64), df[idx].cast(pl.String).to_list(), ligs

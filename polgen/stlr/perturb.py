@@ -1,0 +1,312 @@
+"""In-silico perturbation (knock-out / over-expression) propagated through the trained models.
+
+Follows the Python reference's ``GeneFactory.perturb`` step by step (see
+../shared/notes/spacetravlr-reference-behaviour.md):
+
+1. X0 = expression (``imputed_count`` layer by default); the perturbed gene is set to
+   ``gene_expr`` in ``cells`` -> ``delta_input``; delta = delta_input.
+2. W0 = received ligands of the filtered X0 (values <= 1e-9 are 0) for every ligand of the
+   betadata (LR and TFL ligands); a ligand's radius from its first CellChat row.  The TFL
+   received ligands stay W0 for the whole run.
+3. For each of ``n_propagation`` steps:
+   a. splash every trained gene with the expression and LR received ligands that entered the
+      *previous* step (step 0: X0, W0);
+   b. X1 = X0 + delta; W1 = received ligands of X1;
+   c. delta swap on ligand columns: delta = (delta + (W1 - W0)) - ((X0 + delta) - X0);
+   d. delta'[:, g] = sum_m splash_g[:, m] * delta[:, m] for trained genes g, 0 for the others;
+   e. re-pin: delta' = delta_input where delta_input != 0;
+   f. clip X0 + delta' to [0, per-gene observed max]  (``clip=False``: no upper bound, still >= 0).
+4. Output X0 + delta with the perturbed gene set to ``gene_expr`` in ``cells``.
+
+Only ligand columns whose filtered expression changed are recomputed in (b) (the others are
+bit-identical), so the exact mode does the O(N^2) work only where it matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from polgen.errors import InputError
+from polgen.schema import CELL_ID
+from polgen.stlr._data import Tissue, as_tissue
+from polgen.stlr.betadata import Betabase
+from polgen.stlr.splash import MIN_EXPRESSION, SplashPlan, build_plan, filtered, propagate
+
+log = logging.getLogger("polgen")
+
+
+def _radii_map(lr, var_names, radius, contact_distance) -> dict[str, float]:
+    from polgen.stlr.grn import ligand_radii, lr_table, read_cellchat
+
+    if lr is None:
+        raise InputError("a ligand-receptor table (lr=: CellChat csv path or frame, or {ligand: radius}) is "
+                         "needed to give each ligand its radius")
+    if isinstance(lr, Mapping):
+        return {str(k): float(v) for k, v in lr.items()}
+    if isinstance(lr, (str, os.PathLike)):
+        lr = read_cellchat(lr)
+    if isinstance(lr, pl.DataFrame) and "radius" in lr.columns and "ligand" in lr.columns:
+        return ligand_radii(lr)
+    try:
+        import pandas as pd
+
+        if isinstance(lr, pd.DataFrame):
+            lr = pl.from_pandas(lr.reset_index(drop=True))
+    except ImportError:  # pragma: no cover
+        pass
+    return ligand_radii(lr_table(lr, var_names, radius, contact_distance))
+
+
+def _received_cols(coords, Xf_lig, radii, scale_factor, mode, cols=None, out=None):
+    """Received ligands of the (already filtered) ligand columns ``cols`` (all when None)."""
+    from polgen.stlr.ligands import received_ligands
+
+    n, nl = Xf_lig.shape
+    if out is None:
+        out = np.zeros((n, nl))
+    cols = np.arange(nl) if cols is None else np.asarray(cols)
+    cols = cols[np.isfinite(radii[cols])]  # ligands without an LR row receive nothing (reference)
+    if cols.size:
+        out[:, cols] = received_ligands(coords, Xf_lig[:, cols], radii[cols], scale_factor, mode)
+    return out
+
+
+def _received_for(coords, X, var_names, ligands, lr, radius, contact_distance, scale_factor, mode):
+    rmap = _radii_map(lr, var_names, radius, contact_distance)
+    gidx = {g: i for i, g in enumerate(var_names)}
+    radii = np.array([rmap.get(l, np.nan) for l in ligands], dtype=np.float64)
+    Xf = filtered(np.asarray(X)[:, [gidx[l] for l in ligands]])
+    return _received_cols(coords, Xf, radii, scale_factor, mode)
+
+
+class Perturber:
+    """A prepared perturbation model: tissue, betadata plan and starting received ligands.
+
+    Build once, call :meth:`run` for many targets (the batch mode does this).
+    """
+
+    def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
+                 scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
+                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None) -> None:
+        from polgen.stlr.ligands import MODES
+
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        self.base = Betabase.coerce(betas)
+        need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
+        self.tissue: Tissue = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
+                                        need_clusters=need_clusters)
+        t = self.tissue
+        self.mode = mode
+        self.scale_factor = float(scale_factor)
+        self.beta_scale_factor = float(beta_scale_factor)
+        self.beta_cap = beta_cap
+        self.plan: SplashPlan = build_plan(self.base, t.var_names, t.obs_names, t.clusters, t.cluster_labels,
+                                           skip_zero=True)
+        self.all_plan_genes = set(self.plan.genes)
+        gidx = {g: i for i, g in enumerate(t.var_names)}
+        self.ligands = self.plan.ligands
+        self.lig_gene = np.array([gidx[l] for l in self.ligands], dtype=np.int64)
+        if self.ligands:
+            rmap = _radii_map(lr, t.var_names, radius, contact_distance)
+            self.radii = np.array([rmap.get(l, np.nan) for l in self.ligands], dtype=np.float64)
+            none = [l for l, r in zip(self.ligands, self.radii) if not np.isfinite(r)]
+            if none:
+                log.warning("ligand(s) %s have no ligand-receptor row with both genes in var_names; their "
+                            "received amount is 0 (as in the reference)", none[:10])
+        else:
+            self.radii = np.zeros(0)
+        self.X0 = t.X
+        self.maxv = np.ascontiguousarray(self.X0.max(axis=0)) if self.X0.size else np.zeros(0)
+        self.Xf0_lig = filtered(self.X0[:, self.lig_gene]) if self.ligands else np.zeros((len(t.obs_names), 0))
+        self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode)
+        self.used = set()
+        for g in self.plan.genes:
+            self.used.update(self.base[g].modulators)
+
+    # ---------------------------------------------------------------------------------------
+    def _cells(self, cells) -> np.ndarray | None:
+        if cells is None:
+            return None
+        n = len(self.tissue.obs_names)
+        arr = np.asarray(cells)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise InputError(f"a boolean cells mask must have {n} values")
+            return np.flatnonzero(arr)
+        if arr.dtype.kind in "US O".replace(" ", ""):
+            pos = {c: i for i, c in enumerate(self.tissue.obs_names)}
+            bad = [c for c in arr.tolist() if c not in pos]
+            if bad:
+                raise InputError(f"{len(bad)} cell name(s) not in obs_names: {bad[:5]}", column=CELL_ID)
+            return np.array([pos[c] for c in arr.tolist()], dtype=np.int64)
+        idx = arr.astype(np.int64)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise InputError(f"cell indices out of range for {n} cells")
+        return idx
+
+    def run(self, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *, cells=None,
+            n_propagation: int = 4, clip: bool = True, return_delta: bool = False):
+        """Simulated expression (Polars: CellID + genes), and the final delta when ``return_delta``."""
+        from polgen.kernels.splash import pin_and_clip, swap_and_step
+
+        t = self.tissue
+        targets = [target] if isinstance(target, str) else list(target)
+        exprs = list(gene_expr) if isinstance(gene_expr, (list, tuple, np.ndarray)) else [gene_expr] * len(targets)
+        if len(exprs) != len(targets):
+            raise InputError("give one gene_expr per target")
+        tcols = t.gene_index(targets)
+        for g, e in zip(targets, exprs):
+            if not (np.isfinite(e) and e >= 0):
+                raise InputError(f"gene_expr for {g} must be a finite value >= 0, got {e}")
+            if g not in self.used and g not in self.ligands:
+                msg = (f"perturbed gene {g!r} is not a modulator of any trained model: the perturbation does "
+                       "not propagate and only its own expression changes")
+                warnings.warn(msg, UserWarning, stacklevel=3)
+                log.warning(msg)
+        if int(n_propagation) < 0:
+            raise InputError("n_propagation must be >= 0")
+        rows = self._cells(cells)
+        X0 = self.X0
+        n, G = X0.shape
+        dinput = np.zeros((n, len(targets)))
+        for k, (c, e) in enumerate(zip(tcols, exprs)):
+            sim = X0[:, c].copy()
+            if rows is None:
+                sim[:] = e
+            else:
+                sim[rows] = e
+            dinput[:, k] = sim - X0[:, c]
+        delta = np.zeros((n, G))
+        for k, c in enumerate(tcols):
+            delta[:, c] = dinput[:, k]
+        maxv = self.maxv if clip else np.full(G, np.inf)
+        W0 = self.W0
+        W_prev = W0
+        Xf_prev_lig = self.Xf0_lig
+        X_prev = X0
+        result = np.empty((n, G))
+        for _ in range(int(n_propagation)):
+            gexf_prev = filtered(X_prev)
+            X1 = X0 + delta
+            Xf1_lig = filtered(X1[:, self.lig_gene]) if self.ligands else Xf_prev_lig
+            changed = np.flatnonzero((Xf1_lig != Xf_prev_lig).any(axis=0)) if self.ligands else np.zeros(0, int)
+            if changed.size:
+                W1 = W_prev.copy()
+                _received_cols(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1)
+            else:
+                W1 = W_prev
+            if self.ligands:
+                swap_and_step(delta, X0, W1, W0, self.lig_gene)
+            propagate(self.plan, gexf_prev, W_prev, W0, delta, result, self.beta_scale_factor, self.beta_cap)
+            pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0)
+            X_prev, W_prev, Xf_prev_lig = X1, W1, Xf1_lig
+        sim = X0 + delta
+        for k, (c, e) in enumerate(zip(tcols, exprs)):
+            if rows is None:
+                sim[:, c] = e
+            else:
+                sim[rows, c] = e
+        out = _frame(t.obs_names, t.var_names, sim)
+        if return_delta:
+            return out, _frame(t.obs_names, t.var_names, sim - X0)
+        return out
+
+
+def _frame(obs_names, var_names, M) -> pl.DataFrame:
+    cols = [pl.Series(CELL_ID, obs_names, dtype=pl.String)]
+    cols += [pl.Series(g, M[:, j]) for j, g in enumerate(var_names)]
+    return pl.DataFrame(cols)
+
+
+def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *,
+            cells=None, n_propagation: int = 4, mode: str = "exact", clip: bool = True,
+            lr=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
+            beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
+            cluster_key=None, spatial_key=None, return_delta: bool = False):
+    """Perturb ``target`` (set to ``gene_expr``; 0 = knock-out) and propagate ``n_propagation`` steps.
+
+    ``adata``: AnnData / .h5ad path / SpatialData (``layer`` default ``imputed_count`` when present);
+    ``betas``: betadata folder, file, :class:`~polgen.stlr.betadata.Betabase` or mapping;
+    ``lr``: CellChat table (path or frame) giving each ligand's radius (``radius`` for secreted
+    signalling, ``contact_distance`` otherwise) or a ``{ligand: radius}`` mapping; ``cells``:
+    positional indices, a boolean mask or cell names to perturb (default all); ``mode``:
+    ``exact`` | ``grid`` | ``fast`` received ligands.  Returns a Polars frame ``CellID`` + one column
+    per gene of simulated expression (and the delta frame when ``return_delta``).
+    """
+    model = Perturber(adata, betas, lr=lr, radius=radius, contact_distance=contact_distance,
+                      scale_factor=scale_factor, beta_scale_factor=beta_scale_factor, beta_cap=beta_cap,
+                      mode=mode, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+    return model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip,
+                     return_delta=return_delta)
+
+
+# -- batch mode ------------------------------------------------------------------------------
+_MODELS: dict[str, Perturber] = {}
+
+
+def _batch_task(task: dict) -> pl.DataFrame:
+    """One target of a batch: long-free wide table ``target, CellID, genes...`` (a pure function)."""
+    key = task["key"]
+    model = _MODELS.get(key)
+    if model is None:
+        model = Perturber(task["adata"], task["betas"], **task["model_kw"])
+        _MODELS.clear()
+        _MODELS[key] = model
+    sim = model.run(task["target"], task["gene_expr"], cells=task["cells"],
+                    n_propagation=task["n_propagation"], clip=task["clip"])
+    return sim.select(pl.lit(task["target"]).alias("target"), pl.all())
+
+
+def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float = 0.0, cells=None,
+                  n_propagation: int = 4, mode: str = "exact", clip: bool = True, lr=None,
+                  radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
+                  beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
+                  cluster_key=None, spatial_key=None, resume: bool = False, overwrite: bool = False,
+                  executor=None, progress: bool | None = None):
+    """Perturb each of ``targets`` in turn, streaming one parquet part per target to ``out``.
+
+    Parts hold ``target, CellID, <genes>``; returns the engine's :class:`~polgen.io.sink.BatchSink`
+    (``.scan()`` gives all results lazily).  With an executor other than the local one, ``adata``,
+    ``betas`` and ``lr`` must be paths (tasks are small picklable specs; each worker prepares the
+    model once and reuses it).
+    """
+    from polgen.engine.executor import run_to_sink
+
+    model_kw = dict(lr=lr, radius=radius, contact_distance=contact_distance, scale_factor=scale_factor,
+                    beta_scale_factor=beta_scale_factor, beta_cap=beta_cap, mode=mode, layer=layer,
+                    cluster_key=cluster_key, spatial_key=spatial_key)
+    local = executor is None or executor == "local"
+    is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
+    if not local and not (is_path(adata) and is_path(betas) and (lr is None or is_path(lr) or isinstance(lr, Mapping))):
+        raise InputError("perturb_batch with an executor needs adata, betas and lr given as paths")
+    key = f"{id(adata)}-{id(betas)}-{os.getpid()}"
+    if local:
+        _MODELS.clear()
+        _MODELS[key] = Perturber(adata, betas, **model_kw)
+        model = _MODELS[key]
+        for tg in targets:
+            model.tissue.gene_index(tg)
+    cells_l = None if cells is None else np.asarray(cells).tolist()
+    tasks = [dict(key=key, adata=str(adata) if is_path(adata) else None, betas=str(betas) if is_path(betas) else None,
+                  model_kw={k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in model_kw.items()},
+                  target=tg, gene_expr=float(gene_expr), cells=cells_l, n_propagation=int(n_propagation),
+                  clip=bool(clip)) for tg in targets]
+    params = {"method": "stlr.perturb_batch", "targets": list(targets), "gene_expr": float(gene_expr),
+              "n_propagation": int(n_propagation), "mode": mode, "clip": bool(clip),
+              "radius": radius, "contact_distance": contact_distance, "scale_factor": scale_factor,
+              "beta_scale_factor": beta_scale_factor, "beta_cap": beta_cap, "layer": layer,
+              "adata": str(adata) if is_path(adata) else "<AnnData>",
+              "betas": str(betas) if is_path(betas) else "<betas>", "cells": cells_l}
+    try:
+        return run_to_sink(_batch_task, tasks, out, params, resume=resume, overwrite=overwrite,
+                           executor=executor, progress=progress, description="stlr perturb")
+    finally:
+        if local:
+            _MODELS.clear()
