@@ -1,0 +1,284 @@
+"""A :class:`~polgen.gsem.syntax.ParTable` compiled to RAM matrices with integer index maps.
+
+Formulation (RAM, McArdle & McDonald): all ``m`` variables (observed first, in lavaan's order,
+then latent) are stacked; ``A`` (m x m) holds directed paths (``A[i, j]`` is the effect of ``j`` on
+``i``: loadings ``F =~ x`` give ``A[x, F]``, regressions ``y ~ x`` give ``A[y, x]``) and ``S``
+(m x m, symmetric) holds (residual) variances and covariances.  With ``B = (I - A)^-1``::
+
+    C      = B S B'                (covariance of all variables)
+    Sigma  = C[:p, :p]             (model-implied covariance of the p observed variables)
+    d Sigma / d A[i, j]      = B[:, i] C[j, :] + (B[:, i] C[j, :])'     (restricted to observed)
+    d Sigma / d S[i, j]      = B[:, i] B[:, j]' + B[:, j] B[:, i]'      (i != j)
+    d Sigma / d S[i, i]      = B[:, i] B[:, i]'
+
+This gives the same implied covariance as lavaan's LISREL matrices.  The Jacobian is returned for
+``vech(Sigma)`` (lower triangle column by column, lavaan's order), one column per free parameter,
+in the order of the ``free`` index of the parameter table.
+
+Raw arrays for per-SNP work (:class:`CompiledModel` is picklable; compile once):
+
+* ``par_kind[k]`` (0 = A, 1 = S), ``par_row[k]``, ``par_col[k]`` for free parameter ``k``;
+* ``A0``, ``S0``: matrices holding the fixed values (free cells zero);
+* ``exo_row``, ``exo_col``: cells of ``S0`` that are fixed.x covariate (co)variances, filled from the
+  sample covariance by :meth:`CompiledModel.base_matrices` (for a GWAS: the SNP variance);
+* ``vech_row``, ``vech_col``: the observed-matrix cells of each ``vech`` element.
+
+:mod:`polgen.kernels.sem` has numba kernels taking exactly these arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polgen.errors import ModelError
+from polgen.gsem.matrix import vech_indices
+from polgen.gsem.syntax import ParTable, parse_model
+
+__all__ = ["CompiledModel", "compile_model"]
+
+
+@dataclass
+class CompiledModel:
+    """RAM matrices + index maps of a parameter table (see the module docstring)."""
+
+    table: ParTable
+    observed: list[str]
+    latent: list[str]
+    par_kind: np.ndarray  # int64 (n_free,)
+    par_row: np.ndarray  # int64 (n_free,)
+    par_col: np.ndarray  # int64 (n_free,)
+    par_table_row: np.ndarray  # int64 (n_free,), row of the ParTable for each free parameter
+    A0: np.ndarray
+    S0: np.ndarray
+    exo_row: np.ndarray
+    exo_col: np.ndarray
+    vech_row: np.ndarray
+    vech_col: np.ndarray
+    lower: np.ndarray  # (n_free,) bounds of each free parameter
+    upper: np.ndarray
+    start: np.ndarray  # (n_free,) user starting values (NaN when none)
+    acyclic: bool = True
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # -- sizes ----------------------------------------------------------------------------
+    @property
+    def p(self) -> int:
+        return len(self.observed)
+
+    @property
+    def m(self) -> int:
+        return len(self.observed) + len(self.latent)
+
+    @property
+    def n_free(self) -> int:
+        return int(self.par_kind.shape[0])
+
+    @property
+    def kstar(self) -> int:
+        return self.p * (self.p + 1) // 2
+
+    @property
+    def variables(self) -> list[str]:
+        return self.observed + self.latent
+
+    # -- matrices ---------------------------------------------------------------------------
+    def base_matrices(self, sample_cov: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(A0, S0) with fixed.x cells filled from ``sample_cov`` (observed order)."""
+        A0 = self.A0.copy()
+        S0 = self.S0.copy()
+        if self.exo_row.size:
+            if sample_cov is None:
+                raise ModelError("the model has fixed.x covariates "
+                                 f"({', '.join(self.table.exogenous)}): their sample (co)variances are needed")
+            sc = np.asarray(sample_cov, dtype=np.float64)
+            S0[self.exo_row, self.exo_col] = sc[self.exo_row, self.exo_col]
+            S0[self.exo_col, self.exo_row] = sc[self.exo_row, self.exo_col]
+        return A0, S0
+
+    def fill(self, theta: np.ndarray, A0: np.ndarray | None = None, S0: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(A, S) for free parameters ``theta``."""
+        A = (self.A0 if A0 is None else A0).copy()
+        S = (self.S0 if S0 is None else S0).copy()
+        th = np.asarray(theta, dtype=np.float64)
+        a = self.par_kind == 0
+        A[self.par_row[a], self.par_col[a]] = th[a]
+        s = ~a
+        S[self.par_row[s], self.par_col[s]] = th[s]
+        S[self.par_col[s], self.par_row[s]] = th[s]
+        return A, S
+
+    def _b(self, A: np.ndarray) -> np.ndarray:
+        m = A.shape[0]
+        try:
+            return np.linalg.inv(np.eye(m) - A)
+        except np.linalg.LinAlgError:
+            raise ModelError("I - A is singular: the regression paths are not recursive/identified") from None
+
+    def implied_all(self, theta: np.ndarray, A0=None, S0=None) -> np.ndarray:
+        """Implied covariance of all variables (observed then latent)."""
+        A, S = self.fill(theta, A0, S0)
+        B = self._b(A)
+        return B @ S @ B.T
+
+    def implied(self, theta: np.ndarray, A0=None, S0=None) -> np.ndarray:
+        """Model-implied covariance of the observed variables (p x p, observed order)."""
+        C = self.implied_all(theta, A0, S0)
+        p = self.p
+        return C[:p, :p].copy()
+
+    def implied_jacobian(self, theta: np.ndarray, A0=None, S0=None) -> tuple[np.ndarray, np.ndarray]:
+        """(Sigma, J) with J = d vech(Sigma) / d theta of shape (kstar, n_free)."""
+        A, S = self.fill(theta, A0, S0)
+        B = self._b(A)
+        C = B @ S @ B.T
+        p = self.p
+        Bo = B[:p, :]  # observed rows
+        Co = C[:, :p]  # (m, p)
+        vr, vc = self.vech_row, self.vech_col
+        kind, i, j = self.par_kind, self.par_row, self.par_col
+        J = np.empty((vr.size, i.size))
+        a = kind == 0
+        if a.any():
+            # d Sigma[r,c] = Bo[r,i] C[j,c] + Bo[c,i] C[j,r]
+            bi = Bo[:, i[a]]  # (p, na)
+            cj = Co[j[a], :].T  # (p, na)
+            J[:, a] = bi[vr] * cj[vc] + bi[vc] * cj[vr]
+        s = ~a
+        if s.any():
+            bi = Bo[:, i[s]]
+            bj = Bo[:, j[s]]
+            diag = (i[s] == j[s])
+            val = bi[vr] * bj[vc] + bj[vr] * bi[vc]
+            val[:, diag] *= 0.5
+            J[:, s] = val
+        return C[:p, :p].copy(), J
+
+    def values(self, theta: np.ndarray, A0=None, S0=None) -> np.ndarray:
+        """Value of every parameter-table row (free from ``theta``, fixed from ``ustart``/data)."""
+        A, S = self.fill(theta, A0, S0)
+        return self._row_values(A, S)
+
+    def _row_values(self, A: np.ndarray, S: np.ndarray) -> np.ndarray:
+        idx = self._cache.get("row_cells")
+        if idx is None:
+            idx = self._row_cells()
+            self._cache["row_cells"] = idx
+        kind, r, c = idx
+        out = np.where(kind == 0, A[r, c], S[r, c])
+        return out
+
+    def _row_cells(self):
+        pos = {v: k for k, v in enumerate(self.variables)}
+        kind, rr, cc = [], [], []
+        for row in self.table.rows:
+            if row.op == "=~":
+                kind.append(0), rr.append(pos[row.rhs]), cc.append(pos[row.lhs])
+            elif row.op == "~":
+                kind.append(0), rr.append(pos[row.lhs]), cc.append(pos[row.rhs])
+            else:
+                kind.append(1), rr.append(pos[row.lhs]), cc.append(pos[row.rhs])
+        return np.asarray(kind), np.asarray(rr), np.asarray(cc)
+
+    def sample_vech(self, S: np.ndarray) -> np.ndarray:
+        return np.asarray(S, dtype=np.float64)[self.vech_row, self.vech_col]
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_cache"] = {}
+        return d
+
+
+def compile_model(model: str | ParTable, *, observed_order: list[str] | None = None, std_lv: bool = False,
+                  observed: list[str] | None = None) -> CompiledModel:
+    """Compile a model string or :class:`ParTable` to RAM matrices.
+
+    ``observed_order``: the order of the observed variables in Sigma; default lavaan's order
+    (``table.observed``).  ``observed``: the names the data provide (unknown model variables raise
+    :class:`ModelError`).
+    """
+    table = model if isinstance(model, ParTable) else parse_model(model, std_lv=std_lv, observed=observed)
+    obs = list(table.observed if observed_order is None else observed_order)
+    if sorted(obs) != sorted(table.observed):
+        raise ModelError(f"observed_order {obs} does not match the model's observed variables {table.observed}")
+    lat = list(table.latent)
+    variables = obs + lat
+    pos = {v: k for k, v in enumerate(variables)}
+    m = len(variables)
+    A0 = np.zeros((m, m))
+    S0 = np.zeros((m, m))
+    n_free = table.n_free
+    kind = np.zeros(n_free, dtype=np.int64)
+    prow = np.zeros(n_free, dtype=np.int64)
+    pcol = np.zeros(n_free, dtype=np.int64)
+    ptr = np.zeros(n_free, dtype=np.int64)
+    lower = np.full(n_free, -np.inf)
+    upper = np.full(n_free, np.inf)
+    start = np.full(n_free, np.nan)
+    exo_r, exo_c = [], []
+    seen_cells: dict[tuple[int, int, int], int] = {}
+    for t, row in enumerate(table.rows):
+        if row.op == "=~":
+            k, r, c = 0, pos[row.rhs], pos[row.lhs]
+        elif row.op == "~":
+            k, r, c = 0, pos[row.lhs], pos[row.rhs]
+            if r == c:
+                raise ModelError(f"variable {row.lhs!r} regressed on itself")
+        elif row.op == "~~":
+            k, r, c = 1, pos[row.lhs], pos[row.rhs]
+            if r < c:
+                r, c = c, r
+        else:  # pragma: no cover - the parser only produces these
+            raise ModelError(f"unsupported operator {row.op!r}")
+        key = (k, r, c)
+        if key in seen_cells:
+            raise ModelError(f"parameter {row.lhs} {row.op} {row.rhs} duplicates another row")
+        seen_cells[key] = t
+        if row.free > 0:
+            f = row.free - 1
+            kind[f], prow[f], pcol[f], ptr[f] = k, r, c, t
+            lower[f], upper[f] = row.lower, row.upper
+            if not math.isnan(row.ustart):
+                start[f] = row.ustart
+        elif row.exo:
+            exo_r.append(r)
+            exo_c.append(c)
+        else:
+            val = 0.0 if math.isnan(row.ustart) else row.ustart
+            if k == 0:
+                A0[r, c] = val
+            else:
+                S0[r, c] = val
+                S0[c, r] = val
+    # recursive (acyclic) check of A's structure
+    struct = np.zeros((m, m), dtype=bool)
+    for (k, r, c) in seen_cells:
+        if k == 0:
+            struct[r, c] = True
+    acyclic = _is_acyclic(struct)
+    vr, vc = vech_indices(len(obs))
+    return CompiledModel(
+        table=table, observed=obs, latent=lat, par_kind=kind, par_row=prow, par_col=pcol, par_table_row=ptr,
+        A0=A0, S0=S0, exo_row=np.asarray(exo_r, dtype=np.int64), exo_col=np.asarray(exo_c, dtype=np.int64),
+        vech_row=vr, vech_col=vc, lower=lower, upper=upper, start=start, acyclic=acyclic,
+    )
+
+
+def _is_acyclic(adj: np.ndarray) -> bool:
+    m = adj.shape[0]
+    indeg = adj.sum(axis=1).astype(int)  # edges j -> i stored at [i, j]
+    done = np.zeros(m, dtype=bool)
+    stack = [i for i in range(m) if indeg[i] == 0]
+    count = 0
+    while stack:
+        j = stack.pop()
+        done[j] = True
+        count += 1
+        for i in np.nonzero(adj[:, j])[0]:
+            indeg[i] -= 1
+            if indeg[i] == 0:
+                stack.append(i)
+    return count == m

@@ -1,0 +1,625 @@
+"""Fitting a compiled SEM to a covariance matrix: DWLS / ML, sandwich SEs, fit statistics.
+
+Estimators (as lavaan's, as GenomicSEM calls it):
+
+* ``DWLS``: minimise ``sum_e w_e (s_e - sigma_e(theta))^2`` over ``vech`` elements ``e`` with
+  ``w = 1 / diag(V)`` (``V`` in model order), i.e. lavaan's ``estimator="DWLS", WLS.V=W``;
+* ``ML``: minimise ``log|Sigma| + tr(S Sigma^-1) - log|S| - p`` (lavaan's ML with
+  ``sample.cov.rescale=FALSE``; the sample size only scales lavaan's own SEs and test, which
+  GenomicSEM does not use).
+
+The optimiser is a bounded Levenberg-Marquardt / Fisher-scoring method with analytic gradients
+(Gauss-Newton Hessian ``J' W J`` for DWLS, expected information for ML), an active set for
+parameters at their bounds and step halving on the true objective.  It is started from lavaan-like
+values (loadings 1 or ``sqrt(s_ii/2)`` when the factor variance is fixed, residual variances
+``s_ii/2``, latent variances 0.05, everything else 0, user ``start()`` values) and restarted
+from other points when it fails; the lowest objective among converged runs wins.
+
+Equality constraints (shared labels and linear ``==`` constraints) are handled by
+reparameterisation ``theta = offset + M z``; bounds (``lower()/upper()`` and ``label > value``) must
+then fall on parameters that map to a single ``z``.  Non-linear ``==`` constraints and
+inequalities between parameters are not supported (ModelError).
+
+Sandwich standard errors exactly as GenomicSEM: with ``Delta = d vech(Sigma)/d theta`` (all free
+parameters, lavaan's layout), ``W`` lavaan's ``WLS.V`` (``diag(1/diag(V))`` for DWLS; the structured
+expected h1 information ``0.5 D'(Sigma^-1 x Sigma^-1)D`` for ML)::
+
+    bread = (Delta' W Delta)^-1 ;  Omega = bread (W Delta)' V (W Delta) bread ;  SE = sqrt(diag(Omega))
+
+When ``Delta' W Delta`` is singular only because the model is identified through equality
+constraints, the constrained bread ``M (M' Delta' W Delta M)^-1 M'`` is used instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from polgen.errors import ConvergenceError, ModelError
+from polgen.gsem.model import CompiledModel
+from polgen.gsem.syntax import ParTable
+
+log = logging.getLogger("polgen")
+
+__all__ = [
+    "Reparam",
+    "SemFit",
+    "build_reparam",
+    "default_start",
+    "fit_sem",
+    "sandwich",
+    "defined_values",
+    "defined_jacobian",
+    "delta_method_se",
+    "duplication_matrix",
+    "ml_weight",
+    "model_chisq",
+    "srmr",
+    "standardize_all",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# constraints as a linear reparameterisation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Reparam:
+    """theta = offset + M @ z, with bounds on z and the number of independent equalities."""
+
+    M: np.ndarray
+    offset: np.ndarray
+    z_lower: np.ndarray
+    z_upper: np.ndarray
+    n_eq: int
+
+    @property
+    def n_z(self) -> int:
+        return self.M.shape[1]
+
+    def theta(self, z: np.ndarray) -> np.ndarray:
+        return self.offset + self.M @ z
+
+    def z_of(self, theta: np.ndarray) -> np.ndarray:
+        z, *_ = np.linalg.lstsq(self.M, np.asarray(theta) - self.offset, rcond=None)
+        return z
+
+
+def _label_env_fn(table: ParTable, n_free: int):
+    """Function theta -> {label: value, defined: value} (first row carrying each label)."""
+    first: dict[str, tuple[int, float]] = {}
+    for r in table.rows:
+        if r.label and r.label not in first:
+            first[r.label] = (r.free - 1, r.ustart)
+
+    def env(theta):
+        out = {}
+        for lab, (f, val) in first.items():
+            out[lab] = theta[f] if f >= 0 else (0.0 if math.isnan(val) else float(val))
+        for d in table.defined:
+            out[d.name] = d.expr.evaluate(out)
+        return out
+
+    return env
+
+
+def build_reparam(cm: CompiledModel) -> Reparam:
+    """Linear equality constraints (shared labels, linear ``==``) and bounds as :class:`Reparam`."""
+    table = cm.table
+    n = cm.n_free
+    # 1. shared labels -> groups
+    group_of = np.arange(n)
+    eq_rows: list[np.ndarray] = []
+    for idx in table.equal_groups:
+        frees = [table.rows[i].free - 1 for i in idx if table.rows[i].free > 0]
+        for f in frees[1:]:
+            group_of[f] = frees[0]
+            a = np.zeros(n)
+            a[frees[0]], a[f] = 1.0, -1.0
+            eq_rows.append(a)
+    uniq = sorted(set(group_of.tolist()))
+    M1 = np.zeros((n, len(uniq)))
+    for f in range(n):
+        M1[f, uniq.index(group_of[f])] = 1.0
+    # 2. explicit constraints
+    env = _label_env_fn(table, n)
+    A_rows, b_vals = [], []
+    for c in table.constraints:
+        if c.op != "==":
+            raise ModelError(f"inequality constraint '{c.lhs.text} {c.op} {c.rhs.text}' between "
+                             "parameters is not supported (only 'label > number' / 'label < number' bounds)")
+        g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
+        if not linear:
+            raise ModelError(f"non-linear equality constraint '{c.lhs.text} == {c.rhs.text}' is not supported")
+        if np.all(g == 0):
+            if abs(r0) > 1e-10:
+                raise ModelError(f"constraint '{c.lhs.text} == {c.rhs.text}' cannot hold (fixed values)")
+            continue
+        A_rows.append(g)
+        b_vals.append(-r0)
+    offset = np.zeros(n)
+    M = M1
+    if A_rows:
+        A = np.array(A_rows) @ M1
+        b = np.array(b_vals)
+        u_p, *_ = np.linalg.lstsq(A, b, rcond=None)
+        if np.max(np.abs(A @ u_p - b), initial=0.0) > 1e-9 * (1 + np.abs(b).max()):
+            raise ModelError("the equality constraints contradict each other")
+        _, sv, vt = np.linalg.svd(A)
+        rank = int(np.sum(sv > 1e-10 * max(1.0, sv.max())))
+        N = vt[rank:].T
+        M = M1 @ N
+        offset = M1 @ u_p
+        eq_rows.extend(list(np.array(A_rows)))
+    n_eq = int(np.linalg.matrix_rank(np.array(eq_rows))) if eq_rows else 0
+    # 3. bounds on z
+    nz = M.shape[1]
+    zl = np.full(nz, -np.inf)
+    zu = np.full(nz, np.inf)
+    for f in range(n):
+        lo, hi = cm.lower[f], cm.upper[f]
+        if not (np.isfinite(lo) or np.isfinite(hi)):
+            continue
+        nzs = np.nonzero(np.abs(M[f]) > 1e-12)[0]
+        if nzs.size != 1:
+            raise ModelError("bounds on a parameter that is part of a general linear constraint are not supported")
+        g = nzs[0]
+        coef, off = M[f, g], offset[f]
+        lo_z, hi_z = (lo - off) / coef, (hi - off) / coef
+        if coef < 0:
+            lo_z, hi_z = hi_z, lo_z
+        zl[g] = max(zl[g], lo_z)
+        zu[g] = min(zu[g], hi_z)
+        if zl[g] > zu[g]:
+            raise ModelError("lower bound above upper bound for a parameter")
+    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq)
+
+
+def _linearise(fun, n: int):
+    """Gradient (complex step), value at 0, and whether ``fun`` is affine in theta."""
+    def grad_at(x):
+        g = np.zeros(n)
+        h = 1e-30
+        for k in range(n):
+            xc = x.astype(complex)
+            xc[k] += 1j * h
+            g[k] = complex(fun(xc)).imag / h
+        return g
+    x0 = np.zeros(n)
+    try:
+        r0 = float(np.real(fun(x0.astype(complex))))
+        g0 = grad_at(x0)
+        rng = np.random.default_rng(12345)
+        x1 = rng.uniform(0.3, 1.7, n)
+        g1 = grad_at(x1)
+        r1 = float(np.real(fun(x1.astype(complex))))
+    except (ZeroDivisionError, ValueError, OverflowError):
+        return np.zeros(n), 0.0, False
+    linear = np.allclose(g0, g1, rtol=1e-9, atol=1e-12) and abs(r1 - (r0 + g0 @ x1)) <= 1e-9 * (1 + abs(r1))
+    return g0, r0, linear
+
+
+# --------------------------------------------------------------------------------------------
+# starting values
+# --------------------------------------------------------------------------------------------
+def default_start(cm: CompiledModel, S: np.ndarray, variant: int = 0) -> np.ndarray:
+    """lavaan-like starting values (``variant`` > 0 gives alternative points for restarts)."""
+    p = cm.p
+    diag = np.clip(np.diag(np.asarray(S, dtype=np.float64)), 1e-8, None)
+    th = np.zeros(cm.n_free)
+    # is each latent variable's variance fixed?
+    var_fixed = {}
+    for r in cm.table.rows:
+        if r.op == "~~" and r.lhs == r.rhs and r.lhs in cm.latent:
+            var_fixed[r.lhs] = r.free == 0
+    names = cm.variables
+    resid_frac = (0.5, 0.8, 0.2, 0.5)[variant % 4]
+    for k in range(cm.n_free):
+        kind, i, j = cm.par_kind[k], cm.par_row[k], cm.par_col[k]
+        row = cm.table.rows[cm.par_table_row[k]]
+        if kind == 0:
+            if row.op == "=~":
+                obs_var = diag[i] if i < p else 1.0
+                if var_fixed.get(names[j], False):
+                    th[k] = math.sqrt(max(obs_var * (1 - resid_frac), 1e-8))
+                else:
+                    th[k] = 1.0 if variant % 2 == 0 else 0.7
+            else:
+                th[k] = 0.0
+        else:
+            if i == j:
+                th[k] = diag[i] * resid_frac if i < p else (0.05 if variant % 2 == 0 else 0.5)
+            else:
+                th[k] = 0.0
+        if not math.isnan(cm.start[k]):
+            th[k] = cm.start[k]
+    return th
+
+
+# --------------------------------------------------------------------------------------------
+# objective pieces
+# --------------------------------------------------------------------------------------------
+def duplication_matrix(p: int) -> np.ndarray:
+    """D with vec(A) = D vech(A) (column-major vec, lavaan vech order)."""
+    from polgen.gsem.matrix import vech_indices
+
+    r, c = vech_indices(p)
+    D = np.zeros((p * p, r.size))
+    for e in range(r.size):
+        D[r[e] + c[e] * p, e] = 1.0
+        D[c[e] + r[e] * p, e] = 1.0
+    return D
+
+
+def ml_weight(sigma: np.ndarray) -> np.ndarray:
+    """lavaan's ML ``WLS.V``: 0.5 D'(Sigma^-1 x Sigma^-1) D (structured expected information)."""
+    p = sigma.shape[0]
+    P = np.linalg.inv(sigma)
+    D = duplication_matrix(p)
+    return 0.5 * D.T @ np.kron(P, P) @ D
+
+
+class _Objective:
+    def __init__(self, cm: CompiledModel, S: np.ndarray, estimator: str, w: np.ndarray | None,
+                 A0: np.ndarray, S0: np.ndarray):
+        self.cm = cm
+        self.S = S
+        self.s = cm.sample_vech(S)
+        self.estimator = estimator
+        self.w = w
+        self.A0, self.S0 = A0, S0
+        p = cm.p
+        if estimator == "ML":
+            sign, logdet = np.linalg.slogdet(S)
+            if sign <= 0:
+                raise ModelError("ML needs a positive definite sample covariance matrix")
+            self.logdetS = logdet
+            self.D = duplication_matrix(p)
+            vr, vc = cm.vech_row, cm.vech_col
+            self.offmul = np.where(vr == vc, 1.0, 2.0)
+
+    def value(self, theta):
+        try:
+            sigma = self.cm.implied(theta, self.A0, self.S0)
+        except ModelError:
+            return np.inf
+        if not np.all(np.isfinite(sigma)):
+            return np.inf
+        if self.estimator == "DWLS":
+            r = self.s - self.cm.sample_vech(sigma)
+            return float(np.sum(self.w * r * r))
+        sign, logdet = np.linalg.slogdet(sigma)
+        if sign <= 0:
+            return np.inf
+        try:
+            inv = np.linalg.inv(sigma)
+        except np.linalg.LinAlgError:
+            return np.inf
+        return float(logdet + np.trace(self.S @ inv) - self.logdetS - self.cm.p)
+
+    def grad_hess(self, theta):
+        sigma, J = self.cm.implied_jacobian(theta, self.A0, self.S0)
+        if self.estimator == "DWLS":
+            r = self.s - self.cm.sample_vech(sigma)
+            WJ = J * self.w[:, None]
+            g = -2.0 * (WJ.T @ r)
+            H = 2.0 * (J.T @ WJ)
+            return g, H
+        inv = np.linalg.inv(sigma)
+        Mx = inv @ (sigma - self.S) @ inv
+        m = self.cm.sample_vech(Mx) * self.offmul
+        g = J.T @ m
+        Wml = self.D.T @ np.kron(inv, inv) @ self.D
+        H = J.T @ Wml @ J
+        return g, H
+
+
+def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 500,
+                ftol: float = 1e-14, gtol: float = 1e-9) -> tuple[np.ndarray, float, bool, int]:
+    lo, hi = rp.z_lower, rp.z_upper
+    z = np.clip(z0, lo, hi)
+    f = obj.value(rp.theta(z))
+    if not np.isfinite(f):
+        return z, f, False, 0
+    lam = 1e-4
+    converged = False
+    it = 0
+    g_th, H_th = obj.grad_hess(rp.theta(z))
+    g = rp.M.T @ g_th
+    H = rp.M.T @ H_th @ rp.M
+    for it in range(1, max_iter + 1):
+        at_lo = np.isfinite(lo) & (z <= lo + 1e-14 * (1 + np.abs(np.where(np.isfinite(lo), lo, 0)))) & (g > 0)
+        at_hi = np.isfinite(hi) & (z >= hi - 1e-14 * (1 + np.abs(np.where(np.isfinite(hi), hi, 0)))) & (g < 0)
+        act = at_lo | at_hi
+        fr = ~act
+        pg = np.where(act, 0.0, g)
+        scale = max(1.0, abs(f))
+        if np.max(np.abs(pg), initial=0.0) <= gtol * scale:
+            converged = True
+            break
+        Hf = H[np.ix_(fr, fr)]
+        gf = g[fr]
+        dH = np.diag(Hf).copy()
+        dH[dH <= 0] = 1.0
+        accepted = False
+        while lam < 1e16:
+            try:
+                step = np.linalg.solve(Hf + lam * np.diag(dH), -gf)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            d = np.zeros_like(z)
+            d[fr] = step
+            z_new = np.clip(z + d, lo, hi)
+            f_new = obj.value(rp.theta(z_new))
+            if np.isfinite(f_new) and f_new <= f:
+                accepted = True
+                break
+            lam *= 10
+        if not accepted:
+            # no descent possible: converged if the gradient is tiny relative to curvature
+            converged = np.max(np.abs(pg), initial=0.0) <= 1e-6 * scale
+            break
+        small_step = np.max(np.abs(z_new - z), initial=0.0) <= 1e-13 * (1 + np.max(np.abs(z), initial=0.0))
+        small_f = (f - f_new) <= ftol * max(abs(f), 1e-300)
+        z, f = z_new, f_new
+        lam = max(lam / 10, 1e-12)
+        g_th, H_th = obj.grad_hess(rp.theta(z))
+        g = rp.M.T @ g_th
+        H = rp.M.T @ H_th @ rp.M
+        if small_step and small_f:
+            pg = np.where(((z <= lo) & (g > 0)) | ((z >= hi) & (g < 0)), 0.0, g)
+            converged = np.max(np.abs(pg), initial=0.0) <= 1e-6 * max(1.0, abs(f))
+            break
+    return z, f, converged, it
+
+
+# --------------------------------------------------------------------------------------------
+# fitting
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SemFit:
+    """A fitted model: estimates, implied covariance and Jacobian at the solution."""
+
+    model: CompiledModel
+    estimator: str
+    theta: np.ndarray  # free parameters (lavaan free order)
+    values: np.ndarray  # every ParTable row
+    objective: float
+    converged: bool
+    iterations: int
+    sigma: np.ndarray  # implied covariance (observed order)
+    jacobian: np.ndarray  # d vech(Sigma) / d theta (kstar x n_free)
+    weight: np.ndarray  # lavaan WLS.V (kstar x kstar)
+    reparam: Reparam
+    A0: np.ndarray = field(repr=False)
+    S0: np.ndarray = field(repr=False)
+
+    @property
+    def npar(self) -> int:
+        """lavaan's npar: number of free parameters (equality-constrained ones counted)."""
+        return self.model.n_free
+
+    @property
+    def df(self) -> int:
+        """lavaan's df: sample moments (without the fixed.x block) - npar + equality constraints."""
+        return self.model.table.n_data - self.npar + self.reparam.n_eq
+
+    def implied_all(self) -> np.ndarray:
+        return self.model.implied_all(self.theta, self.A0, self.S0)
+
+
+def fit_sem(
+    model: CompiledModel,
+    S: np.ndarray,
+    *,
+    estimator: str = "DWLS",
+    V: np.ndarray | None = None,
+    W_diag: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    max_iter: int = 500,
+    check_identified: bool = True,
+    restarts: int = 4,
+) -> SemFit:
+    """Fit ``model`` to the sample covariance ``S`` (observed order of ``model``).
+
+    DWLS weights: ``W_diag`` or ``1/diag(V)`` (``V`` in the model's ``vech`` order).  Raises
+    :class:`ModelError` for an unidentified model (more parameters than moments, or a
+    rank-deficient Jacobian at the solution) and :class:`ConvergenceError` when no start converges
+    to a finite objective.  A run that stops without meeting the convergence tests is returned with
+    ``converged=False``.
+    """
+    est = estimator.upper()
+    if est not in ("DWLS", "ML"):
+        raise ModelError(f"estimation must be 'DWLS' or 'ML', got {estimator!r}")
+    S = np.asarray(S, dtype=np.float64)
+    if S.shape != (model.p, model.p):
+        raise ModelError(f"sample covariance is {S.shape}, the model has {model.p} observed variables")
+    rp = build_reparam(model)
+    n_eff = rp.n_z
+    if n_eff > model.table.n_data:
+        raise ModelError(f"model is not identified: {n_eff} free parameters (after constraints) for "
+                         f"{model.table.n_data} sample moments (df = {model.table.n_data - n_eff})")
+    w = None
+    if est == "DWLS":
+        if W_diag is None:
+            if V is None:
+                raise ModelError("DWLS needs V (or W_diag)")
+            dv = np.diag(np.asarray(V, dtype=np.float64))
+            if np.any(dv <= 0):
+                raise ModelError("V has non-positive diagonal entries: DWLS weights undefined")
+            w = 1.0 / dv
+        else:
+            w = np.asarray(W_diag, dtype=np.float64).reshape(-1)
+        if w.shape[0] != model.kstar:
+            raise ModelError(f"DWLS weights have {w.shape[0]} entries, expected {model.kstar}")
+    A0, S0 = model.base_matrices(S)
+    obj = _Objective(model, S, est, w, A0, S0)
+    starts = [np.asarray(start, dtype=np.float64)] if start is not None else []
+    starts += [default_start(model, S, v) for v in range(restarts)]
+    best = None
+    for k, th0 in enumerate(starts):
+        z0 = rp.z_of(th0)
+        z, f, conv, it = _lm_bounded(obj, rp, z0, max_iter=max_iter)
+        if not np.isfinite(f):
+            continue
+        cand = (conv, -f, z, f, it)
+        if best is None or (conv and not best[0]) or (conv == best[0] and f < best[3] - 1e-12 * max(1, abs(f))):
+            best = cand
+        if conv and k == 0 and f <= 1e-10:
+            break
+        if conv and best is cand and k >= 1:
+            break
+    if best is None:
+        raise ConvergenceError("the optimiser found no finite objective from any starting point "
+                               "(implied covariance singular / not positive definite)")
+    conv, _, z, f, it = best
+    theta = rp.theta(z)
+    sigma, J = model.implied_jacobian(theta, A0, S0)
+    if check_identified:
+        JM = J @ rp.M
+        if JM.shape[1]:
+            sv = np.linalg.svd(JM * (np.sqrt(w)[:, None] if w is not None else 1.0), compute_uv=False)
+            if sv[-1] <= 1e-8 * sv[0]:
+                raise ModelError("model is not identified: the Jacobian of the implied covariance is rank "
+                                 f"deficient at the solution (condition {sv[0] / max(sv[-1], 1e-300):.3g})")
+    weight = np.diag(w) if est == "DWLS" else ml_weight(sigma)
+    values = model.values(theta, A0, S0)
+    if not conv:
+        log.warning("SEM optimiser stopped before meeting its convergence tests (objective %.6g)", f)
+    return SemFit(model=model, estimator=est, theta=theta, values=values, objective=f, converged=bool(conv),
+                  iterations=it, sigma=sigma, jacobian=J, weight=weight, reparam=rp, A0=A0, S0=S0)
+
+
+# --------------------------------------------------------------------------------------------
+# standard errors
+# --------------------------------------------------------------------------------------------
+def sandwich(fit: SemFit, V: np.ndarray, *, toler: float | None = None) -> np.ndarray:
+    """GenomicSEM's sandwich covariance of the free parameters (lavaan free order).
+
+    ``V`` in the model's ``vech`` order.  ``toler``: R ``solve(tol=)``, the reciprocal condition
+    number below which the bread counts as singular (default machine epsilon, as R).
+    """
+    D = fit.jacobian
+    W = fit.weight
+    V = np.asarray(V, dtype=np.float64)
+    info = D.T @ W @ D
+    tol = np.finfo(float).eps if toler is None else toler
+    bread = None
+    if info.shape[0]:
+        rc = 1.0 / np.linalg.cond(info, 1) if np.all(np.isfinite(info)) else 0.0
+        if rc >= tol:
+            bread = np.linalg.inv(info)
+    else:
+        return np.zeros((0, 0))
+    if bread is None:
+        M = fit.reparam.M
+        infoc = M.T @ info @ M
+        rc = 1.0 / np.linalg.cond(infoc, 1)
+        if rc < tol:
+            raise ModelError("model is not identified: the information matrix (Delta' W Delta) is singular")
+        bread = M @ np.linalg.inv(infoc) @ M.T
+        log.info("bread singular without the equality constraints; using the constrained bread")
+    lettuce = W @ D
+    omega = bread @ lettuce.T @ V @ lettuce @ bread
+    return (omega + omega.T) / 2
+
+
+def defined_values(table: ParTable, theta: np.ndarray) -> np.ndarray:
+    env = _label_env_fn(table, len(theta))(np.asarray(theta))
+    return np.array([float(np.real(env[d.name])) for d in table.defined])
+
+
+def defined_jacobian(table: ParTable, theta: np.ndarray) -> np.ndarray:
+    """d defined / d theta by complex step (lavaan's lav_func_jacobian_complex), (n_def x n_free)."""
+    n = len(theta)
+    envf = _label_env_fn(table, n)
+    out = np.zeros((len(table.defined), n))
+    h = 1e-20 * max(1.0, float(np.max(np.abs(theta), initial=1.0)))
+    for k in range(n):
+        th = np.asarray(theta, dtype=complex).copy()
+        th[k] += 1j * h
+        env = envf(th)
+        for i, d in enumerate(table.defined):
+            out[i, k] = complex(env[d.name]).imag / h
+    return out
+
+
+def delta_method_se(table: ParTable, theta: np.ndarray, vcov: np.ndarray) -> np.ndarray:
+    """SEs of ``:=`` parameters as GenomicSEM (restricted to used columns, PSD-projected if needed)."""
+    if not table.defined:
+        return np.zeros(0)
+    J = defined_jacobian(table, theta)
+    use = np.nonzero(np.abs(J).sum(axis=0) > 0)[0]
+    if use.size == 0:
+        return np.zeros(len(table.defined))
+    Js = J[:, use]
+    Vs = vcov[np.ix_(use, use)]
+    Vs = 0.5 * (Vs + Vs.T)
+    do_psd = False
+    if not np.all(np.isfinite(Vs)):
+        do_psd = True
+        Vs = np.where(np.isfinite(Vs), Vs, 0.0)
+        Vs = 0.5 * (Vs + Vs.T)
+    ev = np.linalg.eigvalsh(Vs)
+    if not np.all(np.isfinite(ev)) or ev.min() < -1e-10:
+        do_psd = True
+    if do_psd:
+        w, q = np.linalg.eigh(Vs)
+        Vs = (q * np.maximum(w, 0)) @ q.T
+        Vs = 0.5 * (Vs + Vs.T)
+    var = np.diag(Js @ Vs @ Js.T).copy()
+    var[~np.isfinite(var)] = np.nan
+    var[var < 0] = 0.0
+    return np.sqrt(var)
+
+
+# --------------------------------------------------------------------------------------------
+# fit statistics
+# --------------------------------------------------------------------------------------------
+def model_chisq(eta: np.ndarray, V: np.ndarray) -> float:
+    """GenomicSEM's Q = eta' P diag(1/lambda) P' eta with (P, lambda) the eigen-decomposition of V."""
+    lam, P = np.linalg.eigh(np.asarray(V, dtype=np.float64))
+    proj = P.T @ np.asarray(eta, dtype=np.float64)
+    return float(np.sum(proj * proj / lam))
+
+
+def srmr(S: np.ndarray, sigma: np.ndarray) -> float:
+    """lavaan's SRMR (Bentler): residuals scaled by the sample SDs, averaged over vech incl. diagonal."""
+    S = np.asarray(S, dtype=np.float64)
+    sd = np.sqrt(np.diag(S))
+    R = (S - sigma) / np.outer(sd, sd)
+    iu = np.tril_indices(S.shape[0])
+    return float(np.sqrt(np.mean(R[iu] ** 2)))
+
+
+def standardize_all(fit: SemFit) -> np.ndarray:
+    """lavaan's ``std.all`` for every ParTable row (cov.std=TRUE: residual covariances become
+    residual correlations; variances are divided by total variances)."""
+    cm = fit.model
+    C = fit.implied_all()
+    tot = np.diag(C)
+    A, S = cm.fill(fit.theta, fit.A0, fit.S0)
+    pos = {v: k for k, v in enumerate(cm.variables)}
+    out = np.empty(len(cm.table.rows))
+    for t, row in enumerate(cm.table.rows):
+        v = fit.values[t]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if row.op == "=~":
+                out[t] = v * math.sqrt(max(tot[pos[row.lhs]], 0)) / math.sqrt(tot[pos[row.rhs]]) \
+                    if tot[pos[row.rhs]] > 0 else np.nan
+            elif row.op == "~":
+                out[t] = v * math.sqrt(max(tot[pos[row.rhs]], 0)) / math.sqrt(tot[pos[row.lhs]]) \
+                    if tot[pos[row.lhs]] > 0 else np.nan
+            else:
+                i, j = pos[row.lhs], pos[row.rhs]
+                if i == j:
+                    out[t] = v / tot[i] if tot[i] != 0 else np.nan
+                else:
+                    ri, rj = S[i, i], S[j, j]
+                    den = math.sqrt(ri * rj) if ri * rj > 0 else np.nan
+                    out[t] = v / den
+    return out
