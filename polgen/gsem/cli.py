@@ -1,0 +1,169 @@
+"""``polgen gsem``: Genomic SEM data preparation from the command line.
+
+    polgen gsem munge    --files a.txt.gz b.txt.gz --hm3 w_hm3.snplist --trait-names A B --out munged/
+    polgen gsem ldsc     --traits munged/A.sumstats.parquet munged/B.sumstats.parquet \\
+                         --ld eur_w_ld_chr/ --trait-names A B --out ldsc.json
+    polgen gsem sumstats --files a.txt.gz b.txt.gz --ref reference.1000G.maf.0.005.txt \\
+                         --trait-names A B --se-logit F F --out sumstats.parquet
+
+Per-file options (``--N``, ``--se-logit``, ``--ols``, ``--linprob``, ``--sample-prev``,
+``--population-prev``) take one value per file; ``NA`` means "not given" and ``T``/``F``/``TRUE``/
+``FALSE`` are accepted for booleans, as in R.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+from polgen.errors import InputError
+
+log = logging.getLogger("polgen")
+
+_TRUE = {"t", "true", "1", "yes", "y"}
+_FALSE = {"f", "false", "0", "no", "n"}
+
+
+def _num_or_na(text: str) -> float | None:
+    if text.upper() in ("NA", "NAN", "NONE", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or NA, got {text!r}") from None
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected T/F/TRUE/FALSE, got {text!r}")
+
+
+def _select(text: str):
+    if text.upper() in ("ODD", "EVEN"):
+        return text.upper()
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("--select takes ODD, EVEN or a comma-separated list") from None
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("gsem", help="Genomic SEM: munge, ldsc, sumstats (and GWAS)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="gsem_command", metavar="COMMAND")
+    sub.required = True
+
+    m = sub.add_parser("munge", help="munge GWAS summary statistics for LDSC (R munge)")
+    m.add_argument("--files", nargs="+", required=True, help="summary statistics files (or globs)")
+    m.add_argument("--hm3", required=True, help="reference SNP list (SNP A1 A2), e.g. w_hm3.snplist")
+    m.add_argument("--trait-names", nargs="+")
+    m.add_argument("--N", nargs="+", type=_num_or_na, help="sample size per file (NA = use the file)")
+    m.add_argument("--info-filter", type=float, default=0.9)
+    m.add_argument("--maf-filter", type=float, default=0.01)
+    m.add_argument("--out", required=True, help="output directory")
+    m.add_argument("--text", action="store_true", help="also write R-compatible {trait}.sumstats.gz")
+    m.set_defaults(func=run_munge)
+
+    ld = sub.add_parser("ldsc", help="multivariable LD score regression (R ldsc)")
+    ld.add_argument("--traits", nargs="+", required=True, help="munged files (.parquet or .sumstats.gz)")
+    ld.add_argument("--ld", required=True, help="directory of {chr}.l2.ldscore.gz + {chr}.l2.M_5_50")
+    ld.add_argument("--wld", help="separate regression-weight LD scores (R sep_weights=TRUE)")
+    ld.add_argument("--trait-names", nargs="+")
+    ld.add_argument("--sample-prev", nargs="+", type=_num_or_na)
+    ld.add_argument("--population-prev", nargs="+", type=_num_or_na)
+    ld.add_argument("--n-blocks", type=int, default=200)
+    ld.add_argument("--chisq-max", type=float)
+    ld.add_argument("--chr", type=int, default=22)
+    ld.add_argument("--select", type=_select, help="ODD, EVEN or e.g. 1,3,5")
+    ld.add_argument("--stand", action="store_true", help="also S_Stand / V_Stand")
+    ld.add_argument("--out", required=True, help="covariance structure: .json or .parquet")
+    ld.set_defaults(func=run_ldsc)
+
+    s = sub.add_parser("sumstats", help="standardise summary statistics for GWAS-by-subtraction "
+                                        "/ userGWAS (R sumstats)")
+    s.add_argument("--files", nargs="+", required=True)
+    s.add_argument("--ref", required=True, help="reference panel: SNP CHR BP MAF A1 A2")
+    s.add_argument("--trait-names", nargs="+")
+    s.add_argument("--se-logit", nargs="+", type=_bool, required=True)
+    s.add_argument("--ols", nargs="+", type=_bool)
+    s.add_argument("--linprob", nargs="+", type=_bool)
+    s.add_argument("--betas", nargs="+", type=_bool)
+    s.add_argument("--N", nargs="+", type=_num_or_na)
+    s.add_argument("--info-filter", type=float, default=0.6)
+    s.add_argument("--maf-filter", type=float, default=0.01)
+    s.add_argument("--keep-indel", action="store_true")
+    s.add_argument("--ambig", action="store_true", help="remove strand-ambiguous SNPs")
+    s.add_argument("--parallel", action="store_true")
+    s.add_argument("--out", required=True, help="output parquet file")
+    s.set_defaults(func=run_sumstats)
+
+    try:
+        gwas_cli = importlib.import_module("polgen.gsem.gwas_cli")
+    except ImportError:
+        gwas_cli = None
+    if gwas_cli is not None and hasattr(gwas_cli, "add_parsers"):
+        gwas_cli.add_parsers(sub)
+
+
+def _one_per_file(values, n: int, name: str):
+    if values is None:
+        return None
+    if len(values) == 1 and n > 1:
+        return values * n
+    if len(values) != n:
+        raise InputError(f"--{name} has {len(values)} values for {n} files")
+    return values
+
+
+def run_munge(args) -> int:
+    from polgen.gsem.munge import munge
+
+    N = _one_per_file(args.N, len(args.files), "N")
+    res, drops = munge(args.files, args.hm3, trait_names=args.trait_names, N=N,
+                       info_filter=args.info_filter, maf_filter=args.maf_filter, out=args.out,
+                       write_text=args.text)
+    for name in res:
+        kept = drops.filter((drops["trait"] == name) & (drops["reason"] == "output_rows"))["n_remaining"][0]
+        print(f"munge: {name}: {kept} SNPs written to {args.out}")
+    shown = drops.filter(drops["n_dropped"] > 0)
+    if shown.height:
+        print(shown)
+    return 0
+
+
+def run_ldsc(args) -> int:
+    from polgen.gsem.ldsc import ldsc, ldsc_table
+
+    n = len(args.traits)
+    res = ldsc(args.traits, args.ld, wld=args.wld, trait_names=args.trait_names,
+               sample_prev=_one_per_file(args.sample_prev, n, "sample-prev"),
+               population_prev=_one_per_file(args.population_prev, n, "population-prev"),
+               n_blocks=args.n_blocks, chisq_max=args.chisq_max, stand=args.stand,
+               select=args.select, chr=args.chr)
+    res.save(args.out)
+    print(ldsc_table(res))
+    print(f"ldsc: S, V, I for {res.trait_names} written to {args.out}")
+    return 0
+
+
+def run_sumstats(args) -> int:
+    from polgen.gsem.sumstats import sumstats
+
+    n = len(args.files)
+    lf = sumstats(args.files, args.ref, trait_names=args.trait_names,
+                  se_logit=_one_per_file(args.se_logit, n, "se-logit"),
+                  OLS=_one_per_file(args.ols, n, "ols"), linprob=_one_per_file(args.linprob, n, "linprob"),
+                  N=_one_per_file(args.N, n, "N"), betas=_one_per_file(args.betas, n, "betas"),
+                  info_filter=args.info_filter, maf_filter=args.maf_filter, keep_indel=args.keep_indel,
+                  parallel=args.parallel, ambig=args.ambig, out=args.out)
+    rows = lf.select("SNP").collect().height
+    print(f"sumstats: {rows} SNPs x {n} traits written to {args.out}")
+    return 0
+
+
+__all__ = ["add_parser"]
