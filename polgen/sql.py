@@ -1,0 +1,454 @@
+"""Named DuckDB queries over polgen results (parquet files, globs, directories) or Polars frames.
+
+The queries live in the top-level ``sql/`` directory, one ``NAME.sql`` file each, opening with a
+header comment that documents them::
+
+    -- polgen query: top_hits
+    -- What the query returns ...
+    -- param source   relation            per-SNP results
+    -- param p_max    double    = 5e-8    keep rows with P <= p_max
+    -- output: ...
+
+Parameter kinds: ``relation`` (a table: parquet file, glob or directory, a Polars/Arrow frame, or
+the name of an entry of ``frames``), ``relations`` (several tables, stacked by column name with
+``_src`` = position and ``_src_name`` = name), ``double``, ``integer``, ``boolean``, ``varchar``.
+A parameter without ``= default`` is required.
+
+Safety: relation parameters never reach the SQL text as strings: each table is opened through
+DuckDB's Python API (``read_parquet`` on checked paths, ``register`` for frames) as a view whose
+name polgen makes up, and ``{{name}}`` in the query is replaced by that view's quoted name.
+Scalar parameters are bound as DuckDB prepared parameters (``$name``), never formatted in.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import polars as pl
+
+from polgen.errors import InputError, OutputExistsError, SchemaError
+
+log = logging.getLogger("polgen")
+
+__all__ = ["run", "list_queries", "get_query", "sql_dir", "Query", "QueryParam"]
+
+KINDS = ("relation", "relations", "double", "integer", "boolean", "varchar")
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_PARAM_RE = re.compile(r"^param\s+([A-Za-z_]\w*)\s+([a-z]+)(?:\s*=\s*(\S+))?\s*(.*)$")
+_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources))?\s*\}\}")
+_DOLLAR_RE = re.compile(r"\$([A-Za-z_]\w*)")
+_GLOB_CHARS = set("*?[")
+_TRUE = {"true", "1", "yes", "y", "on", "t"}
+_FALSE = {"false", "0", "no", "n", "off", "f"}
+
+
+def sql_dir() -> Path:
+    """The project's ``sql/`` directory (beside the ``polgen`` package; installed editable)."""
+    env = os.environ.get("POLGEN_SQL_DIR")
+    if env:
+        return Path(env)
+    import polgen
+
+    return Path(polgen.__file__).resolve().parents[1] / "sql"
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    kind: str
+    default: Any
+    required: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    path: Path
+    description: str
+    params: dict[str, QueryParam]
+    output: str
+    body: str = field(repr=False)
+
+
+def _parse_default(kind: str, text: str, path: Path, pname: str) -> Any:
+    if text.lower() == "null":
+        return None
+    try:
+        return _convert(kind, text, pname)
+    except InputError as exc:
+        raise InputError(f"bad default for parameter {pname!r}: {exc.message}", path=path) from None
+
+
+def _parse(path: Path) -> Query:
+    text = path.read_text()
+    lines = text.splitlines()
+    header: list[str] = []
+    k = 0
+    while k < len(lines) and lines[k].lstrip().startswith("--"):
+        header.append(lines[k].lstrip()[2:])
+        k += 1
+    body = "\n".join(lines[k:]).strip().rstrip(";").strip()
+    if not header or not header[0].strip().startswith("polgen query:"):
+        raise InputError("a query file must open with '-- polgen query: NAME'", path=path)
+    name = header[0].split(":", 1)[1].strip()
+    if name != path.stem:
+        raise InputError(f"query header names {name!r} but the file is {path.name}", path=path)
+    desc: list[str] = []
+    output: list[str] = []
+    params: dict[str, QueryParam] = {}
+    last: list[str] | None = desc
+    last_param: str | None = None
+    for raw in header[1:]:
+        line = raw.strip()
+        m = _PARAM_RE.match(line)
+        if m:
+            pname, kind, default, pdesc = m.groups()
+            if kind not in KINDS:
+                raise InputError(f"parameter {pname!r} has unknown kind {kind!r} (use {', '.join(KINDS)})",
+                                 path=path)
+            if pname in params:
+                raise InputError(f"parameter {pname!r} is declared twice", path=path)
+            if default is not None and kind in ("relation", "relations"):
+                raise InputError(f"relation parameter {pname!r} cannot have a default", path=path)
+            params[pname] = QueryParam(pname, kind, None if default is None else
+                                       _parse_default(kind, default, path, pname), default is None,
+                                       pdesc.strip())
+            last, last_param = None, pname
+        elif line.startswith("output:"):
+            output.append(line[len("output:"):].strip())
+            last, last_param = output, None
+        elif last_param is not None and line:
+            p = params[last_param]
+            params[last_param] = QueryParam(p.name, p.kind, p.default, p.required,
+                                            (p.description + " " + line).strip())
+        elif last is not None and line:
+            last.append(line)
+    for m in _PLACEHOLDER_RE.finditer(body):
+        pname, suffix = m.groups()
+        if pname not in params or params[pname].kind not in ("relation", "relations"):
+            raise InputError(f"placeholder {m.group(0)} does not name a relation parameter", path=path)
+        if suffix and params[pname].kind != "relations":
+            raise InputError(f"placeholder {m.group(0)}: ':sources' needs a 'relations' parameter", path=path)
+    for dollar in _DOLLAR_RE.findall(body):
+        if dollar not in params or params[dollar].kind in ("relation", "relations"):
+            raise InputError(f"${dollar} does not name a scalar parameter", path=path)
+    return Query(name, path, " ".join(desc), params, " ".join(output), body)
+
+
+def list_queries() -> list[str]:
+    """Names of the queries in ``sql/`` (files starting with ``_`` are helpers, not queries)."""
+    d = sql_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.sql") if not p.name.startswith("_"))
+
+
+def get_query(name: str) -> Query:
+    """The parsed query ``name`` (header, parameters, body)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise InputError(f"not a query name: {name!r}")
+    path = sql_dir() / f"{name}.sql"
+    if not path.is_file():
+        raise InputError(f"no query named {name!r}; available: {', '.join(list_queries()) or 'none'}",
+                         path=sql_dir())
+    return _parse(path)
+
+
+# -- parameter values ----------------------------------------------------------------------------
+def _convert(kind: str, value: Any, pname: str) -> Any:
+    """A scalar parameter value of ``kind`` from a Python value or a command-line string."""
+    try:
+        if kind == "double":
+            if isinstance(value, bool):
+                raise ValueError("a boolean is not a number")
+            out = float(value)
+            if math.isnan(out):
+                raise ValueError("NaN")
+            return out
+        if kind == "integer":
+            if isinstance(value, bool):
+                raise ValueError("a boolean is not an integer")
+            if isinstance(value, str):
+                return int(value.strip())
+            out = float(value)
+            if not out.is_integer():
+                raise ValueError("not a whole number")
+            return int(value)
+        if kind == "boolean":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError("not true/false")
+        if kind == "varchar":
+            if not isinstance(value, str):
+                raise ValueError("not a string")
+            return value
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"parameter {pname!r} must be {kind}: got {value!r} ({exc})") from None
+    raise InputError(f"parameter {pname!r} has unknown kind {kind!r}")  # pragma: no cover
+
+
+def _is_frame(obj: Any) -> bool:
+    import pyarrow as pa
+
+    return isinstance(obj, (pl.DataFrame, pl.LazyFrame, pa.Table, pa.RecordBatch))
+
+
+def _parquet_files(spec: str | os.PathLike, pname: str) -> list[str]:
+    """Checked parquet files for a path, glob or directory (a polgen output: its parts)."""
+    text = os.fspath(spec)
+    if "\x00" in text or not text.strip():
+        raise InputError(f"parameter {pname!r}: not a usable path", path=text)
+    if any(c in _GLOB_CHARS for c in text):
+        files = sorted(f for f in _glob.glob(text, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise InputError(f"parameter {pname!r}: no files match the pattern", path=text)
+        return files
+    p = Path(text)
+    if p.is_dir():
+        files = sorted(p.glob("part-*.parquet")) or sorted(p.rglob("*.parquet"))
+        if not files:
+            raise InputError(f"parameter {pname!r}: the directory holds no parquet files", path=text)
+        return [str(f) for f in files]
+    if not p.is_file():
+        raise InputError(f"parameter {pname!r}: file not found", path=text)
+    return [text]
+
+
+def _source_name(item: Any, fallback: str) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        text = os.fspath(item).rstrip("/")
+        base = os.path.basename(text)
+        for suffix in (".parquet", ".pq"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+        return base if base and not any(c in _GLOB_CHARS for c in base) else fallback
+    return fallback
+
+
+def _literal(text: str) -> str:
+    """A DuckDB string literal (standard SQL quoting; DuckDB has no backslash escapes)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):  # names are made here; guard anyway
+        raise InputError(f"bad identifier {name!r}")
+    return '"' + name + '"'
+
+
+class _Session:
+    """One DuckDB connection with polgen's macros, UDFs and the views of one query run."""
+
+    def __init__(self) -> None:
+        import duckdb
+
+        self.duckdb = duckdb
+        self.con = duckdb.connect(":memory:")
+        self._keep: list[Any] = []
+        macros = sql_dir() / "_macros.sql"
+        if macros.is_file():
+            self.con.execute(macros.read_text())
+        from duckdb.sqltypes import DOUBLE
+
+        self.con.create_function("chisq_from_p", _chisq_from_p, [DOUBLE], DOUBLE, type="arrow",
+                                 null_handling="special", side_effects=False)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def view_of(self, view: str, item: Any, frames: Mapping[str, Any], pname: str) -> str:
+        """Create ``view`` over one table; returns a description for the output metadata."""
+        if isinstance(item, str) and item in frames:
+            self.view_of(view, frames[item], {}, pname)
+            return f"frame:{item}"
+        if _is_frame(item):
+            self._keep.append(item)
+            self.con.register(view, item)
+            return "frame"
+        if isinstance(item, (str, os.PathLike)):
+            files = _parquet_files(item, pname)
+            try:
+                rel = self.con.read_parquet(files, union_by_name=True)
+                rel.to_view(view, replace=True)
+            except self.duckdb.Error as exc:
+                raise InputError(f"parameter {pname!r}: cannot read as parquet: {_first_line(exc)}",
+                                 path=os.fspath(item)) from None
+            return os.fspath(item)
+        raise InputError(f"parameter {pname!r} must be a parquet path, a frame or a frame name, "
+                         f"got {type(item).__name__}")
+
+    def relations_view(self, view: str, value: Any, frames: Mapping[str, Any], pname: str) -> list[str]:
+        if isinstance(value, Mapping):
+            items = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, (str, os.PathLike)) or _is_frame(value):
+            items = [(_source_name(value, "t0"), value)]
+        elif isinstance(value, Sequence):
+            items = [(item if isinstance(item, str) and item in frames else _source_name(item, f"t{k}"), item)
+                     for k, item in enumerate(value)]
+        else:
+            raise InputError(f"parameter {pname!r} must be a list of tables, got {type(value).__name__}")
+        if not items:
+            raise InputError(f"parameter {pname!r} needs at least one table")
+        names: list[str] = []
+        for name, _ in items:
+            names.append(name if name not in names else f"{name}_{len(names)}")
+        described, selects = [], []
+        for k, (name, item) in enumerate(items):
+            sub = f"{view}_{k}"
+            described.append(self.view_of(sub, item, frames, pname))
+            selects.append(f"SELECT {k} AS _src, {_literal(names[k])} AS _src_name, * FROM {_quote_ident(sub)}")
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote_ident(view)} AS "
+                             + "\nUNION ALL BY NAME\n".join(selects))
+        except self.duckdb.Error as exc:
+            raise SchemaError(f"parameter {pname!r}: the tables cannot be stacked: {_first_line(exc)}") from None
+        sources = pl.DataFrame({"_src": list(range(len(items))), "_src_name": names})
+        self._keep.append(sources)
+        self.con.register(f"{view}_sources", sources)
+        return [f"{n}={d}" for n, d in zip(names, described)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _chisq_from_p(p):
+    """Vectorised qchisq(1 - p, 1) for DuckDB: NULL outside [0, 1] and for NaN."""
+    import numpy as np
+    import pyarrow as pa
+    from scipy.special import ndtri
+
+    a = p.to_numpy(zero_copy_only=False).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = (a >= 0.0) & (a <= 1.0)
+    out = np.full(a.shape, np.nan)
+    out[ok] = ndtri(0.5 * a[ok]) ** 2  # = chi2.isf(p, 1), ~100x faster than its gamma inverse
+    return pa.array(out, mask=~ok)
+
+
+def _bind(query: Query, params: Mapping[str, Any] | None, frames: Mapping[str, Any]) -> dict[str, Any]:
+    given = dict(params or {})
+    unknown = sorted(set(given) - set(query.params))
+    if unknown:
+        raise InputError(f"query {query.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters: {', '.join(query.params)}")
+    out: dict[str, Any] = {}
+    for name, p in query.params.items():
+        if name in given and given[name] is not None:
+            value = given[name]
+        elif p.kind in ("relation", "relations") and name in frames:
+            value = frames[name]
+        elif not p.required:
+            value = p.default
+        else:
+            raise InputError(f"query {query.name!r} needs parameter {name!r} ({p.kind}: {p.description})")
+        out[name] = value if p.kind in ("relation", "relations") or value is None else _convert(p.kind, value, name)
+    return out
+
+
+def run(
+    name: str,
+    params: Mapping[str, Any] | None = None,
+    frames: Mapping[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+) -> pl.DataFrame | pl.LazyFrame:
+    """Run the named query and return its result as a Polars DataFrame.
+
+    ``params`` maps parameter names to values: scalars (numbers, booleans, strings; command-line
+    strings are converted), and for relation parameters a parquet path / glob / directory, a
+    Polars or Arrow frame, or the name of an entry of ``frames`` (a relation parameter not given
+    in ``params`` is looked up in ``frames`` by its own name).  With ``out`` the result is
+    written as one zstd parquet file (DuckDB ``COPY`` to a temp name, then an atomic rename; the
+    query name and parameters go into its key-value metadata) and a LazyFrame over it is returned
+    instead; an existing ``out`` needs ``overwrite=True``.
+    """
+    frames = dict(frames or {})
+    query = get_query(name)
+    values = _bind(query, params, frames)
+    session = _Session()
+    try:
+        views: dict[str, str] = {}
+        described: dict[str, Any] = {}
+        for pname, p in query.params.items():
+            if p.kind == "relation":
+                view = f"polgen_src_{pname}"
+                described[pname] = session.view_of(view, values[pname], frames, pname)
+                views[pname] = _quote_ident(view)
+            elif p.kind == "relations":
+                view = f"polgen_src_{pname}"
+                described[pname] = session.relations_view(view, values[pname], frames, pname)
+                views[pname] = _quote_ident(view)
+                views[f"{pname}:sources"] = _quote_ident(f"{view}_sources")
+            else:
+                described[pname] = values[pname]
+
+        def placeholder(m: re.Match) -> str:
+            pname, suffix = m.groups()
+            return views[f"{pname}:{suffix}" if suffix else pname]
+
+        body = _PLACEHOLDER_RE.sub(placeholder, query.body)
+        used = set(_DOLLAR_RE.findall(body))
+        bound = {k: values[k] for k in used}
+        if out is None:
+            try:
+                return session.con.sql(body, params=bound).pl()
+            except session.duckdb.Error as exc:
+                raise _query_error(query, exc) from None
+        return _copy_out(session, query, body, bound, described, Path(out), overwrite)
+    finally:
+        session.close()
+
+
+def _query_error(query: Query, exc: BaseException):
+    msg = f"query {query.name!r} failed: {_first_line(exc)}"
+    kind = type(exc).__name__
+    if kind in ("BinderException", "CatalogException"):
+        return SchemaError(msg + " (check the input columns: " + (query.output or query.description) + ")")
+    return InputError(msg)
+
+
+def _copy_out(session: _Session, query: Query, body: str, bound: dict, described: dict, out: Path,
+              overwrite: bool) -> pl.LazyFrame:
+    if out.exists() and not overwrite:
+        raise OutputExistsError("output file exists; pass overwrite=True (CLI: --overwrite) to replace it",
+                                path=out)
+    if out.exists() and out.is_dir():
+        raise OutputExistsError("output path is a directory", path=out)
+    if not out.parent.is_dir():
+        raise InputError("the output directory does not exist", path=out.parent)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    meta = {"polgen.query": query.name,
+            "polgen.params": json.dumps(described, sort_keys=True, default=str)}
+    kv = ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items())
+    sql = (f"COPY ({body}) TO {_literal(str(tmp))} "
+           f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})")
+    try:
+        try:
+            session.con.execute(sql, bound)
+        except session.duckdb.Error as exc:
+            raise _query_error(query, exc) from None
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("query %s written to %s", query.name, out)
+    return pl.scan_parquet(out)
