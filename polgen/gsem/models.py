@@ -48,6 +48,7 @@ from polgen.gsem.sem import (
     sandwich,
     srmr,
     standardize_all,
+    standardized_varies,
 )
 from polgen.gsem.syntax import ParTable, parse_model
 
@@ -267,10 +268,11 @@ def _lv_cor_ok(fit: SemFit) -> bool:
 def _std_all_map(fit: SemFit) -> dict[tuple[str, str, str], float]:
     """lavaan standardizedSolution est.std for free rows and := rows (keyed lhs, op, rhs)."""
     std = standardize_all(fit)
+    varies = standardized_varies(fit)
     out = {}
     env: dict[str, float] = {}
-    for r, v in zip(fit.model.table.rows, std):
-        if r.free > 0:
+    for r, v, var in zip(fit.model.table.rows, std, varies):
+        if var and np.isfinite(v):
             out[(r.lhs, r.op, r.rhs)] = float(v)
         if r.label and r.label not in env:
             env[r.label] = float(v)

@@ -60,6 +60,7 @@ __all__ = [
     "model_chisq",
     "srmr",
     "standardize_all",
+    "standardized_varies",
 ]
 
 
@@ -596,30 +597,46 @@ def srmr(S: np.ndarray, sigma: np.ndarray) -> float:
     return float(np.sqrt(np.mean(R[iu] ** 2)))
 
 
-def standardize_all(fit: SemFit) -> np.ndarray:
+def standardize_all(fit: SemFit, theta: np.ndarray | None = None) -> np.ndarray:
     """lavaan's ``std.all`` for every ParTable row (cov.std=TRUE: residual covariances become
-    residual correlations; variances are divided by total variances)."""
+    residual correlations; variances are divided by total variances).  ``theta`` defaults to the
+    estimates."""
     cm = fit.model
-    C = fit.implied_all()
+    th = fit.theta if theta is None else np.asarray(theta, dtype=np.float64)
+    A, S = cm.fill(th, fit.A0, fit.S0)
+    B = np.linalg.inv(np.eye(cm.m) - A)
+    C = B @ S @ B.T
     tot = np.diag(C)
-    A, S = cm.fill(fit.theta, fit.A0, fit.S0)
-    pos = {v: k for k, v in enumerate(cm.variables)}
-    out = np.empty(len(cm.table.rows))
-    for t, row in enumerate(cm.table.rows):
-        v = fit.values[t]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if row.op == "=~":
-                out[t] = v * math.sqrt(max(tot[pos[row.lhs]], 0)) / math.sqrt(tot[pos[row.rhs]]) \
-                    if tot[pos[row.rhs]] > 0 else np.nan
-            elif row.op == "~":
-                out[t] = v * math.sqrt(max(tot[pos[row.rhs]], 0)) / math.sqrt(tot[pos[row.lhs]]) \
-                    if tot[pos[row.lhs]] > 0 else np.nan
+    values = cm._row_values(A, S)
+    kind, rr, cc = cm._cache.get("row_cells") or cm._row_cells()
+    out = np.full(len(cm.table.rows), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for t, row in enumerate(cm.table.rows):
+            v = values[t]
+            if row.op == "=~":  # A[ind, lv]
+                ind, lv = rr[t], cc[t]
+                out[t] = v * np.sqrt(tot[lv]) / np.sqrt(tot[ind])
+            elif row.op == "~":  # A[y, x]
+                y, x = rr[t], cc[t]
+                out[t] = v * np.sqrt(tot[x]) / np.sqrt(tot[y])
             else:
-                i, j = pos[row.lhs], pos[row.rhs]
+                i, j = rr[t], cc[t]
                 if i == j:
-                    out[t] = v / tot[i] if tot[i] != 0 else np.nan
+                    out[t] = v / tot[i]
                 else:
-                    ri, rj = S[i, i], S[j, j]
-                    den = math.sqrt(ri * rj) if ri * rj > 0 else np.nan
-                    out[t] = v / den
+                    out[t] = v / np.sqrt(S[i, i] * S[j, j])
+    return out
+
+
+def standardized_varies(fit: SemFit, rel: float = 1e-7) -> np.ndarray:
+    """Which rows' std.all depend on the free parameters (lavaan reports a p-value for them)."""
+    base = standardize_all(fit)
+    out = np.zeros(base.shape, dtype=bool)
+    th = fit.theta
+    for k in range(th.size):
+        h = 1e-5 * max(1.0, abs(th[k]))
+        e = th.copy()
+        e[k] += h
+        d = standardize_all(fit, e) - base
+        out |= np.abs(np.nan_to_num(d)) > rel * h
     return out

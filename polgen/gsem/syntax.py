@@ -161,7 +161,7 @@ class Expr:
                 raise _syntax_error(f"not allowed in an expression: {text.strip()!r}", row=line, col=col)
 
         check(tree)
-        return cls(text=text.strip(), tree=tree, names=tuple(names))
+        return cls(text="".join(text.split()), tree=tree, names=tuple(names))
 
     def evaluate(self, env: Mapping[str, Any]):
         """Value of the expression with names looked up in ``env`` (floats or complex)."""
