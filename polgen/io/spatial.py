@@ -79,9 +79,17 @@ class SpatialData:
         """Names of the layers stored beside ``X``."""
         return [] if self.adata is None else list(self.adata.layers.keys())
 
-    def expression(self, layer: str | None = None, *, dense: bool | None = None) -> np.ndarray | sp.csr_matrix:
-        """Expression of ``layer`` (None: ``X``) in the same conventions as :attr:`X`."""
+    def expression(self, layer: Any = ..., *, dense: bool | None = None) -> np.ndarray | sp.csr_matrix:
+        """Expression of ``layer`` in the same conventions as :attr:`X`.
+
+        With no ``layer`` this is :attr:`X` (the layer chosen at read time); ``None`` or ``"X"``
+        is ``adata.X``; any other name a layer of the AnnData.
+        """
         dense = self.dense if dense is None else dense
+        if layer is ...:
+            layer = self.layer
+        elif layer == "X" and "X" not in self.layers():
+            layer = None
         if layer == self.layer and (dense == self.dense or not self.is_sparse):
             return self.X
         if self.adata is None:
@@ -108,8 +116,9 @@ class SpatialData:
             self.__dict__["_gene_lookup"] = cache
         return cache
 
-    def gene(self, name: str, layer: str | None = None) -> np.ndarray:
-        """One gene's expression over all cells as a dense float64 vector."""
+    def gene(self, name: str, layer: Any = ...) -> np.ndarray:
+        """One gene's expression over all cells as a dense float64 vector (layer as in
+        :meth:`expression`: by default the one chosen at read time)."""
         j = int(self.gene_index(name)[0])
         x = self.expression(layer)
         col = x[:, j]
