@@ -74,10 +74,29 @@ MODELS = {
                               "F1 ~~ F2\nab := a*b\nr := ab/(1 + a^2)"),
     "structural_marker": "F1 =~ V1 + V2 + V3\nF2 =~ V4 + V5\nF2 ~ F1\nV1 ~~ V4",
     "observed_outcome": "F1 =~ NA*V1 + V2 + V3 + V4\nF1 ~~ 1*F1\nV5 ~ c*F1\nc2 := c^2",
+    # six traits
+    "higher_order": "F1 =~ V1 + V2\nF2 =~ V3 + V4\nF3 =~ V5 + V6\nG =~ NA*F1 + F2 + F3\nG ~~ 1*G",
+    "equal_labels": "F1 =~ NA*V1 + a*V2 + a*V3 + V4 + V5 + V6\nF1 ~~ 1*F1",
+    "linear_constraint": "F1 =~ NA*V1 + a*V2 + b*V3 + V4 + V5 + V6\nF1 ~~ 1*F1\na == b + 0.05",
 }
+SIX = {"higher_order", "equal_labels", "linear_constraint"}
 
 
-def _data():
+def _data6():
+    rng = np.random.default_rng(7)
+    L = np.array([[.7, 0, 0], [.6, 0, 0], [0, .65, 0], [0, .55, 0], [0, 0, .6], [0, 0, .5]])
+    phi = np.array([[1, .3, .2], [.3, 1, .35], [.2, .35, 1]])
+    S = L @ phi @ L.T + np.diag([.3, .4, .35, .45, .4, .5])
+    E = rng.normal(scale=0.02, size=(6, 6))
+    S = S + (E + E.T) / 2
+    A = rng.normal(size=(21, 21)) * 0.0003
+    V = np.diag(rng.uniform(0.0005, 0.002, 21)) + A @ A.T
+    return S, V
+
+
+def _data(name: str = ""):
+    if name in SIX:
+        return _data6()
     rng = np.random.default_rng(5)
     L = np.array([[.7, 0], [.6, 0], [.3, .5], [0, .6], [0, .5]])
     phi = np.array([[1, .4], [.4, 1]])
@@ -107,12 +126,13 @@ def _run_r(tmp_path, S, V, model, est):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_usermodel_dwls_matches_lavaan(tmp_path, name):
-    S, V = _data()
+    S, V = _data(name)
     model = MODELS[name]
     r = _run_r(tmp_path, S, V, model, "DWLS")
-    res = usermodel({"S": S, "V": V, "trait_names": [f"V{i}" for i in range(1, 6)]}, model)
+    res = usermodel({"S": S, "V": V, "trait_names": [f"V{i}" for i in range(1, S.shape[0] + 1)]}, model)
     p = res.parameters
     free = p.filter(p["free"])
+    # lavaan's constrained optimiser stops ~2e-6 from the optimum with equality constraints
     np.testing.assert_allclose(free["est"].to_numpy(), np.array(r["EST"], float), rtol=0, atol=1e-5)
     np.testing.assert_allclose(free["se"].to_numpy(), np.array(r["SE"], float), rtol=1e-4, atol=1e-6)
     if "DEF" in r:

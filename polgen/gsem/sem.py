@@ -401,13 +401,13 @@ class SemFit:
 
     @property
     def npar(self) -> int:
-        """lavaan's npar: number of free parameters (equality-constrained ones counted)."""
-        return self.model.n_free
+        """lavaan's ``fitMeasures(fit, "npar")``: free parameters minus independent equality constraints."""
+        return self.model.n_free - self.reparam.n_eq
 
     @property
     def df(self) -> int:
-        """lavaan's df: sample moments (without the fixed.x block) - npar + equality constraints."""
-        return self.model.table.n_data - self.npar + self.reparam.n_eq
+        """lavaan's df: sample moments (without the fixed.x block) - npar."""
+        return self.model.table.n_data - self.npar
 
     def implied_all(self) -> np.ndarray:
         return self.model.implied_all(self.theta, self.A0, self.S0)
