@@ -392,3 +392,22 @@ def betadata_from_frame(gene: str, df) -> BetaData:
     cols = [c for c in names if c == "beta0" or c.startswith(PREFIX)]
     return BetaData(gene=gene, id_kind=kind, ids=[_norm_label(v) for v in df[idc].to_list()],
                     columns=cols, values=df.select(cols).to_numpy().astype(np.float64))
+
+
+def betabase_from_long(df) -> Betabase:
+    """A :class:`Betabase` from its long table (``gene, id_kind, id, term, beta``; see ``Betabase.table``)."""
+    if isinstance(df, pl.LazyFrame):
+        df = df.collect()
+    if isinstance(df, pa.Table):
+        df = pl.from_arrow(df)
+    need = {"gene", "id", "term", "beta"}
+    if not need <= set(df.columns):
+        raise SchemaError(f"a long betadata table needs columns {sorted(need)}")
+    frames = []
+    for (gene,), part in df.group_by("gene", maintain_order=True):
+        kind = part["id_kind"][0] if "id_kind" in part.columns else CLUSTER
+        wide = part.pivot(on="term", index="id", values="beta", aggregate_function=None, maintain_order=True)
+        terms = list(dict.fromkeys(part["term"].to_list()))
+        frames.append(BetaData(gene=str(gene), id_kind=str(kind), ids=[str(v) for v in wide["id"].to_list()],
+                               columns=terms, values=wide.select(terms).to_numpy().astype(np.float64)))
+    return Betabase(frames)

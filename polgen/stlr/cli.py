@@ -1,0 +1,90 @@
+"""``polgen stlr fit ...`` and ``polgen stlr perturb ...``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _genes(v: str | None) -> list[str] | None:
+    if not v:
+        return None
+    p = Path(v)
+    if p.exists():
+        return [g.strip() for g in p.read_text().replace(",", "\n").splitlines() if g.strip() and not g.startswith("#")]
+    return [g.strip() for g in v.split(",") if g.strip()]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--h5ad", required=True, help="AnnData .h5ad with obsm['spatial'] and a cluster column")
+    p.add_argument("--lr", required=True, help="CellChat ligand-receptor table (csv/parquet)")
+    p.add_argument("--layer", default=None, help="expression layer (default imputed_count when present, else X)")
+    p.add_argument("--cluster-key", default=None, help="obs column of cluster labels")
+    p.add_argument("--radius", type=float, default=200.0, help="secreted-signalling radius")
+    p.add_argument("--contact-distance", type=float, default=50.0, help="contact / ECM radius")
+    p.add_argument("--scale-factor", type=float, default=1.0)
+    p.add_argument("--mode", choices=("exact", "grid", "fast"), default="exact", help="received ligands")
+    p.add_argument("--executor", default=None, help="local (default), threads, processes, or a Dask address")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_fit(args) -> int:
+    from polgen.stlr.train import fit
+
+    res = fit(args.h5ad, _genes(args.genes), out=args.out, lr=args.lr, grn=args.grn,
+              ligand_target=args.ligand_target, radius=args.radius, contact_distance=args.contact_distance,
+              scale_factor=args.scale_factor, group_reg=args.group_reg, l1_reg=args.l1_reg,
+              min_r2=args.min_r2, mode=args.mode, layer=args.layer, cluster_key=args.cluster_key,
+              resume=args.resume, overwrite=args.overwrite, executor=args.executor,
+              progress=False if args.no_progress else None)
+    print(f"trained {res.scores['gene'].n_unique()} genes -> {res.out}")
+    return 0
+
+
+def cmd_perturb(args) -> int:
+    from polgen.io.sink import params_to_json, write_table_atomic
+    from polgen.stlr.perturb import perturb, perturb_batch
+
+    targets = _genes(args.target)
+    kw = dict(gene_expr=args.gene_expr, n_propagation=args.n_propagation, mode=args.mode, lr=args.lr,
+              radius=args.radius, contact_distance=args.contact_distance, scale_factor=args.scale_factor,
+              beta_scale_factor=args.beta_scale_factor, beta_cap=args.beta_cap, layer=args.layer,
+              cluster_key=args.cluster_key)
+    if len(targets) == 1 and args.out.endswith(".parquet"):
+        sim = perturb(args.h5ad, args.betas, targets[0], **kw)
+        write_table_atomic(args.out, sim, {"polgen.params": params_to_json({**kw, "target": targets[0]})})
+        print(f"{targets[0]} -> {args.out}")
+        return 0
+    sink = perturb_batch(args.h5ad, args.betas, targets, args.out, resume=args.resume, overwrite=args.overwrite,
+                         executor=args.executor, progress=False if args.no_progress else None, **kw)
+    print(f"{len(targets)} perturbations -> {sink.path}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("stlr", help="SpaceTravLR: spatial GRN training and in-silico perturbation")
+    sub = p.add_subparsers(dest="stlr_command")
+    f = sub.add_parser("fit", help="train one sparse-group-lasso model per gene and cluster")
+    _common(f)
+    f.add_argument("--grn", required=True, help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet")
+    f.add_argument("--ligand-target", default=None, help="NicheNet ligand-target matrix (parquet) for L#TF pairs")
+    f.add_argument("--genes", default=None, help="comma-separated genes or a file (default: all)")
+    f.add_argument("--out", required=True, help="output directory of {gene}_betadata.parquet")
+    f.add_argument("--group-reg", type=float, default=1e-7)
+    f.add_argument("--l1-reg", type=float, default=1e-9)
+    f.add_argument("--min-r2", type=float, default=0.15)
+    f.add_argument("--resume", action="store_true")
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(func=cmd_fit)
+    q = sub.add_parser("perturb", help="knock out / over-express genes and propagate")
+    _common(q)
+    q.add_argument("--betas", required=True, help="directory of *_betadata.{parquet,feather}")
+    q.add_argument("--target", required=True, help="gene, comma-separated genes, or a file of genes")
+    q.add_argument("--gene-expr", type=float, default=0.0, help="value to set (0 = knock-out)")
+    q.add_argument("--n-propagation", type=int, default=4)
+    q.add_argument("--beta-scale-factor", type=float, default=1.0)
+    q.add_argument("--beta-cap", type=float, default=None)
+    q.add_argument("--out", required=True, help="a .parquet file (one target) or a directory (batch)")
+    q.add_argument("--resume", action="store_true")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_perturb)
