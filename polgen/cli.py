@@ -1,0 +1,343 @@
+"""The ``polgen`` command line.
+
+Built-in subcommands: ``demo`` (synthetic data for every method, run end to end), ``sql`` (the
+named DuckDB queries of :mod:`polgen.sql`), ``version``.  Method subcommands are discovered from
+``polgen.gsem.cli``, ``polgen.lfmm.cli`` and ``polgen.stlr.cli``: each may define
+``add_parser(subparsers)`` registering its subcommand with ``set_defaults(func=...)``; ``func(args)``
+returns an exit code (or None for 0).
+
+Errors polgen raises on purpose (:class:`~polgen.errors.PolgenError`) print one line on stderr and
+exit with code 2 (``-v`` shows the traceback too); a bug elsewhere keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from polgen.errors import InputError, PolgenError
+
+log = logging.getLogger("polgen")
+
+METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli")
+BUILTINS = ("demo", "sql", "version")
+EXIT_POLGEN_ERROR = 2
+
+
+# -- output helpers -----------------------------------------------------------------------------
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    # a pipe or file gets a wide table rather than one squeezed into 80 columns
+    return Console(file=stream, soft_wrap=False, width=None if tty else 200)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.6g}"
+    return str(value)
+
+
+def print_frame(df, title: str | None = None, max_rows: int = 20) -> None:
+    """Print a Polars DataFrame (or anything convertible) as a rich table on stdout."""
+    import polars as pl
+    from rich.table import Table
+
+    if not isinstance(df, pl.DataFrame):
+        df = pl.DataFrame(df)
+    shown = df.head(max_rows) if max_rows >= 0 else df
+    caption = f"{df.height} rows" + (f", first {shown.height} shown" if shown.height < df.height else "")
+    table = Table(title=title, caption=caption)
+    for name, dtype in df.schema.items():
+        table.add_column(name, justify="right" if dtype.is_numeric() else "left")
+    for row in shown.iter_rows():
+        table.add_row(*(_fmt(v) for v in row))
+    _console().print(table)
+
+
+def _print_summary(summary: Any) -> None:
+    import polars as pl
+
+    if summary is None:
+        return
+    if isinstance(summary, pl.LazyFrame):
+        summary = summary.collect()
+    if isinstance(summary, pl.DataFrame):
+        print_frame(summary, title="polgen demo", max_rows=-1)
+        return
+    for attr in ("summary", "table"):
+        inner = getattr(summary, attr, None)
+        if isinstance(inner, (pl.DataFrame, pl.LazyFrame)):
+            _print_summary(inner)
+            return
+    if isinstance(summary, dict):
+        print_frame(pl.DataFrame({"item": [str(k) for k in summary],
+                                  "value": [_fmt(v) for v in summary.values()]}), title="polgen demo")
+        return
+    if isinstance(summary, list) and summary and all(isinstance(r, dict) for r in summary):
+        print_frame(pl.DataFrame(summary, strict=False), title="polgen demo", max_rows=-1)
+        return
+    _console().print(summary)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from polgen.demo import run_demo
+    except ImportError as exc:
+        raise InputError(f"the demo is not available in this installation ({exc})") from None
+    wanted = {"out": args.out, "small": args.small, "progress": False if args.no_progress else None,
+              "seed": args.seed}
+    sig = inspect.signature(run_demo)
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    kwargs = {k: v for k, v in wanted.items() if v is not None and (takes_kwargs or k in sig.parameters)}
+    summary = run_demo(**kwargs)
+    _print_summary(summary)
+    return 0
+
+
+# -- sql ----------------------------------------------------------------------------------------
+def _parse_sql_params(query, pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--param takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        p = query.params.get(key)
+        if p is None:
+            raise InputError(f"query {query.name!r} has no parameter {key!r}; its parameters: "
+                             f"{', '.join(query.params)}")
+        if p.kind == "relations":
+            items = [v for v in value.split(",") if v]
+            params.setdefault(key, []).extend(items)
+        elif key in params:
+            raise InputError(f"--param {key} given twice")
+        else:
+            params[key] = value  # polgen.sql converts text to the declared kind
+    return params
+
+
+def _list_queries() -> None:
+    import polars as pl
+
+    from polgen import sql
+
+    rows = []
+    for name in sql.list_queries():
+        q = sql.get_query(name)
+        params = ", ".join(f"{p.name}:{p.kind}" + ("" if p.required else f"={_fmt(p.default)}")
+                           for p in q.params.values())
+        first = q.description.split(". ")[0].rstrip(".") + "."
+        rows.append({"query": name, "parameters": params, "description": first})
+    print_frame(pl.DataFrame(rows, schema=["query", "parameters", "description"]), title="polgen sql queries",
+                max_rows=-1)
+
+
+def _describe(query) -> None:
+    import polars as pl
+
+    con = _console()
+    con.print(f"[bold]{query.name}[/bold]: {query.description}", highlight=False)
+    if query.output:
+        con.print(f"[bold]output[/bold]: {query.output}", highlight=False)
+    print_frame(pl.DataFrame({
+        "parameter": [p.name for p in query.params.values()],
+        "kind": [p.kind for p in query.params.values()],
+        "default": ["(required)" if p.required else _fmt(p.default) for p in query.params.values()],
+        "description": [p.description for p in query.params.values()],
+    }), max_rows=-1)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from polgen import sql
+
+    if args.list or not args.name:
+        _list_queries()
+        return 0
+    query = sql.get_query(args.name)
+    if args.describe:
+        _describe(query)
+        return 0
+    params = _parse_sql_params(query, args.param or [])
+    if args.out:
+        import polars as pl
+
+        lf = sql.run(args.name, params=params, out=args.out, overwrite=args.overwrite)
+        n = lf.select(pl.len()).collect().item()
+        print(f"wrote {n} rows to {args.out}")
+        return 0
+    df = sql.run(args.name, params=params)
+    if args.csv:
+        sys.stdout.write(df.write_csv())
+    else:
+        print_frame(df, title=args.name, max_rows=args.show)
+    return 0
+
+
+# -- version ------------------------------------------------------------------------------------
+def cmd_version(args: argparse.Namespace) -> int:
+    import polgen
+
+    print(f"polgen {polgen.__version__}")
+    if args.all:
+        from importlib import metadata
+
+        for dist in ("polars", "pyarrow", "numpy", "scipy", "numba", "duckdb", "bed-reader", "anndata",
+                     "rich", "dask", "distributed"):
+            try:
+                print(f"  {dist} {metadata.version(dist)}")
+            except metadata.PackageNotFoundError:
+                print(f"  {dist} (not installed)")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _add_method_parsers(subparsers) -> list[str]:
+    """Mount the method subcommands that exist; a broken one is reported, not fatal."""
+    import importlib
+
+    mounted = []
+    for modname in METHOD_CLIS:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name in (modname, modname.rsplit(".", 1)[0]):
+                continue
+            log.warning("cannot load the %s subcommand: %s", modname, exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken method must not break the others
+            log.warning("cannot load the %s subcommand: %s: %s", modname, type(exc).__name__, exc)
+            continue
+        add = getattr(mod, "add_parser", None)
+        if not callable(add):
+            continue
+        try:
+            add(subparsers)
+            mounted.append(modname)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot mount the %s subcommand: %s: %s", modname, type(exc).__name__, exc)
+    return mounted
+
+
+def build_parser(methods: bool = True) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="log progress (-v) or debug details (-vv) on stderr")
+    parser = argparse.ArgumentParser(
+        prog="polgen",
+        description="Genomic SEM, out-of-core LFMM2 and SpaceTravLR on Polars/Arrow, from the shell.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log progress (-v) or debug details (-vv) on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", parents=[common], help="make synthetic data for every method and run them",
+                       description="Generate deterministic synthetic inputs for Genomic SEM, LFMM2 and "
+                                   "SpaceTravLR, run each method end to end and print a summary.")
+    d.add_argument("--out", default="polgen-demo", help="output directory (default: ./polgen-demo)")
+    d.add_argument("--small", action="store_true", help="a smaller, faster demo")
+    d.add_argument("--seed", type=int, default=None, help="random seed (default: the demo's own)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("sql", parents=[common], help="run a named DuckDB query over results",
+                       description="Run one of the named queries in sql/ over parquet files, globs or "
+                                   "polgen output directories. Without NAME, list the queries.")
+    s.add_argument("name", nargs="?", help="query name (see --list)")
+    s.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                   help="a query parameter; repeat it; a 'relations' parameter takes a comma-separated "
+                        "list (or the key repeated)")
+    s.add_argument("--out", help="write the result to this parquet file instead of printing it")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--show", type=int, default=20, help="rows to print (default 20; -1 for all)")
+    s.add_argument("--csv", action="store_true", help="print the whole result as CSV")
+    s.add_argument("--list", action="store_true", help="list the queries and their parameters")
+    s.add_argument("--describe", action="store_true", help="describe query NAME and its parameters")
+    s.set_defaults(func=cmd_sql)
+
+    v = sub.add_parser("version", parents=[common], help="print the version")
+    v.add_argument("--all", action="store_true", help="also the versions of the main dependencies")
+    v.set_defaults(func=cmd_version)
+
+    if methods:
+        _add_method_parsers(sub)
+    return parser
+
+
+def _wants_methods(argv: Sequence[str]) -> bool:
+    """Method CLIs (and their imports) are loaded unless the command is a built-in one."""
+    for tok in argv:
+        if tok.startswith("-"):
+            continue
+        return tok not in BUILTINS
+    return True
+
+
+def _setup_logging(verbosity: int) -> logging.Handler:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    logger = logging.getLogger("polgen")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``polgen`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = 0
+    for a in argv:
+        if a == "--verbose":
+            pre += 1
+        elif len(a) > 1 and a[0] == "-" and a[1] != "-" and set(a[1:]) == {"v"}:
+            pre += len(a) - 1
+    handler = _setup_logging(pre)  # warnings while mounting method CLIs are shown too
+    try:
+        parser = build_parser(methods=_wants_methods(argv))
+        args = parser.parse_args(argv)
+        verbosity = getattr(args, "verbose", 0) or 0
+        handler.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
+        logging.getLogger("polgen").setLevel(handler.level)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return EXIT_POLGEN_ERROR
+        try:
+            code = func(args)
+        except PolgenError as exc:
+            if verbosity > 0:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            print(f"polgen: error: {exc}", file=sys.stderr)
+            return EXIT_POLGEN_ERROR
+        except KeyboardInterrupt:
+            print("polgen: interrupted", file=sys.stderr)
+            return 130
+        return 0 if code is None else int(code)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        logging.getLogger("polgen").removeHandler(handler)
+        handler.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
