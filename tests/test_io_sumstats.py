@@ -136,3 +136,17 @@ def test_large_file_round_trip_is_fast_and_exact(tmp_path):
     df.write_csv(tmp_path / "big.tsv", separator="\t", float_precision=None)
     got = scan_sumstats(tmp_path / "big.tsv").collect()
     np.testing.assert_array_equal(got["BETA"].to_numpy(), df["BETA"].to_numpy())
+
+
+def test_blank_runs_only_in_data_lines_and_bgzip_members(tmp_path):
+    f = tmp_path / "ws.txt"
+    f.write_text("SNP A1 A2 P\nrs1 A G  0.5\nrs2 C T 0.25 \n")
+    got = scan_sumstats(f).collect()
+    assert got["P"].to_list() == [0.5, 0.25] and got["A2"].to_list() == ["G", "T"]
+    g = tmp_path / "bgz.txt.gz"
+    g.write_bytes(gzip.compress(b"SNP\tP\nrs1\t0.5\n") + gzip.compress(b"rs2\t0.125\n"))
+    assert scan_sumstats(g).collect()["P"].to_list() == [0.5, 0.125]
+    h = tmp_path / "trunc.txt.gz"
+    h.write_bytes(gzip.compress(b"SNP\tP\n" + b"rs1\t0.5\n" * 1000)[:-20])
+    with pytest.raises(InputError, match="cannot read"):
+        scan_sumstats(h)

@@ -25,11 +25,10 @@ written in the file; folding to the minor allele is left to the methods (``munge
 from __future__ import annotations
 
 import glob as _glob
-import gzip
 import io
 import logging
 import os
-import re
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -77,7 +76,7 @@ ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped 
 # column resolution
 # ---------------------------------------------------------------------------------------------
 def resolve_columns(columns: Sequence[str], *, path: str | None = None,
-                    required: Iterable[str] = ()) -> dict[str, str]:
+                    required: Iterable[str] = (), warn: bool = True) -> dict[str, str]:
     """Map original column names to canonical ones.  Returns {original: canonical} for renamed
     columns only (a canonical column that is already spelled canonically maps to itself)."""
     upper: dict[str, str] = {}
@@ -104,7 +103,7 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
         if found:
             mapping[found[0]] = canon
             used.add(found[0])
-    if "ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2:
+    if warn and ("ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2):
         log.warning("%s: reading ALT as the effect allele A1 and REF as A2 (R GenomicSEM reads REF as "
                     "A1); check that this is right for this file", path or "sumstats")
     missing = [r for r in required if r not in mapping.values()]
@@ -119,15 +118,27 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
 # ---------------------------------------------------------------------------------------------
 # text readers
 # ---------------------------------------------------------------------------------------------
+def _gunzip(raw: bytes) -> bytes:
+    """Decompress every member of a gzip (or bgzip) stream in one pass per member."""
+    out = []
+    while raw:
+        d = zlib.decompressobj(31)
+        out.append(d.decompress(raw))
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        raw = d.unused_data
+        if raw and not raw.startswith(b"\x1f\x8b"):
+            break  # trailing garbage/padding, as gzip tolerates
+    return b"".join(out)
+
+
 def _open_bytes(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as exc:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            return _gunzip(raw)
+        return raw
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read summary statistics: {exc}", path=path) from exc
 
 
@@ -139,29 +150,67 @@ def _sniff(header: bytes) -> str:
     return " "
 
 
-def read_text_table(path: str | os.PathLike) -> pl.DataFrame:
-    """Read a delimited text table (tab / comma / runs of whitespace; gzip or plain) as strings,
-    with a 1-based data-row column ``__row``."""
+def _normalise_blanks(data: bytes) -> bytes:
+    """R's read.table: any run of blanks separates fields; leading/trailing blanks ignored."""
+    return b"\n".join(b" ".join(line.split()) for line in data.splitlines() if line.strip())
+
+
+def _padded(line: bytes) -> bool:
+    line = line.rstrip(b"\r")
+    return line != line.strip() or b"  " in line or b"\t" in line
+
+
+def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
+    """Read a delimited text table (tab / comma / runs of whitespace; gzip or plain) with a 1-based
+    data-row column ``__row``.  Columns are strings except those ``overrides(columns)`` maps to a
+    dtype; if those fail to parse, everything is re-read as strings (the caller's validation then
+    names the bad row)."""
     path = Path(path)
     data = _open_bytes(path)
-    if not data.strip():
+    if not data or data.isspace():
         raise InputError("file is empty", path=path)
     nl = data.find(b"\n")
     header = data if nl < 0 else data[:nl]
     sep = _sniff(header.rstrip(b"\r"))
-    if sep == " ":
-        # R's read.table: any run of blanks separates fields; leading/trailing blanks ignored
-        data = re.sub(rb"[ \t]+", b" ", data)
-        data = re.sub(rb"(?m)^ | (?=\r?$)", b"", data)
+    if sep == " " and _padded(header):
+        data = _normalise_blanks(data)
+    kw = dict(separator=sep, infer_schema=False, quote_char='"', null_values=list(NA_TOKENS),
+              truncate_ragged_lines=False, comment_prefix=None, raise_if_empty=True)
+
+    def parse(data: bytes) -> pl.DataFrame:
+        cols = pl.read_csv(io.BytesIO(data), n_rows=0, **kw).columns
+        types = overrides(cols) if overrides is not None else {}
+        try:
+            return pl.read_csv(io.BytesIO(data), schema_overrides=types or None, **kw)
+        except pl.exceptions.ComputeError:
+            if not types:
+                raise
+            return pl.read_csv(io.BytesIO(data), **kw)  # strings: validation names the bad row
+
     try:
-        df = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False, quote_char='"',
-                         null_values=list(NA_TOKENS), truncate_ragged_lines=False,
-                         comment_prefix=None, raise_if_empty=True)
+        try:
+            df = parse(data)
+        except pl.exceptions.PolarsError:
+            if sep != " ":
+                raise
+            df = parse(_normalise_blanks(data))  # runs of blanks inside the data lines
     except (pl.exceptions.PolarsError, OSError) as exc:  # ragged lines, bad quoting
         raise InputError(f"cannot parse summary statistics as {sep!r}-delimited text: "
                          f"{str(exc).splitlines()[0]}", path=path) from exc
     df = df.rename({c: c.strip() for c in df.columns if c != c.strip()})
     return df.with_row_index(ROW, offset=1)
+
+
+def _numeric_overrides(path):
+    def fn(cols: list[str]) -> dict[str, pl.DataType]:
+        try:
+            mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False)
+        except SchemaError:
+            return {}
+        stripped = {c.strip(): c for c in cols}
+        return {stripped[o]: (pl.Int64 if k == S.BP else pl.Float64)
+                for o, k in mapping.items() if k in NUMERIC}
+    return fn
 
 
 def _standardise(frame: pl.DataFrame | pl.LazyFrame, *, path: str | None,
@@ -260,7 +309,7 @@ def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
                 raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}", path=f) from exc
             part = part.with_row_index(ROW, offset=1)
         else:
-            part = read_text_table(f)
+            part = read_text_table(f, _numeric_overrides(f))
         part, _ = _standardise(part, path=str(f), required=required)
         part = _check_and_cast(part, path=str(f))
         if offset:
