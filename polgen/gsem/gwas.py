@@ -1,0 +1,1111 @@
+"""Genomic SEM GWAS: ``user_gwas`` and ``commonfactor_gwas``, streamed in SNP batches.
+
+These reproduce R GenomicSEM's ``userGWAS`` and ``commonfactorGWAS`` per SNP:
+
+* ``S_full = [[v, v b'], [v b, S_LD]]`` with ``v = 2 MAF (1 - MAF)`` (``HSQ`` for TWAS),
+  ``V_full = blockdiag(varSNPSE^2, V_SNP, V_LD)`` (``varSNPSE = 0.0005`` unless ``SNPSE``),
+  ``diag(I) <- max(diag(I), 1)``, ``V_SNP`` for ``GC`` = standard / conserv / none, nearPD
+  smoothing when either matrix is not positive definite;
+* lavaan's model as GenomicSEM calls it (``sample.cov`` input, so the SNP variance is a free
+  parameter and ``df = (p (p + 1) / 2) - npar``); DWLS with weights ``diag(V_full)^-1`` or ML;
+* ``fix_measurement`` as R does it: the model without its SNP lines is fit once to ``S_LD``,
+  every parameter that is not a (residual) variance is fixed at that estimate, variances stay
+  free per SNP together with the SNP rows of the full model;
+* sandwich SEs with ``V_full``; ``chisq = eta' V_full^-1 eta``, ``AIC = chisq + 2 npar``,
+  ``Q_SNP`` per factor with a ``F ~ SNP`` path, ``Z_smooth`` (``smooth_check``);
+* commonfactorGWAS's model (first loading fixed to 1, ``F1 ~ SNP``, ``trait ~ 0*SNP``), its SE
+  (the sandwich SE of ``F1 ~ SNP``) and its ``Q``: the Wald statistic of the direct SNP effects
+  freed in a second model whose loadings, ``F1 ~ SNP``, factor and SNP variances are fixed at the
+  first model's estimates, ``Q_df = k - 1``.
+
+The model is parsed and compiled once per run; per-SNP fits run in numba
+(:mod:`polgen.kernels.gwas`) over batches of rows read from parquet / a LazyFrame, through
+:func:`polgen.engine.run_to_sink` when ``out=`` is given (resumable, one parquet part per batch).
+A SNP that fails (bad input, no convergence) gets ``converged = False`` and a ``warning``; the run
+goes on.
+
+Where the fit surface has several local minima (commonfactorGWAS's marker-indicator model with
+free factor variance, ``fix_measurement=False``), each SNP is fit from several starts (sign
+patterns of the free loadings) and the lowest objective wins; lavaan's ``nlminb`` reaches that
+same minimum on the reference fixtures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from polgen.errors import InputError, ModelError, ModelSyntaxError, SchemaError
+
+log = logging.getLogger("polgen")
+
+__all__ = ["user_gwas", "commonfactor_gwas", "lavaanify", "ParTable", "ParRow"]
+
+# ==============================================================================================
+# model syntax -> parameter table -> RAM arrays
+# ==============================================================================================
+_OPS = ("=~", "~~", ":=", "==", "<=", ">=", "~", "<", ">")
+_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass
+class ParRow:
+    lhs: str
+    op: str
+    rhs: str
+    free: bool
+    value: float            # fixed value, or start value when free (nan: no start)
+    label: str = ""
+    user: bool = True
+    par: int = -1           # parameter index (free rows and, after fixing, fixed rows too)
+
+
+@dataclass
+class ParTable:
+    rows: list[ParRow]
+    lv: list[str]
+    ov: list[str]
+
+    def copy(self) -> "ParTable":
+        return ParTable([ParRow(**r.__dict__) for r in self.rows], list(self.lv), list(self.ov))
+
+
+def split_statements(text: str) -> list[str]:
+    """Model lines: comments stripped, ``;`` and newlines separate statements."""
+    out = []
+    for line in re.split(r"[\n;]", text):
+        line = line.split("#", 1)[0].split("!", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def _parse_term(term: str, lineno: int, line: str) -> tuple[str, str | None]:
+    """'0.5*x' -> ('x', '0.5'); 'NA*x' -> ('x', 'NA'); 'a*x' -> ('x', 'a'); 'x' -> ('x', None)."""
+    term = term.strip()
+    if not term:
+        raise ModelSyntaxError(f"empty term in model line {lineno}: {line!r}", row=lineno)
+    if "*" in term:
+        mod, var = term.rsplit("*", 1)
+        mod, var = mod.strip(), var.strip()
+        if not var or not mod:
+            raise ModelSyntaxError(f"bad term {term!r} in model line {lineno}: {line!r}", row=lineno)
+        return var, mod
+    return term, None
+
+
+def parse_statements(text: str) -> list[tuple[str, str, str, str | None]]:
+    """Statements as (lhs, op, rhs, modifier) tuples, one per right-hand-side term."""
+    if not isinstance(text, str) or not text.strip():
+        raise ModelSyntaxError("the model is empty")
+    out = []
+    for lineno, line in enumerate(split_statements(text), start=1):
+        compact = line.replace(" ", "").replace("\t", "")
+        op = None
+        for cand in _OPS:
+            if cand in compact:
+                op = cand
+                break
+        if op is None:
+            raise ModelSyntaxError(f"no operator (=~, ~, ~~) in model line {lineno}: {line!r}", row=lineno)
+        if op in (":=", "==", "<=", ">=", "<", ">"):
+            raise ModelError(f"user_gwas does not support {op!r} statements (line {lineno}: {line!r})",
+                             row=lineno)
+        lhs, rhs = compact.split(op, 1)
+        if not lhs or not rhs:
+            raise ModelSyntaxError(f"incomplete statement in model line {lineno}: {line!r}", row=lineno)
+        if not re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", lhs):
+            raise ModelSyntaxError(f"bad variable name {lhs!r} in model line {lineno}", row=lineno)
+        for term in rhs.split("+"):
+            var, mod = _parse_term(term, lineno, line)
+            if not re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", var):
+                raise ModelSyntaxError(f"bad variable name {var!r} in model line {lineno}", row=lineno)
+            out.append((lhs, op, var, mod))
+    return out
+
+
+def lavaanify(text: str, *, std_lv: bool = False) -> ParTable:
+    """Parameter table with lavaan's sem() defaults for ``sample.cov`` input (fixed.x = FALSE)."""
+    stmts = parse_statements(text)
+    lv: list[str] = []
+    for lhs, op, _, _ in stmts:
+        if op == "=~" and lhs not in lv:
+            lv.append(lhs)
+    ov: list[str] = []
+
+    def _add_ov(name):
+        if name not in lv and name not in ov:
+            ov.append(name)
+
+    for lhs, op, rhs, _ in stmts:
+        if op == "=~":
+            _add_ov(rhs)
+        else:
+            _add_ov(lhs)
+            _add_ov(rhs)
+    rows: list[ParRow] = []
+    seen: set[tuple[str, str, str]] = set()
+    first_ind: dict[str, str] = {}
+    for lhs, op, rhs, mod in stmts:
+        key = (lhs, op, rhs) if op != "~~" else (min(lhs, rhs), op, max(lhs, rhs))
+        if key in seen:
+            raise ModelSyntaxError(f"parameter {lhs} {op} {rhs} is specified twice")
+        seen.add(key)
+        free, value, label = True, np.nan, ""
+        if op == "=~" and lhs not in first_ind:
+            first_ind[lhs] = rhs
+            if mod is None and not std_lv:
+                free, value = False, 1.0
+        if mod is not None:
+            if mod.upper() == "NA":
+                free, value = True, np.nan
+            elif _NUM.match(mod):
+                free, value = False, float(mod)
+            elif re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", mod):
+                label = mod
+                if op == "=~" and first_ind.get(lhs) == rhs and not std_lv:
+                    free, value = False, 1.0
+            else:
+                raise ModelSyntaxError(f"unsupported modifier {mod!r} in {lhs} {op} {rhs}")
+        rows.append(ParRow(lhs, op, rhs, free, value, label, True))
+    has = {(r.lhs, r.rhs) for r in rows if r.op == "~~"} | {(r.rhs, r.lhs) for r in rows if r.op == "~~"}
+    indicators: dict[str, list[str]] = {}
+    for r in rows:
+        if r.op == "=~":
+            indicators.setdefault(r.lhs, []).append(r.rhs)
+    all_ind = {x for v in indicators.values() for x in v}
+    dependent = {r.lhs for r in rows if r.op == "~"}
+    predictors = {r.rhs for r in rows if r.op == "~"}
+    # auto.var: observed (non-exogenous first, as lavaan), latent, then exogenous observed
+    ov_x = [v for v in ov if v in predictors and v not in dependent and v not in all_ind]
+    ov_rest = [v for v in ov if v not in ov_x]
+    single = {ind[0] for f, ind in indicators.items() if len(ind) == 1}
+    for v in ov_rest:
+        if (v, v) not in has:
+            if v in single and v not in dependent:
+                rows.append(ParRow(v, "~~", v, False, 0.0, "", False))
+            else:
+                rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
+    for v in lv:
+        if (v, v) not in has:
+            if std_lv:
+                rows.append(ParRow(v, "~~", v, False, 1.0, "", False))
+            else:
+                rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
+    # auto.cov.lv.x: exogenous latent variables covary
+    lv_x = [v for v in lv if v not in dependent and v not in all_ind]
+    for a_i, a in enumerate(lv_x):
+        for b in lv_x[a_i + 1:]:
+            if (a, b) not in has:
+                rows.append(ParRow(a, "~~", b, True, np.nan, "", False))
+    # auto.cov.y: endogenous variables that are not indicators covary
+    ys = [v for v in ov_rest + lv if v in dependent and v not in all_ind]
+    for a_i, a in enumerate(ys):
+        for b in ys[a_i + 1:]:
+            if (a, b) not in has:
+                rows.append(ParRow(a, "~~", b, True, np.nan, "", False))
+    for v in ov_x:
+        if (v, v) not in has:
+            rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
+    return ParTable(rows, lv, ov)
+
+
+def number_parameters(pt: ParTable) -> int:
+    """Give each free row a parameter index (rows sharing a label share it); fixed rows -1."""
+    labels: dict[str, int] = {}
+    n = 0
+    for r in pt.rows:
+        if not r.free:
+            r.par = -1
+            continue
+        if r.label:
+            if r.label not in labels:
+                labels[r.label] = n
+                n += 1
+            r.par = labels[r.label]
+        else:
+            r.par = n
+            n += 1
+    return n
+
+
+@dataclass
+class CompiledModel:
+    """RAM arrays for :func:`polgen.kernels.gwas.gwas_batch` plus naming of parameters."""
+
+    nv: int
+    p: int
+    var_names: list[str]            # observed first (SNP at 0), then latent
+    obs_map: np.ndarray             # observed index -> S_full index (0 = SNP, 1 + trait)
+    ma: np.ndarray
+    mb: np.ndarray
+    vidx: np.ndarray                # moment -> index in vech(S_full) (V_full row)
+    ent_kind: np.ndarray
+    ent_r: np.ndarray
+    ent_c: np.ndarray
+    ent_par: np.ndarray
+    ent_val: np.ndarray
+    par_ptr: np.ndarray
+    par_ent: np.ndarray
+    npar: int
+    rows: list[ParRow] = field(default_factory=list)
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in ("nv", "p", "obs_map", "ma", "mb", "vidx", "ent_kind",
+                                              "ent_r", "ent_c", "ent_par", "ent_val", "par_ptr",
+                                              "par_ent")}
+
+    @property
+    def nmom(self) -> int:
+        return len(self.ma)
+
+
+def vech_index(r: int, c: int, n: int) -> int:
+    """Position of (r, c) in vech of an n x n matrix (lower triangle stacked column-wise)."""
+    if r < c:
+        r, c = c, r
+    return c * n - c * (c - 1) // 2 + (r - c)
+
+
+def compile_ram(pt: ParTable, traits: list[str], snp_name: str = "SNP",
+                observed: list[str] | None = None) -> CompiledModel:
+    """RAM arrays of a numbered parameter table.  Every row must have ``par`` set (>= 0 for
+    parameters, -1 for fixed values held in ``value``)."""
+    tset = set(traits)
+    if observed is None:
+        observed = [v for v in pt.ov if v != snp_name]
+    unknown = [v for v in observed if v not in tset]
+    if unknown:
+        raise ModelError(f"model variables {unknown} are neither traits of the covstruc "
+                         f"({traits}) nor latent variables nor {snp_name}")
+    has_snp = snp_name in pt.ov
+    obs = ([snp_name] if has_snp else []) + [t for t in traits if t in set(observed)]
+    names = obs + list(pt.lv)
+    index = {v: i for i, v in enumerate(names)}
+    p = len(obs)
+    k = len(traits)
+    K1 = k + 1
+    obs_map = np.array([0 if v == snp_name else 1 + traits.index(v) for v in obs], np.int64)
+    ma, mb = [], []
+    for b in range(p):
+        for a in range(b, p):
+            ma.append(a)
+            mb.append(b)
+    vidx = [vech_index(int(obs_map[a]), int(obs_map[b]), K1) for a, b in zip(ma, mb)]
+    kind, er, ec, epar, evals = [], [], [], [], []
+    npar = 1 + max([r.par for r in pt.rows] + [-1])
+    for r in pt.rows:
+        if r.op == "=~":
+            kind.append(0); er.append(index[r.rhs]); ec.append(index[r.lhs])
+        elif r.op == "~":
+            kind.append(0); er.append(index[r.lhs]); ec.append(index[r.rhs])
+        elif r.op == "~~":
+            kind.append(1); er.append(index[r.lhs]); ec.append(index[r.rhs])
+        else:  # pragma: no cover - rejected by the parser
+            raise ModelError(f"unsupported operator {r.op}")
+        epar.append(r.par)
+        evals.append(0.0 if r.par >= 0 else float(r.value))
+    epar_a = np.array(epar, np.int64)
+    order = np.argsort(epar_a, kind="stable")
+    par_ent = np.array([e for e in order if epar_a[e] >= 0], np.int64)
+    counts = np.bincount(epar_a[epar_a >= 0], minlength=npar) if npar else np.zeros(0, np.int64)
+    par_ptr = np.zeros(npar + 1, np.int64)
+    par_ptr[1:] = np.cumsum(counts)
+    return CompiledModel(
+        nv=len(names), p=p, var_names=names, obs_map=obs_map,
+        ma=np.array(ma, np.int64), mb=np.array(mb, np.int64), vidx=np.array(vidx, np.int64),
+        ent_kind=np.array(kind, np.int64), ent_r=np.array(er, np.int64), ent_c=np.array(ec, np.int64),
+        ent_par=epar_a, ent_val=np.array(evals, np.float64), par_ptr=par_ptr, par_ent=par_ent,
+        npar=npar, rows=pt.rows,
+    )
+
+
+# ==============================================================================================
+# run plan
+# ==============================================================================================
+_GC = {"standard": 0, "conserv": 1, "conservative": 1, "none": 2}
+DEFAULT_BATCH = 200_000
+
+
+@dataclass
+class _Stage:
+    """One per-SNP fit: compiled model, free parameters, start vectors."""
+
+    model: dict
+    fidx: np.ndarray
+    starts: np.ndarray              # (n_starts, npar)
+    snpvar_par: int
+    wald_idx: np.ndarray | None = None
+
+
+@dataclass
+class _Plan:
+    kind: str                       # "user" | "commonfactor"
+    traits: list[str]
+    beta_cols: list[str]
+    se_cols: list[str]
+    id_cols: list[str]
+    var_col: str                    # MAF (var = 2 MAF (1-MAF)) or HSQ (TWAS)
+    twas: bool
+    pred: str                       # "SNP" or "Gene"
+    S_LD: np.ndarray
+    V_LD: np.ndarray
+    I_LD: np.ndarray
+    gc: int
+    varse2: float
+    v_pd_known: bool
+    ml: bool
+    toler: float
+    smooth_check: bool
+    stage1: _Stage
+    stage2: _Stage | None
+    out_rows: list[tuple[str, str, str, int, float]]   # lhs, op, rhs, par (-1 fixed), value
+    q_ptr: np.ndarray | None
+    q_obs: np.ndarray | None
+    q_trait: np.ndarray | None
+    q_rows: dict[int, int]          # out_rows index -> Q_SNP group
+    q_df: list[int]
+    df: int
+    npar: int
+    est_row: int = -1               # commonfactor: par of F1 ~ SNP
+    ml_wmode: int = 0
+
+
+def _is_pd(a: np.ndarray) -> bool:
+    try:
+        return bool(np.linalg.eigvalsh(a)[0] > 0)
+    except np.linalg.LinAlgError:
+        return False
+
+
+def _near_pd(a: np.ndarray) -> np.ndarray:
+    from polgen.kernels.gwas import near_pd
+
+    out = np.empty_like(a)
+    if not near_pd(np.ascontiguousarray(a, np.float64), out):
+        from polgen.errors import NotPositiveDefiniteError
+
+        raise NotPositiveDefiniteError("matrix seems negative semidefinite: nearPD failed")
+    return out
+
+
+def _v_snp_pd_constant(I: np.ndarray, gc: int) -> bool:
+    """V_SNP = v^2 Dse M Dse with M fixed by I and GC: PD for every SNP iff M is PD."""
+    d = np.diag(I)
+    if gc == 1:
+        M = I * np.outer(d, d)
+        np.fill_diagonal(M, d * d)
+    elif gc == 0:
+        M = I * np.sqrt(np.outer(d, d))
+        np.fill_diagonal(M, d)
+    else:
+        M = I.copy()
+        np.fill_diagonal(M, 1.0)
+    return _is_pd(M)
+
+
+def _as_covstruc(covstruc):
+    from polgen.gsem.covstruc import as_covstruc
+
+    return as_covstruc(covstruc)
+
+
+def _model_text(model: str) -> str:
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and "\n" not in model
+                                          and not re.search(r"[~=]", model) and Path(model).is_file()):
+        return Path(model).read_text()
+    if not isinstance(model, str):
+        raise ModelSyntaxError(f"model must be lavaan-style text, got {type(model).__name__}")
+    return model
+
+
+def _start_values(pt: ParTable, S_LD: np.ndarray, traits: list[str], npar: int,
+                  baseline: dict | None = None) -> np.ndarray:
+    """lavaan-like starts: loadings 1 (or from a baseline fit), observed variances S_ii / 2,
+    latent variances 0.05, regressions and covariances 0; baseline estimates where given."""
+    th = np.zeros(npar)
+    tidx = {t: i for i, t in enumerate(traits)}
+    for r in pt.rows:
+        if r.par < 0:
+            continue
+        key = (r.lhs, r.op, r.rhs)
+        if baseline is not None and key in baseline:
+            th[r.par] = baseline[key]
+        elif np.isfinite(r.value):
+            th[r.par] = r.value
+        elif r.op == "=~":
+            th[r.par] = 1.0
+        elif r.op == "~~" and r.lhs == r.rhs:
+            th[r.par] = 0.5 * S_LD[tidx[r.lhs], tidx[r.lhs]] if r.lhs in tidx else 0.05
+        else:
+            th[r.par] = 0.0
+    return th
+
+
+def _sign_starts(pt: ParTable, th: np.ndarray, max_starts: int = 16,
+                 scales: tuple[float, ...] = (1.0, 0.5)) -> np.ndarray:
+    """Start vectors with sign patterns of the free loadings (the first free loading of each
+    factor keeps its sign: flipping all of a factor's loadings gives a mirror solution), each at
+    the given loading scales."""
+    seen_first: set[str] = set()
+    flips = []
+    for r in pt.rows:
+        if r.op == "=~" and r.par >= 0:
+            if r.lhs not in seen_first and not any(
+                    x.op == "=~" and x.lhs == r.lhs and x.par < 0 for x in pt.rows):
+                seen_first.add(r.lhs)
+                continue
+            seen_first.add(r.lhs)
+            if r.par not in flips:
+                flips.append(r.par)
+    base = np.abs(th.copy())
+    for r in pt.rows:  # only loadings take absolute values
+        if r.par >= 0 and r.op != "=~":
+            base[r.par] = th[r.par]
+    if not flips:
+        return th[None, :].copy()
+    if 2 ** len(flips) <= max_starts:
+        patterns = list(itertools.product([1.0, -1.0], repeat=len(flips)))
+    else:
+        patterns = [tuple([1.0] * len(flips))]
+        for j in range(len(flips)):
+            pat = [1.0] * len(flips)
+            pat[j] = -1.0
+            patterns.append(tuple(pat))
+        patterns.append(tuple([-1.0] * len(flips)))
+    out = np.empty((len(patterns) * len(scales), len(th)))
+    s = 0
+    for sc in scales:
+        for pat in patterns:
+            out[s] = base
+            for q, sg in zip(flips, pat):
+                out[s, q] = sg * sc * abs(base[q])
+            s += 1
+    return out
+
+
+def _fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool,
+                  ml: bool) -> tuple[ParTable, dict]:
+    """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
+    from polgen.kernels.gwas import ST_OK, fit_cov
+
+    pt0 = lavaanify(text, std_lv=std_lv)
+    missing = [v for v in pt0.ov if v not in traits]
+    if missing:
+        raise ModelError(f"model variables {missing} are not traits of the covstruc {traits}")
+    npar = number_parameters(pt0)
+    cm = compile_ram(pt0, traits, snp_name="\0none", observed=pt0.ov)
+    k = len(traits)
+    tix = [int(j) - 1 for j in cm.obs_map]
+    s = np.array([S_LD[tix[a], tix[b]] for a, b in zip(cm.ma, cm.mb)])
+    w = np.array([1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)]
+                  for a, b in zip(cm.ma, cm.mb)])
+    th0 = _start_values(pt0, S_LD, traits, npar)
+    best = None
+    for start in _sign_starts(pt0, th0):
+        th, st, _, sig = fit_cov(s, w, cm.arrays(), np.arange(npar), start, ml=ml)
+        if st != ST_OK:
+            continue
+        if ml:
+            f = float(np.sum((s - sig) ** 2))
+        else:
+            f = float(np.sum(w * (s - sig) ** 2))
+        if best is None or f < best[0] - 1e-12 * abs(best[0]):
+            best = (f, th)
+    if best is None:
+        from polgen.errors import ConvergenceError
+
+        raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
+    th = best[1]
+    est = {}
+    for r in pt0.rows:
+        est[(r.lhs, r.op, r.rhs)] = float(th[r.par]) if r.par >= 0 else float(r.value)
+    return pt0, est
+
+
+def _resolve_columns(schema: dict, traits: list[str], twas: bool) -> tuple[list[str], list[str], list[str], str]:
+    names = list(schema)
+    beta_cols, se_cols = [], []
+    for t in traits:
+        b, s = f"beta.{t}", f"se.{t}"
+        beta_cols.append(b if b in schema else None)
+        se_cols.append(s if s in schema else None)
+    if None in beta_cols or None in se_cols:
+        # R takes the beta.* / se.* columns by position
+        bpos = [c for c in names if c.startswith("beta.")]
+        spos = [c for c in names if c.startswith("se.")]
+        if len(bpos) == len(traits) and len(spos) == len(traits):
+            log.warning("sumstats columns do not name the covstruc traits %s; using beta.*/se.* by "
+                        "position as R does", traits)
+            beta_cols, se_cols = bpos, spos
+        else:
+            miss = [f"beta.{t}" for t, c in zip(traits, beta_cols) if c is None] + \
+                   [f"se.{t}" for t, c in zip(traits, se_cols) if c is None]
+            raise SchemaError(f"sumstats lack columns {miss} for covstruc traits {traits}",
+                              column=miss[0])
+    if twas:
+        need = ["Gene", "Panel", "HSQ"]
+        var_col = "HSQ"
+    else:
+        need = ["SNP", "MAF"]
+        var_col = "MAF"
+    miss = [c for c in need if c not in schema]
+    if miss:
+        raise SchemaError(f"sumstats lack column(s) {miss}", column=miss[0])
+    idc = ["Gene", "Panel", "HSQ"] if twas else [c for c in ("SNP", "CHR", "BP", "MAF", "A1", "A2") if c in schema]
+    return beta_cols, se_cols, idc, var_col
+
+
+def _common_setup(covstruc, GC, SNPSE, toler, estimation):
+    cs = _as_covstruc(covstruc)
+    if estimation not in ("DWLS", "ML"):
+        raise InputError(f"estimation must be 'DWLS' or 'ML', got {estimation!r}")
+    if GC not in _GC:
+        raise InputError(f"GC must be 'standard', 'conserv' or 'none', got {GC!r}")
+    gc = _GC[GC]
+    if SNPSE is None or SNPSE is False:
+        varse2 = 0.0005 ** 2
+    else:
+        if not (isinstance(SNPSE, (int, float)) and SNPSE > 0):
+            raise InputError(f"SNPSE must be a positive number, got {SNPSE!r}")
+        varse2 = float(SNPSE) ** 2
+    tol = 0.0 if toler in (None, False) else float(toler)
+    I = np.array(cs.I, dtype=np.float64, copy=True)
+    d = np.diag(I).copy()
+    d[d <= 1.0] = 1.0
+    np.fill_diagonal(I, d)
+    return cs, gc, varse2, tol, I
+
+
+def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP, smooth_check,
+               SNPSE, TWAS, toler, sub, long, ml_se="R") -> _Plan:
+    cs, gc, varse2, tol, I = _common_setup(covstruc, GC, SNPSE, toler, estimation)
+    traits = list(cs.trait_names)
+    pred = "Gene" if TWAS else "SNP"
+    text = _model_text(model)
+    ml = estimation == "ML"
+    S_LD = np.array(cs.S, dtype=np.float64)
+    V_LD = np.array(cs.V, dtype=np.float64)
+    pt_full = lavaanify(text, std_lv=std_lv)
+    if not any(r.op == "~" and r.rhs == pred for r in pt_full.rows) and not any(
+            r.op == "~" and r.lhs == pred for r in pt_full.rows):
+        raise ModelError(f"the model has no '~ {pred}' regression: nothing to estimate per SNP")
+    bad = [v for v in pt_full.ov if v != pred and v not in traits]
+    if bad:
+        raise ModelError(f"model variables {bad} are not traits of the covstruc {traits} "
+                         f"(nor latent variables, nor {pred})", column=bad[0])
+    if fix_measurement:
+        if not _is_pd(S_LD):
+            log.warning("S_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
+            S_LD = _near_pd(S_LD)
+        if not _is_pd(V_LD):
+            log.warning("V_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
+            V_LD = _near_pd(V_LD)
+        lines = [ln for ln in re.split(r"\n", text) if pred not in ln and ":=" not in ln]
+        pt0, est0 = _fit_baseline("\n".join(lines), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+        rows = []
+        for r in pt0.rows:
+            rr = ParRow(**r.__dict__)
+            rr.value = est0[(r.lhs, r.op, r.rhs)]
+            rr.free = bool(r.free and r.op == "~~" and r.lhs == r.rhs)
+            rr.label = "" if not rr.free else rr.label
+            rows.append(rr)
+        for r in pt_full.rows:
+            if r.lhs == pred or r.rhs == pred:
+                rows.append(ParRow(**r.__dict__))
+        pt = ParTable(rows, pt_full.lv, pt_full.ov)
+        npar = number_parameters(pt)
+        cm = compile_ram(pt, traits, snp_name=pred)
+        th = _start_values(pt, S_LD, traits, npar)
+        starts = th[None, :]
+    else:
+        pt = pt_full
+        npar = number_parameters(pt)
+        cm = compile_ram(pt, traits, snp_name=pred)
+        lines = [ln for ln in re.split(r"\n", text) if pred not in ln and ":=" not in ln]
+        base = None
+        try:
+            _, base = _fit_baseline("\n".join(lines), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+        except Exception as exc:  # noqa: BLE001 - starts only: fall back to lavaan-like defaults
+            log.info("no baseline starts (%s); using default start values", exc)
+        th = _start_values(pt, S_LD, traits, npar, baseline=base)
+        starts = _sign_starts(pt, th)
+    snpvar = [r.par for r in pt.rows if r.op == "~~" and r.lhs == pred and r.rhs == pred and r.par >= 0]
+    arrays = cm.arrays()
+    if ml and ml_se == "R":
+        arrays["vidx_meat"] = _r_ml_meat(cm, pt_full.ov, pred, traits)
+    stage = _Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
+    # output rows
+    if long:
+        sel = [r for r in pt.rows]
+    elif sub:
+        subs = [sub] if isinstance(sub, str) else list(sub)
+        subs = [s.replace(" ", "") for s in subs]
+        sel = [r for s in subs for r in pt.rows if f"{r.lhs}{r.op}{r.rhs}" == s]
+        found = {f"{r.lhs}{r.op}{r.rhs}" for r in sel}
+        miss = [s for s in subs if s not in found]
+        if miss:
+            raise ModelError(f"sub= names parameters not in the model: {miss}")
+    else:
+        sel = [r for r in pt.rows if r.par >= 0 and ((r.op == "~" and r.rhs == pred) or
+                                                       (r.op == "~" and r.lhs == pred))]
+        if not sel:
+            raise ModelError(f"the model has no free '~ {pred}' parameter to report")
+    out_rows = [(r.lhs, r.op, r.rhs, r.par, float(r.value) if r.par < 0 else np.nan) for r in sel]
+    # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
+    q_ptr = q_obs = q_trait = None
+    q_rows: dict[int, int] = {}
+    q_df: list[int] = []
+    if Q_SNP:
+        snp_lines = [ln.replace(" ", "") for ln in text.split("\n") if pred in ln]
+        heads = {re.sub(r"~.*", "", ln) for ln in snp_lines}
+        lvq = [v for v in pt.lv if v in heads]
+        ptr, obs_i, tr_i = [0], [], []
+        obs_names = cm.var_names[:cm.p]
+        for g, f in enumerate(lvq):
+            ind = [r.rhs for r in pt.rows if r.op == "=~" and r.lhs == f]
+            if ind and ind[0] in traits:
+                for x in ind:
+                    obs_i.append(obs_names.index(x))
+                    tr_i.append(traits.index(x))
+            ptr.append(len(obs_i))
+            q_df.append(len(ind) - 1)
+            for j, (lhs, op, rhs, _, _) in enumerate(out_rows):
+                if lhs == f and op == "~" and rhs == pred:
+                    q_rows[j] = g
+        q_ptr = np.array(ptr, np.int64)
+        q_obs = np.array(obs_i, np.int64)
+        q_trait = np.array(tr_i, np.int64)
+    nmom = len(cm.ma)
+    return _Plan(
+        kind="user", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="", twas=TWAS,
+        pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
+        v_pd_known=_is_pd(V_LD) and _v_snp_pd_constant(I, gc), ml=ml, toler=tol,
+        smooth_check=smooth_check, stage1=stage, stage2=None, out_rows=out_rows, q_ptr=q_ptr,
+        q_obs=q_obs, q_trait=q_trait, q_rows=q_rows, q_df=q_df, df=nmom - npar, npar=npar,
+    )
+
+
+def _r_ml_meat(cm: CompiledModel, ov_order: list[str], pred: str, traits: list[str]) -> np.ndarray:
+    """vech(V_full) positions that R's ML sandwich multiplies with each model moment.
+
+    R reorders V_full for the variable order of a DWLS fit of the model (the SNP first) but
+    lavaan's ML fit lists the SNP last, so R's ML "meat" pairs moment (a, b) of the ML model with
+    the V_full entries of the variables at the same positions in the DWLS order (reproduces the
+    R fixtures; ``ml_se="aligned"`` uses the consistent sandwich instead)."""
+    obs_names = cm.var_names[:cm.p]
+    tr = [v for v in ov_order if v != pred and v in obs_names]
+    o_ml = tr + [pred]
+    o_dwls = [pred] + tr
+    K1 = len(traits) + 1
+    sidx = {v: (0 if v == pred else 1 + traits.index(v)) for v in obs_names}
+    perm = [sidx[o_dwls[o_ml.index(v)]] for v in obs_names]
+    return np.array([vech_index(perm[a], perm[b], K1) for a, b in zip(cm.ma, cm.mb)], np.int64)
+
+
+def commonfactor_model(traits: Sequence[str], pred: str = "SNP") -> str:
+    """The model R's commonfactorGWAS writes: F1 =~ all traits, F1 ~ SNP, trait ~ 0*SNP."""
+    lines = ["F1 =~ " + " + ".join(traits), f"F1 ~ {pred}"]
+    lines += [f"{t} ~ 0*{pred}" for t in traits]
+    return "\n".join(lines)
+
+
+def _plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler,
+                       ml_se="R") -> _Plan:
+    cs, gc, varse2, tol, I = _common_setup(covstruc, GC, SNPSE, toler, estimation)
+    traits = list(cs.trait_names)
+    pred = "Gene" if TWAS else "SNP"
+    ml = estimation == "ML"
+    S_LD = np.array(cs.S, dtype=np.float64)
+    V_LD = np.array(cs.V, dtype=np.float64)
+    text = commonfactor_model(traits, pred)
+    pt = lavaanify(text)
+    npar = number_parameters(pt)
+    cm = compile_ram(pt, traits, snp_name=pred)
+    base = None
+    try:
+        _, base = _fit_baseline("F1 =~ " + " + ".join(traits), S_LD, V_LD, traits, std_lv=False, ml=ml)
+    except Exception as exc:  # noqa: BLE001 - starts only
+        log.info("no baseline starts (%s); using default start values", exc)
+    th = _start_values(pt, S_LD, traits, npar, baseline=base)
+    # lavaan's start for residual variances / factor variance (not the baseline's Heywood values)
+    for r in pt.rows:
+        if r.par >= 0 and r.op == "~~" and r.lhs == r.rhs:
+            th[r.par] = 0.5 * S_LD[traits.index(r.lhs), traits.index(r.lhs)] if r.lhs in traits else 0.05
+    starts = _sign_starts(pt, th)
+    snpvar = [r.par for r in pt.rows if r.op == "~~" and r.lhs == pred and r.rhs == pred][0]
+    arrays = cm.arrays()
+    if ml and ml_se == "R":
+        arrays["vidx_meat"] = _r_ml_meat(cm, pt.ov, pred, traits)
+    stage1 = _Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar)
+    # stage 2 (Q): direct effects free (new parameters), residual variances free, rest fixed
+    rows = []
+    dq = []
+    nq = npar
+    for r in pt.rows:
+        rr = ParRow(**r.__dict__)
+        if r.op == "~" and r.rhs == pred and r.lhs in traits:
+            rr.par = nq
+            dq.append(nq)
+            nq += 1
+        rows.append(rr)
+    rv = [r.par for r in pt.rows if r.op == "~~" and r.lhs == r.rhs and r.lhs in traits]
+    ptq = ParTable(rows, pt.lv, pt.ov)
+    cmq = compile_ram(ptq, traits, snp_name=pred)
+    arrays_q = cmq.arrays()
+    if ml and ml_se == "R":
+        arrays_q["vidx_meat"] = _r_ml_meat(cmq, pt.ov, pred, traits)
+    stage2 = _Stage(arrays_q, np.array(dq + rv, np.int64), np.zeros((1, nq)), -1,
+                    np.arange(len(dq), dtype=np.int64))
+    bpar = [r.par for r in pt.rows if r.op == "~" and r.lhs == "F1" and r.rhs == pred][0]
+    return _Plan(
+        kind="commonfactor", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="",
+        twas=TWAS, pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
+        v_pd_known=_is_pd(V_LD) and _v_snp_pd_constant(I, gc), ml=ml, toler=tol,
+        smooth_check=smooth_check, stage1=stage1, stage2=stage2,
+        out_rows=[("F1", "~", pred, bpar, np.nan)], q_ptr=None, q_obs=None, q_trait=None, q_rows={},
+        q_df=[], df=len(cm.ma) - npar, npar=npar, est_row=bpar,
+    )
+
+
+# ==============================================================================================
+# per-batch computation
+# ==============================================================================================
+def _run_stage(plan: _Plan, stage: _Stage, beta, se, var, theta0=None, q=False, max_iter=None):
+    from polgen.kernels.gwas import ST_OK, gwas_batch
+
+    starts = stage.starts if theta0 is None else None
+    common = dict(ml=plan.ml, ml_wmode=plan.ml_wmode, toler=plan.toler,
+                  smooth_check=plan.smooth_check,
+                  q_ptr=plan.q_ptr if q else None, q_obs=plan.q_obs if q else None,
+                  q_trait=plan.q_trait if q else None, wald_idx=stage.wald_idx)
+    if max_iter is not None:
+        common["max_iter"] = max_iter
+    if starts is None:
+        return gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
+                          plan.v_pd_known, stage.model, stage.fidx, theta0, stage.snpvar_par, **common)
+    best = None
+    for s in range(starts.shape[0]):
+        res = gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
+                         plan.v_pd_known, stage.model, stage.fidx, starts[s:s + 1], stage.snpvar_par,
+                         **common)
+        if best is None:
+            best = res
+            continue
+        ok_new = res["status"] == ST_OK
+        ok_old = best["status"] == ST_OK
+        better = ok_new & (~ok_old | (res["fmin"] < best["fmin"] - 1e-10 * np.abs(best["fmin"])))
+        if better.any():
+            for key, arr in res.items():
+                best[key][better] = arr[better]
+    return best
+
+
+def _extract(plan: _Plan, df: pl.DataFrame):
+    n = df.height
+    k = len(plan.traits)
+    beta = np.empty((n, k))
+    se = np.empty((n, k))
+    for j, (b, s) in enumerate(zip(plan.beta_cols, plan.se_cols)):
+        beta[:, j] = df.get_column(b).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        se[:, j] = df.get_column(s).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    x = df.get_column(plan.var_col).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    var = x.copy() if plan.twas else 2.0 * x * (1.0 - x)
+    return beta, se, var
+
+
+def _pvals(z: np.ndarray):
+    from scipy.special import log_ndtr
+
+    az = np.abs(z)
+    lp = np.log(2.0) + log_ndtr(-az)          # log p
+    p = np.exp(lp)
+    return p, -lp / np.log(10.0)
+
+
+def _chi2_sf(x, df):
+    from scipy.stats import chi2
+
+    x = np.asarray(x, dtype=np.float64)
+    if np.isscalar(df) or np.ndim(df) == 0:
+        if df is None or df <= 0:
+            return np.full(x.shape, np.nan)
+    return chi2.sf(x, df)
+
+
+def _warnings(status: np.ndarray, flags: np.ndarray) -> list[str]:
+    from polgen.kernels.gwas import FLAG_S_SMOOTHED, FLAG_V_SMOOTHED, STATUS_REASONS
+
+    out = []
+    for st, fl in zip(status.tolist(), flags.tolist()):
+        parts = []
+        if st:
+            parts.append(STATUS_REASONS.get(st, f"status {st}"))
+        if fl & FLAG_S_SMOOTHED:
+            parts.append("S_full smoothed to nearPD")
+        if fl & FLAG_V_SMOOTHED:
+            parts.append("V_full smoothed to nearPD")
+        out.append("; ".join(parts))
+    return out
+
+
+def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
+    from polgen.kernels.gwas import ST_OK
+
+    beta, se, var = _extract(plan, df)
+    n = df.height
+    res = _run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
+    ok = res["status"] == ST_OK
+    ids = df.select(plan.id_cols)
+    warn = _warnings(res["status"], res["flags"])
+    if plan.kind == "commonfactor":
+        theta0 = np.zeros((n, plan.stage2.starts.shape[1]))
+        theta0[:, :plan.npar] = np.nan_to_num(res["est"])
+        res2 = _run_stage(plan, plan.stage2, beta, se, var, theta0=theta0)
+        est = np.where(ok, res["est"][:, plan.est_row], np.nan)
+        sev = np.where(ok, res["se"][:, plan.est_row], np.nan)
+        z = est / sev
+        p, l10 = _pvals(z)
+        Q = np.where(ok & (res2["status"] == ST_OK), res2["wald"], np.nan)
+        cols = {
+            "lhs": pl.Series(["F1"] * n, dtype=pl.String), "op": pl.Series(["~"] * n, dtype=pl.String),
+            "rhs": pl.Series([plan.pred] * n, dtype=pl.String),
+            "est": est, "se": sev, "z": z, "p": p, "log10p": l10,
+            "Q": Q, "Q_df": np.full(n, len(plan.traits) - 1, np.int64),
+            "Q_p": _chi2_sf(Q, len(plan.traits) - 1),
+        }
+        if plan.smooth_check:
+            cols["Z_smooth"] = res["zsmooth"]
+        cols["converged"] = ok
+        cols["warning"] = pl.Series(warn, dtype=pl.String)
+        return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
+    nr = len(plan.out_rows)
+    est = np.empty((n, nr))
+    sev = np.empty((n, nr))
+    for j, (_, _, _, par, val) in enumerate(plan.out_rows):
+        if par >= 0:
+            est[:, j] = res["est"][:, par]
+            sev[:, j] = res["se"][:, par]
+        else:
+            est[:, j] = val
+            sev[:, j] = np.nan
+    est[~ok] = np.nan
+    sev[~ok] = np.nan
+    est = est.reshape(-1)
+    sev = sev.reshape(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = est / sev
+    p, l10 = _pvals(z)
+    chisq = np.where(ok, res["chisq"], np.nan)
+    rep = lambda a: np.repeat(a, nr)  # noqa: E731
+    cols = {
+        "lhs": pl.Series([r[0] for r in plan.out_rows] * n, dtype=pl.String),
+        "op": pl.Series([r[1] for r in plan.out_rows] * n, dtype=pl.String),
+        "rhs": pl.Series([r[2] for r in plan.out_rows] * n, dtype=pl.String),
+        "est": est, "se": sev, "z": z, "p": p, "log10p": l10,
+        "chisq": rep(chisq), "chisq_df": np.full(n * nr, plan.df, np.int64),
+        "chisq_p": rep(_chi2_sf(chisq, plan.df) if plan.df > 0 else np.full(n, np.nan)),
+        "AIC": rep(chisq + 2.0 * plan.npar),
+    }
+    if plan.q_ptr is not None:
+        qv = np.full((n, nr), np.nan)
+        qd = np.full(nr, -1, np.int64)
+        for j, g in plan.q_rows.items():
+            qv[:, j] = np.where(ok, res["qsnp"][:, g], np.nan)
+            qd[j] = plan.q_df[g]
+        qv = qv.reshape(-1)
+        qdf = np.tile(qd, n)
+        qp = np.full(n * nr, np.nan)
+        m = qdf > 0
+        if m.any():
+            qp[m] = _chi2_sf(qv[m], qdf[m])
+        cols["Q_SNP"] = qv
+        cols["Q_SNP_df"] = pl.Series(np.where(qdf >= 0, qdf, 0), dtype=pl.Int64).set(
+            pl.Series(qdf < 0), None) if (qdf < 0).any() else qdf
+        cols["Q_SNP_p"] = qp
+    if plan.smooth_check:
+        cols["Z_smooth"] = rep(res["zsmooth"])
+    cols["converged"] = rep(ok)
+    cols["warning"] = pl.Series(warn, dtype=pl.String).gather(np.repeat(np.arange(n), nr))
+    idx = np.repeat(np.arange(n), nr)
+    return pl.concat([ids[idx], pl.DataFrame(cols)], how="horizontal")
+
+
+# ==============================================================================================
+# sources, tasks, driver
+# ==============================================================================================
+@dataclass
+class _Task:
+    plan: _Plan
+    source: Any              # str path/glob | pl.LazyFrame | pl.DataFrame (the slice itself)
+    offset: int
+    length: int
+    label: str = ""
+
+
+def _load(task: _Task) -> pl.DataFrame:
+    src = task.source
+    if isinstance(src, pl.DataFrame):
+        return src
+    if isinstance(src, str):
+        lf = pl.scan_parquet(src)
+    else:
+        lf = src
+    return lf.slice(task.offset, task.length).collect()
+
+
+def _gwas_task(task: _Task) -> pl.DataFrame:
+    """Module-level batch function (picklable for process / Dask executors)."""
+    return _compute_batch(task.plan, _load(task))
+
+
+def _source(snps) -> tuple[Any, dict, int]:
+    """(source for tasks, schema, number of rows) without materialising a lazy / file input."""
+    if isinstance(snps, (str, os.PathLike)):
+        path = os.fspath(snps)
+        if os.path.isdir(path):
+            path = os.path.join(path, "*.parquet")
+        try:
+            lf = pl.scan_parquet(path)
+            schema = dict(lf.collect_schema())
+            n = int(lf.select(pl.len()).collect().item())
+        except Exception as exc:  # noqa: BLE001 - polars raises several kinds
+            raise InputError(f"cannot read sumstats parquet: {exc}", path=path) from exc
+        return path, schema, n
+    if isinstance(snps, pl.LazyFrame):
+        schema = dict(snps.collect_schema())
+        n = int(snps.select(pl.len()).collect().item())
+        return snps, schema, n
+    if isinstance(snps, pl.DataFrame):
+        return snps, dict(snps.schema), snps.height
+    try:
+        df = pl.DataFrame(snps)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"snps must be a polars frame, a parquet path or a table, got "
+                         f"{type(snps).__name__}") from exc
+    return df, dict(df.schema), df.height
+
+
+def _run(plan: _Plan, snps, *, batch_size, out, resume, overwrite, executor, progress, params,
+         description):
+    src, schema, n = _source(snps)
+    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = _resolve_columns(schema, plan.traits, plan.twas)
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    tasks = []
+    for b, off in enumerate(range(0, n, batch_size)):
+        ln = min(batch_size, n - off)
+        s = src.slice(off, ln) if isinstance(src, pl.DataFrame) else src
+        tasks.append(_Task(plan, s, off, ln, f"{description} rows {off}-{off + ln - 1}"))
+    if out is not None:
+        from polgen.engine import run_to_sink
+
+        sink = run_to_sink(_gwas_task, tasks, out, params, resume=resume, overwrite=overwrite,
+                           executor=executor, progress=progress, description=description,
+                           metadata={"polgen.method": f"gsem.{plan.kind}_gwas"})
+        return sink.scan()
+    from polgen.engine import run_tasks
+
+    parts = list(run_tasks(_gwas_task, tasks, executor=executor, progress=progress,
+                           description=description))
+    if not parts:
+        return _compute_batch(plan, pl.DataFrame(schema=schema))
+    return pl.concat(parts, how="vertical")
+
+
+def _params(kind, covstruc, **kw) -> dict:
+    cs = _as_covstruc(covstruc)
+    out = {"method": f"gsem.{kind}_gwas", "traits": list(cs.trait_names),
+           "S": cs.S.tolist(), "V": cs.V.tolist(), "I": cs.I.tolist()}
+    out.update({k: v for k, v in kw.items()})
+    return out
+
+
+def user_gwas(
+    snps,
+    covstruc,
+    model: str,
+    *,
+    estimation: str = "DWLS",
+    GC: str = "standard",
+    fix_measurement: bool = True,
+    std_lv: bool = False,
+    Q_SNP: bool = False,
+    smooth_check: bool = False,
+    SNPSE: float | None = None,
+    TWAS: bool = False,
+    toler: float | None = None,
+    sub: str | Sequence[str] | None = None,
+    long: bool = False,
+    batch_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor=None,
+    progress: bool | None = None,
+) -> pl.DataFrame | pl.LazyFrame:
+    """Multivariate GWAS with a user-specified Genomic SEM model (R ``userGWAS``).
+
+    ``snps``: the output of ``sumstats()`` as a LazyFrame, DataFrame or parquet path/glob with
+    ``SNP, CHR, BP, MAF, A1, A2, beta.<trait>, se.<trait>`` (``Gene, Panel, HSQ`` with
+    ``TWAS=True``).  ``covstruc``: LDSC output (:class:`~polgen.gsem.covstruc.CovStruc`, mapping or
+    path).  ``model``: lavaan syntax (text or a file) with at least one ``~ SNP`` regression.
+
+    Returns one row per SNP and reported parameter (``F1 ~ SNP`` ...; ``sub=["F1~SNP"]`` picks
+    parameters, ``long=True`` gives every parameter of the model) with ``est, se, z, p, log10p,
+    chisq, chisq_df, chisq_p, AIC``, ``Q_SNP, Q_SNP_df, Q_SNP_p`` (``Q_SNP=True``), ``Z_smooth``
+    (``smooth_check=True``), ``converged`` and ``warning``.  With ``out=`` the rows are written in
+    batches of ``batch_size`` SNPs to a resumable parquet directory and a LazyFrame over it is
+    returned; otherwise a DataFrame.
+    """
+    if toler is not None and toler is not False and not (isinstance(toler, (int, float)) and toler >= 0):
+        raise InputError(f"toler must be a non-negative number, got {toler!r}")
+    src_schema = None
+    plan = _plan_user(src_schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP,
+                      smooth_check, SNPSE, TWAS, toler, sub, long)
+    params = _params("user", covstruc, model=_model_text(model), estimation=estimation, GC=GC,
+                     fix_measurement=fix_measurement, std_lv=std_lv, Q_SNP=Q_SNP,
+                     smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler, sub=sub,
+                     long=long, batch_size=batch_size or DEFAULT_BATCH)
+    return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
+                executor=executor, progress=progress, params=params, description="user_gwas")
+
+
+def commonfactor_gwas(
+    snps,
+    covstruc,
+    *,
+    estimation: str = "DWLS",
+    GC: str = "standard",
+    smooth_check: bool = False,
+    SNPSE: float | None = None,
+    TWAS: bool = False,
+    toler: float | None = None,
+    batch_size: int | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor=None,
+    progress: bool | None = None,
+) -> pl.DataFrame | pl.LazyFrame:
+    """Common-factor GWAS (R ``commonfactorGWAS``): ``F1 =~ traits`` (first loading 1),
+    ``F1 ~ SNP``, ``trait ~ 0*SNP``; one row per SNP with ``est, se`` (sandwich SE of
+    ``F1 ~ SNP``), ``z, p, log10p``, ``Q, Q_df = k - 1, Q_p`` (heterogeneity: the direct SNP
+    effects freed), ``Z_smooth`` with ``smooth_check``, ``converged``, ``warning``."""
+    plan = _plan_commonfactor(None, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler)
+    params = _params("commonfactor", covstruc, estimation=estimation, GC=GC,
+                     smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler,
+                     batch_size=batch_size or DEFAULT_BATCH)
+    return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
+                executor=executor, progress=progress, params=params, description="commonfactor_gwas")

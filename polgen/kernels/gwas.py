@@ -1,0 +1,924 @@
+"""numba kernels for Genomic SEM GWAS (per-SNP construction and batched per-SNP SEM fits).
+
+Everything here takes contiguous float64 / int64 numpy arrays and knows nothing of Polars,
+files or model syntax.  The model arrives *compiled* (see :mod:`polgen.gsem.gwas`) in RAM form:
+``Sigma_all = B S B'`` with ``B = (I - A)^-1`` over observed (first ``p``, the SNP at index 0) and
+latent variables; every parameter entry says which matrix (0 = A, 1 = S), which cell, and which
+parameter (or ``-1`` and a fixed value).
+
+Per SNP the kernel reproduces R GenomicSEM (userGWAS / commonfactorGWAS):
+
+* ``V_SNP`` for GC = standard / conserv / none, ``S_full = [[v, v b'], [v b, S_LD]]``,
+  ``V_full = blockdiag(varSNPSE^2, V_SNP, V_LD)``, ``Matrix::nearPD`` smoothing of either when
+  not positive definite, ``Z_smooth`` as ``smooth_check`` reports it;
+* the fit: DWLS (weights ``1 / diag(V_full)``) or ML, by Levenberg-Marquardt damped
+  Gauss-Newton / Fisher scoring with an analytic Jacobian, from per-SNP start values;
+* sandwich SEs ``bread (W D)' V_full (W D) bread`` with ``bread = (D' W D)^-1``;
+* ``Q = eta' V_full^-1 eta`` with ``eta = vech(S_full - Sigma)``; ``Q_SNP`` per factor;
+  optionally a Wald statistic over a subset of parameters (commonfactorGWAS's Q).
+
+Work arrays are allocated once per thread chunk, never per SNP (except the rare nearPD path).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_FM = {"reassoc", "contract", "arcp"}
+
+GC_STANDARD = 0
+GC_CONSERV = 1
+GC_NONE = 2
+
+# status codes of a per-SNP fit
+ST_OK = 0
+ST_BAD_VAR = 1        # MAF (or HSQ) gives a SNP variance that is not finite and > 0
+ST_BAD_BETA = 2       # a beta is NaN / infinite
+ST_BAD_SE = 3         # an SE is NaN / infinite / <= 0
+ST_NOCONV = 4         # the optimiser did not converge
+ST_SINGULAR = 5       # information matrix singular: SEs not computable
+ST_NEARPD_FAIL = 6    # nearPD smoothing failed
+ST_NONFINITE = 7      # non-finite implied covariance / objective
+ST_ML_NOTPD = 8       # ML: implied covariance not positive definite at the start
+
+STATUS_REASONS = {
+    ST_OK: "",
+    ST_BAD_VAR: "SNP variance 2*MAF*(1-MAF) is not > 0 (MAF 0, 1 or missing)",
+    ST_BAD_BETA: "beta is missing or not finite",
+    ST_BAD_SE: "SE is missing, not finite or <= 0",
+    ST_NOCONV: "the optimiser did not converge",
+    ST_SINGULAR: "information matrix is singular: standard errors not computable",
+    ST_NEARPD_FAIL: "nearPD smoothing failed",
+    ST_NONFINITE: "implied covariance or objective not finite",
+    ST_ML_NOTPD: "ML: model-implied covariance matrix not positive definite",
+}
+
+FLAG_S_SMOOTHED = 1
+FLAG_V_SMOOTHED = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# small dense linear algebra (no allocation)
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _chol(a, n, tol):
+    """In-place lower Cholesky of the leading n x n block of ``a``; False if not PD."""
+    for j in range(n):
+        s = a[j, j]
+        for k in range(j):
+            s -= a[j, k] * a[j, k]
+        if not (s > tol):
+            return False
+        d = np.sqrt(s)
+        a[j, j] = d
+        for i in range(j + 1, n):
+            t = a[i, j]
+            for k in range(j):
+                t -= a[i, k] * a[j, k]
+            a[i, j] = t / d
+    return True
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _chol_solve(L, n, b):
+    """Solve (L L') x = b in place on ``b`` (length n)."""
+    for i in range(n):
+        t = b[i]
+        for k in range(i):
+            t -= L[i, k] * b[k]
+        b[i] = t / L[i, i]
+    for i in range(n - 1, -1, -1):
+        t = b[i]
+        for k in range(i + 1, n):
+            t -= L[k, i] * b[k]
+        b[i] = t / L[i, i]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _chol_quad(L, n, b, tmp):
+    """b' (L L')^-1 b using a forward solve into ``tmp``."""
+    q = 0.0
+    for i in range(n):
+        t = b[i]
+        for k in range(i):
+            t -= L[i, k] * tmp[k]
+        tmp[i] = t / L[i, i]
+        q += tmp[i] * tmp[i]
+    return q
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _chol_inverse(L, n, out, col):
+    """out = (L L')^-1 (n x n) using the unit-vector solves."""
+    for j in range(n):
+        for i in range(n):
+            col[i] = 0.0
+        col[j] = 1.0
+        _chol_solve(L, n, col)
+        for i in range(n):
+            out[i, j] = col[i]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _inv_gj(a, n, out):
+    """out = a^-1 by Gauss-Jordan with partial pivoting; destroys ``a``; False when singular."""
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 1.0 if i == j else 0.0
+    for c in range(n):
+        piv = c
+        best = abs(a[c, c])
+        for r in range(c + 1, n):
+            if abs(a[r, c]) > best:
+                best = abs(a[r, c])
+                piv = r
+        if not (best > 1e-300):
+            return False
+        if piv != c:
+            for j in range(n):
+                t = a[c, j]
+                a[c, j] = a[piv, j]
+                a[piv, j] = t
+                t = out[c, j]
+                out[c, j] = out[piv, j]
+                out[piv, j] = t
+        d = 1.0 / a[c, c]
+        for j in range(n):
+            a[c, j] *= d
+            out[c, j] *= d
+        for r in range(n):
+            if r != c:
+                f = a[r, c]
+                if f != 0.0:
+                    for j in range(n):
+                        a[r, j] -= f * a[c, j]
+                        out[r, j] -= f * out[c, j]
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Matrix::nearPD (corr=FALSE, keepDiag=FALSE, do2eigen=TRUE, doDykstra=TRUE, eig.tol=1e-6,
+# conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I")
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True)
+def near_pd(x, out):
+    """Nearest positive definite matrix of symmetric ``x`` as R ``Matrix::nearPD`` (defaults).
+
+    Writes the result into ``out``; returns False when the matrix seems negative semidefinite.
+    Allocates (eigendecompositions): only used on the rare SNPs that need smoothing.
+    """
+    n = x.shape[0]
+    X = x.copy()
+    DS = np.zeros((n, n))
+    R = np.empty((n, n))
+    converged = False
+    it = 0
+    while it < 100 and not converged:
+        Y = X.copy()
+        for i in range(n):
+            for j in range(n):
+                R[i, j] = Y[i, j] - DS[i, j]
+        d, Q = np.linalg.eigh(R)
+        # R's eigen returns decreasing values: d[1] is the largest
+        dmax = d[n - 1]
+        thr = 1e-6 * dmax
+        anyp = False
+        for i in range(n):
+            if d[i] > thr:
+                anyp = True
+        if not anyp:
+            return False
+        for i in range(n):
+            for j in range(n):
+                s = 0.0
+                for k in range(n):
+                    if d[k] > thr:
+                        s += Q[i, k] * d[k] * Q[j, k]
+                X[i, j] = s
+        for i in range(n):
+            for j in range(n):
+                DS[i, j] = X[i, j] - R[i, j]
+        # conv = norm(Y - X, "I") / norm(Y, "I")
+        num = 0.0
+        den = 0.0
+        for i in range(n):
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(n):
+                s1 += abs(Y[i, j] - X[i, j])
+                s2 += abs(Y[i, j])
+            if s1 > num:
+                num = s1
+            if s2 > den:
+                den = s2
+        conv = num / den
+        it += 1
+        converged = conv <= 1e-7
+    d, Q = np.linalg.eigh(X)
+    Eps = 1e-8 * abs(d[n - 1])
+    if d[0] < Eps:
+        for i in range(n):
+            if d[i] < Eps:
+                d[i] = Eps
+        odiag = np.empty(n)
+        for i in range(n):
+            odiag[i] = X[i, i]
+        for i in range(n):
+            for j in range(n):
+                s = 0.0
+                for k in range(n):
+                    s += Q[i, k] * d[k] * Q[j, k]
+                X[i, j] = s
+        D = np.empty(n)
+        for i in range(n):
+            D[i] = np.sqrt(max(Eps, odiag[i]) / X[i, i])
+        for i in range(n):
+            for j in range(n):
+                X[i, j] = D[i] * X[i, j] * D[j]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = X[i, j]
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# per-SNP construction (R: .get_V_SNP, .get_S_Full, .get_V_full, .get_Z_pre)
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def v_snp_into(se, I, var, gc, out):
+    """V_SNP (k x k) for one SNP: GWAS SEs scaled by the LDSC intercepts and the SNP variance."""
+    k = se.shape[0]
+    v2 = var * var
+    for x in range(k):
+        for y in range(k):
+            if x == y:
+                if gc == GC_CONSERV:
+                    t = se[x] * I[x, x] * var
+                elif gc == GC_STANDARD:
+                    t = se[x] * np.sqrt(I[x, x]) * var
+                else:
+                    t = se[x] * var
+                out[x, x] = t * t
+            else:
+                if gc == GC_CONSERV:
+                    out[x, y] = se[y] * se[x] * I[x, y] * I[x, x] * I[y, y] * v2
+                elif gc == GC_STANDARD:
+                    out[x, y] = se[y] * se[x] * I[x, y] * np.sqrt(I[x, x]) * np.sqrt(I[y, y]) * v2
+                else:
+                    out[x, y] = se[y] * se[x] * I[x, y] * v2
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def s_full_into(S_LD, beta, var, out):
+    """S_full ((k+1) x (k+1)): SNP first, SNP-trait covariances v * beta, then S_LD."""
+    k = beta.shape[0]
+    out[0, 0] = var
+    for p in range(k):
+        out[p + 1, 0] = var * beta[p]
+        out[0, p + 1] = var * beta[p]
+        for q in range(k):
+            out[p + 1, q + 1] = S_LD[p, q]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def v_full_into(V_LD, V_SNP, varse2, out):
+    """V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) in vech(S_full) order."""
+    k = V_SNP.shape[0]
+    n = out.shape[0]
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.0
+    out[0, 0] = varse2
+    for i in range(k):
+        for j in range(k):
+            out[1 + i, 1 + j] = V_SNP[i, j]
+    m = V_LD.shape[0]
+    for i in range(m):
+        for j in range(m):
+            out[k + 1 + i, k + 1 + j] = V_LD[i, j]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def z_pre_into(beta, se, I, gc, out):
+    """Z statistics before smoothing, GC-corrected as R's .get_Z_pre."""
+    k = beta.shape[0]
+    for p in range(k):
+        if gc == GC_CONSERV:
+            out[p] = beta[p] / (se[p] * I[p, p])
+        elif gc == GC_STANDARD:
+            out[p] = beta[p] / (se[p] * np.sqrt(I[p, p]))
+        else:
+            out[p] = beta[p] / se[p]
+
+
+# ----------------------------------------------------------------------------------------------
+# model evaluation
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
+    """Fill A, S from theta; B = (I-A)^-1; C[:, :p] = B S B'[:, :p].  False if I-A singular."""
+    for i in range(nv):
+        for j in range(nv):
+            A[i, j] = 0.0
+            S[i, j] = 0.0
+    for e in range(ent_kind.shape[0]):
+        q = ent_par[e]
+        val = ent_val[e] if q < 0 else theta[q]
+        r = ent_r[e]
+        c = ent_c[e]
+        if ent_kind[e] == 0:
+            A[r, c] = val
+        else:
+            S[r, c] = val
+            S[c, r] = val
+    for i in range(nv):
+        for j in range(nv):
+            IA[i, j] = -A[i, j]
+        IA[i, i] += 1.0
+    if not _inv_gj(IA, nv, B):
+        return False
+    # T = S B'[:, :p]  (nv x p)
+    for i in range(nv):
+        for b in range(p):
+            s = 0.0
+            for j in range(nv):
+                s += S[i, j] * B[b, j]
+            T[i, b] = s
+    for a in range(nv):
+        for b in range(p):
+            s = 0.0
+            for j in range(nv):
+                s += B[a, j] * T[j, b]
+            C[a, b] = s
+    return True
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J):
+    """J[m, f] = d sigma_m / d theta_fidx[f] (analytic, RAM form)."""
+    nmom = ma.shape[0]
+    for f in range(nf):
+        q = fidx[f]
+        for m in range(nmom):
+            J[m, f] = 0.0
+        for t in range(par_ptr[q], par_ptr[q + 1]):
+            e = par_ent[t]
+            i = ent_r[e]
+            jj = ent_c[e]
+            if ent_kind[e] == 0:
+                for m in range(nmom):
+                    a = ma[m]
+                    b = mb[m]
+                    J[m, f] += B[a, i] * C[jj, b] + C[jj, a] * B[b, i]
+            else:
+                if i == jj:
+                    for m in range(nmom):
+                        J[m, f] += B[ma[m], i] * B[mb[m], i]
+                else:
+                    for m in range(nmom):
+                        a = ma[m]
+                        b = mb[m]
+                        J[m, f] += B[a, i] * B[b, jj] + B[a, jj] * B[b, i]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
+    """ML: F = log|Sigma| + tr(S Sigma^-1) - log|S| - p, Sinv = Sigma^-1.  Returns F (inf if not PD)."""
+    nmom = ma.shape[0]
+    for m in range(nmom):
+        a = ma[m]
+        b = mb[m]
+        Sig[a, b] = C[a, b]
+        Sig[b, a] = C[a, b]
+        Smat[a, b] = s_vec[m]
+        Smat[b, a] = s_vec[m]
+    if not _chol(Sig, p, 0.0):
+        return np.inf
+    logdet = 0.0
+    for i in range(p):
+        logdet += 2.0 * np.log(Sig[i, i])
+    _chol_inverse(Sig, p, Sinv, col)
+    tr = 0.0
+    for i in range(p):
+        for j in range(p):
+            tr += Smat[i, j] * Sinv[j, i]
+    return logdet + tr - ldS - p
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _ml_weight(Sinv, ma, mb, W):
+    """W = 0.5 D'(Sigma^-1 (x) Sigma^-1) D in vech space (lavaan's ML WLS.V)."""
+    nmom = ma.shape[0]
+    for u in range(nmom):
+        a = ma[u]
+        b = mb[u]
+        for v in range(u, nmom):
+            c = ma[v]
+            d = mb[v]
+            # 0.5 tr(Sinv E_ab Sinv E_cd) with E symmetric unit matrices
+            if a == b and c == d:
+                val = 0.5 * Sinv[a, c] * Sinv[a, c]
+            elif a == b:
+                val = Sinv[a, c] * Sinv[a, d]
+            elif c == d:
+                val = Sinv[a, c] * Sinv[b, c]
+            else:
+                val = Sinv[a, c] * Sinv[b, d] + Sinv[a, d] * Sinv[b, c]
+            W[u, v] = val
+            W[v, u] = val
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+               s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS):
+    if not _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
+        return np.inf
+    nmom = ma.shape[0]
+    f = 0.0
+    for m in range(nmom):
+        r = s_vec[m] - C[ma[m], mb[m]]
+        resid[m] = r
+        f += w[m] * r * r
+    if ml:
+        f = _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return np.inf
+    return f
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _damped_solve(H, nf, lam, rhs, HW):
+    """Solve (H + lam diag(H)) x = rhs in place on rhs (HW: nf x nf scratch)."""
+    for a in range(nf):
+        for b in range(nf):
+            HW[a, b] = H[a, b]
+        d = H[a, a]
+        HW[a, a] = d + lam * (d if d > 0 else 1.0)
+    if not _chol(HW, nf, 0.0):
+        return False
+    _chol_solve(HW, nf, rhs)
+    return True
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
+    """WJ = W J; H = J' W J; g = J' W resid (W = diag(w) for DWLS, Wm for ML)."""
+    if ml:
+        for m in range(nmom):
+            for fq in range(nf):
+                s = 0.0
+                for m2 in range(nmom):
+                    s += Wm[m, m2] * J[m2, fq]
+                WJ[m, fq] = s
+    else:
+        for m in range(nmom):
+            for fq in range(nf):
+                WJ[m, fq] = w[m] * J[m, fq]
+    for a in range(nf):
+        s = 0.0
+        for m in range(nmom):
+            s += WJ[m, a] * resid[m]
+        g[a] = s
+        for b in range(a, nf):
+            s = 0.0
+            for m in range(nmom):
+                s += WJ[m, a] * J[m, b]
+            H[a, b] = s
+            H[b, a] = s
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent,
+             nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
+             A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat, Wm, WJ):
+    """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
+
+    On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
+    Returns (status, iterations).
+    """
+    nmom = ma.shape[0]
+    npar = theta.shape[0]
+    f = _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+                   s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return (ST_ML_NOTPD if ml else ST_NONFINITE), 0
+    if nf == 0:
+        return ST_OK, 0
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+        if ml:
+            _ml_weight(Sinv, ma, mb, Wm)
+        _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+        gmax = 0.0
+        for a in range(nf):
+            if abs(g[a]) > gmax:
+                gmax = abs(g[a])
+        if gmax == 0.0:
+            return ST_OK, it
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            for a in range(nf):
+                delta[a] = g[a]
+            if not _damped_solve(H, nf, lam, delta, HW):
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            for q in range(npar):
+                th_new[q] = theta[q]
+            for a in range(nf):
+                th_new[fidx[a]] += delta[a]
+            fn = _objective(ml, th_new, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B,
+                            T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+            if fn <= f:
+                accepted = True
+                small = True
+                for a in range(nf):
+                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
+                        small = False
+                for q in range(npar):
+                    theta[q] = th_new[q]
+                fold = f
+                f = fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= 1e-16 * fold or fn == 0.0:
+                    return ST_OK, it
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            # no decrease possible along any damped direction: stationary point (to rounding)
+            _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T,
+                       C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+            return ST_OK, it
+    return ST_NOCONV, it
+
+
+# ----------------------------------------------------------------------------------------------
+# the batch kernel
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
+               nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+               par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
+               smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+               est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
+    k = beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    nmom = ma.shape[0]
+    nf = fidx.shape[0]
+    npar = theta0.shape[1]
+    n0 = theta0.shape[0]
+    ng = q_ptr.shape[0] - 1
+    nw = wald_idx.shape[0]
+    mx = max(max(p, nf), max(nmom, K1))
+    # ---- scratch, once per chunk
+    Sf = np.empty((K1, K1))
+    Vf = np.empty((Kst, Kst))
+    tmpK = np.empty((Kst, Kst))
+    VS = np.empty((k, k))
+    zpre = np.empty(k)
+    s_vec = np.empty(nmom)
+    w = np.empty(nmom)
+    Vsub = np.empty((nmom, nmom))
+    Vch = np.empty((nmom, nmom))
+    Vmeat = np.empty((nmom, nmom))
+    same_meat = True
+    for m in range(nmom):
+        if vidx_meat[m] != vidx[m]:
+            same_meat = False
+    A = np.empty((nv, nv))
+    S = np.empty((nv, nv))
+    IA = np.empty((nv, nv))
+    B = np.empty((nv, nv))
+    T = np.empty((nv, p))
+    C = np.empty((nv, p))
+    J = np.empty((nmom, max(nf, 1)))
+    WJ = np.empty((nmom, max(nf, 1)))
+    VL = np.empty((nmom, max(nf, 1)))
+    H = np.empty((max(nf, 1), max(nf, 1)))
+    HW = np.empty((max(nf, 1), max(nf, 1)))
+    Br = np.empty((max(nf, 1), max(nf, 1)))
+    M = np.empty((max(nf, 1), max(nf, 1)))
+    Om = np.empty((max(nf, 1), max(nf, 1)))
+    g = np.empty(max(nf, 1))
+    delta = np.empty(max(nf, 1))
+    theta = np.empty(npar)
+    th_new = np.empty(npar)
+    resid = np.empty(nmom)
+    Sig = np.empty((p, p))
+    Sinv = np.empty((p, p))
+    Smat = np.empty((p, p))
+    Wm = np.empty((nmom, nmom))
+    col = np.empty(mx)
+    tmpv = np.empty(mx)
+    qv = np.empty(max(k, nw, 1))
+    QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
+    for i in range(lo, hi):
+        for q in range(npar):
+            est[i, q] = np.nan
+            se_out[i, q] = np.nan
+        chisq[i] = np.nan
+        for gq in range(ng):
+            qsnp[i, gq] = np.nan
+        zsmooth[i] = np.nan
+        wald[i] = np.nan
+        fmin[i] = np.nan
+        flags[i] = 0
+        iters[i] = 0
+        v = var[i]
+        if not (np.isfinite(v) and v > 0.0):
+            status[i] = ST_BAD_VAR
+            continue
+        bad = 0
+        for t in range(k):
+            if not np.isfinite(beta[i, t]):
+                bad = ST_BAD_BETA
+        for t in range(k):
+            if not (np.isfinite(se[i, t]) and se[i, t] > 0.0):
+                bad = ST_BAD_SE
+        if bad != 0:
+            status[i] = bad
+            continue
+        # ---- construction
+        v_snp_into(se[i], I_LD, v, gc, VS)
+        v_full_into(V_LD, VS, varse2, Vf)
+        s_full_into(S_LD, beta[i], v, Sf)
+        fl = 0
+        for a in range(K1):
+            for b in range(K1):
+                tmpK[a, b] = Sf[a, b]
+        if not _chol(tmpK, K1, 0.0):
+            if not near_pd(Sf.copy(), Sf):
+                status[i] = ST_NEARPD_FAIL
+                continue
+            fl |= FLAG_S_SMOOTHED
+        if not v_pd_known:
+            for a in range(Kst):
+                for b in range(Kst):
+                    tmpK[a, b] = Vf[a, b]
+            if not _chol(tmpK, Kst, 0.0):
+                if not near_pd(Vf.copy(), Vf):
+                    status[i] = ST_NEARPD_FAIL
+                    continue
+                fl |= FLAG_V_SMOOTHED
+        flags[i] = fl
+        if smooth_check:
+            if fl != 0:
+                z_pre_into(beta[i], se[i], I_LD, gc, zpre)
+                zm = 0.0
+                for t in range(k):
+                    zt = Sf[t + 1, 0] / np.sqrt(Vf[t + 1, t + 1])
+                    dz = abs(zt - zpre[t])
+                    if dz > zm:
+                        zm = dz
+                zsmooth[i] = zm
+            else:
+                zsmooth[i] = 0.0
+        # ---- model moments
+        for m in range(nmom):
+            s_vec[m] = Sf[obs_map[ma[m]], obs_map[mb[m]]]
+            for m2 in range(nmom):
+                Vsub[m, m2] = Vf[vidx[m], vidx[m2]]
+            w[m] = 1.0 / Vsub[m, m]
+        r0 = i if n0 > 1 else 0
+        for q in range(npar):
+            theta[q] = theta0[r0, q]
+        if snpvar_par >= 0:
+            theta[snpvar_par] = Sf[0, 0]
+        ldS = 0.0
+        if ml:
+            for a in range(p):
+                for b in range(p):
+                    Smat[a, b] = Sf[obs_map[a], obs_map[b]]
+            if not _chol(Smat, p, 0.0):
+                status[i] = ST_NONFINITE
+                continue
+            for a in range(p):
+                ldS += 2.0 * np.log(Smat[a, a])
+        st, nit = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+                           par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
+                           A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col,
+                           Smat, Wm, WJ)
+        iters[i] = nit
+        for q in range(npar):
+            est[i, q] = theta[q]
+        if ml:
+            fmin[i] = _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA,
+                                 B, T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+        else:
+            fv = 0.0
+            for m in range(nmom):
+                fv += w[m] * resid[m] * resid[m]
+            fmin[i] = fv
+        if st != ST_OK:
+            status[i] = st
+            continue
+        # ---- chi-square: eta' V^-1 eta over the model moments
+        for a in range(nmom):
+            for b in range(nmom):
+                Vch[a, b] = Vsub[a, b]
+        if _chol(Vch, nmom, 0.0):
+            chisq[i] = _chol_quad(Vch, nmom, resid, tmpv)
+        # ---- Q_SNP per factor: eta = (S - Sigma)[SNP, indicators], V = V_SNP[ind, ind]
+        for gq in range(ng):
+            n_ind = q_ptr[gq + 1] - q_ptr[gq]
+            for a in range(n_ind):
+                ta = q_trait[q_ptr[gq] + a]
+                qv[a] = Sf[1 + ta, 0] - C[q_obs[q_ptr[gq] + a], 0]
+                for b in range(n_ind):
+                    QM[a, b] = VS[ta, q_trait[q_ptr[gq] + b]]
+            if _chol(QM, n_ind, 0.0):
+                qsnp[i, gq] = _chol_quad(QM, n_ind, qv, tmpv)
+        # ---- sandwich standard errors
+        if nf > 0:
+            _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+            if ml:
+                if ml_wmode == 1:
+                    for a in range(p):
+                        for b in range(p):
+                            Sig[a, b] = Sf[obs_map[a], obs_map[b]]
+                    _chol(Sig, p, 0.0)
+                    _chol_inverse(Sig, p, Sinv, col)
+                _ml_weight(Sinv, ma, mb, Wm)
+            _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+            for a in range(nf):
+                for b in range(nf):
+                    HW[a, b] = H[a, b]
+            if not _chol(HW, nf, toler):
+                status[i] = ST_SINGULAR
+                continue
+            _chol_inverse(HW, nf, Br, col)
+            # VL = Vsub WJ ; M = WJ' VL
+            if not same_meat:
+                for m in range(nmom):
+                    for m2 in range(nmom):
+                        Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
+            for m in range(nmom):
+                for fq in range(nf):
+                    s = 0.0
+                    if same_meat:
+                        for m2 in range(nmom):
+                            s += Vsub[m, m2] * WJ[m2, fq]
+                    else:
+                        for m2 in range(nmom):
+                            s += Vmeat[m, m2] * WJ[m2, fq]
+                    VL[m, fq] = s
+            for a in range(nf):
+                for b in range(nf):
+                    s = 0.0
+                    for m in range(nmom):
+                        s += WJ[m, a] * VL[m, b]
+                    M[a, b] = s
+            # Om = Br M Br  (HW as temp = M Br)
+            for a in range(nf):
+                for b in range(nf):
+                    s = 0.0
+                    for c in range(nf):
+                        s += M[a, c] * Br[c, b]
+                    HW[a, b] = s
+            for a in range(nf):
+                for b in range(nf):
+                    s = 0.0
+                    for c in range(nf):
+                        s += Br[a, c] * HW[c, b]
+                    Om[a, b] = s
+            for a in range(nf):
+                d = Om[a, a]
+                se_out[i, fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan
+            if nw > 0:
+                for a in range(nw):
+                    qv[a] = theta[fidx[wald_idx[a]]]
+                    for b in range(nw):
+                        QM[a, b] = Om[wald_idx[a], wald_idx[b]]
+                if _chol(QM, nw, 0.0):
+                    wald[i] = _chol_quad(QM, nw, qv, tmpv)
+        status[i] = ST_OK
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
+                   nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+                   par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
+                   smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+                   est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
+    n = beta.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    for c in nb.prange(nchunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        if lo < hi:
+            _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
+                       nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val,
+                       par_ptr, par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol,
+                       toler, smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+                       est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters)
+
+
+def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, fidx, theta0,
+               snpvar_par, *, ml=False, ml_wmode=0, max_iter=1000, xtol=1e-10, toler=0.0,
+               smooth_check=False, q_ptr=None, q_obs=None, q_trait=None, wald_idx=None,
+               parallel=None):
+    """Fit one batch of SNPs.  ``model`` is a mapping of the compiled RAM arrays (see gsem.gwas).
+
+    Returns a dict of arrays: est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald,
+    status, flags, iters.
+    """
+    n = beta.shape[0]
+    npar = theta0.shape[1]
+    i64 = np.int64
+    q_ptr = np.zeros(1, i64) if q_ptr is None else np.ascontiguousarray(q_ptr, i64)
+    q_obs = np.zeros(0, i64) if q_obs is None else np.ascontiguousarray(q_obs, i64)
+    q_trait = np.zeros(0, i64) if q_trait is None else np.ascontiguousarray(q_trait, i64)
+    wald_idx = np.zeros(0, i64) if wald_idx is None else np.ascontiguousarray(wald_idx, i64)
+    ng = q_ptr.shape[0] - 1
+    out = {
+        "est": np.empty((n, npar)), "se": np.empty((n, npar)), "chisq": np.empty(n),
+        "qsnp": np.empty((n, ng)), "zsmooth": np.empty(n), "wald": np.empty(n), "fmin": np.empty(n),
+        "status": np.empty(n, np.int64), "flags": np.empty(n, np.int64), "iters": np.empty(n, np.int64),
+    }
+    f64 = np.float64
+    args = (
+        np.ascontiguousarray(beta, f64), np.ascontiguousarray(se, f64), np.ascontiguousarray(var, f64),
+        np.ascontiguousarray(S_LD, f64), np.ascontiguousarray(V_LD, f64), np.ascontiguousarray(I_LD, f64),
+        int(gc), float(varse2), bool(v_pd_known),
+        int(model["nv"]), int(model["p"]), model["obs_map"], model["ma"], model["mb"], model["vidx"],
+        model.get("vidx_meat", model["vidx"]),
+        model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"], model["ent_val"],
+        model["par_ptr"], model["par_ent"], np.ascontiguousarray(fidx, i64),
+        np.ascontiguousarray(theta0, f64), int(snpvar_par), bool(ml), int(ml_wmode), int(max_iter),
+        float(xtol), float(toler), bool(smooth_check), q_ptr, q_obs, q_trait, wald_idx,
+        out["est"], out["se"], out["chisq"], out["qsnp"], out["zsmooth"], out["wald"], out["fmin"],
+        out["status"], out["flags"], out["iters"],
+    )
+    if parallel is None:
+        parallel = n >= 2048
+    if n == 0:
+        return out
+    if parallel:
+        nchunks = max(1, min(n // 256, 8 * nb.get_num_threads()))
+        _gwas_parallel(nchunks, *args)
+    else:
+        _snp_range(0, n, *args)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _fit_cov_impl(s_vec, w, ldS, nv, p, ma, mb, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+                  par_ent, fidx, theta, ml, max_iter, xtol):
+    nmom = ma.shape[0]
+    nf = fidx.shape[0]
+    npar = theta.shape[0]
+    mf = max(nf, 1)
+    A = np.empty((nv, nv))
+    S = np.empty((nv, nv))
+    IA = np.empty((nv, nv))
+    B = np.empty((nv, nv))
+    T = np.empty((nv, p))
+    C = np.empty((nv, p))
+    J = np.empty((nmom, mf))
+    WJ = np.empty((nmom, mf))
+    H = np.empty((mf, mf))
+    HW = np.empty((mf, mf))
+    g = np.empty(mf)
+    delta = np.empty(mf)
+    th_new = np.empty(npar)
+    resid = np.empty(nmom)
+    Sig = np.empty((p, p))
+    Sinv = np.empty((p, p))
+    Smat = np.empty((p, p))
+    Wm = np.empty((nmom, nmom))
+    col = np.empty(max(max(p, mf), nmom))
+    st, it = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+                      par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
+                      A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat,
+                      Wm, WJ)
+    sig = np.empty(nmom)
+    for m in range(nmom):
+        sig[m] = C[ma[m], mb[m]]
+    return st, it, sig
+
+
+def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
+    """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
+    weights ``w`` or by ML.  Returns (theta, status, iterations, implied vech)."""
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    ldS = 0.0
+    ma, mb, p = model["ma"], model["mb"], int(model["p"])
+    if ml:
+        Sm = np.empty((p, p))
+        for m in range(len(ma)):
+            Sm[ma[m], mb[m]] = Sm[mb[m], ma[m]] = s_vec[m]
+        sign, ldS = np.linalg.slogdet(Sm)
+        if sign <= 0:
+            return theta, ST_NONFINITE, 0, np.full(len(ma), np.nan)
+    st, it, sig = _fit_cov_impl(np.ascontiguousarray(s_vec, np.float64), np.ascontiguousarray(w, np.float64),
+                                float(ldS), int(model["nv"]), p, ma, mb, model["ent_kind"], model["ent_r"],
+                                model["ent_c"], model["ent_par"], model["ent_val"], model["par_ptr"],
+                                model["par_ent"], np.ascontiguousarray(fidx, np.int64), theta, bool(ml),
+                                int(max_iter), float(xtol))
+    return theta, int(st), int(it), sig
