@@ -99,7 +99,22 @@ def main(argv=None) -> int:
     print("  S_true =", np.array2string(d.S_true, precision=4).replace("\n", "\n           "))
 
     if not args.no_reference and REF_PY.exists():
-        cfg = {"files": [str(p) for p in d.sumstats], "hm3": str(d.hm3), "traits": d.trait_names,
+        # the port cannot read comma-separated files: give it a tab-separated copy of those
+        port_files = []
+        (work / "ref").mkdir(parents=True, exist_ok=True)
+        for p in d.sumstats:
+            if p.name.endswith((".csv", ".csv.gz")):
+                import gzip
+
+                import polars as pl
+
+                tab = work / "ref" / (p.name.split(".")[0] + ".tsv.gz")
+                with gzip.open(tab, "wb", compresslevel=1) as fh:
+                    fh.write(pl.read_csv(p, infer_schema=False).write_csv(separator="\t").encode())
+                port_files.append(str(tab))
+            else:
+                port_files.append(str(p))
+        cfg = {"files": port_files, "hm3": str(d.hm3), "traits": d.trait_names,
                "ld": str(d.ld) + "/", "ref": str(d.reference), "dir": str(work / "ref"),
                "se_logit": d.se_logit, "ols": d.OLS, "linprob": d.linprob}
         proc = subprocess.run([str(REF_PY), "-c", _REF_SCRIPT, json.dumps(cfg)], capture_output=True,

@@ -312,3 +312,28 @@ def test_munge_then_ldsc_recovers_simulated_h2_and_genetic_covariance(tmp_path):
         assert abs(r["intercept"] - truth) < 3.5 * r["intercept_se"], r
     rg = sim["Sg"] / np.sqrt(np.outer(np.diag(sim["Sg"]), np.diag(sim["Sg"])))
     np.testing.assert_allclose(res.S_Stand, rg, atol=0.15)
+
+
+_PORT = Path("/tmp/genomicsem-ref/bin/python")
+
+
+@pytest.mark.skipif(not _PORT.exists(), reason="Rust GenomicSEM port not installed at /tmp/genomicsem-ref")
+def test_heritabilities_match_the_rust_port(messy):
+    """The port reproduces R's h2 regressions (its cross-trait weighting differs from R, so only
+    the diagonal is compared): S, I diagonals and Nbar agree to rounding."""
+    script = (
+        "import json, sys, genomicsem as gs\n"
+        "c = json.loads(sys.argv[1])\n"
+        "r = gs.ldsc(traits=c['t'], sample_prev=[None]*3, population_prev=[None]*3, ld=c['ld'], wld=c['ld'],"
+        " chr=2, n_blocks=20, parallel=False)\n"
+        "print(json.dumps({'s': [list(map(float, x)) for x in r.s], 'i': [list(map(float, x)) for x in r.i_mat],"
+        " 'n': list(map(float, r.n)), 'm': float(r.m_total)}))\n")
+    cfg = json.dumps({"t": [str(f) for f in messy["files"]], "ld": str(messy["d"] / "ld") + "/"})
+    out = subprocess.run([str(_PORT), "-c", script, cfg], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    port = json.loads(out.stdout.strip().splitlines()[-1])
+    res = ldsc(messy["files"], messy["d"] / "ld", n_blocks=20, chr=2)
+    np.testing.assert_allclose(np.diag(res.S), np.diag(port["s"]), rtol=1e-10)
+    np.testing.assert_allclose(np.diag(res.I), np.diag(port["i"]), rtol=1e-10)
+    np.testing.assert_allclose(res.N, port["n"], rtol=1e-12)
+    assert res.m == port["m"]
