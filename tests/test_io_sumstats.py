@@ -150,3 +150,15 @@ def test_blank_runs_only_in_data_lines_and_bgzip_members(tmp_path):
     h.write_bytes(gzip.compress(b"SNP\tP\n" + b"rs1\t0.5\n" * 1000)[:-20])
     with pytest.raises(InputError, match="cannot read"):
         scan_sumstats(h)
+
+
+def test_user_column_names_override_the_alias_table(tmp_path):
+    f = tmp_path / "u.txt"
+    f.write_text("id\tea\toa\tlogodds\tpv\tB\nrs1\tA\tG\t0.1\t0.5\t9\n")
+    got = scan_sumstats(f, column_names={"SNP": "id", "A1": "EA", "A2": "oa", "effect": "logodds",
+                                         "P": "pv"}).collect()
+    assert got.row(0, named=True) == {"SNP": "rs1", "A1": "A", "A2": "G", "BETA": 0.1, "P": 0.5, "B": "9"}
+    with pytest.raises(SchemaError, match="not in the file"):
+        scan_sumstats(f, column_names={"SNP": "nope"})
+    with pytest.raises(SchemaError, match="not one of"):
+        scan_sumstats(f, column_names={"WHAT": "id"})

@@ -214,11 +214,13 @@ def _with_label(exc: InputError, label: str) -> InputError:
 # munge one file
 # ---------------------------------------------------------------------------------------------
 def munge_one(obj, ref: pl.DataFrame, trait: str, label: str, N: float | None = None,
-              info_filter: float = 0.9, maf_filter: float = 0.01) -> tuple[pl.DataFrame, pl.DataFrame]:
+              info_filter: float = 0.9, maf_filter: float = 0.01,
+              column_names: Mapping[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Munge one trait's statistics against a prepared reference (SNP, A1_ref, A2_ref)."""
     counts = DropCounter(trait)
     try:
-        df = read_sumstats(obj, required=(S.SNP, S.A1, S.A2, S.P), keep_row=True)
+        df = read_sumstats(obj, required=(S.SNP, S.A1, S.A2, S.P), keep_row=True,
+                           column_names=column_names)
     except InputError as exc:
         raise _with_label(exc, label)
     effect = pick_effect(df, label)
@@ -283,7 +285,8 @@ def _write_text_gz(path: Path, df: pl.DataFrame) -> None:
 
 
 def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_filter: float = 0.9,
-          maf_filter: float = 0.01, out: str | os.PathLike | None = None, write_text: bool = False
+          maf_filter: float = 0.01, out: str | os.PathLike | None = None, write_text: bool = False,
+          column_names: Mapping[str, str] | None = None
           ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
     """Munge summary statistics (R GenomicSEM ``munge``; rules in the module docstring).
 
@@ -291,7 +294,8 @@ def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_fil
     hm3: the reference SNP list (path or frame with SNP A1 A2).  N: per-file sample sizes
     (None/NaN = use the file's N column).  out: a directory; each trait is written atomically as
     ``{trait}.sumstats.parquet`` (and ``{trait}.sumstats.gz``, R's tab-separated text, when
-    ``write_text``).  Returns ({trait: LazyFrame SNP N Z A1 A2}, dropped-row summary frame with
+    ``write_text``).  column_names: {canonical (SNP, A1, A2, effect, P, N, MAF, INFO, Z): column}
+    overriding the alias table for every file, as R's ``column.names``.  Returns ({trait: LazyFrame SNP N Z A1 A2}, dropped-row summary frame with
     trait, reason, n_dropped, n_remaining).  A file that fails raises, naming the file.
     """
     items, names, labels = normalise_inputs(files, trait_names)
@@ -308,7 +312,7 @@ def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_fil
     summaries = []
     for obj, name, label, n in zip(items, names, labels, Ns):
         log.info("munge: munging %s (%s)", name, label)
-        df, summary = munge_one(obj, ref, name, label, n, info_filter, maf_filter)
+        df, summary = munge_one(obj, ref, name, label, n, info_filter, maf_filter, column_names)
         summaries.append(summary)
         if outdir is not None:
             stem = name.replace(" ", "")

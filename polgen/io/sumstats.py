@@ -30,7 +30,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -76,9 +76,13 @@ ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped 
 # column resolution
 # ---------------------------------------------------------------------------------------------
 def resolve_columns(columns: Sequence[str], *, path: str | None = None,
-                    required: Iterable[str] = (), warn: bool = True) -> dict[str, str]:
+                    required: Iterable[str] = (), warn: bool = True,
+                    column_names: Mapping[str, str] | None = None) -> dict[str, str]:
     """Map original column names to canonical ones.  Returns {original: canonical} for renamed
-    columns only (a canonical column that is already spelled canonically maps to itself)."""
+    columns only (a canonical column that is already spelled canonically maps to itself).
+
+    ``column_names`` ({canonical: column in the file}, R munge's ``column.names``; ``"effect"``
+    means BETA) takes precedence over the alias table."""
     upper: dict[str, str] = {}
     for c in columns:
         u = c.strip().upper()
@@ -88,9 +92,27 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
         upper[u] = c
     mapping: dict[str, str] = {}
     used: set[str] = set()
+    fixed: set[str] = set()
+    for key, col in (column_names or {}).items():
+        canon = S.BETA if key.lower() == "effect" else key.upper()
+        if canon not in ALIASES:
+            raise SchemaError(f"column_names key {key!r} is not one of effect, "
+                              f"{', '.join(ALIASES)}", path=path, column=key)
+        orig = upper.get(str(col).strip().upper())
+        if orig is None:
+            raise SchemaError(f"column_names maps {key} to {col!r}, which is not in the file; found "
+                              f"columns {list(columns)}", path=path, column=str(col))
+        if canon in upper and upper[canon] != orig:
+            raise SchemaError(f"column_names maps {key} to {col!r} but the file also has a {canon} "
+                              f"column; rename one of them", path=path, column=canon)
+        mapping[orig] = canon
+        used.add(orig)
+        fixed.add(canon)
     half = [upper[h] for h in HALF_N_ALIASES if h in upper]
     for canon, aliases in ALIASES.items():
-        if canon in upper:
+        if canon in fixed:
+            continue
+        if canon in upper and upper[canon] not in used:
             mapping[upper[canon]] = canon
             used.add(upper[canon])
             continue
@@ -201,10 +223,11 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
     return df.with_row_index(ROW, offset=1)
 
 
-def _numeric_overrides(path):
+def _numeric_overrides(path, column_names=None):
     def fn(cols: list[str]) -> dict[str, pl.DataType]:
         try:
-            mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False)
+            mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False,
+                                      column_names=column_names)
         except SchemaError:
             return {}
         stripped = {c.strip(): c for c in cols}
@@ -214,9 +237,9 @@ def _numeric_overrides(path):
 
 
 def _standardise(frame: pl.DataFrame | pl.LazyFrame, *, path: str | None,
-                 required: Iterable[str]) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
+                 required: Iterable[str], column_names: Mapping[str, str] | None = None) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
     cols = [c for c in frame.collect_schema().names() if c != ROW]
-    mapping = resolve_columns(cols, path=path, required=required)
+    mapping = resolve_columns(cols, path=path, required=required, column_names=column_names)
     half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
     frame = frame.rename(mapping)
     if half:
@@ -287,7 +310,7 @@ def _is_parquet(path: Path) -> bool:
 
 
 def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
-                  keep_row: bool = False) -> pl.DataFrame:
+                  keep_row: bool = False, column_names: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Eager twin of :func:`scan_sumstats`; ``keep_row=True`` keeps the 1-based ``__row`` column
     (file row number, counted over the concatenated matches of a glob)."""
     required = tuple(required)
@@ -295,7 +318,7 @@ def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
         df = path_or_frame.collect() if isinstance(path_or_frame, pl.LazyFrame) else path_or_frame
         if ROW not in df.columns:
             df = df.with_row_index(ROW, offset=1)
-        df, _ = _standardise(df, path=None, required=required)
+        df, _ = _standardise(df, path=None, required=required, column_names=column_names)
         df = _check_and_cast(df, path=None)
         return df if keep_row else df.drop(ROW)
     files = _expand(path_or_frame)
@@ -309,8 +332,8 @@ def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
                 raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}", path=f) from exc
             part = part.with_row_index(ROW, offset=1)
         else:
-            part = read_text_table(f, _numeric_overrides(f))
-        part, _ = _standardise(part, path=str(f), required=required)
+            part = read_text_table(f, _numeric_overrides(f, column_names))
+        part, _ = _standardise(part, path=str(f), required=required, column_names=column_names)
         part = _check_and_cast(part, path=str(f))
         if offset:
             part = part.with_columns(pl.col(ROW) + offset)
@@ -320,7 +343,8 @@ def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
     return df if keep_row else df.drop(ROW)
 
 
-def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,)) -> pl.LazyFrame:
+def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,),
+                  column_names: Mapping[str, str] | None = None) -> pl.LazyFrame:
     """GWAS summary statistics as a LazyFrame with canonical column names (see module docstring).
 
     Parquet inputs are scanned lazily when their canonical columns are already typed; text is
@@ -338,13 +362,14 @@ def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,)) -> pl.Laz
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}",
                                  path=str(path_or_glob)) from exc
-            lf, mapping = _standardise(lf, path=str(path_or_glob), required=required)
+            lf, mapping = _standardise(lf, path=str(path_or_glob), required=required,
+                                       column_names=column_names)
             schema = lf.collect_schema()
             if all(schema[c] != pl.String for c in NUMERIC if c in schema):
                 return lf.with_columns(
                     [pl.col(c).cast(S.DTYPES[c], strict=False) for c in NUMERIC if c in schema]
                     + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema])
-    return read_sumstats(path_or_glob, required=required).lazy()
+    return read_sumstats(path_or_glob, required=required, column_names=column_names).lazy()
 
 
 __all__ = ["ALIASES", "scan_sumstats", "read_sumstats", "resolve_columns", "read_text_table"]
