@@ -265,3 +265,42 @@ def test_bad_arguments(tmp_path):
         make_lfmm_demo(f, small=True)
     with pytest.raises(InputError):
         make_stlr_demo(tmp_path, n_cells=10)
+
+
+# -- run_demo ----------------------------------------------------------------------------------------
+
+def test_run_demo_small_end_to_end(tmp_path):
+    from polgen.demo import run_demo
+
+    summary = run_demo(tmp_path, small=True, progress=False)
+    assert summary.columns == ["method", "step", "status", "seconds", "result"]
+    assert set(summary["method"]) == {"gsem", "lfmm", "stlr"}
+    gen = summary.filter(pl.col("step") == "generate")
+    assert gen["status"].to_list() == ["ok", "ok", "ok"]
+    failed = summary.filter(pl.col("status") == "failed")
+    assert failed.height == 0, failed.to_dicts()
+    assert set(summary["status"]) <= {"ok", "not available", "skipped"}
+    stored = pl.read_parquet(tmp_path / "demo_summary.parquet")
+    assert stored.drop("seconds").equals(summary.drop("seconds"))
+    ok = {(r["method"], r["step"]): r["result"] for r in summary.iter_rows(named=True) if r["status"] == "ok"}
+    if ("lfmm", "test") in ok:  # environment-driven loci found
+        import re
+
+        auc = float(re.search(r"causal loci ([0-9.]+)", ok[("lfmm", "test")]).group(1))
+        assert auc > 0.9
+    if ("gsem", "ldsc") in ok:
+        import re
+
+        h2a = float(re.search(r"h2 TraitA ([0-9.]+)", ok[("gsem", "ldsc")]).group(1))
+        assert abs(h2a - 0.3) < 0.06
+    # running again into the same directory works (outputs replaced)
+    again = run_demo(tmp_path, small=True, progress=False, methods=("lfmm",))
+    assert again.filter(pl.col("status") == "failed").height == 0
+    with pytest.raises(InputError):
+        run_demo(tmp_path, methods=("nope",))
+
+
+def test_lfmm_bed_deterministic(tmp_path, lfmm):
+    d2 = make_lfmm_demo(tmp_path, small=True)
+    assert d2.bed.read_bytes() == lfmm.bed.read_bytes()
+    assert d2.env.read_bytes() == lfmm.env.read_bytes()
