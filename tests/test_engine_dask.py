@@ -72,3 +72,16 @@ def test_dask_order_failures_and_resume(tmp_path, client):
     done = run_to_sink(dask_batch, specs, tmp_path / "o", params, executor=ex, resume=True)
     ref = run_to_sink(dask_batch, specs, tmp_path / "ref", params)
     assert [f.read_bytes() for f in done.files] == [f.read_bytes() for f in ref.files]
+
+
+def test_scheduler_address_string(client, monkeypatch):
+    address = client.scheduler.address
+    out = list(run_tasks(dask_fail, [0, 3, 4], executor=address))
+    assert out == [0, 3, 4]
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", address)
+    assert list(run_tasks(dask_fail, [5, 6], executor="dask")) == [5, 6]
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with pytest.raises(EngineError, match="cannot connect"):
+            list(run_tasks(dask_fail, [0], executor="tcp://127.0.0.1:1"))
