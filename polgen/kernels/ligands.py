@@ -64,6 +64,90 @@ def gauss_weights(tx, ty, sx, sy, neg, W, kbuf):  # pragma: no cover - numba
             w[j] *= kf[j]
 
 
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def gauss_weights_sq(tx, ty, sx, sy, neg, nsq, Wout, kbuf):  # pragma: no cover - numba
+    """Wout[k, i, j] = exp(d2_ij * neg) ** (2 ** nsq[k]) (nsq ascending): one exp, then squarings."""
+    nt = tx.shape[0]
+    ns = sx.shape[0]
+    nk = nsq.shape[0]
+    for i in numba.prange(nt):
+        xi = tx[i]
+        yi = ty[i]
+        w = Wout[0, i]
+        kb = kbuf[i]
+        for j in range(ns):
+            dx = xi - sx[j]
+            dy = yi - sy[j]
+            z = (dx * dx + dy * dy) * neg
+            keep = 1.0 if z >= -708.0 else 0.0
+            z = max(z, -708.0)
+            k = np.floor(z * _LOG2E + 0.5)
+            r = z - k * _LN2_HI - k * _LN2_LO
+            p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
+                1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
+                    1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600))))))))))))
+            w[j] = p * keep
+            kb[j] = (np.int64(k) + 1023) << 52
+        kf = kb.view(np.float64)
+        for j in range(ns):
+            w[j] *= kf[j]
+        done = 0
+        src = w
+        for q in range(nk):
+            dst = Wout[q, i]
+            steps = nsq[q] - done
+            if q == 0:
+                for _ in range(steps):
+                    for j in range(ns):
+                        dst[j] = dst[j] * dst[j]
+            else:
+                for j in range(ns):
+                    v = src[j]
+                    for _ in range(steps):
+                        v = v * v
+                    dst[j] = v
+            done = nsq[q]
+            src = dst
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def int_power(W, m, out):  # pragma: no cover - numba
+    """out = W ** m for an integer m >= 1 (binary exponentiation, vectorisable)."""
+    nr, nc = W.shape
+    for i in numba.prange(nr):
+        for j in range(nc):
+            base = W[i, j]
+            acc = 1.0
+            e = m
+            while e > 0:
+                if e & 1:
+                    acc *= base
+                base *= base
+                e >>= 1
+            out[i, j] = acc
+
+
+def radius_families(radii: np.ndarray, max_power: int = 64) -> list[tuple[float, list[tuple[int, np.ndarray]]]]:
+    """Group ligand columns so one exp serves several radii.
+
+    exp(-d^2 / (2 r^2)) = exp(-d^2 / (2 R^2)) ** m when (R / r)^2 = m is an integer (200 and 50 ->
+    16): each family has a base radius R (its largest) and (m, columns) members.
+    """
+    radii = np.asarray(radii, dtype=np.float64)
+    fams: list[tuple[float, list[tuple[int, np.ndarray]]]] = []
+    for r in sorted(np.unique(radii), reverse=True):
+        cols = np.flatnonzero(radii == r)
+        for R, members in fams:
+            m = (R / r) ** 2
+            mi = int(round(m))
+            if mi <= max_power and abs(m - mi) <= 1e-12 * m and (mi & (mi - 1)) == 0:
+                members.append((mi, cols))
+                break
+        else:
+            fams.append((float(r), [(1, cols)]))
+    return fams
+
+
 def gauss_sum_exact(tx, ty, sx, sy, expr, inv2r2, scale, out, block_bytes: int = 32 << 20):
     """out[i, l] = scale * sum_j exp(-((tx_i-sx_j)^2 + (ty_i-sy_j)^2) * inv2r2) * expr[j, l].
 
@@ -84,6 +168,50 @@ def gauss_sum_exact(tx, ty, sx, sy, expr, inv2r2, scale, out, block_bytes: int =
         np.matmul(w, expr, out=out[i0:i1])
     if scale != 1.0:
         out *= scale
+    return out
+
+
+def gauss_sum_self(x, y, expr, radii, scale, tile: int = 1024) -> np.ndarray:
+    """Received ligands of every cell from every cell, all radii at once: (n, L) float64.
+
+    Symmetric tiling (each pair of cell tiles once: W and its transpose), one exp per pair for
+    each radius family (:func:`radius_families`; other radii by squaring), BLAS for the
+    products.  Memory: a few tile x tile buffers, never N x N.
+    """
+    n, nl = expr.shape
+    out = np.zeros((n, nl))
+    if n == 0 or nl == 0:
+        return out
+    T = int(min(tile, n))
+    fams = []
+    for R, members in radius_families(radii):
+        members = sorted(members, key=lambda mc: mc[0])
+        nsq = np.array([int(m).bit_length() - 1 for m, _ in members], dtype=np.int64)
+        accs = [(np.ascontiguousarray(expr[:, cols]), np.zeros((n, cols.size)), cols) for _, cols in members]
+        fams.append((R, nsq, accs))
+    P = max(len(f[1]) for f in fams)
+    Wfull = np.empty((P, T, T))
+    kfull = np.empty((T, T), dtype=np.int64)
+    for i0 in range(0, n, T):
+        i1 = min(n, i0 + T)
+        for j0 in range(i0, n, T):
+            j1 = min(n, j0 + T)
+            a, b = i1 - i0, j1 - j0
+            if a == T and b == T:
+                kb = kfull
+            else:  # edge tiles: fresh contiguous buffers (one numba specialisation)
+                kb = np.empty((a, b), dtype=np.int64)
+            for R, nsq, accs in fams:
+                W = Wfull[: len(nsq)] if (a == T and b == T) else np.empty((len(nsq), a, b))
+                gauss_weights_sq(x[i0:i1], y[i0:i1], x[j0:j1], y[j0:j1], -1.0 / (2.0 * R * R), nsq, W, kb)
+                for q, (E, acc, _) in enumerate(accs):
+                    wq = W[q]
+                    acc[i0:i1] += wq @ E[j0:j1]
+                    if j0 != i0:
+                        acc[j0:j1] += wq.T @ E[i0:i1]
+    for R, nsq, accs in fams:
+        for _, acc, cols in accs:
+            out[:, cols] = acc * scale
     return out
 
 
