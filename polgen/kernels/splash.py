@@ -20,6 +20,8 @@ A set of trained genes is flattened into arrays (built by :mod:`polgen.stlr.spla
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 
@@ -57,8 +59,7 @@ def _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol
     return nm
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
+def _splash_gene_py(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
                 gexf, wl, wl_tfl, bsf, cap, out):  # pragma: no cover - numba
     """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
     n = gexf.shape[0]
@@ -73,8 +74,7 @@ def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, t
                 out[i, s] = scratch[s]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
+def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
               gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod):  # pragma: no cover - numba
     """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]] for every trained gene k.
 
@@ -99,8 +99,7 @@ def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol,
                 out[i, kout[k]] = acc
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def filter_expr(x, thresh, out):  # pragma: no cover - numba
+def _filter_expr_py(x, thresh, out):  # pragma: no cover - numba
     """out = x where x > thresh else 0 (the reference's min_expression filter)."""
     n, g = x.shape
     for i in numba.prange(n):
@@ -109,8 +108,7 @@ def filter_expr(x, thresh, out):  # pragma: no cover - numba
             out[i, j] = v if v > thresh else 0.0
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def swap_and_step(delta, x0, W1, W0, lig_gene):  # pragma: no cover - numba
+def _swap_and_step_py(delta, x0, W1, W0, lig_gene):  # pragma: no cover - numba
     """Delta swap on ligand columns: delta += (W1 - W0) - ((x0 + delta) - x0), in the reference's order."""
     n = delta.shape[0]
     nl = lig_gene.shape[0]
@@ -122,8 +120,7 @@ def swap_and_step(delta, x0, W1, W0, lig_gene):  # pragma: no cover - numba
             delta[i, g] = (d + (W1[i, c] - W0[i, c])) - dl
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no cover - numba
+def _pin_and_clip_py(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no cover - numba
     """delta = clip(x0 + where(dinput != 0, dinput, result), lo, maxv) - x0 (dinput only on tcols)."""
     n, G = delta.shape
     nt = tcols.shape[0]
@@ -141,3 +138,61 @@ def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no cove
             if v > maxv[g]:
                 v = maxv[g]
             delta[i, g] = v - x0[i, g]
+
+
+# Each kernel is compiled twice: parallel for big inputs, serial for small ones (a parallel launch
+# costs tens of microseconds, and much more on an oversubscribed machine).
+PARALLEL_MIN = 200_000  # elements (cells x genes) below which the serial version runs
+
+
+def _clone(py, suffix: str):
+    """A copy of ``py`` under another name, so the two compilations get their own cache files."""
+    f = types.FunctionType(py.__code__, py.__globals__, py.__name__ + suffix, py.__defaults__, py.__closure__)
+    f.__qualname__ = py.__qualname__ + suffix
+    f.__module__ = py.__module__
+    return f
+
+
+def _dual(py):
+    par = numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)(_clone(py, "_par"))
+    ser = numba.njit(cache=True, nogil=True, parallel=False, fastmath=_FM)(_clone(py, "_ser"))
+    return par, ser
+
+
+_splash_gene_par, _splash_gene_ser = _dual(_splash_gene_py)
+_propagate_par, _propagate_ser = _dual(_propagate_py)
+_filter_expr_par, _filter_expr_ser = _dual(_filter_expr_py)
+_swap_par, _swap_ser = _dual(_swap_and_step_py)
+_pin_par, _pin_ser = _dual(_pin_and_clip_py)
+
+
+def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
+                gexf, wl, wl_tfl, bsf, cap, out):
+    """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
+    f = _splash_gene_par if out.size >= PARALLEL_MIN else _splash_gene_ser
+    f(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
+      bsf, cap, out)
+
+
+def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
+              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod):
+    """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]]; other columns 0."""
+    work = delta.shape[0] * max(1, tkind.shape[0])
+    f = _propagate_par if work >= PARALLEL_MIN else _propagate_ser
+    f(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
+      bsf, cap, kout, delta, out, maxmod)
+
+
+def filter_expr(x, thresh, out):
+    """out = x where x > thresh else 0."""
+    (_filter_expr_par if x.size >= PARALLEL_MIN else _filter_expr_ser)(x, thresh, out)
+
+
+def swap_and_step(delta, x0, W1, W0, lig_gene):
+    """Delta swap on ligand columns (see :func:`_swap_and_step_py`)."""
+    (_swap_par if W1.size >= PARALLEL_MIN else _swap_ser)(delta, x0, W1, W0, lig_gene)
+
+
+def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):
+    """Re-pin the perturbed genes and clip (see :func:`_pin_and_clip_py`)."""
+    (_pin_par if delta.size >= PARALLEL_MIN else _pin_ser)(delta, result, x0, dinput, tcols, maxv, lo)
