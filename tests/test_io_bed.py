@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 bed_reader = pytest.importorskip("bed_reader")
 
 from polgen.errors import BedFormatError, InputError  # noqa: E402
-from polgen.io.bed import BedStream, read_bim, thin_positions  # noqa: E402
+from polgen.io.bed import BedStream, count_lines, read_bim, thin_positions  # noqa: E402
 from polgen.kernels.bed_decode import SCALE_CENTER, decode_block  # noqa: E402
 
 
@@ -261,9 +261,15 @@ def test_missing_bim_and_bad_lines(good):
     lines = text.splitlines()
     lines[3] = "1 rs3 0 100 A"  # 5 fields
     open(bim, "w").write("\n".join(lines) + "\n")
+    bs = BedStream(good)  # the count still matches; the full parse happens on first use of .bim
     with pytest.raises(BedFormatError, match="line 4 has 5") as e:
-        BedStream(good)
+        bs.bim
     assert e.value.row == 4
+    lines_bad_first = list(lines)
+    lines_bad_first[0] = "1 rs0 0 100"
+    open(bim, "w").write("\n".join(lines_bad_first) + "\n")
+    with pytest.raises(BedFormatError, match="line 1 has 4"):
+        BedStream(good)  # the first line is checked at open
     lines[3] = "1 rs3 0 notanumber A G"
     open(bim, "w").write("\n".join(lines) + "\n")
     with pytest.raises(BedFormatError) as e:
@@ -291,3 +297,30 @@ def test_bad_arguments(good):
         BedStream(good, thin=0.0)
     with pytest.raises(InputError):
         BedStream(good, dtype=np.int8)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 1 << 20])
+def test_count_lines_blank_lines_crlf_and_chunk_edges(tmp_path, chunk):
+    f = tmp_path / "x.txt"
+    cases = {
+        b"": 0,
+        b"a": 1,
+        b"a\n": 1,
+        b"\n\na b\n\n  \n c\n": 2,
+        b"a\r\nb\r\n\r\n": 2,
+        b"a\nb": 2,
+        b"  \t\n": 0,
+        b"line one\nline two\n\n\nthree": 3,
+    }
+    for raw, want in cases.items():
+        f.write_bytes(raw)
+        assert count_lines(f, chunk_bytes=chunk) == want, raw
+
+
+def test_bim_is_lazy_and_sliced(tmp_path):
+    g = _genotypes(6, 30, seed=4)
+    path = _write(tmp_path, g)
+    bs = BedStream(path, snps=np.arange(5, 25), block_snps=8)
+    assert bs._bim is None  # nothing parsed at open
+    assert bs.bim_slice(2, 5)["SNP"].to_list() == ["rs7", "rs8", "rs9"]
+    assert bs.bim.height == 20

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import BedFormatError, InputError
-from polgen.kernels.bed_decode import SCALE_CODES, decode_rows
+from polgen.kernels.bed_decode import SCALE_CODES, count_nonblank_lines, decode_rows
 
 log = logging.getLogger("polgen")
 
@@ -132,6 +132,42 @@ def read_fam(path: str | os.PathLike) -> pl.DataFrame:
     return df.with_columns(sex.alias("SEX"))
 
 
+def count_lines(path: str | os.PathLike, what: str = "text", chunk_bytes: int = 4 << 20) -> int:
+    """Number of non-blank lines of a text file, counted in 4 MB chunks without parsing."""
+    path = Path(path)
+    if not path.exists():
+        raise BedFormatError(f"{what} file not found", path=path)
+    n = 0
+    carry = False  # the current, unterminated line holds a non-blank byte
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(chunk_bytes)
+            if not chunk:
+                break
+            k, carry = count_nonblank_lines(np.frombuffer(chunk, dtype=np.uint8), carry)
+            n += int(k)
+    return n + int(carry)
+
+
+def _check_first_bim_line(path: Path) -> None:
+    """Fail early on a .bim that is not a .bim (the full parse happens on first use)."""
+    with open(path, "rb") as fh:
+        for k, raw in enumerate(fh):
+            line = raw.decode("utf-8", errors="replace").split()
+            if not line:
+                continue
+            if len(line) != len(BIM_COLUMNS):
+                raise BedFormatError(
+                    f".bim line {k + 1} has {len(line)} whitespace-separated fields, expected "
+                    f"{len(BIM_COLUMNS)} ({' '.join(BIM_COLUMNS)})", path=path, row=k + 1)
+            try:
+                int(line[3])
+            except ValueError:
+                raise BedFormatError(f".bim value {line[3]!r} is not a number", path=path,
+                                     column="BP", row=k + 1) from None
+            return
+
+
 def thin_positions(n: int, thin: float) -> np.ndarray:
     """Deterministic thinning: ``ceil(n * thin)`` evenly spaced positions ``floor(i / thin)``.
 
@@ -180,10 +216,13 @@ class BedStream:
 
         if not self.bed_path.exists():
             raise BedFormatError(".bed file not found", path=self.bed_path)
-        full_bim = read_bim(self.bim_path)
         self.fam = read_fam(self.fam_path)
         self.n_samples = self.fam.height
-        self.n_snps_total = full_bim.height
+        # the .bim is only counted here (and its first line checked); it is parsed on first use of
+        # :attr:`bim`, so opening a stream over millions of SNPs costs no per-SNP table
+        self.n_snps_total = count_lines(self.bim_path, ".bim")
+        _check_first_bim_line(self.bim_path)
+        self._bim: pl.DataFrame | None = None
         self.bytes_per_snp = (self.n_samples + 3) // 4
         self._validate_bed()
 
@@ -203,10 +242,6 @@ class BedStream:
             index = index[thin_positions(len(index), float(thin))]
         self.snp_index = np.ascontiguousarray(index, dtype=np.int64)
         self.n_snps = int(len(self.snp_index))
-        if len(self.snp_index) == self.n_snps_total:
-            self.bim = full_bim
-        else:
-            self.bim = full_bim[self.snp_index]
 
         if block_snps is None:
             per_snp = max(1, self.n_samples * self.dtype.itemsize)
@@ -246,11 +281,29 @@ class BedStream:
                        shape=(self.n_snps_total, self.bytes_per_snp))
         return np.asarray(mm)
 
+    # -- the .bim, parsed on first use ------------------------------------------------------------
+    @property
+    def bim(self) -> pl.DataFrame:
+        """The selected .bim rows: CHR, SNP, CM, BP, A1, A2 (parsed once, on first access)."""
+        if self._bim is None:
+            full = read_bim(self.bim_path)
+            if full.height != self.n_snps_total:  # pragma: no cover - counted the same lines
+                raise BedFormatError(f".bim has {full.height} rows, counted {self.n_snps_total}",
+                                     path=self.bim_path)
+            self._bim = full if self.n_snps == self.n_snps_total else full[self.snp_index]
+        return self._bim
+
+    def bim_slice(self, start: int = 0, stop: int | None = None) -> pl.DataFrame:
+        """The .bim rows of selected SNPs ``start:stop`` (e.g. those of one block)."""
+        start, stop = self._check_range(start, stop)
+        return self.bim.slice(start, stop - start)
+
     # -- pickling: ship paths and options, reopen the map -----------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_packed"] = None
         state["_buffer"] = None
+        state["_bim"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -334,4 +387,4 @@ class BedStream:
         return self.read(0, self.n_snps).data
 
 
-__all__ = ["BedStream", "BedBlock", "read_bim", "read_fam", "thin_positions", "BED_MAGIC"]
+__all__ = ["BedStream", "BedBlock", "read_bim", "read_fam", "count_lines", "thin_positions", "BED_MAGIC"]

@@ -182,5 +182,24 @@ def decode_block(packed_uint8_2d: np.ndarray, n_samples: int, scale_code: int, o
                 parallel=parallel)
 
 
+
+
+@nb.njit(cache=True, nogil=True)
+def count_nonblank_lines(buf, carry):
+    """Non-blank lines completed in ``buf`` (uint8 text) and whether an unterminated line holding
+    a non-whitespace byte remains; ``carry``: the same flag from the previous chunk."""
+    n = 0
+    seen = carry
+    for i in range(buf.shape[0]):
+        b = buf[i]
+        if b == 10:
+            if seen:
+                n += 1
+            seen = False
+        elif b > 32:
+            seen = True
+    return n, seen
+
+
 __all__ = ["SCALE_RAW", "SCALE_CENTER", "SCALE_EIGENSTRAT", "SCALE_CODES", "decode_rows",
-           "decode_block", "PARALLEL_MIN_CELLS"]
+           "decode_block", "count_nonblank_lines", "PARALLEL_MIN_CELLS"]
