@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -296,6 +297,12 @@ def test_memory_capped_subprocess_reports_peak_and_oom():
     assert printed.stdout.strip() == "hi" and printed.value == {"a": [1, 2]}
     with pytest.raises(ValueError):
         memory_capped_subprocess("", 0)
+    with pytest.raises(ValueError):
+        memory_capped_subprocess("", 1 << 30, headroom_bytes=1 << 20)
+    with pytest.raises(ValueError):
+        memory_capped_subprocess("")
+    rel = memory_capped_subprocess("a = np.ones(1 << 27)\n", headroom_bytes=300 << 20, preamble=pre, timeout=60)
+    assert rel.out_of_memory and rel.limit_bytes == rel.baseline_vm + (300 << 20)
 
 
 def test_memory_capped_subprocess_crash_and_timeout():
@@ -312,3 +319,27 @@ def test_params_json_in_part_metadata(tmp_path):
     md = read_metadata(sink.files[1])
     assert json.loads(md["polgen.params"]) == {"alpha": 0.5, "chrom": [1, 2]}
     assert md["polgen.batch"] == "1"
+
+
+def test_sink_job_memory_stays_flat_under_a_cap():
+    """200 MB of output written through run_to_sink under a cap of 64 MB above the baseline; the
+    same batches held in memory (collecting run_tasks' results) break that cap.  (An address-space
+    cap is loose by the allocators' reserved slack, here tens of MB, hence the large contrast.)"""
+    pre = textwrap.dedent("""
+        import os, shutil, tempfile, numpy as np, pyarrow as pa
+        from polgen.engine import run_tasks, run_to_sink
+        def batch(b):
+            return pa.table({"x": np.random.default_rng(b).standard_normal(500_000)})  # 4 MB
+        out = tempfile.mkdtemp()
+        run_to_sink(batch, [0], os.path.join(out, "warm"), {})
+    """)
+    streamed = ("try:\n    sink = run_to_sink(batch, list(range(50)), os.path.join(out, 'big'), {'n': 50})\n"
+                "    RESULT = sum(f.stat().st_size for f in sink.files)\nfinally:\n    shutil.rmtree(out)\n")
+    hoarded = "try:\n    kept = list(run_tasks(batch, range(50)))\nfinally:\n    shutil.rmtree(out)\n"
+    flat = memory_capped_subprocess(streamed, headroom_bytes=64 << 20, preamble=pre, timeout=240)
+    assert flat.ok, flat
+    assert flat.value > 190 << 20  # really wrote ~200 MB
+    assert flat.peak_rss - flat.baseline_rss < 64 << 20
+    assert flat.limit_bytes == flat.baseline_vm + (64 << 20)
+    greedy = memory_capped_subprocess(hoarded, headroom_bytes=64 << 20, preamble=pre, timeout=240)
+    assert greedy.out_of_memory, greedy

@@ -49,6 +49,9 @@ except BaseException:
 else:
     _out["baseline_rss"] = _status("VmRSS")
     _out["baseline_vm"] = _status("VmSize")
+    if _limit < 0:  # a headroom above the address space used after the preamble
+        _limit = (_out["baseline_vm"] or 0) - _limit
+    _out["limit"] = _limit
     _soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (_limit, _hard))
     try:
@@ -109,8 +112,9 @@ class MemoryCapResult:
 
 def memory_capped_subprocess(
     code: str,
-    limit_bytes: int,
+    limit_bytes: int | None = None,
     *,
+    headroom_bytes: int | None = None,
     preamble: str = "",
     timeout: float = 300.0,
     env: Mapping[str, str] | None = None,
@@ -120,12 +124,19 @@ def memory_capped_subprocess(
     """Run ``code`` in a new Python process whose address space is capped at ``limit_bytes``.
 
     ``preamble`` runs first, uncapped (imports, JIT warm-up); ``code`` runs in the same globals.
+    Instead of an absolute ``limit_bytes``, ``headroom_bytes`` caps the address space at what the
+    process uses after the preamble plus this headroom (the cap used is in ``limit_bytes`` of the
+    result).
     Returns a :class:`MemoryCapResult` with the outcome, the peak RSS of the whole process, the
     RSS / virtual size right before the cap, stdout/stderr and the value the snippet stored in
     ``RESULT``.  ``env`` entries are added to the current environment.
     """
-    if isinstance(limit_bytes, bool) or not isinstance(limit_bytes, int) or limit_bytes <= 0:
-        raise ValueError(f"limit_bytes must be a positive integer, got {limit_bytes!r}")
+    if (limit_bytes is None) == (headroom_bytes is None):
+        raise ValueError("give exactly one of limit_bytes and headroom_bytes")
+    cap = limit_bytes if headroom_bytes is None else headroom_bytes
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
+        raise ValueError(f"the memory cap must be a positive integer, got {cap!r}")
+    arg = cap if headroom_bytes is None else -cap
     child_env = dict(os.environ)
     child_env.setdefault("MALLOC_ARENA_MAX", "2")
     if env:
@@ -136,23 +147,23 @@ def memory_capped_subprocess(
         (t / "preamble.py").write_text(preamble)
         (t / "code.py").write_text(code)
         result_path = t / "result.json"
-        argv = [python or sys.executable, str(t / "wrapper.py"), str(result_path), str(limit_bytes),
+        argv = [python or sys.executable, str(t / "wrapper.py"), str(result_path), str(arg),
                 str(t / "preamble.py"), str(t / "code.py")]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env,
                                   cwd=cwd, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            return MemoryCapResult("timeout", None, limit_bytes,
+            return MemoryCapResult("timeout", None, limit_bytes or 0,
                                    stdout=_text(exc.stdout), stderr=_text(exc.stderr),
                                    error=f"timed out after {timeout} s")
         if not result_path.exists():
-            return MemoryCapResult("crashed", proc.returncode, limit_bytes, stdout=proc.stdout,
+            return MemoryCapResult("crashed", proc.returncode, limit_bytes or 0, stdout=proc.stdout,
                                    stderr=proc.stderr, error=f"exit code {proc.returncode}")
         out = json.loads(result_path.read_text())
     return MemoryCapResult(
         status=out["status"],
         returncode=proc.returncode,
-        limit_bytes=limit_bytes,
+        limit_bytes=out.get("limit") or limit_bytes or 0,
         peak_rss=out.get("peak_rss"),
         baseline_rss=out.get("baseline_rss"),
         baseline_vm=out.get("baseline_vm"),
