@@ -171,48 +171,95 @@ def gauss_sum_exact(tx, ty, sx, sy, expr, inv2r2, scale, out, block_bytes: int =
     return out
 
 
-def gauss_sum_self(x, y, expr, radii, scale, tile: int = 1024) -> np.ndarray:
-    """Received ligands of every cell from every cell, all radii at once: (n, L) float64.
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+def square_times(W, nsq, out):  # pragma: no cover - numba
+    """out = W ** (2 ** nsq) by repeated squaring."""
+    nr, nc = W.shape
+    for i in numba.prange(nr):
+        for j in range(nc):
+            v = W[i, j]
+            for _ in range(nsq):
+                v = v * v
+            out[i, j] = v
 
-    Symmetric tiling (each pair of cell tiles once: W and its transpose), one exp per pair for
-    each radius family (:func:`radius_families`; other radii by squaring), BLAS for the
-    products.  Memory: a few tile x tile buffers, never N x N.
+
+class GaussTiles:
+    """Exact Gaussian sums over all cell pairs, reusable across calls on the same coordinates.
+
+    Cells are cut into tiles of ``tile`` cells; each unordered tile pair is evaluated once (W and
+    its transpose).  One exp per pair and radius family (:func:`radius_families`; the family's
+    other radii by squaring).  When the upper-triangle tiles of all families fit in
+    ``cache_bytes`` they are kept after the first call, so later calls (the steps of a
+    perturbation) only stream them through BLAS instead of recomputing N^2 exps.
     """
-    n, nl = expr.shape
-    out = np.zeros((n, nl))
-    if n == 0 or nl == 0:
-        return out
-    T = int(min(tile, n))
-    fams = []
-    for R, members in radius_families(radii):
-        members = sorted(members, key=lambda mc: mc[0])
-        nsq = np.array([int(m).bit_length() - 1 for m, _ in members], dtype=np.int64)
-        accs = [(np.ascontiguousarray(expr[:, cols]), np.zeros((n, cols.size)), cols) for _, cols in members]
-        fams.append((R, nsq, accs))
-    P = max(len(f[1]) for f in fams)
-    Wfull = np.empty((P, T, T))
-    kfull = np.empty((T, T), dtype=np.int64)
-    for i0 in range(0, n, T):
-        i1 = min(n, i0 + T)
-        for j0 in range(i0, n, T):
-            j1 = min(n, j0 + T)
-            a, b = i1 - i0, j1 - j0
-            if a == T and b == T:
-                kb = kfull
-            else:  # edge tiles: fresh contiguous buffers (one numba specialisation)
-                kb = np.empty((a, b), dtype=np.int64)
-            for R, nsq, accs in fams:
-                W = Wfull[: len(nsq)] if (a == T and b == T) else np.empty((len(nsq), a, b))
-                gauss_weights_sq(x[i0:i1], y[i0:i1], x[j0:j1], y[j0:j1], -1.0 / (2.0 * R * R), nsq, W, kb)
-                for q, (E, acc, _) in enumerate(accs):
-                    wq = W[q]
+
+    def __init__(self, x, y, tile: int = 1024, cache_bytes: int = 0) -> None:
+        self.x = np.ascontiguousarray(x, dtype=np.float64)
+        self.y = np.ascontiguousarray(y, dtype=np.float64)
+        self.n = self.x.shape[0]
+        self.T = int(max(1, min(tile, self.n)))
+        nb = (self.n + self.T - 1) // self.T
+        self.pairs = [(i0, j0) for i0 in range(0, self.n, self.T) for j0 in range(i0, self.n, self.T)]
+        self.tile_bytes = 8 * self.T * self.T
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[tuple[float, int, int], np.ndarray] = {}
+        self._nb = nb
+
+    def _base_tile(self, R, i0, j0, buf, kb):
+        key = (R, i0, j0)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        i1, j1 = min(self.n, i0 + self.T), min(self.n, j0 + self.T)
+        a, b = i1 - i0, j1 - j0
+        full = a == self.T and b == self.T
+        W = buf if full else np.empty((1, a, b))
+        K = kb if full else np.empty((a, b), dtype=np.int64)
+        gauss_weights_sq(self.x[i0:i1], self.y[i0:i1], self.x[j0:j1], self.y[j0:j1], -1.0 / (2.0 * R * R),
+                         np.zeros(1, dtype=np.int64), W, K)
+        w = W[0]
+        if (len(self._cache) + 1) * self.tile_bytes <= self.cache_bytes:
+            w = w.copy()
+            self._cache[key] = w
+        return w
+
+    def apply(self, expr, radii, scale: float) -> np.ndarray:
+        """out[:, l] = scale * sum_j exp(-|x_i - x_j|^2 / (2 radii[l]^2)) expr[j, l]."""
+        n, nl = expr.shape
+        out = np.zeros((n, nl))
+        if n == 0 or nl == 0:
+            return out
+        T = self.T
+        fams = []
+        for R, members in radius_families(radii):
+            accs = [(int(m).bit_length() - 1, np.ascontiguousarray(expr[:, cols]), np.zeros((n, cols.size)), cols)
+                    for m, cols in members]
+            fams.append((R, accs))
+        buf = np.empty((1, T, T))
+        kb = np.empty((T, T), dtype=np.int64)
+        sq = np.empty((T, T))
+        for i0, j0 in self.pairs:
+            i1, j1 = min(n, i0 + T), min(n, j0 + T)
+            for R, accs in fams:
+                w = self._base_tile(R, i0, j0, buf, kb)
+                for nsq, E, acc, _ in accs:
+                    if nsq == 0:
+                        wq = w
+                    else:
+                        wq = sq if w.shape == (T, T) else np.empty(w.shape)
+                        square_times(w, nsq, wq)
                     acc[i0:i1] += wq @ E[j0:j1]
                     if j0 != i0:
                         acc[j0:j1] += wq.T @ E[i0:i1]
-    for R, nsq, accs in fams:
-        for _, acc, cols in accs:
-            out[:, cols] = acc * scale
-    return out
+        for R, accs in fams:
+            for _, _, acc, cols in accs:
+                out[:, cols] = acc * scale
+        return out
+
+
+def gauss_sum_self(x, y, expr, radii, scale, tile: int = 1024) -> np.ndarray:
+    """Received ligands of every cell from every cell, all radii at once (no caching)."""
+    return GaussTiles(x, y, tile=tile).apply(expr, radii, scale)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)

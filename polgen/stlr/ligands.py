@@ -53,7 +53,7 @@ def _check_coords(coords) -> np.ndarray:
 
 def received_ligands(coords, expr, radius, scale_factor: float = 1.0, mode: Mode = "exact", *,
                      min_expression: float = 0.0, grid_factor: float = 0.5,
-                     fast_h: float = 0.125, fast_order: int = 8):
+                     fast_h: float = 0.125, fast_order: int = 8, tiles=None):
     """Received ligand amount per cell and ligand (n x L).
 
     ``coords`` (n, 2); ``expr`` (n, L) ligand expression (numpy array or Polars DataFrame, whose
@@ -97,7 +97,12 @@ def received_ligands(coords, expr, radius, scale_factor: float = 1.0, mode: Mode
     y = np.ascontiguousarray(xy[:, 1])
     scale = float(scale_factor) / n
     if mode == "exact":
-        out[:] = K.gauss_sum_self(x, y, E, radii, scale)
+        # ``tiles``: a :class:`polgen.kernels.ligands.GaussTiles` on these coordinates, reused
+        # (and possibly caching the Gaussian tiles) across calls
+        eng = tiles if tiles is not None else K.GaussTiles(x, y)
+        if eng.n != n:
+            raise InputError("tiles were built for other coordinates")
+        out[:] = eng.apply(E, radii, scale)
         return _wrap(out, names)
     for r in np.unique(radii):
         cols = np.flatnonzero(radii == r)

@@ -63,7 +63,7 @@ def _radii_map(lr, var_names, radius, contact_distance) -> dict[str, float]:
     return ligand_radii(lr_table(lr, var_names, radius, contact_distance))
 
 
-def _received_cols(coords, Xf_lig, radii, scale_factor, mode, cols=None, out=None):
+def _received_cols(coords, Xf_lig, radii, scale_factor, mode, cols=None, out=None, tiles=None):
     """Received ligands of the (already filtered) ligand columns ``cols`` (all when None)."""
     from polgen.stlr.ligands import received_ligands
 
@@ -73,7 +73,7 @@ def _received_cols(coords, Xf_lig, radii, scale_factor, mode, cols=None, out=Non
     cols = np.arange(nl) if cols is None else np.asarray(cols)
     cols = cols[np.isfinite(radii[cols])]  # ligands without an LR row receive nothing (reference)
     if cols.size:
-        out[:, cols] = received_ligands(coords, Xf_lig[:, cols], radii[cols], scale_factor, mode)
+        out[:, cols] = received_ligands(coords, Xf_lig[:, cols], radii[cols], scale_factor, mode, tiles=tiles)
     return out
 
 
@@ -93,7 +93,9 @@ class Perturber:
 
     def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
                  scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
-                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None) -> None:
+                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
+                 cache_mb: float | None = None) -> None:
+        from polgen.kernels.ligands import GaussTiles
         from polgen.stlr.ligands import MODES
 
         if mode not in MODES:
@@ -125,7 +127,13 @@ class Perturber:
         self.X0 = t.X
         self.maxv = np.ascontiguousarray(self.X0.max(axis=0)) if self.X0.size else np.zeros(0)
         self.Xf0_lig = filtered(self.X0[:, self.lig_gene]) if self.ligands else np.zeros((len(t.obs_names), 0))
-        self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode)
+        # exact mode: the Gaussian tiles are kept between steps when they fit in cache_mb
+        # (default $POLGEN_STLR_CACHE_MB or 1024 MB): later steps then skip the N^2 exps
+        if cache_mb is None:
+            cache_mb = float(os.environ.get("POLGEN_STLR_CACHE_MB", 1024))
+        self.tiles = (GaussTiles(t.coords[:, 0], t.coords[:, 1], cache_bytes=int(cache_mb * 2**20))
+                      if mode == "exact" else None)
+        self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
         self.used = set()
         for g in self.plan.genes:
             self.used.update(self.base[g].modulators)
@@ -199,7 +207,8 @@ class Perturber:
             changed = np.flatnonzero((Xf1_lig != Xf_prev_lig).any(axis=0)) if self.ligands else np.zeros(0, int)
             if changed.size:
                 W1 = W_prev.copy()
-                _received_cols(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1)
+                _received_cols(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1,
+                               tiles=self.tiles)
             else:
                 W1 = W_prev
             if self.ligands:
