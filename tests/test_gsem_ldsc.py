@@ -119,8 +119,10 @@ def r_ldsc_reference(traits, ld, M, nb, chisq_max=None, wld=None):
                 Nbar = N.mean()
                 y = chi
             else:
-                m2 = {r[0]: r for r in all_y[kk]}
-                rows = [(r, m2[r[0]]) for r in y1 if r[0] in m2]
+                m2: dict = {}
+                for r in all_y[kk]:
+                    m2.setdefault(r[0], []).append(r)
+                rows = [(r, b) for r in y1 for b in m2.get(r[0], [])]  # every pairing, as merge()
                 z1 = np.array([a[2] if a[3] == b[3] else -a[2] for a, b in rows])
                 z2 = np.array([b[2] for a, b in rows])
                 N1 = np.array([a[1] for a, b in rows])
@@ -198,6 +200,20 @@ def test_ldsc_matches_dense_reference(messy, nb, chisq_max, sep):
     assert res.S_Stand is None
     tab = ldsc_table(res)
     assert tab.height == 6 and tab["se"].to_numpy() @ np.ones(6) > 0
+
+
+def test_duplicated_snps_pair_up_as_r_merge_does(messy, tmp_path):
+    df = pl.read_csv(messy["files"][1], separator="\t")
+    dup = pl.concat([df, df.head(40).with_columns(pl.col("Z") * 0.5)])
+    path = tmp_path / "dup.sumstats.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(dup.write_csv(separator="\t", float_precision=None).encode())
+    files = [messy["files"][0], path, messy["files"][2]]
+    res = ldsc(files, messy["d"] / "ld", n_blocks=20, chr=2)
+    S, V, I, Nvec = r_ldsc_reference(_read_traits(files), messy["ldmap"], messy["M"], 20)
+    np.testing.assert_allclose(res.S, S, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(res.V, V, rtol=1e-8, atol=1e-16)
+    np.testing.assert_allclose(res.N, Nvec, rtol=1e-12)
 
 
 def test_jackknife_kernel_matches_explicit_leave_one_block_out_loop():

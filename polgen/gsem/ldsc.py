@@ -213,6 +213,13 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
         w = x
     w = w.select(pl.col("SNP"), pl.col(w.columns[-1]).cast(pl.Float64).alias("wLD"))
     x = x.select(pl.col("SNP"), pl.col("CHR"), pl.col("BP"), pl.col(score).cast(pl.Float64).alias("L2"))
+    # R merges each trait with w and then x; joining w into x once gives the same rows
+    if wld is not None:
+        x = x.join(w, on="SNP", how="inner", maintain_order="left")
+    else:
+        x = x.with_columns(w["wLD"])
+    x = x.with_row_index("__idx")
+    unique_ld = x["SNP"].n_unique() == x.height
     M = read_m(ld, chroms, m_suffix)
     if not M > 0:
         raise InputError(f"total M from the .l2.{m_suffix} files is {M}", path=ld)
@@ -223,8 +230,7 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     for obj, label, name in zip(items, labels, names):
         y1 = _load_trait(obj, label)
         n_in = y1.height
-        merged = (y1.join(w, on="SNP", how="inner", maintain_order="left")
-                  .join(x, on="SNP", how="inner", maintain_order="left"))
+        merged = y1.join(x, on="SNP", how="inner", maintain_order="left")
         merged = (merged.with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
                   .sort(["__chr", "BP"], maintain_order=True, nulls_last=True).drop("__chr"))
         log.info("ldsc %s: out of %d SNPs, %d remain after merging with LD-score files", name, n_in, merged.height)
@@ -240,6 +246,10 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
         all_y.append(merged)
 
     # ---- regressions
+    cols = [{c: y[c].to_numpy() for c in ("Z", "N", "L2", "wLD", "A1", "__idx")} for y in all_y]
+    for c in cols:
+        for key in ("Z", "N", "L2", "wLD"):
+            c[key] = np.ascontiguousarray(c[key], dtype=np.float64)
     nV = n_traits * (n_traits + 1) // 2
     cov = np.full((n_traits, n_traits), np.nan)
     I = np.full((n_traits, n_traits), np.nan)
@@ -249,32 +259,40 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     s = 0
     for j in range(n_traits):
         y1 = all_y[j]
+        c1 = cols[j]
         for k in range(j, n_traits):
             if j == k:
-                chi = y1["Z"].to_numpy().astype(np.float64) ** 2
-                l2 = y1["L2"].to_numpy().astype(np.float64)
-                wl = y1["wLD"].to_numpy().astype(np.float64)
-                N = y1["N"].to_numpy().astype(np.float64)
+                chi = c1["Z"] ** 2
+                l2, wl, N = c1["L2"], c1["wLD"], c1["N"]
                 iw = _weights(chi, l2, wl, N, M)
                 weights = iw / iw.sum()
                 Nbar = float(N.mean())
                 yv = chi
                 n_snps = chi.shape[0]
             else:
-                y2 = all_y[k].select("SNP", pl.col("N").alias("N_y"), pl.col("Z").alias("Z_y"),
-                                     pl.col("A1").alias("A1_y"))
-                m2 = y1.join(y2, on="SNP", how="inner", maintain_order="left").drop_nulls()
-                n_snps = m2.height
+                c2 = cols[k]
+                idx2 = c2["__idx"]
+                pos = np.full(x.height, -1, dtype=np.int64)
+                pos[idx2] = np.arange(idx2.shape[0])
+                if unique_ld and np.count_nonzero(pos >= 0) == idx2.shape[0]:
+                    # merge on SNP in trait j's order through the LD-score row index
+                    p2 = pos[c1["__idx"]]
+                    sel1 = np.flatnonzero(p2 >= 0)
+                    sel2 = p2[sel1]
+                    z1, a1x, l2, wl, N1 = (c1[c][sel1] for c in ("Z", "A1", "L2", "wLD", "N"))
+                    z2, a1y, N2 = (c2[c][sel2] for c in ("Z", "A1", "N"))
+                else:  # duplicated SNP ids: R's merge makes every pairing
+                    y2 = all_y[k].select("SNP", pl.col("N").alias("N_y"), pl.col("Z").alias("Z_y"),
+                                         pl.col("A1").alias("A1_y"))
+                    m2 = y1.join(y2, on="SNP", how="inner", maintain_order="left").drop_nulls()
+                    z1, a1x, l2, wl, N1, z2, a1y, N2 = (
+                        m2[c].to_numpy() for c in ("Z", "A1", "L2", "wLD", "N", "Z_y", "A1_y", "N_y"))
+                    z1, l2, wl, N1, z2, N2 = (np.asarray(a, dtype=np.float64) for a in (z1, l2, wl, N1, z2, N2))
+                n_snps = z1.shape[0]
                 if n_snps < n_blocks:
                     raise InputError(f"only {n_snps} SNPs shared by {names[j]} and {names[k]} "
                                      f"(fewer than n_blocks={n_blocks})")
-                z1 = m2["Z"].to_numpy().astype(np.float64)
-                z1 = np.where(m2["A1_y"].to_numpy() == m2["A1"].to_numpy(), z1, -z1)
-                z2 = m2["Z_y"].to_numpy().astype(np.float64)
-                l2 = m2["L2"].to_numpy().astype(np.float64)
-                wl = m2["wLD"].to_numpy().astype(np.float64)
-                N1 = m2["N"].to_numpy().astype(np.float64)
-                N2 = m2["N_y"].to_numpy().astype(np.float64)
+                z1 = np.where(a1y == a1x, z1, -z1)
                 iw1 = _weights(z1 ** 2, l2, wl, N1, M)
                 iw2 = _weights(z2 ** 2, l2, wl, N2, M)
                 tot = iw1 + iw2

@@ -233,6 +233,9 @@ def munge_one(obj, ref: pl.DataFrame, trait: str, label: str, N: float | None = 
     elif S.N not in df.columns:
         raise SchemaError(f"no sample-size column (N/NEFF/...) and no N given; found columns "
                           f"{[c for c in df.columns if c != ROW]}", path=label, column="N")
+    # only the columns the method uses travel through the joins and filters
+    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE)
+                    if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = df.with_columns(pl.col(effect).alias("effect"), *clean_alleles())

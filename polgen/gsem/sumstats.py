@@ -93,6 +93,9 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
         raise SchemaError("a sample size (N column or the N argument) is needed for "
                           + ("linprob" if linprob else "OLS") + " standardisation; found columns "
                           f"{[c for c in df.columns if c != ROW]}", path=label, column="N")
+    # only the columns the method uses travel through the joins and filters
+    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE)
+                    if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = counts.filter(df, ~pl.col(S.SNP).is_duplicated(), "duplicated_snp")
