@@ -1,1 +1,35 @@
-"""gsem"""
+"""Genomic SEM (parity target: R GenomicSEM).
+
+Pipeline: :func:`munge` -> :func:`ldsc` (a :class:`CovStruc` with S, V, I) -> :func:`commonfactor` /
+:func:`usermodel` / :func:`rgmodel`; for multivariate GWAS :func:`sumstats` -> :func:`user_gwas` /
+:func:`commonfactor_gwas` streamed over SNP batches.  ``df.gsem.*`` / ``lf.gsem.*`` delegate here.
+"""
+
+from polgen.gsem.covstruc import CovStruc, as_covstruc
+from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+from polgen.gsem.ldsc import ldsc, ldsc_table
+from polgen.gsem.matrix import cov_to_cor, near_pd, vech, vech_reverse
+from polgen.gsem.models import commonfactor, rgmodel, usermodel, write_model
+from polgen.gsem.munge import munge
+from polgen.gsem.sumstats import sumstats
+from polgen.gsem.syntax import parse_model
+
+__all__ = [
+    "CovStruc",
+    "as_covstruc",
+    "commonfactor",
+    "commonfactor_gwas",
+    "cov_to_cor",
+    "ldsc",
+    "ldsc_table",
+    "munge",
+    "near_pd",
+    "parse_model",
+    "rgmodel",
+    "sumstats",
+    "user_gwas",
+    "usermodel",
+    "vech",
+    "vech_reverse",
+    "write_model",
+]
