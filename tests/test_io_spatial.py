@@ -178,3 +178,24 @@ def test_obs_frame_types():
     assert sd.obs.schema["cell_type"] == pl.Categorical
     assert sd.obs.schema["n_counts"] in (pl.Float32, pl.Float64)
     assert sd.obs["CellID"].to_list() == sd.obs_names
+
+
+def test_sparse_array_types_and_backed_anndata(tmp_path):
+    """scipy sparse *arrays* (what newer anndata hands back) and backed (on-disk) AnnData work."""
+    ad, x, _ = _adata()
+    ad.X = sp.csr_array(x)
+    sd = read_spatial(ad)
+    assert isinstance(sd.X, sp.csr_matrix)
+    np.testing.assert_array_equal(sd.X.toarray(), x)
+    for sparse in (False, True):
+        ad2, x2, _ = _adata(sparse=sparse, seed=3)
+        f = tmp_path / f"b{int(sparse)}.h5ad"
+        ad2.write_h5ad(f)
+        backed = anndata.read_h5ad(f, backed="r")
+        try:
+            sd2 = read_spatial(backed)
+            got = sd2.X.toarray() if sp.issparse(sd2.X) else sd2.X
+            np.testing.assert_array_equal(got, x2)
+            assert sd2.path == str(f)
+        finally:
+            backed.file.close()
