@@ -313,3 +313,52 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
     assert a.equals(pl.read_parquet(sorted(ref.glob("part-*.parquet"))))
     assert a["b"].unique().sort().to_list() == list(range(40))
     assert read_metadata(out) == {"done": True}
+
+
+# -- hostile manifests (hypothesis) -------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 10_000), junk=st.binary(max_size=40), where=st.sampled_from(["end", "cut", "middle"]))
+def test_damaged_manifest_resumes_or_refuses(tmp_path_factory, cut, junk, where):
+    """Whatever happens to the manifest, resuming either refuses with ResumeError or finishes
+    with exactly the parts of an uninterrupted run; nothing else escapes."""
+    base = tmp_path_factory.mktemp("fuzz")
+    ref = base / "ref"
+    run_to_sink(make_batch, list(range(4)), ref, {"p": 1})
+    out = base / "o"
+    run_to_sink(make_batch, list(range(4)), out, {"p": 1})
+    m = out / MANIFEST
+    raw = m.read_bytes()
+    if where == "end":
+        raw = raw + junk
+    elif where == "cut":
+        raw = raw[: cut % (len(raw) + 1)]
+    else:
+        k = cut % (len(raw) + 1)
+        raw = raw[:k] + junk + raw[k:]
+    m.write_bytes(raw)
+    try:
+        sink = run_to_sink(make_batch, list(range(4)), out, {"p": 1}, resume=True)
+    except ResumeError:
+        return
+    assert _parts(out) == _parts(ref)
+    assert len(sink.files) == 4
+
+
+def test_record_pointing_at_another_batch_file_is_rejected(tmp_path):
+    out = tmp_path / "o"
+    run_to_sink(make_batch, list(range(3)), out, {"p": 1})
+    m = out / MANIFEST
+    lines = m.read_text().splitlines()
+    rec = json.loads(lines[3])  # batch 2
+    rec["batch"] = 25
+    lines[3] = json.dumps(rec)
+    m.write_text("\n".join(lines) + "\n")
+    CALLS.clear()
+    sink = run_to_sink(make_batch, list(range(3)), out, {"p": 1}, resume=True)
+    assert CALLS == [2]
+    assert [f.name for f in sink.files] == [f"part-{i:06d}.parquet" for i in range(3)]
+    assert all(f.exists() for f in sink.files)

@@ -285,9 +285,9 @@ class BatchSink:
 
     def _verify(self, info: PartInfo) -> bool:
         """A recorded part is good when its size, SHA-256 and parquet row count all match."""
-        f = self.path / info.file
-        if f.name != info.file or f.parent != self.path:  # a manifest cannot point elsewhere
+        if info.file != PART_FMT.format(info.batch):  # a record names its own batch's file only
             return False
+        f = self.path / info.file
         try:
             if not f.is_file() or f.stat().st_size != info.bytes:
                 return False
