@@ -320,3 +320,24 @@ def test_pvalues_do_not_underflow():
     assert (p["log10p"] < -300).any()
     assert p.filter(pl.col("log10p") < -330)["p"].to_list() == [0.0] * p.filter(pl.col("log10p") < -330).height
     assert p["log10p"].is_finite().all()
+
+
+def test_sign_canonicalisation_and_start_independence():
+    d = _fx("newer", "sem_3factor.json")
+    S, V = np.array(d["s"]), np.array(d["v"])
+    cm = compile_model(d["model"])
+    ref = fit_sem(cm, S, V=V)
+    # start from negative loadings: same objective, loadings flipped back to positive
+    start = np.abs(ref.theta)
+    for k in range(cm.n_free):
+        if cm.table.rows[cm.par_table_row[k]].op == "=~":
+            start[k] = -0.5
+    fit = fit_sem(cm, S, V=V, start=start, restarts=0)
+    assert fit.objective == pytest.approx(ref.objective, abs=1e-12)
+    np.testing.assert_allclose(fit.theta, ref.theta, atol=1e-7)
+    # a marker-identified factor is not flipped (its fixed loading 1 fixes the sign)
+    cm2 = compile_model("F1 =~ V1 + V2\nF2 =~ V3 + V4\nF3 =~ V5 + V6")
+    from polgen.gsem.sem import _flippable_latents
+
+    assert _flippable_latents(cm2) == []
+    assert len(_flippable_latents(cm)) == 3

@@ -28,6 +28,9 @@ S <- matrix(scan(text=args[1], quiet=TRUE), k, k)
 V <- matrix(scan(text=args[2], quiet=TRUE), k*(k+1)/2, k*(k+1)/2)
 model <- args[3]
 nm <- paste0("V", 1:k); colnames(S) <- rownames(S) <- nm
+if (min(eigen(S)$values) <= 0) S <- as.matrix(Matrix::nearPD(S, corr=FALSE)$mat)
+if (min(eigen(V)$values) <= 0) V <- as.matrix(Matrix::nearPD(V, corr=FALSE)$mat)
+colnames(S) <- rownames(S) <- nm
 reord <- function(fit) {
   o2 <- rownames(inspect(fit)[[1]]); kk <- length(o2)
   A <- matrix(NA, kk, kk); A[lower.tri(A, diag=TRUE)] <- 1:(kk*(kk+1)/2); A <- t(A)

@@ -319,8 +319,19 @@ class _Objective:
 
 
 def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 500,
-                ftol: float = 1e-14, gtol: float = 1e-9) -> tuple[np.ndarray, float, bool, int]:
+                gtol: float = 1e-9, rel_tol: float = 1e-10, dx_tol: float = 0.01
+                ) -> tuple[np.ndarray, float, bool, int]:
+    """Bounded Levenberg-Marquardt on z.
+
+    Stops when the projected gradient is below ``gtol * max(1, |f|)`` (converged), or - as
+    nlminb's relative function convergence - after three accepted steps in a row that lower the
+    objective by less than ``rel_tol`` relatively, or when no step lowers it; those count as
+    converged when the projected gradient of lavaan's objective (half of ours) is below ``dx_tol``
+    (lavaan's ``optim.dx.tol``, 0.01 as GenomicSEM sets it).
+    """
     lo, hi = rp.z_lower, rp.z_upper
+    lo_f, hi_f = np.isfinite(lo), np.isfinite(hi)
+    lo_0, hi_0 = np.where(lo_f, lo, 0.0), np.where(hi_f, hi, 0.0)
     z = np.clip(z0, lo, hi)
     f = obj.value(rp.theta(z))
     if not np.isfinite(f):
@@ -328,17 +339,20 @@ def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 50
     lam = 1e-4
     converged = False
     it = 0
+    flat = 0
     g_th, H_th = obj.grad_hess(rp.theta(z))
     g = rp.M.T @ g_th
     H = rp.M.T @ H_th @ rp.M
+
+    def projected(z, g):
+        act = (lo_f & (z <= lo_0 + 1e-14 * (1 + np.abs(lo_0))) & (g > 0)) | \
+              (hi_f & (z >= hi_0 - 1e-14 * (1 + np.abs(hi_0))) & (g < 0))
+        return act, np.where(act, 0.0, g)
+
     for it in range(1, max_iter + 1):
-        at_lo = np.isfinite(lo) & (z <= lo + 1e-14 * (1 + np.abs(np.where(np.isfinite(lo), lo, 0)))) & (g > 0)
-        at_hi = np.isfinite(hi) & (z >= hi - 1e-14 * (1 + np.abs(np.where(np.isfinite(hi), hi, 0)))) & (g < 0)
-        act = at_lo | at_hi
+        act, pg = projected(z, g)
         fr = ~act
-        pg = np.where(act, 0.0, g)
-        scale = max(1.0, abs(f))
-        if np.max(np.abs(pg), initial=0.0) <= gtol * scale:
+        if np.max(np.abs(pg), initial=0.0) <= gtol * max(1.0, abs(f)):
             converged = True
             break
         Hf = H[np.ix_(fr, fr)]
@@ -361,21 +375,73 @@ def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 50
                 break
             lam *= 10
         if not accepted:
-            # no descent possible: converged if the gradient is tiny relative to curvature
-            converged = np.max(np.abs(pg), initial=0.0) <= 1e-6 * scale
+            converged = 0.5 * np.max(np.abs(pg), initial=0.0) <= dx_tol
             break
-        small_step = np.max(np.abs(z_new - z), initial=0.0) <= 1e-13 * (1 + np.max(np.abs(z), initial=0.0))
-        small_f = (f - f_new) <= ftol * max(abs(f), 1e-300)
+        rel = (f - f_new) / max(abs(f), 1e-300)
+        flat = flat + 1 if rel <= rel_tol else 0
         z, f = z_new, f_new
         lam = max(lam / 10, 1e-12)
         g_th, H_th = obj.grad_hess(rp.theta(z))
         g = rp.M.T @ g_th
         H = rp.M.T @ H_th @ rp.M
-        if small_step and small_f:
-            pg = np.where(((z <= lo) & (g > 0)) | ((z >= hi) & (g < 0)), 0.0, g)
-            converged = np.max(np.abs(pg), initial=0.0) <= 1e-6 * max(1.0, abs(f))
+        if flat >= 3:
+            _, pg = projected(z, g)
+            converged = 0.5 * np.max(np.abs(pg), initial=0.0) <= dx_tol
             break
     return z, f, converged, it
+
+
+def _flippable_latents(cm: CompiledModel) -> list[tuple[int, list[int], int]]:
+    """Latent variables whose sign can be flipped without changing Sigma (free, unlabelled,
+    unbounded parameters around them; fixed ones zero): (latent, free indices to negate, free
+    index of its first loading)."""
+    table = cm.table
+    used_labels = set()
+    for d in table.defined:
+        used_labels.update(d.expr.names)
+    for c in table.constraints:
+        used_labels.update(c.lhs.names + c.rhs.names)
+    out = []
+    for lv in cm.latent:
+        negate: list[int] = []
+        first = None
+        ok = True
+        for r in table.rows:
+            touches = (r.op == "=~" and r.lhs == lv) or (r.op == "~" and lv in (r.lhs, r.rhs)) or \
+                      (r.op == "~~" and r.lhs != r.rhs and lv in (r.lhs, r.rhs))
+            if not touches:
+                continue
+            if r.op == "~~" and r.lhs == lv and r.rhs == lv:
+                continue
+            if r.free == 0:
+                if r.ustart != 0.0:
+                    ok = False
+                    break
+                continue
+            if (r.label and (r.label in used_labels or len(table.labels.get(r.label, [])) > 1)) \
+                    or math.isfinite(r.lower) or math.isfinite(r.upper):
+                ok = False
+                break
+            negate.append(r.free - 1)
+            if r.op == "=~" and first is None:
+                first = r.free - 1
+        if ok and first is not None:
+            out.append((cm.latent.index(lv), negate, first))
+    return out
+
+
+def canonical_signs(cm: CompiledModel, theta: np.ndarray) -> np.ndarray:
+    """Flip latent variables (where that leaves Sigma unchanged) so that each one's first free
+    loading is positive - where lavaan's positive starting values take it."""
+    th = np.array(theta, dtype=np.float64)
+    flips = cm._cache.get("flippable")
+    if flips is None:
+        flips = _flippable_latents(cm)
+        cm._cache["flippable"] = flips
+    for _, negate, first in flips:
+        if th[first] < 0:
+            th[negate] = -th[negate]
+    return th
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +544,7 @@ def fit_sem(
         raise ConvergenceError("the optimiser found no finite objective from any starting point "
                                "(implied covariance singular / not positive definite)")
     conv, _, z, f, it = best
-    theta = rp.theta(z)
+    theta = canonical_signs(model, rp.theta(z))
     sigma, J = model.implied_jacobian(theta, A0, S0)
     if check_identified:
         JM = J @ rp.M
