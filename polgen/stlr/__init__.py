@@ -3,7 +3,7 @@
 Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to them.
 """
 
-from polgen.stlr.betadata import BetaData, Betabase, read_betadata, write_betadata
+from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
 from polgen.stlr.grn import (
     base_grn_links,
     expand_complexes,
@@ -14,13 +14,20 @@ from polgen.stlr.grn import (
     read_ligand_target,
     read_links,
 )
+from polgen.stlr.lasso import LassoFit, sparse_group_lasso
 from polgen.stlr.ligands import received_ligands
 from polgen.stlr.perturb import Perturber, perturb, perturb_batch
 from polgen.stlr.splash import splash
+from polgen.stlr.train import FitResult, fit
 
 __all__ = [
     "BetaData",
     "Betabase",
+    "FitResult",
+    "LassoFit",
+    "betabase_from_long",
+    "fit",
+    "sparse_group_lasso",
     "Perturber",
     "base_grn_links",
     "expand_complexes",
