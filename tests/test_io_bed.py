@@ -347,3 +347,20 @@ def test_against_plink2_export(tmp_path):
     assert np.isnan(got).any()
     np.testing.assert_array_equal(got, want)
     assert bs.fam["IID"].to_list() == raw["IID"].cast(pl.String).to_list()
+
+
+def test_concurrent_streams_in_threads(tmp_path):
+    """Streams decoding at once in a thread pool (as the engine's 'threads' executor does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = _genotypes(400, 700, seed=21, miss=0.02)  # blocks big enough for the parallel path
+    path = _write(tmp_path, g)
+    want = BedStream(path).read().data
+
+    def work(k):
+        bs = BedStream(path, block_snps=350)
+        return np.hstack([b.data.copy() for b in bs.blocks()])
+
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(work, range(8)):
+            np.testing.assert_array_equal(got, want)

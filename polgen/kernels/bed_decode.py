@@ -23,6 +23,8 @@ number of missing calls.
 
 from __future__ import annotations
 
+import threading
+
 import numba as nb
 import numpy as np
 
@@ -140,7 +142,8 @@ def decode_rows(packed: np.ndarray, rows: np.ndarray, n_samples: int, scale_code
     ``packed``: C-contiguous uint8 ``(n_rows_total, ceil(n_samples/4))``; ``rows``: int64 indices;
     ``out``: ``(n_samples, len(rows))`` float32/float64, Fortran order (or a single column);
     ``freq``: float64 ``(len(rows),)``; ``nmiss``: int64 ``(len(rows),)``.  ``parallel=None``
-    uses threads only for blocks of at least :data:`PARALLEL_MIN_CELLS` genotypes.
+    uses numba threads only for blocks of at least :data:`PARALLEL_MIN_CELLS` genotypes and only
+    when called from the main thread (worker threads of a pool decode serially).
     """
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     k = rows.shape[0]
@@ -165,7 +168,10 @@ def decode_rows(packed: np.ndarray, rows: np.ndarray, n_samples: int, scale_code
     sum_lut = SUM_LUT_A1 if count_a1 else SUM_LUT_A2
     table = np.empty((k, 4), dtype=np.float64)
     if parallel is None:
-        parallel = k > 1 and n_samples * k >= PARALLEL_MIN_CELLS
+        # threads only from the main thread: numba's default (workqueue) threading layer aborts on
+        # concurrent parallel launches, and a worker thread of a pool is parallel already
+        parallel = (k > 1 and n_samples * k >= PARALLEL_MIN_CELLS
+                    and threading.current_thread() is threading.main_thread())
     fn = _decode_rows_parallel if parallel else _decode_rows_serial
     fn(packed, rows, n_samples, scale_code, dosage, sum_lut, MISS_LUT, out, freq, nmiss, table)
 
