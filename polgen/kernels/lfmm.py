@@ -133,3 +133,24 @@ def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono)
         else:
             f[s] = np.nan
             r2adj[s] = np.nan
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def project_block(Y, Tt, P, yy, off):
+    """``P[:, off:off+b] = Tt @ Y`` and ``yy[off:off+b] = colSums(Y^2)`` for a Fortran block
+    ``Y`` (n, b), in one pass: each SNP column is read once and stays in L1 while its ``m + 1``
+    dot products run, so a cache-sized block decoded just before costs no extra memory traffic.
+    """
+    n, b = Y.shape
+    m = Tt.shape[0]
+    for j in range(b):
+        ss = 0.0
+        for i in range(n):
+            v = Y[i, j]
+            ss += v * v
+        yy[off + j] = ss
+        for r in range(m):
+            s = 0.0
+            for i in range(n):
+                s += Tt[r, i] * Y[i, j]
+            P[r, off + j] = s

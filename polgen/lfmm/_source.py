@@ -31,6 +31,25 @@ def block_snps_for(n_samples: int, budget: int = DEFAULT_BLOCK_BYTES) -> int:
     return int(max(256, min(65536, budget // max(1, 8 * n_samples))))
 
 
+CACHE_BLOCK_BYTES = 1 << 19
+
+
+def cache_block_snps(n_samples: int) -> int:
+    """SNPs per decoded block small enough to stay in cache between decode and use."""
+    return int(max(8, min(4096, CACHE_BLOCK_BYTES // max(1, 8 * n_samples))))
+
+
+def split_range(start: int, stop: int, parts: int) -> list[tuple[int, int]]:
+    """``start:stop`` cut into at most ``parts`` contiguous non-empty pieces."""
+    parts = max(1, min(parts, stop - start))
+    edges = np.linspace(start, stop, parts + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 16))
+
+
 class ArraySource:
     """An in-memory dosage matrix viewed as a genotype source (tests, small data)."""
 
@@ -68,13 +87,15 @@ class ArraySource:
     def bim_slice(self, start: int, stop: int) -> pl.DataFrame:
         return self.bim.slice(start, stop - start)
 
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[Block]:
+    def blocks(self, start: int = 0, stop: int | None = None, block_snps: int | None = None,
+               parallel: bool | None = False) -> Iterator[Block]:
         from polgen.kernels.lfmm import impute_center_columns
 
         stop = self.n_snps if stop is None else stop
         code = 1 if self.scale == "eigenstrat" else 0
-        for s in range(start, stop, self.block_snps):
-            e = min(stop, s + self.block_snps)
+        bs = int(block_snps or self.block_snps)
+        for s in range(start, stop, bs):
+            e = min(stop, s + bs)
             yt = np.ascontiguousarray(self._Y[:, self.snp_index[s:e]].T)
             freq = np.empty(e - s)
             nmiss = np.empty(e - s, dtype=np.int64)
@@ -167,19 +188,27 @@ class BedSource:
             return _read_bim_lines(self.bim_path, self._offsets, self._STRIDE, lo, hi)[(rows - lo).tolist()]
         return _read_bim_lines(self.bim_path, self._offsets, self._STRIDE, start, stop)
 
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[Block]:
+    def blocks(self, start: int = 0, stop: int | None = None, block_snps: int | None = None,
+               parallel: bool | None = False) -> Iterator[Block]:
+        """Decoded blocks (a view of one reused buffer).  Decoding is serial by default: callers
+        parallelise over SNP ranges with threads (numba's and OpenBLAS's thread pools fighting
+        over the cores was measured 10-20x slower on a loaded machine)."""
         from polgen.kernels.bed_decode import SCALE_CODES, decode_rows
 
         stop = self.n_snps if stop is None else stop
+        bs = int(block_snps or self.block_snps)
         packed = self._map()
         code = SCALE_CODES[self.scale]
-        buf = np.empty((self.n_samples, min(self.block_snps, max(stop - start, 1))), order="F")
-        for s in range(start, stop, self.block_snps):
-            e = min(stop, s + self.block_snps)
+        buf = np.empty((self.n_samples, min(bs, max(stop - start, 1))), order="F")
+        freq_buf = np.empty(bs)
+        nmiss_buf = np.empty(bs, dtype=np.int64)
+        for s in range(start, stop, bs):
+            e = min(stop, s + bs)
             out = buf[:, : e - s]
-            freq = np.empty(e - s)
-            nmiss = np.empty(e - s, dtype=np.int64)
-            decode_rows(packed, self.snp_index[s:e], self.n_samples, code, out, freq, nmiss)
+            freq = freq_buf[: e - s]
+            nmiss = nmiss_buf[: e - s]
+            decode_rows(packed, self.snp_index[s:e], self.n_samples, code, out, freq, nmiss,
+                        parallel=parallel)
             yield Block(s, e, out, freq, nmiss)
 
 

@@ -40,7 +40,9 @@ import pyarrow.parquet as pq
 from polgen.engine.executor import run_tasks, run_to_sink
 from polgen.errors import InputError
 from polgen.lfmm import calibrate as cal
-from polgen.lfmm._source import ArraySource, BedSource, block_snps_for, open_source
+from polgen.lfmm._blas import single_threaded_blas
+from polgen.lfmm._source import (ArraySource, BedSource, block_snps_for, cache_block_snps, default_threads,
+                                 open_source, split_range)
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.model import LfmmModel
 
@@ -140,14 +142,18 @@ class RangeTask:
     full: bool
     block_snps: int
     label: str | None = None
+    threads: int = 0  # 0: one per core when run in the calling thread
+
+
+def _source_of(spec, block_snps: int):
+    if isinstance(spec, str):
+        key = ("bed", spec, block_snps, os.path.getmtime(spec))
+        return _cached(key, lambda: BedSource(spec, scale="center", block_snps=block_snps))
+    return spec
 
 
 def _open(task: RangeTask):
-    src = task.source
-    if isinstance(src, str):
-        # one stream per thread: a BedStream reuses its decode buffer
-        key = ("bed", src, task.block_snps, os.path.getmtime(src), threading.get_ident())
-        src = _cached(key, lambda: BedSource(src, scale="center", block_snps=task.block_snps))
+    src = _source_of(task.source, task.block_snps)
     proj = task.proj
     if isinstance(proj, str):
         proj = _cached(("proj", proj, os.path.getmtime(proj)), lambda: Projection.load(task.proj))
@@ -155,39 +161,44 @@ def _open(task: RangeTask):
 
 
 def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
-    """Statistics of SNPs ``task.start:task.stop`` as arrays (uncalibrated)."""
-    from polgen.kernels.lfmm import block_stats, colsumsq
+    """Statistics of SNPs ``task.start:task.stop`` as arrays (uncalibrated).
+
+    The range is cut into ``task.threads`` pieces run on threads (the kernels release the GIL);
+    each decodes cache-sized blocks and projects them at once with :func:`project_block`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from polgen.kernels.lfmm import block_stats, project_block
 
     src, proj = _open(task)
     nb = task.stop - task.start
     K, d = proj.K, proj.d
-    out = {
-        "A1FREQ": np.empty(nb), "N_MISS": np.empty(nb, dtype=np.int64),
-        "MONO": np.empty(nb, dtype=np.uint8), "BETA": np.empty((d, nb)), "T": np.empty((d, nb)),
-        "OLS": np.empty((d, nb)), "F": np.empty(nb), "ADJ_R2": np.empty(nb),
-    }
-    for blk in src.blocks(task.start, task.stop):
-        a, b = blk.start - task.start, blk.stop - task.start
-        Y = blk.data
-        P = proj.Tt @ Y
-        yy = colsumsq(Y)
-        tol = 1e-12 * proj.n
-        beta = np.empty((d, b - a))
-        t = np.empty((d, b - a))
-        f = np.empty(b - a)
-        r2 = np.empty(b - a)
-        mono = np.empty(b - a, dtype=np.uint8)
-        block_stats(P, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), tol, beta, t, f, r2, mono)
-        out["OLS"][:, a:b] = beta
-        out["T"][:, a:b] = t
-        out["F"][a:b] = f
-        out["ADJ_R2"][a:b] = r2
-        out["MONO"][a:b] = mono
-        ridge = P[K + d:]
-        ridge = np.where(mono[None, :] == 1, np.nan, ridge)
-        out["BETA"][:, a:b] = ridge
-        out["A1FREQ"][a:b] = blk.freq
-        out["N_MISS"][a:b] = blk.n_miss
+    m = proj.Tt.shape[0]
+    P = np.empty((m, nb))
+    yy = np.empty(nb)
+    freq = np.empty(nb)
+    nmiss = np.empty(nb, dtype=np.int64)
+    bs = cache_block_snps(proj.n)
+
+    def run(a: int, b: int) -> None:
+        for blk in src.blocks(a, b, block_snps=bs, parallel=False):
+            off = blk.start - task.start
+            project_block(blk.data, proj.Tt, P, yy, off)
+            freq[off:off + len(blk.freq)] = blk.freq
+            nmiss[off:off + len(blk.freq)] = blk.n_miss
+
+    pieces = split_range(task.start, task.stop, task.threads or default_threads())
+    if len(pieces) == 1:
+        run(*pieces[0])
+    else:
+        with ThreadPoolExecutor(len(pieces)) as pool:
+            for f in [pool.submit(run, a, b) for a, b in pieces]:
+                f.result()
+    out = {"A1FREQ": freq, "N_MISS": nmiss, "MONO": np.empty(nb, dtype=np.uint8),
+           "T": np.empty((d, nb)), "OLS": np.empty((d, nb)), "F": np.empty(nb), "ADJ_R2": np.empty(nb)}
+    block_stats(P, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), 1e-12 * proj.n,
+                out["OLS"], out["T"], out["F"], out["ADJ_R2"], out["MONO"])
+    out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, P[K + d:])
     return out
 
 
@@ -199,19 +210,20 @@ def _colnames(names: list[str]) -> dict[str, list[str]]:
     return {s: [f"{s}_{v}" for v in names] for s in stats}
 
 
-def _frame(task_or_src, start, stop, arrs, proj: Projection, full: bool, calib: str | None,
-           consts: list[dict] | None, fconst: float | None) -> pl.DataFrame:
-    src = task_or_src
+def _frame(src, start, stop, arrs, names: list[str], df: float, df_full: float, full: bool,
+           calib: str | None, consts: list[dict] | None, fconst: float | None) -> pl.DataFrame:
+    """The output table of SNPs ``start:stop`` from their statistics (see the module docs)."""
     bim = src.bim_slice(start, stop)
-    cols = _colnames(proj.names)
+    cols = _colnames(names)
+    d = len(names)
     data: dict[str, Any] = {
         "CHR": bim["CHR"].cast(pl.String), "SNP": bim["SNP"].cast(pl.String),
         "BP": bim["BP"].cast(pl.Int64), "A1": bim["A1"].cast(pl.String), "A2": bim["A2"].cast(pl.String),
         "A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONOMORPHIC": arrs["MONO"].astype(bool),
     }
-    for j in range(proj.d):
+    for j in range(d):
         t = arrs["T"][j]
-        p, lp = cal.t_log10p(t, proj.df)
+        p, lp = cal.t_log10p(t, df)
         data[cols["BETA"][j]] = arrs["BETA"][j]
         data[cols["T"][j]] = t
         data[cols["P"][j]] = p
@@ -224,17 +236,16 @@ def _frame(task_or_src, start, stop, arrs, proj: Projection, full: bool, calib: 
             data[cols["LOG10P"][j]] = lpc
     if full:
         fv = arrs["F"]
-        pf, _ = cal.f_log10p(fv, proj.d, proj.df_full)
         data["F"] = fv
-        data["P_F"] = pf
+        data["P_F"] = cal.f_log10p(fv, d, df_full)[0]
         if calib is None or fconst is None:
             data["P_F_CALIBRATED"] = np.full(len(fv), np.nan)
         else:
-            data["P_F_CALIBRATED"] = cal.f_log10p(fv / fconst, proj.d, proj.df_full)[0]
+            data["P_F_CALIBRATED"] = cal.f_log10p(fv / fconst, d, df_full)[0]
         data["ADJ_R2"] = arrs["ADJ_R2"]
-    df = pl.DataFrame(data)
-    return df.with_columns(pl.col(c).fill_nan(None) for c in df.columns
-                           if df.schema[c] == pl.Float64 and c not in ("A1FREQ",))
+    out = pl.DataFrame(data)
+    return out.with_columns(pl.col(c).fill_nan(None) for c in out.columns
+                            if out.schema[c] == pl.Float64 and c != "A1FREQ")
 
 
 @dataclass(frozen=True)
@@ -246,40 +257,57 @@ class _RawTask:
 
 
 def _raw_part(task: _RawTask) -> pl.DataFrame:
-    """Worker: one range as an uncalibrated part (P_CALIBRATED/LOG10P filled later)."""
+    """Worker, first pass.  Without calibration: the final table of the range.  With it: only
+    the statistics (``T0..``, ``B0..``, ``F``, ...) — the second pass adds ids, p-values and
+    the calibrated columns, so the wide table is written once."""
     arrs = compute_range(task.rt)
     src, proj = _open(task.rt)
-    return _frame(src, task.rt.start, task.rt.stop, arrs, proj, task.full, task.calibrate, None, None)
+    if task.calibrate is None:
+        return _frame(src, task.rt.start, task.rt.stop, arrs, proj.names, proj.df, proj.df_full, task.full,
+                      None, None, None)
+    raw = {"A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONO": arrs["MONO"]}
+    for j in range(proj.d):
+        raw[f"T{j}"] = arrs["T"][j]
+        raw[f"B{j}"] = arrs["BETA"][j]
+    if task.full:
+        raw["F"] = arrs["F"]
+        raw["ADJ_R2"] = arrs["ADJ_R2"]
+    return pl.DataFrame(raw)
 
 
 @dataclass(frozen=True)
 class _CalTask:
     raw_file: str
+    source: Any
+    start: int
+    stop: int
+    block_snps: int
     names: tuple[str, ...]
+    df: float
+    df_full: float
+    full: bool
     calibrate: str
     consts: tuple  # per-variable dicts as tuples of items
     fconst: float | None
-    d: int
-    df_full: int
     meta: str
     label: str | None = None
 
 
 def _cal_part(task: _CalTask):
-    """Worker: fill the calibrated columns of one raw part."""
-    tbl = pl.read_parquet(task.raw_file)
-    cols = _colnames(list(task.names))
-    upd = []
-    for j in range(task.d):
-        t = tbl[cols["T"][j]].to_numpy().astype(np.float64)
-        pc, lpc = cal.calibrated(t, task.calibrate, dict(task.consts[j]))
-        upd += [pl.Series(cols["P_CALIBRATED"][j], pc).fill_nan(None),
-                pl.Series(cols["LOG10P"][j], lpc).fill_nan(None)]
-    if task.fconst is not None and "F" in tbl.columns:
-        fv = tbl["F"].to_numpy().astype(np.float64)
-        upd.append(pl.Series("P_F_CALIBRATED",
-                             cal.f_log10p(fv / task.fconst, task.d, task.df_full)[0]).fill_nan(None))
-    out = tbl.with_columns(upd).to_arrow()
+    """Worker, second pass: the final, calibrated table of one range from its raw part."""
+    raw = pl.read_parquet(task.raw_file)
+    d = len(task.names)
+    arrs = {"A1FREQ": raw["A1FREQ"].to_numpy(), "N_MISS": raw["N_MISS"].to_numpy(),
+            "MONO": raw["MONO"].to_numpy(),
+            "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
+            "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)])}
+    if task.full:
+        arrs["F"] = raw["F"].to_numpy()
+        arrs["ADJ_R2"] = raw["ADJ_R2"].to_numpy()
+    src = _source_of(task.source, task.block_snps)
+    consts = [dict(c) for c in task.consts]
+    out = _frame(src, task.start, task.stop, arrs, list(task.names), task.df, task.df_full, task.full,
+                 task.calibrate, consts, task.fconst).to_arrow()
     md = dict(out.schema.metadata or {})
     md[b"polgen.lfmm.calibration"] = task.meta.encode()
     return out.replace_schema_metadata(md)
@@ -348,7 +376,8 @@ def test(
     d = Xm.shape[1]
     if n - 1 - d - model.K < 1:
         raise InputError(f"too few samples: n - 1 - d - K = {n - 1 - d - model.K}")
-    proj = projection(model, Xm, names)
+    with single_threaded_blas():
+        proj = projection(model, Xm, names)
     bsnps = batch_snps or block_snps_for(n)
     task_snps = max(int(task_snps), 1)
     ranges = [(a, min(a + task_snps, src.n_snps)) for a in range(0, src.n_snps, task_snps)]
@@ -368,14 +397,16 @@ def _task_source(src):
 
 
 def _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names):
-    tasks = [RangeTask(_task_source(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}") for a, b in ranges]
+    threads = 0 if executor is None else 1
+    tasks = [RangeTask(_task_source(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}", threads=threads)
+             for a, b in ranges]
     parts = list(run_tasks(compute_range, tasks, executor=executor, progress=progress,
                            description="lfmm test"))
     arrs = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
     consts = [cal.calibration_constants(arrs["T"][j], calibrate) for j in range(proj.d)]
     fconst = cal.f_gif(arrs["F"], proj.d, proj.df_full) if full else None
-    df = _frame(src, 0, src.n_snps, arrs, proj, full, calibrate, consts if calibrate else None,
-                fconst if calibrate else None)
+    df = _frame(src, 0, src.n_snps, arrs, proj.names, proj.df, proj.df_full, full, calibrate,
+                consts if calibrate else None, fconst if calibrate else None)
     calib = _calibration_dict(names, consts, fconst, calibrate)
     return LfmmTestResult(df.lazy(), {v: c["gif"] for v, c in zip(names, consts)}, calib)
 
@@ -408,12 +439,13 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
     proj_path = raw_dir / _PROJ
     proj.save(proj_path)
     src_spec = _task_source(src)
-    work = [_RawTask(RangeTask(src_spec, a, b, str(proj_path), full, bsnps), full, calibrate,
+    threads = 0 if executor is None else 1
+    work = [_RawTask(RangeTask(src_spec, a, b, str(proj_path), full, bsnps, threads=threads), full, calibrate,
                      label=f"SNPs {a}:{b}") for a, b in ranges]
     raw = run_to_sink(_raw_part, work, raw_dir, params, resume=resume, overwrite=True if calibrate else overwrite,
                       executor=executor, progress=progress, description="lfmm test", finalize=False)
     files = [str(f) for f in raw.files]
-    cols = _colnames(names)
+    cols = _colnames(names) if not calibrate else {"T": [f"T{j}" for j in range(proj.d)]}
 
     def column(name):
         return lambda: (pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False)
@@ -427,8 +459,9 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
         raw.finalize(n_batches=nb, metadata={"lfmm": calib})
         return _result(raw, names)
     meta = params_to_json(calib)
-    ctasks = [_CalTask(f, tuple(names), calibrate, tuple(tuple(sorted(c.items())) for c in consts), fconst,
-                       proj.d, proj.df_full, meta, label=f"part {i}") for i, f in enumerate(files)]
+    ctasks = [_CalTask(f, src_spec, a, b, bsnps, tuple(names), float(proj.df), float(proj.df_full), bool(full),
+                       calibrate, tuple(tuple(sorted(c.items())) for c in consts), fconst, meta,
+                       label=f"SNPs {a}:{b}") for f, (a, b) in zip(files, ranges)]
     sink = run_to_sink(_cal_part, ctasks, out, params, resume=resume, overwrite=overwrite,
                        executor=executor, progress=progress, description="lfmm calibrate",
                        metadata={"lfmm": calib})

@@ -14,6 +14,7 @@ import scipy.linalg as sla
 
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
+from polgen.lfmm._blas import single_threaded_blas
 from polgen.lfmm._source import open_source, thin_index
 from polgen.kernels.lfmm import colsumsq
 
@@ -190,7 +191,8 @@ def choose_k(
     ell = min(k_max + oversampling, n)
     l2 = min(32, n)
     rng = np.random.default_rng(seed)
-    G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
+    with single_threaded_blas():
+        G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
     probe = rng.standard_normal((n, l2))  # independent Hutchinson probes for the bulk
     trace = 0.0
     basis, accs = [], []
@@ -209,7 +211,13 @@ def choose_k(
             basis.append(G)
             accs.append(acc)
             if it < power_iter:
-                G, _ = np.linalg.qr(acc)
+                with single_threaded_blas():
+                    G, _ = np.linalg.qr(acc)
+    with single_threaded_blas():
+        return _finish_randomized(basis, accs, gprobe, probe, k_max, m, trace, p, method, l2)
+
+
+def _finish_randomized(basis, accs, gprobe, probe, k_max, m, trace, p, method, l2):
     # Rayleigh-Ritz on the block Krylov space of all passes
     W, S, Vt = np.linalg.svd(np.hstack(basis), full_matrices=False)
     keep = S > 1e-10 * S[0]

@@ -28,7 +28,8 @@ import scipy.linalg as sla
 
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
-from polgen.lfmm._source import open_source, thin_index
+from polgen.lfmm._blas import single_threaded_blas
+from polgen.lfmm._source import cache_block_snps, default_threads, open_source, split_range, thin_index
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.model import LfmmModel
 
@@ -56,14 +57,28 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(Qd), sx
 
 
-def _gram_pass(source, G: np.ndarray, bar) -> np.ndarray:
-    """``Yc Yc' G`` for an (n, l) G, streaming the source block by block."""
-    acc = np.zeros_like(G)
-    for blk in source.blocks():
-        Yb = blk.data
-        T = Yb.T @ G
-        acc += Yb @ T
-        bar.advance()
+def _gram_pass(source, G: np.ndarray, bar, threads: int = 0) -> np.ndarray:
+    """``Yc Yc' G`` for an (n, l) G, streaming the source in cache-sized blocks on threads, each
+    with its own accumulator (single-threaded BLAS per thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bs = max(cache_block_snps(source.n_samples), 32)
+    pieces = split_range(0, source.n_snps, threads or default_threads())
+
+    def run(a: int, b: int) -> np.ndarray:
+        acc = np.zeros_like(G)
+        for blk in source.blocks(a, b, block_snps=bs, parallel=False):
+            Yb = blk.data
+            acc += Yb @ (Yb.T @ G)
+        return acc
+
+    with single_threaded_blas():
+        if len(pieces) == 1:
+            acc = run(*pieces[0])
+        else:
+            with ThreadPoolExecutor(len(pieces)) as pool:
+                acc = sum(f.result() for f in [pool.submit(run, a, b) for a, b in pieces])
+    bar.advance()
     return acc
 
 
@@ -141,7 +156,8 @@ def fit(
     d = Xm.shape[1]
     if n - 1 - d - K < 1:
         raise InputError(f"too few samples: n - 1 - d - K = {n - 1 - d - K} residual degrees of freedom")
-    Qd, sx = _x_svd(Xm, names)
+    with single_threaded_blas():
+        Qd, sx = _x_svd(Xm, names)
     dl = shrinkage(sx, lam, dlambda)
 
     def M(Z):
@@ -152,16 +168,19 @@ def fit(
 
     ell = min(K + oversampling, n)
     rng = np.random.default_rng(seed)
-    G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
+    with single_threaded_blas():
+        G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
     basis, accs = [], []
-    with progress_bar("lfmm fit", (power_iter + 1) * _count_blocks(src), progress) as bar:
+    with progress_bar("lfmm fit", power_iter + 1, progress) as bar:
         for it in range(power_iter + 1):
             acc = _gram_pass(src, M(G), bar)  # Yc Yc' M G  (so A A' G = M acc)
             basis.append(G)
             accs.append(acc)
             if it < power_iter:
-                G, _ = np.linalg.qr(M(acc))
-    U1, sigma, U, eig = _krylov_nystrom(np.hstack(basis), np.hstack(accs), M, Minv, K)
+                with single_threaded_blas():
+                    G, _ = np.linalg.qr(M(acc))
+    with single_threaded_blas():
+        U1, sigma, U, eig = _krylov_nystrom(np.hstack(basis), np.hstack(accs), M, Minv, K)
     params = {"K": K, "lam": float(lam), "dlambda": dlambda, "scale": scale, "power_iter": int(power_iter),
               "oversampling": int(oversampling), "seed": int(seed), "n_est_snps": int(src.n_snps),
               "est": ("est_bed" if est_bed is not None else "est_index" if est_index is not None
@@ -211,13 +230,3 @@ def _krylov_nystrom(Gk, acck, M, Minv, K):
     unshrunk = acc + nu * Minv(Qk)
     U = sla.solve_triangular(C, unshrunk.T, lower=True).T @ Vft[:K].T * (sigma / Sf[:K])
     return U1, sigma, np.ascontiguousarray(U), eig
-
-
-def _count_blocks(src) -> int:
-    bs = getattr(src, "block_snps", None)
-    if bs is None:
-        stream = getattr(src, "_stream", None)
-        bs = getattr(stream, "block_snps", None)
-    if not bs:
-        return 0
-    return -(-src.n_snps // int(bs))
