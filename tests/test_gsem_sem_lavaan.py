@@ -59,6 +59,21 @@ S0 <- S; diag(S0) <- 0; eta0 <- lav_matrix_vech(S0)
 Q0 <- t(eta0) %*% e$vectors %*% diag(1/e$values) %*% t(e$vectors) %*% eta0
 df <- fitMeasures(fit, "df"); dfc <- k*(k+1)/2 - k
 cat("FIT", Q, df, fitMeasures(fit, "npar"), fitMeasures(fit, "srmr"), min(1, ((Q0-dfc)-(Q-df))/(Q0-dfc)), "\n")
+if (length(args) >= 6 && args[6] == "QF") {
+  lv <- lavInspect(fit, "cor.lv"); lv[upper.tri(lv, diag=TRUE)] <- 0
+  ind <- which(lv != 0, arr.ind=TRUE); resid <- S - imp
+  y <- expand.grid(nm, nm); y <- y[!duplicated(apply(y, 1, function(x) paste(sort(x), collapse=''))), ]
+  vn <- paste(y$Var1, y$Var2)
+  for (p in 1:nrow(ind)) {
+    f1 <- rownames(lv)[ind[p, 1]]; f2 <- colnames(lv)[ind[p, 2]]
+    i1 <- pt$rhs[pt$lhs == f1 & pt$op == "=~"]; i2 <- pt$rhs[pt$lhs == f2 & pt$op == "=~"]
+    sub <- resid[i1, i2, drop=FALSE]; eta <- as.vector(sub)
+    g <- expand.grid(rownames(sub), colnames(sub)); n1 <- paste(g$Var1, g$Var2); n2 <- paste(g$Var2, g$Var1)
+    pos <- match(ifelse(n1 %in% vn, n1, n2), vn); ev <- eigen(V[pos, pos])
+    qq <- t(eta) %*% ev$vectors %*% diag(1/ev$values, length(ev$values)) %*% t(ev$vectors) %*% eta
+    cat(paste0("QF_", f1, "_", f2), qq, length(eta) - 1, "\n")
+  }
+}
 Dm <- diag(1/sqrt(diag(S))); Ss <- Dm %*% S %*% Dm; colnames(Ss) <- rownames(Ss) <- nm
 sc <- lav_matrix_vech(Ss / S); sc[is.nan(sc)] <- 0
 dv <- sqrt(diag(V)) * sc; Vs <- diag(dv) %*% cov2cor(V) %*% diag(dv)
@@ -111,11 +126,11 @@ def _data(name: str = ""):
     return S, V
 
 
-def _run_r(tmp_path, S, V, model, est):
+def _run_r(tmp_path, S, V, model, est, extra=()):
     script = tmp_path / "um.R"
     script.write_text(R_SCRIPT)
     fmt = lambda a: " ".join(repr(float(x)) for x in np.asarray(a).ravel(order="F"))  # noqa: E731
-    res = subprocess.run(["Rscript", str(script), fmt(S), fmt(V), model, str(S.shape[0]), est],
+    res = subprocess.run(["Rscript", str(script), fmt(S), fmt(V), model, str(S.shape[0]), est, *extra],
                          capture_output=True, text=True, timeout=120)
     if res.returncode != 0:
         pytest.skip(f"lavaan run failed: {res.stderr[-400:]}")
@@ -169,3 +184,16 @@ def test_usermodel_ml_estimates_match_lavaan(tmp_path):
     np.testing.assert_allclose(free["est_std"].to_numpy(), np.array(r["STD"], float), rtol=0, atol=1e-5)
     assert res.fit_all["df"][0] == int(float(r["FIT"][1]))
     assert res.fit_all["SRMR"][0] == pytest.approx(float(r["FIT"][3]), abs=1e-5)
+
+
+def test_q_factor_matches_genomicsem_algorithm_in_r(tmp_path):
+    S, V = _data6()
+    model = "F1 =~ NA*V1 + V2\nF2 =~ NA*V3 + V4\nF3 =~ NA*V5 + V6 + V4\nF1~~1*F1\nF2~~1*F2\nF3~~1*F3"
+    r = _run_r(tmp_path, S, V, model, "DWLS", extra=("QF",))
+    res = usermodel({"S": S, "V": V, "trait_names": [f"V{i}" for i in range(1, 7)]}, model, Q_Factor=True)
+    qf = res.q_factor
+    assert qf.height == 3
+    for row in qf.iter_rows(named=True):
+        q, df = r[f"QF_{row['Factor1']}_{row['Factor2']}"]
+        assert row["QFactor_chisq"] == pytest.approx(float(q), rel=1e-4, abs=1e-6)
+        assert row["QFactor_df"] == int(float(df))

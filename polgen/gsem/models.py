@@ -8,7 +8,11 @@ Each follows R GenomicSEM step by step (``R/usermodel.R``, ``R/commonfactor.R``,
    eigenvalue is <= 0 (logged warning; :class:`NotPositiveDefiniteError` if impossible);
 3. ``S`` and ``V`` are put in lavaan's variable order and the model is fitted (DWLS with
    ``W = diag(1/diag(V))``, or ML); if the fit does not converge and ``fix_resid``, it is refitted
-   with lower bounds of 1e-4 on the residual variances of the traits;
+   with lower bounds of 1e-4 on the residual variances of the traits (R's usermodel passes
+   ``optim.force.converged=TRUE`` to lavaan, so there only a lavaan error triggers the refit and
+   an unconverged solution is reported wherever nlminb stopped; polgen refits whenever its own
+   optimiser has not converged, and skips the refit - as R ends up doing - when the model already
+   writes a trait's residual variance);
 4. sandwich SEs with ``V``; delta-method SEs for ``:=`` parameters (DWLS only, as R);
 5. ``chisq`` = GenomicSEM's Q with ``eta = vech(S - Sigma)`` and ``V`` in the covstruc order,
    ``df`` = lavaan's, ``AIC = Q + 2 npar``, ``SRMR`` = lavaan's, ``CFI`` closed form against the
@@ -89,6 +93,7 @@ class SEMResult:
     (:data:`GENOMICSEM_NAMES`).  ``fit``: one row ``chisq, df, p_chisq, AIC, CFI, SRMR`` as R
     reports them; ``fit_all`` the same numbers never blanked.  ``implied`` / ``residual``: the
     model-implied and residual covariance (``imp_cov=True``), traits in covstruc order.
+    ``q_factor``: GenomicSEM's Q_Factor table (``Q_Factor=True``).
     """
 
     parameters: pl.DataFrame
@@ -103,6 +108,7 @@ class SEMResult:
     residual: pl.DataFrame | None = None
     smoothing: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    q_factor: pl.DataFrame | None = None
     unstandardized_fit: SemFit | None = field(default=None, repr=False)
     standardized_fit: SemFit | None = field(default=None, repr=False)
 
@@ -307,11 +313,60 @@ def _matrix_frame(m: np.ndarray, names: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame({"trait": list(names), **{n: m[:, j] for j, n in enumerate(names)}})
 
 
+def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], toler: float | None
+              ) -> pl.DataFrame:
+    """GenomicSEM's Q_Factor: misfit of the cross-factor indicator covariances per correlated pair.
+
+    For each pair of latent variables with a non-zero implied correlation, ``eta`` holds the
+    residual covariances ``S - Sigma`` between the indicators of the two factors and ``V_sub`` their
+    sampling covariance; ``Q = eta' V_sub^-1 eta`` (eigen-decomposition), ``df = len(eta) - 1``.
+    (R orders ``V_sub`` to match ``eta`` only when both factors have several indicators; here it
+    always matches.)
+    """
+    cm = fit.model
+    table = cm.table
+    C = fit.implied_all()[cm.p:, cm.p:]
+    d = np.sqrt(np.diag(C))
+    R = C / np.outer(d, d)
+    resid = S - _implied_in_order(fit, names)
+    k = len(names)
+    vr, vc = np.tril_indices(k)
+    order = np.lexsort((vr, vc))
+    pair_pos = {}
+    for e, (a, b) in enumerate(zip(vr[order], vc[order])):
+        pair_pos[(a, b)] = e
+        pair_pos[(b, a)] = e
+    rows = []
+    nl = len(cm.latent)
+    for j in range(nl):
+        for i in range(j + 1, nl):
+            if not np.isfinite(R[i, j]) or R[i, j] == 0:
+                continue
+            f1, f2 = cm.latent[i], cm.latent[j]
+            ind1 = [r.rhs for r in table.rows if r.op == "=~" and r.lhs == f1 and r.rhs in names]
+            ind2 = [r.rhs for r in table.rows if r.op == "=~" and r.lhs == f2 and r.rhs in names]
+            p1 = [names.index(t) for t in ind1]
+            p2 = [names.index(t) for t in ind2]
+            eta = np.array([resid[a, b] for b in p2 for a in p1])
+            idx = [pair_pos[(a, b)] for b in p2 for a in p1]
+            df = len(eta) - 1
+            if df > 0 and len(set(idx)) == len(idx):
+                q = model_chisq(eta, V[np.ix_(idx, idx)])
+                pv = float(stats.chi2.sf(q, df))
+            else:
+                q, pv = None, None
+            rows.append({"Factor1": f1, "Factor2": f2, "QFactor_chisq": q,
+                         "QFactor_df": df if df > 0 else None, "QFactor_p": pv})
+    schema = {"Factor1": pl.String, "Factor2": pl.String, "QFactor_chisq": pl.Float64, "QFactor_df": pl.Int64,
+              "QFactor_p": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
 # --------------------------------------------------------------------------------------------
 # the core shared by usermodel and commonfactor
 # --------------------------------------------------------------------------------------------
 def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: bool, imp_cov: bool,
-         toler: float | None, function: str, CFIcalc: bool = True) -> SEMResult:
+         toler: float | None, function: str, CFIcalc: bool = True, Q_Factor: bool = False) -> SEMResult:
     est = estimation.upper()
     if est not in ("DWLS", "ML"):
         raise ModelError(f"estimation must be 'DWLS' or 'ML', got {estimation!r}")
@@ -374,6 +429,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
     std_all = np.full(len(keys), np.nan)
 
     chisq = cfi = srmr_v = None
+    qfactor = None
     df = fit.df
     ok = _lv_cor_ok(fit)
     std_fit = None
@@ -386,6 +442,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
         implied = _implied_in_order(fit, names)
         eta = vech(S - implied)
         chisq = model_chisq(eta, V)
+        qfactor = _q_factor(fit, S, V, names, toler) if Q_Factor else None
         srmr_v = srmr(S_m, fit.sigma)
         k = len(names)
         if CFIcalc:
@@ -444,7 +501,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
     fit_df, fit_all = _fit_frames(chisq, df, fit.npar, cfi, srmr_v, blank)
     res = SEMResult(parameters=params, fit=fit_df, fit_all=fit_all, model=final_model, table=table,
                     vcov=vcov, converged=fit.converged, function=function, smoothing=smooth,
-                    warnings=warnings, unstandardized_fit=fit, standardized_fit=std_fit)
+                    warnings=warnings, unstandardized_fit=fit, standardized_fit=std_fit, q_factor=qfactor)
     if imp_cov:
         implied = _implied_in_order(fit, names)
         res.implied = _matrix_frame(implied, names)
@@ -466,6 +523,7 @@ def usermodel(
     CFIcalc: bool = True,
     imp_cov: bool = False,
     toler: float | None = None,
+    Q_Factor: bool = False,
 ) -> SEMResult:
     """Fit a user-specified lavaan model to a covariance structure (R ``usermodel``).
 
@@ -477,7 +535,7 @@ def usermodel(
     if not isinstance(model, str) or not model.strip():
         raise ModelError("model must be a non-empty lavaan model string")
     return _run(cs, model, estimation=estimation, std_lv=std_lv, fix_resid=fix_resid, imp_cov=imp_cov,
-                toler=toler, function="usermodel", CFIcalc=CFIcalc)
+                toler=toler, function="usermodel", CFIcalc=CFIcalc, Q_Factor=Q_Factor)
 
 
 def commonfactor_model(traits: Sequence[str]) -> str:
