@@ -13,7 +13,7 @@ All kernels take C-contiguous float64 arrays and one radius (callers group ligan
   with the (separable) Gaussian along x then y, and the grid field is interpolated back to the
   targets with the same weights.  This is exact for the kernel interpolated in both arguments,
   so its error is twice the tensor Lagrange interpolation error of a Gaussian of width ``r``:
-  with ``h = r/8`` and ``p = 8`` the measured error is below 1e-9 of the column's largest
+  with ``h = r/8`` and ``p = 8`` the measured error is below 1e-8 of the column's largest
   value; see :mod:`polgen.stlr.ligands` for the documented bound.
 """
 
