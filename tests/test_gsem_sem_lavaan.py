@@ -224,6 +224,10 @@ def test_usermodel_ml_estimates_match_lavaan(r_ref):
     free = res.parameters.filter(res.parameters["free"])
     np.testing.assert_allclose(free["est"].to_numpy(), np.array(r["EST"], float), rtol=0, atol=1e-5)
     np.testing.assert_allclose(free["est_std"].to_numpy(), np.array(r["STD"], float), rtol=0, atol=1e-5)
+    # lavaan 0.6.14's ML WLS.V is the structured expected information 0.5 D'(Sigma^-1 x Sigma^-1) D,
+    # which is also what current lavaan returns without fixed.x covariates: SEs compared too
+    np.testing.assert_allclose(free["se"].to_numpy(), np.array(r["SE"], float), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(free["se_std"].to_numpy(), np.array(r["STDSE"], float), rtol=1e-3, atol=1e-6)
     assert res.fit_all["df"][0] == int(float(r["FIT"][1]))
     assert res.fit_all["SRMR"][0] == pytest.approx(float(r["FIT"][3]), abs=1e-5)
 
