@@ -121,27 +121,55 @@ def align_to_reference(df: pl.DataFrame, counts: "DropCounter") -> pl.DataFrame:
     """R's flip-then-filter on A1/A2 against reference alleles ``A1_ref``/``A2_ref``.
 
     Uses Kleene (three-valued) logic like R: a null comparison in ``subset`` drops the row, in
-    ``ifelse`` makes the effect missing."""
+    ``ifelse`` makes the effect missing.  The two filters are added to ``counts``' plan."""
     a1, a2, r1, r2 = pl.col(S.A1), pl.col(S.A2), pl.col("A1_ref"), pl.col("A2_ref")
     flip = (r1 != a1) & (r1 == a2)
     df = df.with_columns(pl.when(flip.is_null()).then(None)
                          .when(flip).then(-pl.col("effect")).otherwise(pl.col("effect")).alias("effect"))
-    df = counts.filter(df, ~((r1 != a1) & (r1 != a2)), "allele_a1_mismatch")
-    df = counts.filter(df, ~((r2 != a2) & (r2 != a1)), "allele_a2_mismatch")
+    df = counts.step(df, ~((r1 != a1) & (r1 != a2)), "allele_a1_mismatch")
+    df = counts.step(df, ~((r2 != a2) & (r2 != a1)), "allele_a2_mismatch")
     return df
 
 
 class DropCounter:
-    """Applies filters and records how many rows each removed."""
+    """Applies filters and records how many rows each removed.
+
+    ``filter`` filters at once; ``step`` adds a cumulative keep-mask column (null counts as
+    dropped, as in R's ``subset``) and ``finish`` counts every step in one pass and filters once."""
 
     def __init__(self, trait: str) -> None:
         self.trait = trait
         self.rows: list[dict] = []
+        self._steps: list[tuple[str, str]] = []
 
     def filter(self, df: pl.DataFrame, keep: pl.Expr, reason: str) -> pl.DataFrame:
         before = df.height
         df = df.filter(keep)  # null -> dropped, as R's subset()
         self.add(reason, before - df.height, df.height)
+        return df
+
+    def current(self) -> pl.Expr:
+        return pl.col(self._steps[-1][1]) if self._steps else pl.lit(True)
+
+    def step(self, df: pl.DataFrame, keep: pl.Expr, reason: str) -> pl.DataFrame:
+        name = f"__keep{len(self._steps)}"
+        df = df.with_columns((self.current() & keep.fill_null(False)).alias(name))
+        self._steps.append((reason, name))
+        return df
+
+    def kept(self, df: pl.DataFrame) -> int:
+        return int(df.select(self.current().sum()).item()) if self._steps else df.height
+
+    def finish(self, df: pl.DataFrame) -> pl.DataFrame:
+        if not self._steps:
+            return df
+        sums = df.select([pl.col(n).sum() for _, n in self._steps]).row(0)
+        before = df.height
+        for (reason, _), n in zip(self._steps, sums):
+            self.add(reason, before - n, n)
+            before = n
+        df = df.filter(self.current()).drop([n for _, n in self._steps])
+        self._steps = []
         return df
 
     def add(self, reason: str, n: int, remaining: int) -> None:
@@ -151,6 +179,27 @@ class DropCounter:
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.rows, schema={"trait": pl.String, "reason": pl.String,
                                                "n_dropped": pl.Int64, "n_remaining": pl.Int64})
+
+
+def odds_ratio_plan(df: pl.DataFrame, counts: DropCounter, what: str, trait: str, label: str
+                    ) -> tuple[pl.DataFrame, bool]:
+    """R's per-file OR detection (``round(median(effect)) == 1``) over the rows still kept; when
+    detected, rows with a negative 'odds ratio' are dropped and the effect is logged."""
+    kept, med = df.select(counts.current().sum(),
+                          pl.col("effect").filter(counts.current()).drop_nans().median()).row(0)
+    if not kept:
+        raise InputError("no SNPs left after merging with the reference and removing missing "
+                         "P/effect values", path=label)
+    is_or = med is not None and float(np.round(med)) == 1.0
+    if is_or:
+        log.info("%s %s: the effect column was determined to be coded as an odds ratio (OR); "
+                 "taking logs", what, trait)
+        df = counts.step(df, pl.col("effect") >= 0, "negative_odds_ratio")
+        df = df.with_columns(pl.when(pl.col("effect") >= 0).then(pl.col("effect").log())
+                             .otherwise(None).alias("effect"))
+    else:
+        log.info("%s %s: the effect column was determined NOT to be an odds ratio", what, trait)
+    return df, is_or
 
 
 def normalise_inputs(files: Any, trait_names: Sequence[str] | None) -> tuple[list, list[str], list[str]]:
@@ -245,27 +294,21 @@ def munge_one(obj, ref: pl.DataFrame, trait: str, label: str, N: float | None = 
     before = df.height
     df = ref.join(df, on=S.SNP, how="inner", maintain_order="left")
     counts.add("not_in_reference", before - df.height, df.height)
-    df = counts.filter(df, pl.col(S.P).is_not_null(), "missing_p")
-    df = counts.filter(df, pl.col("effect").is_not_null(), "missing_effect")
-    if df.height == 0:
-        raise InputError("no SNPs left after merging with the reference and removing missing "
-                         "P/effect values", path=label)
-    if is_odds_ratio(df["effect"]):
-        log.info("munge %s: the effect column was determined to be coded as an odds ratio (OR); "
-                 "taking logs", trait)
-        df = counts.filter(df, pl.col("effect") >= 0, "negative_odds_ratio")
-        df = df.with_columns(pl.col("effect").log())
+    df = counts.step(df, pl.col(S.P).is_not_null(), "missing_p")
+    df = counts.step(df, pl.col("effect").is_not_null(), "missing_effect")
+    df, _ = odds_ratio_plan(df, counts, "munge", trait, label)
     df = align_to_reference(df, counts)
-    df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
-    df = counts.filter(df, pl.col(S.Z).is_not_null() & pl.col(S.Z).is_not_nan(), "missing_z")
+    df = counts.step(df, pl.col("effect").is_not_null() & pl.col("effect").is_not_nan(), "missing_z")
     if S.INFO in df.columns:
-        df = counts.filter(df, pl.col(S.INFO) >= info_filter, "info_below_filter")
+        df = counts.step(df, pl.col(S.INFO) >= info_filter, "info_below_filter")
     else:
         log.info("munge %s: no INFO column, cannot filter on INFO", trait)
     if S.MAF in df.columns:
-        df = counts.filter(df, pl.col(S.MAF) >= maf_filter, "maf_below_filter")
+        df = counts.step(df, pl.col(S.MAF) >= maf_filter, "maf_below_filter")
     else:
         log.info("munge %s: no MAF column, cannot filter on MAF", trait)
+    df = counts.finish(df)
+    df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
     out = df.select(S.SNP, pl.col(S.N).cast(pl.Float64), S.Z, pl.col("A1_ref").alias(S.A1),
                     pl.col("A2_ref").alias(S.A2))
     if out.height == 0:

@@ -47,7 +47,7 @@ import polars as pl
 from polgen import schema as S
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.munge import (DropCounter, _with_label, align_to_reference, check_p, clean_alleles,
-                               is_odds_ratio, normalise_inputs, per_trait, pick_effect, z_expr)
+                               normalise_inputs, odds_ratio_plan, per_trait, pick_effect, z_expr)
 from polgen.io.sink import write_table_atomic
 from polgen.io.sumstats import ROW, read_sumstats
 
@@ -105,25 +105,18 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
     before = df.height
     df = refc.join(df, on=S.SNP, how="inner", maintain_order="left")
     counts.add("not_in_reference", before - df.height, df.height)
-    df = counts.filter(df, pl.col(S.P).is_not_null(), "missing_p")
-    df = counts.filter(df, pl.col("effect").is_not_null(), "missing_effect")
+    df = counts.step(df, pl.col(S.P).is_not_null(), "missing_p")
+    df = counts.step(df, pl.col("effect").is_not_null(), "missing_effect")
     if S.MAF in df.columns:
         df = df.with_columns(pl.when(pl.col(S.MAF) > 0.5).then(1 - pl.col(S.MAF))
                              .otherwise(pl.col(S.MAF)).alias(S.MAF))
-        df = counts.filter(df, (pl.col(S.MAF) != 0) & (pl.col(S.MAF) != 1), "maf_0_or_1")
+        df = counts.step(df, (pl.col(S.MAF) != 0) & (pl.col(S.MAF) != 1), "maf_0_or_1")
         f = pl.col(S.MAF)
     else:
         f = pl.col("MAF_ref")
     df = df.with_columns((2 * f * (1 - f)).alias("varSNP"))
-    if df.height == 0:
-        raise InputError("no SNPs left after merging with the reference", path=label)
-    if is_odds_ratio(df["effect"]):
-        log.info("sumstats %s: the effect column was determined to be coded as an odds ratio (OR)", trait)
-        df = counts.filter(df, pl.col("effect") >= 0, "negative_odds_ratio")
-        df = df.with_columns(pl.col("effect").log())
-    else:
-        log.info("sumstats %s: the effect column was determined NOT to be an odds ratio", trait)
-    df = counts.filter(df, pl.col("effect") != 0, "zero_effect")
+    df, _ = odds_ratio_plan(df, counts, "sumstats", trait, label)
+    df = counts.step(df, pl.col("effect") != 0, "zero_effect")
     df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
     if OLS and not betas:
         df = df.with_columns((pl.col(S.Z) / (pl.col(S.N) * pl.col("varSNP")).sqrt()).alias("effect"))
@@ -132,7 +125,7 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
         df = df.with_columns((pl.col(S.Z) / q).alias("effect"), (1 / q).alias(S.SE))
     df = align_to_reference(df, counts)
     if S.INFO in df.columns:
-        df = counts.filter(df, pl.col(S.INFO) >= info_filter, "info_below_filter")
+        df = counts.step(df, pl.col(S.INFO) >= info_filter, "info_below_filter")
     b, v = pl.col("effect"), pl.col("varSNP")
     denom = (b * b * v + _PI2_3).sqrt()
     if OLS:
@@ -142,12 +135,13 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
     else:
         beta, se = b / denom, (pl.col(S.SE) / b.exp()) / denom
     nb, ns = f"beta.{trait}", f"se.{trait}"
-    out = df.select(S.SNP, beta.alias(nb), se.alias(ns))
+    df = df.with_columns(beta.alias(nb), se.alias(ns))
     ok = (pl.col(nb).is_not_null() & pl.col(ns).is_not_null() & pl.col(nb).is_not_nan()
           & pl.col(ns).is_not_nan())
     if linprob:
         ok = ok & (pl.col(nb) != 0) & (pl.col(ns) != 0)
-    out = counts.filter(out, ok, "missing_output")
+    df = counts.step(df, ok, "missing_output")
+    out = counts.finish(df).select(S.SNP, nb, ns)
     if out.height == 0:
         raise InputError("no SNPs left after QC and merging with the reference", path=label)
     zmean = float((out[nb] / out[ns]).abs().mean())
