@@ -183,6 +183,13 @@ class CompiledModel:
                 kind.append(1), rr.append(pos[row.lhs]), cc.append(pos[row.rhs])
         return np.asarray(kind), np.asarray(rr), np.asarray(cc)
 
+    def kernel_arrays(self) -> dict[str, np.ndarray | int]:
+        """The raw arrays the numba kernels of :mod:`polgen.kernels.sem` take (C-contiguous)."""
+        c = np.ascontiguousarray
+        return {"par_kind": c(self.par_kind), "par_row": c(self.par_row), "par_col": c(self.par_col),
+                "A0": c(self.A0), "S0": c(self.S0), "exo_row": c(self.exo_row), "exo_col": c(self.exo_col),
+                "p": self.p, "vech_row": c(self.vech_row), "vech_col": c(self.vech_col)}
+
     def sample_vech(self, S: np.ndarray) -> np.ndarray:
         return np.asarray(S, dtype=np.float64)[self.vech_row, self.vech_col]
 
