@@ -3,6 +3,7 @@
 -- Works on a P column, a LOG10P column (regenie style: -log10 P), or both; the output has both,
 -- the missing one computed. Rows whose P is NULL, NaN or outside [0, 1] are never hits.
 -- P = 0 sorts first (LOG10P = +inf). Ties are broken by the other columns, so the order is fixed.
+-- Column names match case-insensitively (p, log10p work; the output names them P, LOG10P).
 -- param source   relation             per-SNP results: parquet file, glob, directory, or frame name
 -- param p_max    double    = 5e-8     keep rows with P <= p_max
 -- param limit    integer   = 1000     at most this many rows; 0 keeps them all

@@ -362,3 +362,11 @@ def test_record_pointing_at_another_batch_file_is_rejected(tmp_path):
     assert CALLS == [2]
     assert [f.name for f in sink.files] == [f"part-{i:06d}.parquet" for i in range(3)]
     assert all(f.exists() for f in sink.files)
+
+
+def test_write_table_atomic_bad_targets(tmp_path):
+    with pytest.raises(InputError, match="output directory does not exist"):
+        write_table_atomic(tmp_path / "nope" / "x.parquet", pa.table({"a": [1]}))
+    (tmp_path / "d.parquet").mkdir()
+    with pytest.raises(OutputExistsError, match="is a directory"):
+        write_table_atomic(tmp_path / "d.parquet", pa.table({"a": [1]}))

@@ -122,6 +122,10 @@ def _as_arrow(table: Any) -> pa.Table:
 def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
                   compression: str) -> tuple[int, int, str]:
     tbl = _as_arrow(table)
+    if not path.parent.is_dir():
+        raise InputError("the output directory does not exist", path=path.parent)
+    if path.is_dir():
+        raise OutputExistsError("the output path is a directory", path=path)
     if metadata:
         merged = dict(tbl.schema.metadata or {})
         merged.update({k.encode(): v.encode() for k, v in metadata.items()})
