@@ -318,3 +318,39 @@ def test_query_files_are_checked(tmp_path, monkeypatch):
         (tmp_path / f"{name}.sql").write_text(text)
         with pytest.raises(InputError):
             sql.get_query(name)
+
+
+# -- loci ----------------------------------------------------------------------------------------
+def _loci_reference(df: pl.DataFrame, p_max: float, window: int) -> list[tuple]:
+    code = {"1": 1, "chr1": 1, "2": 2, "chr2": 2, "3": 3, "X": 23}
+    hits = sorted((code[str(c)], bp, snp, p) for snp, c, bp, p in df.select("SNP", "CHR", "BP", "P").iter_rows()
+                  if p is not None and 0 <= p <= p_max)
+    loci: list[list] = []
+    for k, (c, bp, snp, p) in enumerate(hits):
+        if k == 0 or c != hits[k - 1][0] or bp - hits[k - 1][1] > window:
+            loci.append([])
+        loci[-1].append((c, bp, snp, p))
+    out = []
+    for i, members in enumerate(loci, start=1):
+        lead = min(members, key=lambda m: (m[3], m[1], m[2]))
+        out.append((i, members[0][1], members[-1][1], len(members), lead[2], lead[1], lead[3]))
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 20_000, 150_000])
+def test_loci_match_a_python_loop(window):
+    rng = np.random.default_rng(11)
+    n = 4000
+    df = pl.DataFrame({"SNP": [f"rs{i}" for i in range(n)],
+                       "CHR": rng.choice(["chr1", "2", "3", "X"], n),
+                       "BP": rng.integers(1, 3_000_000, n),
+                       "P": rng.uniform(size=n) ** 4})
+    got = sql.run("loci", {"source": df, "p_max": 1e-5, "window_bp": window})
+    want = _loci_reference(df, 1e-5, window)
+    assert len(got) == len(want) > 3
+    rows = got.select("locus", "start", "end", "n_hits", "lead_SNP", "lead_BP", "lead_P").rows()
+    assert rows == want
+    np.testing.assert_allclose(got["lead_LOG10P"].to_numpy(), -np.log10(got["lead_P"].to_numpy()), rtol=1e-12)
+    assert got["n_hits"].sum() == df.filter(pl.col("P") <= 1e-5).height
+    empty = sql.run("loci", {"source": df, "p_max": 0.0})
+    assert empty.height == 0 and "lead_SNP" in empty.columns
