@@ -135,3 +135,22 @@ def test_merge_sumstats_hostile(tables, drop_ambiguous, require_all):
     want = merge_reference(tables, drop_ambiguous, require_all)
     rows = list(zip(got["trait_idx"].to_list(), got["SNP"].to_list(), got["BETA"].to_list()))
     assert _key(rows) == _key(want)
+
+
+@SETTINGS
+@given(per_snp_frames(), st.sampled_from([1e-3, 0.5, 1.0]), st.sampled_from([0, 1000, 10**6]))
+def test_loci_hostile(df, p_max, window):
+    got = sql.run("loci", {"source": df, "p_max": p_max, "window_bp": window})
+    hits = sorted((chrom_code(c), bp, snp, p) for snp, c, bp, p in df.iter_rows()
+                  if _valid(p) and p <= p_max and chrom_code(c) is not None)
+    loci: list[list] = []
+    for k, h in enumerate(hits):
+        if k == 0 or h[0] != hits[k - 1][0] or h[1] - hits[k - 1][1] > window:
+            loci.append([])
+        loci[-1].append(h)
+    assert got["n_hits"].to_list() == [len(m) for m in loci]
+    assert got["start"].to_list() == [m[0][1] for m in loci]
+    assert got["end"].to_list() == [m[-1][1] for m in loci]
+    leads = [min(m, key=lambda h: (h[3], h[1], h[2])) for m in loci]
+    assert got["lead_SNP"].to_list() == [h[2] for h in leads]
+    assert got["lead_P"].to_list() == [h[3] for h in leads]
