@@ -219,7 +219,11 @@ def _parquet_files(spec: str | os.PathLike, pname: str) -> list[str]:
         return files
     p = Path(text)
     if p.is_dir():
-        files = sorted(p.glob("part-*.parquet")) or sorted(p.rglob("*.parquet"))
+        # a polgen output's parts; else every parquet file below, skipping _hidden / .hidden
+        # entries (Spark/Hive convention: _SUCCESS, _raw work directories, temp files)
+        files = sorted(p.glob("part-*.parquet")) or sorted(
+            f for f in p.rglob("*.parquet")
+            if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts))
         if not files:
             raise InputError(f"parameter {pname!r}: the directory holds no parquet files", path=text)
         return [str(f) for f in files]
@@ -282,7 +286,8 @@ class _Session:
         if isinstance(item, (str, os.PathLike)):
             files = _parquet_files(item, pname)
             try:
-                rel = self.con.read_parquet(files, union_by_name=True)
+                hive = any("=" in part for f in files for part in Path(f).parts[:-1])
+                rel = self.con.read_parquet(files, union_by_name=True, hive_partitioning=hive)
                 rel.to_view(view, replace=True)
             except self.duckdb.Error as exc:
                 raise InputError(f"parameter {pname!r}: cannot read as parquet: {_first_line(exc)}",

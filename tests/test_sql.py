@@ -354,3 +354,18 @@ def test_loci_match_a_python_loop(window):
     assert got["n_hits"].sum() == df.filter(pl.col("P") <= 1e-5).height
     empty = sql.run("loci", {"source": df, "p_max": 0.0})
     assert empty.height == 0 and "lead_SNP" in empty.columns
+
+
+def test_directory_sources_hive_and_hidden(tmp_path):
+    df = per_snp(600, seed=8)
+    for chrom in (1, 2, 3, 4, 5):
+        d = tmp_path / "res" / f"CHR={chrom}"
+        d.mkdir(parents=True)
+        df.filter(pl.col("CHR") == chrom).drop("CHR").write_parquet(d / "data.parquet")
+    (tmp_path / "res" / "_work").mkdir()
+    df.write_parquet(tmp_path / "res" / "_work" / "scratch.parquet")  # ignored
+    got = sql.run("per_chrom_summary", {"source": str(tmp_path / "res")})
+    want = sql.run("per_chrom_summary", {"source": df})
+    assert got["CHR"].to_list() == want["CHR"].to_list()
+    assert got["n_snps"].to_list() == want["n_snps"].to_list()
+    np.testing.assert_allclose(got["lambda_gc"].to_numpy(), want["lambda_gc"].to_numpy(), rtol=1e-12)
