@@ -174,6 +174,9 @@ def test_bad_arguments_fail_at_call_time():
         run_tasks(square_after_jitter, [1], executor=object())
     with pytest.raises(EngineError, match="max_in_flight"):
         run_tasks(square_after_jitter, [1], max_in_flight=0)
+    with pytest.raises(EngineError, match="an instance"):
+        run_tasks(square_after_jitter, [1], executor=ThreadPoolExecutor)
+    assert list(run_tasks(square_after_jitter, [2], executor=ThreadPoolExecutor(1), max_in_flight=np.int64(2))) == [4]
     with pytest.raises(EngineError, match="scheduler address"):
         env = os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
         try:

@@ -11,6 +11,7 @@ part (a pure function of the task), and the driver records only the part descrip
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections import deque
 from concurrent.futures import Executor, Future
@@ -55,6 +56,9 @@ def _check_executor(executor: Any) -> None:
             return
         raise EngineError(f"unknown executor {executor!r}: use None, 'threads', 'processes', "
                           "'dask', a scheduler address, or a concurrent.futures.Executor")
+    if isinstance(executor, type):
+        raise EngineError(f"executor must be an instance, not the class {executor.__name__}; "
+                          f"e.g. {executor.__name__}(max_workers=2)")
     if not callable(getattr(executor, "submit", None)):
         raise EngineError(f"executor {executor!r} has no submit method")
 
@@ -167,8 +171,9 @@ def run_tasks(
     """
     _check_executor(executor)
     if max_in_flight is not None:
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, numbers.Integral) or max_in_flight < 1:
             raise EngineError(f"max_in_flight must be a positive integer, got {max_in_flight!r}")
+        max_in_flight = int(max_in_flight)
     if total is None and hasattr(tasks, "__len__"):
         total = len(tasks)  # type: ignore[arg-type]
     return _iterate(fn, tasks, executor, max_in_flight, progress, description, total)
