@@ -142,7 +142,8 @@ def _pin_and_clip_py(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no 
 
 # Each kernel is compiled twice: parallel for big inputs, serial for small ones (a parallel launch
 # costs tens of microseconds, and much more on an oversubscribed machine).
-PARALLEL_MIN = 200_000  # elements (cells x genes) below which the serial version runs
+PARALLEL_MIN = 2_000_000  # work items (cells x terms) below which the serial version runs
+PARALLEL_MIN_ELEMENTWISE = 20_000_000  # memory-bound element-wise passes: serial below this
 
 
 def _clone(py, suffix: str):
@@ -169,7 +170,8 @@ _pin_par, _pin_ser = _dual(_pin_and_clip_py)
 def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
                 gexf, wl, wl_tfl, bsf, cap, out):
     """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
-    f = _splash_gene_par if out.size >= PARALLEL_MIN else _splash_gene_ser
+    work = out.shape[0] * max(1, int(toff[k + 1] - toff[k]))
+    f = _splash_gene_par if work >= PARALLEL_MIN else _splash_gene_ser
     f(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
       bsf, cap, out)
 
@@ -185,14 +187,14 @@ def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol,
 
 def filter_expr(x, thresh, out):
     """out = x where x > thresh else 0."""
-    (_filter_expr_par if x.size >= PARALLEL_MIN else _filter_expr_ser)(x, thresh, out)
+    (_filter_expr_par if x.size >= PARALLEL_MIN_ELEMENTWISE else _filter_expr_ser)(x, thresh, out)
 
 
 def swap_and_step(delta, x0, W1, W0, lig_gene):
     """Delta swap on ligand columns (see :func:`_swap_and_step_py`)."""
-    (_swap_par if W1.size >= PARALLEL_MIN else _swap_ser)(delta, x0, W1, W0, lig_gene)
+    (_swap_par if W1.size >= PARALLEL_MIN_ELEMENTWISE else _swap_ser)(delta, x0, W1, W0, lig_gene)
 
 
 def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):
     """Re-pin the perturbed genes and clip (see :func:`_pin_and_clip_py`)."""
-    (_pin_par if delta.size >= PARALLEL_MIN else _pin_ser)(delta, result, x0, dinput, tcols, maxv, lo)
+    (_pin_par if delta.size >= PARALLEL_MIN_ELEMENTWISE else _pin_ser)(delta, result, x0, dinput, tcols, maxv, lo)
