@@ -290,8 +290,21 @@ def _wants_methods(argv: Sequence[str]) -> bool:
 
 def _setup_logging(verbosity: int) -> logging.Handler:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    handler: logging.Handler
+    if tty:  # share the progress bars' console: log lines go above a live bar
+        from rich.logging import RichHandler
+
+        from polgen.engine.progress import stderr_console
+
+        handler = RichHandler(console=stderr_console(), show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.setLevel(level)
     logger = logging.getLogger("polgen")
     logger.addHandler(handler)

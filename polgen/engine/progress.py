@@ -28,6 +28,20 @@ def progress_enabled(progress: bool | None) -> bool:
         return False
 
 
+_CONSOLE = None
+
+
+def stderr_console():
+    """The rich console on stderr shared by progress bars and the CLI's log handler, so log lines
+    print above a live bar instead of through it.  It looks up ``sys.stderr`` at each write."""
+    global _CONSOLE
+    if _CONSOLE is None:
+        from rich.console import Console
+
+        _CONSOLE = Console(stderr=True)
+    return _CONSOLE
+
+
 class _Bar:
     """The handle a task loop advances; a no-op when bars are off."""
 
@@ -50,7 +64,6 @@ def progress_bar(description: str, total: float | None, progress: bool | None = 
     if not progress_enabled(progress):
         yield _Bar(None, None)
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -60,7 +73,7 @@ def progress_bar(description: str, total: float | None, progress: bool | None = 
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
+    console = stderr_console()
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
