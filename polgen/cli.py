@@ -17,7 +17,6 @@ import inspect
 import logging
 import math
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 from polgen.errors import InputError, PolgenError

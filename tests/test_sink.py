@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from polgen.engine import run_to_sink
+from polgen.engine.testing import kill_after_parts, manifest_records, part_bytes
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io import sink as sink_mod
 from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, read_metadata, write_table_atomic
@@ -268,15 +267,9 @@ JOB = textwrap.dedent(
 )
 
 
-def _records(out: Path) -> int:
-    m = out / MANIFEST
-    return max(0, len(m.read_bytes().split(b"\n")) - 2) if m.exists() else 0
-
-
 def test_sigkill_then_resume_is_byte_identical(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB)
-    env = dict(os.environ, POLGEN_PROGRESS="0")
     # the uninterrupted reference run, in this process (same code, same bytes)
     spec = importlib.util.spec_from_file_location("kill_job", script)
     job = importlib.util.module_from_spec(spec)
@@ -288,24 +281,18 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
     rng = np.random.default_rng(7)
     kills = 0
     for round_ in range(2):
-        proc = subprocess.Popen([sys.executable, str(script), str(out), "1" if round_ else "0"], env=env)
         target = 6 + 14 * round_ + int(rng.integers(0, 5))
-        deadline = time.time() + 60
-        while _records(out) < target and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        time.sleep(float(rng.uniform(0, 0.04)))  # land anywhere inside a batch
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        kills += kill_after_parts([sys.executable, str(script), str(out), "1" if round_ else "0"], out,
+                                  target, delay=float(rng.uniform(0, 0.04)))  # land inside a batch
         assert not (out / SUCCESS).exists()
     assert kills == 2
-    done_before = _records(out)
+    done_before = manifest_records(out)
     assert 0 < done_before < 40
-    final = subprocess.run([sys.executable, str(script), str(out), "1"], check=True, env=env, timeout=120,
-                           capture_output=True, text=True)
+    final = subprocess.run([sys.executable, str(script), str(out), "1"], check=True, timeout=120,
+                           capture_output=True, text=True, env=dict(os.environ, POLGEN_PROGRESS="0"))
     assert "finished" in final.stdout
     assert (out / SUCCESS).exists()
+    assert part_bytes(out) == part_bytes(ref)
     assert _parts(out) == _parts(ref)
     assert len(_parts(ref)) == 40
     assert _no_temps(out)
@@ -313,6 +300,16 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
     assert a.equals(pl.read_parquet(sorted(ref.glob("part-*.parquet"))))
     assert a["b"].unique().sort().to_list() == list(range(40))
     assert read_metadata(out) == {"done": True}
+
+
+def test_kill_after_parts_reports_a_finished_job(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    out = tmp_path / "o"
+    assert kill_after_parts([sys.executable, str(script), str(out), "0"], out, 10_000) is False
+    assert manifest_records(out) == 40 and (out / SUCCESS).exists()
+    with pytest.raises(TimeoutError):
+        kill_after_parts([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "x", 1, timeout=0.5)
 
 
 # -- hostile manifests (hypothesis) -------------------------------------------------------------

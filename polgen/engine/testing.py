@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["MemoryCapResult", "memory_capped_subprocess"]
+__all__ = ["MemoryCapResult", "memory_capped_subprocess", "kill_after_parts", "manifest_records",
+           "part_bytes"]
 
 _WRAPPER = r'''
 import json, resource, sys, traceback
@@ -179,3 +182,64 @@ def _text(b: bytes | str | None) -> str:
     if b is None:
         return ""
     return b if isinstance(b, str) else b.decode(errors="replace")
+
+
+# -- kill-and-resume tests ---------------------------------------------------------------------
+def manifest_records(out: str | os.PathLike) -> int:
+    """How many part records the manifest of the sink directory ``out`` holds (0 if none yet)."""
+    from polgen.io.sink import MANIFEST
+
+    m = Path(out) / MANIFEST
+    try:
+        raw = m.read_bytes()
+    except FileNotFoundError:
+        return 0
+    return max(0, raw.count(b"\n") - 1)
+
+
+def part_bytes(out: str | os.PathLike) -> dict[str, bytes]:
+    """``{file name: bytes}`` of every ``part-*.parquet`` in ``out``: compare two runs with ``==``."""
+    return {f.name: f.read_bytes() for f in sorted(Path(out).glob("part-*.parquet"))}
+
+
+def kill_after_parts(
+    argv: list[str],
+    out: str | os.PathLike,
+    n_parts: int,
+    *,
+    delay: float = 0.0,
+    timeout: float = 120.0,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+) -> bool:
+    """Start ``argv`` (a job writing a sink to ``out``), SIGKILL it once ``n_parts`` parts are
+    recorded (plus ``delay`` seconds, to land inside a batch), and wait for it.
+
+    Returns True when the process was killed, False when it finished (or died) first.  Raises
+    ``TimeoutError`` if the parts never appear within ``timeout`` seconds (the process is killed).
+    """
+    child_env = dict(os.environ)
+    child_env.setdefault("POLGEN_PROGRESS", "0")
+    if env:
+        child_env.update({str(k): str(v) for k, v in env.items()})
+    proc = subprocess.Popen(argv, env=child_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while manifest_records(out) < n_parts and proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n_parts} parts did not appear in {out} within {timeout} s")
+            time.sleep(0.005)
+        if delay > 0 and proc.poll() is None:
+            time.sleep(delay)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
