@@ -202,11 +202,11 @@ class GaussTiles:
         self.pairs = [(i0, j0) for i0 in range(0, self.n, self.T) for j0 in range(i0, self.n, self.T)]
         self.tile_bytes = 8 * self.T * self.T
         self.cache_bytes = int(cache_bytes)
-        self._cache: dict[tuple[float, int, int], np.ndarray] = {}
+        self._cache: dict[tuple[float, int, int, int], np.ndarray] = {}
         self._nb = nb
 
     def _base_tile(self, R, i0, j0, buf, kb):
-        key = (R, i0, j0)
+        key = (R, 0, i0, j0)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
@@ -246,8 +246,12 @@ class GaussTiles:
                     if nsq == 0:
                         wq = w
                     else:
-                        wq = sq if w.shape == (T, T) else np.empty(w.shape)
-                        square_times(w, nsq, wq)
+                        wq = self._cache.get((R, nsq, i0, j0))
+                        if wq is None:
+                            wq = sq if w.shape == (T, T) else np.empty(w.shape)
+                            square_times(w, nsq, wq)
+                            if (len(self._cache) + 1) * self.tile_bytes <= self.cache_bytes:
+                                self._cache[(R, nsq, i0, j0)] = wq.copy()
                     acc[i0:i1] += wq @ E[j0:j1]
                     if j0 != i0:
                         acc[j0:j1] += wq.T @ E[i0:i1]
