@@ -4,6 +4,7 @@ float64 blocks that are mean-imputed and centred (optionally eigenstrat-scaled).
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,16 +166,37 @@ class BedSource:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_packed"] = None
+        state["_mm"] = None
         return state
 
     def _map(self) -> np.ndarray:
         if self._packed is None:
             if self.n_snps_total == 0 or self.bytes_per_snp == 0:
+                self._mm = None
                 self._packed = np.zeros((self.n_snps_total, self.bytes_per_snp), dtype=np.uint8)
             else:
-                self._packed = np.asarray(np.memmap(self.bed_path, dtype=np.uint8, mode="r", offset=3,
-                                                    shape=(self.n_snps_total, self.bytes_per_snp)))
+                with open(self.bed_path, "rb") as fh:
+                    self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                self._packed = np.frombuffer(self._mm, dtype=np.uint8, offset=3,
+                                             count=self.n_snps_total * self.bytes_per_snp
+                                             ).reshape(self.n_snps_total, self.bytes_per_snp)
         return self._packed
+
+    def _release(self, first_row: int, last_row: int) -> None:
+        """Drop the mapped pages of rows ``first_row..last_row`` from this process's resident set
+        (the page cache keeps them), so RSS does not grow with the file as it is streamed."""
+        mm = getattr(self, "_mm", None)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        lo = 3 + first_row * self.bytes_per_snp
+        hi = 3 + (last_row + 1) * self.bytes_per_snp
+        lo -= lo % mmap.PAGESIZE
+        hi -= hi % mmap.PAGESIZE  # keep the partly used last page
+        if hi > lo:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):  # pragma: no cover - platform without the advice
+                pass
 
     @property
     def bim(self) -> pl.DataFrame:
@@ -207,8 +229,9 @@ class BedSource:
             out = buf[:, : e - s]
             freq = freq_buf[: e - s]
             nmiss = nmiss_buf[: e - s]
-            decode_rows(packed, self.snp_index[s:e], self.n_samples, code, out, freq, nmiss,
-                        parallel=parallel)
+            rows = self.snp_index[s:e]
+            decode_rows(packed, rows, self.n_samples, code, out, freq, nmiss, parallel=parallel)
+            self._release(int(rows[0]), int(rows[-1]))
             yield Block(s, e, out, freq, nmiss)
 
 
