@@ -353,3 +353,20 @@ def test_heritabilities_match_the_rust_port(messy):
     np.testing.assert_allclose(np.diag(res.I), np.diag(port["i"]), rtol=1e-10)
     np.testing.assert_allclose(res.N, port["n"], rtol=1e-12)
     assert res.m == port["m"]
+
+
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
+def test_r_merge_order_with_duplicated_keys_matches_r(tmp_path):
+    from polgen.gsem.ldsc import _r_merge
+
+    rng = np.random.default_rng(4)
+    left = pl.DataFrame({"SNP": [f"k{i}" for i in rng.integers(0, 300, 2000)], "v": np.arange(2000)})
+    right = pl.DataFrame({"SNP": [f"k{i}" for i in rng.integers(0, 400, 700)], "w": np.arange(700)})
+    left.write_csv(tmp_path / "l.csv")
+    right.write_csv(tmp_path / "r.csv")
+    code = (f'l <- read.csv("{tmp_path / "l.csv"}"); r <- read.csv("{tmp_path / "r.csv"}"); '
+            'm <- merge(l, r, by = "SNP", sort = FALSE); cat(m$v, "\\n"); cat(m$w, "\\n")')
+    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=60, check=True)
+    rv, rw = ([int(x) for x in line.split()] for line in out.stdout.strip().splitlines())
+    got = _r_merge(left, right)
+    assert got["v"].to_list() == rv and got["w"].to_list() == rw

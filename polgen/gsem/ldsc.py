@@ -38,7 +38,7 @@ from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
 from polgen.io.ldscores import read_ldscores, read_m
 from polgen.io.sumstats import read_sumstats
-from polgen.kernels.ldsc import regress
+from polgen.kernels.ldsc import r_merge_order, regress
 
 log = logging.getLogger("polgen")
 
@@ -85,6 +85,24 @@ def _load_trait(obj, label: str) -> pl.DataFrame:
     if df.height == 0:
         raise InputError("no usable SNPs (all rows have missing values)", path=label)
     return df.select("SNP", "N", "Z", "A1")
+
+
+def _r_merge(left: pl.DataFrame, right: pl.DataFrame, on: str = "SNP") -> pl.DataFrame:
+    """Inner ``merge(left, right, by = on, sort = FALSE)`` with R's row order, duplicates included
+    (R codes each key by its first position among the matched left rows, Shell-sorts both code
+    vectors with their row numbers and pairs the equal-code runs)."""
+    lk = left[on]
+    comm = lk.is_in(right[on].unique().implode())
+    matched = pl.DataFrame({"k": lk.filter(comm)}).with_row_index("pos")
+    first = matched.group_by("k").agg(pl.col("pos").min() + 1)
+    code = lambda keys: (pl.DataFrame({"k": keys}).join(first, on="k", how="left", maintain_order="left")  # noqa: E731
+                         ["pos"].fill_null(0).to_numpy())
+    li, ri = r_merge_order(code(lk), code(right[on]))
+    rest = right.drop(on)
+    clash = [c for c in rest.columns if c in left.columns]
+    if clash:
+        raise InputError(f"internal: merge columns {clash} clash")
+    return pl.concat([left[li], rest[ri]], how="horizontal")
 
 
 def _score_column(df: pl.DataFrame, path) -> str:
@@ -213,13 +231,13 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
         w = x
     w = w.select(pl.col("SNP"), pl.col(w.columns[-1]).cast(pl.Float64).alias("wLD"))
     x = x.select(pl.col("SNP"), pl.col("CHR"), pl.col("BP"), pl.col(score).cast(pl.Float64).alias("L2"))
-    # R merges each trait with w and then x; joining w into x once gives the same rows
-    if wld is not None:
-        x = x.join(w, on="SNP", how="inner", maintain_order="left")
-    else:
-        x = x.with_columns(w["wLD"])
     x = x.with_row_index("__idx")
-    unique_ld = x["SNP"].n_unique() == x.height
+    unique_ld = x["SNP"].n_unique() == x.height and w["SNP"].n_unique() == w.height
+    # with unique ids R's merge(y1, w) then merge(., x) keeps y1's order: join w into x once
+    if wld is not None:
+        xw = x.join(w, on="SNP", how="inner", maintain_order="left")
+    else:
+        xw = x.with_columns(w["wLD"])
     M = read_m(ld, chroms, m_suffix)
     if not M > 0:
         raise InputError(f"total M from the .l2.{m_suffix} files is {M}", path=ld)
@@ -230,7 +248,10 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     for obj, label, name in zip(items, labels, names):
         y1 = _load_trait(obj, label)
         n_in = y1.height
-        merged = y1.join(x, on="SNP", how="inner", maintain_order="left")
+        if unique_ld and y1["SNP"].n_unique() == y1.height:
+            merged = y1.join(xw, on="SNP", how="inner", maintain_order="left")
+        else:  # duplicated ids: R's row order (its merge groups and Shell-sorts duplicates)
+            merged = _r_merge(_r_merge(y1, w), x)
         merged = (merged.with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
                   .sort(["__chr", "BP"], maintain_order=True, nulls_last=True).drop("__chr"))
         log.info("ldsc %s: out of %d SNPs, %d remain after merging with LD-score files", name, n_in, merged.height)
@@ -274,17 +295,18 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
                 idx2 = c2["__idx"]
                 pos = np.full(x.height, -1, dtype=np.int64)
                 pos[idx2] = np.arange(idx2.shape[0])
-                if unique_ld and np.count_nonzero(pos >= 0) == idx2.shape[0]:
+                if (unique_ld and np.count_nonzero(pos >= 0) == idx2.shape[0]
+                        and np.unique(c1["__idx"]).shape[0] == c1["__idx"].shape[0]):
                     # merge on SNP in trait j's order through the LD-score row index
                     p2 = pos[c1["__idx"]]
                     sel1 = np.flatnonzero(p2 >= 0)
                     sel2 = p2[sel1]
                     z1, a1x, l2, wl, N1 = (c1[c][sel1] for c in ("Z", "A1", "L2", "wLD", "N"))
                     z2, a1y, N2 = (c2[c][sel2] for c in ("Z", "A1", "N"))
-                else:  # duplicated SNP ids: R's merge makes every pairing
+                else:  # duplicated SNP ids: every pairing, in R's merge order
                     y2 = all_y[k].select("SNP", pl.col("N").alias("N_y"), pl.col("Z").alias("Z_y"),
                                          pl.col("A1").alias("A1_y"))
-                    m2 = y1.join(y2, on="SNP", how="inner", maintain_order="left").drop_nulls()
+                    m2 = _r_merge(y1, y2).drop_nulls()
                     z1, a1x, l2, wl, N1, z2, a1y, N2 = (
                         m2[c].to_numpy() for c in ("Z", "A1", "L2", "wLD", "N", "Z_y", "A1_y", "N_y"))
                     z1, l2, wl, N1, z2, N2 = (np.asarray(a, dtype=np.float64) for a in (z1, l2, wl, N1, z2, N2))

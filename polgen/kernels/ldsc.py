@@ -109,3 +109,85 @@ def regress(l2: np.ndarray, w: np.ndarray, y: np.ndarray, n_blocks: int):
     pseudo = np.empty((n_blocks, 2))
     jackknife(xtx, xty, reg, delete, pseudo)
     return reg, delete, pseudo
+
+
+@njit(cache=True, nogil=True)
+def _shell_sort_with_index(x, indx):  # pragma: no cover - compiled
+    """In-place Shell sort (gaps 1, 4, 13, ...) of ``x`` carrying ``indx`` along: the (unstable)
+    order R's ``merge()`` produces for duplicated keys comes from exactly this sort."""
+    n = x.shape[0]
+    h = 1
+    while h <= n // 9:
+        h = 3 * h + 1
+    while h > 0:
+        for i in range(h, n):
+            v = x[i]
+            iv = indx[i]
+            j = i
+            while j >= h and x[j - h] > v:
+                x[j] = x[j - h]
+                indx[j] = indx[j - h]
+                j -= h
+            x[j] = v
+            indx[j] = iv
+        h //= 3
+
+
+@njit(cache=True, nogil=True)
+def _merge_pairs(xs, ix, ys, iy):  # pragma: no cover - compiled
+    """Pairs of (x row, y row) for equal non-zero codes, walking both sorted code arrays."""
+    nx = xs.shape[0]
+    ny = ys.shape[0]
+    i = 0
+    while i < nx and xs[i] <= 0:
+        i += 1
+    j = 0
+    while j < ny and ys[j] <= 0:
+        j += 1
+    total = 0
+    a, b = i, j
+    while a < nx:
+        t = xs[a]
+        na = a
+        while na < nx and xs[na] == t:
+            na += 1
+        while b < ny and ys[b] < t:
+            b += 1
+        nb = b
+        while nb < ny and ys[nb] == t:
+            nb += 1
+        total += (na - a) * (nb - b)
+        a, b = na, nb
+    li = np.empty(total, dtype=np.int64)
+    ri = np.empty(total, dtype=np.int64)
+    k = 0
+    a, b = i, j
+    while a < nx:
+        t = xs[a]
+        na = a
+        while na < nx and xs[na] == t:
+            na += 1
+        while b < ny and ys[b] < t:
+            b += 1
+        nb = b
+        while nb < ny and ys[nb] == t:
+            nb += 1
+        for p in range(a, na):
+            for q in range(b, nb):
+                li[k] = ix[p]
+                ri[k] = iy[q]
+                k += 1
+        a, b = na, nb
+    return li, ri
+
+
+def r_merge_order(xcode: np.ndarray, ycode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs of an inner ``merge(x, y, sort = FALSE)`` in R's order, from R's key codes
+    (1-based position of each key's first occurrence among the matched x rows, 0 = no match)."""
+    xs = np.ascontiguousarray(xcode, dtype=np.int64).copy()
+    ys = np.ascontiguousarray(ycode, dtype=np.int64).copy()
+    ix = np.arange(xs.shape[0], dtype=np.int64)
+    iy = np.arange(ys.shape[0], dtype=np.int64)
+    _shell_sort_with_index(xs, ix)
+    _shell_sort_with_index(ys, iy)
+    return _merge_pairs(xs, ix, ys, iy)
