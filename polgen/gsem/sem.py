@@ -240,6 +240,23 @@ def default_start(cm: CompiledModel, S: np.ndarray, variant: int = 0) -> np.ndar
     return th
 
 
+def _random_start(cm: CompiledModel, base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random perturbation of ``base``: loadings/paths scaled by U(0.3, 1.7) with random signs,
+    variances by U(0.3, 1.7), covariances U(-0.2, 0.2) times the geometric mean of the variances."""
+    th = base.copy()
+    for k in range(cm.n_free):
+        if not math.isnan(cm.start[k]):
+            continue
+        if cm.par_kind[k] == 0:
+            mag = abs(th[k]) if th[k] != 0 else 0.3
+            th[k] = mag * rng.uniform(0.3, 1.7) * (1 if rng.uniform() < 0.5 else -1)
+        elif cm.par_row[k] == cm.par_col[k]:
+            th[k] = th[k] * rng.uniform(0.3, 1.7)
+        else:
+            th[k] = rng.uniform(-0.2, 0.2) * 0.1
+    return np.clip(th, cm.lower, cm.upper)
+
+
 # --------------------------------------------------------------------------------------------
 # objective pieces
 # --------------------------------------------------------------------------------------------
@@ -490,6 +507,7 @@ def fit_sem(
     max_iter: int = 500,
     check_identified: bool = True,
     restarts: int = 4,
+    random_starts: int = 12,
 ) -> SemFit:
     """Fit ``model`` to the sample covariance ``S`` (observed order of ``model``).
 
@@ -528,18 +546,25 @@ def fit_sem(
     starts = [np.asarray(start, dtype=np.float64)] if start is not None else []
     starts += [default_start(model, S, v) for v in range(restarts)]
     best = None
-    for k, th0 in enumerate(starts):
-        z0 = rp.z_of(th0)
-        z, f, conv, it = _lm_bounded(obj, rp, z0, max_iter=max_iter)
+
+    def consider(th0):
+        nonlocal best
+        z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=max_iter)
         if not np.isfinite(f):
-            continue
-        cand = (conv, -f, z, f, it)
+            return False
         if best is None or (conv and not best[0]) or (conv == best[0] and f < best[3] - 1e-12 * max(1, abs(f))):
-            best = cand
-        if conv and k == 0 and f <= 1e-10:
+            best = (conv, -f, z, f, it)
+        return conv
+
+    # like lavaan: the first start that converges wins; other starts only when it does not
+    for th0 in starts:
+        if consider(th0):
             break
-        if conv and best is cand and k >= 1:
-            break
+    if (best is None or not best[0]) and random_starts > 0:
+        rng = np.random.default_rng(20260101)
+        base = default_start(model, S, 0)
+        for _ in range(random_starts):
+            consider(_random_start(model, base, rng))
     if best is None:
         raise ConvergenceError("the optimiser found no finite objective from any starting point "
                                "(implied covariance singular / not positive definite)")
