@@ -64,6 +64,13 @@ def _ldscore_file(ld, chrom: int) -> Path:
                      f"(looked for {pre}{chrom}.l2.ldscore.gz)", path=f"{pre}{chrom}.l2.ldscore.gz")
 
 
+def _types(cols: list[str]) -> dict[str, pl.DataType]:
+    """Typed fast path: BP integer, scores numeric (a bad value falls back to strings, and the
+    check below then names its row)."""
+    return {c: (pl.Int64 if c.strip() == "BP" else pl.Float64) for c in cols
+            if c.strip() not in ("CHR", "SNP")}
+
+
 def _read_one(path: Path) -> pl.DataFrame:
     if path.suffix == ".parquet":
         df = pl.read_parquet(path)
@@ -74,9 +81,9 @@ def _read_one(path: Path) -> pl.DataFrame:
         with bz2.open(path, "rb") as fh, tempfile.NamedTemporaryFile(suffix=".txt") as tmp:
             tmp.write(fh.read())
             tmp.flush()
-            df = read_text_table(tmp.name).drop(ROW)
+            df = read_text_table(tmp.name, _types).drop(ROW)
     else:
-        df = read_text_table(path).drop(ROW)
+        df = read_text_table(path, _types).drop(ROW)
     missing = [c for c in ("CHR", "SNP", "BP") if c not in df.columns]
     if missing:
         raise SchemaError(f"LD score file lacks {missing}; found {df.columns}", path=path,
