@@ -345,6 +345,7 @@ class _Stage:
     starts: np.ndarray              # (n_starts, npar)
     snpvar_par: int
     wald_idx: np.ndarray | None = None
+    fast: dict | None = None        # fast-path structure (see kernels.gwas.fast_structure)
 
 
 @dataclass
@@ -644,6 +645,10 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
     if ml and ml_se == "R":
         arrays["vidx_meat"] = _r_ml_meat(cm, pt_full.ov, pred, traits)
     stage = _Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
+    if not ml and starts.shape[0] == 1:
+        from polgen.kernels.gwas import fast_structure
+
+        stage.fast = fast_structure(arrays, stage.fidx, starts[0])
     # output rows
     if long:
         sel = [r for r in pt.rows]
@@ -790,6 +795,8 @@ def _run_stage(plan: _Plan, stage: _Stage, beta, se, var, theta0=None, q=False, 
                   q_trait=plan.q_trait if q else None, wald_idx=stage.wald_idx)
     if max_iter is not None:
         common["max_iter"] = max_iter
+    if starts is not None and starts.shape[0] == 1 and stage.fast is not None and not plan.ml:
+        common["fast"] = stage.fast
     if starts is None:
         return gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
                           plan.v_pd_known, stage.model, stage.fidx, theta0, stage.snpvar_par, **common)

@@ -61,7 +61,7 @@ FLAG_V_SMOOTHED = 2
 # ----------------------------------------------------------------------------------------------
 # small dense linear algebra (no allocation)
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _chol(a, n, tol):
     """In-place lower Cholesky of the leading n x n block of ``a``; False if not PD."""
     for j in range(n):
@@ -80,7 +80,7 @@ def _chol(a, n, tol):
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _chol_solve(L, n, b):
     """Solve (L L') x = b in place on ``b`` (length n)."""
     for i in range(n):
@@ -95,7 +95,7 @@ def _chol_solve(L, n, b):
         b[i] = t / L[i, i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _chol_quad(L, n, b, tmp):
     """b' (L L')^-1 b using a forward solve into ``tmp``."""
     q = 0.0
@@ -108,7 +108,7 @@ def _chol_quad(L, n, b, tmp):
     return q
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _chol_inverse(L, n, out, col):
     """out = (L L')^-1 (n x n) using the unit-vector solves."""
     for j in range(n):
@@ -120,7 +120,7 @@ def _chol_inverse(L, n, out, col):
             out[i, j] = col[i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _inv_gj(a, n, out):
     """out = a^-1 by Gauss-Jordan with partial pivoting; destroys ``a``; False when singular."""
     for i in range(n):
@@ -245,7 +245,7 @@ def near_pd(x, out):
 # ----------------------------------------------------------------------------------------------
 # per-SNP construction (R: .get_V_SNP, .get_S_Full, .get_V_full, .get_Z_pre)
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def v_snp_into(se, I, var, gc, out):
     """V_SNP (k x k) for one SNP: GWAS SEs scaled by the LDSC intercepts and the SNP variance."""
     k = se.shape[0]
@@ -269,7 +269,7 @@ def v_snp_into(se, I, var, gc, out):
                     out[x, y] = se[y] * se[x] * I[x, y] * v2
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def s_full_into(S_LD, beta, var, out):
     """S_full ((k+1) x (k+1)): SNP first, SNP-trait covariances v * beta, then S_LD."""
     k = beta.shape[0]
@@ -281,7 +281,7 @@ def s_full_into(S_LD, beta, var, out):
             out[p + 1, q + 1] = S_LD[p, q]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def v_full_into(V_LD, V_SNP, varse2, out):
     """V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) in vech(S_full) order."""
     k = V_SNP.shape[0]
@@ -299,7 +299,7 @@ def v_full_into(V_LD, V_SNP, varse2, out):
             out[k + 1 + i, k + 1 + j] = V_LD[i, j]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def z_pre_into(beta, se, I, gc, out):
     """Z statistics before smoothing, GC-corrected as R's .get_Z_pre."""
     k = beta.shape[0]
@@ -315,7 +315,7 @@ def z_pre_into(beta, se, I, gc, out):
 # ----------------------------------------------------------------------------------------------
 # model evaluation
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
     """Fill A, S from theta; B = (I-A)^-1; C[:, :p] = B S B'[:, :p].  False if I-A singular."""
     for i in range(nv):
@@ -354,7 +354,7 @@ def _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J):
     """J[m, f] = d sigma_m / d theta_fidx[f] (analytic, RAM form)."""
     nmom = ma.shape[0]
@@ -382,7 +382,7 @@ def _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, 
                         J[m, f] += B[a, i] * B[b, jj] + B[a, jj] * B[b, i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
     """ML: F = log|Sigma| + tr(S Sigma^-1) - log|S| - p, Sinv = Sigma^-1.  Returns F (inf if not PD)."""
     nmom = ma.shape[0]
@@ -406,7 +406,7 @@ def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
     return logdet + tr - ldS - p
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _ml_weight(Sinv, ma, mb, W):
     """W = 0.5 D'(Sigma^-1 (x) Sigma^-1) D in vech space (lavaan's ML WLS.V)."""
     nmom = ma.shape[0]
@@ -429,7 +429,7 @@ def _ml_weight(Sinv, ma, mb, W):
             W[v, u] = val
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
                s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS):
     if not _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
@@ -447,7 +447,7 @@ def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S,
     return f
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _damped_solve(H, nf, lam, rhs, HW):
     """Solve (H + lam diag(H)) x = rhs in place on rhs (HW: nf x nf scratch)."""
     for a in range(nf):
@@ -461,7 +461,7 @@ def _damped_solve(H, nf, lam, rhs, HW):
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
     """WJ = W J; H = J' W J; g = J' W resid (W = diag(w) for DWLS, Wm for ML)."""
     if ml:
@@ -488,7 +488,7 @@ def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
             H[b, a] = s
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent,
              nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
              A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat, Wm, WJ):
@@ -558,13 +558,129 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
 
 
 # ----------------------------------------------------------------------------------------------
+# fast path: SNP exogenous, every non-SNP path fixed (fix_measurement models under DWLS)
+#   u = u0 + G a;  Sigma_tt = C0 + sum_k s_k Js_k + v u u';  Sigma_tS = v u;  Sigma_SS = v
+# ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+def _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig):
+    for o in range(p):
+        u[o] = u0[o]
+    for f in range(nf):
+        if ftype[f] == 1:
+            t = theta[fidx[f]]
+            for o in range(1, p):
+                u[o] += G[o, f] * t
+    v = vfix if vpos < 0 else theta[fidx[vpos]]
+    nmom = ma.shape[0]
+    for m in range(nmom):
+        a = ma[m]
+        b = mb[m]
+        if b == 0:
+            sig[m] = v if a == 0 else v * u[a]
+        else:
+            x = C0[m] + v * u[a] * u[b]
+            for f in range(nf):
+                if ftype[f] == 0:
+                    x += theta[fidx[f]] * Js[m, f]
+            sig[m] = x
+    return v
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
+    nmom = ma.shape[0]
+    for f in range(nf):
+        tp = ftype[f]
+        for m in range(nmom):
+            a = ma[m]
+            b = mb[m]
+            if tp == 0:
+                J[m, f] = Js[m, f]
+            elif tp == 1:
+                if b == 0:
+                    J[m, f] = 0.0 if a == 0 else v * G[a, f]
+                else:
+                    J[m, f] = v * (G[a, f] * u[b] + u[a] * G[b, f])
+            else:
+                if b == 0:
+                    J[m, f] = 1.0 if a == 0 else u[a]
+                else:
+                    J[m, f] = u[a] * u[b]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, max_iter, xtol,
+              u, sig, J, WJ, H, HW, g, delta, th_new, resid):
+    """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
+    nmom = ma.shape[0]
+    npar = theta.shape[0]
+    v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+    f = 0.0
+    for m in range(nmom):
+        r = s_vec[m] - sig[m]
+        resid[m] = r
+        f += w[m] * r * r
+    if not np.isfinite(f):
+        return ST_NONFINITE, 0
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+        _normal_eq(False, nf, nmom, J, w, H, WJ, resid, H, g)
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            for a in range(nf):
+                delta[a] = g[a]
+            if not _damped_solve(H, nf, lam, delta, HW):
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            for q in range(npar):
+                th_new[q] = theta[q]
+            for a in range(nf):
+                th_new[fidx[a]] += delta[a]
+            vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+            fn = 0.0
+            for m in range(nmom):
+                r = s_vec[m] - sig[m]
+                fn += w[m] * r * r
+            if fn <= f:
+                accepted = True
+                small = True
+                for a in range(nf):
+                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
+                        small = False
+                for q in range(npar):
+                    theta[q] = th_new[q]
+                for m in range(nmom):
+                    resid[m] = s_vec[m] - sig[m]
+                v = vn
+                fold = f
+                f = fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= 1e-16 * fold or fn == 0.0:
+                    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+                    return ST_OK, it
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+            _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+            return ST_OK, it
+    return ST_NOCONV, it
+
+
+# ----------------------------------------------------------------------------------------------
 # the batch kernel
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
                smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+               fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
                est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
     k = beta.shape[1]
     K1 = k + 1
@@ -586,6 +702,12 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
     w = np.empty(nmom)
     Vsub = np.empty((nmom, nmom))
     Vch = np.empty((nmom, nmom))
+    uvec = np.empty(p)
+    VSc = np.empty((k, k))
+    rs = np.empty(k)
+    rs2 = np.empty(max(nmom - K1, 1))
+    Z = np.empty((max(nf, 1), nmom))
+    sigv = np.empty(nmom)
     Vmeat = np.empty((nmom, nmom))
     same_meat = True
     for m in range(nmom):
@@ -646,7 +768,8 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
             continue
         # ---- construction
         v_snp_into(se[i], I_LD, v, gc, VS)
-        v_full_into(V_LD, VS, varse2, Vf)
+        if not block:
+            v_full_into(V_LD, VS, varse2, Vf)
         s_full_into(S_LD, beta[i], v, Sf)
         fl = 0
         for a in range(K1):
@@ -672,7 +795,7 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                 z_pre_into(beta[i], se[i], I_LD, gc, zpre)
                 zm = 0.0
                 for t in range(k):
-                    zt = Sf[t + 1, 0] / np.sqrt(Vf[t + 1, t + 1])
+                    zt = Sf[t + 1, 0] / np.sqrt(VS[t, t] if block else Vf[t + 1, t + 1])
                     dz = abs(zt - zpre[t])
                     if dz > zm:
                         zm = dz
@@ -680,11 +803,21 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
             else:
                 zsmooth[i] = 0.0
         # ---- model moments
-        for m in range(nmom):
-            s_vec[m] = Sf[obs_map[ma[m]], obs_map[mb[m]]]
-            for m2 in range(nmom):
-                Vsub[m, m2] = Vf[vidx[m], vidx[m2]]
-            w[m] = 1.0 / Vsub[m, m]
+        if block:
+            # V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) and the model moments are vech(S_full)
+            for m in range(nmom):
+                s_vec[m] = Sf[ma[m], mb[m]]
+            w[0] = 1.0 / varse2
+            for t in range(k):
+                w[1 + t] = 1.0 / VS[t, t]
+            for t in range(nmom - K1):
+                w[K1 + t] = wLD[t]
+        else:
+            for m in range(nmom):
+                s_vec[m] = Sf[obs_map[ma[m]], obs_map[mb[m]]]
+                for m2 in range(nmom):
+                    Vsub[m, m2] = Vf[vidx[m], vidx[m2]]
+                w[m] = 1.0 / Vsub[m, m]
         r0 = i if n0 > 1 else 0
         for q in range(npar):
             theta[q] = theta0[r0, q]
@@ -700,10 +833,14 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                 continue
             for a in range(p):
                 ldS += 2.0 * np.log(Smat[a, a])
-        st, nit = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
-                           par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
-                           A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col,
-                           Smat, Wm, WJ)
+        if fast:
+            st, nit = _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w,
+                                max_iter, xtol, uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid)
+        else:
+            st, nit = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
+                               par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
+                               A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col,
+                               Smat, Wm, WJ)
         iters[i] = nit
         for q in range(npar):
             est[i, q] = theta[q]
@@ -719,24 +856,40 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
             status[i] = st
             continue
         # ---- chi-square: eta' V^-1 eta over the model moments
-        for a in range(nmom):
-            for b in range(nmom):
-                Vch[a, b] = Vsub[a, b]
-        if _chol(Vch, nmom, 0.0):
-            chisq[i] = _chol_quad(Vch, nmom, resid, tmpv)
+        if block:
+            for a in range(k):
+                for b in range(k):
+                    VSc[a, b] = VS[a, b]
+            if _chol(VSc, k, 0.0):
+                qq = resid[0] * resid[0] / varse2
+                for t in range(k):
+                    rs[t] = resid[1 + t]
+                qq += _chol_quad(VSc, k, rs, tmpv)
+                nld = nmom - K1
+                for t in range(nld):
+                    rs2[t] = resid[K1 + t]
+                qq += _chol_quad(LLD, nld, rs2, tmpv)
+                chisq[i] = qq
+        else:
+            for a in range(nmom):
+                for b in range(nmom):
+                    Vch[a, b] = Vsub[a, b]
+            if _chol(Vch, nmom, 0.0):
+                chisq[i] = _chol_quad(Vch, nmom, resid, tmpv)
         # ---- Q_SNP per factor: eta = (S - Sigma)[SNP, indicators], V = V_SNP[ind, ind]
         for gq in range(ng):
             n_ind = q_ptr[gq + 1] - q_ptr[gq]
             for a in range(n_ind):
                 ta = q_trait[q_ptr[gq] + a]
-                qv[a] = Sf[1 + ta, 0] - C[q_obs[q_ptr[gq] + a], 0]
+                qv[a] = resid[q_obs[q_ptr[gq] + a]]  # moment (o, SNP) sits at vech position o
                 for b in range(n_ind):
                     QM[a, b] = VS[ta, q_trait[q_ptr[gq] + b]]
             if _chol(QM, n_ind, 0.0):
                 qsnp[i, gq] = _chol_quad(QM, n_ind, qv, tmpv)
         # ---- sandwich standard errors
         if nf > 0:
-            _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+            if not fast:
+                _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
             if ml:
                 if ml_wmode == 1:
                     for a in range(p):
@@ -753,40 +906,64 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                 status[i] = ST_SINGULAR
                 continue
             _chol_inverse(HW, nf, Br, col)
-            # VL = Vsub WJ ; M = WJ' VL
-            if not same_meat:
-                for m in range(nmom):
-                    for m2 in range(nmom):
-                        Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
-            for m in range(nmom):
-                for fq in range(nf):
-                    s = 0.0
-                    if same_meat:
-                        for m2 in range(nmom):
-                            s += Vsub[m, m2] * WJ[m2, fq]
-                    else:
-                        for m2 in range(nmom):
-                            s += Vmeat[m, m2] * WJ[m2, fq]
-                    VL[m, fq] = s
-            for a in range(nf):
-                for b in range(nf):
-                    s = 0.0
+            if block and same_meat:
+                # Z = Br (W J)'; Om = Z V Z' with V block diagonal
+                for a in range(nf):
                     for m in range(nmom):
-                        s += WJ[m, a] * VL[m, b]
-                    M[a, b] = s
-            # Om = Br M Br  (HW as temp = M Br)
-            for a in range(nf):
-                for b in range(nf):
-                    s = 0.0
-                    for c in range(nf):
-                        s += M[a, c] * Br[c, b]
-                    HW[a, b] = s
-            for a in range(nf):
-                for b in range(nf):
-                    s = 0.0
-                    for c in range(nf):
-                        s += Br[a, c] * HW[c, b]
-                    Om[a, b] = s
+                        x = 0.0
+                        for c in range(nf):
+                            x += Br[a, c] * WJ[m, c]
+                        Z[a, m] = x
+                nld = nmom - K1
+                for a in range(nf):
+                    for b in range(a, nf):
+                        if b != a and nw == 0:
+                            continue
+                        x = Z[a, 0] * Z[b, 0] * varse2
+                        for t in range(k):
+                            for t2 in range(k):
+                                x += Z[a, 1 + t] * VS[t, t2] * Z[b, 1 + t2]
+                        for t in range(nld):
+                            za = Z[a, K1 + t]
+                            for t2 in range(nld):
+                                x += za * V_LD[t, t2] * Z[b, K1 + t2]
+                        Om[a, b] = x
+                        Om[b, a] = x
+            else:
+                # VL = Vsub WJ ; M = WJ' VL
+                if not same_meat:
+                    for m in range(nmom):
+                        for m2 in range(nmom):
+                            Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
+                for m in range(nmom):
+                    for fq in range(nf):
+                        s = 0.0
+                        if same_meat:
+                            for m2 in range(nmom):
+                                s += Vsub[m, m2] * WJ[m2, fq]
+                        else:
+                            for m2 in range(nmom):
+                                s += Vmeat[m, m2] * WJ[m2, fq]
+                        VL[m, fq] = s
+                for a in range(nf):
+                    for b in range(nf):
+                        s = 0.0
+                        for m in range(nmom):
+                            s += WJ[m, a] * VL[m, b]
+                        M[a, b] = s
+                # Om = Br M Br  (HW as temp = M Br)
+                for a in range(nf):
+                    for b in range(nf):
+                        s = 0.0
+                        for c in range(nf):
+                            s += M[a, c] * Br[c, b]
+                        HW[a, b] = s
+                for a in range(nf):
+                    for b in range(nf):
+                        s = 0.0
+                        for c in range(nf):
+                            s += Br[a, c] * HW[c, b]
+                        Om[a, b] = s
             for a in range(nf):
                 d = Om[a, a]
                 se_out[i, fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan
@@ -805,6 +982,7 @@ def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_kn
                    nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                    par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
                    smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+                   fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
                    est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
     n = beta.shape[0]
     step = (n + nchunks - 1) // nchunks
@@ -816,13 +994,133 @@ def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_kn
                        nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val,
                        par_ptr, par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol,
                        toler, smooth_check, q_ptr, q_obs, q_trait, wald_idx,
+                       fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
                        est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters)
+
+
+def _block_args(model, V_LD, k, v_pd_known):
+    """Block mode: V_full is PD for every SNP and the model observes every trait in covstruc order,
+    so V_sub = blockdiag(varSNPSE^2, V_SNP, V_LD) and its pieces are used directly."""
+    K1 = k + 1
+    nmom = len(model["ma"])
+    vm = model.get("vidx_meat", model["vidx"])
+    ok = (v_pd_known and nmom == K1 * (K1 + 1) // 2 and np.array_equal(model["vidx"], np.arange(nmom))
+          and np.array_equal(vm, model["vidx"]))
+    V_LD = np.asarray(V_LD, dtype=np.float64)
+    if ok:
+        try:
+            L = np.ascontiguousarray(np.linalg.cholesky(V_LD))
+        except np.linalg.LinAlgError:
+            ok = False
+    if not ok:
+        m = max(V_LD.shape[0], 1)
+        return False, np.eye(m), np.ones(m)
+    return True, L, np.ascontiguousarray(1.0 / np.diag(V_LD))
+
+
+def _fast_args(fast, npar, nmom, p, nf):
+    if fast is None:
+        z = np.zeros(0, np.int64)
+        return (False, np.zeros(max(nf, 1), np.int64), np.zeros((nmom, max(nf, 1))),
+                np.zeros((p, max(nf, 1))), np.zeros(nmom), np.zeros(p), 0.0, -1)
+    return (True, fast["ftype"], fast["Js"], fast["G"], fast["C0"], fast["u0"], float(fast["vfix"]),
+            int(fast["vpos"]))
+
+
+def fast_structure(model, fidx, theta0, snp_index=0):
+    """Precompute the fast-path structure, or None when the model does not have it.
+
+    Needs: nothing points to the SNP; the SNP covaries with nothing; every path that does not
+    start at the SNP is fixed; each free parameter is all-variance/covariance (not touching the
+    SNP), all SNP paths, or the SNP variance.  Fixed values come from ``theta0`` (one row).
+    """
+    nv, p = int(model["nv"]), int(model["p"])
+    kind, er, ec, ep, ev = (model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"],
+                            model["ent_val"])
+    fidx = [int(q) for q in fidx]
+    fpos = {q: i for i, q in enumerate(fidx)}
+    th = np.asarray(theta0, dtype=np.float64).reshape(-1)
+    nf = len(fidx)
+    ftype = -np.ones(nf, np.int64)
+    A0 = np.zeros((nv, nv))
+    S0 = np.zeros((nv, nv))
+    snp_paths = []          # (target, param position or -1, value)
+    vpos, vfix = -1, None
+    s_entries = []          # (i, j, param position)
+    for e in range(len(kind)):
+        q = int(ep[e])
+        free = q >= 0 and q in fpos
+        val = float(ev[e]) if q < 0 else float(th[q])
+        r, c = int(er[e]), int(ec[e])
+        if kind[e] == 0:
+            if r == snp_index:
+                return None
+            if c == snp_index:
+                snp_paths.append((r, fpos[q] if free else -1, val))
+                if free:
+                    if ftype[fpos[q]] not in (-1, 1):
+                        return None
+                    ftype[fpos[q]] = 1
+            else:
+                if free:
+                    return None
+                A0[r, c] = val
+        else:
+            if r == snp_index or c == snp_index:
+                if r != c:
+                    return None
+                if free:
+                    if ftype[fpos[q]] not in (-1, 2) or vpos not in (-1, fpos[q]):
+                        return None
+                    ftype[fpos[q]] = 2
+                    vpos = fpos[q]
+                else:
+                    vfix = val
+            else:
+                if free:
+                    if ftype[fpos[q]] not in (-1, 0):
+                        return None
+                    ftype[fpos[q]] = 0
+                    s_entries.append((r, c, fpos[q]))
+                else:
+                    S0[r, c] = val
+                    S0[c, r] = val
+    if (ftype < 0).any():
+        return None
+    if vpos < 0 and vfix is None:
+        vfix = 0.0
+    try:
+        T = np.linalg.inv(np.eye(nv) - A0)
+    except np.linalg.LinAlgError:
+        return None
+    ma, mb = model["ma"], model["mb"]
+    nmom = len(ma)
+    Cfull = T @ S0 @ T.T
+    C0 = np.array([0.0 if b == 0 else Cfull[a, b] for a, b in zip(ma, mb)])
+    Js = np.zeros((nmom, max(nf, 1)))
+    for i, j, f in s_entries:
+        hi, hj = T[:, i], T[:, j]
+        for m, (a, b) in enumerate(zip(ma, mb)):
+            if b == 0:
+                continue
+            Js[m, f] += hi[a] * hj[b] + (hj[a] * hi[b] if i != j else 0.0)
+    G = np.zeros((p, max(nf, 1)))
+    u0 = np.zeros(p)
+    for t, f, val in snp_paths:
+        if f >= 0:
+            G[:, f] += T[:p, t]
+        else:
+            u0 += T[:p, t] * val
+    G[0] = 0.0
+    u0[0] = 0.0
+    return {"ftype": ftype, "Js": Js, "G": np.ascontiguousarray(G), "C0": C0, "u0": u0,
+            "vfix": float(vfix if vfix is not None else 0.0), "vpos": vpos}
 
 
 def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, fidx, theta0,
                snpvar_par, *, ml=False, ml_wmode=0, max_iter=1000, xtol=1e-10, toler=0.0,
                smooth_check=False, q_ptr=None, q_obs=None, q_trait=None, wald_idx=None,
-               parallel=None):
+               fast=None, parallel=None):
     """Fit one batch of SNPs.  ``model`` is a mapping of the compiled RAM arrays (see gsem.gwas).
 
     Returns a dict of arrays: est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald,
@@ -852,6 +1150,8 @@ def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, f
         model["par_ptr"], model["par_ent"], np.ascontiguousarray(fidx, i64),
         np.ascontiguousarray(theta0, f64), int(snpvar_par), bool(ml), int(ml_wmode), int(max_iter),
         float(xtol), float(toler), bool(smooth_check), q_ptr, q_obs, q_trait, wald_idx,
+        *_fast_args(fast, npar, len(model["ma"]), int(model["p"]), len(fidx)),
+        *_block_args(model, V_LD, beta.shape[1], bool(v_pd_known)),
         out["est"], out["se"], out["chisq"], out["qsnp"], out["zsmooth"], out["wald"], out["fmin"],
         out["status"], out["flags"], out["iters"],
     )
