@@ -1,12 +1,14 @@
 """Numba kernels for received ligands: wL[i, l] = (s/N) sum_j exp(-|x_i - x_j|^2 / (2 r^2)) L[j, l].
 
-All kernels take C-contiguous float64 arrays and one radius (callers group ligands by radius):
-``coords`` (n, 2), ``expr`` (n, L).  Three evaluation strategies:
+All kernels take C-contiguous float64 arrays: ``coords`` as x, y vectors, ``expr`` (n, L).
+Three evaluation strategies:
 
-* :func:`gauss_sum_exact` - the O(N^2 L) fused sum (weight computed once per pair, used for all
-  ligands of the radius group, never stored), parallel over blocks of target cells and tiled over
-  source cells so a source tile of the ligand matrix stays in cache while a target block uses it.
-* :func:`bilinear_grid` - the seed's anchor grid: exact sums at anchors spaced ``factor * r``,
+* :class:`GaussTiles` - ``exact``: the O(N^2 L) sum over all pairs.  Cells are cut into tiles;
+  each unordered tile pair is visited once (its weight tile serves W and W'), a parallel numba
+  kernel fills the tile with a vectorised exp (one exp per pair per radius family: radius 50 is
+  radius 200 squared four times), BLAS multiplies it into the ligand columns.  No N x N matrix;
+  the tiles are kept between calls when they fit a memory budget (perturbation steps).
+* :func:`bilinear_interp` - ``grid``: the seed's anchor grid: exact sums at anchors spaced ``factor * r``,
   bilinear interpolation to cells (about 3% error; kept for parity with the Rust port).
 * :func:`gridded_gauss` - ``fast``: a particle-mesh Gaussian transform.  Sources are spread onto a
   regular grid of spacing ``h`` with order-``p`` Lagrange weights, the grid charges are convolved
