@@ -151,3 +151,11 @@ def test_bad_inputs_raise_typed_errors_naming_the_file(tmp_path):
         munge({"allna": _frame().with_columns(BETA=pl.lit(None, dtype=pl.Float64))}, HM3)
     with pytest.raises(InputError, match="trait names"):
         munge([good], HM3, trait_names=["a", "b"])
+
+
+def test_namespace_delegates_to_munge():
+    import polgen  # noqa: F401  (registers df.gsem)
+
+    direct, _ = munge({"T": _frame()}, HM3)
+    via = _frame().lazy().gsem.munge(HM3, trait_name="T")
+    assert via.collect().equals(direct["T"].collect())
