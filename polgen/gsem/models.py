@@ -112,6 +112,12 @@ class SEMResult:
     unstandardized_fit: SemFit | None = field(default=None, repr=False)
     standardized_fit: SemFit | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        f = self.fit_all.row(0, named=True)
+        fit = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items())
+        return (f"SEMResult({self.function}: {self.parameters.height} parameters, converged={self.converged}, "
+                f"{fit})")
+
     def genomicsem(self) -> pl.DataFrame:
         """``parameters`` with R GenomicSEM's column names (usermodel or commonfactor layout)."""
         names = _CF_NAMES if self.function == "commonfactor" else GENOMICSEM_NAMES
@@ -138,6 +144,9 @@ class RGModelResult:
     V_R: np.ndarray
     model: str
     result: SEMResult
+
+    def __repr__(self) -> str:
+        return f"RGModelResult(traits={self.trait_names}, R=\n{np.array2string(self.R, precision=4)})"
 
     @property
     def trait_names(self) -> list[str]:

@@ -13,7 +13,10 @@ The optimiser is a bounded Levenberg-Marquardt / Fisher-scoring method with anal
 parameters at their bounds and step halving on the true objective.  It is started from lavaan-like
 values (loadings 1 or ``sqrt(s_ii/2)`` when the factor variance is fixed, residual variances
 ``s_ii/2``, latent variances 0.05, everything else 0, user ``start()`` values) and restarted
-from other points when it fails; the lowest objective among converged runs wins.
+from other points when it fails (the first start that converges wins, as lavaan's single start
+would; if none does, seeded random starts are tried and the lowest converged objective wins).
+Latent variables whose sign is not fixed by the model are reported with a positive first free
+loading (where lavaan's positive starting values take it).
 
 Equality constraints (shared labels and linear ``==`` constraints) are handled by
 reparameterisation ``theta = offset + M z``; bounds (``lower()/upper()`` and ``label > value``) must
