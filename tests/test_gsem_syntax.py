@@ -183,3 +183,50 @@ def test_parse_syntax_flat_rows():
                                                     ("F2", "~", "x1"), ("F2", "~", "x2")]
     assert rows[1].fixed == 0.5 and rows[3].fixed == 0.5
     assert cons[0].op == "==" and defined[0].name == "d"
+
+
+def test_layout_does_not_change_the_table():
+    """Whitespace, comments, ';' versus newlines and '+' continuation lines give the same table."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    stmts = [["F1", "=~", ["NA*V1", "a*V2", "V3"]], ["F2", "=~", ["NA*V4", "b*V5", "V6"]],
+             ["F2", "~", ["F1"]], ["F1", "~~", ["1*F1"]], ["V1", "~~", ["V4"]], ["ab", ":=", ["a*b"]]]
+
+    def render(ws, seps, comments, breaks):
+        out = []
+        for i, (lhs, op, terms) in enumerate(stmts):
+            w = ws[i % len(ws)]
+            if op == ":=":
+                body = f"{lhs}{w}{op}{w}{terms[0]}"
+            else:
+                joined = ""
+                for j, t in enumerate(terms):
+                    if j:
+                        joined += (f"{w}+\n{w}" if breaks[(i + j) % len(breaks)] else f"{w}+{w}")
+                    joined += t
+                body = f"{lhs}{w}{op}{w}{joined}"
+            if comments[i % len(comments)]:
+                body += f"{w}# note {i} =~ ~ ;"
+            out.append(body)
+            out.append(seps[i % len(seps)])
+        return "".join(out)
+
+    ref = [(r.lhs, r.op, r.rhs, r.free, r.ustart, r.label) for r in parse_model(render([" "], ["\n"], [False],
+                                                                                         [False])).rows]
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.sampled_from(["", " ", "  ", "\t"]), min_size=1, max_size=4),
+           st.lists(st.sampled_from(["\n", ";", "\n\n", " ;\n", "\r\n"]), min_size=1, max_size=4),
+           st.lists(st.booleans(), min_size=1, max_size=4),
+           st.lists(st.booleans(), min_size=1, max_size=4))
+    def check(ws, seps, comments, breaks):
+        text = render(ws, seps, comments, breaks)
+        if any(c for c in comments) and any(s_ == ";" for s_ in seps):
+            # a comment swallows the rest of its line, including a following ';' statement
+            text = text.replace(";", "\n")
+        got = [(r.lhs, r.op, r.rhs, r.free, r.ustart, r.label) for r in parse_model(text).rows]
+        assert [g[:4] for g in got] == [x[:4] for x in ref]
+        assert [g[5] for g in got] == [x[5] for x in ref]
+
+    check()
