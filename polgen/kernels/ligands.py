@@ -112,23 +112,6 @@ def gauss_weights_sq(tx, ty, sx, sy, neg, nsq, Wout, kbuf):  # pragma: no cover 
             src = dst
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
-def int_power(W, m, out):  # pragma: no cover - numba
-    """out = W ** m for an integer m >= 1 (binary exponentiation, vectorisable)."""
-    nr, nc = W.shape
-    for i in numba.prange(nr):
-        for j in range(nc):
-            base = W[i, j]
-            acc = 1.0
-            e = m
-            while e > 0:
-                if e & 1:
-                    acc *= base
-                base *= base
-                e >>= 1
-            out[i, j] = acc
-
-
 def radius_families(radii: np.ndarray, max_power: int = 64) -> list[tuple[float, list[tuple[int, np.ndarray]]]]:
     """Group ligand columns so one exp serves several radii.
 
