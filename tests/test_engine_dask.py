@@ -33,7 +33,7 @@ def dask_fail(i: int) -> int:
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
-                                       dashboard_address=None, silence_logs=40)
+                                       dashboard_address=":0", silence_logs=40)
     c = distributed.Client(cluster)
     try:
         yield c
