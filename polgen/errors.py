@@ -29,6 +29,10 @@ class PolgenError(Exception):
         self.context = context
         super().__init__(self._render())
 
+    def __reduce__(self):
+        # Keep path/column/row/context when an error crosses a process boundary (pools, Dask).
+        return (_rebuild, (type(self), self.message, self.path, self.column, self.row, self.context))
+
     def _render(self) -> str:
         where = []
         if self.path is not None:
@@ -38,6 +42,10 @@ class PolgenError(Exception):
         if self.row is not None:
             where.append(f"row {self.row}")
         return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+def _rebuild(cls, message, path, column, row, context):
+    return cls(message, path=path, column=column, row=row, **context)
 
 
 class InputError(PolgenError, ValueError):

@@ -44,3 +44,15 @@ def test_bad_covstruc_errors():
         as_covstruc({"S": np.eye(2), "V": np.eye(3), "trait_names": ["a"]})
     with pytest.raises(InputError, match="not found"):
         as_covstruc("/nonexistent/cs.json")
+
+
+def test_errors_pickle_with_their_context():
+    import pickle
+
+    from polgen.errors import BedFormatError
+
+    e = BedFormatError("bad magic", path="/x.bed", column="magic", row=3, expected="6c1b01")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is BedFormatError
+    assert (back.path, back.column, back.row, back.context) == ("/x.bed", "magic", 3, {"expected": "6c1b01"})
+    assert str(back) == str(e)
