@@ -102,6 +102,8 @@ MODELS = {
                               "F1 ~~ F2\nab := a*b\nr := ab/(1 + a^2)"),
     "structural_marker": "F1 =~ V1 + V2 + V3\nF2 =~ V4 + V5\nF2 ~ F1\nV1 ~~ V4",
     "observed_outcome": "F1 =~ NA*V1 + V2 + V3 + V4\nF1 ~~ 1*F1\nV5 ~ c*F1\nc2 := c^2",
+    # traits that only predict: lavaan's DWLS resolves fixed.x to FALSE (free variances/covariance)
+    "trait_predictors": "F1 =~ V1 + V2 + V3\nF1 ~ V4 + V5",
     # six traits
     "higher_order": "F1 =~ V1 + V2\nF2 =~ V3 + V4\nF3 =~ V5 + V6\nG =~ NA*F1 + F2 + F3\nG ~~ 1*G",
     "equal_labels": "F1 =~ NA*V1 + a*V2 + a*V3 + V4 + V5 + V6\nF1 ~~ 1*F1",
@@ -179,6 +181,7 @@ QF_MODEL = "F1 =~ NA*V1 + V2\nF2 =~ NA*V3 + V4\nF3 =~ NA*V5 + V6 + V4\nF1~~1*F1\
 def r_ref(tmp_path_factory):
     cases = {name: (*_data(name), MODELS[name], "DWLS", "") for name in MODELS}
     cases["ml_structural"] = (*_data(), MODELS["structural_marker"], "ML", "")
+    cases["ml_fixed_x"] = (*_data(), MODELS["trait_predictors"], "ML", "")
     cases["q_factor"] = (*_data6(), QF_MODEL, "DWLS", "QF")
     return _run_r_batch(tmp_path_factory.mktemp("lavaan"), cases)
 
@@ -243,3 +246,19 @@ def test_q_factor_matches_genomicsem_algorithm_in_r(r_ref):
         q, df = r[f"QF_{row['Factor1']}_{row['Factor2']}"]
         assert row["QFactor_chisq"] == pytest.approx(float(q), rel=1e-4, abs=1e-6)
         assert row["QFactor_df"] == int(float(df))
+
+
+def test_usermodel_ml_fixed_x_matches_lavaan(r_ref):
+    """ML resolves fixed.x to TRUE: predictor variances fixed, their block zeroed in WLS.V."""
+    S, V = _data()
+    r = r_ref["ml_fixed_x"]
+    res = usermodel({"S": S, "V": V, "trait_names": [f"V{i}" for i in range(1, 6)]}, MODELS["trait_predictors"],
+                    estimation="ML")
+    free = res.parameters.filter(res.parameters["free"])
+    np.testing.assert_allclose(free["est"].to_numpy(), np.array(r["EST"], float), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(free["se"].to_numpy(), np.array(r["SE"], float), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(free["se_std"].to_numpy(), np.array(r["STDSE"], float), rtol=1e-4, atol=1e-6)
+    f = res.fit_all.row(0, named=True)
+    assert f["df"] == int(float(r["FIT"][1]))
+    assert f["chisq"] == pytest.approx(float(r["FIT"][0]), rel=1e-4)
+    assert f["AIC"] == pytest.approx(float(r["FIT"][0]) + 2 * float(r["FIT"][2]), rel=1e-4)

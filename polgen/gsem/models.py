@@ -379,7 +379,8 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
     est = estimation.upper()
     if est not in ("DWLS", "ML"):
         raise ModelError(f"estimation must be 'DWLS' or 'ML', got {estimation!r}")
-    table = parse_model(model, std_lv=std_lv, observed=cs.trait_names)
+    # lavaan resolves fixed.x = "default" to TRUE for ML and FALSE for DWLS
+    table = parse_model(model, std_lv=std_lv, observed=cs.trait_names, fixed_x=(est == "ML"))
     used = [t for t in cs.trait_names if t in set(table.observed)]
     if not used:
         raise ModelError("none of the trait names in the covstruc appear in the model")

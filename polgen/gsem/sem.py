@@ -6,7 +6,8 @@ Estimators (as lavaan's, as GenomicSEM calls it):
   ``w = 1 / diag(V)`` (``V`` in model order), i.e. lavaan's ``estimator="DWLS", WLS.V=W``;
 * ``ML``: minimise ``log|Sigma| + tr(S Sigma^-1) - log|S| - p`` (lavaan's ML with
   ``sample.cov.rescale=FALSE``; the sample size only scales lavaan's own SEs and test, which
-  GenomicSEM does not use).
+  GenomicSEM does not use).  With fixed.x covariates the rows/columns of their moments in the
+  ML weight are zero, as lavaan's h1 information.
 
 The optimiser is a bounded Levenberg-Marquardt / Fisher-scoring method with analytic gradients
 (Gauss-Newton Hessian ``J' W J`` for DWLS, expected information for ML), an active set for
@@ -581,7 +582,16 @@ def fit_sem(
             if sv[-1] <= 1e-8 * sv[0]:
                 raise ModelError("model is not identified: the Jacobian of the implied covariance is rank "
                                  f"deficient at the solution (condition {sv[0] / max(sv[-1], 1e-300):.3g})")
-    weight = np.diag(w) if est == "DWLS" else ml_weight(sigma)
+    if est == "DWLS":
+        weight = np.diag(w)
+    else:
+        weight = ml_weight(sigma)
+        if model.table.exogenous:
+            # lavaan zeroes the fixed.x block of the h1 information (lav_mvn_zero_x_idx)
+            xs = [model.observed.index(x) for x in model.table.exogenous]
+            xb = np.isin(model.vech_row, xs) & np.isin(model.vech_col, xs)
+            weight[xb, :] = 0.0
+            weight[:, xb] = 0.0
     values = model.values(theta, A0, S0)
     if not conv:
         log.warning("SEM optimiser stopped before meeting its convergence tests (objective %.6g)", f)

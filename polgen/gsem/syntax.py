@@ -26,11 +26,14 @@ Defaults (lavaan ``sem()``; the names are lavaan's options):
   indicators nor outcomes of ``~``) are free;
 * ``auto.cov.y``: residual covariances among pure outcomes (observed or latent variables that are
   the left side of ``~`` but never a predictor nor an indicator) are free;
-* ``fixed.x``: observed variables that only ever predict (right side of ``~``; e.g. ``SNP``) are
-  exogenous covariates: their variances and covariances are *fixed* at the sample values
-  (``exo=1``, ``ustart`` NaN until the data are known), are not counted as parameters and their
-  moments are not counted as data in ``df``.  A covariate mentioned in a user ``~~`` row is treated
-  as random instead (lavaan does the same, with a warning).
+* observed variables that only ever predict (right side of ``~``; e.g. ``SNP``) get default
+  variance and covariance rows (after the other defaults, as lavaan).  With ``fixed_x=True``
+  (lavaan's resolved default for ML) they are exogenous covariates: those rows are *fixed* at the
+  sample values (``exo=1``, ``ustart`` NaN until the data are known), are not counted as
+  parameters and their moments are not counted as data in ``df``.  lavaan resolves
+  ``fixed.x="default"`` to FALSE for DWLS, so GenomicSEM's DWLS fits estimate them as free
+  parameters (``fixed_x=False``; :func:`polgen.gsem.usermodel` passes ``fixed_x = estimation ==
+  "ML"``).  A covariate mentioned in a user ``~~`` row is treated as random either way.
 * Parameters sharing a label are equal (lavaan's ``ceq.simple = FALSE`` layout: each keeps its own
   free index and an implicit ``==`` constraint ties them; a label shared with a fixed parameter
   fixes all of them).  ``label > number`` / ``label < number`` become bounds (``lower``/``upper``);
@@ -720,7 +723,8 @@ def parse_model(
 
     ``observed``: the names the data provide (e.g. the covstruc trait names, plus ``"SNP"`` for a
     GWAS); a non-latent variable in the model that is not among them raises :class:`ModelError`.
-    ``auto_fix_first`` defaults to ``not std_lv`` as in lavaan.
+    ``auto_fix_first`` defaults to ``not std_lv`` as in lavaan.  ``fixed_x`` defaults to True as
+    ``lavaanify``; ``sem()`` resolves it to True for ML and False for DWLS.
     """
     flat, defined, constraints = parse_syntax(model)
     if not flat:
@@ -740,7 +744,7 @@ def parse_model(
             raise ModelError(f"model variable(s) {', '.join(map(repr, unknown))} are neither latent "
                              f"(left of '=~') nor among the observed variables "
                              f"({', '.join(observed)})", column=unknown[0])
-    ov_x = vn["ov_x"] if fixed_x else []
+    ov_x = vn["ov_x"]  # pure predictors; their (co)variances are fixed only with fixed_x
     ov_nox = [v for v in ov if v not in ov_x]
 
     # defaults (lavaan lav_pt_flat order)
@@ -799,7 +803,7 @@ def parse_model(
         for r in rows:
             if r.op == "~~" and r.lhs == r.rhs and r.lhs in singles and r.user == 0:
                 r.ustart, r.free = 0.0, 0
-    if ov_x:
+    if ov_x and fixed_x:
         xs = set(ov_x)
         for r in rows:
             if r.op == "~~" and r.lhs in xs and r.rhs in xs and r.user == 0:
@@ -881,7 +885,7 @@ def parse_model(
             r.free = k
         if r.free == 0 and r.exo == 0 and math.isnan(r.ustart):
             r.ustart = 0.0
-    return ParTable(rows=rows, observed=ov, latent=lv, defined=defined, constraints=kept, exogenous=ov_x,
+    return ParTable(rows=rows, observed=ov, latent=lv, defined=defined, constraints=kept, exogenous=ov_x if fixed_x else [],
                     std_lv=std_lv, model=model)
 
 
