@@ -39,8 +39,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
-
 import numpy as np
 
 from polgen.errors import ConvergenceError, ModelError

@@ -914,13 +914,6 @@ def _as_bound(c: Constraint) -> tuple[str, str, float] | None:
     return None
 
 
-def _eval_defined(defined: Sequence[Defined], env: dict[str, Any]) -> dict[str, Any]:
-    out = dict(env)
-    for d in defined:
-        out[d.name] = d.expr.evaluate(out)
-    return out
-
-
 def label_values(table: ParTable, est_by_row: np.ndarray) -> dict[str, float]:
     """label -> value from per-row values (first row carrying each label)."""
     env: dict[str, float] = {}
