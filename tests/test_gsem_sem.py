@@ -373,3 +373,19 @@ def test_numba_kernels_match_numpy():
         s_np, j_np = cm.implied_jacobian(thetas[t], a0, s0)
         np.testing.assert_allclose(sigs[t], s_np, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(jacs[t], j_np, rtol=1e-12, atol=1e-14)
+
+
+def test_result_save_roundtrip(tmp_path):
+    import pyarrow.parquet as pq
+
+    d = _fx("commonfactor.json")
+    res = commonfactor(_cs(d))
+    path = res.save(tmp_path / "cf.parquet")
+    back = pl.read_parquet(path)
+    assert back.equals(res.parameters)
+    md = pq.read_schema(path).metadata
+    fit = json.loads(md[b"polgen.fit"])
+    assert fit["df"] == 0 and fit["CFI"] == pytest.approx(1.0)
+    assert b"F1 =~" in md[b"polgen.model"]
+    res.save(tmp_path / "cf_r.parquet", genomicsem_names=True)
+    assert "Unstandardized_Estimate" in pl.read_parquet(tmp_path / "cf_r.parquet").columns

@@ -124,6 +124,25 @@ class SEMResult:
         cols = [pl.col(k).alias(v) for k, v in names.items() if k in self.parameters.columns]
         return self.parameters.select(cols)
 
+    def save(self, path: str, *, genomicsem_names: bool = False) -> str:
+        """Write ``parameters`` as parquet, atomically, with the fit row, the model syntax and the
+        smoothing report in the key-value metadata (``polgen.fit``, ``polgen.model``, ...)."""
+        import json
+
+        from polgen.io.sink import write_table_atomic
+
+        frame = self.genomicsem() if genomicsem_names else self.parameters
+        meta = {
+            "polgen.function": self.function,
+            "polgen.model": self.model,
+            "polgen.fit": json.dumps(self.fit_all.row(0, named=True)),
+            "polgen.converged": json.dumps(self.converged),
+            "polgen.smoothing": json.dumps(self.smoothing),
+            "polgen.warnings": json.dumps(self.warnings),
+        }
+        write_table_atomic(path, frame, metadata=meta)
+        return str(path)
+
     @property
     def results(self) -> pl.DataFrame:
         """Alias of :meth:`genomicsem` (R's ``$results``)."""
