@@ -200,14 +200,16 @@ class CompiledModel:
 
 
 def compile_model(model: str | ParTable, *, observed_order: list[str] | None = None, std_lv: bool = False,
-                  observed: list[str] | None = None) -> CompiledModel:
+                  observed: list[str] | None = None, fixed_x: bool = True) -> CompiledModel:
     """Compile a model string or :class:`ParTable` to RAM matrices.
 
     ``observed_order``: the order of the observed variables in Sigma; default lavaan's order
     (``table.observed``).  ``observed``: the names the data provide (unknown model variables raise
-    :class:`ModelError`).
+    :class:`ModelError`).  ``std_lv`` / ``fixed_x`` are passed to :func:`parse_model` for a string
+    (lavaan's ``sem()`` uses ``fixed_x=True`` for ML and ``False`` for DWLS).
     """
-    table = model if isinstance(model, ParTable) else parse_model(model, std_lv=std_lv, observed=observed)
+    table = model if isinstance(model, ParTable) else parse_model(model, std_lv=std_lv, observed=observed,
+                                                                    fixed_x=fixed_x)
     obs = list(table.observed if observed_order is None else observed_order)
     if sorted(obs) != sorted(table.observed):
         raise ModelError(f"observed_order {obs} does not match the model's observed variables {table.observed}")
