@@ -75,7 +75,7 @@ def _splash_gene_py(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tco
 
 
 def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
-              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod):  # pragma: no cover - numba
+                  gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod, active):  # pragma: no cover - numba
     """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]] for every trained gene k.
 
     Columns of ``out`` not in ``kout`` are set to 0 (genes without betadata do not change).
@@ -90,6 +90,9 @@ def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, t
             for g in range(G):
                 out[i, g] = 0.0
             for k in range(nk):
+                if active[k] == 0:  # no modulator of gene k has changed: its delta stays 0
+                    out[i, kout[k]] = 0.0
+                    continue
                 nm = _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot,
                                  tsrc, tcond, gexf, wl, wl_tfl, bsf, cap, scratch)
                 m0 = moff[k]
@@ -177,12 +180,17 @@ def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, t
 
 
 def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
-              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod):
-    """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]]; other columns 0."""
-    work = delta.shape[0] * max(1, tkind.shape[0])
+              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod, active=None):
+    """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]]; other columns 0.
+
+    ``active[k] == 0`` skips gene k (all its modulators' deltas are zero: the sum is exactly 0).
+    """
+    if active is None:
+        active = np.ones(kout.shape[0], dtype=np.int64)
+    work = delta.shape[0] * max(1, int(sum(int(toff[k + 1] - toff[k]) for k in np.flatnonzero(active))))
     f = _propagate_par if work >= PARALLEL_MIN else _propagate_ser
     f(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
-      bsf, cap, kout, delta, out, maxmod)
+      bsf, cap, kout, delta, out, maxmod, active)
 
 
 def filter_expr(x, thresh, out):

@@ -164,9 +164,15 @@ def propagate(plan: SplashPlan, gexf, wl, wl_tfl, delta, out, beta_scale_factor=
     """out[:, g] = sum over modulators of splash_g * delta for trained g; 0 elsewhere."""
     from polgen.kernels.splash import propagate as _prop
 
+    nz = np.flatnonzero((delta != 0).any(axis=0)) if delta.size else np.zeros(0, dtype=np.int64)
+    changed = np.zeros(delta.shape[1] if delta.ndim == 2 else 0, dtype=bool)
+    changed[nz] = True
+    cs = np.concatenate([[0], np.cumsum(changed[plan.mgene].astype(np.int64))])
+    active = (cs[plan.moff[1:]] - cs[plan.moff[:-1]]).astype(np.int64)
     _prop(plan.bvals, plan.boff, plan.bncol, plan.rowmaps, plan.rmap, plan.moff, plan.mgene, plan.toff,
           plan.tkind, plan.tcol, plan.tslot, plan.tsrc, plan.tcond, gexf, wl, wl_tfl,
-          float(beta_scale_factor), _cap(beta_cap), plan.kout, delta, out, int(plan.maxmod))
+          float(beta_scale_factor), _cap(beta_cap), plan.kout, delta, out, int(plan.maxmod),
+          np.ascontiguousarray(active))
     return out
 
 
