@@ -122,6 +122,8 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
     df = res.collect()
     assert df.height == Y.shape[1]
     assert df["MONOMORPHIC"].to_list() == (~poly).tolist()
+    np.testing.assert_array_equal(df["N_MISS"].to_numpy(), np.isnan(Y).sum(0))
+    np.testing.assert_allclose(df["A1FREQ"].to_numpy(), np.nanmean(Y, axis=0) / 2, rtol=1e-12)
     for j, name in enumerate(["X1", "X2"]):
         t = df[f"T_{name}"].to_numpy()[poly]
         assert np.max(np.abs(t - ref["t"][j])) < 1e-4
@@ -330,6 +332,22 @@ def test_out_equals_in_memory_and_resume(small, tmp_path, monkeypatch):
     assert done.gif == res.gif
     # overwrite replaces it
     env.lfmm.test(model, bed, out=tmp_path / "r", task_snps=500, overwrite=True, calibrate=None)
+
+
+def test_executors_give_identical_output(small, tmp_path):
+    X, bed = small["X"], small["bed"]
+    model = L.fit(pl.DataFrame({"IID": [f"s{i}" for i in range(150)], "a": X[:, 0]}).lazy(), bed, 3,
+                  power_iter=2)
+    ref = L.test(model, bed, task_snps=300).collect()
+    thr = L.test(model, bed, task_snps=300, executor="threads").collect()
+    assert_frame_equal(ref, thr)
+    # spawn, not fork: forking a process whose Polars/OpenMP thread pools are running can deadlock
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        proc = L.test(model, bed, task_snps=300, executor=pool, out=tmp_path / "p").collect()
+    assert_frame_equal(ref, proc)
 
 
 def test_model_save_load_roundtrip(small, tmp_path):
