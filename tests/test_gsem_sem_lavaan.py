@@ -108,8 +108,10 @@ MODELS = {
     "higher_order": "F1 =~ V1 + V2\nF2 =~ V3 + V4\nF3 =~ V5 + V6\nG =~ NA*F1 + F2 + F3\nG ~~ 1*G",
     "equal_labels": "F1 =~ NA*V1 + a*V2 + a*V3 + V4 + V5 + V6\nF1 ~~ 1*F1",
     "linear_constraint": "F1 =~ NA*V1 + a*V2 + b*V3 + V4 + V5 + V6\nF1 ~~ 1*F1\na == b + 0.05",
+    "nonlinear_constraint": ("F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF3 =~ NA*V5 + V6\nF1~~1*F1\nF2~~1*F2\n"
+                             "F3~~1*F3\na == b^2\nd := a - b"),
 }
-SIX = {"higher_order", "equal_labels", "linear_constraint"}
+SIX = {"higher_order", "equal_labels", "linear_constraint", "nonlinear_constraint"}
 
 
 def _data6():

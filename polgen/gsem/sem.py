@@ -21,8 +21,9 @@ loading (where lavaan's positive starting values take it).
 
 Equality constraints (shared labels and linear ``==`` constraints) are handled by
 reparameterisation ``theta = offset + M z``; bounds (``lower()/upper()`` and ``label > value``) must
-then fall on parameters that map to a single ``z``.  Non-linear ``==`` constraints and
-inequalities between parameters are not supported (ModelError).
+then fall on parameters that map to a single ``z``.  Non-linear ``==`` constraints are enforced by
+an augmented Lagrangian (method of multipliers, to 1e-10).  Inequalities between parameters
+(``a > b``) are not supported (ModelError).
 
 Sandwich standard errors exactly as GenomicSEM: with ``Delta = d vech(Sigma)/d theta`` (all free
 parameters, lavaan's layout), ``W`` lavaan's ``WLS.V`` (``diag(1/diag(V))`` for DWLS; the structured
@@ -78,6 +79,7 @@ class Reparam:
     z_lower: np.ndarray
     z_upper: np.ndarray
     n_eq: int
+    nonlinear: list = field(default_factory=list)  # callables theta -> residual (== 0 at solution)
 
     @property
     def n_z(self) -> int:
@@ -130,13 +132,15 @@ def build_reparam(cm: CompiledModel) -> Reparam:
     # 2. explicit constraints
     env = _label_env_fn(table, n)
     A_rows, b_vals = [], []
+    nonlinear: list = []
     for c in table.constraints:
         if c.op != "==":
             raise ModelError(f"inequality constraint '{c.lhs.text} {c.op} {c.rhs.text}' between "
                              "parameters is not supported (only 'label > number' / 'label < number' bounds)")
         g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
         if not linear:
-            raise ModelError(f"non-linear equality constraint '{c.lhs.text} == {c.rhs.text}' is not supported")
+            nonlinear.append(lambda th, c=c: c.residual(env(th)))
+            continue
         if np.all(g == 0):
             if abs(r0) > 1e-10:
                 raise ModelError(f"constraint '{c.lhs.text} == {c.rhs.text}' cannot hold (fixed values)")
@@ -178,7 +182,7 @@ def build_reparam(cm: CompiledModel) -> Reparam:
         zu[g] = min(zu[g], hi_z)
         if zl[g] > zu[g]:
             raise ModelError("lower bound above upper bound for a parameter")
-    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq)
+    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear)
 
 
 def _linearise(fun, n: int):
@@ -337,6 +341,77 @@ class _Objective:
         return g, H
 
 
+class _Augmented:
+    """Augmented Lagrangian F + sum lam_i c_i + mu/2 sum c_i^2 for non-linear equality constraints
+    (Gauss-Newton curvature mu J_c' J_c; J_c by complex step)."""
+
+    def __init__(self, obj: _Objective, cons: list, lam: np.ndarray, mu: float):
+        self.obj, self.cons, self.lam, self.mu = obj, cons, lam, mu
+
+    def residuals(self, theta):
+        return np.array([float(np.real(c(theta.astype(complex)))) for c in self.cons])
+
+    def jac(self, theta):
+        n = theta.size
+        h = 1e-30
+        J = np.zeros((len(self.cons), n))
+        for k in range(n):
+            th = theta.astype(complex)
+            th[k] += 1j * h
+            for i, c in enumerate(self.cons):
+                J[i, k] = complex(c(th)).imag / h
+        return J
+
+    def value(self, theta):
+        f = self.obj.value(theta)
+        if not np.isfinite(f):
+            return f
+        try:
+            r = self.residuals(theta)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            return np.inf
+        if not np.all(np.isfinite(r)):
+            return np.inf
+        return float(f + self.lam @ r + 0.5 * self.mu * r @ r)
+
+    def grad_hess(self, theta):
+        g, H = self.obj.grad_hess(theta)
+        r = self.residuals(theta)
+        J = self.jac(theta)
+        return g + J.T @ (self.lam + self.mu * r), H + self.mu * (J.T @ J)
+
+
+def _lm_augmented(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int
+                  ) -> tuple[np.ndarray, float, bool, int]:
+    """Method of multipliers around :func:`_lm_bounded` until the constraints hold to 1e-10."""
+    lam = np.zeros(len(rp.nonlinear))
+    f0 = obj.value(rp.theta(z0))
+    mu = 10.0 * (max(1.0, abs(f0)) if np.isfinite(f0) else 1.0)
+    z = z0
+    total = 0
+    prev = np.inf
+    conv = False
+    for _ in range(30):
+        aug = _Augmented(obj, rp.nonlinear, lam, mu)
+        z, _, conv, it = _lm_bounded(aug, rp, z, max_iter=max_iter)
+        total += it
+        th = rp.theta(z)
+        r = aug.residuals(th)
+        viol = float(np.max(np.abs(r), initial=0.0))
+        if not np.all(np.isfinite(r)):
+            return z, np.inf, False, total
+        if viol <= 1e-10 and conv:
+            break
+        lam = lam + mu * r
+        if viol > 0.25 * prev:
+            mu *= 10.0
+        prev = viol
+    else:
+        conv = False
+    f = obj.value(rp.theta(z))
+    return z, f, bool(conv and viol <= 1e-8), total
+
+
 def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 500,
                 gtol: float = 1e-9, rel_tol: float = 1e-10, dx_tol: float = 0.01
                 ) -> tuple[np.ndarray, float, bool, int]:
@@ -483,11 +558,20 @@ class SemFit:
     reparam: Reparam
     A0: np.ndarray = field(repr=False)
     S0: np.ndarray = field(repr=False)
+    con_jac: np.ndarray | None = field(default=None, repr=False)  # Jacobian of non-linear == constraints
+
+    @property
+    def n_eq(self) -> int:
+        """Independent equality constraints (linear ones, plus non-linear ones at the solution)."""
+        extra = 0
+        if self.con_jac is not None and self.con_jac.size:
+            extra = int(np.linalg.matrix_rank(self.con_jac @ self.reparam.M, tol=1e-9))
+        return self.reparam.n_eq + extra
 
     @property
     def npar(self) -> int:
         """lavaan's ``fitMeasures(fit, "npar")``: free parameters minus independent equality constraints."""
-        return self.model.n_free - self.reparam.n_eq
+        return self.model.n_free - self.n_eq
 
     @property
     def df(self) -> int:
@@ -551,7 +635,10 @@ def fit_sem(
 
     def consider(th0):
         nonlocal best
-        z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=max_iter)
+        if rp.nonlinear:
+            z, f, conv, it = _lm_augmented(obj, rp, rp.z_of(th0), max_iter=max_iter)
+        else:
+            z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=max_iter)
         if not np.isfinite(f):
             return False
         if best is None or (conv and not best[0]) or (conv == best[0] and f < best[3] - 1e-12 * max(1, abs(f))):
@@ -573,10 +660,16 @@ def fit_sem(
     conv, _, z, f, it = best
     theta = canonical_signs(model, rp.theta(z))
     sigma, J = model.implied_jacobian(theta, A0, S0)
+    con_jac = _Augmented(obj, rp.nonlinear, np.zeros(0), 0.0).jac(theta) if rp.nonlinear else None
     if check_identified:
         JM = J @ rp.M
+        if w is not None:
+            JM = JM * np.sqrt(w)[:, None]
+        if con_jac is not None:
+            cj = con_jac @ rp.M
+            JM = np.vstack([JM, cj * (np.linalg.norm(JM) / max(np.linalg.norm(cj), 1e-300))])
         if JM.shape[1]:
-            sv = np.linalg.svd(JM * (np.sqrt(w)[:, None] if w is not None else 1.0), compute_uv=False)
+            sv = np.linalg.svd(JM, compute_uv=False)
             if sv[-1] <= 1e-8 * sv[0]:
                 raise ModelError("model is not identified: the Jacobian of the implied covariance is rank "
                                  f"deficient at the solution (condition {sv[0] / max(sv[-1], 1e-300):.3g})")
@@ -594,7 +687,8 @@ def fit_sem(
     if not conv:
         log.warning("SEM optimiser stopped before meeting its convergence tests (objective %.6g)", f)
     return SemFit(model=model, estimator=est, theta=theta, values=values, objective=f, converged=bool(conv),
-                  iterations=it, sigma=sigma, jacobian=J, weight=weight, reparam=rp, A0=A0, S0=S0)
+                  iterations=it, sigma=sigma, jacobian=J, weight=weight, reparam=rp, A0=A0, S0=S0,
+                  con_jac=con_jac)
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,6 +714,11 @@ def sandwich(fit: SemFit, V: np.ndarray, *, toler: float | None = None) -> np.nd
         return np.zeros((0, 0))
     if bread is None:
         M = fit.reparam.M
+        if fit.con_jac is not None and fit.con_jac.size:
+            cj = fit.con_jac @ M
+            _, sv, vt = np.linalg.svd(cj)
+            rank = int(np.sum(sv > 1e-9 * max(1.0, sv.max(initial=0.0))))
+            M = M @ vt[rank:].T
         infoc = M.T @ info @ M
         rc = 1.0 / np.linalg.cond(infoc, 1)
         if rc < tol:
