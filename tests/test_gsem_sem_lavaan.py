@@ -112,6 +112,10 @@ MODELS = {
                              "F3~~1*F3\na == b^2\nd := a - b"),
 }
 SIX = {"higher_order", "equal_labels", "linear_constraint", "nonlinear_constraint"}
+# a Heywood case (V3 wants -0.15) with GenomicSEM's fix_resid bound: lavaan's inequality constraint
+MODELS["bounded_heywood"] = ("F1 =~ NA*V1 + V2\nF2 =~ NA*V3 + V4\nF1 ~~ 1*F1\nF2 ~~ 1*F2\n"
+                             "V3 ~~ abcd*V3\nabcd > .0001")
+FOUR = {"bounded_heywood"}
 
 
 def _data6():
@@ -126,9 +130,18 @@ def _data6():
     return S, V
 
 
+def _data4():
+    S = np.array([[0.6, 0.42, 0.1, 0.05], [0.42, 0.5, 0.08, 0.04], [0.1, 0.08, 0.45, 0.3], [0.05, 0.04, 0.3, 0.55]])
+    rng = np.random.default_rng(9)
+    A = rng.normal(size=(10, 10)) * 0.0003
+    return S, np.eye(10) * 1e-3 + A @ A.T
+
+
 def _data(name: str = ""):
     if name in SIX:
         return _data6()
+    if name in FOUR:
+        return _data4()
     rng = np.random.default_rng(5)
     L = np.array([[.7, 0], [.6, 0], [.3, .5], [0, .6], [0, .5]])
     phi = np.array([[1, .4], [.4, 1]])
