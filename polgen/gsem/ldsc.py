@@ -87,6 +87,11 @@ def _load_trait(obj, label: str) -> pl.DataFrame:
     return df.select("SNP", "N", "Z", "A1")
 
 
+def _all_distinct(idx: np.ndarray, n: int) -> bool:
+    """True when the row indices ``idx`` (all < n) contain no repeats."""
+    return bool(np.bincount(idx, minlength=n).max(initial=0) <= 1)
+
+
 def _r_merge(left: pl.DataFrame, right: pl.DataFrame, on: str = "SNP") -> pl.DataFrame:
     """Inner ``merge(left, right, by = on, sort = FALSE)`` with R's row order, duplicates included
     (R codes each key by its first position among the matched left rows, Shell-sorts both code
@@ -248,9 +253,9 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     for obj, label, name in zip(items, labels, names):
         y1 = _load_trait(obj, label)
         n_in = y1.height
-        if unique_ld and y1["SNP"].n_unique() == y1.height:
-            merged = y1.join(xw, on="SNP", how="inner", maintain_order="left")
-        else:  # duplicated ids: R's row order (its merge groups and Shell-sorts duplicates)
+        merged = y1.join(xw, on="SNP", how="inner", maintain_order="left") if unique_ld else None
+        if merged is None or not _all_distinct(merged["__idx"].to_numpy(), x.height):
+            # duplicated ids: R's row order (its merge groups and Shell-sorts duplicates)
             merged = _r_merge(_r_merge(y1, w), x)
         merged = (merged.with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
                   .sort(["__chr", "BP"], maintain_order=True, nulls_last=True).drop("__chr"))
@@ -271,6 +276,7 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     for c in cols:
         for key in ("Z", "N", "L2", "wLD"):
             c[key] = np.ascontiguousarray(c[key], dtype=np.float64)
+        c["distinct"] = _all_distinct(c["__idx"], x.height)
     nV = n_traits * (n_traits + 1) // 2
     cov = np.full((n_traits, n_traits), np.nan)
     I = np.full((n_traits, n_traits), np.nan)
@@ -295,8 +301,7 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
                 idx2 = c2["__idx"]
                 pos = np.full(x.height, -1, dtype=np.int64)
                 pos[idx2] = np.arange(idx2.shape[0])
-                if (unique_ld and np.count_nonzero(pos >= 0) == idx2.shape[0]
-                        and np.unique(c1["__idx"]).shape[0] == c1["__idx"].shape[0]):
+                if unique_ld and c1["distinct"] and c2["distinct"]:
                     # merge on SNP in trait j's order through the LD-score row index
                     p2 = pos[c1["__idx"]]
                     sel1 = np.flatnonzero(p2 >= 0)
