@@ -237,7 +237,7 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
     w = w.select(pl.col("SNP"), pl.col(w.columns[-1]).cast(pl.Float64).alias("wLD"))
     x = x.select(pl.col("SNP"), pl.col("CHR"), pl.col("BP"), pl.col(score).cast(pl.Float64).alias("L2"))
     x = x.with_row_index("__idx")
-    unique_ld = x["SNP"].n_unique() == x.height and w["SNP"].n_unique() == w.height
+    unique_ld = x["SNP"].n_unique() == x.height and (wld is None or w["SNP"].n_unique() == w.height)
     # with unique ids R's merge(y1, w) then merge(., x) keeps y1's order: join w into x once
     if wld is not None:
         xw = x.join(w, on="SNP", how="inner", maintain_order="left")
