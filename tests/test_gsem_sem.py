@@ -274,8 +274,8 @@ def test_bad_inputs():
     bad_v = -np.eye(21)
     with pytest.raises(NotPositiveDefiniteError, match="V"):
         usermodel({"S": d["s"], "V": bad_v, "trait_names": cs["trait_names"]}, d["model"])
-    with pytest.raises(ModelError, match="inequality constraint"):
-        usermodel(cs, "F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF1~~1*F1\nF2~~1*F2\na > b")
+    with pytest.raises(ModelError, match="contradict"):
+        usermodel(cs, "F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF1~~1*F1\nF2~~1*F2\na == b\na == b + 1")
 
 
 def test_fix_resid_bounds_when_not_converged(monkeypatch):

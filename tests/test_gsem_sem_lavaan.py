@@ -110,8 +110,10 @@ MODELS = {
     "linear_constraint": "F1 =~ NA*V1 + a*V2 + b*V3 + V4 + V5 + V6\nF1 ~~ 1*F1\na == b + 0.05",
     "nonlinear_constraint": ("F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF3 =~ NA*V5 + V6\nF1~~1*F1\nF2~~1*F2\n"
                              "F3~~1*F3\na == b^2\nd := a - b"),
+    "inequality": ("F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF3 =~ NA*V5 + V6\nF1~~1*F1\nF2~~1*F2\n"
+                   "F3~~1*F3\na > b + 0.15"),
 }
-SIX = {"higher_order", "equal_labels", "linear_constraint", "nonlinear_constraint"}
+SIX = {"higher_order", "equal_labels", "linear_constraint", "nonlinear_constraint", "inequality"}
 # a Heywood case (V3 wants -0.15) with GenomicSEM's fix_resid bound: lavaan's inequality constraint
 MODELS["bounded_heywood"] = ("F1 =~ NA*V1 + V2\nF2 =~ NA*V3 + V4\nF1 ~~ 1*F1\nF2 ~~ 1*F2\n"
                              "V3 ~~ abcd*V3\nabcd > .0001")

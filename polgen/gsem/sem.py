@@ -22,8 +22,8 @@ loading (where lavaan's positive starting values take it).
 Equality constraints (shared labels and linear ``==`` constraints) are handled by
 reparameterisation ``theta = offset + M z``; bounds (``lower()/upper()`` and ``label > value``) must
 then fall on parameters that map to a single ``z``.  Non-linear ``==`` constraints are enforced by
-an augmented Lagrangian (method of multipliers, to 1e-10).  Inequalities between parameters
-(``a > b``) are not supported (ModelError).
+an augmented Lagrangian (method of multipliers, to 1e-10), and so are inequalities between
+parameters (``a > b``, ``a + b < 1``); as in lavaan, inequalities do not change ``df``.
 
 Sandwich standard errors exactly as GenomicSEM: with ``Delta = d vech(Sigma)/d theta`` (all free
 parameters, lavaan's layout), ``W`` lavaan's ``WLS.V`` (``diag(1/diag(V))`` for DWLS; the structured
@@ -80,6 +80,11 @@ class Reparam:
     z_upper: np.ndarray
     n_eq: int
     nonlinear: list = field(default_factory=list)  # callables theta -> residual (== 0 at solution)
+    inequal: list = field(default_factory=list)  # callables theta -> g (g >= 0 at solution)
+
+    @property
+    def augmented(self) -> bool:
+        return bool(self.nonlinear or self.inequal)
 
     @property
     def n_z(self) -> int:
@@ -133,10 +138,12 @@ def build_reparam(cm: CompiledModel) -> Reparam:
     env = _label_env_fn(table, n)
     A_rows, b_vals = [], []
     nonlinear: list = []
+    inequal: list = []
     for c in table.constraints:
         if c.op != "==":
-            raise ModelError(f"inequality constraint '{c.lhs.text} {c.op} {c.rhs.text}' between "
-                             "parameters is not supported (only 'label > number' / 'label < number' bounds)")
+            sign = 1.0 if c.op == ">" else -1.0
+            inequal.append(lambda th, c=c, sign=sign: sign * c.residual(env(th)))
+            continue
         g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
         if not linear:
             nonlinear.append(lambda th, c=c: c.residual(env(th)))
@@ -182,7 +189,8 @@ def build_reparam(cm: CompiledModel) -> Reparam:
         zu[g] = min(zu[g], hi_z)
         if zl[g] > zu[g]:
             raise ModelError("lower bound above upper bound for a parameter")
-    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear)
+    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear,
+                   inequal=inequal)
 
 
 def _linearise(fun, n: int):
@@ -342,67 +350,102 @@ class _Objective:
 
 
 class _Augmented:
-    """Augmented Lagrangian F + sum lam_i c_i + mu/2 sum c_i^2 for non-linear equality constraints
-    (Gauss-Newton curvature mu J_c' J_c; J_c by complex step)."""
+    """Augmented Lagrangian (Powell-Hestenes-Rockafellar) for non-linear equalities ``c(theta) = 0``
+    and inequalities ``g(theta) >= 0``; Gauss-Newton curvature, constraint Jacobians by complex step."""
 
-    def __init__(self, obj: _Objective, cons: list, lam: np.ndarray, mu: float):
-        self.obj, self.cons, self.lam, self.mu = obj, cons, lam, mu
+    def __init__(self, obj: _Objective, eq: list, ineq: list, lam: np.ndarray, nu: np.ndarray, mu: float):
+        self.obj, self.eq, self.ineq = obj, eq, ineq
+        self.lam, self.nu, self.mu = lam, nu, mu
 
-    def residuals(self, theta):
-        return np.array([float(np.real(c(theta.astype(complex)))) for c in self.cons])
+    @staticmethod
+    def _vals(funcs, theta):
+        return np.array([float(np.real(c(np.asarray(theta).astype(complex)))) for c in funcs])
 
-    def jac(self, theta):
+    @staticmethod
+    def _jac(funcs, theta):
         n = theta.size
         h = 1e-30
-        J = np.zeros((len(self.cons), n))
+        J = np.zeros((len(funcs), n))
         for k in range(n):
-            th = theta.astype(complex)
+            th = np.asarray(theta).astype(complex)
             th[k] += 1j * h
-            for i, c in enumerate(self.cons):
+            for i, c in enumerate(funcs):
                 J[i, k] = complex(c(th)).imag / h
         return J
+
+    def residuals(self, theta):
+        return self._vals(self.eq, theta)
+
+    def jac(self, theta):
+        return self._jac(self.eq, theta)
 
     def value(self, theta):
         f = self.obj.value(theta)
         if not np.isfinite(f):
             return f
         try:
-            r = self.residuals(theta)
+            r = self._vals(self.eq, theta)
+            g = self._vals(self.ineq, theta)
         except (ZeroDivisionError, ValueError, OverflowError):
             return np.inf
-        if not np.all(np.isfinite(r)):
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))):
             return np.inf
-        return float(f + self.lam @ r + 0.5 * self.mu * r @ r)
+        mu = self.mu
+        act = mu * g <= self.nu
+        pen_in = np.where(act, -self.nu * g + 0.5 * mu * g * g, -self.nu ** 2 / (2 * mu))
+        return float(f + self.lam @ r + 0.5 * mu * r @ r + pen_in.sum())
 
     def grad_hess(self, theta):
-        g, H = self.obj.grad_hess(theta)
-        r = self.residuals(theta)
-        J = self.jac(theta)
-        return g + J.T @ (self.lam + self.mu * r), H + self.mu * (J.T @ J)
+        grad, H = self.obj.grad_hess(theta)
+        mu = self.mu
+        if self.eq:
+            r = self._vals(self.eq, theta)
+            J = self._jac(self.eq, theta)
+            grad = grad + J.T @ (self.lam + mu * r)
+            H = H + mu * (J.T @ J)
+        if self.ineq:
+            g = self._vals(self.ineq, theta)
+            Jg = self._jac(self.ineq, theta)
+            act = mu * g <= self.nu
+            coef = np.where(act, -self.nu + mu * g, 0.0)
+            grad = grad + Jg.T @ coef
+            Ja = Jg[act]
+            H = H + mu * (Ja.T @ Ja)
+        return grad, H
+
+    def violation(self, theta) -> float:
+        r = self._vals(self.eq, theta)
+        g = self._vals(self.ineq, theta)
+        v = np.concatenate([np.abs(r), np.maximum(0.0, -g)])
+        return float(np.max(v, initial=0.0)) if np.all(np.isfinite(v)) else np.inf
 
 
 def _lm_augmented(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int
                   ) -> tuple[np.ndarray, float, bool, int]:
     """Method of multipliers around :func:`_lm_bounded` until the constraints hold to 1e-10."""
     lam = np.zeros(len(rp.nonlinear))
+    nu = np.zeros(len(rp.inequal))
     f0 = obj.value(rp.theta(z0))
     mu = 10.0 * (max(1.0, abs(f0)) if np.isfinite(f0) else 1.0)
     z = z0
     total = 0
     prev = np.inf
     conv = False
-    for _ in range(30):
-        aug = _Augmented(obj, rp.nonlinear, lam, mu)
+    viol = np.inf
+    for _ in range(40):
+        aug = _Augmented(obj, rp.nonlinear, rp.inequal, lam, nu, mu)
         z, _, conv, it = _lm_bounded(aug, rp, z, max_iter=max_iter)
         total += it
         th = rp.theta(z)
-        r = aug.residuals(th)
-        viol = float(np.max(np.abs(r), initial=0.0))
-        if not np.all(np.isfinite(r)):
+        viol = aug.violation(th)
+        if not np.isfinite(viol):
             return z, np.inf, False, total
         if viol <= 1e-10 and conv:
             break
-        lam = lam + mu * r
+        if rp.nonlinear:
+            lam = lam + mu * aug.residuals(th)
+        if rp.inequal:
+            nu = np.maximum(0.0, nu - mu * aug._vals(rp.inequal, th))
         if viol > 0.25 * prev:
             mu *= 10.0
         prev = viol
@@ -635,7 +678,7 @@ def fit_sem(
 
     def consider(th0):
         nonlocal best
-        if rp.nonlinear:
+        if rp.augmented:
             z, f, conv, it = _lm_augmented(obj, rp, rp.z_of(th0), max_iter=max_iter)
         else:
             z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=max_iter)
@@ -660,7 +703,7 @@ def fit_sem(
     conv, _, z, f, it = best
     theta = canonical_signs(model, rp.theta(z))
     sigma, J = model.implied_jacobian(theta, A0, S0)
-    con_jac = _Augmented(obj, rp.nonlinear, np.zeros(0), 0.0).jac(theta) if rp.nonlinear else None
+    con_jac = _Augmented._jac(rp.nonlinear, theta) if rp.nonlinear else None
     if check_identified:
         JM = J @ rp.M
         if w is not None:
