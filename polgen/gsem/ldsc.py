@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np

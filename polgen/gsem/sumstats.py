@@ -41,7 +41,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import polars as pl
 
 from polgen import schema as S
