@@ -389,3 +389,18 @@ def test_result_save_roundtrip(tmp_path):
     assert b"F1 =~" in md[b"polgen.model"]
     res.save(tmp_path / "cf_r.parquet", genomicsem_names=True)
     assert "Unstandardized_Estimate" in pl.read_parquet(tmp_path / "cf_r.parquet").columns
+
+
+def test_bound_on_parameter_inside_linear_constraint():
+    d = _fx("newer", "sem_3factor.json")
+    base = "F1 =~ NA*V1 + a*V2\nF2 =~ NA*V3 + b*V4\nF3 =~ NA*V5 + V6\nF1~~1*F1\nF2~~1*F2\nF3~~1*F3\na + b == 1.3\n"
+    free = usermodel(_cs(d), base)
+    pf = free.parameters
+    b_free = pf.filter(pl.col("label") == "b")["est"][0]
+    assert b_free > 0.5  # so that the bound below is active
+    res = usermodel(_cs(d), base + "b < 0.5")
+    p = res.parameters
+    a, b = p.filter(pl.col("label") == "a")["est"][0], p.filter(pl.col("label") == "b")["est"][0]
+    assert a + b == pytest.approx(1.3, abs=1e-9)
+    assert b == pytest.approx(0.5, abs=1e-8)
+    assert res.fit_all["df"][0] == free.fit_all["df"][0]  # inequalities do not change df (lavaan)

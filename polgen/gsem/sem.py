@@ -179,7 +179,12 @@ def build_reparam(cm: CompiledModel) -> Reparam:
             continue
         nzs = np.nonzero(np.abs(M[f]) > 1e-12)[0]
         if nzs.size != 1:
-            raise ModelError("bounds on a parameter that is part of a general linear constraint are not supported")
+            # the parameter mixes several z: keep its bounds as inequality constraints
+            if np.isfinite(lo):
+                inequal.append(lambda th, f=f, lo=lo: th[f] - lo)
+            if np.isfinite(hi):
+                inequal.append(lambda th, f=f, hi=hi: hi - th[f])
+            continue
         g = nzs[0]
         coef, off = M[f, g], offset[f]
         lo_z, hi_z = (lo - off) / coef, (hi - off) / coef
