@@ -70,7 +70,9 @@ else:
     if _out["status"] == "error" and "memory" in (_out["error"] or "").lower():
         _out["status"] = "memory_error"
     _out["value"] = _g.get("RESULT")
-_out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: ru_maxrss survives execve, so a child forked from a big parent (a pytest
+# process) would report the parent's peak.
+_out["peak_rss"] = _status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 _out["peak_vm"] = _status("VmPeak")
 try:
     _text = json.dumps(_out)
