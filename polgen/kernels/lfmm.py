@@ -85,17 +85,17 @@ def impute_center_columns(yt, scale_code, freq, n_miss):
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono):
+def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono):
     """Per-SNP OLS statistics from the projections of one block.
 
-    ``P`` is ``(m, b)``: rows ``0..k+d`` are ``Qc' y`` (orthonormal basis of the centred
-    ``[U | X]``, the first ``k`` spanning ``U``), rows ``k+d..k+2d`` the ridge effect sizes.
+    ``PT`` is ``(b, m)``: columns ``0..k+d`` are ``Qc' y`` (orthonormal basis of the centred
+    ``[U | X]``, the first ``k`` spanning ``U``), columns ``k+d..k+2d`` the ridge effect sizes.
     ``rx`` is ``(d, k+d)``: the rows of ``R^-1`` giving the X coefficients.  Outputs per SNP:
     ``beta`` (d, b) OLS coefficient of each X, ``t`` (d, b), ``f`` / ``r2adj`` the LEA full-model
     F statistic and adjusted R^2, ``mono`` 1 where the SNP has no variance (stats NaN).
     """
     m = k + d
-    b = P.shape[1]
+    b = PT.shape[0]
     for s in range(b):
         y2 = yy[s]
         if not (y2 > mono_tol):
@@ -109,10 +109,10 @@ def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono)
         mono[s] = 0
         ssu = 0.0
         for r in range(k):
-            ssu += P[r, s] * P[r, s]
+            ssu += PT[s, r] * PT[s, r]
         ssx = 0.0
         for r in range(k, m):
-            ssx += P[r, s] * P[r, s]
+            ssx += PT[s, r] * PT[s, r]
         rss0 = y2 - ssu
         rss1 = rss0 - ssx
         if rss1 < 0.0:
@@ -122,7 +122,7 @@ def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono)
             c = 0.0
             v = 0.0
             for r in range(m):
-                c += rx[j, r] * P[r, s]
+                c += rx[j, r] * PT[s, r]
                 v += rx[j, r] * rx[j, r]
             beta[j, s] = c
             t[j, s] = c / np.sqrt(sigma2 * v)
@@ -135,22 +135,6 @@ def block_stats(P, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono)
             r2adj[s] = np.nan
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
-def project_block(Y, Tt, P, yy, off):
-    """``P[:, off:off+b] = Tt @ Y`` and ``yy[off:off+b] = colSums(Y^2)`` for a Fortran block
-    ``Y`` (n, b), in one pass: each SNP column is read once and stays in L1 while its ``m + 1``
-    dot products run, so a cache-sized block decoded just before costs no extra memory traffic.
-    """
-    n, b = Y.shape
-    m = Tt.shape[0]
-    for j in range(b):
-        ss = 0.0
-        for i in range(n):
-            v = Y[i, j]
-            ss += v * v
-        yy[off + j] = ss
-        for r in range(m):
-            s = 0.0
-            for i in range(n):
-                s += Tt[r, i] * Y[i, j]
-            P[r, off + j] = s
+def colsumsq_into(Y: np.ndarray, out: np.ndarray) -> None:
+    """``out[j] = sum_i Y[i, j]^2`` for a Fortran block (serial: callers thread over ranges)."""
+    _rows_sumsq_serial(Y.T, out)

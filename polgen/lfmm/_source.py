@@ -32,7 +32,7 @@ def block_snps_for(n_samples: int, budget: int = DEFAULT_BLOCK_BYTES) -> int:
     return int(max(256, min(65536, budget // max(1, 8 * n_samples))))
 
 
-CACHE_BLOCK_BYTES = 1 << 19
+CACHE_BLOCK_BYTES = 1 << 20  # half a typical per-core L2
 
 
 def cache_block_snps(n_samples: int) -> int:

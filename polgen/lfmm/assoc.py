@@ -25,6 +25,7 @@ Monomorphic SNPs have ``MONOMORPHIC = true`` and NaN statistics.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -38,7 +39,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from polgen.engine.executor import run_tasks, run_to_sink
-from polgen.errors import InputError
+from polgen.errors import InputError, ResumeError
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm._blas import single_threaded_blas
 from polgen.lfmm._source import (ArraySource, BedSource, block_snps_for, cache_block_snps, default_threads,
@@ -164,41 +165,46 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     """Statistics of SNPs ``task.start:task.stop`` as arrays (uncalibrated).
 
     The range is cut into ``task.threads`` pieces run on threads (the kernels release the GIL);
-    each decodes cache-sized blocks and projects them at once with :func:`project_block`.
+    each decodes cache-sized blocks and projects them at once (one small GEMM per block while it
+    is in cache, single-threaded BLAS per thread) plus ``y'y``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from polgen.kernels.lfmm import block_stats, project_block
+    from polgen.kernels.lfmm import block_stats, colsumsq_into
 
     src, proj = _open(task)
     nb = task.stop - task.start
     K, d = proj.K, proj.d
     m = proj.Tt.shape[0]
-    P = np.empty((m, nb))
+    T = np.ascontiguousarray(proj.Tt.T)  # (n, m)
+    PT = np.empty((nb, m))
     yy = np.empty(nb)
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
-    bs = cache_block_snps(proj.n)
+    bs = task.block_snps or cache_block_snps(proj.n)
 
     def run(a: int, b: int) -> None:
         for blk in src.blocks(a, b, block_snps=bs, parallel=False):
             off = blk.start - task.start
-            project_block(blk.data, proj.Tt, P, yy, off)
-            freq[off:off + len(blk.freq)] = blk.freq
-            nmiss[off:off + len(blk.freq)] = blk.n_miss
+            k = blk.stop - blk.start
+            np.matmul(blk.data.T, T, out=PT[off:off + k])  # single-threaded GEMM on a cached block
+            colsumsq_into(blk.data, yy[off:off + k])
+            freq[off:off + k] = blk.freq
+            nmiss[off:off + k] = blk.n_miss
 
     pieces = split_range(task.start, task.stop, task.threads or default_threads())
-    if len(pieces) == 1:
-        run(*pieces[0])
-    else:
-        with ThreadPoolExecutor(len(pieces)) as pool:
-            for f in [pool.submit(run, a, b) for a, b in pieces]:
-                f.result()
+    with single_threaded_blas():
+        if len(pieces) == 1:
+            run(*pieces[0])
+        else:
+            with ThreadPoolExecutor(len(pieces)) as pool:
+                for f in [pool.submit(run, a, b) for a, b in pieces]:
+                    f.result()
     out = {"A1FREQ": freq, "N_MISS": nmiss, "MONO": np.empty(nb, dtype=np.uint8),
            "T": np.empty((d, nb)), "OLS": np.empty((d, nb)), "F": np.empty(nb), "ADJ_R2": np.empty(nb)}
-    block_stats(P, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), 1e-12 * proj.n,
+    block_stats(PT, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), 1e-12 * proj.n,
                 out["OLS"], out["T"], out["F"], out["ADJ_R2"], out["MONO"])
-    out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, P[K + d:])
+    out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, PT[:, K + d:].T)
     return out
 
 
@@ -378,7 +384,7 @@ def test(
         raise InputError(f"too few samples: n - 1 - d - K = {n - 1 - d - model.K}")
     with single_threaded_blas():
         proj = projection(model, Xm, names)
-    bsnps = batch_snps or block_snps_for(n)
+    bsnps = batch_snps or cache_block_snps(n)
     task_snps = max(int(task_snps), 1)
     ranges = [(a, min(a + task_snps, src.n_snps)) for a in range(0, src.n_snps, task_snps)]
     if not ranges:
@@ -424,13 +430,18 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
 
     nb = len(ranges)
     final_done = False
+    prior: dict = {}
     if resume and (out / MANIFEST).exists():
+        if (out / SUCCESS).exists():  # read before BatchSink, which clears the success marker
+            prior = json.loads((out / SUCCESS).read_text()).get("metadata", {})
         sink = BatchSink(out, params, resume=True)
         final_done = not sink.pending(range(nb))
     elif not resume and (out / MANIFEST).exists() and not overwrite:
         BatchSink(out, params)  # raises OutputExistsError with the standard message
     if final_done:
-        sink.finalize(n_batches=nb, metadata=_metadata_from_parts(sink))
+        if not prior.get("lfmm", {}).get("variables"):
+            prior = _metadata_from_parts(sink, names, calibrate, proj, full)
+        sink.finalize(n_batches=nb, metadata=prior)
         shutil.rmtree(out / _RAW, ignore_errors=True)
         return _result(sink, names)
     out.mkdir(parents=True, exist_ok=True)
@@ -445,15 +456,12 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
     raw = run_to_sink(_raw_part, work, raw_dir, params, resume=resume, overwrite=True if calibrate else overwrite,
                       executor=executor, progress=progress, description="lfmm test", finalize=False)
     files = [str(f) for f in raw.files]
-    cols = _colnames(names) if not calibrate else {"T": [f"T{j}" for j in range(proj.d)]}
-
-    def column(name):
-        return lambda: (pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False)
-                        .astype(np.float64) for f in files)
-
-    consts = [cal.streamed_constants(column(cols["T"][j]), calibrate) for j in range(proj.d)]
-    fconst = cal.streamed_f_gif(column("F"), proj.d, proj.df_full) if full else None
-    calib = _calibration_dict(names, consts, fconst, calibrate)
+    if len(files) != nb:
+        raise ResumeError(f"{nb - len(files)} of {nb} batches are missing", path=raw_dir)
+    t_cols = _colnames(names)["T"] if not calibrate else [f"T{j}" for j in range(proj.d)]
+    calib = _streamed_calibration(files, t_cols, names, calibrate, proj, full)
+    consts = [calib["variables"][v] for v in names]
+    fconst = calib.get("gif_F")
     if not calibrate:
         proj_path.unlink(missing_ok=True)
         raw.finalize(n_batches=nb, metadata={"lfmm": calib})
@@ -466,16 +474,30 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
                        executor=executor, progress=progress, description="lfmm calibrate",
                        metadata={"lfmm": calib})
     shutil.rmtree(raw_dir, ignore_errors=True)
-    assert (out / SUCCESS).exists()
     return _result(sink, names)
 
 
-def _metadata_from_parts(sink) -> dict:
-    import json
+def _streamed_calibration(files, t_cols, names, calibrate, proj, full) -> dict:
+    """Calibration constants from the T (and F) columns stored in ``files``, memory-flat."""
 
+    def column(name):
+        return lambda: (pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False)
+                        .astype(np.float64) for f in files)
+
+    consts = [cal.streamed_constants(column(c), calibrate) for c in t_cols]
+    fconst = cal.streamed_f_gif(column("F"), proj.d, proj.df_full) if full else None
+    return _calibration_dict(names, consts, fconst, calibrate)
+
+
+def _metadata_from_parts(sink, names, calibrate, proj, full) -> dict:
+    """The run's calibration when its success marker is gone: from the parts' metadata, or
+    recomputed from their T columns (uncalibrated runs)."""
     md = pq.read_schema(sink.files[0]).metadata or {}
     raw = md.get(b"polgen.lfmm.calibration")
-    return {"lfmm": json.loads(raw.decode())} if raw else {"lfmm": {"calibration": None}}
+    if raw:
+        return {"lfmm": json.loads(raw.decode())}
+    files = [str(f) for f in sink.files]
+    return {"lfmm": _streamed_calibration(files, _colnames(names)["T"], names, calibrate, proj, full)}
 
 
 def _result(sink, names) -> LfmmTestResult:

@@ -6,8 +6,9 @@ With ``Xc = Q_d diag(sigma) R'`` (thin SVD of the centred covariates) and
 singular vectors we need are those of ``A = M Yc`` (n x p_est, fat).  They are found by a
 randomized range finder on ``A A' = M Yc Yc' M``: each streaming pass multiplies an n x l
 matrix by ``Yc Yc'`` block by block (``acc += Y_b (Y_b' G)``), so memory is O(n l) whatever
-the number of SNPs.  After ``power_iter + 1`` passes a stabilised Nyström step turns the sketch
-into the leading eigenpairs.  ``U = Q D^-1 u_K Sigma_K = Yc V_K`` (R LEA's ``object@U``) is
+the number of SNPs.  After ``power_iter + 1`` passes a stabilised Nyström step on the whole block
+Krylov basis (the sketches of every pass, not only the last) turns them into the leading
+eigenpairs — block-Krylov accuracy for the price of plain power iterations.  ``U = Q D^-1 u_K Sigma_K = Yc V_K`` (R LEA's ``object@U``) is
 built from the unshrunk accumulator ``Yc Yc' M G``, so the huge ``1/d_j`` factors never amplify
 sketch error.
 
@@ -57,12 +58,12 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(Qd), sx
 
 
-def _gram_pass(source, G: np.ndarray, bar, threads: int = 0) -> np.ndarray:
+def _gram_pass(source, G: np.ndarray, bar, threads: int = 0, block_snps: int | None = None) -> np.ndarray:
     """``Yc Yc' G`` for an (n, l) G, streaming the source in cache-sized blocks on threads, each
     with its own accumulator (single-threaded BLAS per thread)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bs = max(cache_block_snps(source.n_samples), 32)
+    bs = block_snps or max(cache_block_snps(source.n_samples), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
 
     def run(a: int, b: int) -> np.ndarray:
@@ -134,7 +135,7 @@ def fit(
         estimation SNPs).  oversampling : extra sketch columns.  seed : sketch seed.
     scale : ``"center"`` (R LEA) or ``"eigenstrat"`` (each SNP divided by sqrt(2f(1-f))).
     dlambda : ``"lea"`` (R LEA's shrinkage, default) or ``"exact"`` (see module docs).
-    batch_snps : SNPs per decoded block (default from a 64 MB budget).
+    batch_snps : SNPs per decoded block (default: a cache-sized block, about 1 MB of floats).
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
         raise InputError(f"K must be an integer, got {K!r}")
@@ -173,7 +174,7 @@ def fit(
     basis, accs = [], []
     with progress_bar("lfmm fit", power_iter + 1, progress) as bar:
         for it in range(power_iter + 1):
-            acc = _gram_pass(src, M(G), bar)  # Yc Yc' M G  (so A A' G = M acc)
+            acc = _gram_pass(src, M(G), bar, block_snps=batch_snps)  # Yc Yc' M G  (so A A' G = M acc)
             basis.append(G)
             accs.append(acc)
             if it < power_iter:
