@@ -8,14 +8,27 @@ Pipeline: :func:`munge` -> :func:`ldsc` (a :class:`CovStruc` with S, V, I) -> :f
 from polgen.gsem.covstruc import CovStruc, as_covstruc
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 from polgen.gsem.ldsc import ldsc, ldsc_table
-from polgen.gsem.matrix import cov_to_cor, near_pd, vech, vech_reverse
-from polgen.gsem.models import commonfactor, rgmodel, usermodel, write_model
+from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech_reverse
+from polgen.gsem.model import CompiledModel, compile_model
+from polgen.gsem.models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel, write_model
 from polgen.gsem.munge import munge
+from polgen.gsem.sem import SemFit, fit_sem, sandwich
 from polgen.gsem.sumstats import sumstats
-from polgen.gsem.syntax import parse_model
+from polgen.gsem.syntax import ParTable, parse_model
 
 __all__ = [
+    "CompiledModel",
     "CovStruc",
+    "GENOMICSEM_NAMES",
+    "ParTable",
+    "RGModelResult",
+    "SEMResult",
+    "SemFit",
+    "compile_model",
+    "fit_sem",
+    "is_pd",
+    "reorder_v",
+    "sandwich",
     "as_covstruc",
     "commonfactor",
     "commonfactor_gwas",

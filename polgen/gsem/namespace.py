@@ -46,3 +46,10 @@ class GsemNamespace:
         from polgen.gsem.gwas import commonfactor_gwas
 
         return commonfactor_gwas(self._frame, covstruc, **kwargs)
+
+    def write_model(self, S_LD: Any, cutoff: float, **kwargs: Any) -> str:
+        """Model syntax from this loadings frame (traits x factors; see :func:`polgen.gsem.write_model`)."""
+        from polgen.gsem.models import write_model
+
+        frame = self._frame.collect() if isinstance(self._frame, pl.LazyFrame) else self._frame
+        return write_model(frame, S_LD, cutoff, **kwargs)
