@@ -208,6 +208,9 @@ def main() -> None:
                   f"p={p2}: {r2['maxrss_mb']:.0f} MB ({r2['seconds']:.1f} s); "
                   f"difference {r2['maxrss_mb'] - r1['maxrss_mb']:.0f} MB")
             return
+        # warm-up: numba caches, imports and first-use costs on a tiny file, not timed
+        write_synthetic_bed(work / "warm", 300, 3000, missing=0.01, seed=3)
+        run_one(work / "warm", args.K, args.threads, work)
         rows = []
         for miss in (0.0, 0.002):
             prefix = work / f"bench_miss{int(round(miss * 10000))}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -32,6 +33,7 @@ def block_snps_for(n_samples: int, budget: int = DEFAULT_BLOCK_BYTES) -> int:
     return int(max(256, min(65536, budget // max(1, 8 * n_samples))))
 
 
+_MAP_LOCK = threading.Lock()
 CACHE_BLOCK_BYTES = 1 << 20  # half a typical per-core L2
 
 
@@ -170,6 +172,10 @@ class BedSource:
         return state
 
     def _map(self) -> np.ndarray:
+        with _MAP_LOCK:
+            return self._map_locked()
+
+    def _map_locked(self) -> np.ndarray:
         if self._packed is None:
             if self.n_snps_total == 0 or self.bytes_per_snp == 0:
                 self._mm = None
