@@ -13,8 +13,28 @@ __version__ = "0.1.0"
 logging.getLogger("polgen").addHandler(logging.NullHandler())
 
 from polgen import errors  # noqa: E402
+from polgen import gsem, lfmm, stlr  # noqa: E402,F401
 from polgen.gsem import namespace as _gsem_ns  # noqa: E402,F401
 from polgen.lfmm import namespace as _lfmm_ns  # noqa: E402,F401
 from polgen.stlr import namespace as _stlr_ns  # noqa: E402,F401
 
-__all__ = ["errors", "__version__"]
+_LAZY = {
+    "scan_sumstats": "polgen.io.sumstats",
+    "scan_ldscores": "polgen.io.ldscores",
+    "BedStream": "polgen.io.bed",
+    "read_spatial": "polgen.io.spatial",
+}
+
+
+def __getattr__(name: str):
+    # Readers load on first use: anndata and the numba decode kernels are not needed by every job.
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'polgen' has no attribute {name!r}")
+
+
+__all__ = ["errors", "__version__", "gsem", "lfmm", "stlr", *_LAZY]
