@@ -148,6 +148,19 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
     assert mono["T_X1"].null_count() == mono.height and mono["F"].null_count() == mono.height
 
 
+def test_eigenstrat_scaling_matches_dense(small):
+    Y, X = impute(small["Y"]), small["X"]
+    Y = Y[:, Y.std(0) > 0]
+    f = Y.mean(0) / 2
+    Z = (Y - Y.mean(0)) / np.sqrt(2 * f * (1 - f))
+    ref = lea_dense(Z, X, 3)
+    model = L.fit(X, Y, 3, scale="eigenstrat", power_iter=4)
+    np.testing.assert_allclose(model.singular_values, ref["sv"], rtol=1e-7)
+    # t is scale invariant: test() on the raw dosages reproduces lm(Z ~ X + U)
+    t = L.test(model, Y, X).collect()["T_X1"].to_numpy()
+    assert np.max(np.abs(t - ref["t"][0])) < 1e-4
+
+
 def test_array_input_matches_bed_and_est_subsets(small):
     Y, X, bed = small["Y"], small["X"], small["bed"]
     m_arr = L.fit(X, Y, 3, est_rate=0.5, power_iter=3)

@@ -16,7 +16,6 @@ from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
 from polgen.lfmm._blas import single_threaded_blas
 from polgen.lfmm._source import open_source, thin_index
-from polgen.kernels.lfmm import colsumsq
 
 log = logging.getLogger("polgen")
 
@@ -174,14 +173,11 @@ def choose_k(
     m = min(n - 1, p)
     if not 1 <= k_max <= m:
         raise InputError(f"k_max must be in 1..{m} (min(n - 1, n_snps)), got {k_max}")
+    from polgen.lfmm.fit import _gram_pass
+
     if method == "exact":
-        gram = np.zeros((n, n))
-        with progress_bar("lfmm choose_k", None, progress) as bar:
-            for blk in src.blocks():
-                Y = blk.data
-                gram += Y @ Y.T
-                bar.advance()
-        gram /= p
+        with progress_bar("lfmm choose_k", 1, progress) as bar:
+            gram = _gram_pass(src, None, bar, block_snps=batch_snps) / p
         w = np.linalg.eigvalsh(gram)[::-1]
         w = np.maximum(w, 0.0)
         trace = float(w.sum())
@@ -194,18 +190,13 @@ def choose_k(
     with single_threaded_blas():
         G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
     probe = rng.standard_normal((n, l2))  # independent Hutchinson probes for the bulk
-    trace = 0.0
     basis, accs = [], []
-    with progress_bar("lfmm choose_k", None, progress) as bar:
+    with progress_bar("lfmm choose_k", power_iter + 1, progress) as bar:
         for it in range(power_iter + 1):
-            R = np.hstack([G, probe]) if it == 0 else G
-            acc = np.zeros_like(R)
-            for blk in src.blocks():
-                Y = blk.data
-                acc += Y @ (Y.T @ R)
-                if it == 0:
-                    trace += float(colsumsq(Y).sum())
-                bar.advance()
+            if it == 0:
+                acc, trace = _gram_pass(src, np.hstack([G, probe]), bar, block_snps=batch_snps, want_trace=True)
+            else:
+                acc = _gram_pass(src, G, bar, block_snps=batch_snps)
             if it == 0:
                 acc, gprobe = acc[:, :ell], acc[:, ell:]
             basis.append(G)

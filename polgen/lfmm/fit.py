@@ -58,29 +58,42 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(Qd), sx
 
 
-def _gram_pass(source, G: np.ndarray, bar, threads: int = 0, block_snps: int | None = None) -> np.ndarray:
-    """``Yc Yc' G`` for an (n, l) G, streaming the source in cache-sized blocks on threads, each
-    with its own accumulator (single-threaded BLAS per thread)."""
+def _gram_pass(source, G: np.ndarray | None, bar, threads: int = 0, block_snps: int | None = None,
+               want_trace: bool = False):
+    """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
+    in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
+    thread).  With ``want_trace`` also returns ``trace(Yc Yc')``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    bs = block_snps or max(cache_block_snps(source.n_samples), 32)
+    from polgen.kernels.lfmm import colsumsq_into
+
+    n = source.n_samples
+    bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
 
-    def run(a: int, b: int) -> np.ndarray:
-        acc = np.zeros_like(G)
+    def run(a: int, b: int):
+        acc = np.zeros((n, n) if G is None else G.shape)
+        tr = 0.0
+        yy = np.empty(bs)
         for blk in source.blocks(a, b, block_snps=bs, parallel=False):
             Yb = blk.data
-            acc += Yb @ (Yb.T @ G)
-        return acc
+            acc += Yb @ Yb.T if G is None else Yb @ (Yb.T @ G)
+            if want_trace:
+                k = blk.stop - blk.start
+                colsumsq_into(Yb, yy[:k])
+                tr += float(yy[:k].sum())
+        return acc, tr
 
     with single_threaded_blas():
         if len(pieces) == 1:
-            acc = run(*pieces[0])
+            acc, tr = run(*pieces[0])
         else:
             with ThreadPoolExecutor(len(pieces)) as pool:
-                acc = sum(f.result() for f in [pool.submit(run, a, b) for a, b in pieces])
+                results = [f.result() for f in [pool.submit(run, a, b) for a, b in pieces]]
+            acc = sum(r[0] for r in results)
+            tr = sum(r[1] for r in results)
     bar.advance()
-    return acc
+    return (acc, tr) if want_trace else acc
 
 
 def _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps):
