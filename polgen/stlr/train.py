@@ -123,7 +123,9 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     ``lr``: CellChat table (path or frame); ``grn``: TF links (long table, CellOracle base GRN,
     path, or ``{target: [TFs]}``); ``ligand_target``: optional NicheNet matrix (path or frame) for
     the ligand-TF pairs.  Genes are trained through :func:`polgen.engine.run_tasks` (``executor``:
-    None = in this process; with a pool, ``adata``, ``lr``, ``grn`` must be paths).
+    None = in this process; with a pool, ``adata``, ``lr``, ``grn`` must be paths, and a process
+    pool should use the "spawn" start method - polars' thread pool does not survive fork).
+    Results are identical whatever the executor.
     """
     from polgen.engine.executor import run_tasks
     from polgen.io.sink import params_to_json
