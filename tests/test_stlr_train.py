@@ -130,3 +130,24 @@ def test_features_follow_reference_rules():
         per_tf.setdefault(tf, []).append(lig)
     assert set(per_tf) == set(regs)
     assert all(v == [l for l in ligs[:5] if l != ligs[-1]] for v in per_tf.values())
+
+
+def test_fit_resume_retrains_damaged_files(tmp_path):
+    t = make_tissue(n_cells=300, n_genes=24, n_clusters=2, seed=2, extent=600.0)
+    a = t.to_anndata()
+    genes = [t.tfs[0], "Gene001", t.ligands[1]]
+    fit(a, genes, out=tmp_path / "ref", lr=t.lr, grn=t.links, cluster_key="cell_type")
+    out = tmp_path / "run"
+    fit(a, genes, out=out, lr=t.lr, grn=t.links, cluster_key="cell_type")
+    victim = out / f"{genes[1]}_betadata.parquet"
+    raw = bytearray(victim.read_bytes())
+    for off in range(8, 16):  # inside the first data page; the footer still reads
+        raw[off] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    other = out / f"{genes[0]}_betadata.parquet"
+    mtime = other.stat().st_mtime_ns
+    res = fit(a, genes, out=out, lr=t.lr, grn=t.links, cluster_key="cell_type", resume=True)
+    assert res.scores["gene"].unique().to_list() == [genes[1]]
+    assert other.stat().st_mtime_ns == mtime
+    for g in genes:
+        assert (out / f"{g}_betadata.parquet").read_bytes() == (tmp_path / "ref" / f"{g}_betadata.parquet").read_bytes()

@@ -26,6 +26,7 @@ from polgen.stlr.betadata import BetaData, write_betadata
 log = logging.getLogger("polgen")
 
 MANIFEST = "stlr_run.json"
+GENE_LOG = "stlr_genes.jsonl"  # one line per trained gene: file size and sha256, appended as genes finish
 META_PARAMS = "polgen.params"
 META_R2 = "polgen.stlr.r2"
 
@@ -109,7 +110,40 @@ def _train_task(task: dict) -> dict:
             META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
     out = Path(task["out"]) / f"{task['gene']}_betadata.parquet"
     write_betadata(bd, out, meta)
-    return {"gene": task["gene"], "diag": diag, "n_modulators": nmod}
+    return {"gene": task["gene"], "diag": diag, "n_modulators": nmod, "bytes": out.stat().st_size,
+            "sha256": _sha256(out)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_gene_log(path: Path) -> dict[str, dict]:
+    """{gene: record} from the append-only gene log; torn or foreign lines are ignored."""
+    recs: dict[str, dict] = {}
+    if not path.exists():
+        return recs
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and {"gene", "bytes", "sha256"} <= set(r):
+            recs[str(r["gene"])] = r
+    return recs
+
+
+def _append_gene_log(path: Path, rec: dict) -> None:
+    with open(path, "ab") as fh:
+        fh.write((json.dumps(rec, sort_keys=True) + "\n").encode())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr, grn,
@@ -167,17 +201,25 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
                 raise ResumeError("the run in this directory used different parameters", path=man)
         elif not overwrite:
             raise OutputExistsError("output holds a previous stlr run; pass resume=True or overwrite=True", path=out)
+    glog = out / GENE_LOG
     if resume:
+        # a gene is done when the gene log records its file and the file still has that size and
+        # sha256 (a damaged or foreign file is retrained) and holds this run's parameters
         from polgen.io.sink import read_metadata
 
+        recs = _read_gene_log(glog)
         for g in genes:
             f = out / f"{g}_betadata.parquet"
-            if f.exists():
-                try:
-                    if read_metadata(f).get(META_PARAMS) == pjson:
-                        done.add(g)
-                except Exception:  # noqa: BLE001 - a damaged file is simply retrained
-                    pass
+            r = recs.get(g)
+            if r is None or not f.exists() or f.stat().st_size != r["bytes"]:
+                continue
+            try:
+                if _sha256(f) == r["sha256"] and read_metadata(f).get(META_PARAMS) == pjson:
+                    done.add(g)
+            except Exception:  # noqa: BLE001 - unreadable -> retrained
+                pass
+    else:
+        glog.unlink(missing_ok=True)
     _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "status": "running"})
     todo = [g for g in genes if g not in done]
     if done:
@@ -193,6 +235,7 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     rows = []
     try:
         for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
+            _append_gene_log(glog, {"gene": res["gene"], "bytes": res["bytes"], "sha256": res["sha256"]})
             for c, r2, it, conv in res["diag"]:
                 rows.append((res["gene"], t.cluster_labels[c], r2, res["n_modulators"], it, conv))
     finally:
