@@ -130,11 +130,20 @@ def test_fast_path_equals_general_fitter(tmp_path):
         args = (beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
                 st.model, st.fidx, st.starts, st.snpvar_par)
         kw = dict(q_ptr=plan.q_ptr, q_obs=plan.q_obs, q_trait=plan.q_trait)
-        a = gwas_batch(*args, fast=st.fast, **kw)
         b = gwas_batch(*args, **kw)
-        assert (a["status"] == 0).all() and (b["status"] == 0).all()
-        np.testing.assert_allclose(a["est"], b["est"], rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(a["se"], b["se"], rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(a["chisq"], b["chisq"], rtol=1e-6, atol=1e-9)
-        if q:
-            np.testing.assert_allclose(a["qsnp"], b["qsnp"], rtol=1e-6, atol=1e-9)
+        assert (b["status"] == 0).all()
+        for elim in (False, True):
+            a = gwas_batch(*args, fast=st.fast, eliminate=elim, **kw)
+            assert (a["status"] == 0).all()
+            np.testing.assert_allclose(a["est"], b["est"], rtol=1e-6, atol=1e-9)
+            ok = np.isfinite(a["se"])
+            if elim:  # closed-form residual variances carry no SE; the SNP paths do
+                assert len(st.fast["elim_pos"]) >= 2 and ok.sum(axis=1).min() >= 2
+                snp = [r[3] for r in plan.out_rows if r[1] == "~" and r[2] == "SNP" and r[3] >= 0]
+                assert ok[:, snp].all()
+            else:
+                assert ok.all()
+            np.testing.assert_allclose(a["se"][ok], b["se"][ok], rtol=1e-6, atol=1e-12)
+            np.testing.assert_allclose(a["chisq"], b["chisq"], rtol=1e-6, atol=1e-9)
+            if q:
+                np.testing.assert_allclose(a["qsnp"], b["qsnp"], rtol=1e-6, atol=1e-9)

@@ -334,6 +334,7 @@ def compile_ram(pt: ParTable, traits: list[str], snp_name: str = "SNP",
 # ==============================================================================================
 _GC = {"standard": 0, "conserv": 1, "conservative": 1, "none": 2}
 DEFAULT_BATCH = 200_000
+MULTISTART_MAX_ITER = 300   # per start when several starts compete (the best converged one wins)
 
 
 @dataclass
@@ -379,6 +380,8 @@ class _Plan:
     npar: int
     est_row: int = -1               # commonfactor: par of F1 ~ SNP
     ml_wmode: int = 0
+    eliminate: bool = True          # solve indicator residual variances in closed form (their SEs
+                                    # are then not computed: off for long= / sub= output)
 
 
 def _is_pd(a: np.ndarray) -> bool:
@@ -691,7 +694,9 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
         q_obs = np.array(obs_i, np.int64)
         q_trait = np.array(tr_i, np.int64)
     nmom = len(cm.ma)
+    elim = not (long or sub)
     return _Plan(
+        eliminate=elim,
         kind="user", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="", twas=TWAS,
         pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
         v_pd_known=_is_pd(V_LD) and _v_snp_pd_constant(I, gc), ml=ml, toler=tol,
@@ -795,8 +800,11 @@ def _run_stage(plan: _Plan, stage: _Stage, beta, se, var, theta0=None, q=False, 
                   q_trait=plan.q_trait if q else None, wald_idx=stage.wald_idx)
     if max_iter is not None:
         common["max_iter"] = max_iter
+    elif theta0 is None and stage.starts.shape[0] > 1:
+        common["max_iter"] = MULTISTART_MAX_ITER
     if starts is not None and starts.shape[0] == 1 and stage.fast is not None and not plan.ml:
         common["fast"] = stage.fast
+        common["eliminate"] = plan.eliminate
     if starts is None:
         return gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
                           plan.v_pd_known, stage.model, stage.fidx, theta0, stage.snpvar_par, **common)
@@ -849,11 +857,15 @@ def _chi2_sf(x, df):
     return chi2.sf(x, df)
 
 
-def _warnings(status: np.ndarray, flags: np.ndarray) -> list[str]:
+def _warnings(status: np.ndarray, flags: np.ndarray) -> pl.Series:
+    """Per-SNP warning text ("" when fine), built from the few distinct (status, flags) codes."""
     from polgen.kernels.gwas import FLAG_S_SMOOTHED, FLAG_V_SMOOTHED, STATUS_REASONS
 
-    out = []
-    for st, fl in zip(status.tolist(), flags.tolist()):
+    code = status.astype(np.int64) * 4 + flags.astype(np.int64)
+    uniq, inv = np.unique(code, return_inverse=True)
+    texts = []
+    for c in uniq.tolist():
+        st, fl = divmod(c, 4)
         parts = []
         if st:
             parts.append(STATUS_REASONS.get(st, f"status {st}"))
@@ -861,8 +873,8 @@ def _warnings(status: np.ndarray, flags: np.ndarray) -> list[str]:
             parts.append("S_full smoothed to nearPD")
         if fl & FLAG_V_SMOOTHED:
             parts.append("V_full smoothed to nearPD")
-        out.append("; ".join(parts))
-    return out
+        texts.append("; ".join(parts))
+    return pl.Series("warning", texts, dtype=pl.String).gather(inv.reshape(-1))
 
 
 def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
@@ -893,7 +905,7 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
         if plan.smooth_check:
             cols["Z_smooth"] = res["zsmooth"]
         cols["converged"] = ok
-        cols["warning"] = pl.Series(warn, dtype=pl.String)
+        cols["warning"] = warn
         return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
     nr = len(plan.out_rows)
     est = np.empty((n, nr))
@@ -942,7 +954,7 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     if plan.smooth_check:
         cols["Z_smooth"] = rep(res["zsmooth"])
     cols["converged"] = rep(ok)
-    cols["warning"] = pl.Series(warn, dtype=pl.String).gather(np.repeat(np.arange(n), nr))
+    cols["warning"] = warn.gather(np.repeat(np.arange(n), nr)) if nr > 1 else warn
     idx = np.repeat(np.arange(n), nr)
     return pl.concat([ids[idx], pl.DataFrame(cols)], how="horizontal")
 

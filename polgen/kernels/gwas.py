@@ -26,6 +26,9 @@ import numba as nb
 import numpy as np
 
 _FM = {"reassoc", "contract", "arcp"}
+# stop when an accepted step lowers the objective by less than this fraction (lavaan/nlminb
+# stops at rel.tol = 1e-10 on the objective)
+ftol = 1e-13
 
 GC_STANDARD = 0
 GC_CONSERV = 1
@@ -545,7 +548,7 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
                 fold = f
                 f = fn
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
-                if small or (fold - fn) <= 1e-16 * fold or fn == 0.0:
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
                     return ST_OK, it
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
@@ -660,7 +663,7 @@ def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_ve
                 fold = f
                 f = fn
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
-                if small or (fold - fn) <= 1e-16 * fold or fn == 0.0:
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
                     _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
                     return ST_OK, it
             else:
@@ -680,7 +683,7 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
                smooth_check, q_ptr, q_obs, q_trait, wald_idx,
-               fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
+               fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD, elim_par, elim_mom,
                est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
     k = beta.shape[1]
     K1 = k + 1
@@ -833,6 +836,9 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                 continue
             for a in range(p):
                 ldS += 2.0 * np.log(Smat[a, a])
+        ne = elim_mom.shape[0]
+        for e in range(ne):
+            w[elim_mom[e]] = 0.0
         if fast:
             st, nit = _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w,
                                 max_iter, xtol, uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid)
@@ -842,6 +848,10 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                                A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col,
                                Smat, Wm, WJ)
         iters[i] = nit
+        for e in range(ne):
+            # sigma at this moment excludes the eliminated variance: it takes up the residual
+            theta[elim_par[e]] = resid[elim_mom[e]]
+            resid[elim_mom[e]] = 0.0
         for q in range(npar):
             est[i, q] = theta[q]
         if ml:
@@ -982,7 +992,7 @@ def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_kn
                    nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                    par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
                    smooth_check, q_ptr, q_obs, q_trait, wald_idx,
-                   fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
+                   fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD, elim_par, elim_mom,
                    est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters):
     n = beta.shape[0]
     step = (n + nchunks - 1) // nchunks
@@ -994,7 +1004,7 @@ def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_kn
                        nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val,
                        par_ptr, par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol,
                        toler, smooth_check, q_ptr, q_obs, q_trait, wald_idx,
-                       fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD,
+                       fast, ftype, Js, G, C0, u0, vfix, vpos, block, LLD, wLD, elim_par, elim_mom,
                        est, se_out, chisq, qsnp, zsmooth, wald, fmin, status, flags, iters)
 
 
@@ -1113,14 +1123,42 @@ def fast_structure(model, fidx, theta0, snp_index=0):
             u0 += T[:p, t] * val
     G[0] = 0.0
     u0[0] = 0.0
+    # residual variances of observed indicators: one entry (i, i), nothing leaves variable i;
+    # each only moves its own diagonal moment, which it fits exactly -> solved in closed form
+    n_ent = {}
+    for i, j, f in s_entries:
+        n_ent[f] = n_ent.get(f, 0) + 1
+    elim_pos, elim_mom = [], []
+    for i, j, f in s_entries:
+        if i == j and 1 <= i < p and n_ent[f] == 1 and np.allclose(T[:, i], np.eye(nv)[:, i]):
+            m = [mm for mm, (a, b) in enumerate(zip(ma, mb)) if a == i and b == i][0]
+            elim_pos.append(f)
+            elim_mom.append(m)
     return {"ftype": ftype, "Js": Js, "G": np.ascontiguousarray(G), "C0": C0, "u0": u0,
-            "vfix": float(vfix if vfix is not None else 0.0), "vpos": vpos}
+            "vfix": float(vfix if vfix is not None else 0.0), "vpos": vpos,
+            "elim_pos": np.array(elim_pos, np.int64), "elim_mom": np.array(elim_mom, np.int64)}
+
+
+def reduce_fast(fast, fidx):
+    """Drop the closed-form parameters from the iterative fit: (fast', fidx', elim_par, elim_mom)."""
+    fidx = np.asarray(fidx, np.int64)
+    ep = fast.get("elim_pos", np.zeros(0, np.int64))
+    if len(ep) == 0:
+        return fast, fidx, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keep = np.array([f for f in range(len(fidx)) if f not in set(ep.tolist())], np.int64)
+    vpos = int(fast["vpos"])
+    red = dict(fast)
+    red["ftype"] = np.ascontiguousarray(fast["ftype"][keep])
+    red["Js"] = np.ascontiguousarray(fast["Js"][:, keep]) if len(keep) else np.zeros((fast["Js"].shape[0], 1))
+    red["G"] = np.ascontiguousarray(fast["G"][:, keep]) if len(keep) else np.zeros((fast["G"].shape[0], 1))
+    red["vpos"] = int(np.where(keep == vpos)[0][0]) if vpos >= 0 else -1
+    return red, fidx[keep], fidx[ep], np.asarray(fast["elim_mom"], np.int64)
 
 
 def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, fidx, theta0,
                snpvar_par, *, ml=False, ml_wmode=0, max_iter=1000, xtol=1e-10, toler=0.0,
                smooth_check=False, q_ptr=None, q_obs=None, q_trait=None, wald_idx=None,
-               fast=None, parallel=None):
+               fast=None, eliminate=True, parallel=None):
     """Fit one batch of SNPs.  ``model`` is a mapping of the compiled RAM arrays (see gsem.gwas).
 
     Returns a dict of arrays: est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald,
@@ -1140,6 +1178,10 @@ def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, f
         "status": np.empty(n, np.int64), "flags": np.empty(n, np.int64), "iters": np.empty(n, np.int64),
     }
     f64 = np.float64
+    elim_par = np.zeros(0, i64)
+    elim_mom = np.zeros(0, i64)
+    if fast is not None and eliminate:
+        fast, fidx, elim_par, elim_mom = reduce_fast(fast, fidx)
     args = (
         np.ascontiguousarray(beta, f64), np.ascontiguousarray(se, f64), np.ascontiguousarray(var, f64),
         np.ascontiguousarray(S_LD, f64), np.ascontiguousarray(V_LD, f64), np.ascontiguousarray(I_LD, f64),
@@ -1152,6 +1194,7 @@ def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, f
         float(xtol), float(toler), bool(smooth_check), q_ptr, q_obs, q_trait, wald_idx,
         *_fast_args(fast, npar, len(model["ma"]), int(model["p"]), len(fidx)),
         *_block_args(model, V_LD, beta.shape[1], bool(v_pd_known)),
+        elim_par, elim_mom,
         out["est"], out["se"], out["chisq"], out["qsnp"], out["zsmooth"], out["wald"], out["fmin"],
         out["status"], out["flags"], out["iters"],
     )

@@ -1,0 +1,196 @@
+"""Benchmark Genomic SEM GWAS: user_gwas / commonfactor_gwas on synthetic sumstats with out=.
+
+    python bench/gsem_gwas.py                       # 1M SNPs: 3 traits, 5 traits, 2-factor; cf on 100k
+    python bench/gsem_gwas.py --snps 200000 --cf-snps 20000 --ref-snps 50000
+    python bench/gsem_gwas.py --rss-snps 5000000    # also the 5M-SNP peak-RSS run (3 traits)
+
+Each run happens in its own subprocess so its wall time and peak RSS (``wait4`` rusage) are its
+own; timings include reading the parquet input and writing the parquet output.  When the Rust
+GenomicSEM port is installed (``/tmp/genomicsem-ref/bin/python``, see
+../shared/tools/install-genomicsem-reference.sh) it runs on the same input (as TSV) in a
+subprocess and the SNPs/s ratio is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+REF_PY = Path(os.environ.get("GENOMICSEM_REF", "/tmp/genomicsem-ref")) / "bin" / "python"
+
+MODELS = {
+    "user_3trait_1factor": (3, "F1 =~ NA*T1 + T2 + T3\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"),
+    "user_5trait_1factor": (5, "F1 =~ NA*T1 + T2 + T3 + T4 + T5\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"),
+    "user_5trait_2factor": (5, "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\n"
+                               "F1 ~~ F2\nF1 ~ SNP\nF2 ~ SNP\nSNP ~~ SNP"),
+}
+
+
+def covstruc(k: int) -> dict:
+    """A realistic LDSC covstruc: the PGC ANX/OCD/PTSD fixture for k=3 when ../shared is present,
+    else a synthetic one (loadings 0.3-0.5, intercepts near 1)."""
+    fx = ROOT.parent / "shared" / "fixtures" / "gsem" / "gwas_per_snp.json"
+    names = [f"T{i + 1}" for i in range(k)]
+    if k == 3 and fx.exists():
+        d = json.loads(fx.read_text())
+        return {"S": d["s"], "V": d["v"], "I": d["i_mat"], "trait_names": names}
+    rng = np.random.default_rng(11)
+    lam = rng.uniform(0.3, 0.5, k)
+    S = np.outer(lam, lam) + np.diag(rng.uniform(0.05, 0.15, k))
+    kst = k * (k + 1) // 2
+    A = rng.normal(0, 1, (kst, kst))
+    V = 1e-4 * (np.eye(kst) * 5 + A @ A.T / kst)
+    I = np.eye(k) + 0.01 * (np.ones((k, k)) - np.eye(k))
+    I[np.diag_indices(k)] = rng.uniform(0.99, 1.05, k)
+    return {"S": S.tolist(), "V": V.tolist(), "I": I.tolist(), "trait_names": names}
+
+
+def generate(path: Path, n: int, k: int, seed: int = 1, chunk: int = 500_000) -> None:
+    """Synthetic sumstats() output, written in row groups (memory stays flat)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        for off in range(0, n, chunk):
+            m = min(chunk, n - off)
+            se = rng.uniform(0.01, 0.05, (m, k))
+            common = rng.normal(0, 1, (m, 1))
+            z = 0.6 * common + 0.8 * rng.normal(0, 1, (m, k))
+            cols = {
+                "SNP": pa.array([f"rs{off + i}" for i in range(m)]),
+                "CHR": pa.array(np.char.mod("%d", 1 + (np.arange(off, off + m) * 22) // max(n, 1))),
+                "BP": pa.array(np.arange(off, off + m, dtype=np.int64) * 100 + 1),
+                "MAF": pa.array(rng.uniform(0.01, 0.5, m)),
+                "A1": pa.array(np.where(rng.random(m) < 0.5, "A", "C")),
+                "A2": pa.array(np.where(rng.random(m) < 0.5, "G", "T")),
+            }
+            for j in range(k):
+                cols[f"beta.T{j + 1}"] = pa.array(z[:, j] * se[:, j])
+                cols[f"se.T{j + 1}"] = pa.array(se[:, j])
+            tbl = pa.table(cols)
+            if writer is None:
+                writer = pq.ParquetWriter(path, tbl.schema, compression="zstd")
+            writer.write_table(tbl, row_group_size=200_000)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def run_child(kind: str, data: str, cov: str, out: str, model: str, batch: int) -> None:
+    """Inside the measured subprocess."""
+    from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+
+    t = time.perf_counter()
+    if kind == "cf":
+        lf = commonfactor_gwas(data, cov, out=out, batch_size=batch, progress=False)
+    else:
+        lf = user_gwas(data, cov, model, out=out, batch_size=batch, progress=False)
+    wall = time.perf_counter() - t
+    import polars as pl
+
+    conv = lf.select(pl.col("converged").mean()).collect().item()
+    print(json.dumps({"wall": wall, "converged": conv}))
+
+
+def measure(args: list[str]) -> tuple[dict, float]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, POLGEN_PROGRESS="0"), cwd=str(ROOT))
+    _, status, ru = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if status != 0:
+        raise RuntimeError(f"benchmark child failed ({status}): {out}")
+    return json.loads(out.strip().splitlines()[-1]), ru.ru_maxrss / 1024.0
+
+
+def run_reference(data: Path, cov: dict, model: str, n: int, work: Path) -> float | None:
+    """SNPs/s of the Rust port (genomicsem 0.2.0) on the first n SNPs, or None when absent."""
+    if not REF_PY.exists():
+        return None
+    import polars as pl
+
+    tsv = work / f"ref_{n}.tsv"
+    pl.scan_parquet(data).head(n).collect().write_csv(tsv, separator="\t")
+    cj = work / "ref_cov.json"
+    cj.write_text(json.dumps(cov))
+    code = (
+        "import genomicsem as gs, json, time, numpy as np, sys\n"
+        "c = json.load(open(sys.argv[1]))\n"
+        "cov = {'s': np.array(c['S']), 'v': np.array(c['V']), 'i_mat': np.array(c['I'])}\n"
+        "t = time.perf_counter()\n"
+        "r = gs.user_gwas(cov, sys.argv[2], model=sys.argv[3])\n"
+        "print(json.dumps({'wall': time.perf_counter() - t, 'n': len(r['snps']['SNP'])}))\n"
+    )
+    res = subprocess.run([str(REF_PY), "-c", code, str(cj), str(tsv), model], capture_output=True, text=True)
+    if res.returncode != 0:
+        print("reference failed:", res.stderr[-500:])
+        return None
+    d = json.loads(res.stdout.strip().splitlines()[-1])
+    return d["n"] / d["wall"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--snps", type=int, default=1_000_000)
+    ap.add_argument("--cf-snps", type=int, default=100_000, help="SNPs for commonfactor_gwas")
+    ap.add_argument("--ref-snps", type=int, default=100_000, help="SNPs for the Rust reference run")
+    ap.add_argument("--rss-snps", type=int, default=0, help="also a 3-trait run of this many SNPs (RSS)")
+    ap.add_argument("--batch", type=int, default=200_000)
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="subset of scenarios to run")
+    ap.add_argument("--child", nargs=6, metavar=("KIND", "DATA", "COV", "OUT", "MODEL", "BATCH"),
+                    help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, data, cov, out, model, batch = a.child
+        run_child(kind, data, cov, out, model, int(batch))
+        return
+    work = Path(a.work or tempfile.mkdtemp(prefix="polgen_bench_gwas_"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    jobs = [(name, k, model, a.snps, "user") for name, (k, model) in MODELS.items()]
+    jobs.append(("commonfactor_3trait", 3, "", a.cf_snps, "cf"))
+    if a.rss_snps:
+        jobs.append(("user_3trait_1factor_rss", 3, MODELS["user_3trait_1factor"][1], a.rss_snps, "user"))
+    for name, k, model, n, kind in jobs:
+        if a.only and name not in a.only:
+            continue
+        data = work / f"sumstats_k{k}_n{n}.parquet"
+        if not data.exists():
+            t = time.perf_counter()
+            generate(data, n, k)
+            print(f"generated {data.name} in {time.perf_counter() - t:.1f}s")
+        cov = covstruc(k)
+        cj = work / f"cov_k{k}.json"
+        cj.write_text(json.dumps(cov))
+        out = work / f"out_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        res, rss = measure(["--child", kind, str(data), str(cj), str(out), model or "-", str(a.batch)])
+        rate = n / res["wall"]
+        ref_rate = None
+        if kind == "user" and not name.endswith("_rss") and a.ref_snps:
+            ref_rate = run_reference(data, cov, model, min(n, a.ref_snps), work)
+        rows.append((name, n, res["wall"], rate, rss, res["converged"], ref_rate))
+        ratio = f"{rate / ref_rate:.1f}x" if ref_rate else "n/a"
+        ref_s = f"{ref_rate:,.0f}" if ref_rate else "n/a"
+        print(f"{name:28s} {n:>9,d} SNPs  {res['wall']:7.1f}s  {rate:>10,.0f} SNPs/s  peak RSS "
+              f"{rss:7.0f} MB  converged {res['converged']:.4f}  Rust port {ref_s} SNPs/s  ratio {ratio}",
+              flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\ncpus: {os.cpu_count()}  load: {os.getloadavg()}  work dir: {work}")
+
+
+if __name__ == "__main__":
+    main()
