@@ -1,7 +1,7 @@
 """Peak memory of LFMM fit + test is flat in the number of SNPs (slow: writes a 500 MB .bed).
 
 ``python bench/lfmm.py --memory`` runs the full-size check (n=2000, p=200k vs 2M): measured
-472 MB vs 526 MB peak RSS here.  This test runs the same code at p=100k vs 1M to stay short."""
+507 MB vs 541 MB peak RSS here.  This test runs the same code at p=100k vs 1M to stay short."""
 
 from __future__ import annotations
 

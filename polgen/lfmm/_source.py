@@ -1,4 +1,4 @@
-"""Genotype sources for LFMM: a PLINK .bed streamed through :class:`polgen.io.bed.BedStream`, or
+"""Genotype sources for LFMM: a PLINK .bed decoded with IO's kernel (see :class:`BedSource`), or
 an in-memory ``(n_samples, n_snps)`` dosage array (NaN = missing).  Both yield Fortran-ordered
 float64 blocks that are mean-imputed and centred (optionally eigenstrat-scaled)."""
 
@@ -75,20 +75,20 @@ class ArraySource:
 
     @property
     def bim(self) -> pl.DataFrame:
-        if self._bim is not None:
-            return self._bim[self.snp_index.tolist()] if self.n_snps != self._bim.height else self._bim
-        idx = self.snp_index
-        return pl.DataFrame({
-            "CHR": pl.Series(["0"] * idx.size, dtype=pl.String),
-            "SNP": pl.Series([f"snp{i}" for i in idx], dtype=pl.String),
-            "CM": np.zeros(idx.size),
-            "BP": pl.Series(idx + 1, dtype=pl.Int64),
-            "A1": pl.Series(["A"] * idx.size, dtype=pl.String),
-            "A2": pl.Series(["B"] * idx.size, dtype=pl.String),
-        })
+        return self.bim_slice(0, self.n_snps)
 
     def bim_slice(self, start: int, stop: int) -> pl.DataFrame:
-        return self.bim.slice(start, stop - start)
+        """Rows of the given ``bim`` for the selected SNPs, or placeholders: CHR "0", SNP
+        ``snp<column>``, BP column + 1, alleles A/B (A1 is the counted allele)."""
+        idx = self.snp_index[start:stop]
+        if self._bim is not None:
+            return self._bim[idx.tolist()]
+        k = idx.size
+        return pl.DataFrame({
+            "CHR": pl.repeat("0", k, eager=True), "SNP": "snp" + pl.Series(idx).cast(pl.String),
+            "CM": np.zeros(k), "BP": pl.Series(idx + 1, dtype=pl.Int64),
+            "A1": pl.repeat("A", k, eager=True), "A2": pl.repeat("B", k, eager=True),
+        })
 
     def blocks(self, start: int = 0, stop: int | None = None, block_snps: int | None = None,
                parallel: bool | None = False) -> Iterator[Block]:

@@ -49,7 +49,7 @@ from polgen.lfmm.model import LfmmModel
 
 log = logging.getLogger("polgen")
 
-DEFAULT_TASK_SNPS = 1 << 17
+DEFAULT_TASK_SNPS = 1 << 16
 _RAW = "_uncalibrated"
 _PROJ = "_lfmm_projection.npz"
 
@@ -476,7 +476,7 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
     # the second pass is parquet and Polars work that releases the GIL: threads by default
     sink = run_to_sink(_cal_part, ctasks, out, params, resume=resume, overwrite=overwrite,
                        executor=executor if executor is not None else "threads", progress=progress,
-                       description="lfmm calibrate",
+                       max_in_flight=None if executor is not None else 2, description="lfmm calibrate",
                        metadata={"lfmm": calib})
     shutil.rmtree(raw_dir, ignore_errors=True)
     return _result(sink, names)
