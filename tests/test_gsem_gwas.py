@@ -211,3 +211,32 @@ def test_bad_models_raise(per_snp):
         user_gwas(df, cov, "F1 =~ ANX + OCD + BIP\nF1 ~ SNP")
     with pytest.raises(SchemaError):
         user_gwas(df.drop("se.OCD", "beta.OCD"), cov, "F1 =~ ANX + OCD + PTSD\nF1 ~ SNP")
+
+
+def test_twas_equals_snp_run_with_matching_variance(per_snp, options):
+    """TWAS: Gene/Panel/HSQ columns, the predictor is 'Gene' and its variance is HSQ."""
+    df = _frame(per_snp).head(5)
+    maf = df["MAF"].to_numpy()
+    tw = df.select(
+        pl.col("SNP").alias("Gene"), pl.lit("panelA").alias("Panel"),
+        pl.Series("HSQ", 2 * maf * (1 - maf)), pl.col("^beta\\..*$"), pl.col("^se\\..*$"))
+    a = user_gwas(tw, _cov(per_snp), options["model"].replace("SNP", "Gene"), TWAS=True)
+    b = user_gwas(df, _cov(per_snp), options["model"])
+    assert a.columns[:3] == ["Gene", "Panel", "HSQ"]
+    assert a["rhs"].unique().to_list() == ["Gene"]
+    np.testing.assert_allclose(a["est"].to_numpy(), b["est"].to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(a["se"].to_numpy(), b["se"].to_numpy(), rtol=1e-10)
+
+
+def test_smoothing_reported_with_z_smooth(per_snp, options):
+    """A SNP whose S_full is not positive definite is smoothed (nearPD), flagged, and gets a
+    positive Z_smooth; SNPs that need no smoothing get Z_smooth = 0."""
+    df = _frame(per_snp).head(3).with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(3.0).otherwise(pl.col("beta.ANX")).alias("beta.ANX"),
+        pl.when(pl.int_range(pl.len()) == 1).then(-3.0).otherwise(pl.col("beta.OCD")).alias("beta.OCD"))
+    res = user_gwas(df, _cov(per_snp), options["model"], smooth_check=True)
+    z = res["Z_smooth"].to_numpy()
+    assert z[0] == 0.0 and z[2] == 0.0 and z[1] > 0.0
+    assert "smoothed" in res["warning"][1]
+    cf = commonfactor_gwas(df, _cov(per_snp), smooth_check=True)
+    assert cf["Z_smooth"][1] > 0 and cf["Z_smooth"][0] == 0.0
