@@ -47,8 +47,13 @@ def shrinkage(sigma_x: np.ndarray, lam: float, dlambda: str) -> np.ndarray:
 
 
 def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    Xc = X - X.mean(axis=0)
-    sd = Xc.std(axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        Xc = X - X.mean(axis=0)
+        sd = Xc.std(axis=0)
+    huge = np.flatnonzero(~np.isfinite(sd))
+    if huge.size:
+        raise InputError("covariate values are too large to square in float64 (rescale them)",
+                         column=names[int(huge[0])])
     flat = np.flatnonzero(sd <= 1e-12 * (1.0 + np.abs(X).max(axis=0)))
     if flat.size:
         raise InputError("covariate has no variance across samples", column=names[int(flat[0])])
