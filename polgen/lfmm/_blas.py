@@ -45,15 +45,27 @@ def _handles() -> list[tuple]:
     return found
 
 
+_DEPTH = 0
+_SAVED: list[int] = []
+
+
 @contextmanager
 def single_threaded_blas():
+    """Single-threaded OpenBLAS inside the block; re-entrant and safe from several threads (the
+    first entrant saves and lowers the thread counts, the last one out restores them)."""
+    global _DEPTH, _SAVED
     with _LOCK:
         handles = _handles()
-        before = [get() for get, _ in handles]
-        for _, set_ in handles:
-            set_(1)
-        try:
-            yield
-        finally:
-            for (_, set_), k in zip(handles, before):
-                set_(max(1, k))
+        if _DEPTH == 0:
+            _SAVED = [get() for get, _ in handles]
+            for _, set_ in handles:
+                set_(1)
+        _DEPTH += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _DEPTH -= 1
+            if _DEPTH == 0:
+                for (_, set_), k in zip(handles, _SAVED):
+                    set_(max(1, k))
