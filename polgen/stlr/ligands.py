@@ -33,13 +33,17 @@ Modes
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Sequence
 
 import numpy as np
 
 from polgen.errors import InputError
 
+log = logging.getLogger("polgen")
+
 Mode = Literal["exact", "grid", "fast"]
+FAST_GRID_BYTES = 2 << 30  # the fast mode's grids (3 arrays) beyond this fall back to exact
 MODES = ("exact", "grid", "fast")
 
 
@@ -94,6 +98,8 @@ def received_ligands(coords, expr, radius, scale_factor: float = 1.0, mode: Mode
     radii = np.broadcast_to(np.asarray(radius, dtype=np.float64), (nl,))
     if not (np.isfinite(radii).all() and (radii > 0).all()):
         raise InputError("radius must be positive and finite")
+    if (radii < 1e-100).any() or (radii > 1e100).any():
+        raise InputError("radius must be between 1e-100 and 1e100 (coordinate units)")
     out = np.zeros((n, nl))
     if n == 0 or nl == 0:
         return _wrap(out, names)
@@ -135,6 +141,13 @@ def _one_radius(x, y, E, r, scale, mode, grid_factor, fast_h, fast_order) -> np.
     if mode == "grid":
         h = r * grid_factor
         ax0, ay0 = float(x.min()), float(y.min())
+        gx_f = (float(x.max()) - ax0) / h + 1
+        gy_f = (float(y.max()) - ay0) / h + 1
+        if gx_f * gy_f > max(4.0 * n, 1e6):
+            # far-apart cells would need more anchors than cells: the exact sum is cheaper
+            log.warning("grid mode would need %.3g anchors for %d cells (radius %g); using the exact sum",
+                        gx_f * gy_f, n, r)
+            return _one_radius(x, y, E, r, scale, "exact", grid_factor, fast_h, fast_order)
         nx = max(2, int(np.ceil((float(x.max()) - ax0) / h)) + 1)
         ny = max(2, int(np.ceil((float(y.max()) - ay0) / h)) + 1)
         gx = np.repeat(ax0 + h * np.arange(nx), ny)
@@ -149,6 +162,12 @@ def _one_radius(x, y, E, r, scale, mode, grid_factor, fast_h, fast_order) -> np.
         out = np.empty((n, nl))
         K.gauss_sum_exact(x, y, x, y, E, 1.0 / (2.0 * r * r), scale, out)
         return out
+    h = r * fast_h
+    cells = ((float(x.max()) - float(x.min())) / h + fast_order + 4) * (
+        (float(y.max()) - float(y.min())) / h + fast_order + 4)
+    if cells * nl * 8 * 3 > FAST_GRID_BYTES:
+        log.warning("fast mode would need a %.3g-node grid (radius %g); using the exact sum", cells, r)
+        return _one_radius(x, y, E, r, scale, "exact", grid_factor, fast_h, fast_order)
     return K.gridded_gauss(x, y, E, r, scale, h_factor=fast_h, order=fast_order)
 
 

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from polgen.errors import InputError
+from polgen.errors import InputError, ModelError
 from polgen.schema import CELL_ID
 from polgen.stlr._data import Tissue, as_tissue
 from polgen.stlr.betadata import Betabase
@@ -167,6 +167,8 @@ class Perturber:
         t = self.tissue
         targets = [target] if isinstance(target, str) else list(target)
         exprs = list(gene_expr) if isinstance(gene_expr, (list, tuple, np.ndarray)) else [gene_expr] * len(targets)
+        if not targets:
+            raise InputError("no target gene to perturb")
         if len(exprs) != len(targets):
             raise InputError("give one gene_expr per target")
         tcols = t.gene_index(targets)
@@ -200,7 +202,7 @@ class Perturber:
         Xf_prev_lig = self.Xf0_lig
         X_prev = X0
         result = np.empty((n, G))
-        for _ in range(int(n_propagation)):
+        for step in range(int(n_propagation)):
             gexf_prev = filtered(X_prev)
             X1 = X0 + delta
             Xf1_lig = filtered(X1[:, self.lig_gene]) if self.ligands else Xf_prev_lig
@@ -215,6 +217,9 @@ class Perturber:
                 swap_and_step(delta, X0, W1, W0, self.lig_gene)
             propagate(self.plan, gexf_prev, W_prev, W0, delta, result, self.beta_scale_factor, self.beta_cap)
             pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0)
+            if not np.isfinite(delta).all():
+                raise ModelError(f"the perturbation diverged (non-finite expression at step {step + 1}); "
+                                 f"gene_expr={exprs} is too large for these betas", column=str(targets[0]))
             X_prev, W_prev, Xf_prev_lig = X1, W1, Xf1_lig
         sim = X0 + delta
         for k, (c, e) in enumerate(zip(tcols, exprs)):
