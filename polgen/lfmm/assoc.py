@@ -361,6 +361,10 @@ def test(
 
     ``model`` is a fitted :class:`LfmmModel` (or the path of a saved one); ``X`` the covariates
     (default: the ones the model was fitted with; a frame with IID is aligned to the .fam).
+    Other covariates than the fitted ones may be tested with the same U (as LEA allows); the ridge
+    BETA then uses the given X with the model's latent matrix W.  Genotypes are decoded centred
+    (not eigenstrat-scaled, whatever the fit used), so BETA is per A1 allele; T does not depend on
+    the scaling.  ``task_snps`` SNPs make one task / output part; ``batch_snps`` one decoded block.
     With ``out`` the table is streamed to a resumable parquet dataset (uncalibrated parts first,
     then the calibration computed from the stored T columns, then the final parts) and the GIF
     values go to the output metadata; otherwise it is built in memory.
