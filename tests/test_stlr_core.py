@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from polgen.errors import InputError
+from polgen.errors import InputError, ModelError
 from polgen.stlr import perturb, received_ligands, splash
 from polgen.stlr.grn import ligand_radii, lr_table
 from polgen.stlr.synthetic import make_betabase, make_tissue
@@ -320,3 +320,16 @@ def test_perturb_bad_input(tissue):
     # cluster column absent from obs
     with pytest.raises(InputError, match="not in obs"):
         perturb(a, base, tissue.tfs[0], 0.0, lr=tissue.lr, cluster_key="nope")
+    with pytest.raises(InputError, match="no target"):
+        perturb(a, base, [], 0.0, lr=tissue.lr, cluster_key="cell_type")
+    with pytest.raises(InputError):
+        perturb(a, base, tissue.tfs[0], float("nan"), lr=tissue.lr, cluster_key="cell_type")
+    with pytest.raises(InputError):
+        perturb(a, base, tissue.tfs[0], 0.0, n_propagation=-1, lr=tissue.lr, cluster_key="cell_type")
+    # an absurd over-expression overflows: a typed error, never NaN output
+    big = make_betabase(tissue, n_trained=12, seed=4, scale=50.0)
+    with pytest.raises(ModelError, match="diverged"):
+        perturb(a, big, tissue.tfs[0], 1e306, lr=tissue.lr, cluster_key="cell_type", clip=False)
+    # radii outside 1e-100..1e100
+    with pytest.raises(InputError, match="radius"):
+        received_ligands(tissue.coords, tissue.X[:, :2], 1e-300)
