@@ -76,7 +76,12 @@ def _resolve(executor: Executor | str | None) -> tuple[Any, bool]:
         if executor == "processes":
             from concurrent.futures import ProcessPoolExecutor
 
-            return ProcessPoolExecutor(max_workers=os.cpu_count() or 1), True
+            import multiprocessing
+
+            # spawn, not fork: forking after Polars/OpenMP/numba thread pools have started can
+            # deadlock the children.
+            return ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
+                                       mp_context=multiprocessing.get_context("spawn")), True
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the extra
