@@ -47,12 +47,28 @@ def write_random_bed(stem: Path, n: int, p: int, seed: int = 0) -> Path:
     return stem.with_suffix(".bed")
 
 
-def capped(code: str, preamble: str, headroom: int, timeout: float = 240.0):
-    return memory_capped_subprocess(code, headroom_bytes=headroom, preamble=preamble, timeout=timeout,
-                                    env=ENV, cwd=str(ROOT))
+PEAKS: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_peaks(request):
+    """Peak RSS above the post-warm-up baseline of each capped run, kept in the pytest cache."""
+    yield
+    request.config.cache.set("polgen/memory_caps", PEAKS)
+
+
+def capped(code: str, preamble: str, headroom: int, timeout: float = 240.0, label: str | None = None):
+    res = memory_capped_subprocess(code, headroom_bytes=headroom, preamble=preamble, timeout=timeout,
+                                   env=ENV, cwd=str(ROOT))
+    if label and res.ok:
+        PEAKS[label] = {"headroom_mb": headroom / MB, "peak_above_baseline_mb":
+                        round((res.peak_rss - res.baseline_rss) / MB, 1),
+                        "baseline_rss_mb": round(res.baseline_rss / MB, 1)}
+    return res
 
 
 # -- BedStream ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bedstream_iteration_under_cap(tmp_path):
     n, p = 2000, 20_000  # 10x the SNPs of the demo-sized tests; decoded float64: 320 MB
     bed = write_random_bed(tmp_path / "g", n, p)
@@ -65,7 +81,7 @@ def test_bedstream_iteration_under_cap(tmp_path):
             "    freq[b.start:b.stop] = b.freq\n"
             "RESULT = {'sums': sums.tolist(), 'freq': freq.tolist()}\n")
     headroom = 64 * MB
-    res = capped(code, pre, headroom)
+    res = capped(code, pre, headroom, label="BedStream")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
     # numbers: a random subset of SNPs against bed-reader
@@ -81,6 +97,7 @@ def test_bedstream_iteration_under_cap(tmp_path):
 
 
 # -- lfmm.test ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_lfmm_test_out_under_cap(tmp_path):
     import polgen.lfmm as lfmm
 
@@ -98,7 +115,7 @@ def test_lfmm_test_out_under_cap(tmp_path):
     code = (f"r = lfmm.test({str(tmp_path / 'model')!r}, {str(bed)!r}, out={str(out)!r}, task_snps=2000, "
             "batch_snps=500, progress=False)\nRESULT = {'gif': r.gif}\n")
     headroom = 96 * MB
-    res = capped(code, pre, headroom)
+    res = capped(code, pre, headroom, label="lfmm.test")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
     streamed = pl.scan_parquet(str(out / "part-*.parquet")).collect()
@@ -112,6 +129,7 @@ def test_lfmm_test_out_under_cap(tmp_path):
 
 
 # -- user_gwas ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_user_gwas_out_under_cap(tmp_path):
     from tests.test_scaleout_dask import USER_MODEL, gsem_inputs
 
@@ -130,7 +148,7 @@ def test_user_gwas_out_under_cap(tmp_path):
     code = (f"lf = user_gwas({str(snps)!r}, cov, model, long=True, batch_size=1000, out={str(out)!r}, "
             "progress=False)\nRESULT = 1\n")
     headroom = 64 * MB
-    res = capped(code, pre, headroom)
+    res = capped(code, pre, headroom, label="user_gwas")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
     got = pl.scan_parquet(str(out / "part-*.parquet")).collect()
@@ -146,6 +164,7 @@ def test_user_gwas_out_under_cap(tmp_path):
 
 
 # -- stlr.perturb_batch ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_stlr_perturb_batch_out_under_cap(tmp_path):
     import polgen.stlr as stlr
     from polgen.demo import make_stlr_demo
@@ -167,7 +186,7 @@ def test_stlr_perturb_batch_out_under_cap(tmp_path):
     out = tmp_path / "pb"
     code = f"sink = stlr.perturb_batch({args}, {targets!r}, {str(out)!r}, progress=False, **common)\nRESULT = 1\n"
     headroom = 96 * MB
-    res = capped(code, pre, headroom)
+    res = capped(code, pre, headroom, label="stlr.perturb_batch")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
     got = pl.scan_parquet(str(out / "part-*.parquet")).collect()

@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 
 distributed = pytest.importorskip("distributed")
 
-pytestmark = pytest.mark.dask
+pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 TRAITS = ["A", "B", "C"]
 

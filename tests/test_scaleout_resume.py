@@ -25,6 +25,7 @@ from polars.testing import assert_frame_equal
 from tests.test_scaleout_dask import USER_MODEL, gsem_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 CHILD = r'''
 import json, sys
