@@ -240,3 +240,13 @@ def test_smoothing_reported_with_z_smooth(per_snp, options):
     assert "smoothed" in res["warning"][1]
     cf = commonfactor_gwas(df, _cov(per_snp), smooth_check=True)
     assert cf["Z_smooth"][1] > 0 and cf["Z_smooth"][0] == 0.0
+
+
+
+def test_ml_aligned_sandwich_differs_from_r_order(per_snp, options):
+    df = _frame(options).head(3)
+    r_order = user_gwas(df, _cov(options), options["model"], estimation="ML")
+    aligned = user_gwas(df, _cov(options), options["model"], estimation="ML", ml_se="aligned")
+    np.testing.assert_allclose(aligned["est"].to_numpy(), r_order["est"].to_numpy(), rtol=1e-12)
+    assert np.all(np.isfinite(aligned["se"].to_numpy()))
+    assert np.all(np.abs(aligned["se"].to_numpy() / r_order["se"].to_numpy() - 1) > 0.1)

@@ -1073,6 +1073,7 @@ def user_gwas(
     overwrite: bool = False,
     executor=None,
     progress: bool | None = None,
+    ml_se: str = "R",
 ) -> pl.DataFrame | pl.LazyFrame:
     """Multivariate GWAS with a user-specified Genomic SEM model (R ``userGWAS``).
 
@@ -1087,16 +1088,22 @@ def user_gwas(
     (``smooth_check=True``), ``converged`` and ``warning``.  With ``out=`` the rows are written in
     batches of ``batch_size`` SNPs to a resumable parquet directory and a LazyFrame over it is
     returned; otherwise a DataFrame.
+
+    ``ml_se`` (ML only): ``"R"`` reproduces R GenomicSEM's ML sandwich SEs, which pair the ML
+    model's moments with ``V_full`` entries in the variable order of a DWLS fit (the SNP moved
+    from last to first); ``"aligned"`` uses the consistently ordered sandwich.
     """
+    if ml_se not in ("R", "aligned"):
+        raise InputError(f"ml_se must be 'R' or 'aligned', got {ml_se!r}")
     if toler is not None and toler is not False and not (isinstance(toler, (int, float)) and toler >= 0):
         raise InputError(f"toler must be a non-negative number, got {toler!r}")
     src_schema = None
     plan = _plan_user(src_schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP,
-                      smooth_check, SNPSE, TWAS, toler, sub, long)
+                      smooth_check, SNPSE, TWAS, toler, sub, long, ml_se=ml_se)
     params = _params("user", covstruc, model=_model_text(model), estimation=estimation, GC=GC,
                      fix_measurement=fix_measurement, std_lv=std_lv, Q_SNP=Q_SNP,
                      smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler, sub=sub,
-                     long=long, batch_size=batch_size or DEFAULT_BATCH)
+                     long=long, batch_size=batch_size or DEFAULT_BATCH, ml_se=ml_se)
     return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
                 executor=executor, progress=progress, params=params, description="user_gwas")
 
@@ -1117,14 +1124,18 @@ def commonfactor_gwas(
     overwrite: bool = False,
     executor=None,
     progress: bool | None = None,
+    ml_se: str = "R",
 ) -> pl.DataFrame | pl.LazyFrame:
     """Common-factor GWAS (R ``commonfactorGWAS``): ``F1 =~ traits`` (first loading 1),
     ``F1 ~ SNP``, ``trait ~ 0*SNP``; one row per SNP with ``est, se`` (sandwich SE of
     ``F1 ~ SNP``), ``z, p, log10p``, ``Q, Q_df = k - 1, Q_p`` (heterogeneity: the direct SNP
     effects freed), ``Z_smooth`` with ``smooth_check``, ``converged``, ``warning``."""
-    plan = _plan_commonfactor(None, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler)
+    if ml_se not in ("R", "aligned"):
+        raise InputError(f"ml_se must be 'R' or 'aligned', got {ml_se!r}")
+    plan = _plan_commonfactor(None, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler,
+                              ml_se=ml_se)
     params = _params("commonfactor", covstruc, estimation=estimation, GC=GC,
                      smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler,
-                     batch_size=batch_size or DEFAULT_BATCH)
+                     batch_size=batch_size or DEFAULT_BATCH, ml_se=ml_se)
     return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
                 executor=executor, progress=progress, params=params, description="commonfactor_gwas")

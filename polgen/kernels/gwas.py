@@ -909,10 +909,14 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                     _chol_inverse(Sig, p, Sinv, col)
                 _ml_weight(Sinv, ma, mb, Wm)
             _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+            hmax = 0.0
             for a in range(nf):
                 for b in range(nf):
                     HW[a, b] = H[a, b]
-            if not _chol(HW, nf, toler):
+                if H[a, a] > hmax:
+                    hmax = H[a, a]
+            # R: solve(t(D) W D, tol = toler or machine epsilon) -> "computationally singular"
+            if not _chol(HW, nf, max(toler, 2.220446049250313e-16) * hmax * nf):
                 status[i] = ST_SINGULAR
                 continue
             _chol_inverse(HW, nf, Br, col)
