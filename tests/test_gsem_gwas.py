@@ -250,3 +250,11 @@ def test_ml_aligned_sandwich_differs_from_r_order(per_snp, options):
     np.testing.assert_allclose(aligned["est"].to_numpy(), r_order["est"].to_numpy(), rtol=1e-12)
     assert np.all(np.isfinite(aligned["se"].to_numpy()))
     assert np.all(np.abs(aligned["se"].to_numpy() / r_order["se"].to_numpy() - 1) > 0.1)
+
+
+def test_empty_input_keeps_schema(per_snp, options, tmp_path):
+    df = _frame(per_snp).head(0)
+    a = user_gwas(df, _cov(per_snp), options["model"])
+    b = user_gwas(df, _cov(per_snp), options["model"], out=tmp_path / "o").collect()
+    assert a.height == 0 and b.height == 0 and a.schema == b.schema
+    assert {"est", "se", "chisq", "converged", "warning"} <= set(a.columns)

@@ -1027,6 +1027,9 @@ def _run(plan: _Plan, snps, *, batch_size, out, resume, overwrite, executor, pro
         ln = min(batch_size, n - off)
         s = src.slice(off, ln) if isinstance(src, pl.DataFrame) else src
         tasks.append(_Task(plan, s, off, ln, f"{description} rows {off}-{off + ln - 1}"))
+    if not tasks:  # no rows: one empty batch, so the output still has its schema
+        tasks.append(_Task(plan, src.slice(0, 0) if isinstance(src, pl.DataFrame) else src, 0, 0,
+                           f"{description} (no rows)"))
     if out is not None:
         from polgen.engine import run_to_sink
 
@@ -1038,8 +1041,6 @@ def _run(plan: _Plan, snps, *, batch_size, out, resume, overwrite, executor, pro
 
     parts = list(run_tasks(_gwas_task, tasks, executor=executor, progress=progress,
                            description=description))
-    if not parts:
-        return _compute_batch(plan, pl.DataFrame(schema=schema))
     return pl.concat(parts, how="vertical")
 
 
