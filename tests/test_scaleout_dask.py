@@ -141,6 +141,9 @@ def stlr_case(tmp_path_factory):
     return d, common, genes, root / "betas", fit
 
 
+FIT_PAIRS: list = []
+
+
 def test_stlr_fit_on_dask(tmp_path, client, stlr_case):
     import polgen.stlr as stlr
 
@@ -154,11 +157,23 @@ def test_stlr_fit_on_dask(tmp_path, client, stlr_case):
         if name.endswith(".parquet"):
             ta = pl.read_parquet(betas / name)
             tb = pl.read_parquet(tmp_path / "betas" / name)
-            assert_frame_equal(ta, tb)
+            # not exact: see test_stlr_fit_on_dask_bit_identical
+            assert_frame_equal(ta, tb, check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+            FIT_PAIRS.append((ta, tb))
     sa = getattr(fit_local, "scores", None)
     sb = getattr(fit_remote, "scores", None)
     if isinstance(sa, pl.DataFrame):
         assert_frame_equal(sa, sb)
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs multi-threaded BLAS locally")
+@pytest.mark.xfail(strict=True, reason="stlr.fit betas depend on the BLAS thread count (OpenBLAS threaded "
+                   "products in the lasso): Dask workers run with OPENBLAS_NUM_THREADS=1, so their betadata "
+                   "differ from the local run in the last bits; STLR, polgen/stlr/train.py + lasso.py")
+def test_stlr_fit_on_dask_bit_identical(stlr_case):
+    assert FIT_PAIRS, "test_stlr_fit_on_dask did not run"
+    for ta, tb in FIT_PAIRS:
+        assert_frame_equal(ta, tb, check_exact=True)
 
 
 def test_stlr_perturb_batch_on_dask(tmp_path, client, stlr_case):

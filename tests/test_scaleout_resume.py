@@ -224,7 +224,6 @@ def _betadata(out: Path) -> dict[str, pl.DataFrame]:
 
 
 def test_stlr_fit_killed_and_resumed(tmp_path, stlr_case):
-
     rng = np.random.default_rng(404)
     d, common, root = stlr_case
     # reference, killed run and resume all in fresh interpreters: the fitted betas depend on the
