@@ -886,6 +886,20 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     ok = res["status"] == ST_OK
     ids = df.select(plan.id_cols)
     warn = _warnings(res["status"], res["flags"])
+    # A fit that "converged" to non-finite estimates or SEs (overflow from extreme inputs such as
+    # SE = 1e300) is a failed SNP, never a silent NaN.
+    if plan.kind == "commonfactor":
+        report = np.array([plan.est_row], dtype=np.int64)
+    else:
+        report = np.array([r[3] for r in plan.out_rows if r[3] >= 0], dtype=np.int64)
+    finite = (np.isfinite(res["est"][:, report]).all(axis=1)
+              & np.isfinite(res["se"][:, report]).all(axis=1))
+    overflow = ok & ~finite
+    if overflow.any():
+        ok = ok & finite
+        msg = "non-finite estimate or standard error (extreme input values)"
+        warn = pl.select(pl.when(pl.lit(pl.Series(overflow))).then(pl.lit(msg))
+                         .otherwise(pl.lit(warn)).alias("warning")).to_series()
     if plan.kind == "commonfactor":
         theta0 = np.zeros((n, plan.stage2.starts.shape[1]))
         theta0[:, :plan.npar] = np.nan_to_num(res["est"])
