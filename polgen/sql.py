@@ -343,6 +343,12 @@ def _chisq_from_p(p):
         ok = (a >= 0.0) & (a <= 1.0)
     out = np.full(a.shape, np.nan)
     out[ok] = ndtri(0.5 * a[ok]) ** 2  # = chi2.isf(p, 1), ~100x faster than its gamma inverse
+    # 0.5 * p underflows to 0 for denormal p (p = 5e-324 would give inf): use the exact inverse there.
+    tiny = ok & (a > 0.0) & (a < 1e-290)
+    if tiny.any():
+        from scipy.stats import chi2
+
+        out[tiny] = chi2.isf(a[tiny], 1)
     return pa.array(out, mask=~ok)
 
 

@@ -167,9 +167,6 @@ def test_stlr_fit_on_dask(tmp_path, client, stlr_case):
 
 
 @pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs multi-threaded BLAS locally")
-@pytest.mark.xfail(strict=True, reason="stlr.fit betas depend on the BLAS thread count (OpenBLAS threaded "
-                   "products in the lasso): Dask workers run with OPENBLAS_NUM_THREADS=1, so their betadata "
-                   "differ from the local run in the last bits; STLR, polgen/stlr/train.py + lasso.py")
 def test_stlr_fit_on_dask_bit_identical(stlr_case):
     assert FIT_PAIRS, "test_stlr_fit_on_dask did not run"
     for ta, tb in FIT_PAIRS:

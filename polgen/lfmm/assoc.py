@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from polgen.engine.executor import run_tasks, run_to_sink
 from polgen.errors import InputError, ResumeError
 from polgen.lfmm import calibrate as cal
-from polgen.lfmm._blas import single_threaded_blas
+from polgen._blas import single_threaded_blas
 from polgen.lfmm._source import (ArraySource, BedSource, block_snps_for, cache_block_snps, default_threads,
                                  open_source, split_range)
 from polgen.lfmm.covariates import covariate_matrix

@@ -14,7 +14,7 @@ import scipy.linalg as sla
 
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
-from polgen.lfmm._blas import single_threaded_blas
+from polgen._blas import single_threaded_blas
 from polgen.lfmm._source import open_source, thin_index
 
 log = logging.getLogger("polgen")

@@ -29,7 +29,7 @@ import scipy.linalg as sla
 
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
-from polgen.lfmm._blas import single_threaded_blas
+from polgen._blas import single_threaded_blas
 from polgen.lfmm._source import cache_block_snps, default_threads, open_source, split_range, thin_index
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.model import LfmmModel

@@ -102,10 +102,15 @@ def _prepare(spec: dict):
 
 
 def _train_task(task: dict) -> dict:
-    ctx, labels = _prepare(task["spec"])
-    p = task["spec"]["params"]
-    bd, diag, nmod = fit_gene(ctx, task["gene"], labels, group_reg=p["group_reg"], l1_reg=p["l1_reg"],
-                              min_r2=p["min_r2"], max_iter=p["max_iter"], tol=p["tol"])
+    from polgen._blas import single_threaded_blas
+
+    # Single-threaded BLAS: multi-threaded OpenBLAS reductions change the last bits with the thread
+    # count, and betas must be bit-identical locally, on Dask workers and after a resume.
+    with single_threaded_blas():
+        ctx, labels = _prepare(task["spec"])
+        p = task["spec"]["params"]
+        bd, diag, nmod = fit_gene(ctx, task["gene"], labels, group_reg=p["group_reg"], l1_reg=p["l1_reg"],
+                                  min_r2=p["min_r2"], max_iter=p["max_iter"], tol=p["tol"])
     meta = {META_PARAMS: task["params_json"],
             META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
     out = Path(task["out"]) / f"{task['gene']}_betadata.parquet"
