@@ -19,44 +19,23 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polgen.errors import PolgenError
+from hostile import Cases
 from polgen.io.sumstats import scan_sumstats
 
 from tests.test_scaleout_dask import USER_MODEL, gsem_inputs
 
-CASES = {"n": 0}
+CASES = Cases()
+_count_cases = CASES.fixture()
+attempt = CASES.attempt
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _count_cases(request):
-    yield
-    name = request.module.__name__.rsplit(".", 1)[-1]
-    request.config.cache.set(f"polgen/hostile/{name}", CASES)
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    cm = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is not None and cm is not None:
-        with cm.global_and_fixture_disabled():
-            tr.write_line(f"{name}: {CASES['n']} hostile cases tried ({CASES.get('typed_error', 0)} typed errors, "
-                          f"{CASES.get('result', 0)} checked results)")
 
 
-def attempt(fn, *args, **kwargs):
-    """(result, None) or (None, PolgenError); any other exception fails the test."""
-    CASES["n"] += 1
-    try:
-        res = fn(*args, **kwargs), None
-    except PolgenError as exc:
-        assert str(exc), "a typed error must carry a message"
-        CASES["typed_error"] = CASES.get("typed_error", 0) + 1
-        return None, exc
-    CASES["result"] = CASES.get("result", 0) + 1
-    return res
 
 
 def stray(out: Path) -> list[Path]:

@@ -21,41 +21,18 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from polgen.errors import PolgenError
+from hostile import SETTINGS, Cases
 
 anndata = pytest.importorskip("anndata")
 pd = pytest.importorskip("pandas")
 
-CASES = {"n": 0}
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+CASES = Cases()
+_count_cases = CASES.fixture()
+attempt = CASES.attempt
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _count_cases(request):
-    yield
-    name = request.module.__name__.rsplit(".", 1)[-1]
-    request.config.cache.set(f"polgen/hostile/{name}", CASES)
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    cm = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is not None and cm is not None:
-        with cm.global_and_fixture_disabled():
-            tr.write_line(f"{name}: {CASES['n']} hostile cases tried ({CASES.get('typed_error', 0)} typed "
-                          f"errors, {CASES.get('result', 0)} checked results)")
 
 
-def attempt(fn, *args, **kwargs):
-    CASES["n"] += 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = fn(*args, **kwargs)
-    except PolgenError as exc:
-        assert str(exc)
-        CASES["typed_error"] = CASES.get("typed_error", 0) + 1
-        return None, exc
-    CASES["result"] = CASES.get("result", 0) + 1
-    return res, None
 
 
 NC, NG = 24, 5

@@ -86,12 +86,16 @@ def params_to_json(params: Mapping[str, Any]) -> str:
     return json.dumps(_jsonable(params), sort_keys=True, separators=(",", ":"))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_sha256 = sha256_file
 
 
 def _fsync_dir(path: Path) -> None:

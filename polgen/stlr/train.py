@@ -120,13 +120,9 @@ def _train_task(task: dict) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
+    from polgen.io.sink import sha256_file
 
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _read_gene_log(path: Path) -> dict[str, dict]:
