@@ -341,7 +341,7 @@ def test_sink_job_memory_stays_flat_under_a_cap():
     hoarded = "try:\n    kept = list(run_tasks(batch, range(50)))\nfinally:\n    shutil.rmtree(out)\n"
     flat = memory_capped_subprocess(streamed, headroom_bytes=64 << 20, preamble=pre, timeout=240)
     assert flat.ok, flat
-    assert flat.value > 190 << 20  # really wrote ~200 MB
+    assert flat.value > 150 << 20  # really wrote ~190 MB (50 x 4 MB of float64, zstd)
     assert flat.peak_rss - flat.baseline_rss < 64 << 20
     assert flat.limit_bytes == flat.baseline_vm + (64 << 20)
     greedy = memory_capped_subprocess(hoarded, headroom_bytes=64 << 20, preamble=pre, timeout=240)
