@@ -44,7 +44,7 @@ __all__ = ["run", "list_queries", "get_query", "sql_dir", "Query", "QueryParam"]
 KINDS = ("relation", "relations", "double", "integer", "boolean", "varchar")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _PARAM_RE = re.compile(r"^param\s+([A-Za-z_]\w*)\s+([a-z]+)(?:\s*=\s*(\S+))?\s*(.*)$")
-_PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources))?\s*\}\}")
+_SLOT_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources))?\s*\}\}")
 _DOLLAR_RE = re.compile(r"\$([A-Za-z_]\w*)")
 _GLOB_CHARS = set("*?[")
 _TRUE = {"true", "1", "yes", "y", "on", "t"}
@@ -133,12 +133,12 @@ def _parse(path: Path) -> Query:
                                             (p.description + " " + line).strip())
         elif last is not None and line:
             last.append(line)
-    for m in _PLACEHOLDER_RE.finditer(body):
+    for m in _SLOT_RE.finditer(body):
         pname, suffix = m.groups()
         if pname not in params or params[pname].kind not in ("relation", "relations"):
-            raise InputError(f"placeholder {m.group(0)} does not name a relation parameter", path=path)
+            raise InputError(f"template slot {m.group(0)} does not name a relation parameter", path=path)
         if suffix and params[pname].kind != "relations":
-            raise InputError(f"placeholder {m.group(0)}: ':sources' needs a 'relations' parameter", path=path)
+            raise InputError(f"template slot {m.group(0)}: ':sources' needs a 'relations' parameter", path=path)
     for dollar in _DOLLAR_RE.findall(body):
         if dollar not in params or params[dollar].kind in ("relation", "relations"):
             raise InputError(f"${dollar} does not name a scalar parameter", path=path)
@@ -410,11 +410,11 @@ def run(
             else:
                 described[pname] = values[pname]
 
-        def placeholder(m: re.Match) -> str:
+        def fill_slot(m: re.Match) -> str:
             pname, suffix = m.groups()
             return views[f"{pname}:{suffix}" if suffix else pname]
 
-        body = _PLACEHOLDER_RE.sub(placeholder, query.body)
+        body = _SLOT_RE.sub(fill_slot, query.body)
         used = set(_DOLLAR_RE.findall(body))
         bound = {k: values[k] for k in used}
         if out is None:

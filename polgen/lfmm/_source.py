@@ -78,7 +78,7 @@ class ArraySource:
         return self.bim_slice(0, self.n_snps)
 
     def bim_slice(self, start: int, stop: int) -> pl.DataFrame:
-        """Rows of the given ``bim`` for the selected SNPs, or placeholders: CHR "0", SNP
+        """Rows of the given ``bim`` for the selected SNPs, or stand-in rows: CHR "0", SNP
         ``snp<column>``, BP column + 1, alleles A/B (A1 is the counted allele)."""
         idx = self.snp_index[start:stop]
         if self._bim is not None:
