@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import polars as pl
-from scipy.stats import chi2, norm
+from scipy.special import chdtri, ndtri
 
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
@@ -41,7 +41,11 @@ from polgen.kernels.ldsc import r_merge_order, regress
 
 log = logging.getLogger("polgen")
 
-_QCHISQ_HALF = float(chi2.ppf(0.5, 1))  # qchisq(0.5, df = 1)
+def _norm_pdf(x):
+    return np.exp(-0.5 * np.square(x)) / np.sqrt(2.0 * np.pi)
+
+
+_QCHISQ_HALF = float(chdtri(1, 0.5))  # qchisq(0.5, df = 1)
 Munged = Any  # dict {trait: frame|path} | sequence of frames/paths | one frame/path
 
 
@@ -155,7 +159,7 @@ def liability_factor(sample_prev: float, population_prev: float) -> float:
     K, P = population_prev, sample_prev
     if not (0 < K < 1 and 0 < P < 1):
         raise InputError(f"prevalences must lie in (0, 1): sample {P}, population {K}")
-    return K * K * (1 - K) ** 2 / (P * (1 - P) * norm.pdf(norm.isf(K)) ** 2)
+    return K * K * (1 - K) ** 2 / (P * (1 - P) * _norm_pdf(ndtri(1.0 - K)) ** 2)
 
 
 def _vech(a: np.ndarray) -> np.ndarray:

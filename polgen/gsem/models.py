@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
-from scipy import stats
+from scipy import special
 
 from polgen.errors import ConvergenceError, InputError, ModelError
 from polgen.gsem.covstruc import CovStruc, as_covstruc
@@ -223,7 +223,7 @@ def _standardize_inputs(S: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.nd
 def _pvals(est: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = est / se
-        logsf = stats.norm.logsf(np.abs(z))
+        logsf = special.log_ndtr(-np.abs(z))
     p = 2.0 * np.exp(logsf)
     log10p = (logsf + math.log(2.0)) / math.log(10.0)
     bad = ~np.isfinite(z)
@@ -321,7 +321,7 @@ def _std_all_map(fit: SemFit) -> dict[tuple[str, str, str], float]:
 
 
 def _fit_frames(chisq, df, npar, cfi, srmr_v, blank: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    p_chisq = float(stats.chi2.sf(chisq, df)) if (chisq is not None and df > 0) else (
+    p_chisq = float(special.chdtrc(df, chisq)) if (chisq is not None and df > 0) else (
         1.0 if chisq is not None and df == 0 else None)
     aic = None if chisq is None else chisq + 2 * npar
     row = {"chisq": chisq, "df": int(df), "p_chisq": p_chisq, "AIC": aic, "CFI": cfi, "SRMR": srmr_v}
@@ -380,7 +380,7 @@ def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], t
             df = len(eta) - 1
             if df > 0 and len(set(idx)) == len(idx):
                 q = model_chisq(eta, V[np.ix_(idx, idx)])
-                pv = float(stats.chi2.sf(q, df))
+                pv = float(special.chdtrc(df, q))
             else:
                 q, pv = None, None
             rows.append({"Factor1": f1, "Factor2": f2, "QFactor_chisq": q,
