@@ -52,10 +52,22 @@ _FALSE = {"false", "0", "no", "n", "off", "f"}
 
 
 def sql_dir() -> Path:
-    """The project's ``sql/`` directory (beside the ``polgen`` package; installed editable)."""
+    """The directory of the packaged queries.
+
+    ``POLGEN_SQL_DIR`` overrides; otherwise the data package ``polgen._sql``, which setuptools maps
+    onto the repository's top-level ``sql/`` (an editable install reads the checkout's files, a wheel
+    carries copies).
+    """
     env = os.environ.get("POLGEN_SQL_DIR")
     if env:
         return Path(env)
+    from importlib.util import find_spec
+
+    spec = find_spec("polgen._sql")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            if Path(loc, "top_hits.sql").is_file():
+                return Path(loc)
     import polgen
 
     return Path(polgen.__file__).resolve().parents[1] / "sql"
