@@ -13,7 +13,6 @@ exit with code 2 (``-v`` shows the traceback too); a bug elsewhere keeps its tra
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import math
 import sys
@@ -95,17 +94,16 @@ def _print_summary(summary: Any) -> None:
 
 # -- demo ---------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from polgen.demo import run_demo
-    except ImportError as exc:
-        raise InputError(f"the demo is not available in this installation ({exc})") from None
-    wanted = {"out": args.out, "small": args.small, "progress": False if args.no_progress else None,
-              "seed": args.seed}
-    sig = inspect.signature(run_demo)
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs = {k: v for k, v in wanted.items() if v is not None and (takes_kwargs or k in sig.parameters)}
-    summary = run_demo(**kwargs)
+    from polgen.demo import run_demo
+
+    summary = run_demo(out=args.out, small=args.small, progress=False if args.no_progress else None,
+                       seed=args.seed)
     _print_summary(summary)
+    bad = summary.filter(summary["status"] != "ok")
+    if bad.height:
+        steps = ", ".join(f"{m}/{s} ({st})" for m, s, st in bad.select("method", "step", "status").iter_rows())
+        print(f"polgen demo: {bad.height} step(s) did not complete: {steps}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -575,25 +575,8 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
 # run_demo: generate everything, then run each method end to end where it exists
 # =================================================================================================
 
-class _Unavailable(Exception):
-    """A method entry point is not present in this installation."""
-
-
-def _entry(module: str, name: str) -> Callable:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise _Unavailable(f"{module} not importable ({exc})") from None
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise _Unavailable(f"{module}.{name} not present")
-    return fn
-
-
 class _Steps:
-    """Runs demo steps, timing each and recording ok / failed / not available / skipped."""
+    """Runs demo steps, timing each and recording ok / failed / skipped."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -610,9 +593,6 @@ class _Steps:
         t0 = time.perf_counter()
         try:
             value, text = fn()
-        except _Unavailable as exc:
-            self.add(method, step, "not available", time.perf_counter() - t0, str(exc))
-            return None
         except Exception as exc:  # a demo step failing must not stop the other methods
             log.exception("demo step %s/%s failed", method, step)
             self.add(method, step, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
@@ -647,7 +627,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     names = g.trait_names
 
     def munge_step():
-        munge = _entry("polgen.gsem.munge", "munge")
+        from polgen.gsem.munge import munge
         munged, _drops = munge(files, str(g.hm3), trait_names=names, out=res / "munged")
         n = {k: (v.select(pl.len()).collect().item() if isinstance(v, pl.LazyFrame) else len(v))
              for k, v in munged.items()}
@@ -656,7 +636,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     munged = steps.run("gsem", "munge", munge_step)
 
     def ldsc_step():
-        ldsc = _entry("polgen.gsem.ldsc", "ldsc")
+        from polgen.gsem.ldsc import ldsc
         cs = ldsc(munged, g.ld, trait_names=names)
         cs.save(res / "ldsc_covstruc.json")
         h2 = np.diag(np.asarray(cs.S))
@@ -671,7 +651,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     cs = steps.run("gsem", "ldsc", ldsc_step, needs=munged)
 
     def cf_step():
-        commonfactor = _entry("polgen.gsem.models", "commonfactor")
+        from polgen.gsem.models import commonfactor
         fit = commonfactor(cs)
         par = fit.parameters
         write_table_atomic(res / "commonfactor.parquet", par)
@@ -684,7 +664,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     steps.run("gsem", "commonfactor", cf_step, needs=cs)
 
     def sumstats_step():
-        sumstats = _entry("polgen.gsem.sumstats", "sumstats")
+        from polgen.gsem.sumstats import sumstats
         out = res / "sumstats.parquet"
         lf = sumstats(files, str(g.reference), trait_names=names, se_logit=g.se_logit, OLS=g.OLS,
                       linprob=g.linprob, out=out)
@@ -695,7 +675,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     ss = steps.run("gsem", "sumstats", sumstats_step, needs=cs)
 
     def gwas_step():
-        cf_gwas = _entry("polgen.gsem.gwas", "commonfactor_gwas")
+        from polgen.gsem.gwas import commonfactor_gwas as cf_gwas
         snps = pl.scan_parquet(ss).head(gwas_snps)
         out = res / "commonfactor_gwas"
         r = cf_gwas(snps, cs, out=out, overwrite=True, progress=progress)
@@ -714,7 +694,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
     env = pl.read_csv(d.env, separator="\t").select("IID", "env")
 
     def fit_step():
-        fit = _entry("polgen.lfmm", "fit")
+        from polgen.lfmm import fit
         model = fit(env, str(d.bed), K=d.K, progress=progress)
         save = getattr(model, "save", None)
         if save is not None:
@@ -724,7 +704,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
     model = steps.run("lfmm", "fit", fit_step)
 
     def test_step():
-        test = _entry("polgen.lfmm", "test")
+        from polgen.lfmm import test
         r = test(model, str(d.bed), out=res / "associations", overwrite=True, progress=progress)
         df = r.collect() if hasattr(r, "collect") else r
         score_col = next((c for c in ("LOG10P", "T") if c in df.columns), None)
@@ -748,7 +728,7 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
     betadir = res / "betadata"
 
     def fit_step():
-        fit = _entry("polgen.stlr", "fit") if _has("polgen.stlr", "fit") else _entry("polgen.stlr.train", "fit")
+        from polgen.stlr import fit
         r = fit(str(d.h5ad), d.targets, out=betadir, grn=str(d.grn_links), overwrite=True,
                 progress=progress, **common)
         scores = getattr(r, "scores", None)
@@ -761,7 +741,7 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
     fitted = steps.run("stlr", "fit", fit_step)
 
     def perturb_step():
-        perturb = _entry("polgen.stlr", "perturb")
+        from polgen.stlr import perturb
         tf = "Pax5"
         sim = perturb(str(d.h5ad), str(betadir), tf, 0.0, **common)
         write_table_atomic(res / f"perturb_{tf}_KO.parquet", sim)
@@ -783,14 +763,6 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
                      f"{mean_abs_delta(regulated):.3f} vs other targets {mean_abs_delta(others):.3f}")
 
     steps.run("stlr", "perturb", perturb_step, needs=fitted)
-
-
-def _has(module: str, name: str) -> bool:
-    try:
-        _entry(module, name)
-        return True
-    except _Unavailable:
-        return False
 
 
 def _beta_agreement(d: StlrDemo, betadir: Path) -> str:
@@ -825,8 +797,8 @@ def run_demo(out: str | os.PathLike = "polgen-demo", small: bool = False, progre
              gwas_snps: int | None = None) -> pl.DataFrame:
     """Generate the demo data for every method, run each method end to end, return a summary.
 
-    Steps whose functions are not installed are reported as ``not available``; a failing step is
-    reported (and logged) without stopping the others.  Results go to ``out/<method>/results``;
+    A failing step is reported (and logged) without stopping the others; steps that need its
+    result are reported as ``skipped`` (``polgen demo`` then exits non-zero).  Results go to ``out/<method>/results``;
     the summary is also written to ``out/demo_summary.parquet``.  ``seed`` shifts every generator's
     seed (None: the fixed defaults).  ``gwas_snps``: SNPs run through ``commonfactor_gwas``
     (default 200, or 50 with ``small``).

@@ -179,23 +179,25 @@ def test_method_errors_exit_2(monkeypatch, capsys):
 
 def test_demo_calls_run_demo(monkeypatch, tmp_path, capsys):
     calls = {}
+    status = ["ok", "ok", "ok"]
 
-    def fake_run_demo(out, small=False, progress=None):
-        calls.update(out=out, small=small, progress=progress)
-        return pl.DataFrame({"method": ["gsem", "lfmm", "stlr"], "status": ["ok", "ok", "ok"],
-                             "seconds": [1.25, 2.5, 0.5]})
+    def fake_run_demo(out, small=False, progress=None, seed=None):
+        calls.update(out=out, small=small, progress=progress, seed=seed)
+        return pl.DataFrame({"method": ["gsem", "lfmm", "stlr"], "step": ["ldsc", "test", "fit"],
+                             "status": status, "seconds": [1.25, 2.5, 0.5]})
 
     fake = types.ModuleType("polgen.demo")
     fake.run_demo = fake_run_demo
     monkeypatch.setitem(sys.modules, "polgen.demo", fake)
     assert cli.main(["demo", "--out", str(tmp_path / "d"), "--small", "--no-progress"]) == 0
-    assert calls == {"out": str(tmp_path / "d"), "small": True, "progress": False}
+    assert calls == {"out": str(tmp_path / "d"), "small": True, "progress": False, "seed": None}
     out = capsys.readouterr().out
     assert "polgen demo" in out and "lfmm" in out and "2.5" in out
-    broken = types.ModuleType("polgen.demo")  # no run_demo
-    monkeypatch.setitem(sys.modules, "polgen.demo", broken)
-    assert cli.main(["demo"]) == 2
-    assert "demo is not available" in capsys.readouterr().err
+    # a failed or skipped step makes the command fail, naming the step
+    status[1:] = ["failed", "skipped"]
+    assert cli.main(["demo", "--out", str(tmp_path / "d2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "2 step(s) did not complete" in err and "lfmm/test (failed)" in err and "stlr/fit (skipped)" in err
 
 
 def test_help_and_no_command(capsys):
