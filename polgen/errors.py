@@ -80,8 +80,16 @@ class ResumeError(PolgenError, RuntimeError):
     """An output directory cannot be resumed (different parameters, corrupt manifest)."""
 
 
-class OutputExistsError(PolgenError, FileExistsError):
+class OutputError(PolgenError, OSError):
+    """An output cannot be written: its directory cannot be created, the disk refused the write."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
     """An output exists and neither ``resume`` nor ``overwrite`` was asked for."""
+
+
+class OutputLockedError(OutputExistsError):
+    """Another run (in this or another process) is writing the same output directory right now."""
 
 
 class EngineError(PolgenError, RuntimeError):
@@ -98,6 +106,8 @@ __all__ = [
     "NotPositiveDefiniteError",
     "ConvergenceError",
     "ResumeError",
+    "OutputError",
     "OutputExistsError",
+    "OutputLockedError",
     "EngineError",
 ]

@@ -270,32 +270,39 @@ def run_to_sink(
     :class:`~polgen.io.sink.PartInfo`; the driver appends it to the manifest.  With
     ``resume=True`` tasks whose part is already recorded (and verified: size, rows, SHA-256) are
     skipped, so a killed run finishes where it stopped and the final files are byte-identical to
-    an uninterrupted run.  ``fn`` and the tasks must be picklable for process / Dask executors
-    (a module-level function; small task specs such as paths, ranges and parameters).
+    an uninterrupted run.  While it runs, the calling process holds an exclusive lock on ``out``
+    (:class:`~polgen.io.sink.OutputLock`): a second run on the same directory, in this or another
+    process, raises :class:`~polgen.errors.OutputLockedError` at once.  ``fn`` and the tasks
+    must be picklable for process / Dask executors (a module-level function; small task specs
+    such as paths, ranges and parameters).
     Returns the :class:`~polgen.io.sink.BatchSink`, finalised unless ``finalize=False``.
     """
-    from polgen.io.sink import BatchSink
+    from polgen.io.sink import BatchSink, OutputLock
 
     _check_executor(executor)
     tasks = list(tasks)
-    sink = BatchSink(out, params, resume=resume, overwrite=overwrite)
-    todo = sink.pending(range(len(tasks)))
-    if len(todo) < len(tasks):
-        log.info("resuming %s: %d of %d batches already done", out, len(tasks) - len(todo), len(tasks))
-    work = [
-        _SinkTask(fn, tasks[b], b, str(sink.path), sink.params_json,
-                  getattr(tasks[b], "label", None) or f"batch {b}")
-        for b in todo
-    ]
-    for info in run_tasks(
-        _run_sink_task,
-        work,
-        executor=executor,
-        max_in_flight=max_in_flight,
-        progress=progress,
-        description=description,
-    ):
-        sink.record(info)
-    if finalize:
-        sink.finalize(n_batches=len(tasks), metadata=metadata)
+    # One writing run per directory: the lock is taken before the sink reads, clears or appends
+    # to anything in ``out`` and released when this returns or raises (the kernel releases it
+    # if the process dies).  Workers only write their own part files and never touch it.
+    with OutputLock(out):
+        sink = BatchSink(out, params, resume=resume, overwrite=overwrite)
+        todo = sink.pending(range(len(tasks)))
+        if len(todo) < len(tasks):
+            log.info("resuming %s: %d of %d batches already done", out, len(tasks) - len(todo), len(tasks))
+        work = [
+            _SinkTask(fn, tasks[b], b, str(sink.path), sink.params_json,
+                      getattr(tasks[b], "label", None) or f"batch {b}")
+            for b in todo
+        ]
+        for info in run_tasks(
+            _run_sink_task,
+            work,
+            executor=executor,
+            max_in_flight=max_in_flight,
+            progress=progress,
+            description=description,
+        ):
+            sink.record(info)
+        if finalize:
+            sink.finalize(n_batches=len(tasks), metadata=metadata)
     return sink

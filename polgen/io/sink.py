@@ -7,6 +7,7 @@ Layout of an output directory::
       part-000000.parquet        one file per batch (zstd), written to a temp name then renamed
       part-000001.parquet
       _SUCCESS                   written last by :meth:`BatchSink.finalize`
+      .polgen.lock               while a run writes here (see :class:`OutputLock`); removed at its end
 
 A part is recorded in the manifest only after its file was renamed into place, with its row
 count, byte size and SHA-256, so a run killed at any instant leaves either a complete recorded
@@ -17,6 +18,7 @@ parameters in their parquet key-value metadata, so each file explains itself.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -30,12 +32,13 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from polgen.errors import InputError, OutputExistsError, ResumeError
+from polgen.errors import InputError, OutputError, OutputExistsError, OutputLockedError, ResumeError
 
 log = logging.getLogger("polgen")
 
 MANIFEST = "_polgen_manifest.jsonl"
 SUCCESS = "_SUCCESS"
+LOCK = ".polgen.lock"
 PART_FMT = "part-{:06d}.parquet"
 _PART_KEYS = ("batch", "file", "rows", "bytes", "sha256")
 FORMAT_VERSION = 1
@@ -153,6 +156,11 @@ def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
         size = tmp.stat().st_size
         digest = _sha256(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}", path=path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -179,6 +187,143 @@ def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: 
     meta = {"polgen.params": params_json, "polgen.batch": str(batch), "polgen.format": str(FORMAT_VERSION)}
     rows, size, digest = _write_atomic(out / name, table, meta, "zstd")
     return PartInfo(batch=batch, file=name, rows=rows, bytes=size, sha256=digest)
+
+
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory ``path`` (and its parents), or raise a typed error naming it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OutputExistsError("output path exists and is not a directory", path=p)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output directory: {exc.strerror or exc}", path=p) from None
+    return p
+
+
+# Lock descriptors held by this process; a forked child closes its copies (see _after_fork), so
+# a worker forked while a run holds a lock cannot keep that lock alive after the run ends.
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _after_fork_in_child() -> None:
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class OutputLock:
+    """An exclusive advisory lock on an output directory: one writing run at a time.
+
+    The driver of a run takes it (``fcntl.flock`` on ``out/.polgen.lock``, non-blocking) before
+    it touches the directory and keeps it until the run ends; workers writing parts never need
+    it.  A second run on the same directory, in this process or another, gets
+    :class:`~polgen.errors.OutputLockedError` naming the directory instead of interleaving its
+    parts and manifest records with the first.  The kernel drops the lock when its holder dies
+    (SIGKILL included), so a killed run can be resumed at once; a lock file left behind by a
+    killed run is simply re-locked.  The lock file is removed when the lock is released.  It is
+    an advisory lock: it protects against other polgen runs, on filesystems where ``flock``
+    works across the machines involved (local disks; on NFS only from a single host).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.dir = Path(path)
+        self.file = self.dir / LOCK
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "OutputLock":
+        import fcntl
+
+        if self._fd is not None:
+            raise OutputLockedError("this lock is already held", path=self.dir)
+        make_output_dir(self.dir)
+        for _ in range(100):
+            try:
+                fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot create the lock file {LOCK}: {exc.strerror or exc}",
+                                  path=self.dir) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(f"cannot lock the output directory: {exc.strerror or exc}",
+                                      path=self.dir) from None
+                holder = self._holder()
+                raise OutputLockedError(
+                    "another polgen run is writing this output directory"
+                    + (f" ({holder})" if holder else "")
+                    + "; wait for it to finish or choose another output", path=self.dir) from None
+            # The holder we waited on may have unlinked the file between our open and our lock:
+            # then we locked a file nobody else can see, and must lock the current one instead.
+            try:
+                same = os.stat(self.file).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:  # pragma: no cover - a lock file replaced 100 times in a row
+            raise OutputLockedError("the lock file keeps changing", path=self.dir)
+        try:
+            import socket
+
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError:  # the lock itself is what matters
+            pass
+        self._fd = fd
+        _HELD_LOCK_FDS.add(fd)
+        return self
+
+    def _holder(self) -> str:
+        try:
+            return self.file.read_text(errors="replace").strip()[:200]
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (idempotent)."""
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        _HELD_LOCK_FDS.discard(fd)
+        try:
+            # unlink while still locked: a run that opened the old file then sees it is stale
+            self.file.unlink(missing_ok=True)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # also for copies of the descriptor in forked children
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self) -> None:  # pragma: no cover - a lock dropped without release
+        if self._fd is not None:
+            try:
+                self.release()
+            except Exception:  # noqa: BLE001
+                pass
 
 
 class BatchSink:
@@ -209,7 +354,7 @@ class BatchSink:
                 raise OutputExistsError(
                     "output directory holds part files but no polgen manifest", path=self.path)
             self._clear()
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.path)
         for tmp in self.path.glob(".part-*.tmp-*"):
             tmp.unlink(missing_ok=True)
         if manifest.exists():
