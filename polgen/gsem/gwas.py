@@ -51,12 +51,15 @@ log = logging.getLogger("polgen")
 __all__ = ["user_gwas", "commonfactor_gwas", "lavaanify", "ParTable", "ParRow"]
 
 # ==============================================================================================
-# model syntax -> parameter table -> RAM arrays
+# model syntax -> numbered parameter table -> RAM arrays
+#
+# The syntax is parsed by polgen.gsem.syntax.parse_model (lavaan sem() defaults, GenomicSEM's
+# fixed.x = FALSE: the SNP variance is a free parameter) and the RAM layout (variable order, cells,
+# vech order, structural checks) comes from polgen.gsem.model.compile_model.  What is GWAS-specific
+# is kept here: a parameter table whose rows carry a parameter *number* shared by rows that are
+# constrained equal (labels, ``a == b``: the reparametrisation the kernels fit), values that
+# fix_measurement overwrites, and the flat per-row entry arrays of polgen.kernels.gwas.
 # ==============================================================================================
-_OPS = ("=~", "~~", ":=", "==", "<=", ">=", "~", "<", ">")
-_NUM = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
 @dataclass
 class ParRow:
     lhs: str
@@ -66,7 +69,9 @@ class ParRow:
     value: float            # fixed value, or start value when free (nan: no start)
     label: str = ""
     user: bool = True
-    par: int = -1           # parameter index (free rows and, after fixing, fixed rows too)
+    par: int = -1           # parameter number (rows sharing one are equal); -1 fixed
+    lower: float = -math.inf
+    upper: float = math.inf
 
 
 @dataclass
@@ -74,164 +79,128 @@ class ParTable:
     rows: list[ParRow]
     lv: list[str]
     ov: list[str]
+    defined: list = field(default_factory=list)       # polgen.gsem.syntax.Defined (name := expr)
+    constraints: list = field(default_factory=list)   # polgen.gsem.syntax.Constraint (==, <, >)
 
     def copy(self) -> "ParTable":
-        return ParTable([ParRow(**r.__dict__) for r in self.rows], list(self.lv), list(self.ov))
-
-
-def split_statements(text: str) -> list[str]:
-    """Model lines: comments stripped, ``;`` and newlines separate statements."""
-    out = []
-    for line in re.split(r"[\n;]", text):
-        line = line.split("#", 1)[0].split("!", 1)[0].strip()
-        if line:
-            out.append(line)
-    return out
-
-
-def _parse_term(term: str, lineno: int, line: str) -> tuple[str, str | None]:
-    """'0.5*x' -> ('x', '0.5'); 'NA*x' -> ('x', 'NA'); 'a*x' -> ('x', 'a'); 'x' -> ('x', None)."""
-    term = term.strip()
-    if not term:
-        raise ModelSyntaxError(f"empty term in model line {lineno}: {line!r}", row=lineno)
-    if "*" in term:
-        mod, var = term.rsplit("*", 1)
-        mod, var = mod.strip(), var.strip()
-        if not var or not mod:
-            raise ModelSyntaxError(f"bad term {term!r} in model line {lineno}: {line!r}", row=lineno)
-        return var, mod
-    return term, None
-
-
-def parse_statements(text: str) -> list[tuple[str, str, str, str | None]]:
-    """Statements as (lhs, op, rhs, modifier) tuples, one per right-hand-side term."""
-    if not isinstance(text, str) or not text.strip():
-        raise ModelSyntaxError("the model is empty")
-    out = []
-    for lineno, line in enumerate(split_statements(text), start=1):
-        compact = line.replace(" ", "").replace("\t", "")
-        op = None
-        for cand in _OPS:
-            if cand in compact:
-                op = cand
-                break
-        if op is None:
-            raise ModelSyntaxError(f"no operator (=~, ~, ~~) in model line {lineno}: {line!r}", row=lineno)
-        if op in (":=", "==", "<=", ">=", "<", ">"):
-            raise ModelError(f"user_gwas does not support {op!r} statements (line {lineno}: {line!r})",
-                             row=lineno)
-        lhs, rhs = compact.split(op, 1)
-        if not lhs or not rhs:
-            raise ModelSyntaxError(f"incomplete statement in model line {lineno}: {line!r}", row=lineno)
-        if not re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", lhs):
-            raise ModelSyntaxError(f"bad variable name {lhs!r} in model line {lineno}", row=lineno)
-        for term in rhs.split("+"):
-            var, mod = _parse_term(term, lineno, line)
-            if not re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", var):
-                raise ModelSyntaxError(f"bad variable name {var!r} in model line {lineno}", row=lineno)
-            out.append((lhs, op, var, mod))
-    return out
+        return ParTable([ParRow(**r.__dict__) for r in self.rows], list(self.lv), list(self.ov),
+                        list(self.defined), list(self.constraints))
 
 
 def lavaanify(text: str, *, std_lv: bool = False) -> ParTable:
-    """Parameter table with lavaan's sem() defaults for ``sample.cov`` input (fixed.x = FALSE)."""
-    stmts = parse_statements(text)
-    lv: list[str] = []
-    for lhs, op, _, _ in stmts:
-        if op == "=~" and lhs not in lv:
-            lv.append(lhs)
-    ov: list[str] = []
+    """Parameter table of lavaan ``sem()`` for ``sample.cov`` input as GenomicSEM calls it
+    (:func:`polgen.gsem.syntax.parse_model` with ``fixed_x=False``), as GWAS rows."""
+    from polgen.gsem.syntax import parse_model
 
-    def _add_ov(name):
-        if name not in lv and name not in ov:
-            ov.append(name)
+    table = parse_model(text, std_lv=std_lv, fixed_x=False)
+    rows = []
+    for r in table.rows:
+        free = r.free > 0
+        rows.append(ParRow(r.lhs, r.op, r.rhs, free, float(r.ustart) if not (free and math.isnan(r.ustart))
+                           else np.nan, r.label, bool(r.user), -1, float(r.lower), float(r.upper)))
+    return ParTable(rows, list(table.latent), list(table.observed), list(table.defined),
+                    list(table.constraints))
 
-    for lhs, op, rhs, _ in stmts:
-        if op == "=~":
-            _add_ov(rhs)
-        else:
-            _add_ov(lhs)
-            _add_ov(rhs)
-    rows: list[ParRow] = []
-    seen: set[tuple[str, str, str]] = set()
-    first_ind: dict[str, str] = {}
-    for lhs, op, rhs, mod in stmts:
-        key = (lhs, op, rhs) if op != "~~" else (min(lhs, rhs), op, max(lhs, rhs))
-        if key in seen:
-            raise ModelSyntaxError(f"parameter {lhs} {op} {rhs} is specified twice")
-        seen.add(key)
-        free, value, label = True, np.nan, ""
-        if op == "=~" and lhs not in first_ind:
-            first_ind[lhs] = rhs
-            if mod is None and not std_lv:
-                free, value = False, 1.0
-        if mod is not None:
-            if mod.upper() == "NA":
-                free, value = True, np.nan
-            elif _NUM.match(mod):
-                free, value = False, float(mod)
-            elif re.match(r"^[A-Za-z_.][A-Za-z0-9_.]*$", mod):
-                label = mod
-                if op == "=~" and first_ind.get(lhs) == rhs and not std_lv:
-                    free, value = False, 1.0
-            else:
-                raise ModelSyntaxError(f"unsupported modifier {mod!r} in {lhs} {op} {rhs}")
-        rows.append(ParRow(lhs, op, rhs, free, value, label, True))
-    has = {(r.lhs, r.rhs) for r in rows if r.op == "~~"} | {(r.rhs, r.lhs) for r in rows if r.op == "~~"}
-    indicators: dict[str, list[str]] = {}
-    for r in rows:
-        if r.op == "=~":
-            indicators.setdefault(r.lhs, []).append(r.rhs)
-    all_ind = {x for v in indicators.values() for x in v}
-    dependent = {r.lhs for r in rows if r.op == "~"}
-    predictors = {r.rhs for r in rows if r.op == "~"}
-    # auto.var: observed (non-exogenous first, as lavaan), latent, then exogenous observed
-    ov_x = [v for v in ov if v in predictors and v not in dependent and v not in all_ind]
-    ov_rest = [v for v in ov if v not in ov_x]
-    single = {ind[0] for f, ind in indicators.items() if len(ind) == 1}
-    for v in ov_rest:
-        if (v, v) not in has:
-            if v in single and v not in dependent:
-                rows.append(ParRow(v, "~~", v, False, 0.0, "", False))
-            else:
-                rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
-    for v in lv:
-        if (v, v) not in has:
-            if std_lv:
-                rows.append(ParRow(v, "~~", v, False, 1.0, "", False))
-            else:
-                rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
-    # auto.cov.lv.x: exogenous latent variables covary
-    lv_x = [v for v in lv if v not in dependent and v not in all_ind]
-    for a_i, a in enumerate(lv_x):
-        for b in lv_x[a_i + 1:]:
-            if (a, b) not in has:
-                rows.append(ParRow(a, "~~", b, True, np.nan, "", False))
-    # auto.cov.y: endogenous variables that are not indicators covary
-    ys = [v for v in ov_rest + lv if v in dependent and v not in all_ind]
-    for a_i, a in enumerate(ys):
-        for b in ys[a_i + 1:]:
-            if (a, b) not in has:
-                rows.append(ParRow(a, "~~", b, True, np.nan, "", False))
-    for v in ov_x:
-        if (v, v) not in has:
-            rows.append(ParRow(v, "~~", v, True, np.nan, "", False))
-    return ParTable(rows, lv, ov)
+
+def _label_groups(pt: ParTable) -> dict[str, str]:
+    """label -> representative label: labels tied by ``a == b`` constraints are one group."""
+    from polgen.gsem.syntax import Expr  # noqa: F401  (constraints hold parsed Expr objects)
+
+    parent = {r.label: r.label for r in pt.rows if r.label}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for c in pt.constraints:
+        if c.op == "==" and _single_name(c.lhs) in parent and _single_name(c.rhs) in parent:
+            a, b = find(_single_name(c.lhs)), find(_single_name(c.rhs))
+            if a != b:
+                parent[b] = a
+    return {lab: find(lab) for lab in parent}
+
+
+def _single_name(e) -> str | None:
+    import ast
+
+    return e.tree.id if isinstance(e.tree, ast.Name) else None
+
+
+def _const_value(e) -> float | None:
+    if e.names:
+        return None
+    try:
+        v = e.evaluate({})
+    except (ModelError, ZeroDivisionError, ValueError, OverflowError):
+        return None
+    v = complex(v).real if isinstance(v, complex) else float(v)
+    return v if math.isfinite(v) else None
+
+
+def _check_constraints(pt: ParTable) -> None:
+    """user_gwas fits equality constraints by reparametrisation (one shared parameter) and simple
+    bounds by an active set; other constraint forms are rejected with a clear error."""
+    labels = {r.label for r in pt.rows if r.label}
+    for c in pt.constraints:
+        txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
+        for nm in c.lhs.names + c.rhs.names:
+            if nm not in labels:
+                raise ModelError(f"constraint '{txt}' uses {nm!r}, which labels no parameter of the "
+                                 "model (user_gwas constraints must name parameter labels)", row=c.line)
+        if c.op == "==":
+            a, b = _single_name(c.lhs), _single_name(c.rhs)
+            if a is not None and (b is not None or _const_value(c.rhs) is not None):
+                continue
+            if b is not None and _const_value(c.lhs) is not None:
+                continue
+        raise ModelError(f"constraint '{txt}' is not supported by user_gwas: use 'label == label', "
+                         "'label == number', or bounds 'label > number' / 'label < number'", row=c.line)
 
 
 def number_parameters(pt: ParTable) -> int:
-    """Give each free row a parameter index (rows sharing a label share it); fixed rows -1."""
-    labels: dict[str, int] = {}
+    """Give each free row a parameter number; rows constrained equal (a shared label, or labels
+    tied by ``a == b``) share one, a group with a fixed member (or ``a == number``) is fixed.
+    Bounds of a group are intersected.  Fixed rows get -1."""
+    _check_constraints(pt)
+    group = _label_groups(pt)
+    fixed_at: dict[str, float] = {}
+    for r in pt.rows:
+        if r.label and not r.free and group[r.label] not in fixed_at:
+            fixed_at[group[r.label]] = float(r.value)
+    for c in pt.constraints:
+        if c.op != "==":
+            continue
+        a, b = _single_name(c.lhs), _single_name(c.rhs)
+        if a is not None and b is None:
+            fixed_at.setdefault(group[a], _const_value(c.rhs))
+        elif b is not None and a is None:
+            fixed_at.setdefault(group[b], _const_value(c.lhs))
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for r in pt.rows:
+        if r.label:
+            g = group[r.label]
+            lo[g] = max(lo.get(g, -math.inf), r.lower)
+            hi[g] = min(hi.get(g, math.inf), r.upper)
+    nums: dict[str, int] = {}
     n = 0
     for r in pt.rows:
+        g = group.get(r.label) if r.label else None
+        if g is not None and g in fixed_at:
+            r.free, r.value = False, fixed_at[g]
         if not r.free:
             r.par = -1
             continue
-        if r.label:
-            if r.label not in labels:
-                labels[r.label] = n
+        if g is not None:
+            r.lower, r.upper = lo[g], hi[g]
+            if r.lower > r.upper:
+                raise ModelError(f"the bounds of parameter label {r.label!r} exclude every value")
+            if g not in nums:
+                nums[g] = n
                 n += 1
-            r.par = labels[r.label]
+            r.par = nums[g]
         else:
             r.par = n
             n += 1
@@ -279,7 +248,13 @@ def vech_index(r: int, c: int, n: int) -> int:
 def compile_ram(pt: ParTable, traits: list[str], snp_name: str = "SNP",
                 observed: list[str] | None = None) -> CompiledModel:
     """RAM arrays of a numbered parameter table.  Every row must have ``par`` set (>= 0 for
-    parameters, -1 for fixed values held in ``value``)."""
+    parameters, -1 for fixed values held in ``value``).  The layout comes from
+    :func:`polgen.gsem.model.compile_model` (which also rejects duplicated parameters and
+    self-regressions); the observed variables are ordered SNP first, then the traits in covstruc
+    order."""
+    from polgen.gsem import syntax as sx
+    from polgen.gsem.model import compile_model
+
     tset = set(traits)
     if observed is None:
         observed = [v for v in pt.ov if v != snp_name]
@@ -289,29 +264,27 @@ def compile_ram(pt: ParTable, traits: list[str], snp_name: str = "SNP",
                          f"({traits}) nor latent variables nor {snp_name}")
     has_snp = snp_name in pt.ov
     obs = ([snp_name] if has_snp else []) + [t for t in traits if t in set(observed)]
-    names = obs + list(pt.lv)
+    # every row its own cell: a table with each row free once gives the cell of each row
+    srows = [sx.ParRow(i + 1, r.lhs, r.op, r.rhs, int(r.user), i + 1, math.nan)
+             for i, r in enumerate(pt.rows)]
+    table = sx.ParTable(rows=srows, observed=list(obs), latent=list(pt.lv))
+    cm = compile_model(table, observed_order=list(obs))
+    names = cm.variables
     index = {v: i for i, v in enumerate(names)}
-    p = len(obs)
-    k = len(traits)
-    K1 = k + 1
+    p = cm.p
+    K1 = len(traits) + 1
     obs_map = np.array([0 if v == snp_name else 1 + traits.index(v) for v in obs], np.int64)
-    ma, mb = [], []
-    for b in range(p):
-        for a in range(b, p):
-            ma.append(a)
-            mb.append(b)
+    ma = np.ascontiguousarray(cm.vech_row, np.int64)
+    mb = np.ascontiguousarray(cm.vech_col, np.int64)
     vidx = [vech_index(int(obs_map[a]), int(obs_map[b]), K1) for a, b in zip(ma, mb)]
     kind, er, ec, epar, evals = [], [], [], [], []
     npar = 1 + max([r.par for r in pt.rows] + [-1])
-    for r in pt.rows:
+    for t, r in enumerate(pt.rows):
+        kind.append(int(cm.par_kind[t]))
         if r.op == "=~":
-            kind.append(0); er.append(index[r.rhs]); ec.append(index[r.lhs])
-        elif r.op == "~":
-            kind.append(0); er.append(index[r.lhs]); ec.append(index[r.rhs])
-        elif r.op == "~~":
-            kind.append(1); er.append(index[r.lhs]); ec.append(index[r.rhs])
-        else:  # pragma: no cover - rejected by the parser
-            raise ModelError(f"unsupported operator {r.op}")
+            er.append(index[r.rhs]); ec.append(index[r.lhs])
+        else:  # '~' and '~~' (a symmetric S cell, kept in the written order)
+            er.append(index[r.lhs]); ec.append(index[r.rhs])
         epar.append(r.par)
         evals.append(0.0 if r.par >= 0 else float(r.value))
     epar_a = np.array(epar, np.int64)
@@ -322,7 +295,7 @@ def compile_ram(pt: ParTable, traits: list[str], snp_name: str = "SNP",
     par_ptr[1:] = np.cumsum(counts)
     return CompiledModel(
         nv=len(names), p=p, var_names=names, obs_map=obs_map,
-        ma=np.array(ma, np.int64), mb=np.array(mb, np.int64), vidx=np.array(vidx, np.int64),
+        ma=ma, mb=mb, vidx=np.array(vidx, np.int64),
         ent_kind=np.array(kind, np.int64), ent_r=np.array(er, np.int64), ent_c=np.array(ec, np.int64),
         ent_par=epar_a, ent_val=np.array(evals, np.float64), par_ptr=par_ptr, par_ent=par_ent,
         npar=npar, rows=pt.rows,
@@ -380,6 +353,9 @@ class _Plan:
     npar: int
     est_row: int = -1               # commonfactor: par of F1 ~ SNP
     ml_wmode: int = 0
+    bounds: tuple | None = None     # (lower, upper) per parameter when the model has bounds
+    defined: list = field(default_factory=list)       # [(name, Expr)] of ':=' parameters
+    label_src: dict = field(default_factory=dict)     # label -> (par, value) (par -1: fixed)
     eliminate: bool = True          # solve indicator residual variances in closed form (their SEs
                                     # are then not computed: off for long= / sub= output)
 
@@ -497,6 +473,65 @@ def _sign_starts(pt: ParTable, th: np.ndarray, max_starts: int = 16,
     return out
 
 
+def _par_bounds(pt: ParTable, npar: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-parameter bounds (lower(), upper(), ``label > number``, ``label < number``)."""
+    lo = np.full(npar, -np.inf)
+    hi = np.full(npar, np.inf)
+    for r in pt.rows:
+        if r.par >= 0:
+            lo[r.par] = max(lo[r.par], r.lower)
+            hi[r.par] = min(hi[r.par], r.upper)
+    return lo, hi
+
+
+def _fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
+    """fit_cov with bounds by an active set (as lavaan's solution: parameters that would leave
+    their interval are held at the bound, one is released when it moves back inside)."""
+    from polgen.kernels.gwas import ST_OK, fit_cov
+
+    at = np.zeros(npar, np.int8)          # 0 free, 1 at lower, 2 at upper
+    th0 = np.array(start, dtype=np.float64, copy=True)
+    for _ in range(2 * npar + 2):
+        th0[at == 1] = lo[at == 1]
+        th0[at == 2] = hi[at == 2]
+        fidx = np.nonzero(at == 0)[0].astype(np.int64)
+        th, st, _, sig = fit_cov(s, w, arrays, fidx, th0, ml=ml)
+        if st != ST_OK:
+            return th, st, sig
+        viol = np.where(th < lo, 1, np.where(th > hi, 2, 0)).astype(np.int8)
+        viol[at != 0] = 0
+        if not viol.any():
+            return th, st, sig
+        at = np.where(viol != 0, viol, at)
+        th0 = np.where(viol != 0, th0, th)
+    return th, st, sig
+
+
+def _no_snp_text(text: str, pred: str) -> str:
+    """The model without its SNP lines, as R's userGWAS writes it for fix_measurement (lines
+    naming the SNP and ':=' lines dropped); constraint lines left naming labels of dropped rows
+    are dropped too (R's lavaan call fails on them)."""
+    from polgen.gsem.syntax import parse_syntax
+
+    lines = [ln for ln in text.split("\n") if pred not in ln and ":=" not in ln]
+    try:
+        flat, _, _ = parse_syntax("\n".join(lines))
+    except ModelSyntaxError:
+        return "\n".join(lines)
+    labels = {r.label for r in flat if r.label}
+    keep = []
+    for ln in lines:
+        try:
+            f, _, cons = parse_syntax(ln)
+        except ModelSyntaxError:
+            keep.append(ln)
+            continue
+        if cons and not f and any(n not in labels for c in cons for n in c.lhs.names + c.rhs.names):
+            continue
+        keep.append(ln)
+    return "\n".join(keep)
+
+
 def _fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool,
                   ml: bool) -> tuple[ParTable, dict]:
     """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
@@ -514,9 +549,10 @@ def _fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[st
     w = np.array([1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)]
                   for a, b in zip(cm.ma, cm.mb)])
     th0 = _start_values(pt0, S_LD, traits, npar)
+    lo, hi = _par_bounds(pt0, npar)
     best = None
     for start in _sign_starts(pt0, th0):
-        th, st, _, sig = fit_cov(s, w, cm.arrays(), np.arange(npar), start, ml=ml)
+        th, st, sig = _fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml)
         if st != ST_OK:
             continue
         if ml:
@@ -614,19 +650,18 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
         if not _is_pd(V_LD):
             log.warning("V_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
             V_LD = _near_pd(V_LD)
-        lines = [ln for ln in re.split(r"\n", text) if pred not in ln and ":=" not in ln]
-        pt0, est0 = _fit_baseline("\n".join(lines), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+        pt0, est0 = _fit_baseline(_no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
         rows = []
         for r in pt0.rows:
             rr = ParRow(**r.__dict__)
             rr.value = est0[(r.lhs, r.op, r.rhs)]
             rr.free = bool(r.free and r.op == "~~" and r.lhs == r.rhs)
-            rr.label = "" if not rr.free else rr.label
+            # a fixed labelled row keeps its label: parameters tied to it are fixed with it
             rows.append(rr)
         for r in pt_full.rows:
             if r.lhs == pred or r.rhs == pred:
                 rows.append(ParRow(**r.__dict__))
-        pt = ParTable(rows, pt_full.lv, pt_full.ov)
+        pt = ParTable(rows, pt_full.lv, pt_full.ov, pt_full.defined, pt_full.constraints)
         npar = number_parameters(pt)
         cm = compile_ram(pt, traits, snp_name=pred)
         th = _start_values(pt, S_LD, traits, npar)
@@ -635,10 +670,9 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
         pt = pt_full
         npar = number_parameters(pt)
         cm = compile_ram(pt, traits, snp_name=pred)
-        lines = [ln for ln in re.split(r"\n", text) if pred not in ln and ":=" not in ln]
         base = None
         try:
-            _, base = _fit_baseline("\n".join(lines), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+            _, base = _fit_baseline(_no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
         except Exception as exc:  # noqa: BLE001 - starts only: fall back to lavaan-like defaults
             log.info("no baseline starts (%s); using default start values", exc)
         th = _start_values(pt, S_LD, traits, npar, baseline=base)
@@ -652,23 +686,36 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
         from polgen.kernels.gwas import fast_structure
 
         stage.fast = fast_structure(arrays, stage.fidx, starts[0])
-    # output rows
+    # output rows: parameters (par >= 0 free, -1 fixed) and defined parameters (par -2)
+    rows_all = [(r.lhs, r.op, r.rhs, r.par, float(r.value) if r.par < 0 else np.nan) for r in pt.rows]
+    rows_def = [(d.name, ":=", d.expr.text, -2, np.nan) for d in pt.defined]
     if long:
-        sel = [r for r in pt.rows]
+        out_rows = rows_all + rows_def
     elif sub:
         subs = [sub] if isinstance(sub, str) else list(sub)
-        subs = [s.replace(" ", "") for s in subs]
-        sel = [r for s in subs for r in pt.rows if f"{r.lhs}{r.op}{r.rhs}" == s]
-        found = {f"{r.lhs}{r.op}{r.rhs}" for r in sel}
-        miss = [s for s in subs if s not in found]
+        subs = ["".join(str(x).split()) for x in subs]
+        out_rows = []
+        for x in subs:
+            out_rows += [r for r in rows_all + rows_def
+                         if f"{r[0]}{r[1]}{r[2]}" == x or (r[1] == ":=" and r[0] == x)]
+        found = {f"{r[0]}{r[1]}{r[2]}" for r in out_rows} | {r[0] for r in out_rows if r[1] == ":="}
+        miss = [x for x in subs if x not in found]
         if miss:
             raise ModelError(f"sub= names parameters not in the model: {miss}")
     else:
-        sel = [r for r in pt.rows if r.par >= 0 and ((r.op == "~" and r.rhs == pred) or
-                                                       (r.op == "~" and r.lhs == pred))]
-        if not sel:
+        out_rows = [r for r in rows_all if r[3] >= 0 and r[1] == "~" and pred in (r[0], r[2])]
+        if not out_rows:
             raise ModelError(f"the model has no free '~ {pred}' parameter to report")
-    out_rows = [(r.lhs, r.op, r.rhs, r.par, float(r.value) if r.par < 0 else np.nan) for r in sel]
+        out_rows += rows_def
+    if pt.defined and ml:
+        log.warning("user_gwas: standard errors of defined (:=) parameters are not available for "
+                    "ML (as R's userGWAS); their se is NaN")
+    label_src: dict[str, tuple[int, float]] = {}
+    for r in pt.rows:
+        if r.label and r.label not in label_src:
+            label_src[r.label] = (r.par, float(r.value))
+    lo, hi = _par_bounds(pt, npar)
+    bounds = (lo, hi) if (np.isfinite(lo).any() or np.isfinite(hi).any()) else None
     # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
     q_ptr = q_obs = q_trait = None
     q_rows: dict[int, int] = {}
@@ -702,6 +749,7 @@ def _plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv,
         v_pd_known=_is_pd(V_LD) and _v_snp_pd_constant(I, gc), ml=ml, toler=tol,
         smooth_check=smooth_check, stage1=stage, stage2=None, out_rows=out_rows, q_ptr=q_ptr,
         q_obs=q_obs, q_trait=q_trait, q_rows=q_rows, q_df=q_df, df=nmom - npar, npar=npar,
+        bounds=bounds, defined=[(d.name, d.expr) for d in pt.defined], label_src=label_src,
     )
 
 
@@ -825,6 +873,153 @@ def _run_stage(plan: _Plan, stage: _Stage, beta, se, var, theta0=None, q=False, 
     return best
 
 
+def _apply_bounds(plan: _Plan, beta, se, var, res) -> np.ndarray:
+    """Bounds (``label > number``, ``lower()`` ...) by an active set, as lavaan's constrained
+    solution: SNPs whose estimate leaves an interval are refit with that parameter held at the
+    bound (the others free), until no free parameter leaves its interval; a held parameter is
+    released when, refit free, it stays inside and the objective does not increase.  ``res`` is
+    updated in place; returns the per-SNP mask of parameters that are free (n x npar)."""
+    from polgen.kernels.gwas import ST_OK
+
+    lo, hi = plan.bounds
+    est = res["est"]
+    n, npar = est.shape
+    bpar = np.nonzero(np.isfinite(lo) | np.isfinite(hi))[0]
+    state = np.zeros((n, bpar.size), np.int8)   # 0 free, 1 held at lower, 2 held at upper
+
+    def refit(rows, st_rows):
+        pats, inv = np.unique(st_rows, axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        outs = []
+        for g, pat in enumerate(pats):
+            sub = rows[inv == g]
+            held = bpar[pat != 0]
+            fidx = np.array([q for q in range(npar) if q not in set(held.tolist())], np.int64)
+            theta0 = np.nan_to_num(res["est"][sub].copy())
+            for q, code in zip(bpar, pat):
+                if code:
+                    theta0[:, q] = lo[q] if code == 1 else hi[q]
+            stage = _Stage(plan.stage1.model, fidx, theta0[:1], plan.stage1.snpvar_par)
+            outs.append((sub, _run_stage(plan, stage, beta[sub], se[sub], var[sub], theta0=theta0,
+                                         q=plan.q_ptr is not None)))
+        return outs
+
+    def leaves(e):
+        v = np.where(e < lo[bpar], 1, np.where(e > hi[bpar], 2, 0)).astype(np.int8)
+        return v
+
+    for _ in range(2 * bpar.size + 2):
+        v = leaves(res["est"][:, bpar])
+        v[state != 0] = 0
+        v[res["status"] != ST_OK] = 0
+        rows = np.nonzero(v.any(axis=1))[0]
+        if rows.size == 0:
+            break
+        state[rows] = np.where(v[rows] != 0, v[rows], state[rows])
+        for sub, r2 in refit(rows, state[rows]):
+            for key, arr in r2.items():
+                res[key][sub] = arr
+    # release pass: a held parameter whose free refit stays inside with no higher objective
+    for j in range(bpar.size):
+        rows = np.nonzero((state[:, j] != 0) & (res["status"] == ST_OK))[0]
+        if rows.size == 0:
+            continue
+        trial = state[rows].copy()
+        trial[:, j] = 0
+        for sub, r2 in refit(rows, trial):
+            inside = (leaves(r2["est"][:, bpar]) == 0).all(axis=1)
+            better = (r2["status"] == ST_OK) & inside & (r2["fmin"] <= res["fmin"][sub] * (1 + 1e-10) + 1e-300)
+            if better.any():
+                upd = sub[better]
+                for key, arr in r2.items():
+                    res[key][upd] = arr[better]
+                state[upd, j] = 0
+    free = np.ones((n, npar), bool)
+    free[:, bpar] = state == 0
+    return free
+
+
+_NP_FUNCS = {
+    "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "log10": np.log10, "sin": np.sin, "cos": np.cos,
+    "tan": np.tan, "tanh": np.tanh, "atanh": np.arctanh,
+    "abs": lambda z: np.where(np.real(z) >= 0, z, -z),
+}
+
+
+def _eval_np(expr, env: dict):
+    """Vectorised (numpy, real or complex) value of a parsed :class:`polgen.gsem.syntax.Expr`."""
+    import ast
+
+    def ev(node):
+        if isinstance(node, ast.Constant):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.UnaryOp):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp):
+            a, b = ev(node.left), ev(node.right)
+            op = node.op
+            if isinstance(op, ast.Add):
+                return a + b
+            if isinstance(op, ast.Sub):
+                return a - b
+            if isinstance(op, ast.Mult):
+                return a * b
+            if isinstance(op, ast.Div):
+                return a / b
+            return a ** b
+        return _NP_FUNCS[node.func.id](ev(node.args[0]))
+
+    with np.errstate(all="ignore"):
+        return ev(expr.tree)
+
+
+def _defined_params(plan: _Plan, se, var, res, free, ok):
+    """Estimates (the expressions at the per-SNP estimates) and delta-method SEs (Jacobian by
+    complex step, as lavaan's lav_func_jacobian_complex, with the sandwich covariance) of the
+    defined parameters: (n x n_defined) each."""
+    est = res["est"]
+    n, npar = est.shape
+    nd = len(plan.defined)
+
+    def values(step_par=-1, h=0.0):
+        env = {}
+        for lab, (par, val) in plan.label_src.items():
+            if par >= 0:
+                col = est[:, par]
+                env[lab] = col + 1j * h if par == step_par else col
+            else:
+                env[lab] = np.full(n, val)
+        out = []
+        for name, expr in plan.defined:
+            v = _eval_np(expr, env)
+            v = np.broadcast_to(np.asarray(v), (n,))
+            env[name] = v
+            out.append(v)
+        return out
+
+    d_est = np.column_stack([np.real(v) for v in values()]).astype(np.float64) if nd else np.zeros((n, 0))
+    d_est[~ok] = np.nan
+    if plan.ml:
+        return d_est, np.full((n, nd), np.nan)
+    used = sorted({par for par, _ in plan.label_src.values() if par >= 0})
+    jd = np.zeros((n, nd, npar))
+    h = 1e-20
+    for q in used:
+        for d, v in enumerate(values(q, h)):
+            jd[:, d, q] = np.imag(v) / h
+    jd[~np.isfinite(jd)] = 0.0
+    if free is None:
+        free = np.ones((n, npar), bool)
+    from polgen.kernels.gwas_defined import defined_se_batch
+
+    d_se = defined_se_batch(se, var, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
+                            plan.stage1.model, np.nan_to_num(est), free, jd, ok)
+    return d_est, d_se
+
+
 def _extract(plan: _Plan, df: pl.DataFrame):
     n = df.height
     k = len(plan.traits)
@@ -883,6 +1078,9 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     beta, se, var = _extract(plan, df)
     n = df.height
     res = _run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
+    free = None
+    if plan.kind == "user" and plan.bounds is not None:
+        free = _apply_bounds(plan, beta, se, var, res)
     ok = res["status"] == ST_OK
     ids = df.select(plan.id_cols)
     warn = _warnings(res["status"], res["flags"])
@@ -892,8 +1090,10 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
         report = np.array([plan.est_row], dtype=np.int64)
     else:
         report = np.array([r[3] for r in plan.out_rows if r[3] >= 0], dtype=np.int64)
-    finite = (np.isfinite(res["est"][:, report]).all(axis=1)
-              & np.isfinite(res["se"][:, report]).all(axis=1))
+    se_fin = np.isfinite(res["se"][:, report])
+    if free is not None:  # a parameter held at its bound has no SE (NaN, as lavaan's NA)
+        se_fin |= ~free[:, report]
+    finite = np.isfinite(res["est"][:, report]).all(axis=1) & se_fin.all(axis=1)
     overflow = ok & ~finite
     if overflow.any():
         ok = ok & finite
@@ -924,8 +1124,14 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     nr = len(plan.out_rows)
     est = np.empty((n, nr))
     sev = np.empty((n, nr))
-    for j, (_, _, _, par, val) in enumerate(plan.out_rows):
-        if par >= 0:
+    if plan.defined:
+        d_est, d_se = _defined_params(plan, se, var, res, free, ok)
+        d_names = [d[0] for d in plan.defined]
+    for j, (lhs, _, _, par, val) in enumerate(plan.out_rows):
+        if par == -2:
+            est[:, j] = d_est[:, d_names.index(lhs)]
+            sev[:, j] = d_se[:, d_names.index(lhs)]
+        elif par >= 0:
             est[:, j] = res["est"][:, par]
             sev[:, j] = res["se"][:, par]
         else:

@@ -1,0 +1,163 @@
+"""numba kernel: delta-method standard errors of defined (``:=``) GWAS parameters.
+
+For every SNP the sandwich covariance of the free parameters is rebuilt at the estimates the
+per-SNP fit returned (:func:`polgen.kernels.gwas.gwas_batch`), exactly as that fit computes its
+standard errors (DWLS weights ``1 / diag(V_full)``, ``bread = (D' W D)^-1``,
+``Omega = bread (W D)' V_full (W D) bread``), and the variance of each defined parameter is
+``J Omega J'`` with ``J`` its Jacobian (computed by the caller).  Parameters held at a bound for
+a SNP are not free for that SNP (``free`` mask): the constrained sandwich, as lavaan treats an
+active inequality constraint.
+
+Inputs are contiguous float64 / int64 arrays; nothing here knows of Polars or model syntax.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from polgen.kernels.gwas import (_chol, _implied, _inv_gj, _jacobian, near_pd, v_full_into,
+                                 v_snp_into)
+
+_FM = {"reassoc", "contract", "arcp"}
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
+                   ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
+    k = se.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    nmom = vidx.shape[0]
+    npar = est.shape[1]
+    ndef = jd.shape[1]
+    mf = max(npar, 1)
+    VS = np.empty((k, k))
+    Vf = np.empty((Kst, Kst))
+    tmpK = np.empty((Kst, Kst))
+    Vsub = np.empty((nmom, nmom))
+    w = np.empty(nmom)
+    A = np.empty((nv, nv))
+    S = np.empty((nv, nv))
+    IA = np.empty((nv, nv))
+    B = np.empty((nv, nv))
+    T = np.empty((nv, p))
+    C = np.empty((nv, p))
+    J = np.empty((nmom, mf))
+    WJ = np.empty((nmom, mf))
+    VL = np.empty((nmom, mf))
+    H = np.empty((mf, mf))
+    Br = np.empty((mf, mf))
+    M = np.empty((mf, mf))
+    Om = np.empty((mf, mf))
+    tmp = np.empty((mf, mf))
+    fidx = np.empty(mf, np.int64)
+    for i in range(lo, hi):
+        for d in range(ndef):
+            out[i, d] = np.nan
+        if not ok[i]:
+            continue
+        nf = 0
+        for q in range(npar):
+            if free[i, q]:
+                fidx[nf] = q
+                nf += 1
+        v_snp_into(se[i], I_LD, var[i], gc, VS)
+        v_full_into(V_LD, VS, varse2, Vf)
+        if not v_pd_known:
+            for a in range(Kst):
+                for b in range(Kst):
+                    tmpK[a, b] = Vf[a, b]
+            if not _chol(tmpK, Kst, 0.0):
+                if not near_pd(Vf.copy(), Vf):
+                    continue
+        for m in range(nmom):
+            for m2 in range(nmom):
+                Vsub[m, m2] = Vf[vidx[m], vidx[m2]]
+            w[m] = 1.0 / Vsub[m, m]
+        if not _implied(est[i], ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
+            continue
+        _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+        for m in range(nmom):
+            for a in range(nf):
+                WJ[m, a] = w[m] * J[m, a]
+        for a in range(nf):
+            for b in range(nf):
+                s = 0.0
+                for m in range(nmom):
+                    s += J[m, a] * WJ[m, b]
+                H[a, b] = s
+        if not _inv_gj(H, nf, Br):
+            continue
+        for m in range(nmom):
+            for a in range(nf):
+                s = 0.0
+                for m2 in range(nmom):
+                    s += Vsub[m, m2] * WJ[m2, a]
+                VL[m, a] = s
+        for a in range(nf):
+            for b in range(nf):
+                s = 0.0
+                for m in range(nmom):
+                    s += WJ[m, a] * VL[m, b]
+                M[a, b] = s
+        for a in range(nf):
+            for b in range(nf):
+                s = 0.0
+                for c in range(nf):
+                    s += M[a, c] * Br[c, b]
+                tmp[a, b] = s
+        for a in range(nf):
+            for b in range(nf):
+                s = 0.0
+                for c in range(nf):
+                    s += Br[a, c] * tmp[c, b]
+                Om[a, b] = s
+        for d in range(ndef):
+            s = 0.0
+            for a in range(nf):
+                ja = jd[i, d, fidx[a]]
+                if ja == 0.0:
+                    continue
+                for b in range(nf):
+                    s += ja * Om[a, b] * jd[i, d, fidx[b]]
+            if np.isfinite(s):
+                out[i, d] = np.sqrt(s) if s > 0.0 else 0.0
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _defined_parallel(nchunks, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
+                      ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
+    n = se.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    for c in nb.prange(nchunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        if lo < hi:
+            _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx,
+                           ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free,
+                           jd, ok, out)
+
+
+def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, free, jd, ok):
+    """Delta-method SEs (n x n_defined) of defined parameters with Jacobians ``jd``
+    (n x n_defined x npar) at the per-SNP estimates ``est`` (n x npar); ``free`` (n x npar, bool)
+    marks the parameters free for each SNP; ``ok`` the SNPs to compute (others NaN)."""
+    f64, i64 = np.float64, np.int64
+    n = est.shape[0]
+    out = np.full((n, jd.shape[1]), np.nan)
+    if n == 0 or jd.shape[1] == 0:
+        return out
+    args = (np.ascontiguousarray(se, f64), np.ascontiguousarray(var, f64),
+            np.ascontiguousarray(V_LD, f64), np.ascontiguousarray(I_LD, f64), int(gc), float(varse2),
+            bool(v_pd_known), int(model["nv"]), int(model["p"]), np.ascontiguousarray(model["ma"], i64),
+            np.ascontiguousarray(model["mb"], i64), np.ascontiguousarray(model["vidx"], i64),
+            model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"], model["ent_val"],
+            model["par_ptr"], model["par_ent"], np.ascontiguousarray(est, f64),
+            np.ascontiguousarray(free, np.bool_), np.ascontiguousarray(jd, f64),
+            np.ascontiguousarray(ok, np.bool_), out)
+    if n >= 2048:
+        _defined_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), *args)
+    else:
+        _defined_range(0, n, *args)
+    return out
