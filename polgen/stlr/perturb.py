@@ -93,8 +93,7 @@ class Perturber:
 
     def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
                  scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
-                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
-                 cache_mb: float | None = None) -> None:
+                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None) -> None:
         from polgen.kernels.ligands import GaussTiles
         from polgen.stlr.ligands import MODES
 
@@ -127,12 +126,8 @@ class Perturber:
         self.X0 = t.X
         self.maxv = np.ascontiguousarray(self.X0.max(axis=0)) if self.X0.size else np.zeros(0)
         self.Xf0_lig = filtered(self.X0[:, self.lig_gene]) if self.ligands else np.zeros((len(t.obs_names), 0))
-        # exact mode: the Gaussian tiles are kept between steps when they fit in cache_mb
-        # (default $POLGEN_STLR_CACHE_MB or 1024 MB): later steps then skip the N^2 exps
-        if cache_mb is None:
-            cache_mb = float(os.environ.get("POLGEN_STLR_CACHE_MB", 1024))
-        self.tiles = (GaussTiles(t.coords[:, 0], t.coords[:, 1], cache_bytes=int(cache_mb * 2**20))
-                      if mode == "exact" else None)
+        # exact mode: the k-d tiling of the cells is built once and reused by every step
+        self.tiles = GaussTiles(t.coords[:, 0], t.coords[:, 1]) if mode == "exact" else None
         self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
         self.used = set()
         for g in self.plan.genes:
