@@ -54,7 +54,9 @@ PEAKS: dict[str, dict] = {}
 def _report_peaks(request):
     """Peak RSS above the post-warm-up baseline of each capped run, kept in the pytest cache."""
     yield
-    request.config.cache.set("polgen/memory_caps", PEAKS)
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    if cache is not None:
+        cache.set("polgen/memory_caps", PEAKS)
 
 
 def capped(code: str, preamble: str, headroom: int, timeout: float = 240.0, label: str | None = None):
@@ -65,6 +67,15 @@ def capped(code: str, preamble: str, headroom: int, timeout: float = 240.0, labe
                         round((res.peak_rss - res.baseline_rss) / MB, 1),
                         "baseline_rss_mb": round(res.baseline_rss / MB, 1)}
     return res
+
+
+def oom(res) -> bool:
+    """The capped run failed for lack of memory: a MemoryError, or a native allocator abort
+    (Polars / Arrow abort the process when an allocation fails) -- not any other error."""
+    if res.out_of_memory:
+        return True
+    return res.status == "crashed" and res.returncode is not None and res.returncode < 0 and any(
+        k in res.stderr.lower() for k in ("memory allocation", "out of memory", "bad_alloc", "cannot allocate"))
 
 
 # -- BedStream ------------------------------------------------------------------------------------
@@ -147,10 +158,20 @@ def test_user_gwas_out_under_cap(tmp_path):
     out = tmp_path / "gwas"
     code = (f"lf = user_gwas({str(snps)!r}, cov, model, long=True, batch_size=1000, out={str(out)!r}, "
             "progress=False)\nRESULT = 1\n")
-    headroom = 64 * MB
+    # measured here: the streamed run grows the address space by ~9 MB; the controls below by
+    # ~55 MB (every result held in memory) and ~58 MB (batches 10x larger)
+    headroom = 32 * MB
     res = capped(code, pre, headroom, label="user_gwas")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
+    # controls: the same SNPs under the same cap, without streaming to disk, and with batches 10x
+    # larger, both run out of memory -- the cap is tight enough to tell streaming from not
+    hoard = capped(f"df = user_gwas({str(snps)!r}, cov, model, long=True, batch_size=1000, progress=False)\n"
+                   "RESULT = df.height\n", pre, headroom)
+    assert oom(hoard), (hoard.status, hoard.error, hoard.value)
+    big = capped(f"lf = user_gwas({str(snps)!r}, cov, model, long=True, batch_size=10_000, "
+                 f"out={str(tmp_path / 'gwas_big')!r}, progress=False)\nRESULT = 1\n", pre, headroom)
+    assert oom(big), (big.status, big.error)
     got = pl.scan_parquet(str(out / "part-*.parquet")).collect()
     per_snp = got.height // n
     assert got.height == per_snp * n and per_snp >= 4  # long=True: every parameter per SNP
@@ -169,7 +190,7 @@ def test_stlr_perturb_batch_out_under_cap(tmp_path):
     import polgen.stlr as stlr
     from polgen.demo import make_stlr_demo
 
-    d = make_stlr_demo(tmp_path, small=True)
+    d = make_stlr_demo(tmp_path, n_cells=1200, small=True)  # 2x the cells of the small demo
     common = dict(lr=str(d.lr), radius=d.radius, contact_distance=d.contact_distance, layer=d.layer,
                   cluster_key=d.cluster_key)
     stlr.fit(str(d.h5ad), d.targets, out=tmp_path / "betas", grn=str(d.grn_links), progress=False, **common)
@@ -185,10 +206,18 @@ def test_stlr_perturb_batch_out_under_cap(tmp_path):
            f"stlr.perturb_batch({args}, {targets[:1]!r}, {str(tmp_path / 'warm')!r}, overwrite=True, progress=False, **common)\n")
     out = tmp_path / "pb"
     code = f"sink = stlr.perturb_batch({args}, {targets!r}, {str(out)!r}, progress=False, **common)\nRESULT = 1\n"
-    headroom = 96 * MB
+    # measured here: the streamed run grows the address space by ~2 MB, the control below by ~34 MB
+    headroom = 16 * MB
     res = capped(code, pre, headroom, label="stlr.perturb_batch")
     assert res.ok, (res.status, res.error, res.stderr[-2000:])
     assert res.peak_rss - res.baseline_rss < headroom
+    # control: the same 40 perturbations with their results kept in memory (what a loop over
+    # stlr.perturb does) run out of memory under the same cap
+    hoard = capped("import polars as pl\nfrom polgen.stlr.perturb import Perturber\n"
+                   f"m = Perturber({args}, **common)\n"
+                   f"sims = [m.run(tg, 0.0).select(pl.lit(tg).alias('target'), pl.all()) for tg in {targets!r}]\n"
+                   "RESULT = pl.concat(sims).height\n", pre, headroom)
+    assert oom(hoard), (hoard.status, hoard.error, hoard.value)
     got = pl.scan_parquet(str(out / "part-*.parquet")).collect()
     assert got.height == 40 * d.n_cells
     assert got["target"].unique(maintain_order=True).to_list() == targets
