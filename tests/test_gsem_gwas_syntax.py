@@ -154,3 +154,13 @@ def test_sub_selects_defined_and_bad_constraints_raise(data):
             user_gwas(snps, cov, BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\n" + bad)
     with pytest.raises(ModelError, match="exclude"):
         user_gwas(snps, cov, BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 > 1\nb1 < 0")
+
+
+def test_non_finite_defined_parameter_is_reported(data):
+    """A defined parameter that is not finite at a SNP's estimates (0 denominator) is NaN-free
+    in its meaning: est inf, se NaN, and the SNP's warning says so (never a silent value)."""
+    cov, snps = data
+    res = user_gwas(snps.head(3), cov, BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nr := b1/(b2 - b2)")
+    r = res.filter(pl.col("lhs") == "r")
+    assert np.isinf(r["est"].to_numpy()).all() and r["se"].is_nan().all()
+    assert all("defined parameter (r)" in w for w in res["warning"].to_list())

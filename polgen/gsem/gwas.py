@@ -18,6 +18,20 @@ These reproduce R GenomicSEM's ``userGWAS`` and ``commonfactorGWAS`` per SNP:
   freed in a second model whose loadings, ``F1 ~ SNP``, factor and SNP variances are fixed at the
   first model's estimates, ``Q_df = k - 1``.
 
+The model language is lavaan's, parsed by :func:`polgen.gsem.syntax.parse_model` (the one parser
+of the project) and laid out by :func:`polgen.gsem.model.compile_model`:
+
+* labels shared by several parameters and ``a == b`` / ``a == number`` constraints are one
+  parameter (reparametrisation; lavaan's df and npar count it once);
+* bounds (``a > 0.001``, ``a < 1``, ``lower()`` / ``upper()``) as lavaan's constrained solution:
+  a SNP whose estimate would leave the interval is refit with the parameter held at the bound
+  (active set); its SE is NaN (lavaan's NA) and the other SEs are the sandwich on the remaining
+  free parameters (lavaan's constrained information: active constraints restrict the bread to
+  their null space);
+* defined parameters (``h := a*b``): the expression at the estimates, SE by the delta method
+  (Jacobian by complex step, as lavaan) with the sandwich covariance (DWLS; NaN for ML, as R's
+  userGWAS); ``sub=`` selects them by name or by ``name:=expression``.
+
 The model is parsed and compiled once per run; per-SNP fits run in numba
 (:mod:`polgen.kernels.gwas`) over batches of rows read from parquet / a LazyFrame, through
 :func:`polgen.engine.run_to_sink` when ``out=`` is given (resumable, one parquet part per batch).
@@ -1010,6 +1024,7 @@ def _defined_params(plan: _Plan, se, var, res, free, ok):
     for q in used:
         for d, v in enumerate(values(q, h)):
             jd[:, d, q] = np.imag(v) / h
+    jbad = ~np.isfinite(jd).all(axis=2)          # (n, n_defined): no derivative there
     jd[~np.isfinite(jd)] = 0.0
     if free is None:
         free = np.ones((n, npar), bool)
@@ -1017,6 +1032,7 @@ def _defined_params(plan: _Plan, se, var, res, free, ok):
 
     d_se = defined_se_batch(se, var, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
                             plan.stage1.model, np.nan_to_num(est), free, jd, ok)
+    d_se[jbad | ~np.isfinite(d_est)] = np.nan
     return d_est, d_se
 
 
@@ -1127,6 +1143,14 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     if plan.defined:
         d_est, d_se = _defined_params(plan, se, var, res, free, ok)
         d_names = [d[0] for d in plan.defined]
+        bad_def = ok & ~(np.isfinite(d_est).all(axis=1) & (plan.ml | np.isfinite(d_se).all(axis=1)))
+        if bad_def.any():   # e.g. a ratio whose denominator is 0 at this SNP's estimates
+            names_txt = ", ".join(d_names)
+            msg = f"a defined parameter ({names_txt}) or its standard error is not finite"
+            warn = pl.select(pl.when(pl.lit(pl.Series(bad_def)) & (pl.lit(warn) != ""))
+                             .then(pl.lit(warn) + pl.lit("; " + msg))
+                             .when(pl.lit(pl.Series(bad_def))).then(pl.lit(msg))
+                             .otherwise(pl.lit(warn)).alias("warning")).to_series()
     for j, (lhs, _, _, par, val) in enumerate(plan.out_rows):
         if par == -2:
             est[:, j] = d_est[:, d_names.index(lhs)]
@@ -1303,8 +1327,13 @@ def user_gwas(
     ``TWAS=True``).  ``covstruc``: LDSC output (:class:`~polgen.gsem.covstruc.CovStruc`, mapping or
     path).  ``model``: lavaan syntax (text or a file) with at least one ``~ SNP`` regression.
 
-    Returns one row per SNP and reported parameter (``F1 ~ SNP`` ...; ``sub=["F1~SNP"]`` picks
-    parameters, ``long=True`` gives every parameter of the model) with ``est, se, z, p, log10p,
+    The model may use labels (``a*x``; shared labels are one parameter), ``a == b`` and
+    ``a == number``, bounds (``a > 0.001``, ``a < 1``) and defined parameters (``h := a*b``),
+    as lavaan (see the module docstring); other constraint forms raise :class:`ModelError`.
+
+    Returns one row per SNP and reported parameter (``F1 ~ SNP`` ... and every ``:=`` parameter;
+    ``sub=["F1~SNP", "h"]`` picks parameters, ``long=True`` gives every parameter of the model)
+    with ``est, se, z, p, log10p,
     chisq, chisq_df, chisq_p, AIC``, ``Q_SNP, Q_SNP_df, Q_SNP_p`` (``Q_SNP=True``), ``Z_smooth``
     (``smooth_check=True``), ``converged`` and ``warning``.  With ``out=`` the rows are written in
     batches of ``batch_size`` SNPs to a resumable parquet directory and a LazyFrame over it is
