@@ -79,6 +79,8 @@ def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, t
     """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]] for every trained gene k.
 
     Columns of ``out`` not in ``kout`` are set to 0 (genes without betadata do not change).
+    Only the slots whose delta is non-zero in cell i are evaluated (the others add exactly 0:
+    splash values are finite), which skips most terms in the first steps of a perturbation.
     """
     n = delta.shape[0]
     G = out.shape[1]
@@ -86,19 +88,53 @@ def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, t
     nblk = (n + CELL_BLOCK - 1) // CELL_BLOCK
     for b in numba.prange(nblk):
         scratch = np.empty(max(maxmod, 1))
+        dz = np.empty(max(maxmod, 1))
         for i in range(b * CELL_BLOCK, min(n, (b + 1) * CELL_BLOCK)):
             for g in range(G):
                 out[i, g] = 0.0
             for k in range(nk):
                 if active[k] == 0:  # no modulator of gene k has changed: its delta stays 0
-                    out[i, kout[k]] = 0.0
                     continue
-                nm = _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot,
-                                 tsrc, tcond, gexf, wl, wl_tfl, bsf, cap, scratch)
                 m0 = moff[k]
-                acc = 0.0
+                nm = moff[k + 1] - m0
+                nz = 0
                 for s in range(nm):
-                    acc += scratch[s] * delta[i, mgene[m0 + s]]
+                    d = delta[i, mgene[m0 + s]]
+                    dz[s] = d
+                    scratch[s] = 0.0
+                    if d != 0.0:
+                        nz += 1
+                if nz == 0:
+                    continue
+                row = rowmaps[rmap[k], i]
+                base = boff[k] + row * bncol[k]
+                for t in range(toff[k], toff[k + 1]):
+                    s = tslot[t] - m0
+                    if dz[s] == 0.0:
+                        continue
+                    beta = bvals[base + tcol[t]]
+                    kind = tkind[t]
+                    if kind == 0:
+                        v = beta
+                    elif kind == 1:
+                        v = beta * wl[i, tsrc[t]] * bsf if gexf[i, tcond[t]] > 0.0 else 0.0
+                    elif kind == 2 or kind == 3:
+                        v = beta * gexf[i, tsrc[t]] * bsf
+                    else:
+                        v = beta * wl_tfl[i, tsrc[t]] * bsf
+                    scratch[s] += v
+                acc = 0.0
+                clipped = cap > 0.0 and cap < np.inf
+                for s in range(nm):
+                    d = dz[s]
+                    if d != 0.0:
+                        v = scratch[s]
+                        if clipped:
+                            if v > cap:
+                                v = cap
+                            elif v < -cap:
+                                v = -cap
+                        acc += v * d
                 out[i, kout[k]] = acc
 
 
@@ -108,6 +144,15 @@ def _filter_expr_py(x, thresh, out):  # pragma: no cover - numba
     for i in numba.prange(n):
         for j in range(g):
             v = x[i, j]
+            out[i, j] = v if v > thresh else 0.0
+
+
+def _filter_sum_py(x, d, thresh, out):  # pragma: no cover - numba
+    """out = (x + d) where (x + d) > thresh else 0: the filtered expression of X0 + delta."""
+    n, g = x.shape
+    for i in numba.prange(n):
+        for j in range(g):
+            v = x[i, j] + d[i, j]
             out[i, j] = v if v > thresh else 0.0
 
 
@@ -124,9 +169,13 @@ def _swap_and_step_py(delta, x0, W1, W0, lig_gene):  # pragma: no cover - numba
 
 
 def _pin_and_clip_py(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no cover - numba
-    """delta = clip(x0 + where(dinput != 0, dinput, result), lo, maxv) - x0 (dinput only on tcols)."""
+    """delta = clip(x0 + where(dinput != 0, dinput, result), lo, maxv) - x0 (dinput only on tcols).
+
+    Returns the number of non-finite values left in delta (0 unless the perturbation diverged).
+    """
     n, G = delta.shape
     nt = tcols.shape[0]
+    bad = 0
     for i in numba.prange(n):
         for g in range(G):
             delta[i, g] = result[i, g]
@@ -140,7 +189,11 @@ def _pin_and_clip_py(delta, result, x0, dinput, tcols, maxv, lo):  # pragma: no 
                 v = lo
             if v > maxv[g]:
                 v = maxv[g]
-            delta[i, g] = v - x0[i, g]
+            d = v - x0[i, g]
+            delta[i, g] = d
+            if not np.isfinite(d):
+                bad += 1
+    return bad
 
 
 # Each kernel is compiled twice: parallel for big inputs, serial for small ones (a parallel launch
@@ -166,6 +219,7 @@ def _dual(py):
 _splash_gene_par, _splash_gene_ser = _dual(_splash_gene_py)
 _propagate_par, _propagate_ser = _dual(_propagate_py)
 _filter_expr_par, _filter_expr_ser = _dual(_filter_expr_py)
+_filter_sum_par, _filter_sum_ser = _dual(_filter_sum_py)
 _swap_par, _swap_ser = _dual(_swap_and_step_py)
 _pin_par, _pin_ser = _dual(_pin_and_clip_py)
 
@@ -198,11 +252,17 @@ def filter_expr(x, thresh, out):
     (_filter_expr_par if x.size >= PARALLEL_MIN_ELEMENTWISE else _filter_expr_ser)(x, thresh, out)
 
 
+def filter_sum(x, d, thresh, out):
+    """out = x + d where that is > thresh else 0."""
+    (_filter_sum_par if x.size >= PARALLEL_MIN_ELEMENTWISE else _filter_sum_ser)(x, d, thresh, out)
+
+
 def swap_and_step(delta, x0, W1, W0, lig_gene):
     """Delta swap on ligand columns (see :func:`_swap_and_step_py`)."""
     (_swap_par if W1.size >= PARALLEL_MIN_ELEMENTWISE else _swap_ser)(delta, x0, W1, W0, lig_gene)
 
 
-def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo):
-    """Re-pin the perturbed genes and clip (see :func:`_pin_and_clip_py`)."""
-    (_pin_par if delta.size >= PARALLEL_MIN_ELEMENTWISE else _pin_ser)(delta, result, x0, dinput, tcols, maxv, lo)
+def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo) -> int:
+    """Re-pin the perturbed genes and clip (see :func:`_pin_and_clip_py`); the count of non-finite values."""
+    return int((_pin_par if delta.size >= PARALLEL_MIN_ELEMENTWISE else _pin_ser)(delta, result, x0, dinput, tcols,
+                                                                                  maxv, lo))

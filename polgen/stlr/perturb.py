@@ -125,7 +125,8 @@ class Perturber:
             self.radii = np.zeros(0)
         self.X0 = t.X
         self.maxv = np.ascontiguousarray(self.X0.max(axis=0)) if self.X0.size else np.zeros(0)
-        self.Xf0_lig = filtered(self.X0[:, self.lig_gene]) if self.ligands else np.zeros((len(t.obs_names), 0))
+        self.gexf0 = filtered(self.X0)
+        self.Xf0_lig = self.gexf0[:, self.lig_gene] if self.ligands else np.zeros((len(t.obs_names), 0))
         # exact mode: the k-d tiling of the cells is built once and reused by every step
         self.tiles = GaussTiles(t.coords[:, 0], t.coords[:, 1]) if mode == "exact" else None
         self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
@@ -157,7 +158,7 @@ class Perturber:
     def run(self, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *, cells=None,
             n_propagation: int = 4, clip: bool = True, return_delta: bool = False):
         """Simulated expression (Polars: CellID + genes), and the final delta when ``return_delta``."""
-        from polgen.kernels.splash import pin_and_clip, swap_and_step
+        from polgen.kernels.splash import filter_sum, pin_and_clip, swap_and_step
 
         t = self.tissue
         targets = [target] if isinstance(target, str) else list(target)
@@ -195,12 +196,14 @@ class Perturber:
         W0 = self.W0
         W_prev = W0
         Xf_prev_lig = self.Xf0_lig
-        X_prev = X0
+        gexf_prev = self.gexf0
+        bufs = (np.empty((n, G)), np.empty((n, G))) if n_propagation else ()
         result = np.empty((n, G))
         for step in range(int(n_propagation)):
-            gexf_prev = filtered(X_prev)
-            X1 = X0 + delta
-            Xf1_lig = filtered(X1[:, self.lig_gene]) if self.ligands else Xf_prev_lig
+            # filtered X1 = X0 + delta (before the swap): this step's ligands, the next step's splash
+            gexf1 = bufs[step % 2]
+            filter_sum(X0, delta, MIN_EXPRESSION, gexf1)
+            Xf1_lig = gexf1[:, self.lig_gene] if self.ligands else Xf_prev_lig
             changed = np.flatnonzero((Xf1_lig != Xf_prev_lig).any(axis=0)) if self.ligands else np.zeros(0, int)
             if changed.size:
                 W1 = W_prev.copy()
@@ -211,11 +214,10 @@ class Perturber:
             if self.ligands:
                 swap_and_step(delta, X0, W1, W0, self.lig_gene)
             propagate(self.plan, gexf_prev, W_prev, W0, delta, result, self.beta_scale_factor, self.beta_cap)
-            pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0)
-            if not np.isfinite(delta).all():
+            if pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0):
                 raise ModelError(f"the perturbation diverged (non-finite expression at step {step + 1}); "
                                  f"gene_expr={exprs} is too large for these betas", column=str(targets[0]))
-            X_prev, W_prev, Xf_prev_lig = X1, W1, Xf1_lig
+            gexf_prev, W_prev, Xf_prev_lig = gexf1, W1, Xf1_lig
         sim = X0 + delta
         for k, (c, e) in enumerate(zip(tcols, exprs)):
             if rows is None:
@@ -229,9 +231,10 @@ class Perturber:
 
 
 def _frame(obs_names, var_names, M) -> pl.DataFrame:
-    cols = [pl.Series(CELL_ID, obs_names, dtype=pl.String)]
-    cols += [pl.Series(g, M[:, j]) for j, g in enumerate(var_names)]
-    return pl.DataFrame(cols)
+    if M.shape[1] == 0:
+        return pl.DataFrame([pl.Series(CELL_ID, obs_names, dtype=pl.String)])
+    df = pl.from_numpy(np.ascontiguousarray(M, dtype=np.float64), schema=list(var_names), orient="row")
+    return df.insert_column(0, pl.Series(CELL_ID, obs_names, dtype=pl.String))
 
 
 def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *,
