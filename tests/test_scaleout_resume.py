@@ -223,24 +223,42 @@ def _betadata(out: Path) -> dict[str, pl.DataFrame]:
     return {p.name: pl.read_parquet(p) for p in sorted(out.glob("*_betadata.parquet"))}
 
 
-@pytest.mark.xfail(strict=False, reason="flaky: 1 run in 6 here gave a Cd19 betadata file that differed from the "
-                   "uninterrupted run after kill + resume (cause not found yet; single-threaded BLAS in the fit "
-                   "did not remove it); tracked in issue 7")
+def _source_stamp() -> dict[str, tuple[int, int]]:
+    """(mtime_ns, size) of every polgen source file."""
+    return {str(p.relative_to(ROOT)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted((ROOT / "polgen").rglob("*.py"))}
+
+
 def test_stlr_fit_killed_and_resumed(tmp_path, stlr_case):
+    """Reference, killed run and resume run in three fresh interpreters, importing polgen anew.
+
+    Their outputs can only be compared when all three ran the same code: in a shared checkout
+    that other people edit, a change to polgen between the children (e.g. to the BLAS set-up of
+    the fit or to the received-ligand kernels) changes the last bits of the betas the later
+    children write - this was the "flaky" Cd19 mismatch: the killed child's genes differed from
+    both other runs.  So the attempt is repeated when a source file changed under it (CI never
+    edits the tree, so there it runs once).
+    """
     rng = np.random.default_rng(404)
     d, common, root = stlr_case
-    # reference, killed run and resume all in fresh interpreters: the fitted betas depend on the
-    # BLAS / numba thread set-up in their last bits, which earlier tests in this process may change
-    ref = tmp_path / "ref"
-    out = tmp_path / "run"
-    spec = {"kind": "stlr_fit", "h5ad": str(d.h5ad), "genes": d.targets, "grn": str(d.grn_links),
-            "common": common, "out": str(ref)}
-    run_child(spec)
-    spec["out"] = str(out)
-    kill_midway(spec, out, len(d.targets), rng, pattern="*_betadata.parquet")
-    run_child(dict(spec, resume=True))
-    assert_identical_parts(ref, out, pattern="*_betadata.parquet", min_parts=len(d.targets))
-    no_stray_files(out)
+    changed: list[str] = []
+    for attempt in range(3):
+        before = _source_stamp()
+        ref = tmp_path / f"ref{attempt}"
+        out = tmp_path / f"run{attempt}"
+        spec = {"kind": "stlr_fit", "h5ad": str(d.h5ad), "genes": d.targets, "grn": str(d.grn_links),
+                "common": common, "out": str(ref)}
+        run_child(spec)
+        spec["out"] = str(out)
+        kill_midway(spec, out, len(d.targets), rng, pattern="*_betadata.parquet")
+        run_child(dict(spec, resume=True))
+        after = _source_stamp()
+        if after == before:
+            assert_identical_parts(ref, out, pattern="*_betadata.parquet", min_parts=len(d.targets))
+            no_stray_files(out)
+            return
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    pytest.skip(f"polgen sources changed during each of 3 attempts (concurrent edits): {changed[:5]}")
 
 
 def test_stlr_fit_resume_detects_corrupted_betadata(tmp_path, stlr_case):

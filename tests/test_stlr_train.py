@@ -151,3 +151,15 @@ def test_fit_resume_retrains_damaged_files(tmp_path):
     assert other.stat().st_mtime_ns == mtime
     for g in genes:
         assert (out / f"{g}_betadata.parquet").read_bytes() == (tmp_path / "ref" / f"{g}_betadata.parquet").read_bytes()
+
+
+def test_gene_log_survives_a_torn_last_line(tmp_path):
+    from polgen.stlr.train import _append_gene_log, _read_gene_log
+
+    log = tmp_path / "stlr_genes.jsonl"
+    _append_gene_log(log, {"gene": "A", "bytes": 1, "sha256": "a"})
+    with open(log, "ab") as fh:  # a run killed in the middle of its next append
+        fh.write(b'{"bytes": 2, "gene": "B", "sha')
+    _append_gene_log(log, {"gene": "C", "bytes": 3, "sha256": "c"})
+    _append_gene_log(log, {"gene": "D", "bytes": 4, "sha256": "d"})
+    assert sorted(_read_gene_log(log)) == ["A", "C", "D"]

@@ -4,8 +4,11 @@ Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to 
 """
 
 from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
+from polgen.stlr.features import CellThresholds, read_cell_thresholds
 from polgen.stlr.grn import (
     base_grn_links,
+    celloracle_links,
+    co_grn_links,
     expand_complexes,
     ligand_radii,
     lr_table,
@@ -13,16 +16,23 @@ from polgen.stlr.grn import (
     read_cellchat,
     read_ligand_target,
     read_links,
+    regulators,
 )
 from polgen.stlr.lasso import LassoFit, sparse_group_lasso
 from polgen.stlr.ligands import received_ligands
 from polgen.stlr.perturb import Perturber, perturb, perturb_batch
 from polgen.stlr.splash import splash
-from polgen.stlr.train import FitResult, fit
+from polgen.stlr.train import FitResult, fit, training_context
 
 __all__ = [
     "BetaData",
     "Betabase",
+    "CellThresholds",
+    "celloracle_links",
+    "co_grn_links",
+    "read_cell_thresholds",
+    "regulators",
+    "training_context",
     "FitResult",
     "LassoFit",
     "betabase_from_long",

@@ -7,22 +7,138 @@ For a target gene:
   cluster-mean expression exceeds ``receptor_thresh``, without pairs that involve the target,
   first occurrence of each ``L$R``;
 * TFL pairs: for each regulator in the ligand-target matrix, its top 5 LR ligands (ties: first
-  column first) with a score above ``tf_ligand_cutoff``.
+  column first) with a score above ``tf_ligand_cutoff``.  In a dataset of 1,000 genes or more
+  (NicheNet rule of the reference's ``init_ligands_and_receptors``) a pair ``L#TF`` is also
+  dropped when the GRN lists the target gene or TF among the regulators of the ligand L
+  (regulators with the same ``p < alpha`` rule as the target's TFs); the top 5 are picked
+  before this exclusion (no refill).  Below 1,000 genes nothing is excluded.
 
 Design columns, in order ``beta_<TF>..., beta_<L>$<R>..., beta_<L>#<TF>...`` (groups 1, 2, 3):
 TF expression; received ligand x filtered receptor expression; received ligand x regulator
 expression.
+
+Cell thresholds (the reference's ``adata.uns["cell_thresholds"]``, a cells x genes table whose
+entries > 0 allow a gene in a cell; COMMOT derives it from per-cluster communication) mask
+modulators as the reference's ``get_filtered_df`` does: the LR received ligands are computed
+from ligand expression zeroed where the ligand's threshold is not > 0, and the receptor factor
+of each ``L$R`` column is zeroed where the receptor's threshold is not > 0; genes absent from
+the table count as not allowed (``fillna(0)``).  The TFL received ligands and the TF and TFL
+regulator expression are not masked.  Without thresholds both received-ligand sets are the same.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import polars as pl
 
+from polgen.errors import InputError
 from polgen.stlr.grn import ligand_radii, lr_table, regulators as grn_regulators
 from polgen.stlr.splash import MIN_EXPRESSION, filtered
+
+#: datasets with at least this many genes apply the NicheNet exclusion of TF-ligand pairs
+NICHENET_MIN_GENES = 1000
+THRESHOLDS_KEY = "cell_thresholds"
+
+
+@dataclass
+class CellThresholds:
+    """Per-cell gene allowances (``uns["cell_thresholds"]``), aligned with a tissue's cells.
+
+    ``allowed[i, k]`` is True where ``genes[k]`` has a threshold > 0 in cell i (NaN: not allowed).
+    """
+
+    genes: list[str]
+    allowed: np.ndarray  # (n_cells, len(genes)) bool
+
+    def mask(self, genes: Sequence[str], fill: float = 0.0) -> np.ndarray:
+        """(n_cells, len(genes)) float64 0/1 mask; genes absent from the table get ``fill``
+        (0 as in training and ``get_filtered_df``; the reference's perturb re-indexes with 1)."""
+        pos = {g: k for k, g in enumerate(self.genes)}
+        out = np.full((self.allowed.shape[0], len(genes)), float(fill))
+        for j, g in enumerate(genes):
+            k = pos.get(g)
+            if k is not None:
+                out[:, j] = self.allowed[:, k]
+        return out
+
+    def digest(self) -> str:
+        """sha256 of the gene names and the mask (recorded in run parameters)."""
+        h = hashlib.sha256("\x1f".join(self.genes).encode())
+        h.update(np.packbits(np.ascontiguousarray(self.allowed), axis=None).tobytes())
+        h.update(str(self.allowed.shape).encode())
+        return h.hexdigest()
+
+
+def _thresholds_frame(obj, what: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(cell ids, genes, values) of a pandas / polars thresholds table."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(obj, pd.DataFrame):
+        ids = [str(i) for i in obj.index]
+        genes = [str(c) for c in obj.columns]
+        try:
+            vals = obj.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{what} must hold numbers ({exc})") from None
+        return ids, genes, vals
+    if isinstance(obj, pl.DataFrame):
+        idc = next((c for c in ("CellID", "__index_level_0__", "index", "_index") if c in obj.columns), None)
+        if idc is None:
+            idc = next((c for c in obj.columns if obj.schema[c] == pl.String), None)
+        if idc is None:
+            raise InputError(f"{what} has no cell-id column (CellID, __index_level_0__ or a text column)")
+        genes = [c for c in obj.columns if c != idc]
+        try:
+            vals = obj.select([pl.col(c).cast(pl.Float64) for c in genes]).to_numpy() if genes else \
+                np.zeros((obj.height, 0))
+        except Exception as exc:  # noqa: BLE001 - polars cast errors
+            raise InputError(f"{what} must hold numbers ({exc})") from None
+        return obj[idc].cast(pl.String).to_list(), genes, np.asarray(vals, dtype=np.float64)
+    raise InputError(f"{what} must be a pandas or polars DataFrame or a parquet/csv path, got {type(obj).__name__}")
+
+
+def read_cell_thresholds(source, obs_names: Sequence[str], genes: Sequence[str] | None = None) -> CellThresholds:
+    """Align a cell-thresholds table (frame, or parquet / csv path) with ``obs_names``.
+
+    Rows are matched by cell name (the reference's ``cell_thresholds.loc[obs_names]``); every cell
+    must be present.  ``genes`` keeps only those columns (the others are never used).
+    """
+    what = "cell_thresholds"
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise InputError("cell_thresholds file not found", path=path)
+        try:
+            df = pl.read_parquet(path) if path.endswith(".parquet") else pl.read_csv(path)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is an input problem
+            raise InputError(f"cannot read cell_thresholds ({type(exc).__name__}: {exc})", path=path) from None
+        what = f"cell_thresholds {path}"
+        source = df
+    ids, cols, vals = _thresholds_frame(source, what)
+    if vals.ndim != 2 or vals.shape != (len(ids), len(cols)):
+        raise InputError(f"{what} is not a cells x genes table")
+    pos: dict[str, int] = {}
+    for i, c in enumerate(ids):
+        if c in pos:
+            raise InputError(f"{what} lists cell {c!r} twice", row=c)
+        pos[c] = i
+    missing = [c for c in obs_names if c not in pos]
+    if missing:
+        raise InputError(f"{what} has no row for {len(missing)} cell(s) of the tissue: {missing[:5]}",
+                         row=missing[0])
+    keep = list(range(len(cols))) if genes is None else [k for k, g in enumerate(cols) if g in set(genes)]
+    rows = np.fromiter((pos[c] for c in obs_names), dtype=np.int64, count=len(obs_names))
+    sub = vals[np.ix_(rows, np.asarray(keep, dtype=np.int64))] if keep else np.zeros((len(obs_names), 0))
+    with np.errstate(invalid="ignore"):
+        allowed = np.ascontiguousarray(sub > 0)  # NaN -> False, as fillna(0) then > 0
+    return CellThresholds(genes=[cols[k] for k in keep], allowed=allowed)
 
 
 @dataclass
@@ -53,11 +169,15 @@ class FeatureContext:
     n_clusters: int
     lr: pl.DataFrame  # expanded, both genes in var_names, with radius
     links: pl.DataFrame
-    W: np.ndarray  # received ligands (n x len(ligands))
+    W: np.ndarray  # received ligands of the LR pairs (n x len(ligands)), threshold-masked
     ligands: list[str]
     receptor_thresh: float = 0.01
     tf_ligand_cutoff: float = 0.01
     ligand_target: tuple[np.ndarray, list[str], list[str]] | None = None
+    W_tfl: np.ndarray | None = None  # received ligands of the TFL pairs (unmasked); None: same as W
+    cell_thresholds: CellThresholds | None = None
+    grn_alpha: float = 0.05
+    receptor_levels: np.ndarray | None = None  # (n, n_receptors) for receptor_thresh; None: X
     gidx: dict = field(init=False)
     lidx: dict = field(init=False)
     receptor_ok: set = field(init=False)
@@ -65,21 +185,39 @@ class FeatureContext:
     def __post_init__(self) -> None:
         self.gidx = {g: i for i, g in enumerate(self.var_names)}
         self.lidx = {l: i for i, l in enumerate(self.ligands)}
+        if self.W_tfl is None:
+            self.W_tfl = self.W
         recs = sorted(set(self.lr["receptor"].to_list()))
         ok = set()
         if recs:
             cols = [self.gidx[r] for r in recs]
+            lev = self.X[:, cols] if self.receptor_levels is None else self.receptor_levels
+            if lev.shape != (self.X.shape[0], len(recs)):
+                raise InputError(f"receptor levels must be (cells, {len(recs)} receptors), got {lev.shape}")
             sums = np.zeros((self.n_clusters, len(cols)))
-            np.add.at(sums, self.clusters, self.X[:, cols])
+            np.add.at(sums, self.clusters, lev)
             counts = np.bincount(self.clusters, minlength=self.n_clusters).astype(np.float64)
             means = sums[counts > 0] / counts[counts > 0, None]
             mx = means.max(axis=0)
             ok = {r for r, m in zip(recs, mx) if m > self.receptor_thresh}
         self.receptor_ok = ok
         self._gexf = filtered(self.X, MIN_EXPRESSION)
+        if self.cell_thresholds is not None and recs:
+            # the receptor factor of the LR columns: filtered expression x cell-threshold mask
+            cols = np.array([self.gidx[r] for r in recs], dtype=np.int64)
+            self._gexf[:, cols] *= self.cell_thresholds.mask(recs)
+        self._ligand_regs: dict[str, set[str]] = {}
+
+    def ligand_regulators(self, ligand: str) -> set[str]:
+        """Regulators of a ligand in the GRN (same rule as a target's TFs), cached."""
+        hit = self._ligand_regs.get(ligand)
+        if hit is None:
+            hit = set(grn_regulators(self.links, ligand, self.var_names, self.grn_alpha))
+            self._ligand_regs[ligand] = hit
+        return hit
 
     def modulators(self, target: str) -> GeneModulators:
-        regs = grn_regulators(self.links, target, self.var_names)
+        regs = grn_regulators(self.links, target, self.var_names, self.grn_alpha)
         lr = self.lr.filter(pl.col("receptor").is_in(pl.Series(sorted(self.receptor_ok), dtype=pl.String).implode())
                             & (pl.col("receptor") != target) & (pl.col("ligand") != target))
         pairs, seen = [], set()
@@ -97,11 +235,17 @@ class FeatureContext:
             csel = sorted(set(cols) & lr_ligs)
             if rsel and csel:
                 sub = vals[np.ix_([rpos[r] for r in rsel], [cpos[c] for c in csel])]
+                big = len(self.var_names) >= NICHENET_MIN_GENES
                 for i, tf in enumerate(rsel):
                     order = np.argsort(-sub[i], kind="stable")[:5]
                     for j in order:
-                        if sub[i, j] > self.tf_ligand_cutoff:
-                            tfl.append((csel[j], tf))
+                        if not sub[i, j] > self.tf_ligand_cutoff:
+                            continue
+                        if big:
+                            lregs = self.ligand_regulators(csel[j])
+                            if target in lregs or tf in lregs:
+                                continue
+                        tfl.append((csel[j], tf))
         return GeneModulators(target, regs, pairs, tfl)
 
     def design(self, mods: GeneModulators) -> np.ndarray:
@@ -116,26 +260,45 @@ class FeatureContext:
             D[:, k] = self.W[:, self.lidx[lig]] * self._gexf[:, self.gidx[rec]]
             k += 1
         for lig, reg in mods.tfl_pairs:
-            D[:, k] = self.W[:, self.lidx[lig]] * self.X[:, self.gidx[reg]]
+            D[:, k] = self.W_tfl[:, self.lidx[lig]] * self.X[:, self.gidx[reg]]
             k += 1
         return D
 
 
 def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radius=200.0,
                   contact_distance=50.0, scale_factor=1.0, mode="exact", receptor_thresh=0.01,
-                  tf_ligand_cutoff=0.01, ligand_target=None) -> FeatureContext:
-    """Expand the LR table, compute received ligands of every LR ligand once, and bundle it all."""
+                  tf_ligand_cutoff=0.01, ligand_target=None, cell_thresholds: CellThresholds | None = None,
+                  grn_alpha: float = 0.05, receptor_levels=None) -> FeatureContext:
+    """Expand the LR table, compute received ligands of every LR ligand once, and bundle it all.
+
+    ``cell_thresholds`` (aligned with the cells) masks LR ligands and receptors; the TFL received
+    ligands then come from the unmasked expression (only for ligands of ``ligand_target``).
+    ``receptor_levels``: the (cells x sorted LR receptors) expression whose cluster means are
+    compared with ``receptor_thresh`` (default the training expression).
+    """
     from polgen.stlr.perturb import _received_cols
 
     lrt = lr_table(lr, var_names, radius, contact_distance)
     radii_map = ligand_radii(lrt)
     ligands = sorted(radii_map)
     gidx = {g: i for i, g in enumerate(var_names)}
+    W_tfl = None
     if ligands:
         Xf = filtered(X[:, [gidx[l] for l in ligands]])
-        W = _received_cols(coords, Xf, np.array([radii_map[l] for l in ligands]), scale_factor, mode)
+        radii = np.array([radii_map[l] for l in ligands])
+        if cell_thresholds is not None:
+            W = _received_cols(coords, Xf * cell_thresholds.mask(ligands), radii, scale_factor, mode)
+            W_tfl = np.zeros_like(W)
+            if ligand_target is not None:
+                lt_cols = set(ligand_target[2])
+                cols = np.array([j for j, l in enumerate(ligands) if l in lt_cols], dtype=np.int64)
+                if cols.size:
+                    _received_cols(coords, Xf, radii, scale_factor, mode, cols=cols, out=W_tfl)
+        else:
+            W = _received_cols(coords, Xf, radii, scale_factor, mode)
     else:
         W = np.zeros((X.shape[0], 0))
     return FeatureContext(X=X, var_names=list(var_names), clusters=clusters, n_clusters=n_clusters, lr=lrt,
                           links=links, W=W, ligands=ligands, receptor_thresh=receptor_thresh,
-                          tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=ligand_target)
+                          tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=ligand_target, W_tfl=W_tfl,
+                          cell_thresholds=cell_thresholds, grn_alpha=grn_alpha, receptor_levels=receptor_levels)

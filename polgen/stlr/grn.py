@@ -5,7 +5,12 @@
   subunit, then receptor subunit), as the reference's ``expand_paired_interactions`` does.
 * CellOracle base GRN: ``peak_id, gene_short_name`` + one 0/1 column per TF; a TF regulates a
   gene when any of the gene's peaks has a non-zero entry.
-* Long links table: ``source, target`` (TF -> target gene) with optional ``cluster`` and ``p``.
+* Long links table: ``source, target`` (TF -> target gene) with optional ``cluster`` and ``p``;
+  CellOracle's per-cluster links (``{cluster: DataFrame(source, target, coef_mean, p, ...)}``,
+  the reference's ``co_grn`` / ``celloracle_links.pkl`` content) are flattened into one such
+  table with a ``cluster`` column.  A TF regulates a gene when a link ``TF -> gene`` has
+  ``p < alpha`` (0.05) in any cluster - the reference's ``CellOracleLinks.get_regulators``;
+  tables without ``p`` keep every link.
 * NicheNet-style ligand-target matrix: rows are target genes (TFs here), columns ligands.
 """
 
@@ -126,8 +131,45 @@ def read_links(path: str | os.PathLike) -> pl.DataFrame:
     return df
 
 
+def _frame(obj, what: str) -> pl.DataFrame | None:
+    """A polars frame from a polars or pandas frame (the pandas index is dropped); else None."""
+    if isinstance(obj, pl.DataFrame):
+        return obj
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        return None
+    if isinstance(obj, pd.DataFrame):
+        try:
+            return pl.from_pandas(obj.reset_index(drop=True))
+        except Exception as exc:  # noqa: BLE001 - unconvertible object columns
+            raise InputError(f"{what} cannot be converted to a table: {exc}") from None
+    return None
+
+
+def celloracle_links(links: Mapping) -> pl.DataFrame:
+    """CellOracle's per-cluster links ``{cluster: DataFrame(source, target, [coef_mean, p, ...])}``
+    (the reference's ``RegulatoryFactory.links``) as one long table with a ``cluster`` column."""
+    parts = []
+    for cl, df in links.items():
+        f = _frame(df, f"links of cluster {cl!r}")
+        if f is None:
+            raise InputError(f"links of cluster {cl!r} must be a DataFrame, got {type(df).__name__}")
+        for c in ("source", "target"):
+            if c not in f.columns:
+                raise SchemaError(f"links of cluster {cl!r} lack column {c!r}", column=c)
+        keep = [c for c in ("source", "target", "coef_mean", "p") if c in f.columns]
+        f = f.select([pl.col("source").cast(pl.String), pl.col("target").cast(pl.String)]
+                     + [pl.col(c).cast(pl.Float64) for c in keep[2:]])
+        parts.append(f.with_columns(pl.lit(str(cl)).alias("cluster")))
+    if not parts:
+        return pl.DataFrame({"source": [], "target": []}, schema={"source": pl.String, "target": pl.String})
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
 def as_links(grn) -> pl.DataFrame:
-    """Links (source, target) from a long table, a wide base GRN frame, a path, or a mapping."""
+    """Links (source, target[, cluster, p, ...]) from a long table, a wide base GRN frame, a path,
+    CellOracle's ``{cluster: links DataFrame}``, or a ``{target: [TFs]}`` mapping."""
     if grn is None:
         return pl.DataFrame({"source": [], "target": []}, schema={"source": pl.String, "target": pl.String})
     if isinstance(grn, (str, os.PathLike)):
@@ -136,23 +178,56 @@ def as_links(grn) -> pl.DataFrame:
             return base_grn_links(read_base_grn(p))
         return read_links(p)
     if isinstance(grn, Mapping):
+        if grn and all(_frame(v, "links") is not None for v in grn.values()):
+            return celloracle_links(grn)
         return pl.DataFrame({"source": [s for t, ss in grn.items() for s in ss],
                              "target": [t for t, ss in grn.items() for _ in ss]},
                             schema={"source": pl.String, "target": pl.String})
-    if isinstance(grn, pl.DataFrame):
-        if "gene_short_name" in grn.columns:
-            return base_grn_links(grn)
-        if {"source", "target"} <= set(grn.columns):
-            return grn
-    raise InputError("grn must be a links table (source, target), a CellOracle base GRN, a path or a "
-                     "{target: [TFs]} mapping")
+    f = _frame(grn, "grn")
+    if f is not None:
+        if "gene_short_name" in f.columns:
+            return base_grn_links(f)
+        if {"source", "target"} <= set(f.columns):
+            return f
+    raise InputError("grn must be a links table (source, target), a CellOracle base GRN, a path, CellOracle "
+                     "{cluster: links} or a {target: [TFs]} mapping")
 
 
-def regulators(links: pl.DataFrame, target: str, var_names: Sequence[str] | None = None) -> list[str]:
-    """Sorted TFs regulating ``target`` (excluding itself), restricted to ``var_names``."""
-    src = links.filter(pl.col("target") == target)["source"].unique().to_list()
+def regulators(links: pl.DataFrame, target: str, var_names: Sequence[str] | None = None,
+               alpha: float = 0.05) -> list[str]:
+    """Sorted TFs regulating ``target`` (excluding itself), restricted to ``var_names``.
+
+    With a ``p`` column only links with ``p < alpha`` count (in any cluster): the reference's
+    ``CellOracleLinks.get_regulators(adata, target, alpha=0.05)``.
+    """
+    sel = links.filter(pl.col("target") == target)
+    if "p" in links.columns:
+        sel = sel.filter(pl.col("p").cast(pl.Float64) < float(alpha))
+    src = sel["source"].unique().to_list()
     keep = set(var_names) if var_names is not None else None
-    return sorted(s for s in src if s != target and (keep is None or s in keep))
+    return sorted(s for s in src if s is not None and s != target and (keep is None or s in keep))
+
+
+def regulator_map(links: pl.DataFrame, var_names: Sequence[str] | None = None,
+                  alpha: float = 0.05) -> dict[str, list[str]]:
+    """``{target: sorted regulators}`` for every target of ``links`` (:func:`regulators` in one pass)."""
+    sel = links
+    if "p" in links.columns:
+        sel = sel.filter(pl.col("p").cast(pl.Float64) < float(alpha))
+    if var_names is not None:
+        sel = sel.filter(pl.col("source").is_in(pl.Series(list(var_names), dtype=pl.String).implode()))
+    sel = sel.filter(pl.col("source").is_not_null() & (pl.col("source") != pl.col("target")))
+    agg = sel.group_by("target").agg(pl.col("source").unique())
+    return {t: sorted(s) for t, s in zip(agg["target"].to_list(), agg["source"].to_list())}
+
+
+def co_grn_links(co_grn) -> pl.DataFrame:
+    """The reference's flattened ``co_grn`` of ``GeneFactory``: every cluster's links concatenated,
+    sorted by ``coef_mean`` (descending) and de-duplicated on (source, target), no p-value filter."""
+    links = as_links(co_grn)
+    if "coef_mean" in links.columns:
+        links = links.sort("coef_mean", descending=True, nulls_last=True, maintain_order=True)
+    return links.unique(subset=["source", "target"], keep="first", maintain_order=True)
 
 
 # -- NicheNet ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import polars as pl
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.schema import CLUSTER
 from polgen.stlr.betadata import BetaData, write_betadata
+from polgen.stlr.grn import read_cellchat
 
 log = logging.getLogger("polgen")
 
@@ -74,8 +75,142 @@ def fit_gene(ctx, gene: str, cluster_labels: Sequence[str], *, group_reg: float,
     return bd, diag, len(mods.names)
 
 
+# -- inputs beside the expression ---------------------------------------------------------------
+RECEPTOR_LAYER = "normalized_count"  # the reference's receptor levels come from this layer when present
+
+
+def _read_elem(node):
+    import anndata
+
+    io = getattr(anndata, "io", None)
+    fn = getattr(io, "read_elem", None) if io is not None else None
+    if fn is None:  # anndata < 0.11
+        from anndata.experimental import read_elem as fn  # type: ignore[no-redef]
+    return fn(node)
+
+
+def _source_anndata(obj):
+    """The in-memory AnnData behind ``obj`` (AnnData or SpatialData), or None (paths, Tissue)."""
+    from polgen.io.spatial import SpatialData
+    from polgen.stlr._data import Tissue
+
+    if isinstance(obj, (str, bytes, os.PathLike, Tissue)):
+        return None
+    if isinstance(obj, SpatialData):
+        return obj.adata
+    return obj if hasattr(obj, "uns") and hasattr(obj, "layers") else None
+
+
+def uns_cell_thresholds(obj):
+    """``uns["cell_thresholds"]`` of an AnnData / SpatialData / .h5ad path, or None."""
+    from polgen.stlr.features import THRESHOLDS_KEY
+
+    if isinstance(obj, (str, os.PathLike)):
+        import h5py
+
+        try:
+            with h5py.File(obj, "r") as f:
+                node = f.get(f"uns/{THRESHOLDS_KEY}")
+                return None if node is None else _read_elem(node)
+        except OSError as exc:
+            raise InputError(f"cannot read uns/{THRESHOLDS_KEY} ({exc})", path=obj) from None
+    ad = _source_anndata(obj)
+    if ad is None:
+        return None
+    return ad.uns.get(THRESHOLDS_KEY)
+
+
+def _has_layer(obj, layer: str) -> bool:
+    if isinstance(obj, (str, os.PathLike)):
+        import h5py
+
+        try:
+            with h5py.File(obj, "r") as f:
+                return f"layers/{layer}" in f
+        except OSError:
+            return False
+    ad = _source_anndata(obj)
+    return ad is not None and layer in ad.layers
+
+
+def _layer_columns(obj, layer: str, var_names: Sequence[str], genes: Sequence[str]) -> np.ndarray | None:
+    """Dense float64 columns ``genes`` of ``layer`` of the AnnData behind ``obj`` (None: no such layer)."""
+    cols = [list(var_names).index(g) for g in genes]
+    if isinstance(obj, (str, os.PathLike)):
+        import h5py
+
+        with h5py.File(obj, "r") as f:
+            node = f.get(f"layers/{layer}")
+            if node is None:
+                return None
+            M = _read_elem(node)
+    else:
+        ad = _source_anndata(obj)
+        if ad is None or layer not in ad.layers:
+            return None
+        M = ad.layers[layer]
+    sub = M[:, cols]
+    if hasattr(sub, "toarray"):
+        sub = sub.toarray()
+    sub = np.ascontiguousarray(np.asarray(sub, dtype=np.float64))
+    if not np.isfinite(sub).all():
+        raise InputError(f"layer {layer!r} holds NaN/inf", column=layer)
+    return sub
+
+
+def _thresholds(cell_thresholds, adata, obs_names, genes):
+    """The CellThresholds of a run: ``None`` -> the AnnData's uns (when present); ``False`` -> none."""
+    from polgen.stlr.features import read_cell_thresholds
+
+    if cell_thresholds is False:
+        return None
+    src = uns_cell_thresholds(adata) if cell_thresholds is None else cell_thresholds
+    if src is None:
+        return None
+    return read_cell_thresholds(src, obs_names, genes)
+
+
+def _lr_genes(lr, var_names, radius, contact_distance) -> tuple[list[str], list[str]]:
+    """Sorted (ligands, receptors) of the expanded LR table restricted to var_names."""
+    from polgen.stlr.grn import lr_table
+
+    lrt = lr_table(lr, var_names, radius, contact_distance)
+    return sorted(set(lrt["ligand"].to_list())), sorted(set(lrt["receptor"].to_list()))
+
+
 # -- engine task --------------------------------------------------------------------------------
 _CTX: dict[str, tuple] = {}
+
+
+def _inputs(adata, t, lr, radius, contact_distance, cell_thresholds):
+    """(cell thresholds, receptor layer, receptor levels) of a run on tissue ``t`` read from ``adata``."""
+    ligs, recs = _lr_genes(lr, t.var_names, radius, contact_distance)
+    thr = _thresholds(cell_thresholds, adata, t.obs_names, set(ligs) | set(recs))
+    src = adata if isinstance(adata, (str, os.PathLike)) else _source_anndata(adata)
+    if src is not None and recs and t.layer != RECEPTOR_LAYER and _has_layer(src, RECEPTOR_LAYER):
+        return thr, RECEPTOR_LAYER, _layer_columns(src, RECEPTOR_LAYER, t.var_names, recs)
+    return thr, t.layer, None
+
+
+def training_context(adata, lr, grn, *, ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0,
+                     scale_factor: float = 1.0, mode: str = "exact", receptor_thresh: float = 0.01,
+                     tf_ligand_cutoff: float = 0.01, cell_thresholds=None, grn_alpha: float = 0.05,
+                     layer: str | None = None, cluster_key=None, spatial_key=None):
+    """The feature context :func:`fit` trains on (modulators and design matrices of every gene),
+    and the tissue: ``(FeatureContext, Tissue)``.  Arguments as in :func:`fit`."""
+    from polgen.stlr._data import as_tissue
+    from polgen.stlr.features import build_context
+    from polgen.stlr.grn import as_links, read_ligand_target
+
+    t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+    lr = read_cellchat(lr) if isinstance(lr, (str, os.PathLike)) else lr
+    lt = read_ligand_target(ligand_target) if ligand_target is not None else None
+    thr, _, levels = _inputs(adata, t, lr, radius, contact_distance, cell_thresholds)
+    ctx = build_context(t.X, t.var_names, t.coords, t.clusters, len(t.cluster_labels), lr, as_links(grn),
+                        radius=radius, contact_distance=contact_distance, scale_factor=scale_factor, mode=mode,
+                        receptor_thresh=receptor_thresh, tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=lt,
+                        cell_thresholds=thr, grn_alpha=grn_alpha, receptor_levels=levels)
+    return ctx, t
 
 
 def _prepare(spec: dict):
@@ -85,17 +220,26 @@ def _prepare(spec: dict):
         return hit
     from polgen.stlr._data import as_tissue
     from polgen.stlr.features import build_context
-    from polgen.stlr.grn import as_links, read_cellchat, read_ligand_target
+    from polgen.stlr.grn import as_links, read_ligand_target
 
     p = spec["params"]
     t = as_tissue(spec["adata"], layer=p["layer"], cluster_key=p["cluster_key"], spatial_key=p["spatial_key"])
     lr = read_cellchat(spec["lr"]) if isinstance(spec["lr"], str) else spec["lr"]
     lt = spec.get("ligand_target")
     lt = read_ligand_target(lt) if lt is not None else None
+    if "local" in spec:  # thresholds and receptor levels prepared by fit in this process
+        thr, levels = spec["local"]
+    else:
+        src = spec.get("cell_thresholds") if p["cell_thresholds"] is not None else False
+        thr, rl, levels = _inputs(spec["adata"], t, lr, p["radius"], p["contact_distance"], src)
+        if (None if thr is None else thr.digest()) != p["cell_thresholds"] or rl != p["receptor_layer"]:
+            raise InputError("cell_thresholds or the receptor layer changed since the run started",
+                             path=spec["adata"])
     ctx = build_context(t.X, t.var_names, t.coords, t.clusters, len(t.cluster_labels), lr, as_links(spec["grn"]),
                         radius=p["radius"], contact_distance=p["contact_distance"], scale_factor=p["scale_factor"],
                         mode=p["mode"], receptor_thresh=p["receptor_thresh"],
-                        tf_ligand_cutoff=p["tf_ligand_cutoff"], ligand_target=lt)
+                        tf_ligand_cutoff=p["tf_ligand_cutoff"], ligand_target=lt, cell_thresholds=thr,
+                        grn_alpha=p["grn_alpha"], receptor_levels=levels)
     _CTX.clear()
     _CTX[key] = (ctx, t.cluster_labels)
     return _CTX[key]
@@ -142,7 +286,15 @@ def _read_gene_log(path: Path) -> dict[str, dict]:
 
 def _append_gene_log(path: Path, rec: dict) -> None:
     with open(path, "ab") as fh:
-        fh.write((json.dumps(rec, sort_keys=True) + "\n").encode())
+        line = (json.dumps(rec, sort_keys=True) + "\n").encode()
+        if fh.tell() > 0:
+            # a run killed mid-append leaves a torn last line: start a fresh line, or this record
+            # would be glued to the fragment and lost (its gene retrained on every resume)
+            with open(path, "rb") as rd:
+                rd.seek(-1, os.SEEK_END)
+                if rd.read(1) != b"\n":
+                    line = b"\n" + line
+        fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -152,12 +304,22 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         group_reg: float = 1e-7, l1_reg: float = 1e-9, receptor_thresh: float = 0.01,
         tf_ligand_cutoff: float = 0.01, min_r2: float = 0.15, max_iter: int = 5000, tol: float = 1e-10,
         mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
+        cell_thresholds=None, grn_alpha: float = 0.05,
         resume: bool = False, overwrite: bool = False, executor=None, progress: bool | None = None) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
 
-    ``lr``: CellChat table (path or frame); ``grn``: TF links (long table, CellOracle base GRN,
-    path, or ``{target: [TFs]}``); ``ligand_target``: optional NicheNet matrix (path or frame) for
-    the ligand-TF pairs.  Genes are trained through :func:`polgen.engine.run_tasks` (``executor``:
+    ``lr``: CellChat table (path or frame); ``grn``: TF links (long table with optional
+    ``cluster`` / ``p``, CellOracle's ``{cluster: links}`` - the reference's ``co_grn`` -, a
+    CellOracle base GRN, a path, or ``{target: [TFs]}``); a TF counts when one of its links has
+    ``p < grn_alpha`` (the reference's ``get_regulators(alpha=0.05)``; tables without ``p`` keep
+    every link).  ``ligand_target``: optional NicheNet matrix (path or frame) for the ligand-TF
+    pairs (with 1,000+ genes, pairs whose ligand is regulated by the target or the TF are
+    dropped, as in the reference).  ``cell_thresholds``: a cells x genes table (frame or
+    parquet/csv path; > 0 = allowed) masking LR ligands and receptors; None uses
+    ``adata.uns["cell_thresholds"]`` when present (the reference's behaviour), False ignores it.
+    Receptor levels for ``receptor_thresh`` come from the ``normalized_count`` layer when the
+    AnnData has one (reference rule), else from the training expression.
+    Genes are trained through :func:`polgen.engine.run_tasks` (``executor``:
     None = in this process; with a pool, ``adata``, ``lr``, ``grn`` must be paths, and a process
     pool should use the "spawn" start method - polars' thread pool does not survive fork).
     Results are identical whatever the executor.
@@ -176,12 +338,18 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
     if not local and not all(v is None or is_path(v) or isinstance(v, Mapping) for v in (adata, lr, grn, ligand_target)):
         raise InputError("fit with an executor needs adata, lr, grn (and ligand_target) given as paths")
+    if not local and not (cell_thresholds is None or cell_thresholds is False or is_path(cell_thresholds)):
+        raise InputError("fit with an executor needs cell_thresholds given as a path (or None / False)")
+    if not (0 < grn_alpha <= 1):
+        raise InputError("grn_alpha must be in (0, 1]")
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
     if genes is None:
         genes = list(t.var_names)
     else:
         genes = list(dict.fromkeys(genes))
         t.gene_index(genes)  # InputError naming genes absent from the AnnData
+    thr, receptor_layer, levels = _inputs(adata, t, read_cellchat(lr) if is_path(lr) else lr, radius,
+                                          contact_distance, cell_thresholds)
     params = {"method": "stlr.fit", "radius": float(radius), "contact_distance": float(contact_distance),
               "scale_factor": float(scale_factor), "group_reg": float(group_reg), "l1_reg": float(l1_reg),
               "receptor_thresh": float(receptor_thresh), "tf_ligand_cutoff": float(tf_ligand_cutoff),
@@ -190,7 +358,9 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
               "adata": str(adata) if is_path(adata) else "<AnnData>", "lr": str(lr) if is_path(lr) else "<table>",
               "grn": str(grn) if is_path(grn) else "<table>",
               "ligand_target": None if ligand_target is None else (str(ligand_target) if is_path(ligand_target) else "<table>"),
-              "n_cells": len(t.obs_names), "n_genes": len(t.var_names), "clusters": t.cluster_labels}
+              "n_cells": len(t.obs_names), "n_genes": len(t.var_names), "clusters": t.cluster_labels,
+              "grn_alpha": float(grn_alpha), "cell_thresholds": None if thr is None else thr.digest(),
+              "receptor_layer": receptor_layer}
     pjson = params_to_json(params)
     out.mkdir(parents=True, exist_ok=True)
     man = out / MANIFEST
@@ -229,7 +399,9 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     spec = {"key": key, "adata": str(adata) if is_path(adata) else (t if local else None),
             "lr": str(lr) if is_path(lr) else lr, "grn": str(grn) if is_path(grn) else grn,
             "ligand_target": str(ligand_target) if is_path(ligand_target) else ligand_target,
-            "params": params}
+            "cell_thresholds": str(cell_thresholds) if is_path(cell_thresholds) else None, "params": params}
+    if local:
+        spec["local"] = (thr, levels)
     if local:
         _CTX.clear()
     tasks = [{"spec": spec, "gene": g, "out": str(out), "params_json": pjson} for g in todo]
