@@ -361,3 +361,41 @@ def test_design_matches_reference(case, reference_design, which):
         np.testing.assert_allclose(ctx.design(mods), vals[:, 1:], rtol=1e-10, atol=1e-300)
         n_tfl += len(mods.tfl_pairs)
     assert n_tfl > 0
+
+
+def test_restrict_to_co_grn_removes_only_unlinked_tf_terms():
+    from polgen.stlr import restrict_to_co_grn, splash
+    from polgen.stlr.synthetic import make_betabase, make_tissue
+
+    t = make_tissue(n_cells=120, n_genes=30, n_clusters=3, seed=4, extent=400.0)
+    base = make_betabase(t, n_trained=6, seed=3, per_cell=True)
+    rng = np.random.default_rng(5)
+    # a CellOracle-style co-GRN linking about half of each gene's TFs (in one cluster or the other)
+    rows = {0: [], 1: []}
+    kept: dict[str, set] = {}
+    for g in base.genes:
+        for tf in base[g].tfs:
+            if rng.random() < 0.5:
+                rows[int(rng.integers(2))].append((tf, g, float(rng.normal()), 0.5))  # p ignored here
+                kept.setdefault(g, set()).add(tf)
+        rows[0].append((g, base[g].tfs[0], 1.0, 0.01))  # reversed direction: must not count
+    co = {c: pd.DataFrame(r, columns=["source", "target", "coef_mean", "p"]) for c, r in rows.items()}
+    rb = restrict_to_co_grn(base, co)
+    rw = {l: np.linspace(0.1, 1.0, 120) * (k + 1) for k, l in enumerate(t.ligands)}
+    n_dropped = 0
+    for g in base.genes:
+        bd = base[g]
+        kw = dict(expr=t.X, var_names=t.var_names, obs_names=t.obs_names, received=rw)
+        S0 = splash(bd, **kw)
+        S1 = splash(rb[g], **kw)
+        want = S0.drop("CellID").to_numpy().copy()
+        cols = S0.columns[1:]
+        for tf, c in zip(bd.tfs, bd.tf_cols):
+            if tf not in kept.get(g, set()):
+                want[:, cols.index(f"beta_{tf}")] -= bd.values[:, c]  # its dy/dTF term removed
+                n_dropped += 1
+        np.testing.assert_allclose(S1.drop("CellID").to_numpy(), want, rtol=1e-12, atol=1e-14)
+        # nothing but the TF columns changed
+        other = [k for k, c in enumerate(bd.columns) if k not in set(bd.tf_cols.tolist())]
+        np.testing.assert_array_equal(rb[g].values[:, other], bd.values[:, other])
+    assert n_dropped > 0

@@ -17,6 +17,7 @@ from polgen.stlr.grn import (
     read_ligand_target,
     read_links,
     regulators,
+    restrict_to_co_grn,
 )
 from polgen.stlr.lasso import LassoFit, sparse_group_lasso
 from polgen.stlr.ligands import received_ligands
@@ -32,6 +33,7 @@ __all__ = [
     "co_grn_links",
     "read_cell_thresholds",
     "regulators",
+    "restrict_to_co_grn",
     "training_context",
     "FitResult",
     "LassoFit",

@@ -258,3 +258,33 @@ def read_ligand_target(path_or_frame) -> tuple[np.ndarray, list[str], list[str]]
         raise SchemaError("ligand-target matrix has no row-name column")
     ligs = [c for c in df.columns if c != idx]
     return df.select(ligs).to_numpy().astype(np.float64), df[idx].cast(pl.String).to_list(), ligs
+
+
+def restrict_to_co_grn(betas, co_grn):
+    """Betadata whose direct TF terms are kept only where the co-GRN has the link ``TF -> gene``.
+
+    The reference's ``GeneFactory(co_grn=...)`` meant to "enforce links to also appear in
+    co_grn_links" in splash: the derivative dy/dTF = beta_TF of gene y is kept only for TFs linked
+    to y in the flattened co-GRN (:func:`co_grn_links`: any cluster, no p-value filter); all other
+    terms (LR, TF-ligand) are untouched.  beta_TF enters splash only through that term, so zeroing
+    the unlinked ``beta_<TF>`` columns is the same restriction, and ``perturb`` / ``splash`` of the
+    returned :class:`~polgen.stlr.betadata.Betabase` apply it.  The reference's own code zeroes
+    every TF term instead (its ``beta_`` prefix comparison never matches) and looks the links up
+    with the gene as ``source``; neither bug is reproduced.
+    """
+    from polgen.stlr.betadata import Betabase, BetaData
+
+    base = Betabase.coerce(betas)
+    links = co_grn_links(co_grn)
+    pairs = set(zip(links["source"].to_list(), links["target"].to_list()))
+    out = []
+    for g in base.genes:
+        bd = base[g]
+        drop = [int(c) for t, c in zip(bd.tfs, bd.tf_cols) if (t, g) not in pairs]
+        if drop:
+            vals = bd.values.copy()
+            vals[:, drop] = 0.0
+            bd = BetaData(gene=bd.gene, id_kind=bd.id_kind, ids=list(bd.ids), columns=list(bd.columns),
+                          values=vals, path=bd.path)
+        out.append(bd)
+    return Betabase(out)
