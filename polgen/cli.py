@@ -6,8 +6,9 @@ named DuckDB queries of :mod:`polgen.sql`), ``version``.  Method subcommands are
 ``add_parser(subparsers)`` registering its subcommand with ``set_defaults(func=...)``; ``func(args)``
 returns an exit code (or None for 0).
 
-Errors polgen raises on purpose (:class:`~polgen.errors.PolgenError`) print one line on stderr and
-exit with code 2 (``-v`` shows the traceback too); a bug elsewhere keeps its traceback.
+Errors polgen raises on purpose (:class:`~polgen.errors.PolgenError`), and the filesystem refusing
+a path the user gave (an ``OSError`` naming a file), print one line on stderr and exit with code 2
+(``-v`` shows the traceback too); a bug elsewhere keeps its traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,29 @@ log = logging.getLogger("polgen")
 METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli")
 BUILTINS = ("demo", "sql", "version")
 EXIT_POLGEN_ERROR = 2
+
+
+# -- argument types (method CLIs use them too) ---------------------------------------------------
+def _number(kind, ok, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
+nonneg_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+unit_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+fraction_float = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 
 
 # -- output helpers -----------------------------------------------------------------------------
@@ -337,6 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 traceback.print_exc(file=sys.stderr)
             print(f"polgen: error: {exc}", file=sys.stderr)
+            return EXIT_POLGEN_ERROR
+        except OSError as exc:
+            # The filesystem refused a path the user gave (missing directory, a file where a
+            # directory is needed, no permission, disk full): report it in one line.  An OSError
+            # without a file name is not about the user's paths and keeps its traceback.
+            if exc.filename is None:
+                raise
+            if verbosity > 0:
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            where = f"{exc.filename!r}" + (f" -> {exc.filename2!r}" if exc.filename2 else "")
+            print(f"polgen: error: {exc.strerror or type(exc).__name__}: {where}", file=sys.stderr)
             return EXIT_POLGEN_ERROR
         except KeyboardInterrupt:
             print("polgen: interrupted", file=sys.stderr)

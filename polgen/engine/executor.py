@@ -63,6 +63,9 @@ def _check_executor(executor: Any) -> None:
         raise EngineError(f"executor {executor!r} has no submit method")
 
 
+check_executor = _check_executor  # public: front ends validate ``executor`` before long work
+
+
 def _resolve(executor: Executor | str | None) -> tuple[Any, bool]:
     """The executor to submit to and whether the engine created it (and so must shut it down)."""
     _check_executor(executor)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+from pathlib import Path
 
-from polgen.errors import InputError
+from polgen.cli import positive_float, positive_int, unit_float
+from polgen.errors import InputError, OutputExistsError
 
 log = logging.getLogger("polgen")
 
@@ -32,6 +34,13 @@ def _num_or_na(text: str) -> float | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or NA, got {text!r}") from None
+
+
+def _prev_or_na(text: str) -> float | None:
+    value = _num_or_na(text)
+    if value is not None and not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a prevalence in (0, 1) or NA, got {text!r}")
+    return value
 
 
 def _bool(text: str) -> bool:
@@ -63,10 +72,11 @@ def add_parser(subparsers) -> None:
     m.add_argument("--hm3", required=True, help="reference SNP list (SNP A1 A2), e.g. w_hm3.snplist")
     m.add_argument("--trait-names", nargs="+")
     m.add_argument("--N", nargs="+", type=_num_or_na, help="sample size per file (NA = use the file)")
-    m.add_argument("--info-filter", type=float, default=0.9)
-    m.add_argument("--maf-filter", type=float, default=0.01)
+    m.add_argument("--info-filter", type=unit_float, default=0.9)
+    m.add_argument("--maf-filter", type=unit_float, default=0.01)
     m.add_argument("--out", required=True, help="output directory")
     m.add_argument("--text", action="store_true", help="also write R-compatible {trait}.sumstats.gz")
+    m.add_argument("--overwrite", action="store_true", help="replace munged files already in --out")
     m.set_defaults(func=run_munge)
 
     ld = sub.add_parser("ldsc", help="multivariable LD score regression (R ldsc)")
@@ -74,14 +84,15 @@ def add_parser(subparsers) -> None:
     ld.add_argument("--ld", required=True, help="directory of {chr}.l2.ldscore.gz + {chr}.l2.M_5_50")
     ld.add_argument("--wld", help="separate regression-weight LD scores (R sep_weights=TRUE)")
     ld.add_argument("--trait-names", nargs="+")
-    ld.add_argument("--sample-prev", nargs="+", type=_num_or_na)
-    ld.add_argument("--population-prev", nargs="+", type=_num_or_na)
-    ld.add_argument("--n-blocks", type=int, default=200)
-    ld.add_argument("--chisq-max", type=float)
-    ld.add_argument("--chr", type=int, default=22)
+    ld.add_argument("--sample-prev", nargs="+", type=_prev_or_na)
+    ld.add_argument("--population-prev", nargs="+", type=_prev_or_na)
+    ld.add_argument("--n-blocks", type=positive_int, default=200)
+    ld.add_argument("--chisq-max", type=positive_float)
+    ld.add_argument("--chr", type=positive_int, default=22)
     ld.add_argument("--select", type=_select, help="ODD, EVEN or e.g. 1,3,5")
     ld.add_argument("--stand", action="store_true", help="also S_Stand / V_Stand")
     ld.add_argument("--out", required=True, help="covariance structure: .json or .parquet")
+    ld.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ld.set_defaults(func=run_ldsc)
 
     s = sub.add_parser("sumstats", help="standardise summary statistics for GWAS-by-subtraction "
@@ -94,12 +105,13 @@ def add_parser(subparsers) -> None:
     s.add_argument("--linprob", nargs="+", type=_bool)
     s.add_argument("--betas", nargs="+", type=_bool)
     s.add_argument("--N", nargs="+", type=_num_or_na)
-    s.add_argument("--info-filter", type=float, default=0.6)
-    s.add_argument("--maf-filter", type=float, default=0.01)
+    s.add_argument("--info-filter", type=unit_float, default=0.6)
+    s.add_argument("--maf-filter", type=unit_float, default=0.01)
     s.add_argument("--keep-indel", action="store_true")
     s.add_argument("--ambig", action="store_true", help="remove strand-ambiguous SNPs")
     s.add_argument("--parallel", action="store_true")
     s.add_argument("--out", required=True, help="output parquet file")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=run_sumstats)
 
     try:
@@ -120,8 +132,26 @@ def _one_per_file(values, n: int, name: str):
     return values
 
 
+def _check_out_file(path: str, overwrite: bool) -> None:
+    """Refuse (before any work) an --out file that exists unless --overwrite, or that is a directory."""
+    p = Path(path)
+    if p.parent.exists() and not p.parent.is_dir():
+        raise OutputExistsError("the directory of --out is a file", path=p.parent)
+    if p.is_dir():
+        raise OutputExistsError("--out is a directory; give a file name", path=p)
+    if p.exists() and not overwrite:
+        raise OutputExistsError("--out exists; pass --overwrite to replace it", path=p)
+
+
 def run_munge(args) -> int:
     from polgen.gsem.munge import munge
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError("--out exists and is not a directory", path=out)
+    munged = out.is_dir() and (any(out.glob("*.sumstats.parquet")) or any(out.glob("*.sumstats.gz")))
+    if munged and not args.overwrite:
+        raise OutputExistsError("--out already holds munged files; pass --overwrite to replace them", path=out)
 
     N = _one_per_file(args.N, len(args.files), "N")
     res, drops = munge(args.files, args.hm3, trait_names=args.trait_names, N=N,
@@ -139,6 +169,7 @@ def run_munge(args) -> int:
 def run_ldsc(args) -> int:
     from polgen.gsem.ldsc import ldsc, ldsc_table
 
+    _check_out_file(args.out, args.overwrite)
     n = len(args.traits)
     res = ldsc(args.traits, args.ld, wld=args.wld, trait_names=args.trait_names,
                sample_prev=_one_per_file(args.sample_prev, n, "sample-prev"),
@@ -154,6 +185,7 @@ def run_ldsc(args) -> int:
 def run_sumstats(args) -> int:
     from polgen.gsem.sumstats import sumstats
 
+    _check_out_file(args.out, args.overwrite)
     n = len(args.files)
     lf = sumstats(args.files, args.ref, trait_names=args.trait_names,
                   se_logit=_one_per_file(args.se_logit, n, "se-logit"),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from polgen.cli import positive_float, positive_int
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sumstats", required=True, help="sumstats() output: parquet file, directory or glob")
@@ -22,9 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimation", choices=["DWLS", "ML"], default="DWLS")
     p.add_argument("--GC", "--gc", dest="GC", choices=["standard", "conserv", "none"], default="standard")
     p.add_argument("--smooth-check", action="store_true")
-    p.add_argument("--SNPSE", "--snpse", dest="SNPSE", type=float, default=None)
+    p.add_argument("--SNPSE", "--snpse", dest="SNPSE", type=positive_float, default=None)
     p.add_argument("--TWAS", "--twas", dest="TWAS", action="store_true")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--executor", default=None, help="None (in process), threads, processes, dask, tcp://...")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

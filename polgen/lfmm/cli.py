@@ -17,7 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from polgen.errors import InputError
+from polgen.cli import fraction_float, nonneg_int, positive_float, positive_int
+from polgen.errors import InputError, OutputExistsError
 
 log = logging.getLogger("polgen")
 
@@ -27,9 +28,20 @@ def read_covariates(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError("covariate file not found", path=path)
+    if path.is_dir():
+        raise InputError("covariate path is a directory, not a file", path=path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        return pl.read_parquet(path)
-    first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        try:
+            return pl.read_parquet(path)
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot read covariates: {exc}", path=path) from None
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise InputError("covariate file is neither a delimited text table nor parquet", path=path) from None
+    if not text.strip():
+        raise InputError("covariate file is empty", path=path)
+    first = text.splitlines()[0]
     sep = "\t" if "\t" in first else "," if "," in first else " "
     fields = [f for f in first.replace(sep, " ").split() if f]
 
@@ -43,7 +55,7 @@ def read_covariates(path: str | Path) -> pl.DataFrame:
     header = not all(_num(f) for f in fields)
     try:
         if sep == " ":
-            lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+            lines = [ln.split() for ln in text.splitlines() if ln.strip()]
             names = lines[0] if header else [f"X{j + 1}" for j in range(len(lines[0]))]
             body = lines[1:] if header else lines
             df = pl.DataFrame([list(r) for r in zip(*body)] if body else [], schema=names, orient="col")
@@ -62,15 +74,15 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bed", required=True, help="PLINK .bed (with .bim/.fam beside it)")
     p.add_argument("--covariates", required=True, help="covariates: IID [+FID] + numeric columns")
-    p.add_argument("-K", type=int, help="number of latent factors")
+    p.add_argument("-K", type=positive_int, help="number of latent factors")
     p.add_argument("--out", help="output directory (parquet parts + manifest)")
-    p.add_argument("--lam", type=float, default=1e-5, help="ridge penalty (default 1e-5)")
+    p.add_argument("--lam", type=positive_float, default=1e-5, help="ridge penalty (default 1e-5)")
     est = p.add_mutually_exclusive_group()
-    est.add_argument("--est-rate", type=float, help="fraction of SNPs used to estimate U")
+    est.add_argument("--est-rate", type=fraction_float, help="fraction of SNPs used to estimate U")
     est.add_argument("--est-bed", help="separate (e.g. LD-pruned) .bed used to estimate U")
-    p.add_argument("--power-iter", type=int, default=2)
-    p.add_argument("--oversampling", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--power-iter", type=nonneg_int, default=2)
+    p.add_argument("--oversampling", type=nonneg_int, default=10)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--scale", choices=["center", "eigenstrat"], default="center")
     p.add_argument("--dlambda", choices=["lea", "exact"], default="lea")
     p.add_argument("--calibrate", choices=["gif", "median+MAD", "none"], default="gif")
@@ -78,7 +90,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--executor", default=None, help="None, threads, processes, dask or tcp://...")
-    p.add_argument("--choose-k", type=int, metavar="KMAX",
+    p.add_argument("--choose-k", type=positive_int, metavar="KMAX",
                    help="instead of testing: print the top KMAX eigenvalues and Tracy-Widom tests")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=run)
@@ -95,9 +107,17 @@ def run(args) -> int:
         return 0
     if args.K is None or args.out is None:
         raise InputError("polgen lfmm needs -K and --out (or --choose-k)")
-    env = read_covariates(args.covariates)
+    from polgen.engine import check_executor
+    from polgen.io.sink import MANIFEST, make_output_dir
+
+    check_executor(args.executor)  # before the fit, not after it
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).exists() and not (args.resume or args.overwrite):
+        # refuse before fitting: the fit would replace the saved model of the previous run
+        raise OutputExistsError("--out holds a previous run; pass --resume to continue it or "
+                                "--overwrite to replace it", path=out)
+    env = read_covariates(args.covariates)
+    make_output_dir(out)
     model_path = out / "lfmm_model.npz"
     if args.resume and model_path.exists():
         model = load_model(model_path)

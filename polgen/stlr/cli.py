@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from polgen.cli import nonneg_float, nonneg_int, positive_float, unit_float
+from polgen.errors import InputError, OutputExistsError
+
 
 def _genes(v: str | None) -> list[str] | None:
     if not v:
@@ -20,16 +23,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", required=True, help="CellChat ligand-receptor table (csv/parquet)")
     p.add_argument("--layer", default=None, help="expression layer (default imputed_count when present, else X)")
     p.add_argument("--cluster-key", default=None, help="obs column of cluster labels")
-    p.add_argument("--radius", type=float, default=200.0, help="secreted-signalling radius")
-    p.add_argument("--contact-distance", type=float, default=50.0, help="contact / ECM radius")
-    p.add_argument("--scale-factor", type=float, default=1.0)
+    p.add_argument("--radius", type=positive_float, default=200.0, help="secreted-signalling radius")
+    p.add_argument("--contact-distance", type=positive_float, default=50.0, help="contact / ECM radius")
+    p.add_argument("--scale-factor", type=positive_float, default=1.0)
     p.add_argument("--mode", choices=("exact", "grid", "fast"), default="exact", help="received ligands")
     p.add_argument("--executor", default=None, help="local (default), threads, processes, or a Dask address")
     p.add_argument("--no-progress", action="store_true")
 
 
+def _check_tables(*paths: str | None) -> None:
+    """A parquet --lr / --grn / --ligand-target that is not parquet fails here, naming the file
+    (inside the training batches its error would not name it)."""
+    import polars as pl
+
+    for v in paths:
+        p = Path(v) if v else None
+        if p is None or p.suffix.lower() != ".parquet" or not p.is_file():
+            continue
+        try:
+            pl.read_parquet_schema(p)
+        except Exception as exc:  # noqa: BLE001 - polars raises several kinds
+            raise InputError(f"cannot read as parquet: {exc}", path=p) from None
+
+
 def cmd_fit(args) -> int:
     from polgen.stlr.train import fit
+
+    _check_tables(args.lr, args.grn, args.ligand_target)
 
     res = fit(args.h5ad, _genes(args.genes), out=args.out, lr=args.lr, grn=args.grn,
               ligand_target=args.ligand_target, radius=args.radius, contact_distance=args.contact_distance,
@@ -45,12 +65,19 @@ def cmd_perturb(args) -> int:
     from polgen.io.sink import params_to_json, write_table_atomic
     from polgen.stlr.perturb import perturb, perturb_batch
 
+    _check_tables(args.lr)
     targets = _genes(args.target)
+    if not targets:
+        raise InputError(f"--target names no gene: {args.target!r}")
     kw = dict(gene_expr=args.gene_expr, n_propagation=args.n_propagation, mode=args.mode, lr=args.lr,
               radius=args.radius, contact_distance=args.contact_distance, scale_factor=args.scale_factor,
               beta_scale_factor=args.beta_scale_factor, beta_cap=args.beta_cap, layer=args.layer,
               cluster_key=args.cluster_key)
     if len(targets) == 1 and args.out.endswith(".parquet"):
+        out = Path(args.out)
+        if out.is_dir() or (out.exists() and not args.overwrite):
+            raise OutputExistsError("--out exists; pass --overwrite to replace it" if not out.is_dir()
+                                    else "--out is a directory; give a .parquet file name", path=out)
         sim = perturb(args.h5ad, args.betas, targets[0], **kw)
         write_table_atomic(args.out, sim, {"polgen.params": params_to_json({**kw, "target": targets[0]})})
         print(f"{targets[0]} -> {args.out}")
@@ -63,16 +90,17 @@ def cmd_perturb(args) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("stlr", help="SpaceTravLR: spatial GRN training and in-silico perturbation")
-    sub = p.add_subparsers(dest="stlr_command")
+    sub = p.add_subparsers(dest="stlr_command", metavar="COMMAND")
+    sub.required = True
     f = sub.add_parser("fit", help="train one sparse-group-lasso model per gene and cluster")
     _common(f)
     f.add_argument("--grn", required=True, help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet")
     f.add_argument("--ligand-target", default=None, help="NicheNet ligand-target matrix (parquet) for L#TF pairs")
     f.add_argument("--genes", default=None, help="comma-separated genes or a file (default: all)")
     f.add_argument("--out", required=True, help="output directory of {gene}_betadata.parquet")
-    f.add_argument("--group-reg", type=float, default=1e-7)
-    f.add_argument("--l1-reg", type=float, default=1e-9)
-    f.add_argument("--min-r2", type=float, default=0.15)
+    f.add_argument("--group-reg", type=nonneg_float, default=1e-7)
+    f.add_argument("--l1-reg", type=nonneg_float, default=1e-9)
+    f.add_argument("--min-r2", type=unit_float, default=0.15)
     f.add_argument("--resume", action="store_true")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -80,10 +108,10 @@ def add_parser(subparsers) -> None:
     _common(q)
     q.add_argument("--betas", required=True, help="directory of *_betadata.{parquet,feather}")
     q.add_argument("--target", required=True, help="gene, comma-separated genes, or a file of genes")
-    q.add_argument("--gene-expr", type=float, default=0.0, help="value to set (0 = knock-out)")
-    q.add_argument("--n-propagation", type=int, default=4)
-    q.add_argument("--beta-scale-factor", type=float, default=1.0)
-    q.add_argument("--beta-cap", type=float, default=None)
+    q.add_argument("--gene-expr", type=nonneg_float, default=0.0, help="value to set (0 = knock-out)")
+    q.add_argument("--n-propagation", type=nonneg_int, default=4)
+    q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0)
+    q.add_argument("--beta-cap", type=positive_float, default=None)
     q.add_argument("--out", required=True, help="a .parquet file (one target) or a directory (batch)")
     q.add_argument("--resume", action="store_true")
     q.add_argument("--overwrite", action="store_true")
