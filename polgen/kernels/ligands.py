@@ -224,10 +224,12 @@ def _finish(acc, comp, out):  # pragma: no cover - numba
 
 @numba.njit(cache=True, nogil=True, fastmath=_STRICT)
 def _transpose(K, KT):  # pragma: no cover - numba
+    """KT = K.T (row by row of KT: contiguous stores, gathered loads)."""
     _wide_vectors()
-    for a in range(TILE):
-        for b in range(TILE):
-            KT[b, a] = K[a, b]
+    for b in range(TILE):
+        r = KT[b]
+        for a in range(TILE):
+            r[a] = K[a, b]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=_STRICT)

@@ -9,8 +9,14 @@ Python SpaceTravLR reference's ``received_ligands`` (one radius per ligand: ``ra
 Modes
 -----
 ``exact``
-    The O(N^2 L) sum, fused (no N x N matrix), parallel over target blocks.  Agrees with the
-    reference to ~1e-15 relative (only the summation order differs).
+    The sum over all pairs without an N x N matrix (:class:`polgen.kernels.ligands.GaussTiles`):
+    cells in k-d tiles of 64, each unordered tile pair's kernel block filled once (one
+    vectorised exp per pair and distinct radius) and used both ways, tile partial sums added
+    with Kahan compensation.  A tile pair is skipped only when a bound proves the skipped terms
+    below 2^-54 (half a rounding unit) of every output element it would add to (non-negative
+    expression; columns with negative values are summed over every pair).  Agrees with the
+    reference to rounding: within 1e-15 relative per element, plus the exp's argument rounding
+    (a few |z| 2^-53 for an element dominated by a term exp(z), z >= -745).
 ``grid``
     The Rust port's anchor grid: exact sums at anchors spaced ``grid_factor * r`` (0.5) and
     bilinear interpolation; O(A N L).  About 1e-2 relative error; kept for parity.
