@@ -264,6 +264,13 @@ def test_fit_uses_thresholds_and_records_them(tmp_path, case):
     r1 = fit(str(path), TARGETS[:2], out=tmp_path / "a", **kw)
     r2 = fit(small, TARGETS[:2], out=tmp_path / "b", **kw)
     r3 = fit(small, TARGETS[:2], out=tmp_path / "c", cell_thresholds=False, **kw)
+    # a pool worker re-reads uns["cell_thresholds"] and the normalized_count layer from the file
+    lr_path, links_path = tmp_path / "lr.csv", tmp_path / "links.parquet"
+    lr.write_csv(lr_path)
+    as_links(links).write_parquet(links_path)
+    kw_paths = dict(kw, lr=str(lr_path), grn=str(links_path), ligand_target=None)
+    r4 = fit(str(path), TARGETS[:2], out=tmp_path / "d", executor="threads", **kw_paths)
+    r5 = fit(small, TARGETS[:2], out=tmp_path / "e", **kw_paths)
     man = json.loads((tmp_path / "a" / "stlr_run.json").read_text())["params"]
     assert man["cell_thresholds"] == read_cell_thresholds(small.uns["cell_thresholds"], list(small.obs_names),
                                                           LIGS + RECS).digest()
@@ -276,6 +283,8 @@ def test_fit_uses_thresholds_and_records_them(tmp_path, case):
         C = pl.read_parquet(r3.out / f"{g}_betadata.parquet")
         assert A.equals(B)
         assert not A.equals(C)
+        # (the file bytes differ only by the recorded 'adata' parameter: path vs in-memory)
+        assert pl.read_parquet(r4.out / f"{g}_betadata.parquet").equals(pl.read_parquet(r5.out / f"{g}_betadata.parquet"))
     # resuming with other thresholds is refused
     with pytest.raises(ResumeError):
         fit(str(path), TARGETS[:2], out=tmp_path / "a", resume=True, cell_thresholds=False, **kw)
