@@ -9,7 +9,8 @@ ligands), splash (all 50 genes), perturb (3 steps, knock-out of a ligand) in eve
 fast mode's error against exact; training of the 50 genes at the middle size.  When the reference
 venv exists ($TMPDIR/spacetravlr-ref or $SPACETRAVLR_REF) the same operations run in a subprocess
 on the same data (up to --ref-max cells: the reference builds N x N matrices) and ratios are printed.
-The machine's load average is recorded (timings on a shared machine are noisy).
+The machine's load average is recorded (timings on a shared machine are noisy); polgen's CPU
+time (all its threads) is recorded beside the wall time of received ligands and perturb.
 """
 
 from __future__ import annotations
@@ -62,17 +63,17 @@ gf = gfm.GeneFactory(a, models, annot="cell_type", radius=200, contact_distance=
 gf.load_betas()
 ligs = sorted(set(gf.ligands) | set(gf.tfl_ligands))
 gex = pd.DataFrame(X, index=obs, columns=var)
-t = time.perf_counter()
+t = time.perf_counter(); c = time.process_time()
 rw = received_ligands(xy, get_filtered_df(gex, None, ligs), gf.lr, scale_factor=1)
-res["received"] = time.perf_counter() - t
+res["received"] = time.perf_counter() - t; res["received_cpu"] = time.process_time() - c
 filt = get_filtered_df(gex, None, var)[var]
 t = time.perf_counter()
 for g, bf in gf.beta_dict.data.items():
     bf.splash(rw, rw, filt)
 res["splash"] = time.perf_counter() - t
-t = time.perf_counter()
+t = time.perf_counter(); c = time.process_time()
 out = gf.perturb(target=spec["target"], n_propagation=3, gene_expr=0.0)
-res["perturb_cold"] = time.perf_counter() - t
+res["perturb_cold"] = time.perf_counter() - t; res["perturb_cold_cpu"] = time.process_time() - c
 if spec.get("warm", True):
     t = time.perf_counter()
     out = gf.perturb(target=spec["target"], n_propagation=3, gene_expr=0.0)
@@ -86,6 +87,14 @@ def timed(fn, *a, **k):
     t = time.perf_counter()
     out = fn(*a, **k)
     return time.perf_counter() - t, out
+
+
+def timed_cpu(fn, *a, **k):
+    """(wall, CPU of this process (all threads), result)."""
+    c = time.process_time()
+    t = time.perf_counter()
+    out = fn(*a, **k)
+    return time.perf_counter() - t, time.process_time() - c, out
 
 
 def make(n: int, seed: int = 0):
@@ -137,8 +146,9 @@ def bench_size(n: int, args) -> dict:
     for mode in ("exact", "grid", "fast"):
         if (mode == "exact" and n > args.exact_max) or (mode == "grid" and n > args.grid_max):
             continue
-        dt, W[mode] = timed(received_ligands, t.coords, L, radii[ok], 1.0, mode)
+        dt, cpu, W[mode] = timed_cpu(received_ligands, t.coords, L, radii[ok], 1.0, mode)
         res[f"received_{mode}_s"] = dt
+        res[f"received_{mode}_cpu_s"] = cpu
     if "exact" not in W and n <= 200_000:
         # exact on a sample of 400 target cells (all sources): accuracy of fast / grid at scale
         from polgen.kernels.ligands import gauss_sum_exact
@@ -173,10 +183,12 @@ def bench_size(n: int, args) -> dict:
     for mode in ("exact", "fast", "grid"):
         if (mode == "exact" and n > args.exact_max) or (mode == "grid" and n > args.grid_max):
             continue
-        dt_prep, P = timed(Perturber, T, base, lr=t.lr, mode=mode)
-        dt_run, out = timed(P.run, target, 0.0, n_propagation=3)
+        dt_prep, cpu_prep, P = timed_cpu(Perturber, T, base, lr=t.lr, mode=mode)
+        dt_run, cpu_run, out = timed_cpu(P.run, target, 0.0, n_propagation=3)
         res[f"perturb_{mode}_cold_s"] = dt_prep + dt_run
         res[f"perturb_{mode}_warm_s"] = dt_run
+        res[f"perturb_{mode}_cold_cpu_s"] = cpu_prep + cpu_run
+        res[f"perturb_{mode}_warm_cpu_s"] = cpu_run
         outs[mode] = out.drop("CellID").to_numpy()
     if "exact" in outs:
         scale = np.abs(outs["exact"]).max(axis=0)
@@ -202,9 +214,12 @@ def bench_size(n: int, args) -> dict:
                 res["perturb_exact_vs_ref_err"] = float((np.abs(outs["exact"] - pout) / scale).max())
             res["ratio_received"] = ref["received"] / res.get("received_exact_s", np.nan)
             res["ratio_splash"] = ref["splash"] / res["splash_50_genes_s"]
+            if "received_exact_cpu_s" in res:
+                res["ratio_received_cpu"] = ref["received_cpu"] / res["received_exact_cpu_s"]
             for mode in ("exact", "fast", "grid"):
                 if f"perturb_{mode}_cold_s" in res:
                     res[f"ratio_perturb_{mode}_cold"] = ref["perturb_cold"] / res[f"perturb_{mode}_cold_s"]
+                    res[f"ratio_perturb_{mode}_cold_cpu"] = ref["perturb_cold_cpu"] / res[f"perturb_{mode}_cold_cpu_s"]
                     if "perturb_warm" in ref:
                         res[f"ratio_perturb_{mode}_warm"] = ref["perturb_warm"] / res[f"perturb_{mode}_warm_s"]
     res["load_avg_end"] = os.getloadavg()[0]
