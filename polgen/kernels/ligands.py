@@ -424,6 +424,21 @@ class GaussTiles:
         self.targets = _Tiling(x, y)
         self.sources = self.targets if sx is None else _Tiling(sx, sy)
         self.n = self.targets.n
+        self._scratch: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    SCRATCH_BYTES = 96 << 20  # accumulators kept between calls (perturbation steps) up to this size
+
+    def _accumulators(self, shape) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed per-chunk accumulators; reused between calls while they fit SCRATCH_BYTES."""
+        hit = self._scratch.get(shape)
+        if hit is not None:
+            hit[0].fill(0.0)
+            hit[1].fill(0.0)
+            return hit
+        acc, comp = np.zeros(shape), np.zeros(shape)
+        if 16 * acc.size + sum(2 * a.nbytes for a, _ in self._scratch.values()) <= self.SCRATCH_BYTES:
+            self._scratch[shape] = (acc, comp)
+        return acc, comp
 
     def apply_neg(self, E: np.ndarray, neg: float, scale: float = 1.0) -> np.ndarray:
         """out[i, l] = scale * sum_j exp(d2_ij * neg) E[j, l] (neg = -1/(2 r^2) < 0)."""
@@ -434,7 +449,8 @@ class GaussTiles:
         if t.n == 0 or s.n == 0 or nl == 0:
             return out
         negative = (E < 0).any(axis=0)
-        for cols, eps in ((np.flatnonzero(~negative), DROP_EPS), (np.flatnonzero(negative), -1.0)):
+        live = (E != 0).any(axis=0)  # all-zero columns receive exactly 0
+        for cols, eps in ((np.flatnonzero(~negative & live), DROP_EPS), (np.flatnonzero(negative), -1.0)):
             if cols.size == 0:
                 continue
             ETp, Ep, S = s.pack(E[:, cols])
@@ -445,12 +461,13 @@ class GaussTiles:
                 pi, pj = np.nonzero(np.triu(need))
                 nc = int(max(1, min(2 * numba.get_num_threads(), pi.size)))
                 bounds = np.linspace(0, pi.size, nc + 1).round().astype(np.int64)
-                acc = np.zeros((nc, t.nt, TILE, ETp.shape[1]))
-                comp = np.zeros_like(acc)
+                acc, comp = self._accumulators((nc, t.nt, TILE, ETp.shape[1]))
                 with numba.parallel_chunksize(1):
                     tile_sums_sym(t.xp, t.yp, ETp, Ep, pi.astype(np.int64), pj.astype(np.int64), bounds,
                                   float(neg), acc, comp)
-                res = (acc - comp).sum(axis=0)
+                res = acc[0] - comp[0]
+                for c in range(1, nc):
+                    res += acc[c] - comp[c]
             else:
                 res = np.empty((t.nt, TILE, ETp.shape[1]))
                 tile_sums(t.xp, t.yp, s.xp, s.yp, ETp, need, float(neg), res)
