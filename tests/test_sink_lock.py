@@ -85,6 +85,11 @@ def test_concurrent_run_in_another_process_is_refused(tmp_path):
             assert ei.value.path == str(out)
             assert str(out) in str(ei.value) and f"pid {proc.pid}" in str(ei.value)
             assert isinstance(ei.value, OutputExistsError)
+        # a sink opened directly (outside run_to_sink) respects the lock too, before it cleans
+        # temp files, cuts a torn manifest line or clears parts
+        for kw in ({"resume": True}, {"overwrite": True}):
+            with pytest.raises(OutputLockedError):
+                BatchSink(out, PARAMS, **kw)
         # the refused runs changed nothing the first run had written
         now = part_bytes(out)
         assert {k: now[k] for k in before} == before

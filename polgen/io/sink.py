@@ -204,6 +204,7 @@ def make_output_dir(path: str | os.PathLike) -> Path:
 # Lock descriptors held by this process; a forked child closes its copies (see _after_fork), so
 # a worker forked while a run holds a lock cannot keep that lock alive after the run ends.
 _HELD_LOCK_FDS: set[int] = set()
+_HELD_LOCK_DIRS: dict[str, int] = {}  # resolved directory -> number of locks this process holds on it
 
 
 def _after_fork_in_child() -> None:
@@ -213,6 +214,7 @@ def _after_fork_in_child() -> None:
         except OSError:
             pass
     _HELD_LOCK_FDS.clear()
+    _HELD_LOCK_DIRS.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -286,6 +288,8 @@ class OutputLock:
             pass
         self._fd = fd
         _HELD_LOCK_FDS.add(fd)
+        key = str(self.dir.resolve())
+        _HELD_LOCK_DIRS[key] = _HELD_LOCK_DIRS.get(key, 0) + 1
         return self
 
     def _holder(self) -> str:
@@ -302,6 +306,11 @@ class OutputLock:
         if fd is None:
             return
         _HELD_LOCK_FDS.discard(fd)
+        key = str(self.dir.resolve())
+        if _HELD_LOCK_DIRS.get(key, 0) > 1:
+            _HELD_LOCK_DIRS[key] -= 1
+        else:
+            _HELD_LOCK_DIRS.pop(key, None)
         try:
             # unlink while still locked: a run that opened the old file then sees it is stale
             self.file.unlink(missing_ok=True)
@@ -326,6 +335,37 @@ class OutputLock:
                 pass
 
 
+def check_not_locked(path: str | os.PathLike) -> None:
+    """Raise :class:`~polgen.errors.OutputLockedError` if another process (or another lock object
+    than this process's own) holds the :class:`OutputLock` of the directory ``path``.
+
+    :class:`BatchSink` calls it before it clears, truncates or cleans anything, so a sink opened
+    outside :func:`~polgen.engine.run_to_sink` cannot damage a run in progress either.
+    """
+    import fcntl
+
+    d = Path(path)
+    f = d / LOCK
+    if not f.exists() or _HELD_LOCK_DIRS.get(str(d.resolve())):
+        return
+    try:
+        fd = os.open(f, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:  # gone meanwhile (released) or unreadable: nothing to respect
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = OutputLock(d)._holder()
+                raise OutputLockedError("another polgen run is writing this output directory"
+                                        + (f" ({holder})" if holder else ""), path=d) from None
+            return
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 class BatchSink:
     """A parquet dataset written one batch at a time, resumable after a crash.
 
@@ -343,6 +383,7 @@ class BatchSink:
         manifest = self.path / MANIFEST
         if self.path.exists() and not self.path.is_dir():
             raise OutputExistsError("output path exists and is not a directory", path=self.path)
+        check_not_locked(self.path)
         if manifest.exists() and not resume:
             if not overwrite:
                 raise OutputExistsError(
