@@ -80,3 +80,30 @@ def test_cli_fit_and_perturb(setup, tmp_path, capsys):
                str(d / "betas"), "--target", "Nope", "--out", str(tmp_path / "x.parquet"),
                "--cluster-key", "cell_type"])
     assert rc == 2 and "Nope" in capsys.readouterr().err
+
+
+def test_cli_fit_cell_thresholds_and_grn_alpha(setup, tmp_path):
+    from polgen.stlr import fit
+
+    t, a, base, d = setup
+    rng = np.random.default_rng(9)
+    genes = sorted(set(t.ligands) | set(t.receptors))
+    th = pl.DataFrame({"CellID": t.obs_names, **{g: (rng.random(len(t.obs_names)) < 0.7).astype(float) for g in genes}})
+    th.write_parquet(tmp_path / "th.parquet")
+    links = t.links.with_columns(pl.Series("p", rng.uniform(0, 0.1, t.links.height)))
+    links.write_csv(tmp_path / "links_p.csv")
+    target = "Gene002"
+    common = ["--h5ad", str(d / "tissue.h5ad"), "--lr", str(d / "lr.csv"), "--grn", str(tmp_path / "links_p.csv"),
+              "--genes", target, "--cluster-key", "cell_type", "--no-progress"]
+    assert main(["stlr", "fit", *common, "--out", str(tmp_path / "a"), "--cell-thresholds", str(tmp_path / "th.parquet"),
+                 "--grn-alpha", "0.03"]) == 0
+    assert main(["stlr", "fit", *common, "--out", str(tmp_path / "b")]) == 0
+    got_a = pl.read_parquet(tmp_path / "a" / f"{target}_betadata.parquet")
+    got_b = pl.read_parquet(tmp_path / "b" / f"{target}_betadata.parquet")
+    want = fit(a, [target], out=tmp_path / "py", lr=t.lr, grn=links, cluster_key="cell_type", progress=False,
+               cell_thresholds=th, grn_alpha=0.03)
+    assert got_a.equals(pl.read_parquet(want.files[0]))
+    assert not got_a.equals(got_b)
+    # fewer TFs pass p < 0.03 than p < 0.05
+    assert len([c for c in got_a.columns if c.startswith("beta_") and "$" not in c and "#" not in c]) < \
+        len([c for c in got_b.columns if c.startswith("beta_") and "$" not in c and "#" not in c])

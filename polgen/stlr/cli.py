@@ -49,13 +49,14 @@ def _check_tables(*paths: str | None) -> None:
 def cmd_fit(args) -> int:
     from polgen.stlr.train import fit
 
-    _check_tables(args.lr, args.grn, args.ligand_target)
+    _check_tables(args.lr, args.grn, args.ligand_target, args.cell_thresholds)
 
     res = fit(args.h5ad, _genes(args.genes), out=args.out, lr=args.lr, grn=args.grn,
               ligand_target=args.ligand_target, radius=args.radius, contact_distance=args.contact_distance,
               scale_factor=args.scale_factor, group_reg=args.group_reg, l1_reg=args.l1_reg,
               min_r2=args.min_r2, mode=args.mode, layer=args.layer, cluster_key=args.cluster_key,
-              resume=args.resume, overwrite=args.overwrite, executor=args.executor,
+              cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
+              grn_alpha=args.grn_alpha, resume=args.resume, overwrite=args.overwrite, executor=args.executor,
               progress=False if args.no_progress else None)
     print(f"trained {res.scores['gene'].n_unique()} genes -> {res.out}")
     return 0
@@ -101,6 +102,12 @@ def add_parser(subparsers) -> None:
     f.add_argument("--group-reg", type=nonneg_float, default=1e-7)
     f.add_argument("--l1-reg", type=nonneg_float, default=1e-9)
     f.add_argument("--min-r2", type=unit_float, default=0.15)
+    f.add_argument("--cell-thresholds", default=None,
+                   help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and receptors "
+                        "(default: the h5ad's uns['cell_thresholds'] when present)")
+    f.add_argument("--no-cell-thresholds", action="store_true", help="ignore uns['cell_thresholds']")
+    f.add_argument("--grn-alpha", type=unit_float, default=0.05,
+                   help="a TF regulates a gene when one of its links has p < this (links with a p column)")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=cmd_fit)
