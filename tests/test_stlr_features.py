@@ -408,3 +408,35 @@ def test_restrict_to_co_grn_removes_only_unlinked_tf_terms():
         other = [k for k, c in enumerate(bd.columns) if k not in set(bd.tf_cols.tolist())]
         np.testing.assert_array_equal(rb[g].values[:, other], bd.values[:, other])
     assert n_dropped > 0
+
+
+def test_cell_thresholds_from_communication():
+    from polgen.stlr.features import cell_thresholds_from_communication
+
+    lr = pl.DataFrame({"ligand": ["La", "Lb", "La"], "receptor": ["Ra_Rb", "Rc", "Ra"],
+                       "pathway": ["x", "y", "x"], "signaling": ["Secreted Signaling"] * 3})
+    types = ["T", "B"]
+    idx = pd.Index(types)
+    comm = {
+        # La -> Ra: kept entries (p < 0.3): T->T 1.0, B->T 2.0 ; T->B 5.0 dropped (p = 0.5)
+        "La-Ra": {"communication_matrix": pd.DataFrame([[1.0, 5.0], [2.0, 0.0]], index=idx, columns=idx),
+                  "communication_pvalue": pd.DataFrame([[0.1, 0.5], [0.2, 0.0]], index=idx, columns=idx)},
+        # La -> Rb: nothing significant -> ignored
+        "La-Rb": (pd.DataFrame([[3.0, 3.0], [3.0, 3.0]], index=idx, columns=idx),
+                  pd.DataFrame([[0.9, 0.9], [0.9, 0.9]], index=idx, columns=idx)),
+        # Lb -> Rc: B->B 4.0
+        "Lb-Rc": (pd.DataFrame([[0.0, 0.0], [0.0, 4.0]], index=idx, columns=idx),
+                  pd.DataFrame([[0.0, 0.0], [0.0, 0.01]], index=idx, columns=idx)),
+        "Zz-Rc": (pd.DataFrame([[9.0]]), pd.DataFrame([[0.0]])),  # not in the LR table
+    }
+    cells = ["c0", "c1", "c2"]
+    ct = ["T", "B", "T"]
+    got = cell_thresholds_from_communication(comm, lr, cells, ct)
+    assert got.columns == ["CellID", "La", "Lb", "Ra", "Rb", "Rc"]
+    # La: sender row sums T = 1, B = 2 (La-Ra counted once although listed twice); Ra: receiver
+    # column sums T = 3, B = 0; Lb / Rc: B row / column = 4
+    want = {"La": [1.0, 2.0, 1.0], "Lb": [0.0, 4.0, 0.0], "Ra": [3.0, 0.0, 3.0], "Rb": [0.0] * 3, "Rc": [0.0, 4.0, 0.0]}
+    for g, v in want.items():
+        assert got[g].to_list() == v, g
+    th = read_cell_thresholds(got, cells)
+    np.testing.assert_array_equal(th.mask(["La", "Rb", "Rc"]), [[1, 0, 0], [1, 0, 1], [1, 0, 0]])

@@ -4,7 +4,7 @@ Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to 
 """
 
 from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
-from polgen.stlr.features import CellThresholds, read_cell_thresholds
+from polgen.stlr.features import CellThresholds, cell_thresholds_from_communication, read_cell_thresholds
 from polgen.stlr.grn import (
     base_grn_links,
     celloracle_links,
@@ -29,6 +29,7 @@ __all__ = [
     "BetaData",
     "Betabase",
     "CellThresholds",
+    "cell_thresholds_from_communication",
     "celloracle_links",
     "co_grn_links",
     "read_cell_thresholds",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -302,3 +302,55 @@ def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radi
                           links=links, W=W, ligands=ligands, receptor_thresh=receptor_thresh,
                           tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=ligand_target, W_tfl=W_tfl,
                           cell_thresholds=cell_thresholds, grn_alpha=grn_alpha, receptor_levels=receptor_levels)
+
+
+def cell_thresholds_from_communication(communication, lr, obs_names: Sequence[str], cell_types: Sequence,
+                                       pval: float = 0.3) -> pl.DataFrame:
+    """Cell thresholds from COMMOT cluster-level communication, as the reference's ``run_commot_``.
+
+    ``communication``: ``{"<ligand>-<receptor>": {"communication_matrix": DataFrame,
+    "communication_pvalue": DataFrame}}`` (the reference's ``input_data/communication.pkl``; a
+    ``(matrix, pvalue)`` pair per name works too), sender cell types as rows, receivers as
+    columns.  For every expanded pair of ``lr`` (CellChat table) with an entry, the matrix is kept
+    where ``pvalue < pval``; when anything is left, every cell of a sender type gets the row sum
+    added to its ligand and every cell of a receiver type the column sum added to its receptor.
+    Returns ``CellID`` + one column per ligand / receptor gene of the expanded table (sorted),
+    0 where nothing was added.  (COMMOT itself - the optimal-transport communication and its
+    permutation p-values - is not part of polgen.)
+    """
+    from polgen.stlr.grn import expand_complexes
+
+    ex = expand_complexes(lr if isinstance(lr, pl.DataFrame) else pl.from_pandas(lr))
+    genes = sorted(set(ex["ligand"].to_list()) | set(ex["receptor"].to_list()))
+    gpos = {g: k for k, g in enumerate(genes)}
+    ct = np.asarray([str(c) for c in cell_types])
+    if ct.shape[0] != len(obs_names):
+        raise InputError(f"cell_types has {ct.shape[0]} labels for {len(obs_names)} cells")
+    out = np.zeros((len(obs_names), len(genes)))
+    seen = set()
+    for lig, rec in zip(ex["ligand"].to_list(), ex["receptor"].to_list()):
+        name = f"{lig}-{rec}"
+        if name in seen or name not in communication:
+            continue
+        seen.add(name)
+        entry = communication[name]
+        if isinstance(entry, Mapping):
+            vm, pm = entry["communication_matrix"], entry["communication_pvalue"]
+        else:
+            vm, pm = entry
+        senders = [str(i) for i in vm.index]
+        receivers = [str(c) for c in vm.columns]
+        v = np.asarray(vm, dtype=np.float64) * (np.asarray(pm, dtype=np.float64) < pval)
+        if not v.sum() > 0:
+            continue
+        # the reference splits the name at its last '-' (a receptor named with '-' is misread there)
+        lg, rc = name.rsplit("-", 1)
+        for label, s in zip(senders, v.sum(axis=1)):
+            if lg in gpos:
+                out[ct == label, gpos[lg]] += s
+        for label, s in zip(receivers, v.sum(axis=0)):
+            if rc in gpos:
+                out[ct == label, gpos[rc]] += s
+    cols = {"CellID": pl.Series("CellID", [str(o) for o in obs_names], dtype=pl.String)}
+    cols.update({g: pl.Series(g, out[:, k]) for k, g in enumerate(genes)})
+    return pl.DataFrame(cols)
