@@ -19,7 +19,7 @@ import polgen.gsem.gwas as G
 from polgen.errors import ModelError
 from polgen.gsem.gwas import lavaanify, user_gwas
 from polgen.gsem.syntax import parse_model
-from test_gsem_gwas_rparity import compare, r_sources, run_r, synthetic
+from test_gsem_gwas_rparity import BOUND_FM, compare, r_sources, run_r, synthetic
 
 BASE = "F1 =~ T1 + l2*T2 + l3*T3\nF2 =~ T4 + T5\n"
 EQ = BASE + "F1 ~ b*SNP\nF2 ~ b*SNP\nl2 == l3"
@@ -35,16 +35,17 @@ def data():
 def r_constraints(tmp_path_factory, data):
     src = r_sources(tmp_path_factory)
     cov, snps = data
-    cases = [("eq", "persnp", EQ, "DWLS", False, 10), ("bounds", "persnp", BOUNDS, "DWLS", False, 6)]
+    cases = [("eq", "persnp", EQ, "DWLS", False, 8), ("bounds", "persnp", BOUNDS, "DWLS", False, 6),
+             ("bound_fm", "usergwas", BOUND_FM, "DWLS", True, 3)]
     ref = run_r(src, tmp_path_factory.mktemp("gsem_r_syntax"), cov, snps, cases)
-    return {c: ref.filter(pl.col("case") == c) for c in ("eq", "bounds")}
+    return {c[0]: ref.filter(pl.col("case") == c[0]) for c in cases}
 
 
 def test_equality_constraints_match_lavaan(r_constraints, data):
     """Shared label on the SNP effects, 'l2 == l3' on loadings: one parameter each; est, SE
     (lavaan's constrained sandwich), chisq, df (two fewer parameters) as lavaan."""
     cov, snps = data
-    ours = user_gwas(snps.head(10), cov, EQ, fix_measurement=False, long=True)
+    ours = user_gwas(snps.head(8), cov, EQ, fix_measurement=False, long=True)
     j = compare(r_constraints["eq"], ours)
     f = ours.filter(pl.col("op") == "~")
     np.testing.assert_array_equal(f["est"][0::2].to_numpy(), f["est"][1::2].to_numpy())
@@ -69,6 +70,19 @@ def test_bounds_and_defined_match_lavaan(r_constraints, data):
     assert (b1["est"].to_numpy()[held1] == 0.001).all() and (b1["est"].to_numpy()[~held1] > 0.001).all()
     assert (b2["est"].to_numpy()[held2] == 0.002).all() and (b2["est"].to_numpy()[~held2] < 0.002).all()
     assert b1["converged"].all()
+
+
+def test_bound_with_fixed_measurement_matches_r_usergwas(r_constraints, data):
+    """R's userGWAS itself with GenomicSEM's usual guard 'T5 ~~ a*T5; a > 0.06' (binding) and
+    fix_measurement=TRUE: estimates (a held at 0.06), chisq and df as R.  SEs differ by design:
+    R's sandwich ignores the active constraint (an SE for the held parameter, which stays in the
+    bread); polgen's is lavaan's constrained one (NaN for the held parameter, lavaan's NA)."""
+    cov, snps = data
+    ours = user_gwas(snps.head(3), cov, BOUND_FM, long=True)
+    compare(r_constraints["bound_fm"], ours, se=False)
+    a = ours.filter(pl.col("lhs") == "T5", pl.col("op") == "~~")
+    assert (a["est"] == 0.06).all() and a["se"].is_nan().all()
+    assert np.isfinite(ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP")["se"].to_numpy()).all()
 
 
 # -- no R needed ---------------------------------------------------------------------------------
