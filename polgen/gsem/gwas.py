@@ -118,8 +118,6 @@ def lavaanify(text: str, *, std_lv: bool = False) -> ParTable:
 
 def _label_groups(pt: ParTable) -> dict[str, str]:
     """label -> representative label: labels tied by ``a == b`` constraints are one group."""
-    from polgen.gsem.syntax import Expr  # noqa: F401  (constraints hold parsed Expr objects)
-
     parent = {r.label: r.label for r in pt.rows if r.label}
 
     def find(a):
@@ -180,17 +178,24 @@ def number_parameters(pt: ParTable) -> int:
     _check_constraints(pt)
     group = _label_groups(pt)
     fixed_at: dict[str, float] = {}
+
+    def fix(g: str, v: float) -> None:
+        old = fixed_at.setdefault(g, v)
+        if abs(old - v) > 1e-12 * (1.0 + abs(v)):
+            raise ModelError(f"the constraints on label {g!r} (and the labels tied to it) ask for "
+                             f"two values, {old!r} and {v!r}")
+
     for r in pt.rows:
-        if r.label and not r.free and group[r.label] not in fixed_at:
-            fixed_at[group[r.label]] = float(r.value)
+        if r.label and not r.free:
+            fix(group[r.label], float(r.value))
     for c in pt.constraints:
         if c.op != "==":
             continue
         a, b = _single_name(c.lhs), _single_name(c.rhs)
         if a is not None and b is None:
-            fixed_at.setdefault(group[a], _const_value(c.rhs))
+            fix(group[a], _const_value(c.rhs))
         elif b is not None and a is None:
-            fixed_at.setdefault(group[b], _const_value(c.lhs))
+            fix(group[b], _const_value(c.lhs))
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     for r in pt.rows:
