@@ -307,6 +307,15 @@ def test_ldsc_bad_inputs(messy, tmp_path):
     with pytest.raises(InputError, match="prevalence"):
         ldsc(messy["files"], messy["d"] / "ld", chr=2, n_blocks=20, sample_prev=[0.5, 0.5, 0.5],
              population_prev=[1.5, 0.1, 0.1])
+    # a sample prevalence out of range is refused even without a population prevalence
+    with pytest.raises(InputError, match="sample_prev: a prevalence"):
+        ldsc(messy["files"], messy["d"] / "ld", chr=2, n_blocks=20, sample_prev=[1.5, None, None])
+    with pytest.raises(InputError, match="chr .* at least 1"):
+        ldsc(messy["files"], messy["d"] / "ld", chr=0)
+    with pytest.raises(InputError, match="select must name chromosomes"):
+        ldsc(messy["files"], messy["d"] / "ld", chr=2, select=[0])
+    with pytest.raises(InputError, match="chisq_max"):
+        ldsc(messy["files"], messy["d"] / "ld", chr=2, chisq_max=-3.0)
 
 
 def test_munge_then_ldsc_recovers_simulated_h2_and_genetic_covariance(tmp_path):

@@ -123,6 +123,8 @@ def _score_column(df: pl.DataFrame, path) -> str:
 
 
 def _chromosomes(select, chr: int) -> list[int]:
+    if chr < 1:
+        raise InputError(f"chr (the number of chromosomes to read) must be at least 1, got {chr}")
     if select is None or select is False:
         return list(range(1, chr + 1))
     if isinstance(select, str):
@@ -133,9 +135,12 @@ def _chromosomes(select, chr: int) -> list[int]:
             return list(range(2, chr + 1, 2))
         raise InputError(f"select must be None/False, 'ODD', 'EVEN' or chromosome numbers, got {select!r}")
     try:
-        return [int(c) for c in select]
+        chroms = [int(c) for c in select]
     except (TypeError, ValueError) as exc:
         raise InputError(f"select must be None/False, 'ODD', 'EVEN' or chromosome numbers, got {select!r}") from exc
+    if not chroms or min(chroms) < 1:
+        raise InputError(f"select must name chromosomes 1, 2, ..., got {select!r}")
+    return chroms
 
 
 def _per_trait(values, n: int, name: str) -> list[float]:
@@ -143,9 +148,15 @@ def _per_trait(values, n: int, name: str) -> list[float]:
         return [math.nan] * n
     if np.isscalar(values):
         values = [values] * n
-    vals = [math.nan if v is None else float(v) for v in values]
+    try:
+        vals = [math.nan if v is None else float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be numbers (or None/NaN for continuous traits), got {values!r}") from None
     if len(vals) != n:
         raise InputError(f"{name} has {len(vals)} values for {n} traits")
+    bad = [v for v in vals if not math.isnan(v) and not 0.0 < v < 1.0]
+    if bad:
+        raise InputError(f"{name}: a prevalence must lie in (0, 1) (None/NaN for continuous traits), got {bad[0]!r}")
     return vals
 
 
@@ -224,6 +235,8 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
             log.warning("ldsc: more than 1000 jackknife blocks may bias the standard errors")
     if n_blocks < 2:
         raise InputError(f"n_blocks must be at least 2, got {n_blocks}")
+    if chisq_max is not None and not (isinstance(chisq_max, (int, float)) and (math.isnan(chisq_max) or chisq_max > 0)):
+        raise InputError(f"chisq_max must be a positive number (None/NaN: the default), got {chisq_max!r}")
     samp = _per_trait(sample_prev, n_traits, "sample_prev")
     pop = _per_trait(population_prev, n_traits, "population_prev")
     chroms = _chromosomes(select, int(chr))
