@@ -420,6 +420,12 @@ def test_bad_covariates_and_K(small):
         L.fit(X, bed, 150)
     with pytest.raises(InputError, match="K must"):
         L.fit(X, bed, 2.5)
+    for lam in (0.0, -1.0, float("inf"), float("nan"), "1e-5"):
+        with pytest.raises(InputError, match="lam must be a positive finite"):
+            L.fit(X, bed, 2, lam=lam)
+    for seed in (-1, 1.5, None):
+        with pytest.raises(InputError, match="seed must be a non-negative integer"):
+            L.fit(X, bed, 2, seed=seed)
     Xn = X.copy()
     Xn[4, 1] = np.nan
     with pytest.raises(InputError, match="non-finite") as e:

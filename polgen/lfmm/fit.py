@@ -158,8 +158,10 @@ def fit(
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
         raise InputError(f"K must be an integer, got {K!r}")
     K = int(K)
-    if not lam > 0:
-        raise InputError(f"the ridge penalty lam must be positive, got {lam}")
+    if not (isinstance(lam, (int, float, np.floating, np.integer)) and 0 < lam < np.inf):
+        raise InputError(f"the ridge penalty lam must be a positive finite number, got {lam!r}")
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if power_iter < 0 or oversampling < 0:
         raise InputError("power_iter and oversampling must be >= 0")
     shrinkage(np.ones(1), lam, dlambda)  # validates dlambda early
