@@ -11,7 +11,8 @@ header comment that documents them::
 
 Parameter kinds: ``relation`` (a table: parquet file, glob or directory, a Polars/Arrow frame, or
 the name of an entry of ``frames``), ``relations`` (several tables, stacked by column name with
-``_src`` = position and ``_src_name`` = name), ``double``, ``integer``, ``boolean``, ``varchar``.
+``_src`` = position and ``_src_name`` = name), ``double``, ``integer``, ``count`` (an integer >= 0),
+``boolean``, ``varchar``.
 A parameter without ``= default`` is required.
 
 Safety: relation parameters never reach the SQL text as strings: each table is opened through
@@ -41,7 +42,7 @@ log = logging.getLogger("polgen")
 
 __all__ = ["run", "list_queries", "get_query", "sql_dir", "Query", "QueryParam"]
 
-KINDS = ("relation", "relations", "double", "integer", "boolean", "varchar")
+KINDS = ("relation", "relations", "double", "integer", "count", "boolean", "varchar")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _PARAM_RE = re.compile(r"^param\s+([A-Za-z_]\w*)\s+([a-z]+)(?:\s*=\s*(\S+))?\s*(.*)$")
 _SLOT_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources))?\s*\}\}")
@@ -187,15 +188,19 @@ def _convert(kind: str, value: Any, pname: str) -> Any:
             if math.isnan(out):
                 raise ValueError("NaN")
             return out
-        if kind == "integer":
+        if kind in ("integer", "count"):
             if isinstance(value, bool):
                 raise ValueError("a boolean is not an integer")
             if isinstance(value, str):
-                return int(value.strip())
-            out = float(value)
-            if not out.is_integer():
-                raise ValueError("not a whole number")
-            return int(value)
+                out = int(value.strip())
+            else:
+                f = float(value)
+                if not f.is_integer():
+                    raise ValueError("not a whole number")
+                out = int(value)
+            if kind == "count" and out < 0:
+                raise ValueError("negative")
+            return out
         if kind == "boolean":
             if isinstance(value, bool):
                 return value
@@ -209,7 +214,7 @@ def _convert(kind: str, value: Any, pname: str) -> Any:
                 raise ValueError("not a string")
             return value
     except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"parameter {pname!r} must be {kind}: got {value!r} ({exc})") from None
+        raise InputError(f"parameter {pname!r} must be {'a non-negative integer' if kind == 'count' else kind}: got {value!r} ({exc})") from None
     raise InputError(f"parameter {pname!r} has unknown kind {kind!r}")  # pragma: no cover
 
 

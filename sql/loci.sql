@@ -6,7 +6,7 @@
 -- unusable P, chromosome or position are not hits.
 -- param source     relation              per-SNP results with SNP, CHR, BP and P or LOG10P
 -- param p_max      double    = 5e-8      a hit has P <= p_max
--- param window_bp  integer   = 500000    largest gap (bp) between consecutive hits of one locus
+-- param window_bp  count     = 500000    largest gap (bp) between consecutive hits of one locus
 -- output: locus, CHR, start, end, n_hits, lead_SNP, lead_BP, lead_P, lead_LOG10P; genome order
 WITH src AS (
     SELECT * FROM {{source}}

@@ -6,7 +6,7 @@
 -- Column names match case-insensitively (p, log10p work; the output names them P, LOG10P).
 -- param source   relation             per-SNP results: parquet file, glob, directory, or frame name
 -- param p_max    double    = 5e-8     keep rows with P <= p_max
--- param limit    integer   = 1000     at most this many rows; 0 keeps them all
+-- param limit    count     = 1000     at most this many rows; 0 keeps them all
 -- output: the source columns (P and LOG10P appended when absent), sorted by LOG10P descending
 WITH src AS (
     SELECT * FROM {{source}}

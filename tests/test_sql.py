@@ -247,8 +247,13 @@ def test_parameters_are_validated(tmp_path):
         sql.run("top_hits", {})
     with pytest.raises(InputError, match="'p_max' must be double"):
         sql.run("top_hits", {"source": df, "p_max": "abc"})
-    with pytest.raises(InputError, match="'limit' must be integer"):
+    with pytest.raises(InputError, match="'limit' must be a non-negative integer"):
         sql.run("top_hits", {"source": df, "limit": 2.5})
+    for neg in (-5, "-1"):
+        with pytest.raises(InputError, match="'limit' must be a non-negative integer"):
+            sql.run("top_hits", {"source": df, "limit": neg})
+    with pytest.raises(InputError, match="'window_bp' must be a non-negative integer"):
+        sql.run("loci", {"source": df, "window_bp": -1})
     with pytest.raises(InputError, match="no query named"):
         sql.run("drop_everything", {})
     with pytest.raises(InputError, match="not a query name"):
