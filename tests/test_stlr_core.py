@@ -326,6 +326,12 @@ def test_perturb_bad_input(tissue):
         perturb(a, base, tissue.tfs[0], float("nan"), lr=tissue.lr, cluster_key="cell_type")
     with pytest.raises(InputError):
         perturb(a, base, tissue.tfs[0], 0.0, n_propagation=-1, lr=tissue.lr, cluster_key="cell_type")
+    for kw, name in [(dict(beta_scale_factor=float("nan")), "beta_scale_factor"),
+                     (dict(radius=float("nan")), "radius"), (dict(radius=0.0), "radius"),
+                     (dict(contact_distance=-5.0), "contact_distance"),
+                     (dict(scale_factor=float("inf")), "scale_factor"), (dict(beta_cap=0.0), "beta_cap")]:
+        with pytest.raises(InputError, match=f"{name} must be a"):
+            perturb(a, base, tissue.tfs[0], 0.0, lr=tissue.lr, cluster_key="cell_type", **kw)
     # an absurd over-expression overflows: a typed error, never NaN output
     big = make_betabase(tissue, n_trained=12, seed=4, scale=50.0)
     with pytest.raises(ModelError, match="diverged"):

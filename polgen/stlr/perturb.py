@@ -25,6 +25,7 @@ bit-identical), so the exact mode does the O(N^2) work only where it matters.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from typing import Mapping, Sequence
@@ -85,6 +86,13 @@ def _received_for(coords, X, var_names, ligands, lr, radius, contact_distance, s
     return _received_cols(coords, Xf, radii, scale_factor, mode)
 
 
+def _check_number(name: str, value, *, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value) and (value > 0 if positive else True)
+    if not ok:
+        raise InputError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+
+
 class Perturber:
     """A prepared perturbation model: tissue, betadata plan and starting received ligands.
 
@@ -99,6 +107,12 @@ class Perturber:
 
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+        _check_number("radius", radius, positive=True)
+        _check_number("contact_distance", contact_distance, positive=True)
+        _check_number("scale_factor", scale_factor)
+        _check_number("beta_scale_factor", beta_scale_factor)
+        if beta_cap is not None:
+            _check_number("beta_cap", beta_cap, positive=True)
         self.base = Betabase.coerce(betas)
         need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
         self.tissue: Tissue = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
