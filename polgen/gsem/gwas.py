@@ -339,6 +339,7 @@ class _Stage:
     snpvar_par: int
     wald_idx: np.ndarray | None = None
     fast: dict | None = None        # fast-path structure (see kernels.gwas.fast_structure)
+    cf: dict | None = None          # commonfactor DWLS: reduced-problem starts (see _cf_stage1)
 
 
 @dataclass
@@ -796,6 +797,74 @@ def commonfactor_model(traits: Sequence[str], pred: str = "SNP") -> str:
     return "\n".join(lines)
 
 
+def _cf_structure(pt: ParTable, traits: list[str], pred: str, S_LD: np.ndarray,
+                  base: dict | None) -> dict:
+    """Starts and parameter numbers for :func:`polgen.kernels.gwas.commonfactor_fit`.
+
+    The local minima of this model differ by the signs of the loadings, so every SNP is fit from
+    the no-SNP common-factor loadings (``l_2..l_k``; the kernel projects out ``phi`` and
+    ``c = b v``) under each sign pattern and the lowest objective wins; the same patterns at
+    scales 0.3 and 3 and lavaan's default start (loadings 1) are tried only for SNPs where none
+    of those converged."""
+    k = len(traits)
+    key = {(r.lhs, r.op, r.rhs): r.par for r in pt.rows}
+    pidx = ([key[("F1", "=~", t)] for t in traits[1:]] + [key[("F1", "~", pred)]]
+            + [key[(t, "~~", t)] for t in traits] + [key[("F1", "~~", "F1")], key[(pred, "~~", pred)]])
+    if base is not None:
+        lam = np.array([base[("F1", "=~", t)] for t in traits[1:]], dtype=np.float64)
+        phi = float(base[("F1", "~~", "F1")])
+    else:
+        lam, phi = np.ones(k - 1), 0.05
+    if not (np.all(np.isfinite(lam)) and np.isfinite(phi)):
+        lam, phi = np.ones(k - 1), 0.05
+    rows = []
+    flips = list(itertools.product([1.0, -1.0], repeat=k - 1)) if k - 1 <= 4 else (
+        [tuple([1.0] * (k - 1))] + [tuple(-1.0 if i == j else 1.0 for i in range(k - 1))
+                                    for j in range(k - 1)])
+    for sc in (1.0, 0.3, 3.0):
+        for pat in flips:
+            rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc ** 2])
+    rows.append(np.r_[np.ones(k - 1), 0.05])
+    return {"starts": np.ascontiguousarray(np.array(rows)), "pidx": np.array(pidx, np.int64),
+            "n_always": len(flips)}
+
+
+def _cf_stage1(plan: "_Plan", beta, se, var) -> dict:
+    """commonfactorGWAS stage 1 under DWLS: the estimates from the reduced problem
+    (:func:`polgen.kernels.gwas.commonfactor_fit`), then SEs, smoothing flags and ``Z_smooth``
+    at those estimates from the general kernel (``max_iter=0``: no further iterations)."""
+    from polgen.kernels.gwas import ST_OK, commonfactor_fit, gwas_batch
+
+    st = plan.stage1
+    theta, fmin, status, iters = commonfactor_fit(
+        beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
+        st.cf["starts"], st.cf["pidx"], st.starts.shape[1], n_always=st.cf["n_always"])
+    ok = status == ST_OK
+    th0 = np.where(ok[:, None], theta, st.starts[0][None, :])
+    res = gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
+                     plan.v_pd_known, st.model, st.fidx, np.ascontiguousarray(th0), st.snpvar_par,
+                     max_iter=0, toler=plan.toler, smooth_check=plan.smooth_check)
+    # the reduced fit checks the input as the general kernel does: its status stands where it did
+    # not converge; where it did, a singular information matrix still fails the SNP
+    res["status"] = np.where(ok, res["status"], status)
+    res["est"][~ok] = np.nan
+    res["se"][~ok] = np.nan
+    res["fmin"] = np.where(ok, fmin, np.nan)
+    res["iters"] = iters
+    return res
+
+
+def _cf_q_start(plan: "_Plan", est: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Start of the direct SNP effects in commonfactorGWAS's Q model: the values that fit the
+    SNP-trait covariances exactly, ``beta_i - l_i b``."""
+    pidx = plan.stage1.cf["pidx"]
+    k = len(plan.traits)
+    lam = np.ones((est.shape[0], k))
+    lam[:, 1:] = est[:, pidx[:k - 1]]
+    g = beta - lam * est[:, pidx[k - 1]][:, None]
+    return np.nan_to_num(g)
+
+
 def _plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler,
                        ml_se="R") -> _Plan:
     cs, gc, varse2, tol, I = _common_setup(covstruc, GC, SNPSE, toler, estimation)
@@ -824,6 +893,8 @@ def _plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TW
     if ml and ml_se == "R":
         arrays["vidx_meat"] = _r_ml_meat(cm, pt.ov, pred, traits)
     stage1 = _Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar)
+    if not ml:
+        stage1.cf = _cf_structure(pt, traits, pred, S_LD, base)
     # stage 2 (Q): direct effects free (new parameters), residual variances free, rest fixed
     rows = []
     dq = []
@@ -1098,7 +1169,10 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
 
     beta, se, var = _extract(plan, df)
     n = df.height
-    res = _run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
+    if plan.kind == "commonfactor" and plan.stage1.cf is not None:
+        res = _cf_stage1(plan, beta, se, var)
+    else:
+        res = _run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
     free = None
     if plan.kind == "user" and plan.bounds is not None:
         free = _apply_bounds(plan, beta, se, var, res)
@@ -1124,7 +1198,15 @@ def _compute_batch(plan: _Plan, df: pl.DataFrame) -> pl.DataFrame:
     if plan.kind == "commonfactor":
         theta0 = np.zeros((n, plan.stage2.starts.shape[1]))
         theta0[:, :plan.npar] = np.nan_to_num(res["est"])
-        res2 = _run_stage(plan, plan.stage2, beta, se, var, theta0=theta0)
+        if plan.stage1.cf is not None:
+            theta0[:, plan.npar:] = _cf_q_start(plan, res["est"], beta)
+        # the Q model only where stage 1 converged (its fixed values are stage 1's estimates)
+        sub = np.flatnonzero(ok)
+        res2 = {"status": np.full(n, -1, np.int64), "wald": np.full(n, np.nan)}
+        if sub.size:
+            r2 = _run_stage(plan, plan.stage2, beta[sub], se[sub], var[sub], theta0=theta0[sub])
+            res2["status"][sub] = r2["status"]
+            res2["wald"][sub] = r2["wald"]
         est = np.where(ok, res["est"][:, plan.est_row], np.nan)
         sev = np.where(ok, res["se"][:, plan.est_row], np.nan)
         z = est / sev
