@@ -797,15 +797,20 @@ def commonfactor_model(traits: Sequence[str], pred: str = "SNP") -> str:
     return "\n".join(lines)
 
 
+CF_DIRECTIONS = 256   # loading directions scored per SNP (commonfactor_gwas, DWLS)
+CF_LM_RUNS = 6        # fits per SNP: the warm start and the best-scoring others
+
+
 def _cf_structure(pt: ParTable, traits: list[str], pred: str, S_LD: np.ndarray,
                   base: dict | None) -> dict:
     """Starts and parameter numbers for :func:`polgen.kernels.gwas.commonfactor_fit`.
 
-    The local minima of this model differ by the signs of the loadings, so every SNP is fit from
-    the no-SNP common-factor loadings (``l_2..l_k``; the kernel projects out ``phi`` and
-    ``c = b v``) under each sign pattern and the lowest objective wins; the same patterns at
-    scales 0.3 and 3 and lavaan's default start (loadings 1) are tried only for SNPs where none
-    of those converged."""
+    The per-SNP surface can have several local minima (they differ in the signs and the relative
+    sizes of the loadings).  The kernel scores every start by its objective (``phi`` and
+    ``c = b v`` projected out) and fits from the warm start (the no-SNP common-factor loadings)
+    and the ``CF_LM_RUNS - 1`` best-scoring others; the lowest objective wins.  Starts: the
+    warm start, its sign patterns at scales 1, 0.3 and 3, lavaan's default (loadings 1) and a
+    fixed set of loading directions."""
     k = len(traits)
     key = {(r.lhs, r.op, r.rhs): r.par for r in pt.rows}
     pidx = ([key[("F1", "=~", t)] for t in traits[1:]] + [key[("F1", "~", pred)]]
@@ -825,8 +830,15 @@ def _cf_structure(pt: ParTable, traits: list[str], pred: str, S_LD: np.ndarray,
         for pat in flips:
             rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc ** 2])
     rows.append(np.r_[np.ones(k - 1), 0.05])
-    return {"starts": np.ascontiguousarray(np.array(rows)), "pidx": np.array(pidx, np.int64),
-            "n_always": len(flips)}
+    # directions of the loading vector (the objective depends on its direction only): a fixed
+    # set, in the l_1 = 1 chart
+    u = np.random.default_rng(20240601).normal(size=(CF_DIRECTIONS, k))
+    u *= np.sign(u[:, :1])
+    u = u[np.abs(u[:, 0]) >= 0.05 * np.abs(u).max(axis=1)]
+    for row in u:
+        rows.append(np.r_[row[1:] / row[0], phi])
+    return {"starts": np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows)),
+            "pidx": np.array(pidx, np.int64), "n_always": CF_LM_RUNS}
 
 
 def _cf_stage1(plan: "_Plan", beta, se, var) -> dict:

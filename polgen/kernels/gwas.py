@@ -1554,6 +1554,8 @@ def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, s
     d2 = np.empty(n)
     xt = np.empty(n)
     rt = np.empty(nr)
+    score = np.empty(nst)
+    used = np.empty(nst, np.bool_)
     npar = theta.shape[1]
     for i in range(lo, hi):
         for p in range(npar):
@@ -1611,17 +1613,25 @@ def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, s
         best_f = np.inf
         best_st = ST_NOCONV
         nit = 0
+        # score every start by its projected objective; the LM runs from the warm start (row 0)
+        # and then from the best-scoring others: n_always runs, more only while none converged
         for st in range(nst):
             for a in range(k - 1):
                 x[a] = starts[st, a]
-            x[k - 1] = starts[st, k - 1]
-            num = 0.0
-            den = 0.0
-            for t in range(k):
-                lt = 1.0 if t == 0 else x[t - 1]
-                num += ws[t] * lt * s[t]
-                den += ws[t] * lt * lt
-            x[k] = num / den if den > 0.0 else 0.0
+            fs = _cf_eval(x, k, s, ws, sld, wld, pi, pj, r)
+            score[st] = fs if np.isfinite(fs) else np.inf
+            used[st] = False
+        score[0] = -np.inf
+        for run in range(nst):
+            st = -1
+            bs = np.inf
+            for q2 in range(nst):
+                if not used[q2] and (st < 0 or score[q2] < bs):
+                    st = q2
+                    bs = score[q2]
+            used[st] = True
+            for a in range(k - 1):
+                x[a] = starts[st, a]
             code, f, it = _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
                                  Hn, gp, rp, d2, xt, rt)
             nit += it
@@ -1631,10 +1641,10 @@ def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, s
                     best_st = ST_OK
                     for a in range(n):
                         xb[a] = x[a]
-            if st + 1 >= n_always and best_st == ST_OK:
-                break
             elif best_st != ST_OK and code == ST_NOFINITE:
                 best_st = ST_NOFINITE
+            if run + 1 >= n_always and best_st == ST_OK:
+                break
         iters[i] = nit
         status[i] = best_st
         if best_st != ST_OK:
