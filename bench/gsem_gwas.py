@@ -1,6 +1,7 @@
 """Benchmark Genomic SEM GWAS: user_gwas / commonfactor_gwas on synthetic sumstats with out=.
 
     python bench/gsem_gwas.py                       # 1M SNPs: 3 traits, 5 traits, 2-factor; cf on 100k
+    python bench/gsem_gwas.py --only commonfactor_3trait commonfactor_5trait   # commonfactor only
     python bench/gsem_gwas.py --snps 200000 --cf-snps 20000 --ref-snps 50000
     python bench/gsem_gwas.py --rss-snps 5000000    # also the 5M-SNP peak-RSS run (3 traits)
 
@@ -164,6 +165,7 @@ def main() -> None:
     rows = []
     jobs = [(name, k, model, a.snps, "user") for name, (k, model) in MODELS.items()]
     jobs.append(("commonfactor_3trait", 3, "", a.cf_snps, "cf"))
+    jobs.append(("commonfactor_5trait", 5, "", a.cf_snps, "cf"))
     if a.rss_snps:
         jobs.append(("user_3trait_1factor_rss", 3, MODELS["user_3trait_1factor"][1], a.rss_snps, "user"))
     for name, k, model, n, kind in jobs:
