@@ -93,6 +93,16 @@ def _check_number(name: str, value, *, positive: bool = False) -> None:
         raise InputError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
 
 
+def _perturb_thresholds(cell_thresholds, adata, tissue):
+    """CellThresholds of a perturbation: None -> ``uns["cell_thresholds"]`` when present (the
+    reference's behaviour), False -> none, else a frame or a parquet / csv path."""
+    from polgen.stlr.train import _thresholds
+
+    if cell_thresholds is True:
+        cell_thresholds = None
+    return _thresholds(cell_thresholds, adata, tissue.obs_names, None)
+
+
 class Perturber:
     """A prepared perturbation model: tissue, betadata plan and starting received ligands.
 
@@ -101,7 +111,8 @@ class Perturber:
 
     def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
                  scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
-                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None) -> None:
+                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
+                 cell_thresholds=None, co_grn=None) -> None:
         from polgen.kernels.ligands import GaussTiles
         from polgen.stlr.ligands import MODES
 
@@ -114,6 +125,10 @@ class Perturber:
         if beta_cap is not None:
             _check_number("beta_cap", beta_cap, positive=True)
         self.base = Betabase.coerce(betas)
+        if co_grn is not None:
+            from polgen.stlr.grn import restrict_to_co_grn
+
+            self.base = restrict_to_co_grn(self.base, co_grn)
         need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
         self.tissue: Tissue = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
                                         need_clusters=need_clusters)
@@ -143,10 +158,56 @@ class Perturber:
         self.Xf0_lig = self.gexf0[:, self.lig_gene] if self.ligands else np.zeros((len(t.obs_names), 0))
         # exact mode: the k-d tiling of the cells is built once and reused by every step
         self.tiles = GaussTiles(t.coords[:, 0], t.coords[:, 1]) if mode == "exact" else None
-        self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
+        self.thresholds = _perturb_thresholds(cell_thresholds, adata, t)
+        if self.thresholds is None:
+            self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
+            self.W0_lr = self.W0_tfl = self.W0
+        else:
+            self._init_thresholds()
         self.used = set()
         for g in self.plan.genes:
             self.used.update(self.base[g].modulators)
+
+    def _init_thresholds(self) -> None:
+        """Received ligands under cell thresholds, as the reference's ``GeneFactory.perturb``.
+
+        Genes absent from the table are allowed (the reference re-indexes with 1).  LR ligands are
+        received from the masked expression, TF-ligand ligands from the unmasked one; the swap
+        baseline W0 is their elementwise max (a ligand of one kind only: that kind's value);
+        splash sees the masked expression of every gene.
+        """
+        t = self.tissue
+        self.mask = np.ascontiguousarray(self.thresholds.mask(t.var_names, fill=1.0))
+        self.mask_lig = np.ascontiguousarray(self.mask[:, self.lig_gene]) if self.ligands else \
+            np.zeros((len(t.obs_names), 0))
+        lr_set = {l for g in self.plan.genes for l in self.base[g].ligands}
+        tfl_set = {l for g in self.plan.genes for l in self.base[g].tfl_ligands}
+        self.is_lr = np.array([l in lr_set for l in self.ligands], dtype=bool)
+        self.is_tfl = np.array([l in tfl_set for l in self.ligands], dtype=bool)
+        self.gexf0 = self.gexf0 * self.mask
+        self.W0_lr, self.W0_tfl = self._received_pair(self.Xf0_lig, None, None, None)
+        self.W0 = np.maximum(self.W0_lr, self.W0_tfl)
+
+    def _received_pair(self, Xf_lig, Xf_prev_lig, W_lr_prev, W_tfl_prev):
+        """(LR, TFL) received ligands of the filtered ligand expression ``Xf_lig`` under thresholds;
+        only the columns that changed since ``Xf_prev_lig`` are recomputed (None: all)."""
+        t = self.tissue
+        n, nl = Xf_lig.shape
+        out = []
+        for kind, masked, W_prev in ((self.is_lr, True, W_lr_prev), (self.is_tfl, False, W_tfl_prev)):
+            x = Xf_lig * self.mask_lig if masked else Xf_lig
+            if W_prev is None:
+                W = np.zeros((n, nl))
+                cols = np.flatnonzero(kind)
+            else:
+                xp = Xf_prev_lig * self.mask_lig if masked else Xf_prev_lig
+                cols = np.flatnonzero(kind & (x != xp).any(axis=0))
+                W = W_prev.copy() if cols.size else W_prev
+            if cols.size:
+                _received_cols(t.coords, np.ascontiguousarray(x), self.radii, self.scale_factor, self.mode,
+                               cols=cols, out=W, tiles=self.tiles)
+            out.append(W)
+        return out[0], out[1]
 
     # ---------------------------------------------------------------------------------------
     def _cells(self, cells) -> np.ndarray | None:
@@ -209,6 +270,9 @@ class Perturber:
         maxv = self.maxv if clip else np.full(G, np.inf)
         W0 = self.W0
         W_prev = W0
+        thr = self.thresholds is not None
+        if thr:  # step 0 splashes with the LR received ligands alone (the reference's rw_ligands_0)
+            W_prev, W_lr_prev, W_tfl_prev = self.W0_lr, self.W0_lr, self.W0_tfl
         Xf_prev_lig = self.Xf0_lig
         gexf_prev = self.gexf0
         bufs = (np.empty((n, G)), np.empty((n, G))) if n_propagation else ()
@@ -219,7 +283,10 @@ class Perturber:
             filter_sum(X0, delta, MIN_EXPRESSION, gexf1)
             Xf1_lig = gexf1[:, self.lig_gene] if self.ligands else Xf_prev_lig
             changed = np.flatnonzero((Xf1_lig != Xf_prev_lig).any(axis=0)) if self.ligands else np.zeros(0, int)
-            if changed.size:
+            if thr:
+                W_lr_prev, W_tfl_prev = self._received_pair(Xf1_lig, Xf_prev_lig, W_lr_prev, W_tfl_prev)
+                W1 = np.maximum(W_lr_prev, W_tfl_prev)
+            elif changed.size:
                 W1 = W_prev.copy()
                 _received_cols(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1,
                                tiles=self.tiles)
@@ -227,10 +294,13 @@ class Perturber:
                 W1 = W_prev
             if self.ligands:
                 swap_and_step(delta, X0, W1, W0, self.lig_gene)
-            propagate(self.plan, gexf_prev, W_prev, W0, delta, result, self.beta_scale_factor, self.beta_cap)
+            propagate(self.plan, gexf_prev, W_prev, self.W0_tfl, delta, result, self.beta_scale_factor,
+                      self.beta_cap)
             if pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0):
                 raise ModelError(f"the perturbation diverged (non-finite expression at step {step + 1}); "
                                  f"gene_expr={exprs} is too large for these betas", column=str(targets[0]))
+            if thr:
+                gexf1 = gexf1 * self.mask
             gexf_prev, W_prev, Xf_prev_lig = gexf1, W1, Xf1_lig
         sim = X0 + delta
         for k, (c, e) in enumerate(zip(tcols, exprs)):
@@ -255,7 +325,8 @@ def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequen
             cells=None, n_propagation: int = 4, mode: str = "exact", clip: bool = True,
             lr=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
             beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
-            cluster_key=None, spatial_key=None, return_delta: bool = False):
+            cluster_key=None, spatial_key=None, return_delta: bool = False, cell_thresholds=None,
+            co_grn=None):
     """Perturb ``target`` (set to ``gene_expr``; 0 = knock-out) and propagate ``n_propagation`` steps.
 
     ``adata``: AnnData / .h5ad path / SpatialData (``layer`` default ``imputed_count`` when present);
@@ -265,10 +336,17 @@ def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequen
     positional indices, a boolean mask or cell names to perturb (default all); ``mode``:
     ``exact`` | ``grid`` | ``fast`` received ligands.  Returns a Polars frame ``CellID`` + one column
     per gene of simulated expression (and the delta frame when ``return_delta``).
+
+    ``cell_thresholds``: a cells x genes table (frame or parquet / csv path; genes absent from it
+    are allowed) masking the expression that sends LR ligands and that splash sees, as the
+    reference's ``GeneFactory.perturb``; None (default) reads ``adata.uns["cell_thresholds"]`` when
+    present, False ignores it.  ``co_grn``: links (see :func:`polgen.stlr.grn.restrict_to_co_grn`)
+    restricting the direct TF terms to TF -> gene links.
     """
     model = Perturber(adata, betas, lr=lr, radius=radius, contact_distance=contact_distance,
                       scale_factor=scale_factor, beta_scale_factor=beta_scale_factor, beta_cap=beta_cap,
-                      mode=mode, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+                      mode=mode, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
+                      cell_thresholds=cell_thresholds, co_grn=co_grn)
     return model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip,
                      return_delta=return_delta)
 
@@ -290,12 +368,18 @@ def _batch_task(task: dict) -> pl.DataFrame:
     return sim.select(pl.lit(task["target"]).alias("target"), pl.all())
 
 
+def _param_repr(v):
+    if v is None or isinstance(v, bool):
+        return v
+    return os.fspath(v) if isinstance(v, (str, os.PathLike)) else f"<{type(v).__name__}>"
+
+
 def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float = 0.0, cells=None,
                   n_propagation: int = 4, mode: str = "exact", clip: bool = True, lr=None,
                   radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
                   beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
                   cluster_key=None, spatial_key=None, resume: bool = False, overwrite: bool = False,
-                  executor=None, progress: bool | None = None):
+                  executor=None, progress: bool | None = None, cell_thresholds=None, co_grn=None):
     """Perturb each of ``targets`` in turn, streaming one parquet part per target to ``out``.
 
     Parts hold ``target, CellID, <genes>``; returns the engine's :class:`~polgen.io.sink.BatchSink`
@@ -307,11 +391,16 @@ def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float
 
     model_kw = dict(lr=lr, radius=radius, contact_distance=contact_distance, scale_factor=scale_factor,
                     beta_scale_factor=beta_scale_factor, beta_cap=beta_cap, mode=mode, layer=layer,
-                    cluster_key=cluster_key, spatial_key=spatial_key)
+                    cluster_key=cluster_key, spatial_key=spatial_key, cell_thresholds=cell_thresholds,
+                    co_grn=co_grn)
     local = executor is None or executor == "local"
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
     if not local and not (is_path(adata) and is_path(betas) and (lr is None or is_path(lr) or isinstance(lr, Mapping))):
         raise InputError("perturb_batch with an executor needs adata, betas and lr given as paths")
+    if not local and not (cell_thresholds is None or isinstance(cell_thresholds, bool) or is_path(cell_thresholds)):
+        raise InputError("perturb_batch with an executor needs cell_thresholds given as a path (or None / False)")
+    if not local and not (co_grn is None or is_path(co_grn)):
+        raise InputError("perturb_batch with an executor needs co_grn given as a path")
     key = f"{id(adata)}-{id(betas)}-{os.getpid()}"
     if local:
         _MODELS.clear()
@@ -329,7 +418,8 @@ def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float
               "radius": radius, "contact_distance": contact_distance, "scale_factor": scale_factor,
               "beta_scale_factor": beta_scale_factor, "beta_cap": beta_cap, "layer": layer,
               "adata": str(adata) if is_path(adata) else "<AnnData>",
-              "betas": str(betas) if is_path(betas) else "<betas>", "cells": cells_l}
+              "betas": str(betas) if is_path(betas) else "<betas>", "cells": cells_l,
+              "cell_thresholds": _param_repr(cell_thresholds), "co_grn": _param_repr(co_grn)}
     try:
         return run_to_sink(_batch_task, tasks, out, params, resume=resume, overwrite=overwrite,
                            executor=executor, progress=progress, description="stlr perturb")

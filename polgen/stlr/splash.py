@@ -214,7 +214,8 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
            contact_distance: float = 50.0, scale_factor: float = 1.0, beta_scale_factor: float = 1.0,
            beta_cap: float | None = None, received=None, received_tfl=None, mode: str = "exact",
            expr=None, var_names: Sequence[str] | None = None, obs_names: Sequence[str] | None = None,
-           clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None) -> pl.DataFrame:
+           clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None,
+           cell_thresholds=None) -> pl.DataFrame:
     """Splash one gene's betadata over the cells of ``adata``.
 
     ``betadata``: a :class:`BetaData`, a betadata file, or a frame in betadata layout (then
@@ -225,6 +226,12 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     ``received_tfl`` (frames or ``{ligand: vector}``; TFL defaults to ``received``) or computed with
     ``lr`` (a CellChat table or path), ``radius``, ``contact_distance``, ``scale_factor``, ``mode``.
     Returns ``CellID`` + ``beta_<modulator>`` columns sorted by code point.
+
+    ``cell_thresholds`` (a cells x genes frame or parquet / csv path; None reads
+    ``adata.uns["cell_thresholds"]`` when present, False ignores it) masks the expression splash
+    sees, and the LR ligands' sending expression when the received ligands are computed here, as
+    the reference's ``splash_betas``: genes absent from the table are masked out (filled with 0,
+    unlike ``perturb`` which fills with 1); TF-ligand received ligands stay unmasked.
     """
     from polgen.stlr._data import as_tissue
     from polgen.stlr.betadata import betadata_from_frame, read_betadata
@@ -245,6 +252,16 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
             raise InputError("pass adata, or expr with var_names and obs_names")
         X = np.ascontiguousarray(np.asarray(expr, dtype=np.float64))
         coords = None
+    mask = None
+    if cell_thresholds is not False:
+        from polgen.stlr.train import _thresholds
+
+        if cell_thresholds is True:
+            cell_thresholds = None
+        if cell_thresholds is not None or adata is not None:
+            thr = _thresholds(cell_thresholds, adata, list(obs_names), None)
+            if thr is not None:
+                mask = thr.mask(list(var_names), fill=0.0)
     gnames = list(var_names) if bd.gene in var_names else list(var_names) + [bd.gene]
     plan = build_plan(Betabase([bd]), gnames, list(obs_names), clusters, cluster_labels)
     n = len(obs_names)
@@ -257,12 +274,19 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
 
         W = _received_for(coords, X, list(var_names), plan.ligands, lr, radius, contact_distance,
                           scale_factor, mode)
+        if mask is not None:
+            if received_tfl is None:
+                received_tfl = {l: W[:, j] for j, l in enumerate(plan.ligands)}
+            W = _received_for(coords, X * mask, list(var_names), plan.ligands, lr, radius, contact_distance,
+                              scale_factor, mode)
         received = {l: W[:, j] for j, l in enumerate(plan.ligands)}
     if received_tfl is None:
         received_tfl = received
     wl = _ligand_matrix(received, plan.ligands, set(lr_ligs), n, "LR")
     wl_tfl = _ligand_matrix(received_tfl, plan.ligands, set(tfl_ligs), n, "TFL")
     gexf = filtered(X)
+    if mask is not None:
+        gexf *= mask
     S = splash_plan_gene(plan, 0, gexf, np.ascontiguousarray(wl), np.ascontiguousarray(wl_tfl),
                          beta_scale_factor, beta_cap)
     data = {CELL_ID: pl.Series(CELL_ID, list(obs_names), dtype=pl.String)}
