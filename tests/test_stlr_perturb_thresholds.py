@@ -343,3 +343,43 @@ def test_perturb_thresholds_match_reference(reference_run, k):
     plain = perturb(a, base, case["target"], case["expr"], cells=case["cells"], n_propagation=case["n"],
                     lr=t.lr, scale_factor=spec["scale_factor"], cell_thresholds=False)
     assert np.abs(plain.drop("CellID").to_numpy() - want).max() > 1e-4  # the thresholds are exercised
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_cli_perturb_thresholds_and_co_grn(setup, tmp_path):
+    from polgen.cli import main
+    from polgen.stlr.betadata import write_betadata
+
+    t, base, radii, thr = setup
+    a = t.to_anndata()
+    a.write_h5ad(tmp_path / "tissue.h5ad")
+    t.lr.write_csv(tmp_path / "lr.csv")
+    (tmp_path / "betas").mkdir()
+    for g in base.genes:
+        write_betadata(base[g], tmp_path / "betas" / f"{g}_betadata.parquet")
+    pl.from_pandas(thr.rename_axis("CellID").reset_index()).write_parquet(tmp_path / "thr.parquet")
+    pairs = sorted({(tf, g) for g in base.genes for tf in base[g].tfs})[::2]
+    links = pl.DataFrame({"source": [p[0] for p in pairs], "target": [p[1] for p in pairs]})
+    links.write_csv(tmp_path / "co.csv")
+    target = t.tfs[0]
+    common = ["stlr", "perturb", "--h5ad", str(tmp_path / "tissue.h5ad"), "--lr", str(tmp_path / "lr.csv"),
+              "--betas", str(tmp_path / "betas"), "--target", target, "--n-propagation", "2",
+              "--cluster-key", "cell_type", "--no-progress"]
+    assert main(common + ["--cell-thresholds", str(tmp_path / "thr.parquet"), "--co-grn", str(tmp_path / "co.csv"),
+                          "--out", str(tmp_path / "a.parquet")]) == 0
+    want = perturb(a, base, target, 0.0, n_propagation=2, lr=t.lr, cluster_key="cell_type", cell_thresholds=thr,
+                   co_grn=links)
+    np.testing.assert_allclose(pl.read_parquet(tmp_path / "a.parquet").drop("CellID").to_numpy(),
+                               want.drop("CellID").to_numpy(), rtol=1e-12, atol=1e-14)
+    assert main(common + ["--no-cell-thresholds", "--out", str(tmp_path / "b.parquet")]) == 0
+    plain = perturb(a, base, target, 0.0, n_propagation=2, lr=t.lr, cluster_key="cell_type")
+    np.testing.assert_allclose(pl.read_parquet(tmp_path / "b.parquet").drop("CellID").to_numpy(),
+                               plain.drop("CellID").to_numpy(), rtol=1e-12, atol=1e-14)
+    assert main(common + ["--cell-thresholds", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "c.parquet")]) == 2
+    assert not (tmp_path / "c.parquet").exists()
+    # thresholds stored in the h5ad's uns are read from the path (as a batch worker does)
+    a.uns["cell_thresholds"] = thr
+    a.write_h5ad(tmp_path / "tissue_thr.h5ad")
+    got = perturb(tmp_path / "tissue_thr.h5ad", tmp_path / "betas", target, 0.0, n_propagation=2, lr=t.lr,
+                  cluster_key="cell_type", co_grn=tmp_path / "co.csv")
+    np.testing.assert_allclose(got.drop("CellID").to_numpy(), want.drop("CellID").to_numpy(), rtol=1e-12, atol=1e-14)

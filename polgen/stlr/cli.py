@@ -66,14 +66,15 @@ def cmd_perturb(args) -> int:
     from polgen.io.sink import params_to_json, write_table_atomic
     from polgen.stlr.perturb import perturb, perturb_batch
 
-    _check_tables(args.lr)
+    _check_tables(args.lr, args.cell_thresholds, args.co_grn)
     targets = _genes(args.target)
     if not targets:
         raise InputError(f"--target names no gene: {args.target!r}")
     kw = dict(gene_expr=args.gene_expr, n_propagation=args.n_propagation, mode=args.mode, lr=args.lr,
               radius=args.radius, contact_distance=args.contact_distance, scale_factor=args.scale_factor,
               beta_scale_factor=args.beta_scale_factor, beta_cap=args.beta_cap, layer=args.layer,
-              cluster_key=args.cluster_key)
+              cluster_key=args.cluster_key, co_grn=args.co_grn,
+              cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds)
     if len(targets) == 1 and args.out.endswith(".parquet"):
         out = Path(args.out)
         if out.is_dir() or (out.exists() and not args.overwrite):
@@ -119,6 +120,12 @@ def add_parser(subparsers) -> None:
     q.add_argument("--n-propagation", type=nonneg_int, default=4)
     q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0)
     q.add_argument("--beta-cap", type=positive_float, default=None)
+    q.add_argument("--cell-thresholds", default=None,
+                   help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and the splash "
+                        "expression (default: the h5ad's uns['cell_thresholds'] when present)")
+    q.add_argument("--no-cell-thresholds", action="store_true", help="ignore uns['cell_thresholds']")
+    q.add_argument("--co-grn", default=None,
+                   help="TF links (source,target csv/parquet): keep direct TF terms only for TF -> gene links")
     q.add_argument("--out", required=True, help="a .parquet file (one target) or a directory (batch)")
     q.add_argument("--resume", action="store_true")
     q.add_argument("--overwrite", action="store_true")
