@@ -211,6 +211,14 @@ def test_bad_models_raise(per_snp):
         user_gwas(df, cov, "F1 =~ ANX + OCD + BIP\nF1 ~ SNP")
     with pytest.raises(SchemaError):
         user_gwas(df.drop("se.OCD", "beta.OCD"), cov, "F1 =~ ANX + OCD + PTSD\nF1 ~ SNP")
+    from polgen.errors import InputError
+
+    for bad in (float("inf"), float("nan"), 0.0, -1.0, True, "0.001"):
+        with pytest.raises(InputError, match="SNPSE must be a positive finite"):
+            user_gwas(df, cov, "F1 =~ ANX + OCD + PTSD\nF1 ~ SNP", SNPSE=bad)
+    for bad in (float("inf"), -1.0, "x"):
+        with pytest.raises(InputError, match="toler must be"):
+            user_gwas(df, cov, "F1 =~ ANX + OCD + PTSD\nF1 ~ SNP", toler=bad)
 
 
 def test_twas_equals_snp_run_with_matching_variance(per_snp, options):

@@ -39,9 +39,15 @@ A SNP that fails (bad input, no convergence) gets ``converged = False`` and a ``
 goes on.
 
 Where the fit surface has several local minima (commonfactorGWAS's marker-indicator model with
-free factor variance, ``fix_measurement=False``), each SNP is fit from several starts (sign
-patterns of the free loadings) and the lowest objective wins; lavaan's ``nlminb`` reaches that
-same minimum on the reference fixtures.
+free factor variance; ``fix_measurement=False``), the lowest objective wins. For commonfactor_gwas
+under DWLS the SNP variance, the SNP effect times the factor variance and the factor variance are
+solved in closed form for given loadings (variable projection), so only the k-1 free loadings are
+iterated (Gauss-Newton or Newton, whichever is better per step), from the no-SNP solution and the
+best-scoring of the sign patterns and fixed loading directions; SNPs whose minimum lies on a ridge
+(a loading or a variance running off to infinity) are flagged ``converged=False``. lavaan's
+``nlminb`` reaches the same minimum on the reference fixtures and on the SNPs where R converges
+(R can stop at a higher local minimum because it starts every SNP from the first SNP's estimates).
+ML fits use multiple starts over the full parameter vector.
 """
 
 from __future__ import annotations
@@ -635,10 +641,15 @@ def _common_setup(covstruc, GC, SNPSE, toler, estimation):
     if SNPSE is None or SNPSE is False:
         varse2 = 0.0005 ** 2
     else:
-        if not (isinstance(SNPSE, (int, float)) and SNPSE > 0):
-            raise InputError(f"SNPSE must be a positive number, got {SNPSE!r}")
+        if not (isinstance(SNPSE, (int, float)) and not isinstance(SNPSE, bool) and 0 < SNPSE < np.inf):
+            raise InputError(f"SNPSE must be a positive finite number, got {SNPSE!r}")
         varse2 = float(SNPSE) ** 2
-    tol = 0.0 if toler in (None, False) else float(toler)
+    if toler in (None, False):
+        tol = 0.0
+    elif isinstance(toler, (int, float)) and not isinstance(toler, bool) and 0 <= toler < np.inf:
+        tol = float(toler)
+    else:
+        raise InputError(f"toler must be None/False or a non-negative finite number, got {toler!r}")
     I = np.array(cs.I, dtype=np.float64, copy=True)
     d = np.diag(I).copy()
     d[d <= 1.0] = 1.0
