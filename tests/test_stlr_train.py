@@ -109,6 +109,12 @@ def test_fit_zeroes_poor_clusters_resume_and_errors(tmp_path):
         fit(a, ["NoSuchGene"], out=tmp_path / "x", lr=t.lr, grn=t.links, cluster_key="cell_type")
     with pytest.raises(InputError, match="not in obs"):
         fit(a, genes, out=tmp_path / "y", lr=t.lr, grn=t.links, cluster_key="no_such_column")
+    for kw, name in [(dict(radius=float("nan")), "radius"), (dict(scale_factor=0.0), "scale_factor"),
+                     (dict(l1_reg=float("nan")), "l1_reg"), (dict(group_reg=-1.0), "group_reg"),
+                     (dict(contact_distance=float("inf")), "contact_distance"), (dict(max_iter=0), "max_iter")]:
+        with pytest.raises(InputError, match=f"{name} must be"):
+            fit(a, genes, out=tmp_path / "z", lr=t.lr, grn=t.links, cluster_key="cell_type", **kw)
+        assert not (tmp_path / "z").exists()
 
 
 def test_features_follow_reference_rules():

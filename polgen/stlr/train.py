@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,6 +300,16 @@ def _append_gene_log(path: Path, rec: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _numbers(**checks) -> None:
+    """Typed errors for options that must be finite numbers (positive or non-negative)."""
+    for name, (value, kind) in checks.items():
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+            and math.isfinite(value) and (value > 0 if kind == "positive" else value >= 0)
+        if not ok:
+            what = "a positive" if kind == "positive" else "a non-negative"
+            raise InputError(f"{name} must be {what} finite number, got {value!r}")
+
+
 def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr, grn,
         ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
         group_reg: float = 1e-7, l1_reg: float = 1e-9, receptor_thresh: float = 0.01,
@@ -333,6 +344,12 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 <= min_r2 <= 1:
         raise InputError("min_r2 must be in [0, 1]")
+    _numbers(radius=(radius, "positive"), contact_distance=(contact_distance, "positive"),
+             scale_factor=(scale_factor, "positive"), group_reg=(group_reg, "nonneg"),
+             l1_reg=(l1_reg, "nonneg"), receptor_thresh=(receptor_thresh, "nonneg"),
+             tf_ligand_cutoff=(tf_ligand_cutoff, "nonneg"), tol=(tol, "positive"))
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise InputError(f"max_iter must be a positive integer, got {max_iter!r}")
     out = Path(out)
     local = executor is None or executor == "local"
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
