@@ -18,6 +18,13 @@ Follows the Python reference's ``GeneFactory.perturb`` step by step (see
    f. clip X0 + delta' to [0, per-gene observed max]  (``clip=False``: no upper bound, still >= 0).
 4. Output X0 + delta with the perturbed gene set to ``gene_expr`` in ``cells``.
 
+With cell thresholds (``uns["cell_thresholds"]`` or ``cell_thresholds=``; genes absent from the
+table allowed): W of LR ligands comes from the masked filtered expression, W of TF-ligand
+ligands from the unmasked one; W0 / W1 in (c) are their elementwise max (a ligand of one kind
+only: that kind's value); splash sees the masked expression of every gene, with the LR received
+ligands alone at step 0 and the max afterwards; the TF-ligand terms keep the unmasked W0.
+``co_grn=`` zeroes the direct TF betas without a TF -> gene link (:func:`restrict_to_co_grn`).
+
 Only ligand columns whose filtered expression changed are recomputed in (b) (the others are
 bit-identical), so the exact mode does the O(N^2) work only where it matters.
 """
