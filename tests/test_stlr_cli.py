@@ -94,14 +94,14 @@ def test_cli_fit_cell_thresholds_and_grn_alpha(setup, tmp_path):
     links.write_csv(tmp_path / "links_p.csv")
     target = "Gene002"
     common = ["--h5ad", str(d / "tissue.h5ad"), "--lr", str(d / "lr.csv"), "--grn", str(tmp_path / "links_p.csv"),
-              "--genes", target, "--cluster-key", "cell_type", "--no-progress"]
+              "--genes", target, "--cluster-key", "cell_type", "--no-progress", "--orphans", "train"]
     assert main(["stlr", "fit", *common, "--out", str(tmp_path / "a"), "--cell-thresholds", str(tmp_path / "th.parquet"),
                  "--grn-alpha", "0.03"]) == 0
     assert main(["stlr", "fit", *common, "--out", str(tmp_path / "b")]) == 0
     got_a = pl.read_parquet(tmp_path / "a" / f"{target}_betadata.parquet")
     got_b = pl.read_parquet(tmp_path / "b" / f"{target}_betadata.parquet")
     want = fit(a, [target], out=tmp_path / "py", lr=t.lr, grn=links, cluster_key="cell_type", progress=False,
-               cell_thresholds=th, grn_alpha=0.03)
+               cell_thresholds=th, grn_alpha=0.03, orphans="train")  # no TF passes p < 0.03: an orphan
     assert got_a.equals(pl.read_parquet(want.files[0]))
     assert not got_a.equals(got_b)
     # fewer TFs pass p < 0.03 than p < 0.05

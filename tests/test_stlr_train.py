@@ -169,3 +169,111 @@ def test_gene_log_survives_a_torn_last_line(tmp_path):
     _append_gene_log(log, {"gene": "C", "bytes": 3, "sha256": "c"})
     _append_gene_log(log, {"gene": "D", "bytes": 4, "sha256": "d"})
     assert sorted(_read_gene_log(log)) == ["A", "C", "D"]
+
+
+def _orphan_tissue():
+    """A small tissue whose GRN leaves some genes without a TF regulator: links dropped, links
+    with p >= 0.05 only, a self-loop only, a regulator absent from var_names only."""
+    t = make_tissue(n_cells=240, n_genes=24, n_clusters=2, seed=5, extent=600.0)
+    rng = np.random.default_rng(11)
+    links = t.links.with_columns(pl.Series("p", rng.uniform(0.0, 0.1, t.links.height)))
+    targets = sorted(set(links["target"].to_list()))
+    no_links, high_p, selfish, foreign = targets[:4]
+    links = links.filter(pl.col("target") != no_links)
+    links = links.with_columns(pl.when(pl.col("target") == high_p).then(0.07).otherwise(pl.col("p")).alias("p"))
+    links = links.filter(pl.col("target") != selfish).vstack(
+        pl.DataFrame({"source": [selfish, "NotAGene"], "target": [selfish, foreign], "p": [0.001, 0.001]}))
+    links = links.filter((pl.col("target") != foreign) | (pl.col("source") == "NotAGene"))
+    return t, links
+
+
+def _dense_orphans(links: pl.DataFrame, genes, var_names, alpha=0.05):
+    var = set(var_names)
+    rows = links.rows()
+    return [g for g in genes if not any(tg == g and s != g and s in var and p < alpha for s, tg, p in rows)]
+
+
+def test_orphans_follow_the_reference_rule(tmp_path):
+    from polgen.stlr.features import ORPHAN_REASON, orphan_genes
+
+    t, links = _orphan_tissue()
+    want = _dense_orphans(links.select("source", "target", "p"), t.var_names, t.var_names)
+    assert len(want) >= 4 and orphan_genes(links, t.var_names, t.var_names) == want
+    assert orphan_genes(links, t.var_names, t.var_names, alpha=0.08) == \
+        _dense_orphans(links.select("source", "target", "p"), t.var_names, t.var_names, 0.08)
+    a = t.to_anndata()
+    kept = [g for g in t.var_names if g not in want][:2]
+    genes = want[:3] + kept
+    out = tmp_path / "run"
+    res = fit(a, genes, out=out, lr=t.lr, grn=links, cluster_key="cell_type", progress=False)
+    assert res.orphans == want[:3] and res.genes == kept
+    assert res.skipped.rows() == [(g, ORPHAN_REASON) for g in want[:3]]
+    assert sorted(res.scores["gene"].unique().to_list()) == sorted(kept)
+    assert all(f.exists() for f in res.files)
+    assert not any((out / f"{g}_betadata.parquet").exists() for g in want[:3])
+    man = json.loads((out / "stlr_run.json").read_text())
+    assert man["params"]["orphans"] == "skip" and man["genes"] == kept and sorted(man["orphans"]) == sorted(want[:3])
+    logged = [json.loads(x) for x in (out / "stlr_genes.jsonl").read_text().splitlines()]
+    assert [r["gene"] for r in logged if "skipped" in r] == want[:3]
+    # resume: nothing retrained, the orphans not logged twice
+    res2 = fit(a, genes, out=out, lr=t.lr, grn=links, cluster_key="cell_type", progress=False, resume=True)
+    assert res2.scores.height == 0 and res2.orphans == want[:3]
+    assert (out / "stlr_genes.jsonl").read_text().count('"skipped"') == 3
+    # the opt-out trains them on their ligand terms only (no beta_<TF> column)
+    tr = fit(a, genes, out=tmp_path / "train", lr=t.lr, grn=links, cluster_key="cell_type", progress=False,
+             orphans="train")
+    assert tr.orphans == [] and tr.genes == genes
+    for g in want[:3]:
+        bd = read_betadata(tmp_path / "train" / f"{g}_betadata.parquet")
+        assert all(("$" in c or "#" in c) for c in bd.columns[1:])
+    # a skip run over a train run (overwrite) removes the orphans' stale files
+    fit(a, genes, out=tmp_path / "train", lr=t.lr, grn=links, cluster_key="cell_type", progress=False,
+        overwrite=True)
+    assert not any((tmp_path / "train" / f"{g}_betadata.parquet").exists() for g in want[:3])
+    with pytest.raises(InputError, match="orphans must be"):
+        fit(a, genes, out=tmp_path / "bad", lr=t.lr, grn=links, cluster_key="cell_type", orphans="keep")
+
+
+REF_ORPHANS = r'''
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import pandas as pd, anndata as ad, numpy as np
+from SpaceTravLR.tools.network import CellOracleLinks
+spec = json.load(open(sys.argv[1]))
+a = ad.AnnData(X=np.zeros((2, len(spec["var_names"]))), var=pd.DataFrame(index=spec["var_names"]))
+grn = CellOracleLinks()
+grn.links = {c: pd.DataFrame(rows, columns=["source", "target", "coef_mean", "p"]) for c, rows in spec["links"].items()}
+# SpaceTravLR.run: a gene whose estimator has no regulators is an orphan (add_orphan, not trained)
+print(json.dumps([g for g in spec["var_names"] if len(grn.get_regulators(a, g)) == 0]))
+'''
+
+
+def test_orphans_match_the_python_reference(tmp_path):
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from polgen.stlr.features import orphan_genes
+
+    ref = Path(os.environ.get("SPACETRAVLR_REF", Path(tempfile.gettempdir()) / "spacetravlr-ref"))
+    py = ref / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"SpaceTravLR reference venv not found at {ref}")
+    t, links = _orphan_tissue()
+    # CellOracle's {cluster: links}: split the links over two clusters (a TF counts in any cluster)
+    rows = [(s, g, 0.5, p) for s, g, p in links.select("source", "target", "p").rows()]
+    spec = {"var_names": t.var_names, "links": {"c0": rows[::2], "c1": rows[1::2]}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "ref.py").write_text(REF_ORPHANS)
+    r = subprocess.run([str(py), str(tmp_path / "ref.py"), str(tmp_path / "spec.json")], capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, MPLBACKEND="Agg", TQDM_DISABLE="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = json.loads(r.stdout.strip().splitlines()[-1])
+    co = {c: pl.DataFrame(v, schema=["source", "target", "coef_mean", "p"], orient="row")
+          for c, v in spec["links"].items()}
+    from polgen.stlr.grn import as_links
+
+    assert len(want) >= 4
+    assert orphan_genes(as_links(co), t.var_names, t.var_names) == want
+    assert orphan_genes(links, t.var_names, t.var_names) == want

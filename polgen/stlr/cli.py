@@ -56,9 +56,10 @@ def cmd_fit(args) -> int:
               scale_factor=args.scale_factor, group_reg=args.group_reg, l1_reg=args.l1_reg,
               min_r2=args.min_r2, mode=args.mode, layer=args.layer, cluster_key=args.cluster_key,
               cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
-              grn_alpha=args.grn_alpha, resume=args.resume, overwrite=args.overwrite, executor=args.executor,
-              progress=False if args.no_progress else None)
-    print(f"trained {res.scores['gene'].n_unique()} genes -> {res.out}")
+              grn_alpha=args.grn_alpha, orphans=args.orphans, resume=args.resume, overwrite=args.overwrite,
+              executor=args.executor, progress=False if args.no_progress else None)
+    print(f"trained {res.scores['gene'].n_unique()} genes -> {res.out}"
+          + (f" ({len(res.orphans)} orphan genes without a TF regulator skipped)" if res.orphans else ""))
     return 0
 
 
@@ -109,6 +110,9 @@ def add_parser(subparsers) -> None:
     f.add_argument("--no-cell-thresholds", action="store_true", help="ignore uns['cell_thresholds']")
     f.add_argument("--grn-alpha", type=unit_float, default=0.05,
                    help="a TF regulates a gene when one of its links has p < this (links with a p column)")
+    f.add_argument("--orphans", choices=("skip", "train"), default="skip",
+                   help="genes without a TF regulator in the GRN: skip them (default, as the reference) "
+                        "or train them on their ligand terms")
     f.add_argument("--resume", action="store_true")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=cmd_fit)

@@ -37,12 +37,28 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
-from polgen.stlr.grn import ligand_radii, lr_table, regulators as grn_regulators
+from polgen.stlr.grn import ligand_radii, lr_table, regulator_map, regulators as grn_regulators
 from polgen.stlr.splash import MIN_EXPRESSION, filtered
 
 #: datasets with at least this many genes apply the NicheNet exclusion of TF-ligand pairs
 NICHENET_MIN_GENES = 1000
 THRESHOLDS_KEY = "cell_thresholds"
+#: why :func:`orphan_genes` leaves a gene untrained (the reference's ``.orphan`` genes)
+ORPHAN_REASON = "orphan: no TF regulator in the GRN"
+
+
+def orphan_genes(links: pl.DataFrame, genes: Sequence[str], var_names: Sequence[str],
+                 alpha: float = 0.05) -> list[str]:
+    """The genes of ``genes`` with no TF regulator: the reference's orphans.
+
+    SpaceTravLR 0.1.21 (``SpaceTravLR.run``) builds each gene's estimator and, when its
+    ``regulators`` - the GRN's TFs of the gene that are in ``var_names``, other than the gene,
+    with a link ``p < alpha`` (``get_regulators``) - are empty, marks the gene as an orphan and
+    trains nothing for it, whatever its ligand-receptor or ligand-TF modulators.  Same rule as
+    :meth:`FeatureContext.modulators` (``grn.regulators``), in one pass over the links.
+    """
+    regs = regulator_map(links, var_names, alpha)
+    return [g for g in genes if not regs.get(g)]
 
 
 @dataclass

@@ -5,6 +5,13 @@
 gene, atomically, plus ``stlr_run.json`` (every parameter, the genes, their R^2).  A cluster whose
 in-sample R^2 is below ``min_r2`` (0.15, the reference's rule) gets all-zero betas.  Re-running
 with ``resume=True`` skips genes whose file already holds the same parameters.
+
+Orphans (the reference's rule, ``orphans="skip"``, the default): a gene with no TF regulator in
+the GRN gets no model and no file - SpaceTravLR 0.1.21 marks it ``{gene}.orphan`` and skips it,
+so perturbation treats it as untrained.  Skipped genes are listed in ``FitResult.orphans`` /
+``FitResult.skipped`` (with the reason), in the gene log and the run manifest, and logged.
+``orphans="train"`` trains them on their ligand-receptor / ligand-TF terms (polgen's former
+behaviour).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -31,13 +38,17 @@ MANIFEST = "stlr_run.json"
 GENE_LOG = "stlr_genes.jsonl"  # one line per trained gene: file size and sha256, appended as genes finish
 META_PARAMS = "polgen.params"
 META_R2 = "polgen.stlr.r2"
+ORPHAN_RULES = ("skip", "train")
 
 
 @dataclass
 class FitResult:
     out: Path
     genes: list[str]
-    scores: pl.DataFrame  # gene, cluster, r2, n_modulators, n_iter, converged
+    scores: pl.DataFrame  # gene, cluster, r2, n_modulators, n_iter, converged (trained genes)
+    orphans: list[str] = field(default_factory=list)  # requested genes skipped (no TF regulator)
+    skipped: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
+        schema={"gene": pl.String, "reason": pl.String}))  # gene, reason
 
     @property
     def files(self) -> list[Path]:
@@ -285,6 +296,21 @@ def _read_gene_log(path: Path) -> dict[str, dict]:
     return recs
 
 
+def _logged_orphans(path: Path) -> set[str]:
+    """Genes the gene log already records as skipped."""
+    if not path.exists():
+        return set()
+    got = set()
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and "skipped" in r and "gene" in r:
+            got.add(str(r["gene"]))
+    return got
+
+
 def _append_gene_log(path: Path, rec: dict) -> None:
     with open(path, "ab") as fh:
         line = (json.dumps(rec, sort_keys=True) + "\n").encode()
@@ -315,7 +341,7 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         group_reg: float = 1e-7, l1_reg: float = 1e-9, receptor_thresh: float = 0.01,
         tf_ligand_cutoff: float = 0.01, min_r2: float = 0.15, max_iter: int = 5000, tol: float = 1e-10,
         mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
-        cell_thresholds=None, grn_alpha: float = 0.05,
+        cell_thresholds=None, grn_alpha: float = 0.05, orphans: str = "skip",
         resume: bool = False, overwrite: bool = False, executor=None, progress: bool | None = None) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
 
@@ -328,6 +354,10 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     dropped, as in the reference).  ``cell_thresholds``: a cells x genes table (frame or
     parquet/csv path; > 0 = allowed) masking LR ligands and receptors; None uses
     ``adata.uns["cell_thresholds"]`` when present (the reference's behaviour), False ignores it.
+    ``orphans``: "skip" (default, the reference's rule) trains nothing for a gene without a TF
+    regulator in the GRN (:func:`polgen.stlr.features.orphan_genes`; reported in
+    ``FitResult.orphans`` / ``skipped``, the gene log and the manifest); "train" trains such genes
+    on their ligand-receptor and ligand-TF terms.  ``FitResult.genes`` lists the trained genes.
     Receptor levels for ``receptor_thresh`` come from the ``normalized_count`` layer when the
     AnnData has one (reference rule), else from the training expression.
     Genes are trained through :func:`polgen.engine.run_tasks` (``executor``:
@@ -339,6 +369,7 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     from polgen.io.sink import params_to_json
     from polgen.stlr._data import as_tissue
     from polgen.stlr.ligands import MODES
+    from polgen.stlr.features import ORPHAN_REASON
 
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -359,12 +390,27 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         raise InputError("fit with an executor needs cell_thresholds given as a path (or None / False)")
     if not (0 < grn_alpha <= 1):
         raise InputError("grn_alpha must be in (0, 1]")
+    if orphans not in ORPHAN_RULES:
+        raise InputError(f"orphans must be one of {ORPHAN_RULES}, got {orphans!r}")
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
     if genes is None:
         genes = list(t.var_names)
     else:
         genes = list(dict.fromkeys(genes))
         t.gene_index(genes)  # InputError naming genes absent from the AnnData
+    orphan_list: list[str] = []
+    if orphans == "skip":
+        from polgen.stlr.features import orphan_genes
+        from polgen.stlr.grn import as_links
+
+        orphan_list = orphan_genes(as_links(grn), genes, t.var_names, grn_alpha)
+        if orphan_list:
+            shown = ", ".join(orphan_list[:10]) + (" ..." if len(orphan_list) > 10 else "")
+            log.info("stlr fit: %d of %d genes are orphans (no TF regulator in the GRN), not trained: %s",
+                     len(orphan_list), len(genes), shown)
+    requested = genes
+    skip = set(orphan_list)
+    genes = [g for g in requested if g not in skip]
     thr, receptor_layer, levels = _inputs(adata, t, read_cellchat(lr) if is_path(lr) else lr, radius,
                                           contact_distance, cell_thresholds)
     params = {"method": "stlr.fit", "radius": float(radius), "contact_distance": float(contact_distance),
@@ -377,7 +423,7 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
               "ligand_target": None if ligand_target is None else (str(ligand_target) if is_path(ligand_target) else "<table>"),
               "n_cells": len(t.obs_names), "n_genes": len(t.var_names), "clusters": t.cluster_labels,
               "grn_alpha": float(grn_alpha), "cell_thresholds": None if thr is None else thr.digest(),
-              "receptor_layer": receptor_layer}
+              "receptor_layer": receptor_layer, "orphans": orphans}
     pjson = params_to_json(params)
     out.mkdir(parents=True, exist_ok=True)
     man = out / MANIFEST
@@ -408,7 +454,16 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
                 pass
     else:
         glog.unlink(missing_ok=True)
-    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "status": "running"})
+    logged = _logged_orphans(glog) if resume else set()
+    for g in orphan_list:
+        stale = out / f"{g}_betadata.parquet"
+        if stale.exists() and not resume:
+            # a previous run (overwrite=True) trained it: perturbation must see it as untrained
+            stale.unlink()
+        if g not in logged:
+            _append_gene_log(glog, {"gene": g, "skipped": ORPHAN_REASON})
+    orphan_json = {g: ORPHAN_REASON for g in orphan_list}
+    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "orphans": orphan_json, "status": "running"})
     todo = [g for g in genes if g not in done]
     if done:
         log.info("resuming %s: %d of %d genes already trained", out, len(done), len(genes))
@@ -434,6 +489,8 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     scores = pl.DataFrame(rows, schema={"gene": pl.String, "cluster": pl.String, "r2": pl.Float64,
                                         "n_modulators": pl.Int64, "n_iter": pl.Int64, "converged": pl.Boolean},
                           orient="row")
-    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "status": "done",
+    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "orphans": orphan_json, "status": "done",
                        "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in todo}})
-    return FitResult(out=out, genes=genes, scores=scores)
+    skipped = pl.DataFrame({"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
+                           schema={"gene": pl.String, "reason": pl.String})
+    return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped)
