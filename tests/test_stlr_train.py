@@ -199,6 +199,8 @@ def test_orphans_follow_the_reference_rule(tmp_path):
     t, links = _orphan_tissue()
     want = _dense_orphans(links.select("source", "target", "p"), t.var_names, t.var_names)
     assert len(want) >= 4 and orphan_genes(links, t.var_names, t.var_names) == want
+    ctx = build_context(t.X, t.var_names, t.coords, t.clusters, 2, t.lr, links)
+    assert want == [g for g in t.var_names if not ctx.modulators(g).regulators]  # the training's TF rule
     assert orphan_genes(links, t.var_names, t.var_names, alpha=0.08) == \
         _dense_orphans(links.select("source", "target", "p"), t.var_names, t.var_names, 0.08)
     a = t.to_anndata()
@@ -232,6 +234,20 @@ def test_orphans_follow_the_reference_rule(tmp_path):
     assert not any((tmp_path / "train" / f"{g}_betadata.parquet").exists() for g in want[:3])
     with pytest.raises(InputError, match="orphans must be"):
         fit(a, genes, out=tmp_path / "bad", lr=t.lr, grn=links, cluster_key="cell_type", orphans="keep")
+    # the CLI: skip by default (reported), --orphans train trains them
+    from polgen.cli import main
+
+    a.write_h5ad(tmp_path / "t.h5ad")
+    links.write_csv(tmp_path / "links.csv")
+    t.lr.write_csv(tmp_path / "lr.csv")
+    common = ["stlr", "fit", "--h5ad", str(tmp_path / "t.h5ad"), "--lr", str(tmp_path / "lr.csv"), "--grn",
+              str(tmp_path / "links.csv"), "--genes", ",".join(want[:2] + kept[:1]), "--cluster-key", "cell_type",
+              "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "cli")]) == 0
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*_betadata.parquet")) == [f"{kept[0]}_betadata.parquet"]
+    assert json.loads((tmp_path / "cli" / "stlr_run.json").read_text())["params"]["orphans"] == "skip"
+    assert main([*common, "--out", str(tmp_path / "cli2"), "--orphans", "train"]) == 0
+    assert len(list((tmp_path / "cli2").glob("*_betadata.parquet"))) == 3
 
 
 REF_ORPHANS = r'''
