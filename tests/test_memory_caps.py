@@ -74,8 +74,15 @@ def oom(res) -> bool:
     (Polars / Arrow abort the process when an allocation fails) -- not any other error."""
     if res.out_of_memory:
         return True
-    return res.status == "crashed" and res.returncode is not None and res.returncode < 0 and any(
-        k in res.stderr.lower() for k in ("memory allocation", "out of memory", "bad_alloc", "cannot allocate"))
+    if res.status != "crashed" or res.returncode is None:
+        return False
+    err = res.stderr.lower()
+    if res.returncode < 0 and any(k in err for k in ("memory allocation", "out of memory", "bad_alloc",
+                                                      "cannot allocate")):
+        return True
+    # OpenMP (numba's parallel kernels) exits 1 when it cannot map a new thread's stack under the
+    # address-space cap: the same lack of memory, reported by libgomp instead of the allocator
+    return "libgomp: thread creation failed" in err
 
 
 # -- BedStream ------------------------------------------------------------------------------------
