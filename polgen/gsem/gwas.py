@@ -1061,32 +1061,8 @@ _NP_FUNCS = {
 
 def _eval_np(expr, env: dict):
     """Vectorised (numpy, real or complex) value of a parsed :class:`polgen.gsem.syntax.Expr`."""
-    import ast
-
-    def ev(node):
-        if isinstance(node, ast.Constant):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            return env[node.id]
-        if isinstance(node, ast.UnaryOp):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.BinOp):
-            a, b = ev(node.left), ev(node.right)
-            op = node.op
-            if isinstance(op, ast.Add):
-                return a + b
-            if isinstance(op, ast.Sub):
-                return a - b
-            if isinstance(op, ast.Mult):
-                return a * b
-            if isinstance(op, ast.Div):
-                return a / b
-            return a ** b
-        return _NP_FUNCS[node.func.id](ev(node.args[0]))
-
     with np.errstate(all="ignore"):
-        return ev(expr.tree)
+        return expr.evaluate(env, funcs=_NP_FUNCS)
 
 
 def _defined_params(plan: _Plan, se, var, res, free, ok):

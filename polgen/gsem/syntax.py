@@ -166,8 +166,13 @@ class Expr:
         check(tree)
         return cls(text="".join(text.split()), tree=tree, names=tuple(names))
 
-    def evaluate(self, env: Mapping[str, Any]):
-        """Value of the expression with names looked up in ``env`` (floats or complex)."""
+    def evaluate(self, env: Mapping[str, Any], funcs: Mapping[str, Callable] | None = None):
+        """Value of the expression with names looked up in ``env`` (floats, complex, or numpy arrays).
+
+        ``funcs`` replaces the scalar functions (e.g. numpy ufuncs for vectorised evaluation over
+        SNPs); with arrays, division follows numpy (inf/NaN under the caller's ``np.errstate``).
+        """
+        fns = _FUNCS if funcs is None else funcs
 
         def ev(node):
             if isinstance(node, ast.Constant):
@@ -190,10 +195,12 @@ class Expr:
                 if isinstance(op, ast.Mult):
                     return a * b
                 if isinstance(op, ast.Div):
+                    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                        return a / b
                     return a / b if b != 0 else (math.copysign(math.inf, a.real if isinstance(a, complex) else a)
                                                  if a != 0 else math.nan)
                 return a ** b
-            return _FUNCS[node.func.id](ev(node.args[0]))
+            return fns[node.func.id](ev(node.args[0]))
 
         return ev(self.tree)
 
