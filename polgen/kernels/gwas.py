@@ -683,6 +683,22 @@ def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_ve
 # ----------------------------------------------------------------------------------------------
 # the batch kernel
 # ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True)
+def _input_status(v, beta_i, se_i, k):
+    """0 when a SNP's inputs are usable, else the status code naming the first kind of bad input
+    (non-positive/non-finite variance, then a non-finite beta, then a non-positive/non-finite SE)."""
+    if not (np.isfinite(v) and v > 0.0):
+        return ST_BAD_VAR
+    bad = 0
+    for t in range(k):
+        if not np.isfinite(beta_i[t]):
+            bad = ST_BAD_BETA
+    for t in range(k):
+        if not (np.isfinite(se_i[t]) and se_i[t] > 0.0):
+            bad = ST_BAD_SE
+    return bad
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
 def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
@@ -761,16 +777,7 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
         flags[i] = 0
         iters[i] = 0
         v = var[i]
-        if not (np.isfinite(v) and v > 0.0):
-            status[i] = ST_BAD_VAR
-            continue
-        bad = 0
-        for t in range(k):
-            if not np.isfinite(beta[i, t]):
-                bad = ST_BAD_BETA
-        for t in range(k):
-            if not (np.isfinite(se[i, t]) and se[i, t] > 0.0):
-                bad = ST_BAD_SE
+        bad = _input_status(v, beta[i], se[i], k)
         if bad != 0:
             status[i] = bad
             continue
@@ -1563,16 +1570,7 @@ def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, s
         fmin[i] = np.nan
         iters[i] = 0
         v0 = var[i]
-        if not (np.isfinite(v0) and v0 > 0.0):
-            status[i] = ST_BAD_VAR
-            continue
-        bad = 0
-        for t in range(k):
-            if not np.isfinite(beta[i, t]):
-                bad = ST_BAD_BETA
-        for t in range(k):
-            if not (np.isfinite(se[i, t]) and se[i, t] > 0.0):
-                bad = ST_BAD_SE
+        bad = _input_status(v0, beta[i], se[i], k)
         if bad != 0:
             status[i] = bad
             continue
