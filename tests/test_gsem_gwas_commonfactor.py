@@ -11,20 +11,17 @@ per-SNP surface has a local minimum per sign pattern of the loadings).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
+from conftest import genomicsem_r_sources
 
 from polgen.gsem.gwas import _extract, _plan_commonfactor, _resolve_columns, _run_stage, commonfactor_gwas
 from polgen.kernels.gwas import ST_OK
 from tests.conftest import require_shared
 
-GENOMICSEM_REPO = Path(os.environ.get("GENOMICSEM_R_REPO", "/work/.mirror/GenomicSEM+GenomicSEM/repo"))
 
 # SNP, MAF, betas (ANX, OCD, PTSD), SEs
 SNPS = [
@@ -106,20 +103,8 @@ def _frame(traits, snps=SNPS) -> pl.DataFrame:
 
 
 def _run_r(tmp_path: Path, cov: dict, df: pl.DataFrame) -> pl.DataFrame:
-    if shutil.which("Rscript") is None:
-        pytest.skip("Rscript not installed")
-    if not (GENOMICSEM_REPO / "HEAD").exists() and not (GENOMICSEM_REPO / ".git").exists():
-        pytest.skip(f"R GenomicSEM sources not found at {GENOMICSEM_REPO} (set GENOMICSEM_R_REPO)")
-    chk = subprocess.run(["Rscript", "-e", "suppressMessages(library(lavaan)); library(Matrix)"],
-                         capture_output=True, text=True)
-    if chk.returncode != 0:
-        pytest.skip("R packages lavaan / Matrix not installed")
-    src = tmp_path / "R"
-    src.mkdir()
-    for f in ("utils.R", "utils_sanitychecks.R", "commonfactorGWAS_main.R"):
-        txt = subprocess.run(["git", "-C", str(GENOMICSEM_REPO), "show", f"HEAD:R/{f}"],
-                             capture_output=True, text=True, check=True).stdout
-        (src / f).write_text(txt)
+    src = genomicsem_r_sources(tmp_path / "R", ("utils.R", "utils_sanitychecks.R", "commonfactorGWAS_main.R"),
+                               ("lavaan", "Matrix"))
     inp = tmp_path / "in"
     inp.mkdir()
     k = len(cov["trait_names"])

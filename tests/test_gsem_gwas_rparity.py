@@ -17,18 +17,16 @@ tests/test_gsem_gwas_syntax.py, which uses the helpers here.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import genomicsem_r_sources
 
 from polgen.gsem.gwas import user_gwas
 
-_MIRROR = Path("/work/.mirror/GenomicSEM+GenomicSEM/repo")
 _FILES = ("utils.R", "utils_sanitychecks.R", "userGWAS.R", "userGWAS_main.R")
 
 ONE = "F1 =~ T1 + T2 + T3 + T4 + T5\nF1 ~ SNP"
@@ -167,24 +165,7 @@ def synthetic(k: int = 5, n: int = 20, seed: int = 1):
 
 def r_sources(tmp_path_factory) -> Path:
     """Directory with GenomicSEM's R sources (skip when Rscript, lavaan or the sources are absent)."""
-    if shutil.which("Rscript") is None:
-        pytest.skip("Rscript not installed")
-    ok = subprocess.run(["Rscript", "-e", "quit(status = !requireNamespace('lavaan', quietly = TRUE) "
-                         "|| !requireNamespace('MASS', quietly = TRUE))"], capture_output=True)
-    if ok.returncode:
-        pytest.skip("R package lavaan (or MASS) not installed")
-    env = os.environ.get("POLGEN_GENOMICSEM_R")
-    if env and all((Path(env) / f).exists() for f in _FILES):
-        return Path(env)
-    if not (_MIRROR / "HEAD").exists() and not (_MIRROR / ".git").exists():
-        pytest.skip("GenomicSEM R sources not available (set POLGEN_GENOMICSEM_R)")
-    d = tmp_path_factory.mktemp("gsem_r_src")
-    for f in _FILES:
-        out = subprocess.run(["git", "-C", str(_MIRROR), "show", f"HEAD:R/{f}"], capture_output=True)
-        if out.returncode:
-            pytest.skip(f"cannot read R/{f} from the GenomicSEM mirror")
-        (d / f).write_bytes(out.stdout)
-    return d
+    return genomicsem_r_sources(tmp_path_factory.mktemp("gsem_r_src"), _FILES, ("lavaan", "MASS"))
 
 
 def run_r(src: Path, work: Path, cov: dict, snps: pl.DataFrame, cases: list[tuple]) -> pl.DataFrame:

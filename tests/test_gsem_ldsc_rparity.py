@@ -11,21 +11,19 @@ Rscript) the tests skip.
 from __future__ import annotations
 
 import gzip
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import genomicsem_r_sources
 
 from polgen.gsem.ldsc import ldsc
 from polgen.gsem.munge import munge
 from polgen.gsem.sumstats import sumstats
 from test_gsem_ldsc import simulate
 
-_MIRROR = Path("/work/.mirror/GenomicSEM+GenomicSEM/repo")
 _FILES = ("utils.R", "utils_sanitychecks.R", "ldsc.R", "munge.R", "munge_main.R", "sumstats.R",
           "sumstats_main.R")
 
@@ -54,20 +52,7 @@ inner_join <- function(x, y, by) merge(x, y, by = by, sort = FALSE)
 
 @pytest.fixture(scope="module")
 def rsrc(tmp_path_factory):
-    if shutil.which("Rscript") is None:
-        pytest.skip("Rscript not installed")
-    env = os.environ.get("POLGEN_GENOMICSEM_R")
-    if env and all((Path(env) / f).exists() for f in _FILES):
-        return Path(env)
-    if not (_MIRROR / "HEAD").exists() and not (_MIRROR / ".git").exists():
-        pytest.skip("GenomicSEM R sources not available (set POLGEN_GENOMICSEM_R)")
-    d = tmp_path_factory.mktemp("gsem_r")
-    for f in _FILES:
-        out = subprocess.run(["git", "-C", str(_MIRROR), "show", f"HEAD:R/{f}"], capture_output=True)
-        if out.returncode:
-            pytest.skip(f"cannot read R/{f} from the GenomicSEM mirror")
-        (d / f).write_bytes(out.stdout)
-    return d
+    return genomicsem_r_sources(tmp_path_factory.mktemp("gsem_r"), _FILES, ())
 
 
 def _rscript(code: str, cwd: Path) -> str:
