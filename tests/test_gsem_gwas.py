@@ -266,3 +266,18 @@ def test_empty_input_keeps_schema(per_snp, options, tmp_path):
     b = user_gwas(df, _cov(per_snp), options["model"], out=tmp_path / "o").collect()
     assert a.height == 0 and b.height == 0 and a.schema == b.schema
     assert {"est", "se", "chisq", "converged", "warning"} <= set(a.columns)
+
+
+def test_chi2_sf_matches_scipy_stats():
+    from scipy import stats
+
+    from polgen.gsem.gwas import _chi2_sf
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([[-1.0, 0.0, np.nan, np.inf, 1e3, 1e-300], rng.gamma(2.0, 3.0, 200)])
+    for df in (1, 2, 7.0):
+        np.testing.assert_allclose(_chi2_sf(x, df), stats.chi2.sf(x, df), rtol=1e-12, atol=0)
+    dfs = rng.integers(-1, 6, x.size).astype(float)
+    want = np.where(dfs > 0, stats.chi2.sf(x, np.where(dfs > 0, dfs, 1.0)), np.nan)
+    np.testing.assert_allclose(_chi2_sf(x, dfs), want, rtol=1e-12, atol=0)
+    assert np.isnan(_chi2_sf(x, 0)).all() and np.isnan(_chi2_sf(x, None)).all()

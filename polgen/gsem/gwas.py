@@ -1134,13 +1134,18 @@ def _pvals(z: np.ndarray):
 
 
 def _chi2_sf(x, df):
-    from scipy.stats import chi2
+    """chi2.sf(x, df) with scipy.special (scipy.stats costs ~1.3 s to import in every worker):
+    NaN where df <= 0, 1 for x < 0, NaN for NaN x."""
+    from scipy.special import chdtrc
 
     x = np.asarray(x, dtype=np.float64)
     if np.isscalar(df) or np.ndim(df) == 0:
         if df is None or df <= 0:
             return np.full(x.shape, np.nan)
-    return chi2.sf(x, df)
+    d = np.broadcast_to(np.asarray(df, dtype=np.float64), x.shape)
+    with np.errstate(invalid="ignore"):
+        out = chdtrc(d, np.where(x < 0.0, 0.0, x))
+    return np.where(d > 0.0, out, np.nan)
 
 
 def _warnings(status: np.ndarray, flags: np.ndarray) -> pl.Series:
