@@ -307,7 +307,7 @@ class Perturber:
                 raise ModelError(f"the perturbation diverged (non-finite expression at step {step + 1}); "
                                  f"gene_expr={exprs} is too large for these betas", column=str(targets[0]))
             if thr:
-                gexf1 = gexf1 * self.mask
+                np.multiply(gexf1, self.mask, out=gexf1)  # its own double buffer: no per-step allocation
             gexf_prev, W_prev, Xf_prev_lig = gexf1, W1, Xf1_lig
         sim = X0 + delta
         for k, (c, e) in enumerate(zip(tcols, exprs)):
