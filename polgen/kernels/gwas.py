@@ -683,6 +683,36 @@ def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_ve
 # ----------------------------------------------------------------------------------------------
 # the batch kernel
 # ----------------------------------------------------------------------------------------------
+@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+def sandwich_into(Vm, WJ, Br, nmom, nf, VL, M, tmp, Om):
+    """Sandwich covariance Om = Br (WJ' Vm WJ) Br of the first ``nf`` free parameters (bread ``Br``,
+    weighted Jacobian ``WJ``, meat ``Vm``); VL, M and tmp are work buffers."""
+    for m in range(nmom):
+        for a in range(nf):
+            s = 0.0
+            for m2 in range(nmom):
+                s += Vm[m, m2] * WJ[m2, a]
+            VL[m, a] = s
+    for a in range(nf):
+        for b in range(nf):
+            s = 0.0
+            for m in range(nmom):
+                s += WJ[m, a] * VL[m, b]
+            M[a, b] = s
+    for a in range(nf):
+        for b in range(nf):
+            s = 0.0
+            for c in range(nf):
+                s += M[a, c] * Br[c, b]
+            tmp[a, b] = s
+    for a in range(nf):
+        for b in range(nf):
+            s = 0.0
+            for c in range(nf):
+                s += Br[a, c] * tmp[c, b]
+            Om[a, b] = s
+
+
 @nb.njit(cache=True, nogil=True)
 def _input_status(v, beta_i, se_i, k):
     """0 when a SNP's inputs are usable, else the status code naming the first kind of bad input
@@ -961,35 +991,7 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                     for m in range(nmom):
                         for m2 in range(nmom):
                             Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
-                for m in range(nmom):
-                    for fq in range(nf):
-                        s = 0.0
-                        if same_meat:
-                            for m2 in range(nmom):
-                                s += Vsub[m, m2] * WJ[m2, fq]
-                        else:
-                            for m2 in range(nmom):
-                                s += Vmeat[m, m2] * WJ[m2, fq]
-                        VL[m, fq] = s
-                for a in range(nf):
-                    for b in range(nf):
-                        s = 0.0
-                        for m in range(nmom):
-                            s += WJ[m, a] * VL[m, b]
-                        M[a, b] = s
-                # Om = Br M Br  (HW as temp = M Br)
-                for a in range(nf):
-                    for b in range(nf):
-                        s = 0.0
-                        for c in range(nf):
-                            s += M[a, c] * Br[c, b]
-                        HW[a, b] = s
-                for a in range(nf):
-                    for b in range(nf):
-                        s = 0.0
-                        for c in range(nf):
-                            s += Br[a, c] * HW[c, b]
-                        Om[a, b] = s
+                sandwich_into(Vsub if same_meat else Vmeat, WJ, Br, nmom, nf, VL, M, HW, Om)
             for a in range(nf):
                 d = Om[a, a]
                 se_out[i, fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan

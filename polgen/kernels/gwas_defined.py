@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from polgen.kernels.gwas import (_chol, _implied, _inv_gj, _jacobian, near_pd, v_full_into,
+from polgen.kernels.gwas import (_chol, _implied, _inv_gj, _jacobian, near_pd, sandwich_into, v_full_into,
                                  v_snp_into)
 
 _FM = {"reassoc", "contract", "arcp"}
@@ -89,30 +89,7 @@ def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, m
                 H[a, b] = s
         if not _inv_gj(H, nf, Br):
             continue
-        for m in range(nmom):
-            for a in range(nf):
-                s = 0.0
-                for m2 in range(nmom):
-                    s += Vsub[m, m2] * WJ[m2, a]
-                VL[m, a] = s
-        for a in range(nf):
-            for b in range(nf):
-                s = 0.0
-                for m in range(nmom):
-                    s += WJ[m, a] * VL[m, b]
-                M[a, b] = s
-        for a in range(nf):
-            for b in range(nf):
-                s = 0.0
-                for c in range(nf):
-                    s += M[a, c] * Br[c, b]
-                tmp[a, b] = s
-        for a in range(nf):
-            for b in range(nf):
-                s = 0.0
-                for c in range(nf):
-                    s += Br[a, c] * tmp[c, b]
-                Om[a, b] = s
+        sandwich_into(Vsub, WJ, Br, nmom, nf, VL, M, tmp, Om)
         for d in range(ndef):
             s = 0.0
             for a in range(nf):
