@@ -28,12 +28,13 @@ import threading
 import numba as nb
 import numpy as np
 
+from polgen.kernels._jit import jit_exact, jit_fm, jit_fm_parallel
+
 SCALE_RAW = 0
 SCALE_CENTER = 1
 SCALE_EIGENSTRAT = 2
 SCALE_CODES = {"raw": SCALE_RAW, "center": SCALE_CENTER, "eigenstrat": SCALE_EIGENSTRAT}
 
-_FASTMATH = {"reassoc", "contract", "arcp"}
 
 #: decoded values (count of the counted allele) per 2-bit code; code 1 (missing) is 0 here
 DOSAGE_A1 = np.array([2, 0, 1, 0], dtype=np.int64)
@@ -56,7 +57,7 @@ SUM_LUT_A2, _ = _byte_luts(DOSAGE_A2)
 PARALLEL_MIN_CELLS = 1 << 18
 
 
-@nb.njit(cache=True, nogil=True)
+@jit_exact
 def _decode_one(packed, r, j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss,
                 table):
     row = packed[r]
@@ -118,7 +119,7 @@ def _decode_one(packed, r, j, n_samples, scale_code, dosage, sum_lut, miss_lut, 
             out[i + k, j] = table[j, c]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
+@jit_fm
 def _decode_rows_serial(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
                         nmiss, table):
     for j in range(rows.shape[0]):
@@ -126,7 +127,7 @@ def _decode_rows_serial(packed, rows, n_samples, scale_code, dosage, sum_lut, mi
                     nmiss, table)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True, fastmath=_FASTMATH)
+@jit_fm_parallel
 def _decode_rows_parallel(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
                           nmiss, table):
     for j in nb.prange(rows.shape[0]):
@@ -190,7 +191,7 @@ def decode_block(packed_uint8_2d: np.ndarray, n_samples: int, scale_code: int, o
 
 
 
-@nb.njit(cache=True, nogil=True)
+@jit_exact
 def count_nonblank_lines(buf, carry):
     """Non-blank lines completed in ``buf`` (uint8 text) and whether an unterminated line holding
     a non-whitespace byte remains; ``carry``: the same flag from the previous chunk."""

@@ -16,13 +16,12 @@ the p x p Gram matrix makes an iteration O(p^2), independent of the number of ce
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-_FM = {"reassoc", "contract", "arcp"}
+from polgen.kernels._jit import jit_fm
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _prox(v, step, group, lam, l1, out, gnorm):  # pragma: no cover - numba
     p = v.shape[0]
     ng = lam.shape[0]
@@ -42,7 +41,7 @@ def _prox(v, step, group, lam, l1, out, gnorm):  # pragma: no cover - numba
         out[j] *= gnorm[group[j]]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _smooth(G, c, w, grad):  # pragma: no cover - numba
     """f(w) = 1/2 w'Gw - c'w and its gradient Gw - c (into grad)."""
     p = w.shape[0]
@@ -56,7 +55,7 @@ def _smooth(G, c, w, grad):  # pragma: no cover - numba
     return f
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def penalty(w, group, lam, l1):  # pragma: no cover - numba
     ng = lam.shape[0]
     gn = np.zeros(ng)
@@ -69,13 +68,13 @@ def penalty(w, group, lam, l1):  # pragma: no cover - numba
     return pen
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def objective(G, c, yy, w, group, lam, l1):  # pragma: no cover - numba
     grad = np.empty(w.shape[0])
     return _smooth(G, c, w, grad) + 0.5 * yy + penalty(w, group, lam, l1)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def fista_sgl(G, c, group, lam, l1, w0, L0, max_iter, tol):  # pragma: no cover - numba
     """Returns (w, n_iter, converged, L).  ``group[j]`` in 0..len(lam)-1; ``L0`` > 0 initial step^-1.
 
@@ -145,7 +144,7 @@ def fista_sgl(G, c, group, lam, l1, w0, L0, max_iter, tol):  # pragma: no cover 
     return x, it, converged, L
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def ista_sgl(G, c, group, lam, l1, w0, L, n_iter):  # pragma: no cover - numba
     """Plain proximal gradient with a fixed step 1/L (the slow reference solver for tests)."""
     p = c.shape[0]
@@ -162,7 +161,7 @@ def ista_sgl(G, c, group, lam, l1, w0, L, n_iter):  # pragma: no cover - numba
     return x
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def power_lipschitz(G, n_iter):  # pragma: no cover - numba
     """Largest eigenvalue of the PSD matrix G by power iteration (deterministic start)."""
     p = G.shape[0]

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_FM = {"reassoc", "contract", "arcp"}
+from polgen.kernels._jit import jit, jit_exact, jit_exact_parallel
+
 # stop when an accepted step lowers the objective by less than this fraction (lavaan/nlminb
 # stops at rel.tol = 1e-10 on the objective)
 ftol = 1e-13
@@ -68,7 +69,7 @@ FLAG_V_SMOOTHED = 2
 # ----------------------------------------------------------------------------------------------
 # small dense linear algebra (no allocation)
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _chol(a, n, tol):
     """In-place lower Cholesky of the leading n x n block of ``a``; False if not PD."""
     for j in range(n):
@@ -87,7 +88,7 @@ def _chol(a, n, tol):
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _chol_solve(L, n, b):
     """Solve (L L') x = b in place on ``b`` (length n)."""
     for i in range(n):
@@ -102,7 +103,7 @@ def _chol_solve(L, n, b):
         b[i] = t / L[i, i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _chol_quad(L, n, b, tmp):
     """b' (L L')^-1 b using a forward solve into ``tmp``."""
     q = 0.0
@@ -115,7 +116,7 @@ def _chol_quad(L, n, b, tmp):
     return q
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _chol_inverse(L, n, out, col):
     """out = (L L')^-1 (n x n) using the unit-vector solves."""
     for j in range(n):
@@ -127,7 +128,7 @@ def _chol_inverse(L, n, out, col):
             out[i, j] = col[i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _inv_gj(a, n, out):
     """out = a^-1 by Gauss-Jordan with partial pivoting; destroys ``a``; False when singular."""
     for i in range(n):
@@ -168,7 +169,7 @@ def _inv_gj(a, n, out):
 # Matrix::nearPD (corr=FALSE, keepDiag=FALSE, do2eigen=TRUE, doDykstra=TRUE, eig.tol=1e-6,
 # conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I")
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True)
+@jit_exact
 def near_pd(x, out):
     """Nearest positive definite matrix of symmetric ``x`` as R ``Matrix::nearPD`` (defaults).
 
@@ -252,7 +253,7 @@ def near_pd(x, out):
 # ----------------------------------------------------------------------------------------------
 # per-SNP construction (R: .get_V_SNP, .get_S_Full, .get_V_full, .get_Z_pre)
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def v_snp_into(se, I, var, gc, out):
     """V_SNP (k x k) for one SNP: GWAS SEs scaled by the LDSC intercepts and the SNP variance."""
     k = se.shape[0]
@@ -276,7 +277,7 @@ def v_snp_into(se, I, var, gc, out):
                     out[x, y] = se[y] * se[x] * I[x, y] * v2
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def s_full_into(S_LD, beta, var, out):
     """S_full ((k+1) x (k+1)): SNP first, SNP-trait covariances v * beta, then S_LD."""
     k = beta.shape[0]
@@ -288,7 +289,7 @@ def s_full_into(S_LD, beta, var, out):
             out[p + 1, q + 1] = S_LD[p, q]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def v_full_into(V_LD, V_SNP, varse2, out):
     """V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) in vech(S_full) order."""
     k = V_SNP.shape[0]
@@ -306,7 +307,7 @@ def v_full_into(V_LD, V_SNP, varse2, out):
             out[k + 1 + i, k + 1 + j] = V_LD[i, j]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def z_pre_into(beta, se, I, gc, out):
     """Z statistics before smoothing, GC-corrected as R's .get_Z_pre."""
     k = beta.shape[0]
@@ -322,7 +323,7 @@ def z_pre_into(beta, se, I, gc, out):
 # ----------------------------------------------------------------------------------------------
 # model evaluation
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
     """Fill A, S from theta; B = (I-A)^-1; C[:, :p] = B S B'[:, :p].  False if I-A singular."""
     for i in range(nv):
@@ -361,7 +362,7 @@ def _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J):
     """J[m, f] = d sigma_m / d theta_fidx[f] (analytic, RAM form)."""
     nmom = ma.shape[0]
@@ -389,7 +390,7 @@ def _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, 
                         J[m, f] += B[a, i] * B[b, jj] + B[a, jj] * B[b, i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
     """ML: F = log|Sigma| + tr(S Sigma^-1) - log|S| - p, Sinv = Sigma^-1.  Returns F (inf if not PD)."""
     nmom = ma.shape[0]
@@ -413,7 +414,7 @@ def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
     return logdet + tr - ldS - p
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _ml_weight(Sinv, ma, mb, W):
     """W = 0.5 D'(Sigma^-1 (x) Sigma^-1) D in vech space (lavaan's ML WLS.V)."""
     nmom = ma.shape[0]
@@ -436,7 +437,7 @@ def _ml_weight(Sinv, ma, mb, W):
             W[v, u] = val
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
                s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS):
     if not _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
@@ -454,7 +455,7 @@ def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S,
     return f
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _damped_solve(H, nf, lam, rhs, HW):
     """Solve (H + lam diag(H)) x = rhs in place on rhs (HW: nf x nf scratch)."""
     for a in range(nf):
@@ -468,7 +469,7 @@ def _damped_solve(H, nf, lam, rhs, HW):
     return True
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
     """WJ = W J; H = J' W J; g = J' W resid (W = diag(w) for DWLS, Wm for ML)."""
     if ml:
@@ -495,7 +496,7 @@ def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
             H[b, a] = s
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent,
              nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
              A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat, Wm, WJ):
@@ -569,7 +570,7 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
 # fast path: SNP exogenous, every non-SNP path fixed (fix_measurement models under DWLS)
 #   u = u0 + G a;  Sigma_tt = C0 + sum_k s_k Js_k + v u u';  Sigma_tS = v u;  Sigma_SS = v
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig):
     for o in range(p):
         u[o] = u0[o]
@@ -594,7 +595,7 @@ def _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u,
     return v
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
     nmom = ma.shape[0]
     for f in range(nf):
@@ -616,7 +617,7 @@ def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
                     J[m, f] = u[a] * u[b]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, max_iter, xtol,
               u, sig, J, WJ, H, HW, g, delta, th_new, resid):
     """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
@@ -683,7 +684,7 @@ def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_ve
 # ----------------------------------------------------------------------------------------------
 # the batch kernel
 # ----------------------------------------------------------------------------------------------
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def sandwich_into(Vm, WJ, Br, nmom, nf, VL, M, tmp, Om):
     """Sandwich covariance Om = Br (WJ' Vm WJ) Br of the first ``nf`` free parameters (bread ``Br``,
     weighted Jacobian ``WJ``, meat ``Vm``); VL, M and tmp are work buffers."""
@@ -713,7 +714,7 @@ def sandwich_into(Vm, WJ, Br, nmom, nf, VL, M, tmp, Om):
             Om[a, b] = s
 
 
-@nb.njit(cache=True, nogil=True)
+@jit_exact
 def _input_status(v, beta_i, se_i, k):
     """0 when a SNP's inputs are usable, else the status code naming the first kind of bad input
     (non-positive/non-finite variance, then a non-finite beta, then a non-positive/non-finite SE)."""
@@ -729,7 +730,7 @@ def _input_status(v, beta_i, se_i, k):
     return bad
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
@@ -1005,7 +1006,7 @@ def _snp_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
         status[i] = ST_OK
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@jit_exact_parallel
 def _gwas_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known,
                    nv, p, obs_map, ma, mb, vidx, vidx_meat, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                    par_ent, fidx, theta0, snpvar_par, ml, ml_wmode, max_iter, xtol, toler,
@@ -1228,7 +1229,7 @@ def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, f
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@jit_exact
 def _fit_cov_impl(s_vec, w, ldS, nv, p, ma, mb, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                   par_ent, fidx, theta, ml, max_iter, xtol):
     nmom = ma.shape[0]
@@ -1303,7 +1304,7 @@ CF_RIDGE = 1e4        # l_i^2 |phi| > CF_RIDGE * max_i S_ii: the fit is running 
 CF_LMAX = 1e5         # |l_i| > CF_LMAX (l_1 = 1): the scaling trait's loading vanishes
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     """Variable projection: for loadings x[:k-1] the best c (x[k]) and phi (x[k-1]) are weighted
     regressions; fills the residuals r (SNP moments, then trait pairs), returns the objective."""
@@ -1341,7 +1342,7 @@ def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     return f
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
     """Exact variable-projection Jacobian J = d model / d loadings (c and phi re-optimised),
     H = J' W J, g = J' W r (n = k - 1 loadings)."""
@@ -1403,7 +1404,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
             H[b2, a] = hs
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
     """xt = x + d (loadings), its projected c / phi and residuals rt; returns the objective."""
     for a in range(k + 1):
@@ -1413,7 +1414,7 @@ def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
     return _cf_eval(xt, k, s, ws, sld, wld, pi, pj, rt)
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt,
            rt):
     """Minimise over the loadings (variable projection) from x (in place).
@@ -1519,7 +1520,7 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
     return ST_NOCONV, f, it
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, starts, n_always,
               max_iter, pidx, theta, fmin, status, iters):
     k = beta.shape[1]
@@ -1664,7 +1665,7 @@ def _cf_range(lo, hi, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, s
         theta[i, pidx[2 * k + 1]] = v
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@jit_exact_parallel
 def _cf_parallel(nchunks, beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, starts, n_always,
                  max_iter, pidx, theta, fmin, status, iters):
     n = beta.shape[0]

@@ -16,13 +16,20 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from polgen.kernels.gwas import (_chol, _implied, _inv_gj, _jacobian, near_pd, sandwich_into, v_full_into,
-                                 v_snp_into)
+from polgen.kernels._jit import jit, jit_exact_parallel
+from polgen.kernels.gwas import (
+    _chol,
+    _implied,
+    _inv_gj,
+    _jacobian,
+    near_pd,
+    sandwich_into,
+    v_full_into,
+    v_snp_into,
+)
 
-_FM = {"reassoc", "contract", "arcp"}
 
-
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model="numpy")
+@jit
 def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
                    ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
     k = se.shape[1]
@@ -102,7 +109,7 @@ def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, m
                 out[i, d] = np.sqrt(s) if s > 0.0 else 0.0
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
+@jit_exact_parallel
 def _defined_parallel(nchunks, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
                       ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
     n = se.shape[0]

@@ -9,12 +9,11 @@ pseudo-values ``nb * reg - (nb - 1) * delete``, as R GenomicSEM's ``ldsc`` does.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-_FM = {"reassoc", "contract", "arcp"}
+from polgen.kernels._jit import jit_exact, jit_fm
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def block_sums(l2, w, y, starts, ends, xtx, xty):  # pragma: no cover - compiled
     """xtx[b] = (sum (lw)^2, sum lw*w, sum w^2), xty[b] = (sum lw*yw, sum w*yw) over block b.
 
@@ -43,13 +42,13 @@ def block_sums(l2, w, y, starts, ends, xtx, xty):  # pragma: no cover - compiled
         xty[b, 1] = t1
 
 
-@njit(cache=True, nogil=True)
+@jit_exact
 def _solve2(a, b, c, u, v):  # pragma: no cover - compiled
     det = a * c - b * b
     return (c * u - b * v) / det, (a * v - b * u) / det
 
 
-@njit(cache=True, nogil=True)
+@jit_exact
 def jackknife(xtx, xty, reg, delete, pseudo):  # pragma: no cover - compiled
     """Full solution ``reg`` (slope, intercept), leave-one-block-out ``delete`` and
     pseudo-values ``pseudo`` (both nb x 2)."""
@@ -111,7 +110,7 @@ def regress(l2: np.ndarray, w: np.ndarray, y: np.ndarray, n_blocks: int):
     return reg, delete, pseudo
 
 
-@njit(cache=True, nogil=True)
+@jit_exact
 def _shell_sort_with_index(x, indx):  # pragma: no cover - compiled
     """In-place Shell sort (gaps 1, 4, 13, ...) of ``x`` carrying ``indx`` along: the (unstable)
     order R's ``merge()`` produces for duplicated keys comes from exactly this sort."""
@@ -133,7 +132,7 @@ def _shell_sort_with_index(x, indx):  # pragma: no cover - compiled
         h //= 3
 
 
-@njit(cache=True, nogil=True)
+@jit_exact
 def _merge_pairs(xs, ix, ys, iy):  # pragma: no cover - compiled
     """Pairs of (x row, y row) for equal non-zero codes, walking both sorted code arrays."""
     nx = xs.shape[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-_FM = {"reassoc", "contract", "arcp"}
+from polgen.kernels._jit import jit_fm, jit_fm_parallel, jit_rc
 
 
 def colsumsq(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -24,7 +24,7 @@ def colsumsq(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _rows_sumsq_serial(yt, out):
     p, n = yt.shape
     for j in range(p):
@@ -35,7 +35,7 @@ def _rows_sumsq_serial(yt, out):
         out[j] = s
 
 
-@nb.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def _rows_sumsq_parallel(yt, out):
     p, n = yt.shape
     for j in nb.prange(p):
@@ -46,7 +46,7 @@ def _rows_sumsq_parallel(yt, out):
         out[j] = s
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@jit_rc
 def impute_center_columns(yt, scale_code, freq, n_miss):
     """In place on a C-ordered ``(n_snps, n_samples)`` array (the transpose of a Fortran block).
 
@@ -84,7 +84,7 @@ def impute_center_columns(yt, scale_code, freq, n_miss):
                 yt[j, i] = 0.0
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@jit_rc
 def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono):
     """Per-SNP OLS statistics from the projections of one block.
 

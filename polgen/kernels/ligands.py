@@ -35,9 +35,15 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-_FM = {"reassoc", "contract", "arcp"}
-# the exp and the Kahan sums must not be reassociated (that would cancel their correction terms)
-_STRICT = {"contract"}
+from polgen.kernels._jit import (
+    jit_contract,
+    jit_contract_parallel,
+    jit_fm,
+    jit_fm_parallel,
+)
+
+# the exp and the Kahan sums must not be reassociated (that would cancel their correction terms):
+# those kernels use jit_contract (fastmath={"contract"}) instead of jit_fm
 
 TILE = 64  # cells per tile (a compile-time constant of the kernels below)
 DROP_EPS = 2.0 ** -54  # source tiles are skipped when their bound is below this x each output
@@ -78,7 +84,7 @@ def _wide_vectors(typingctx):
     return sig, codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_STRICT)
+@jit_contract
 def exp_nonpos(z):  # pragma: no cover - numba
     """exp(z) for z <= 0 without branches or calls, so loops over it vectorise.
 
@@ -99,7 +105,7 @@ def exp_nonpos(z):  # pragma: no cover - numba
     return (p * _bits_as_f64((k1 + 1023) << 52)) * _bits_as_f64((k2 + 1023) << 52)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_STRICT)
+@jit_contract
 def _fill(xi, yi, xj, yj, neg, K):  # pragma: no cover - numba
     """K[a, b] = exp(((xi_a - xj_b)^2 + (yi_a - yj_b)^2) * neg) for one TILE x TILE block."""
     _wide_vectors()
@@ -113,7 +119,7 @@ def _fill(xi, yi, xj, yj, neg, K):  # pragma: no cover - numba
             row[b] = exp_nonpos((dx * dx + dy * dy) * neg)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_STRICT)
+@jit_contract
 def _kahan_add(acc, comp, i, l, s):  # pragma: no cover - numba
     y = s - comp[i, l]
     t = acc[i, l] + y
@@ -121,7 +127,7 @@ def _kahan_add(acc, comp, i, l, s):  # pragma: no cover - numba
     acc[i, l] = t
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _block_dot(K, ET, acc, comp, nl4):  # pragma: no cover - numba
     """acc[a, l] += sum_b K[a, b] ET[l, b] (compensated), in 4 x 4 register blocks; nl4 % 4 == 0."""
     _wide_vectors()
@@ -182,7 +188,7 @@ def _block_dot(K, ET, acc, comp, nl4):  # pragma: no cover - numba
             _kahan_add(acc, comp, a0 + 3, l0 + 3, s33)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _block_dot_t(K, E, acc, comp, nl4, buf):  # pragma: no cover - numba
     """acc[b, l] += sum_a K[a, b] E[a, l] (compensated): the transposed product without
     transposing K, vectorised over b; ``E`` (TILE, nl4), ``buf`` (4, TILE) scratch.  Faster than
@@ -217,7 +223,7 @@ def _block_dot_t(K, E, acc, comp, nl4, buf):  # pragma: no cover - numba
             _kahan_add(acc, comp, b, l0 + 3, s3[b])
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_STRICT)
+@jit_contract
 def _finish(acc, comp, out):  # pragma: no cover - numba
     nr, nc = acc.shape
     for a in range(nr):
@@ -225,7 +231,7 @@ def _finish(acc, comp, out):  # pragma: no cover - numba
             out[a, l] = acc[a, l] - comp[a, l]
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_STRICT)
+@jit_contract
 def _transpose(K, KT):  # pragma: no cover - numba
     """KT = K.T (row by row of KT: contiguous stores, gathered loads)."""
     _wide_vectors()
@@ -235,7 +241,7 @@ def _transpose(K, KT):  # pragma: no cover - numba
             r[a] = K[a, b]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_STRICT)
+@jit_contract_parallel
 def tile_pairs_needed(tbox, sbox, S, neg, eps, need):  # pragma: no cover - numba
     """need[I, J] = True when source tile J must be summed into target tile I.
 
@@ -290,7 +296,7 @@ def tile_pairs_needed(tbox, sbox, S, neg, eps, need):  # pragma: no cover - numb
             need[I, J] = kmax[J] > 0.0
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def tile_sums(txp, typ, sxp, syp, ETp, need, neg, out):  # pragma: no cover - numba
     """out[I, a, :] = sum over the needed source tiles J of exp(d2 * neg) @ values (compensated).
 
@@ -312,7 +318,7 @@ def tile_sums(txp, typ, sxp, syp, ETp, need, neg, out):  # pragma: no cover - nu
         _finish(acc, comp, out[I])
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def tile_sums_sym(xp, yp, ETp, Ep, pi, pj, bounds, neg, acc, comp):  # pragma: no cover - numba
     """Targets = sources: each unordered tile pair (pi[q] <= pj[q]) is filled once and used both ways.
 
@@ -506,7 +512,7 @@ def gauss_sum_self(x, y, expr, radii, scale) -> np.ndarray:
     return GaussTiles(x, y).apply(expr, radii, scale)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def bilinear_interp(ax0, ay0, h, nx, ny, anchors, x, y, out):  # pragma: no cover - numba
     """Bilinear interpolation of ``anchors`` ((nx*ny), L), anchor (a, b) at row a*ny + b."""
     n = x.shape[0]
@@ -539,7 +545,7 @@ def bilinear_interp(ax0, ay0, h, nx, ny, anchors, x, y, out):  # pragma: no cove
                          + w10 * anchors[r10, l] + w11 * anchors[r11, l])
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _lagrange(u, p, w):  # pragma: no cover - numba
     """Base node and the p Lagrange weights of coordinate ``u`` (in grid units)."""
     base = int(np.floor(u)) - (p // 2 - 1)
@@ -555,7 +561,7 @@ def _lagrange(u, p, w):  # pragma: no cover - numba
     return base
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def spread(x, y, expr, x0, y0, h, p, nx, ny, grid, nchunk):  # pragma: no cover - numba
     """grid[a, b, l] += sum_j wx_a(x_j) wy_b(y_j) expr[j, l] (Lagrange weights of order p).
 
@@ -579,7 +585,7 @@ def spread(x, y, expr, x0, y0, h, p, nx, ny, grid, nchunk):  # pragma: no cover 
                         g[bx + a, by + b, l] += w * expr[j, l]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def conv_x(src, taps, dst):  # pragma: no cover - numba
     """dst[a, b, l] = sum_t taps[|t|] src[a + t, b, l] (zero outside)."""
     nx = src.shape[0]
@@ -599,7 +605,7 @@ def conv_x(src, taps, dst):  # pragma: no cover - numba
                     dst[a, b, l] += k * src[a2, b, l]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def conv_y(src, taps, dst):  # pragma: no cover - numba
     """dst[a, b, l] = sum_t taps[|t|] src[a, b + t, l] (zero outside)."""
     nx = src.shape[0]
@@ -618,7 +624,7 @@ def conv_y(src, taps, dst):  # pragma: no cover - numba
                     dst[a, b, l] += k * src[a, b2, l]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def gather(x, y, field, x0, y0, h, p, scale, out):  # pragma: no cover - numba
     """out[i, l] = scale * sum_{a,b} wx_a(x_i) wy_b(y_i) field[a, b, l]."""
     n = x.shape[0]

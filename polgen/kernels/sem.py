@@ -1,6 +1,6 @@
 """numba kernels for RAM-form SEM: implied covariance and its analytic Jacobian.
 
-They take exactly the raw arrays of :class:`polgen.gsem.model.CompiledModel`
+They take exactly the raw arrays of :class:`polgen.gsem.ram.CompiledModel`
 (``par_kind``, ``par_row``, ``par_col``, ``A0``, ``S0``, ``exo_row``, ``exo_col``, ``vech_row``,
 ``vech_col``) so that per-SNP code can evaluate many parameter vectors without Python overhead::
 
@@ -16,12 +16,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from polgen.kernels._jit import jit_fm, jit_fm_parallel
+
 __all__ = ["ram_implied_jacobian", "ram_implied_batch"]
 
-_FM = {"reassoc", "contract", "arcp"}
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _fill(theta, par_kind, par_row, par_col, A, S):
     for k in range(theta.shape[0]):
         r = par_row[k]
@@ -33,7 +34,7 @@ def _fill(theta, par_kind, par_row, par_col, A, S):
             S[c, r] = theta[k]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def _implied_jacobian_into(A, S, par_kind, par_row, par_col, p, vech_row, vech_col, sigma, jac):
     m = A.shape[0]
     IA = -A
@@ -66,7 +67,7 @@ def _implied_jacobian_into(A, S, par_kind, par_row, par_col, p, vech_row, vech_c
                 jac[e, k] = B[a, i] * B[b, j] + B[a, j] * B[b, i]
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM)
+@jit_fm
 def ram_implied_jacobian(theta, par_kind, par_row, par_col, A0, S0, p, vech_row, vech_col, sigma, jac):
     """Implied covariance (into ``sigma``) and d vech(Sigma)/d theta (into ``jac``) at ``theta``.
 
@@ -78,7 +79,7 @@ def ram_implied_jacobian(theta, par_kind, par_row, par_col, A0, S0, p, vech_row,
     _implied_jacobian_into(A, S, par_kind, par_row, par_col, p, vech_row, vech_col, sigma, jac)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
+@jit_fm_parallel
 def ram_implied_batch(thetas, exo_vals, par_kind, par_row, par_col, A0, S0, exo_row, exo_col, p,
                       vech_row, vech_col, sigmas, jacs):
     """``ram_implied_jacobian`` for every row of ``thetas`` (n x n_free); ``exo_vals`` (n x n_exo)

@@ -25,11 +25,12 @@ import types
 import numba
 import numpy as np
 
-_FM = {"reassoc", "contract", "arcp"}
+from polgen.kernels._jit import jit_fm, jit_fm_inline, jit_fm_parallel
+
 CELL_BLOCK = 64
 
 
-@numba.njit(cache=True, nogil=True, fastmath=_FM, inline="always")
+@jit_fm_inline
 def _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
                 gexf, wl, wl_tfl, bsf, cap, scratch):  # pragma: no cover - numba
     m0 = moff[k]
@@ -211,8 +212,8 @@ def _clone(py, suffix: str):
 
 
 def _dual(py):
-    par = numba.njit(cache=True, nogil=True, parallel=True, fastmath=_FM)(_clone(py, "_par"))
-    ser = numba.njit(cache=True, nogil=True, parallel=False, fastmath=_FM)(_clone(py, "_ser"))
+    par = jit_fm_parallel(_clone(py, "_par"))
+    ser = jit_fm(_clone(py, "_ser"))
     return par, ser
 
 
