@@ -1,6 +1,8 @@
-"""``df.lfmm`` / ``lf.lfmm``: thin delegates to the typed functions of :mod:`polgen.lfmm`.
+"""``df.lfmm`` / ``lf.lfmm``: typed aliases of the functions of :mod:`polgen.lfmm`.
 
-The frame is the covariate table (``IID`` [+ ``FID``] and numeric covariate columns)."""
+The frame is the covariate table (``IID`` [+ ``FID``] and numeric covariate columns).  Each method
+has its function's signature without the covariate parameter ``X`` (see
+:func:`polgen._namespace.alias`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,15 @@ from typing import Any
 
 import polars as pl
 
-from polgen._namespace import register
+from polgen._namespace import alias, keyword, positional, register
+from polgen.lfmm.assoc import test as _test
+from polgen.lfmm.fit import fit as _fit
+
+
+def _fit_then(frame: pl.DataFrame | pl.LazyFrame, args: dict[str, Any]) -> pl.DataFrame | pl.LazyFrame:
+    """fit_test: fit the model the test needs (the test's ``model`` argument) from ``K`` and ``fit_kwargs``."""
+    args["model"] = _fit(frame, args["bed"], args["K"], **(args["fit_kwargs"] or {}))
+    return frame
 
 
 @register("lfmm")
@@ -16,22 +26,11 @@ class LfmmNamespace:
     def __init__(self, frame: pl.DataFrame | pl.LazyFrame) -> None:
         self._frame = frame
 
-    def fit(self, bed: Any, K: int, **kwargs: Any):
-        """:func:`polgen.lfmm.fit` with this frame as the covariates X."""
-        from polgen.lfmm.fit import fit
-
-        return fit(self._frame, bed, K, **kwargs)
-
-    def test(self, model: Any, bed: Any, **kwargs: Any):
-        """:func:`polgen.lfmm.test` of ``model`` with this frame as the covariates X."""
-        from polgen.lfmm.assoc import test
-
-        return test(model, bed, self._frame, **kwargs)
-
-    def fit_test(self, bed: Any, K: int, *, fit_kwargs: dict | None = None, **kwargs: Any):
-        """Fit then test in one call; returns the :class:`~polgen.lfmm.LfmmTestResult`."""
-        from polgen.lfmm.assoc import test
-        from polgen.lfmm.fit import fit
-
-        model = fit(self._frame, bed, K, **(fit_kwargs or {}))
-        return test(model, bed, self._frame, **kwargs)
+    fit = alias(_fit, "X")
+    test = alias(_test, "X")
+    fit_test = alias(
+        _test, "X", drop=("model",), convert=_fit_then, name="fit_test",
+        extra=(positional("K", annotation="int"), keyword("fit_kwargs", None, "dict[str, Any] | None")),
+        doc="Fit (:func:`polgen.lfmm.fit` with ``K`` and ``fit_kwargs``) then test in one call; returns "
+            "the :class:`~polgen.lfmm.LfmmTestResult`.",
+    )
