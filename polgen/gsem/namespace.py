@@ -13,11 +13,12 @@ from typing import Any
 import polars as pl
 
 from polgen._namespace import alias, eager, keyword, positional, register
-from polgen.gsem.gwas import commonfactor_gwas as _commonfactor_gwas
-from polgen.gsem.gwas import user_gwas as _user_gwas
-from polgen.gsem.usermodel import write_model as _write_model
-from polgen.gsem.munge import munge as _munge
-from polgen.gsem.sumstats import sumstats as _sumstats
+# from the package, whose public names stay put while its modules are reorganised
+from polgen.gsem import commonfactor_gwas as _commonfactor_gwas
+from polgen.gsem import munge as _munge
+from polgen.gsem import sumstats as _sumstats
+from polgen.gsem import user_gwas as _user_gwas
+from polgen.gsem import write_model as _write_model
 
 
 def _one_trait(frame: pl.DataFrame | pl.LazyFrame, args: dict[str, Any]) -> dict[str, Any]:
