@@ -14,17 +14,27 @@ divides by ``sqrt(2p(1-p))`` (monomorphic SNPs stay 0 — see :attr:`BedBlock.mo
 ``scale="raw"`` gives dosages with NaN for missing calls.  Values count A1 alleles (bed-reader's
 ``count_A1=True``) unless ``count_a1=False``.
 
+The .bim is never parsed whole unless :attr:`BedStream.bim` is asked for: opening a stream counts
+its non-blank lines and records the byte offset of every 4096th (:class:`BimIndex`), and
+:meth:`BedStream.bim_slice` parses only the rows of a block, so memory does not grow with the
+number of SNPs.  Decoded pages of the memory map are dropped from the resident set as
+:meth:`BedStream.blocks` moves on (the page cache keeps them).  One stream may be iterated from
+several threads at once: each :meth:`BedStream.blocks` call owns its buffer.
+
 A stream pickles as its paths and options (the memory map is reopened on the other side), so a
 task spec holding one can be shipped to a process pool or Dask worker.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import mmap
 import os
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -77,36 +87,48 @@ def _resolve_paths(bed_path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return bed, bim, fam
 
 
+def _parse_fields(lines: pl.Series, columns: Sequence[str], what: str, path: Path,
+                  first_row: int = 0) -> pl.DataFrame:
+    """Non-blank text lines split on any whitespace into exactly ``len(columns)`` string fields.
+
+    ``first_row`` is the 0-based row (among non-blank lines) of ``lines[0]``, for error messages.
+    """
+    lines = lines.filter(lines.str.strip_chars().str.len_bytes() > 0)
+    pattern = r"^\s*" + r"\s+".join([r"(\S+)"] * len(columns)) + r"\s*$"
+    parts = pl.DataFrame({"line": lines}).select(pl.col("line").str.extract_groups(pattern).alias("f")).unnest("f")
+    parts.columns = list(columns)
+    bad = parts.select(pl.col(columns[0]).is_null().arg_true()).to_series()
+    if len(bad):
+        row = int(bad[0])
+        n_fields = len(str(lines[row]).split())
+        raise BedFormatError(
+            f"{what} line {first_row + row + 1} has {n_fields} whitespace-separated fields, expected "
+            f"{len(columns)} ({' '.join(columns)})", path=path, row=first_row + row + 1)
+    return parts
+
+
+def _text_lines(source: Path | bytes, what: str, path: Path) -> pl.Series:
+    """The lines of a text file (or of bytes read from it) as one string column."""
+    try:
+        lines = pl.read_csv(io.BytesIO(source) if isinstance(source, bytes) else source, has_header=False,
+                            separator="\x1f", quote_char=None, schema={"line": pl.String},
+                            comment_prefix=None, truncate_ragged_lines=True, raise_if_empty=False)
+    except Exception as exc:  # polars raises ComputeError etc. for unreadable bytes
+        raise BedFormatError(f"cannot read {what} file: {exc}", path=path) from None
+    return lines["line"]
+
+
 def _read_fields(path: Path, columns: Sequence[str], what: str) -> pl.DataFrame:
     """A whitespace-separated text file with exactly ``len(columns)`` fields per line, as strings."""
     if not path.exists():
         raise BedFormatError(f"{what} file not found", path=path)
     if path.stat().st_size == 0:
         return pl.DataFrame({c: pl.Series(c, [], dtype=pl.String) for c in columns})
-    try:
-        lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                            schema={"line": pl.String}, comment_prefix=None,
-                            truncate_ragged_lines=True, raise_if_empty=False)
-    except Exception as exc:  # polars raises ComputeError etc. for unreadable bytes
-        raise BedFormatError(f"cannot read {what} file: {exc}", path=path) from None
-    lines = lines.filter(pl.col("line").str.strip_chars().str.len_bytes() > 0)
-    pattern = r"^\s*" + r"\s+".join([r"(\S+)"] * len(columns)) + r"\s*$"
-    parts = lines.select(pl.col("line").str.extract_groups(pattern).alias("f")).unnest("f")
-    parts.columns = list(columns)
-    bad = parts.select(pl.col(columns[0]).is_null().arg_true()).to_series()
-    if len(bad):
-        row = int(bad[0])
-        n_fields = len(str(lines["line"][row]).split())
-        raise BedFormatError(
-            f"{what} line {row + 1} has {n_fields} whitespace-separated fields, expected "
-            f"{len(columns)} ({' '.join(columns)})", path=path, row=row + 1)
-    return parts
+    return _parse_fields(_text_lines(path, what, path), columns, what, path)
 
 
-def read_bim(path: str | os.PathLike) -> pl.DataFrame:
-    """A .bim as CHR (str), SNP, CM (f64), BP (i64), A1, A2; bad lines -> BedFormatError."""
-    path = Path(path)
-    df = _read_fields(path, BIM_COLUMNS, ".bim")
+def _typed_bim(df: pl.DataFrame, path: Path, first_row: int = 0) -> pl.DataFrame:
+    """String .bim fields with CM as f64 and BP as i64; a non-number -> BedFormatError naming it."""
     out = []
     for col, dtype in (("CM", pl.Float64), ("BP", pl.Int64)):
         cast = df[col].cast(dtype, strict=False)
@@ -114,9 +136,15 @@ def read_bim(path: str | os.PathLike) -> pl.DataFrame:
         if len(bad):
             row = int(bad[0])
             raise BedFormatError(f".bim value {df[col][row]!r} is not a number", path=path,
-                                 column=col, row=row + 1)
+                                 column=col, row=first_row + row + 1)
         out.append(cast.alias(col))
     return df.with_columns(out).select(BIM_COLUMNS)
+
+
+def read_bim(path: str | os.PathLike) -> pl.DataFrame:
+    """A .bim as CHR (str), SNP, CM (f64), BP (i64), A1, A2; bad lines -> BedFormatError."""
+    path = Path(path)
+    return _typed_bim(_read_fields(path, BIM_COLUMNS, ".bim"), path)
 
 
 def read_fam(path: str | os.PathLike) -> pl.DataFrame:
@@ -147,6 +175,108 @@ def count_lines(path: str | os.PathLike, what: str = "text", chunk_bytes: int = 
             k, carry = count_nonblank_lines(np.frombuffer(chunk, dtype=np.uint8), carry)
             n += int(k)
     return n + int(carry)
+
+
+_EMPTY_BIM_SCHEMA = {"CHR": pl.String, "SNP": pl.String, "CM": pl.Float64, "BP": pl.Int64,
+                     "A1": pl.String, "A2": pl.String}
+
+
+@dataclass(frozen=True)
+class BimIndex:
+    """Where the rows of a .bim start, without holding the rows: the number of non-blank lines
+    (= SNPs), the byte offset of every ``stride``-th of them, and whether the file is "plain"
+    (no blank or whitespace-only lines, so rows can be read with a fast CSV parse)."""
+
+    n_rows: int
+    offsets: np.ndarray  # int64, offsets[k] = byte where non-blank line k * stride starts
+    stride: int
+    plain: bool
+
+    @classmethod
+    def build(cls, path: str | os.PathLike, stride: int = 4096, chunk_bytes: int = 8 << 20) -> BimIndex:
+        """One pass over the file in ``chunk_bytes`` chunks (memory: a few chunks, whatever its size).
+
+        A line is blank when it holds no byte above 0x20 (the rule of :func:`count_lines`).
+        """
+        path = Path(path)
+        if not path.exists():
+            raise BedFormatError(".bim file not found", path=path)
+        offsets: list[np.ndarray] = []
+        n_rows = 0  # non-blank lines so far
+        n_lines = 0  # all lines so far
+        pos = 0  # file offset of buf[0]
+        tail = b""
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(chunk_bytes)
+                buf = tail + chunk if tail else chunk
+                if not chunk:  # end of file: a last line without a newline still counts
+                    if not buf:
+                        break
+                    buf += b"\n"
+                arr = np.frombuffer(buf, dtype=np.uint8)
+                nl = np.flatnonzero(arr == 10)
+                if nl.size == 0:
+                    tail = buf
+                    continue
+                end = int(nl[-1]) + 1
+                starts = np.empty(nl.size, dtype=np.int64)
+                starts[0] = 0
+                starts[1:] = nl[:-1] + 1
+                # max over each line [start, next start): its newline is blank, so an empty line
+                # (start = its newline) reads as blank too
+                seen = np.maximum.reduceat((arr[:end] > 32).view(np.uint8), starts)
+                first = starts[seen.astype(bool)]
+                ordinal = n_rows + np.arange(first.size)
+                offsets.append(pos + first[ordinal % stride == 0])
+                n_rows += int(first.size)
+                n_lines += int(nl.size)
+                pos += end
+                tail = buf[end:]
+                if not chunk:
+                    break
+        off = np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64)
+        return cls(n_rows, np.ascontiguousarray(off, dtype=np.int64), int(stride), n_rows == n_lines)
+
+    def read(self, path: str | os.PathLike, lo: int, hi: int) -> pl.DataFrame:
+        """Rows ``lo:hi`` (0-based, among non-blank lines) of the .bim, typed as :func:`read_bim`."""
+        path = Path(path)
+        if not (0 <= lo <= hi <= self.n_rows):
+            raise InputError(f".bim rows {lo}:{hi} are outside 0:{self.n_rows}", path=path)
+        if hi == lo:
+            return pl.DataFrame(schema=_EMPTY_BIM_SCHEMA)
+        k0 = lo // self.stride
+        k1 = -(-hi // self.stride)
+        skip = lo - k0 * self.stride
+        with open(path, "rb") as fh:
+            fh.seek(int(self.offsets[k0]))
+            raw = fh.read(int(self.offsets[k1] - self.offsets[k0])) if k1 < len(self.offsets) else fh.read()
+        parts = self._fast(raw, skip, hi - lo) if self.plain else None
+        if parts is None:  # blank lines, any whitespace between fields, or a malformed line
+            lines = _text_lines(raw, ".bim", path)
+            lines = lines.filter(lines.str.strip_chars().str.len_bytes() > 0).slice(skip, hi - lo)
+            parts = _parse_fields(lines, BIM_COLUMNS, ".bim", path, first_row=lo)
+            if parts.height != hi - lo:
+                raise BedFormatError(f".bim has fewer rows than the {self.n_rows} counted when it was "
+                                     "opened (changed since?)", path=path, row=lo + parts.height + 1)
+        return _typed_bim(parts, path, first_row=lo)
+
+    @staticmethod
+    def _fast(raw: bytes, skip: int, n: int) -> pl.DataFrame | None:
+        """The usual single-tab (plink) or single-space layout read as CSV; None when not that."""
+        nl = raw.find(b"\n")
+        first = raw[:nl] if nl >= 0 else raw
+        sep = next((c for c in ("\t", " ") if len(first.rstrip(b"\r").split(c.encode())) == len(BIM_COLUMNS)), None)
+        if sep is None:
+            return None
+        try:
+            parts = pl.read_csv(io.BytesIO(raw), has_header=False, separator=sep, quote_char=None,
+                                schema={c: pl.String for c in BIM_COLUMNS}, skip_rows=skip, n_rows=n)
+        except pl.exceptions.PolarsError:
+            return None
+        if parts.height != n or any(parts[c].null_count() for c in BIM_COLUMNS):
+            return None
+        return parts.with_columns(pl.all().str.strip_chars())
 
 
 def _check_first_bim_line(path: Path) -> None:
@@ -182,6 +312,9 @@ def thin_positions(n: int, thin: float) -> np.ndarray:
     return np.unique(np.minimum(pos, n - 1))
 
 
+_MAP_LOCK = threading.Lock()
+
+
 class BedStream:
     """Blocks of decoded SNPs from a PLINK .bed/.bim/.fam trio.
 
@@ -195,7 +328,15 @@ class BedStream:
     count_a1: values count A1 alleles (the .bim 5th column), as bed-reader's default.
     dtype: float64 or float32 output.
     block_snps: SNPs per block; default from a 256 MB budget of decoded floats.
+
+    Opening validates the trio (magic bytes, SNP-major mode, the .bed size against the .bim's
+    non-blank lines and the .fam's rows, the .bim's first line) and raises
+    :class:`~polgen.errors.BedFormatError` naming the file; the other .bim lines are checked when
+    they are parsed (:attr:`bim`, :meth:`bim_slice`).
     """
+
+    #: .bim lines between two recorded byte offsets (:class:`BimIndex`)
+    BIM_STRIDE = 4096
 
     def __init__(self, bed_path: str | os.PathLike, *, snps: Sequence[int] | np.ndarray | None = None,
                  thin: float | None = None, scale: str = "center", count_a1: bool = True,
@@ -218,9 +359,13 @@ class BedStream:
             raise BedFormatError(".bed file not found", path=self.bed_path)
         self.fam = read_fam(self.fam_path)
         self.n_samples = self.fam.height
-        # the .bim is only counted here (and its first line checked); it is parsed on first use of
-        # :attr:`bim`, so opening a stream over millions of SNPs costs no per-SNP table
-        self.n_snps_total = count_lines(self.bim_path, ".bim")
+        #: the .fam IIDs in file order
+        self.sample_ids: list[str] = self.fam["IID"].cast(pl.String).to_list()
+        # the .bim is indexed here (its rows counted, every BIM_STRIDE-th offset kept, its first
+        # line checked) and parsed only where used, so opening a stream over millions of SNPs
+        # costs no per-SNP table
+        self._bim_index = BimIndex.build(self.bim_path, self.BIM_STRIDE)
+        self.n_snps_total = self._bim_index.n_rows
         _check_first_bim_line(self.bim_path)
         self._bim: pl.DataFrame | None = None
         self.bytes_per_snp = (self.n_samples + 3) // 4
@@ -241,7 +386,9 @@ class BedStream:
         if thin is not None:
             index = index[thin_positions(len(index), float(thin))]
         self.snp_index = np.ascontiguousarray(index, dtype=np.int64)
-        self.n_snps = int(len(self.snp_index))
+        self.n_snps = len(self.snp_index)
+        #: the selection is every SNP of the file, in order
+        self.contiguous = self.n_snps == self.n_snps_total
 
         if block_snps is None:
             per_snp = max(1, self.n_samples * self.dtype.itemsize)
@@ -250,8 +397,8 @@ class BedStream:
         if block_snps < 1:
             raise InputError(f"block_snps must be >= 1, got {block_snps}")
         self.block_snps = max(1, min(block_snps, max(self.n_snps, 1)))
-        self._packed = self._open_map()
-        self._buffer: np.ndarray | None = None
+        self._mm: mmap.mmap | None = None
+        self._packed: np.ndarray | None = None
 
     # -- validation / mapping -------------------------------------------------------------
     def _validate_bed(self) -> None:
@@ -274,41 +421,87 @@ class BedStream:
                 f"{self.bytes_per_snp} = {expected} bytes; the file is truncated or the .bim/.fam "
                 "do not belong to it", path=self.bed_path)
 
-    def _open_map(self) -> np.ndarray:
-        if self.n_snps_total == 0 or self.bytes_per_snp == 0:
-            return np.zeros((self.n_snps_total, self.bytes_per_snp), dtype=np.uint8)
-        mm = np.memmap(self.bed_path, dtype=np.uint8, mode="r", offset=3,
-                       shape=(self.n_snps_total, self.bytes_per_snp))
-        return np.asarray(mm)
+    def _map(self) -> np.ndarray:
+        """The packed genotypes, ``(n_snps_total, bytes_per_snp)`` uint8, mapped on first use."""
+        packed = self._packed
+        if packed is not None:
+            return packed
+        with _MAP_LOCK:
+            if self._packed is None:
+                if self.n_snps_total == 0 or self.bytes_per_snp == 0:
+                    self._packed = np.zeros((self.n_snps_total, self.bytes_per_snp), dtype=np.uint8)
+                else:
+                    with open(self.bed_path, "rb") as fh:
+                        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                    self._mm = mm
+                    self._packed = np.frombuffer(mm, dtype=np.uint8, offset=3,
+                                                 count=self.n_snps_total * self.bytes_per_snp
+                                                 ).reshape(self.n_snps_total, self.bytes_per_snp)
+            return self._packed
 
-    # -- the .bim, parsed on first use ------------------------------------------------------------
+    def _release(self, first_row: int, last_row: int) -> None:
+        """Drop the mapped pages of .bed rows ``first_row..last_row`` from this process's resident
+        set (the page cache keeps them), so RSS does not grow with the file as it is streamed."""
+        mm = self._mm
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        lo = 3 + first_row * self.bytes_per_snp
+        hi = 3 + (last_row + 1) * self.bytes_per_snp
+        lo -= lo % mmap.PAGESIZE
+        hi -= hi % mmap.PAGESIZE  # keep the partly used last page
+        if hi > lo:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):  # pragma: no cover - platform without the advice
+                pass
+
+    # -- the .bim, parsed where used ----------------------------------------------------------------
     @property
     def bim(self) -> pl.DataFrame:
-        """The selected .bim rows: CHR, SNP, CM, BP, A1, A2 (parsed once, on first access)."""
+        """The selected .bim rows: CHR, SNP, CM, BP, A1, A2 (the whole file parsed once, on first
+        access: for millions of SNPs prefer :meth:`bim_slice`)."""
         if self._bim is None:
             full = read_bim(self.bim_path)
             if full.height != self.n_snps_total:  # pragma: no cover - counted the same lines
                 raise BedFormatError(f".bim has {full.height} rows, counted {self.n_snps_total}",
                                      path=self.bim_path)
-            self._bim = full if self.n_snps == self.n_snps_total else full[self.snp_index]
+            self._bim = full if self.contiguous else full[self.snp_index]
         return self._bim
 
     def bim_slice(self, start: int = 0, stop: int | None = None) -> pl.DataFrame:
-        """The .bim rows of selected SNPs ``start:stop`` (e.g. those of one block)."""
+        """The .bim rows of selected SNPs ``start:stop`` (e.g. those of one block), parsed from
+        their lines only (memory proportional to ``stop - start``, not to the file)."""
         start, stop = self._check_range(start, stop)
-        return self.bim.slice(start, stop - start)
+        if self._bim is not None:
+            return self._bim.slice(start, stop - start)
+        if self.contiguous:
+            return self._bim_index.read(self.bim_path, start, stop)
+        rows = self.snp_index[start:stop]
+        if rows.size == 0:
+            return pl.DataFrame(schema=_EMPTY_BIM_SCHEMA)
+        # windows of at most max(#rows, 64k) .bim lines, so a sparse selection never reads a
+        # span of the file far larger than itself in one go
+        window = max(rows.size, 1 << 16)
+        pieces = []
+        a = 0
+        while a < rows.size:
+            lo = int(rows[a])
+            b = int(np.searchsorted(rows, lo + window, side="left"))
+            hi = int(rows[b - 1]) + 1
+            pieces.append(self._bim_index.read(self.bim_path, lo, hi)[(rows[a:b] - lo).tolist()])
+            a = b
+        return pieces[0] if len(pieces) == 1 else pl.concat(pieces)
 
     # -- pickling: ship paths and options, reopen the map -----------------------------------
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_packed"] = None
-        state["_buffer"] = None
+        state["_mm"] = None
         state["_bim"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._packed = self._open_map()
 
     def __repr__(self) -> str:
         return (f"BedStream({str(self.bed_path)!r}, n_samples={self.n_samples}, n_snps={self.n_snps}"
@@ -319,11 +512,11 @@ class BedStream:
         return self.n_snps
 
     def close(self) -> None:
-        """Drop the memory map and buffer (the stream reopens them if used again)."""
+        """Drop the memory map (the stream maps the file again if used again)."""
         self._packed = None
-        self._buffer = None
+        self._mm = None
 
-    def __enter__(self) -> "BedStream":
+    def __enter__(self) -> BedStream:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -333,10 +526,20 @@ class BedStream:
     def n_blocks(self) -> int:
         return (self.n_snps + self.block_snps - 1) // self.block_snps
 
-    def block_ranges(self, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+    def block_ranges(self, start: int = 0, stop: int | None = None,
+                     block_snps: int | None = None) -> list[tuple[int, int]]:
         """The ``(start, stop)`` positions of the blocks :meth:`blocks` would yield."""
         start, stop = self._check_range(start, stop)
-        return [(a, min(a + self.block_snps, stop)) for a in range(start, stop, self.block_snps)]
+        bs = self._block_size(block_snps)
+        return [(a, min(a + bs, stop)) for a in range(start, stop, bs)]
+
+    def _block_size(self, block_snps: int | None) -> int:
+        if block_snps is None:
+            return self.block_snps
+        bs = int(block_snps)
+        if bs < 1:
+            raise InputError(f"block_snps must be >= 1, got {block_snps}")
+        return bs
 
     def _check_range(self, start: int, stop: int | None) -> tuple[int, int]:
         stop = self.n_snps if stop is None else int(stop)
@@ -346,8 +549,13 @@ class BedStream:
         return start, stop
 
     # -- decoding -------------------------------------------------------------------------
-    def read(self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None) -> BedBlock:
-        """Decode selected SNPs ``start:stop`` into ``out`` (a new array by default)."""
+    def read(self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None, *,
+             parallel: bool | None = None) -> BedBlock:
+        """Decode selected SNPs ``start:stop`` into ``out`` (a new array by default).
+
+        ``parallel``: decode on numba's threads (None: when the block is big enough and this is
+        not already a worker thread; see :func:`polgen.kernels.bed_decode.decode_rows`).
+        """
         start, stop = self._check_range(start, stop)
         k = stop - start
         if out is None:
@@ -356,28 +564,38 @@ class BedStream:
             raise InputError(
                 f"out must be a Fortran-ordered {self.dtype.name} array of shape "
                 f"({self.n_samples}, {k}), got {out.dtype} {out.shape}")
-        if self._packed is None:
-            self._packed = self._open_map()
         freq = np.empty(k, dtype=np.float64)
         nmiss = np.empty(k, dtype=np.int64)
-        rows = self.snp_index[start:stop]
-        decode_rows(self._packed, rows, self.n_samples, SCALE_CODES[self.scale], out, freq, nmiss,
-                    count_a1=self.count_a1)
+        self._decode(start, stop, out, freq, nmiss, parallel)
         return BedBlock(start, stop, out, freq, nmiss)
 
-    def blocks(self, start: int = 0, stop: int | None = None) -> Iterator[BedBlock]:
-        """Decoded blocks of ``block_snps`` SNPs covering ``start:stop`` once, in order.
+    def _decode(self, start: int, stop: int, out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray,
+                parallel: bool | None) -> None:
+        decode_rows(self._map(), self.snp_index[start:stop], self.n_samples, SCALE_CODES[self.scale],
+                    out, freq, nmiss, count_a1=self.count_a1, parallel=parallel)
 
-        Each block's ``data`` is a view of one buffer reused by the next block.
+    def blocks(self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None,
+               parallel: bool | None = None) -> Iterator[BedBlock]:
+        """Decoded blocks of ``block_snps`` SNPs (default :attr:`block_snps`) covering
+        ``start:stop`` once, in order.
+
+        Each block's ``data``, ``freq`` and ``n_miss`` are views of buffers owned by this call and
+        reused by its next block (copy them to keep them); separate calls, e.g. on several
+        threads over different ranges, never share buffers.  The decoded rows' pages are dropped
+        from the resident set as the iteration moves on.
         """
-        ranges = self.block_ranges(start, stop)
+        ranges = self.block_ranges(start, stop, block_snps)
         if not ranges:
             return
-        if self._buffer is None or self._buffer.shape[1] < self.block_snps:
-            self._buffer = np.empty((self.n_samples, self.block_snps), dtype=self.dtype, order="F")
-        buf = self._buffer
+        width = max(b - a for a, b in ranges)
+        buf = np.empty((self.n_samples, width), dtype=self.dtype, order="F")
+        freq_buf = np.empty(width, dtype=np.float64)
+        nmiss_buf = np.empty(width, dtype=np.int64)
         for a, b in ranges:
-            yield self.read(a, b, out=buf[:, : b - a])
+            out, freq, nmiss = buf[:, : b - a], freq_buf[: b - a], nmiss_buf[: b - a]
+            self._decode(a, b, out, freq, nmiss, parallel)
+            self._release(int(self.snp_index[a]), int(self.snp_index[b - 1]))
+            yield BedBlock(a, b, out, freq, nmiss)
 
     def __iter__(self) -> Iterator[BedBlock]:
         return self.blocks()
@@ -387,4 +605,13 @@ class BedStream:
         return self.read(0, self.n_snps).data
 
 
-__all__ = ["BedStream", "BedBlock", "read_bim", "read_fam", "count_lines", "thin_positions", "BED_MAGIC"]
+__all__ = [
+    "BED_MAGIC",
+    "BedBlock",
+    "BedStream",
+    "BimIndex",
+    "count_lines",
+    "read_bim",
+    "read_fam",
+    "thin_positions",
+]

@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,22 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from polgen._blas import single_threaded_blas
 from polgen.engine.executor import run_tasks, run_to_sink
 from polgen.errors import InputError, ResumeError
+from polgen.io.bed import BedStream
+from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, params_to_json
+from polgen.kernels.lfmm import block_stats, colsumsq_into
 from polgen.lfmm import calibrate as cal
-from polgen._blas import single_threaded_blas
-from polgen.lfmm._source import (ArraySource, BedSource, block_snps_for, cache_block_snps, default_threads,
-                                 open_source, split_range)
 from polgen.lfmm.covariates import covariate_matrix
+from polgen.lfmm.genotypes import (
+    cache_block_snps,
+    default_threads,
+    open_source,
+    source_path,
+    source_spec,
+    split_range,
+)
 from polgen.lfmm.model import LfmmModel
 
 log = logging.getLogger("polgen")
@@ -82,7 +92,7 @@ class Projection:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str) -> "Projection":
+    def load(cls, path: str) -> Projection:
         with np.load(path, allow_pickle=False) as z:
             K, d, n = (int(v) for v in z["shape"])
             return cls(np.ascontiguousarray(z["Tt"]), np.ascontiguousarray(z["rx"]), K, d, n,
@@ -149,7 +159,7 @@ class RangeTask:
 def _source_of(spec, block_snps: int):
     if isinstance(spec, str):
         key = ("bed", spec, block_snps, os.path.getmtime(spec))
-        return _cached(key, lambda: BedSource(spec, scale="center", block_snps=block_snps))
+        return _cached(key, lambda: BedStream(spec, scale="center", block_snps=block_snps or None))
     return spec
 
 
@@ -168,10 +178,6 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     each decodes cache-sized blocks and projects them at once (one small GEMM per block while it
     is in cache, single-threaded BLAS per thread) plus ``y'y``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from polgen.kernels.lfmm import block_stats, colsumsq_into
-
     src, proj = _open(task)
     nb = task.stop - task.start
     K, d = proj.K, proj.d
@@ -395,7 +401,7 @@ def test(
         raise InputError("no SNPs to test")
     params = {"method": "lfmm.test", "K": model.K, "d": d, "x_names": names, "calibrate": calibrate,
               "full": bool(full), "n": n, "n_snps": src.n_snps, "task_snps": task_snps,
-              "bed": src.path, "model": model.params, "df": proj.df}
+              "bed": source_path(src), "model": model.params, "df": proj.df}
     if out is None:
         return _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names)
     return _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, Path(out),
@@ -405,13 +411,9 @@ def test(
 test.__test__ = False  # a library function named ``test``: keep pytest from collecting it
 
 
-def _task_source(src):
-    return src.path if isinstance(src, BedSource) else src
-
-
 def _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names):
     threads = 0 if executor is None else 1
-    tasks = [RangeTask(_task_source(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}", threads=threads)
+    tasks = [RangeTask(source_spec(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}", threads=threads)
              for a, b in ranges]
     parts = list(run_tasks(compute_range, tasks, executor=executor, progress=progress,
                            description="lfmm test"))
@@ -433,8 +435,6 @@ def _calibration_dict(names, consts, fconst, calibrate) -> dict:
 
 def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path,
                   params, resume, overwrite):
-    from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, params_to_json
-
     nb = len(ranges)
     final_done = False
     prior: dict = {}
@@ -456,7 +456,7 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
     raw_dir.mkdir(parents=True, exist_ok=True)
     proj_path = raw_dir / _PROJ
     proj.save(proj_path)
-    src_spec = _task_source(src)
+    src_spec = source_spec(src)
     threads = 0 if executor is None else 1
     work = [_RawTask(RangeTask(src_spec, a, b, str(proj_path), full, bsnps, threads=threads), full, calibrate,
                      label=f"SNPs {a}:{b}") for a, b in ranges]

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import scipy.linalg as sla
 
+from polgen._blas import single_threaded_blas
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
-from polgen._blas import single_threaded_blas
-from polgen.lfmm._source import open_source, thin_index
+from polgen.lfmm.fit import _gram_pass
+from polgen.lfmm.genotypes import open_source, thin_index
 
 log = logging.getLogger("polgen")
 
@@ -176,8 +176,6 @@ def choose_k(
     m = min(n - 1, p)
     if not 1 <= k_max <= m:
         raise InputError(f"k_max must be in 1..{m} (min(n - 1, n_snps)), got {k_max}")
-    from polgen.lfmm.fit import _gram_pass
-
     if method == "exact":
         with progress_bar("lfmm choose_k", 1, progress) as bar:
             gram = _gram_pass(src, None, bar, block_snps=batch_snps) / p

@@ -22,16 +22,24 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
 
+from polgen._blas import single_threaded_blas
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
-from polgen._blas import single_threaded_blas
-from polgen.lfmm._source import cache_block_snps, default_threads, open_source, split_range, thin_index
+from polgen.kernels.lfmm import colsumsq_into
 from polgen.lfmm.covariates import covariate_matrix
+from polgen.lfmm.genotypes import (
+    cache_block_snps,
+    default_threads,
+    open_source,
+    split_range,
+    thin_index,
+)
 from polgen.lfmm.model import LfmmModel
 
 log = logging.getLogger("polgen")
@@ -68,10 +76,6 @@ def _gram_pass(source, G: np.ndarray | None, bar, threads: int = 0, block_snps: 
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
     thread).  With ``want_trace`` also returns ``trace(Yc Yc')``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from polgen.kernels.lfmm import colsumsq_into
-
     n = source.n_samples
     bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
