@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polgen.stlr._data import Tissue  # noqa: E402
+from polgen.stlr.tissue import Tissue  # noqa: E402
 from polgen.stlr.grn import ligand_radii, lr_table  # noqa: E402
 from polgen.stlr.ligands import received_ligands  # noqa: E402
 from polgen.stlr.perturb import Perturber  # noqa: E402

@@ -20,9 +20,10 @@ import polars as pl
 import pytest
 
 from polgen.errors import InputError, ResumeError
-from polgen.stlr.features import NICHENET_MIN_GENES, read_cell_thresholds
+from polgen.stlr.features import NICHENET_MIN_GENES
 from polgen.stlr.grn import as_links, co_grn_links, regulator_map, regulators
-from polgen.stlr.train import fit, training_context, uns_cell_thresholds
+from polgen.stlr.tissue import read_cell_thresholds, uns_cell_thresholds
+from polgen.stlr.train import fit, training_context
 
 REF = Path(os.environ.get("SPACETRAVLR_REF", Path(tempfile.gettempdir()) / "spacetravlr-ref"))
 PY = REF / "bin" / "python"

@@ -159,18 +159,6 @@ def test_fit_resume_retrains_damaged_files(tmp_path):
         assert (out / f"{g}_betadata.parquet").read_bytes() == (tmp_path / "ref" / f"{g}_betadata.parquet").read_bytes()
 
 
-def test_gene_log_survives_a_torn_last_line(tmp_path):
-    from polgen.stlr.train import _append_gene_log, _read_gene_log
-
-    log = tmp_path / "stlr_genes.jsonl"
-    _append_gene_log(log, {"gene": "A", "bytes": 1, "sha256": "a"})
-    with open(log, "ab") as fh:  # a run killed in the middle of its next append
-        fh.write(b'{"bytes": 2, "gene": "B", "sha')
-    _append_gene_log(log, {"gene": "C", "bytes": 3, "sha256": "c"})
-    _append_gene_log(log, {"gene": "D", "bytes": 4, "sha256": "d"})
-    assert sorted(_read_gene_log(log)) == ["A", "C", "D"]
-
-
 def _orphan_tissue():
     """A small tissue whose GRN leaves some genes without a TF regulator: links dropped, links
     with p >= 0.05 only, a self-loop only, a regulator absent from var_names only."""
@@ -215,12 +203,15 @@ def test_orphans_follow_the_reference_rule(tmp_path):
     assert not any((out / f"{g}_betadata.parquet").exists() for g in want[:3])
     man = json.loads((out / "stlr_run.json").read_text())
     assert man["params"]["orphans"] == "skip" and man["genes"] == kept and sorted(man["orphans"]) == sorted(want[:3])
-    logged = [json.loads(x) for x in (out / "stlr_genes.jsonl").read_text().splitlines()]
-    assert [r["gene"] for r in logged if "skipped" in r] == want[:3]
-    # resume: nothing retrained, the orphans not logged twice
+    assert man["orphans"] == {g: ORPHAN_REASON for g in want[:3]}
+    # the run folder's manifest records the trained genes' files only
+    manifest = (out / "_polgen_manifest.jsonl").read_text()
+    assert [json.loads(x)["file"] for x in manifest.splitlines()[1:]] == [f"{g}_betadata.parquet" for g in kept]
+    # resume: nothing retrained, nothing recorded twice, the orphans still reported
     res2 = fit(a, genes, out=out, lr=t.lr, grn=links, cluster_key="cell_type", progress=False, resume=True)
     assert res2.scores.height == 0 and res2.orphans == want[:3]
-    assert (out / "stlr_genes.jsonl").read_text().count('"skipped"') == 3
+    assert (out / "_polgen_manifest.jsonl").read_text() == manifest
+    assert json.loads((out / "stlr_run.json").read_text())["orphans"] == man["orphans"]
     # the opt-out trains them on their ligand terms only (no beta_<TF> column)
     tr = fit(a, genes, out=tmp_path / "train", lr=t.lr, grn=links, cluster_key="cell_type", progress=False,
              orphans="train")

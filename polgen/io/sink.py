@@ -14,18 +14,23 @@ count, byte size and SHA-256, so a run killed at any instant leaves either a com
 part, an unrecorded (ignored, rewritten) part, or a stray temp file (removed on resume).  The
 manifest is append-only; a torn last line from a kill is dropped on resume.  Part files carry the
 parameters in their parquet key-value metadata, so each file explains itself.
+
+A run whose parts are named by what they hold (``stlr.fit``: one ``{gene}_betadata.parquet`` per
+gene) gives :class:`BatchSink` a :class:`PartNames`: part ``b`` is then the file ``names[b]``,
+with the same manifest, verification, resume and lock.
 """
 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import json
 import logging
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -40,6 +45,7 @@ MANIFEST = "_polgen_manifest.jsonl"
 SUCCESS = "_SUCCESS"
 LOCK = ".polgen.lock"
 PART_FMT = "part-{:06d}.parquet"
+PART_GLOB = "part-*.parquet"
 _PART_KEYS = ("batch", "file", "rows", "bytes", "sha256")
 FORMAT_VERSION = 1
 
@@ -53,6 +59,33 @@ class PartInfo:
     rows: int
     bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class PartNames:
+    """File names of a run whose parts are named by what they hold, not ``part-NNNNNN.parquet``.
+
+    ``names[b]`` is the file of batch ``b`` (plain, distinct file names); ``pattern`` is a glob
+    matching every file of this kind, e.g. ``"*_betadata.parquet"``: ``overwrite`` removes the
+    files it matches, and a directory holding such files without a manifest is refused.  On
+    resume, parts are matched to batches by file name, so a run may be resumed with another
+    selection (another list of genes) of the same parameters: recorded parts of names outside the
+    selection are left as they are.
+    """
+
+    names: tuple[str, ...]
+    pattern: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if len(set(self.names)) != len(self.names):
+            dup = next(n for n in self.names if self.names.count(n) > 1)
+            raise InputError(f"two parts of a run share the file name {dup!r}")
+        for n in self.names:
+            if (not n or os.sep in n or "/" in n or n.startswith(".") or n in (MANIFEST, SUCCESS, LOCK)
+                    or not fnmatch.fnmatchcase(n, self.pattern)):
+                raise InputError(f"bad part file name {n!r} (a plain name matching {self.pattern!r}, "
+                                 "not starting with '.')")
 
 
 def _jsonable(value: Any) -> Any:
@@ -180,11 +213,20 @@ def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[st
     return rows, size
 
 
-def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: str) -> PartInfo:
-    """Write batch ``batch`` of a run as its own part file, atomically.  Pure: safe on any worker."""
+def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: str, *,
+               name: str | None = None, metadata: Mapping[str, str] | None = None) -> PartInfo:
+    """Write batch ``batch`` of a run as its own part file, atomically.  Pure: safe on any worker.
+
+    ``name``: the file name of a named part (:class:`PartNames`; default ``part-NNNNNN.parquet``,
+    whose metadata also records the batch number); ``metadata``: more key-value metadata beside
+    the run's parameters.
+    """
     out = Path(out_dir)
-    name = PART_FMT.format(batch)
-    meta = {"polgen.params": params_json, "polgen.batch": str(batch), "polgen.format": str(FORMAT_VERSION)}
+    meta = dict(metadata or {})
+    meta.update({"polgen.params": params_json, "polgen.format": str(FORMAT_VERSION)})
+    if name is None:
+        name = PART_FMT.format(batch)
+        meta["polgen.batch"] = str(batch)
     rows, size, digest = _write_atomic(out / name, table, meta, "zstd")
     return PartInfo(batch=batch, file=name, rows=rows, bytes=size, sha256=digest)
 
@@ -372,14 +414,19 @@ class BatchSink:
     ``params`` are the run's parameters; resuming with different parameters raises
     :class:`~polgen.errors.ResumeError`.  Without ``resume`` an existing manifest raises
     :class:`~polgen.errors.OutputExistsError` unless ``overwrite=True`` (which clears the parts).
+    ``parts``: the file names of a run with named parts (:class:`PartNames`); default
+    ``part-NNNNNN.parquet``.
     """
 
     def __init__(self, path: str | os.PathLike, params: Mapping[str, Any], *, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, parts: PartNames | None = None) -> None:
         self.path = Path(path)
         self.params = dict(params)
         self.params_json = params_to_json(self.params)
         self.completed: dict[int, PartInfo] = {}
+        self.parts = parts
+        self._index = {} if parts is None else {n: b for b, n in enumerate(parts.names)}
+        self._glob = PART_GLOB if parts is None else parts.pattern
         manifest = self.path / MANIFEST
         if self.path.exists() and not self.path.is_dir():
             raise OutputExistsError("output path exists and is not a directory", path=self.path)
@@ -390,13 +437,13 @@ class BatchSink:
                     "output directory holds a previous run; pass resume=True to continue it or "
                     "overwrite=True to replace it", path=self.path)
             self._clear()
-        elif self.path.exists() and not manifest.exists() and any(self.path.glob("part-*.parquet")):
+        elif self.path.exists() and not manifest.exists() and any(self.path.glob(self._glob)):
             if not overwrite:
                 raise OutputExistsError(
                     "output directory holds part files but no polgen manifest", path=self.path)
             self._clear()
         make_output_dir(self.path)
-        for tmp in self.path.glob(".part-*.tmp-*"):
+        for tmp in self.path.glob(".part-*.tmp-*" if parts is None else f".{parts.pattern}.tmp-*"):
             tmp.unlink(missing_ok=True)
         if manifest.exists():
             self._load(manifest)
@@ -404,8 +451,14 @@ class BatchSink:
             self._write_header()
 
     # -- manifest -------------------------------------------------------------------------
+    def part_file(self, batch: int) -> str | None:
+        """The file name of batch ``batch`` (None: a named run has no such batch)."""
+        if self.parts is None:
+            return PART_FMT.format(batch)
+        return self.parts.names[batch] if 0 <= batch < len(self.parts.names) else None
+
     def _clear(self) -> None:
-        for f in list(self.path.glob("part-*.parquet")) + [self.path / MANIFEST, self.path / SUCCESS]:
+        for f in list(self.path.glob(self._glob)) + [self.path / MANIFEST, self.path / SUCCESS]:
             f.unlink(missing_ok=True)
 
     def _write_header(self) -> None:
@@ -477,7 +530,13 @@ class BatchSink:
         (self.path / SUCCESS).unlink(missing_ok=True)
         latest: dict[int, PartInfo] = {}
         for rec in records:
-            latest[rec["batch"]] = PartInfo(**rec)
+            info = PartInfo(**rec)
+            if self.parts is not None:  # named parts: matched to this run's batches by file name
+                b = self._index.get(info.file)
+                if b is None:
+                    continue  # a part outside this run's selection: left as it is
+                info = replace(info, batch=b)
+            latest[info.batch] = info
         for batch in sorted(latest):
             info = latest[batch]
             if self._verify(info):
@@ -487,7 +546,7 @@ class BatchSink:
 
     def _verify(self, info: PartInfo) -> bool:
         """A recorded part is good when its size, SHA-256 and parquet row count all match."""
-        if info.file != PART_FMT.format(info.batch):  # a record names its own batch's file only
+        if info.file != self.part_file(info.batch):  # a record names its own batch's file only
             return False
         f = self.path / info.file
         try:
@@ -518,7 +577,8 @@ class BatchSink:
 
     def write(self, batch: int, table: Any) -> PartInfo:
         """Write and record one batch in this process."""
-        info = write_part(self.path, batch, table, self.params_json)
+        info = write_part(self.path, batch, table, self.params_json,
+                          name=None if self.parts is None else self.part_file(batch))
         self.record(info)
         return info
 
@@ -534,7 +594,11 @@ class BatchSink:
         # Part files no record vouches for (a batch written but not recorded before a kill, beyond
         # the final batch count) must not be picked up by a glob over the directory.
         recorded = {info.file for info in self.completed.values()}
-        for f in self.path.glob("part-*.parquet"):
+        # (named parts: only this run's names; files of other selections were recorded by earlier
+        # runs of the same parameters)
+        candidates = self.path.glob(PART_GLOB) if self.parts is None else \
+            (self.path / n for n in self.parts.names if (self.path / n).exists())
+        for f in list(candidates):
             if f.name not in recorded:
                 log.warning("removing unrecorded part %s", f)
                 f.unlink(missing_ok=True)

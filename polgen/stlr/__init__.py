@@ -4,7 +4,7 @@ Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to 
 """
 
 from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
-from polgen.stlr.features import CellThresholds, cell_thresholds_from_communication, read_cell_thresholds
+from polgen.stlr.features import cell_thresholds_from_communication
 from polgen.stlr.grn import (
     base_grn_links,
     celloracle_links,
@@ -23,6 +23,7 @@ from polgen.stlr.lasso import LassoFit, sparse_group_lasso
 from polgen.stlr.ligands import received_ligands
 from polgen.stlr.perturb import Perturber, perturb, perturb_batch
 from polgen.stlr.splash import splash
+from polgen.stlr.tissue import CellThresholds, read_cell_thresholds
 from polgen.stlr.train import FitResult, fit, training_context
 
 __all__ = [

@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from polgen.errors import InputError, SchemaError
+from polgen.io.sink import write_table_atomic
 from polgen.schema import CELL_ID, CLUSTER
 
 log = logging.getLogger("polgen")
@@ -256,8 +257,6 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
 
 def write_betadata(bd: BetaData, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``bd`` atomically as parquet (``.parquet``) or feather (``.feather``)."""
-    from polgen.io.sink import write_table_atomic
-
     p = Path(path)
     tbl = bd.to_polars().to_arrow()
     if p.suffix == ".parquet":

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from polgen.cli import nonneg_float, nonneg_int, positive_float, unit_float
 from polgen.errors import InputError, OutputExistsError
+from polgen.io.sink import params_to_json, write_table_atomic
+from polgen.stlr.perturb import perturb, perturb_batch
+from polgen.stlr.train import fit
 
 
 def _genes(v: str | None) -> list[str] | None:
@@ -47,8 +50,6 @@ def _check_tables(*paths: str | None) -> None:
 
 
 def cmd_fit(args) -> int:
-    from polgen.stlr.train import fit
-
     _check_tables(args.lr, args.grn, args.ligand_target, args.cell_thresholds)
 
     res = fit(args.h5ad, _genes(args.genes), out=args.out, lr=args.lr, grn=args.grn,
@@ -64,9 +65,6 @@ def cmd_fit(args) -> int:
 
 
 def cmd_perturb(args) -> int:
-    from polgen.io.sink import params_to_json, write_table_atomic
-    from polgen.stlr.perturb import perturb, perturb_batch
-
     _check_tables(args.lr, args.cell_thresholds, args.co_grn)
     targets = _genes(args.target)
     if not targets:

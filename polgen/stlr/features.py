@@ -28,8 +28,6 @@ regulator expression are not masked.  Without thresholds both received-ligand se
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -37,12 +35,11 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
-from polgen.stlr.grn import ligand_radii, lr_table, regulator_map, regulators as grn_regulators
-from polgen.stlr.splash import MIN_EXPRESSION, filtered
+from polgen.stlr.grn import expand_complexes, ligand_radii, lr_table, regulator_map, regulators as grn_regulators
+from polgen.stlr.tissue import MIN_EXPRESSION, CellThresholds, filtered, received_columns
 
 #: datasets with at least this many genes apply the NicheNet exclusion of TF-ligand pairs
 NICHENET_MIN_GENES = 1000
-THRESHOLDS_KEY = "cell_thresholds"
 #: why :func:`orphan_genes` leaves a gene untrained (the reference's ``.orphan`` genes)
 ORPHAN_REASON = "orphan: no TF regulator in the GRN"
 
@@ -59,102 +56,6 @@ def orphan_genes(links: pl.DataFrame, genes: Sequence[str], var_names: Sequence[
     """
     regs = regulator_map(links, var_names, alpha)
     return [g for g in genes if not regs.get(g)]
-
-
-@dataclass
-class CellThresholds:
-    """Per-cell gene allowances (``uns["cell_thresholds"]``), aligned with a tissue's cells.
-
-    ``allowed[i, k]`` is True where ``genes[k]`` has a threshold > 0 in cell i (NaN: not allowed).
-    """
-
-    genes: list[str]
-    allowed: np.ndarray  # (n_cells, len(genes)) bool
-
-    def mask(self, genes: Sequence[str], fill: float = 0.0) -> np.ndarray:
-        """(n_cells, len(genes)) float64 0/1 mask; genes absent from the table get ``fill``
-        (0 as in training and ``get_filtered_df``; the reference's perturb re-indexes with 1)."""
-        pos = {g: k for k, g in enumerate(self.genes)}
-        out = np.full((self.allowed.shape[0], len(genes)), float(fill))
-        for j, g in enumerate(genes):
-            k = pos.get(g)
-            if k is not None:
-                out[:, j] = self.allowed[:, k]
-        return out
-
-    def digest(self) -> str:
-        """sha256 of the gene names and the mask (recorded in run parameters)."""
-        h = hashlib.sha256("\x1f".join(self.genes).encode())
-        h.update(np.packbits(np.ascontiguousarray(self.allowed), axis=None).tobytes())
-        h.update(str(self.allowed.shape).encode())
-        return h.hexdigest()
-
-
-def _thresholds_frame(obj, what: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(cell ids, genes, values) of a pandas / polars thresholds table."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover
-        pd = None
-    if pd is not None and isinstance(obj, pd.DataFrame):
-        ids = [str(i) for i in obj.index]
-        genes = [str(c) for c in obj.columns]
-        try:
-            vals = obj.to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{what} must hold numbers ({exc})") from None
-        return ids, genes, vals
-    if isinstance(obj, pl.DataFrame):
-        idc = next((c for c in ("CellID", "__index_level_0__", "index", "_index") if c in obj.columns), None)
-        if idc is None:
-            idc = next((c for c in obj.columns if obj.schema[c] == pl.String), None)
-        if idc is None:
-            raise InputError(f"{what} has no cell-id column (CellID, __index_level_0__ or a text column)")
-        genes = [c for c in obj.columns if c != idc]
-        try:
-            vals = obj.select([pl.col(c).cast(pl.Float64) for c in genes]).to_numpy() if genes else \
-                np.zeros((obj.height, 0))
-        except Exception as exc:  # noqa: BLE001 - polars cast errors
-            raise InputError(f"{what} must hold numbers ({exc})") from None
-        return obj[idc].cast(pl.String).to_list(), genes, np.asarray(vals, dtype=np.float64)
-    raise InputError(f"{what} must be a pandas or polars DataFrame or a parquet/csv path, got {type(obj).__name__}")
-
-
-def read_cell_thresholds(source, obs_names: Sequence[str], genes: Sequence[str] | None = None) -> CellThresholds:
-    """Align a cell-thresholds table (frame, or parquet / csv path) with ``obs_names``.
-
-    Rows are matched by cell name (the reference's ``cell_thresholds.loc[obs_names]``); every cell
-    must be present.  ``genes`` keeps only those columns (the others are never used).
-    """
-    what = "cell_thresholds"
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise InputError("cell_thresholds file not found", path=path)
-        try:
-            df = pl.read_parquet(path) if path.endswith(".parquet") else pl.read_csv(path)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is an input problem
-            raise InputError(f"cannot read cell_thresholds ({type(exc).__name__}: {exc})", path=path) from None
-        what = f"cell_thresholds {path}"
-        source = df
-    ids, cols, vals = _thresholds_frame(source, what)
-    if vals.ndim != 2 or vals.shape != (len(ids), len(cols)):
-        raise InputError(f"{what} is not a cells x genes table")
-    pos: dict[str, int] = {}
-    for i, c in enumerate(ids):
-        if c in pos:
-            raise InputError(f"{what} lists cell {c!r} twice", row=c)
-        pos[c] = i
-    missing = [c for c in obs_names if c not in pos]
-    if missing:
-        raise InputError(f"{what} has no row for {len(missing)} cell(s) of the tissue: {missing[:5]}",
-                         row=missing[0])
-    keep = list(range(len(cols))) if genes is None else [k for k, g in enumerate(cols) if g in set(genes)]
-    rows = np.fromiter((pos[c] for c in obs_names), dtype=np.int64, count=len(obs_names))
-    sub = vals[np.ix_(rows, np.asarray(keep, dtype=np.int64))] if keep else np.zeros((len(obs_names), 0))
-    with np.errstate(invalid="ignore"):
-        allowed = np.ascontiguousarray(sub > 0)  # NaN -> False, as fillna(0) then > 0
-    return CellThresholds(genes=[cols[k] for k in keep], allowed=allowed)
 
 
 @dataclass
@@ -292,8 +193,6 @@ def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radi
     ``receptor_levels``: the (cells x sorted LR receptors) expression whose cluster means are
     compared with ``receptor_thresh`` (default the training expression).
     """
-    from polgen.stlr.perturb import _received_cols
-
     lrt = lr_table(lr, var_names, radius, contact_distance)
     radii_map = ligand_radii(lrt)
     ligands = sorted(radii_map)
@@ -303,15 +202,15 @@ def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radi
         Xf = filtered(X[:, [gidx[l] for l in ligands]])
         radii = np.array([radii_map[l] for l in ligands])
         if cell_thresholds is not None:
-            W = _received_cols(coords, Xf * cell_thresholds.mask(ligands), radii, scale_factor, mode)
+            W = received_columns(coords, Xf * cell_thresholds.mask(ligands), radii, scale_factor, mode)
             W_tfl = np.zeros_like(W)
             if ligand_target is not None:
                 lt_cols = set(ligand_target[2])
                 cols = np.array([j for j, l in enumerate(ligands) if l in lt_cols], dtype=np.int64)
                 if cols.size:
-                    _received_cols(coords, Xf, radii, scale_factor, mode, cols=cols, out=W_tfl)
+                    received_columns(coords, Xf, radii, scale_factor, mode, cols=cols, out=W_tfl)
         else:
-            W = _received_cols(coords, Xf, radii, scale_factor, mode)
+            W = received_columns(coords, Xf, radii, scale_factor, mode)
     else:
         W = np.zeros((X.shape[0], 0))
     return FeatureContext(X=X, var_names=list(var_names), clusters=clusters, n_clusters=n_clusters, lr=lrt,
@@ -334,8 +233,6 @@ def cell_thresholds_from_communication(communication, lr, obs_names: Sequence[st
     0 where nothing was added.  (COMMOT itself - the optimal-transport communication and its
     permutation p-values - is not part of polgen.)
     """
-    from polgen.stlr.grn import expand_complexes
-
     ex = expand_complexes(lr if isinstance(lr, pl.DataFrame) else pl.from_pandas(lr))
     genes = sorted(set(ex["ligand"].to_list()) | set(ex["receptor"].to_list()))
     gpos = {g: k for k, g in enumerate(genes)}

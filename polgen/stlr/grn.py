@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError, SchemaError
+from polgen.stlr.betadata import Betabase, BetaData
 
 SECRETED = "Secreted Signaling"
 LR_COLUMNS = ("ligand", "receptor", "pathway", "signaling")
@@ -272,8 +273,6 @@ def restrict_to_co_grn(betas, co_grn):
     every TF term instead (its ``beta_`` prefix comparison never matches) and looks the links up
     with the gene as ``source``; neither bug is reproduced.
     """
-    from polgen.stlr.betadata import Betabase, BetaData
-
     base = Betabase.coerce(betas)
     links = co_grn_links(co_grn)
     pairs = set(zip(links["source"].to_list(), links["target"].to_list()))

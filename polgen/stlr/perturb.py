@@ -40,57 +40,24 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from polgen.engine.executor import run_to_sink
 from polgen.errors import InputError, ModelError
 from polgen.schema import CELL_ID
-from polgen.stlr._data import Tissue, as_tissue
 from polgen.stlr.betadata import Betabase
-from polgen.stlr.splash import MIN_EXPRESSION, SplashPlan, build_plan, filtered, propagate
+from polgen.stlr.grn import restrict_to_co_grn
+from polgen.stlr.ligands import MODES
+from polgen.stlr.splash import SplashPlan, build_plan, propagate
+from polgen.stlr.tissue import (
+    MIN_EXPRESSION,
+    Tissue,
+    as_tissue,
+    filtered,
+    ligand_radius_map,
+    received_columns,
+    run_thresholds,
+)
 
 log = logging.getLogger("polgen")
-
-
-def _radii_map(lr, var_names, radius, contact_distance) -> dict[str, float]:
-    from polgen.stlr.grn import ligand_radii, lr_table, read_cellchat
-
-    if lr is None:
-        raise InputError("a ligand-receptor table (lr=: CellChat csv path or frame, or {ligand: radius}) is "
-                         "needed to give each ligand its radius")
-    if isinstance(lr, Mapping):
-        return {str(k): float(v) for k, v in lr.items()}
-    if isinstance(lr, (str, os.PathLike)):
-        lr = read_cellchat(lr)
-    if isinstance(lr, pl.DataFrame) and "radius" in lr.columns and "ligand" in lr.columns:
-        return ligand_radii(lr)
-    try:
-        import pandas as pd
-
-        if isinstance(lr, pd.DataFrame):
-            lr = pl.from_pandas(lr.reset_index(drop=True))
-    except ImportError:  # pragma: no cover
-        pass
-    return ligand_radii(lr_table(lr, var_names, radius, contact_distance))
-
-
-def _received_cols(coords, Xf_lig, radii, scale_factor, mode, cols=None, out=None, tiles=None):
-    """Received ligands of the (already filtered) ligand columns ``cols`` (all when None)."""
-    from polgen.stlr.ligands import received_ligands
-
-    n, nl = Xf_lig.shape
-    if out is None:
-        out = np.zeros((n, nl))
-    cols = np.arange(nl) if cols is None else np.asarray(cols)
-    cols = cols[np.isfinite(radii[cols])]  # ligands without an LR row receive nothing (reference)
-    if cols.size:
-        out[:, cols] = received_ligands(coords, Xf_lig[:, cols], radii[cols], scale_factor, mode, tiles=tiles)
-    return out
-
-
-def _received_for(coords, X, var_names, ligands, lr, radius, contact_distance, scale_factor, mode):
-    rmap = _radii_map(lr, var_names, radius, contact_distance)
-    gidx = {g: i for i, g in enumerate(var_names)}
-    radii = np.array([rmap.get(l, np.nan) for l in ligands], dtype=np.float64)
-    Xf = filtered(np.asarray(X)[:, [gidx[l] for l in ligands]])
-    return _received_cols(coords, Xf, radii, scale_factor, mode)
 
 
 def _check_number(name: str, value, *, positive: bool = False) -> None:
@@ -103,11 +70,9 @@ def _check_number(name: str, value, *, positive: bool = False) -> None:
 def _perturb_thresholds(cell_thresholds, adata, tissue):
     """CellThresholds of a perturbation: None -> ``uns["cell_thresholds"]`` when present (the
     reference's behaviour), False -> none, else a frame or a parquet / csv path."""
-    from polgen.stlr.train import _thresholds
-
     if cell_thresholds is True:
         cell_thresholds = None
-    return _thresholds(cell_thresholds, adata, tissue.obs_names, None)
+    return run_thresholds(cell_thresholds, adata, tissue.obs_names, None)
 
 
 class Perturber:
@@ -121,7 +86,6 @@ class Perturber:
                  mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
                  cell_thresholds=None, co_grn=None) -> None:
         from polgen.kernels.ligands import GaussTiles
-        from polgen.stlr.ligands import MODES
 
         if mode not in MODES:
             raise InputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -133,8 +97,6 @@ class Perturber:
             _check_number("beta_cap", beta_cap, positive=True)
         self.base = Betabase.coerce(betas)
         if co_grn is not None:
-            from polgen.stlr.grn import restrict_to_co_grn
-
             self.base = restrict_to_co_grn(self.base, co_grn)
         need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
         self.tissue: Tissue = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
@@ -151,7 +113,7 @@ class Perturber:
         self.ligands = self.plan.ligands
         self.lig_gene = np.array([gidx[l] for l in self.ligands], dtype=np.int64)
         if self.ligands:
-            rmap = _radii_map(lr, t.var_names, radius, contact_distance)
+            rmap = ligand_radius_map(lr, t.var_names, radius, contact_distance)
             self.radii = np.array([rmap.get(l, np.nan) for l in self.ligands], dtype=np.float64)
             none = [l for l, r in zip(self.ligands, self.radii) if not np.isfinite(r)]
             if none:
@@ -167,7 +129,7 @@ class Perturber:
         self.tiles = GaussTiles(t.coords[:, 0], t.coords[:, 1]) if mode == "exact" else None
         self.thresholds = _perturb_thresholds(cell_thresholds, adata, t)
         if self.thresholds is None:
-            self.W0 = _received_cols(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
+            self.W0 = received_columns(t.coords, self.Xf0_lig, self.radii, self.scale_factor, mode, tiles=self.tiles)
             self.W0_lr = self.W0_tfl = self.W0
         else:
             self._init_thresholds()
@@ -211,7 +173,7 @@ class Perturber:
                 cols = np.flatnonzero(kind & (x != xp).any(axis=0))
                 W = W_prev.copy() if cols.size else W_prev
             if cols.size:
-                _received_cols(t.coords, np.ascontiguousarray(x), self.radii, self.scale_factor, self.mode,
+                received_columns(t.coords, np.ascontiguousarray(x), self.radii, self.scale_factor, self.mode,
                                cols=cols, out=W, tiles=self.tiles)
             out.append(W)
         return out[0], out[1]
@@ -295,7 +257,7 @@ class Perturber:
                 W1 = np.maximum(W_lr_prev, W_tfl_prev)
             elif changed.size:
                 W1 = W_prev.copy()
-                _received_cols(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1,
+                received_columns(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1,
                                tiles=self.tiles)
             else:
                 W1 = W_prev
@@ -394,8 +356,6 @@ def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float
     ``betas`` and ``lr`` must be paths (tasks are small picklable specs; each worker prepares the
     model once and reuses it).
     """
-    from polgen.engine.executor import run_to_sink
-
     model_kw = dict(lr=lr, radius=radius, contact_distance=contact_distance, scale_factor=scale_factor,
                     beta_scale_factor=beta_scale_factor, beta_cap=beta_cap, mode=mode, layer=layer,
                     cluster_key=cluster_key, spatial_key=spatial_key, cell_thresholds=cell_thresholds,

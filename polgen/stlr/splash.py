@@ -25,11 +25,10 @@ import polars as pl
 
 from polgen.errors import InputError
 from polgen.schema import CELL_ID
-from polgen.stlr.betadata import Betabase, BetaData
+from polgen.stlr.betadata import Betabase, BetaData, betadata_from_frame, read_betadata
+from polgen.stlr.tissue import as_tissue, filtered, received_for, run_thresholds
 
 log = logging.getLogger("polgen")
-
-MIN_EXPRESSION = 1e-9
 
 
 @dataclass
@@ -128,16 +127,6 @@ def build_plan(base: Betabase, var_names: Sequence[str], obs_names: Sequence[str
         maxmod=max([len(m) for m in mods_all], default=1), modulators=mods_all)
 
 
-def filtered(x: np.ndarray, thresh: float = MIN_EXPRESSION) -> np.ndarray:
-    """Expression with values <= ``thresh`` set to 0 (a new C-contiguous float64 array)."""
-    from polgen.kernels.splash import filter_expr
-
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    filter_expr(x, float(thresh), out)
-    return out
-
-
 def _cap(beta_cap) -> float:
     if beta_cap is None:
         return np.inf
@@ -233,9 +222,6 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     the reference's ``splash_betas``: genes absent from the table are masked out (filled with 0,
     unlike ``perturb`` which fills with 1); TF-ligand received ligands stay unmasked.
     """
-    from polgen.stlr._data import as_tissue
-    from polgen.stlr.betadata import betadata_from_frame, read_betadata
-
     if isinstance(betadata, BetaData):
         bd = betadata
     elif isinstance(betadata, (str, bytes)) or hasattr(betadata, "__fspath__"):
@@ -254,12 +240,10 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
         coords = None
     mask = None
     if cell_thresholds is not False:
-        from polgen.stlr.train import _thresholds
-
         if cell_thresholds is True:
             cell_thresholds = None
         if cell_thresholds is not None or adata is not None:
-            thr = _thresholds(cell_thresholds, adata, list(obs_names), None)
+            thr = run_thresholds(cell_thresholds, adata, list(obs_names), None)
             if thr is not None:
                 mask = thr.mask(list(var_names), fill=0.0)
     gnames = list(var_names) if bd.gene in var_names else list(var_names) + [bd.gene]
@@ -270,14 +254,12 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     if received is None and (lr_ligs or tfl_ligs):
         if lr is None or coords is None:
             raise InputError("splash needs received= ligands, or adata with lr= (a CellChat table) to compute them")
-        from polgen.stlr.perturb import _received_for
-
-        W = _received_for(coords, X, list(var_names), plan.ligands, lr, radius, contact_distance,
+        W = received_for(coords, X, list(var_names), plan.ligands, lr, radius, contact_distance,
                           scale_factor, mode)
         if mask is not None:
             if received_tfl is None:
                 received_tfl = {l: W[:, j] for j, l in enumerate(plan.ligands)}
-            W = _received_for(coords, X * mask, list(var_names), plan.ligands, lr, radius, contact_distance,
+            W = received_for(coords, X * mask, list(var_names), plan.ligands, lr, radius, contact_distance,
                               scale_factor, mode)
         received = {l: W[:, j] for j, l in enumerate(plan.ligands)}
     if received_tfl is None:

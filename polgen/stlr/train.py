@@ -2,14 +2,21 @@
 
 ``fit`` writes ``{gene}_betadata.parquet`` (first column ``Cluster``, then ``beta0`` and the
 ``beta_*`` modulators; run parameters and per-cluster R^2 in the parquet metadata) for every
-gene, atomically, plus ``stlr_run.json`` (every parameter, the genes, their R^2).  A cluster whose
-in-sample R^2 is below ``min_r2`` (0.15, the reference's rule) gets all-zero betas.  Re-running
-with ``resume=True`` skips genes whose file already holds the same parameters.
+gene, plus ``stlr_run.json`` (every parameter, the genes, their R^2).  A cluster whose in-sample
+R^2 is below ``min_r2`` (0.15, the reference's rule) gets all-zero betas.
+
+The output folder is a polgen run folder (:mod:`polgen.io.sink`, with named parts): each gene's
+file is written atomically by the task that trains it and recorded (size, rows, SHA-256) in
+``_polgen_manifest.jsonl``; the parameters are in the manifest and in every file's metadata;
+while ``fit`` runs it holds the folder's advisory lock, so a second run on the same folder fails
+at once with :class:`~polgen.errors.OutputLockedError`.  ``resume=True`` skips genes whose file
+is recorded and verifies (a missing, torn or damaged file is retrained), so a killed run
+finishes where it stopped with the same bytes as an uninterrupted one.
 
 Orphans (the reference's rule, ``orphans="skip"``, the default): a gene with no TF regulator in
 the GRN gets no model and no file - SpaceTravLR 0.1.21 marks it ``{gene}.orphan`` and skips it,
 so perturbation treats it as untrained.  Skipped genes are listed in ``FitResult.orphans`` /
-``FitResult.skipped`` (with the reason), in the gene log and the run manifest, and logged.
+``FitResult.skipped`` (with the reason), in ``stlr_run.json``, and logged.
 ``orphans="train"`` trains them on their ligand-receptor / ligand-TF terms (polgen's former
 behaviour).
 """
@@ -27,15 +34,24 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from polgen._blas import single_threaded_blas
+from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
+from polgen.io.sink import MANIFEST as SINK_MANIFEST
+from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
 from polgen.schema import CLUSTER
-from polgen.stlr.betadata import BetaData, write_betadata
-from polgen.stlr.grn import read_cellchat
+from polgen.stlr.betadata import BetaData
+from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
+from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
+from polgen.stlr.lasso import sparse_group_lasso
+from polgen.stlr.ligands import MODES
+from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
 
 log = logging.getLogger("polgen")
 
-MANIFEST = "stlr_run.json"
-GENE_LOG = "stlr_genes.jsonl"  # one line per trained gene: file size and sha256, appended as genes finish
+MANIFEST = "stlr_run.json"  # the run summary beside the sink's manifest: parameters, genes, orphans, R^2
+LEGACY_GENE_LOG = "stlr_genes.jsonl"  # the gene log of polgen runs before the sink's manifest
+BETADATA_SUFFIX = "_betadata.parquet"
 META_PARAMS = "polgen.params"
 META_R2 = "polgen.stlr.r2"
 ORPHAN_RULES = ("skip", "train")
@@ -52,7 +68,7 @@ class FitResult:
 
     @property
     def files(self) -> list[Path]:
-        return [self.out / f"{g}_betadata.parquet" for g in self.genes]
+        return [self.out / f"{g}{BETADATA_SUFFIX}" for g in self.genes]
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -64,8 +80,6 @@ def _atomic_json(path: Path, obj) -> None:
 def fit_gene(ctx, gene: str, cluster_labels: Sequence[str], *, group_reg: float, l1_reg: float,
              min_r2: float, max_iter: int, tol: float):
     """Betas (clusters x (1 + p)) of one gene and per-cluster diagnostics."""
-    from polgen.stlr.lasso import sparse_group_lasso
-
     mods = ctx.modulators(gene)
     D = ctx.design(mods)
     y = ctx.X[:, ctx.gidx[gene]]
@@ -91,101 +105,8 @@ def fit_gene(ctx, gene: str, cluster_labels: Sequence[str], *, group_reg: float,
 RECEPTOR_LAYER = "normalized_count"  # the reference's receptor levels come from this layer when present
 
 
-def _read_elem(node):
-    import anndata
-
-    io = getattr(anndata, "io", None)
-    fn = getattr(io, "read_elem", None) if io is not None else None
-    if fn is None:  # anndata < 0.11
-        from anndata.experimental import read_elem as fn  # type: ignore[no-redef]
-    return fn(node)
-
-
-def _source_anndata(obj):
-    """The in-memory AnnData behind ``obj`` (AnnData or SpatialData), or None (paths, Tissue)."""
-    from polgen.io.spatial import SpatialData
-    from polgen.stlr._data import Tissue
-
-    if isinstance(obj, (str, bytes, os.PathLike, Tissue)):
-        return None
-    if isinstance(obj, SpatialData):
-        return obj.adata
-    return obj if hasattr(obj, "uns") and hasattr(obj, "layers") else None
-
-
-def uns_cell_thresholds(obj):
-    """``uns["cell_thresholds"]`` of an AnnData / SpatialData / .h5ad path, or None."""
-    from polgen.stlr.features import THRESHOLDS_KEY
-
-    if isinstance(obj, (str, os.PathLike)):
-        import h5py
-
-        try:
-            with h5py.File(obj, "r") as f:
-                node = f.get(f"uns/{THRESHOLDS_KEY}")
-                return None if node is None else _read_elem(node)
-        except OSError as exc:
-            raise InputError(f"cannot read uns/{THRESHOLDS_KEY} ({exc})", path=obj) from None
-    ad = _source_anndata(obj)
-    if ad is None:
-        return None
-    return ad.uns.get(THRESHOLDS_KEY)
-
-
-def _has_layer(obj, layer: str) -> bool:
-    if isinstance(obj, (str, os.PathLike)):
-        import h5py
-
-        try:
-            with h5py.File(obj, "r") as f:
-                return f"layers/{layer}" in f
-        except OSError:
-            return False
-    ad = _source_anndata(obj)
-    return ad is not None and layer in ad.layers
-
-
-def _layer_columns(obj, layer: str, var_names: Sequence[str], genes: Sequence[str]) -> np.ndarray | None:
-    """Dense float64 columns ``genes`` of ``layer`` of the AnnData behind ``obj`` (None: no such layer)."""
-    cols = [list(var_names).index(g) for g in genes]
-    if isinstance(obj, (str, os.PathLike)):
-        import h5py
-
-        with h5py.File(obj, "r") as f:
-            node = f.get(f"layers/{layer}")
-            if node is None:
-                return None
-            M = _read_elem(node)
-    else:
-        ad = _source_anndata(obj)
-        if ad is None or layer not in ad.layers:
-            return None
-        M = ad.layers[layer]
-    sub = M[:, cols]
-    if hasattr(sub, "toarray"):
-        sub = sub.toarray()
-    sub = np.ascontiguousarray(np.asarray(sub, dtype=np.float64))
-    if not np.isfinite(sub).all():
-        raise InputError(f"layer {layer!r} holds NaN/inf", column=layer)
-    return sub
-
-
-def _thresholds(cell_thresholds, adata, obs_names, genes):
-    """The CellThresholds of a run: ``None`` -> the AnnData's uns (when present); ``False`` -> none."""
-    from polgen.stlr.features import read_cell_thresholds
-
-    if cell_thresholds is False:
-        return None
-    src = uns_cell_thresholds(adata) if cell_thresholds is None else cell_thresholds
-    if src is None:
-        return None
-    return read_cell_thresholds(src, obs_names, genes)
-
-
 def _lr_genes(lr, var_names, radius, contact_distance) -> tuple[list[str], list[str]]:
     """Sorted (ligands, receptors) of the expanded LR table restricted to var_names."""
-    from polgen.stlr.grn import lr_table
-
     lrt = lr_table(lr, var_names, radius, contact_distance)
     return sorted(set(lrt["ligand"].to_list())), sorted(set(lrt["receptor"].to_list()))
 
@@ -197,10 +118,10 @@ _CTX: dict[str, tuple] = {}
 def _inputs(adata, t, lr, radius, contact_distance, cell_thresholds):
     """(cell thresholds, receptor layer, receptor levels) of a run on tissue ``t`` read from ``adata``."""
     ligs, recs = _lr_genes(lr, t.var_names, radius, contact_distance)
-    thr = _thresholds(cell_thresholds, adata, t.obs_names, set(ligs) | set(recs))
-    src = adata if isinstance(adata, (str, os.PathLike)) else _source_anndata(adata)
-    if src is not None and recs and t.layer != RECEPTOR_LAYER and _has_layer(src, RECEPTOR_LAYER):
-        return thr, RECEPTOR_LAYER, _layer_columns(src, RECEPTOR_LAYER, t.var_names, recs)
+    thr = run_thresholds(cell_thresholds, adata, t.obs_names, set(ligs) | set(recs))
+    src = adata if isinstance(adata, (str, os.PathLike)) else source_anndata(adata)
+    if src is not None and recs and t.layer != RECEPTOR_LAYER and has_layer(src, RECEPTOR_LAYER):
+        return thr, RECEPTOR_LAYER, layer_columns(src, RECEPTOR_LAYER, t.var_names, recs)
     return thr, t.layer, None
 
 
@@ -210,10 +131,6 @@ def training_context(adata, lr, grn, *, ligand_target=None, radius: float = 200.
                      layer: str | None = None, cluster_key=None, spatial_key=None):
     """The feature context :func:`fit` trains on (modulators and design matrices of every gene),
     and the tissue: ``(FeatureContext, Tissue)``.  Arguments as in :func:`fit`."""
-    from polgen.stlr._data import as_tissue
-    from polgen.stlr.features import build_context
-    from polgen.stlr.grn import as_links, read_ligand_target
-
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
     lr = read_cellchat(lr) if isinstance(lr, (str, os.PathLike)) else lr
     lt = read_ligand_target(ligand_target) if ligand_target is not None else None
@@ -230,10 +147,6 @@ def _prepare(spec: dict):
     hit = _CTX.get(key)
     if hit is not None:
         return hit
-    from polgen.stlr._data import as_tissue
-    from polgen.stlr.features import build_context
-    from polgen.stlr.grn import as_links, read_ligand_target
-
     p = spec["params"]
     t = as_tissue(spec["adata"], layer=p["layer"], cluster_key=p["cluster_key"], spatial_key=p["spatial_key"])
     lr = read_cellchat(spec["lr"]) if isinstance(spec["lr"], str) else spec["lr"]
@@ -258,8 +171,7 @@ def _prepare(spec: dict):
 
 
 def _train_task(task: dict) -> dict:
-    from polgen._blas import single_threaded_blas
-
+    """Train one gene and write its betadata as a named part of the run (a pure function)."""
     # Single-threaded BLAS: multi-threaded OpenBLAS reductions change the last bits with the thread
     # count, and betas must be bit-identical locally, on Dask workers and after a resume.
     with single_threaded_blas():
@@ -267,63 +179,21 @@ def _train_task(task: dict) -> dict:
         p = task["spec"]["params"]
         bd, diag, nmod = fit_gene(ctx, task["gene"], labels, group_reg=p["group_reg"], l1_reg=p["l1_reg"],
                                   min_r2=p["min_r2"], max_iter=p["max_iter"], tol=p["tol"])
-    meta = {META_PARAMS: task["params_json"],
-            META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
-    out = Path(task["out"]) / f"{task['gene']}_betadata.parquet"
-    write_betadata(bd, out, meta)
-    return {"gene": task["gene"], "diag": diag, "n_modulators": nmod, "bytes": out.stat().st_size,
-            "sha256": _sha256(out)}
+    meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
+    part = write_part(task["out"], task["batch"], bd.to_polars().to_arrow(), task["params_json"],
+                      name=task["file"], metadata=meta)
+    return {"gene": task["gene"], "diag": diag, "n_modulators": nmod, "part": part}
 
 
-def _sha256(path: Path) -> str:
-    from polgen.io.sink import sha256_file
-
-    return sha256_file(path)
-
-
-def _read_gene_log(path: Path) -> dict[str, dict]:
-    """{gene: record} from the append-only gene log; torn or foreign lines are ignored."""
-    recs: dict[str, dict] = {}
-    if not path.exists():
-        return recs
-    for line in path.read_bytes().split(b"\n"):
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and {"gene", "bytes", "sha256"} <= set(r):
-            recs[str(r["gene"])] = r
-    return recs
-
-
-def _logged_orphans(path: Path) -> set[str]:
-    """Genes the gene log already records as skipped."""
-    if not path.exists():
-        return set()
-    got = set()
-    for line in path.read_bytes().split(b"\n"):
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(r, dict) and "skipped" in r and "gene" in r:
-            got.add(str(r["gene"]))
-    return got
-
-
-def _append_gene_log(path: Path, rec: dict) -> None:
-    with open(path, "ab") as fh:
-        line = (json.dumps(rec, sort_keys=True) + "\n").encode()
-        if fh.tell() > 0:
-            # a run killed mid-append leaves a torn last line: start a fresh line, or this record
-            # would be glued to the fragment and lost (its gene retrained on every resume)
-            with open(path, "rb") as rd:
-                rd.seek(-1, os.SEEK_END)
-                if rd.read(1) != b"\n":
-                    line = b"\n" + line
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _refuse_legacy_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """A folder written by a polgen before the run-folder manifest cannot be resumed."""
+    if not (out / MANIFEST).exists() or (out / SINK_MANIFEST).exists():
+        return
+    if overwrite:
+        (out / LEGACY_GENE_LOG).unlink(missing_ok=True)
+        return
+    msg = f"output holds an stlr run of an earlier polgen (no {SINK_MANIFEST}); pass overwrite=True to retrain it"
+    raise (ResumeError if resume else OutputExistsError)(msg, path=out)
 
 
 def _numbers(**checks) -> None:
@@ -356,7 +226,7 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     ``adata.uns["cell_thresholds"]`` when present (the reference's behaviour), False ignores it.
     ``orphans``: "skip" (default, the reference's rule) trains nothing for a gene without a TF
     regulator in the GRN (:func:`polgen.stlr.features.orphan_genes`; reported in
-    ``FitResult.orphans`` / ``skipped``, the gene log and the manifest); "train" trains such genes
+    ``FitResult.orphans`` / ``skipped`` and ``stlr_run.json``); "train" trains such genes
     on their ligand-receptor and ligand-TF terms.  ``FitResult.genes`` lists the trained genes.
     Receptor levels for ``receptor_thresh`` come from the ``normalized_count`` layer when the
     AnnData has one (reference rule), else from the training expression.
@@ -364,13 +234,13 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
     None = in this process; with a pool, ``adata``, ``lr``, ``grn`` must be paths, and a process
     pool should use the "spawn" start method - polars' thread pool does not survive fork).
     Results are identical whatever the executor.
-    """
-    from polgen.engine.executor import run_tasks
-    from polgen.io.sink import params_to_json
-    from polgen.stlr._data import as_tissue
-    from polgen.stlr.ligands import MODES
-    from polgen.stlr.features import ORPHAN_REASON
 
+    ``out`` is a run folder (:class:`polgen.io.sink.BatchSink` with one named part per gene) that
+    ``fit`` locks while it runs (a second run on it raises
+    :class:`~polgen.errors.OutputLockedError`).  An existing run there needs ``resume=True``
+    (same parameters: genes already recorded and verified are kept, the others trained) or
+    ``overwrite=True`` (its betadata files are removed first).
+    """
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 <= min_r2 <= 1:
@@ -400,9 +270,6 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         t.gene_index(genes)  # InputError naming genes absent from the AnnData
     orphan_list: list[str] = []
     if orphans == "skip":
-        from polgen.stlr.features import orphan_genes
-        from polgen.stlr.grn import as_links
-
         orphan_list = orphan_genes(as_links(grn), genes, t.var_names, grn_alpha)
         if orphan_list:
             shown = ", ".join(orphan_list[:10]) + (" ..." if len(orphan_list) > 10 else "")
@@ -424,73 +291,43 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
               "n_cells": len(t.obs_names), "n_genes": len(t.var_names), "clusters": t.cluster_labels,
               "grn_alpha": float(grn_alpha), "cell_thresholds": None if thr is None else thr.digest(),
               "receptor_layer": receptor_layer, "orphans": orphans}
-    pjson = params_to_json(params)
-    out.mkdir(parents=True, exist_ok=True)
-    man = out / MANIFEST
-    done: set[str] = set()
-    if man.exists():
-        prev = json.loads(man.read_text())
-        if resume:
-            if params_to_json(prev.get("params", {})) != pjson:
-                raise ResumeError("the run in this directory used different parameters", path=man)
-        elif not overwrite:
-            raise OutputExistsError("output holds a previous stlr run; pass resume=True or overwrite=True", path=out)
-    glog = out / GENE_LOG
-    if resume:
-        # a gene is done when the gene log records its file and the file still has that size and
-        # sha256 (a damaged or foreign file is retrained) and holds this run's parameters
-        from polgen.io.sink import read_metadata
-
-        recs = _read_gene_log(glog)
-        for g in genes:
-            f = out / f"{g}_betadata.parquet"
-            r = recs.get(g)
-            if r is None or not f.exists() or f.stat().st_size != r["bytes"]:
-                continue
-            try:
-                if _sha256(f) == r["sha256"] and read_metadata(f).get(META_PARAMS) == pjson:
-                    done.add(g)
-            except Exception:  # noqa: BLE001 - unreadable -> retrained
-                pass
-    else:
-        glog.unlink(missing_ok=True)
-    logged = _logged_orphans(glog) if resume else set()
-    for g in orphan_list:
-        stale = out / f"{g}_betadata.parquet"
-        if stale.exists() and not resume:
-            # a previous run (overwrite=True) trained it: perturbation must see it as untrained
-            stale.unlink()
-        if g not in logged:
-            _append_gene_log(glog, {"gene": g, "skipped": ORPHAN_REASON})
     orphan_json = {g: ORPHAN_REASON for g in orphan_list}
-    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "orphans": orphan_json, "status": "running"})
-    todo = [g for g in genes if g not in done]
-    if done:
-        log.info("resuming %s: %d of %d genes already trained", out, len(done), len(genes))
-    key = f"fit-{id(adata)}-{os.getpid()}-{pjson.__hash__()}"
-    spec = {"key": key, "adata": str(adata) if is_path(adata) else (t if local else None),
-            "lr": str(lr) if is_path(lr) else lr, "grn": str(grn) if is_path(grn) else grn,
-            "ligand_target": str(ligand_target) if is_path(ligand_target) else ligand_target,
-            "cell_thresholds": str(cell_thresholds) if is_path(cell_thresholds) else None, "params": params}
-    if local:
-        spec["local"] = (thr, levels)
-    if local:
-        _CTX.clear()
-    tasks = [{"spec": spec, "gene": g, "out": str(out), "params_json": pjson} for g in todo]
-    rows = []
-    try:
-        for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
-            _append_gene_log(glog, {"gene": res["gene"], "bytes": res["bytes"], "sha256": res["sha256"]})
-            for c, r2, it, conv in res["diag"]:
-                rows.append((res["gene"], t.cluster_labels[c], r2, res["n_modulators"], it, conv))
-    finally:
+    skipped = pl.DataFrame({"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
+                           schema={"gene": pl.String, "reason": pl.String})
+    parts = PartNames(tuple(f"{g}{BETADATA_SUFFIX}" for g in genes), f"*{BETADATA_SUFFIX}")
+    with OutputLock(out):
+        _refuse_legacy_run(out, resume, overwrite)
+        sink = BatchSink(out, params, resume=resume, overwrite=overwrite, parts=parts)
+        pjson = sink.params_json
+        man = out / MANIFEST
+        summary = {"params": json.loads(pjson), "genes": genes, "orphans": orphan_json}
+        _atomic_json(man, {**summary, "status": "running"})
+        todo = sink.pending(range(len(genes)))
+        if len(todo) < len(genes):
+            log.info("resuming %s: %d of %d genes already trained", out, len(genes) - len(todo), len(genes))
+        key = f"fit-{id(adata)}-{os.getpid()}-{pjson.__hash__()}"
+        spec = {"key": key, "adata": str(adata) if is_path(adata) else (t if local else None),
+                "lr": str(lr) if is_path(lr) else lr, "grn": str(grn) if is_path(grn) else grn,
+                "ligand_target": str(ligand_target) if is_path(ligand_target) else ligand_target,
+                "cell_thresholds": str(cell_thresholds) if is_path(cell_thresholds) else None, "params": params}
         if local:
+            spec["local"] = (thr, levels)
             _CTX.clear()
+        tasks = [{"spec": spec, "gene": genes[b], "batch": b, "file": parts.names[b], "out": str(sink.path),
+                  "params_json": pjson} for b in todo]
+        rows = []
+        try:
+            for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
+                sink.record(res["part"])
+                for c, r2, it, conv in res["diag"]:
+                    rows.append((res["gene"], t.cluster_labels[c], r2, res["n_modulators"], it, conv))
+        finally:
+            if local:
+                _CTX.clear()
+        sink.finalize(n_batches=len(genes), metadata={"stlr.fit": {"genes": len(genes), "orphans": orphan_list}})
+        _atomic_json(man, {**summary, "status": "done",
+                           "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in (genes[b] for b in todo)}})
     scores = pl.DataFrame(rows, schema={"gene": pl.String, "cluster": pl.String, "r2": pl.Float64,
                                         "n_modulators": pl.Int64, "n_iter": pl.Int64, "converged": pl.Boolean},
                           orient="row")
-    _atomic_json(man, {"params": json.loads(pjson), "genes": genes, "orphans": orphan_json, "status": "done",
-                       "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in todo}})
-    skipped = pl.DataFrame({"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
-                           schema={"gene": pl.String, "reason": pl.String})
     return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped)
