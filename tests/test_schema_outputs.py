@@ -1,0 +1,268 @@
+"""Every method's output matches its declaration in polgen.schema, and the README lists them.
+
+Each method runs once on the small deterministic demo data (module-scoped fixtures) and its
+returned frame and written parquet files are validated with :func:`polgen.schema.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from polgen import schema
+from polgen.errors import SchemaError
+from polgen.schema import OUTPUTS, output_reference_markdown, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# every declared kind is exercised by a test below (a new kind needs its test)
+COVERED: set[str] = set()
+
+
+def check(obj, kind: str) -> None:
+    COVERED.add(kind)
+    validate(obj, kind)
+
+
+def _eager(x) -> pl.DataFrame:
+    return x.collect() if isinstance(x, pl.LazyFrame) else x
+
+
+# -- fixtures: the small demo inputs, each method run once ------------------------------------------
+@pytest.fixture(scope="module")
+def gsem_run(tmp_path_factory):
+    from polgen.demo import make_gsem_demo
+    from polgen.gsem import ldsc, munge, sumstats
+
+    d = tmp_path_factory.mktemp("gsem_schema")
+    g = make_gsem_demo(d / "in", small=True)
+    files = [str(p) for p in g.sumstats]
+    munged, dropped = munge(files, str(g.hm3), trait_names=g.trait_names, out=d / "munged")
+    cs = ldsc(munged, g.ld, trait_names=g.trait_names)
+    ss_path = d / "sumstats.parquet"
+    ss, summary = sumstats(files, str(g.reference), trait_names=g.trait_names, se_logit=g.se_logit, OLS=g.OLS,
+                           linprob=g.linprob, out=ss_path, return_summary=True)
+    snps = pl.read_parquet(ss_path).head(40)
+    return {"g": g, "dir": d, "munged": munged, "dropped": dropped, "cs": cs, "ss": ss, "ss_path": ss_path,
+            "summary": summary, "snps": snps}
+
+
+@pytest.fixture(scope="module")
+def lfmm_run(tmp_path_factory):
+    from polgen.demo import make_lfmm_demo
+    from polgen.lfmm import fit
+
+    d = tmp_path_factory.mktemp("lfmm_schema")
+    data = make_lfmm_demo(d / "in", small=True)
+    env = pl.read_csv(data.env, separator="\t").select("IID", "env")
+    model = fit(env, str(data.bed), K=2)
+    return {"data": data, "dir": d, "env": env, "model": model}
+
+
+@pytest.fixture(scope="module")
+def stlr_run(tmp_path_factory):
+    from polgen.demo import make_stlr_demo
+    from polgen.stlr import fit
+
+    d = tmp_path_factory.mktemp("stlr_schema")
+    data = make_stlr_demo(d / "in", small=True)
+    common = dict(lr=str(data.lr), radius=data.radius, contact_distance=data.contact_distance, layer=data.layer,
+                  cluster_key=data.cluster_key)
+    targets = list(data.targets[:3])
+    res = fit(str(data.h5ad), targets, out=d / "betadata", grn=str(data.grn_links), overwrite=True, **common)
+    return {"data": data, "dir": d, "common": common, "fit": res, "betadir": d / "betadata"}
+
+
+# -- Genomic SEM ------------------------------------------------------------------------------------
+def test_gsem_munge(gsem_run):
+    for trait, lf in gsem_run["munged"].items():
+        check(_eager(lf), "gsem_munge")
+        check(gsem_run["dir"] / "munged" / f"{trait}.sumstats.parquet", "gsem_munge")
+    check(gsem_run["dropped"], "gsem_drop_summary")
+
+
+def test_gsem_sumstats(gsem_run):
+    check(_eager(gsem_run["ss"]), "gsem_sumstats")
+    check(gsem_run["ss_path"], "gsem_sumstats")
+    check(gsem_run["summary"], "gsem_drop_summary")
+    cols = pl.read_parquet_schema(gsem_run["ss_path"])
+    assert [c for c in cols if c.startswith("beta.")] == [f"beta.{t}" for t in gsem_run["g"].trait_names]
+
+
+def test_gsem_ldsc(gsem_run, tmp_path):
+    from polgen.gsem import ldsc_table
+
+    path = gsem_run["cs"].save(tmp_path / "covstruc.parquet")
+    check(path, "gsem_covstruc")
+    check(ldsc_table(gsem_run["cs"]), "gsem_ldsc_table")
+
+
+def test_gsem_sem_tables(gsem_run, tmp_path):
+    from polgen.gsem import commonfactor, usermodel
+
+    cf = commonfactor(gsem_run["cs"])
+    check(cf.parameters, "gsem_sem_parameters")
+    check(cf.fit, "gsem_sem_fit")
+    assert "std_all" not in cf.parameters.columns
+    t = gsem_run["g"].trait_names
+    um = usermodel(gsem_run["cs"], f"F1 =~ NA*{t[0]} + {t[1]} + {t[2]}\nF1 ~~ 1*F1")
+    check(um.parameters, "gsem_sem_parameters")
+    assert "std_all" in um.parameters.columns
+    check(um.fit, "gsem_sem_fit")
+    check(um.save(str(tmp_path / "um.parquet")), "gsem_sem_parameters")
+
+
+def test_gsem_user_gwas(gsem_run, tmp_path):
+    from polgen.gsem import user_gwas
+
+    t = gsem_run["g"].trait_names
+    model = f"F1 =~ NA*{t[0]} + {t[1]} + {t[2]}\nF1 ~~ 1*F1\nF1 ~ SNP"
+    df = _eager(user_gwas(gsem_run["snps"], gsem_run["cs"], model))
+    check(df, "gsem_user_gwas")
+    assert not any(c.startswith("Q_SNP") for c in df.columns)
+    with_opts = _eager(user_gwas(gsem_run["snps"], gsem_run["cs"], model, Q_SNP=True, smooth_check=True))
+    check(with_opts, "gsem_user_gwas")
+    assert {"Q_SNP", "Q_SNP_df", "Q_SNP_p", "Z_smooth"} <= set(with_opts.columns)
+    written = user_gwas(gsem_run["snps"], gsem_run["cs"], model, out=tmp_path / "gwas", batch_size=16)
+    check(written, "gsem_user_gwas")
+    check(tmp_path / "gwas", "gsem_user_gwas")
+
+
+def test_gsem_commonfactor_gwas(gsem_run, tmp_path):
+    from polgen.gsem import commonfactor_gwas
+
+    df = _eager(commonfactor_gwas(gsem_run["snps"], gsem_run["cs"]))
+    check(df, "gsem_commonfactor_gwas")
+    check(_eager(commonfactor_gwas(gsem_run["snps"], gsem_run["cs"], smooth_check=True)), "gsem_commonfactor_gwas")
+    commonfactor_gwas(gsem_run["snps"], gsem_run["cs"], out=tmp_path / "cf")
+    check(tmp_path / "cf", "gsem_commonfactor_gwas")
+
+
+# -- LFMM2 ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("calibrate", ["gif", None])
+def test_lfmm_test(lfmm_run, calibrate, tmp_path):
+    from polgen.lfmm import test
+
+    res = test(lfmm_run["model"], str(lfmm_run["data"].bed), calibrate=calibrate, out=tmp_path / "t")
+    frame = _eager(res.frame)
+    check(frame, "lfmm_test")
+    check(tmp_path / "t", "lfmm_test")
+    if calibrate is None:
+        assert frame["P_CALIBRATED"].null_count() == frame.height
+    else:
+        assert frame["P_CALIBRATED"].null_count() < frame.height
+
+
+def test_lfmm_test_full_and_two_covariates(lfmm_run):
+    from polgen.lfmm import fit, test
+
+    env = lfmm_run["env"].with_columns((pl.col("env") ** 2).alias("env2"))
+    model = fit(env, str(lfmm_run["data"].bed), K=2)
+    frame = _eager(test(model, str(lfmm_run["data"].bed), full=True).frame)
+    check(frame, "lfmm_test")
+    assert {"BETA_env", "T_env2", "P_CALIBRATED_env", "LOG10P_env2", "F", "P_F", "ADJ_R2"} <= set(frame.columns)
+
+
+def test_lfmm_choose_k(lfmm_run):
+    from polgen.lfmm import choose_k
+
+    check(choose_k(str(lfmm_run["data"].bed), k_max=3).frame(), "lfmm_choose_k")
+
+
+# -- SpaceTravLR ------------------------------------------------------------------------------------
+def test_stlr_betadata(stlr_run):
+    files = sorted(stlr_run["betadir"].glob("*_betadata.parquet"))
+    assert files
+    for f in files:
+        check(f, "stlr_betadata")
+        check(pl.read_parquet(f), "stlr_betadata")
+    check(stlr_run["fit"].scores, "stlr_fit_scores")
+
+
+def test_stlr_splash_perturb(stlr_run, tmp_path):
+    from polgen.stlr import perturb, perturb_batch, read_betadata, splash
+
+    d, common = stlr_run["data"], stlr_run["common"]
+    gene = stlr_run["fit"].genes[0]
+    bd = read_betadata(stlr_run["betadir"] / f"{gene}_betadata.parquet")
+    check(splash(bd, str(d.h5ad), **common), "stlr_splash")
+    tf = d.tfs[0]
+    check(perturb(str(d.h5ad), str(stlr_run["betadir"]), tf, 0.0, n_propagation=1, **common), "stlr_perturb")
+    sink = perturb_batch(str(d.h5ad), str(stlr_run["betadir"]), [tf, d.tfs[1]], tmp_path / "pb",
+                         n_propagation=1, **common)
+    check(_eager(sink.scan()), "stlr_perturb_batch")
+    check(tmp_path / "pb", "stlr_perturb_batch")
+
+
+# -- validate itself --------------------------------------------------------------------------------
+def test_validate_names_the_column():
+    ok = pl.DataFrame({"SNP": ["rs1"], "N": [1.0], "Z": [0.5], "A1": ["A"], "A2": ["G"]})
+    validate(ok, "gsem_munge")
+    validate(ok.lazy(), "gsem_munge")
+    validate(ok.schema, "gsem_munge")
+    validate(ok.to_arrow().schema, "gsem_munge")
+    with pytest.raises(SchemaError, match="missing column 'Z'") as e:
+        validate(ok.drop("Z"), "gsem_munge")
+    assert e.value.column == "Z"
+    with pytest.raises(SchemaError, match="extra column 'BETA'") as e:
+        validate(ok.with_columns(BETA=pl.lit(1.0)), "gsem_munge")
+    assert e.value.column == "BETA"
+    with pytest.raises(SchemaError, match="'N' has dtype Int64, declared Float64") as e:
+        validate(ok.with_columns(pl.col("N").cast(pl.Int64)), "gsem_munge")
+    assert e.value.column == "N"
+    with pytest.raises(SchemaError, match="'Z' holds nulls"):
+        validate(ok.with_columns(Z=pl.lit(None, pl.Float64)), "gsem_munge")
+    with pytest.raises(SchemaError, match="unknown output kind"):
+        validate(ok, "no_such_kind")
+    bd = pl.DataFrame({"Cluster": ["0"], "CellID": ["c"], "beta0": [1.0], "beta_Tf1": [0.5]})
+    with pytest.raises(SchemaError, match="exactly one of"):
+        validate(bd, "stlr_betadata")
+    validate(bd.drop("CellID"), "stlr_betadata")
+
+
+def test_templates_match_the_most_specific_column():
+    s = schema.output_schema("lfmm_test")
+    assert s.match("P").name == "P[_{variable}]"
+    assert s.match("P_CALIBRATED").name == "P_CALIBRATED[_{variable}]"
+    assert s.match("P_CALIBRATED_temp").name == "P_CALIBRATED[_{variable}]"
+    assert s.match("P_F").name == "P_F"
+    assert s.match("T_temp").name == "T[_{variable}]"
+    assert s.match("nonsense") is None
+
+
+def test_identity_constants_agree_with_declarations():
+    # the declarations use the canonical names and dtypes of the per-SNP identity columns
+    for kind in ("gsem_sumstats", "lfmm_test"):
+        s = OUTPUTS[kind]
+        for name in (schema.SNP, schema.CHR, schema.BP, schema.A1, schema.A2):
+            assert s.column(name).dtype == schema.DTYPES[name]
+
+
+def test_every_kind_is_exercised():
+    # runs last in this module (pytest keeps file order)
+    assert set(OUTPUTS) == COVERED, sorted(set(OUTPUTS) - COVERED)
+
+
+# -- README output reference ------------------------------------------------------------------------
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- output-reference:start -->\n(.*?)<!-- output-reference:end -->", text, re.S)
+    assert m, "README.md lacks the generated output reference block"
+    return m.group(1)
+
+
+def test_readme_output_reference_matches_declarations():
+    assert _readme_section() == output_reference_markdown(), (
+        "README.md's output reference differs from polgen.schema.OUTPUTS; regenerate it with "
+        "python -c 'from polgen.schema import output_reference_markdown as m; print(m())'")
+
+
+def test_readme_lists_every_column_of_every_kind():
+    section = _readme_section()
+    for kind, s in OUTPUTS.items():
+        assert f"### `{kind}`" in section
+        for c in s.columns:
+            assert f"| `{c.name}` |" in section, (kind, c.name)
