@@ -130,6 +130,26 @@ def test_stlr_has_no_function_level_import_of_polgen_modules():
     assert lazy == []
 
 
+#: polgen.stlr's layers, bottom up: a module imports only modules of lower layers
+STLR_LAYERS = [
+    {"betadata", "lasso", "ligands"},
+    {"grn", "synthetic"},
+    {"tissue"},  # the tissue inputs shared by everything above
+    {"features", "splash"},
+    {"train", "perturb"},
+    {"cli", "namespace"},
+]
+
+
+def test_stlr_modules_import_downwards_only():
+    layer = {f"polgen.stlr.{m}": k for k, mods in enumerate(STLR_LAYERS) for m in mods}
+    stlr = {m for m in _modules() if m.startswith("polgen.stlr.")}
+    assert stlr == set(layer), "place new stlr modules in STLR_LAYERS"
+    upward = [(a, b, line) for a, b, _, line in import_edges()
+              if a in layer and b in layer and layer[b] >= layer[a]]
+    assert upward == []
+
+
 def test_stlr_imports_nothing_above_it():
     """stlr may use io/, kernels/, engine/, errors/schema and its own modules; never gsem or lfmm."""
     bad = [(a, b) for a, b, *_ in import_edges() if a.startswith("polgen.stlr")

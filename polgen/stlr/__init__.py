@@ -1,6 +1,12 @@
 """SpaceTravLR as polgen functions: networks, received ligands, training, betadata, splash, perturb.
 
 Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to them.
+
+Modules, bottom up (each imports only lower ones, at module level; tests/test_stlr_imports.py
+checks it): ``betadata``, ``lasso``, ``ligands`` -> ``grn`` -> ``tissue`` (the tissue inputs
+every step shares: expression and its filter, ligand radii and received ligands, cell
+thresholds, AnnData layers) -> ``features``, ``splash`` -> ``train``, ``perturb`` -> ``cli``,
+``namespace``.
 """
 
 from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
