@@ -34,6 +34,7 @@ from polgen.stlr.ligands import received_ligands  # noqa: E402
 from polgen.stlr.perturb import Perturber  # noqa: E402
 from polgen.stlr.splash import build_plan, filtered, splash_plan_gene  # noqa: E402
 from polgen.stlr.synthetic import make_betabase, make_tissue  # noqa: E402
+from polgen.stlr.train import fit  # noqa: E402
 
 REF = Path(os.environ.get("SPACETRAVLR_REF", Path(tempfile.gettempdir()) / "spacetravlr-ref"))
 
@@ -196,8 +197,6 @@ def bench_size(n: int, args) -> dict:
         for mode in [m for m in ("fast", "grid") if m in outs]:
             res[f"perturb_{mode}_err"] = float((np.abs(outs[mode] - outs["exact"]) / scale).max())
     if args.train and n == args.train_size:
-        from polgen.stlr.train import fit
-
         with tempfile.TemporaryDirectory() as d:
             dt, fr = timed(fit, T, base.genes, out=Path(d) / "fit", lr=t.lr, grn=t.links, progress=False)
         res["train_50_genes_s"] = dt
@@ -228,8 +227,6 @@ def bench_size(n: int, args) -> dict:
 
 def warm_up() -> None:
     """Compile / load every numba kernel once so no timing below includes compilation."""
-    from polgen.stlr.train import fit
-
     t, base, T = make(2500, seed=7)
     for mode in ("exact", "fast", "grid"):
         Perturber(T, base, lr=t.lr, mode=mode).run(t.ligands[0], 0.0, n_propagation=2)
