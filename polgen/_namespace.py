@@ -55,8 +55,12 @@ def eager(frame: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
 
 
-def _param(name: str, kind: inspect._ParameterKind, default: Any = inspect.Parameter.empty,
-           annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
+def _param(
+    name: str,
+    kind: inspect._ParameterKind,
+    default: Any = inspect.Parameter.empty,
+    annotation: Any = inspect.Parameter.empty,
+) -> inspect.Parameter:
     return inspect.Parameter(name, kind, default=default, annotation=annotation)
 
 
@@ -65,14 +69,21 @@ def keyword(name: str, default: Any = None, annotation: Any = inspect.Parameter.
     return _param(name, inspect.Parameter.KEYWORD_ONLY, default, annotation)
 
 
-def positional(name: str, default: Any = inspect.Parameter.empty,
-               annotation: Any = inspect.Parameter.empty) -> inspect.Parameter:
+def positional(
+    name: str, default: Any = inspect.Parameter.empty, annotation: Any = inspect.Parameter.empty
+) -> inspect.Parameter:
     """A positional-or-keyword parameter a namespace method adds to (or puts in place of) its target's."""
     return _param(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default, annotation)
 
 
-def _alias_signature(target_sig: inspect.Signature, frame: str, replace: Mapping[str, inspect.Parameter],
-                     extra: Sequence[inspect.Parameter], drop: Sequence[str], returns: Any) -> inspect.Signature:
+def _alias_signature(
+    target_sig: inspect.Signature,
+    frame: str,
+    replace: Mapping[str, inspect.Parameter],
+    extra: Sequence[inspect.Parameter],
+    drop: Sequence[str],
+    returns: Any,
+) -> inspect.Signature:
     params: list[inspect.Parameter] = []
     for p in target_sig.parameters.values():
         if p.name == frame or p.name in drop:

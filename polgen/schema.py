@@ -256,8 +256,7 @@ _SEM_PARAMS = OutputSchema(
         _c("log10p", _F64, "-log10(p)", nullable=True),
         _c("est_std", _F64, "estimate of the standardised model (R STD_Genotype)", nullable=True),
         _c("se_std", _F64, "its standard error", nullable=True),
-        _c("std_all", _F64, "completely standardised estimate (R STD_All)", nullable=True,
-           when="usermodel"),
+        _c("std_all", _F64, "completely standardised estimate (R STD_All)", nullable=True, when="usermodel"),
     ),
     metadata=("polgen.function", "polgen.model", "polgen.fit"),
     note="`SEMResult.genomicsem()` / `save(genomicsem_names=True)` rename these as R GenomicSEM does.",
@@ -366,8 +365,7 @@ _LFMM_TEST = OutputSchema(
         _c("T[_{variable}]", _F64, "t statistic", nullable=True),
         _c("P[_{variable}]", _F64, "uncalibrated p-value of T", nullable=True),
         _c("P_CALIBRATED[_{variable}]", _F64, "calibrated p-value (null when calibrate=None)", nullable=True),
-        _c("LOG10P[_{variable}]", _F64, "-log10 of P_CALIBRATED (calibrating) or of P (calibrate=None)",
-           nullable=True),
+        _c("LOG10P[_{variable}]", _F64, "-log10 of P_CALIBRATED (calibrating) or of P (calibrate=None)", nullable=True),
         _c("F", _F64, "F statistic of all covariates", nullable=True, when="full=True"),
         _c("P_F", _F64, "p-value of F", nullable=True, when="full=True"),
         _c("P_F_CALIBRATED", _F64, "p-value of F / its genomic inflation factor", nullable=True, when="full=True"),
@@ -399,8 +397,7 @@ _BETADATA = OutputSchema(
         _c(CLUSTER, _STR, "cluster label (one row per cluster: seed-only training)", when="per-cluster rows"),
         _c(CELL_ID, _STR, "cell id (one row per cell)", when="per-cell rows"),
         _c("beta0", _F64, "intercept"),
-        _c("beta_{modulator}", _F64,
-           "coefficient of a modulator: <TF>, <ligand>$<receptor> or <ligand>#<TF>"),
+        _c("beta_{modulator}", _F64, "coefficient of a modulator: <TF>, <ligand>$<receptor> or <ligand>#<TF>"),
     ),
     exactly_one_of=((CLUSTER, CELL_ID),),
     metadata=(META_PARAMS,),
@@ -540,7 +537,8 @@ def validate(frame_or_schema: Any, kind: str) -> None:
         if dtype != col.dtype:
             raise SchemaError(
                 f"{kind}: column {name!r} has dtype {dtype}, declared {_dtype_name(col.dtype)}",
-                path=path, column=name,
+                path=path,
+                column=name,
             )
         if frame is not None and not col.nullable and frame.get_column(name).null_count():
             raise SchemaError(f"{kind}: column {name!r} holds nulls, declared not nullable", path=path, column=name)
@@ -552,7 +550,8 @@ def validate(frame_or_schema: Any, kind: str) -> None:
         if len(present) != 1:
             raise SchemaError(
                 f"{kind}: needs exactly one of {list(group)}, found {present or 'none'}",
-                path=path, column=group[0],
+                path=path,
+                column=group[0],
             )
     if metadata is not None:
         for key in decl.metadata:
@@ -597,7 +596,33 @@ def output_reference_markdown() -> str:
 
 
 __all__ = [
-    "A1", "A1FREQ", "A2", "BETA", "BP", "CELL_ID", "CHR", "CLUSTER", "Column", "DTYPES", "INFO", "LOG10P",
-    "MAF", "META_METHOD", "META_PARAMS", "META_VERSION", "N", "N_MISS", "OR", "OUTPUTS", "OutputSchema", "P",
-    "SE", "SNP", "SNP_ID_COLUMNS", "Z", "output_reference_markdown", "output_schema", "validate",
+    "A1",
+    "A1FREQ",
+    "A2",
+    "BETA",
+    "BP",
+    "CELL_ID",
+    "CHR",
+    "CLUSTER",
+    "Column",
+    "DTYPES",
+    "INFO",
+    "LOG10P",
+    "MAF",
+    "META_METHOD",
+    "META_PARAMS",
+    "META_VERSION",
+    "N",
+    "N_MISS",
+    "OR",
+    "OUTPUTS",
+    "OutputSchema",
+    "P",
+    "SE",
+    "SNP",
+    "SNP_ID_COLUMNS",
+    "Z",
+    "output_reference_markdown",
+    "output_schema",
+    "validate",
 ]

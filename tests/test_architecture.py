@@ -6,12 +6,15 @@
 * layering: ``polgen.kernels`` imports nothing from polgen but ``polgen.kernels.*`` and
   ``polgen.errors``; ``polgen.io`` imports no method package (``gsem``, ``lfmm``, ``stlr``);
 * no module over 800 lines;
-* no two public classes of one name in polgen.
+* no two public classes of one name in polgen;
+* every polgen subpackage is listed in pyproject.toml's ``[tool.setuptools] packages`` (the list
+  is explicit because of the ``polgen._sql`` mapping; a missing entry would drop it from wheels).
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,7 +44,8 @@ def _is_package(name: str) -> bool:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_nodes(tree: ast.AST):
@@ -181,22 +185,33 @@ def _in(name: str, pkg: str) -> bool:
 
 def test_kernels_import_only_kernels_and_errors():
     graph = import_graph()
-    bad = [f"{m} imports {d} (line {line})" for m, deps in sorted(graph.items()) if _in(m, "polgen.kernels")
-           for d, line in sorted(deps.items()) if not (_in(d, "polgen.kernels") or d == "polgen.errors")]
+    bad = [
+        f"{m} imports {d} (line {line})"
+        for m, deps in sorted(graph.items())
+        if _in(m, "polgen.kernels")
+        for d, line in sorted(deps.items())
+        if not (_in(d, "polgen.kernels") or d == "polgen.errors")
+    ]
     assert not bad, "polgen.kernels reaches above its layer:\n" + "\n".join(bad)
 
 
 def test_io_imports_no_method_package():
     graph = import_graph()
-    bad = [f"{m} imports {d} (line {line})" for m, deps in sorted(graph.items()) if _in(m, "polgen.io")
-           for d, line in sorted(deps.items()) if any(_in(d, p) for p in METHOD_PACKAGES)]
+    bad = [
+        f"{m} imports {d} (line {line})"
+        for m, deps in sorted(graph.items())
+        if _in(m, "polgen.io")
+        for d, line in sorted(deps.items())
+        if any(_in(d, p) for p in METHOD_PACKAGES)
+    ]
     assert not bad, "polgen.io imports a method package:\n" + "\n".join(bad)
 
 
 def test_no_module_over_800_lines():
     long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: " + ", ".join(
-        f"{k} ({v})" for k, v in sorted(long.items(), key=lambda kv: -kv[1]))
+        f"{k} ({v})" for k, v in sorted(long.items(), key=lambda kv: -kv[1])
+    )
 
 
 def test_no_two_public_classes_of_one_name():
@@ -207,14 +222,28 @@ def test_no_two_public_classes_of_one_name():
                 where[node.name].append(f"{name}:{node.lineno}")
     dup = {k: v for k, v in where.items() if len(v) > 1}
     assert not dup, "public classes defined more than once: " + "; ".join(
-        f"{k} in {', '.join(v)}" for k, v in sorted(dup.items()))
+        f"{k} in {', '.join(v)}" for k, v in sorted(dup.items())
+    )
+
+
+def test_every_subpackage_is_packaged():
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = set(cfg["packages"])
+    on_disk = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert on_disk | {"polgen._sql"} == packages, (
+        f"pyproject [tool.setuptools] packages: missing {sorted(on_disk - packages)}, "
+        f"stale {sorted(packages - on_disk - {'polgen._sql'})}"
+    )
+    assert cfg["package-dir"]["polgen._sql"] == "sql" and any((ROOT / "sql").glob("*.sql"))
 
 
 # -- the checker itself -------------------------------------------------------------------------------
 def test_resolver_counts_function_level_and_relative_imports():
-    src = ("import polgen.errors\nfrom polgen.io import sink\nfrom polgen.gsem import user_gwas\n"
-           "def f():\n    from polgen.kernels import ldsc\n    from . import munge\n"
-           "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from polgen.stlr import tissue\n")
+    src = (
+        "import polgen.errors\nfrom polgen.io import sink\nfrom polgen.gsem import user_gwas\n"
+        "def f():\n    from polgen.kernels import ldsc\n    from . import munge\n"
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from polgen.stlr import tissue\n"
+    )
     deps = set()
     for node in _import_nodes(ast.parse(src)):
         deps |= {d for d, _ in _resolve("polgen.gsem.ldsc", node)}

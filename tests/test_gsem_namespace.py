@@ -7,8 +7,8 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 import polgen  # noqa: F401  (registers the namespaces)
-from polgen import gsem
 from conftest import require_shared
+from polgen import gsem
 
 
 def _fixture():

@@ -55,9 +55,9 @@ def test_signature_is_the_targets(ns, name, lazy):
     frame = pl.DataFrame({"a": [1.0]})
     bound = getattr(getattr(frame.lazy() if lazy else frame, ns), name)
     got = inspect.signature(bound)
-    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in got.parameters.values()) or \
-        any(p.kind is inspect.Parameter.VAR_KEYWORD
-            for p in inspect.signature(bound.__polgen_target__).parameters.values()), f"{ns}.{name} takes **kwargs"
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in got.parameters.values()) or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(bound.__polgen_target__).parameters.values()
+    ), f"{ns}.{name} takes **kwargs"
     if (ns, name) in HELPERS:
         assert not hasattr(bound, "__polgen_target__")
         assert bound.__doc__ and got.return_annotation is not inspect.Signature.empty
@@ -117,9 +117,19 @@ def test_gsem_munge_namespace_calls_the_function(tmp_path):
     rng = np.random.default_rng(3)
     n = 200
     snps = [f"rs{i}" for i in range(n)]
-    raw = pl.DataFrame({"SNP": snps, "A1": ["A"] * n, "A2": ["G"] * n, "BETA": rng.normal(0, 0.02, n),
-                        "SE": np.full(n, 0.01), "P": rng.uniform(1e-6, 1, n), "N": np.full(n, 10000.0),
-                        "INFO": np.full(n, 0.99), "MAF": np.full(n, 0.3)})
+    raw = pl.DataFrame(
+        {
+            "SNP": snps,
+            "A1": ["A"] * n,
+            "A2": ["G"] * n,
+            "BETA": rng.normal(0, 0.02, n),
+            "SE": np.full(n, 0.01),
+            "P": rng.uniform(1e-6, 1, n),
+            "N": np.full(n, 10000.0),
+            "INFO": np.full(n, 0.99),
+            "MAF": np.full(n, 0.3),
+        }
+    )
     hm3 = pl.DataFrame({"SNP": snps, "A1": ["A"] * n, "A2": ["G"] * n})
     hm3.write_csv(tmp_path / "hm3.tsv", separator="\t")
     direct, _ = munge({"T": raw}, str(tmp_path / "hm3.tsv"))
@@ -148,8 +158,15 @@ def test_stlr_namespace_calls_the_function():
     t = make_tissue(n_cells=60, n_genes=20, seed=4)
     base = make_betabase(t, n_trained=1, seed=5, n_lr=0, n_tfl=0)
     g = base.genes[0]
-    kw = dict(expr=t.X, var_names=t.var_names, obs_names=t.obs_names, clusters=t.clusters,
-              cluster_labels=t.cluster_labels, received={}, received_tfl={})
+    kw = dict(
+        expr=t.X,
+        var_names=t.var_names,
+        obs_names=t.obs_names,
+        clusters=t.clusters,
+        cluster_labels=t.cluster_labels,
+        received={},
+        received_tfl={},
+    )
     want = splash(base[g], **kw)
     frame = base[g].to_polars()
     for fr in (frame, frame.lazy()):

@@ -43,11 +43,28 @@ def gsem_run(tmp_path_factory):
     munged, dropped = munge(files, str(g.hm3), trait_names=g.trait_names, out=d / "munged")
     cs = ldsc(munged, g.ld, trait_names=g.trait_names)
     ss_path = d / "sumstats.parquet"
-    ss, summary = sumstats(files, str(g.reference), trait_names=g.trait_names, se_logit=g.se_logit, OLS=g.OLS,
-                           linprob=g.linprob, out=ss_path, return_summary=True)
+    ss, summary = sumstats(
+        files,
+        str(g.reference),
+        trait_names=g.trait_names,
+        se_logit=g.se_logit,
+        OLS=g.OLS,
+        linprob=g.linprob,
+        out=ss_path,
+        return_summary=True,
+    )
     snps = pl.read_parquet(ss_path).head(40)
-    return {"g": g, "dir": d, "munged": munged, "dropped": dropped, "cs": cs, "ss": ss, "ss_path": ss_path,
-            "summary": summary, "snps": snps}
+    return {
+        "g": g,
+        "dir": d,
+        "munged": munged,
+        "dropped": dropped,
+        "cs": cs,
+        "ss": ss,
+        "ss_path": ss_path,
+        "summary": summary,
+        "snps": snps,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +86,13 @@ def stlr_run(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("stlr_schema")
     data = make_stlr_demo(d / "in", small=True)
-    common = dict(lr=str(data.lr), radius=data.radius, contact_distance=data.contact_distance, layer=data.layer,
-                  cluster_key=data.cluster_key)
+    common = dict(
+        lr=str(data.lr),
+        radius=data.radius,
+        contact_distance=data.contact_distance,
+        layer=data.layer,
+        cluster_key=data.cluster_key,
+    )
     targets = list(data.targets[:3])
     res = fit(str(data.h5ad), targets, out=d / "betadata", grn=str(data.grn_links), overwrite=True, **common)
     return {"data": data, "dir": d, "common": common, "fit": res, "betadir": d / "betadata"}
@@ -191,8 +213,9 @@ def test_stlr_splash_perturb(stlr_run, tmp_path):
     check(splash(bd, str(d.h5ad), **common), "stlr_splash")
     tf = d.tfs[0]
     check(perturb(str(d.h5ad), str(stlr_run["betadir"]), tf, 0.0, n_propagation=1, **common), "stlr_perturb")
-    sink = perturb_batch(str(d.h5ad), str(stlr_run["betadir"]), [tf, d.tfs[1]], tmp_path / "pb",
-                         n_propagation=1, **common)
+    sink = perturb_batch(
+        str(d.h5ad), str(stlr_run["betadir"]), [tf, d.tfs[1]], tmp_path / "pb", n_propagation=1, **common
+    )
     check(_eager(sink.scan()), "stlr_perturb_batch")
     check(tmp_path / "pb", "stlr_perturb_batch")
 
@@ -257,7 +280,8 @@ def _readme_section() -> str:
 def test_readme_output_reference_matches_declarations():
     assert _readme_section() == output_reference_markdown(), (
         "README.md's output reference differs from polgen.schema.OUTPUTS; regenerate it with "
-        "python -c 'from polgen.schema import output_reference_markdown as m; print(m())'")
+        "python -c 'from polgen.schema import output_reference_markdown as m; print(m())'"
+    )
 
 
 def test_readme_lists_every_column_of_every_kind():

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from polgen._namespace import alias, eager, keyword, positional, register
+
 # from the package, whose public names stay put while its modules are reorganised
 from polgen.gsem import commonfactor_gwas as _commonfactor_gwas
 from polgen.gsem import munge as _munge
@@ -39,21 +40,29 @@ class GsemNamespace:
         self._frame = frame
 
     munge = alias(
-        _munge, "files", convert=_one_trait, replace={"trait_names": _TRAIT_NAME}, result=_munged_trait,
+        _munge,
+        "files",
+        convert=_one_trait,
+        replace={"trait_names": _TRAIT_NAME},
+        result=_munged_trait,
         returns="pl.LazyFrame",
         doc="Munge this frame's summary statistics as one trait named ``trait_name`` (see "
-            ":func:`polgen.gsem.munge`); returns the munged LazyFrame (SNP, N, Z, A1, A2), dropped-row "
-            "counts are logged.",
+        ":func:`polgen.gsem.munge`); returns the munged LazyFrame (SNP, N, Z, A1, A2), dropped-row "
+        "counts are logged.",
     )
     sumstats = alias(
-        _sumstats, "files", convert=_one_trait,
+        _sumstats,
+        "files",
+        convert=_one_trait,
         replace={"trait_names": _TRAIT_NAME, "se_logit": keyword("se_logit", False, "bool")},
         doc="Standardise this frame's statistics as one trait named ``trait_name`` (see "
-            ":func:`polgen.gsem.sumstats`; ``se_logit`` defaults to False here).",
+        ":func:`polgen.gsem.sumstats`; ``se_logit`` defaults to False here).",
     )
     user_gwas = alias(_user_gwas, "snps")
     commonfactor_gwas = alias(_commonfactor_gwas, "snps")
     write_model = alias(
-        _write_model, "loadings", convert=lambda frame, args: eager(frame),
+        _write_model,
+        "loadings",
+        convert=lambda frame, args: eager(frame),
         doc="Model syntax from this loadings frame (traits x factors; see :func:`polgen.gsem.write_model`).",
     )

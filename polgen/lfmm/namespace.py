@@ -29,8 +29,12 @@ class LfmmNamespace:
     fit = alias(_fit, "X")
     test = alias(_test, "X")
     fit_test = alias(
-        _test, "X", drop=("model",), convert=_fit_then, name="fit_test",
+        _test,
+        "X",
+        drop=("model",),
+        convert=_fit_then,
+        name="fit_test",
         extra=(positional("K", annotation="int"), keyword("fit_kwargs", None, "dict[str, Any] | None")),
         doc="Fit (:func:`polgen.lfmm.fit` with ``K`` and ``fit_kwargs``) then test in one call; returns "
-            "the :class:`~polgen.lfmm.LfmmTestResult`.",
+        "the :class:`~polgen.lfmm.LfmmTestResult`.",
     )

@@ -44,18 +44,31 @@ class StlrNamespace:
         return _as_betabase(self._frame, gene)
 
     splash = alias(
-        _splash, "betadata", convert=lambda frame, args: eager(frame),
+        _splash,
+        "betadata",
+        convert=lambda frame, args: eager(frame),
         doc=":func:`polgen.stlr.splash` of this betadata frame (``gene``: its target).",
     )
     perturb = alias(
-        _perturb, "betas", convert=lambda frame, args: _as_betabase(frame, args["gene"]),
+        _perturb,
+        "betas",
+        convert=lambda frame, args: _as_betabase(frame, args["gene"]),
         extra=(keyword("gene", None, "str | None"),),
         doc=":func:`polgen.stlr.perturb` with this frame's betadata (a long Betabase table, or one gene's "
-            "betadata with ``gene=``).",
+        "betadata with ``gene=``).",
     )
 
-    def received_ligands(self, ligands: Sequence[str], radius: Any, *, x: str = "x", y: str = "y",
-                         scale_factor: float = 1.0, mode: str = "exact", suffix: str = "") -> pl.DataFrame:
+    def received_ligands(
+        self,
+        ligands: Sequence[str],
+        radius: Any,
+        *,
+        x: str = "x",
+        y: str = "y",
+        scale_factor: float = 1.0,
+        mode: str = "exact",
+        suffix: str = "",
+    ) -> pl.DataFrame:
         """Append received amounts of ``ligands`` (:func:`polgen.stlr.received_ligands`) as columns.
 
         ``radius``: one radius or one per ligand; ``x``/``y``: the coordinate columns;
@@ -65,5 +78,4 @@ class StlrNamespace:
         coords = df.select(pl.col(x).cast(pl.Float64), pl.col(y).cast(pl.Float64)).to_numpy()
         expr = df.select([pl.col(c).cast(pl.Float64) for c in ligands])
         out = _received_ligands(coords, expr, radius, scale_factor, mode)  # type: ignore[arg-type]
-        return df.with_columns([out[c].alias(f"{c}{suffix}") for c in ligands] if suffix
-                               else [out[c] for c in ligands])
+        return df.with_columns([out[c].alias(f"{c}{suffix}") for c in ligands] if suffix else [out[c] for c in ligands])
