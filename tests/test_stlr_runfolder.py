@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from polgen.errors import OutputExistsError, OutputLockedError, ResumeError
-from polgen.io.sink import LOCK, MANIFEST, SUCCESS
+from polgen.errors import InputError, OutputExistsError, OutputLockedError, ResumeError
+from polgen.io.sink import LOCK, MANIFEST, SUCCESS, BatchSink, PartNames
 from polgen.stlr.features import orphan_genes
 from polgen.stlr.synthetic import make_tissue
 from polgen.stlr.train import fit
@@ -236,3 +236,28 @@ def test_folder_of_an_earlier_polgen_needs_overwrite(tmp_path, reference):
     fit(a, genes, out=out, overwrite=True, **kw)
     assert not (out / "stlr_genes.jsonl").exists()
     _same_as_reference(out, reference)
+
+
+def test_named_parts_of_the_sink(tmp_path):
+    """The sink's named-part layout on its own: parts matched to batches by file name on resume."""
+    import polars as pl
+
+    out = tmp_path / "named"
+    names = PartNames(("A_x.parquet", "B_x.parquet"), "*_x.parquet")
+    sink = BatchSink(out, {"p": 1}, parts=names)
+    for b in range(2):
+        sink.write(b, pl.DataFrame({"v": [b]}))
+    sink.finalize(2)
+    assert sorted(p.name for p in out.glob("*_x.parquet")) == ["A_x.parquet", "B_x.parquet"]
+    # another selection, in another order: B is done (now batch 0), C is pending, A is left as it is
+    again = BatchSink(out, {"p": 1}, resume=True, parts=PartNames(("B_x.parquet", "C_x.parquet"), "*_x.parquet"))
+    assert again.pending(range(2)) == [1] and again.completed[0].file == "B_x.parquet"
+    again.write(1, pl.DataFrame({"v": [2]}))
+    again.finalize(2)
+    assert (out / "A_x.parquet").exists() and pl.read_parquet(out / "C_x.parquet")["v"].to_list() == [2]
+    # overwrite clears every file of the pattern
+    BatchSink(out, {"p": 2}, overwrite=True, parts=PartNames(("C_x.parquet",), "*_x.parquet"))
+    assert not list(out.glob("*_x.parquet"))
+    for bad in [("a/b_x.parquet",), (".h_x.parquet",), ("A_x.parquet", "A_x.parquet"), ("A.csv",), (MANIFEST,)]:
+        with pytest.raises(InputError):
+            PartNames(bad, "*_x.parquet")

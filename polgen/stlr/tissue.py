@@ -1,4 +1,4 @@
-"""Tissue inputs shared by training, splash and perturbation (the lowest stlr module but grn/ligands).
+"""Tissue inputs shared by training, splash and perturbation (above grn / ligands, below all steps).
 
 * :class:`Tissue` / :func:`as_tissue`: an AnnData, a .h5ad path or a SpatialData as dense arrays;
 * :func:`filtered`: expression with values <= :data:`MIN_EXPRESSION` set to 0 (the reference's
