@@ -12,12 +12,19 @@ header comment that documents them::
 Parameter kinds: ``relation`` (a table: parquet file, glob or directory, a Polars/Arrow frame, or
 the name of an entry of ``frames``), ``relations`` (several tables, stacked by column name with
 ``_src`` = position and ``_src_name`` = name), ``double``, ``integer``, ``count`` (an integer >= 0),
-``boolean``, ``varchar``.
+``boolean``, ``varchar``, ``column`` (the name of a column of the query's relation).
 A parameter without ``= default`` is required.
+
+Template slots: ``{{rel}}`` is the view of relation parameter ``rel``; ``{{rels:sources}}`` the
+name table of a ``relations`` parameter; ``{{col}}`` the quoted identifier a ``column`` parameter
+names (``NULL`` when it is unset; ``$col`` is its name as text, or NULL); ``{{rel:column(NAME)}}``
+the quoted identifier of ``rel``'s column ``NAME`` (matched case-insensitively) or ``NULL`` when
+``rel`` has no such column, for queries that use an optional column.
 
 Safety: relation parameters never reach the SQL text as strings: each table is opened through
 DuckDB's Python API (``read_parquet`` on checked paths, ``register`` for frames) as a view whose
 name polgen makes up, and ``{{name}}`` in the query is replaced by that view's quoted name.
+Column names reach it only as quoted identifiers of columns the relation has (checked first).
 Scalar parameters are bound as DuckDB prepared parameters (``$name``), never formatted in.
 """
 
@@ -42,10 +49,11 @@ log = logging.getLogger("polgen")
 
 __all__ = ["run", "list_queries", "get_query", "sql_dir", "Query", "QueryParam"]
 
-KINDS = ("relation", "relations", "double", "integer", "count", "boolean", "varchar")
+KINDS = ("relation", "relations", "double", "integer", "count", "boolean", "varchar", "column")
+_TABLE_KINDS = ("relation", "relations")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _PARAM_RE = re.compile(r"^param\s+([A-Za-z_]\w*)\s+([a-z]+)(?:\s*=\s*(\S+))?\s*(.*)$")
-_SLOT_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources))?\s*\}\}")
+_SLOT_RE = re.compile(r"\{\{\s*([A-Za-z_]\w*)(?::(sources|column\(\s*([A-Za-z_]\w*)\s*\)))?\s*\}\}")
 _DOLLAR_RE = re.compile(r"\$([A-Za-z_]\w*)")
 _GLOB_CHARS = set("*?[")
 _TRUE = {"true", "1", "yes", "y", "on", "t"}
@@ -147,13 +155,18 @@ def _parse(path: Path) -> Query:
         elif last is not None and line:
             last.append(line)
     for m in _SLOT_RE.finditer(body):
-        pname, suffix = m.groups()
-        if pname not in params or params[pname].kind not in ("relation", "relations"):
-            raise InputError(f"template slot {m.group(0)} does not name a relation parameter", path=path)
-        if suffix and params[pname].kind != "relations":
+        pname, suffix, _ = m.groups()
+        kind = params[pname].kind if pname in params else None
+        if kind not in (*_TABLE_KINDS, "column") or (kind == "column" and suffix):
+            raise InputError(f"template slot {m.group(0)} does not name a relation or column parameter",
+                             path=path)
+        if suffix == "sources" and kind != "relations":
             raise InputError(f"template slot {m.group(0)}: ':sources' needs a 'relations' parameter", path=path)
+    if sum(p.kind in _TABLE_KINDS for p in params.values()) != 1 and any(
+            p.kind == "column" for p in params.values()):
+        raise InputError("a query with a column parameter must have exactly one relation parameter", path=path)
     for dollar in _DOLLAR_RE.findall(body):
-        if dollar not in params or params[dollar].kind in ("relation", "relations"):
+        if dollar not in params or params[dollar].kind in _TABLE_KINDS:
             raise InputError(f"${dollar} does not name a scalar parameter", path=path)
     return Query(name, path, " ".join(desc), params, " ".join(output), body)
 
@@ -213,6 +226,10 @@ def _convert(kind: str, value: Any, pname: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError("not a string")
             return value
+        if kind == "column":
+            if not isinstance(value, str) or not value.strip() or "\x00" in value:
+                raise ValueError("not a column name")
+            return value.strip()
     except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"parameter {pname!r} must be {'a non-negative integer' if kind == 'count' else kind}: got {value!r} ({exc})") from None
     raise InputError(f"parameter {pname!r} has unknown kind {kind!r}")  # pragma: no cover
@@ -271,6 +288,11 @@ def _quote_ident(name: str) -> str:
     return '"' + name + '"'
 
 
+def _quote_column(name: str) -> str:
+    """Any column name as a DuckDB identifier (standard SQL quoting: ``"`` doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 class _Session:
     """One DuckDB connection with polgen's macros, UDFs and the views of one query run."""
 
@@ -312,6 +334,10 @@ class _Session:
             return os.fspath(item)
         raise InputError(f"parameter {pname!r} must be a parquet path, a frame or a frame name, "
                          f"got {type(item).__name__}")
+
+    def columns(self, view: str) -> list[str]:
+        """The column names of a view."""
+        return [row[0] for row in self.con.execute(f"DESCRIBE {_quote_ident(view)}").fetchall()]
 
     def relations_view(self, view: str, value: Any, frames: Mapping[str, Any], pname: str) -> list[str]:
         if isinstance(value, Mapping):
@@ -385,8 +411,16 @@ def _bind(query: Query, params: Mapping[str, Any] | None, frames: Mapping[str, A
             value = p.default
         else:
             raise InputError(f"query {query.name!r} needs parameter {name!r} ({p.kind}: {p.description})")
-        out[name] = value if p.kind in ("relation", "relations") or value is None else _convert(p.kind, value, name)
+        out[name] = value if p.kind in _TABLE_KINDS or value is None else _convert(p.kind, value, name)
     return out
+
+
+def _find_column(columns: Sequence[str], name: str) -> str | None:
+    """The column called ``name``: exactly, else the only case-insensitive match (DuckDB's rule)."""
+    if name in columns:
+        return name
+    folded = [c for c in columns if c.lower() == name.lower()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def run(
@@ -413,8 +447,11 @@ def run(
     session = _Session()
     try:
         views: dict[str, str] = {}
+        view_names: dict[str, str] = {}
         described: dict[str, Any] = {}
         for pname, p in query.params.items():
+            if p.kind in _TABLE_KINDS:
+                view_names[pname] = f"polgen_src_{pname}"
             if p.kind == "relation":
                 view = f"polgen_src_{pname}"
                 described[pname] = session.view_of(view, values[pname], frames, pname)
@@ -426,9 +463,24 @@ def run(
                 views[f"{pname}:sources"] = _quote_ident(f"{view}_sources")
             else:
                 described[pname] = values[pname]
+        columns = {pname: session.columns(view) for pname, view in view_names.items()}
+        for pname, p in query.params.items():
+            if p.kind == "column" and values[pname] is not None:
+                (rel, cols), = columns.items()
+                found = _find_column(cols, values[pname])
+                if found is None:
+                    raise SchemaError(f"query {query.name!r}: parameter {pname!r} names a column that "
+                                      f"{rel!r} does not have (its columns: {', '.join(cols)})",
+                                      column=values[pname])
+                views[pname] = _quote_column(found)
+            elif p.kind == "column":
+                views[pname] = "NULL"
 
         def fill_slot(m: re.Match) -> str:
-            pname, suffix = m.groups()
+            pname, suffix, col = m.groups()
+            if col is not None:
+                found = _find_column(columns[pname], col)
+                return "NULL" if found is None else _quote_column(found)
             return views[f"{pname}:{suffix}" if suffix else pname]
 
         body = _SLOT_RE.sub(fill_slot, query.body)

@@ -4,26 +4,39 @@
 -- previous hit (distance clumping, no LD). One row per locus: its span, hit count and lead SNP
 -- (largest LOG10P; ties go to the earlier position). P or LOG10P as in top_hits; rows with an
 -- unusable P, chromosome or position are not hits.
+-- Which P: the column p_col names when given; else the calibrated P where the source has a
+-- P_CALIBRATED column and the row a value there (a calibrated LFMM result), else P, else
+-- 10^-LOG10P. Threshold and order use that one P: LOG10P is the source's LOG10P (which describes
+-- that P in polgen's LFMM and in regenie outputs) or -log10 of it; with p_col, -log10(p_col).
 -- param source     relation              per-SNP results with SNP, CHR, BP and P or LOG10P
--- param p_max      double    = 5e-8      a hit has P <= p_max
+-- param p_max      double    = 5e-8      a hit has P (the one used) <= p_max
 -- param window_bp  count     = 500000    largest gap (bp) between consecutive hits of one locus
--- output: locus, CHR, start, end, n_hits, lead_SNP, lead_BP, lead_P, lead_LOG10P; genome order
+-- param p_col      column    = null      the P column to use (e.g. P, or P_CALIBRATED_temp of a
+--                                        multi-variable LFMM result); default: see above
+-- output: locus, CHR, start, end, n_hits, lead_SNP, lead_BP, lead_P (the P used), lead_LOG10P;
+--   genome order
 WITH src AS (
     SELECT * FROM {{source}}
     UNION ALL BY NAME
     SELECT NULL::DOUBLE AS P, NULL::DOUBLE AS LOG10P WHERE false
 ),
+used AS (
+    SELECT *, CAST(CASE WHEN $p_col IS NULL
+                     THEN coalesce({{source:column(P_CALIBRATED)}}, P, pow(10.0, -LOG10P))
+                     ELSE {{p_col}} END AS DOUBLE) AS _p
+    FROM src
+),
 scored AS (
     SELECT CAST(SNP AS VARCHAR) AS snp, CHR AS chr, polgen_chrom_code(CHR) AS code,
            TRY_CAST(BP AS BIGINT) AS pos,
-           CAST(coalesce(P, pow(10.0, -LOG10P)) AS DOUBLE) AS p,
-           CAST(coalesce(LOG10P, CASE WHEN P > 0 THEN -log10(P) WHEN P = 0 THEN 'inf'::DOUBLE END) AS DOUBLE)
-               AS lp
-    FROM src
+           _p AS p,
+           CAST(CASE WHEN $p_col IS NULL THEN coalesce(LOG10P, polgen_log10p(_p))
+                     ELSE polgen_log10p(_p) END AS DOUBLE) AS lp
+    FROM used
 ),
 hits AS (
     SELECT * FROM scored
-    WHERE p >= 0 AND p <= 1 AND NOT isnan(p) AND NOT isnan(lp) AND p <= $p_max
+    WHERE polgen_valid_p(p) AND NOT isnan(lp) AND p <= $p_max
       AND code IS NOT NULL AND pos IS NOT NULL
 ),
 marked AS (
