@@ -3,8 +3,10 @@
 * no import cycle among polgen modules, counting module-level and function-level imports
   (``from polgen.x import y`` counts as importing ``polgen.x.y`` when that is a module, else
   ``polgen.x``; imports under ``if TYPE_CHECKING:`` do not run and are not counted);
-* layering: ``polgen.kernels`` imports nothing from polgen but ``polgen.kernels.*`` and
-  ``polgen.errors``; ``polgen.io`` imports no method package (``gsem``, ``lfmm``, ``stlr``);
+* layering: ``polgen.errors`` imports nothing from polgen, ``polgen.schema`` / ``polgen.options``
+  only ``polgen.errors``; ``polgen.kernels`` imports nothing from polgen but ``polgen.kernels.*``
+  and ``polgen.errors``; ``polgen.io`` and ``polgen.engine`` import no method package (``gsem``,
+  ``lfmm``, ``stlr``); a method package imports no other method package;
 * no module over 800 lines;
 * no two public classes of one name in polgen;
 * every polgen subpackage is listed in pyproject.toml's ``[tool.setuptools] packages`` (the list
@@ -205,6 +207,44 @@ def test_io_imports_no_method_package():
         if any(_in(d, p) for p in METHOD_PACKAGES)
     ]
     assert not bad, "polgen.io imports a method package:\n" + "\n".join(bad)
+
+
+def test_engine_imports_no_method_package():
+    graph = import_graph()
+    bad = [
+        f"{m} imports {d} (line {line})"
+        for m, deps in sorted(graph.items())
+        if _in(m, "polgen.engine")
+        for d, line in sorted(deps.items())
+        if any(_in(d, p) for p in METHOD_PACKAGES)
+    ]
+    assert not bad, "polgen.engine imports a method package:\n" + "\n".join(bad)
+
+
+def test_method_packages_are_independent():
+    graph = import_graph()
+    bad = [
+        f"{m} imports {d} (line {line})"
+        for m, deps in sorted(graph.items())
+        for p in METHOD_PACKAGES
+        if _in(m, p)
+        for d, line in sorted(deps.items())
+        if any(_in(d, q) for q in METHOD_PACKAGES if q != p)
+    ]
+    assert not bad, "a method package imports another:\n" + "\n".join(bad)
+
+
+def test_bottom_layer():
+    graph = import_graph()
+    allowed = {"polgen.errors": set(), "polgen.schema": {"polgen.errors"}, "polgen.options": {"polgen.errors"}}
+    bad = [
+        f"{m} imports {d} (line {line})"
+        for m, ok in allowed.items()
+        if m in graph
+        for d, line in sorted(graph[m].items())
+        if d not in ok
+    ]
+    assert not bad, "the bottom layer (errors, schema, options) imports upwards:\n" + "\n".join(bad)
 
 
 def test_no_module_over_800_lines():
