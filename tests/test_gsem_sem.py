@@ -343,38 +343,6 @@ def test_sign_canonicalisation_and_start_independence():
     assert len(_flippable_latents(cm)) == 3
 
 
-def test_numba_kernels_match_numpy():
-    from polgen.kernels.sem import ram_implied_batch, ram_implied_jacobian
-
-    cm = compile_model("F1 =~ V1 + V2 + V3\nF2 =~ V4 + V5 + V6\nF2 ~ F1 + SNP\nF1 ~ SNP\nV1 ~~ V4")
-    ka = cm.kernel_arrays()
-    rng = np.random.default_rng(3)
-    n = 5
-    thetas = rng.uniform(0.1, 0.9, (n, cm.n_free))
-    exo = rng.uniform(0.1, 0.5, (n, ka["exo_row"].size))
-    sig = np.zeros((cm.p, cm.p))
-    jac = np.zeros((cm.kstar, cm.n_free))
-    S_full = np.eye(cm.p)
-    S_full[ka["exo_row"][0], ka["exo_col"][0]] = exo[0, 0]
-    A0, S0 = cm.base_matrices(S_full)
-    ram_implied_jacobian(thetas[0], ka["par_kind"], ka["par_row"], ka["par_col"], A0, S0, ka["p"],
-                         ka["vech_row"], ka["vech_col"], sig, jac)
-    s_np, j_np = cm.implied_jacobian(thetas[0], A0, S0)
-    np.testing.assert_allclose(sig, s_np, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(jac, j_np, rtol=1e-12, atol=1e-14)
-    sigs = np.zeros((n, cm.p, cm.p))
-    jacs = np.zeros((n, cm.kstar, cm.n_free))
-    ram_implied_batch(thetas, exo, ka["par_kind"], ka["par_row"], ka["par_col"], ka["A0"], ka["S0"], ka["exo_row"],
-                      ka["exo_col"], ka["p"], ka["vech_row"], ka["vech_col"], sigs, jacs)
-    for t in range(n):
-        S_t = np.eye(cm.p)
-        S_t[ka["exo_row"][0], ka["exo_col"][0]] = exo[t, 0]
-        a0, s0 = cm.base_matrices(S_t)
-        s_np, j_np = cm.implied_jacobian(thetas[t], a0, s0)
-        np.testing.assert_allclose(sigs[t], s_np, rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(jacs[t], j_np, rtol=1e-12, atol=1e-14)
-
-
 def test_result_save_roundtrip(tmp_path):
     import pyarrow.parquet as pq
 

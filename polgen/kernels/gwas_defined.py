@@ -13,25 +13,34 @@ Inputs are contiguous float64 / int64 arrays; nothing here knows of Polars or mo
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numba as nb
 import numpy as np
 
 from polgen.kernels._jit import jit, jit_exact_parallel
-from polgen.kernels.gwas import (
-    _chol,
-    _implied,
-    _inv_gj,
-    _jacobian,
-    near_pd,
-    sandwich_into,
-    v_full_into,
-    v_snp_into,
-)
+from polgen.kernels.linalg import _chol, _inv_gj, near_pd, sandwich_into
+from polgen.kernels.ram import _implied, _jacobian, ram_layout
+from polgen.kernels.snp_moments import snp_batch, v_full_into, v_snp_into
+
+__all__ = ["DefinedIn", "defined_se_batch"]
+
+#: Per-SNP inputs of the := SEs (n rows): estimates ``est`` (n x npar), ``free`` (n x npar bool:
+#: free for that SNP, i.e. not held at a bound), Jacobians ``jd`` (n x n_defined x npar) and
+#: ``ok`` (n bool: compute this SNP).
+DefinedIn = namedtuple("DefinedIn", ["est", "free", "jd", "ok"])
 
 
 @jit
-def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
-                   ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
+def _defined_range(lo, hi, snp, lay, dfn, out):
+    """SEs of the defined parameters for SNPs ``lo:hi`` (``snp.beta``/``snp.S_LD`` unused) into
+    ``out`` (n x n_defined)."""
+    se, var, V_LD, I_LD, gc, varse2, v_pd_known = (snp.se, snp.var, snp.V_LD, snp.I_LD, snp.gc, snp.varse2,
+                                                   snp.v_pd_known)
+    nv, p, ma, mb, vidx = lay.nv, lay.p, lay.ma, lay.mb, lay.vidx
+    ent_kind, ent_r, ent_c, ent_par, ent_val = lay.ent_kind, lay.ent_r, lay.ent_c, lay.ent_par, lay.ent_val
+    par_ptr, par_ent = lay.par_ptr, lay.par_ent
+    est, free, jd, ok = dfn.est, dfn.free, dfn.jd, dfn.ok
     k = se.shape[1]
     K1 = k + 1
     Kst = K1 * (K1 + 1) // 2
@@ -110,17 +119,14 @@ def _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, m
 
 
 @jit_exact_parallel
-def _defined_parallel(nchunks, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx, ent_kind,
-                      ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free, jd, ok, out):
-    n = se.shape[0]
+def _defined_parallel(nchunks, snp, lay, dfn, out):
+    n = snp.se.shape[0]
     step = (n + nchunks - 1) // nchunks
     for c in nb.prange(nchunks):
         lo = c * step
         hi = min(n, lo + step)
         if lo < hi:
-            _defined_range(lo, hi, se, var, V_LD, I_LD, gc, varse2, v_pd_known, nv, p, ma, mb, vidx,
-                           ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent, est, free,
-                           jd, ok, out)
+            _defined_range(lo, hi, snp, lay, dfn, out)
 
 
 def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, free, jd, ok):
@@ -132,16 +138,15 @@ def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, fr
     out = np.full((n, jd.shape[1]), np.nan)
     if n == 0 or jd.shape[1] == 0:
         return out
-    args = (np.ascontiguousarray(se, f64), np.ascontiguousarray(var, f64),
-            np.ascontiguousarray(V_LD, f64), np.ascontiguousarray(I_LD, f64), int(gc), float(varse2),
-            bool(v_pd_known), int(model["nv"]), int(model["p"]), np.ascontiguousarray(model["ma"], i64),
-            np.ascontiguousarray(model["mb"], i64), np.ascontiguousarray(model["vidx"], i64),
-            model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"], model["ent_val"],
-            model["par_ptr"], model["par_ent"], np.ascontiguousarray(est, f64),
-            np.ascontiguousarray(free, np.bool_), np.ascontiguousarray(jd, f64),
-            np.ascontiguousarray(ok, np.bool_), out)
+    lay0 = ram_layout(model)
+    lay = lay0._replace(ma=np.ascontiguousarray(lay0.ma, i64), mb=np.ascontiguousarray(lay0.mb, i64),
+                        vidx=np.ascontiguousarray(lay0.vidx, i64))
+    k = se.shape[1]
+    snp = snp_batch(np.empty((0, k)), se, var, np.empty((0, 0)), V_LD, I_LD, gc, varse2, v_pd_known)
+    dfn = DefinedIn(np.ascontiguousarray(est, f64), np.ascontiguousarray(free, np.bool_),
+                    np.ascontiguousarray(jd, f64), np.ascontiguousarray(ok, np.bool_))
     if n >= 2048:
-        _defined_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), *args)
+        _defined_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), snp, lay, dfn, out)
     else:
-        _defined_range(0, n, *args)
+        _defined_range(0, n, snp, lay, dfn, out)
     return out

@@ -1,0 +1,277 @@
+"""Genomic SEM GWAS fast path: the SNP is exogenous and every non-SNP path is fixed
+(``fix_measurement`` models under DWLS), so the implied moments are linear in the free
+(co)variances and quadratic in the SNP paths; no RAM inverse per iteration.
+
+:func:`fast_structure` finds that structure in a compiled model, :func:`reduce_fast` solves the
+indicator residual variances in closed form, :func:`fast_path` packs it as the :class:`FastPath`
+named tuple the batch kernel (:mod:`polgen.kernels.gwas`) takes.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from polgen.kernels._jit import jit
+from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
+from polgen.kernels.linalg import _damped_solve
+from polgen.kernels.ram import _normal_eq
+
+__all__ = ["FastPath", "fast_path", "fast_structure", "reduce_fast"]
+
+#: The fast-path structure as the batch kernel takes it.  ``on``: use it (else the RAM fit runs and
+#: the arrays are placeholders); per free parameter ``f`` of the iterative fit ``ftype[f]`` (0 a
+#: non-SNP (co)variance with moment column ``Js[:, f]``, 1 a SNP path with loadings ``G[:, f]``,
+#: 2 the SNP variance); ``C0`` the fixed part of the moments; ``u0`` the fixed SNP loadings;
+#: ``vfix`` / ``vpos`` the fixed SNP variance or its position in ``fidx``; ``elim_par`` /
+#: ``elim_mom`` the residual variances solved in closed form and their moments.
+FastPath = namedtuple("FastPath", ["on", "ftype", "Js", "G", "C0", "u0", "vfix", "vpos", "elim_par", "elim_mom"])
+
+
+# ----------------------------------------------------------------------------------------------
+# fast path: SNP exogenous, every non-SNP path fixed (fix_measurement models under DWLS)
+#   u = u0 + G a;  Sigma_tt = C0 + sum_k s_k Js_k + v u u';  Sigma_tS = v u;  Sigma_SS = v
+# ----------------------------------------------------------------------------------------------
+@jit
+def _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig):
+    ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
+    for o in range(p):
+        u[o] = u0[o]
+    for f in range(nf):
+        if ftype[f] == 1:
+            t = theta[fidx[f]]
+            for o in range(1, p):
+                u[o] += G[o, f] * t
+    v = vfix if vpos < 0 else theta[fidx[vpos]]
+    nmom = ma.shape[0]
+    for m in range(nmom):
+        a = ma[m]
+        b = mb[m]
+        if b == 0:
+            sig[m] = v if a == 0 else v * u[a]
+        else:
+            x = C0[m] + v * u[a] * u[b]
+            for f in range(nf):
+                if ftype[f] == 0:
+                    x += theta[fidx[f]] * Js[m, f]
+            sig[m] = x
+    return v
+
+
+@jit
+def _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J):
+    ftype, Js, G = fp.ftype, fp.Js, fp.G
+    nmom = ma.shape[0]
+    for f in range(nf):
+        tp = ftype[f]
+        for m in range(nmom):
+            a = ma[m]
+            b = mb[m]
+            if tp == 0:
+                J[m, f] = Js[m, f]
+            elif tp == 1:
+                if b == 0:
+                    J[m, f] = 0.0 if a == 0 else v * G[a, f]
+                else:
+                    J[m, f] = v * (G[a, f] * u[b] + u[a] * G[b, f])
+            else:
+                if b == 0:
+                    J[m, f] = 1.0 if a == 0 else u[a]
+                else:
+                    J[m, f] = u[a] * u[b]
+
+
+@jit
+def _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol,
+              u, sig, J, WJ, H, HW, g, delta, th_new, resid):
+    """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
+    nmom = ma.shape[0]
+    npar = theta.shape[0]
+    v = _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig)
+    f = 0.0
+    for m in range(nmom):
+        r = s_vec[m] - sig[m]
+        resid[m] = r
+        f += w[m] * r * r
+    if not np.isfinite(f):
+        return ST_NONFINITE, 0
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+        _normal_eq(False, nf, nmom, J, w, H, WJ, resid, H, g)
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            for a in range(nf):
+                delta[a] = g[a]
+            if not _damped_solve(H, nf, lam, delta, HW):
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            for q in range(npar):
+                th_new[q] = theta[q]
+            for a in range(nf):
+                th_new[fidx[a]] += delta[a]
+            vn = _fast_sigma(th_new, fidx, nf, fp, ma, mb, p, u, sig)
+            fn = 0.0
+            for m in range(nmom):
+                r = s_vec[m] - sig[m]
+                fn += w[m] * r * r
+            if fn <= f:
+                accepted = True
+                small = True
+                for a in range(nf):
+                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
+                        small = False
+                for q in range(npar):
+                    theta[q] = th_new[q]
+                for m in range(nmom):
+                    resid[m] = s_vec[m] - sig[m]
+                v = vn
+                fold = f
+                f = fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
+                    _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+                    return ST_OK, it
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            v = _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig)
+            _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+            return ST_OK, it
+    return ST_NOCONV, it
+
+
+def fast_path(fast, nmom, p, nf, elim_par=None, elim_mom=None):
+    """The :class:`FastPath` tuple the batch kernel takes: from a (reduced) :func:`fast_structure`
+    dict, or an inert one (``on=False``, placeholder arrays of the right types) when ``fast`` is None."""
+    i64 = np.int64
+    ep = np.zeros(0, i64) if elim_par is None else np.ascontiguousarray(elim_par, i64)
+    em = np.zeros(0, i64) if elim_mom is None else np.ascontiguousarray(elim_mom, i64)
+    if fast is None:
+        return FastPath(False, np.zeros(max(nf, 1), i64), np.zeros((nmom, max(nf, 1))),
+                        np.zeros((p, max(nf, 1))), np.zeros(nmom), np.zeros(p), 0.0, -1, ep, em)
+    return FastPath(True, fast["ftype"], fast["Js"], fast["G"], fast["C0"], fast["u0"], float(fast["vfix"]),
+                    int(fast["vpos"]), ep, em)
+
+
+def fast_structure(model, fidx, theta0, snp_index=0):
+    """Precompute the fast-path structure, or None when the model does not have it.
+
+    Needs: nothing points to the SNP; the SNP covaries with nothing; every path that does not
+    start at the SNP is fixed; each free parameter is all-variance/covariance (not touching the
+    SNP), all SNP paths, or the SNP variance.  Fixed values come from ``theta0`` (one row).
+    """
+    nv, p = int(model["nv"]), int(model["p"])
+    kind, er, ec, ep, ev = (model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"],
+                            model["ent_val"])
+    fidx = [int(q) for q in fidx]
+    fpos = {q: i for i, q in enumerate(fidx)}
+    th = np.asarray(theta0, dtype=np.float64).reshape(-1)
+    nf = len(fidx)
+    ftype = -np.ones(nf, np.int64)
+    A0 = np.zeros((nv, nv))
+    S0 = np.zeros((nv, nv))
+    snp_paths = []          # (target, param position or -1, value)
+    vpos, vfix = -1, None
+    s_entries = []          # (i, j, param position)
+    for e in range(len(kind)):
+        q = int(ep[e])
+        free = q >= 0 and q in fpos
+        val = float(ev[e]) if q < 0 else float(th[q])
+        r, c = int(er[e]), int(ec[e])
+        if kind[e] == 0:
+            if r == snp_index:
+                return None
+            if c == snp_index:
+                snp_paths.append((r, fpos[q] if free else -1, val))
+                if free:
+                    if ftype[fpos[q]] not in (-1, 1):
+                        return None
+                    ftype[fpos[q]] = 1
+            else:
+                if free:
+                    return None
+                A0[r, c] = val
+        else:
+            if r == snp_index or c == snp_index:
+                if r != c:
+                    return None
+                if free:
+                    if ftype[fpos[q]] not in (-1, 2) or vpos not in (-1, fpos[q]):
+                        return None
+                    ftype[fpos[q]] = 2
+                    vpos = fpos[q]
+                else:
+                    vfix = val
+            else:
+                if free:
+                    if ftype[fpos[q]] not in (-1, 0):
+                        return None
+                    ftype[fpos[q]] = 0
+                    s_entries.append((r, c, fpos[q]))
+                else:
+                    S0[r, c] = val
+                    S0[c, r] = val
+    if (ftype < 0).any():
+        return None
+    if vpos < 0 and vfix is None:
+        vfix = 0.0
+    try:
+        T = np.linalg.inv(np.eye(nv) - A0)
+    except np.linalg.LinAlgError:
+        return None
+    ma, mb = model["ma"], model["mb"]
+    nmom = len(ma)
+    Cfull = T @ S0 @ T.T
+    C0 = np.array([0.0 if b == 0 else Cfull[a, b] for a, b in zip(ma, mb)])
+    Js = np.zeros((nmom, max(nf, 1)))
+    for i, j, f in s_entries:
+        hi, hj = T[:, i], T[:, j]
+        for m, (a, b) in enumerate(zip(ma, mb)):
+            if b == 0:
+                continue
+            Js[m, f] += hi[a] * hj[b] + (hj[a] * hi[b] if i != j else 0.0)
+    G = np.zeros((p, max(nf, 1)))
+    u0 = np.zeros(p)
+    for t, f, val in snp_paths:
+        if f >= 0:
+            G[:, f] += T[:p, t]
+        else:
+            u0 += T[:p, t] * val
+    G[0] = 0.0
+    u0[0] = 0.0
+    # residual variances of observed indicators: one entry (i, i), nothing leaves variable i;
+    # each only moves its own diagonal moment, which it fits exactly -> solved in closed form
+    n_ent = {}
+    for i, j, f in s_entries:
+        n_ent[f] = n_ent.get(f, 0) + 1
+    elim_pos, elim_mom = [], []
+    for i, j, f in s_entries:
+        if i == j and 1 <= i < p and n_ent[f] == 1 and np.allclose(T[:, i], np.eye(nv)[:, i]):
+            m = [mm for mm, (a, b) in enumerate(zip(ma, mb)) if a == i and b == i][0]
+            elim_pos.append(f)
+            elim_mom.append(m)
+    return {"ftype": ftype, "Js": Js, "G": np.ascontiguousarray(G), "C0": C0, "u0": u0,
+            "vfix": float(vfix if vfix is not None else 0.0), "vpos": vpos,
+            "elim_pos": np.array(elim_pos, np.int64), "elim_mom": np.array(elim_mom, np.int64)}
+
+
+def reduce_fast(fast, fidx):
+    """Drop the closed-form parameters from the iterative fit: (fast', fidx', elim_par, elim_mom)."""
+    fidx = np.asarray(fidx, np.int64)
+    ep = fast.get("elim_pos", np.zeros(0, np.int64))
+    if len(ep) == 0:
+        return fast, fidx, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keep = np.array([f for f in range(len(fidx)) if f not in set(ep.tolist())], np.int64)
+    vpos = int(fast["vpos"])
+    red = dict(fast)
+    red["ftype"] = np.ascontiguousarray(fast["ftype"][keep])
+    red["Js"] = np.ascontiguousarray(fast["Js"][:, keep]) if len(keep) else np.zeros((fast["Js"].shape[0], 1))
+    red["G"] = np.ascontiguousarray(fast["G"][:, keep]) if len(keep) else np.zeros((fast["G"].shape[0], 1))
+    red["vpos"] = int(np.where(keep == vpos)[0][0]) if vpos >= 0 else -1
+    return red, fidx[keep], fidx[ep], np.asarray(fast["elim_mom"], np.int64)
