@@ -70,6 +70,8 @@ DTYPES: dict[str, Any] = {
 # --- spatial ----------------------------------------------------------------------------------
 CELL_ID = "CellID"
 CLUSTER = "Cluster"
+BETA0 = "beta0"  # betadata intercept column
+BETA_PREFIX = "beta_"  # betadata / splash modulator columns: beta_<TF>, beta_<ligand>$<receptor>, ...
 
 # --- parquet key-value metadata keys ------------------------------------------------------------
 META_PARAMS = "polgen.params"
@@ -120,6 +122,11 @@ class OutputSchema:
     exactly_one_of: tuple[tuple[str, ...], ...] = ()  # groups of alternatives, e.g. Cluster | CellID
     metadata: tuple[str, ...] = ()  # parquet key-value keys every written file carries
     note: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The declared column names (templates as written), in output order."""
+        return tuple(c.name for c in self.columns)
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -396,8 +403,8 @@ _BETADATA = OutputSchema(
     columns=(
         _c(CLUSTER, _STR, "cluster label (one row per cluster: seed-only training)", when="per-cluster rows"),
         _c(CELL_ID, _STR, "cell id (one row per cell)", when="per-cell rows"),
-        _c("beta0", _F64, "intercept"),
-        _c("beta_{modulator}", _F64, "coefficient of a modulator: <TF>, <ligand>$<receptor> or <ligand>#<TF>"),
+        _c(BETA0, _F64, "intercept"),
+        _c(BETA_PREFIX + "{modulator}", _F64, "coefficient of a modulator: <TF>, <ligand>$<receptor> or <ligand>#<TF>"),
     ),
     exactly_one_of=((CLUSTER, CELL_ID),),
     metadata=(META_PARAMS,),
@@ -423,7 +430,7 @@ _SPLASH = OutputSchema(
     produced_by="`stlr.splash` / `df.stlr.splash`",
     columns=(
         _c(CELL_ID, _STR, "cell id"),
-        _c("beta_{modulator}", _F64, "derivative of the target's expression by the modulator"),
+        _c(BETA_PREFIX + "{modulator}", _F64, "derivative of the target's expression by the modulator"),
     ),
 )
 
@@ -494,11 +501,6 @@ def _read(obj: Any) -> tuple[dict[str, Any], pl.DataFrame | None, dict[str, str]
         import pyarrow.parquet as pq
 
         path = os.fspath(obj)
-        if os.path.isdir(path):
-            files = sorted(f for f in os.listdir(path) if f.endswith(".parquet") and not f.startswith("."))
-            if not files:
-                raise SchemaError("no parquet files in the output folder", path=path)
-            path = os.path.join(path, files[0])
         arrow = pq.read_schema(path)
         md = {k.decode(): v.decode() for k, v in (arrow.metadata or {}).items()}
         return dict(pl.read_parquet_schema(path)), None, md, path
@@ -523,10 +525,19 @@ def validate(frame_or_schema: Any, kind: str) -> None:
 
     ``frame_or_schema``: a DataFrame (columns, dtypes and nulls in non-nullable columns are
     checked), a LazyFrame / ``pl.Schema`` / mapping / pyarrow schema (columns and dtypes), or a
-    parquet file or output folder (columns, dtypes and the declared metadata keys).  Missing
+    parquet file or output folder (every ``*.parquet`` in it: columns, dtypes and the declared
+    metadata keys).  Missing
     always-written columns, extra undeclared columns and wrong dtypes are errors.
     """
     decl = output_schema(kind)
+    if isinstance(frame_or_schema, (str, os.PathLike)) and os.path.isdir(frame_or_schema):
+        folder = os.fspath(frame_or_schema)
+        files = sorted(f for f in os.listdir(folder) if f.endswith(".parquet") and not f.startswith("."))
+        if not files:
+            raise SchemaError(f"{kind}: no parquet files in the output folder", path=folder)
+        for f in files:  # every part (schemas only: cheap)
+            validate(os.path.join(folder, f), kind)
+        return
     schema, frame, metadata, path = _read(frame_or_schema)
     seen: dict[str, list[str]] = {}
     for name, dtype in schema.items():
@@ -600,6 +611,8 @@ __all__ = [
     "A1FREQ",
     "A2",
     "BETA",
+    "BETA0",
+    "BETA_PREFIX",
     "BP",
     "CELL_ID",
     "CHR",

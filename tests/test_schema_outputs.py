@@ -201,6 +201,7 @@ def test_stlr_betadata(stlr_run):
     for f in files:
         check(f, "stlr_betadata")
         check(pl.read_parquet(f), "stlr_betadata")
+    check(stlr_run["betadir"], "stlr_betadata")  # the run folder: every part
     check(stlr_run["fit"].scores, "stlr_fit_scores")
 
 
@@ -238,6 +239,7 @@ def test_validate_names_the_column():
     assert e.value.column == "N"
     with pytest.raises(SchemaError, match="'Z' holds nulls"):
         validate(ok.with_columns(Z=pl.lit(None, pl.Float64)), "gsem_munge")
+    assert schema.output_schema("gsem_munge").names == ("SNP", "N", "Z", "A1", "A2")
     with pytest.raises(SchemaError, match="unknown output kind"):
         validate(ok, "no_such_kind")
     bd = pl.DataFrame({"Cluster": ["0"], "CellID": ["c"], "beta0": [1.0], "beta_Tf1": [0.5]})
