@@ -591,8 +591,7 @@ def output_reference_markdown() -> str:
         if s.note:
             extra.append(s.note.rstrip("."))
         if extra:
-            text = "; ".join(extra)
-            lines.append(text[0].upper() + text[1:] + ".")
+            lines.append(" ".join(e[0].upper() + e[1:].rstrip(".") + "." for e in extra))
         lines.append("")
         lines.append("| column | dtype | nullable | when | meaning |")
         lines.append("|---|---|---|---|---|")
