@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import tomllib
 from collections import defaultdict
 from pathlib import Path
@@ -90,6 +91,7 @@ def _resolve(module: str, node: ast.Import | ast.ImportFrom) -> list[tuple[str, 
     return out
 
 
+@functools.cache
 def import_graph() -> dict[str, dict[str, int]]:
     """module -> {imported polgen module: first line}."""
     graph: dict[str, dict[str, int]] = {}
