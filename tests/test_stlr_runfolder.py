@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from polgen import schema
 from polgen.errors import InputError, OutputExistsError, OutputLockedError, ResumeError
 from polgen.io.sink import LOCK, MANIFEST, SUCCESS, BatchSink, PartNames
 from polgen.stlr.features import orphan_genes
@@ -62,6 +63,7 @@ def test_layout_and_metadata(tmp_path, reference):
     header = json.loads((out / MANIFEST).read_text().splitlines()[0])
     assert header["params"] == json.loads((out / "stlr_run.json").read_text())["params"]
     assert [r["file"] for r in _records(out)] == [f"{g}_betadata.parquet" for g in genes]
+    schema.validate(out, "stlr_betadata")  # every betadata file against the declared output
     md = pq.read_schema(out / f"{genes[0]}_betadata.parquet").metadata
     assert json.loads(md[b"polgen.params"]) == header["params"]
     assert set(json.loads(md[b"polgen.stlr.r2"])) == set(t.cluster_labels)

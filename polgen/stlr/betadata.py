@@ -24,12 +24,12 @@ import pyarrow as pa
 
 from polgen.errors import InputError, SchemaError
 from polgen.io.sink import write_table_atomic
-from polgen.schema import CELL_ID, CLUSTER
+from polgen.schema import BETA0, BETA_PREFIX, CELL_ID, CLUSTER
 
 log = logging.getLogger("polgen")
 
 SUFFIXES = ("_betadata.parquet", "_betadata.feather", "_betadata.csv")
-PREFIX = "beta_"
+PREFIX = BETA_PREFIX
 
 
 @dataclass
@@ -232,14 +232,14 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
         id_col, kind = names[0], CELL_ID
     else:
         raise SchemaError("betadata has no Cluster/CellID column or index", path=p)
-    beta_cols = [c for c in names if c == "beta0" or c.startswith(PREFIX)]
+    beta_cols = [c for c in names if c == BETA0 or c.startswith(PREFIX)]
     if not beta_cols:
         # the Rust port also reads columns without the beta_ prefix: everything numeric but the id
         raw = [c for c in names if c != id_col and c not in index_cols
                and (pa.types.is_floating(tbl.schema.field(c).type) or pa.types.is_integer(tbl.schema.field(c).type))]
         if not raw:
             raise SchemaError("betadata has no beta columns", path=p)
-        cols_out = [("beta0" if c in ("intercept", "beta0") else PREFIX + c) for c in raw]
+        cols_out = [(BETA0 if c in ("intercept", BETA0) else PREFIX + c) for c in raw]
         beta_cols, out_names = raw, cols_out
     else:
         out_names = beta_cols
@@ -388,7 +388,7 @@ def betadata_from_frame(gene: str, df) -> BetaData:
         idc, kind = CELL_ID, CELL_ID
     else:
         idc, kind = names[0], CELL_ID
-    cols = [c for c in names if c == "beta0" or c.startswith(PREFIX)]
+    cols = [c for c in names if c == BETA0 or c.startswith(PREFIX)]
     return BetaData(gene=gene, id_kind=kind, ids=[_norm_label(v) for v in df[idc].to_list()],
                     columns=cols, values=df.select(cols).to_numpy().astype(np.float64))
 

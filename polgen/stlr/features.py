@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
+from polgen.schema import BETA_PREFIX
 from polgen.stlr.grn import expand_complexes, ligand_radii, lr_table, regulator_map, regulators as grn_regulators
 from polgen.stlr.tissue import MIN_EXPRESSION, CellThresholds, filtered, received_columns
 
@@ -67,8 +68,8 @@ class GeneModulators:
 
     @property
     def names(self) -> list[str]:
-        return ([f"beta_{t}" for t in self.regulators] + [f"beta_{a}${b}" for a, b in self.lr_pairs]
-                + [f"beta_{a}#{b}" for a, b in self.tfl_pairs])
+        return ([f"{BETA_PREFIX}{t}" for t in self.regulators] + [f"{BETA_PREFIX}{a}${b}" for a, b in self.lr_pairs]
+                + [f"{BETA_PREFIX}{a}#{b}" for a, b in self.tfl_pairs])
 
     @property
     def groups(self) -> np.ndarray:

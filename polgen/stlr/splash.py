@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
-from polgen.schema import CELL_ID
+from polgen.schema import BETA_PREFIX, CELL_ID
 from polgen.stlr.betadata import Betabase, BetaData, betadata_from_frame, read_betadata
 from polgen.stlr.tissue import as_tissue, filtered, received_for, run_thresholds
 
@@ -273,5 +273,5 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
                          beta_scale_factor, beta_cap)
     data = {CELL_ID: pl.Series(CELL_ID, list(obs_names), dtype=pl.String)}
     for j, m in enumerate(plan.modulators[0]):
-        data[f"beta_{m}"] = pl.Series(f"beta_{m}", S[:, j])
+        data[f"{BETA_PREFIX}{m}"] = pl.Series(f"{BETA_PREFIX}{m}", S[:, j])
     return pl.DataFrame(data)

@@ -39,7 +39,7 @@ from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io.sink import MANIFEST as SINK_MANIFEST
 from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
-from polgen.schema import CLUSTER
+from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
 from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
@@ -52,7 +52,6 @@ log = logging.getLogger("polgen")
 MANIFEST = "stlr_run.json"  # the run summary beside the sink's manifest: parameters, genes, orphans, R^2
 LEGACY_GENE_LOG = "stlr_genes.jsonl"  # the gene log of polgen runs before the sink's manifest
 BETADATA_SUFFIX = "_betadata.parquet"
-META_PARAMS = "polgen.params"
 META_R2 = "polgen.stlr.r2"
 ORPHAN_RULES = ("skip", "train")
 
@@ -97,7 +96,7 @@ def fit_gene(ctx, gene: str, cluster_labels: Sequence[str], *, group_reg: float,
             B[c, 0] = fitc.intercept
             B[c, 1:] = fitc.coef
         diag.append((c, fitc.r2, fitc.n_iter, fitc.converged))
-    bd = BetaData(gene=gene, id_kind=CLUSTER, ids=list(cluster_labels), columns=["beta0"] + mods.names, values=B)
+    bd = BetaData(gene=gene, id_kind=CLUSTER, ids=list(cluster_labels), columns=[BETA0] + mods.names, values=B)
     return bd, diag, len(mods.names)
 
 
