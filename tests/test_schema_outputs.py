@@ -148,6 +148,19 @@ def test_gsem_user_gwas(gsem_run, tmp_path):
     with_opts = _eager(user_gwas(gsem_run["snps"], gsem_run["cs"], model, Q_SNP=True, smooth_check=True))
     check(with_opts, "gsem_user_gwas")
     assert {"Q_SNP", "Q_SNP_df", "Q_SNP_p", "Z_smooth"} <= set(with_opts.columns)
+    every = _eager(user_gwas(gsem_run["snps"], gsem_run["cs"], model, long=True))
+    check(every, "gsem_user_gwas")
+    assert every.height > df.height
+    # TWAS input: Gene, Panel, HSQ identify the row instead of SNP, CHR, BP, MAF, A1, A2
+    twas_in = gsem_run["snps"].select(
+        pl.col("SNP").alias("Gene"),
+        pl.lit("panel1").alias("Panel"),
+        pl.lit(0.1).alias("HSQ"),
+        pl.col("^(beta|se)\\..*$"),
+    )
+    twas = _eager(user_gwas(twas_in, gsem_run["cs"], model.replace("~ SNP", "~ Gene"), TWAS=True))
+    check(twas, "gsem_user_gwas")
+    assert {"Gene", "Panel", "HSQ"} <= set(twas.columns) and "SNP" not in twas.columns
     written = user_gwas(gsem_run["snps"], gsem_run["cs"], model, out=tmp_path / "gwas", batch_size=16)
     check(written, "gsem_user_gwas")
     check(tmp_path / "gwas", "gsem_user_gwas")
