@@ -137,9 +137,13 @@ def alias(
     The method's signature is ``target``'s without ``frame`` (and ``drop``), with ``replace``
     swapping a target parameter for a namespace one at the same place and ``extra`` namespace-only
     parameters added; ``returns`` overrides the return annotation.  ``convert(frame, arguments)``
-    turns the frame into the target's argument (default: the frame itself) and may consume the
-    namespace-only arguments (it receives every bound argument, defaults applied, and must pop the
-    ones the target does not take); ``result(value, arguments)`` post-processes the return value.
+    turns the frame into the target's argument (default: the frame itself); it receives every
+    bound argument (defaults applied) in a dict it may update (e.g. to fill a dropped target
+    parameter); namespace-only arguments are never passed on to the target.
+    ``result(value, arguments)`` post-processes the return value.
+
+    The signature is the runtime one (``__signature__``), which ``help()``, ``inspect``, IPython
+    and Jupyter show; ``df.gsem`` itself is registered at runtime, so static checkers see neither.
     ``doc`` is a first paragraph put before the target's docstring; ``name`` the method's name
     when it is not the target's.
     """
