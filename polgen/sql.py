@@ -37,9 +37,10 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import polars as pl
 
@@ -231,7 +232,8 @@ def _convert(kind: str, value: Any, pname: str) -> Any:
                 raise ValueError("not a column name")
             return value.strip()
     except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError(f"parameter {pname!r} must be {'a non-negative integer' if kind == 'count' else kind}: got {value!r} ({exc})") from None
+        what = "a non-negative integer" if kind == "count" else kind
+        raise InputError(f"parameter {pname!r} must be {what}: got {value!r} ({exc})") from None
     raise InputError(f"parameter {pname!r} has unknown kind {kind!r}")  # pragma: no cover
 
 
@@ -352,10 +354,10 @@ class _Session:
         if not items:
             raise InputError(f"parameter {pname!r} needs at least one table")
         names: list[str] = []
-        for name, _ in items:
-            names.append(name if name not in names else f"{name}_{len(names)}")
+        for item_name, _ in items:
+            names.append(item_name if item_name not in names else f"{item_name}_{len(names)}")
         described, selects = [], []
-        for k, (name, item) in enumerate(items):
+        for k, (_, item) in enumerate(items):
             sub = f"{view}_{k}"
             described.append(self.view_of(sub, item, frames, pname))
             selects.append(f"SELECT {k} AS _src, {_literal(names[k])} AS _src_name, * FROM {_quote_ident(sub)}")

@@ -247,13 +247,16 @@ def test_lfmm_fit_hostile_covariates(lfmm_bed, kind):
     K = d.K
     e = env
     if kind == "nan":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise(pl.col("env")).alias("env"))
+        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("nan"))
+                             .otherwise(pl.col("env")).alias("env"))
     elif kind == "inf":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("inf")).otherwise(pl.col("env")).alias("env"))
+        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("inf"))
+                             .otherwise(pl.col("env")).alias("env"))
     elif kind == "constant":
         e = env.with_columns(pl.lit(1.0).alias("env"))
     elif kind == "unknown_iid":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("nobody")).otherwise(pl.col("IID")).alias("IID"))
+        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("nobody"))
+                             .otherwise(pl.col("IID")).alias("IID"))
     elif kind == "dup_iid":
         e = pl.concat([env, env.head(1)])
     elif kind == "missing_row":

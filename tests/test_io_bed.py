@@ -7,12 +7,13 @@ import pickle
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 bed_reader = pytest.importorskip("bed_reader")
 
 from polgen.errors import BedFormatError, InputError  # noqa: E402
-from polgen.io.bed import BedStream, count_lines, read_bim, thin_positions  # noqa: E402
+from polgen.io.bed import BedStream, BimIndex, count_lines, read_bim, thin_positions  # noqa: E402
 from polgen.kernels.bed_decode import SCALE_CENTER, decode_block  # noqa: E402
 
 
@@ -264,7 +265,7 @@ def test_missing_bim_and_bad_lines(good):
     open(bim, "w").write("\n".join(lines) + "\n")
     bs = BedStream(good)  # the count still matches; the full parse happens on first use of .bim
     with pytest.raises(BedFormatError, match="line 4 has 5") as e:
-        bs.bim
+        _ = bs.bim
     assert e.value.row == 4
     lines_bad_first = list(lines)
     lines_bad_first[0] = "1 rs0 0 100"
@@ -364,3 +365,94 @@ def test_concurrent_streams_in_threads(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         for got in pool.map(work, range(8)):
             np.testing.assert_array_equal(got, want)
+
+
+# -- the .bim index: row slices parsed on their own equal the whole-file parse --------------------
+def _bim_text(rows: int, layout: str, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    lines = []
+    for j in range(rows):
+        f = [str(1 + j // 50), f"rs{j}", "0" if j % 3 else "0.25", str(100 + 7 * j), "ACGT"[j % 4], "TGCA"[j % 4]]
+        if layout == "tab":
+            lines.append("\t".join(f))
+        elif layout == "space":
+            lines.append(" ".join(f))
+        elif layout == "messy":  # runs of spaces/tabs, leading and trailing blanks, blank lines, CRLF
+            sep = [" ", "\t", "  ", " \t "][int(rng.integers(0, 4))]
+            lines.append((" " if j % 5 == 0 else "") + sep.join(f) + (" \t" if j % 7 == 0 else ""))
+            if j % 11 == 0:
+                lines.append("   " if j % 2 else "")
+        elif layout == "trailing":  # tab layout, a few fields padded by spaces
+            lines.append("\t".join(f) + (" " if j % 13 == 0 else ""))
+        elif layout == "rare_blank":  # tab layout with one empty and one whitespace-only line
+            lines.append("\t".join(f))
+            if j in (40, 120):
+                lines.append("" if j == 40 else " \t ")
+    end = "\r\n" if layout == "messy" and seed % 2 else "\n"
+    return (end.join(lines) + (end if seed % 3 else "")).encode()
+
+
+@pytest.mark.parametrize("layout", ["tab", "space", "messy", "trailing", "rare_blank"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bim_index_slices_equal_the_whole_parse(tmp_path, layout, seed):
+    path = tmp_path / "x.bim"
+    path.write_bytes(_bim_text(157, layout, seed))
+    whole = read_bim(path)
+    assert whole.height == 157 == count_lines(path)
+    rng = np.random.default_rng(seed)
+    for stride, chunk in ((3, 7), (4096, 1 << 20), (50, 101)):
+        index = BimIndex.build(path, stride=stride, chunk_bytes=chunk)
+        assert index.n_rows == 157
+        assert index.plain == (layout in ("tab", "space", "trailing"))
+        assert index.read(path, 0, 157).equals(whole)
+        for lo, hi in [(0, 1), (156, 157), (3, 3), *(sorted(rng.integers(0, 158, 2)) for _ in range(8))]:
+            assert index.read(path, int(lo), int(hi)).equals(whole.slice(int(lo), int(hi) - int(lo))), (lo, hi)
+    with pytest.raises(InputError):
+        index.read(path, 5, 158)
+
+
+def test_bim_slices_of_a_selection_and_errors_name_the_row(tmp_path):
+    g = _genotypes(5, 40, seed=8)
+    path = _write(tmp_path, g)
+    snps = np.array([0, 3, 4, 17, 30, 39])
+    bs = BedStream(path, snps=snps)
+    full = read_bim(path[:-4] + ".bim")
+    assert bs.bim_slice(0, 6).equals(full[snps.tolist()])
+    assert bs.bim_slice(2, 5).equals(full[[4, 17, 30]])
+    assert bs.bim_slice(3, 3).height == 0 and bs._bim is None
+    bim = path[:-4] + ".bim"
+    lines = open(bim).read().splitlines()
+    lines[30] = "1 rs30 0 notanumber A G"
+    open(bim, "w").write("\n".join(lines) + "\n")
+    bs = BedStream(path, snps=snps)
+    assert bs.bim_slice(0, 4).height == 4  # rows before the bad one parse
+    with pytest.raises(BedFormatError, match="not a number") as e:
+        bs.bim_slice(0, 6)
+    assert e.value.row == 31 and e.value.column == "BP"
+    lines[30] = "1 rs30 0 310 A"
+    open(bim, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(BedFormatError, match="line 31 has 5") as e:
+        BedStream(path).bim_slice(20, 40)
+    assert e.value.row == 31
+
+
+def test_blocks_on_threads_share_one_stream(tmp_path):
+    """One stream, several threads each iterating its own range (as LFMM's passes do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = _genotypes(50, 300, seed=12, miss=0.05)
+    path = _write(tmp_path, g)
+    bs = BedStream(path)
+    want = bs.read().data
+    ranges = [(0, 70), (70, 151), (151, 230), (230, 300)]
+
+    def work(r):
+        a, b = r
+        return np.hstack([blk.data.copy() for blk in bs.blocks(a, b, block_snps=9, parallel=False)])
+
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            got = np.hstack(list(pool.map(work, ranges)))
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(InputError):
+        next(bs.blocks(block_snps=0))

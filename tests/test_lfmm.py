@@ -278,14 +278,15 @@ def test_streamed_median_is_exact():
         v[rng.random(size) < 0.05] = np.nan
         chunks = np.array_split(v, int(rng.integers(1, 7)))
         fin = v[np.isfinite(v)]
-        got = cal.streamed_median(lambda: iter(chunks))
+        got = cal.streamed_median(lambda chunks=chunks: iter(chunks))
         if fin.size == 0:
             assert np.isnan(got)
         else:
             assert got == np.median(fin)
         for k in rng.integers(0, max(fin.size, 1), 3):
             if fin.size:
-                assert cal.streamed_order_stat(lambda: iter(chunks), int(k), bins=8, direct=5) == np.sort(fin)[k]
+                assert cal.streamed_order_stat(lambda chunks=chunks: iter(chunks), int(k), bins=8,
+                                               direct=5) == np.sort(fin)[k]
 
 
 def test_log10p_beyond_double_underflow():
@@ -307,7 +308,7 @@ def test_log10p_beyond_double_underflow():
 
 # -- streamed output, resume -------------------------------------------------------------------------------
 def test_out_equals_in_memory_and_resume(small, tmp_path, monkeypatch):
-    Y, X, bed = small["Y"], small["X"], small["bed"]
+    X, bed = small["X"], small["bed"]
     env = pl.DataFrame({"IID": [f"s{i}" for i in range(150)][::-1], "temp": X[::-1, 0], "rain": X[::-1, 1]})
     model = env.lfmm.fit(bed, 3, power_iter=3)
     mem = env.lfmm.test(model, bed, full=True).collect()

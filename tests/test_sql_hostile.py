@@ -53,7 +53,7 @@ def test_per_chrom_summary_hostile(df, thr):
     groups: dict = {}
     for label, p in zip(df["CHR"], df["P"]):
         groups.setdefault(chrom_code(label), []).append((label, p))
-    keys = sorted((k for k in groups if k is not None)) + ([None] if None in groups else [])
+    keys = sorted(k for k in groups if k is not None) + ([None] if None in groups else [])
     assert got["CHR"].to_list()[:-1] == [min((lab for lab, _ in groups[k] if lab is not None), default=None)
                                          for k in keys]
     assert got["CHR"][-1] == "all"
@@ -116,7 +116,7 @@ def merge_reference(tables, drop_ambiguous, require_all):
                 rows.append((k, snp, None if beta is None else -beta))
     if require_all:
         counts: dict = {}
-        for k, snp, _ in rows:
+        for _k, snp, _ in rows:
             counts[snp] = counts.get(snp, 0) + 1
         rows = [r for r in rows if counts[r[1]] == len(tables)]
     return rows

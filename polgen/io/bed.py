@@ -223,10 +223,17 @@ class BimIndex:
                 starts = np.empty(nl.size, dtype=np.int64)
                 starts[0] = 0
                 starts[1:] = nl[:-1] + 1
-                # max over each line [start, next start): its newline is blank, so an empty line
-                # (start = its newline) reads as blank too
-                seen = np.maximum.reduceat((arr[:end] > 32).view(np.uint8), starts)
-                first = starts[seen.astype(bool)]
+                # a line opening with a byte above 0x20 is not blank; the others are checked
+                seen = arr[starts] > 32
+                if not seen.all():
+                    maybe = np.flatnonzero(~seen)
+                    if maybe.size * 64 < seen.size:
+                        for i in maybe:
+                            seen[i] = bool((arr[starts[i]:nl[i]] > 32).any())
+                    else:  # max over each line [start, next start): its newline is blank, so an
+                        # empty line (start = its newline) reads as blank too
+                        seen = np.maximum.reduceat((arr[:end] > 32).view(np.uint8), starts).astype(bool)
+                first = starts[seen]
                 ordinal = n_rows + np.arange(first.size)
                 offsets.append(pos + first[ordinal % stride == 0])
                 n_rows += int(first.size)
@@ -269,6 +276,10 @@ class BimIndex:
         sep = next((c for c in ("\t", " ") if len(first.rstrip(b"\r").split(c.encode())) == len(BIM_COLUMNS)), None)
         if sep is None:
             return None
+        # only when fields can hold no other whitespace (what the general parser would strip)
+        other = (b" ",) if sep == "\t" else (b"\t", b"  ", b" \n", b"\n ", b" \r")
+        if raw.startswith((b" ", b"\t")) or any(o in raw for o in other):
+            return None
         try:
             parts = pl.read_csv(io.BytesIO(raw), has_header=False, separator=sep, quote_char=None,
                                 schema={c: pl.String for c in BIM_COLUMNS}, skip_rows=skip, n_rows=n)
@@ -276,7 +287,7 @@ class BimIndex:
             return None
         if parts.height != n or any(parts[c].null_count() for c in BIM_COLUMNS):
             return None
-        return parts.with_columns(pl.all().str.strip_chars())
+        return parts
 
 
 def _check_first_bim_line(path: Path) -> None:

@@ -7,11 +7,11 @@
 or, on the covariate frame (``IID`` + numeric columns): ``env.lfmm.fit("geno.bed", K=5)``.
 """
 
+from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfmm)
 from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
 from polgen.lfmm.model import LfmmModel, load_model
-from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfmm)
 
 __all__ = ["fit", "test", "choose_k", "LfmmModel", "LfmmTestResult", "ChooseKResult", "load_model",
            "tracy_widom_sf"]

@@ -14,7 +14,7 @@ memory stays flat in the number of SNPs.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from scipy import special

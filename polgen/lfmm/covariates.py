@@ -3,7 +3,7 @@ aligned to the .fam order; or a plain array already in .fam order."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl

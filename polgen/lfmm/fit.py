@@ -8,9 +8,9 @@ randomized range finder on ``A A' = M Yc Yc' M``: each streaming pass multiplies
 matrix by ``Yc Yc'`` block by block (``acc += Y_b (Y_b' G)``), so memory is O(n l) whatever
 the number of SNPs.  After ``power_iter + 1`` passes a stabilised Nyström step on the whole block
 Krylov basis (the sketches of every pass, not only the last) turns them into the leading
-eigenpairs — block-Krylov accuracy for the price of plain power iterations.  ``U = Q D^-1 u_K Sigma_K = Yc V_K`` (R LEA's ``object@U``) is
-built from the unshrunk accumulator ``Yc Yc' M G``, so the huge ``1/d_j`` factors never amplify
-sketch error.
+eigenpairs — block-Krylov accuracy for the price of plain power iterations.
+``U = Q D^-1 u_K Sigma_K = Yc V_K`` (R LEA's ``object@U``) is built from the unshrunk accumulator
+``Yc Yc' M G``, so the huge ``1/d_j`` factors never amplify sketch error.
 
 ``dlambda="lea"`` uses R LEA's ``d_j = sqrt(lam / (lam + sigma_j))`` (singular values, not their
 squares); ``"exact"`` uses ``sqrt(lam / (lam + sigma_j^2))``, the true minimiser of the ridge

@@ -89,7 +89,7 @@ class LfmmModel:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LfmmModel":
+    def load(cls, path: str | os.PathLike) -> LfmmModel:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
