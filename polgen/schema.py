@@ -269,6 +269,36 @@ _SEM_PARAMS = OutputSchema(
     note="`SEMResult.genomicsem()` / `save(genomicsem_names=True)` rename these as R GenomicSEM does.",
 )
 
+_UM, _CF = "usermodel", "commonfactor"
+
+_SEM_PARAMS_R = OutputSchema(
+    kind="gsem_sem_parameters_r",
+    title="Genomic SEM parameter table with R GenomicSEM's column names",
+    produced_by="`SEMResult.genomicsem()` / `SEMResult.results`, `SEMResult.save(path, genomicsem_names=True)`",
+    columns=(
+        _c("lhs", _STR, "left-hand side of the parameter (lavaan)"),
+        _c("op", _STR, "operator (=~, ~, ~~, :=)"),
+        _c("rhs", _STR, "right-hand side"),
+        _c("Unstand_Est", _F64, "unstandardised estimate (est)", nullable=True, when=_UM),
+        _c("Unstandardized_Estimate", _F64, "unstandardised estimate (est)", nullable=True, when=_CF),
+        _c("Unstand_SE", _F64, "its standard error (se)", nullable=True, when=_UM),
+        _c("Unstandardized_SE", _F64, "its standard error (se)", nullable=True, when=_CF),
+        _c("STD_Genotype", _F64, "standardised estimate (est_std)", nullable=True, when=_UM),
+        _c("Standardized_Est", _F64, "standardised estimate (est_std)", nullable=True, when=_CF),
+        _c("STD_Genotype_SE", _F64, "its standard error (se_std)", nullable=True, when=_UM),
+        _c("Standardized_SE", _F64, "its standard error (se_std)", nullable=True, when=_CF),
+        _c("STD_All", _F64, "completely standardised estimate (std_all)", nullable=True, when=_UM),
+        _c("p_value", _F64, "two-sided normal p-value (p)", nullable=True),
+    ),
+    exactly_one_of=(
+        ("Unstand_Est", "Unstandardized_Estimate"),
+        ("Unstand_SE", "Unstandardized_SE"),
+        ("STD_Genotype", "Standardized_Est"),
+        ("STD_Genotype_SE", "Standardized_SE"),
+    ),
+    note="The columns of `gsem_sem_parameters` renamed as R's usermodel / commonfactor name them.",
+)
+
 _SEM_FIT = OutputSchema(
     kind="gsem_sem_fit",
     title="Genomic SEM model fit (one row)",
@@ -465,6 +495,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _COVSTRUC,
         _LDSC_TABLE,
         _SEM_PARAMS,
+        _SEM_PARAMS_R,
         _SEM_FIT,
         _USER_GWAS,
         _CF_GWAS,

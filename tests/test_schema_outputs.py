@@ -135,6 +135,9 @@ def test_gsem_sem_tables(gsem_run, tmp_path):
     assert "std_all" in um.parameters.columns
     check(um.fit, "gsem_sem_fit")
     check(um.save(str(tmp_path / "um.parquet")), "gsem_sem_parameters")
+    check(cf.genomicsem(), "gsem_sem_parameters_r")
+    check(um.genomicsem(), "gsem_sem_parameters_r")
+    check(um.save(str(tmp_path / "um_r.parquet"), genomicsem_names=True), "gsem_sem_parameters_r")
 
 
 def test_gsem_user_gwas(gsem_run, tmp_path):
