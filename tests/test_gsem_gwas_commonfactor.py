@@ -18,7 +18,10 @@ import numpy as np
 import polars as pl
 from conftest import genomicsem_r_sources
 
-from polgen.gsem.gwas import _extract, _plan_commonfactor, _resolve_columns, _run_stage, commonfactor_gwas
+from polgen.gsem.gwas import commonfactor_gwas
+from polgen.gsem.gwas_batch import extract_inputs, run_stage
+from polgen.gsem.gwas_commonfactor import plan_commonfactor
+from polgen.gsem.gwas_plan import resolve_columns
 from polgen.kernels.gwas import ST_OK
 from tests.conftest import require_shared
 
@@ -157,10 +160,10 @@ def test_reduced_fit_equals_general_multistart_fit():
     df = _gen(cov)
     new = commonfactor_gwas(df, cov)
     assert new["converged"].mean() > 0.97
-    plan = _plan_commonfactor(None, cov, "DWLS", "standard", False, None, False, None)
-    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = _resolve_columns(df.schema, plan.traits, False)
-    beta, se, var = _extract(plan, df)
-    old = _run_stage(plan, plan.stage1, beta, se, var)
+    plan = plan_commonfactor(None, cov, "DWLS", "standard", False, None, False, None)
+    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(df.schema, plan.traits, False)
+    beta, se, var = extract_inputs(plan, df)
+    old = run_stage(plan, plan.stage1, beta, se, var)
     ok = (old["status"] == ST_OK) & new["converged"].to_numpy()
     ob = old["est"][:, plan.est_row]
     same = ok & (np.abs(ob - new["est"].to_numpy()) < 1e-5)
@@ -169,9 +172,9 @@ def test_reduced_fit_equals_general_multistart_fit():
     np.testing.assert_allclose(new["se"].to_numpy()[same], old["se"][same, plan.est_row], atol=1e-7,
                                rtol=0)
     # where the two differ, the reduced fit found the lower DWLS objective
-    from polgen.gsem.gwas import _cf_stage1
+    from polgen.gsem.gwas_commonfactor import cf_stage1
 
-    red = _cf_stage1(plan, beta, se, var)
+    red = cf_stage1(plan, beta, se, var)
     diff = ok & ~same
     assert np.all(red["fmin"][diff] <= old["fmin"][diff] * (1 + 1e-9))
 

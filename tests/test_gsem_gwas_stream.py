@@ -112,13 +112,13 @@ def test_process_executor_and_cli(tmp_path):
 
 def test_fast_path_equals_general_fitter(tmp_path):
     """The closed-form fast path and the general RAM fitter give the same per-SNP results."""
-    import polgen.gsem.gwas as G
+    from polgen.gsem.gwas_plan import plan_user
     from polgen.kernels.gwas import gwas_batch
 
     d = json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
     cov = {"S": d["s"], "V": d["v"], "I": d["i_mat"], "trait_names": d["trait_names"]}
     for model, q in ((MODEL, False), ("F1 =~ ANX + OCD + PTSD\nF1 ~ SNP\nOCD ~ SNP", True)):
-        plan = G._plan_user(None, cov, model, "DWLS", "standard", True, False, q, False, None, False, None,
+        plan = plan_user(None, cov, model, "DWLS", "standard", True, False, q, False, None, False, None,
                             None, True)
         st = plan.stage1
         assert st.fast is not None

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import polgen.gsem.gwas as G
+import importlib
+
 from polgen.errors import ModelError
-from polgen.gsem.gwas import lavaanify, user_gwas
+from polgen.gsem.gwas import user_gwas
 from polgen.gsem.syntax import parse_model
 from test_gsem_gwas_rparity import BOUND_FM, compare, r_sources, run_r, synthetic
 
@@ -86,16 +87,26 @@ def test_bound_with_fixed_measurement_matches_r_usergwas(r_constraints, data):
 
 
 # -- no R needed ---------------------------------------------------------------------------------
-def test_one_parser():
-    """user_gwas's table is polgen.gsem.syntax.parse_model's (GenomicSEM's fixed.x = FALSE)."""
-    for name in ("split_statements", "parse_statements", "_parse_term", "_OPS"):
-        assert not hasattr(G, name)
+def test_one_parser_one_table():
+    """The GWAS modules parse with polgen.gsem.syntax and define no parameter table, parser or
+    compiled model of their own: one ParTable (syntax), one CompiledModel (ram)."""
+    mods = [importlib.import_module(f"polgen.gsem.{m}") for m in
+            ("gwas", "gwas_plan", "gwas_batch", "gwas_commonfactor")]
+    for mod in mods:
+        for name in ("split_statements", "parse_statements", "_parse_term", "_OPS", "lavaanify",
+                     "compile_ram", "ParRow", "ParTable", "CompiledModel"):
+            obj = getattr(mod, name, None)
+            assert obj is None or getattr(obj, "__module__", "") in ("polgen.gsem.syntax", "polgen.gsem.ram"), \
+                (mod.__name__, name)
+    from polgen.gsem.gwas_plan import plan_user
+
     model = "F1 =~ NA*T1 + T2 + a*T3\nF1 ~ SNP\nF1 ~~ 1*F1\nT2 ~~ T3"
-    pt = lavaanify(model)
+    cov = {"S": np.eye(3) * 0.4 + 0.1, "V": np.eye(6) * 1e-4, "I": np.eye(3), "trait_names": ["T1", "T2", "T3"]}
+    plan = plan_user(None, cov, model, "DWLS", "standard", False, False, False, False, None, False, None,
+                     None, True)
     ref = parse_model(model, fixed_x=False)
-    assert [(r.lhs, r.op, r.rhs, r.free, r.label) for r in pt.rows] == \
-        [(r.lhs, r.op, r.rhs, r.free > 0, r.label) for r in ref.rows]
-    assert pt.ov == ref.observed and pt.lv == ref.latent
+    assert [r[:3] for r in plan.out_rows] == [(r.lhs, r.op, r.rhs) for r in ref.rows]
+    assert plan.npar == ref.n_free
 
 
 def test_label_and_equality_forms_agree(data):

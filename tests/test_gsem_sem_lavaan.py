@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from polgen.gsem.models import usermodel
+from polgen.gsem.fit_models import usermodel
 
 pytestmark = pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
 

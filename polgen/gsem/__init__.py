@@ -9,8 +9,8 @@ from polgen.gsem.covstruc import CovStruc, as_covstruc
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 from polgen.gsem.ldsc import ldsc, ldsc_table
 from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech_reverse
-from polgen.gsem.model import CompiledModel, compile_model
-from polgen.gsem.models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel, write_model
+from polgen.gsem.ram import CompiledModel, compile_model
+from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel, write_model
 from polgen.gsem.munge import munge
 from polgen.gsem.sem import SemFit, fit_sem, sandwich
 from polgen.gsem.sumstats import sumstats

@@ -43,15 +43,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polgen.errors import ConvergenceError, ModelError
-from polgen.gsem.model import CompiledModel
+from polgen.gsem.constraints import Reparam, build_reparam, label_env
+from polgen.gsem.ram import CompiledModel
 from polgen.gsem.syntax import ParTable
 
 log = logging.getLogger("polgen")
 
 __all__ = [
-    "Reparam",
     "SemFit",
-    "build_reparam",
     "default_start",
     "fit_sem",
     "sandwich",
@@ -65,161 +64,6 @@ __all__ = [
     "standardize_all",
     "standardized_varies",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# constraints as a linear reparameterisation
-# --------------------------------------------------------------------------------------------
-@dataclass
-class Reparam:
-    """theta = offset + M @ z, with bounds on z and the number of independent equalities."""
-
-    M: np.ndarray
-    offset: np.ndarray
-    z_lower: np.ndarray
-    z_upper: np.ndarray
-    n_eq: int
-    nonlinear: list = field(default_factory=list)  # callables theta -> residual (== 0 at solution)
-    inequal: list = field(default_factory=list)  # callables theta -> g (g >= 0 at solution)
-
-    @property
-    def augmented(self) -> bool:
-        return bool(self.nonlinear or self.inequal)
-
-    @property
-    def n_z(self) -> int:
-        return self.M.shape[1]
-
-    def theta(self, z: np.ndarray) -> np.ndarray:
-        return self.offset + self.M @ z
-
-    def z_of(self, theta: np.ndarray) -> np.ndarray:
-        z, *_ = np.linalg.lstsq(self.M, np.asarray(theta) - self.offset, rcond=None)
-        return z
-
-
-def _label_env_fn(table: ParTable, n_free: int):
-    """Function theta -> {label: value, defined: value} (first row carrying each label)."""
-    first: dict[str, tuple[int, float]] = {}
-    for r in table.rows:
-        if r.label and r.label not in first:
-            first[r.label] = (r.free - 1, r.ustart)
-
-    def env(theta):
-        out = {}
-        for lab, (f, val) in first.items():
-            out[lab] = theta[f] if f >= 0 else (0.0 if math.isnan(val) else float(val))
-        for d in table.defined:
-            out[d.name] = d.expr.evaluate(out)
-        return out
-
-    return env
-
-
-def build_reparam(cm: CompiledModel) -> Reparam:
-    """Linear equality constraints (shared labels, linear ``==``) and bounds as :class:`Reparam`."""
-    table = cm.table
-    n = cm.n_free
-    # 1. shared labels -> groups
-    group_of = np.arange(n)
-    eq_rows: list[np.ndarray] = []
-    for idx in table.equal_groups:
-        frees = [table.rows[i].free - 1 for i in idx if table.rows[i].free > 0]
-        for f in frees[1:]:
-            group_of[f] = frees[0]
-            a = np.zeros(n)
-            a[frees[0]], a[f] = 1.0, -1.0
-            eq_rows.append(a)
-    uniq = sorted(set(group_of.tolist()))
-    M1 = np.zeros((n, len(uniq)))
-    for f in range(n):
-        M1[f, uniq.index(group_of[f])] = 1.0
-    # 2. explicit constraints
-    env = _label_env_fn(table, n)
-    A_rows, b_vals = [], []
-    nonlinear: list = []
-    inequal: list = []
-    for c in table.constraints:
-        if c.op != "==":
-            sign = 1.0 if c.op == ">" else -1.0
-            inequal.append(lambda th, c=c, sign=sign: sign * c.residual(env(th)))
-            continue
-        g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
-        if not linear:
-            nonlinear.append(lambda th, c=c: c.residual(env(th)))
-            continue
-        if np.all(g == 0):
-            if abs(r0) > 1e-10:
-                raise ModelError(f"constraint '{c.lhs.text} == {c.rhs.text}' cannot hold (fixed values)")
-            continue
-        A_rows.append(g)
-        b_vals.append(-r0)
-    offset = np.zeros(n)
-    M = M1
-    if A_rows:
-        A = np.array(A_rows) @ M1
-        b = np.array(b_vals)
-        u_p, *_ = np.linalg.lstsq(A, b, rcond=None)
-        if np.max(np.abs(A @ u_p - b), initial=0.0) > 1e-9 * (1 + np.abs(b).max()):
-            raise ModelError("the equality constraints contradict each other")
-        _, sv, vt = np.linalg.svd(A)
-        rank = int(np.sum(sv > 1e-10 * max(1.0, sv.max())))
-        N = vt[rank:].T
-        M = M1 @ N
-        offset = M1 @ u_p
-        eq_rows.extend(list(np.array(A_rows)))
-    n_eq = int(np.linalg.matrix_rank(np.array(eq_rows))) if eq_rows else 0
-    # 3. bounds on z
-    nz = M.shape[1]
-    zl = np.full(nz, -np.inf)
-    zu = np.full(nz, np.inf)
-    for f in range(n):
-        lo, hi = cm.lower[f], cm.upper[f]
-        if not (np.isfinite(lo) or np.isfinite(hi)):
-            continue
-        nzs = np.nonzero(np.abs(M[f]) > 1e-12)[0]
-        if nzs.size != 1:
-            # the parameter mixes several z: keep its bounds as inequality constraints
-            if np.isfinite(lo):
-                inequal.append(lambda th, f=f, lo=lo: th[f] - lo)
-            if np.isfinite(hi):
-                inequal.append(lambda th, f=f, hi=hi: hi - th[f])
-            continue
-        g = nzs[0]
-        coef, off = M[f, g], offset[f]
-        lo_z, hi_z = (lo - off) / coef, (hi - off) / coef
-        if coef < 0:
-            lo_z, hi_z = hi_z, lo_z
-        zl[g] = max(zl[g], lo_z)
-        zu[g] = min(zu[g], hi_z)
-        if zl[g] > zu[g]:
-            raise ModelError("lower bound above upper bound for a parameter")
-    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear,
-                   inequal=inequal)
-
-
-def _linearise(fun, n: int):
-    """Gradient (complex step), value at 0, and whether ``fun`` is affine in theta."""
-    def grad_at(x):
-        g = np.zeros(n)
-        h = 1e-30
-        for k in range(n):
-            xc = x.astype(complex)
-            xc[k] += 1j * h
-            g[k] = complex(fun(xc)).imag / h
-        return g
-    x0 = np.zeros(n)
-    try:
-        r0 = float(np.real(fun(x0.astype(complex))))
-        g0 = grad_at(x0)
-        rng = np.random.default_rng(12345)
-        x1 = rng.uniform(0.3, 1.7, n)
-        g1 = grad_at(x1)
-        r1 = float(np.real(fun(x1.astype(complex))))
-    except (ZeroDivisionError, ValueError, OverflowError):
-        return np.zeros(n), 0.0, False
-    linear = np.allclose(g0, g1, rtol=1e-9, atol=1e-12) and abs(r1 - (r0 + g0 @ x1)) <= 1e-9 * (1 + abs(r1))
-    return g0, r0, linear
 
 
 # --------------------------------------------------------------------------------------------
@@ -779,14 +623,14 @@ def sandwich(fit: SemFit, V: np.ndarray, *, toler: float | None = None) -> np.nd
 
 
 def defined_values(table: ParTable, theta: np.ndarray) -> np.ndarray:
-    env = _label_env_fn(table, len(theta))(np.asarray(theta))
+    env = label_env(table, len(theta))(np.asarray(theta))
     return np.array([float(np.real(env[d.name])) for d in table.defined])
 
 
 def defined_jacobian(table: ParTable, theta: np.ndarray) -> np.ndarray:
     """d defined / d theta by complex step (lavaan's lav_func_jacobian_complex), (n_def x n_free)."""
     n = len(theta)
-    envf = _label_env_fn(table, n)
+    envf = label_env(table, n)
     out = np.zeros((len(table.defined), n))
     h = 1e-20 * max(1.0, float(np.max(np.abs(theta), initial=1.0)))
     for k in range(n):
@@ -857,7 +701,7 @@ def standardize_all(fit: SemFit, theta: np.ndarray | None = None) -> np.ndarray:
     C = B @ S @ B.T
     tot = np.diag(C)
     values = cm._row_values(A, S)
-    kind, rr, cc = cm._cache.get("row_cells") or cm._row_cells()
+    kind, rr, cc = cm.row_cells()
     out = np.full(len(cm.table.rows), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         for t, row in enumerate(cm.table.rows):

@@ -37,7 +37,7 @@ from polgen.errors import ModelError
 from polgen.gsem.matrix import vech_indices
 from polgen.gsem.syntax import ParTable, parse_model
 
-__all__ = ["CompiledModel", "compile_model"]
+__all__ = ["CompiledModel", "KernelLayout", "Numbering", "compile_model", "kernel_layout", "vech_index"]
 
 
 @dataclass
@@ -163,15 +163,20 @@ class CompiledModel:
         return self._row_values(A, S)
 
     def _row_values(self, A: np.ndarray, S: np.ndarray) -> np.ndarray:
-        idx = self._cache.get("row_cells")
-        if idx is None:
-            idx = self._row_cells()
-            self._cache["row_cells"] = idx
-        kind, r, c = idx
+        kind, r, c = self.row_cells()
         out = np.where(kind == 0, A[r, c], S[r, c])
         return out
 
-    def _row_cells(self):
+    def row_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(kind, row, col) of every parameter-table row: kind 0 = A (``=~``: (indicator, factor),
+        ``~``: (outcome, predictor)), 1 = S (``~~``: (lhs, rhs) as written)."""
+        idx = self._cache.get("row_cells")
+        if idx is None:
+            idx = self._row_cells_uncached()
+            self._cache["row_cells"] = idx
+        return idx
+
+    def _row_cells_uncached(self):
         pos = {v: k for k, v in enumerate(self.variables)}
         kind, rr, cc = [], [], []
         for row in self.table.rows:
@@ -291,3 +296,114 @@ def _is_acyclic(adj: np.ndarray) -> bool:
             if indeg[i] == 0:
                 stack.append(i)
     return count == m
+
+
+# --------------------------------------------------------------------------------------------
+# the layout of the per-SNP kernels (polgen.kernels.gwas)
+# --------------------------------------------------------------------------------------------
+def vech_index(r: int, c: int, n: int) -> int:
+    """Position of (r, c) in vech of an n x n matrix (lower triangle stacked column-wise)."""
+    if r < c:
+        r, c = c, r
+    return c * n - c * (c - 1) // 2 + (r - c)
+
+
+@dataclass
+class Numbering:
+    """Parameter numbers of a table's rows for the per-SNP kernels.
+
+    ``par[i]`` is the parameter number of row ``i`` (rows constrained equal share one; -1 fixed),
+    ``value[i]`` its fixed value (``par == -1``) or user start value (NaN: none), ``lower`` /
+    ``upper`` its bounds (intersected over a tied group); ``n`` parameters in all."""
+
+    par: np.ndarray
+    value: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    n: int
+
+    def copy(self) -> "Numbering":
+        return Numbering(self.par.copy(), self.value.copy(), self.lower.copy(), self.upper.copy(), self.n)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-parameter bounds (lower(), upper(), ``label > number``, ``label < number``)."""
+        lo = np.full(self.n, -np.inf)
+        hi = np.full(self.n, np.inf)
+        for q, a, b in zip(self.par.tolist(), self.lower.tolist(), self.upper.tolist()):
+            if q >= 0:
+                lo[q] = max(lo[q], a)
+                hi[q] = min(hi[q], b)
+        return lo, hi
+
+
+@dataclass
+class KernelLayout:
+    """A compiled model as the per-SNP kernels take it: one entry per parameter-table row.
+
+    Variables are ordered observed first (the SNP at 0 when the model has one, then the traits in
+    covstruc order), then latent.  Entry ``e`` puts parameter ``ent_par[e]`` (or the fixed value
+    ``ent_val[e]`` when -1) in cell ``(ent_r[e], ent_c[e])`` of A (``ent_kind`` 0) or of the
+    symmetric S (1); ``par_ptr`` / ``par_ent`` list the entries of each parameter (CSR).  Moment
+    ``m`` is the observed cell ``(ma[m], mb[m])`` and ``vidx[m]`` its index in vech(S_full)."""
+
+    nv: int
+    p: int
+    var_names: list[str]
+    obs_map: np.ndarray             # observed index -> S_full index (0 = SNP, 1 + trait)
+    ma: np.ndarray
+    mb: np.ndarray
+    vidx: np.ndarray
+    ent_kind: np.ndarray
+    ent_r: np.ndarray
+    ent_c: np.ndarray
+    ent_par: np.ndarray
+    ent_val: np.ndarray
+    par_ptr: np.ndarray
+    par_ent: np.ndarray
+    npar: int
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in ("nv", "p", "obs_map", "ma", "mb", "vidx", "ent_kind",
+                                              "ent_r", "ent_c", "ent_par", "ent_val", "par_ptr",
+                                              "par_ent")}
+
+    @property
+    def nmom(self) -> int:
+        return len(self.ma)
+
+
+def kernel_layout(table: ParTable, numbering: Numbering, traits: list[str], snp_name: str = "SNP",
+                  observed: list[str] | None = None) -> KernelLayout:
+    """Compile ``table`` (:func:`compile_model`: variable order, cells, structural checks) with
+    the parameter numbers of ``numbering`` into the per-SNP kernels' layout.  ``observed``: the
+    model's observed variables other than the SNP (default: all of them); each must be a trait."""
+    tset = set(traits)
+    if observed is None:
+        observed = [v for v in table.observed if v != snp_name]
+    unknown = [v for v in observed if v not in tset]
+    if unknown:
+        raise ModelError(f"model variables {unknown} are neither traits of the covstruc "
+                         f"({traits}) nor latent variables nor {snp_name}")
+    has_snp = snp_name in table.observed
+    obs = ([snp_name] if has_snp else []) + [t for t in traits if t in set(observed)]
+    cm = compile_model(table, observed_order=list(obs))
+    kind, er, ec = cm.row_cells()
+    K1 = len(traits) + 1
+    obs_map = np.array([0 if v == snp_name else 1 + traits.index(v) for v in obs], np.int64)
+    ma = np.ascontiguousarray(cm.vech_row, np.int64)
+    mb = np.ascontiguousarray(cm.vech_col, np.int64)
+    vidx = [vech_index(int(obs_map[a]), int(obs_map[b]), K1) for a, b in zip(ma, mb)]
+    npar = int(numbering.n)
+    epar = np.ascontiguousarray(numbering.par, np.int64)
+    evals = np.where(epar >= 0, 0.0, numbering.value).astype(np.float64)
+    order = np.argsort(epar, kind="stable")
+    par_ent = np.array([e for e in order if epar[e] >= 0], np.int64)
+    counts = np.bincount(epar[epar >= 0], minlength=npar) if npar else np.zeros(0, np.int64)
+    par_ptr = np.zeros(npar + 1, np.int64)
+    par_ptr[1:] = np.cumsum(counts)
+    return KernelLayout(
+        nv=cm.m, p=cm.p, var_names=cm.variables, obs_map=obs_map, ma=ma, mb=mb,
+        vidx=np.array(vidx, np.int64), ent_kind=np.asarray(kind, np.int64),
+        ent_r=np.asarray(er, np.int64), ent_c=np.asarray(ec, np.int64), ent_par=epar,
+        ent_val=evals, par_ptr=par_ptr, par_ent=par_ent, npar=npar,
+    )

@@ -31,18 +31,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
-from scipy import special
 
 from polgen.errors import ConvergenceError, InputError, ModelError
 from polgen.gsem.covstruc import CovStruc, as_covstruc
 from polgen.gsem.matrix import cov_to_cor, reorder_indices, smooth_if_needed, subset_indices, vech
-from polgen.gsem.model import CompiledModel, compile_model
+from polgen.gsem.ram import CompiledModel, compile_model
 from polgen.gsem.sem import (
     SemFit,
     defined_values,
@@ -54,6 +52,8 @@ from polgen.gsem.sem import (
     standardize_all,
     standardized_varies,
 )
+from polgen.options import Estimation
+from polgen.gsem.stats import chi2_sf, normal_pvalues
 from polgen.gsem.syntax import ParTable, parse_model
 
 log = logging.getLogger("polgen")
@@ -220,12 +220,11 @@ def _standardize_inputs(S: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.nd
     return S_stand, V_stand, vdiag
 
 
-def _pvals(est: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _wald(est: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, p, -log10 p) of the Wald tests; NaN where z is not finite."""
     with np.errstate(divide="ignore", invalid="ignore"):
         z = est / se
-        logsf = special.log_ndtr(-np.abs(z))
-    p = 2.0 * np.exp(logsf)
-    log10p = (logsf + math.log(2.0)) / math.log(10.0)
+    p, log10p = normal_pvalues(z)
     bad = ~np.isfinite(z)
     p[bad] = np.nan
     log10p[bad] = np.nan
@@ -321,7 +320,7 @@ def _std_all_map(fit: SemFit) -> dict[tuple[str, str, str], float]:
 
 
 def _fit_frames(chisq, df, npar, cfi, srmr_v, blank: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    p_chisq = float(special.chdtrc(df, chisq)) if (chisq is not None and df > 0) else (
+    p_chisq = float(chi2_sf(chisq, df)) if (chisq is not None and df > 0) else (
         1.0 if chisq is not None and df == 0 else None)
     aic = None if chisq is None else chisq + 2 * npar
     row = {"chisq": chisq, "df": int(df), "p_chisq": p_chisq, "AIC": aic, "CFI": cfi, "SRMR": srmr_v}
@@ -380,7 +379,7 @@ def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], t
             df = len(eta) - 1
             if df > 0 and len(set(idx)) == len(idx):
                 q = model_chisq(eta, V[np.ix_(idx, idx)])
-                pv = float(special.chdtrc(df, q))
+                pv = float(chi2_sf(q, df))
             else:
                 q, pv = None, None
             rows.append({"Factor1": f1, "Factor2": f2, "QFactor_chisq": q,
@@ -452,7 +451,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
 
     ests_a = np.asarray(ests, dtype=np.float64)
     ses_a = np.asarray(ses, dtype=np.float64)
-    z, p, log10p = _pvals(ests_a, ses_a)
+    z, p, log10p = _wald(ests_a, ses_a)
     est_std = np.full(len(keys), np.nan)
     se_std = np.full(len(keys), np.nan)
     std_all = np.full(len(keys), np.nan)
@@ -546,7 +545,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
 def usermodel(
     covstruc: Any,
     model: str,
-    estimation: str = "DWLS",
+    estimation: Estimation = "DWLS",
     std_lv: bool = False,
     fix_resid: bool = True,
     CFIcalc: bool = True,
@@ -572,7 +571,7 @@ def commonfactor_model(traits: Sequence[str]) -> str:
     return f"F1 =~ NA*{traits[0]}" + "".join(f" + {t}" for t in traits[1:]) + " \n F1 ~~ 1*F1 \n "
 
 
-def commonfactor(covstruc: Any, estimation: str = "DWLS") -> SEMResult:
+def commonfactor(covstruc: Any, estimation: Estimation = "DWLS") -> SEMResult:
     """One common factor over all traits (R ``commonfactor``); needs at least 3 traits."""
     cs = as_covstruc(covstruc)
     if cs.k < 3:
@@ -598,7 +597,7 @@ def rgmodel_syntax(traits: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rgmodel(covstruc: Any, estimation: str = "DWLS") -> RGModelResult:
+def rgmodel(covstruc: Any, estimation: Estimation = "DWLS") -> RGModelResult:
     """Genetic correlation matrix ``R`` and its sampling covariance ``V_R`` (R ``rgmodel``).
 
     ``V_R`` is the sandwich covariance of the latent correlations ``var_i ~~ var_j`` in the order

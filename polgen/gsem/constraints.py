@@ -1,0 +1,295 @@
+"""Constraints of the model language, in the two forms the fitters take.
+
+* :func:`build_reparam` (the SEM fit, :func:`polgen.gsem.sem.fit_sem`): every linear equality
+  (shared labels, ``a == b``, ``a + b == 1``) and bound as a reparameterisation
+  ``theta = offset + M z`` with bounds on ``z``; non-linear equalities and inequalities between
+  parameters as callables for the augmented Lagrangian.
+* :func:`number_parameters` (the per-SNP kernels of :mod:`polgen.kernels.gwas`): the subset the
+  batched kernels fit by sharing parameter *numbers* - rows tied by a shared label or
+  ``a == b`` share one number, ``a == number`` fixes the group, bounds of a group are intersected.
+  Other constraint forms are rejected with :class:`ModelError` naming the line.
+
+Both read the one parameter table of :func:`polgen.gsem.syntax.parse_model`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polgen.errors import ModelError
+from polgen.gsem.ram import CompiledModel, Numbering
+from polgen.gsem.syntax import ParTable
+
+__all__ = ["Reparam", "build_reparam", "label_env", "number_parameters"]
+
+
+# --------------------------------------------------------------------------------------------
+# constraints as a linear reparameterisation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Reparam:
+    """theta = offset + M @ z, with bounds on z and the number of independent equalities."""
+
+    M: np.ndarray
+    offset: np.ndarray
+    z_lower: np.ndarray
+    z_upper: np.ndarray
+    n_eq: int
+    nonlinear: list = field(default_factory=list)  # callables theta -> residual (== 0 at solution)
+    inequal: list = field(default_factory=list)  # callables theta -> g (g >= 0 at solution)
+
+    @property
+    def augmented(self) -> bool:
+        return bool(self.nonlinear or self.inequal)
+
+    @property
+    def n_z(self) -> int:
+        return self.M.shape[1]
+
+    def theta(self, z: np.ndarray) -> np.ndarray:
+        return self.offset + self.M @ z
+
+    def z_of(self, theta: np.ndarray) -> np.ndarray:
+        z, *_ = np.linalg.lstsq(self.M, np.asarray(theta) - self.offset, rcond=None)
+        return z
+
+
+def label_env(table: ParTable, n_free: int):
+    """Function theta -> {label: value, defined: value} (first row carrying each label)."""
+    first: dict[str, tuple[int, float]] = {}
+    for r in table.rows:
+        if r.label and r.label not in first:
+            first[r.label] = (r.free - 1, r.ustart)
+
+    def env(theta):
+        out = {}
+        for lab, (f, val) in first.items():
+            out[lab] = theta[f] if f >= 0 else (0.0 if math.isnan(val) else float(val))
+        for d in table.defined:
+            out[d.name] = d.expr.evaluate(out)
+        return out
+
+    return env
+
+
+def build_reparam(cm: CompiledModel) -> Reparam:
+    """Linear equality constraints (shared labels, linear ``==``) and bounds as :class:`Reparam`."""
+    table = cm.table
+    n = cm.n_free
+    # 1. shared labels -> groups
+    group_of = np.arange(n)
+    eq_rows: list[np.ndarray] = []
+    for idx in table.equal_groups:
+        frees = [table.rows[i].free - 1 for i in idx if table.rows[i].free > 0]
+        for f in frees[1:]:
+            group_of[f] = frees[0]
+            a = np.zeros(n)
+            a[frees[0]], a[f] = 1.0, -1.0
+            eq_rows.append(a)
+    uniq = sorted(set(group_of.tolist()))
+    M1 = np.zeros((n, len(uniq)))
+    for f in range(n):
+        M1[f, uniq.index(group_of[f])] = 1.0
+    # 2. explicit constraints
+    env = label_env(table, n)
+    A_rows, b_vals = [], []
+    nonlinear: list = []
+    inequal: list = []
+    for c in table.constraints:
+        if c.op != "==":
+            sign = 1.0 if c.op == ">" else -1.0
+            inequal.append(lambda th, c=c, sign=sign: sign * c.residual(env(th)))
+            continue
+        g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
+        if not linear:
+            nonlinear.append(lambda th, c=c: c.residual(env(th)))
+            continue
+        if np.all(g == 0):
+            if abs(r0) > 1e-10:
+                raise ModelError(f"constraint '{c.lhs.text} == {c.rhs.text}' cannot hold (fixed values)")
+            continue
+        A_rows.append(g)
+        b_vals.append(-r0)
+    offset = np.zeros(n)
+    M = M1
+    if A_rows:
+        A = np.array(A_rows) @ M1
+        b = np.array(b_vals)
+        u_p, *_ = np.linalg.lstsq(A, b, rcond=None)
+        if np.max(np.abs(A @ u_p - b), initial=0.0) > 1e-9 * (1 + np.abs(b).max()):
+            raise ModelError("the equality constraints contradict each other")
+        _, sv, vt = np.linalg.svd(A)
+        rank = int(np.sum(sv > 1e-10 * max(1.0, sv.max())))
+        N = vt[rank:].T
+        M = M1 @ N
+        offset = M1 @ u_p
+        eq_rows.extend(list(np.array(A_rows)))
+    n_eq = int(np.linalg.matrix_rank(np.array(eq_rows))) if eq_rows else 0
+    # 3. bounds on z
+    nz = M.shape[1]
+    zl = np.full(nz, -np.inf)
+    zu = np.full(nz, np.inf)
+    for f in range(n):
+        lo, hi = cm.lower[f], cm.upper[f]
+        if not (np.isfinite(lo) or np.isfinite(hi)):
+            continue
+        nzs = np.nonzero(np.abs(M[f]) > 1e-12)[0]
+        if nzs.size != 1:
+            # the parameter mixes several z: keep its bounds as inequality constraints
+            if np.isfinite(lo):
+                inequal.append(lambda th, f=f, lo=lo: th[f] - lo)
+            if np.isfinite(hi):
+                inequal.append(lambda th, f=f, hi=hi: hi - th[f])
+            continue
+        g = nzs[0]
+        coef, off = M[f, g], offset[f]
+        lo_z, hi_z = (lo - off) / coef, (hi - off) / coef
+        if coef < 0:
+            lo_z, hi_z = hi_z, lo_z
+        zl[g] = max(zl[g], lo_z)
+        zu[g] = min(zu[g], hi_z)
+        if zl[g] > zu[g]:
+            raise ModelError("lower bound above upper bound for a parameter")
+    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear,
+                   inequal=inequal)
+
+
+def _linearise(fun, n: int):
+    """Gradient (complex step), value at 0, and whether ``fun`` is affine in theta."""
+    def grad_at(x):
+        g = np.zeros(n)
+        h = 1e-30
+        for k in range(n):
+            xc = x.astype(complex)
+            xc[k] += 1j * h
+            g[k] = complex(fun(xc)).imag / h
+        return g
+    x0 = np.zeros(n)
+    try:
+        r0 = float(np.real(fun(x0.astype(complex))))
+        g0 = grad_at(x0)
+        rng = np.random.default_rng(12345)
+        x1 = rng.uniform(0.3, 1.7, n)
+        g1 = grad_at(x1)
+        r1 = float(np.real(fun(x1.astype(complex))))
+    except (ZeroDivisionError, ValueError, OverflowError):
+        return np.zeros(n), 0.0, False
+    linear = np.allclose(g0, g1, rtol=1e-9, atol=1e-12) and abs(r1 - (r0 + g0 @ x1)) <= 1e-9 * (1 + abs(r1))
+    return g0, r0, linear
+
+
+def _label_groups(pt: ParTable) -> dict[str, str]:
+    """label -> representative label: labels tied by ``a == b`` constraints are one group."""
+    parent = {r.label: r.label for r in pt.rows if r.label}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for c in pt.constraints:
+        if c.op == "==" and _single_name(c.lhs) in parent and _single_name(c.rhs) in parent:
+            a, b = find(_single_name(c.lhs)), find(_single_name(c.rhs))
+            if a != b:
+                parent[b] = a
+    return {lab: find(lab) for lab in parent}
+
+
+def _single_name(e) -> str | None:
+    return e.tree.id if isinstance(e.tree, ast.Name) else None
+
+
+def _const_value(e) -> float | None:
+    if e.names:
+        return None
+    try:
+        v = e.evaluate({})
+    except (ModelError, ZeroDivisionError, ValueError, OverflowError):
+        return None
+    v = complex(v).real if isinstance(v, complex) else float(v)
+    return v if math.isfinite(v) else None
+
+
+def _check_constraints(pt: ParTable) -> None:
+    """user_gwas fits equality constraints by reparametrisation (one shared parameter) and simple
+    bounds by an active set; other constraint forms are rejected with a clear error."""
+    labels = {r.label for r in pt.rows if r.label}
+    for c in pt.constraints:
+        txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
+        for nm in c.lhs.names + c.rhs.names:
+            if nm not in labels:
+                raise ModelError(f"constraint '{txt}' uses {nm!r}, which labels no parameter of the "
+                                 "model (user_gwas constraints must name parameter labels)", row=c.line)
+        if c.op == "==":
+            a, b = _single_name(c.lhs), _single_name(c.rhs)
+            if a is not None and (b is not None or _const_value(c.rhs) is not None):
+                continue
+            if b is not None and _const_value(c.lhs) is not None:
+                continue
+        raise ModelError(f"constraint '{txt}' is not supported by user_gwas: use 'label == label', "
+                         "'label == number', or bounds 'label > number' / 'label < number'", row=c.line)
+
+
+def number_parameters(pt: ParTable) -> Numbering:
+    """Give each free row a parameter number; rows constrained equal (a shared label, or labels
+    tied by ``a == b``) share one, a group with a fixed member (or ``a == number``) is fixed.
+    Bounds of a group are intersected.  Fixed rows get -1.  The table is not changed."""
+    _check_constraints(pt)
+    group = _label_groups(pt)
+    fixed_at: dict[str, float] = {}
+
+    def fix(g: str, v: float) -> None:
+        old = fixed_at.setdefault(g, v)
+        if abs(old - v) > 1e-12 * (1.0 + abs(v)):
+            raise ModelError(f"the constraints on label {g!r} (and the labels tied to it) ask for "
+                             f"two values, {old!r} and {v!r}")
+
+    for r in pt.rows:
+        if r.label and not r.free > 0:
+            fix(group[r.label], float(r.ustart))
+    for c in pt.constraints:
+        if c.op != "==":
+            continue
+        a, b = _single_name(c.lhs), _single_name(c.rhs)
+        if a is not None and b is None:
+            fix(group[a], _const_value(c.rhs))
+        elif b is not None and a is None:
+            fix(group[b], _const_value(c.lhs))
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for r in pt.rows:
+        if r.label:
+            g = group[r.label]
+            lo[g] = max(lo.get(g, -math.inf), r.lower)
+            hi[g] = min(hi.get(g, math.inf), r.upper)
+    nrow = len(pt.rows)
+    par = np.full(nrow, -1, np.int64)
+    value = np.array([float(r.ustart) for r in pt.rows], np.float64)
+    lower = np.array([float(r.lower) for r in pt.rows], np.float64)
+    upper = np.array([float(r.upper) for r in pt.rows], np.float64)
+    nums: dict[str, int] = {}
+    n = 0
+    for i, r in enumerate(pt.rows):
+        g = group.get(r.label) if r.label else None
+        free = r.free > 0
+        if g is not None and g in fixed_at:
+            free, value[i] = False, fixed_at[g]
+        if not free:
+            continue
+        if g is not None:
+            lower[i], upper[i] = lo[g], hi[g]
+            if lower[i] > upper[i]:
+                raise ModelError(f"the bounds of parameter label {r.label!r} exclude every value")
+            if g not in nums:
+                nums[g] = n
+                n += 1
+            par[i] = nums[g]
+        else:
+            par[i] = n
+            n += 1
+    return Numbering(par, value, lower, upper, n)

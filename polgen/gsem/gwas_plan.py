@@ -1,0 +1,502 @@
+"""Genomic SEM GWAS, the run plan: from covstruc + model to what the per-SNP kernels take.
+
+A :class:`Plan` holds the LD matrices (``S_LD``, ``V_LD``, ``I_LD`` with ``diag(I) >= 1``), the
+GC mode, the compiled model(s) as :class:`~polgen.gsem.ram.KernelLayout` arrays with their
+parameter numbering (:func:`polgen.gsem.constraints.number_parameters` over the one parameter
+table of :func:`polgen.gsem.syntax.parse_model`), start vectors, the rows to report, the
+``Q_SNP`` groups and the bounds / defined parameters.  :func:`plan_user` builds it for
+``user_gwas`` (``fix_measurement`` as R: the model without its SNP lines fit once to ``S_LD``,
+every parameter that is not a variance fixed at that estimate); the commonfactor plan is in
+:mod:`polgen.gsem.gwas_commonfactor`.  Plans are picklable: the engine ships them to workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from polgen.errors import (
+    ConvergenceError,
+    InputError,
+    ModelError,
+    ModelSyntaxError,
+    NotPositiveDefiniteError,
+    SchemaError,
+)
+from polgen.gsem.constraints import number_parameters
+from polgen.gsem.covstruc import as_covstruc as _as_covstruc
+from polgen.gsem.matrix import is_pd
+from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
+from polgen.gsem.syntax import ParTable, parse_model, parse_syntax
+
+log = logging.getLogger("polgen")
+
+__all__ = ["GC_CODES", "Plan", "Stage", "fit_baseline", "plan_user", "sign_starts", "start_values"]
+
+
+# ==============================================================================================
+GC_CODES = {"standard": 0, "conserv": 1, "conservative": 1, "none": 2}
+DEFAULT_BATCH = 200_000
+
+
+@dataclass
+class Stage:
+    """One per-SNP fit: compiled model, free parameters, start vectors."""
+
+    model: dict
+    fidx: np.ndarray
+    starts: np.ndarray              # (n_starts, npar)
+    snpvar_par: int
+    wald_idx: np.ndarray | None = None
+    fast: dict | None = None        # fast-path structure (see kernels.gwas.fast_structure)
+    cf: dict | None = None          # commonfactor DWLS: reduced-problem starts (see _cf_stage1)
+
+
+@dataclass
+class Plan:
+    kind: str                       # "user" | "commonfactor"
+    traits: list[str]
+    beta_cols: list[str]
+    se_cols: list[str]
+    id_cols: list[str]
+    var_col: str                    # MAF (var = 2 MAF (1-MAF)) or HSQ (TWAS)
+    twas: bool
+    pred: str                       # "SNP" or "Gene"
+    S_LD: np.ndarray
+    V_LD: np.ndarray
+    I_LD: np.ndarray
+    gc: int
+    varse2: float
+    v_pd_known: bool
+    ml: bool
+    toler: float
+    smooth_check: bool
+    stage1: Stage
+    stage2: Stage | None
+    out_rows: list[tuple[str, str, str, int, float]]   # lhs, op, rhs, par (-1 fixed), value
+    q_ptr: np.ndarray | None
+    q_obs: np.ndarray | None
+    q_trait: np.ndarray | None
+    q_rows: dict[int, int]          # out_rows index -> Q_SNP group
+    q_df: list[int]
+    df: int
+    npar: int
+    est_row: int = -1               # commonfactor: par of F1 ~ SNP
+    ml_wmode: int = 0
+    bounds: tuple | None = None     # (lower, upper) per parameter when the model has bounds
+    defined: list = field(default_factory=list)       # [(name, Expr)] of ':=' parameters
+    label_src: dict = field(default_factory=dict)     # label -> (par, value) (par -1: fixed)
+    eliminate: bool = True          # solve indicator residual variances in closed form (their SEs
+                                    # are then not computed: off for long= / sub= output)
+
+
+def smooth_near_pd(a: np.ndarray) -> np.ndarray:
+    """R's ``nearPD`` (defaults) of an LD matrix, by the kernel the per-SNP fits use."""
+    from polgen.kernels.gwas import near_pd
+
+    out = np.empty_like(a)
+    if not near_pd(np.ascontiguousarray(a, np.float64), out):
+        raise NotPositiveDefiniteError("matrix seems negative semidefinite: nearPD failed")
+    return out
+
+
+def v_snp_pd_constant(I: np.ndarray, gc: int) -> bool:
+    """V_SNP = v^2 Dse M Dse with M fixed by I and GC: PD for every SNP iff M is PD."""
+    d = np.diag(I)
+    if gc == 1:
+        M = I * np.outer(d, d)
+        np.fill_diagonal(M, d * d)
+    elif gc == 0:
+        M = I * np.sqrt(np.outer(d, d))
+        np.fill_diagonal(M, d)
+    else:
+        M = I.copy()
+        np.fill_diagonal(M, 1.0)
+    return is_pd(M)
+
+
+def as_covstruc(covstruc):
+    return _as_covstruc(covstruc)
+
+
+def model_text(model: str) -> str:
+    if isinstance(model, os.PathLike) or (isinstance(model, str) and "\n" not in model
+                                          and not re.search(r"[~=]", model) and Path(model).is_file()):
+        return Path(model).read_text()
+    if not isinstance(model, str):
+        raise ModelSyntaxError(f"model must be lavaan-style text, got {type(model).__name__}")
+    return model
+
+
+def start_values(pt: ParTable, num: Numbering, S_LD: np.ndarray, traits: list[str],
+                 baseline: dict | None = None) -> np.ndarray:
+    """lavaan-like starts: loadings 1 (or from a baseline fit), observed variances S_ii / 2,
+    latent variances 0.05, regressions and covariances 0; baseline estimates where given."""
+    th = np.zeros(num.n)
+    tidx = {t: i for i, t in enumerate(traits)}
+    for r, q, val in zip(pt.rows, num.par.tolist(), num.value.tolist()):
+        if q < 0:
+            continue
+        key = (r.lhs, r.op, r.rhs)
+        if baseline is not None and key in baseline:
+            th[q] = baseline[key]
+        elif np.isfinite(val):
+            th[q] = val
+        elif r.op == "=~":
+            th[q] = 1.0
+        elif r.op == "~~" and r.lhs == r.rhs:
+            th[q] = 0.5 * S_LD[tidx[r.lhs], tidx[r.lhs]] if r.lhs in tidx else 0.05
+        else:
+            th[q] = 0.0
+    return th
+
+
+def sign_starts(pt: ParTable, num: Numbering, th: np.ndarray, max_starts: int = 16,
+                scales: tuple[float, ...] = (1.0, 0.5)) -> np.ndarray:
+    """Start vectors with sign patterns of the free loadings (the first free loading of each
+    factor keeps its sign: flipping all of a factor's loadings gives a mirror solution), each at
+    the given loading scales."""
+    seen_first: set[str] = set()
+    flips = []
+    par = num.par.tolist()
+    fixed_loading = {r.lhs for r, q in zip(pt.rows, par) if r.op == "=~" and q < 0}
+    for r, q in zip(pt.rows, par):
+        if r.op == "=~" and q >= 0:
+            if r.lhs not in seen_first and r.lhs not in fixed_loading:
+                seen_first.add(r.lhs)
+                continue
+            seen_first.add(r.lhs)
+            if q not in flips:
+                flips.append(q)
+    base = np.abs(th.copy())
+    for r, q in zip(pt.rows, par):  # only loadings take absolute values
+        if q >= 0 and r.op != "=~":
+            base[q] = th[q]
+    if not flips:
+        return th[None, :].copy()
+    if 2 ** len(flips) <= max_starts:
+        patterns = list(itertools.product([1.0, -1.0], repeat=len(flips)))
+    else:
+        patterns = [tuple([1.0] * len(flips))]
+        for j in range(len(flips)):
+            pat = [1.0] * len(flips)
+            pat[j] = -1.0
+            patterns.append(tuple(pat))
+        patterns.append(tuple([-1.0] * len(flips)))
+    out = np.empty((len(patterns) * len(scales), len(th)))
+    s = 0
+    for sc in scales:
+        for pat in patterns:
+            out[s] = base
+            for q, sg in zip(flips, pat):
+                out[s, q] = sg * sc * abs(base[q])
+            s += 1
+    return out
+
+
+def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
+    """fit_cov with bounds by an active set (as lavaan's solution: parameters that would leave
+    their interval are held at the bound, one is released when it moves back inside)."""
+    from polgen.kernels.gwas import ST_OK, fit_cov
+
+    at = np.zeros(npar, np.int8)          # 0 free, 1 at lower, 2 at upper
+    th0 = np.array(start, dtype=np.float64, copy=True)
+    for _ in range(2 * npar + 2):
+        th0[at == 1] = lo[at == 1]
+        th0[at == 2] = hi[at == 2]
+        fidx = np.nonzero(at == 0)[0].astype(np.int64)
+        th, st, _, sig = fit_cov(s, w, arrays, fidx, th0, ml=ml)
+        if st != ST_OK:
+            return th, st, sig
+        viol = np.where(th < lo, 1, np.where(th > hi, 2, 0)).astype(np.int8)
+        viol[at != 0] = 0
+        if not viol.any():
+            return th, st, sig
+        at = np.where(viol != 0, viol, at)
+        th0 = np.where(viol != 0, th0, th)
+    return th, st, sig
+
+
+def no_snp_text(text: str, pred: str) -> str:
+    """The model without its SNP lines, as R's userGWAS writes it for fix_measurement (lines
+    naming the SNP and ':=' lines dropped); constraint lines left naming labels of dropped rows
+    are dropped too (R's lavaan call fails on them)."""
+    lines = [ln for ln in text.split("\n") if pred not in ln and ":=" not in ln]
+    try:
+        flat, _, _ = parse_syntax("\n".join(lines))
+    except ModelSyntaxError:
+        return "\n".join(lines)
+    labels = {r.label for r in flat if r.label}
+    keep = []
+    for ln in lines:
+        try:
+            f, _, cons = parse_syntax(ln)
+        except ModelSyntaxError:
+            keep.append(ln)
+            continue
+        if cons and not f and any(n not in labels for c in cons for n in c.lhs.names + c.rhs.names):
+            continue
+        keep.append(ln)
+    return "\n".join(keep)
+
+
+def fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool,
+                 ml: bool) -> tuple[ParTable, Numbering, dict]:
+    """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
+    from polgen.kernels.gwas import ST_OK
+
+    pt0 = parse_model(text, std_lv=std_lv, fixed_x=False)
+    missing = [v for v in pt0.observed if v not in traits]
+    if missing:
+        raise ModelError(f"model variables {missing} are not traits of the covstruc {traits}")
+    num0 = number_parameters(pt0)
+    npar = num0.n
+    cm = kernel_layout(pt0, num0, traits, snp_name="\0none", observed=pt0.observed)
+    k = len(traits)
+    tix = [int(j) - 1 for j in cm.obs_map]
+    s = np.array([S_LD[tix[a], tix[b]] for a, b in zip(cm.ma, cm.mb)])
+    w = np.array([1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)]
+                  for a, b in zip(cm.ma, cm.mb)])
+    th0 = start_values(pt0, num0, S_LD, traits)
+    lo, hi = num0.bounds()
+    best = None
+    for start in sign_starts(pt0, num0, th0):
+        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml)
+        if st != ST_OK:
+            continue
+        if ml:
+            f = float(np.sum((s - sig) ** 2))
+        else:
+            f = float(np.sum(w * (s - sig) ** 2))
+        if best is None or f < best[0] - 1e-12 * abs(best[0]):
+            best = (f, th)
+    if best is None:
+        raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
+    th = best[1]
+    est = {}
+    for r, q, val in zip(pt0.rows, num0.par.tolist(), num0.value.tolist()):
+        est[(r.lhs, r.op, r.rhs)] = float(th[q]) if q >= 0 else float(val)
+    return pt0, num0, est
+
+
+def resolve_columns(schema: dict, traits: list[str], twas: bool) -> tuple[list[str], list[str], list[str], str]:
+    names = list(schema)
+    beta_cols, se_cols = [], []
+    for t in traits:
+        b, s = f"beta.{t}", f"se.{t}"
+        beta_cols.append(b if b in schema else None)
+        se_cols.append(s if s in schema else None)
+    if None in beta_cols or None in se_cols:
+        # R takes the beta.* / se.* columns by position
+        bpos = [c for c in names if c.startswith("beta.")]
+        spos = [c for c in names if c.startswith("se.")]
+        if len(bpos) == len(traits) and len(spos) == len(traits):
+            log.warning("sumstats columns do not name the covstruc traits %s; using beta.*/se.* by "
+                        "position as R does", traits)
+            beta_cols, se_cols = bpos, spos
+        else:
+            miss = [f"beta.{t}" for t, c in zip(traits, beta_cols) if c is None] + \
+                   [f"se.{t}" for t, c in zip(traits, se_cols) if c is None]
+            raise SchemaError(f"sumstats lack columns {miss} for covstruc traits {traits}",
+                              column=miss[0])
+    if twas:
+        need = ["Gene", "Panel", "HSQ"]
+        var_col = "HSQ"
+    else:
+        need = ["SNP", "MAF"]
+        var_col = "MAF"
+    miss = [c for c in need if c not in schema]
+    if miss:
+        raise SchemaError(f"sumstats lack column(s) {miss}", column=miss[0])
+    idc = ["Gene", "Panel", "HSQ"] if twas else [c for c in ("SNP", "CHR", "BP", "MAF", "A1", "A2") if c in schema]
+    return beta_cols, se_cols, idc, var_col
+
+
+def common_setup(covstruc, GC, SNPSE, toler, estimation):
+    cs = as_covstruc(covstruc)
+    if estimation not in ("DWLS", "ML"):
+        raise InputError(f"estimation must be 'DWLS' or 'ML', got {estimation!r}")
+    if GC not in GC_CODES:
+        raise InputError(f"GC must be 'standard', 'conserv' or 'none', got {GC!r}")
+    gc = GC_CODES[GC]
+    if SNPSE is None or SNPSE is False:
+        varse2 = 0.0005 ** 2
+    else:
+        if not (isinstance(SNPSE, (int, float)) and not isinstance(SNPSE, bool) and 0 < SNPSE < np.inf):
+            raise InputError(f"SNPSE must be a positive finite number, got {SNPSE!r}")
+        varse2 = float(SNPSE) ** 2
+    if toler in (None, False):
+        tol = 0.0
+    elif isinstance(toler, (int, float)) and not isinstance(toler, bool) and 0 <= toler < np.inf:
+        tol = float(toler)
+    else:
+        raise InputError(f"toler must be None/False or a non-negative finite number, got {toler!r}")
+    I = np.array(cs.I, dtype=np.float64, copy=True)
+    d = np.diag(I).copy()
+    d[d <= 1.0] = 1.0
+    np.fill_diagonal(I, d)
+    return cs, gc, varse2, tol, I
+
+
+def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP, smooth_check,
+               SNPSE, TWAS, toler, sub, long, ml_se="R") -> Plan:
+    cs, gc, varse2, tol, I = common_setup(covstruc, GC, SNPSE, toler, estimation)
+    traits = list(cs.trait_names)
+    pred = "Gene" if TWAS else "SNP"
+    text = model_text(model)
+    ml = estimation == "ML"
+    S_LD = np.array(cs.S, dtype=np.float64)
+    V_LD = np.array(cs.V, dtype=np.float64)
+    pt_full = parse_model(text, std_lv=std_lv, fixed_x=False)
+    if not any(r.op == "~" and r.rhs == pred for r in pt_full.rows) and not any(
+            r.op == "~" and r.lhs == pred for r in pt_full.rows):
+        raise ModelError(f"the model has no '~ {pred}' regression: nothing to estimate per SNP")
+    bad = [v for v in pt_full.observed if v != pred and v not in traits]
+    if bad:
+        raise ModelError(f"model variables {bad} are not traits of the covstruc {traits} "
+                         f"(nor latent variables, nor {pred})", column=bad[0])
+    if fix_measurement:
+        if not is_pd(S_LD):
+            log.warning("S_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
+            S_LD = smooth_near_pd(S_LD)
+        if not is_pd(V_LD):
+            log.warning("V_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
+            V_LD = smooth_near_pd(V_LD)
+        pt0, num0, est0 = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+        pt = _fixed_measurement_table(pt0, num0, est0, pt_full, pred)
+        num = number_parameters(pt)
+        npar = num.n
+        cm = kernel_layout(pt, num, traits, snp_name=pred)
+        th = start_values(pt, num, S_LD, traits)
+        starts = th[None, :]
+    else:
+        pt = pt_full
+        num = number_parameters(pt)
+        npar = num.n
+        cm = kernel_layout(pt, num, traits, snp_name=pred)
+        base = None
+        try:
+            _, _, base = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
+        except Exception as exc:  # noqa: BLE001 - starts only: fall back to lavaan-like defaults
+            log.info("no baseline starts (%s); using default start values", exc)
+        th = start_values(pt, num, S_LD, traits, baseline=base)
+        starts = sign_starts(pt, num, th)
+    par = num.par.tolist()
+    value = num.value.tolist()
+    snpvar = [q for r, q in zip(pt.rows, par) if r.op == "~~" and r.lhs == pred and r.rhs == pred and q >= 0]
+    arrays = cm.arrays()
+    if ml and ml_se == "R":
+        arrays["vidx_meat"] = r_ml_meat(cm, pt_full.observed, pred, traits)
+    stage = Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
+    if not ml and starts.shape[0] == 1:
+        from polgen.kernels.gwas import fast_structure
+
+        stage.fast = fast_structure(arrays, stage.fidx, starts[0])
+    # output rows: parameters (par >= 0 free, -1 fixed) and defined parameters (par -2)
+    rows_all = [(r.lhs, r.op, r.rhs, q, float(v) if q < 0 else np.nan) for r, q, v in zip(pt.rows, par, value)]
+    rows_def = [(d.name, ":=", d.expr.text, -2, np.nan) for d in pt.defined]
+    if long:
+        out_rows = rows_all + rows_def
+    elif sub:
+        subs = [sub] if isinstance(sub, str) else list(sub)
+        subs = ["".join(str(x).split()) for x in subs]
+        out_rows = []
+        for x in subs:
+            out_rows += [r for r in rows_all + rows_def
+                         if f"{r[0]}{r[1]}{r[2]}" == x or (r[1] == ":=" and r[0] == x)]
+        found = {f"{r[0]}{r[1]}{r[2]}" for r in out_rows} | {r[0] for r in out_rows if r[1] == ":="}
+        miss = [x for x in subs if x not in found]
+        if miss:
+            raise ModelError(f"sub= names parameters not in the model: {miss}")
+    else:
+        out_rows = [r for r in rows_all if r[3] >= 0 and r[1] == "~" and pred in (r[0], r[2])]
+        if not out_rows:
+            raise ModelError(f"the model has no free '~ {pred}' parameter to report")
+        out_rows += rows_def
+    if pt.defined and ml:
+        log.warning("user_gwas: standard errors of defined (:=) parameters are not available for "
+                    "ML (as R's userGWAS); their se is NaN")
+    label_src: dict[str, tuple[int, float]] = {}
+    for r, q, v in zip(pt.rows, par, value):
+        if r.label and r.label not in label_src:
+            label_src[r.label] = (q, float(v))
+    lo, hi = num.bounds()
+    bounds = (lo, hi) if (np.isfinite(lo).any() or np.isfinite(hi).any()) else None
+    # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
+    q_ptr = q_obs = q_trait = None
+    q_rows: dict[int, int] = {}
+    q_df: list[int] = []
+    if Q_SNP:
+        snp_lines = [ln.replace(" ", "") for ln in text.split("\n") if pred in ln]
+        heads = {re.sub(r"~.*", "", ln) for ln in snp_lines}
+        lvq = [v for v in pt.latent if v in heads]
+        ptr, obs_i, tr_i = [0], [], []
+        obs_names = cm.var_names[:cm.p]
+        for g, f in enumerate(lvq):
+            ind = [r.rhs for r in pt.rows if r.op == "=~" and r.lhs == f]
+            if ind and ind[0] in traits:
+                for x in ind:
+                    obs_i.append(obs_names.index(x))
+                    tr_i.append(traits.index(x))
+            ptr.append(len(obs_i))
+            q_df.append(len(ind) - 1)
+            for j, (lhs, op, rhs, _, _) in enumerate(out_rows):
+                if lhs == f and op == "~" and rhs == pred:
+                    q_rows[j] = g
+        q_ptr = np.array(ptr, np.int64)
+        q_obs = np.array(obs_i, np.int64)
+        q_trait = np.array(tr_i, np.int64)
+    nmom = len(cm.ma)
+    elim = not (long or sub)
+    return Plan(
+        eliminate=elim,
+        kind="user", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="", twas=TWAS,
+        pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
+        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc), ml=ml, toler=tol,
+        smooth_check=smooth_check, stage1=stage, stage2=None, out_rows=out_rows, q_ptr=q_ptr,
+        q_obs=q_obs, q_trait=q_trait, q_rows=q_rows, q_df=q_df, df=nmom - npar, npar=npar,
+        bounds=bounds, defined=[(d.name, d.expr) for d in pt.defined], label_src=label_src,
+    )
+
+
+def r_ml_meat(cm: KernelLayout, ov_order: list[str], pred: str, traits: list[str]) -> np.ndarray:
+    """vech(V_full) positions that R's ML sandwich multiplies with each model moment.
+
+    R reorders V_full for the variable order of a DWLS fit of the model (the SNP first) but
+    lavaan's ML fit lists the SNP last, so R's ML "meat" pairs moment (a, b) of the ML model with
+    the V_full entries of the variables at the same positions in the DWLS order (reproduces the
+    R fixtures; ``ml_se="aligned"`` uses the consistent sandwich instead)."""
+    obs_names = cm.var_names[:cm.p]
+    tr = [v for v in ov_order if v != pred and v in obs_names]
+    o_ml = tr + [pred]
+    o_dwls = [pred] + tr
+    K1 = len(traits) + 1
+    sidx = {v: (0 if v == pred else 1 + traits.index(v)) for v in obs_names}
+    perm = [sidx[o_dwls[o_ml.index(v)]] for v in obs_names]
+    return np.array([vech_index(perm[a], perm[b], K1) for a, b in zip(cm.ma, cm.mb)], np.int64)
+
+
+def _fixed_measurement_table(pt0: ParTable, num0: Numbering, est0: dict, pt_full: ParTable,
+                             pred: str) -> ParTable:
+    """fix_measurement's table as R's userGWAS builds it: the rows of the model without its SNP
+    lines, every parameter that is not a (residual) variance fixed at its no-SNP estimate, then
+    the SNP rows of the full model.  A fixed labelled row keeps its label: parameters tied to it
+    are fixed with it."""
+    rows = []
+    for r, q in zip(pt0.rows, num0.par.tolist()):
+        free = q >= 0 and r.op == "~~" and r.lhs == r.rhs
+        rows.append(replace(r, free=1 if free else 0, ustart=est0[(r.lhs, r.op, r.rhs)]))
+    rows += [replace(r) for r in pt_full.rows if r.lhs == pred or r.rhs == pred]
+    k = 0
+    for i, r in enumerate(rows):
+        r.id = i + 1
+        if r.free > 0:
+            k += 1
+            r.free = k
+    return replace(pt_full, rows=rows)
