@@ -40,17 +40,18 @@ Modes
 from __future__ import annotations
 
 import logging
-from typing import Literal, Sequence
+from typing import Sequence, get_args
 
 import numpy as np
 
 from polgen.errors import InputError
+from polgen.options import LigandMode
 
 log = logging.getLogger("polgen")
 
-Mode = Literal["exact", "grid", "fast"]
+Mode = LigandMode  # the received-ligand computations (polgen.options)
 FAST_GRID_BYTES = 2 << 30  # the fast mode's grids (3 arrays) beyond this fall back to exact
-MODES = ("exact", "grid", "fast")
+MODES = get_args(LigandMode)
 
 
 def _check_coords(coords) -> np.ndarray:

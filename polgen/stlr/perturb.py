@@ -42,6 +42,7 @@ import polars as pl
 
 from polgen.engine.executor import run_to_sink
 from polgen.errors import InputError, ModelError
+from polgen.options import LigandMode
 from polgen.schema import CELL_ID
 from polgen.stlr.betadata import Betabase
 from polgen.stlr.grn import restrict_to_co_grn
@@ -83,7 +84,7 @@ class Perturber:
 
     def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
                  scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
-                 mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
+                 mode: LigandMode = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
                  cell_thresholds=None, co_grn=None) -> None:
         from polgen.kernels.ligands import GaussTiles
 
@@ -291,7 +292,7 @@ def _frame(obs_names, var_names, M) -> pl.DataFrame:
 
 
 def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *,
-            cells=None, n_propagation: int = 4, mode: str = "exact", clip: bool = True,
+            cells=None, n_propagation: int = 4, mode: LigandMode = "exact", clip: bool = True,
             lr=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
             beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
             cluster_key=None, spatial_key=None, return_delta: bool = False, cell_thresholds=None,
@@ -344,7 +345,7 @@ def _param_repr(v):
 
 
 def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float = 0.0, cells=None,
-                  n_propagation: int = 4, mode: str = "exact", clip: bool = True, lr=None,
+                  n_propagation: int = 4, mode: LigandMode = "exact", clip: bool = True, lr=None,
                   radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
                   beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
                   cluster_key=None, spatial_key=None, resume: bool = False, overwrite: bool = False,

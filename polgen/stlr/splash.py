@@ -27,6 +27,7 @@ from polgen.errors import InputError
 from polgen.schema import BETA_PREFIX, CELL_ID
 from polgen.stlr.betadata import Betabase, BetaData, betadata_from_frame, read_betadata
 from polgen.stlr.tissue import as_tissue, filtered, received_for, run_thresholds
+from polgen.options import LigandMode
 
 log = logging.getLogger("polgen")
 
@@ -201,7 +202,7 @@ def _ligand_matrix(received, ligands: list[str], required: set[str], n: int, wha
 def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None = None,
            cluster_key=None, spatial_key=None, lr=None, radius: float = 200.0,
            contact_distance: float = 50.0, scale_factor: float = 1.0, beta_scale_factor: float = 1.0,
-           beta_cap: float | None = None, received=None, received_tfl=None, mode: str = "exact",
+           beta_cap: float | None = None, received=None, received_tfl=None, mode: LigandMode = "exact",
            expr=None, var_names: Sequence[str] | None = None, obs_names: Sequence[str] | None = None,
            clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None,
            cell_thresholds=None) -> pl.DataFrame:

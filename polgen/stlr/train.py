@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, get_args
 
 import numpy as np
 import polars as pl
@@ -46,6 +46,7 @@ from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_targe
 from polgen.stlr.lasso import sparse_group_lasso
 from polgen.stlr.ligands import MODES
 from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
+from polgen.options import LigandMode, Orphans
 
 log = logging.getLogger("polgen")
 
@@ -53,7 +54,7 @@ MANIFEST = "stlr_run.json"  # the run summary beside the sink's manifest: parame
 LEGACY_GENE_LOG = "stlr_genes.jsonl"  # the gene log of polgen runs before the sink's manifest
 BETADATA_SUFFIX = "_betadata.parquet"
 META_R2 = "polgen.stlr.r2"
-ORPHAN_RULES = ("skip", "train")
+ORPHAN_RULES = get_args(Orphans)
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _inputs(adata, t, lr, radius, contact_distance, cell_thresholds):
 
 
 def training_context(adata, lr, grn, *, ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0,
-                     scale_factor: float = 1.0, mode: str = "exact", receptor_thresh: float = 0.01,
+                     scale_factor: float = 1.0, mode: LigandMode = "exact", receptor_thresh: float = 0.01,
                      tf_ligand_cutoff: float = 0.01, cell_thresholds=None, grn_alpha: float = 0.05,
                      layer: str | None = None, cluster_key=None, spatial_key=None):
     """The feature context :func:`fit` trains on (modulators and design matrices of every gene),
@@ -209,8 +210,8 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
         group_reg: float = 1e-7, l1_reg: float = 1e-9, receptor_thresh: float = 0.01,
         tf_ligand_cutoff: float = 0.01, min_r2: float = 0.15, max_iter: int = 5000, tol: float = 1e-10,
-        mode: str = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
-        cell_thresholds=None, grn_alpha: float = 0.05, orphans: str = "skip",
+        mode: LigandMode = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
+        cell_thresholds=None, grn_alpha: float = 0.05, orphans: Orphans = "skip",
         resume: bool = False, overwrite: bool = False, executor=None, progress: bool | None = None) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
 
