@@ -87,13 +87,18 @@ def _resolve_paths(bed_path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return bed, bim, fam
 
 
+#: a line is blank when it holds no byte above 0x20 (the rule of :func:`count_lines` and
+#: :class:`BimIndex`, so counted and parsed rows agree)
+_NON_BLANK = r"[^\x00-\x20]"
+
+
 def _parse_fields(lines: pl.Series, columns: Sequence[str], what: str, path: Path,
                   first_row: int = 0) -> pl.DataFrame:
     """Non-blank text lines split on any whitespace into exactly ``len(columns)`` string fields.
 
     ``first_row`` is the 0-based row (among non-blank lines) of ``lines[0]``, for error messages.
     """
-    lines = lines.filter(lines.str.strip_chars().str.len_bytes() > 0)
+    lines = lines.filter(lines.str.contains(_NON_BLANK))
     pattern = r"^\s*" + r"\s+".join([r"(\S+)"] * len(columns)) + r"\s*$"
     parts = pl.DataFrame({"line": lines}).select(pl.col("line").str.extract_groups(pattern).alias("f")).unnest("f")
     parts.columns = list(columns)
@@ -261,7 +266,7 @@ class BimIndex:
         parts = self._fast(raw, skip, hi - lo) if self.plain else None
         if parts is None:  # blank lines, any whitespace between fields, or a malformed line
             lines = _text_lines(raw, ".bim", path)
-            lines = lines.filter(lines.str.strip_chars().str.len_bytes() > 0).slice(skip, hi - lo)
+            lines = lines.filter(lines.str.contains(_NON_BLANK)).slice(skip, hi - lo)
             parts = _parse_fields(lines, BIM_COLUMNS, ".bim", path, first_row=lo)
             if parts.height != hi - lo:
                 raise BedFormatError(f".bim has fewer rows than the {self.n_rows} counted when it was "
