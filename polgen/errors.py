@@ -7,6 +7,7 @@ pyarrow or numpy exceptions never escape a public function for bad input.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -17,13 +18,13 @@ class PolgenError(Exception):
         self,
         message: str,
         *,
-        path: str | None = None,
+        path: str | os.PathLike[str] | None = None,
         column: str | None = None,
         row: int | str | None = None,
         **context: Any,
     ) -> None:
         self.message = message
-        self.path = None if path is None else str(path)
+        self.path = None if path is None else os.fspath(path)
         self.column = column
         self.row = row
         self.context = context

@@ -104,7 +104,7 @@ def build_reparam(cm: CompiledModel) -> Reparam:
             sign = 1.0 if c.op == ">" else -1.0
             inequal.append(lambda th, c=c, sign=sign: sign * c.residual(env(th)))
             continue
-        g, r0, linear = _linearise(lambda th: c.residual(env(th)), n)
+        g, r0, linear = _linearise(lambda th, c=c: c.residual(env(th)), n)
         if not linear:
             nonlinear.append(lambda th, c=c: c.residual(env(th)))
             continue
