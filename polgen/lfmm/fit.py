@@ -21,7 +21,6 @@ default lam = 1e-5 both make ``d_j`` tiny.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,6 +35,7 @@ from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import (
     cache_block_snps,
     default_threads,
+    genotypes_path,
     open_source,
     split_range,
     thin_index,
@@ -210,7 +210,7 @@ def fit(
               "oversampling": int(oversampling), "seed": int(seed), "n_est_snps": int(src.n_snps),
               "est": ("est_bed" if est_bed is not None else "est_index" if est_index is not None
                       else f"est_rate={est_rate}" if est_rate is not None else "all"),
-              "bed": None if isinstance(bed, np.ndarray) else os.fspath(bed) if bed is not None else None,
+              "bed": genotypes_path(bed),
               "eigenvalues": [float(e) for e in eig[:ell]]}
     log.info("lfmm fit: n=%d d=%d K=%d on %d SNPs; singular values %s", n, d, K, src.n_snps,
              np.array2string(sigma, precision=4))

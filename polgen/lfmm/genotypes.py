@@ -120,14 +120,23 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
     """A source for a .bed path (or prefix), a ``BedStream``/``ArraySource``, or a dosage array.
 
     ``snps`` (.bim row indices, or array columns) are sorted and deduplicated; ``thin`` keeps an
-    evenly spaced fraction of them (:func:`polgen.io.bed.thin_positions`).
+    evenly spaced fraction of them (:func:`polgen.io.bed.thin_positions`).  A given ``BedStream``
+    is used as it is when it fits (float64, same scale, no new selection), else reopened with its
+    selection and allele coding.
     """
     if scale not in SCALES:
         raise InputError(f"scale must be 'center' or 'eigenstrat', got {scale!r}")
-    if isinstance(obj, (ArraySource, BedStream)):
+    if isinstance(obj, BedStream):
+        if snps is None and thin is None and scale == obj.scale and obj.dtype == np.float64:
+            return obj
+        if snps is None and not obj.contiguous:  # keep the stream's own selection
+            snps = obj.snp_index
+        return BedStream(obj.bed_path, snps=None if snps is None else np.unique(np.asarray(snps, dtype=np.int64)),
+                         thin=thin, scale=scale, count_a1=obj.count_a1, block_snps=block_snps or None)
+    if isinstance(obj, ArraySource):
         if snps is None and thin is None and scale == obj.scale:
             return obj
-        obj = obj._Y if isinstance(obj, ArraySource) else str(obj.bed_path)
+        obj = obj._Y
     path = _bed_path(obj)
     if path is not None:
         if snps is not None:
@@ -141,13 +150,25 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
 
 
 def source_spec(src: Source):
-    """What a task ships to a worker: a .bed source's path (reopened there), an array source itself."""
-    return str(src.bed_path) if isinstance(src, BedStream) else src
+    """What a task ships to a worker: the path of a .bed read whole as its defaults read it
+    (reopened, and cached, there), else the source itself (a stream pickles as paths + options)."""
+    if isinstance(src, BedStream) and src.contiguous and src.count_a1 and src.scale == "center":
+        return str(src.bed_path)
+    return src
 
 
 def source_path(src: Source) -> str | None:
     """The .bed path of a source (None for an in-memory one), recorded in parameters."""
     return str(src.bed_path) if isinstance(src, BedStream) else None
+
+
+def genotypes_path(obj) -> str | None:
+    """The .bed path behind a genotypes argument (a path or a stream), None for in-memory ones."""
+    if isinstance(obj, BedStream):
+        return str(obj.bed_path)
+    if isinstance(obj, (str, os.PathLike)):
+        return os.fspath(obj)
+    return None
 
 
 def thin_index(p: int, rate: float) -> np.ndarray:
