@@ -23,7 +23,8 @@ Raw arrays for per-SNP work (:class:`CompiledModel` is picklable; compile once):
   sample covariance by :meth:`CompiledModel.base_matrices` (for a GWAS: the SNP variance);
 * ``vech_row``, ``vech_col``: the observed-matrix cells of each ``vech`` element.
 
-:mod:`polgen.kernels.sem` has numba kernels taking exactly these arrays.
+:meth:`CompiledModel.entries` lays the model out for the RAM kernel of :mod:`polgen.kernels.ram`
+(the one implied-covariance kernel of the project: the SEM fit and the per-SNP GWAS fits use it).
 """
 
 from __future__ import annotations
@@ -124,38 +125,48 @@ class CompiledModel:
         B = self._b(A)
         return B @ S @ B.T
 
+    def entries(self, A0: np.ndarray | None = None, S0: np.ndarray | None = None) -> dict:
+        """This model in the entry layout of the RAM kernel (:mod:`polgen.kernels.ram`): one entry
+        per parameter-table row, free row ``t`` carrying parameter ``free - 1``, fixed rows their
+        value from ``A0`` / ``S0`` (fixed.x cells filled by :meth:`base_matrices`)."""
+        A0 = self.A0 if A0 is None else A0
+        S0 = self.S0 if S0 is None else S0
+        key = ("entries", A0.tobytes(), S0.tobytes())
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        kind, r, c = self.row_cells()
+        par = np.array([row.free - 1 for row in self.table.rows], dtype=np.int64)
+        val = np.where(kind == 0, A0[r, c], S0[r, c]).astype(np.float64)
+        val[par >= 0] = 0.0
+        c64 = np.ascontiguousarray
+        out = {"ent_kind": c64(kind, np.int64), "ent_r": c64(r, np.int64), "ent_c": c64(c, np.int64),
+               "ent_par": par, "ent_val": val, "nv": self.m, "p": self.p,
+               "ma": c64(self.vech_row, np.int64), "mb": c64(self.vech_col, np.int64),
+               "par_ptr": np.arange(self.n_free + 1, dtype=np.int64),
+               "par_ent": c64(self.par_table_row, np.int64)}
+        self._cache = {k: v for k, v in self._cache.items() if not (isinstance(k, tuple) and k[0] == "entries")}
+        self._cache[key] = out
+        return out
+
     def implied(self, theta: np.ndarray, A0=None, S0=None) -> np.ndarray:
         """Model-implied covariance of the observed variables (p x p, observed order)."""
-        C = self.implied_all(theta, A0, S0)
-        p = self.p
-        return C[:p, :p].copy()
+        return self.implied_jacobian(theta, A0, S0)[0]
 
     def implied_jacobian(self, theta: np.ndarray, A0=None, S0=None) -> tuple[np.ndarray, np.ndarray]:
-        """(Sigma, J) with J = d vech(Sigma) / d theta of shape (kstar, n_free)."""
-        A, S = self.fill(theta, A0, S0)
-        B = self._b(A)
-        C = B @ S @ B.T
-        p = self.p
-        Bo = B[:p, :]  # observed rows
-        Co = C[:, :p]  # (m, p)
-        vr, vc = self.vech_row, self.vech_col
-        kind, i, j = self.par_kind, self.par_row, self.par_col
-        J = np.empty((vr.size, i.size))
-        a = kind == 0
-        if a.any():
-            # d Sigma[r,c] = Bo[r,i] C[j,c] + Bo[c,i] C[j,r]
-            bi = Bo[:, i[a]]  # (p, na)
-            cj = Co[j[a], :].T  # (p, na)
-            J[:, a] = bi[vr] * cj[vc] + bi[vc] * cj[vr]
-        s = ~a
-        if s.any():
-            bi = Bo[:, i[s]]
-            bj = Bo[:, j[s]]
-            diag = (i[s] == j[s])
-            val = bi[vr] * bj[vc] + bj[vr] * bi[vc]
-            val[:, diag] *= 0.5
-            J[:, s] = val
-        return C[:p, :p].copy(), J
+        """(Sigma, J) with J = d vech(Sigma) / d theta of shape (kstar, n_free), by the one RAM
+        kernel the per-SNP fits use (:func:`polgen.kernels.ram.implied_jacobian_into`)."""
+        from polgen.kernels.ram import implied_jacobian_into
+
+        e = self.entries(A0, S0)
+        sigma = np.empty((self.p, self.p))
+        jac = np.empty((e["ma"].shape[0], self.n_free))
+        ok = implied_jacobian_into(np.ascontiguousarray(theta, np.float64), e["ent_kind"], e["ent_r"], e["ent_c"],
+                                   e["ent_par"], e["ent_val"], e["nv"], e["p"], e["ma"], e["mb"], e["par_ptr"],
+                                   e["par_ent"], sigma, jac)
+        if not ok:
+            raise ModelError("I - A is singular: the regression paths are not recursive/identified")
+        return sigma, jac
 
     def values(self, theta: np.ndarray, A0=None, S0=None) -> np.ndarray:
         """Value of every parameter-table row (free from ``theta``, fixed from ``ustart``/data)."""
@@ -187,13 +198,6 @@ class CompiledModel:
             else:
                 kind.append(1), rr.append(pos[row.lhs]), cc.append(pos[row.rhs])
         return np.asarray(kind), np.asarray(rr), np.asarray(cc)
-
-    def kernel_arrays(self) -> dict[str, np.ndarray | int]:
-        """The raw arrays the numba kernels of :mod:`polgen.kernels.sem` take (C-contiguous)."""
-        c = np.ascontiguousarray
-        return {"par_kind": c(self.par_kind), "par_row": c(self.par_row), "par_col": c(self.par_col),
-                "A0": c(self.A0), "S0": c(self.S0), "exo_row": c(self.exo_row), "exo_col": c(self.exo_col),
-                "p": self.p, "vech_row": c(self.vech_row), "vech_col": c(self.vech_col)}
 
     def sample_vech(self, S: np.ndarray) -> np.ndarray:
         return np.asarray(S, dtype=np.float64)[self.vech_row, self.vech_col]
