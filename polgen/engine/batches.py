@@ -14,8 +14,7 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def rows_per_batch(row_bytes: float, budget_bytes: float, min_rows: int = 1,
-                   max_rows: int | None = None) -> int:
+def rows_per_batch(row_bytes: float, budget_bytes: float, min_rows: int = 1, max_rows: int | None = None) -> int:
     """How many rows of ``row_bytes`` each fit in ``budget_bytes``, clamped to [min_rows, max_rows]."""
     if not (isinstance(row_bytes, numbers.Real) and math.isfinite(row_bytes) and row_bytes > 0):
         raise InputError(f"row_bytes must be a positive number, got {row_bytes!r}")
@@ -32,8 +31,9 @@ def rows_per_batch(row_bytes: float, budget_bytes: float, min_rows: int = 1,
     return rows
 
 
-def plan_batches(n_rows: int, row_bytes: float, budget_bytes: float, min_rows: int = 1,
-                 max_rows: int | None = None) -> list[tuple[int, int]]:
+def plan_batches(
+    n_rows: int, row_bytes: float, budget_bytes: float, min_rows: int = 1, max_rows: int | None = None
+) -> list[tuple[int, int]]:
     """Contiguous ``(start, stop)`` ranges covering ``range(n_rows)`` in order.
 
     Each batch holds ``budget_bytes // row_bytes`` rows, clamped to ``[min_rows, max_rows]``

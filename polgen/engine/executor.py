@@ -14,9 +14,10 @@ import logging
 import numbers
 import os
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from polgen.engine.progress import progress_bar
 from polgen.errors import EngineError, PolgenError
@@ -54,11 +55,14 @@ def _check_executor(executor: Any) -> None:
     if isinstance(executor, str):
         if executor in _NAMED or executor.startswith(_DASK_PREFIXES):
             return
-        raise EngineError(f"unknown executor {executor!r}: use None, 'threads', 'processes', "
-                          "'dask', a scheduler address, or a concurrent.futures.Executor")
+        raise EngineError(
+            f"unknown executor {executor!r}: use None, 'threads', 'processes', "
+            "'dask', a scheduler address, or a concurrent.futures.Executor"
+        )
     if isinstance(executor, type):
-        raise EngineError(f"executor must be an instance, not the class {executor.__name__}; "
-                          f"e.g. {executor.__name__}(max_workers=2)")
+        raise EngineError(
+            f"executor must be an instance, not the class {executor.__name__}; e.g. {executor.__name__}(max_workers=2)"
+        )
     if not callable(getattr(executor, "submit", None)):
         raise EngineError(f"executor {executor!r} has no submit method")
 
@@ -77,22 +81,23 @@ def _resolve(executor: Executor | str | None) -> tuple[Any, bool]:
 
             return ThreadPoolExecutor(max_workers=os.cpu_count() or 1), True
         if executor == "processes":
-            from concurrent.futures import ProcessPoolExecutor
-
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: forking after Polars/OpenMP/numba thread pools have started can
             # deadlock the children.
-            return ProcessPoolExecutor(max_workers=os.cpu_count() or 1,
-                                       mp_context=multiprocessing.get_context("spawn")), True
+            return ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn")
+            ), True
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise EngineError("executor='dask' needs the dask extra: pip install 'polgen[dask]'") from exc
         address = executor if executor != "dask" else os.environ.get("DASK_SCHEDULER_ADDRESS")
         if not address:
-            raise EngineError("executor='dask' needs a scheduler address: pass 'tcp://host:port' or set "
-                              "DASK_SCHEDULER_ADDRESS")
+            raise EngineError(
+                "executor='dask' needs a scheduler address: pass 'tcp://host:port' or set DASK_SCHEDULER_ADDRESS"
+            )
         try:
             client = Client(address)
         except Exception as exc:  # noqa: BLE001 - connection failures of every kind
@@ -293,8 +298,9 @@ def run_to_sink(
         if len(todo) < len(tasks):
             log.info("resuming %s: %d of %d batches already done", out, len(tasks) - len(todo), len(tasks))
         work = [
-            _SinkTask(fn, tasks[b], b, str(sink.path), sink.params_json,
-                      getattr(tasks[b], "label", None) or f"batch {b}")
+            _SinkTask(
+                fn, tasks[b], b, str(sink.path), sink.params_json, getattr(tasks[b], "label", None) or f"batch {b}"
+            )
             for b in todo
         ]
         for info in run_tasks(

@@ -21,14 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["MemoryCapResult", "memory_capped_subprocess", "kill_after_parts", "manifest_records",
-           "part_bytes"]
+__all__ = ["MemoryCapResult", "memory_capped_subprocess", "kill_after_parts", "manifest_records", "part_bytes"]
 
-_WRAPPER = r'''
+_WRAPPER = r"""
 import json, resource, sys, traceback
 
 def _status(key):
@@ -81,7 +81,7 @@ except (TypeError, ValueError):
     _text = json.dumps(_out)
 with open(_result_path, "w") as fh:
     fh.write(_text)
-'''
+"""
 
 
 @dataclass
@@ -152,18 +152,36 @@ def memory_capped_subprocess(
         (t / "preamble.py").write_text(preamble)
         (t / "code.py").write_text(code)
         result_path = t / "result.json"
-        argv = [python or sys.executable, str(t / "wrapper.py"), str(result_path), str(arg),
-                str(t / "preamble.py"), str(t / "code.py")]
+        argv = [
+            python or sys.executable,
+            str(t / "wrapper.py"),
+            str(result_path),
+            str(arg),
+            str(t / "preamble.py"),
+            str(t / "code.py"),
+        ]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env,
-                                  cwd=cwd, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, env=child_env, cwd=cwd, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired as exc:
-            return MemoryCapResult("timeout", None, limit_bytes or 0,
-                                   stdout=_text(exc.stdout), stderr=_text(exc.stderr),
-                                   error=f"timed out after {timeout} s")
+            return MemoryCapResult(
+                "timeout",
+                None,
+                limit_bytes or 0,
+                stdout=_text(exc.stdout),
+                stderr=_text(exc.stderr),
+                error=f"timed out after {timeout} s",
+            )
         if not result_path.exists():
-            return MemoryCapResult("crashed", proc.returncode, limit_bytes or 0, stdout=proc.stdout,
-                                   stderr=proc.stderr, error=f"exit code {proc.returncode}")
+            return MemoryCapResult(
+                "crashed",
+                proc.returncode,
+                limit_bytes or 0,
+                stdout=proc.stdout,
+                stderr=proc.stderr,
+                error=f"exit code {proc.returncode}",
+            )
         out = json.loads(result_path.read_text())
     return MemoryCapResult(
         status=out["status"],
@@ -224,8 +242,9 @@ def kill_after_parts(
     child_env.setdefault("POLGEN_PROGRESS", "0")
     if env:
         child_env.update({str(k): str(v) for k, v in env.items()})
-    proc = subprocess.Popen(argv, env=child_env, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, env=child_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + timeout
     try:
         while manifest_records(out) < n_parts and proc.poll() is None:

@@ -8,11 +8,19 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "BedStream": "bed", "BedBlock": "bed", "read_bim": "bed", "read_fam": "bed",
-    "scan_ldscores": "ldscores", "read_ldscores": "ldscores",
-    "scan_sumstats": "sumstats", "read_sumstats": "sumstats",
-    "read_spatial": "spatial", "SpatialData": "spatial",
-    "BatchSink": "sink", "write_table_atomic": "sink", "read_metadata": "sink",
+    "BedStream": "bed",
+    "BedBlock": "bed",
+    "read_bim": "bed",
+    "read_fam": "bed",
+    "scan_ldscores": "ldscores",
+    "read_ldscores": "ldscores",
+    "scan_sumstats": "sumstats",
+    "read_sumstats": "sumstats",
+    "read_spatial": "spatial",
+    "SpatialData": "spatial",
+    "BatchSink": "sink",
+    "write_table_atomic": "sink",
+    "read_metadata": "sink",
 }
 
 

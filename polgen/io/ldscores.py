@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import polars as pl
 
 from polgen.errors import InputError, SchemaError
-from polgen.io.sumstats import read_text_table, ROW
+from polgen.io.sumstats import ROW, read_text_table
 
 log = logging.getLogger("polgen")
 
@@ -60,15 +60,16 @@ def _ldscore_file(ld, chrom: int) -> Path:
         p = Path(f"{pre}{chrom}{suf}")
         if p.exists():
             return p
-    raise InputError(f"LD score file for chromosome {chrom} not found "
-                     f"(looked for {pre}{chrom}.l2.ldscore.gz)", path=f"{pre}{chrom}.l2.ldscore.gz")
+    raise InputError(
+        f"LD score file for chromosome {chrom} not found (looked for {pre}{chrom}.l2.ldscore.gz)",
+        path=f"{pre}{chrom}.l2.ldscore.gz",
+    )
 
 
 def _types(cols: list[str]) -> dict[str, pl.DataType]:
     """Typed fast path: BP integer, scores numeric (a bad value falls back to strings, and the
     check below then names its row)."""
-    return {c: (pl.Int64 if c.strip() == "BP" else pl.Float64) for c in cols
-            if c.strip() not in ("CHR", "SNP")}
+    return {c: (pl.Int64 if c.strip() == "BP" else pl.Float64) for c in cols if c.strip() not in ("CHR", "SNP")}
 
 
 def _read_one(path: Path) -> pl.DataFrame:
@@ -86,8 +87,7 @@ def _read_one(path: Path) -> pl.DataFrame:
         df = read_text_table(path, _types).drop(ROW)
     missing = [c for c in ("CHR", "SNP", "BP") if c not in df.columns]
     if missing:
-        raise SchemaError(f"LD score file lacks {missing}; found {df.columns}", path=path,
-                          column=missing[0])
+        raise SchemaError(f"LD score file lacks {missing}; found {df.columns}", path=path, column=missing[0])
     casts = [pl.col("CHR").cast(pl.String), pl.col("SNP").cast(pl.String)]
     for c in df.columns:
         if c in ("CHR", "SNP"):
@@ -119,8 +119,7 @@ def scan_ldscores(ld: str | os.PathLike, chromosomes: Iterable[int] | None = Non
     return read_ldscores(ld, chromosomes).lazy()
 
 
-def read_m(ld: str | os.PathLike, chromosomes: Iterable[int] | None = None,
-           suffix: str = "M_5_50") -> float:
+def read_m(ld: str | os.PathLike, chromosomes: Iterable[int] | None = None, suffix: str = "M_5_50") -> float:
     """Total number of SNPs behind the LD scores: the sum of every number in the
     ``{chr}.l2.M_5_50`` files (``suffix="M"`` for ``.l2.M``); as R GenomicSEM's ``sum(m)``."""
     pre = _prefix(ld)
@@ -139,12 +138,12 @@ def read_m(ld: str | os.PathLike, chromosomes: Iterable[int] | None = None,
     return total
 
 
-def m_per_chromosome(ld: str | os.PathLike, chromosomes: Sequence[int] | None = None,
-                     suffix: str = "M_5_50") -> pl.DataFrame:
+def m_per_chromosome(
+    ld: str | os.PathLike, chromosomes: Sequence[int] | None = None, suffix: str = "M_5_50"
+) -> pl.DataFrame:
     """One row per chromosome: CHR and M (summed over annotations)."""
     chroms = _chromosomes(ld, chromosomes)
-    return pl.DataFrame({"CHR": [str(c) for c in chroms],
-                         "M": [read_m(ld, [c], suffix) for c in chroms]})
+    return pl.DataFrame({"CHR": [str(c) for c in chroms], "M": [read_m(ld, [c], suffix) for c in chroms]})
 
 
 __all__ = ["scan_ldscores", "read_ldscores", "read_m", "m_per_chromosome", "available_chromosomes"]

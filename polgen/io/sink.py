@@ -30,9 +30,10 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -82,10 +83,17 @@ class PartNames:
             dup = next(n for n in self.names if self.names.count(n) > 1)
             raise InputError(f"two parts of a run share the file name {dup!r}")
         for n in self.names:
-            if (not n or os.sep in n or "/" in n or n.startswith(".") or n in (MANIFEST, SUCCESS, LOCK)
-                    or not fnmatch.fnmatchcase(n, self.pattern)):
-                raise InputError(f"bad part file name {n!r} (a plain name matching {self.pattern!r}, "
-                                 "not starting with '.')")
+            if (
+                not n
+                or os.sep in n
+                or "/" in n
+                or n.startswith(".")
+                or n in (MANIFEST, SUCCESS, LOCK)
+                or not fnmatch.fnmatchcase(n, self.pattern)
+            ):
+                raise InputError(
+                    f"bad part file name {n!r} (a plain name matching {self.pattern!r}, not starting with '.')"
+                )
 
 
 def _jsonable(value: Any) -> Any:
@@ -159,8 +167,7 @@ def _as_arrow(table: Any) -> pa.Table:
     raise InputError(f"a batch must be a pyarrow or polars table, got {type(table).__name__}")
 
 
-def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
-                  compression: str) -> tuple[int, int, str]:
+def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None, compression: str) -> tuple[int, int, str]:
     tbl = _as_arrow(table)
     if not path.parent.is_dir():
         raise InputError("the output directory does not exist", path=path.parent)
@@ -175,11 +182,12 @@ def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
         try:
             # Dictionary-encode text columns only: per-SNP float columns have few repeats, and
             # dictionary-encoding them made writes ~2.5x slower and files ~15% larger.
-            dict_cols = [f.name for f in tbl.schema
-                         if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-                         or pa.types.is_dictionary(f.type)]
-            pq.write_table(tbl, tmp, compression=compression, write_statistics=True,
-                           use_dictionary=dict_cols)
+            dict_cols = [
+                f.name
+                for f in tbl.schema
+                if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+            ]
+            pq.write_table(tbl, tmp, compression=compression, write_statistics=True, use_dictionary=dict_cols)
         except (pa.ArrowException, TypeError, ValueError) as exc:
             if isinstance(exc, OSError):
                 raise
@@ -202,8 +210,9 @@ def _write_atomic(path: Path, table: Any, metadata: Mapping[str, str] | None,
     return tbl.num_rows, size, digest
 
 
-def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[str, str] | None = None,
-                       compression: str = "zstd") -> tuple[int, int]:
+def write_table_atomic(
+    path: str | os.PathLike, table: Any, metadata: Mapping[str, str] | None = None, compression: str = "zstd"
+) -> tuple[int, int]:
     """Write ``table`` to ``path`` via a temp file and ``os.replace``; returns (rows, bytes).
 
     A reader never sees a partial file: either the old file (or none) or the complete new one.
@@ -213,8 +222,15 @@ def write_table_atomic(path: str | os.PathLike, table: Any, metadata: Mapping[st
     return rows, size
 
 
-def write_part(out_dir: str | os.PathLike, batch: int, table: Any, params_json: str, *,
-               name: str | None = None, metadata: Mapping[str, str] | None = None) -> PartInfo:
+def write_part(
+    out_dir: str | os.PathLike,
+    batch: int,
+    table: Any,
+    params_json: str,
+    *,
+    name: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> PartInfo:
     """Write batch ``batch`` of a run as its own part file, atomically.  Pure: safe on any worker.
 
     ``name``: the file name of a named part (:class:`PartNames`; default ``part-NNNNNN.parquet``,
@@ -286,7 +302,7 @@ class OutputLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> "OutputLock":
+    def acquire(self) -> OutputLock:
         import fcntl
 
         if self._fd is not None:
@@ -296,20 +312,22 @@ class OutputLock:
             try:
                 fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise OutputError(f"cannot create the lock file {LOCK}: {exc.strerror or exc}",
-                                  path=self.dir) from None
+                raise OutputError(f"cannot create the lock file {LOCK}: {exc.strerror or exc}", path=self.dir) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise OutputError(f"cannot lock the output directory: {exc.strerror or exc}",
-                                      path=self.dir) from None
+                    raise OutputError(
+                        f"cannot lock the output directory: {exc.strerror or exc}", path=self.dir
+                    ) from None
                 holder = self._holder()
                 raise OutputLockedError(
                     "another polgen run is writing this output directory"
                     + (f" ({holder})" if holder else "")
-                    + "; wait for it to finish or choose another output", path=self.dir) from None
+                    + "; wait for it to finish or choose another output",
+                    path=self.dir,
+                ) from None
             # The holder we waited on may have unlinked the file between our open and our lock:
             # then we locked a file nobody else can see, and must lock the current one instead.
             try:
@@ -363,7 +381,7 @@ class OutputLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -400,8 +418,9 @@ def check_not_locked(path: str | os.PathLike) -> None:
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 holder = OutputLock(d)._holder()
-                raise OutputLockedError("another polgen run is writing this output directory"
-                                        + (f" ({holder})" if holder else ""), path=d) from None
+                raise OutputLockedError(
+                    "another polgen run is writing this output directory" + (f" ({holder})" if holder else ""), path=d
+                ) from None
             return
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
@@ -418,8 +437,15 @@ class BatchSink:
     ``part-NNNNNN.parquet``.
     """
 
-    def __init__(self, path: str | os.PathLike, params: Mapping[str, Any], *, resume: bool = False,
-                 overwrite: bool = False, parts: PartNames | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        params: Mapping[str, Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        parts: PartNames | None = None,
+    ) -> None:
         self.path = Path(path)
         self.params = dict(params)
         self.params_json = params_to_json(self.params)
@@ -435,12 +461,13 @@ class BatchSink:
             if not overwrite:
                 raise OutputExistsError(
                     "output directory holds a previous run; pass resume=True to continue it or "
-                    "overwrite=True to replace it", path=self.path)
+                    "overwrite=True to replace it",
+                    path=self.path,
+                )
             self._clear()
         elif self.path.exists() and not manifest.exists() and any(self.path.glob(self._glob)):
             if not overwrite:
-                raise OutputExistsError(
-                    "output directory holds part files but no polgen manifest", path=self.path)
+                raise OutputExistsError("output directory holds part files but no polgen manifest", path=self.path)
             self._clear()
         make_output_dir(self.path)
         for tmp in self.path.glob(".part-*.tmp-*" if parts is None else f".{parts.pattern}.tmp-*"):
@@ -516,8 +543,9 @@ class BatchSink:
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             else:
                 diff = ["params"]
-            raise ResumeError(f"cannot resume: parameters differ from the stored run ({', '.join(diff)})",
-                              path=self.path)
+            raise ResumeError(
+                f"cannot resume: parameters differ from the stored run ({', '.join(diff)})", path=self.path
+            )
         if torn or not raw.endswith(b"\n"):
             # Cut the torn tail and make sure the next appended record starts on its own line.
             with open(manifest, "r+b") as fh:
@@ -577,8 +605,9 @@ class BatchSink:
 
     def write(self, batch: int, table: Any) -> PartInfo:
         """Write and record one batch in this process."""
-        info = write_part(self.path, batch, table, self.params_json,
-                          name=None if self.parts is None else self.part_file(batch))
+        info = write_part(
+            self.path, batch, table, self.params_json, name=None if self.parts is None else self.part_file(batch)
+        )
         self.record(info)
         return info
 
@@ -587,8 +616,9 @@ class BatchSink:
         if n_batches is not None:
             missing = [b for b in range(n_batches) if b not in self.completed]
             if missing:
-                raise ResumeError(f"cannot finalise: {len(missing)} batches missing (first {missing[:5]})",
-                                  path=self.path)
+                raise ResumeError(
+                    f"cannot finalise: {len(missing)} batches missing (first {missing[:5]})", path=self.path
+                )
             for b in [b for b in self.completed if b >= n_batches]:
                 (self.path / self.completed.pop(b).file).unlink(missing_ok=True)
         # Part files no record vouches for (a batch written but not recorded before a kill, beyond
@@ -596,14 +626,20 @@ class BatchSink:
         recorded = {info.file for info in self.completed.values()}
         # (named parts: only this run's names; files of other selections were recorded by earlier
         # runs of the same parameters)
-        candidates = self.path.glob(PART_GLOB) if self.parts is None else \
-            (self.path / n for n in self.parts.names if (self.path / n).exists())
+        candidates = (
+            self.path.glob(PART_GLOB)
+            if self.parts is None
+            else (self.path / n for n in self.parts.names if (self.path / n).exists())
+        )
         for f in list(candidates):
             if f.name not in recorded:
                 log.warning("removing unrecorded part %s", f)
                 f.unlink(missing_ok=True)
-        body = {"n_batches": len(self.completed), "rows": sum(i.rows for i in self.completed.values()),
-                "metadata": _jsonable(metadata or {})}
+        body = {
+            "n_batches": len(self.completed),
+            "rows": sum(i.rows for i in self.completed.values()),
+            "metadata": _jsonable(metadata or {}),
+        }
         tmp = self.path / f".{SUCCESS}.tmp"
         tmp.write_text(json.dumps(body, sort_keys=True) + "\n")
         os.replace(tmp, self.path / SUCCESS)

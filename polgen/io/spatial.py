@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +31,21 @@ log = logging.getLogger("polgen")
 #: obsm keys searched, in order, for spatial coordinates
 SPATIAL_KEYS = ("spatial", "X_spatial", "spatial_loc")
 #: obs columns searched, in order (case-insensitive), for clusters / cell types
-CLUSTER_KEYS = ("cluster", "clusters", "cell_type", "cell_types", "celltype", "celltypes",
-                "cell_type_int", "leiden", "louvain", "seurat_clusters", "annotation",
-                "cell_annotation", "cluster_id")
+CLUSTER_KEYS = (
+    "cluster",
+    "clusters",
+    "cell_type",
+    "cell_types",
+    "celltype",
+    "celltypes",
+    "cell_type_int",
+    "leiden",
+    "louvain",
+    "seurat_clusters",
+    "annotation",
+    "cell_annotation",
+    "cluster_id",
+)
 
 
 @dataclass
@@ -129,6 +142,7 @@ class SpatialData:
 
 # -- helpers -------------------------------------------------------------------------------------
 
+
 def _to_memory(x: Any) -> Any:
     """Backed (on-disk) AnnData arrays into memory."""
     if hasattr(x, "to_memory"):
@@ -142,8 +156,9 @@ def _to_memory(x: Any) -> Any:
     return x
 
 
-def _convert_matrix(x: Any, *, dense: bool, what: str, path: str | None,
-                    obs_names: Sequence[str]) -> np.ndarray | sp.csr_matrix:
+def _convert_matrix(
+    x: Any, *, dense: bool, what: str, path: str | None, obs_names: Sequence[str]
+) -> np.ndarray | sp.csr_matrix:
     x = _to_memory(x)
     if sp.issparse(x):
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
@@ -161,12 +176,10 @@ def _convert_matrix(x: Any, *, dense: bool, what: str, path: str | None,
     try:
         arr = np.asarray(x)
     except Exception as exc:
-        raise InputError(f"{what} cannot be read as a numeric matrix ({type(x).__name__}: {exc})",
-                         path=path) from None
+        raise InputError(f"{what} cannot be read as a numeric matrix ({type(x).__name__}: {exc})", path=path) from None
     if arr.ndim != 2:
         raise InputError(f"{what} must be 2-D (cells x genes), got shape {arr.shape}", path=path)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
-            arr.dtype, np.complexfloating):
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise InputError(f"{what} has non-numeric dtype {arr.dtype}", path=path)
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     finite = np.isfinite(arr)
@@ -185,13 +198,11 @@ def _expression(adata: Any, layer: str | None, *, dense: bool, path: str | None)
     if layer is None:
         x = adata.X
         if x is None:
-            raise InputError("AnnData.X is empty; pass layer= one of "
-                             f"{list(adata.layers.keys())}", path=path)
+            raise InputError(f"AnnData.X is empty; pass layer= one of {list(adata.layers.keys())}", path=path)
         what = "X"
     else:
         if layer not in adata.layers:
-            raise InputError(f"layer {layer!r} not found; layers: {list(adata.layers.keys())}",
-                             path=path, column=layer)
+            raise InputError(f"layer {layer!r} not found; layers: {list(adata.layers.keys())}", path=path, column=layer)
         x = adata.layers[layer]
         what = f"layer {layer!r}"
     return _convert_matrix(x, dense=dense, what=what, path=path, obs_names=names)
@@ -205,12 +216,17 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
         if found is None:
             raise InputError(
                 f"no spatial coordinates: none of obsm {list(SPATIAL_KEYS)} present (obsm keys: "
-                f"{keys}); pass spatial_key= an obsm key or a pair of obs columns", path=path)
+                f"{keys}); pass spatial_key= an obsm key or a pair of obs columns",
+                path=path,
+            )
         spatial_key = found
     if isinstance(spatial_key, str):
         if spatial_key not in adata.obsm:
-            raise InputError(f"spatial key {spatial_key!r} not in obsm (keys: {list(adata.obsm.keys())})",
-                             path=path, column=spatial_key)
+            raise InputError(
+                f"spatial key {spatial_key!r} not in obsm (keys: {list(adata.obsm.keys())})",
+                path=path,
+                column=spatial_key,
+            )
         raw = adata.obsm[spatial_key]
         what = f"obsm[{spatial_key!r}]"
         if hasattr(raw, "to_numpy"):  # a pandas DataFrame in obsm
@@ -223,8 +239,7 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
         except Exception:
             raise InputError(f"{what} cannot be read as an array", path=path, column=spatial_key) from None
         if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 2:
-            raise InputError(f"{what} must be (n_cells, 2), got shape {arr.shape}", path=path,
-                             column=spatial_key)
+            raise InputError(f"{what} must be (n_cells, 2), got shape {arr.shape}", path=path, column=spatial_key)
         if arr.shape[1] > 2:
             log.warning("%s has %d columns; using the first two as x, y", what, arr.shape[1])
             arr = arr[:, :2]
@@ -232,12 +247,14 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
     else:
         cols = list(spatial_key)
         if len(cols) != 2:
-            raise InputError(f"spatial_key as obs columns must name two columns (x, y), got {cols}",
-                             path=path)
+            raise InputError(f"spatial_key as obs columns must name two columns (x, y), got {cols}", path=path)
         missing = [c for c in cols if c not in adata.obs.columns]
         if missing:
-            raise InputError(f"coordinate column(s) {missing} not in obs (columns: "
-                             f"{list(adata.obs.columns)})", path=path, column=missing[0])
+            raise InputError(
+                f"coordinate column(s) {missing} not in obs (columns: {list(adata.obs.columns)})",
+                path=path,
+                column=missing[0],
+            )
         arr = np.column_stack([adata.obs[c].to_numpy() for c in cols])
         spatial_key = tuple(cols)
         columns = cols
@@ -245,13 +262,13 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
     try:
         coords = np.ascontiguousarray(arr.astype(np.float64))
     except (TypeError, ValueError):
-        raise InputError(f"{what} is not numeric (dtype {arr.dtype})", path=path,
-                         column=str(columns[0])) from None
+        raise InputError(f"{what} is not numeric (dtype {arr.dtype})", path=path, column=str(columns[0])) from None
     bad = ~np.isfinite(coords)
     if bad.any():
         i, k = (int(v) for v in np.argwhere(bad)[0])
-        raise InputError(f"{what} holds NaN or infinite coordinates", path=path,
-                         column=str(columns[k]), row=_cell(obs_names, i))
+        raise InputError(
+            f"{what} holds NaN or infinite coordinates", path=path, column=str(columns[k]), row=_cell(obs_names, i)
+        )
     return coords, spatial_key
 
 
@@ -267,17 +284,21 @@ def _clusters(adata: Any, cluster_key, path: str | None, obs_names: list[str]):
             raise InputError(
                 f"no cluster column: none of {list(CLUSTER_KEYS)} in obs (columns: "
                 f"{list(obs.columns)}); pass cluster_key= a column, or cluster_key=False for one "
-                "cluster", path=path)
+                "cluster",
+                path=path,
+            )
         cluster_key = found
     elif cluster_key not in obs.columns:
-        raise InputError(f"cluster column {cluster_key!r} not in obs (columns: {list(obs.columns)})",
-                         path=path, column=str(cluster_key))
+        raise InputError(
+            f"cluster column {cluster_key!r} not in obs (columns: {list(obs.columns)})",
+            path=path,
+            column=str(cluster_key),
+        )
     col = obs[cluster_key]
     isna = col.isna().to_numpy()
     if isna.any():
         i = int(np.flatnonzero(isna)[0])
-        raise InputError("cluster label missing", path=path, column=str(cluster_key),
-                         row=_cell(obs_names, i))
+        raise InputError("cluster label missing", path=path, column=str(cluster_key), row=_cell(obs_names, i))
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
         labels = [str(c) for c in col.cat.categories]
@@ -313,9 +334,14 @@ def _obs_frame(adata: Any, obs_names: list[str]) -> pl.DataFrame:
     return pl.DataFrame(list(cols.values()))
 
 
-def read_spatial(path_or_anndata: str | os.PathLike | Any, *, layer: str | None = None,
-                 spatial_key: str | Sequence[str] | None = None,
-                 cluster_key: str | bool | None = None, dense: bool = False) -> SpatialData:
+def read_spatial(
+    path_or_anndata: str | os.PathLike | Any,
+    *,
+    layer: str | None = None,
+    spatial_key: str | Sequence[str] | None = None,
+    cluster_key: str | bool | None = None,
+    dense: bool = False,
+) -> SpatialData:
     """Read a spatial dataset from a ``.h5ad`` file or an ``AnnData``.
 
     Parameters
@@ -348,15 +374,26 @@ def read_spatial(path_or_anndata: str | os.PathLike | Any, *, layer: str | None 
     obs_names = [str(o) for o in adata.obs_names]
     var_names = [str(v) for v in adata.var_names]
     if len(set(var_names)) != len(var_names):
-        log.warning("var_names are not unique in %s; gene lookups use the first occurrence",
-                    path or "AnnData")
+        log.warning("var_names are not unique in %s; gene lookups use the first occurrence", path or "AnnData")
     X = _expression(adata, layer, dense=dense, path=path)
     coords, skey = _coordinates(adata, spatial_key, path, obs_names)
     clusters, labels, ckey = _clusters(adata, cluster_key, path, obs_names)
     obs = _obs_frame(adata, obs_names)
-    return SpatialData(X=X, var_names=var_names, obs_names=obs_names, coords=coords,
-                       clusters=clusters, cluster_labels=labels, obs=obs, path=path, layer=layer,
-                       spatial_key=skey, cluster_key=ckey, adata=adata, dense=dense)
+    return SpatialData(
+        X=X,
+        var_names=var_names,
+        obs_names=obs_names,
+        coords=coords,
+        clusters=clusters,
+        cluster_labels=labels,
+        obs=obs,
+        path=path,
+        layer=layer,
+        spatial_key=skey,
+        cluster_key=ckey,
+        adata=adata,
+        dense=dense,
+    )
 
 
 __all__ = ["SpatialData", "read_spatial", "SPATIAL_KEYS", "CLUSTER_KEYS"]

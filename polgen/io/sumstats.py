@@ -29,8 +29,8 @@ import io
 import logging
 import os
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import polars as pl
 
@@ -41,22 +41,61 @@ log = logging.getLogger("polgen")
 
 #: canonical name -> accepted spellings (upper case; the canonical name itself first)
 ALIASES: dict[str, tuple[str, ...]] = {
-    S.SNP: ("SNP", "SNPID", "RSID", "RS_NUMBER", "RS_NUMBERS", "MARKERNAME", "MARKER", "ID",
-            "PREDICTOR", "SNP_ID", "VARIANTID", "VARIANT_ID", "RSIDS", "RS_ID"),
+    S.SNP: (
+        "SNP",
+        "SNPID",
+        "RSID",
+        "RS_NUMBER",
+        "RS_NUMBERS",
+        "MARKERNAME",
+        "MARKER",
+        "ID",
+        "PREDICTOR",
+        "SNP_ID",
+        "VARIANTID",
+        "VARIANT_ID",
+        "RSIDS",
+        "RS_ID",
+    ),
     S.A1: ("A1", "ALLELE1", "EFFECT_ALLELE", "INC_ALLELE", "REFERENCE_ALLELE", "EA", "ALT"),
-    S.A2: ("A2", "ALLELE2", "ALLELE0", "OTHER_ALLELE", "NON_EFFECT_ALLELE", "DEC_ALLELE", "OA",
-           "NEA", "A0", "REF"),
-    S.BETA: ("BETA", "B", "LOG_ODDS", "LOGOR", "EFFECTS", "EFFECT", "SIGNED_SUMSTAT", "EST",
-             "BETA1"),
+    S.A2: ("A2", "ALLELE2", "ALLELE0", "OTHER_ALLELE", "NON_EFFECT_ALLELE", "DEC_ALLELE", "OA", "NEA", "A0", "REF"),
+    S.BETA: ("BETA", "B", "LOG_ODDS", "LOGOR", "EFFECTS", "EFFECT", "SIGNED_SUMSTAT", "EST", "BETA1"),
     S.OR: ("OR", "ODDS_RATIO"),
     S.Z: ("Z", "ZSCORE", "Z-SCORE", "ZSTATISTIC", "ZSTAT", "Z-STATISTIC", "Z_STAT"),
     S.SE: ("SE", "STDERR", "STDERRLOGOR", "SEBETA", "STANDARDERROR", "STANDARD_ERROR", "LOG_OR_SE"),
     S.P: ("P", "PVALUE", "PVAL", "P_VALUE", "P-VALUE", "P.VALUE", "P_VAL", "GC_PVALUE", "WALD_P"),
-    S.N: ("N", "WEIGHT", "NCOMPLETESAMPLES", "TOTALSAMPLESIZE", "TOTALN", "TOTAL_N",
-          "N_COMPLETE_SAMPLES", "SAMPLESIZE", "NEFF", "N_EFF", "N_EFFECTIVE", "SUMNEFF", "OBS_CT"),
-    S.MAF: ("MAF", "FRQ", "FREQ", "EAF", "FREQ1", "CEUAF", "FREQ1.HAPMAP", "FREQALLELE1HAPMAPCEU",
-            "FREQ.ALLELE1.HAPMAPCEU", "EFFECT_ALLELE_FREQ", "FREQ.A1", "A1FREQ", "A1_FREQ",
-            "ALLELEFREQ", "EFFECT_ALLELE_FREQUENCY"),
+    S.N: (
+        "N",
+        "WEIGHT",
+        "NCOMPLETESAMPLES",
+        "TOTALSAMPLESIZE",
+        "TOTALN",
+        "TOTAL_N",
+        "N_COMPLETE_SAMPLES",
+        "SAMPLESIZE",
+        "NEFF",
+        "N_EFF",
+        "N_EFFECTIVE",
+        "SUMNEFF",
+        "OBS_CT",
+    ),
+    S.MAF: (
+        "MAF",
+        "FRQ",
+        "FREQ",
+        "EAF",
+        "FREQ1",
+        "CEUAF",
+        "FREQ1.HAPMAP",
+        "FREQALLELE1HAPMAPCEU",
+        "FREQ.ALLELE1.HAPMAPCEU",
+        "EFFECT_ALLELE_FREQ",
+        "FREQ.A1",
+        "A1FREQ",
+        "A1_FREQ",
+        "ALLELEFREQ",
+        "EFFECT_ALLELE_FREQUENCY",
+    ),
     S.INFO: ("INFO", "IMPINFO"),
     S.CHR: ("CHR", "CHROM", "#CHROM", "CHROMOSOME"),
     S.BP: ("BP", "POS", "POSITION", "GENPOS", "BASE_PAIR_LOCATION"),
@@ -75,9 +114,14 @@ ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped 
 # ---------------------------------------------------------------------------------------------
 # column resolution
 # ---------------------------------------------------------------------------------------------
-def resolve_columns(columns: Sequence[str], *, path: str | None = None,
-                    required: Iterable[str] = (), warn: bool = True,
-                    column_names: Mapping[str, str] | None = None) -> dict[str, str]:
+def resolve_columns(
+    columns: Sequence[str],
+    *,
+    path: str | None = None,
+    required: Iterable[str] = (),
+    warn: bool = True,
+    column_names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Map original column names to canonical ones.  Returns {original: canonical} for renamed
     columns only (a canonical column that is already spelled canonically maps to itself).
 
@@ -87,8 +131,11 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
     for c in columns:
         u = c.strip().upper()
         if u in upper:
-            raise SchemaError(f"columns {upper[u]!r} and {c!r} have the same name ignoring case; "
-                              f"found columns {list(columns)}", path=path, column=c)
+            raise SchemaError(
+                f"columns {upper[u]!r} and {c!r} have the same name ignoring case; found columns {list(columns)}",
+                path=path,
+                column=c,
+            )
         upper[u] = c
     mapping: dict[str, str] = {}
     used: set[str] = set()
@@ -96,15 +143,22 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
     for key, col in (column_names or {}).items():
         canon = S.BETA if key.lower() == "effect" else key.upper()
         if canon not in ALIASES:
-            raise SchemaError(f"column_names key {key!r} is not one of effect, "
-                              f"{', '.join(ALIASES)}", path=path, column=key)
+            raise SchemaError(
+                f"column_names key {key!r} is not one of effect, {', '.join(ALIASES)}", path=path, column=key
+            )
         orig = upper.get(str(col).strip().upper())
         if orig is None:
-            raise SchemaError(f"column_names maps {key} to {col!r}, which is not in the file; found "
-                              f"columns {list(columns)}", path=path, column=str(col))
+            raise SchemaError(
+                f"column_names maps {key} to {col!r}, which is not in the file; found columns {list(columns)}",
+                path=path,
+                column=str(col),
+            )
         if canon in upper and upper[canon] != orig:
-            raise SchemaError(f"column_names maps {key} to {col!r} but the file also has a {canon} "
-                              f"column; rename one of them", path=path, column=canon)
+            raise SchemaError(
+                f"column_names maps {key} to {col!r} but the file also has a {canon} column; rename one of them",
+                path=path,
+                column=canon,
+            )
         mapping[orig] = canon
         used.add(orig)
         fixed.add(canon)
@@ -120,20 +174,31 @@ def resolve_columns(columns: Sequence[str], *, path: str | None = None,
         if canon == S.N and not found and half:
             found = half[:1] if len(half) == 1 else half
         if len(found) > 1:
-            raise SchemaError(f"ambiguous {canon} column: {found} all mean {canon}; rename or drop "
-                              f"all but one (found columns {list(columns)})", path=path, column=canon)
+            raise SchemaError(
+                f"ambiguous {canon} column: {found} all mean {canon}; rename or drop "
+                f"all but one (found columns {list(columns)})",
+                path=path,
+                column=canon,
+            )
         if found:
             mapping[found[0]] = canon
             used.add(found[0])
-    if warn and ("ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2):
-        log.warning("%s: reading ALT as the effect allele A1 and REF as A2 (R GenomicSEM reads REF as "
-                    "A1); check that this is right for this file", path or "sumstats")
+    if warn and (
+        "ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2
+    ):
+        log.warning(
+            "%s: reading ALT as the effect allele A1 and REF as A2 (R GenomicSEM reads REF as "
+            "A1); check that this is right for this file",
+            path or "sumstats",
+        )
     missing = [r for r in required if r not in mapping.values()]
     if missing:
-        raise SchemaError(f"missing required column(s) {missing}; found columns {list(columns)} "
-                          f"(accepted spellings: " +
-                          "; ".join(f"{m}: {', '.join(ALIASES.get(m, (m,)))}" for m in missing) + ")",
-                          path=path, column=missing[0])
+        raise SchemaError(
+            f"missing required column(s) {missing}; found columns {list(columns)} "
+            f"(accepted spellings: " + "; ".join(f"{m}: {', '.join(ALIASES.get(m, (m,)))}" for m in missing) + ")",
+            path=path,
+            column=missing[0],
+        )
     return mapping
 
 
@@ -196,8 +261,15 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
     sep = _sniff(header.rstrip(b"\r"))
     if sep == " " and _padded(header):
         data = _normalise_blanks(data)
-    kw = dict(separator=sep, infer_schema=False, quote_char='"', null_values=list(NA_TOKENS),
-              truncate_ragged_lines=False, comment_prefix=None, raise_if_empty=True)
+    kw = dict(
+        separator=sep,
+        infer_schema=False,
+        quote_char='"',
+        null_values=list(NA_TOKENS),
+        truncate_ragged_lines=False,
+        comment_prefix=None,
+        raise_if_empty=True,
+    )
 
     def parse(data: bytes) -> pl.DataFrame:
         cols = pl.read_csv(io.BytesIO(data), n_rows=0, **kw).columns
@@ -217,8 +289,9 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
                 raise
             df = parse(_normalise_blanks(data))  # runs of blanks inside the data lines
     except (pl.exceptions.PolarsError, OSError) as exc:  # ragged lines, bad quoting
-        raise InputError(f"cannot parse summary statistics as {sep!r}-delimited text: "
-                         f"{str(exc).splitlines()[0]}", path=path) from exc
+        raise InputError(
+            f"cannot parse summary statistics as {sep!r}-delimited text: {str(exc).splitlines()[0]}", path=path
+        ) from exc
     df = df.rename({c: c.strip() for c in df.columns if c != c.strip()})
     return df.with_row_index(ROW, offset=1)
 
@@ -226,25 +299,32 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
 def _numeric_overrides(path, column_names=None):
     def fn(cols: list[str]) -> dict[str, pl.DataType]:
         try:
-            mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False,
-                                      column_names=column_names)
+            mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False, column_names=column_names)
         except SchemaError:
             return {}
         stripped = {c.strip(): c for c in cols}
-        return {stripped[o]: (pl.Int64 if k == S.BP else pl.Float64)
-                for o, k in mapping.items() if k in NUMERIC}
+        return {stripped[o]: (pl.Int64 if k == S.BP else pl.Float64) for o, k in mapping.items() if k in NUMERIC}
+
     return fn
 
 
-def _standardise(frame: pl.DataFrame | pl.LazyFrame, *, path: str | None,
-                 required: Iterable[str], column_names: Mapping[str, str] | None = None) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
+def _standardise(
+    frame: pl.DataFrame | pl.LazyFrame,
+    *,
+    path: str | None,
+    required: Iterable[str],
+    column_names: Mapping[str, str] | None = None,
+) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
     cols = [c for c in frame.collect_schema().names() if c != ROW]
     mapping = resolve_columns(cols, path=path, required=required, column_names=column_names)
     half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
     frame = frame.rename(mapping)
     if half:
-        log.info("%s: column %s holds half the effective sample size; doubling it into N",
-                 path or "sumstats", sorted(half)[0])
+        log.info(
+            "%s: column %s holds half the effective sample size; doubling it into N",
+            path or "sumstats",
+            sorted(half)[0],
+        )
         frame = frame.with_columns(pl.col(S.N).cast(pl.Float64, strict=False) * 2.0)
     return frame, mapping
 
@@ -281,8 +361,7 @@ def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
         for c, idx in zip([c for c in NUMERIC if c in schema and schema[c] == pl.String], res):
             if idx is not None:
                 row = df[ROW][idx] if ROW in df.columns else idx + 1
-                raise InputError(f"non-numeric value {df[c][idx]!r} in column {c}", path=path,
-                                 column=c, row=row)
+                raise InputError(f"non-numeric value {df[c][idx]!r} in column {c}", path=path, column=c, row=row)
     return df.with_columns(exprs) if exprs else df
 
 
@@ -309,8 +388,13 @@ def _is_parquet(path: Path) -> bool:
         return False
 
 
-def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
-                  keep_row: bool = False, column_names: Mapping[str, str] | None = None) -> pl.DataFrame:
+def read_sumstats(
+    path_or_frame,
+    *,
+    required: Iterable[str] = (S.SNP,),
+    keep_row: bool = False,
+    column_names: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
     """Eager twin of :func:`scan_sumstats`; ``keep_row=True`` keeps the 1-based ``__row`` column
     (file row number, counted over the concatenated matches of a glob)."""
     required = tuple(required)
@@ -343,8 +427,9 @@ def read_sumstats(path_or_frame, *, required: Iterable[str] = (S.SNP,),
     return df if keep_row else df.drop(ROW)
 
 
-def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,),
-                  column_names: Mapping[str, str] | None = None) -> pl.LazyFrame:
+def scan_sumstats(
+    path_or_glob, *, required: Iterable[str] = (S.SNP,), column_names: Mapping[str, str] | None = None
+) -> pl.LazyFrame:
     """GWAS summary statistics as a LazyFrame with canonical column names (see module docstring).
 
     Parquet inputs are scanned lazily when their canonical columns are already typed; text is
@@ -360,15 +445,14 @@ def scan_sumstats(path_or_glob, *, required: Iterable[str] = (S.SNP,),
                 lf = pl.scan_parquet([str(f) for f in files])
                 schema = lf.collect_schema()
             except (pl.exceptions.PolarsError, OSError) as exc:
-                raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}",
-                                 path=str(path_or_glob)) from exc
-            lf, mapping = _standardise(lf, path=str(path_or_glob), required=required,
-                                       column_names=column_names)
+                raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}", path=str(path_or_glob)) from exc
+            lf, mapping = _standardise(lf, path=str(path_or_glob), required=required, column_names=column_names)
             schema = lf.collect_schema()
             if all(schema[c] != pl.String for c in NUMERIC if c in schema):
                 return lf.with_columns(
                     [pl.col(c).cast(S.DTYPES[c], strict=False) for c in NUMERIC if c in schema]
-                    + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema])
+                    + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema]
+                )
     return read_sumstats(path_or_glob, required=required, column_names=column_names).lazy()
 
 
