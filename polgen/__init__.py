@@ -12,11 +12,13 @@ __version__ = "0.1.0"
 
 logging.getLogger("polgen").addHandler(logging.NullHandler())
 
-from polgen import errors  # noqa: E402
-from polgen import gsem, lfmm, stlr  # noqa: E402,F401
-from polgen.gsem import namespace as _gsem_ns  # noqa: E402,F401
-from polgen.lfmm import namespace as _lfmm_ns  # noqa: E402,F401
-from polgen.stlr import namespace as _stlr_ns  # noqa: E402,F401
+# the subpackages import after the logging handler is set (E402 is ignored for this file in pyproject)
+from polgen import errors, gsem, lfmm, stlr
+
+# imported for their side effect: they register the df.gsem / df.lfmm / df.stlr namespaces
+from polgen.gsem import namespace as _gsem_ns  # noqa: F401
+from polgen.lfmm import namespace as _lfmm_ns  # noqa: F401
+from polgen.stlr import namespace as _stlr_ns  # noqa: F401
 
 _LAZY = {
     "scan_sumstats": "polgen.io.sumstats",

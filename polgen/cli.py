@@ -17,7 +17,8 @@ import argparse
 import logging
 import math
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from polgen.errors import InputError, PolgenError
 
@@ -107,8 +108,10 @@ def _print_summary(summary: Any) -> None:
             _print_summary(inner)
             return
     if isinstance(summary, dict):
-        print_frame(pl.DataFrame({"item": [str(k) for k in summary],
-                                  "value": [_fmt(v) for v in summary.values()]}), title="polgen demo")
+        print_frame(
+            pl.DataFrame({"item": [str(k) for k in summary], "value": [_fmt(v) for v in summary.values()]}),
+            title="polgen demo",
+        )
         return
     if isinstance(summary, list) and summary and all(isinstance(r, dict) for r in summary):
         print_frame(pl.DataFrame(summary, strict=False), title="polgen demo", max_rows=-1)
@@ -120,8 +123,7 @@ def _print_summary(summary: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from polgen.demo import run_demo
 
-    summary = run_demo(out=args.out, small=args.small, progress=False if args.no_progress else None,
-                       seed=args.seed)
+    summary = run_demo(out=args.out, small=args.small, progress=False if args.no_progress else None, seed=args.seed)
     _print_summary(summary)
     bad = summary.filter(summary["status"] != "ok")
     if bad.height:
@@ -141,8 +143,9 @@ def _parse_sql_params(query, pairs: Sequence[str]) -> dict[str, Any]:
         key = key.strip()
         p = query.params.get(key)
         if p is None:
-            raise InputError(f"query {query.name!r} has no parameter {key!r}; its parameters: "
-                             f"{', '.join(query.params)}")
+            raise InputError(
+                f"query {query.name!r} has no parameter {key!r}; its parameters: {', '.join(query.params)}"
+            )
         if p.kind == "relations":
             items = [v for v in value.split(",") if v]
             params.setdefault(key, []).extend(items)
@@ -161,12 +164,14 @@ def _list_queries() -> None:
     rows = []
     for name in sql.list_queries():
         q = sql.get_query(name)
-        params = ", ".join(f"{p.name}:{p.kind}" + ("" if p.required else f"={_fmt(p.default)}")
-                           for p in q.params.values())
+        params = ", ".join(
+            f"{p.name}:{p.kind}" + ("" if p.required else f"={_fmt(p.default)}") for p in q.params.values()
+        )
         first = q.description.split(". ")[0].rstrip(".") + "."
         rows.append({"query": name, "parameters": params, "description": first})
-    print_frame(pl.DataFrame(rows, schema=["query", "parameters", "description"]), title="polgen sql queries",
-                max_rows=-1)
+    print_frame(
+        pl.DataFrame(rows, schema=["query", "parameters", "description"]), title="polgen sql queries", max_rows=-1
+    )
 
 
 def _describe(query) -> None:
@@ -176,12 +181,17 @@ def _describe(query) -> None:
     con.print(f"[bold]{query.name}[/bold]: {query.description}", highlight=False)
     if query.output:
         con.print(f"[bold]output[/bold]: {query.output}", highlight=False)
-    print_frame(pl.DataFrame({
-        "parameter": [p.name for p in query.params.values()],
-        "kind": [p.kind for p in query.params.values()],
-        "default": ["(required)" if p.required else _fmt(p.default) for p in query.params.values()],
-        "description": [p.description for p in query.params.values()],
-    }), max_rows=-1)
+    print_frame(
+        pl.DataFrame(
+            {
+                "parameter": [p.name for p in query.params.values()],
+                "kind": [p.kind for p in query.params.values()],
+                "default": ["(required)" if p.required else _fmt(p.default) for p in query.params.values()],
+                "description": [p.description for p in query.params.values()],
+            }
+        ),
+        max_rows=-1,
+    )
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -218,8 +228,19 @@ def cmd_version(args: argparse.Namespace) -> int:
     if args.all:
         from importlib import metadata
 
-        for dist in ("polars", "pyarrow", "numpy", "scipy", "numba", "duckdb", "bed-reader", "anndata",
-                     "rich", "dask", "distributed"):
+        for dist in (
+            "polars",
+            "pyarrow",
+            "numpy",
+            "scipy",
+            "numba",
+            "duckdb",
+            "bed-reader",
+            "anndata",
+            "rich",
+            "dask",
+            "distributed",
+        ):
             try:
                 print(f"  {dist} {metadata.version(dist)}")
             except metadata.PackageNotFoundError:
@@ -257,32 +278,50 @@ def _add_method_parsers(subparsers) -> list[str]:
 
 def build_parser(methods: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                        help="log progress (-v) or debug details (-vv) on stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log progress (-v) or debug details (-vv) on stderr",
+    )
     parser = argparse.ArgumentParser(
         prog="polgen",
         description="Genomic SEM, out-of-core LFMM2 and SpaceTravLR on Polars/Arrow, from the shell.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log progress (-v) or debug details (-vv) on stderr")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress (-v) or debug details (-vv) on stderr"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", parents=[common], help="make synthetic data for every method and run them",
-                       description="Generate deterministic synthetic inputs for Genomic SEM, LFMM2 and "
-                                   "SpaceTravLR, run each method end to end and print a summary.")
+    d = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="make synthetic data for every method and run them",
+        description="Generate deterministic synthetic inputs for Genomic SEM, LFMM2 and "
+        "SpaceTravLR, run each method end to end and print a summary.",
+    )
     d.add_argument("--out", default="polgen-demo", help="output directory (default: ./polgen-demo)")
     d.add_argument("--small", action="store_true", help="a smaller, faster demo")
     d.add_argument("--seed", type=int, default=None, help="random seed (default: the demo's own)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("sql", parents=[common], help="run a named DuckDB query over results",
-                       description="Run one of the named queries in sql/ over parquet files, globs or "
-                                   "polgen output directories. Without NAME, list the queries.")
+    s = sub.add_parser(
+        "sql",
+        parents=[common],
+        help="run a named DuckDB query over results",
+        description="Run one of the named queries in sql/ over parquet files, globs or "
+        "polgen output directories. Without NAME, list the queries.",
+    )
     s.add_argument("name", nargs="?", help="query name (see --list)")
-    s.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
-                   help="a query parameter; repeat it; a 'relations' parameter takes a comma-separated "
-                        "list (or the key repeated)")
+    s.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a query parameter; repeat it; a 'relations' parameter takes a comma-separated list (or the key repeated)",
+    )
     s.add_argument("--out", help="write the result to this parquet file instead of printing it")
     s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     s.add_argument("--show", type=int, default=20, help="rows to print (default 20; -1 for all)")

@@ -33,18 +33,29 @@ from polgen.io.sink import write_table_atomic
 
 log = logging.getLogger("polgen")
 
-__all__ = ["GsemDemo", "LfmmDemo", "StlrDemo", "make_gsem_demo", "make_lfmm_demo", "make_stlr_demo",
-           "received_ligands_dense"]
+__all__ = [
+    "GsemDemo",
+    "LfmmDemo",
+    "StlrDemo",
+    "make_gsem_demo",
+    "make_lfmm_demo",
+    "make_stlr_demo",
+    "received_ligands_dense",
+]
 
 # hg19 chromosome lengths in Mb (rounded): SNPs are spread over the 22 autosomes in proportion
-_CHR_MB = np.array([249, 243, 198, 191, 181, 171, 159, 146, 141, 136, 135, 134, 115, 107, 103, 90,
-                    81, 78, 59, 63, 48, 51], dtype=np.float64)
+_CHR_MB = np.array(
+    [249, 243, 198, 191, 181, 171, 159, 146, 141, 136, 135, 134, 115, 107, 103, 90, 81, 78, 59, 63, 48, 51],
+    dtype=np.float64,
+)
 # strand-unambiguous allele pairs
-_ALLELE_PAIRS = np.array([("A", "C"), ("A", "G"), ("C", "A"), ("C", "T"), ("G", "A"), ("G", "T"),
-                          ("T", "C"), ("T", "G")])
+_ALLELE_PAIRS = np.array(
+    [("A", "C"), ("A", "G"), ("C", "A"), ("C", "T"), ("G", "A"), ("G", "T"), ("T", "C"), ("T", "G")]
+)
 
 
 # -- small file helpers ---------------------------------------------------------------------------
+
 
 def _atomic_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,7 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
 # =================================================================================================
 # Genomic SEM
 # =================================================================================================
+
 
 @dataclass
 class GsemDemo:
@@ -117,8 +129,9 @@ class GsemDemo:
         return "F1 =~ " + " + ".join(self.trait_names)
 
 
-def make_gsem_demo(out: str | os.PathLike, n_snps: int | None = None, small: bool = False, *,
-                   seed: int = 20240601) -> GsemDemo:
+def make_gsem_demo(
+    out: str | os.PathLike, n_snps: int | None = None, small: bool = False, *, seed: int = 20240601
+) -> GsemDemo:
     """Summary statistics for 3 traits simulated from the LDSC model with known genetic covariance.
 
     Per SNP ``j`` with LD score ``l_j`` the z-scores of the three traits (for the reference A1
@@ -162,17 +175,17 @@ def make_gsem_demo(out: str | os.PathLike, n_snps: int | None = None, small: boo
     for c, k in enumerate(counts):
         span = int(_CHR_MB[c] * 1e6)
         pos = np.sort(rng.choice(span - 20_000, size=k, replace=False)) + 10_000
-        bp[start:start + k] = pos
+        bp[start : start + k] = pos
         start += k
     snp = np.array([f"rs{100_000 + 7 * j}" for j in range(n_snps)])
     pairs = _ALLELE_PAIRS[rng.integers(0, len(_ALLELE_PAIRS), n_snps)]
     a1, a2 = pairs[:, 0], pairs[:, 1]
     maf = rng.uniform(0.01, 0.5, n_snps)
     rare = rng.random(n_snps) < 0.02
-    maf[rare] = rng.uniform(0.002, 0.009, rare.sum())     # dropped by a MAF >= 0.01 filter
+    maf[rare] = rng.uniform(0.002, 0.009, rare.sum())  # dropped by a MAF >= 0.01 filter
     a1_is_minor = rng.random(n_snps) < 0.5
-    f_a1 = np.where(a1_is_minor, maf, 1.0 - maf)           # A1 frequency in the reference
-    ell = rng.gamma(2.5, 35.0, n_snps) + 5.0               # LD scores (mean ~ 92, min 5)
+    f_a1 = np.where(a1_is_minor, maf, 1.0 - maf)  # A1 frequency in the reference
+    ell = rng.gamma(2.5, 35.0, n_snps) + 5.0  # LD scores (mean ~ 92, min 5)
     M_chr = np.round(M_total * counts / counts.sum())
 
     # --- z-scores from the LDSC model -----------------------------------------------------------
@@ -189,15 +202,15 @@ def make_gsem_demo(out: str | os.PathLike, n_snps: int | None = None, small: boo
         k = counts[c]
         sl = slice(start, start + k)
         start += k
-        df = pl.DataFrame({"CHR": chrom[sl], "SNP": snp[sl], "BP": bp[sl],
-                           "L2": np.round(ell[sl], 3)})
+        df = pl.DataFrame({"CHR": chrom[sl], "SNP": snp[sl], "BP": bp[sl], "L2": np.round(ell[sl], 3)})
         _write_text_table(df, ld / f"{c + 1}.l2.ldscore.gz")
         _atomic_bytes(ld / f"{c + 1}.l2.M_5_50", f"{int(M_chr[c])}\n".encode())
         _atomic_bytes(ld / f"{c + 1}.l2.M", f"{int(M_chr[c] * 1.4)}\n".encode())
     hm3 = _write_text_table(pl.DataFrame({"SNP": snp, "A1": a1, "A2": a2}), d / "w_hm3.snplist")
     reference = _write_text_table(
         pl.DataFrame({"SNP": snp, "CHR": chrom, "BP": bp, "MAF": np.round(maf, 5), "A1": a1, "A2": a2}),
-        d / "reference.1000G.txt")
+        d / "reference.1000G.txt",
+    )
 
     # --- per-trait files --------------------------------------------------------------------------
     from scipy.special import ndtr
@@ -222,45 +235,102 @@ def make_gsem_demo(out: str | os.PathLike, n_snps: int | None = None, small: boo
         p = 2.0 * ndtr(-np.abs(zt))
         if t < 2:  # continuous trait, standardised phenotype
             se = 1.0 / np.sqrt(2.0 * freq * (1.0 - freq) * N[t])
-        else:      # case/control, half cases: var(y) = 1/4 on the logit scale
+        else:  # case/control, half cases: var(y) = 1/4 on the logit scale
             se = 1.0 / np.sqrt(2.0 * freq * (1.0 - freq) * N[t] * 0.25)
         beta = zt * se
         k = keep
         if t == 0:
-            df = pl.DataFrame({"SNP": snp[k], "CHR": chrom[k], "BP": bp[k], "A1": e_a1[k], "A2": e_a2[k],
-                               "FRQ": np.round(freq[k], 5), "INFO": np.round(info[k], 4),
-                               "BETA": beta[k], "SE": se[k], "P": p[k],
-                               "N": np.full(k.sum(), int(N[t]))})
+            df = pl.DataFrame(
+                {
+                    "SNP": snp[k],
+                    "CHR": chrom[k],
+                    "BP": bp[k],
+                    "A1": e_a1[k],
+                    "A2": e_a2[k],
+                    "FRQ": np.round(freq[k], 5),
+                    "INFO": np.round(info[k], 4),
+                    "BETA": beta[k],
+                    "SE": se[k],
+                    "P": p[k],
+                    "N": np.full(k.sum(), int(N[t])),
+                }
+            )
             path = _write_text_table(df, ss / "TraitA.txt.gz")
         elif t == 1:
-            df = pl.DataFrame({"rsid": snp[k], "chrom": chrom[k], "pos": bp[k],
-                               "effect_allele": e_a1[k], "other_allele": e_a2[k],
-                               "eaf": np.round(freq[k], 5), "info": np.round(info[k], 4),
-                               "beta": beta[k], "standard_error": se[k], "p_value": p[k],
-                               "n": np.full(k.sum(), int(N[t]))})
+            df = pl.DataFrame(
+                {
+                    "rsid": snp[k],
+                    "chrom": chrom[k],
+                    "pos": bp[k],
+                    "effect_allele": e_a1[k],
+                    "other_allele": e_a2[k],
+                    "eaf": np.round(freq[k], 5),
+                    "info": np.round(info[k], 4),
+                    "beta": beta[k],
+                    "standard_error": se[k],
+                    "p_value": p[k],
+                    "n": np.full(k.sum(), int(N[t])),
+                }
+            )
             path = _write_text_table(df, ss / "TraitB.tsv", separator=" ")
         else:
-            df = pl.DataFrame({"MarkerName": snp[k], "Chromosome": chrom[k], "Position": bp[k],
-                               "Allele1": e_a1[k], "Allele2": e_a2[k], "Freq1": np.round(freq[k], 5),
-                               "INFO": np.round(info[k], 4), "OR": np.exp(beta[k]),
-                               "StdErrLogOR": se[k], "P": p[k],
-                               "TotalSampleSize": np.full(k.sum(), int(N[t]))})
+            df = pl.DataFrame(
+                {
+                    "MarkerName": snp[k],
+                    "Chromosome": chrom[k],
+                    "Position": bp[k],
+                    "Allele1": e_a1[k],
+                    "Allele2": e_a2[k],
+                    "Freq1": np.round(freq[k], 5),
+                    "INFO": np.round(info[k], 4),
+                    "OR": np.exp(beta[k]),
+                    "StdErrLogOR": se[k],
+                    "P": p[k],
+                    "TotalSampleSize": np.full(k.sum(), int(N[t])),
+                }
+            )
             path = _write_text_table(df, ss / "TraitC.csv.gz", separator=",")
         paths.append(path)
 
-    truth = {"traits": traits, "N": N.tolist(), "h2": h2.tolist(), "loadings": lam.tolist(),
-             "rg": R.tolist(), "S": S.tolist(), "I": I.tolist(), "M": M_total, "n_snps": n_snps,
-             "seed": seed}
+    truth = {
+        "traits": traits,
+        "N": N.tolist(),
+        "h2": h2.tolist(),
+        "loadings": lam.tolist(),
+        "rg": R.tolist(),
+        "S": S.tolist(),
+        "I": I.tolist(),
+        "M": M_total,
+        "n_snps": n_snps,
+        "seed": seed,
+    }
     _atomic_bytes(d / "truth.json", (json.dumps(truth, indent=1) + "\n").encode())
-    return GsemDemo(out=d, trait_names=traits, sumstats=paths, ld=ld, wld=ld, hm3=hm3,
-                    reference=reference, N=N, h2=h2, loadings=lam, rg=R, S_true=S, I_true=I,
-                    M=M_total, n_snps=n_snps, se_logit=[False, False, True], OLS=[True, True, False],
-                    linprob=[False, False, False])
+    return GsemDemo(
+        out=d,
+        trait_names=traits,
+        sumstats=paths,
+        ld=ld,
+        wld=ld,
+        hm3=hm3,
+        reference=reference,
+        N=N,
+        h2=h2,
+        loadings=lam,
+        rg=R,
+        S_true=S,
+        I_true=I,
+        M=M_total,
+        n_snps=n_snps,
+        se_logit=[False, False, True],
+        OLS=[True, True, False],
+        linprob=[False, False, False],
+    )
 
 
 # =================================================================================================
 # LFMM
 # =================================================================================================
+
 
 @dataclass
 class LfmmDemo:
@@ -280,9 +350,17 @@ class LfmmDemo:
     missing_rate: float
 
 
-def make_lfmm_demo(out: str | os.PathLike, n: int | None = None, p: int | None = None, K: int = 3,
-                   small: bool = False, *, seed: int = 20240602, causal_fraction: float = 0.01,
-                   missing_rate: float = 0.001) -> LfmmDemo:
+def make_lfmm_demo(
+    out: str | os.PathLike,
+    n: int | None = None,
+    p: int | None = None,
+    K: int = 3,
+    small: bool = False,
+    *,
+    seed: int = 20240602,
+    causal_fraction: float = 0.01,
+    missing_rate: float = 0.001,
+) -> LfmmDemo:
     """Genotypes with K ancestral populations, an environment gradient and environment-driven loci.
 
     Ancestral allele frequencies follow the Balding-Nichols model (F_ST 0.1 around a U(0.05, 0.5)
@@ -307,7 +385,7 @@ def make_lfmm_demo(out: str | os.PathLike, n: int | None = None, p: int | None =
     # ancestry along a cline: population k centred at k/(K-1)
     pos = np.sort(rng.uniform(0.0, 1.0, n))
     centres = np.linspace(0.0, 1.0, K) if K > 1 else np.array([0.5])
-    w = np.exp(-((pos[:, None] - centres[None, :]) ** 2) / (2 * 0.15 ** 2)) + 0.05
+    w = np.exp(-((pos[:, None] - centres[None, :]) ** 2) / (2 * 0.15**2)) + 0.05
     Q = np.vstack([rng.dirichlet(5.0 * wi / wi.sum()) for wi in w])
     env = pos + rng.normal(0.0, 0.15, n)
     env = (env - env.mean()) / env.std()
@@ -346,22 +424,38 @@ def make_lfmm_demo(out: str | os.PathLike, n: int | None = None, p: int | None =
     bed = d / "genotypes.bed"
     import bed_reader
 
-    props = {"fid": fid, "iid": iid, "sid": sid, "chromosome": [str(c) for c in chrom],
-             "bp_position": bp.tolist(), "allele_1": pairs[:, 0].tolist(),
-             "allele_2": pairs[:, 1].tolist()}
+    props = {
+        "fid": fid,
+        "iid": iid,
+        "sid": sid,
+        "chromosome": [str(c) for c in chrom],
+        "bp_position": bp.tolist(),
+        "allele_1": pairs[:, 0].tolist(),
+        "allele_2": pairs[:, 1].tolist(),
+    }
     tmp = d / ".genotypes.tmp.bed"
     bed_reader.to_bed(tmp, G, properties=props, count_A1=True)
     for ext in (".bim", ".fam", ".bed"):  # .bed last: its presence means the trio is complete
         os.replace(tmp.with_suffix(ext), bed.with_suffix(ext))
 
-    env_path = _write_text_table(pl.DataFrame({"FID": fid, "IID": iid, "env": np.round(env, 6)}),
-                                 d / "env.tsv")
+    env_path = _write_text_table(pl.DataFrame({"FID": fid, "IID": iid, "env": np.round(env, 6)}), d / "env.tsv")
     causal_file = _write_text_table(
-        pl.DataFrame({"index": causal, "SNP": [sid[j] for j in causal], "effect": effects}),
-        d / "causal.tsv")
-    return LfmmDemo(out=d, bed=bed, env=env_path, causal_file=causal_file, n=n, p=p, K=K,
-                    causal=causal, effects=effects, Q=Q, env_values=np.round(env, 6),
-                    missing_rate=missing_rate)
+        pl.DataFrame({"index": causal, "SNP": [sid[j] for j in causal], "effect": effects}), d / "causal.tsv"
+    )
+    return LfmmDemo(
+        out=d,
+        bed=bed,
+        env=env_path,
+        causal_file=causal_file,
+        n=n,
+        p=p,
+        K=K,
+        causal=causal,
+        effects=effects,
+        Q=Q,
+        env_values=np.round(env, 6),
+        missing_rate=missing_rate,
+    )
 
 
 # =================================================================================================
@@ -370,14 +464,32 @@ def make_lfmm_demo(out: str | os.PathLike, n: int | None = None, p: int | None =
 
 _TFS = ["Pax5", "Ebf1", "Tcf7", "Lef1", "Spi1", "Cebpb", "Irf8", "Runx1"]
 # (ligand, receptor(s), pathway, signaling)
-_LR = [("Cxcl12", "Cxcr4", "CXCL", "Secreted Signaling"),
-       ("Ccl19", "Ccr7", "CCL", "Secreted Signaling"),
-       ("Tgfb1", "Tgfbr1_Tgfbr2", "TGFb", "Secreted Signaling"),
-       ("Il7", "Il7r_Il2rg", "IL7", "Secreted Signaling"),
-       ("Cd40lg", "Cd40", "CD40", "Cell-Cell Contact"),
-       ("Icam1", "Itgal_Itgb2", "ICAM", "Cell-Cell Contact")]
-_TARGETS = ["Cd19", "Ms4a1", "Cd79a", "Cd3e", "Cd4", "Cd8a", "Lyz2", "Cd68", "Itgax", "Col1a1",
-            "Pdgfra", "Ccnd1", "Myc", "Bcl6", "Prdm1", "Foxp3"]
+_LR = [
+    ("Cxcl12", "Cxcr4", "CXCL", "Secreted Signaling"),
+    ("Ccl19", "Ccr7", "CCL", "Secreted Signaling"),
+    ("Tgfb1", "Tgfbr1_Tgfbr2", "TGFb", "Secreted Signaling"),
+    ("Il7", "Il7r_Il2rg", "IL7", "Secreted Signaling"),
+    ("Cd40lg", "Cd40", "CD40", "Cell-Cell Contact"),
+    ("Icam1", "Itgal_Itgb2", "ICAM", "Cell-Cell Contact"),
+]
+_TARGETS = [
+    "Cd19",
+    "Ms4a1",
+    "Cd79a",
+    "Cd3e",
+    "Cd4",
+    "Cd8a",
+    "Lyz2",
+    "Cd68",
+    "Itgax",
+    "Col1a1",
+    "Pdgfra",
+    "Ccnd1",
+    "Myc",
+    "Bcl6",
+    "Prdm1",
+    "Foxp3",
+]
 _CELL_TYPES = ["Bcell", "Tcell", "Macrophage", "Stromal"]
 
 
@@ -413,8 +525,7 @@ class StlrDemo:
     betas: pl.DataFrame
 
 
-def received_ligands_dense(coords: np.ndarray, L: np.ndarray, radii: np.ndarray,
-                           block: int = 1024) -> np.ndarray:
+def received_ligands_dense(coords: np.ndarray, L: np.ndarray, radii: np.ndarray, block: int = 1024) -> np.ndarray:
     """Exact ``(1/N) sum_j exp(-d_ij^2 / (2 r_l^2)) L[j, l]`` in row blocks (demo-sized data)."""
     n = coords.shape[0]
     out = np.zeros((n, L.shape[1]))
@@ -427,9 +538,15 @@ def received_ligands_dense(coords: np.ndarray, L: np.ndarray, radii: np.ndarray,
     return out / n
 
 
-def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bool = False, *,
-                   seed: int = 20240603, radius: float = 200.0,
-                   contact_distance: float = 30.0) -> StlrDemo:
+def make_stlr_demo(
+    out: str | os.PathLike,
+    n_cells: int | None = None,
+    small: bool = False,
+    *,
+    seed: int = 20240603,
+    radius: float = 200.0,
+    contact_distance: float = 30.0,
+) -> StlrDemo:
     """A spatial tissue with 4 cell types in domains and targets driven by TFs and received ligands."""
     import anndata
     import pandas as pd
@@ -482,8 +599,9 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
     wL = received_ligands_dense(coords, lig, radii)
     rec_of = {g: rec[:, k] for k, g in enumerate(receptor_genes)}
     lr_names = [f"{l}${r}" for l, r, _, _ in _LR]
-    lr_feat = np.column_stack([wL[:, k] * np.minimum.reduce([rec_of[g] for g in r.split("_")])
-                               for k, (_, r, _, _) in enumerate(_LR)])
+    lr_feat = np.column_stack(
+        [wL[:, k] * np.minimum.reduce([rec_of[g] for g in r.split("_")]) for k, (_, r, _, _) in enumerate(_LR)]
+    )
     # put LR features on the TF scale so both matter
     lr_scale = 1.0 / np.maximum(lr_feat.mean(axis=0), 1e-12)
 
@@ -496,8 +614,7 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
         lrs = rng.choice(len(_LR), size=2, replace=False)
         b0 = 1.0
         y = np.full(n, b0)
-        feats = [(_TFS[k], tf[:, k], 1.0) for k in regs] + \
-                [(lr_names[k], lr_feat[:, k], lr_scale[k]) for k in lrs]
+        feats = [(_TFS[k], tf[:, k], 1.0) for k in regs] + [(lr_names[k], lr_feat[:, k], lr_scale[k]) for k in lrs]
         for f_i, (fname, x, scale) in enumerate(feats):
             base = rng.choice([-1.0, 1.0], p=[0.25, 0.75]) * rng.uniform(0.3, 1.0) * scale
             beta_c = base * cl_mult[t, f_i]
@@ -508,7 +625,7 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
             links.append((_TFS[k], target, 1))
         y += rng.normal(0.0, 0.1, n)
         Y[:, t] = y
-    shift = np.maximum(0.0, -Y.min(axis=0) + 0.05)   # keep expression non-negative
+    shift = np.maximum(0.0, -Y.min(axis=0) + 0.05)  # keep expression non-negative
     Y += shift[None, :]
     for t, target in enumerate(_TARGETS):
         for c in range(C):
@@ -532,8 +649,13 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
     obs["cell_type_int"] = ct.astype(np.int64)
     obs["domain"] = dom.astype(np.int64)
     var = pd.DataFrame(index=pd.Index(genes, dtype=str))
-    kind = (["TF"] * len(_TFS) + ["ligand"] * len(ligands) + ["receptor"] * len(receptor_genes)
-            + ["target"] * len(_TARGETS) + ["other"] * len(noise_genes))
+    kind = (
+        ["TF"] * len(_TFS)
+        + ["ligand"] * len(ligands)
+        + ["receptor"] * len(receptor_genes)
+        + ["target"] * len(_TARGETS)
+        + ["other"] * len(noise_genes)
+    )
     var["kind"] = pd.Categorical(kind)
     ad = anndata.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
     ad.obsm["spatial"] = coords
@@ -544,31 +666,65 @@ def make_stlr_demo(out: str | os.PathLike, n_cells: int | None = None, small: bo
     ad.write_h5ad(tmp)
     os.replace(tmp, h5ad)
 
-    lr = _write_text_table(pl.DataFrame({"ligand": [r[0] for r in _LR], "receptor": [r[1] for r in _LR],
-                                         "pathway": [r[2] for r in _LR], "signaling": [r[3] for r in _LR]}),
-                           d / "lr_pairs.csv", separator=",")
-    links_df = pl.DataFrame({"source": [l[0] for l in links], "target": [l[1] for l in links],
-                             "true_edge": [bool(l[2]) for l in links]}).sort("target", "source")
+    lr = _write_text_table(
+        pl.DataFrame(
+            {
+                "ligand": [r[0] for r in _LR],
+                "receptor": [r[1] for r in _LR],
+                "pathway": [r[2] for r in _LR],
+                "signaling": [r[3] for r in _LR],
+            }
+        ),
+        d / "lr_pairs.csv",
+        separator=",",
+    )
+    links_df = pl.DataFrame(
+        {"source": [l[0] for l in links], "target": [l[1] for l in links], "true_edge": [bool(l[2]) for l in links]}
+    ).sort("target", "source")
     grn_links = d / "grn_links.parquet"
     write_table_atomic(grn_links, links_df)
     # CellOracle-style base GRN: one peak per target, TF columns 0/1
-    base = {"peak_id": [f"chr1_{1_000_000 + 5_000 * i}_{1_000_500 + 5_000 * i}" for i in range(len(_TARGETS))],
-            "gene_short_name": list(_TARGETS)}
+    base = {
+        "peak_id": [f"chr1_{1_000_000 + 5_000 * i}_{1_000_500 + 5_000 * i}" for i in range(len(_TARGETS))],
+        "gene_short_name": list(_TARGETS),
+    }
     for tf_name in _TFS:
         srcs = set(links_df.filter(pl.col("source") == tf_name)["target"].to_list())
         base[tf_name] = [1 if tg in srcs else 0 for tg in _TARGETS]
     base_grn = d / "base_grn.parquet"
     write_table_atomic(base_grn, pl.DataFrame(base))
-    betas = pl.DataFrame(rows, schema={"target": pl.String, "feature": pl.String,
-                                       "cell_type": pl.String, "cluster": pl.Int64, "beta": pl.Float64},
-                         orient="row")
+    betas = pl.DataFrame(
+        rows,
+        schema={
+            "target": pl.String,
+            "feature": pl.String,
+            "cell_type": pl.String,
+            "cluster": pl.Int64,
+            "beta": pl.Float64,
+        },
+        orient="row",
+    )
     betas_file = d / "true_betas.parquet"
     write_table_atomic(betas_file, betas)
-    return StlrDemo(out=d, h5ad=h5ad, lr=lr, grn_links=grn_links, base_grn=base_grn,
-                    betas_file=betas_file, n_cells=n, tfs=list(_TFS), ligands=ligands,
-                    receptors=receptor_genes, targets=list(_TARGETS), cell_types=list(_CELL_TYPES),
-                    radius=radius, contact_distance=contact_distance, layer="imputed_count",
-                    cluster_key="cell_type", betas=betas)
+    return StlrDemo(
+        out=d,
+        h5ad=h5ad,
+        lr=lr,
+        grn_links=grn_links,
+        base_grn=base_grn,
+        betas_file=betas_file,
+        n_cells=n,
+        tfs=list(_TFS),
+        ligands=ligands,
+        receptors=receptor_genes,
+        targets=list(_TARGETS),
+        cell_types=list(_CELL_TYPES),
+        radius=radius,
+        contact_distance=contact_distance,
+        layer="imputed_count",
+        cluster_key="cell_type",
+        betas=betas,
+    )
 
 
 # =================================================================================================

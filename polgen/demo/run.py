@@ -9,21 +9,28 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from polgen.demo.data import (
+    GsemDemo,
+    LfmmDemo,
+    StlrDemo,
+    make_gsem_demo,
+    make_lfmm_demo,
+    make_stlr_demo,
+    prepare_out_dir,
+)
 from polgen.errors import InputError
 from polgen.io.sink import write_table_atomic
 
 log = logging.getLogger("polgen")
 
 __all__ = ["run_demo"]
-
-from polgen.demo.data import (GsemDemo, LfmmDemo, StlrDemo, prepare_out_dir, make_gsem_demo, make_lfmm_demo,
-                              make_stlr_demo)
 
 
 class _Steps:
@@ -33,8 +40,9 @@ class _Steps:
         self.rows: list[dict[str, Any]] = []
 
     def add(self, method: str, step: str, status: str, seconds: float, result: str) -> None:
-        self.rows.append({"method": method, "step": step, "status": status,
-                          "seconds": round(float(seconds), 2), "result": result})
+        self.rows.append(
+            {"method": method, "step": step, "status": status, "seconds": round(float(seconds), 2), "result": result}
+        )
 
     def run(self, method: str, step: str, fn: Callable[[], tuple[Any, str]], *, needs: Any = True):
         """``fn() -> (value, result text)``; returns ``value`` or None when the step did not run."""
@@ -52,8 +60,16 @@ class _Steps:
         return value
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema={"method": pl.String, "step": pl.String, "status": pl.String,
-                                               "seconds": pl.Float64, "result": pl.String})
+        return pl.DataFrame(
+            self.rows,
+            schema={
+                "method": pl.String,
+                "step": pl.String,
+                "status": pl.String,
+                "seconds": pl.Float64,
+                "result": pl.String,
+            },
+        )
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -79,21 +95,27 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
 
     def munge_step():
         from polgen.gsem.munge import munge
+
         munged, _drops = munge(files, str(g.hm3), trait_names=names, out=res / "munged")
-        n = {k: (v.select(pl.len()).collect().item() if isinstance(v, pl.LazyFrame) else len(v))
-             for k, v in munged.items()}
+        n = {
+            k: (v.select(pl.len()).collect().item() if isinstance(v, pl.LazyFrame) else len(v))
+            for k, v in munged.items()
+        }
         return munged, "SNPs kept " + ", ".join(f"{k} {v}" for k, v in n.items())
 
     munged = steps.run("gsem", "munge", munge_step)
 
     def ldsc_step():
         from polgen.gsem.ldsc import ldsc
+
         cs = ldsc(munged, g.ld, trait_names=names)
         cs.save(res / "ldsc_covstruc.json")
         h2 = np.diag(np.asarray(cs.S))
         se = np.sqrt(np.diag(np.asarray(cs.V)))[[0, 3, 5]] if np.asarray(cs.V).shape[0] == 6 else None
-        parts = [f"h2 {t} {_fmt3(h)}" + (f"±{_fmt3(se[i])}" if se is not None else "")
-                 + f" (true {_fmt3(g.h2[i])})" for i, (t, h) in enumerate(zip(names, h2))]
+        parts = [
+            f"h2 {t} {_fmt3(h)}" + (f"±{_fmt3(se[i])}" if se is not None else "") + f" (true {_fmt3(g.h2[i])})"
+            for i, (t, h) in enumerate(zip(names, h2))
+        ]
         S = np.asarray(cs.S)
         rg01 = S[0, 1] / np.sqrt(S[0, 0] * S[1, 1])
         parts.append(f"rg {names[0]}-{names[1]} {_fmt3(rg01)} (true {_fmt3(g.rg[0, 1])})")
@@ -103,30 +125,36 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
 
     def cf_step():
         from polgen.gsem.fit_models import commonfactor
+
         fit = commonfactor(cs)
         par = fit.parameters
         write_table_atomic(res / "commonfactor.parquet", par)
         load = par.filter(pl.col("op") == "=~")
         std = load["std_all"] if "std_all" in load.columns else load["est_std"]
-        txt = ", ".join(f"{r} {_fmt3(v)} (true {_fmt3(t)})"
-                        for r, v, t in zip(load["rhs"], std.to_list(), g.loadings))
+        txt = ", ".join(f"{r} {_fmt3(v)} (true {_fmt3(t)})" for r, v, t in zip(load["rhs"], std.to_list(), g.loadings))
         return fit, "standardised loadings " + txt
 
     steps.run("gsem", "commonfactor", cf_step, needs=cs)
 
     def sumstats_step():
         from polgen.gsem.sumstats import sumstats
+
         out = res / "sumstats.parquet"
-        lf = sumstats(files, str(g.reference), trait_names=names, se_logit=g.se_logit, OLS=g.OLS,
-                      linprob=g.linprob, out=out)
-        n = pl.scan_parquet(out).select(pl.len()).collect().item() if out.exists() else \
-            (lf.select(pl.len()).collect().item() if isinstance(lf, pl.LazyFrame) else len(lf))
+        lf = sumstats(
+            files, str(g.reference), trait_names=names, se_logit=g.se_logit, OLS=g.OLS, linprob=g.linprob, out=out
+        )
+        n = (
+            pl.scan_parquet(out).select(pl.len()).collect().item()
+            if out.exists()
+            else (lf.select(pl.len()).collect().item() if isinstance(lf, pl.LazyFrame) else len(lf))
+        )
         return out, f"{n} SNPs aligned across {len(names)} traits"
 
     ss = steps.run("gsem", "sumstats", sumstats_step, needs=cs)
 
     def gwas_step():
         from polgen.gsem.gwas import commonfactor_gwas as cf_gwas
+
         snps = pl.scan_parquet(ss).head(gwas_snps)
         out = res / "commonfactor_gwas"
         r = cf_gwas(snps, cs, out=out, overwrite=True, progress=progress)
@@ -146,6 +174,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
 
     def fit_step():
         from polgen.lfmm import fit
+
         model = fit(env, str(d.bed), K=d.K, progress=progress)
         save = getattr(model, "save", None)
         if save is not None:
@@ -156,6 +185,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
 
     def test_step():
         from polgen.lfmm import test
+
         r = test(model, str(d.bed), out=res / "associations", overwrite=True, progress=progress)
         df = r.collect() if hasattr(r, "collect") else r
         score_col = next((c for c in ("LOG10P", "T") if c in df.columns), None)
@@ -167,21 +197,21 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
         gif_txt = ", ".join(f"{k} {v:.3f}" for k, v in gif.items())
         pcol = "P_CALIBRATED" if "P_CALIBRATED" in df.columns else "P"
         hits = int((df[pcol] < 0.05 / df.height).sum()) if pcol in df.columns else -1
-        return r, (f"GIF {gif_txt}; AUC of the {len(d.causal)} causal loci {auc:.3f}; "
-                   f"{hits} Bonferroni hits")
+        return r, (f"GIF {gif_txt}; AUC of the {len(d.causal)} causal loci {auc:.3f}; {hits} Bonferroni hits")
 
     steps.run("lfmm", "test", test_step, needs=model)
 
 
 def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
-    common = dict(lr=str(d.lr), radius=d.radius, contact_distance=d.contact_distance, layer=d.layer,
-                  cluster_key=d.cluster_key)
+    common = dict(
+        lr=str(d.lr), radius=d.radius, contact_distance=d.contact_distance, layer=d.layer, cluster_key=d.cluster_key
+    )
     betadir = res / "betadata"
 
     def fit_step():
         from polgen.stlr import fit
-        r = fit(str(d.h5ad), d.targets, out=betadir, grn=str(d.grn_links), overwrite=True,
-                progress=progress, **common)
+
+        r = fit(str(d.h5ad), d.targets, out=betadir, grn=str(d.grn_links), overwrite=True, progress=progress, **common)
         scores = getattr(r, "scores", None)
         txt = f"{len(getattr(r, 'genes', d.targets))} genes trained"
         if isinstance(scores, pl.DataFrame) and "r2" in scores.columns:
@@ -193,6 +223,7 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
 
     def perturb_step():
         from polgen.stlr import perturb
+
         tf = "Pax5"
         sim = perturb(str(d.h5ad), str(betadir), tf, 0.0, **common)
         write_table_atomic(res / f"perturb_{tf}_KO.parquet", sim)
@@ -210,8 +241,10 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
             before = base.X[:, base.gene_index(genes)]
             return float(np.mean(np.abs(after - before)))
 
-        return sim, (f"{tf} knock-out: mean |delta| on its {len(regulated)} true targets "
-                     f"{mean_abs_delta(regulated):.3f} vs other targets {mean_abs_delta(others):.3f}")
+        return sim, (
+            f"{tf} knock-out: mean |delta| on its {len(regulated)} true targets "
+            f"{mean_abs_delta(regulated):.3f} vs other targets {mean_abs_delta(others):.3f}"
+        )
 
     steps.run("stlr", "perturb", perturb_step, needs=fitted)
 
@@ -243,9 +276,15 @@ def _beta_agreement(d: StlrDemo, betadir: Path) -> str:
     return f"; corr(fitted, true betas) {r:.3f} over {len(est)}"
 
 
-def run_demo(out: str | os.PathLike = "polgen-demo", small: bool = False, progress: bool | None = None,
-             seed: int | None = None, *, methods: tuple[str, ...] = ("gsem", "lfmm", "stlr"),
-             gwas_snps: int | None = None) -> pl.DataFrame:
+def run_demo(
+    out: str | os.PathLike = "polgen-demo",
+    small: bool = False,
+    progress: bool | None = None,
+    seed: int | None = None,
+    *,
+    methods: tuple[str, ...] = ("gsem", "lfmm", "stlr"),
+    gwas_snps: int | None = None,
+) -> pl.DataFrame:
     """Generate the demo data for every method, run each method end to end, return a summary.
 
     A failing step is reported (and logged) without stopping the others; steps that need its
@@ -257,9 +296,11 @@ def run_demo(out: str | os.PathLike = "polgen-demo", small: bool = False, progre
     root = prepare_out_dir(out)
     steps = _Steps()
     seeds = {} if seed is None else {"gsem": int(seed), "lfmm": int(seed) + 1, "stlr": int(seed) + 2}
-    gen = {"gsem": lambda: make_gsem_demo(root, small=small, **({"seed": seeds["gsem"]} if seeds else {})),
-           "lfmm": lambda: make_lfmm_demo(root, small=small, **({"seed": seeds["lfmm"]} if seeds else {})),
-           "stlr": lambda: make_stlr_demo(root, small=small, **({"seed": seeds["stlr"]} if seeds else {}))}
+    gen = {
+        "gsem": lambda: make_gsem_demo(root, small=small, **({"seed": seeds["gsem"]} if seeds else {})),
+        "lfmm": lambda: make_lfmm_demo(root, small=small, **({"seed": seeds["lfmm"]} if seeds else {})),
+        "stlr": lambda: make_stlr_demo(root, small=small, **({"seed": seeds["stlr"]} if seeds else {})),
+    }
     unknown = [m for m in methods if m not in gen]
     if unknown:
         raise InputError(f"unknown demo method(s) {unknown}; choose from {list(gen)}")
