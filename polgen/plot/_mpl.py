@@ -33,8 +33,7 @@ def require_matplotlib() -> Any:
         import matplotlib
         from matplotlib.figure import Figure  # noqa: F401 - the part the pictures use
     except ImportError as exc:
-        raise MissingExtraError("pictures need matplotlib: pip install 'polgen[plot]'",
-                                extra="plot") from exc
+        raise MissingExtraError("pictures need matplotlib: pip install 'polgen[plot]'", extra="plot") from exc
     return matplotlib
 
 
@@ -112,8 +111,7 @@ def save(fig: Any, out: str | os.PathLike) -> Path:
     path = Path(out)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InputError(f"cannot tell the picture format from {path.name!r}; use one of "
-                         f"{sorted(FORMATS)}", path=path)
+        raise InputError(f"cannot tell the picture format from {path.name!r}; use one of {sorted(FORMATS)}", path=path)
     if not path.parent.exists():
         raise OutputError("the output directory does not exist", path=path.parent)
     data = figure_bytes(fig, fmt)
@@ -128,8 +126,9 @@ def save(fig: Any, out: str | os.PathLike) -> Path:
     return path
 
 
-def finish(fig: Any, out: str | os.PathLike | None, *, points: Any = None,
-           info: dict[str, Any] | None = None) -> PlotResult:
+def finish(
+    fig: Any, out: str | os.PathLike | None, *, points: Any = None, info: dict[str, Any] | None = None
+) -> PlotResult:
     """Save ``fig`` when ``out`` is given and wrap it in a :class:`PlotResult`."""
     path = save(fig, out) if out is not None else None
     return PlotResult(figure=fig, points=points, info=dict(info or {}), path=path)

@@ -48,9 +48,18 @@ def _eigen_frame(result: Any) -> tuple[pl.DataFrame, int | None]:
     return result, suggested
 
 
-def scree(result: Any, out: str | os.PathLike | None = None, *, columns: Sequence[str] | None = None,
-          k_col: str | None = None, suggested_k: int | None = None, alpha: float | None = None,
-          log_y: bool = False, title: str | None = None, canvas: Canvas = SCREE_CANVAS) -> PlotResult:
+def scree(
+    result: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+    k_col: str | None = None,
+    suggested_k: int | None = None,
+    alpha: float | None = None,
+    log_y: bool = False,
+    title: str | None = None,
+    canvas: Canvas = SCREE_CANVAS,
+) -> PlotResult:
     """Scree plot: eigenvalues by component.
 
     ``result``: an LFMM ``ChooseKResult`` (``lfmm.choose_k``; its suggested K is marked), its
@@ -70,8 +79,9 @@ def scree(result: Any, out: str | os.PathLike | None = None, *, columns: Sequenc
             columns = ["EIGENVALUE"] + [c for c in columns if c != "EIGENVALUE"]
     missing = [c for c in columns if c not in frame.columns]
     if missing or not columns:
-        raise SchemaError(f"no eigenvalue column{'s ' + str(missing) if missing else ''} to draw; "
-                          f"columns: {frame.columns}")
+        raise SchemaError(
+            f"no eigenvalue column{'s ' + str(missing) if missing else ''} to draw; columns: {frame.columns}"
+        )
     x = frame[k].to_numpy() if k is not None else np.arange(1, frame.height + 1)
     if alpha is not None and "P" in frame.columns:
         sig = frame["P"].to_numpy() < alpha
@@ -79,12 +89,20 @@ def scree(result: Any, out: str | os.PathLike | None = None, *, columns: Sequenc
     fig, ax = canvas.figure()
     palette = (COLORS[0], "#e67e22", "#7f8c8d", "#27ae60", "#8e44ad")
     for j, c in enumerate(columns):
-        ax.plot(x, frame[c].to_numpy(), marker="o", ms=4, lw=1.3, color=palette[j % len(palette)], label=c,
-                gid=f"scree-{c}")
+        ax.plot(
+            x, frame[c].to_numpy(), marker="o", ms=4, lw=1.3, color=palette[j % len(palette)], label=c, gid=f"scree-{c}"
+        )
     if suggested is not None and suggested > 0:
         ax.axvline(suggested + 0.5, color=LINE, ls="--", lw=0.9, gid="suggested-k")
-        ax.text(suggested + 0.6, 0.95, f"K = {suggested}", transform=ax.get_xaxis_transform(), color=LINE,
-                fontsize=9, va="top")
+        ax.text(
+            suggested + 0.6,
+            0.95,
+            f"K = {suggested}",
+            transform=ax.get_xaxis_transform(),
+            color=LINE,
+            fontsize=9,
+            va="top",
+        )
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel(k or "component")
@@ -95,13 +113,24 @@ def scree(result: Any, out: str | os.PathLike | None = None, *, columns: Sequenc
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title(title if title is not None else "scree", fontsize=10, loc="left")
-    return finish(fig, out, points=frame.select(([k] if k else []) + list(columns)),
-                  info={"suggested_k": suggested, "columns": list(columns)})
+    return finish(
+        fig,
+        out,
+        points=frame.select(([k] if k else []) + list(columns)),
+        info={"suggested_k": suggested, "columns": list(columns)},
+    )
 
 
 # -- spatial -------------------------------------------------------------------------------------
-_XY_NAMES = (("x", "y"), ("X", "Y"), ("x_coord", "y_coord"), ("spatial_x", "spatial_y"), ("imagecol", "imagerow"),
-             ("array_col", "array_row"), ("pxl_col_in_fullres", "pxl_row_in_fullres"))
+_XY_NAMES = (
+    ("x", "y"),
+    ("X", "Y"),
+    ("x_coord", "y_coord"),
+    ("spatial_x", "spatial_y"),
+    ("imagecol", "imagerow"),
+    ("array_col", "array_row"),
+    ("pxl_col_in_fullres", "pxl_row_in_fullres"),
+)
 
 
 def _cells(data: Any, x: str | None, y: str | None, layer: str | None) -> tuple[np.ndarray, Any, pl.DataFrame]:
@@ -121,8 +150,11 @@ def _cells(data: Any, x: str | None, y: str | None, layer: str | None) -> tuple[
         return xy, None, data
     from polgen.io.spatial import SpatialData, read_spatial
 
-    sd = data if isinstance(data, SpatialData) else read_spatial(data, layer=layer,
-                                                                 spatial_key=(x, y) if x and y else None)
+    sd = (
+        data
+        if isinstance(data, SpatialData)
+        else read_spatial(data, layer=layer, spatial_key=(x, y) if x and y else None)
+    )
     return np.asarray(sd.coords, dtype=np.float64), sd, sd.obs
 
 
@@ -133,7 +165,9 @@ def _values(values: Any, sd: Any, cells: pl.DataFrame, n: int, layer: str | None
         if values in cells.columns:
             return cells[values].to_numpy(), values
         if sd is not None and values in sd.var_names:
-            return np.asarray(sd.gene(values) if layer is None else sd.gene(values, layer), dtype=np.float64).ravel(), values
+            return np.asarray(
+                sd.gene(values) if layer is None else sd.gene(values, layer), dtype=np.float64
+            ).ravel(), values
         raise InputError(f"{values!r} is neither a column of the cells nor a gene of the data")
     if isinstance(values, pl.DataFrame):
         val_cols = [c for c in values.columns if c != CELL_ID]
@@ -152,9 +186,20 @@ def _values(values: Any, sd: Any, cells: pl.DataFrame, n: int, layer: str | None
     return arr, name
 
 
-def spatial(data: Any, values: Any = None, out: str | os.PathLike | None = None, *, x: str | None = None,
-            y: str | None = None, layer: str | None = None, cmap: str | None = None, center: float | None = None,
-            point_px: float | None = None, title: str | None = None, canvas: Canvas = SPATIAL_CANVAS) -> PlotResult:
+def spatial(
+    data: Any,
+    values: Any = None,
+    out: str | os.PathLike | None = None,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    layer: str | None = None,
+    cmap: str | None = None,
+    center: float | None = None,
+    point_px: float | None = None,
+    title: str | None = None,
+    canvas: Canvas = SPATIAL_CANVAS,
+) -> PlotResult:
     """Values on tissue coordinates: expression, betas, perturbation deltas, clusters.
 
     ``data``: an AnnData or ``.h5ad`` path (``obsm["spatial"]``; ``x``/``y`` name obs columns
@@ -193,8 +238,16 @@ def spatial(data: Any, values: Any = None, out: str | os.PathLike | None = None,
         miss = ~np.isfinite(v)
         if miss.any():
             ax.scatter(xy[miss, 0], xy[miss, 1], s=size, c="#d5d8dc", linewidths=0, gid="cells-missing")
-        sc = ax.scatter(xy[~miss, 0], xy[~miss, 1], c=v[~miss], s=size, linewidths=0,
-                        cmap=cmap or ("RdBu_r" if center is not None else "viridis"), gid="cells", **kw)
+        sc = ax.scatter(
+            xy[~miss, 0],
+            xy[~miss, 1],
+            c=v[~miss],
+            s=size,
+            linewidths=0,
+            cmap=cmap or ("RdBu_r" if center is not None else "viridis"),
+            gid="cells",
+            **kw,
+        )
         cax = fig.add_axes((canvas.right + 0.02, canvas.bottom + 0.1, 0.025, (canvas.top - canvas.bottom) * 0.7))
         fig.colorbar(sc, cax=cax)
     ax.set_aspect("equal", adjustable="datalim")
@@ -202,14 +255,23 @@ def spatial(data: Any, values: Any = None, out: str | os.PathLike | None = None,
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title if title is not None else name, fontsize=10, loc="left")
-    return finish(fig, out, points=pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}),
-                  info={"n_cells": n, "values": name})
+    return finish(fig, out, points=pl.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}), info={"n_cells": n, "values": name})
 
 
-def transitions(vectors: Any, out: str | os.PathLike | None = None, *, x: str = "x", y: str = "y",
-                dx: str = "dx", dy: str = "dy", grid: int | None = 30, background: Any = None,
-                scale: float | None = None, title: str | None = None,
-                canvas: Canvas = SPATIAL_CANVAS) -> PlotResult:
+def transitions(
+    vectors: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    x: str = "x",
+    y: str = "y",
+    dx: str = "dx",
+    dy: str = "dy",
+    grid: int | None = 30,
+    background: Any = None,
+    scale: float | None = None,
+    title: str | None = None,
+    canvas: Canvas = SPATIAL_CANVAS,
+) -> PlotResult:
     """Arrows of per-cell transition vectors (a perturbation's predicted cell-state shifts).
 
     ``vectors``: a frame with ``x, y, dx, dy`` columns (names configurable).  With ``grid`` the
@@ -232,19 +294,43 @@ def transitions(vectors: Any, out: str | os.PathLike | None = None, *, x: str = 
         x0, x1 = float(arrows["x"].min()), float(arrows["x"].max())  # type: ignore[arg-type]
         y0, y1 = float(arrows["y"].min()), float(arrows["y"].max())  # type: ignore[arg-type]
         wx, wy = (x1 - x0) / grid or 1.0, (y1 - y0) / grid or 1.0
-        arrows = (arrows.with_columns(((pl.col("x") - x0) / wx).floor().clip(0, grid - 1).alias("gx"),
-                                      ((pl.col("y") - y0) / wy).floor().clip(0, grid - 1).alias("gy"))
-                  .group_by("gx", "gy").agg(pl.len().alias("n"), pl.col("dx").mean(), pl.col("dy").mean())
-                  .with_columns((x0 + (pl.col("gx") + 0.5) * wx).alias("x"), (y0 + (pl.col("gy") + 0.5) * wy).alias("y"))
-                  .sort("gx", "gy").select("x", "y", "dx", "dy", "n"))
+        arrows = (
+            arrows.with_columns(
+                ((pl.col("x") - x0) / wx).floor().clip(0, grid - 1).alias("gx"),
+                ((pl.col("y") - y0) / wy).floor().clip(0, grid - 1).alias("gy"),
+            )
+            .group_by("gx", "gy")
+            .agg(pl.len().alias("n"), pl.col("dx").mean(), pl.col("dy").mean())
+            .with_columns((x0 + (pl.col("gx") + 0.5) * wx).alias("x"), (y0 + (pl.col("gy") + 0.5) * wy).alias("y"))
+            .sort("gx", "gy")
+            .select("x", "y", "dx", "dy", "n")
+        )
     fig, ax = canvas.figure()
     if background is not None:
         bg = np.asarray(background.to_numpy() if isinstance(background, pl.Series) else background, dtype=np.float64)
         if bg.shape[0] == vectors.height:
-            ax.scatter(vectors[x].to_numpy(), vectors[y].to_numpy(), c=bg, cmap="Greys", s=6, linewidths=0,
-                       alpha=0.6, gid="background")
-    ax.quiver(arrows["x"].to_numpy(), arrows["y"].to_numpy(), arrows["dx"].to_numpy(), arrows["dy"].to_numpy(),
-              angles="xy", scale_units="xy", scale=scale, color=COLORS[0], width=0.004, gid="arrows")
+            ax.scatter(
+                vectors[x].to_numpy(),
+                vectors[y].to_numpy(),
+                c=bg,
+                cmap="Greys",
+                s=6,
+                linewidths=0,
+                alpha=0.6,
+                gid="background",
+            )
+    ax.quiver(
+        arrows["x"].to_numpy(),
+        arrows["y"].to_numpy(),
+        arrows["dx"].to_numpy(),
+        arrows["dy"].to_numpy(),
+        angles="xy",
+        scale_units="xy",
+        scale=scale,
+        color=COLORS[0],
+        width=0.004,
+        gid="arrows",
+    )
     ax.set_aspect("equal", adjustable="datalim")
     ax.invert_yaxis()
     ax.set_xticks([])

@@ -106,9 +106,20 @@ def manhattan(
     """
     thr_y = _check_threshold(threshold)
     keep_y = _check_threshold(keep_above, "keep_above") if keep_above is not None else thr_y
-    src = _source(results, dict(p_col=p_col, chrom_col=chrom_col, pos_col=pos_col, snp_col=snp_col,
-                                log10p_col=log10p_col, lhs=lhs, param=param, covariate=covariate,
-                                calibrated=calibrated))
+    src = _source(
+        results,
+        dict(
+            p_col=p_col,
+            chrom_col=chrom_col,
+            pos_col=pos_col,
+            snp_col=snp_col,
+            log10p_col=log10p_col,
+            lhs=lhs,
+            param=param,
+            covariate=covariate,
+            calibrated=calibrated,
+        ),
+    )
     lay = layout(src, keep_y=max(keep_y, thr_y), unknown_chrom=unknown_chrom)
     pts = thin_manhattan(src, lay, canvas.axes_px, keep_y=keep_y, highlight=highlight)
     fig, ax = canvas.figure()
@@ -116,19 +127,42 @@ def manhattan(
     normal = pts.filter(pl.col("kept") != "highlight")
     for parity in (0, 1):
         sel = normal.filter(pl.col("code") % 2 == parity)
-        ax.scatter(sel["x"].to_numpy(), sel["y"].to_numpy(), s=size, c=colors[parity], linewidths=0,
-                   rasterized=True, gid=f"manhattan-{parity}", zorder=2)
+        ax.scatter(
+            sel["x"].to_numpy(),
+            sel["y"].to_numpy(),
+            s=size,
+            c=colors[parity],
+            linewidths=0,
+            rasterized=True,
+            gid=f"manhattan-{parity}",
+            zorder=2,
+        )
     hl = pts.filter(pl.col("kept") == "highlight")
     if hl.height:
-        ax.scatter(hl["x"].to_numpy(), hl["y"].to_numpy(), s=size * 2.5, c=HIGHLIGHT, linewidths=0,
-                   gid="highlight", zorder=3, label="highlighted")
+        ax.scatter(
+            hl["x"].to_numpy(),
+            hl["y"].to_numpy(),
+            s=size * 2.5,
+            c=HIGHLIGHT,
+            linewidths=0,
+            gid="highlight",
+            zorder=3,
+            label="highlighted",
+        )
     ax.axhline(thr_y, color=LINE, lw=0.9, ls="--", gid="threshold", zorder=1)
     if suggestive is not None:
-        ax.axhline(_check_threshold(suggestive, "suggestive"), color="#7f8c8d", lw=0.7, ls=":",
-                   gid="suggestive", zorder=1)
+        ax.axhline(
+            _check_threshold(suggestive, "suggestive"), color="#7f8c8d", lw=0.7, ls=":", gid="suggestive", zorder=1
+        )
     for row in _annotations(pts, annotate).iter_rows(named=True):
-        ax.annotate(row["snp"], (row["x"], row["y"]), xytext=(3, 3), textcoords="offset points",
-                    fontsize=7, gid=f"label-{row['snp']}")
+        ax.annotate(
+            row["snp"],
+            (row["x"], row["y"]),
+            xytext=(3, 3),
+            textcoords="offset points",
+            fontsize=7,
+            gid=f"label-{row['snp']}",
+        )
     ax.set_xlim(*lay.xlim)
     ax.set_ylim(*lay.ylim)
     ax.set_xticks(lay.centers)
@@ -142,9 +176,17 @@ def manhattan(
         ax.spines[side].set_visible(False)
     n_ok = lay.n_total - lay.n_missing
     ax.set_title(title if title is not None else f"{src.label}  ({n_ok:,} SNPs)", fontsize=10, loc="left")
-    info = {"n_total": lay.n_total, "n_missing": lay.n_missing, "n_drawn": pts.height,
-            "n_tail": int((pts["kept"] != "pixel").sum()), "chromosomes": lay.labels, "label": src.label,
-            "series": src.series, "columns": src.columns, "threshold": threshold}
+    info = {
+        "n_total": lay.n_total,
+        "n_missing": lay.n_missing,
+        "n_drawn": pts.height,
+        "n_tail": int((pts["kept"] != "pixel").sum()),
+        "chromosomes": lay.labels,
+        "label": src.label,
+        "series": src.series,
+        "columns": src.columns,
+        "threshold": threshold,
+    }
     log.info("manhattan: %d of %d SNPs drawn", pts.height, n_ok)
     return finish(fig, out, points=pts, info=info)
 
@@ -179,29 +221,70 @@ def qq(
     if not (0 < level < 1):
         raise InputError(f"level must be in (0, 1), got {level!r}")
     keep_y = _check_threshold(threshold)
-    src = _source(results, dict(p_col=p_col, chrom_col=chrom_col, pos_col=pos_col, snp_col=snp_col,
-                                log10p_col=log10p_col, lhs=lhs, param=param, covariate=covariate,
-                                calibrated=calibrated, need_position=False))
+    src = _source(
+        results,
+        dict(
+            p_col=p_col,
+            chrom_col=chrom_col,
+            pos_col=pos_col,
+            snp_col=snp_col,
+            log10p_col=log10p_col,
+            lhs=lhs,
+            param=param,
+            covariate=covariate,
+            calibrated=calibrated,
+            need_position=False,
+        ),
+    )
     d = thin_qq(src, canvas.axes_px, keep_y=keep_y, level=level)
     fig, ax = canvas.figure()
     b = d.band
-    ax.fill_between(b["expected"].to_numpy(), b["lower"].to_numpy(), b["upper"].to_numpy(), color="#d5dbdb",
-                    lw=0, gid="band", label=f"{level:.0%} band", zorder=1)
+    ax.fill_between(
+        b["expected"].to_numpy(),
+        b["lower"].to_numpy(),
+        b["upper"].to_numpy(),
+        color="#d5dbdb",
+        lw=0,
+        gid="band",
+        label=f"{level:.0%} band",
+        zorder=1,
+    )
     lim = max(d.xlim[1], d.ylim[1])
     ax.plot([0, lim], [0, lim], color=LINE, lw=0.8, gid="diagonal", zorder=2)
-    ax.scatter(d.points["expected"].to_numpy(), d.points["observed"].to_numpy(), s=_size(canvas, point_px),
-               c=COLORS[0], linewidths=0, rasterized=True, gid="qq-points", zorder=3)
+    ax.scatter(
+        d.points["expected"].to_numpy(),
+        d.points["observed"].to_numpy(),
+        s=_size(canvas, point_px),
+        c=COLORS[0],
+        linewidths=0,
+        rasterized=True,
+        gid="qq-points",
+        zorder=3,
+    )
     ax.set_xlim(*d.xlim)
     ax.set_ylim(*d.ylim)
     ax.set_xlabel(r"expected $-\log_{10}(p)$")
     ax.set_ylabel(r"observed $-\log_{10}(p)$")
-    ax.text(0.04, 0.95, f"$\\lambda_{{GC}}$ = {d.lambda_gc:.3f}\nn = {d.n:,}", transform=ax.transAxes,
-            va="top", fontsize=9, gid="lambda")
+    ax.text(
+        0.04,
+        0.95,
+        f"$\\lambda_{{GC}}$ = {d.lambda_gc:.3f}\nn = {d.n:,}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        gid="lambda",
+    )
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.set_title(title if title is not None else src.label, fontsize=10, loc="left")
-    info = {"n_total": d.n, "n_drawn": d.points.height, "lambda_gc": d.lambda_gc, "label": src.label,
-            "series": src.series, "columns": src.columns, "level": level,
-            "n_tail": int((d.points["kept"] == "tail").sum())}
+    info = {
+        "n_total": d.n,
+        "n_drawn": d.points.height,
+        "lambda_gc": d.lambda_gc,
+        "label": src.label,
+        "series": src.series,
+        "columns": src.columns,
+        "level": level,
+        "n_tail": int((d.points["kept"] == "tail").sum()),
+    }
     return finish(fig, out, points=d.points, info=info)
-

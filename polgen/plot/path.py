@@ -28,10 +28,19 @@ log = logging.getLogger("polgen")
 __all__ = ["path_diagram", "parameter_frame"]
 
 ARROW_OPS = ("=~", "~", "~~")
-VALUE_COLUMNS = {"std": ("std_all", "est_std", "est"), "std_all": ("std_all",), "est_std": ("est_std",),
-                 "est": ("est",)}
-R_NAMES = {"Unstand_Est": "est", "Unstandardized_Estimate": "est", "STD_Genotype": "est_std",
-           "Standardized_Est": "est_std", "STD_All": "std_all"}
+VALUE_COLUMNS = {
+    "std": ("std_all", "est_std", "est"),
+    "std_all": ("std_all",),
+    "est_std": ("est_std",),
+    "est": ("est",),
+}
+R_NAMES = {
+    "Unstand_Est": "est",
+    "Unstandardized_Estimate": "est",
+    "STD_Genotype": "est_std",
+    "Standardized_Est": "est_std",
+    "STD_All": "std_all",
+}
 
 # geometry (SVG user units = px)
 _BOX_W, _BOX_H, _LAT_R, _GAP = 84.0, 34.0, 34.0, 28.0
@@ -45,8 +54,11 @@ def parameter_frame(fit_or_model: Any) -> pl.DataFrame:
     if isinstance(obj, (str, os.PathLike)):
         p = Path(obj)
         if not p.is_file():
-            raise InputError("no such parameter table file (a model string needs polgen.gsem.parse_model "
-                             "first, or `polgen plot path --model`)", path=p)
+            raise InputError(
+                "no such parameter table file (a model string needs polgen.gsem.parse_model "
+                "first, or `polgen plot path --model`)",
+                path=p,
+            )
         try:
             obj = pl.read_parquet(p)
         except pl.exceptions.PolarsError as exc:
@@ -86,8 +98,16 @@ def _edges(frame: pl.DataFrame, value: str, digits: int) -> list[dict[str, Any]]
         v = _value(row, cols)
         free = row.get("free")
         fixed = (free is False) or (isinstance(free, (int, float)) and not isinstance(free, bool) and free == 0)
-        out.append({"lhs": str(row["lhs"]), "op": str(row["op"]), "rhs": str(row["rhs"]),
-                    "value": v, "text": "" if v is None else f"{v:.{digits}f}", "fixed": fixed})
+        out.append(
+            {
+                "lhs": str(row["lhs"]),
+                "op": str(row["op"]),
+                "rhs": str(row["rhs"]),
+                "value": v,
+                "text": "" if v is None else f"{v:.{digits}f}",
+                "fixed": fixed,
+            }
+        )
     if not out:
         raise InputError("the parameter table has no =~, ~ or ~~ parameter to draw")
     return out
@@ -144,9 +164,11 @@ def _label(x: float, y: float, text: str) -> str:
     if not text:
         return ""
     w = 7.0 * len(text) + 6
-    return (f'<rect class="label-bg" x="{x - w / 2:.1f}" y="{y - 8:.1f}" width="{w:.1f}" height="16" '
-            f'fill="white" opacity="0.85"/>'
-            f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" font-size="12">{html.escape(text)}</text>')
+    return (
+        f'<rect class="label-bg" x="{x - w / 2:.1f}" y="{y - 8:.1f}" width="{w:.1f}" height="16" '
+        f'fill="white" opacity="0.85"/>'
+        f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" font-size="12">{html.escape(text)}</text>'
+    )
 
 
 def _edge_svg(e: dict[str, Any], pos, latent: set[str]) -> str:
@@ -161,8 +183,10 @@ def _edge_svg(e: dict[str, Any], pos, latent: set[str]) -> str:
         r = _LAT_R if a in latent else _BOX_H / 2
         sgn = -1.0 if a in latent else 1.0
         y0 = ya + sgn * r
-        d = (f"M {xa - 12:.1f} {y0:.1f} C {xa - 30:.1f} {y0 + sgn * 42:.1f} {xa + 30:.1f} {y0 + sgn * 42:.1f} "
-             f"{xa + 12:.1f} {y0:.1f}")
+        d = (
+            f"M {xa - 12:.1f} {y0:.1f} C {xa - 30:.1f} {y0 + sgn * 42:.1f} {xa + 30:.1f} {y0 + sgn * 42:.1f} "
+            f"{xa + 12:.1f} {y0:.1f}"
+        )
         lx, ly = xa, y0 + sgn * 40
     elif abs(ya - yb) < 1e-6:  # same row: an arc outside the row (above latents, below observed)
         sgn = -1.0 if a in latent else 1.0
@@ -184,38 +208,52 @@ def _edge_svg(e: dict[str, Any], pos, latent: set[str]) -> str:
             d = f"M {p0[0]:.1f} {p0[1]:.1f} L {p1[0]:.1f} {p1[1]:.1f}"
             t = 0.55
             lx, ly = p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1])
-    attrs = (f'class="param" data-lhs="{html.escape(e["lhs"])}" data-op="{html.escape(e["op"])}" '
-             f'data-rhs="{html.escape(e["rhs"])}" data-value="{html.escape(e["text"])}"')
-    return (f'<g {attrs}><title>{html.escape(e["lhs"])} {html.escape(e["op"])} {html.escape(e["rhs"])}'
-            f'{" = " + html.escape(e["text"]) if e["text"] else ""}</title>'
-            f'<path d="{d}" fill="none" stroke="#2c3e50" stroke-width="1.4"{dash}{marks}/>'
-            f"{_label(lx, ly, e['text'])}</g>")
+    attrs = (
+        f'class="param" data-lhs="{html.escape(e["lhs"])}" data-op="{html.escape(e["op"])}" '
+        f'data-rhs="{html.escape(e["rhs"])}" data-value="{html.escape(e["text"])}"'
+    )
+    return (
+        f"<g {attrs}><title>{html.escape(e['lhs'])} {html.escape(e['op'])} {html.escape(e['rhs'])}"
+        f"{' = ' + html.escape(e['text']) if e['text'] else ''}</title>"
+        f'<path d="{d}" fill="none" stroke="#2c3e50" stroke-width="1.4"{dash}{marks}/>'
+        f"{_label(lx, ly, e['text'])}</g>"
+    )
 
 
 def _node_svg(v: str, pos, latent: set[str]) -> str:
     x, y = pos[v]
     name = html.escape(v)
     if v in latent:
-        shape = f'<ellipse cx="{x:.1f}" cy="{y:.1f}" rx="{_LAT_R}" ry="{_LAT_R}" fill="#eaf2f8" stroke="#1f4e79" stroke-width="1.6"/>'
+        shape = (
+            f'<ellipse cx="{x:.1f}" cy="{y:.1f}" rx="{_LAT_R}" ry="{_LAT_R}" fill="#eaf2f8" '
+            'stroke="#1f4e79" stroke-width="1.6"/>'
+        )
         kind = "latent"
     else:
-        shape = (f'<rect x="{x - _BOX_W / 2:.1f}" y="{y - _BOX_H / 2:.1f}" width="{_BOX_W}" height="{_BOX_H}" '
-                 f'fill="#fdfefe" stroke="#2c3e50" stroke-width="1.4"/>')
+        shape = (
+            f'<rect x="{x - _BOX_W / 2:.1f}" y="{y - _BOX_H / 2:.1f}" width="{_BOX_W}" height="{_BOX_H}" '
+            f'fill="#fdfefe" stroke="#2c3e50" stroke-width="1.4"/>'
+        )
         kind = "observed"
-    return (f'<g class="node {kind}" data-name="{name}">{shape}<text x="{x:.1f}" y="{y + 4.5:.1f}" '
-            f'text-anchor="middle" font-size="13" font-weight="bold">{name}</text></g>')
+    return (
+        f'<g class="node {kind}" data-name="{name}">{shape}<text x="{x:.1f}" y="{y + 4.5:.1f}" '
+        f'text-anchor="middle" font-size="13" font-weight="bold">{name}</text></g>'
+    )
 
 
-def _own_svg(edges: list[dict[str, Any]], title: str | None) -> str:
+def _own_svg(edges: list[dict[str, Any]], title: str | None, marker_id: str = "arrow") -> str:
     pos, latent, width = _layout(edges)
     height = _Y_OBS + _BOX_H / 2 + 70
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica, Arial, sans-serif" class="polgen-path">',
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-             'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#2c3e50"/></marker></defs>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica, Arial, sans-serif" class="polgen-path">',
+        f'<defs><marker id="{html.escape(marker_id)}" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#2c3e50"/></marker></defs>',
+    ]
     if title:
         parts.append(f'<text x="12" y="22" font-size="14">{html.escape(title)}</text>')
-    parts += [_edge_svg(e, pos, latent) for e in edges]
+    parts += [_edge_svg(e, pos, latent).replace("url(#arrow)", f"url(#{html.escape(marker_id)})") for e in edges]
     parts += [_node_svg(v, pos, latent) for v in pos]
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
@@ -257,8 +295,16 @@ def _graphviz(dot: str, fmt: str) -> bytes | None:
     return done.stdout
 
 
-def path_diagram(fit_or_model: Any, out: str | os.PathLike | None = None, *, value: str = "std",
-                 digits: int = 2, engine: str = "auto", title: str | None = None) -> str:
+def path_diagram(
+    fit_or_model: Any,
+    out: str | os.PathLike | None = None,
+    *,
+    value: str = "std",
+    digits: int = 2,
+    engine: str = "auto",
+    title: str | None = None,
+    marker_id: str = "arrow",
+) -> str:
     """Path diagram of a usermodel / commonfactor fit; returns the SVG text, ``out`` writes it.
 
     ``fit_or_model``: a ``SEMResult`` (``gsem.usermodel`` / ``gsem.commonfactor``), its parameter
@@ -267,7 +313,8 @@ def path_diagram(fit_or_model: Any, out: str | os.PathLike | None = None, *, val
     else ``est_std``, else ``est``), ``"std_all"``, ``"est_std"`` or ``"est"``.  ``engine``:
     ``"svg"`` (polgen's own layout), ``"graphviz"`` (the ``dot`` binary; an error when missing) or
     ``"auto"`` (Graphviz when ``dot`` is on PATH).  ``out``: ``.svg`` (any engine), ``.png`` / ``.pdf``
-    (Graphviz only), ``.dot`` (the Graphviz source).
+    (Graphviz only), ``.dot`` (the Graphviz source).  ``marker_id``: the id of the arrowhead marker
+    (distinct ids when several diagrams share one HTML page).
     """
     if engine not in ("auto", "svg", "graphviz"):
         raise InputError(f"engine must be 'auto', 'svg' or 'graphviz', got {engine!r}")
@@ -284,7 +331,7 @@ def path_diagram(fit_or_model: Any, out: str | os.PathLike | None = None, *, val
         raw = _graphviz(dot, "svg")
         svg = raw.decode() if raw is not None else None
     if svg is None:
-        svg = _own_svg(edges, title)
+        svg = _own_svg(edges, title, marker_id)
     if out is not None:
         if suffix == ".svg":
             data = svg.encode()
@@ -293,8 +340,9 @@ def path_diagram(fit_or_model: Any, out: str | os.PathLike | None = None, *, val
         else:
             raw = _graphviz(dot, suffix[1:]) if shutil.which("dot") else None
             if raw is None:
-                raise InputError(f"writing a path diagram as {suffix} needs Graphviz `dot`; write .svg instead",
-                                 path=out)
+                raise InputError(
+                    f"writing a path diagram as {suffix} needs Graphviz `dot`; write .svg instead", path=out
+                )
             data = raw
         try:
             Path(out).write_bytes(data)

@@ -43,13 +43,39 @@ log = logging.getLogger("polgen")
 
 CHROM_NAMES = ("CHR", "#CHROM", "CHROM", "CHROMOSOME", "#CHR", "CHR_NAME", "CHROM_ID")
 POS_NAMES = ("BP", "POS", "GENPOS", "POSITION", "BASE_PAIR_LOCATION", "BP_HG19", "BP_HG38", "PS")
-P_NAMES = ("P", "PVAL", "PVALUE", "P_VALUE", "P-VALUE", "P.VALUE", "P_VAL", "WALD_P", "P_BOLT_LMM",
-           "P_BOLT_LMM_INF", "P_LRT", "P_WALD", "P_SCORE")
+P_NAMES = (
+    "P",
+    "PVAL",
+    "PVALUE",
+    "P_VALUE",
+    "P-VALUE",
+    "P.VALUE",
+    "P_VAL",
+    "WALD_P",
+    "P_BOLT_LMM",
+    "P_BOLT_LMM_INF",
+    "P_LRT",
+    "P_WALD",
+    "P_SCORE",
+)
 LOG10P_NAMES = ("LOG10P", "LOG10_P", "MLOG10P", "NEG_LOG_10_P_VALUE", "NEGLOG10P", "LOG10PVAL")
 ID_NAMES = ("SNP", "ID", "RSID", "VARIANT_ID", "MARKERNAME", "SNPID", "RS_ID", "MARKER", "RS")
 
-TEXT_SUFFIXES = (".tsv", ".txt", ".csv", ".gz", ".glm", ".regenie", ".linear", ".logistic", ".assoc",
-                 ".hybrid", ".firth", ".ma", ".sumstats")
+TEXT_SUFFIXES = (
+    ".tsv",
+    ".txt",
+    ".csv",
+    ".gz",
+    ".glm",
+    ".regenie",
+    ".linear",
+    ".logistic",
+    ".assoc",
+    ".hybrid",
+    ".firth",
+    ".ma",
+    ".sumstats",
+)
 
 
 @dataclass
@@ -152,8 +178,13 @@ def _scan_text(p: Path) -> pl.LazyFrame:
     sep = "\t" if b"\t" in line else "," if b"," in line else " "
     if sep == " " and (line != line.strip() or b"  " in line):
         return read_text_table(p).drop("__row").lazy()  # runs of blanks: normalised in memory
-    return pl.scan_csv(p, separator=sep, null_values=["", ".", "NA", "NaN", "nan", "NAN", "na"],
-                       infer_schema_length=10000, quote_char='"')
+    return pl.scan_csv(
+        p,
+        separator=sep,
+        null_values=["", ".", "NA", "NaN", "nan", "NAN", "na"],
+        infer_schema_length=10000,
+        quote_char='"',
+    )
 
 
 def scan_any(results: Any) -> tuple[pl.LazyFrame, str | None]:
@@ -163,8 +194,10 @@ def scan_any(results: Any) -> tuple[pl.LazyFrame, str | None]:
     if isinstance(results, pl.DataFrame):
         return results.lazy(), None
     if not isinstance(results, (str, os.PathLike)):
-        raise InputError(f"cannot plot a {type(results).__name__}: pass a DataFrame, a LazyFrame, a polgen "
-                         "run folder, a parquet file or a text table")
+        raise InputError(
+            f"cannot plot a {type(results).__name__}: pass a DataFrame, a LazyFrame, a polgen "
+            "run folder, a parquet file or a text table"
+        )
     text = os.fspath(results)
     p = Path(text)
     if p.is_dir():
@@ -187,12 +220,17 @@ def scan_any(results: Any) -> tuple[pl.LazyFrame, str | None]:
 
 
 # -- columns -------------------------------------------------------------------------------------
-def _find(columns: Sequence[str], names: Sequence[str], role: str, path: str | None,
-          given: str | None = None, required: bool = True) -> str | None:
+def _find(
+    columns: Sequence[str],
+    names: Sequence[str],
+    role: str,
+    path: str | None,
+    given: str | None = None,
+    required: bool = True,
+) -> str | None:
     if given is not None:
         if given not in columns:
-            raise SchemaError(f"no column {given!r} for the {role}; columns: {list(columns)}", path=path,
-                              column=given)
+            raise SchemaError(f"no column {given!r} for the {role}; columns: {list(columns)}", path=path, column=given)
         return given
     upper: dict[str, list[str]] = {}
     for c in columns:
@@ -204,8 +242,9 @@ def _find(columns: Sequence[str], names: Sequence[str], role: str, path: str | N
         if hits:
             return hits[0]
     if required:
-        raise SchemaError(f"no {role} column (looked for {list(names)}); columns: {list(columns)}; "
-                          f"name it explicitly", path=path)
+        raise SchemaError(
+            f"no {role} column (looked for {list(names)}); columns: {list(columns)}; name it explicitly", path=path
+        )
     return None
 
 
@@ -228,12 +267,30 @@ def _lfmm_covariates(columns: Sequence[str]) -> list[str]:
 
 def _is_lfmm(columns: Sequence[str]) -> bool:
     cols = set(columns)
-    return "MONOMORPHIC" in cols or any(c.startswith("P_CALIBRATED") for c in cols) or (
-        any(c == "T" or c.startswith("T_") for c in cols) and any(_LFMM_P.match(c) for c in cols))
+    return (
+        "MONOMORPHIC" in cols
+        or any(c.startswith("P_CALIBRATED") for c in cols)
+        or (any(c == "T" or c.startswith("T_") for c in cols) and any(_LFMM_P.match(c) for c in cols))
+    )
 
 
 def _filled(lf: pl.LazyFrame, column: str, rows: int = 20000) -> bool:
     return bool(lf.select(pl.col(column)).head(rows).select(pl.col(column).is_not_null().any()).collect().item())
+
+
+def series_of(results: Any) -> list[dict[str, str]]:
+    """The series a result holds, each as the keyword arguments that select it in
+    :func:`gwas_source`: ``[{"param": "F1 ~ SNP"}, ...]`` (gsem: the SNP effects, else every
+    parameter), ``[{"covariate": "temp"}, ...]`` (LFMM) or ``[{}]`` (one series)."""
+    lf, _ = scan_any(results)
+    columns = lf.collect_schema().names()
+    if {"lhs", "op", "rhs", "p"} <= set(columns):
+        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect()
+        names = [f"{a} {o} {b}" for a, o, b in params.iter_rows()]
+        return [{"param": s} for s in ([s for s in names if s.endswith(" ~ SNP")] or names)]
+    if _is_lfmm(columns):
+        return [{"covariate": v} for v in _lfmm_covariates(columns)]
+    return [{}]
 
 
 def _mlog10(p: str, log10p: str | None) -> pl.Expr:
@@ -274,7 +331,7 @@ def gwas_source(
     explicit = p_col is not None or log10p_col is not None
     if not explicit and {"lhs", "op", "rhs", "p"} <= set(columns):
         kind = "gsem"
-        params = (lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect())
+        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect()
         series = [f"{a} {o} {b}" for a, o, b in params.iter_rows()]
         snp_effects = [s for s in series if s.endswith(" ~ SNP")]
         if param is not None:
@@ -289,8 +346,10 @@ def gwas_source(
         elif len(snp_effects) == 1 or (not snp_effects and len(series) == 1):
             chosen = (snp_effects or series)[0]
         else:
-            raise InputError(f"the results hold several parameters {snp_effects or series}; choose one "
-                             "with lhs= or param=", path=path)
+            raise InputError(
+                f"the results hold several parameters {snp_effects or series}; choose one with lhs= or param=",
+                path=path,
+            )
         a, o, b = chosen.split(" ", 2)
         filt = (pl.col("lhs") == a) & (pl.col("op") == o) & (pl.col("rhs") == b)
         p, log10p = "p", ("log10p" if "log10p" in columns else None)
@@ -302,8 +361,7 @@ def gwas_source(
             raise SchemaError(f"an LFMM result without P columns; columns: {columns}", path=path)
         if covariate is None:
             if len(series) > 1:
-                raise InputError(f"the results hold several covariates {series}; choose one with covariate=",
-                                 path=path)
+                raise InputError(f"the results hold several covariates {series}; choose one with covariate=", path=path)
             covariate = series[0]
         if covariate not in series:
             raise InputError(f"covariate {covariate!r} not in the results; they hold {series}", path=path)
@@ -312,24 +370,38 @@ def gwas_source(
         use_cal = calibrated and cal in columns and _filled(lf, cal)
         p = cal if use_cal else raw
         # LOG10P is -log10 of the calibrated P when the run calibrated, of P otherwise
-        log10p = f"LOG10P{sfx}" if f"LOG10P{sfx}" in columns and (use_cal or cal not in columns
-                                                                   or not _filled(lf, cal)) else None
+        log10p = (
+            f"LOG10P{sfx}"
+            if f"LOG10P{sfx}" in columns and (use_cal or cal not in columns or not _filled(lf, cal))
+            else None
+        )
         label = (covariate or "P") + (" (calibrated)" if use_cal else "")
         series = [s or "P" for s in series]
     else:
-        p = _find(columns, ("P_CALIBRATED", *P_NAMES), "P", path, p_col, required=log10p_col is None
-                  and not any(c.upper() in LOG10P_NAMES for c in columns))
-        log10p = _find(columns, LOG10P_NAMES, "-log10 P", path, log10p_col, required=False) \
-            if (p is None or log10p_col is not None) else None
+        p = _find(
+            columns,
+            ("P_CALIBRATED", *P_NAMES),
+            "P",
+            path,
+            p_col,
+            required=log10p_col is None and not any(c.upper() in LOG10P_NAMES for c in columns),
+        )
+        log10p = (
+            _find(columns, LOG10P_NAMES, "-log10 P", path, log10p_col, required=False)
+            if (p is None or log10p_col is not None)
+            else None
+        )
         if p is None and log10p is None:
             raise SchemaError(f"no P column; columns: {columns}", path=path)
         label = p or log10p or ""
     y = _mlog10(p, log10p) if p is not None else pl.col(log10p).cast(pl.Float64)
-    sel = [(pl.col(chrom).cast(pl.String) if chrom else pl.lit(None, pl.String)).alias("_chr"),
-           (pl.col(pos).cast(pl.Int64, strict=False) if pos else pl.lit(None, pl.Int64)).alias("_bp"),
-           y.alias("_y"),
-           (pl.col(p).cast(pl.Float64) if p is not None else pl.lit(None, pl.Float64)).alias("_p"),
-           (pl.col(snp).cast(pl.String) if snp is not None else pl.lit(None, pl.String)).alias("_snp")]
+    sel = [
+        (pl.col(chrom).cast(pl.String) if chrom else pl.lit(None, pl.String)).alias("_chr"),
+        (pl.col(pos).cast(pl.Int64, strict=False) if pos else pl.lit(None, pl.Int64)).alias("_bp"),
+        y.alias("_y"),
+        (pl.col(p).cast(pl.Float64) if p is not None else pl.lit(None, pl.Float64)).alias("_p"),
+        (pl.col(snp).cast(pl.String) if snp is not None else pl.lit(None, pl.String)).alias("_snp"),
+    ]
     out = lf.filter(filt) if filt is not None else lf
     roles = {"chrom": chrom, "pos": pos, "p": p, "log10p": log10p, "snp": snp}
     return GwasSource(lf=out.select(sel), label=label, columns=roles, path=path, series=series, kind=kind)
@@ -341,8 +413,9 @@ _SEX_LABEL = ("X", "Y", "XY", "MT")
 UNKNOWN_CHROM = ("error", "drop", "last")
 
 
-def chrom_order(names: Sequence[str], unknown: str = "error", *, path: str | None = None
-                ) -> tuple[dict[str, int], list[str], list[str]]:
+def chrom_order(
+    names: Sequence[str], unknown: str = "error", *, path: str | None = None
+) -> tuple[dict[str, int], list[str], list[str]]:
     """Order chromosome names: numeric ones ascending, then X, Y, XY (PAR), MT; a ``chr`` prefix
     is ignored.  Returns ``(name -> code 0.., labels by code, dropped names)``.
 
@@ -375,9 +448,11 @@ def chrom_order(names: Sequence[str], unknown: str = "error", *, path: str | Non
     if bad:
         shown = sorted(bad)[:8]
         if unknown == "error":
-            raise InputError(f"unknown chromosome name(s) {shown}{' ...' if len(bad) > 8 else ''}; pass "
-                             "unknown_chrom='last' to draw them after MT or 'drop' to leave them out",
-                             path=path)
+            raise InputError(
+                f"unknown chromosome name(s) {shown}{' ...' if len(bad) > 8 else ''}; pass "
+                "unknown_chrom='last' to draw them after MT or 'drop' to leave them out",
+                path=path,
+            )
         if unknown == "drop":
             log.warning("dropping SNPs on %d unknown chromosome(s): %s", len(bad), shown)
             dropped = bad

@@ -82,17 +82,16 @@ def _check_p(st: pl.DataFrame, src: GwasSource) -> None:
     p_min, p_max = st["p_min"].min(), st["p_max"].max()
     y_min = st["y_min"].min()
     col = src.columns.get("p") or src.columns.get("log10p")
-    if (p_min is not None and p_min < 0) or (p_max is not None and p_max > 1) or (
-            y_min is not None and y_min < -1e-12):
+    if (p_min is not None and p_min < 0) or (p_max is not None and p_max > 1) or (y_min is not None and y_min < -1e-12):
         raise InputError(f"P values outside [0, 1] (min {p_min}, max {p_max})", path=src.path, column=col)
     n_inf = int(st["n_inf"].sum())
     if n_inf:
-        log.warning("%d P values are 0 (underflow) with no -log10 column; drawn at -log10 p = %.1f",
-                    n_inf, Y_FLOOR_P0)
+        log.warning("%d P values are 0 (underflow) with no -log10 column; drawn at -log10 p = %.1f", n_inf, Y_FLOOR_P0)
 
 
-def layout(src: GwasSource, *, keep_y: float, unknown_chrom: str = "error",
-           gap: float = 0.008, pad: float = 0.01) -> ManhattanLayout:
+def layout(
+    src: GwasSource, *, keep_y: float, unknown_chrom: str = "error", gap: float = 0.008, pad: float = 0.01
+) -> ManhattanLayout:
     """Chromosome order and offsets, axis ranges; checks P values (typed errors)."""
     st = _stats(src)
     _check_p(st, src)
@@ -104,8 +103,11 @@ def layout(src: GwasSource, *, keep_y: float, unknown_chrom: str = "error",
     codes, labels, dropped = chrom_order(st["_chr"].to_list(), unknown_chrom, path=src.path)
     st = st.filter(~pl.col("_chr").is_in(dropped)) if dropped else st
     st = st.with_columns(pl.col("_chr").replace_strict(codes, return_dtype=pl.Int64).alias("code"))
-    agg = st.group_by("code").agg(pl.col("bp_min").min(), pl.col("bp_max").max(), pl.col("n_ok").sum(),
-                                  pl.col("y_max").max()).sort("code")
+    agg = (
+        st.group_by("code")
+        .agg(pl.col("bp_min").min(), pl.col("bp_max").max(), pl.col("n_ok").sum(), pl.col("y_max").max())
+        .sort("code")
+    )
     k = len(labels)
     bp_min = np.zeros(k)
     bp_max = np.zeros(k)
@@ -123,21 +125,37 @@ def layout(src: GwasSource, *, keep_y: float, unknown_chrom: str = "error",
     if int(st["n_inf"].sum()):
         y_max = max(y_max, Y_FLOOR_P0)
     top = max(y_max, keep_y, 1.0) * 1.06
-    return ManhattanLayout(codes=codes, labels=labels, offsets=offsets, bp_min=bp_min, bp_max=bp_max,
-                           counts=counts, xlim=(-px, x1 + px), ylim=(0.0, top), n_total=n_total,
-                           n_missing=n_total - n_ok, y_max=y_max)
+    return ManhattanLayout(
+        codes=codes,
+        labels=labels,
+        offsets=offsets,
+        bp_min=bp_min,
+        bp_max=bp_max,
+        counts=counts,
+        xlim=(-px, x1 + px),
+        ylim=(0.0, top),
+        n_total=n_total,
+        n_missing=n_total - n_ok,
+        y_max=y_max,
+    )
 
 
 def _with_xy(src: GwasSource, lay: ManhattanLayout) -> pl.LazyFrame:
     """Rows that can be drawn, with ``code``, ``x`` (axis position) and finite ``y``."""
     shift = {name: float(lay.offsets[c] - lay.bp_min[c]) for name, c in lay.codes.items()}
     code = pl.col("_chr").replace_strict(lay.codes, default=None, return_dtype=pl.Int64)
-    return (src.lf.filter(pl.col("_y").is_not_null() & pl.col("_y").is_not_nan() & pl.col("_bp").is_not_null())
-            .with_columns(code.alias("code"))
-            .filter(pl.col("code").is_not_null())
-            .with_columns((pl.col("_bp").cast(pl.Float64)
-                           + pl.col("_chr").replace_strict(shift, default=None, return_dtype=pl.Float64)).alias("x"),
-                          pl.col("_y").clip(upper_bound=Y_FLOOR_P0).alias("y")))
+    return (
+        src.lf.filter(pl.col("_y").is_not_null() & pl.col("_y").is_not_nan() & pl.col("_bp").is_not_null())
+        .with_columns(code.alias("code"))
+        .filter(pl.col("code").is_not_null())
+        .with_columns(
+            (
+                pl.col("_bp").cast(pl.Float64)
+                + pl.col("_chr").replace_strict(shift, default=None, return_dtype=pl.Float64)
+            ).alias("x"),
+            pl.col("_y").clip(upper_bound=Y_FLOOR_P0).alias("y"),
+        )
+    )
 
 
 def _pixel(col: str, lo: float, hi: float, n: int) -> pl.Expr:
@@ -145,8 +163,14 @@ def _pixel(col: str, lo: float, hi: float, n: int) -> pl.Expr:
     return ((pl.col(col) - lo) * scale).floor().clip(0, n - 1).cast(pl.Int64)
 
 
-def thin_manhattan(src: GwasSource, lay: ManhattanLayout, axes_px: tuple[int, int], *, keep_y: float,
-                   highlight: Sequence[str] | None = None) -> pl.DataFrame:
+def thin_manhattan(
+    src: GwasSource,
+    lay: ManhattanLayout,
+    axes_px: tuple[int, int],
+    *,
+    keep_y: float,
+    highlight: Sequence[str] | None = None,
+) -> pl.DataFrame:
     """The points a Manhattan plot draws (see the module docs): columns ``code, bp, x, y, snp,
     kept`` (``kept``: "tail" at or above ``keep_y``, "highlight", or "pixel")."""
     w, h = axes_px
@@ -155,17 +179,30 @@ def thin_manhattan(src: GwasSource, lay: ManhattanLayout, axes_px: tuple[int, in
     is_hl = pl.col("_snp").is_in(hl) if hl else pl.lit(False)
     cols = [pl.col("code"), pl.col("_bp").alias("bp"), pl.col("x"), pl.col("y"), pl.col("_snp").alias("snp")]
     tail = base.filter((pl.col("y") >= keep_y) | is_hl).select(
-        *cols, pl.when(is_hl).then(pl.lit("highlight")).otherwise(pl.lit("tail")).alias("kept"))
-    key = (pl.col("code") * (1 << 42) + _pixel("x", *lay.xlim, w) * (1 << 21) + _pixel("y", *lay.ylim, h))
+        *cols, pl.when(is_hl).then(pl.lit("highlight")).otherwise(pl.lit("tail")).alias("kept")
+    )
+    key = pl.col("code") * (1 << 42) + _pixel("x", *lay.xlim, w) * (1 << 21) + _pixel("y", *lay.ylim, h)
     below = base.filter((pl.col("y") < keep_y) & ~is_hl).select("code", "_bp", "x", "y", key.alias("key"))
     # the SNP of largest y per pixel (ties: the smallest position): a max per pixel, then a semi join
     top = below.group_by("key").agg(pl.col("y").max())
-    bulk = (below.join(top, on=["key", "y"], how="semi")
-            .group_by("key").agg(pl.col("code").first(), pl.col("_bp").min(), pl.col("y").first())
-            .select(pl.col("code"), pl.col("_bp").alias("bp"),
-                    (pl.col("_bp").cast(pl.Float64) + pl.col("code").replace_strict(
-                        dict(enumerate((lay.offsets - lay.bp_min).tolist())), return_dtype=pl.Float64)).alias("x"),
-                    "y", pl.lit(None, pl.String).alias("snp"), pl.lit("pixel").alias("kept")))
+    bulk = (
+        below.join(top, on=["key", "y"], how="semi")
+        .group_by("key")
+        .agg(pl.col("code").first(), pl.col("_bp").min(), pl.col("y").first())
+        .select(
+            pl.col("code"),
+            pl.col("_bp").alias("bp"),
+            (
+                pl.col("_bp").cast(pl.Float64)
+                + pl.col("code").replace_strict(
+                    dict(enumerate((lay.offsets - lay.bp_min).tolist())), return_dtype=pl.Float64
+                )
+            ).alias("x"),
+            "y",
+            pl.lit(None, pl.String).alias("snp"),
+            pl.lit("pixel").alias("kept"),
+        )
+    )
     try:
         t, b = pl.collect_all([tail, bulk])
     except pl.exceptions.PolarsError as exc:
@@ -210,8 +247,9 @@ def qq_band(n: int, level: float = 0.95, points: int = 400) -> pl.DataFrame:
     from scipy.special import betaincinv
 
     if n < 1:
-        return pl.DataFrame({"expected": [], "lower": [], "upper": []}, schema=dict.fromkeys(
-            ("expected", "lower", "upper"), pl.Float64))
+        return pl.DataFrame(
+            {"expected": [], "lower": [], "upper": []}, schema=dict.fromkeys(("expected", "lower", "upper"), pl.Float64)
+        )
     r = np.unique(np.round(np.logspace(0, math.log10(n), points)).astype(np.int64))
     a = (1 - level) / 2
     lo = betaincinv(r, n - r + 1, 1 - a)  # Beta(r, n-r+1) quantiles; larger P -> lower -log10
@@ -225,9 +263,13 @@ def thin_qq(src: GwasSource, axes_px: tuple[int, int], *, keep_y: float, level: 
     ok = pl.col("_y").is_not_null() & pl.col("_y").is_not_nan()
     ys = src.lf.filter(ok).select(pl.col("_y").clip(upper_bound=Y_FLOOR_P0).alias("y"))
     try:
-        st = ys.select(pl.len().alias("n"), pl.col("y").max().alias("y_max"), pl.col("y").min().alias("y_min"),
-                       pl.col("y").quantile(0.5, "lower").alias("lo"),
-                       pl.col("y").quantile(0.5, "higher").alias("hi")).collect()
+        st = ys.select(
+            pl.len().alias("n"),
+            pl.col("y").max().alias("y_max"),
+            pl.col("y").min().alias("y_min"),
+            pl.col("y").quantile(0.5, "lower").alias("lo"),
+            pl.col("y").quantile(0.5, "higher").alias("hi"),
+        ).collect()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
     n = int(st["n"][0])
@@ -243,14 +285,26 @@ def thin_qq(src: GwasSource, axes_px: tuple[int, int], *, keep_y: float, level: 
     y_top = max(float(st["y_max"][0]), x_max, keep_y, 1.0) * 1.06
     xlim, ylim = (0.0, x_max * 1.04), (0.0, y_top)
     w, h = axes_px
-    ranked = (ys.sort("y", descending=True)
-              .with_row_index("rank", offset=1)
-              .with_columns(expected_y(pl.col("rank"), n).alias("expected")))
+    ranked = (
+        ys.sort("y", descending=True)
+        .with_row_index("rank", offset=1)
+        .with_columns(expected_y(pl.col("rank"), n).alias("expected"))
+    )
     # ranks run down both axes at once, so a pixel's points are consecutive: keep a run's first
-    kept = (ranked.with_columns(_pixel("expected", *xlim, w).alias("px"), _pixel("y", *ylim, h).alias("py"))
-            .filter((pl.col("y") >= keep_y) | (pl.col("rank") == 1) | (pl.col("px").shift(1) != pl.col("px"))
-                    | (pl.col("py").shift(1) != pl.col("py")))
-            .select("rank", "expected", pl.col("y").alias("observed"),
-                    pl.when(pl.col("y") >= keep_y).then(pl.lit("tail")).otherwise(pl.lit("pixel")).alias("kept")))
+    kept = (
+        ranked.with_columns(_pixel("expected", *xlim, w).alias("px"), _pixel("y", *ylim, h).alias("py"))
+        .filter(
+            (pl.col("y") >= keep_y)
+            | (pl.col("rank") == 1)
+            | (pl.col("px").shift(1) != pl.col("px"))
+            | (pl.col("py").shift(1) != pl.col("py"))
+        )
+        .select(
+            "rank",
+            "expected",
+            pl.col("y").alias("observed"),
+            pl.when(pl.col("y") >= keep_y).then(pl.lit("tail")).otherwise(pl.lit("pixel")).alias("kept"),
+        )
+    )
     pts = kept.collect()
     return QQData(points=pts, n=n, lambda_gc=lam, band=qq_band(n, level), xlim=xlim, ylim=ylim)
