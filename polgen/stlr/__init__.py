@@ -9,7 +9,7 @@ thresholds, AnnData layers) -> ``features``, ``splash`` -> ``train``, ``perturb`
 ``namespace``.
 """
 
-from polgen.stlr.betadata import BetaData, Betabase, betabase_from_long, read_betadata, write_betadata
+from polgen.stlr.betadata import Betabase, BetaData, betabase_from_long, read_betadata, write_betadata
 from polgen.stlr.features import cell_thresholds_from_communication
 from polgen.stlr.grn import (
     base_grn_links,

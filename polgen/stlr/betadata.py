@@ -14,9 +14,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -52,13 +52,16 @@ class BetaData:
     def __post_init__(self) -> None:
         self.values = np.ascontiguousarray(self.values, dtype=np.float64)
         if self.values.shape != (len(self.ids), len(self.columns)):
-            raise SchemaError(f"betadata of {self.gene}: values shape {self.values.shape} does not match "
-                              f"{len(self.ids)} rows x {len(self.columns)} columns", path=self.path)
+            raise SchemaError(
+                f"betadata of {self.gene}: values shape {self.values.shape} does not match "
+                f"{len(self.ids)} rows x {len(self.columns)} columns",
+                path=self.path,
+            )
         tfs, lrs, tfls, tc, lc, fc = [], [], [], [], [], []
         for k, col in enumerate(self.columns):
             if not col.startswith(PREFIX):
                 continue
-            mod = col[len(PREFIX):]
+            mod = col[len(PREFIX) :]
             if "$" in mod:
                 lig, rec = mod.split("$", 1)
                 lrs.append((lig, rec))
@@ -76,8 +79,9 @@ class BetaData:
         self.tfl_cols = np.array(fc, dtype=np.int64)
         if not np.isfinite(self.values).all():
             r, c = np.argwhere(~np.isfinite(self.values))[0]
-            raise InputError(f"betadata of {self.gene} holds NaN/inf", path=self.path,
-                             column=self.columns[c], row=self.ids[r])
+            raise InputError(
+                f"betadata of {self.gene} holds NaN/inf", path=self.path, column=self.columns[c], row=self.ids[r]
+            )
 
     # -- derived sets ----------------------------------------------------------------------
     @property
@@ -99,8 +103,9 @@ class BetaData:
     @property
     def modulators(self) -> list[str]:
         """Unique modulator genes sorted by code point (the splash column order)."""
-        genes = set(self.tfs) | set(self.ligands) | set(self.receptors) | set(self.tfl_ligands) | set(
-            self.tfl_regulators)
+        genes = (
+            set(self.tfs) | set(self.ligands) | set(self.receptors) | set(self.tfl_ligands) | set(self.tfl_regulators)
+        )
         return sorted(genes)
 
     @property
@@ -120,8 +125,9 @@ class BetaData:
             return [int(s) for s in self.ids]
         return list(self.ids)
 
-    def row_map(self, obs_names: Sequence[str], clusters: np.ndarray | None = None,
-                cluster_labels: Sequence[str] | None = None) -> np.ndarray:
+    def row_map(
+        self, obs_names: Sequence[str], clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Row of this betadata for every cell (int64, n_cells).
 
         Per-cell betadata are aligned to ``obs_names`` by label; per-cluster betadata map each
@@ -132,22 +138,36 @@ class BetaData:
             rows = np.fromiter((pos.get(str(c), -1) for c in obs_names), dtype=np.int64, count=len(obs_names))
             if (rows < 0).any():
                 i = int(np.flatnonzero(rows < 0)[0])
-                raise InputError(f"betadata of {self.gene} has no row for {int((rows < 0).sum())} cells "
-                                 f"(first {obs_names[i]!r})", path=self.path, column=CELL_ID)
+                raise InputError(
+                    f"betadata of {self.gene} has no row for {int((rows < 0).sum())} cells (first {obs_names[i]!r})",
+                    path=self.path,
+                    column=CELL_ID,
+                )
             return rows
         if clusters is None or cluster_labels is None:
-            raise InputError(f"betadata of {self.gene} is per cluster; cluster labels of the cells are needed "
-                             "(pass cluster_key=)", path=self.path, column=CLUSTER)
+            raise InputError(
+                f"betadata of {self.gene} is per cluster; cluster labels of the cells are needed (pass cluster_key=)",
+                path=self.path,
+                column=CLUSTER,
+            )
         labels = [_norm_label(c) for c in cluster_labels]
         code_row = np.array([pos.get(lab, -1) for lab in labels], dtype=np.int64)
         missing = [lab for lab, r in zip(labels, code_row) if r < 0 and np.any(clusters == labels.index(lab))]
         if missing:
-            raise InputError(f"betadata of {self.gene} has no row for cluster(s) {missing[:10]} present in obs "
-                             f"(betadata clusters: {self.ids[:10]})", path=self.path, column=CLUSTER)
+            raise InputError(
+                f"betadata of {self.gene} has no row for cluster(s) {missing[:10]} present in obs "
+                f"(betadata clusters: {self.ids[:10]})",
+                path=self.path,
+                column=CLUSTER,
+            )
         extra = sorted(set(self.ids) - set(labels))
         if extra:
-            raise InputError(f"betadata of {self.gene} has cluster label(s) {extra[:10]} absent from the "
-                             f"cells' cluster column (labels: {labels[:10]})", path=self.path, column=CLUSTER)
+            raise InputError(
+                f"betadata of {self.gene} has cluster label(s) {extra[:10]} absent from the "
+                f"cells' cluster column (labels: {labels[:10]})",
+                path=self.path,
+                column=CLUSTER,
+            )
         return code_row[np.asarray(clusters, dtype=np.int64)]
 
 
@@ -235,8 +255,13 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
     beta_cols = [c for c in names if c == BETA0 or c.startswith(PREFIX)]
     if not beta_cols:
         # the Rust port also reads columns without the beta_ prefix: everything numeric but the id
-        raw = [c for c in names if c != id_col and c not in index_cols
-               and (pa.types.is_floating(tbl.schema.field(c).type) or pa.types.is_integer(tbl.schema.field(c).type))]
+        raw = [
+            c
+            for c in names
+            if c != id_col
+            and c not in index_cols
+            and (pa.types.is_floating(tbl.schema.field(c).type) or pa.types.is_integer(tbl.schema.field(c).type))
+        ]
         if not raw:
             raise SchemaError("betadata has no beta columns", path=p)
         cols_out = [(BETA0 if c in ("intercept", BETA0) else PREFIX + c) for c in raw]
@@ -289,7 +314,7 @@ class Betabase:
             self.data[bd.gene] = bd
 
     @classmethod
-    def from_dir(cls, folder: str | os.PathLike, genes: Sequence[str] | None = None) -> "Betabase":
+    def from_dir(cls, folder: str | os.PathLike, genes: Sequence[str] | None = None) -> Betabase:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError("betadata folder not found", path=folder)
@@ -305,7 +330,7 @@ class Betabase:
         return cls(read_betadata(f, g) for g, f in sorted(paths.items()))
 
     @classmethod
-    def coerce(cls, betas) -> "Betabase":
+    def coerce(cls, betas) -> Betabase:
         if isinstance(betas, Betabase):
             return betas
         if isinstance(betas, BetaData):
@@ -317,8 +342,9 @@ class Betabase:
             return cls(v if isinstance(v, BetaData) else betadata_from_frame(k, v) for k, v in betas.items())
         if isinstance(betas, (list, tuple)):
             return cls(b if isinstance(b, BetaData) else read_betadata(b) for b in betas)
-        raise InputError(f"cannot use {type(betas).__name__} as betadata (a folder, file, Betabase or "
-                         "{gene: frame} mapping)")
+        raise InputError(
+            f"cannot use {type(betas).__name__} as betadata (a folder, file, Betabase or {{gene: frame}} mapping)"
+        )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -339,13 +365,17 @@ class Betabase:
         parts = []
         for g, bd in self.data.items():
             n, m = bd.values.shape
-            parts.append(pa.table({
-                "gene": pa.array([g] * (n * m), pa.string()),
-                "id_kind": pa.array([bd.id_kind] * (n * m), pa.string()),
-                "id": pa.array(np.repeat(np.array(bd.ids, dtype=object), m).tolist(), pa.string()),
-                "term": pa.array(list(bd.columns) * n, pa.string()),
-                "beta": pa.array(bd.values.ravel()),
-            }))
+            parts.append(
+                pa.table(
+                    {
+                        "gene": pa.array([g] * (n * m), pa.string()),
+                        "id_kind": pa.array([bd.id_kind] * (n * m), pa.string()),
+                        "id": pa.array(np.repeat(np.array(bd.ids, dtype=object), m).tolist(), pa.string()),
+                        "term": pa.array(list(bd.columns) * n, pa.string()),
+                        "beta": pa.array(bd.values.ravel()),
+                    }
+                )
+            )
         return pa.concat_tables(parts) if parts else pa.table({"gene": pa.array([], pa.string())})
 
     def to_polars(self) -> pl.DataFrame:
@@ -365,8 +395,10 @@ class Betabase:
         for g, bd in self.data.items():
             missing = [m for m in bd.modulators if m not in known]
             if missing:
-                raise InputError(f"betadata of {g} uses {len(missing)} modulator gene(s) not in var_names: "
-                                 f"{missing[:10]}", path=bd.path)
+                raise InputError(
+                    f"betadata of {g} uses {len(missing)} modulator gene(s) not in var_names: {missing[:10]}",
+                    path=bd.path,
+                )
 
 
 def betadata_from_frame(gene: str, df) -> BetaData:
@@ -389,8 +421,13 @@ def betadata_from_frame(gene: str, df) -> BetaData:
     else:
         idc, kind = names[0], CELL_ID
     cols = [c for c in names if c == BETA0 or c.startswith(PREFIX)]
-    return BetaData(gene=gene, id_kind=kind, ids=[_norm_label(v) for v in df[idc].to_list()],
-                    columns=cols, values=df.select(cols).to_numpy().astype(np.float64))
+    return BetaData(
+        gene=gene,
+        id_kind=kind,
+        ids=[_norm_label(v) for v in df[idc].to_list()],
+        columns=cols,
+        values=df.select(cols).to_numpy().astype(np.float64),
+    )
 
 
 def betabase_from_long(df) -> Betabase:
@@ -407,6 +444,13 @@ def betabase_from_long(df) -> Betabase:
         kind = part["id_kind"][0] if "id_kind" in part.columns else CLUSTER
         wide = part.pivot(on="term", index="id", values="beta", aggregate_function=None, maintain_order=True)
         terms = list(dict.fromkeys(part["term"].to_list()))
-        frames.append(BetaData(gene=str(gene), id_kind=str(kind), ids=[str(v) for v in wide["id"].to_list()],
-                               columns=terms, values=wide.select(terms).to_numpy().astype(np.float64)))
+        frames.append(
+            BetaData(
+                gene=str(gene),
+                id_kind=str(kind),
+                ids=[str(v) for v in wide["id"].to_list()],
+                columns=terms,
+                values=wide.select(terms).to_numpy().astype(np.float64),
+            )
+        )
     return Betabase(frames)

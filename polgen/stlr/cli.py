@@ -52,15 +52,34 @@ def _check_tables(*paths: str | None) -> None:
 def cmd_fit(args) -> int:
     _check_tables(args.lr, args.grn, args.ligand_target, args.cell_thresholds)
 
-    res = fit(args.h5ad, _genes(args.genes), out=args.out, lr=args.lr, grn=args.grn,
-              ligand_target=args.ligand_target, radius=args.radius, contact_distance=args.contact_distance,
-              scale_factor=args.scale_factor, group_reg=args.group_reg, l1_reg=args.l1_reg,
-              min_r2=args.min_r2, mode=args.mode, layer=args.layer, cluster_key=args.cluster_key,
-              cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
-              grn_alpha=args.grn_alpha, orphans=args.orphans, resume=args.resume, overwrite=args.overwrite,
-              executor=args.executor, progress=False if args.no_progress else None)
-    print(f"trained {res.scores['gene'].n_unique()} genes -> {res.out}"
-          + (f" ({len(res.orphans)} orphan genes without a TF regulator skipped)" if res.orphans else ""))
+    res = fit(
+        args.h5ad,
+        _genes(args.genes),
+        out=args.out,
+        lr=args.lr,
+        grn=args.grn,
+        ligand_target=args.ligand_target,
+        radius=args.radius,
+        contact_distance=args.contact_distance,
+        scale_factor=args.scale_factor,
+        group_reg=args.group_reg,
+        l1_reg=args.l1_reg,
+        min_r2=args.min_r2,
+        mode=args.mode,
+        layer=args.layer,
+        cluster_key=args.cluster_key,
+        cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
+        grn_alpha=args.grn_alpha,
+        orphans=args.orphans,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        executor=args.executor,
+        progress=False if args.no_progress else None,
+    )
+    print(
+        f"trained {res.scores['gene'].n_unique()} genes -> {res.out}"
+        + (f" ({len(res.orphans)} orphan genes without a TF regulator skipped)" if res.orphans else "")
+    )
     return 0
 
 
@@ -69,22 +88,45 @@ def cmd_perturb(args) -> int:
     targets = _genes(args.target)
     if not targets:
         raise InputError(f"--target names no gene: {args.target!r}")
-    kw = dict(gene_expr=args.gene_expr, n_propagation=args.n_propagation, mode=args.mode, lr=args.lr,
-              radius=args.radius, contact_distance=args.contact_distance, scale_factor=args.scale_factor,
-              beta_scale_factor=args.beta_scale_factor, beta_cap=args.beta_cap, layer=args.layer,
-              cluster_key=args.cluster_key, co_grn=args.co_grn,
-              cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds)
+    kw = dict(
+        gene_expr=args.gene_expr,
+        n_propagation=args.n_propagation,
+        mode=args.mode,
+        lr=args.lr,
+        radius=args.radius,
+        contact_distance=args.contact_distance,
+        scale_factor=args.scale_factor,
+        beta_scale_factor=args.beta_scale_factor,
+        beta_cap=args.beta_cap,
+        layer=args.layer,
+        cluster_key=args.cluster_key,
+        co_grn=args.co_grn,
+        cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
+    )
     if len(targets) == 1 and args.out.endswith(".parquet"):
         out = Path(args.out)
         if out.is_dir() or (out.exists() and not args.overwrite):
-            raise OutputExistsError("--out exists; pass --overwrite to replace it" if not out.is_dir()
-                                    else "--out is a directory; give a .parquet file name", path=out)
+            raise OutputExistsError(
+                "--out exists; pass --overwrite to replace it"
+                if not out.is_dir()
+                else "--out is a directory; give a .parquet file name",
+                path=out,
+            )
         sim = perturb(args.h5ad, args.betas, targets[0], **kw)
         write_table_atomic(args.out, sim, {"polgen.params": params_to_json({**kw, "target": targets[0]})})
         print(f"{targets[0]} -> {args.out}")
         return 0
-    sink = perturb_batch(args.h5ad, args.betas, targets, args.out, resume=args.resume, overwrite=args.overwrite,
-                         executor=args.executor, progress=False if args.no_progress else None, **kw)
+    sink = perturb_batch(
+        args.h5ad,
+        args.betas,
+        targets,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        executor=args.executor,
+        progress=False if args.no_progress else None,
+        **kw,
+    )
     print(f"{len(targets)} perturbations -> {sink.path}")
     return 0
 
@@ -102,15 +144,26 @@ def add_parser(subparsers) -> None:
     f.add_argument("--group-reg", type=nonneg_float, default=1e-7)
     f.add_argument("--l1-reg", type=nonneg_float, default=1e-9)
     f.add_argument("--min-r2", type=unit_float, default=0.15)
-    f.add_argument("--cell-thresholds", default=None,
-                   help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and receptors "
-                        "(default: the h5ad's uns['cell_thresholds'] when present)")
+    f.add_argument(
+        "--cell-thresholds",
+        default=None,
+        help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and receptors "
+        "(default: the h5ad's uns['cell_thresholds'] when present)",
+    )
     f.add_argument("--no-cell-thresholds", action="store_true", help="ignore uns['cell_thresholds']")
-    f.add_argument("--grn-alpha", type=unit_float, default=0.05,
-                   help="a TF regulates a gene when one of its links has p < this (links with a p column)")
-    f.add_argument("--orphans", choices=("skip", "train"), default="skip",
-                   help="genes without a TF regulator in the GRN: skip them (default, as the reference) "
-                        "or train them on their ligand terms")
+    f.add_argument(
+        "--grn-alpha",
+        type=unit_float,
+        default=0.05,
+        help="a TF regulates a gene when one of its links has p < this (links with a p column)",
+    )
+    f.add_argument(
+        "--orphans",
+        choices=("skip", "train"),
+        default="skip",
+        help="genes without a TF regulator in the GRN: skip them (default, as the reference) "
+        "or train them on their ligand terms",
+    )
     f.add_argument("--resume", action="store_true")
     f.add_argument("--overwrite", action="store_true")
     f.set_defaults(func=cmd_fit)
@@ -122,12 +175,18 @@ def add_parser(subparsers) -> None:
     q.add_argument("--n-propagation", type=nonneg_int, default=4)
     q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0)
     q.add_argument("--beta-cap", type=positive_float, default=None)
-    q.add_argument("--cell-thresholds", default=None,
-                   help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and the splash "
-                        "expression (default: the h5ad's uns['cell_thresholds'] when present)")
+    q.add_argument(
+        "--cell-thresholds",
+        default=None,
+        help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and the splash "
+        "expression (default: the h5ad's uns['cell_thresholds'] when present)",
+    )
     q.add_argument("--no-cell-thresholds", action="store_true", help="ignore uns['cell_thresholds']")
-    q.add_argument("--co-grn", default=None,
-                   help="TF links (source,target csv/parquet): keep direct TF terms only for TF -> gene links")
+    q.add_argument(
+        "--co-grn",
+        default=None,
+        help="TF links (source,target csv/parquet): keep direct TF terms only for TF -> gene links",
+    )
     q.add_argument("--out", required=True, help="a .parquet file (one target) or a directory (batch)")
     q.add_argument("--resume", action="store_true")
     q.add_argument("--overwrite", action="store_true")

@@ -28,15 +28,16 @@ regulator expression are not masked.  Without thresholds both received-ligand se
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
 from polgen.schema import BETA_PREFIX
-from polgen.stlr.grn import expand_complexes, ligand_radii, lr_table, regulator_map, regulators as grn_regulators
+from polgen.stlr.grn import expand_complexes, ligand_radii, lr_table, regulator_map
+from polgen.stlr.grn import regulators as grn_regulators
 from polgen.stlr.tissue import MIN_EXPRESSION, CellThresholds, filtered, received_columns
 
 #: datasets with at least this many genes apply the NicheNet exclusion of TF-ligand pairs
@@ -45,8 +46,7 @@ NICHENET_MIN_GENES = 1000
 ORPHAN_REASON = "orphan: no TF regulator in the GRN"
 
 
-def orphan_genes(links: pl.DataFrame, genes: Sequence[str], var_names: Sequence[str],
-                 alpha: float = 0.05) -> list[str]:
+def orphan_genes(links: pl.DataFrame, genes: Sequence[str], var_names: Sequence[str], alpha: float = 0.05) -> list[str]:
     """The genes of ``genes`` with no TF regulator: the reference's orphans.
 
     SpaceTravLR 0.1.21 (``SpaceTravLR.run``) builds each gene's estimator and, when its
@@ -68,13 +68,17 @@ class GeneModulators:
 
     @property
     def names(self) -> list[str]:
-        return ([f"{BETA_PREFIX}{t}" for t in self.regulators] + [f"{BETA_PREFIX}{a}${b}" for a, b in self.lr_pairs]
-                + [f"{BETA_PREFIX}{a}#{b}" for a, b in self.tfl_pairs])
+        return (
+            [f"{BETA_PREFIX}{t}" for t in self.regulators]
+            + [f"{BETA_PREFIX}{a}${b}" for a, b in self.lr_pairs]
+            + [f"{BETA_PREFIX}{a}#{b}" for a, b in self.tfl_pairs]
+        )
 
     @property
     def groups(self) -> np.ndarray:
-        return np.array([1] * len(self.regulators) + [2] * len(self.lr_pairs) + [3] * len(self.tfl_pairs),
-                        dtype=np.int64)
+        return np.array(
+            [1] * len(self.regulators) + [2] * len(self.lr_pairs) + [3] * len(self.tfl_pairs), dtype=np.int64
+        )
 
 
 @dataclass
@@ -136,8 +140,11 @@ class FeatureContext:
 
     def modulators(self, target: str) -> GeneModulators:
         regs = grn_regulators(self.links, target, self.var_names, self.grn_alpha)
-        lr = self.lr.filter(pl.col("receptor").is_in(pl.Series(sorted(self.receptor_ok), dtype=pl.String).implode())
-                            & (pl.col("receptor") != target) & (pl.col("ligand") != target))
+        lr = self.lr.filter(
+            pl.col("receptor").is_in(pl.Series(sorted(self.receptor_ok), dtype=pl.String).implode())
+            & (pl.col("receptor") != target)
+            & (pl.col("ligand") != target)
+        )
         pairs, seen = [], set()
         for lig, rec in zip(lr["ligand"].to_list(), lr["receptor"].to_list()):
             if (lig, rec) not in seen:
@@ -183,10 +190,26 @@ class FeatureContext:
         return D
 
 
-def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radius=200.0,
-                  contact_distance=50.0, scale_factor=1.0, mode="exact", receptor_thresh=0.01,
-                  tf_ligand_cutoff=0.01, ligand_target=None, cell_thresholds: CellThresholds | None = None,
-                  grn_alpha: float = 0.05, receptor_levels=None) -> FeatureContext:
+def build_context(
+    X,
+    var_names,
+    coords,
+    clusters,
+    n_clusters,
+    lr,
+    links,
+    *,
+    radius=200.0,
+    contact_distance=50.0,
+    scale_factor=1.0,
+    mode="exact",
+    receptor_thresh=0.01,
+    tf_ligand_cutoff=0.01,
+    ligand_target=None,
+    cell_thresholds: CellThresholds | None = None,
+    grn_alpha: float = 0.05,
+    receptor_levels=None,
+) -> FeatureContext:
     """Expand the LR table, compute received ligands of every LR ligand once, and bundle it all.
 
     ``cell_thresholds`` (aligned with the cells) masks LR ligands and receptors; the TFL received
@@ -214,14 +237,28 @@ def build_context(X, var_names, coords, clusters, n_clusters, lr, links, *, radi
             W = received_columns(coords, Xf, radii, scale_factor, mode)
     else:
         W = np.zeros((X.shape[0], 0))
-    return FeatureContext(X=X, var_names=list(var_names), clusters=clusters, n_clusters=n_clusters, lr=lrt,
-                          links=links, W=W, ligands=ligands, receptor_thresh=receptor_thresh,
-                          tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=ligand_target, W_tfl=W_tfl,
-                          cell_thresholds=cell_thresholds, grn_alpha=grn_alpha, receptor_levels=receptor_levels)
+    return FeatureContext(
+        X=X,
+        var_names=list(var_names),
+        clusters=clusters,
+        n_clusters=n_clusters,
+        lr=lrt,
+        links=links,
+        W=W,
+        ligands=ligands,
+        receptor_thresh=receptor_thresh,
+        tf_ligand_cutoff=tf_ligand_cutoff,
+        ligand_target=ligand_target,
+        W_tfl=W_tfl,
+        cell_thresholds=cell_thresholds,
+        grn_alpha=grn_alpha,
+        receptor_levels=receptor_levels,
+    )
 
 
-def cell_thresholds_from_communication(communication, lr, obs_names: Sequence[str], cell_types: Sequence,
-                                       pval: float = 0.3) -> pl.DataFrame:
+def cell_thresholds_from_communication(
+    communication, lr, obs_names: Sequence[str], cell_types: Sequence, pval: float = 0.3
+) -> pl.DataFrame:
     """Cell thresholds from COMMOT cluster-level communication, as the reference's ``run_commot_``.
 
     ``communication``: ``{"<ligand>-<receptor>": {"communication_matrix": DataFrame,

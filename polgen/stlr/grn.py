@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -61,8 +61,13 @@ def expand_complexes(lr: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def lr_table(lr: pl.DataFrame, var_names: Sequence[str], radius: float = 200.0,
-             contact_distance: float = 50.0, extra_lr: Iterable[tuple[str, str]] | None = None) -> pl.DataFrame:
+def lr_table(
+    lr: pl.DataFrame,
+    var_names: Sequence[str],
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    extra_lr: Iterable[tuple[str, str]] | None = None,
+) -> pl.DataFrame:
     """Expanded LR pairs with both genes in ``var_names``, plus a ``radius`` column.
 
     ``radius`` for "Secreted Signaling" rows, ``contact_distance`` for all others (Cell-Cell
@@ -76,12 +81,25 @@ def lr_table(lr: pl.DataFrame, var_names: Sequence[str], radius: float = 200.0,
         bad = [g for pair in extra for g in pair if g not in set(var_names)]
         if bad:
             raise InputError(f"extra_lr genes not in var_names: {bad[:5]}")
-        df = pl.concat([df, pl.DataFrame({"ligand": [a for a, _ in extra], "receptor": [b for _, b in extra],
-                                          "pathway": ["Unknown"] * len(extra),
-                                          "signaling": [SECRETED] * len(extra)})])
+        df = pl.concat(
+            [
+                df,
+                pl.DataFrame(
+                    {
+                        "ligand": [a for a, _ in extra],
+                        "receptor": [b for _, b in extra],
+                        "pathway": ["Unknown"] * len(extra),
+                        "signaling": [SECRETED] * len(extra),
+                    }
+                ),
+            ]
+        )
     return df.with_columns(
-        pl.when(pl.col("signaling") == SECRETED).then(pl.lit(float(radius)))
-        .otherwise(pl.lit(float(contact_distance))).alias("radius"))
+        pl.when(pl.col("signaling") == SECRETED)
+        .then(pl.lit(float(radius)))
+        .otherwise(pl.lit(float(contact_distance)))
+        .alias("radius")
+    )
 
 
 def ligand_radii(lr: pl.DataFrame) -> dict[str, float]:
@@ -160,8 +178,10 @@ def celloracle_links(links: Mapping) -> pl.DataFrame:
             if c not in f.columns:
                 raise SchemaError(f"links of cluster {cl!r} lack column {c!r}", column=c)
         keep = [c for c in ("source", "target", "coef_mean", "p") if c in f.columns]
-        f = f.select([pl.col("source").cast(pl.String), pl.col("target").cast(pl.String)]
-                     + [pl.col(c).cast(pl.Float64) for c in keep[2:]])
+        f = f.select(
+            [pl.col("source").cast(pl.String), pl.col("target").cast(pl.String)]
+            + [pl.col(c).cast(pl.Float64) for c in keep[2:]]
+        )
         parts.append(f.with_columns(pl.lit(str(cl)).alias("cluster")))
     if not parts:
         return pl.DataFrame({"source": [], "target": []}, schema={"source": pl.String, "target": pl.String})
@@ -181,21 +201,25 @@ def as_links(grn) -> pl.DataFrame:
     if isinstance(grn, Mapping):
         if grn and all(_frame(v, "links") is not None for v in grn.values()):
             return celloracle_links(grn)
-        return pl.DataFrame({"source": [s for t, ss in grn.items() for s in ss],
-                             "target": [t for t, ss in grn.items() for _ in ss]},
-                            schema={"source": pl.String, "target": pl.String})
+        return pl.DataFrame(
+            {"source": [s for t, ss in grn.items() for s in ss], "target": [t for t, ss in grn.items() for _ in ss]},
+            schema={"source": pl.String, "target": pl.String},
+        )
     f = _frame(grn, "grn")
     if f is not None:
         if "gene_short_name" in f.columns:
             return base_grn_links(f)
         if {"source", "target"} <= set(f.columns):
             return f
-    raise InputError("grn must be a links table (source, target), a CellOracle base GRN, a path, CellOracle "
-                     "{cluster: links} or a {target: [TFs]} mapping")
+    raise InputError(
+        "grn must be a links table (source, target), a CellOracle base GRN, a path, CellOracle "
+        "{cluster: links} or a {target: [TFs]} mapping"
+    )
 
 
-def regulators(links: pl.DataFrame, target: str, var_names: Sequence[str] | None = None,
-               alpha: float = 0.05) -> list[str]:
+def regulators(
+    links: pl.DataFrame, target: str, var_names: Sequence[str] | None = None, alpha: float = 0.05
+) -> list[str]:
     """Sorted TFs regulating ``target`` (excluding itself), restricted to ``var_names``.
 
     With a ``p`` column only links with ``p < alpha`` count (in any cluster): the reference's
@@ -209,8 +233,9 @@ def regulators(links: pl.DataFrame, target: str, var_names: Sequence[str] | None
     return sorted(s for s in src if s is not None and s != target and (keep is None or s in keep))
 
 
-def regulator_map(links: pl.DataFrame, var_names: Sequence[str] | None = None,
-                  alpha: float = 0.05) -> dict[str, list[str]]:
+def regulator_map(
+    links: pl.DataFrame, var_names: Sequence[str] | None = None, alpha: float = 0.05
+) -> dict[str, list[str]]:
     """``{target: sorted regulators}`` for every target of ``links`` (:func:`regulators` in one pass)."""
     sel = links
     if "p" in links.columns:
@@ -283,7 +308,8 @@ def restrict_to_co_grn(betas, co_grn):
         if drop:
             vals = bd.values.copy()
             vals[:, drop] = 0.0
-            bd = BetaData(gene=bd.gene, id_kind=bd.id_kind, ids=list(bd.ids), columns=list(bd.columns),
-                          values=vals, path=bd.path)
+            bd = BetaData(
+                gene=bd.gene, id_kind=bd.id_kind, ids=list(bd.ids), columns=list(bd.columns), values=vals, path=bd.path
+            )
         out.append(bd)
     return Betabase(out)

@@ -45,8 +45,9 @@ def gram(X: np.ndarray, y: np.ndarray):
     return G, c, float(yc @ yc / n), xm, ym
 
 
-def sparse_group_lasso(X, y, groups, group_reg: float = 1e-7, l1_reg: float = 1e-9, *,
-                       max_iter: int = 5000, tol: float = 1e-10, w0=None) -> LassoFit:
+def sparse_group_lasso(
+    X, y, groups, group_reg: float = 1e-7, l1_reg: float = 1e-9, *, max_iter: int = 5000, tol: float = 1e-10, w0=None
+) -> LassoFit:
     """Fit the sparse group lasso; ``groups`` labels each column of X (any hashable codes)."""
     from polgen.kernels.fista import fista_sgl, objective, power_lipschitz
 

@@ -40,7 +40,8 @@ Modes
 from __future__ import annotations
 
 import logging
-from typing import Sequence, get_args
+from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 
@@ -60,15 +61,28 @@ def _check_coords(coords) -> np.ndarray:
         raise InputError(f"coords must be an (n, 2) array of x, y; got shape {c.shape}", column="spatial")
     bad = ~np.isfinite(c).all(axis=1)
     if bad.any():
-        raise InputError(f"{int(bad.sum())} cells have NaN/infinite spatial coordinates "
-                         f"(first at cell {int(np.flatnonzero(bad)[0])})",
-                         column="spatial", row=int(np.flatnonzero(bad)[0]))
+        raise InputError(
+            f"{int(bad.sum())} cells have NaN/infinite spatial coordinates "
+            f"(first at cell {int(np.flatnonzero(bad)[0])})",
+            column="spatial",
+            row=int(np.flatnonzero(bad)[0]),
+        )
     return c
 
 
-def received_ligands(coords, expr, radius, scale_factor: float = 1.0, mode: Mode = "exact", *,
-                     min_expression: float = 0.0, grid_factor: float = 0.5,
-                     fast_h: float = 0.25, fast_order: int = 12, tiles=None):
+def received_ligands(
+    coords,
+    expr,
+    radius,
+    scale_factor: float = 1.0,
+    mode: Mode = "exact",
+    *,
+    min_expression: float = 0.0,
+    grid_factor: float = 0.5,
+    fast_h: float = 0.25,
+    fast_order: int = 12,
+    tiles=None,
+):
     """Received ligand amount per cell and ligand (n x L).
 
     ``coords`` (n, 2); ``expr`` (n, L) ligand expression (numpy array or Polars DataFrame, whose
@@ -97,8 +111,7 @@ def received_ligands(coords, expr, radius, scale_factor: float = 1.0, mode: Mode
         raise InputError(f"expr must have one row per cell ({xy.shape[0]}), got shape {E.shape}")
     if not np.isfinite(E).all():
         r, c = np.argwhere(~np.isfinite(E))[0]
-        raise InputError("ligand expression contains NaN/inf", row=int(r),
-                         column=None if names is None else names[c])
+        raise InputError("ligand expression contains NaN/inf", row=int(r), column=None if names is None else names[c])
     if min_expression > 0:
         E[E <= min_expression] = 0.0
     n, nl = E.shape
@@ -133,8 +146,11 @@ def _wrap(out, names):
         return out
     import polars as pl
 
-    return pl.DataFrame(out, schema=list(names), orient="row") if out.size else pl.DataFrame(
-        {c: np.zeros(out.shape[0]) for c in names})
+    return (
+        pl.DataFrame(out, schema=list(names), orient="row")
+        if out.size
+        else pl.DataFrame({c: np.zeros(out.shape[0]) for c in names})
+    )
 
 
 def _one_radius(x, y, E, r, scale, mode, grid_factor, fast_h, fast_order) -> np.ndarray:
@@ -152,8 +168,9 @@ def _one_radius(x, y, E, r, scale, mode, grid_factor, fast_h, fast_order) -> np.
         gy_f = (float(y.max()) - ay0) / h + 1
         if gx_f * gy_f > max(4.0 * n, 1e6):
             # far-apart cells would need more anchors than cells: the exact sum is cheaper
-            log.warning("grid mode would need %.3g anchors for %d cells (radius %g); using the exact sum",
-                        gx_f * gy_f, n, r)
+            log.warning(
+                "grid mode would need %.3g anchors for %d cells (radius %g); using the exact sum", gx_f * gy_f, n, r
+            )
             return _one_radius(x, y, E, r, scale, "exact", grid_factor, fast_h, fast_order)
         nx = max(2, int(np.ceil((float(x.max()) - ax0) / h)) + 1)
         ny = max(2, int(np.ceil((float(y.max()) - ay0) / h)) + 1)
@@ -171,7 +188,8 @@ def _one_radius(x, y, E, r, scale, mode, grid_factor, fast_h, fast_order) -> np.
         return out
     h = r * fast_h
     cells = ((float(x.max()) - float(x.min())) / h + fast_order + 4) * (
-        (float(y.max()) - float(y.min())) / h + fast_order + 4)
+        (float(y.max()) - float(y.min())) / h + fast_order + 4
+    )
     if cells * nl * 8 * 3 > FAST_GRID_BYTES:
         log.warning("fast mode would need a %.3g-node grid (radius %g); using the exact sum", cells, r)
         return _one_radius(x, y, E, r, scale, "exact", grid_factor, fast_h, fast_order)

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import warnings
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -62,8 +62,12 @@ log = logging.getLogger("polgen")
 
 
 def _check_number(name: str, value, *, positive: bool = False) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and math.isfinite(value) and (value > 0 if positive else True)
+    ok = (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > 0 if positive else True)
+    )
     if not ok:
         raise InputError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
 
@@ -82,10 +86,24 @@ class Perturber:
     Build once, call :meth:`run` for many targets (the batch mode does this).
     """
 
-    def __init__(self, adata, betas, *, lr=None, radius: float = 200.0, contact_distance: float = 50.0,
-                 scale_factor: float = 1.0, beta_scale_factor: float = 1.0, beta_cap: float | None = None,
-                 mode: LigandMode = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
-                 cell_thresholds=None, co_grn=None) -> None:
+    def __init__(
+        self,
+        adata,
+        betas,
+        *,
+        lr=None,
+        radius: float = 200.0,
+        contact_distance: float = 50.0,
+        scale_factor: float = 1.0,
+        beta_scale_factor: float = 1.0,
+        beta_cap: float | None = None,
+        mode: LigandMode = "exact",
+        layer: str | None = None,
+        cluster_key=None,
+        spatial_key=None,
+        cell_thresholds=None,
+        co_grn=None,
+    ) -> None:
         from polgen.kernels.ligands import GaussTiles
 
         if mode not in MODES:
@@ -100,15 +118,17 @@ class Perturber:
         if co_grn is not None:
             self.base = restrict_to_co_grn(self.base, co_grn)
         need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
-        self.tissue: Tissue = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
-                                        need_clusters=need_clusters)
+        self.tissue: Tissue = as_tissue(
+            adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, need_clusters=need_clusters
+        )
         t = self.tissue
         self.mode = mode
         self.scale_factor = float(scale_factor)
         self.beta_scale_factor = float(beta_scale_factor)
         self.beta_cap = beta_cap
-        self.plan: SplashPlan = build_plan(self.base, t.var_names, t.obs_names, t.clusters, t.cluster_labels,
-                                           skip_zero=True)
+        self.plan: SplashPlan = build_plan(
+            self.base, t.var_names, t.obs_names, t.clusters, t.cluster_labels, skip_zero=True
+        )
         self.all_plan_genes = set(self.plan.genes)
         gidx = {g: i for i, g in enumerate(t.var_names)}
         self.ligands = self.plan.ligands
@@ -118,8 +138,11 @@ class Perturber:
             self.radii = np.array([rmap.get(l, np.nan) for l in self.ligands], dtype=np.float64)
             none = [l for l, r in zip(self.ligands, self.radii) if not np.isfinite(r)]
             if none:
-                log.warning("ligand(s) %s have no ligand-receptor row with both genes in var_names; their "
-                            "received amount is 0 (as in the reference)", none[:10])
+                log.warning(
+                    "ligand(s) %s have no ligand-receptor row with both genes in var_names; their "
+                    "received amount is 0 (as in the reference)",
+                    none[:10],
+                )
         else:
             self.radii = np.zeros(0)
         self.X0 = t.X
@@ -148,8 +171,9 @@ class Perturber:
         """
         t = self.tissue
         self.mask = np.ascontiguousarray(self.thresholds.mask(t.var_names, fill=1.0))
-        self.mask_lig = np.ascontiguousarray(self.mask[:, self.lig_gene]) if self.ligands else \
-            np.zeros((len(t.obs_names), 0))
+        self.mask_lig = (
+            np.ascontiguousarray(self.mask[:, self.lig_gene]) if self.ligands else np.zeros((len(t.obs_names), 0))
+        )
         lr_set = {l for g in self.plan.genes for l in self.base[g].ligands}
         tfl_set = {l for g in self.plan.genes for l in self.base[g].tfl_ligands}
         self.is_lr = np.array([l in lr_set for l in self.ligands], dtype=bool)
@@ -174,8 +198,16 @@ class Perturber:
                 cols = np.flatnonzero(kind & (x != xp).any(axis=0))
                 W = W_prev.copy() if cols.size else W_prev
             if cols.size:
-                received_columns(t.coords, np.ascontiguousarray(x), self.radii, self.scale_factor, self.mode,
-                               cols=cols, out=W, tiles=self.tiles)
+                received_columns(
+                    t.coords,
+                    np.ascontiguousarray(x),
+                    self.radii,
+                    self.scale_factor,
+                    self.mode,
+                    cols=cols,
+                    out=W,
+                    tiles=self.tiles,
+                )
             out.append(W)
         return out[0], out[1]
 
@@ -200,8 +232,16 @@ class Perturber:
             raise InputError(f"cell indices out of range for {n} cells")
         return idx
 
-    def run(self, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *, cells=None,
-            n_propagation: int = 4, clip: bool = True, return_delta: bool = False):
+    def run(
+        self,
+        target: str | Sequence[str],
+        gene_expr: float | Sequence[float] = 0.0,
+        *,
+        cells=None,
+        n_propagation: int = 4,
+        clip: bool = True,
+        return_delta: bool = False,
+    ):
         """Simulated expression (Polars: CellID + genes), and the final delta when ``return_delta``."""
         from polgen.kernels.splash import filter_sum, pin_and_clip, swap_and_step
 
@@ -217,8 +257,10 @@ class Perturber:
             if not (np.isfinite(e) and e >= 0):
                 raise InputError(f"gene_expr for {g} must be a finite value >= 0, got {e}")
             if g not in self.used and g not in self.ligands:
-                msg = (f"perturbed gene {g!r} is not a modulator of any trained model: the perturbation does "
-                       "not propagate and only its own expression changes")
+                msg = (
+                    f"perturbed gene {g!r} is not a modulator of any trained model: the perturbation does "
+                    "not propagate and only its own expression changes"
+                )
                 warnings.warn(msg, UserWarning, stacklevel=3)
                 log.warning(msg)
         if int(n_propagation) < 0:
@@ -258,22 +300,25 @@ class Perturber:
                 W1 = np.maximum(W_lr_prev, W_tfl_prev)
             elif changed.size:
                 W1 = W_prev.copy()
-                received_columns(t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1,
-                               tiles=self.tiles)
+                received_columns(
+                    t.coords, Xf1_lig, self.radii, self.scale_factor, self.mode, cols=changed, out=W1, tiles=self.tiles
+                )
             else:
                 W1 = W_prev
             if self.ligands:
                 swap_and_step(delta, X0, W1, W0, self.lig_gene)
-            propagate(self.plan, gexf_prev, W_prev, self.W0_tfl, delta, result, self.beta_scale_factor,
-                      self.beta_cap)
+            propagate(self.plan, gexf_prev, W_prev, self.W0_tfl, delta, result, self.beta_scale_factor, self.beta_cap)
             if pin_and_clip(delta, result, X0, dinput, tcols, maxv, 0.0):
-                raise ModelError(f"the perturbation diverged (non-finite expression at step {step + 1}); "
-                                 f"gene_expr={exprs} is too large for these betas", column=str(targets[0]))
+                raise ModelError(
+                    f"the perturbation diverged (non-finite expression at step {step + 1}); "
+                    f"gene_expr={exprs} is too large for these betas",
+                    column=str(targets[0]),
+                )
             if thr:
                 np.multiply(gexf1, self.mask, out=gexf1)  # its own double buffer: no per-step allocation
             gexf_prev, W_prev, Xf_prev_lig = gexf1, W1, Xf1_lig
         sim = X0 + delta
-        for k, (c, e) in enumerate(zip(tcols, exprs)):
+        for c, e in zip(tcols, exprs):
             if rows is None:
                 sim[:, c] = e
             else:
@@ -291,12 +336,29 @@ def _frame(obs_names, var_names, M) -> pl.DataFrame:
     return df.insert_column(0, pl.Series(CELL_ID, obs_names, dtype=pl.String))
 
 
-def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequence[float] = 0.0, *,
-            cells=None, n_propagation: int = 4, mode: LigandMode = "exact", clip: bool = True,
-            lr=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
-            beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
-            cluster_key=None, spatial_key=None, return_delta: bool = False, cell_thresholds=None,
-            co_grn=None):
+def perturb(
+    adata,
+    betas,
+    target: str | Sequence[str],
+    gene_expr: float | Sequence[float] = 0.0,
+    *,
+    cells=None,
+    n_propagation: int = 4,
+    mode: LigandMode = "exact",
+    clip: bool = True,
+    lr=None,
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    scale_factor: float = 1.0,
+    beta_scale_factor: float = 1.0,
+    beta_cap: float | None = None,
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+    return_delta: bool = False,
+    cell_thresholds=None,
+    co_grn=None,
+):
     """Perturb ``target`` (set to ``gene_expr``; 0 = knock-out) and propagate ``n_propagation`` steps.
 
     ``adata``: AnnData / .h5ad path / SpatialData (``layer`` default ``imputed_count`` when present);
@@ -313,12 +375,23 @@ def perturb(adata, betas, target: str | Sequence[str], gene_expr: float | Sequen
     present, False ignores it.  ``co_grn``: links (see :func:`polgen.stlr.grn.restrict_to_co_grn`)
     restricting the direct TF terms to TF -> gene links.
     """
-    model = Perturber(adata, betas, lr=lr, radius=radius, contact_distance=contact_distance,
-                      scale_factor=scale_factor, beta_scale_factor=beta_scale_factor, beta_cap=beta_cap,
-                      mode=mode, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
-                      cell_thresholds=cell_thresholds, co_grn=co_grn)
-    return model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip,
-                     return_delta=return_delta)
+    model = Perturber(
+        adata,
+        betas,
+        lr=lr,
+        radius=radius,
+        contact_distance=contact_distance,
+        scale_factor=scale_factor,
+        beta_scale_factor=beta_scale_factor,
+        beta_cap=beta_cap,
+        mode=mode,
+        layer=layer,
+        cluster_key=cluster_key,
+        spatial_key=spatial_key,
+        cell_thresholds=cell_thresholds,
+        co_grn=co_grn,
+    )
+    return model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip, return_delta=return_delta)
 
 
 # -- batch mode ------------------------------------------------------------------------------
@@ -333,8 +406,9 @@ def _batch_task(task: dict) -> pl.DataFrame:
         model = Perturber(task["adata"], task["betas"], **task["model_kw"])
         _MODELS.clear()
         _MODELS[key] = model
-    sim = model.run(task["target"], task["gene_expr"], cells=task["cells"],
-                    n_propagation=task["n_propagation"], clip=task["clip"])
+    sim = model.run(
+        task["target"], task["gene_expr"], cells=task["cells"], n_propagation=task["n_propagation"], clip=task["clip"]
+    )
     return sim.select(pl.lit(task["target"]).alias("target"), pl.all())
 
 
@@ -344,12 +418,33 @@ def _param_repr(v):
     return os.fspath(v) if isinstance(v, (str, os.PathLike)) else f"<{type(v).__name__}>"
 
 
-def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float = 0.0, cells=None,
-                  n_propagation: int = 4, mode: LigandMode = "exact", clip: bool = True, lr=None,
-                  radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
-                  beta_scale_factor: float = 1.0, beta_cap: float | None = None, layer: str | None = None,
-                  cluster_key=None, spatial_key=None, resume: bool = False, overwrite: bool = False,
-                  executor=None, progress: bool | None = None, cell_thresholds=None, co_grn=None):
+def perturb_batch(
+    adata,
+    betas,
+    targets: Sequence[str],
+    out,
+    *,
+    gene_expr: float = 0.0,
+    cells=None,
+    n_propagation: int = 4,
+    mode: LigandMode = "exact",
+    clip: bool = True,
+    lr=None,
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    scale_factor: float = 1.0,
+    beta_scale_factor: float = 1.0,
+    beta_cap: float | None = None,
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    executor=None,
+    progress: bool | None = None,
+    cell_thresholds=None,
+    co_grn=None,
+):
     """Perturb each of ``targets`` in turn, streaming one parquet part per target to ``out``.
 
     Parts hold ``target, CellID, <genes>``; returns the engine's :class:`~polgen.io.sink.BatchSink`
@@ -357,10 +452,20 @@ def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float
     ``betas`` and ``lr`` must be paths (tasks are small picklable specs; each worker prepares the
     model once and reuses it).
     """
-    model_kw = dict(lr=lr, radius=radius, contact_distance=contact_distance, scale_factor=scale_factor,
-                    beta_scale_factor=beta_scale_factor, beta_cap=beta_cap, mode=mode, layer=layer,
-                    cluster_key=cluster_key, spatial_key=spatial_key, cell_thresholds=cell_thresholds,
-                    co_grn=co_grn)
+    model_kw = dict(
+        lr=lr,
+        radius=radius,
+        contact_distance=contact_distance,
+        scale_factor=scale_factor,
+        beta_scale_factor=beta_scale_factor,
+        beta_cap=beta_cap,
+        mode=mode,
+        layer=layer,
+        cluster_key=cluster_key,
+        spatial_key=spatial_key,
+        cell_thresholds=cell_thresholds,
+        co_grn=co_grn,
+    )
     local = executor is None or executor == "local"
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
     if not local and not (is_path(adata) and is_path(betas) and (lr is None or is_path(lr) or isinstance(lr, Mapping))):
@@ -377,20 +482,51 @@ def perturb_batch(adata, betas, targets: Sequence[str], out, *, gene_expr: float
         for tg in targets:
             model.tissue.gene_index(tg)
     cells_l = None if cells is None else np.asarray(cells).tolist()
-    tasks = [dict(key=key, adata=str(adata) if is_path(adata) else None, betas=str(betas) if is_path(betas) else None,
-                  model_kw={k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in model_kw.items()},
-                  target=tg, gene_expr=float(gene_expr), cells=cells_l, n_propagation=int(n_propagation),
-                  clip=bool(clip)) for tg in targets]
-    params = {"method": "stlr.perturb_batch", "targets": list(targets), "gene_expr": float(gene_expr),
-              "n_propagation": int(n_propagation), "mode": mode, "clip": bool(clip),
-              "radius": radius, "contact_distance": contact_distance, "scale_factor": scale_factor,
-              "beta_scale_factor": beta_scale_factor, "beta_cap": beta_cap, "layer": layer,
-              "adata": str(adata) if is_path(adata) else "<AnnData>",
-              "betas": str(betas) if is_path(betas) else "<betas>", "cells": cells_l,
-              "cell_thresholds": _param_repr(cell_thresholds), "co_grn": _param_repr(co_grn)}
+    tasks = [
+        dict(
+            key=key,
+            adata=str(adata) if is_path(adata) else None,
+            betas=str(betas) if is_path(betas) else None,
+            model_kw={k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in model_kw.items()},
+            target=tg,
+            gene_expr=float(gene_expr),
+            cells=cells_l,
+            n_propagation=int(n_propagation),
+            clip=bool(clip),
+        )
+        for tg in targets
+    ]
+    params = {
+        "method": "stlr.perturb_batch",
+        "targets": list(targets),
+        "gene_expr": float(gene_expr),
+        "n_propagation": int(n_propagation),
+        "mode": mode,
+        "clip": bool(clip),
+        "radius": radius,
+        "contact_distance": contact_distance,
+        "scale_factor": scale_factor,
+        "beta_scale_factor": beta_scale_factor,
+        "beta_cap": beta_cap,
+        "layer": layer,
+        "adata": str(adata) if is_path(adata) else "<AnnData>",
+        "betas": str(betas) if is_path(betas) else "<betas>",
+        "cells": cells_l,
+        "cell_thresholds": _param_repr(cell_thresholds),
+        "co_grn": _param_repr(co_grn),
+    }
     try:
-        return run_to_sink(_batch_task, tasks, out, params, resume=resume, overwrite=overwrite,
-                           executor=executor, progress=progress, description="stlr perturb")
+        return run_to_sink(
+            _batch_task,
+            tasks,
+            out,
+            params,
+            resume=resume,
+            overwrite=overwrite,
+            executor=executor,
+            progress=progress,
+            description="stlr perturb",
+        )
     finally:
         if local:
             _MODELS.clear()

@@ -17,17 +17,17 @@ from :func:`polgen.stlr.received_ligands`.  Output columns: ``beta_<gene>`` sort
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 from polgen.errors import InputError
+from polgen.options import LigandMode
 from polgen.schema import BETA_PREFIX, CELL_ID
 from polgen.stlr.betadata import Betabase, BetaData, betadata_from_frame, read_betadata
 from polgen.stlr.tissue import as_tissue, filtered, received_for, run_thresholds
-from polgen.options import LigandMode
 
 log = logging.getLogger("polgen")
 
@@ -59,9 +59,15 @@ class SplashPlan:
         return (self.bvals, self.boff, self.bncol, self.rowmaps, self.rmap, self.moff)
 
 
-def build_plan(base: Betabase, var_names: Sequence[str], obs_names: Sequence[str],
-               clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None,
-               genes: Sequence[str] | None = None, skip_zero: bool = False) -> SplashPlan:
+def build_plan(
+    base: Betabase,
+    var_names: Sequence[str],
+    obs_names: Sequence[str],
+    clusters: np.ndarray | None = None,
+    cluster_labels: Sequence[str] | None = None,
+    genes: Sequence[str] | None = None,
+    skip_zero: bool = False,
+) -> SplashPlan:
     """Resolve every name to an index once; betadata modulators must be in ``var_names``."""
     gidx = {g: i for i, g in enumerate(var_names)}
     if genes is None:
@@ -79,8 +85,9 @@ def build_plan(base: Betabase, var_names: Sequence[str], obs_names: Sequence[str
     for bd in bds:
         miss = [m for m in bd.modulators if m not in gidx]
         if miss:
-            raise InputError(f"betadata of {bd.gene} uses {len(miss)} modulator gene(s) not in var_names: "
-                             f"{miss[:10]}", path=bd.path)
+            raise InputError(
+                f"betadata of {bd.gene} uses {len(miss)} modulator gene(s) not in var_names: {miss[:10]}", path=bd.path
+            )
     ligands = sorted({lig for bd in bds for lig in bd.ligands + bd.tfl_ligands})
     lidx = {l: i for i, l in enumerate(ligands)}
     maps: dict[tuple, int] = {}
@@ -106,26 +113,58 @@ def build_plan(base: Betabase, var_names: Sequence[str], obs_names: Sequence[str
         moff.append(moff[-1] + len(mods))
         # terms in the reference's concat order: receptor, LR ligand, TFL ligand, TF, TFL regulator
         for (lig, rec), c in zip(bd.lr_pairs, bd.lr_cols):
-            tkind.append(1); tcol.append(c); tslot.append(slot[rec]); tsrc.append(lidx[lig]); tcond.append(gidx[rec])
+            tkind.append(1)
+            tcol.append(c)
+            tslot.append(slot[rec])
+            tsrc.append(lidx[lig])
+            tcond.append(gidx[rec])
         for (lig, rec), c in zip(bd.lr_pairs, bd.lr_cols):
-            tkind.append(2); tcol.append(c); tslot.append(slot[lig]); tsrc.append(gidx[rec]); tcond.append(-1)
+            tkind.append(2)
+            tcol.append(c)
+            tslot.append(slot[lig])
+            tsrc.append(gidx[rec])
+            tcond.append(-1)
         for (lig, reg), c in zip(bd.tfl_pairs, bd.tfl_cols):
-            tkind.append(3); tcol.append(c); tslot.append(slot[lig]); tsrc.append(gidx[reg]); tcond.append(-1)
+            tkind.append(3)
+            tcol.append(c)
+            tslot.append(slot[lig])
+            tsrc.append(gidx[reg])
+            tcond.append(-1)
         for tf, c in zip(bd.tfs, bd.tf_cols):
-            tkind.append(0); tcol.append(c); tslot.append(slot[tf]); tsrc.append(-1); tcond.append(-1)
+            tkind.append(0)
+            tcol.append(c)
+            tslot.append(slot[tf])
+            tsrc.append(-1)
+            tcond.append(-1)
         for (lig, reg), c in zip(bd.tfl_pairs, bd.tfl_cols):
-            tkind.append(4); tcol.append(c); tslot.append(slot[reg]); tsrc.append(lidx[lig]); tcond.append(-1)
+            tkind.append(4)
+            tcol.append(c)
+            tslot.append(slot[reg])
+            tsrc.append(lidx[lig])
+            tcond.append(-1)
         toff.append(len(tkind))
     i64 = lambda v: np.ascontiguousarray(np.asarray(v, dtype=np.int64))  # noqa: E731
     n = len(obs_names)
     return SplashPlan(
-        genes=[bd.gene for bd in bds], kout=i64([gidx[bd.gene] for bd in bds]), ligands=ligands,
+        genes=[bd.gene for bd in bds],
+        kout=i64([gidx[bd.gene] for bd in bds]),
+        ligands=ligands,
         bvals=np.ascontiguousarray(np.concatenate(bvals) if bvals else np.zeros(0)),
-        boff=i64(boff[:-1]) if bds else i64([]), bncol=i64(bncol),
+        boff=i64(boff[:-1]) if bds else i64([]),
+        bncol=i64(bncol),
         rowmaps=np.ascontiguousarray(np.stack(rowmaps) if rowmaps else np.zeros((1, n), dtype=np.int64)),
-        rmap=i64(rmap), moff=i64(moff), mgene=i64(mgene), toff=i64(toff), tkind=i64(tkind), tcol=i64(tcol),
-        tslot=i64(tslot), tsrc=i64(tsrc), tcond=i64(tcond),
-        maxmod=max([len(m) for m in mods_all], default=1), modulators=mods_all)
+        rmap=i64(rmap),
+        moff=i64(moff),
+        mgene=i64(mgene),
+        toff=i64(toff),
+        tkind=i64(tkind),
+        tcol=i64(tcol),
+        tslot=i64(tslot),
+        tsrc=i64(tsrc),
+        tcond=i64(tcond),
+        maxmod=max([len(m) for m in mods_all], default=1),
+        modulators=mods_all,
+    )
 
 
 def _cap(beta_cap) -> float:
@@ -137,16 +176,41 @@ def _cap(beta_cap) -> float:
     return cap
 
 
-def splash_plan_gene(plan: SplashPlan, k: int, gexf: np.ndarray, wl: np.ndarray, wl_tfl: np.ndarray,
-                     beta_scale_factor: float = 1.0, beta_cap: float | None = None) -> np.ndarray:
+def splash_plan_gene(
+    plan: SplashPlan,
+    k: int,
+    gexf: np.ndarray,
+    wl: np.ndarray,
+    wl_tfl: np.ndarray,
+    beta_scale_factor: float = 1.0,
+    beta_cap: float | None = None,
+) -> np.ndarray:
     """Splash matrix (cells x sorted modulators) of the plan's k-th gene."""
     from polgen.kernels.splash import splash_gene
 
     nm = int(plan.moff[k + 1] - plan.moff[k])
     out = np.empty((gexf.shape[0], nm))
-    splash_gene(k, plan.bvals, plan.boff, plan.bncol, plan.rowmaps, plan.rmap, plan.moff, plan.toff,
-                plan.tkind, plan.tcol, plan.tslot, plan.tsrc, plan.tcond, gexf, wl, wl_tfl,
-                float(beta_scale_factor), _cap(beta_cap), out)
+    splash_gene(
+        k,
+        plan.bvals,
+        plan.boff,
+        plan.bncol,
+        plan.rowmaps,
+        plan.rmap,
+        plan.moff,
+        plan.toff,
+        plan.tkind,
+        plan.tcol,
+        plan.tslot,
+        plan.tsrc,
+        plan.tcond,
+        gexf,
+        wl,
+        wl_tfl,
+        float(beta_scale_factor),
+        _cap(beta_cap),
+        out,
+    )
     return out
 
 
@@ -159,10 +223,31 @@ def propagate(plan: SplashPlan, gexf, wl, wl_tfl, delta, out, beta_scale_factor=
     changed[nz] = True
     cs = np.concatenate([[0], np.cumsum(changed[plan.mgene].astype(np.int64))])
     active = (cs[plan.moff[1:]] - cs[plan.moff[:-1]]).astype(np.int64)
-    _prop(plan.bvals, plan.boff, plan.bncol, plan.rowmaps, plan.rmap, plan.moff, plan.mgene, plan.toff,
-          plan.tkind, plan.tcol, plan.tslot, plan.tsrc, plan.tcond, gexf, wl, wl_tfl,
-          float(beta_scale_factor), _cap(beta_cap), plan.kout, delta, out, int(plan.maxmod),
-          np.ascontiguousarray(active))
+    _prop(
+        plan.bvals,
+        plan.boff,
+        plan.bncol,
+        plan.rowmaps,
+        plan.rmap,
+        plan.moff,
+        plan.mgene,
+        plan.toff,
+        plan.tkind,
+        plan.tcol,
+        plan.tslot,
+        plan.tsrc,
+        plan.tcond,
+        gexf,
+        wl,
+        wl_tfl,
+        float(beta_scale_factor),
+        _cap(beta_cap),
+        plan.kout,
+        delta,
+        out,
+        int(plan.maxmod),
+        np.ascontiguousarray(active),
+    )
     return out
 
 
@@ -199,13 +284,30 @@ def _ligand_matrix(received, ligands: list[str], required: set[str], n: int, wha
     return out
 
 
-def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None = None,
-           cluster_key=None, spatial_key=None, lr=None, radius: float = 200.0,
-           contact_distance: float = 50.0, scale_factor: float = 1.0, beta_scale_factor: float = 1.0,
-           beta_cap: float | None = None, received=None, received_tfl=None, mode: LigandMode = "exact",
-           expr=None, var_names: Sequence[str] | None = None, obs_names: Sequence[str] | None = None,
-           clusters: np.ndarray | None = None, cluster_labels: Sequence[str] | None = None,
-           cell_thresholds=None) -> pl.DataFrame:
+def splash(
+    betadata,
+    adata=None,
+    *,
+    gene: str | None = None,
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+    lr=None,
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    scale_factor: float = 1.0,
+    beta_scale_factor: float = 1.0,
+    beta_cap: float | None = None,
+    received=None,
+    received_tfl=None,
+    mode: LigandMode = "exact",
+    expr=None,
+    var_names: Sequence[str] | None = None,
+    obs_names: Sequence[str] | None = None,
+    clusters: np.ndarray | None = None,
+    cluster_labels: Sequence[str] | None = None,
+    cell_thresholds=None,
+) -> pl.DataFrame:
     """Splash one gene's betadata over the cells of ``adata``.
 
     ``betadata``: a :class:`BetaData`, a betadata file, or a frame in betadata layout (then
@@ -230,8 +332,9 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     else:
         bd = betadata_from_frame(gene or "target", betadata)
     if adata is not None:
-        t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key,
-                      need_clusters=bd.id_kind != CELL_ID)
+        t = as_tissue(
+            adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, need_clusters=bd.id_kind != CELL_ID
+        )
         X, var_names, obs_names = t.X, t.var_names, t.obs_names
         clusters, cluster_labels, coords = t.clusters, t.cluster_labels, t.coords
     else:
@@ -255,13 +358,13 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     if received is None and (lr_ligs or tfl_ligs):
         if lr is None or coords is None:
             raise InputError("splash needs received= ligands, or adata with lr= (a CellChat table) to compute them")
-        W = received_for(coords, X, list(var_names), plan.ligands, lr, radius, contact_distance,
-                          scale_factor, mode)
+        W = received_for(coords, X, list(var_names), plan.ligands, lr, radius, contact_distance, scale_factor, mode)
         if mask is not None:
             if received_tfl is None:
                 received_tfl = {l: W[:, j] for j, l in enumerate(plan.ligands)}
-            W = received_for(coords, X * mask, list(var_names), plan.ligands, lr, radius, contact_distance,
-                              scale_factor, mode)
+            W = received_for(
+                coords, X * mask, list(var_names), plan.ligands, lr, radius, contact_distance, scale_factor, mode
+            )
         received = {l: W[:, j] for j, l in enumerate(plan.ligands)}
     if received_tfl is None:
         received_tfl = received
@@ -270,8 +373,9 @@ def splash(betadata, adata=None, *, gene: str | None = None, layer: str | None =
     gexf = filtered(X)
     if mask is not None:
         gexf *= mask
-    S = splash_plan_gene(plan, 0, gexf, np.ascontiguousarray(wl), np.ascontiguousarray(wl_tfl),
-                         beta_scale_factor, beta_cap)
+    S = splash_plan_gene(
+        plan, 0, gexf, np.ascontiguousarray(wl), np.ascontiguousarray(wl_tfl), beta_scale_factor, beta_cap
+    )
     data = {CELL_ID: pl.Series(CELL_ID, list(obs_names), dtype=pl.String)}
     for j, m in enumerate(plan.modulators[0]):
         data[f"{BETA_PREFIX}{m}"] = pl.Series(f"{BETA_PREFIX}{m}", S[:, j])

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from polgen.stlr.betadata import BetaData, Betabase
-from polgen.schema import CLUSTER, CELL_ID
+from polgen.schema import CELL_ID, CLUSTER
+from polgen.stlr.betadata import Betabase, BetaData
 
 
 @dataclass
@@ -34,9 +34,14 @@ class SyntheticTissue:
         import anndata as ad
         import pandas as pd
 
-        obs = pd.DataFrame({"cell_type": pd.Categorical(
-            [self.cluster_labels[c] for c in self.clusters], categories=self.cluster_labels)},
-            index=pd.Index(self.obs_names))
+        obs = pd.DataFrame(
+            {
+                "cell_type": pd.Categorical(
+                    [self.cluster_labels[c] for c in self.clusters], categories=self.cluster_labels
+                )
+            },
+            index=pd.Index(self.obs_names),
+        )
         a = ad.AnnData(X=self.X.copy(), obs=obs, var=pd.DataFrame(index=pd.Index(self.var_names)))
         a.obsm["spatial"] = self.coords.copy()
         if layer:
@@ -44,9 +49,17 @@ class SyntheticTissue:
         return a
 
 
-def make_tissue(n_cells: int = 300, n_genes: int = 40, n_clusters: int = 3, seed: int = 0,
-                extent: float | None = None, n_tfs: int | None = None, n_ligands: int | None = None,
-                n_receptors: int | None = None, sparsity: float = 0.3) -> SyntheticTissue:
+def make_tissue(
+    n_cells: int = 300,
+    n_genes: int = 40,
+    n_clusters: int = 3,
+    seed: int = 0,
+    extent: float | None = None,
+    n_tfs: int | None = None,
+    n_ligands: int | None = None,
+    n_receptors: int | None = None,
+    sparsity: float = 0.3,
+) -> SyntheticTissue:
     """Cells on a square (side ``extent``, default ~ 30 * sqrt(n)) in spatial cluster blobs."""
     rng = np.random.default_rng(seed)
     n_tfs = n_tfs or max(2, n_genes // 5)
@@ -92,22 +105,39 @@ def make_tissue(n_cells: int = 300, n_genes: int = 40, n_clusters: int = 3, seed
                 src.append(str(tf))
                 tgt.append(g)
     links = pl.DataFrame({"source": src, "target": tgt})
-    return SyntheticTissue(coords=coords, X=X, var_names=var_names,
-                           obs_names=[f"cell{i:06d}" for i in range(n_cells)], clusters=clusters,
-                           cluster_labels=labels, lr=lr, links=links, tfs=tfs, ligands=ligs, receptors=recs)
+    return SyntheticTissue(
+        coords=coords,
+        X=X,
+        var_names=var_names,
+        obs_names=[f"cell{i:06d}" for i in range(n_cells)],
+        clusters=clusters,
+        cluster_labels=labels,
+        lr=lr,
+        links=links,
+        tfs=tfs,
+        ligands=ligs,
+        receptors=recs,
+    )
 
 
-def make_betabase(t: SyntheticTissue, n_trained: int = 10, seed: int = 1, per_cell: bool = False,
-                  n_tf: int = 3, n_lr: int = 3, n_tfl: int = 2, scale: float = 0.3,
-                  zero_cluster: bool = True) -> Betabase:
+def make_betabase(
+    t: SyntheticTissue,
+    n_trained: int = 10,
+    seed: int = 1,
+    per_cell: bool = False,
+    n_tf: int = 3,
+    n_lr: int = 3,
+    n_tfl: int = 2,
+    scale: float = 0.3,
+    zero_cluster: bool = True,
+) -> Betabase:
     """Random betadata for ``n_trained`` genes (TF, LR and TFL terms), per cluster or per cell."""
     rng = np.random.default_rng(seed)
     genes = list(t.var_names)
     # a ligand, a receptor and a TF are always trained so perturbations propagate through them
     first = [t.ligands[0], t.receptors[0], t.tfs[0]]
     rest = [g for g in genes if g not in first]
-    trained = first + [str(g) for g in rng.choice(rest, size=max(0, min(n_trained, len(genes)) - 3),
-                                                  replace=False)]
+    trained = first + [str(g) for g in rng.choice(rest, size=max(0, min(n_trained, len(genes)) - 3), replace=False)]
     frames = []
     for g in trained:
         tf = [x for x in rng.choice(t.tfs, size=min(n_tf, len(t.tfs)), replace=False) if x != g]
@@ -123,8 +153,12 @@ def make_betabase(t: SyntheticTissue, n_trained: int = 10, seed: int = 1, per_ce
             reg = str(rng.choice(t.tfs))
             if g not in (lig, reg) and (lig, reg) not in tfl:
                 tfl.append((lig, reg))
-        cols = ["beta0"] + [f"beta_{x}" for x in tf] + [f"beta_{a}${b}" for a, b in pairs] + [
-            f"beta_{a}#{b}" for a, b in tfl]
+        cols = (
+            ["beta0"]
+            + [f"beta_{x}" for x in tf]
+            + [f"beta_{a}${b}" for a, b in pairs]
+            + [f"beta_{a}#{b}" for a, b in tfl]
+        )
         if per_cell:
             ids = list(t.obs_names)
             base = rng.normal(0, scale, size=(len(t.cluster_labels), len(cols)))

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -59,8 +59,9 @@ class Tissue:
         return np.array([lookup[g] for g in genes], dtype=np.int64)
 
 
-def as_tissue(obj, *, layer: str | None = None, cluster_key=None, spatial_key=None,
-              need_clusters: bool = True) -> Tissue:
+def as_tissue(
+    obj, *, layer: str | None = None, cluster_key=None, spatial_key=None, need_clusters: bool = True
+) -> Tissue:
     """Dense expression, coordinates and clusters of ``obj`` (AnnData, .h5ad path, SpatialData, Tissue).
 
     ``layer`` None picks ``imputed_count`` when the AnnData has it (the reference reads only that
@@ -92,8 +93,13 @@ def as_tissue(obj, *, layer: str | None = None, cluster_key=None, spatial_key=No
                 raise
         if layer is None and sd.adata is not None and DEFAULT_LAYER in sd.adata.layers:
             layer = DEFAULT_LAYER
-            sd = read_spatial(sd.adata, layer=layer, cluster_key=False if no_clusters else sd.cluster_key,
-                              spatial_key=spatial_key, dense=True)
+            sd = read_spatial(
+                sd.adata,
+                layer=layer,
+                cluster_key=False if no_clusters else sd.cluster_key,
+                spatial_key=spatial_key,
+                dense=True,
+            )
         if no_clusters:
             sd.clusters, sd.cluster_labels = None, None
         X = sd.X
@@ -104,10 +110,17 @@ def as_tissue(obj, *, layer: str | None = None, cluster_key=None, spatial_key=No
         r, c = np.argwhere(~np.isfinite(X))[0]
         raise InputError("expression holds NaN/inf", path=sd.path, column=sd.var_names[c], row=sd.obs_names[r])
     clusters = None if sd.clusters is None else np.ascontiguousarray(sd.clusters, dtype=np.int64)
-    return Tissue(X=X, var_names=list(sd.var_names), obs_names=list(sd.obs_names),
-                  coords=np.ascontiguousarray(sd.coords, dtype=np.float64), clusters=clusters,
-                  cluster_labels=None if sd.cluster_labels is None else list(sd.cluster_labels),
-                  layer=layer, path=sd.path, cluster_key=sd.cluster_key)
+    return Tissue(
+        X=X,
+        var_names=list(sd.var_names),
+        obs_names=list(sd.obs_names),
+        coords=np.ascontiguousarray(sd.coords, dtype=np.float64),
+        clusters=clusters,
+        cluster_labels=None if sd.cluster_labels is None else list(sd.cluster_labels),
+        layer=layer,
+        path=sd.path,
+        cluster_key=sd.cluster_key,
+    )
 
 
 def source_anndata(obj):
@@ -136,8 +149,10 @@ def ligand_radius_map(lr, var_names, radius, contact_distance) -> dict[str, floa
     """{ligand: radius} of a CellChat table (path or frame, expanded here; a frame with ``ligand``
     and ``radius`` columns is taken as already expanded) or of a ``{ligand: radius}`` mapping."""
     if lr is None:
-        raise InputError("a ligand-receptor table (lr=: CellChat csv path or frame, or {ligand: radius}) is "
-                         "needed to give each ligand its radius")
+        raise InputError(
+            "a ligand-receptor table (lr=: CellChat csv path or frame, or {ligand: radius}) is "
+            "needed to give each ligand its radius"
+        )
     if isinstance(lr, Mapping):
         return {str(k): float(v) for k, v in lr.items()}
     if isinstance(lr, (str, os.PathLike)):
@@ -229,8 +244,11 @@ def _thresholds_frame(obj, what: str) -> tuple[list[str], list[str], np.ndarray]
             raise InputError(f"{what} has no cell-id column (CellID, __index_level_0__ or a text column)")
         genes = [c for c in obj.columns if c != idc]
         try:
-            vals = obj.select([pl.col(c).cast(pl.Float64) for c in genes]).to_numpy() if genes else \
-                np.zeros((obj.height, 0))
+            vals = (
+                obj.select([pl.col(c).cast(pl.Float64) for c in genes]).to_numpy()
+                if genes
+                else np.zeros((obj.height, 0))
+            )
         except Exception as exc:  # noqa: BLE001 - polars cast errors
             raise InputError(f"{what} must hold numbers ({exc})") from None
         return obj[idc].cast(pl.String).to_list(), genes, np.asarray(vals, dtype=np.float64)
@@ -264,8 +282,7 @@ def read_cell_thresholds(source, obs_names: Sequence[str], genes: Sequence[str] 
         pos[c] = i
     missing = [c for c in obs_names if c not in pos]
     if missing:
-        raise InputError(f"{what} has no row for {len(missing)} cell(s) of the tissue: {missing[:5]}",
-                         row=missing[0])
+        raise InputError(f"{what} has no row for {len(missing)} cell(s) of the tissue: {missing[:5]}", row=missing[0])
     keep = list(range(len(cols))) if genes is None else [k for k, g in enumerate(cols) if g in set(genes)]
     rows = np.fromiter((pos[c] for c in obs_names), dtype=np.int64, count=len(obs_names))
     sub = vals[np.ix_(rows, np.asarray(keep, dtype=np.int64))] if keep else np.zeros((len(obs_names), 0))

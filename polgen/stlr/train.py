@@ -27,9 +27,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence, get_args
+from typing import get_args
 
 import numpy as np
 import polars as pl
@@ -39,6 +40,7 @@ from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io.sink import MANIFEST as SINK_MANIFEST
 from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
+from polgen.options import LigandMode, Orphans
 from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
@@ -46,7 +48,6 @@ from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_targe
 from polgen.stlr.lasso import sparse_group_lasso
 from polgen.stlr.ligands import MODES
 from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
-from polgen.options import LigandMode, Orphans
 
 log = logging.getLogger("polgen")
 
@@ -63,8 +64,9 @@ class FitResult:
     genes: list[str]
     scores: pl.DataFrame  # gene, cluster, r2, n_modulators, n_iter, converged (trained genes)
     orphans: list[str] = field(default_factory=list)  # requested genes skipped (no TF regulator)
-    skipped: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(
-        schema={"gene": pl.String, "reason": pl.String}))  # gene, reason
+    skipped: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={"gene": pl.String, "reason": pl.String})
+    )  # gene, reason
 
     @property
     def files(self) -> list[Path]:
@@ -77,8 +79,17 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def fit_gene(ctx, gene: str, cluster_labels: Sequence[str], *, group_reg: float, l1_reg: float,
-             min_r2: float, max_iter: int, tol: float):
+def fit_gene(
+    ctx,
+    gene: str,
+    cluster_labels: Sequence[str],
+    *,
+    group_reg: float,
+    l1_reg: float,
+    min_r2: float,
+    max_iter: int,
+    tol: float,
+):
     """Betas (clusters x (1 + p)) of one gene and per-cluster diagnostics."""
     mods = ctx.modulators(gene)
     D = ctx.design(mods)
@@ -125,20 +136,49 @@ def _inputs(adata, t, lr, radius, contact_distance, cell_thresholds):
     return thr, t.layer, None
 
 
-def training_context(adata, lr, grn, *, ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0,
-                     scale_factor: float = 1.0, mode: LigandMode = "exact", receptor_thresh: float = 0.01,
-                     tf_ligand_cutoff: float = 0.01, cell_thresholds=None, grn_alpha: float = 0.05,
-                     layer: str | None = None, cluster_key=None, spatial_key=None):
+def training_context(
+    adata,
+    lr,
+    grn,
+    *,
+    ligand_target=None,
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    scale_factor: float = 1.0,
+    mode: LigandMode = "exact",
+    receptor_thresh: float = 0.01,
+    tf_ligand_cutoff: float = 0.01,
+    cell_thresholds=None,
+    grn_alpha: float = 0.05,
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+):
     """The feature context :func:`fit` trains on (modulators and design matrices of every gene),
     and the tissue: ``(FeatureContext, Tissue)``.  Arguments as in :func:`fit`."""
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
     lr = read_cellchat(lr) if isinstance(lr, (str, os.PathLike)) else lr
     lt = read_ligand_target(ligand_target) if ligand_target is not None else None
     thr, _, levels = _inputs(adata, t, lr, radius, contact_distance, cell_thresholds)
-    ctx = build_context(t.X, t.var_names, t.coords, t.clusters, len(t.cluster_labels), lr, as_links(grn),
-                        radius=radius, contact_distance=contact_distance, scale_factor=scale_factor, mode=mode,
-                        receptor_thresh=receptor_thresh, tf_ligand_cutoff=tf_ligand_cutoff, ligand_target=lt,
-                        cell_thresholds=thr, grn_alpha=grn_alpha, receptor_levels=levels)
+    ctx = build_context(
+        t.X,
+        t.var_names,
+        t.coords,
+        t.clusters,
+        len(t.cluster_labels),
+        lr,
+        as_links(grn),
+        radius=radius,
+        contact_distance=contact_distance,
+        scale_factor=scale_factor,
+        mode=mode,
+        receptor_thresh=receptor_thresh,
+        tf_ligand_cutoff=tf_ligand_cutoff,
+        ligand_target=lt,
+        cell_thresholds=thr,
+        grn_alpha=grn_alpha,
+        receptor_levels=levels,
+    )
     return ctx, t
 
 
@@ -158,13 +198,26 @@ def _prepare(spec: dict):
         src = spec.get("cell_thresholds") if p["cell_thresholds"] is not None else False
         thr, rl, levels = _inputs(spec["adata"], t, lr, p["radius"], p["contact_distance"], src)
         if (None if thr is None else thr.digest()) != p["cell_thresholds"] or rl != p["receptor_layer"]:
-            raise InputError("cell_thresholds or the receptor layer changed since the run started",
-                             path=spec["adata"])
-    ctx = build_context(t.X, t.var_names, t.coords, t.clusters, len(t.cluster_labels), lr, as_links(spec["grn"]),
-                        radius=p["radius"], contact_distance=p["contact_distance"], scale_factor=p["scale_factor"],
-                        mode=p["mode"], receptor_thresh=p["receptor_thresh"],
-                        tf_ligand_cutoff=p["tf_ligand_cutoff"], ligand_target=lt, cell_thresholds=thr,
-                        grn_alpha=p["grn_alpha"], receptor_levels=levels)
+            raise InputError("cell_thresholds or the receptor layer changed since the run started", path=spec["adata"])
+    ctx = build_context(
+        t.X,
+        t.var_names,
+        t.coords,
+        t.clusters,
+        len(t.cluster_labels),
+        lr,
+        as_links(spec["grn"]),
+        radius=p["radius"],
+        contact_distance=p["contact_distance"],
+        scale_factor=p["scale_factor"],
+        mode=p["mode"],
+        receptor_thresh=p["receptor_thresh"],
+        tf_ligand_cutoff=p["tf_ligand_cutoff"],
+        ligand_target=lt,
+        cell_thresholds=thr,
+        grn_alpha=p["grn_alpha"],
+        receptor_levels=levels,
+    )
     _CTX.clear()
     _CTX[key] = (ctx, t.cluster_labels)
     return _CTX[key]
@@ -177,11 +230,20 @@ def _train_task(task: dict) -> dict:
     with single_threaded_blas():
         ctx, labels = _prepare(task["spec"])
         p = task["spec"]["params"]
-        bd, diag, nmod = fit_gene(ctx, task["gene"], labels, group_reg=p["group_reg"], l1_reg=p["l1_reg"],
-                                  min_r2=p["min_r2"], max_iter=p["max_iter"], tol=p["tol"])
+        bd, diag, nmod = fit_gene(
+            ctx,
+            task["gene"],
+            labels,
+            group_reg=p["group_reg"],
+            l1_reg=p["l1_reg"],
+            min_r2=p["min_r2"],
+            max_iter=p["max_iter"],
+            tol=p["tol"],
+        )
     meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
-    part = write_part(task["out"], task["batch"], bd.to_polars().to_arrow(), task["params_json"],
-                      name=task["file"], metadata=meta)
+    part = write_part(
+        task["out"], task["batch"], bd.to_polars().to_arrow(), task["params_json"], name=task["file"], metadata=meta
+    )
     return {"gene": task["gene"], "diag": diag, "n_modulators": nmod, "part": part}
 
 
@@ -199,20 +261,47 @@ def _refuse_legacy_run(out: Path, resume: bool, overwrite: bool) -> None:
 def _numbers(**checks) -> None:
     """Typed errors for options that must be finite numbers (positive or non-negative)."""
     for name, (value, kind) in checks.items():
-        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-            and math.isfinite(value) and (value > 0 if kind == "positive" else value >= 0)
+        ok = (
+            isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (value > 0 if kind == "positive" else value >= 0)
+        )
         if not ok:
             what = "a positive" if kind == "positive" else "a non-negative"
             raise InputError(f"{name} must be {what} finite number, got {value!r}")
 
 
-def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr, grn,
-        ligand_target=None, radius: float = 200.0, contact_distance: float = 50.0, scale_factor: float = 1.0,
-        group_reg: float = 1e-7, l1_reg: float = 1e-9, receptor_thresh: float = 0.01,
-        tf_ligand_cutoff: float = 0.01, min_r2: float = 0.15, max_iter: int = 5000, tol: float = 1e-10,
-        mode: LigandMode = "exact", layer: str | None = None, cluster_key=None, spatial_key=None,
-        cell_thresholds=None, grn_alpha: float = 0.05, orphans: Orphans = "skip",
-        resume: bool = False, overwrite: bool = False, executor=None, progress: bool | None = None) -> FitResult:
+def fit(
+    adata,
+    genes: Sequence[str] | None = None,
+    *,
+    out: str | os.PathLike,
+    lr,
+    grn,
+    ligand_target=None,
+    radius: float = 200.0,
+    contact_distance: float = 50.0,
+    scale_factor: float = 1.0,
+    group_reg: float = 1e-7,
+    l1_reg: float = 1e-9,
+    receptor_thresh: float = 0.01,
+    tf_ligand_cutoff: float = 0.01,
+    min_r2: float = 0.15,
+    max_iter: int = 5000,
+    tol: float = 1e-10,
+    mode: LigandMode = "exact",
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+    cell_thresholds=None,
+    grn_alpha: float = 0.05,
+    orphans: Orphans = "skip",
+    resume: bool = False,
+    overwrite: bool = False,
+    executor=None,
+    progress: bool | None = None,
+) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
 
     ``lr``: CellChat table (path or frame); ``grn``: TF links (long table with optional
@@ -245,16 +334,24 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 <= min_r2 <= 1:
         raise InputError("min_r2 must be in [0, 1]")
-    _numbers(radius=(radius, "positive"), contact_distance=(contact_distance, "positive"),
-             scale_factor=(scale_factor, "positive"), group_reg=(group_reg, "nonneg"),
-             l1_reg=(l1_reg, "nonneg"), receptor_thresh=(receptor_thresh, "nonneg"),
-             tf_ligand_cutoff=(tf_ligand_cutoff, "nonneg"), tol=(tol, "positive"))
+    _numbers(
+        radius=(radius, "positive"),
+        contact_distance=(contact_distance, "positive"),
+        scale_factor=(scale_factor, "positive"),
+        group_reg=(group_reg, "nonneg"),
+        l1_reg=(l1_reg, "nonneg"),
+        receptor_thresh=(receptor_thresh, "nonneg"),
+        tf_ligand_cutoff=(tf_ligand_cutoff, "nonneg"),
+        tol=(tol, "positive"),
+    )
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise InputError(f"max_iter must be a positive integer, got {max_iter!r}")
     out = Path(out)
     local = executor is None or executor == "local"
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
-    if not local and not all(v is None or is_path(v) or isinstance(v, Mapping) for v in (adata, lr, grn, ligand_target)):
+    if not local and not all(
+        v is None or is_path(v) or isinstance(v, Mapping) for v in (adata, lr, grn, ligand_target)
+    ):
         raise InputError("fit with an executor needs adata, lr, grn (and ligand_target) given as paths")
     if not local and not (cell_thresholds is None or cell_thresholds is False or is_path(cell_thresholds)):
         raise InputError("fit with an executor needs cell_thresholds given as a path (or None / False)")
@@ -273,27 +370,53 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         orphan_list = orphan_genes(as_links(grn), genes, t.var_names, grn_alpha)
         if orphan_list:
             shown = ", ".join(orphan_list[:10]) + (" ..." if len(orphan_list) > 10 else "")
-            log.info("stlr fit: %d of %d genes are orphans (no TF regulator in the GRN), not trained: %s",
-                     len(orphan_list), len(genes), shown)
+            log.info(
+                "stlr fit: %d of %d genes are orphans (no TF regulator in the GRN), not trained: %s",
+                len(orphan_list),
+                len(genes),
+                shown,
+            )
     requested = genes
     skip = set(orphan_list)
     genes = [g for g in requested if g not in skip]
-    thr, receptor_layer, levels = _inputs(adata, t, read_cellchat(lr) if is_path(lr) else lr, radius,
-                                          contact_distance, cell_thresholds)
-    params = {"method": "stlr.fit", "radius": float(radius), "contact_distance": float(contact_distance),
-              "scale_factor": float(scale_factor), "group_reg": float(group_reg), "l1_reg": float(l1_reg),
-              "receptor_thresh": float(receptor_thresh), "tf_ligand_cutoff": float(tf_ligand_cutoff),
-              "min_r2": float(min_r2), "max_iter": int(max_iter), "tol": float(tol), "mode": mode,
-              "layer": t.layer, "cluster_key": t.cluster_key, "spatial_key": spatial_key,
-              "adata": str(adata) if is_path(adata) else "<AnnData>", "lr": str(lr) if is_path(lr) else "<table>",
-              "grn": str(grn) if is_path(grn) else "<table>",
-              "ligand_target": None if ligand_target is None else (str(ligand_target) if is_path(ligand_target) else "<table>"),
-              "n_cells": len(t.obs_names), "n_genes": len(t.var_names), "clusters": t.cluster_labels,
-              "grn_alpha": float(grn_alpha), "cell_thresholds": None if thr is None else thr.digest(),
-              "receptor_layer": receptor_layer, "orphans": orphans}
+    thr, receptor_layer, levels = _inputs(
+        adata, t, read_cellchat(lr) if is_path(lr) else lr, radius, contact_distance, cell_thresholds
+    )
+    params = {
+        "method": "stlr.fit",
+        "radius": float(radius),
+        "contact_distance": float(contact_distance),
+        "scale_factor": float(scale_factor),
+        "group_reg": float(group_reg),
+        "l1_reg": float(l1_reg),
+        "receptor_thresh": float(receptor_thresh),
+        "tf_ligand_cutoff": float(tf_ligand_cutoff),
+        "min_r2": float(min_r2),
+        "max_iter": int(max_iter),
+        "tol": float(tol),
+        "mode": mode,
+        "layer": t.layer,
+        "cluster_key": t.cluster_key,
+        "spatial_key": spatial_key,
+        "adata": str(adata) if is_path(adata) else "<AnnData>",
+        "lr": str(lr) if is_path(lr) else "<table>",
+        "grn": str(grn) if is_path(grn) else "<table>",
+        "ligand_target": None
+        if ligand_target is None
+        else (str(ligand_target) if is_path(ligand_target) else "<table>"),
+        "n_cells": len(t.obs_names),
+        "n_genes": len(t.var_names),
+        "clusters": t.cluster_labels,
+        "grn_alpha": float(grn_alpha),
+        "cell_thresholds": None if thr is None else thr.digest(),
+        "receptor_layer": receptor_layer,
+        "orphans": orphans,
+    }
     orphan_json = {g: ORPHAN_REASON for g in orphan_list}
-    skipped = pl.DataFrame({"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
-                           schema={"gene": pl.String, "reason": pl.String})
+    skipped = pl.DataFrame(
+        {"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
+        schema={"gene": pl.String, "reason": pl.String},
+    )
     parts = PartNames(tuple(f"{g}{BETADATA_SUFFIX}" for g in genes), f"*{BETADATA_SUFFIX}")
     with OutputLock(out):
         _refuse_legacy_run(out, resume, overwrite)
@@ -306,15 +429,29 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
         if len(todo) < len(genes):
             log.info("resuming %s: %d of %d genes already trained", out, len(genes) - len(todo), len(genes))
         key = f"fit-{id(adata)}-{os.getpid()}-{pjson.__hash__()}"
-        spec = {"key": key, "adata": str(adata) if is_path(adata) else (t if local else None),
-                "lr": str(lr) if is_path(lr) else lr, "grn": str(grn) if is_path(grn) else grn,
-                "ligand_target": str(ligand_target) if is_path(ligand_target) else ligand_target,
-                "cell_thresholds": str(cell_thresholds) if is_path(cell_thresholds) else None, "params": params}
+        spec = {
+            "key": key,
+            "adata": str(adata) if is_path(adata) else (t if local else None),
+            "lr": str(lr) if is_path(lr) else lr,
+            "grn": str(grn) if is_path(grn) else grn,
+            "ligand_target": str(ligand_target) if is_path(ligand_target) else ligand_target,
+            "cell_thresholds": str(cell_thresholds) if is_path(cell_thresholds) else None,
+            "params": params,
+        }
         if local:
             spec["local"] = (thr, levels)
             _CTX.clear()
-        tasks = [{"spec": spec, "gene": genes[b], "batch": b, "file": parts.names[b], "out": str(sink.path),
-                  "params_json": pjson} for b in todo]
+        tasks = [
+            {
+                "spec": spec,
+                "gene": genes[b],
+                "batch": b,
+                "file": parts.names[b],
+                "out": str(sink.path),
+                "params_json": pjson,
+            }
+            for b in todo
+        ]
         rows = []
         try:
             for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
@@ -325,9 +462,24 @@ def fit(adata, genes: Sequence[str] | None = None, *, out: str | os.PathLike, lr
             if local:
                 _CTX.clear()
         sink.finalize(n_batches=len(genes), metadata={"stlr.fit": {"genes": len(genes), "orphans": orphan_list}})
-        _atomic_json(man, {**summary, "status": "done",
-                           "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in (genes[b] for b in todo)}})
-    scores = pl.DataFrame(rows, schema={"gene": pl.String, "cluster": pl.String, "r2": pl.Float64,
-                                        "n_modulators": pl.Int64, "n_iter": pl.Int64, "converged": pl.Boolean},
-                          orient="row")
+        _atomic_json(
+            man,
+            {
+                **summary,
+                "status": "done",
+                "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in (genes[b] for b in todo)},
+            },
+        )
+    scores = pl.DataFrame(
+        rows,
+        schema={
+            "gene": pl.String,
+            "cluster": pl.String,
+            "r2": pl.Float64,
+            "n_modulators": pl.Int64,
+            "n_iter": pl.Int64,
+            "converged": pl.Boolean,
+        },
+        orient="row",
+    )
     return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped)
