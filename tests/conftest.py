@@ -30,35 +30,27 @@ def shared():
     return require_shared
 
 
-GENOMICSEM_MIRROR = Path(os.environ.get("POLGEN_GENOMICSEM_MIRROR", "/work/.mirror/GenomicSEM+GenomicSEM/repo"))
+DATA = ROOT / "tests" / "data"
 
 
-def genomicsem_r_sources(dest: Path, files: tuple[str, ...], r_packages: tuple[str, ...] = ("lavaan",)) -> Path:
-    """A directory holding R GenomicSEM's ``R/<file>`` sources for a cross-check run by Rscript.
+def r_reference(*parts: str) -> Path:
+    """Path of a stored R reference file under tests/data/gsem/r/ (R outputs with their inputs,
+    produced once by tests/data/make/gsem_r.py; provenance in tests/data/gsem/PROVENANCE.md).
 
-    Skips (never fails: R GenomicSEM is not part of ../shared) when Rscript or one of ``r_packages``
-    is missing or the sources cannot be found. Sources come from ``$POLGEN_GENOMICSEM_R`` (a
-    directory of the R files) or from a git mirror of the GenomicSEM repository
-    (``$POLGEN_GENOMICSEM_MIRROR``, default the local mirror), read with ``git show HEAD:R/<file>``.
-    """
-    import shutil
-    import subprocess
+    Part of the repository: a missing file is a failure, never a skip, and no test needs R."""
+    path = DATA.joinpath("gsem", "r", *parts)
+    if not path.exists():
+        pytest.fail(f"stored R reference {path.relative_to(ROOT)} missing (tests/data/make/gsem_r.py makes it)")
+    return path
 
-    if shutil.which("Rscript") is None:
-        pytest.skip("Rscript not installed")
-    if r_packages:
-        test = " || ".join(f"!requireNamespace('{p}', quietly = TRUE)" for p in r_packages)
-        if subprocess.run(["Rscript", "-e", f"quit(status = {test})"], capture_output=True).returncode:
-            pytest.skip(f"R package(s) {', '.join(r_packages)} not installed")
-    env = os.environ.get("POLGEN_GENOMICSEM_R")
-    if env and all((Path(env) / f).exists() for f in files):
-        return Path(env)
-    if not (GENOMICSEM_MIRROR / "HEAD").exists() and not (GENOMICSEM_MIRROR / ".git").exists():
-        pytest.skip("GenomicSEM R sources not available (set POLGEN_GENOMICSEM_R or POLGEN_GENOMICSEM_MIRROR)")
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        out = subprocess.run(["git", "-C", str(GENOMICSEM_MIRROR), "show", f"HEAD:R/{f}"], capture_output=True)
-        if out.returncode:
-            pytest.skip(f"cannot read R/{f} from the GenomicSEM mirror {GENOMICSEM_MIRROR}")
-        (dest / f).write_bytes(out.stdout)
-    return dest
+
+def live_r() -> Path | None:
+    """The GenomicSEM ``R/`` directory for opt-in live R runs (``POLGEN_LIVE_R=1`` and
+    ``POLGEN_GENOMICSEM_R=<dir>``), else None.  Live runs only check that the stored references
+    regenerate; the parity tests never need R."""
+    if os.environ.get("POLGEN_LIVE_R") != "1":
+        return None
+    src = os.environ.get("POLGEN_GENOMICSEM_R")
+    if not src or not (Path(src) / "userGWAS.R").exists():
+        pytest.fail("POLGEN_LIVE_R=1 needs POLGEN_GENOMICSEM_R=<GenomicSEM checkout>/R")
+    return Path(src)

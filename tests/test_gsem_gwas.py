@@ -14,7 +14,7 @@ from polgen.errors import ModelError, SchemaError
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 from polgen.gsem.syntax import parse_model
 from polgen.kernels import gwas as K
-from tests.conftest import require_shared
+from tests.conftest import r_reference, require_shared
 
 
 def _load(*parts):
@@ -87,28 +87,17 @@ def test_s_full_v_full_z_pre_match_r():
 
 
 def test_near_pd_matches_r_matrix_nearpd():
-    """GenomicSEM calls Matrix::nearPD(x, corr = FALSE); compare with R itself when present.
+    """GenomicSEM calls Matrix::nearPD(x, corr = FALSE); compared with R's (stored R output,
+    tests/data/gsem/r/misc/nearpd.json: near_pd.json's input and two hand-made matrices).
     (near_pd.json holds a corr = TRUE result, so it cannot serve here.)"""
-    import shutil
-    import subprocess
-
-    if shutil.which("Rscript") is None:
-        pytest.skip("Rscript not installed")
-    mats = [np.array(_load("near_pd.json")["input"], dtype=np.float64),
-            np.array([[2, 1.9, 0.3], [1.9, 1.5, 2.1], [0.3, 2.1, 1.2]]),
-            np.array([[0.1, 0.2, 0.01, 0.0], [0.2, 0.15, 0.05, 0.0], [0.01, 0.05, 0.3, 0.1],
-                      [0.0, 0.0, 0.1, -0.01]])]
-    for x in mats:
-        n = x.shape[0]
-        vals = ",".join(repr(float(v)) for v in x.flatten(order="F"))
-        code = (f"suppressMessages(library(Matrix)); x <- matrix(c({vals}), {n}); "
-                "cat(sprintf('%.17g', as.matrix(nearPD(x, corr=FALSE)$mat)), sep=' ')")
-        try:
-            txt = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=60,
-                                 check=True).stdout
-        except subprocess.CalledProcessError as exc:  # Matrix missing
-            pytest.skip(f"R Matrix unavailable: {exc.stderr[:200]}")
-        ref = np.array([float(v) for v in txt.split()]).reshape(n, n, order="F")
+    given = json.loads(r_reference("misc", "nearpd.json").read_text())["given"]
+    assert len(given) == 3
+    np.testing.assert_array_equal(np.array(given[1]["x"]).reshape(3, 3, order="F"),
+                                  [[2, 1.9, 0.3], [1.9, 1.5, 2.1], [0.3, 2.1, 1.2]])
+    for c in given:
+        n = c["k"]
+        x = np.array(c["x"]).reshape(n, n, order="F")
+        ref = np.array(c["nearpd"]).reshape(n, n, order="F")
         out = np.empty_like(x)
         assert K.near_pd(x, out)
         np.testing.assert_allclose(out, ref, atol=1e-10)

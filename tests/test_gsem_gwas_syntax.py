@@ -3,24 +3,25 @@ constraints (one shared parameter), bounds (active set, as lavaan's constrained 
 parameters (delta method with the sandwich covariance), ``sub=`` on defined parameters.
 
 R parity (per-SNP lavaan calls with lavaan's constrained sandwich, see
-tests/test_gsem_gwas_rparity.py) for ``fix_measurement=FALSE``; R's userGWAS itself cannot be the
+tests/test_gsem_gwas_rparity.py; stored R outputs, tests/data/gsem/r/usergwas/) for
+``fix_measurement=FALSE``; R's userGWAS itself cannot be the
 reference here: with fix_measurement=TRUE it re-attaches ``.pN. == .pM.`` rows to the wrong
 parameters, and its bread ignores the constraints (singular for shared labels).
 """
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import importlib
-
 from polgen.errors import ModelError
 from polgen.gsem.gwas import user_gwas
 from polgen.gsem.syntax import parse_model
-from test_gsem_gwas_rparity import BOUND_FM, compare, r_sources, run_r, synthetic
+from test_gsem_gwas_rparity import BOUND_FM, compare, stored_cases, stored_inputs
 
 BASE = "F1 =~ T1 + l2*T2 + l3*T3\nF2 =~ T4 + T5\n"
 EQ = BASE + "F1 ~ b*SNP\nF2 ~ b*SNP\nl2 == l3"
@@ -29,17 +30,15 @@ BOUNDS = BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 > 0.001\nb2 < 0.002\nd := b1 - b2\
 
 @pytest.fixture(scope="module")
 def data():
-    return synthetic()
+    """The synthetic covstruc and 20 SNPs the stored R outputs were made on."""
+    return stored_inputs()
 
 
 @pytest.fixture(scope="module")
-def r_constraints(tmp_path_factory, data):
-    src = r_sources(tmp_path_factory)
-    cov, snps = data
-    cases = [("eq", "persnp", EQ, "DWLS", False, 8), ("bounds", "persnp", BOUNDS, "DWLS", False, 6),
-             ("bound_fm", "usergwas", BOUND_FM, "DWLS", True, 3)]
-    ref = run_r(src, tmp_path_factory.mktemp("gsem_r_syntax"), cov, snps, cases)
-    return {c[0]: ref.filter(pl.col("case") == c[0]) for c in cases}
+def r_constraints():
+    cases = stored_cases()
+    assert [cases[c][0] for c in ("eq", "bounds", "bound_fm")] == [EQ, BOUNDS, BOUND_FM]
+    return {c: cases[c][1] for c in ("eq", "bounds", "bound_fm")}
 
 
 def test_equality_constraints_match_lavaan(r_constraints, data):
@@ -86,7 +85,7 @@ def test_bound_with_fixed_measurement_matches_r_usergwas(r_constraints, data):
     assert np.isfinite(ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP")["se"].to_numpy()).all()
 
 
-# -- no R needed ---------------------------------------------------------------------------------
+# -- no R reference ---------------------------------------------------------------------------------
 def test_one_parser_one_table():
     """The GWAS modules parse with polgen.gsem.syntax and define no parameter table, parser or
     compiled model of their own: one ParTable (syntax), one CompiledModel (ram)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import polars as pl
 import pytest
 from scipy.stats import norm
 
-from conftest import require_shared
+from conftest import r_reference, require_shared
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
 from polgen.gsem.ldsc import ldsc, ldsc_table, liability_factor, liability_scale, standardise
@@ -237,13 +236,12 @@ def test_jackknife_kernel_matches_explicit_leave_one_block_out_loop():
     assert starts[0] == 0 and ends[-1] == n and np.all(starts[1:] == ends[:-1])
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
 def test_block_bounds_match_r_seq():
-    cases = [(1000, 20), (7919, 200), (123457, 200), (999, 37), (4001, 200)]
-    code = "; ".join(f"cat(floor(seq(from=1,to={n},length.out={nb}+1)), '\\n')" for n, nb in cases)
-    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=60, check=True)
-    for (n, nb), line in zip(cases, out.stdout.strip().splitlines()):
-        frm = np.array([int(float(x)) for x in line.split()])
+    """R ldsc's blocks: floor(seq(from=1, to=n, length.out=nb+1)) (stored R output, misc/block_bounds.json)."""
+    cases = json.loads(r_reference("misc", "block_bounds.json").read_text())["cases"]
+    assert [(c["n"], c["n_blocks"]) for c in cases] == [(1000, 20), (7919, 200), (123457, 200), (999, 37), (4001, 200)]
+    for c in cases:
+        n, nb, frm = c["n"], c["n_blocks"], np.array(c["from"])
         starts, ends = block_bounds(n, nb)
         np.testing.assert_array_equal(starts + 1, frm[:nb])
         np.testing.assert_array_equal(ends, np.r_[frm[1:nb] - 1, n])
@@ -364,18 +362,13 @@ def test_heritabilities_match_the_rust_port(messy):
     assert res.m == port["m"]
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
-def test_r_merge_order_with_duplicated_keys_matches_r(tmp_path):
+def test_r_merge_order_with_duplicated_keys_matches_r():
+    """merge(l, r, by = "SNP", sort = FALSE)'s row order with duplicated keys (stored R output,
+    misc/merge_order.json: keys drawn with numpy's default_rng(4), v / w the row numbers)."""
     from polgen.gsem.ldsc import _r_merge
 
-    rng = np.random.default_rng(4)
-    left = pl.DataFrame({"SNP": [f"k{i}" for i in rng.integers(0, 300, 2000)], "v": np.arange(2000)})
-    right = pl.DataFrame({"SNP": [f"k{i}" for i in rng.integers(0, 400, 700)], "w": np.arange(700)})
-    left.write_csv(tmp_path / "l.csv")
-    right.write_csv(tmp_path / "r.csv")
-    code = (f'l <- read.csv("{tmp_path / "l.csv"}"); r <- read.csv("{tmp_path / "r.csv"}"); '
-            'm <- merge(l, r, by = "SNP", sort = FALSE); cat(m$v, "\\n"); cat(m$w, "\\n")')
-    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=60, check=True)
-    rv, rw = ([int(x) for x in line.split()] for line in out.stdout.strip().splitlines())
+    ref = json.loads(r_reference("misc", "merge_order.json").read_text())
+    left = pl.DataFrame({"SNP": [f"k{i}" for i in ref["left_keys"]], "v": np.arange(len(ref["left_keys"]))})
+    right = pl.DataFrame({"SNP": [f"k{i}" for i in ref["right_keys"]], "w": np.arange(len(ref["right_keys"]))})
     got = _r_merge(left, right)
-    assert got["v"].to_list() == rv and got["w"].to_list() == rw
+    assert got["v"].to_list() == ref["v"] and got["w"].to_list() == ref["w"]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import require_shared
+from conftest import r_reference, require_shared
 from polgen.errors import InputError, NotPositiveDefiniteError
 from polgen.gsem.matrix import (
     cov_to_cor,
@@ -101,29 +99,15 @@ def test_subset_indices_matches_genomicsem_removal():
     np.testing.assert_array_equal(idx, [0, 2, 3, 7, 8, 9])
 
 
-R_NEARPD = """
-library(Matrix)
-set.seed(11)
-for (k in c(3, 5, 8)) {
-  x <- matrix(rnorm(k*k), k); x <- (x + t(x))/2; diag(x) <- abs(diag(x)) + 0.5
-  m <- as.matrix(nearPD(x, corr = FALSE)$mat)
-  cat(k, x, m, "\\n")
-}
-"""
-
-
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
 def test_near_pd_against_r_matrix_package():
-    res = subprocess.run(["Rscript", "-e", R_NEARPD], capture_output=True, text=True, timeout=60)
-    if res.returncode != 0:
-        pytest.skip(f"R Matrix not usable: {res.stderr[-200:]}")
-    lines = [ln.split() for ln in res.stdout.strip().splitlines()]
-    assert len(lines) == 3
-    for parts in lines:
-        k = int(parts[0])
-        vals = np.array(parts[1:], dtype=float)
-        x = vals[: k * k].reshape(k, k, order="F")
-        want = vals[k * k:].reshape(k, k, order="F")
+    """Matrix::nearPD(x, corr = FALSE) on R-seeded symmetric matrices (set.seed(11), k = 3, 5, 8;
+    stored R output, misc/nearpd.json)."""
+    seeded = json.loads(r_reference("misc", "nearpd.json").read_text())["seeded"]
+    assert [c["k"] for c in seeded] == [3, 5, 8]
+    for c in seeded:
+        k = c["k"]
+        x = np.array(c["x"]).reshape(k, k, order="F")
+        want = np.array(c["nearpd"]).reshape(k, k, order="F")
         np.testing.assert_allclose(near_pd(x), want, rtol=0, atol=1e-6 * np.abs(want).max())
 
 

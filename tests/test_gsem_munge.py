@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import shutil
-import subprocess
+import json
 
 import numpy as np
 import polars as pl
 import pytest
 from scipy.stats import norm
 
+from conftest import r_reference
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.munge import abs_z_from_p, is_odds_ratio, munge
 
@@ -97,14 +97,12 @@ def test_exact_z_for_tiny_p_values_matches_high_precision():
     assert np.all(np.isfinite(got)) and got[-1] > 38.4  # no cap at 37
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed")
 def test_z_matches_r_qchisq():
-    p = np.array([0.7, 0.05, 1e-12, 1e-100, 1e-250, 1e-307])
-    code = ("options(digits=17); p <- c(" + ",".join(repr(float(x)) for x in p) + "); "
-            "cat(format(sqrt(qchisq(p, 1, lower.tail = FALSE)), digits = 17), sep='\\n')")
-    out = subprocess.run(["Rscript", "-e", code], capture_output=True, text=True, timeout=60, check=True)
-    r = np.array([float(x) for x in out.stdout.split()])
-    np.testing.assert_allclose(abs_z_from_p(p), r, rtol=1e-13)
+    """|Z| = sqrt(qchisq(p, 1, lower.tail = FALSE)) as R (stored R output, misc/qchisq.json)."""
+    ref = json.loads(r_reference("misc", "qchisq.json").read_text())
+    p = np.array(ref["p"])
+    np.testing.assert_array_equal(p, [0.7, 0.05, 1e-12, 1e-100, 1e-250, 1e-307])
+    np.testing.assert_allclose(abs_z_from_p(p), np.array(ref["z"]), rtol=1e-13)
 
 
 def test_out_writes_parquet_and_r_text_atomically(tmp_path):
