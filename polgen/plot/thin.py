@@ -262,24 +262,26 @@ def thin_qq(src: GwasSource, axes_px: tuple[int, int], *, keep_y: float, level: 
     pixel below it (the best-ranked one); lambda_GC of all plotted P values; the band."""
     ok = pl.col("_y").is_not_null() & pl.col("_y").is_not_nan()
     ys = src.lf.filter(ok).select(pl.col("_y").clip(upper_bound=Y_FLOOR_P0).alias("y"))
+    y = pl.col("_y").filter(ok).clip(upper_bound=Y_FLOOR_P0)
     try:
-        st = ys.select(
-            pl.len().alias("n"),
-            pl.col("y").max().alias("y_max"),
-            pl.col("y").min().alias("y_min"),
-            pl.col("y").quantile(0.5, "lower").alias("lo"),
-            pl.col("y").quantile(0.5, "higher").alias("hi"),
+        st = src.lf.select(
+            ok.sum().alias("n"),
+            y.max().alias("y_max"),
+            y.min().alias("y_min"),
+            y.quantile(0.5, "lower").alias("lo"),
+            y.quantile(0.5, "higher").alias("hi"),
+            pl.col("_p").min().alias("p_min"),
+            pl.col("_p").max().alias("p_max"),
         ).collect()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
+    col = src.columns.get("p") or src.columns.get("log10p")
+    p_min, p_max, y_min = st["p_min"][0], st["p_max"][0], st["y_min"][0]
+    if (p_min is not None and p_min < 0) or (p_max is not None and p_max > 1) or (y_min is not None and y_min < -1e-12):
+        raise InputError(f"P values outside [0, 1] (min {p_min}, max {p_max})", path=src.path, column=col)
     n = int(st["n"][0])
     if n == 0:
         raise InputError("no P value to draw", path=src.path)
-    if st["y_min"][0] < -1e-12:
-        raise InputError("P values above 1", path=src.path, column=src.columns.get("p") or src.columns.get("log10p"))
-    p_max = src.lf.select(pl.col("_p").max()).collect().item()
-    if p_max is not None and p_max > 1:
-        raise InputError(f"P values outside [0, 1] (max {p_max})", path=src.path, column=src.columns.get("p"))
     lam = lambda_gc_from_y(float(st["lo"][0]), float(st["hi"][0]))
     x_max = float(expected_y(np.array([1]), n)[0])
     y_top = max(float(st["y_max"][0]), x_max, keep_y, 1.0) * 1.06
