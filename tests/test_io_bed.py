@@ -456,3 +456,46 @@ def test_blocks_on_threads_share_one_stream(tmp_path):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(InputError):
         next(bs.blocks(block_snps=0))
+
+
+# -- sample subsets ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", ["raw", "center", "eigenstrat"])
+@pytest.mark.parametrize("count_a1", [True, False])
+@pytest.mark.parametrize("subset", ["even", "three"])
+def test_sample_subset_equals_bed_reader_subset(tmp_path, scale, count_a1, subset):
+    g = _genotypes(23, 31, seed=17, miss=0.15)
+    g[[1, 4, 9], 5] = np.nan  # a SNP whose calls in subset "three" are all missing...
+    g[:, 6] = np.where(np.arange(23) % 2 == 0, 2.0, 1.0)  # ...one monomorphic in subset "even"
+    path = _write(tmp_path, g)
+    samples = np.arange(0, 23, 2) if subset == "even" else np.array([1, 4, 9])
+    with bed_reader.open_bed(path, count_A1=count_a1) as b:
+        ref = b.read(index=np.s_[samples, :], dtype="float64")
+    bs = BedStream(path, samples=samples, scale=scale, count_a1=count_a1, block_snps=4)
+    assert bs.n_samples == len(samples) and bs.n_samples_total == 23
+    assert bs.sample_ids == [f"i{i}" for i in samples] and bs.fam.height == len(samples)
+    got = np.hstack([blk.data.copy() for blk in bs.blocks()])
+    freq = np.concatenate([blk.freq.copy() for blk in bs.blocks()])
+    nmiss = np.concatenate([blk.n_miss.copy() for blk in bs.blocks()])
+    np.testing.assert_array_equal(nmiss, np.isnan(ref).sum(axis=0))
+    calls = (~np.isnan(ref)).sum(axis=0)
+    want_freq = np.where(calls > 0, np.nansum(ref, axis=0) / np.maximum(calls, 1) / 2, np.nan)
+    np.testing.assert_allclose(freq, want_freq, rtol=1e-15, equal_nan=True)
+    if scale == "raw":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        np.testing.assert_allclose(got, _numpy_scaled(ref, scale)[0], rtol=1e-12, atol=1e-15)
+        assert np.isfinite(got).all()
+    if scale == "center":  # the same numbers as a file holding only those samples
+        sub = tmp_path / "sub"
+        sub.mkdir()
+        sub_path = _write(sub, g[samples] if count_a1 else 2.0 - g[samples])
+        np.testing.assert_array_equal(got, BedStream(sub_path).read().data)
+    again = pickle.loads(pickle.dumps(bs))
+    np.testing.assert_array_equal(again.read(3, 9).data, got[:, 3:9])
+
+
+def test_bad_sample_subsets(good):
+    for bad in ([3, 1], [0, 10], [-1, 2], [[0, 1]], [0.5, 1.5], [2, 2]):
+        with pytest.raises(InputError):
+            BedStream(good, samples=bad)
+    assert BedStream(good, samples=[]).read().data.shape == (0, 8)

@@ -506,3 +506,23 @@ def test_bedstream_input_equals_path_input(small):
     t_cols = [c for c in raw.columns if c.startswith("T")]
     assert t_cols
     np.testing.assert_allclose(a2.select(t_cols).to_numpy(), -raw.select(t_cols).to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+
+def test_bedstream_sample_subset_equals_a_file_of_those_samples(small, tmp_path):
+    """LFMM on BedStream(samples=...) gives the numbers of a .bed holding only those samples."""
+    from polgen.io.bed import BedStream
+
+    Y, X, bed = small["Y"], small["X"], small["bed"]
+    keep = np.flatnonzero(np.arange(150) % 5 != 2)
+    sub_bed = write_bed(tmp_path / "sub.bed", Y[keep], ids=[f"s{i}" for i in keep])
+    model = L.fit(X[keep], sub_bed, 3, power_iter=2)
+    m2 = L.fit(X[keep], BedStream(bed, samples=keep), 3, power_iter=2, scale="eigenstrat")
+    m1 = L.fit(X[keep], sub_bed, 3, power_iter=2, scale="eigenstrat")
+    np.testing.assert_allclose(m2.U, m1.U, rtol=1e-9, atol=1e-12)
+    want = L.test(model, sub_bed, X[keep], task_snps=400).collect()
+    got = L.test(model, BedStream(bed, samples=keep), X[keep], task_snps=400).collect()
+    num = [c for c, t in want.schema.items() if t.is_float()]
+    np.testing.assert_allclose(got.select(num).to_numpy(), want.select(num).to_numpy(), rtol=1e-9, atol=1e-12)
+    disk = L.test(model, BedStream(bed, samples=keep), X[keep], task_snps=400, out=tmp_path / "o").collect()
+    np.testing.assert_allclose(disk.select(num).to_numpy(), want.select(num).to_numpy(), rtol=1e-9, atol=1e-12)

@@ -331,6 +331,20 @@ def thin_positions(n: int, thin: float) -> np.ndarray:
 _MAP_LOCK = threading.Lock()
 
 
+def _check_index(values, n: int, what: str, table: str, path: Path) -> np.ndarray:
+    """Sorted, unique row indices of a .bim/.fam with ``n`` rows, as int64."""
+    s = np.asarray(values)
+    if s.ndim != 1 or not (s.size == 0 or np.issubdtype(s.dtype, np.integer)):
+        raise InputError(f"{what} indices must be a 1-D array of {table} row numbers", path=path)
+    s = s.astype(np.int64).copy()
+    if len(s) and (s.min() < 0 or s.max() >= n):
+        bad = int(s[(s < 0) | (s >= n)][0])
+        raise InputError(f"{what} index {bad} is outside the {table} rows 0..{n - 1}", path=path)
+    if len(s) > 1 and np.any(np.diff(s) <= 0):
+        raise InputError(f"{what} indices must be sorted and unique", path=path)
+    return s
+
+
 class BedStream:
     """Blocks of decoded SNPs from a PLINK .bed/.bim/.fam trio.
 
@@ -338,6 +352,9 @@ class BedStream:
     ----------
     bed_path: the .bed file (or the common prefix); .bim and .fam sit beside it.
     snps: sorted, unique .bim row indices to keep (default all).
+    samples: sorted, unique .fam row indices to keep (default all).  Frequencies, centring and
+        scaling are then over those samples only; the full rows are decoded first (a subset costs
+        what all samples cost).
     thin: fraction in (0, 1] of the (selected) SNPs to keep, evenly spaced, deterministic.
     scale: ``"center"`` (mean-imputed, centred), ``"eigenstrat"`` (also / sqrt(2p(1-p))) or
         ``"raw"`` (dosage, NaN missing).
@@ -355,6 +372,7 @@ class BedStream:
     BIM_STRIDE = 4096
 
     def __init__(self, bed_path: str | os.PathLike, *, snps: Sequence[int] | np.ndarray | None = None,
+                 samples: Sequence[int] | np.ndarray | None = None,
                  thin: float | None = None, scale: str = "center", count_a1: bool = True,
                  dtype=np.float64, block_snps: int | None = None,
                  memory_budget: int = DEFAULT_BLOCK_BYTES) -> None:
@@ -373,9 +391,14 @@ class BedStream:
 
         if not self.bed_path.exists():
             raise BedFormatError(".bed file not found", path=self.bed_path)
-        self.fam = read_fam(self.fam_path)
+        fam = read_fam(self.fam_path)
+        #: samples in the file (the .bed's row width); :attr:`n_samples` counts the selected ones
+        self.n_samples_total = fam.height
+        self.sample_index = None if samples is None else _check_index(samples, fam.height, "sample",
+                                                                          ".fam", self.fam_path)
+        #: the selected .fam rows and their IIDs, in file order
+        self.fam = fam if self.sample_index is None else fam[self.sample_index.tolist()]
         self.n_samples = self.fam.height
-        #: the .fam IIDs in file order
         self.sample_ids: list[str] = self.fam["IID"].cast(pl.String).to_list()
         # the .bim is indexed here (its rows counted, every BIM_STRIDE-th offset kept, its first
         # line checked) and parsed only where used, so opening a stream over millions of SNPs
@@ -384,21 +407,12 @@ class BedStream:
         self.n_snps_total = self._bim_index.n_rows
         _check_first_bim_line(self.bim_path)
         self._bim: pl.DataFrame | None = None
-        self.bytes_per_snp = (self.n_samples + 3) // 4
+        self.bytes_per_snp = (self.n_samples_total + 3) // 4
         self._validate_bed()
 
         index = np.arange(self.n_snps_total, dtype=np.int64)
         if self._snps_arg is not None:
-            s = self._snps_arg
-            if s.ndim != 1:
-                raise InputError("snps must be a 1-D array of .bim row indices")
-            if len(s) and (s.min() < 0 or s.max() >= self.n_snps_total):
-                bad = int(s[(s < 0) | (s >= self.n_snps_total)][0])
-                raise InputError(f"SNP index {bad} is outside the .bim rows 0..{self.n_snps_total - 1}",
-                                 path=self.bim_path)
-            if len(s) > 1 and np.any(np.diff(s) <= 0):
-                raise InputError("snps must be sorted and unique", path=self.bim_path)
-            index = s
+            index = _check_index(self._snps_arg, self.n_snps_total, "SNP", ".bim", self.bim_path)
         if thin is not None:
             index = index[thin_positions(len(index), float(thin))]
         self.snp_index = np.ascontiguousarray(index, dtype=np.int64)
@@ -433,7 +447,7 @@ class BedStream:
         if size != expected:
             raise BedFormatError(
                 f".bed size {size} bytes does not match {self.n_snps_total} SNPs (.bim) x "
-                f"{self.n_samples} samples (.fam): expected 3 + {self.n_snps_total} x "
+                f"{self.n_samples_total} samples (.fam): expected 3 + {self.n_snps_total} x "
                 f"{self.bytes_per_snp} = {expected} bytes; the file is truncated or the .bim/.fam "
                 "do not belong to it", path=self.bed_path)
 
@@ -587,8 +601,33 @@ class BedStream:
 
     def _decode(self, start: int, stop: int, out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray,
                 parallel: bool | None) -> None:
-        decode_rows(self._map(), self.snp_index[start:stop], self.n_samples, SCALE_CODES[self.scale],
-                    out, freq, nmiss, count_a1=self.count_a1, parallel=parallel)
+        rows = self.snp_index[start:stop]
+        if self.sample_index is None:
+            decode_rows(self._map(), rows, self.n_samples, SCALE_CODES[self.scale], out, freq, nmiss,
+                        count_a1=self.count_a1, parallel=parallel)
+            return
+        # a sample subset: dosages of every sample, then the selected rows imputed and scaled as
+        # the kernel does (integer dosage sums, so the same mean; missing -> 0 after centring)
+        k = len(rows)
+        full = np.empty((self.n_samples_total, k), dtype=np.float64, order="F")
+        decode_rows(self._map(), rows, self.n_samples_total, SCALE_CODES["raw"], full, np.empty(k),
+                    np.empty(k, dtype=np.int64), count_a1=self.count_a1, parallel=parallel)
+        x = full[self.sample_index]
+        miss = np.isnan(x)
+        nmiss[:] = miss.sum(axis=0)
+        calls = self.n_samples - nmiss
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(calls > 0, np.where(miss, 0.0, x).sum(axis=0) / np.maximum(calls, 1), np.nan)
+        freq[:] = mean / 2.0
+        if self.scale == "raw":
+            out[:] = x
+            return
+        y = np.where(miss, 0.0, x - mean)
+        if self.scale == "eigenstrat":
+            poly = (freq > 0.0) & (freq < 1.0)
+            sd = np.sqrt(2.0 * freq * (1.0 - freq), where=poly, out=np.ones(k))
+            y = np.where(poly, y / sd, 0.0)
+        out[:] = y
 
     def blocks(self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None,
                parallel: bool | None = None) -> Iterator[BedBlock]:

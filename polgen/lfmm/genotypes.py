@@ -122,7 +122,7 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
     ``snps`` (.bim row indices, or array columns) are sorted and deduplicated; ``thin`` keeps an
     evenly spaced fraction of them (:func:`polgen.io.bed.thin_positions`).  A given ``BedStream``
     is used as it is when it fits (float64, same scale, no new selection), else reopened with its
-    selection and allele coding.
+    SNP and sample selections and allele coding.
     """
     if scale not in SCALES:
         raise InputError(f"scale must be 'center' or 'eigenstrat', got {scale!r}")
@@ -132,7 +132,8 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
         if snps is None and not obj.contiguous:  # keep the stream's own selection
             snps = obj.snp_index
         return BedStream(obj.bed_path, snps=None if snps is None else np.unique(np.asarray(snps, dtype=np.int64)),
-                         thin=thin, scale=scale, count_a1=obj.count_a1, block_snps=block_snps or None)
+                         samples=obj.sample_index, thin=thin, scale=scale, count_a1=obj.count_a1,
+                         block_snps=block_snps or None)
     if isinstance(obj, ArraySource):
         if snps is None and thin is None and scale == obj.scale:
             return obj
@@ -152,7 +153,8 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
 def source_spec(src: Source):
     """What a task ships to a worker: the path of a .bed read whole as its defaults read it
     (reopened, and cached, there), else the source itself (a stream pickles as paths + options)."""
-    if isinstance(src, BedStream) and src.contiguous and src.count_a1 and src.scale == "center":
+    if (isinstance(src, BedStream) and src.contiguous and src.sample_index is None and src.count_a1
+            and src.scale == "center"):
         return str(src.bed_path)
     return src
 
