@@ -10,6 +10,7 @@ from typing import Any
 _EXPORTS = {
     "BedStream": "bed",
     "BedBlock": "bed",
+    "BimIndex": "bed",
     "read_bim": "bed",
     "read_fam": "bed",
     "scan_ldscores": "ldscores",
