@@ -15,7 +15,25 @@ thinning, only display quantities (lambda_GC and the QQ band).
 from __future__ import annotations
 
 from polgen.plot._mpl import Canvas, MissingExtraError, PlotResult
+from polgen.plot.figures import scree, spatial, transitions
 from polgen.plot.gwas import manhattan, qq
+from polgen.plot.path import path_diagram
+from polgen.plot.report import demo_report, report, report_html
 from polgen.plot.source import GwasSource, gwas_source
 
-__all__ = ["Canvas", "GwasSource", "MissingExtraError", "PlotResult", "gwas_source", "manhattan", "qq"]
+__all__ = [
+    "Canvas",
+    "GwasSource",
+    "MissingExtraError",
+    "PlotResult",
+    "demo_report",
+    "gwas_source",
+    "manhattan",
+    "path_diagram",
+    "qq",
+    "report",
+    "report_html",
+    "scree",
+    "spatial",
+    "transitions",
+]
