@@ -66,7 +66,7 @@ def _ldscore_file(ld, chrom: int) -> Path:
     )
 
 
-def _types(cols: list[str]) -> dict[str, pl.DataType]:
+def _types(cols: list[str]) -> dict[str, type[pl.DataType]]:
     """Typed fast path: BP integer, scores numeric (a bad value falls back to strings, and the
     check below then names its row)."""
     return {c: (pl.Int64 if c.strip() == "BP" else pl.Float64) for c in cols if c.strip() not in ("CHR", "SNP")}

@@ -98,10 +98,8 @@ class PartNames:
 
 def _jsonable(value: Any) -> Any:
     """Parameters as JSON: numpy scalars/arrays, paths and tuples become plain JSON values."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
+    import numpy as np
+
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -110,11 +108,10 @@ def _jsonable(value: Any) -> Any:
         return sorted((_jsonable(v) for v in value), key=repr)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if np is not None:
-        if isinstance(value, np.ndarray):
-            return _jsonable(value.tolist())
-        if isinstance(value, np.generic):
-            return value.item()
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, float) and value != value:
         return "NaN"
     if value is None or isinstance(value, (bool, int, float, str)):

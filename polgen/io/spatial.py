@@ -134,7 +134,7 @@ class SpatialData:
         :meth:`expression`: by default the one chosen at read time)."""
         j = int(self.gene_index(name)[0])
         x = self.expression(layer)
-        col = x[:, j]
+        col: Any = x[:, j]  # a dense column or a sparse (n, 1) matrix
         if sp.issparse(col):
             col = col.toarray()
         return np.ascontiguousarray(np.asarray(col, dtype=np.float64).ravel())

@@ -31,6 +31,7 @@ import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -38,6 +39,9 @@ from polgen import schema as S
 from polgen.errors import InputError, SchemaError
 
 log = logging.getLogger("polgen")
+
+#: an eager or a lazy frame; the function returns the same kind
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
 
 #: canonical name -> accepted spellings (upper case; the canonical name itself first)
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -261,7 +265,7 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
     sep = _sniff(header.rstrip(b"\r"))
     if sep == " " and _padded(header):
         data = _normalise_blanks(data)
-    kw = dict(
+    kw: dict[str, Any] = dict(  # read_csv options shared by the three reads below
         separator=sep,
         infer_schema=False,
         quote_char='"',
@@ -297,7 +301,7 @@ def read_text_table(path: str | os.PathLike, overrides=None) -> pl.DataFrame:
 
 
 def _numeric_overrides(path, column_names=None):
-    def fn(cols: list[str]) -> dict[str, pl.DataType]:
+    def fn(cols: list[str]) -> dict[str, type[pl.DataType]]:
         try:
             mapping = resolve_columns([c.strip() for c in cols], path=str(path), warn=False, column_names=column_names)
         except SchemaError:
@@ -309,12 +313,12 @@ def _numeric_overrides(path, column_names=None):
 
 
 def _standardise(
-    frame: pl.DataFrame | pl.LazyFrame,
+    frame: _Frame,
     *,
     path: str | None,
     required: Iterable[str],
     column_names: Mapping[str, str] | None = None,
-) -> tuple[pl.DataFrame | pl.LazyFrame, dict[str, str]]:
+) -> tuple[_Frame, dict[str, str]]:
     cols = [c for c in frame.collect_schema().names() if c != ROW]
     mapping = resolve_columns(cols, path=path, required=required, column_names=column_names)
     half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
