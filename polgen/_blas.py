@@ -26,6 +26,8 @@ def _handles() -> list[tuple]:
 
     found = []
     for pkg in (numpy, scipy):
+        if pkg.__file__ is None:  # not an installed package with files: no bundled libs to look in
+            continue
         libdir = os.path.join(os.path.dirname(pkg.__file__), os.pardir, f"{pkg.__name__}.libs")
         for path in glob.glob(os.path.join(libdir, "*openblas*.so*")):
             try:

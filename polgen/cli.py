@@ -18,9 +18,12 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from polgen.errors import InputError, PolgenError
+
+if TYPE_CHECKING:  # polars is imported where a command needs it (fast --help / version)
+    import polars as pl
 
 log = logging.getLogger("polgen")
 
@@ -208,11 +211,12 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.out:
         import polars as pl
 
-        lf = sql.run(args.name, params=params, out=args.out, overwrite=args.overwrite)
+        # with out= sql.run writes the file and returns a LazyFrame over it
+        lf = cast("pl.LazyFrame", sql.run(args.name, params=params, out=args.out, overwrite=args.overwrite))
         n = lf.select(pl.len()).collect().item()
         print(f"wrote {n} rows to {args.out}")
         return 0
-    df = sql.run(args.name, params=params)
+    df = cast("pl.DataFrame", sql.run(args.name, params=params))  # without out=: the result in memory
     if args.csv:
         sys.stdout.write(df.write_csv())
     else:

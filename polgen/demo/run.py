@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -268,7 +268,7 @@ def _beta_agreement(d: StlrDemo, betadir: Path) -> str:
             if len(v) == 0:
                 v = bd.filter(pl.col("Cluster").cast(pl.String) == str(row["cluster"]))[col]
             if len(v):
-                est.append(float(v.mean()))
+                est.append(float(cast(float, v.mean())))  # polars types Series.mean() as any literal
                 true.append(row["beta"])
     if len(est) < 3:
         return ""
@@ -307,7 +307,11 @@ def run_demo(
     if gwas_snps is None:
         gwas_snps = 50 if small else 200
     for method in methods:
-        data = steps.run(method, "generate", lambda m=method: (gen[m](), f"inputs in {root / m}"))
+
+        def generate(m: str = method) -> tuple[Any, str]:  # m bound now, not at call time (B023)
+            return gen[m](), f"inputs in {root / m}"
+
+        data = steps.run(method, "generate", generate)
         if data is None:
             continue
         res = root / method / "results"
