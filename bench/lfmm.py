@@ -29,8 +29,9 @@ import polars as pl
 _CODES = np.array([3, 2, 0, 1], dtype=np.uint8)  # index: a1 count 0,1,2, 3 = missing
 
 
-def write_synthetic_bed(prefix: Path, n: int, p: int, *, missing: float = 0.0, seed: int = 0,
-                        chunk: int = 20000, tile: int = 1) -> None:
+def write_synthetic_bed(
+    prefix: Path, n: int, p: int, *, missing: float = 0.0, seed: int = 0, chunk: int = 20000, tile: int = 1
+) -> None:
     """A .bed/.bim/.fam with 2 populations (Fst ~0.05) and HWE genotypes; ``tile`` repeats the
     genotype block (fast way to make a big file for the memory benchmark)."""
     rng = np.random.default_rng(seed)
@@ -62,12 +63,22 @@ def write_synthetic_bed(prefix: Path, n: int, p: int, *, missing: float = 0.0, s
                 fh.write(packed.tobytes())
     total = p * tile
     ids = [f"i{i}" for i in range(n)]
-    pl.DataFrame({"FID": ids, "IID": ids, "P": ["0"] * n, "M": ["0"] * n, "S": ["0"] * n,
-                  "PH": ["-9"] * n}).write_csv(prefix.with_suffix(".fam"), separator=" ", include_header=False)
+    pl.DataFrame({"FID": ids, "IID": ids, "P": ["0"] * n, "M": ["0"] * n, "S": ["0"] * n, "PH": ["-9"] * n}).write_csv(
+        prefix.with_suffix(".fam"), separator=" ", include_header=False
+    )
     j = np.arange(total)
-    pl.DataFrame({"CHR": ["1"] * total, "SNP": pl.Series(j).cast(pl.String),
-                  "CM": ["0"] * total, "BP": j + 1, "A1": ["A"] * total, "A2": ["G"] * total}).with_columns(
-        ("rs" + pl.col("SNP")).alias("SNP")).write_csv(prefix.with_suffix(".bim"), separator="\t", include_header=False)
+    pl.DataFrame(
+        {
+            "CHR": ["1"] * total,
+            "SNP": pl.Series(j).cast(pl.String),
+            "CM": ["0"] * total,
+            "BP": j + 1,
+            "A1": ["A"] * total,
+            "A2": ["G"] * total,
+        }
+    ).with_columns(("rs" + pl.col("SNP")).alias("SNP")).write_csv(
+        prefix.with_suffix(".bim"), separator="\t", include_header=False
+    )
     # the environment: population + noise
     env = pl.DataFrame({"IID": ids, "temp": pop + rng.normal(0, 1, n)})
     env.write_csv(prefix.with_name(prefix.name + ".env.tsv"), separator="\t")
@@ -88,15 +99,23 @@ def write_random_bed(prefix: Path, n: int, p: int, *, seed: int = 0, chunk: int 
             k = min(chunk, p - a)
             fh.write(lut[rng.integers(0, 256, size=k * nbytes, dtype=np.uint8)].tobytes())
     ids = [f"i{i}" for i in range(n)]
-    pl.DataFrame({"FID": ids, "IID": ids, "P": ["0"] * n, "M": ["0"] * n, "S": ["0"] * n,
-                  "PH": ["-9"] * n}).write_csv(prefix.with_suffix(".fam"), separator=" ", include_header=False)
+    pl.DataFrame({"FID": ids, "IID": ids, "P": ["0"] * n, "M": ["0"] * n, "S": ["0"] * n, "PH": ["-9"] * n}).write_csv(
+        prefix.with_suffix(".fam"), separator=" ", include_header=False
+    )
     j = pl.int_range(0, p, eager=True)
-    pl.DataFrame({"CHR": pl.repeat("1", p, eager=True), "SNP": "rs" + j.cast(pl.String),
-                  "CM": pl.repeat("0", p, eager=True), "BP": j + 1, "A1": pl.repeat("A", p, eager=True),
-                  "A2": pl.repeat("G", p, eager=True)}).write_csv(prefix.with_suffix(".bim"), separator="\t",
-                                                                    include_header=False)
+    pl.DataFrame(
+        {
+            "CHR": pl.repeat("1", p, eager=True),
+            "SNP": "rs" + j.cast(pl.String),
+            "CM": pl.repeat("0", p, eager=True),
+            "BP": j + 1,
+            "A1": pl.repeat("A", p, eager=True),
+            "A2": pl.repeat("G", p, eager=True),
+        }
+    ).write_csv(prefix.with_suffix(".bim"), separator="\t", include_header=False)
     pl.DataFrame({"IID": ids, "temp": rng.normal(0, 1, n)}).write_csv(
-        prefix.with_name(prefix.name + ".env.tsv"), separator="\t")
+        prefix.with_name(prefix.name + ".env.tsv"), separator="\t"
+    )
 
 
 def time_bed_reader(bed: Path, chunk: int = 8192) -> float:
@@ -106,7 +125,7 @@ def time_bed_reader(bed: Path, chunk: int = 8192) -> float:
     with open_bed(bed) as ob:
         p = ob.sid_count
         for a in range(0, p, chunk):
-            ob.read(index=np.s_[:, a:min(p, a + chunk)], dtype="float64", order="F")
+            ob.read(index=np.s_[:, a : min(p, a + chunk)], dtype="float64", order="F")
     return time.perf_counter() - t
 
 
@@ -118,11 +137,28 @@ def time_plink2(prefix: Path, env: pl.DataFrame, U: np.ndarray, work: Path, thre
     pl.DataFrame({"#FID": ids, "IID": ids, "ENV": env["temp"]}).write_csv(work / "pheno.txt", separator="\t")
     Us = (U - U.mean(0)) / U.std(0)
     pl.DataFrame({"#FID": ids, "IID": ids, **{f"U{k + 1}": Us[:, k] for k in range(U.shape[1])}}).write_csv(
-        work / "covar.txt", separator="\t")
+        work / "covar.txt", separator="\t"
+    )
     t = time.perf_counter()
-    subprocess.run([exe, "--bfile", str(prefix), "--pheno", str(work / "pheno.txt"), "--covar",
-                    str(work / "covar.txt"), "--glm", "hide-covar", "--threads", str(threads), "--out",
-                    str(work / "plink")], check=True, capture_output=True)
+    subprocess.run(
+        [
+            exe,
+            "--bfile",
+            str(prefix),
+            "--pheno",
+            str(work / "pheno.txt"),
+            "--covar",
+            str(work / "covar.txt"),
+            "--glm",
+            "hide-covar",
+            "--threads",
+            str(threads),
+            "--out",
+            str(work / "plink"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - t
 
 
@@ -174,10 +210,25 @@ def measure_memory(work: Path, n: int, p: int, K: int) -> dict:
         prefix = work / f"mem{tile}"
         write_random_bed(prefix, n, p * tile, seed=1)
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, __file__, "--child", str(prefix.with_suffix(".bed")), "-K", str(K),
-                            "--out", str(work / f"memout{tile}")], check=True, capture_output=True, text=True)
-        res[p * tile] = {"maxrss_mb": json.loads(r.stdout.strip().splitlines()[-1])["maxrss_mb"],
-                         "seconds": time.perf_counter() - t}
+        r = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(prefix.with_suffix(".bed")),
+                "-K",
+                str(K),
+                "--out",
+                str(work / f"memout{tile}"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        res[p * tile] = {
+            "maxrss_mb": json.loads(r.stdout.strip().splitlines()[-1])["maxrss_mb"],
+            "seconds": time.perf_counter() - t,
+        }
         for ext in (".bed", ".bim", ".fam"):
             prefix.with_suffix(ext).unlink()
         shutil.rmtree(work / f"memout{tile}", ignore_errors=True)
@@ -204,9 +255,11 @@ def main() -> None:
         if args.memory:
             res = measure_memory(work, args.n, args.p, args.K)
             (p1, r1), (p2, r2) = sorted(res.items())
-            print(f"peak RSS fit+test n={args.n}: p={p1}: {r1['maxrss_mb']:.0f} MB ({r1['seconds']:.1f} s), "
-                  f"p={p2}: {r2['maxrss_mb']:.0f} MB ({r2['seconds']:.1f} s); "
-                  f"difference {r2['maxrss_mb'] - r1['maxrss_mb']:.0f} MB")
+            print(
+                f"peak RSS fit+test n={args.n}: p={p1}: {r1['maxrss_mb']:.0f} MB ({r1['seconds']:.1f} s), "
+                f"p={p2}: {r2['maxrss_mb']:.0f} MB ({r2['seconds']:.1f} s); "
+                f"difference {r2['maxrss_mb'] - r1['maxrss_mb']:.0f} MB"
+            )
             return
         # warm-up: numba caches, imports and first-use costs on a tiny file, not timed
         write_synthetic_bed(work / "warm", 300, 3000, missing=0.01, seed=3)
@@ -216,8 +269,10 @@ def main() -> None:
             prefix = work / f"bench_miss{int(round(miss * 10000))}"
             t = time.perf_counter()
             write_synthetic_bed(prefix, args.n, args.p, missing=miss, seed=2)
-            print(f"wrote {prefix}.bed ({args.n} x {args.p}, missing {miss}) in {time.perf_counter() - t:.1f} s",
-                  flush=True)
+            print(
+                f"wrote {prefix}.bed ({args.n} x {args.p}, missing {miss}) in {time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
             r = run_one(prefix, args.K, args.threads, work)
             r["missing"] = miss
             rows.append(r)
@@ -228,13 +283,21 @@ def main() -> None:
         for r in rows:
             sp = lambda s: f"{p / s:,.0f} SNPs/s" if s else "n/a"  # noqa: E731
             pl2 = r["plink2_s"]
-            print(f"missing={r['missing']}: bed-reader decode {r['bed_reader_s']:.2f} s ({sp(r['bed_reader_s'])}); "
-                  f"fit {r['fit_s']:.2f} s; test {r['test_s']:.2f} s ({sp(r['test_s'])}, GIF {r['gif']:.3f}); "
-                  f"test in memory w/o calibration {r['test_in_memory_nocal_s']:.2f} s; "
-                  f"plink2 --glm {pl2:.2f} s ({sp(pl2)})" if pl2 else "plink2 absent")
-            print(f"   test speed vs plink2: {pl2 / r['test_s']:.2f}x; fit+test / test: "
-                  f"{(r['fit_s'] + r['test_s']) / r['test_s']:.2f}; test vs bed-reader decode: "
-                  f"{r['bed_reader_s'] / r['test_s']:.2f}x" if pl2 else "")
+            print(
+                f"missing={r['missing']}: bed-reader decode {r['bed_reader_s']:.2f} s ({sp(r['bed_reader_s'])}); "
+                f"fit {r['fit_s']:.2f} s; test {r['test_s']:.2f} s ({sp(r['test_s'])}, GIF {r['gif']:.3f}); "
+                f"test in memory w/o calibration {r['test_in_memory_nocal_s']:.2f} s; "
+                f"plink2 --glm {pl2:.2f} s ({sp(pl2)})"
+                if pl2
+                else "plink2 absent"
+            )
+            print(
+                f"   test speed vs plink2: {pl2 / r['test_s']:.2f}x; fit+test / test: "
+                f"{(r['fit_s'] + r['test_s']) / r['test_s']:.2f}; test vs bed-reader decode: "
+                f"{r['bed_reader_s'] / r['test_s']:.2f}x"
+                if pl2
+                else ""
+            )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -136,35 +136,35 @@ def _parse(path: Path) -> Query:
         if m:
             pname, kind, default, pdesc = m.groups()
             if kind not in KINDS:
-                raise InputError(f"parameter {pname!r} has unknown kind {kind!r} (use {', '.join(KINDS)})",
-                                 path=path)
+                raise InputError(f"parameter {pname!r} has unknown kind {kind!r} (use {', '.join(KINDS)})", path=path)
             if pname in params:
                 raise InputError(f"parameter {pname!r} is declared twice", path=path)
             if default is not None and kind in ("relation", "relations"):
                 raise InputError(f"relation parameter {pname!r} cannot have a default", path=path)
-            params[pname] = QueryParam(pname, kind, None if default is None else
-                                       _parse_default(kind, default, path, pname), default is None,
-                                       pdesc.strip())
+            params[pname] = QueryParam(
+                pname,
+                kind,
+                None if default is None else _parse_default(kind, default, path, pname),
+                default is None,
+                pdesc.strip(),
+            )
             last, last_param = None, pname
         elif line.startswith("output:"):
-            output.append(line[len("output:"):].strip())
+            output.append(line[len("output:") :].strip())
             last, last_param = output, None
         elif last_param is not None and line:
             p = params[last_param]
-            params[last_param] = QueryParam(p.name, p.kind, p.default, p.required,
-                                            (p.description + " " + line).strip())
+            params[last_param] = QueryParam(p.name, p.kind, p.default, p.required, (p.description + " " + line).strip())
         elif last is not None and line:
             last.append(line)
     for m in _SLOT_RE.finditer(body):
         pname, suffix, _ = m.groups()
         kind = params[pname].kind if pname in params else None
         if kind not in (*_TABLE_KINDS, "column") or (kind == "column" and suffix):
-            raise InputError(f"template slot {m.group(0)} does not name a relation or column parameter",
-                             path=path)
+            raise InputError(f"template slot {m.group(0)} does not name a relation or column parameter", path=path)
         if suffix == "sources" and kind != "relations":
             raise InputError(f"template slot {m.group(0)}: ':sources' needs a 'relations' parameter", path=path)
-    if sum(p.kind in _TABLE_KINDS for p in params.values()) != 1 and any(
-            p.kind == "column" for p in params.values()):
+    if sum(p.kind in _TABLE_KINDS for p in params.values()) != 1 and any(p.kind == "column" for p in params.values()):
         raise InputError("a query with a column parameter must have exactly one relation parameter", path=path)
     for dollar in _DOLLAR_RE.findall(body):
         if dollar not in params or params[dollar].kind in _TABLE_KINDS:
@@ -186,8 +186,7 @@ def get_query(name: str) -> Query:
         raise InputError(f"not a query name: {name!r}")
     path = sql_dir() / f"{name}.sql"
     if not path.is_file():
-        raise InputError(f"no query named {name!r}; available: {', '.join(list_queries()) or 'none'}",
-                         path=sql_dir())
+        raise InputError(f"no query named {name!r}; available: {', '.join(list_queries()) or 'none'}", path=sql_dir())
     return _parse(path)
 
 
@@ -258,8 +257,8 @@ def _parquet_files(spec: str | os.PathLike, pname: str) -> list[str]:
         # a polgen output's parts; else every parquet file below, skipping _hidden / .hidden
         # entries (Spark/Hive convention: _SUCCESS, _raw work directories, temp files)
         files = sorted(p.glob("part-*.parquet")) or sorted(
-            f for f in p.rglob("*.parquet")
-            if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts))
+            f for f in p.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)
+        )
         if not files:
             raise InputError(f"parameter {pname!r}: the directory holds no parquet files", path=text)
         return [str(f) for f in files]
@@ -309,8 +308,9 @@ class _Session:
             self.con.execute(macros.read_text())
         from duckdb.sqltypes import DOUBLE
 
-        self.con.create_function("chisq_from_p", _chisq_from_p, [DOUBLE], DOUBLE, type="arrow",
-                                 null_handling="special", side_effects=False)
+        self.con.create_function(
+            "chisq_from_p", _chisq_from_p, [DOUBLE], DOUBLE, type="arrow", null_handling="special", side_effects=False
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -331,11 +331,13 @@ class _Session:
                 rel = self.con.read_parquet(files, union_by_name=True, hive_partitioning=hive)
                 rel.to_view(view, replace=True)
             except self.duckdb.Error as exc:
-                raise InputError(f"parameter {pname!r}: cannot read as parquet: {_first_line(exc)}",
-                                 path=os.fspath(item)) from None
+                raise InputError(
+                    f"parameter {pname!r}: cannot read as parquet: {_first_line(exc)}", path=os.fspath(item)
+                ) from None
             return os.fspath(item)
-        raise InputError(f"parameter {pname!r} must be a parquet path, a frame or a frame name, "
-                         f"got {type(item).__name__}")
+        raise InputError(
+            f"parameter {pname!r} must be a parquet path, a frame or a frame name, got {type(item).__name__}"
+        )
 
     def columns(self, view: str) -> list[str]:
         """The column names of a view."""
@@ -347,8 +349,10 @@ class _Session:
         elif isinstance(value, (str, os.PathLike)) or _is_frame(value):
             items = [(_source_name(value, "t0"), value)]
         elif isinstance(value, Sequence):
-            items = [(item if isinstance(item, str) and item in frames else _source_name(item, f"t{k}"), item)
-                     for k, item in enumerate(value)]
+            items = [
+                (item if isinstance(item, str) and item in frames else _source_name(item, f"t{k}"), item)
+                for k, item in enumerate(value)
+            ]
         else:
             raise InputError(f"parameter {pname!r} must be a list of tables, got {type(value).__name__}")
         if not items:
@@ -362,8 +366,9 @@ class _Session:
             described.append(self.view_of(sub, item, frames, pname))
             selects.append(f"SELECT {k} AS _src, {_literal(names[k])} AS _src_name, * FROM {_quote_ident(sub)}")
         try:
-            self.con.execute(f"CREATE OR REPLACE TEMP VIEW {_quote_ident(view)} AS "
-                             + "\nUNION ALL BY NAME\n".join(selects))
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {_quote_ident(view)} AS " + "\nUNION ALL BY NAME\n".join(selects)
+            )
         except self.duckdb.Error as exc:
             raise SchemaError(f"parameter {pname!r}: the tables cannot be stacked: {_first_line(exc)}") from None
         sources = pl.DataFrame({"_src": list(range(len(items))), "_src_name": names})
@@ -401,8 +406,10 @@ def _bind(query: Query, params: Mapping[str, Any] | None, frames: Mapping[str, A
     given = dict(params or {})
     unknown = sorted(set(given) - set(query.params))
     if unknown:
-        raise InputError(f"query {query.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                         f"its parameters: {', '.join(query.params)}")
+        raise InputError(
+            f"query {query.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"its parameters: {', '.join(query.params)}"
+        )
     out: dict[str, Any] = {}
     for name, p in query.params.items():
         if name in given and given[name] is not None:
@@ -468,12 +475,14 @@ def run(
         columns = {pname: session.columns(view) for pname, view in view_names.items()}
         for pname, p in query.params.items():
             if p.kind == "column" and values[pname] is not None:
-                (rel, cols), = columns.items()
+                ((rel, cols),) = columns.items()
                 found = _find_column(cols, values[pname])
                 if found is None:
-                    raise SchemaError(f"query {query.name!r}: parameter {pname!r} names a column that "
-                                      f"{rel!r} does not have (its columns: {', '.join(cols)})",
-                                      column=values[pname])
+                    raise SchemaError(
+                        f"query {query.name!r}: parameter {pname!r} names a column that "
+                        f"{rel!r} does not have (its columns: {', '.join(cols)})",
+                        column=values[pname],
+                    )
                 views[pname] = _quote_column(found)
             elif p.kind == "column":
                 views[pname] = "NULL"
@@ -506,21 +515,19 @@ def _query_error(query: Query, exc: BaseException):
     return InputError(msg)
 
 
-def _copy_out(session: _Session, query: Query, body: str, bound: dict, described: dict, out: Path,
-              overwrite: bool) -> pl.LazyFrame:
+def _copy_out(
+    session: _Session, query: Query, body: str, bound: dict, described: dict, out: Path, overwrite: bool
+) -> pl.LazyFrame:
     if out.exists() and not overwrite:
-        raise OutputExistsError("output file exists; pass overwrite=True (CLI: --overwrite) to replace it",
-                                path=out)
+        raise OutputExistsError("output file exists; pass overwrite=True (CLI: --overwrite) to replace it", path=out)
     if out.exists() and out.is_dir():
         raise OutputExistsError("output path is a directory", path=out)
     if not out.parent.is_dir():
         raise InputError("the output directory does not exist", path=out.parent)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    meta = {"polgen.query": query.name,
-            "polgen.params": json.dumps(described, sort_keys=True, default=str)}
+    meta = {"polgen.query": query.name, "polgen.params": json.dumps(described, sort_keys=True, default=str)}
     kv = ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items())
-    sql = (f"COPY ({body}) TO {_literal(str(tmp))} "
-           f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})")
+    sql = f"COPY ({body}) TO {_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})"
     try:
         try:
             session.con.execute(sql, bound)

@@ -30,10 +30,6 @@ _count_cases = CASES.fixture()
 attempt = CASES.attempt
 
 
-
-
-
-
 N, P = 13, 11
 
 
@@ -44,9 +40,15 @@ def base(tmp_path_factory):
     G = rng.integers(0, 3, (N, P)).astype(np.float32)
     G[rng.random((N, P)) < 0.1] = np.nan
     G[:, 4] = 1.0  # monomorphic heterozygote column
-    bed_reader.to_bed(d / "g.bed", G, properties={"sid": [f"rs{j}" for j in range(P)],
-                                                   "iid": [f"i{k}" for k in range(N)],
-                                                   "bp_position": np.arange(P) * 10 + 1})
+    bed_reader.to_bed(
+        d / "g.bed",
+        G,
+        properties={
+            "sid": [f"rs{j}" for j in range(P)],
+            "iid": [f"i{k}" for k in range(N)],
+            "bp_position": np.arange(P) * 10 + 1,
+        },
+    )
     return d
 
 
@@ -63,10 +65,30 @@ def reference(bed: Path) -> np.ndarray:
 
 @st.composite
 def damages(draw):
-    kind = draw(st.sampled_from([
-        "magic", "truncate", "pad", "empty_bed", "bim_drop", "bim_add", "fam_drop", "fam_add", "bim_fields",
-        "bim_bp_text", "bim_commas", "bim_dup_ids", "bim_blank_lines", "fam_fields", "empty_bim", "empty_fam",
-        "bim_crlf", "none"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "magic",
+                "truncate",
+                "pad",
+                "empty_bed",
+                "bim_drop",
+                "bim_add",
+                "fam_drop",
+                "fam_add",
+                "bim_fields",
+                "bim_bp_text",
+                "bim_commas",
+                "bim_dup_ids",
+                "bim_blank_lines",
+                "fam_fields",
+                "empty_bim",
+                "empty_fam",
+                "bim_crlf",
+                "none",
+            ]
+        )
+    )
     arg = draw(st.integers(0, 10_000))
     return kind, arg
 
@@ -78,8 +100,13 @@ def apply_damage(bed: Path, kind: str, arg: int) -> bool:
     bim_lines = bim.read_text().splitlines()
     fam_lines = fam.read_text().splitlines()
     if kind == "magic":
-        bad = bytes([(raw[0] + 1 + arg % 254) % 256]) + raw[1:3] if arg % 3 == 0 else \
-            raw[:1] + bytes([(raw[1] + 1 + arg % 254) % 256]) + raw[2:3] if arg % 3 == 1 else raw[:2] + b"\x00"
+        bad = (
+            bytes([(raw[0] + 1 + arg % 254) % 256]) + raw[1:3]
+            if arg % 3 == 0
+            else raw[:1] + bytes([(raw[1] + 1 + arg % 254) % 256]) + raw[2:3]
+            if arg % 3 == 1
+            else raw[:2] + b"\x00"
+        )
         bed.write_bytes(bad + raw[3:])
         return False
     if kind == "truncate":
@@ -189,14 +216,16 @@ def test_bedstream_hostile_files(base, case, scale, block):
             assert np.isfinite(got).all()
 
 
-@given(st.one_of(
-    st.fixed_dictionaries({"snps": st.lists(st.integers(-3, P + 3), max_size=6)}),
-    st.fixed_dictionaries({"thin": st.sampled_from([0.0, -0.5, 1.5, float("nan"), float("inf"), 1e-9, 0.5, 1.0])}),
-    st.fixed_dictionaries({"block_snps": st.sampled_from([0, -1, 1, 10**9])}),
-    st.fixed_dictionaries({"scale": st.sampled_from(["Center", "", "std", None])}),
-    st.fixed_dictionaries({"dtype": st.sampled_from([np.int32, np.float16, "float32", object])}),
-    st.fixed_dictionaries({"read": st.tuples(st.integers(-3, P + 3), st.integers(-3, P + 3))}),
-))
+@given(
+    st.one_of(
+        st.fixed_dictionaries({"snps": st.lists(st.integers(-3, P + 3), max_size=6)}),
+        st.fixed_dictionaries({"thin": st.sampled_from([0.0, -0.5, 1.5, float("nan"), float("inf"), 1e-9, 0.5, 1.0])}),
+        st.fixed_dictionaries({"block_snps": st.sampled_from([0, -1, 1, 10**9])}),
+        st.fixed_dictionaries({"scale": st.sampled_from(["Center", "", "std", None])}),
+        st.fixed_dictionaries({"dtype": st.sampled_from([np.int32, np.float16, "float32", object])}),
+        st.fixed_dictionaries({"read": st.tuples(st.integers(-3, P + 3), st.integers(-3, P + 3))}),
+    )
+)
 @SETTINGS
 def test_bedstream_hostile_arguments(base, kw):
     from polgen.io.bed import BedStream
@@ -236,10 +265,25 @@ def lfmm_bed(tmp_path_factory):
     return d, env
 
 
-@given(st.sampled_from(["nan", "inf", "constant", "unknown_iid", "dup_iid", "missing_row", "text", "empty",
-                        "huge", "no_iid", "K0", "Kbig"]))
-@settings(max_examples=24, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from(
+        [
+            "nan",
+            "inf",
+            "constant",
+            "unknown_iid",
+            "dup_iid",
+            "missing_row",
+            "text",
+            "empty",
+            "huge",
+            "no_iid",
+            "K0",
+            "Kbig",
+        ]
+    )
+)
+@settings(max_examples=24, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_lfmm_fit_hostile_covariates(lfmm_bed, kind):
     import polgen.lfmm as lfmm
 
@@ -247,16 +291,19 @@ def test_lfmm_fit_hostile_covariates(lfmm_bed, kind):
     K = d.K
     e = env
     if kind == "nan":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("nan"))
-                             .otherwise(pl.col("env")).alias("env"))
+        e = env.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3).then(float("nan")).otherwise(pl.col("env")).alias("env")
+        )
     elif kind == "inf":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("inf"))
-                             .otherwise(pl.col("env")).alias("env"))
+        e = env.with_columns(
+            pl.when(pl.int_range(pl.len()) == 3).then(float("inf")).otherwise(pl.col("env")).alias("env")
+        )
     elif kind == "constant":
         e = env.with_columns(pl.lit(1.0).alias("env"))
     elif kind == "unknown_iid":
-        e = env.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("nobody"))
-                             .otherwise(pl.col("IID")).alias("IID"))
+        e = env.with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("nobody")).otherwise(pl.col("IID")).alias("IID")
+        )
     elif kind == "dup_iid":
         e = pl.concat([env, env.head(1)])
     elif kind == "missing_row":
@@ -283,8 +330,7 @@ def test_lfmm_fit_hostile_covariates(lfmm_bed, kind):
 
 
 @given(damages())
-@settings(max_examples=30, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_lfmm_test_hostile_genotypes(lfmm_bed, base, case):
     """A fitted model tested on a damaged copy of its own fileset."""
     import polgen.lfmm as lfmm

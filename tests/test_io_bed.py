@@ -23,21 +23,25 @@ def _genotypes(n: int, p: int, seed: int, miss: float = 0.1) -> np.ndarray:
     g = rng.binomial(2, freq, size=(n, p)).astype(np.float64)
     g[rng.random((n, p)) < miss] = np.nan
     if p >= 3:
-        g[:, 0] = 2.0          # monomorphic A1/A1
-        g[:, 1] = np.nan       # every call missing
+        g[:, 0] = 2.0  # monomorphic A1/A1
+        g[:, 1] = np.nan  # every call missing
         g[: max(1, n // 2), 2] = 0.0  # monomorphic with missing calls
-        g[max(1, n // 2):, 2] = np.nan
+        g[max(1, n // 2) :, 2] = np.nan
     return g
 
 
 def _write(tmp_path, g: np.ndarray, name: str = "g") -> str:
     path = str(tmp_path / f"{name}.bed")
     n, p = g.shape
-    props = {"chromosome": ["1"] * (p // 2) + ["2"] * (p - p // 2),
-             "bp_position": list(range(100, 100 + 10 * p, 10)),
-             "sid": [f"rs{j}" for j in range(p)],
-             "allele_1": ["A"] * p, "allele_2": ["G"] * p,
-             "iid": [f"i{i}" for i in range(n)], "fid": [f"f{i}" for i in range(n)]}
+    props = {
+        "chromosome": ["1"] * (p // 2) + ["2"] * (p - p // 2),
+        "bp_position": list(range(100, 100 + 10 * p, 10)),
+        "sid": [f"rs{j}" for j in range(p)],
+        "allele_1": ["A"] * p,
+        "allele_2": ["G"] * p,
+        "iid": [f"i{i}" for i in range(n)],
+        "fid": [f"f{i}" for i in range(n)],
+    }
     bed_reader.to_bed(path, g, properties=props)
     return path
 
@@ -114,8 +118,7 @@ def test_count_a2_matches_bed_reader(tmp_path):
     ref = _reference(path, count_a1=False)
     blk = BedStream(path, scale="raw", count_a1=False).read()
     np.testing.assert_array_equal(blk.data, ref)
-    np.testing.assert_array_equal(BedStream(path, count_a1=False).read().data,
-                                  _numpy_scaled(ref, "center")[0])
+    np.testing.assert_array_equal(BedStream(path, count_a1=False).read().data, _numpy_scaled(ref, "center")[0])
 
 
 def test_blocks_cover_every_snp_once_and_reuse_buffer(tmp_path):
@@ -194,8 +197,9 @@ def test_decode_block_kernel_direct_and_parallel_path(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 40), p=st.integers(1, 12), seed=st.integers(0, 2**31 - 1),
-       miss=st.sampled_from([0.0, 0.2, 0.9]))
+@given(
+    n=st.integers(1, 40), p=st.integers(1, 12), seed=st.integers(0, 2**31 - 1), miss=st.sampled_from([0.0, 0.2, 0.9])
+)
 def test_property_raw_matches_bed_reader(tmp_path_factory, n, p, seed, miss):
     tmp = tmp_path_factory.mktemp("prop")
     rng = np.random.default_rng(seed)
@@ -209,6 +213,7 @@ def test_property_raw_matches_bed_reader(tmp_path_factory, n, p, seed, miss):
 
 
 # -- bad input ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def good(tmp_path):
@@ -334,10 +339,8 @@ def test_against_plink2_export(tmp_path):
     import subprocess
 
     prefix = str(tmp_path / "dummy")
-    for args in (["--dummy", "29", "53", "0.05", "--seed", "7", "--make-bed"],
-                 ["--bfile", prefix, "--export", "A"]):
-        subprocess.run(["plink2", *args, "--out", prefix, "--threads", "1"], check=True,
-                       capture_output=True)
+    for args in (["--dummy", "29", "53", "0.05", "--seed", "7", "--make-bed"], ["--bfile", prefix, "--export", "A"]):
+        subprocess.run(["plink2", *args, "--out", prefix, "--threads", "1"], check=True, capture_output=True)
     raw = pl.read_csv(prefix + ".raw", separator="\t", null_values="NA")
     cols = raw.columns[6:]
     X = raw.select(cols).to_numpy().astype(np.float64)

@@ -20,8 +20,7 @@ from polgen.lfmm import calibrate as cal
 
 
 # -- simulation helpers -----------------------------------------------------------------------------
-def simulate(n, p, K=3, *, fst=0.1, n_causal=0, effect=0.1, missing=0.0, d=1, seed=0, alpha=0.5,
-             x_noise=1.0):
+def simulate(n, p, K=3, *, fst=0.1, n_causal=0, effect=0.1, missing=0.0, d=1, seed=0, alpha=0.5, x_noise=1.0):
     """Admixed genotypes from K+1 Balding-Nichols populations, env correlated with ancestry,
     ``n_causal`` loci whose allele frequency shifts with the first env variable.
 
@@ -47,10 +46,19 @@ def simulate(n, p, K=3, *, fst=0.1, n_causal=0, effect=0.1, missing=0.0, d=1, se
 def write_bed(path: Path, Y: np.ndarray, ids=None) -> Path:
     n, p = Y.shape
     ids = ids or [f"s{i}" for i in range(n)]
-    to_bed(path, np.where(np.isnan(Y), np.nan, Y).astype(np.float32),
-           properties={"fid": ids, "iid": ids, "sid": [f"rs{j}" for j in range(p)],
-                       "chromosome": ["1"] * p, "bp_position": list(range(1, p + 1)),
-                       "allele_1": ["A"] * p, "allele_2": ["G"] * p})
+    to_bed(
+        path,
+        np.where(np.isnan(Y), np.nan, Y).astype(np.float32),
+        properties={
+            "fid": ids,
+            "iid": ids,
+            "sid": [f"rs{j}" for j in range(p)],
+            "chromosome": ["1"] * p,
+            "bp_position": list(range(1, p + 1)),
+            "allele_1": ["A"] * p,
+            "allele_2": ["G"] * p,
+        },
+    )
     return path
 
 
@@ -78,8 +86,8 @@ def lea_dense(Y, X, K, lam=1e-5, dlambda="lea"):
     coef = np.linalg.solve(C.T @ C, C.T @ Y)
     rss = ((Y - C @ coef) ** 2).sum(0)
     df = n - 1 - d - K
-    se = np.sqrt(np.outer(np.diag(np.linalg.inv(C.T @ C))[1:d + 1], rss / df))
-    t = coef[1:d + 1] / se
+    se = np.sqrt(np.outer(np.diag(np.linalg.inv(C.T @ C))[1 : d + 1], rss / df))
+    t = coef[1 : d + 1] / se
     # full=TRUE: lm(res_Y ~ res_X) after regressing both on U (with intercept)
     CU = np.c_[np.ones(n), U]
     rY = Y - CU @ np.linalg.lstsq(CU, Y, rcond=None)[0]
@@ -96,8 +104,7 @@ def lea_dense(Y, X, K, lam=1e-5, dlambda="lea"):
 def small(tmp_path_factory):
     """n=150, p=1200, d=2, 1% missing, 2 monomorphic SNPs; written as a .bed."""
     tmp = tmp_path_factory.mktemp("lfmm_small")
-    Y, X, _ = simulate(150, 1200, K=3, fst=0.3, n_causal=20, missing=0.01, d=2, seed=3, alpha=0.2,
-                       x_noise=0.5)
+    Y, X, _ = simulate(150, 1200, K=3, fst=0.3, n_causal=20, missing=0.01, d=2, seed=3, alpha=0.2, x_noise=0.5)
     Y[:, 7] = 2.0
     Y[:, 11] = np.where(np.isnan(Y[:, 11]), np.nan, 0.0)
     bed = write_bed(tmp / "small.bed", Y)
@@ -116,8 +123,9 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
     # U equals LEA's U column by column up to sign
     for k in range(3):
         sgn = np.sign(model.U[:, k] @ ref["U"][:, k])
-        np.testing.assert_allclose(sgn * model.U[:, k], ref["U"][:, k], rtol=0,
-                                   atol=1e-4 * np.abs(ref["U"][:, k]).max())
+        np.testing.assert_allclose(
+            sgn * model.U[:, k], ref["U"][:, k], rtol=0, atol=1e-4 * np.abs(ref["U"][:, k]).max()
+        )
     res = L.test(model, bed, X, full=True, batch_snps=64, task_snps=500)
     df = res.collect()
     assert df.height == Y.shape[1]
@@ -127,8 +135,9 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
     for j, name in enumerate(["X1", "X2"]):
         t = df[f"T_{name}"].to_numpy()[poly]
         assert np.max(np.abs(t - ref["t"][j])) < 1e-4
-        np.testing.assert_allclose(df[f"BETA_{name}"].to_numpy()[poly], ref["B"][:, j], rtol=0,
-                                   atol=2e-5 * np.abs(ref["B"]).max())
+        np.testing.assert_allclose(
+            df[f"BETA_{name}"].to_numpy()[poly], ref["B"][:, j], rtol=0, atol=2e-5 * np.abs(ref["B"]).max()
+        )
         p = df[f"P_{name}"].to_numpy()[poly]
         np.testing.assert_allclose(p, 2 * stats.t.sf(np.abs(ref["t"][j]), ref["df"]), rtol=1e-3)
         # LEA's genomic control on the stored z = t
@@ -238,10 +247,28 @@ def test_t_equals_plink2_glm(structured):
     pl.DataFrame({"#FID": ids, "IID": ids, "ENV": X[:, 0]}).write_csv(tmp / "pheno.txt", separator="\t")
     Us = (model.U - model.U.mean(0)) / model.U.std(0)  # rescaling covariates leaves every t unchanged
     pl.DataFrame({"#FID": ids, "IID": ids, **{f"U{k + 1}": Us[:, k] for k in range(model.K)}}).write_csv(
-        tmp / "covar.txt", separator="\t")
-    subprocess.run(["plink2", "--bfile", str(tmp / "sim"), "--pheno", str(tmp / "pheno.txt"),
-                    "--covar", str(tmp / "covar.txt"), "--glm", "hide-covar", "--threads", "2",
-                    "--out", str(tmp / "pl")], check=True, capture_output=True, timeout=300)
+        tmp / "covar.txt", separator="\t"
+    )
+    subprocess.run(
+        [
+            "plink2",
+            "--bfile",
+            str(tmp / "sim"),
+            "--pheno",
+            str(tmp / "pheno.txt"),
+            "--covar",
+            str(tmp / "covar.txt"),
+            "--glm",
+            "hide-covar",
+            "--threads",
+            "2",
+            "--out",
+            str(tmp / "pl"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     out = pl.read_csv(next(tmp.glob("pl*.glm.linear")), separator="\t", null_values="NA")
     ours = structured["res"].collect()
     assert out.height == ours.height and out["ID"].to_list() == ours["SNP"].to_list()
@@ -261,8 +288,7 @@ def test_median_mad_calibration_recentres(small):
     mad = 1.4826 * np.median(np.abs(z - med))
     c = res.calibration["variables"]["X1"]
     assert c["median"] == pytest.approx(med) and c["mad"] == pytest.approx(mad)
-    np.testing.assert_allclose(df["P_CALIBRATED"].to_numpy(), 2 * stats.norm.sf(np.abs((z - med) / mad)),
-                               rtol=1e-9)
+    np.testing.assert_allclose(df["P_CALIBRATED"].to_numpy(), 2 * stats.norm.sf(np.abs((z - med) / mad)), rtol=1e-9)
     none = L.test(model, Y, X, calibrate=None).collect()
     assert none["P_CALIBRATED"].null_count() == none.height
     np.testing.assert_allclose(none["LOG10P"].to_numpy(), -np.log10(none["P"].to_numpy()), rtol=1e-9)
@@ -285,8 +311,10 @@ def test_streamed_median_is_exact():
             assert got == np.median(fin)
         for k in rng.integers(0, max(fin.size, 1), 3):
             if fin.size:
-                assert cal.streamed_order_stat(lambda chunks=chunks: iter(chunks), int(k), bins=8,
-                                               direct=5) == np.sort(fin)[k]
+                assert (
+                    cal.streamed_order_stat(lambda chunks=chunks: iter(chunks), int(k), bins=8, direct=5)
+                    == np.sort(fin)[k]
+                )
 
 
 def test_log10p_beyond_double_underflow():
@@ -350,8 +378,7 @@ def test_out_equals_in_memory_and_resume(small, tmp_path, monkeypatch):
 
 def test_executors_give_identical_output(small, tmp_path):
     X, bed = small["X"], small["bed"]
-    model = L.fit(pl.DataFrame({"IID": [f"s{i}" for i in range(150)], "a": X[:, 0]}).lazy(), bed, 3,
-                  power_iter=2)
+    model = L.fit(pl.DataFrame({"IID": [f"s{i}" for i in range(150)], "a": X[:, 0]}).lazy(), bed, 3, power_iter=2)
     ref = L.test(model, bed, task_snps=300).collect()
     thr = L.test(model, bed, task_snps=300, executor="threads").collect()
     assert_frame_equal(ref, thr)
@@ -471,13 +498,37 @@ def test_cli_end_to_end(small, tmp_path, capsys):
 
     ids = [f"s{i}" for i in range(150)]
     pl.DataFrame({"IID": ids, "temp": small["X"][:, 0]}).write_csv(tmp_path / "env.tsv", separator="\t")
-    rc = main(["lfmm", "--bed", str(small["bed"]), "--covariates", str(tmp_path / "env.tsv"), "-K", "3",
-               "--est-rate", "0.5", "--out", str(tmp_path / "res")])
+    rc = main(
+        [
+            "lfmm",
+            "--bed",
+            str(small["bed"]),
+            "--covariates",
+            str(tmp_path / "env.tsv"),
+            "-K",
+            "3",
+            "--est-rate",
+            "0.5",
+            "--out",
+            str(tmp_path / "res"),
+        ]
+    )
     assert rc == 0 and "GIF[temp]" in capsys.readouterr().out
     out = pl.read_parquet(tmp_path / "res" / "*.parquet")
     assert out.height == 1200 and {"T", "P_CALIBRATED", "LOG10P"} <= set(out.columns)
-    rc = main(["lfmm", "--bed", str(small["bed"]), "--covariates", str(tmp_path / "nope.tsv"), "-K", "3",
-               "--out", str(tmp_path / "res2")])
+    rc = main(
+        [
+            "lfmm",
+            "--bed",
+            str(small["bed"]),
+            "--covariates",
+            str(tmp_path / "nope.tsv"),
+            "-K",
+            "3",
+            "--out",
+            str(tmp_path / "res2"),
+        ]
+    )
     assert rc == 2
 
 
@@ -498,15 +549,15 @@ def test_bedstream_input_equals_path_input(small):
     sel = np.arange(100, 1100, 3)
     sub = L.test(model, BedStream(bed, snps=sel), X, calibrate=None, task_snps=97).collect()
     assert sub.equals(raw[sel.tolist()])
-    disk = L.test(model, BedStream(bed, snps=sel), X, calibrate=None, task_snps=97,
-                  out=small["tmp"] / "stream_sel").collect()
+    disk = L.test(
+        model, BedStream(bed, snps=sel), X, calibrate=None, task_snps=97, out=small["tmp"] / "stream_sel"
+    ).collect()
     assert disk.equals(raw[sel.tolist()])
     # A2 counted: the same tests with the other sign
     a2 = L.test(model, BedStream(bed, count_a1=False), X, calibrate=None).collect()
     t_cols = [c for c in raw.columns if c.startswith("T")]
     assert t_cols
     np.testing.assert_allclose(a2.select(t_cols).to_numpy(), -raw.select(t_cols).to_numpy(), rtol=1e-9, atol=1e-12)
-
 
 
 def test_bedstream_sample_subset_equals_a_file_of_those_samples(small, tmp_path):

@@ -22,13 +22,15 @@ def per_snp(n: int = 3000, seed: int = 0) -> pl.DataFrame:
     chrom = rng.integers(1, 6, n)
     p = rng.uniform(size=n) ** 3
     p[:5] = [0.0, 1e-300, 5e-8, 1.0, 4e-9]
-    return pl.DataFrame({
-        "SNP": [f"rs{i}" for i in range(n)],
-        "CHR": chrom,
-        "BP": rng.integers(1, 50_000, n),
-        "BETA": rng.standard_normal(n),
-        "P": p,
-    })
+    return pl.DataFrame(
+        {
+            "SNP": [f"rs{i}" for i in range(n)],
+            "CHR": chrom,
+            "BP": rng.integers(1, 50_000, n),
+            "BETA": rng.standard_normal(n),
+            "P": p,
+        }
+    )
 
 
 def test_queries_are_listed_and_documented():
@@ -48,9 +50,11 @@ def test_queries_are_listed_and_documented():
 def test_top_hits_matches_polars():
     df = per_snp()
     got = sql.run("top_hits", {"p_max": 1e-4, "limit": 0}, frames={"source": df})
-    want = (df.filter(pl.col("P") <= 1e-4)
-              .with_columns(LOG10P=-pl.col("P").log10())
-              .sort(["LOG10P", "SNP"], descending=[True, False]))
+    want = (
+        df.filter(pl.col("P") <= 1e-4)
+        .with_columns(LOG10P=-pl.col("P").log10())
+        .sort(["LOG10P", "SNP"], descending=[True, False])
+    )
     assert got["SNP"].to_list() == want["SNP"].to_list()
     assert got["SNP"][0] == "rs0" and math.isinf(got["LOG10P"][0])  # P = 0 first
     np.testing.assert_allclose(got["LOG10P"][1:].to_numpy(), want["LOG10P"][1:].to_numpy(), rtol=1e-12)
@@ -68,8 +72,7 @@ def test_top_hits_on_log10p_and_bad_p_values():
     b = sql.run("top_hits", {"source": log_only, "p_max": 1e-3, "limit": 0})
     assert a["SNP"].to_list() == b["SNP"].to_list()
     np.testing.assert_allclose(b["P"].to_numpy()[1:], a["P"].to_numpy()[1:], rtol=1e-12)
-    bad = pl.DataFrame({"SNP": ["nan", "neg", "big", "null", "ok"],
-                        "P": [float("nan"), -1e-9, 1.5, None, 1e-9]})
+    bad = pl.DataFrame({"SNP": ["nan", "neg", "big", "null", "ok"], "P": [float("nan"), -1e-9, 1.5, None, 1e-9]})
     assert sql.run("top_hits", {"source": bad, "p_max": 1.0})["SNP"].to_list() == ["ok"]
 
 
@@ -100,15 +103,21 @@ def test_per_chrom_summary_matches_numpy():
     df = per_snp(4000, seed=1)
     labels = {1: "chr1", 2: "2", 3: "chr3", 4: "X", 5: "chrX"}  # chr X spelled two ways
     df = df.with_columns(CHR=pl.col("CHR").replace_strict(labels, return_dtype=pl.String))
-    df = df.with_columns(P=pl.when(pl.col("SNP") == "rs10").then(float("nan"))
-                         .when(pl.col("SNP") == "rs11").then(1.2).otherwise(pl.col("P")))
+    df = df.with_columns(
+        P=pl.when(pl.col("SNP") == "rs10")
+        .then(float("nan"))
+        .when(pl.col("SNP") == "rs11")
+        .then(1.2)
+        .otherwise(pl.col("P"))
+    )
     got = sql.run("per_chrom_summary", {"source": df, "p_genomewide": 5e-8, "p_suggestive": 1e-3})
     assert got["CHR"].to_list() == ["chr1", "2", "chr3", "X", "all"]
     code = df["CHR"].replace_strict({"chr1": 1, "2": 2, "chr3": 3, "X": 23, "chrX": 23}).to_numpy()
     p = df["P"].to_numpy()
     valid = (p >= 0) & (p <= 1) & ~np.isnan(p)
-    for row, sel in zip(got.iter_rows(named=True), [code == 1, code == 2, code == 3, code == 23,
-                                                     np.ones(len(p), bool)]):
+    for row, sel in zip(
+        got.iter_rows(named=True), [code == 1, code == 2, code == 3, code == 23, np.ones(len(p), bool)]
+    ):
         pv = p[sel & valid]
         assert row["n_snps"] == sel.sum()
         assert row["n_invalid_p"] == (sel & ~valid).sum()
@@ -147,14 +156,29 @@ def test_annotate_regions_matches_brute_force(zero_based):
     df = per_snp(3000, seed=2)
     rng = np.random.default_rng(4)
     starts = rng.integers(1, 48_000, 60)
-    regions = pl.DataFrame({
-        "chrom": rng.choice(["chr1", "2", "chr2", "3", "X"], 60),
-        "start": starts, "end": starts + rng.integers(0, 3000, 60), "name": [f"g{i}" for i in range(60)]})
+    regions = pl.DataFrame(
+        {
+            "chrom": rng.choice(["chr1", "2", "chr2", "3", "X"], 60),
+            "start": starts,
+            "end": starts + rng.integers(0, 3000, 60),
+            "name": [f"g{i}" for i in range(60)],
+        }
+    )
     # exact boundaries: a SNP at start and one at end of a region
     first = df.row(0, named=True)
-    regions = pl.concat([regions, pl.DataFrame({
-        "chrom": [str(first["CHR"])] * 2, "start": [first["BP"], first["BP"] - 5],
-        "end": [first["BP"] + 5, first["BP"]], "name": ["at_start", "at_end"]})])
+    regions = pl.concat(
+        [
+            regions,
+            pl.DataFrame(
+                {
+                    "chrom": [str(first["CHR"])] * 2,
+                    "start": [first["BP"], first["BP"] - 5],
+                    "end": [first["BP"] + 5, first["BP"]],
+                    "name": ["at_start", "at_end"],
+                }
+            ),
+        ]
+    )
     got = sql.run("annotate_regions", {"source": df, "regions": regions, "zero_based": zero_based})
     assert set(zip(got["SNP"], got["region"])) == _brute_force(df, regions, zero_based)
     assert len(got) == len(_brute_force(df, regions, zero_based))
@@ -163,8 +187,9 @@ def test_annotate_regions_matches_brute_force(zero_based):
     # genome order
     order = got.with_columns(k=pl.col("CHR") * 10**9 + pl.col("BP"))["k"].to_numpy()
     assert (np.diff(order) >= 0).all()
-    keep = sql.run("annotate_regions", {"source": df, "regions": regions, "zero_based": zero_based,
-                                        "keep_unmatched": "true"})
+    keep = sql.run(
+        "annotate_regions", {"source": df, "regions": regions, "zero_based": zero_based, "keep_unmatched": "true"}
+    )
     unmatched = set(df["SNP"]) - set(got["SNP"])
     assert len(keep) == len(got) + len(unmatched)
     assert set(keep.filter(pl.col("region").is_null())["SNP"]) == unmatched
@@ -178,10 +203,20 @@ def _sumstats(seed: int, n: int = 400) -> pl.DataFrame:
     alleles[same, 1] = np.where(alleles[same, 0] == "A", "G", "A")
     beta = rng.standard_normal(n) * 0.05
     se = rng.uniform(0.01, 0.05, n)
-    return pl.DataFrame({"SNP": [f"rs{i}" for i in range(n)], "CHR": rng.integers(1, 3, n),
-                         "BP": np.arange(n) * 100 + 1, "A1": alleles[:, 0], "A2": alleles[:, 1],
-                         "BETA": beta, "SE": se, "Z": beta / se, "P": rng.uniform(size=n),
-                         "A1FREQ": rng.uniform(0.05, 0.95, n)})
+    return pl.DataFrame(
+        {
+            "SNP": [f"rs{i}" for i in range(n)],
+            "CHR": rng.integers(1, 3, n),
+            "BP": np.arange(n) * 100 + 1,
+            "A1": alleles[:, 0],
+            "A2": alleles[:, 1],
+            "BETA": beta,
+            "SE": se,
+            "Z": beta / se,
+            "P": rng.uniform(size=n),
+            "A1FREQ": rng.uniform(0.05, 0.95, n),
+        }
+    )
 
 
 def test_merge_sumstats_aligns_alleles(tmp_path):
@@ -191,7 +226,8 @@ def test_merge_sumstats_aligns_alleles(tmp_path):
     swap = idx % 3 == 0
     other = other.with_columns(
         A1=pl.when(pl.Series(swap)).then(pl.col("A2")).otherwise(pl.col("A1")).str.to_lowercase(),
-        A2=pl.when(pl.Series(swap)).then(pl.col("A1")).otherwise(pl.col("A2")))
+        A2=pl.when(pl.Series(swap)).then(pl.col("A1")).otherwise(pl.col("A2")),
+    )
     # rs1: alleles match neither orientation; rs2: duplicated id in `other`; rs4 only in ref
     other = other.with_columns(A1=pl.when(pl.col("SNP") == "rs1").then(pl.lit("CCT")).otherwise(pl.col("A1")))
     other = pl.concat([other, other.filter(pl.col("SNP") == "rs2")]).filter(pl.col("SNP") != "rs4")
@@ -205,8 +241,22 @@ def test_merge_sumstats_aligns_alleles(tmp_path):
     kept = set(ref["SNP"]) - {"rs1", "rs2", "rs4"}
     assert set(got["SNP"]) == kept
     assert len(got) == 3 * len(kept)
-    assert got.columns == ["trait", "trait_idx", "SNP", "CHR", "BP", "A1", "A2", "BETA", "SE", "Z", "P",
-                           "N", "A1FREQ", "flipped"]
+    assert got.columns == [
+        "trait",
+        "trait_idx",
+        "SNP",
+        "CHR",
+        "BP",
+        "A1",
+        "A2",
+        "BETA",
+        "SE",
+        "Z",
+        "P",
+        "N",
+        "A1FREQ",
+        "flipped",
+    ]
     b = got.filter(pl.col("trait") == "trait_b").sort("SNP")
     o = other.unique("SNP", keep="first").filter(pl.col("SNP").is_in(list(kept))).sort("SNP")
     r = ref.filter(pl.col("SNP").is_in(list(kept))).sort("SNP")
@@ -214,8 +264,9 @@ def test_merge_sumstats_aligns_alleles(tmp_path):
     assert ((sign < 0) == b["flipped"].to_numpy()).all() and (sign < 0).sum() > 50
     np.testing.assert_allclose(b["BETA"].to_numpy(), sign * o["BETA"].to_numpy(), rtol=0, atol=0)
     np.testing.assert_allclose(b["Z"].to_numpy(), sign * o["Z"].to_numpy(), rtol=0, atol=0)
-    np.testing.assert_allclose(b["A1FREQ"].to_numpy(),
-                               np.where(sign > 0, o["A1FREQ"].to_numpy(), 1 - o["A1FREQ"].to_numpy()))
+    np.testing.assert_allclose(
+        b["A1FREQ"].to_numpy(), np.where(sign > 0, o["A1FREQ"].to_numpy(), 1 - o["A1FREQ"].to_numpy())
+    )
     assert (b["A1"].to_numpy() == r["A1"].to_numpy()).all()  # reference alleles throughout
     np.testing.assert_array_equal(b["SE"].to_numpy(), o["SE"].to_numpy())
     c = got.filter(pl.col("trait") == "trait_c")
@@ -229,8 +280,7 @@ def test_merge_sumstats_aligns_alleles(tmp_path):
 
 
 def test_merge_sumstats_ambiguous_and_frames():
-    a = pl.DataFrame({"SNP": ["s1", "s2", "s3"], "A1": ["A", "C", "A"], "A2": ["T", "G", "G"],
-                      "BETA": [0.1, 0.2, 0.3]})
+    a = pl.DataFrame({"SNP": ["s1", "s2", "s3"], "A1": ["A", "C", "A"], "A2": ["T", "G", "G"], "BETA": [0.1, 0.2, 0.3]})
     b = a.with_columns(A1=pl.Series(["T", "g", "G"]), A2=pl.Series(["A", "c", "A"]))
     got = sql.run("merge_sumstats", {"sumstats": ["x", "y"]}, frames={"x": a, "y": b})
     assert got.filter(pl.col("trait") == "y").sort("SNP")["BETA"].to_list() == [-0.1, -0.2, -0.3]
@@ -276,8 +326,10 @@ def test_missing_columns_are_schema_errors():
     with pytest.raises(SchemaError, match="top_hits"):  # P as text
         sql.run("top_hits", {"source": pl.DataFrame({"SNP": ["a"], "P": ["0.1"]})})
     with pytest.raises(SchemaError, match="annotate_regions"):
-        sql.run("annotate_regions", {"source": pl.DataFrame({"CHR": [1], "BP": [5]}),
-                                     "regions": pl.DataFrame({"chrom": ["1"], "start": [1]})})
+        sql.run(
+            "annotate_regions",
+            {"source": pl.DataFrame({"CHR": [1], "BP": [5]}), "regions": pl.DataFrame({"chrom": ["1"], "start": [1]})},
+        )
 
 
 def test_out_writes_parquet_atomically(tmp_path):
@@ -307,7 +359,8 @@ def test_query_files_are_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("POLGEN_SQL_DIR", str(tmp_path))
     (tmp_path / "good.sql").write_text(
         "-- polgen query: good\n-- Doubles x.\n-- param t relation   a table\n"
-        "-- param k integer = 2  factor\n-- output: x * k\nSELECT x * $k AS y FROM {{t}} ORDER BY y\n")
+        "-- param k integer = 2  factor\n-- output: x * k\nSELECT x * $k AS y FROM {{t}} ORDER BY y\n"
+    )
     assert sql.list_queries() == ["good"]
     assert sql.run("good", {"t": pl.DataFrame({"x": [1, 2]})})["y"].to_list() == [2, 4]
     assert sql.run("good", {"k": "3"}, frames={"t": pl.DataFrame({"x": [1]})})["y"].to_list() == [3]
@@ -328,8 +381,11 @@ def test_query_files_are_checked(tmp_path, monkeypatch):
 # -- loci ----------------------------------------------------------------------------------------
 def _loci_reference(df: pl.DataFrame, p_max: float, window: int) -> list[tuple]:
     code = {"1": 1, "chr1": 1, "2": 2, "chr2": 2, "3": 3, "X": 23}
-    hits = sorted((code[str(c)], bp, snp, p) for snp, c, bp, p in df.select("SNP", "CHR", "BP", "P").iter_rows()
-                  if p is not None and 0 <= p <= p_max)
+    hits = sorted(
+        (code[str(c)], bp, snp, p)
+        for snp, c, bp, p in df.select("SNP", "CHR", "BP", "P").iter_rows()
+        if p is not None and 0 <= p <= p_max
+    )
     loci: list[list] = []
     for k, (c, bp, snp, p) in enumerate(hits):
         if k == 0 or c != hits[k - 1][0] or bp - hits[k - 1][1] > window:
@@ -346,10 +402,14 @@ def _loci_reference(df: pl.DataFrame, p_max: float, window: int) -> list[tuple]:
 def test_loci_match_a_python_loop(window):
     rng = np.random.default_rng(11)
     n = 4000
-    df = pl.DataFrame({"SNP": [f"rs{i}" for i in range(n)],
-                       "CHR": rng.choice(["chr1", "2", "3", "X"], n),
-                       "BP": rng.integers(1, 3_000_000, n),
-                       "P": rng.uniform(size=n) ** 4})
+    df = pl.DataFrame(
+        {
+            "SNP": [f"rs{i}" for i in range(n)],
+            "CHR": rng.choice(["chr1", "2", "3", "X"], n),
+            "BP": rng.integers(1, 3_000_000, n),
+            "P": rng.uniform(size=n) ** 4,
+        }
+    )
     got = sql.run("loci", {"source": df, "p_max": 1e-5, "window_bp": window})
     want = _loci_reference(df, 1e-5, window)
     assert len(got) == len(want) > 3

@@ -36,14 +36,19 @@ def test_merge_demo_sumstats(demo_parquet):
     want_snps = None
     expected = []
     for k, t in enumerate(tables):
-        j = t.join(ref, on="SNP").with_columns(
-            same=(pl.col("A1").str.to_uppercase() == pl.col("rA1"))
-            & (pl.col("A2").str.to_uppercase() == pl.col("rA2")),
-            swap=(pl.col("A1").str.to_uppercase() == pl.col("rA2"))
-            & (pl.col("A2").str.to_uppercase() == pl.col("rA1")),
-        ).filter(pl.col("same") | pl.col("swap"))
-        j = j.with_columns(BETA=pl.when(pl.col("swap")).then(-pl.col("BETA")).otherwise(pl.col("BETA")),
-                           trait_idx=pl.lit(k))
+        j = (
+            t.join(ref, on="SNP")
+            .with_columns(
+                same=(pl.col("A1").str.to_uppercase() == pl.col("rA1"))
+                & (pl.col("A2").str.to_uppercase() == pl.col("rA2")),
+                swap=(pl.col("A1").str.to_uppercase() == pl.col("rA2"))
+                & (pl.col("A2").str.to_uppercase() == pl.col("rA1")),
+            )
+            .filter(pl.col("same") | pl.col("swap"))
+        )
+        j = j.with_columns(
+            BETA=pl.when(pl.col("swap")).then(-pl.col("BETA")).otherwise(pl.col("BETA")), trait_idx=pl.lit(k)
+        )
         expected.append(j.select("SNP", "trait_idx", "BETA", "swap"))
         want_snps = set(j["SNP"]) if want_snps is None else want_snps & set(j["SNP"])
     assert set(got["SNP"]) == want_snps

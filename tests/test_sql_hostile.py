@@ -38,8 +38,10 @@ def chrom_code(label):
 def per_snp_frames():
     row = st.tuples(st.sampled_from([f"rs{i}" for i in range(12)]), CHROMS, st.integers(0, 10**6), P_VALUES)
     return st.lists(row, min_size=1, max_size=40).map(
-        lambda rows: pl.DataFrame(rows, schema={"SNP": pl.String, "CHR": pl.String, "BP": pl.Int64,
-                                                "P": pl.Float64}, orient="row"))
+        lambda rows: pl.DataFrame(
+            rows, schema={"SNP": pl.String, "CHR": pl.String, "BP": pl.Int64, "P": pl.Float64}, orient="row"
+        )
+    )
 
 
 def _valid(p):
@@ -54,8 +56,9 @@ def test_per_chrom_summary_hostile(df, thr):
     for label, p in zip(df["CHR"], df["P"]):
         groups.setdefault(chrom_code(label), []).append((label, p))
     keys = sorted(k for k in groups if k is not None) + ([None] if None in groups else [])
-    assert got["CHR"].to_list()[:-1] == [min((lab for lab, _ in groups[k] if lab is not None), default=None)
-                                         for k in keys]
+    assert got["CHR"].to_list()[:-1] == [
+        min((lab for lab, _ in groups[k] if lab is not None), default=None) for k in keys
+    ]
     assert got["CHR"][-1] == "all"
     for row, k in zip(got.iter_rows(named=True), keys + ["all"]):
         ps = [p for _, p in groups[k]] if k != "all" else df["P"].to_list()
@@ -78,28 +81,39 @@ def test_per_chrom_summary_hostile(df, thr):
 @given(per_snp_frames(), st.sampled_from([5e-8, 1e-3, 0.5, 1.0]), st.integers(0, 5))
 def test_top_hits_hostile(df, p_max, limit):
     got = sql.run("top_hits", {"source": df, "p_max": p_max, "limit": limit})
-    keep = df.filter(pl.col("P").is_not_null() & pl.col("P").is_not_nan() & (pl.col("P") >= 0)
-                     & (pl.col("P") <= 1) & (pl.col("P") <= p_max))
+    keep = df.filter(
+        pl.col("P").is_not_null()
+        & pl.col("P").is_not_nan()
+        & (pl.col("P") >= 0)
+        & (pl.col("P") <= 1)
+        & (pl.col("P") <= p_max)
+    )
     assert len(got) == (len(keep) if limit == 0 else min(limit, len(keep)))
     assert got["P"].to_list() == sorted(keep["P"].to_list())[: len(got)]
     assert not got["LOG10P"].is_nan().any()
 
 
 def sumstats_frames():
-    row = st.tuples(st.sampled_from([f"rs{i}" for i in range(8)] + [None]), ALLELES, ALLELES,
-                    st.sampled_from([0.1, -0.2, 0.0, float("nan"), float("inf"), None]))
+    row = st.tuples(
+        st.sampled_from([f"rs{i}" for i in range(8)] + [None]),
+        ALLELES,
+        ALLELES,
+        st.sampled_from([0.1, -0.2, 0.0, float("nan"), float("inf"), None]),
+    )
     return st.lists(row, min_size=0, max_size=16).map(
-        lambda rows: pl.DataFrame(rows, schema={"SNP": pl.String, "A1": pl.String, "A2": pl.String,
-                                                "BETA": pl.Float64}, orient="row"))
+        lambda rows: pl.DataFrame(
+            rows, schema={"SNP": pl.String, "A1": pl.String, "A2": pl.String, "BETA": pl.Float64}, orient="row"
+        )
+    )
 
 
 def merge_reference(tables, drop_ambiguous, require_all):
     """The documented merge rules, written independently in Polars."""
     clean = []
     for t in tables:
-        c = (t.drop_nulls(["SNP", "A1", "A2"])
-              .with_columns(pl.col("A1").str.strip_chars().str.to_uppercase(),
-                            pl.col("A2").str.strip_chars().str.to_uppercase()))
+        c = t.drop_nulls(["SNP", "A1", "A2"]).with_columns(
+            pl.col("A1").str.strip_chars().str.to_uppercase(), pl.col("A2").str.strip_chars().str.to_uppercase()
+        )
         c = c.filter(pl.len().over("SNP") == 1)
         clean.append(c)
     ref = clean[0].filter(pl.col("A1") != pl.col("A2"))
@@ -123,15 +137,23 @@ def merge_reference(tables, drop_ambiguous, require_all):
 
 
 def _key(rows):
-    return sorted(((k, s, "nan" if b is not None and math.isnan(b) else b) for k, s, b in rows),
-                  key=lambda r: (r[0], r[1], str(r[2])))
+    return sorted(
+        ((k, s, "nan" if b is not None and math.isnan(b) else b) for k, s, b in rows),
+        key=lambda r: (r[0], r[1], str(r[2])),
+    )
 
 
 @SETTINGS
 @given(st.lists(sumstats_frames(), min_size=1, max_size=3), st.booleans(), st.booleans())
 def test_merge_sumstats_hostile(tables, drop_ambiguous, require_all):
-    got = sql.run("merge_sumstats", {"sumstats": {f"t{k}": t for k, t in enumerate(tables)},
-                                     "drop_ambiguous": drop_ambiguous, "require_all": require_all})
+    got = sql.run(
+        "merge_sumstats",
+        {
+            "sumstats": {f"t{k}": t for k, t in enumerate(tables)},
+            "drop_ambiguous": drop_ambiguous,
+            "require_all": require_all,
+        },
+    )
     want = merge_reference(tables, drop_ambiguous, require_all)
     rows = list(zip(got["trait_idx"].to_list(), got["SNP"].to_list(), got["BETA"].to_list()))
     assert _key(rows) == _key(want)
@@ -141,8 +163,11 @@ def test_merge_sumstats_hostile(tables, drop_ambiguous, require_all):
 @given(per_snp_frames(), st.sampled_from([1e-3, 0.5, 1.0]), st.sampled_from([0, 1000, 10**6]))
 def test_loci_hostile(df, p_max, window):
     got = sql.run("loci", {"source": df, "p_max": p_max, "window_bp": window})
-    hits = sorted((chrom_code(c), bp, snp, p) for snp, c, bp, p in df.iter_rows()
-                  if _valid(p) and p <= p_max and chrom_code(c) is not None)
+    hits = sorted(
+        (chrom_code(c), bp, snp, p)
+        for snp, c, bp, p in df.iter_rows()
+        if _valid(p) and p <= p_max and chrom_code(c) is not None
+    )
     loci: list[list] = []
     for k, h in enumerate(hits):
         if k == 0 or h[0] != hits[k - 1][0] or h[1] - hits[k - 1][1] > window:

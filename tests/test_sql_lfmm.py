@@ -27,8 +27,14 @@ def results(tmp_path_factory):
     raw = lfmm.test(model, str(d.bed), calibrate=None, out=tmp / "raw", progress=False)
     two = env.with_columns(noise=pl.Series(np.random.default_rng(1).standard_normal(env.height)))
     multi = lfmm.test(model, str(d.bed), two, progress=False).collect()
-    return {"cal_dir": str(tmp / "cal"), "cal": cal.collect(), "gif": cal.gif["env"],
-            "raw_dir": str(tmp / "raw"), "raw": raw.collect(), "multi": multi}
+    return {
+        "cal_dir": str(tmp / "cal"),
+        "cal": cal.collect(),
+        "gif": cal.gif["env"],
+        "raw_dir": str(tmp / "raw"),
+        "raw": raw.collect(),
+        "multi": multi,
+    }
 
 
 def _count(df: pl.DataFrame, col: str, thr: float) -> int:
@@ -81,16 +87,16 @@ def test_loci_and_per_chrom_summary_use_calibrated_p(results, thr):
         assert loci["lead_P"].max() <= thr
         lead = loci.select("lead_SNP", "lead_P").join(cal.select(lead_SNP="SNP", pc="P_CALIBRATED"), on="lead_SNP")
         np.testing.assert_allclose(lead["lead_P"].to_numpy(), lead["pc"].to_numpy(), rtol=1e-12)
-    summary = sql.run("per_chrom_summary", {"source": results["cal_dir"], "p_genomewide": thr,
-                                            "p_suggestive": 10 * thr})
+    summary = sql.run(
+        "per_chrom_summary", {"source": results["cal_dir"], "p_genomewide": thr, "p_suggestive": 10 * thr}
+    )
     everything = summary.filter(pl.col("CHR") == "all").row(0, named=True)
     assert everything["n_genomewide"] == want
     assert everything["n_suggestive"] == _count(cal, "P_CALIBRATED", 10 * thr)
     assert everything["min_p"] == cal["P_CALIBRATED"].min()
     assert everything["n_invalid_p"] == cal["P_CALIBRATED"].null_count()
     per = summary.filter(pl.col("CHR") != "all")
-    counts = (cal.filter(pl.col("P_CALIBRATED") <= thr).group_by("CHR").len()
-              .with_columns(pl.col("CHR").cast(pl.String)))
+    counts = cal.filter(pl.col("P_CALIBRATED") <= thr).group_by("CHR").len().with_columns(pl.col("CHR").cast(pl.String))
     got = per.select(pl.col("CHR").cast(pl.String), "n_genomewide").filter(pl.col("n_genomewide") > 0)
     assert dict(got.iter_rows()) == dict(counts.iter_rows())
 

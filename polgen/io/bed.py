@@ -92,8 +92,7 @@ def _resolve_paths(bed_path: str | os.PathLike) -> tuple[Path, Path, Path]:
 _NON_BLANK = r"[^\x00-\x20]"
 
 
-def _parse_fields(lines: pl.Series, columns: Sequence[str], what: str, path: Path,
-                  first_row: int = 0) -> pl.DataFrame:
+def _parse_fields(lines: pl.Series, columns: Sequence[str], what: str, path: Path, first_row: int = 0) -> pl.DataFrame:
     """Non-blank text lines split on any whitespace into exactly ``len(columns)`` string fields.
 
     ``first_row`` is the 0-based row (among non-blank lines) of ``lines[0]``, for error messages.
@@ -108,16 +107,26 @@ def _parse_fields(lines: pl.Series, columns: Sequence[str], what: str, path: Pat
         n_fields = len(str(lines[row]).split())
         raise BedFormatError(
             f"{what} line {first_row + row + 1} has {n_fields} whitespace-separated fields, expected "
-            f"{len(columns)} ({' '.join(columns)})", path=path, row=first_row + row + 1)
+            f"{len(columns)} ({' '.join(columns)})",
+            path=path,
+            row=first_row + row + 1,
+        )
     return parts
 
 
 def _text_lines(source: Path | bytes, what: str, path: Path) -> pl.Series:
     """The lines of a text file (or of bytes read from it) as one string column."""
     try:
-        lines = pl.read_csv(io.BytesIO(source) if isinstance(source, bytes) else source, has_header=False,
-                            separator="\x1f", quote_char=None, schema={"line": pl.String},
-                            comment_prefix=None, truncate_ragged_lines=True, raise_if_empty=False)
+        lines = pl.read_csv(
+            io.BytesIO(source) if isinstance(source, bytes) else source,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"line": pl.String},
+            comment_prefix=None,
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+        )
     except Exception as exc:  # polars raises ComputeError etc. for unreadable bytes
         raise BedFormatError(f"cannot read {what} file: {exc}", path=path) from None
     return lines["line"]
@@ -140,8 +149,9 @@ def _typed_bim(df: pl.DataFrame, path: Path, first_row: int = 0) -> pl.DataFrame
         bad = (cast.is_null() & df[col].is_not_null()).arg_true()
         if len(bad):
             row = int(bad[0])
-            raise BedFormatError(f".bim value {df[col][row]!r} is not a number", path=path,
-                                 column=col, row=first_row + row + 1)
+            raise BedFormatError(
+                f".bim value {df[col][row]!r} is not a number", path=path, column=col, row=first_row + row + 1
+            )
         out.append(cast.alias(col))
     return df.with_columns(out).select(BIM_COLUMNS)
 
@@ -160,8 +170,7 @@ def read_fam(path: str | os.PathLike) -> pl.DataFrame:
     bad = (sex.is_null() & df["SEX"].is_not_null()).arg_true()
     if len(bad):
         row = int(bad[0])
-        raise BedFormatError(f".fam sex {df['SEX'][row]!r} is not an integer", path=path,
-                             column="SEX", row=row + 1)
+        raise BedFormatError(f".fam sex {df['SEX'][row]!r} is not an integer", path=path, column="SEX", row=row + 1)
     return df.with_columns(sex.alias("SEX"))
 
 
@@ -182,8 +191,14 @@ def count_lines(path: str | os.PathLike, what: str = "text", chunk_bytes: int = 
     return n + int(carry)
 
 
-_EMPTY_BIM_SCHEMA = {"CHR": pl.String, "SNP": pl.String, "CM": pl.Float64, "BP": pl.Int64,
-                     "A1": pl.String, "A2": pl.String}
+_EMPTY_BIM_SCHEMA = {
+    "CHR": pl.String,
+    "SNP": pl.String,
+    "CM": pl.Float64,
+    "BP": pl.Int64,
+    "A1": pl.String,
+    "A2": pl.String,
+}
 
 
 @dataclass(frozen=True)
@@ -234,7 +249,7 @@ class BimIndex:
                     maybe = np.flatnonzero(~seen)
                     if maybe.size * 64 < seen.size:
                         for i in maybe:
-                            seen[i] = bool((arr[starts[i]:nl[i]] > 32).any())
+                            seen[i] = bool((arr[starts[i] : nl[i]] > 32).any())
                     else:  # max over each line [start, next start): its newline is blank, so an
                         # empty line (start = its newline) reads as blank too
                         seen = np.maximum.reduceat((arr[:end] > 32).view(np.uint8), starts).astype(bool)
@@ -269,8 +284,11 @@ class BimIndex:
             lines = lines.filter(lines.str.contains(_NON_BLANK)).slice(skip, hi - lo)
             parts = _parse_fields(lines, BIM_COLUMNS, ".bim", path, first_row=lo)
             if parts.height != hi - lo:
-                raise BedFormatError(f".bim has fewer rows than the {self.n_rows} counted when it was "
-                                     "opened (changed since?)", path=path, row=lo + parts.height + 1)
+                raise BedFormatError(
+                    f".bim has fewer rows than the {self.n_rows} counted when it was opened (changed since?)",
+                    path=path,
+                    row=lo + parts.height + 1,
+                )
         return _typed_bim(parts, path, first_row=lo)
 
     @staticmethod
@@ -286,8 +304,15 @@ class BimIndex:
         if raw.startswith((b" ", b"\t")) or any(o in raw for o in other):
             return None
         try:
-            parts = pl.read_csv(io.BytesIO(raw), has_header=False, separator=sep, quote_char=None,
-                                schema={c: pl.String for c in BIM_COLUMNS}, skip_rows=skip, n_rows=n)
+            parts = pl.read_csv(
+                io.BytesIO(raw),
+                has_header=False,
+                separator=sep,
+                quote_char=None,
+                schema={c: pl.String for c in BIM_COLUMNS},
+                skip_rows=skip,
+                n_rows=n,
+            )
         except pl.exceptions.PolarsError:
             return None
         if parts.height != n or any(parts[c].null_count() for c in BIM_COLUMNS):
@@ -305,12 +330,16 @@ def _check_first_bim_line(path: Path) -> None:
             if len(line) != len(BIM_COLUMNS):
                 raise BedFormatError(
                     f".bim line {k + 1} has {len(line)} whitespace-separated fields, expected "
-                    f"{len(BIM_COLUMNS)} ({' '.join(BIM_COLUMNS)})", path=path, row=k + 1)
+                    f"{len(BIM_COLUMNS)} ({' '.join(BIM_COLUMNS)})",
+                    path=path,
+                    row=k + 1,
+                )
             try:
                 int(line[3])
             except ValueError:
-                raise BedFormatError(f".bim value {line[3]!r} is not a number", path=path,
-                                     column="BP", row=k + 1) from None
+                raise BedFormatError(
+                    f".bim value {line[3]!r} is not a number", path=path, column="BP", row=k + 1
+                ) from None
             return
 
 
@@ -371,11 +400,19 @@ class BedStream:
     #: .bim lines between two recorded byte offsets (:class:`BimIndex`)
     BIM_STRIDE = 4096
 
-    def __init__(self, bed_path: str | os.PathLike, *, snps: Sequence[int] | np.ndarray | None = None,
-                 samples: Sequence[int] | np.ndarray | None = None,
-                 thin: float | None = None, scale: str = "center", count_a1: bool = True,
-                 dtype=np.float64, block_snps: int | None = None,
-                 memory_budget: int = DEFAULT_BLOCK_BYTES) -> None:
+    def __init__(
+        self,
+        bed_path: str | os.PathLike,
+        *,
+        snps: Sequence[int] | np.ndarray | None = None,
+        samples: Sequence[int] | np.ndarray | None = None,
+        thin: float | None = None,
+        scale: str = "center",
+        count_a1: bool = True,
+        dtype=np.float64,
+        block_snps: int | None = None,
+        memory_budget: int = DEFAULT_BLOCK_BYTES,
+    ) -> None:
         self.bed_path, self.bim_path, self.fam_path = _resolve_paths(bed_path)
         if scale not in SCALE_CODES:
             raise InputError(f"scale must be one of {sorted(SCALE_CODES)}, got {scale!r}")
@@ -394,8 +431,9 @@ class BedStream:
         fam = read_fam(self.fam_path)
         #: samples in the file (the .bed's row width); :attr:`n_samples` counts the selected ones
         self.n_samples_total = fam.height
-        self.sample_index = None if samples is None else _check_index(samples, fam.height, "sample",
-                                                                          ".fam", self.fam_path)
+        self.sample_index = (
+            None if samples is None else _check_index(samples, fam.height, "sample", ".fam", self.fam_path)
+        )
         #: the selected .fam rows and their IIDs, in file order
         self.fam = fam if self.sample_index is None else fam[self.sample_index.tolist()]
         self.n_samples = self.fam.height
@@ -437,19 +475,22 @@ class BedStream:
             head = fh.read(3)
         if len(head) < 3 or head[:2] != BED_MAGIC[:2]:
             raise BedFormatError(
-                f"not a PLINK .bed file: first bytes {head.hex()!r}, expected {BED_MAGIC.hex()!r}",
-                path=self.bed_path)
+                f"not a PLINK .bed file: first bytes {head.hex()!r}, expected {BED_MAGIC.hex()!r}", path=self.bed_path
+            )
         if head[2] != BED_MAGIC[2]:
             raise BedFormatError(
-                "individual-major .bed files are not supported (mode byte 0x00); convert with "
-                "`plink --make-bed`", path=self.bed_path)
+                "individual-major .bed files are not supported (mode byte 0x00); convert with `plink --make-bed`",
+                path=self.bed_path,
+            )
         expected = 3 + self.n_snps_total * self.bytes_per_snp
         if size != expected:
             raise BedFormatError(
                 f".bed size {size} bytes does not match {self.n_snps_total} SNPs (.bim) x "
                 f"{self.n_samples_total} samples (.fam): expected 3 + {self.n_snps_total} x "
                 f"{self.bytes_per_snp} = {expected} bytes; the file is truncated or the .bim/.fam "
-                "do not belong to it", path=self.bed_path)
+                "do not belong to it",
+                path=self.bed_path,
+            )
 
     def _map(self) -> np.ndarray:
         """The packed genotypes, ``(n_snps_total, bytes_per_snp)`` uint8, mapped on first use."""
@@ -464,9 +505,9 @@ class BedStream:
                     with open(self.bed_path, "rb") as fh:
                         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
                     self._mm = mm
-                    self._packed = np.frombuffer(mm, dtype=np.uint8, offset=3,
-                                                 count=self.n_snps_total * self.bytes_per_snp
-                                                 ).reshape(self.n_snps_total, self.bytes_per_snp)
+                    self._packed = np.frombuffer(
+                        mm, dtype=np.uint8, offset=3, count=self.n_snps_total * self.bytes_per_snp
+                    ).reshape(self.n_snps_total, self.bytes_per_snp)
             return self._packed
 
     def _release(self, first_row: int, last_row: int) -> None:
@@ -493,8 +534,7 @@ class BedStream:
         if self._bim is None:
             full = read_bim(self.bim_path)
             if full.height != self.n_snps_total:  # pragma: no cover - counted the same lines
-                raise BedFormatError(f".bim has {full.height} rows, counted {self.n_snps_total}",
-                                     path=self.bim_path)
+                raise BedFormatError(f".bim has {full.height} rows, counted {self.n_snps_total}", path=self.bim_path)
             self._bim = full if self.contiguous else full[self.snp_index]
         return self._bim
 
@@ -534,9 +574,11 @@ class BedStream:
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        return (f"BedStream({str(self.bed_path)!r}, n_samples={self.n_samples}, n_snps={self.n_snps}"
-                f"/{self.n_snps_total}, scale={self.scale!r}, dtype={self.dtype.name}, "
-                f"block_snps={self.block_snps})")
+        return (
+            f"BedStream({str(self.bed_path)!r}, n_samples={self.n_samples}, n_snps={self.n_snps}"
+            f"/{self.n_snps_total}, scale={self.scale!r}, dtype={self.dtype.name}, "
+            f"block_snps={self.block_snps})"
+        )
 
     def __len__(self) -> int:
         return self.n_snps
@@ -556,8 +598,9 @@ class BedStream:
     def n_blocks(self) -> int:
         return (self.n_snps + self.block_snps - 1) // self.block_snps
 
-    def block_ranges(self, start: int = 0, stop: int | None = None,
-                     block_snps: int | None = None) -> list[tuple[int, int]]:
+    def block_ranges(
+        self, start: int = 0, stop: int | None = None, block_snps: int | None = None
+    ) -> list[tuple[int, int]]:
         """The ``(start, stop)`` positions of the blocks :meth:`blocks` would yield."""
         start, stop = self._check_range(start, stop)
         bs = self._block_size(block_snps)
@@ -579,8 +622,9 @@ class BedStream:
         return start, stop
 
     # -- decoding -------------------------------------------------------------------------
-    def read(self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None, *,
-             parallel: bool | None = None) -> BedBlock:
+    def read(
+        self, start: int = 0, stop: int | None = None, out: np.ndarray | None = None, *, parallel: bool | None = None
+    ) -> BedBlock:
         """Decode selected SNPs ``start:stop`` into ``out`` (a new array by default).
 
         ``parallel``: decode on numba's threads (None: when the block is big enough and this is
@@ -593,25 +637,45 @@ class BedStream:
         elif out.shape != (self.n_samples, k) or out.dtype != self.dtype or not out.flags.f_contiguous:
             raise InputError(
                 f"out must be a Fortran-ordered {self.dtype.name} array of shape "
-                f"({self.n_samples}, {k}), got {out.dtype} {out.shape}")
+                f"({self.n_samples}, {k}), got {out.dtype} {out.shape}"
+            )
         freq = np.empty(k, dtype=np.float64)
         nmiss = np.empty(k, dtype=np.int64)
         self._decode(start, stop, out, freq, nmiss, parallel)
         return BedBlock(start, stop, out, freq, nmiss)
 
-    def _decode(self, start: int, stop: int, out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray,
-                parallel: bool | None) -> None:
+    def _decode(
+        self, start: int, stop: int, out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray, parallel: bool | None
+    ) -> None:
         rows = self.snp_index[start:stop]
         if self.sample_index is None:
-            decode_rows(self._map(), rows, self.n_samples, SCALE_CODES[self.scale], out, freq, nmiss,
-                        count_a1=self.count_a1, parallel=parallel)
+            decode_rows(
+                self._map(),
+                rows,
+                self.n_samples,
+                SCALE_CODES[self.scale],
+                out,
+                freq,
+                nmiss,
+                count_a1=self.count_a1,
+                parallel=parallel,
+            )
             return
         # a sample subset: dosages of every sample, then the selected rows imputed and scaled as
         # the kernel does (integer dosage sums, so the same mean; missing -> 0 after centring)
         k = len(rows)
         full = np.empty((self.n_samples_total, k), dtype=np.float64, order="F")
-        decode_rows(self._map(), rows, self.n_samples_total, SCALE_CODES["raw"], full, np.empty(k),
-                    np.empty(k, dtype=np.int64), count_a1=self.count_a1, parallel=parallel)
+        decode_rows(
+            self._map(),
+            rows,
+            self.n_samples_total,
+            SCALE_CODES["raw"],
+            full,
+            np.empty(k),
+            np.empty(k, dtype=np.int64),
+            count_a1=self.count_a1,
+            parallel=parallel,
+        )
         x = full[self.sample_index]
         miss = np.isnan(x)
         nmiss[:] = miss.sum(axis=0)
@@ -629,8 +693,9 @@ class BedStream:
             y = np.where(poly, y / sd, 0.0)
         out[:] = y
 
-    def blocks(self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None,
-               parallel: bool | None = None) -> Iterator[BedBlock]:
+    def blocks(
+        self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None, parallel: bool | None = None
+    ) -> Iterator[BedBlock]:
         """Decoded blocks of ``block_snps`` SNPs (default :attr:`block_snps`) covering
         ``start:stop`` once, in order.
 

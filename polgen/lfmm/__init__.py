@@ -13,5 +13,4 @@ from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
 from polgen.lfmm.model import LfmmModel, load_model
 
-__all__ = ["fit", "test", "choose_k", "LfmmModel", "LfmmTestResult", "ChooseKResult", "load_model",
-           "tracy_widom_sf"]
+__all__ = ["fit", "test", "choose_k", "LfmmModel", "LfmmTestResult", "ChooseKResult", "load_model", "tracy_widom_sf"]

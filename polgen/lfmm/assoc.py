@@ -87,16 +87,16 @@ class Projection:
     def save(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "wb") as fh:
-            np.savez(fh, Tt=self.Tt, rx=self.rx, shape=np.array([self.K, self.d, self.n]),
-                     names=np.array(self.names))
+            np.savez(fh, Tt=self.Tt, rx=self.rx, shape=np.array([self.K, self.d, self.n]), names=np.array(self.names))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> Projection:
         with np.load(path, allow_pickle=False) as z:
             K, d, n = (int(v) for v in z["shape"])
-            return cls(np.ascontiguousarray(z["Tt"]), np.ascontiguousarray(z["rx"]), K, d, n,
-                       [str(s) for s in z["names"]])
+            return cls(
+                np.ascontiguousarray(z["Tt"]), np.ascontiguousarray(z["rx"]), K, d, n, [str(s) for s in z["names"]]
+            )
 
 
 def projection(model: LfmmModel, X: np.ndarray, names: list[str]) -> Projection:
@@ -193,10 +193,10 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
         for blk in src.blocks(a, b, block_snps=bs, parallel=False):
             off = blk.start - task.start
             k = blk.stop - blk.start
-            np.matmul(blk.data.T, T, out=PT[off:off + k])  # single-threaded GEMM on a cached block
-            colsumsq_into(blk.data, yy[off:off + k])
-            freq[off:off + k] = blk.freq
-            nmiss[off:off + k] = blk.n_miss
+            np.matmul(blk.data.T, T, out=PT[off : off + k])  # single-threaded GEMM on a cached block
+            colsumsq_into(blk.data, yy[off : off + k])
+            freq[off : off + k] = blk.freq
+            nmiss[off : off + k] = blk.n_miss
 
     pieces = split_range(task.start, task.stop, task.threads or default_threads())
     with single_threaded_blas():
@@ -206,11 +206,31 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
             with ThreadPoolExecutor(len(pieces)) as pool:
                 for f in [pool.submit(run, a, b) for a, b in pieces]:
                     f.result()
-    out = {"A1FREQ": freq, "N_MISS": nmiss, "MONO": np.empty(nb, dtype=np.uint8),
-           "T": np.empty((d, nb)), "OLS": np.empty((d, nb)), "F": np.empty(nb), "ADJ_R2": np.empty(nb)}
-    block_stats(PT, yy, proj.rx, K, d, float(proj.df), float(proj.df_full), 1e-12 * proj.n,
-                out["OLS"], out["T"], out["F"], out["ADJ_R2"], out["MONO"])
-    out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, PT[:, K + d:].T)
+    out = {
+        "A1FREQ": freq,
+        "N_MISS": nmiss,
+        "MONO": np.empty(nb, dtype=np.uint8),
+        "T": np.empty((d, nb)),
+        "OLS": np.empty((d, nb)),
+        "F": np.empty(nb),
+        "ADJ_R2": np.empty(nb),
+    }
+    block_stats(
+        PT,
+        yy,
+        proj.rx,
+        K,
+        d,
+        float(proj.df),
+        float(proj.df_full),
+        1e-12 * proj.n,
+        out["OLS"],
+        out["T"],
+        out["F"],
+        out["ADJ_R2"],
+        out["MONO"],
+    )
+    out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, PT[:, K + d :].T)
     return out
 
 
@@ -222,16 +242,32 @@ def _colnames(names: list[str]) -> dict[str, list[str]]:
     return {s: [f"{s}_{v}" for v in names] for s in stats}
 
 
-def _frame(src, start, stop, arrs, names: list[str], df: float, df_full: float, full: bool,
-           calib: str | None, consts: list[dict] | None, fconst: float | None) -> pl.DataFrame:
+def _frame(
+    src,
+    start,
+    stop,
+    arrs,
+    names: list[str],
+    df: float,
+    df_full: float,
+    full: bool,
+    calib: str | None,
+    consts: list[dict] | None,
+    fconst: float | None,
+) -> pl.DataFrame:
     """The output table of SNPs ``start:stop`` from their statistics (see the module docs)."""
     bim = src.bim_slice(start, stop)
     cols = _colnames(names)
     d = len(names)
     data: dict[str, Any] = {
-        "CHR": bim["CHR"].cast(pl.String), "SNP": bim["SNP"].cast(pl.String),
-        "BP": bim["BP"].cast(pl.Int64), "A1": bim["A1"].cast(pl.String), "A2": bim["A2"].cast(pl.String),
-        "A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONOMORPHIC": arrs["MONO"].astype(bool),
+        "CHR": bim["CHR"].cast(pl.String),
+        "SNP": bim["SNP"].cast(pl.String),
+        "BP": bim["BP"].cast(pl.Int64),
+        "A1": bim["A1"].cast(pl.String),
+        "A2": bim["A2"].cast(pl.String),
+        "A1FREQ": arrs["A1FREQ"],
+        "N_MISS": arrs["N_MISS"],
+        "MONOMORPHIC": arrs["MONO"].astype(bool),
     }
     for j in range(d):
         t = arrs["T"][j]
@@ -256,8 +292,9 @@ def _frame(src, start, stop, arrs, names: list[str], df: float, df_full: float, 
             data["P_F_CALIBRATED"] = cal.f_log10p(fv / fconst, d, df_full)[0]
         data["ADJ_R2"] = arrs["ADJ_R2"]
     out = pl.DataFrame(data)
-    return out.with_columns(pl.col(c).fill_nan(None) for c in out.columns
-                            if out.schema[c] == pl.Float64 and c != "A1FREQ")
+    return out.with_columns(
+        pl.col(c).fill_nan(None) for c in out.columns if out.schema[c] == pl.Float64 and c != "A1FREQ"
+    )
 
 
 @dataclass(frozen=True)
@@ -275,8 +312,9 @@ def _raw_part(task: _RawTask) -> pl.DataFrame:
     arrs = compute_range(task.rt)
     src, proj = _open(task.rt)
     if task.calibrate is None:
-        return _frame(src, task.rt.start, task.rt.stop, arrs, proj.names, proj.df, proj.df_full, task.full,
-                      None, None, None)
+        return _frame(
+            src, task.rt.start, task.rt.stop, arrs, proj.names, proj.df, proj.df_full, task.full, None, None, None
+        )
     raw = {"A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONO": arrs["MONO"]}
     for j in range(proj.d):
         raw[f"T{j}"] = arrs["T"][j]
@@ -309,17 +347,31 @@ def _cal_part(task: _CalTask):
     """Worker, second pass: the final, calibrated table of one range from its raw part."""
     raw = pl.read_parquet(task.raw_file)
     d = len(task.names)
-    arrs = {"A1FREQ": raw["A1FREQ"].to_numpy(), "N_MISS": raw["N_MISS"].to_numpy(),
-            "MONO": raw["MONO"].to_numpy(),
-            "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
-            "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)])}
+    arrs = {
+        "A1FREQ": raw["A1FREQ"].to_numpy(),
+        "N_MISS": raw["N_MISS"].to_numpy(),
+        "MONO": raw["MONO"].to_numpy(),
+        "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
+        "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)]),
+    }
     if task.full:
         arrs["F"] = raw["F"].to_numpy()
         arrs["ADJ_R2"] = raw["ADJ_R2"].to_numpy()
     src = _source_of(task.source, task.block_snps)
     consts = [dict(c) for c in task.consts]
-    out = _frame(src, task.start, task.stop, arrs, list(task.names), task.df, task.df_full, task.full,
-                 task.calibrate, consts, task.fconst).to_arrow()
+    out = _frame(
+        src,
+        task.start,
+        task.stop,
+        arrs,
+        list(task.names),
+        task.df,
+        task.df_full,
+        task.full,
+        task.calibrate,
+        consts,
+        task.fconst,
+    ).to_arrow()
     md = dict(out.schema.metadata or {})
     md[b"polgen.lfmm.calibration"] = task.meta.encode()
     return out.replace_schema_metadata(md)
@@ -399,13 +451,25 @@ def test(
     ranges = [(a, min(a + task_snps, src.n_snps)) for a in range(0, src.n_snps, task_snps)]
     if not ranges:
         raise InputError("no SNPs to test")
-    params = {"method": "lfmm.test", "K": model.K, "d": d, "x_names": names, "calibrate": calibrate,
-              "full": bool(full), "n": n, "n_snps": src.n_snps, "task_snps": task_snps,
-              "bed": source_path(src), "model": model.params, "df": proj.df}
+    params = {
+        "method": "lfmm.test",
+        "K": model.K,
+        "d": d,
+        "x_names": names,
+        "calibrate": calibrate,
+        "full": bool(full),
+        "n": n,
+        "n_snps": src.n_snps,
+        "task_snps": task_snps,
+        "bed": source_path(src),
+        "model": model.params,
+        "df": proj.df,
+    }
     if out is None:
         return _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names)
-    return _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, Path(out),
-                         params, resume, overwrite)
+    return _test_to_disk(
+        src, proj, ranges, bsnps, full, calibrate, executor, progress, names, Path(out), params, resume, overwrite
+    )
 
 
 test.__test__ = False  # a library function named ``test``: keep pytest from collecting it
@@ -413,15 +477,26 @@ test.__test__ = False  # a library function named ``test``: keep pytest from col
 
 def _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names):
     threads = 0 if executor is None else 1
-    tasks = [RangeTask(source_spec(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}", threads=threads)
-             for a, b in ranges]
-    parts = list(run_tasks(compute_range, tasks, executor=executor, progress=progress,
-                           description="lfmm test"))
+    tasks = [
+        RangeTask(source_spec(src), a, b, proj, full, bsnps, label=f"SNPs {a}:{b}", threads=threads) for a, b in ranges
+    ]
+    parts = list(run_tasks(compute_range, tasks, executor=executor, progress=progress, description="lfmm test"))
     arrs = {k: np.concatenate([p[k] for p in parts], axis=-1) for k in parts[0]}
     consts = [cal.calibration_constants(arrs["T"][j], calibrate) for j in range(proj.d)]
     fconst = cal.f_gif(arrs["F"], proj.d, proj.df_full) if full else None
-    df = _frame(src, 0, src.n_snps, arrs, proj.names, proj.df, proj.df_full, full, calibrate,
-                consts if calibrate else None, fconst if calibrate else None)
+    df = _frame(
+        src,
+        0,
+        src.n_snps,
+        arrs,
+        proj.names,
+        proj.df,
+        proj.df_full,
+        full,
+        calibrate,
+        consts if calibrate else None,
+        fconst if calibrate else None,
+    )
     calib = _calibration_dict(names, consts, fconst, calibrate)
     return LfmmTestResult(df.lazy(), {v: c["gif"] for v, c in zip(names, consts)}, calib)
 
@@ -433,8 +508,9 @@ def _calibration_dict(names, consts, fconst, calibrate) -> dict:
     return out
 
 
-def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path,
-                  params, resume, overwrite):
+def _test_to_disk(
+    src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
+):
     nb = len(ranges)
     final_done = False
     prior: dict = {}
@@ -458,10 +534,27 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
     proj.save(proj_path)
     src_spec = source_spec(src)
     threads = 0 if executor is None else 1
-    work = [_RawTask(RangeTask(src_spec, a, b, str(proj_path), full, bsnps, threads=threads), full, calibrate,
-                     label=f"SNPs {a}:{b}") for a, b in ranges]
-    raw = run_to_sink(_raw_part, work, raw_dir, params, resume=resume, overwrite=True if calibrate else overwrite,
-                      executor=executor, progress=progress, description="lfmm test", finalize=False)
+    work = [
+        _RawTask(
+            RangeTask(src_spec, a, b, str(proj_path), full, bsnps, threads=threads),
+            full,
+            calibrate,
+            label=f"SNPs {a}:{b}",
+        )
+        for a, b in ranges
+    ]
+    raw = run_to_sink(
+        _raw_part,
+        work,
+        raw_dir,
+        params,
+        resume=resume,
+        overwrite=True if calibrate else overwrite,
+        executor=executor,
+        progress=progress,
+        description="lfmm test",
+        finalize=False,
+    )
     files = [str(f) for f in raw.files]
     if len(files) != nb:
         raise ResumeError(f"{nb - len(files)} of {nb} batches are missing", path=raw_dir)
@@ -474,14 +567,39 @@ def _test_to_disk(src, proj, ranges, bsnps, full, calibrate, executor, progress,
         raw.finalize(n_batches=nb, metadata={"lfmm": calib})
         return _result(raw, names)
     meta = params_to_json(calib)
-    ctasks = [_CalTask(f, src_spec, a, b, bsnps, tuple(names), float(proj.df), float(proj.df_full), bool(full),
-                       calibrate, tuple(tuple(sorted(c.items())) for c in consts), fconst, meta,
-                       label=f"SNPs {a}:{b}") for f, (a, b) in zip(files, ranges)]
+    ctasks = [
+        _CalTask(
+            f,
+            src_spec,
+            a,
+            b,
+            bsnps,
+            tuple(names),
+            float(proj.df),
+            float(proj.df_full),
+            bool(full),
+            calibrate,
+            tuple(tuple(sorted(c.items())) for c in consts),
+            fconst,
+            meta,
+            label=f"SNPs {a}:{b}",
+        )
+        for f, (a, b) in zip(files, ranges)
+    ]
     # the second pass is parquet and Polars work that releases the GIL: threads by default
-    sink = run_to_sink(_cal_part, ctasks, out, params, resume=resume, overwrite=overwrite,
-                       executor=executor if executor is not None else "threads", progress=progress,
-                       max_in_flight=None if executor is not None else 2, description="lfmm calibrate",
-                       metadata={"lfmm": calib})
+    sink = run_to_sink(
+        _cal_part,
+        ctasks,
+        out,
+        params,
+        resume=resume,
+        overwrite=overwrite,
+        executor=executor if executor is not None else "threads",
+        progress=progress,
+        max_in_flight=None if executor is not None else 2,
+        description="lfmm calibrate",
+        metadata={"lfmm": calib},
+    )
     shutil.rmtree(raw_dir, ignore_errors=True)
     return _result(sink, names)
 
@@ -490,8 +608,9 @@ def _streamed_calibration(files, t_cols, names, calibrate, proj, full) -> dict:
     """Calibration constants from the T (and F) columns stored in ``files``, memory-flat."""
 
     def column(name):
-        return lambda: (pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False)
-                        .astype(np.float64) for f in files)
+        return lambda: (
+            pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False).astype(np.float64) for f in files
+        )
 
     consts = [cal.streamed_constants(column(c), calibrate) for c in t_cols]
     fconst = cal.streamed_f_gif(column("F"), proj.d, proj.df_full) if full else None

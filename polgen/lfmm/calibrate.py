@@ -44,7 +44,7 @@ def _log_betainc_small(a, b, x):
         ssum = ssum + term
         if np.all(term <= 1e-17 * ssum):
             break
-    return (a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b) + np.log(ssum))
+    return a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b) + np.log(ssum)
 
 
 def t_log10p(t: np.ndarray, df: float) -> tuple[np.ndarray, np.ndarray]:
@@ -126,8 +126,9 @@ def calibration_constants(z: np.ndarray, how: str | None) -> dict:
 
 
 # -- exact order statistics of a streamed column ---------------------------------------------------
-def streamed_order_stat(chunks: Callable[[], Iterable[np.ndarray]], k: int, *, bins: int = 4096,
-                        direct: int = 1 << 20) -> float:
+def streamed_order_stat(
+    chunks: Callable[[], Iterable[np.ndarray]], k: int, *, bins: int = 4096, direct: int = 1 << 20
+) -> float:
     """The k-th smallest (0-based) finite value over ``chunks()`` (called once per pass)."""
     lo, hi, count = np.inf, -np.inf, 0
     for c in chunks():

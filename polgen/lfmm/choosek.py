@@ -36,8 +36,9 @@ def _tw1_table():
         return [qp, s * q + 2.0 * q**3, -q * q, -i2, -q]
 
     grid = np.linspace(s0, -9.0, 3801)
-    sol = integrate.solve_ivp(rhs, (s0, grid[-1]), [ai, aip, q2, xq2, qint], method="DOP853",
-                              t_eval=grid, rtol=1e-13, atol=1e-300)
+    sol = integrate.solve_ivp(
+        rhs, (s0, grid[-1]), [ai, aip, q2, xq2, qint], method="DOP853", t_eval=grid, rtol=1e-13, atol=1e-300
+    )
     s = sol.t[::-1]
     expo = 0.5 * (sol.y[3] + sol.y[4])[::-1]  # F1(s) = exp(-expo)
     log_sf = np.log(-np.expm1(-expo))
@@ -128,9 +129,16 @@ class ChooseKResult:
     def frame(self) -> pl.DataFrame:
         """One row per component: K, EIGENVALUE, VARIANCE_EXPLAINED, TW, P, N_EFF (scree plot)."""
         k = self.eigenvalues.size
-        return pl.DataFrame({"K": np.arange(1, k + 1), "EIGENVALUE": self.eigenvalues,
-                             "VARIANCE_EXPLAINED": self.variance_explained, "TW": self.tw_statistic,
-                             "P": self.p_values, "N_EFF": self.n_eff})
+        return pl.DataFrame(
+            {
+                "K": np.arange(1, k + 1),
+                "EIGENVALUE": self.eigenvalues,
+                "VARIANCE_EXPLAINED": self.variance_explained,
+                "TW": self.tw_statistic,
+                "P": self.p_values,
+                "N_EFF": self.n_eff,
+            }
+        )
 
 
 def choose_k(
@@ -163,8 +171,9 @@ def choose_k(
     if est_rate is not None and est_index is not None:
         raise InputError("give at most one of est_rate, est_index")
     if est_index is not None:
-        src = open_source(bed, snps=np.unique(np.asarray(est_index, dtype=np.int64)), scale=scale,
-                          block_snps=batch_snps)
+        src = open_source(
+            bed, snps=np.unique(np.asarray(est_index, dtype=np.int64)), scale=scale, block_snps=batch_snps
+        )
     elif est_rate is not None:
         if isinstance(bed, np.ndarray):
             src = open_source(bed, snps=thin_index(bed.shape[1], est_rate), scale=scale, block_snps=batch_snps)

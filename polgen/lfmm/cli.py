@@ -59,8 +59,7 @@ def read_covariates(path: str | Path) -> pl.DataFrame:
             names = lines[0] if header else [f"X{j + 1}" for j in range(len(lines[0]))]
             body = lines[1:] if header else lines
             df = pl.DataFrame([list(r) for r in zip(*body)] if body else [], schema=names, orient="col")
-            return df.with_columns(pl.col(c).cast(pl.Float64, strict=False) for c in names
-                                   if c not in ("FID", "IID"))
+            return df.with_columns(pl.col(c).cast(pl.Float64, strict=False) for c in names if c not in ("FID", "IID"))
         df = pl.read_csv(path, separator=sep, has_header=header, infer_schema_length=10000)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read covariates: {exc}", path=path) from None
@@ -70,8 +69,12 @@ def read_covariates(path: str | Path) -> pl.DataFrame:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("lfmm", help="LFMM2 gene-environment association on a PLINK .bed",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "lfmm",
+        help="LFMM2 gene-environment association on a PLINK .bed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--bed", required=True, help="PLINK .bed (with .bim/.fam beside it)")
     p.add_argument("--covariates", required=True, help="covariates: IID [+FID] + numeric columns")
     p.add_argument("-K", type=positive_int, help="number of latent factors")
@@ -90,8 +93,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     p.add_argument("--executor", default=None, help="None, threads, processes, dask or tcp://...")
-    p.add_argument("--choose-k", type=positive_int, metavar="KMAX",
-                   help="instead of testing: print the top KMAX eigenvalues and Tracy-Widom tests")
+    p.add_argument(
+        "--choose-k",
+        type=positive_int,
+        metavar="KMAX",
+        help="instead of testing: print the top KMAX eigenvalues and Tracy-Widom tests",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=run)
 
@@ -100,8 +107,7 @@ def run(args) -> int:
     from polgen.lfmm import choose_k, fit, load_model, test
 
     if args.choose_k:
-        res = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed,
-                       progress=args.progress)
+        res = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed, progress=args.progress)
         print(res.frame())
         print(f"suggested K (Tracy-Widom, alpha=0.05): {res.suggested_k()}")
         return 0
@@ -114,8 +120,9 @@ def run(args) -> int:
     out = Path(args.out)
     if (out / MANIFEST).exists() and not (args.resume or args.overwrite):
         # refuse before fitting: the fit would replace the saved model of the previous run
-        raise OutputExistsError("--out holds a previous run; pass --resume to continue it or "
-                                "--overwrite to replace it", path=out)
+        raise OutputExistsError(
+            "--out holds a previous run; pass --resume to continue it or --overwrite to replace it", path=out
+        )
     env = read_covariates(args.covariates)
     make_output_dir(out)
     model_path = out / "lfmm_model.npz"
@@ -124,13 +131,34 @@ def run(args) -> int:
         if model.K != args.K:
             raise InputError(f"the saved model has K={model.K}, not {args.K}", path=model_path)
     else:
-        model = fit(env, args.bed, args.K, lam=args.lam, est_rate=args.est_rate, est_bed=args.est_bed,
-                    power_iter=args.power_iter, oversampling=args.oversampling, seed=args.seed,
-                    scale=args.scale, dlambda=args.dlambda, progress=args.progress)
+        model = fit(
+            env,
+            args.bed,
+            args.K,
+            lam=args.lam,
+            est_rate=args.est_rate,
+            est_bed=args.est_bed,
+            power_iter=args.power_iter,
+            oversampling=args.oversampling,
+            seed=args.seed,
+            scale=args.scale,
+            dlambda=args.dlambda,
+            progress=args.progress,
+        )
         model.save(model_path)
     calibrate = None if args.calibrate == "none" else args.calibrate
-    res = test(model, args.bed, env, calibrate=calibrate, full=args.full, out=out, resume=args.resume,
-               overwrite=args.overwrite, executor=args.executor, progress=args.progress)
+    res = test(
+        model,
+        args.bed,
+        env,
+        calibrate=calibrate,
+        full=args.full,
+        out=out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        executor=args.executor,
+        progress=args.progress,
+    )
     n = res.frame.select(pl.len()).collect().item()
     print(f"lfmm: {n} SNPs tested, K={model.K}; results in {out}")
     for v, g in res.gif.items():

@@ -13,8 +13,9 @@ from polgen.errors import InputError, SchemaError
 ID_COLUMNS = ("FID", "IID")
 
 
-def covariate_matrix(X, sample_ids: Sequence[str] | None, n_samples: int,
-                     fids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def covariate_matrix(
+    X, sample_ids: Sequence[str] | None, n_samples: int, fids: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Return ``(X as (n, d) float64 C-ordered in genotype-sample order, variable names)``.
 
     A frame with an ``IID`` column (and ``FID`` if the .fam's FIDs should be matched too) is
@@ -57,19 +58,25 @@ def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarr
             right = right.with_columns(pl.col("FID").cast(pl.String))
         dup = right.group_by(keys).len().filter(pl.col("len") > 1)
         if dup.height:
-            raise InputError(f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}",
-                             column="IID")
+            raise InputError(
+                f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}", column="IID"
+            )
         joined = left.join(right.select(keys + value_cols), on=keys, how="left").sort("__row")
         present = set(map(tuple, right.select(keys).rows()))
         absent = [r for r in left.select(keys).rows() if tuple(r) not in present]
         if absent:
             shown = ", ".join("/".join(map(str, a)) for a in absent[:5])
-            raise InputError(f"{len(absent)} genotype samples have no row in the covariate frame "
-                             f"(ids {shown}{', ...' if len(absent) > 5 else ''})", column="IID")
+            raise InputError(
+                f"{len(absent)} genotype samples have no row in the covariate frame "
+                f"(ids {shown}{', ...' if len(absent) > 5 else ''})",
+                column="IID",
+            )
         df = joined
     elif df.height != n_samples:
-        raise InputError(f"covariate frame has {df.height} rows but the genotypes have {n_samples} samples; "
-                         "add an IID column to align them by id")
+        raise InputError(
+            f"covariate frame has {df.height} rows but the genotypes have {n_samples} samples; "
+            "add an IID column to align them by id"
+        )
     arr = df.select([pl.col(c).cast(pl.Float64) for c in value_cols]).to_numpy()
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     _check_finite(arr, value_cols)
@@ -80,5 +87,6 @@ def _check_finite(arr: np.ndarray, names: list[str]) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise InputError(f"covariates contain missing or non-finite values ({int(bad.sum())} cells)",
-                         column=names[c], row=int(r))
+        raise InputError(
+            f"covariates contain missing or non-finite values ({int(bad.sum())} cells)", column=names[c], row=int(r)
+        )

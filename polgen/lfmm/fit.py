@@ -60,8 +60,9 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         sd = Xc.std(axis=0)
     huge = np.flatnonzero(~np.isfinite(sd))
     if huge.size:
-        raise InputError("covariate values are too large to square in float64 (rescale them)",
-                         column=names[int(huge[0])])
+        raise InputError(
+            "covariate values are too large to square in float64 (rescale them)", column=names[int(huge[0])]
+        )
     flat = np.flatnonzero(sd <= 1e-12 * (1.0 + np.abs(X).max(axis=0)))
     if flat.size:
         raise InputError("covariate has no variance across samples", column=names[int(flat[0])])
@@ -71,8 +72,9 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(Qd), sx
 
 
-def _gram_pass(source, G: np.ndarray | None, bar, threads: int = 0, block_snps: int | None = None,
-               want_trace: bool = False):
+def _gram_pass(
+    source, G: np.ndarray | None, bar, threads: int = 0, block_snps: int | None = None, want_trace: bool = False
+):
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
     thread).  With ``want_trace`` also returns ``trace(Yc Yc')``."""
@@ -118,8 +120,7 @@ def _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps):
         if not (0 < est_rate <= 1):
             raise InputError(f"est_rate must be in (0, 1], got {est_rate}")
         if isinstance(bed, np.ndarray):
-            return open_source(bed, snps=thin_index(bed.shape[1], est_rate), scale=scale,
-                               block_snps=batch_snps)
+            return open_source(bed, snps=thin_index(bed.shape[1], est_rate), scale=scale, block_snps=batch_snps)
         return open_source(bed, thin=est_rate, scale=scale, block_snps=batch_snps)
     return open_source(bed, scale=scale, block_snps=batch_snps)
 
@@ -206,16 +207,47 @@ def fit(
                     G, _ = np.linalg.qr(M(acc))
     with single_threaded_blas():
         U1, sigma, U, eig = _krylov_nystrom(np.hstack(basis), np.hstack(accs), M, Minv, K)
-    params = {"K": K, "lam": float(lam), "dlambda": dlambda, "scale": scale, "power_iter": int(power_iter),
-              "oversampling": int(oversampling), "seed": int(seed), "n_est_snps": int(src.n_snps),
-              "est": ("est_bed" if est_bed is not None else "est_index" if est_index is not None
-                      else f"est_rate={est_rate}" if est_rate is not None else "all"),
-              "bed": genotypes_path(bed),
-              "eigenvalues": [float(e) for e in eig[:ell]]}
-    log.info("lfmm fit: n=%d d=%d K=%d on %d SNPs; singular values %s", n, d, K, src.n_snps,
-             np.array2string(sigma, precision=4))
-    return LfmmModel(U=U, singular_values=sigma, U1=U1, d_lambda=dl, Q_d=Qd, sigma_x=sx, X=Xm,
-                     x_names=names, sample_ids=src.sample_ids, params=params)
+    params = {
+        "K": K,
+        "lam": float(lam),
+        "dlambda": dlambda,
+        "scale": scale,
+        "power_iter": int(power_iter),
+        "oversampling": int(oversampling),
+        "seed": int(seed),
+        "n_est_snps": int(src.n_snps),
+        "est": (
+            "est_bed"
+            if est_bed is not None
+            else "est_index"
+            if est_index is not None
+            else f"est_rate={est_rate}"
+            if est_rate is not None
+            else "all"
+        ),
+        "bed": genotypes_path(bed),
+        "eigenvalues": [float(e) for e in eig[:ell]],
+    }
+    log.info(
+        "lfmm fit: n=%d d=%d K=%d on %d SNPs; singular values %s",
+        n,
+        d,
+        K,
+        src.n_snps,
+        np.array2string(sigma, precision=4),
+    )
+    return LfmmModel(
+        U=U,
+        singular_values=sigma,
+        U1=U1,
+        d_lambda=dl,
+        Q_d=Qd,
+        sigma_x=sx,
+        X=Xm,
+        x_names=names,
+        sample_ids=src.sample_ids,
+        params=params,
+    )
 
 
 def _krylov_nystrom(Gk, acck, M, Minv, K):

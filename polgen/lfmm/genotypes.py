@@ -51,15 +51,21 @@ def default_threads() -> int:
 class ArraySource:
     """An in-memory dosage matrix viewed as a genotype source (tests, small data)."""
 
-    def __init__(self, Y: np.ndarray, *, snps: np.ndarray | None = None, scale: str = "center",
-                 block_snps: int | None = None, sample_ids: Sequence[str] | None = None,
-                 bim: pl.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        Y: np.ndarray,
+        *,
+        snps: np.ndarray | None = None,
+        scale: str = "center",
+        block_snps: int | None = None,
+        sample_ids: Sequence[str] | None = None,
+        bim: pl.DataFrame | None = None,
+    ) -> None:
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim != 2:
             raise InputError(f"genotype matrix must be 2-D (samples x SNPs), got shape {Y.shape}")
         self._Y = Y
-        self.snp_index = (np.arange(Y.shape[1], dtype=np.int64) if snps is None
-                          else np.asarray(snps, dtype=np.int64))
+        self.snp_index = np.arange(Y.shape[1], dtype=np.int64) if snps is None else np.asarray(snps, dtype=np.int64)
         self.n_samples = Y.shape[0]
         self.n_snps = int(self.snp_index.size)
         self.scale = scale
@@ -78,14 +84,20 @@ class ArraySource:
         if self._bim is not None:
             return self._bim[idx.tolist()]
         k = idx.size
-        return pl.DataFrame({
-            "CHR": pl.repeat("0", k, eager=True), "SNP": "snp" + pl.Series(idx).cast(pl.String),
-            "CM": np.zeros(k), "BP": pl.Series(idx + 1, dtype=pl.Int64),
-            "A1": pl.repeat("A", k, eager=True), "A2": pl.repeat("B", k, eager=True),
-        })
+        return pl.DataFrame(
+            {
+                "CHR": pl.repeat("0", k, eager=True),
+                "SNP": "snp" + pl.Series(idx).cast(pl.String),
+                "CM": np.zeros(k),
+                "BP": pl.Series(idx + 1, dtype=pl.Int64),
+                "A1": pl.repeat("A", k, eager=True),
+                "A2": pl.repeat("B", k, eager=True),
+            }
+        )
 
-    def blocks(self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None,
-               parallel: bool | None = None) -> Iterator[BedBlock]:
+    def blocks(
+        self, start: int = 0, stop: int | None = None, *, block_snps: int | None = None, parallel: bool | None = None
+    ) -> Iterator[BedBlock]:
         """Blocks of selected SNPs ``start:stop``, centred (and scaled) like a .bed's."""
         stop = self.n_snps if stop is None else stop
         code = 1 if self.scale == "eigenstrat" else 0
@@ -131,9 +143,15 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
             return obj
         if snps is None and not obj.contiguous:  # keep the stream's own selection
             snps = obj.snp_index
-        return BedStream(obj.bed_path, snps=None if snps is None else np.unique(np.asarray(snps, dtype=np.int64)),
-                         samples=obj.sample_index, thin=thin, scale=scale, count_a1=obj.count_a1,
-                         block_snps=block_snps or None)
+        return BedStream(
+            obj.bed_path,
+            snps=None if snps is None else np.unique(np.asarray(snps, dtype=np.int64)),
+            samples=obj.sample_index,
+            thin=thin,
+            scale=scale,
+            count_a1=obj.count_a1,
+            block_snps=block_snps or None,
+        )
     if isinstance(obj, ArraySource):
         if snps is None and thin is None and scale == obj.scale:
             return obj
@@ -153,8 +171,13 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
 def source_spec(src: Source):
     """What a task ships to a worker: the path of a .bed read whole as its defaults read it
     (reopened, and cached, there), else the source itself (a stream pickles as paths + options)."""
-    if (isinstance(src, BedStream) and src.contiguous and src.sample_index is None and src.count_a1
-            and src.scale == "center"):
+    if (
+        isinstance(src, BedStream)
+        and src.contiguous
+        and src.sample_index is None
+        and src.count_a1
+        and src.scale == "center"
+    ):
         return str(src.bed_path)
     return src
 

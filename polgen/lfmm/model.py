@@ -72,14 +72,21 @@ class LfmmModel:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` (.npz) atomically; returns the path."""
         path = Path(path)
-        meta = {"format": FORMAT, "x_names": self.x_names, "sample_ids": self.sample_ids,
-                "params": self.params}
+        meta = {"format": FORMAT, "x_names": self.x_names, "sample_ids": self.sample_ids, "params": self.params}
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             with open(tmp, "wb") as fh:
-                np.savez(fh, U=self.U, singular_values=self.singular_values, U1=self.U1,
-                         d_lambda=self.d_lambda, Q_d=self.Q_d, sigma_x=self.sigma_x, X=self.X,
-                         meta=np.array(json.dumps(meta)))
+                np.savez(
+                    fh,
+                    U=self.U,
+                    singular_values=self.singular_values,
+                    U1=self.U1,
+                    d_lambda=self.d_lambda,
+                    Q_d=self.Q_d,
+                    sigma_x=self.sigma_x,
+                    X=self.X,
+                    meta=np.array(json.dumps(meta)),
+                )
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -102,8 +109,12 @@ class LfmmModel:
             raise InputError("not a polgen LFMM model file (no metadata)", path=path) from exc
         if meta.get("format") != FORMAT:
             raise InputError(f"unsupported LFMM model format {meta.get('format')!r}", path=path)
-        return cls(x_names=list(meta["x_names"]), sample_ids=meta["sample_ids"], params=meta["params"],
-                   **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        return cls(
+            x_names=list(meta["x_names"]),
+            sample_ids=meta["sample_ids"],
+            params=meta["params"],
+            **{k: np.ascontiguousarray(v) for k, v in arrays.items()},
+        )
 
 
 def load_model(path: str | os.PathLike) -> LfmmModel:
