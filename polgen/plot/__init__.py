@@ -17,8 +17,8 @@ from __future__ import annotations
 from polgen.plot._mpl import Canvas, MissingExtraError, PlotResult
 from polgen.plot.figures import scree, spatial, transitions
 from polgen.plot.gwas import manhattan, qq
+from polgen.plot.html_report import demo_report, report, report_html
 from polgen.plot.path import path_diagram
-from polgen.plot.report import demo_report, report, report_html
 from polgen.plot.source import GwasSource, gwas_source
 
 __all__ = [

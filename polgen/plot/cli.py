@@ -183,7 +183,7 @@ def cmd_spatial(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from polgen.plot.report import report
+    from polgen.plot.html_report import report
 
     path = report(a.results_dir, a.out, title=a.title, pictures=not a.no_pictures, max_series=a.max_series)
     print(f"wrote {path}")
