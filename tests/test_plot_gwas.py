@@ -296,3 +296,22 @@ def test_thinning_one_million_snps_is_fast_and_bounded(tmp_path):
     assert r.info["n_drawn"] <= 300 + w * h // 4 and r.info["n_drawn"] < 100_000
     assert q.info["n_drawn"] < 5_000
     assert t_m < 30 and t_q < 30, (t_m, t_q)  # ~3 s and ~1.5 s on the 2-core CI machine
+
+
+def test_thinned_pictures_look_like_the_full_ones(tmp_path):
+    """Image comparison (matplotlib's testing utilities): the thinned picture differs from the
+    one drawing every SNP only by sub-pixel marker positions on the bulk's edge, while a picture
+    of other data is far off."""
+    from matplotlib.testing.compare import compare_images
+
+    df = _gwas(60000, seed=2)
+    thin = manhattan(df, tmp_path / "thin.png")
+    full = manhattan(df, tmp_path / "full.png", thin=False)
+    assert thin.info["n_drawn"] < 0.5 * full.info["n_drawn"] == 30000
+    assert compare_images(str(tmp_path / "full.png"), str(tmp_path / "thin.png"), tol=4) is None
+    qq(df, tmp_path / "qthin.png")
+    qq(df, tmp_path / "qfull.png", thin=False)
+    assert compare_images(str(tmp_path / "qfull.png"), str(tmp_path / "qthin.png"), tol=4) is None
+    manhattan(df.with_columns(pl.col("P") ** 1.2), tmp_path / "other.png")
+    other = compare_images(str(tmp_path / "full.png"), str(tmp_path / "other.png"), tol=4, in_decorator=True)
+    assert other is not None and other["rms"] > 8

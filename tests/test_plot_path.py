@@ -126,3 +126,18 @@ def test_a_real_usermodel_fit(tmp_path):
     # a model without a fit: the parsed table (fixed values on the fixed arrows)
     tab = parse_model("F1 =~ A + B + C\nF1 ~ SNP", observed=["A", "B", "C", "SNP"])
     assert ("F1", "~", "SNP") in {(a, o, b) for a, o, b, _, _ in _params_of(path_diagram(tab, engine="svg"))}
+
+
+def test_pictures_without_matplotlib_raise_a_typed_error_naming_the_extra(monkeypatch):
+    import sys
+
+    from polgen.plot import MissingExtraError, manhattan
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    df = pl.DataFrame({"CHR": ["1", "2"], "BP": [1, 2], "P": [0.5, 0.1]})
+    with pytest.raises(MissingExtraError, match=r"polgen\[plot\]") as err:
+        manhattan(df)
+    assert err.value.context["extra"] == "plot" and isinstance(err.value, ImportError)
+    assert 'class="param"' in path_diagram(_params(), engine="svg")  # SVG needs no matplotlib

@@ -84,6 +84,7 @@ def manhattan(
     canvas: Canvas = MANHATTAN_CANVAS,
     colors: tuple[str, str] = COLORS,
     point_px: float = 3.0,
+    thin: bool = True,
 ) -> PlotResult:
     """Manhattan plot of a per-SNP result; ``out`` (.png, .svg, .pdf) writes it.
 
@@ -100,6 +101,8 @@ def manhattan(
     Chromosomes: ``1..n``, ``X``, ``Y``, ``XY``, ``MT`` (``chr`` prefix ignored); other names raise
     :class:`~polgen.errors.InputError` unless ``unknown_chrom="last"`` or ``"drop"``.  P values
     outside [0, 1] raise :class:`~polgen.errors.InputError`; missing ones are not drawn.
+
+    ``thin=False`` draws every SNP (small data, or to compare: the pictures are the same).
 
     Returns a :class:`~polgen.plot.PlotResult`: ``figure``, ``points`` (the drawn points: ``code,
     bp, x, y, snp, kept``) and ``info`` (``n_total``, ``n_drawn``, ``n_tail``, ``chromosomes``).
@@ -121,7 +124,7 @@ def manhattan(
         ),
     )
     lay = layout(src, keep_y=max(keep_y, thr_y), unknown_chrom=unknown_chrom)
-    pts = thin_manhattan(src, lay, canvas.axes_px, keep_y=keep_y, highlight=highlight)
+    pts = thin_manhattan(src, lay, canvas.axes_px, keep_y=keep_y if thin else -1.0, highlight=highlight)
     fig, ax = canvas.figure()
     size = _size(canvas, point_px)
     normal = pts.filter(pl.col("kept") != "highlight")
@@ -209,6 +212,7 @@ def qq(
     title: str | None = None,
     canvas: Canvas = QQ_CANVAS,
     point_px: float = 3.0,
+    thin: bool = True,
 ) -> PlotResult:
     """QQ plot of the P values of a per-SNP result (the same inputs as :func:`manhattan`).
 
@@ -217,6 +221,7 @@ def qq(
     chi-square(1) of the P values / 0.4549) in the corner and in ``info["lambda_gc"]``.  Points at or
     above -log10(``threshold``) are all drawn, below one per occupied pixel.  Chromosome and
     position are not needed: a table of P values alone is enough when ``p_col`` names it.
+    ``thin=False`` draws every point.
     """
     if not (0 < level < 1):
         raise InputError(f"level must be in (0, 1), got {level!r}")
@@ -236,7 +241,7 @@ def qq(
             need_position=False,
         ),
     )
-    d = thin_qq(src, canvas.axes_px, keep_y=keep_y, level=level)
+    d = thin_qq(src, canvas.axes_px, keep_y=keep_y if thin else -1.0, level=level)
     fig, ax = canvas.figure()
     b = d.band
     ax.fill_between(
