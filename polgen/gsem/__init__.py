@@ -6,12 +6,13 @@ Pipeline: :func:`munge` -> :func:`ldsc` (a :class:`CovStruc` with S, V, I) -> :f
 """
 
 from polgen.gsem.covstruc import CovStruc, as_covstruc
+from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 from polgen.gsem.ldsc import ldsc, ldsc_table
 from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech_reverse
-from polgen.gsem.ram import CompiledModel, compile_model
-from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel, write_model
+from polgen.gsem.model_writer import write_model
 from polgen.gsem.munge import munge
+from polgen.gsem.ram import CompiledModel, compile_model
 from polgen.gsem.sem import SemFit, fit_sem, sandwich
 from polgen.gsem.sumstats import sumstats
 from polgen.gsem.syntax import ParTable, parse_model

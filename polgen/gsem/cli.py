@@ -62,8 +62,12 @@ def _select(text: str):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("gsem", help="Genomic SEM: munge, ldsc, sumstats (and GWAS)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "gsem",
+        help="Genomic SEM: munge, ldsc, sumstats (and GWAS)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="gsem_command", metavar="COMMAND")
     sub.required = True
 
@@ -95,8 +99,9 @@ def add_parser(subparsers) -> None:
     ld.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ld.set_defaults(func=run_ldsc)
 
-    s = sub.add_parser("sumstats", help="standardise summary statistics for GWAS-by-subtraction "
-                                        "/ userGWAS (R sumstats)")
+    s = sub.add_parser(
+        "sumstats", help="standardise summary statistics for GWAS-by-subtraction / userGWAS (R sumstats)"
+    )
     s.add_argument("--files", nargs="+", required=True)
     s.add_argument("--ref", required=True, help="reference panel: SNP CHR BP MAF A1 A2")
     s.add_argument("--trait-names", nargs="+")
@@ -154,9 +159,16 @@ def run_munge(args) -> int:
         raise OutputExistsError("--out already holds munged files; pass --overwrite to replace them", path=out)
 
     N = _one_per_file(args.N, len(args.files), "N")
-    res, drops = munge(args.files, args.hm3, trait_names=args.trait_names, N=N,
-                       info_filter=args.info_filter, maf_filter=args.maf_filter, out=args.out,
-                       write_text=args.text)
+    res, drops = munge(
+        args.files,
+        args.hm3,
+        trait_names=args.trait_names,
+        N=N,
+        info_filter=args.info_filter,
+        maf_filter=args.maf_filter,
+        out=args.out,
+        write_text=args.text,
+    )
     for name in res:
         kept = drops.filter((drops["trait"] == name) & (drops["reason"] == "output_rows"))["n_remaining"][0]
         print(f"munge: {name}: {kept} SNPs written to {args.out}")
@@ -171,11 +183,19 @@ def run_ldsc(args) -> int:
 
     _check_out_file(args.out, args.overwrite)
     n = len(args.traits)
-    res = ldsc(args.traits, args.ld, wld=args.wld, trait_names=args.trait_names,
-               sample_prev=_one_per_file(args.sample_prev, n, "sample-prev"),
-               population_prev=_one_per_file(args.population_prev, n, "population-prev"),
-               n_blocks=args.n_blocks, chisq_max=args.chisq_max, stand=args.stand,
-               select=args.select, chr=args.chr)
+    res = ldsc(
+        args.traits,
+        args.ld,
+        wld=args.wld,
+        trait_names=args.trait_names,
+        sample_prev=_one_per_file(args.sample_prev, n, "sample-prev"),
+        population_prev=_one_per_file(args.population_prev, n, "population-prev"),
+        n_blocks=args.n_blocks,
+        chisq_max=args.chisq_max,
+        stand=args.stand,
+        select=args.select,
+        chr=args.chr,
+    )
     res.save(args.out)
     print(ldsc_table(res))
     print(f"ldsc: S, V, I for {res.trait_names} written to {args.out}")
@@ -187,12 +207,22 @@ def run_sumstats(args) -> int:
 
     _check_out_file(args.out, args.overwrite)
     n = len(args.files)
-    lf = sumstats(args.files, args.ref, trait_names=args.trait_names,
-                  se_logit=_one_per_file(args.se_logit, n, "se-logit"),
-                  OLS=_one_per_file(args.ols, n, "ols"), linprob=_one_per_file(args.linprob, n, "linprob"),
-                  N=_one_per_file(args.N, n, "N"), betas=_one_per_file(args.betas, n, "betas"),
-                  info_filter=args.info_filter, maf_filter=args.maf_filter, keep_indel=args.keep_indel,
-                  parallel=args.parallel, ambig=args.ambig, out=args.out)
+    lf = sumstats(
+        args.files,
+        args.ref,
+        trait_names=args.trait_names,
+        se_logit=_one_per_file(args.se_logit, n, "se-logit"),
+        OLS=_one_per_file(args.ols, n, "ols"),
+        linprob=_one_per_file(args.linprob, n, "linprob"),
+        N=_one_per_file(args.N, n, "N"),
+        betas=_one_per_file(args.betas, n, "betas"),
+        info_filter=args.info_filter,
+        maf_filter=args.maf_filter,
+        keep_indel=args.keep_indel,
+        parallel=args.parallel,
+        ambig=args.ambig,
+        out=args.out,
+    )
     rows = lf.select("SNP").collect().height
     print(f"sumstats: {rows} SNPs x {n} traits written to {args.out}")
     return 0

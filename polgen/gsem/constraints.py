@@ -154,12 +154,12 @@ def build_reparam(cm: CompiledModel) -> Reparam:
         zu[g] = min(zu[g], hi_z)
         if zl[g] > zu[g]:
             raise ModelError("lower bound above upper bound for a parameter")
-    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear,
-                   inequal=inequal)
+    return Reparam(M=M, offset=offset, z_lower=zl, z_upper=zu, n_eq=n_eq, nonlinear=nonlinear, inequal=inequal)
 
 
 def _linearise(fun, n: int):
     """Gradient (complex step), value at 0, and whether ``fun`` is affine in theta."""
+
     def grad_at(x):
         g = np.zeros(n)
         h = 1e-30
@@ -168,6 +168,7 @@ def _linearise(fun, n: int):
             xc[k] += 1j * h
             g[k] = complex(fun(xc)).imag / h
         return g
+
     x0 = np.zeros(n)
     try:
         r0 = float(np.real(fun(x0.astype(complex))))
@@ -223,16 +224,22 @@ def _check_constraints(pt: ParTable) -> None:
         txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
         for nm in c.lhs.names + c.rhs.names:
             if nm not in labels:
-                raise ModelError(f"constraint '{txt}' uses {nm!r}, which labels no parameter of the "
-                                 "model (user_gwas constraints must name parameter labels)", row=c.line)
+                raise ModelError(
+                    f"constraint '{txt}' uses {nm!r}, which labels no parameter of the "
+                    "model (user_gwas constraints must name parameter labels)",
+                    row=c.line,
+                )
         if c.op == "==":
             a, b = _single_name(c.lhs), _single_name(c.rhs)
             if a is not None and (b is not None or _const_value(c.rhs) is not None):
                 continue
             if b is not None and _const_value(c.lhs) is not None:
                 continue
-        raise ModelError(f"constraint '{txt}' is not supported by user_gwas: use 'label == label', "
-                         "'label == number', or bounds 'label > number' / 'label < number'", row=c.line)
+        raise ModelError(
+            f"constraint '{txt}' is not supported by user_gwas: use 'label == label', "
+            "'label == number', or bounds 'label > number' / 'label < number'",
+            row=c.line,
+        )
 
 
 def number_parameters(pt: ParTable) -> Numbering:
@@ -246,8 +253,9 @@ def number_parameters(pt: ParTable) -> Numbering:
     def fix(g: str, v: float) -> None:
         old = fixed_at.setdefault(g, v)
         if abs(old - v) > 1e-12 * (1.0 + abs(v)):
-            raise ModelError(f"the constraints on label {g!r} (and the labels tied to it) ask for "
-                             f"two values, {old!r} and {v!r}")
+            raise ModelError(
+                f"the constraints on label {g!r} (and the labels tied to it) ask for two values, {old!r} and {v!r}"
+            )
 
     for r in pt.rows:
         if r.label and not r.free > 0:
@@ -256,10 +264,15 @@ def number_parameters(pt: ParTable) -> Numbering:
         if c.op != "==":
             continue
         a, b = _single_name(c.lhs), _single_name(c.rhs)
+        # label == number: _check_constraints accepted it, so the number side has a value
         if a is not None and b is None:
-            fix(group[a], _const_value(c.rhs))
+            va = _const_value(c.rhs)
+            if va is not None:
+                fix(group[a], va)
         elif b is not None and a is None:
-            fix(group[b], _const_value(c.lhs))
+            vb = _const_value(c.lhs)
+            if vb is not None:
+                fix(group[b], vb)
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     for r in pt.rows:
@@ -275,20 +288,20 @@ def number_parameters(pt: ParTable) -> Numbering:
     nums: dict[str, int] = {}
     n = 0
     for i, r in enumerate(pt.rows):
-        g = group.get(r.label) if r.label else None
+        rg = group.get(r.label) if r.label else None  # the row's label group, None: unlabelled
         free = r.free > 0
-        if g is not None and g in fixed_at:
-            free, value[i] = False, fixed_at[g]
+        if rg is not None and rg in fixed_at:
+            free, value[i] = False, fixed_at[rg]
         if not free:
             continue
-        if g is not None:
-            lower[i], upper[i] = lo[g], hi[g]
+        if rg is not None:
+            lower[i], upper[i] = lo[rg], hi[rg]
             if lower[i] > upper[i]:
                 raise ModelError(f"the bounds of parameter label {r.label!r} exclude every value")
-            if g not in nums:
-                nums[g] = n
+            if rg not in nums:
+                nums[rg] = n
                 n += 1
-            par[i] = nums[g]
+            par[i] = nums[rg]
         else:
             par[i] = n
             n += 1

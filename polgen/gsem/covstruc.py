@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class CovStruc:
 
     # -- coercion and serialisation ------------------------------------------------------
     @classmethod
-    def from_mapping(cls, obj: Mapping[str, Any]) -> "CovStruc":
+    def from_mapping(cls, obj: Mapping[str, Any]) -> CovStruc:
         vals: dict[str, Any] = {}
         for key, names in _ALIASES.items():
             for nm in names:
@@ -97,13 +98,23 @@ class CovStruc:
         if isinstance(m, (list, tuple, np.ndarray)):
             m = float(np.asarray(m).reshape(-1)[0])
         return cls(
-            S=vals["S"], V=vals["V"], I=vals.get("I"), trait_names=vals.get("trait_names") or [],
-            N=vals.get("N"), m=m, S_Stand=vals.get("S_Stand"), V_Stand=vals.get("V_Stand"),
+            S=vals["S"],
+            V=vals["V"],
+            I=vals.get("I"),  # type: ignore[arg-type]  # I absent: None, which __post_init__ makes the identity
+            trait_names=vals.get("trait_names") or [],
+            N=vals.get("N"),
+            m=m,
+            S_Stand=vals.get("S_Stand"),
+            V_Stand=vals.get("V_Stand"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"S": self.S.tolist(), "V": self.V.tolist(), "I": self.I.tolist(),
-                               "trait_names": list(self.trait_names)}
+        out: dict[str, Any] = {
+            "S": self.S.tolist(),
+            "V": self.V.tolist(),
+            "I": self.I.tolist(),
+            "trait_names": list(self.trait_names),
+        }
         if self.N is not None:
             out["N"] = self.N.tolist()
         if self.m is not None:
@@ -131,7 +142,7 @@ class CovStruc:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CovStruc":
+    def load(cls, path: str | os.PathLike) -> CovStruc:
         path = Path(path)
         if not path.exists():
             raise InputError("covstruc file not found", path=path)
@@ -165,8 +176,10 @@ def as_covstruc(obj: Any, trait_names: Sequence[str] | None = None) -> CovStruc:
     elif hasattr(obj, "S") and hasattr(obj, "V"):
         cs = CovStruc.from_mapping({k: getattr(obj, k) for k in dir(obj) if not k.startswith("_")})
     else:
-        raise InputError(f"cannot use {type(obj).__name__} as a covariance structure; pass the "
-                         "object ldsc() returns or a mapping with S, V, I and trait_names")
+        raise InputError(
+            f"cannot use {type(obj).__name__} as a covariance structure; pass the "
+            "object ldsc() returns or a mapping with S, V, I and trait_names"
+        )
     if trait_names is not None:
         if len(trait_names) != cs.k:
             raise InputError(f"{len(trait_names)} trait names for a {cs.k}-trait covstruc")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ast
 import cmath
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ def syntax_error(message: str, *, row: int | None = None, col: int | None = None
     err = ModelSyntaxError(message + where, line=row, col=col)
     err.line, err.col = row, col
     return err
+
 
 # --------------------------------------------------------------------------------------------
 # safe arithmetic expressions (for := and constraints)
@@ -68,7 +70,7 @@ class Expr:
     FUNCTIONS = tuple(sorted(_FUNCS))
 
     @classmethod
-    def parse(cls, text: str, *, line: int | None = None, col: int | None = None) -> "Expr":
+    def parse(cls, text: str, *, line: int | None = None, col: int | None = None) -> Expr:
         src = text.strip().replace("^", "**")
         if not src:
             raise syntax_error("empty expression", row=line, col=col)
@@ -77,8 +79,7 @@ class Expr:
         except SyntaxError as exc:
             if col is not None and exc.offset:
                 col = col + max(exc.offset - 1, 0)
-            raise syntax_error(f"cannot parse expression {text.strip()!r}: {exc.msg}",
-                                row=line, col=col) from None
+            raise syntax_error(f"cannot parse expression {text.strip()!r}: {exc.msg}", row=line, col=col) from None
         names: list[str] = []
 
         def check(node):
@@ -93,20 +94,28 @@ class Expr:
                 check(node.operand)
             elif isinstance(node, ast.Constant):
                 if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
-                    raise syntax_error(f"only numbers allowed as constants in {text.strip()!r}",
-                                           row=line, col=col)
+                    raise syntax_error(f"only numbers allowed as constants in {text.strip()!r}", row=line, col=col)
             elif isinstance(node, ast.Name):
                 if node.id not in names:
                     names.append(node.id)
             elif isinstance(node, ast.Attribute):
                 # R names may contain dots (a.b): rebuild the dotted name
-                raise syntax_error(f"dotted names are not supported in expressions: {text.strip()!r}",
-                                       row=line, col=col)
+                raise syntax_error(
+                    f"dotted names are not supported in expressions: {text.strip()!r}", row=line, col=col
+                )
             elif isinstance(node, ast.Call):
-                if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCS or node.keywords \
-                        or len(node.args) != 1:
-                    raise syntax_error(f"unknown function call in {text.strip()!r}; allowed: "
-                                           f"{', '.join(sorted(_FUNCS))} (one argument)", row=line, col=col)
+                if (
+                    not isinstance(node.func, ast.Name)
+                    or node.func.id not in _FUNCS
+                    or node.keywords
+                    or len(node.args) != 1
+                ):
+                    raise syntax_error(
+                        f"unknown function call in {text.strip()!r}; allowed: "
+                        f"{', '.join(sorted(_FUNCS))} (one argument)",
+                        row=line,
+                        col=col,
+                    )
                 check(node.args[0])
             else:
                 raise syntax_error(f"not allowed in an expression: {text.strip()!r}", row=line, col=col)
@@ -145,9 +154,12 @@ class Expr:
                 if isinstance(op, ast.Div):
                     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
                         return a / b
-                    return a / b if b != 0 else (math.copysign(math.inf, a.real if isinstance(a, complex) else a)
-                                                 if a != 0 else math.nan)
-                return a ** b
+                    return (
+                        a / b
+                        if b != 0
+                        else (math.copysign(math.inf, a.real if isinstance(a, complex) else a) if a != 0 else math.nan)
+                    )
+                return a**b
             return fns[node.func.id](ev(node.args[0]))
 
         return ev(self.tree)
@@ -180,8 +192,15 @@ class Constraint:
 
 
 ARRAY_FUNCS: dict[str, Callable] = {
-    "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "log10": np.log10, "sin": np.sin, "cos": np.cos,
-    "tan": np.tan, "tanh": np.tanh, "atanh": np.arctanh,
+    "sqrt": np.sqrt,
+    "exp": np.exp,
+    "log": np.log,
+    "log10": np.log10,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "tanh": np.tanh,
+    "atanh": np.arctanh,
     "abs": lambda z: np.where(np.real(z) >= 0, z, -z),
 }
 

@@ -1,7 +1,7 @@
-"""GenomicSEM's model functions: ``commonfactor``, ``usermodel``, ``rgmodel``, ``write_model``.
+"""GenomicSEM's model functions: ``commonfactor``, ``usermodel``, ``rgmodel`` (and ``write_model``,
+which lives in :mod:`polgen.gsem.model_writer` and is re-exported here).
 
-Each follows R GenomicSEM step by step (``R/usermodel.R``, ``R/commonfactor.R``,
-``R/rgmodel.R``, ``R/write.model.R``):
+Each follows R GenomicSEM step by step (``R/usermodel.R``, ``R/commonfactor.R``, ``R/rgmodel.R``):
 
 1. traits that the model does not use are dropped from ``S`` and ``V`` (usermodel/rgmodel);
 2. ``S`` and ``V`` are smoothed with :func:`~polgen.gsem.matrix.near_pd` when their smallest
@@ -29,17 +29,18 @@ always available in ``result.fit_all``.
 
 from __future__ import annotations
 
-import itertools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from polgen.errors import ConvergenceError, InputError, ModelError
+from polgen.errors import ConvergenceError, ModelError
 from polgen.gsem.covstruc import CovStruc, as_covstruc
 from polgen.gsem.matrix import cov_to_cor, reorder_indices, smooth_if_needed, subset_indices, vech
+from polgen.gsem.model_writer import resid_labels, write_model
 from polgen.gsem.ram import CompiledModel, compile_model
 from polgen.gsem.sem import (
     SemFit,
@@ -52,35 +53,60 @@ from polgen.gsem.sem import (
     standardize_all,
     standardized_varies,
 )
-from polgen.options import Estimation
 from polgen.gsem.stats import chi2_sf, normal_pvalues
 from polgen.gsem.syntax import ParTable, parse_model
+from polgen.options import Estimation
 
 log = logging.getLogger("polgen")
 
-__all__ = ["SEMResult", "RGModelResult", "commonfactor", "usermodel", "rgmodel", "write_model",
-           "GENOMICSEM_NAMES"]
+__all__ = ["SEMResult", "RGModelResult", "commonfactor", "usermodel", "rgmodel", "write_model", "GENOMICSEM_NAMES"]
 
 #: polgen parameter column -> GenomicSEM usermodel column
 GENOMICSEM_NAMES = {
-    "lhs": "lhs", "op": "op", "rhs": "rhs",
-    "est": "Unstand_Est", "se": "Unstand_SE",
-    "est_std": "STD_Genotype", "se_std": "STD_Genotype_SE",
-    "std_all": "STD_All", "p": "p_value",
+    "lhs": "lhs",
+    "op": "op",
+    "rhs": "rhs",
+    "est": "Unstand_Est",
+    "se": "Unstand_SE",
+    "est_std": "STD_Genotype",
+    "se_std": "STD_Genotype_SE",
+    "std_all": "STD_All",
+    "p": "p_value",
 }
 _CF_NAMES = {
-    "lhs": "lhs", "op": "op", "rhs": "rhs",
-    "est": "Unstandardized_Estimate", "se": "Unstandardized_SE",
-    "est_std": "Standardized_Est", "se_std": "Standardized_SE", "p": "p_value",
+    "lhs": "lhs",
+    "op": "op",
+    "rhs": "rhs",
+    "est": "Unstandardized_Estimate",
+    "se": "Unstandardized_SE",
+    "est_std": "Standardized_Est",
+    "se_std": "Standardized_SE",
+    "p": "p_value",
 }
 
 _PARAM_SCHEMA = {
-    "lhs": pl.String, "op": pl.String, "rhs": pl.String, "free": pl.Boolean, "label": pl.String,
-    "est": pl.Float64, "se": pl.Float64, "z": pl.Float64, "p": pl.Float64, "log10p": pl.Float64,
-    "est_std": pl.Float64, "se_std": pl.Float64, "std_all": pl.Float64,
+    "lhs": pl.String,
+    "op": pl.String,
+    "rhs": pl.String,
+    "free": pl.Boolean,
+    "label": pl.String,
+    "est": pl.Float64,
+    "se": pl.Float64,
+    "z": pl.Float64,
+    "p": pl.Float64,
+    "log10p": pl.Float64,
+    "est_std": pl.Float64,
+    "se_std": pl.Float64,
+    "std_all": pl.Float64,
 }
-_FIT_SCHEMA = {"chisq": pl.Float64, "df": pl.Int64, "p_chisq": pl.Float64, "AIC": pl.Float64,
-               "CFI": pl.Float64, "SRMR": pl.Float64}
+_FIT_SCHEMA = {
+    "chisq": pl.Float64,
+    "df": pl.Int64,
+    "p_chisq": pl.Float64,
+    "AIC": pl.Float64,
+    "CFI": pl.Float64,
+    "SRMR": pl.Float64,
+}
 
 
 @dataclass
@@ -115,8 +141,7 @@ class SEMResult:
     def __repr__(self) -> str:
         f = self.fit_all.row(0, named=True)
         fit = ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items())
-        return (f"SEMResult({self.function}: {self.parameters.height} parameters, converged={self.converged}, "
-                f"{fit})")
+        return f"SEMResult({self.function}: {self.parameters.height} parameters, converged={self.converged}, {fit})"
 
     def genomicsem(self) -> pl.DataFrame:
         """``parameters`` with R GenomicSEM's column names (usermodel or commonfactor layout)."""
@@ -231,8 +256,15 @@ def _wald(est: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return z, p, log10p
 
 
-def _fit_with_fix_resid(cm: CompiledModel, S: np.ndarray, V: np.ndarray, estimation: str, fix_resid: bool,
-                        traits: Sequence[str], warnings: list[str]) -> tuple[SemFit | None, CompiledModel, str]:
+def _fit_with_fix_resid(
+    cm: CompiledModel,
+    S: np.ndarray,
+    V: np.ndarray,
+    estimation: str,
+    fix_resid: bool,
+    traits: Sequence[str],
+    warnings: list[str],
+) -> tuple[SemFit, CompiledModel, str]:
     """Fit; if not converged (or failed) and fix_resid, refit with residual variances >= 1e-4."""
     fit = None
     err: Exception | None = None
@@ -246,20 +278,24 @@ def _fit_with_fix_resid(cm: CompiledModel, S: np.ndarray, V: np.ndarray, estimat
         rows = [table.index(t, "~~", t) for t in traits]
         user_written = [t for t, i in zip(traits, rows) if i is not None and table.rows[i].user == 1]
         if user_written:
-            msg = ("fix_resid skipped: the model already specifies the residual variance of "
-                   f"{', '.join(user_written)} (R GenomicSEM reverts to the original model too)")
+            msg = (
+                "fix_resid skipped: the model already specifies the residual variance of "
+                f"{', '.join(user_written)} (R GenomicSEM reverts to the original model too)"
+            )
             log.warning(msg)
             warnings.append(msg)
         else:
-            for t, i in zip(traits, rows):
+            for i in rows:
                 if i is not None and table.rows[i].free > 0:
                     table.rows[i].lower = max(table.rows[i].lower, 1e-4)
             cm = compile_model(table, observed_order=cm.observed)
-            msg = ("The model as initially specified failed to converge. A lower bound of 0 (1e-4) on "
-                   "residual variances was automatically added (fix_resid=True)")
+            msg = (
+                "The model as initially specified failed to converge. A lower bound of 0 (1e-4) on "
+                "residual variances was automatically added (fix_resid=True)"
+            )
             log.warning(msg)
             warnings.append(msg)
-            labels = _resid_labels(len(traits))
+            labels = resid_labels(len(traits))
             added = "".join(f"\n{t} ~~ {lab}*{t}\n{lab} > .0001" for t, lab in zip(traits, labels))
             try:
                 fit = fit_sem(cm, S, V=V, estimator=estimation)
@@ -275,21 +311,11 @@ def _fit_with_fix_resid(cm: CompiledModel, S: np.ndarray, V: np.ndarray, estimat
     return fit, cm, added
 
 
-def _resid_labels(n: int) -> list[str]:
-    """Deterministic 4-letter labels (R samples random combn(letters, 4) columns)."""
-    out = []
-    for combo in itertools.combinations("abcdefghijklmnopqrstuvwxyz", 4):
-        out.append("".join(combo))
-        if len(out) == n:
-            break
-    return out
-
-
 def _lv_cor_ok(fit: SemFit) -> bool:
     cm = fit.model
     if len(cm.latent) < 2:
         return True
-    C = fit.implied_all()[cm.p:, cm.p:]
+    C = fit.implied_all()[cm.p :, cm.p :]
     d = np.diag(C)
     if np.any(d <= 0) or not np.all(np.isfinite(C)):
         return False
@@ -320,8 +346,11 @@ def _std_all_map(fit: SemFit) -> dict[tuple[str, str, str], float]:
 
 
 def _fit_frames(chisq, df, npar, cfi, srmr_v, blank: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    p_chisq = float(chi2_sf(chisq, df)) if (chisq is not None and df > 0) else (
-        1.0 if chisq is not None and df == 0 else None)
+    p_chisq = (
+        float(chi2_sf(chisq, df))
+        if (chisq is not None and df > 0)
+        else (1.0 if chisq is not None and df == 0 else None)
+    )
     aic = None if chisq is None else chisq + 2 * npar
     row = {"chisq": chisq, "df": int(df), "p_chisq": p_chisq, "AIC": aic, "CFI": cfi, "SRMR": srmr_v}
     fit_all = pl.DataFrame([row], schema=_FIT_SCHEMA)
@@ -340,8 +369,7 @@ def _matrix_frame(m: np.ndarray, names: Sequence[str]) -> pl.DataFrame:
     return pl.DataFrame({"trait": list(names), **{n: m[:, j] for j, n in enumerate(names)}})
 
 
-def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], toler: float | None
-              ) -> pl.DataFrame:
+def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], toler: float | None) -> pl.DataFrame:
     """GenomicSEM's Q_Factor: misfit of the cross-factor indicator covariances per correlated pair.
 
     For each pair of latent variables with a non-zero implied correlation, ``eta`` holds the
@@ -352,7 +380,7 @@ def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], t
     """
     cm = fit.model
     table = cm.table
-    C = fit.implied_all()[cm.p:, cm.p:]
+    C = fit.implied_all()[cm.p :, cm.p :]
     d = np.sqrt(np.diag(C))
     R = C / np.outer(d, d)
     resid = S - _implied_in_order(fit, names)
@@ -382,18 +410,41 @@ def _q_factor(fit: SemFit, S: np.ndarray, V: np.ndarray, names: Sequence[str], t
                 pv = float(chi2_sf(q, df))
             else:
                 q, pv = None, None
-            rows.append({"Factor1": f1, "Factor2": f2, "QFactor_chisq": q,
-                         "QFactor_df": df if df > 0 else None, "QFactor_p": pv})
-    schema = {"Factor1": pl.String, "Factor2": pl.String, "QFactor_chisq": pl.Float64, "QFactor_df": pl.Int64,
-              "QFactor_p": pl.Float64}
+            rows.append(
+                {
+                    "Factor1": f1,
+                    "Factor2": f2,
+                    "QFactor_chisq": q,
+                    "QFactor_df": df if df > 0 else None,
+                    "QFactor_p": pv,
+                }
+            )
+    schema = {
+        "Factor1": pl.String,
+        "Factor2": pl.String,
+        "QFactor_chisq": pl.Float64,
+        "QFactor_df": pl.Int64,
+        "QFactor_p": pl.Float64,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
 # --------------------------------------------------------------------------------------------
 # the core shared by usermodel and commonfactor
 # --------------------------------------------------------------------------------------------
-def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: bool, imp_cov: bool,
-         toler: float | None, function: str, CFIcalc: bool = True, Q_Factor: bool = False) -> SEMResult:
+def _run(
+    cs: CovStruc,
+    model: str,
+    *,
+    estimation: str,
+    std_lv: bool,
+    fix_resid: bool,
+    imp_cov: bool,
+    toler: float | None,
+    function: str,
+    CFIcalc: bool = True,
+    Q_Factor: bool = False,
+) -> SEMResult:
     est = estimation.upper()
     if est not in ("DWLS", "ML"):
         raise ModelError(f"estimation must be 'DWLS' or 'ML', got {estimation!r}")
@@ -462,8 +513,10 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
     ok = _lv_cor_ok(fit)
     std_fit = None
     if not ok:
-        msg = ("The model produced correlations among latent variables outside [-1, 1] (or negative latent "
-               "variances): model fit and standardized results are not computed (as GenomicSEM)")
+        msg = (
+            "The model produced correlations among latent variables outside [-1, 1] (or negative latent "
+            "variances): model fit and standardized results are not computed (as GenomicSEM)"
+        )
         log.warning(msg)
         warnings.append(msg)
     else:
@@ -492,8 +545,7 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
             vcov_st = sandwich(std_fit, V_st_m, toler=toler)
         except (ConvergenceError, ModelError) as exc:
             std_fit = None
-            msg = (f"The standardized model failed to converge ({exc}); only unstandardized results "
-                   "are reported")
+            msg = f"The standardized model failed to converge ({exc}); only unstandardized results are reported"
             log.warning(msg)
             warnings.append(msg)
         if std_fit is not None:
@@ -515,9 +567,19 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
 
     params = pl.DataFrame(
         {
-            "lhs": [k_[0] for k_ in keys], "op": [k_[1] for k_ in keys], "rhs": [k_[2] for k_ in keys],
-            "free": frees, "label": labels, "est": ests_a, "se": ses_a, "z": z, "p": p, "log10p": log10p,
-            "est_std": est_std, "se_std": se_std, "std_all": std_all,
+            "lhs": [k_[0] for k_ in keys],
+            "op": [k_[1] for k_ in keys],
+            "rhs": [k_[2] for k_ in keys],
+            "free": frees,
+            "label": labels,
+            "est": ests_a,
+            "se": ses_a,
+            "z": z,
+            "p": p,
+            "log10p": log10p,
+            "est_std": est_std,
+            "se_std": se_std,
+            "std_all": std_all,
         },
         schema=_PARAM_SCHEMA,
     )
@@ -527,9 +589,21 @@ def _run(cs: CovStruc, model: str, *, estimation: str, std_lv: bool, fix_resid: 
     else:
         blank = {"chisq", "AIC", "p_chisq", "SRMR", "CFI"} if df == 0 else set()
     fit_df, fit_all = _fit_frames(chisq, df, fit.npar, cfi, srmr_v, blank)
-    res = SEMResult(parameters=params, fit=fit_df, fit_all=fit_all, model=final_model, table=table,
-                    vcov=vcov, converged=fit.converged, function=function, smoothing=smooth,
-                    warnings=warnings, unstandardized_fit=fit, standardized_fit=std_fit, q_factor=qfactor)
+    res = SEMResult(
+        parameters=params,
+        fit=fit_df,
+        fit_all=fit_all,
+        model=final_model,
+        table=table,
+        vcov=vcov,
+        converged=fit.converged,
+        function=function,
+        smoothing=smooth,
+        warnings=warnings,
+        unstandardized_fit=fit,
+        standardized_fit=std_fit,
+        q_factor=qfactor,
+    )
     if imp_cov:
         implied = _implied_in_order(fit, names)
         res.implied = _matrix_frame(implied, names)
@@ -562,8 +636,18 @@ def usermodel(
     cs = as_covstruc(covstruc)
     if not isinstance(model, str) or not model.strip():
         raise ModelError("model must be a non-empty lavaan model string")
-    return _run(cs, model, estimation=estimation, std_lv=std_lv, fix_resid=fix_resid, imp_cov=imp_cov,
-                toler=toler, function="usermodel", CFIcalc=CFIcalc, Q_Factor=Q_Factor)
+    return _run(
+        cs,
+        model,
+        estimation=estimation,
+        std_lv=std_lv,
+        fix_resid=fix_resid,
+        imp_cov=imp_cov,
+        toler=toler,
+        function="usermodel",
+        CFIcalc=CFIcalc,
+        Q_Factor=Q_Factor,
+    )
 
 
 def commonfactor_model(traits: Sequence[str]) -> str:
@@ -575,11 +659,21 @@ def commonfactor(covstruc: Any, estimation: Estimation = "DWLS") -> SEMResult:
     """One common factor over all traits (R ``commonfactor``); needs at least 3 traits."""
     cs = as_covstruc(covstruc)
     if cs.k < 3:
-        raise ModelError(f"the covstruc has only {cs.k} traits: a common factor model is not identified "
-                         "(df < 0); use usermodel with constrained loadings or add traits")
+        raise ModelError(
+            f"the covstruc has only {cs.k} traits: a common factor model is not identified "
+            "(df < 0); use usermodel with constrained loadings or add traits"
+        )
     model = commonfactor_model(cs.trait_names)
-    return _run(cs, model, estimation=estimation, std_lv=False, fix_resid=True, imp_cov=False, toler=None,
-                function="commonfactor")
+    return _run(
+        cs,
+        model,
+        estimation=estimation,
+        std_lv=False,
+        fix_resid=True,
+        imp_cov=False,
+        toler=None,
+        function="commonfactor",
+    )
 
 
 def rgmodel_syntax(traits: Sequence[str]) -> str:
@@ -608,92 +702,19 @@ def rgmodel(covstruc: Any, estimation: Estimation = "DWLS") -> RGModelResult:
     if k < 2:
         raise ModelError("rgmodel needs at least two traits")
     model = rgmodel_syntax(cs.trait_names)
-    res = _run(cs, model, estimation=estimation, std_lv=False, fix_resid=True, imp_cov=False, toler=None,
-               function="usermodel")
-    fit = res.unstandardized_fit
-    table = res.table
+    res = _run(
+        cs, model, estimation=estimation, std_lv=False, fix_resid=True, imp_cov=False, toler=None, function="usermodel"
+    )
+    fit, vcov, table = res.unstandardized_fit, res.vcov, res.table
+    assert fit is not None and vcov is not None, "_run sets the fit and its covariance"
     R = np.eye(k)
     idx = []
     for i in range(1, k + 1):
         for j in range(i + 1, k + 1):
             t = table.index(f"var{i}", "~~", f"var{j}")
+            assert t is not None, "rgmodel_syntax writes every var_i ~~ var_j"
             f = table.rows[t].free - 1
             idx.append(f)
             R[i - 1, j - 1] = R[j - 1, i - 1] = fit.theta[f]
-    V_R = res.vcov[np.ix_(idx, idx)].copy()
+    V_R = vcov[np.ix_(idx, idx)].copy()
     return RGModelResult(covstruc=cs, R=R, V_R=V_R, model=model, result=res)
-
-
-def write_model(
-    loadings: Any,
-    S_LD: Any,
-    cutoff: float,
-    fix_resid: bool = True,
-    bifactor: bool = False,
-    mustload: bool = False,
-    common: bool = False,
-) -> str:
-    """Model syntax from a loading matrix (R ``write.model``).
-
-    ``loadings``: traits x factors (numpy array or numeric Polars frame).  ``S_LD``: anything naming
-    the traits in order: a list of names, a :class:`CovStruc` / mapping / path, or a frame whose
-    columns are the traits.  Differences from R, on purpose: trait names are matched as whole
-    words (R's ``grepl`` lets ``V1`` match ``V10``); the residual-variance labels are deterministic
-    (R samples random 4-letter labels); a factor with no loading above the cutoff is dropped with a
-    warning (R errors for the first factor and writes an empty line for others).
-    """
-    names = _trait_names(S_LD)
-    L = loadings.to_numpy() if isinstance(loadings, pl.DataFrame) else np.asarray(loadings, dtype=np.float64)
-    L = np.array(L, dtype=np.float64)
-    if L.ndim == 1:
-        L = L[:, None]
-    if L.shape[0] != len(names):
-        raise InputError(f"loadings have {L.shape[0]} rows but there are {len(names)} traits")
-    lines: list[str] = []
-    if common:
-        lines.append("F1=~" + " + ".join(names))
-    else:
-        if mustload:
-            mx = np.abs(L).max(axis=1)
-            for i in range(L.shape[0]):
-                L[i, np.abs(L[i]) == mx[i]] = cutoff + 0.01
-        nf = L.shape[1]
-        factors = []
-        for f in range(nf):
-            ind = [names[i] for i in range(L.shape[0]) if abs(L[i, f]) > cutoff]
-            if not ind:
-                log.warning("write_model: factor F%d has no loading above %g and is left out", f + 1, cutoff)
-                continue
-            factors.append(f + 1)
-            lines.append(f"F{f + 1}=~" + " + ".join(ind))
-        if bifactor:
-            used = [t for t in names if any(t in _tokens(ln) for ln in lines)]
-            lines.append("Common_F=~" + " + ".join(used))
-            for f in factors:
-                lines.append(f"Common_F~~0*F{f}")
-            for a, b in itertools.combinations(factors, 2):
-                lines.append(f"F{a}~~0*F{b}")
-    if fix_resid:
-        used = [t for t in names if any(t in _tokens(ln) for ln in lines)]
-        labs = _resid_labels(len(names))
-        for i, t in enumerate(names):
-            if t in used:
-                lines.append(f"{t} ~~ {labs[i]}*{t}")
-                lines.append(f"{labs[i]} > .0001")
-    return " \n ".join(lines) + " \n "
-
-
-def _tokens(line: str) -> set[str]:
-    import re
-
-    return set(re.findall(r"[A-Za-z0-9_.]+", line))
-
-
-def _trait_names(obj: Any) -> list[str]:
-    if isinstance(obj, (list, tuple)) and all(isinstance(x, str) for x in obj):
-        return list(obj)
-    if isinstance(obj, pl.DataFrame):
-        return [c for c in obj.columns if c != "trait"]
-    if isinstance(obj, np.ndarray):
-        return [f"V{i + 1}" for i in range(obj.shape[1])]
-    return as_covstruc(obj).trait_names

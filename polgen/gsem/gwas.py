@@ -55,16 +55,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import polars as pl
 
 from polgen.errors import InputError
-from polgen.options import Estimation, GCMode, MLStandardErrors
 from polgen.gsem.gwas_batch import compute_batch
 from polgen.gsem.gwas_commonfactor import plan_commonfactor
 from polgen.gsem.gwas_plan import DEFAULT_BATCH, Plan, as_covstruc, model_text, plan_user, resolve_columns
+from polgen.options import Estimation, GCMode, MLStandardErrors
 
 log = logging.getLogger("polgen")
 
@@ -78,7 +79,7 @@ __all__ = ["commonfactor_gwas", "user_gwas"]
 @dataclass
 class _Task:
     plan: Plan
-    source: Any              # str path/glob | pl.LazyFrame | pl.DataFrame (the slice itself)
+    source: Any  # str path/glob | pl.LazyFrame | pl.DataFrame (the slice itself)
     offset: int
     length: int
     label: str = ""
@@ -122,13 +123,11 @@ def _source(snps) -> tuple[Any, dict, int]:
     try:
         df = pl.DataFrame(snps)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"snps must be a polars frame, a parquet path or a table, got "
-                         f"{type(snps).__name__}") from exc
+        raise InputError(f"snps must be a polars frame, a parquet path or a table, got {type(snps).__name__}") from exc
     return df, dict(df.schema), df.height
 
 
-def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, progress, params,
-         description):
+def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, progress, params, description):
     src, schema, n = _source(snps)
     plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(schema, plan.traits, plan.twas)
     if batch_size is None:
@@ -136,31 +135,45 @@ def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, prog
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     tasks = []
-    for b, off in enumerate(range(0, n, batch_size)):
+    for off in range(0, n, batch_size):
         ln = min(batch_size, n - off)
         s = src.slice(off, ln) if isinstance(src, pl.DataFrame) else src
         tasks.append(_Task(plan, s, off, ln, f"{description} rows {off}-{off + ln - 1}"))
     if not tasks:  # no rows: one empty batch, so the output still has its schema
-        tasks.append(_Task(plan, src.slice(0, 0) if isinstance(src, pl.DataFrame) else src, 0, 0,
-                           f"{description} (no rows)"))
+        tasks.append(
+            _Task(plan, src.slice(0, 0) if isinstance(src, pl.DataFrame) else src, 0, 0, f"{description} (no rows)")
+        )
     if out is not None:
         from polgen.engine import run_to_sink
 
-        sink = run_to_sink(_gwas_task, tasks, out, params, resume=resume, overwrite=overwrite,
-                           executor=executor, progress=progress, description=description,
-                           metadata={"polgen.method": f"gsem.{plan.kind}_gwas"})
+        sink = run_to_sink(
+            _gwas_task,
+            tasks,
+            out,
+            params,
+            resume=resume,
+            overwrite=overwrite,
+            executor=executor,
+            progress=progress,
+            description=description,
+            metadata={"polgen.method": f"gsem.{plan.kind}_gwas"},
+        )
         return sink.scan()
     from polgen.engine import run_tasks
 
-    parts = list(run_tasks(_gwas_task, tasks, executor=executor, progress=progress,
-                           description=description))
+    parts = list(run_tasks(_gwas_task, tasks, executor=executor, progress=progress, description=description))
     return pl.concat(parts, how="vertical")
 
 
 def _params(kind, covstruc, **kw) -> dict:
     cs = as_covstruc(covstruc)
-    out = {"method": f"gsem.{kind}_gwas", "traits": list(cs.trait_names),
-           "S": cs.S.tolist(), "V": cs.V.tolist(), "I": cs.I.tolist()}
+    out = {
+        "method": f"gsem.{kind}_gwas",
+        "traits": list(cs.trait_names),
+        "S": cs.S.tolist(),
+        "V": cs.V.tolist(),
+        "I": cs.I.tolist(),
+    }
     out.update({k: v for k, v in kw.items()})
     return out
 
@@ -217,14 +230,53 @@ def user_gwas(
     if toler is not None and toler is not False and not (isinstance(toler, (int, float)) and toler >= 0):
         raise InputError(f"toler must be a non-negative number, got {toler!r}")
     src_schema = None
-    plan = plan_user(src_schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP,
-                      smooth_check, SNPSE, TWAS, toler, sub, long, ml_se=ml_se)
-    params = _params("user", covstruc, model=model_text(model), estimation=estimation, GC=GC,
-                     fix_measurement=fix_measurement, std_lv=std_lv, Q_SNP=Q_SNP,
-                     smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler, sub=sub,
-                     long=long, batch_size=batch_size or DEFAULT_BATCH, ml_se=ml_se)
-    return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
-                executor=executor, progress=progress, params=params, description="user_gwas")
+    plan = plan_user(
+        src_schema,
+        covstruc,
+        model,
+        estimation,
+        GC,
+        fix_measurement,
+        std_lv,
+        Q_SNP,
+        smooth_check,
+        SNPSE,
+        TWAS,
+        toler,
+        sub,
+        long,
+        ml_se=ml_se,
+    )
+    params = _params(
+        "user",
+        covstruc,
+        model=model_text(model),
+        estimation=estimation,
+        GC=GC,
+        fix_measurement=fix_measurement,
+        std_lv=std_lv,
+        Q_SNP=Q_SNP,
+        smooth_check=smooth_check,
+        SNPSE=SNPSE,
+        TWAS=TWAS,
+        toler=toler,
+        sub=sub,
+        long=long,
+        batch_size=batch_size or DEFAULT_BATCH,
+        ml_se=ml_se,
+    )
+    return _run(
+        plan,
+        snps,
+        batch_size=batch_size,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        executor=executor,
+        progress=progress,
+        params=params,
+        description="user_gwas",
+    )
 
 
 def commonfactor_gwas(
@@ -251,10 +303,28 @@ def commonfactor_gwas(
     effects freed), ``Z_smooth`` with ``smooth_check``, ``converged``, ``warning``."""
     if ml_se not in ("R", "aligned"):
         raise InputError(f"ml_se must be 'R' or 'aligned', got {ml_se!r}")
-    plan = plan_commonfactor(None, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler,
-                              ml_se=ml_se)
-    params = _params("commonfactor", covstruc, estimation=estimation, GC=GC,
-                     smooth_check=smooth_check, SNPSE=SNPSE, TWAS=TWAS, toler=toler,
-                     batch_size=batch_size or DEFAULT_BATCH, ml_se=ml_se)
-    return _run(plan, snps, batch_size=batch_size, out=out, resume=resume, overwrite=overwrite,
-                executor=executor, progress=progress, params=params, description="commonfactor_gwas")
+    plan = plan_commonfactor(None, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler, ml_se=ml_se)
+    params = _params(
+        "commonfactor",
+        covstruc,
+        estimation=estimation,
+        GC=GC,
+        smooth_check=smooth_check,
+        SNPSE=SNPSE,
+        TWAS=TWAS,
+        toler=toler,
+        batch_size=batch_size or DEFAULT_BATCH,
+        ml_se=ml_se,
+    )
+    return _run(
+        plan,
+        snps,
+        batch_size=batch_size,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        executor=executor,
+        progress=progress,
+        params=params,
+        description="commonfactor_gwas",
+    )

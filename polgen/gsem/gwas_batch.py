@@ -10,6 +10,8 @@ chi-square, ``Q_SNP``, ``Z_smooth``, ``converged`` and ``warning`` per reported 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -20,7 +22,7 @@ from polgen.gsem.stats import chi2_sf, normal_pvalues
 
 __all__ = ["compute_batch", "extract_inputs", "run_stage"]
 
-MULTISTART_MAX_ITER = 300   # per start when several starts compete (the best converged one wins)
+MULTISTART_MAX_ITER = 300  # per start when several starts compete (the best converged one wins)
 
 
 # ==============================================================================================
@@ -28,10 +30,16 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
     from polgen.kernels.gwas import ST_OK, gwas_batch
 
     starts = stage.starts if theta0 is None else None
-    common = dict(ml=plan.ml, ml_wmode=plan.ml_wmode, toler=plan.toler,
-                  smooth_check=plan.smooth_check,
-                  q_ptr=plan.q_ptr if q else None, q_obs=plan.q_obs if q else None,
-                  q_trait=plan.q_trait if q else None, wald_idx=stage.wald_idx)
+    common: dict[str, Any] = dict(  # keyword arguments of the batch kernel
+        ml=plan.ml,
+        ml_wmode=plan.ml_wmode,
+        toler=plan.toler,
+        smooth_check=plan.smooth_check,
+        q_ptr=plan.q_ptr if q else None,
+        q_obs=plan.q_obs if q else None,
+        q_trait=plan.q_trait if q else None,
+        wald_idx=stage.wald_idx,
+    )
     if max_iter is not None:
         common["max_iter"] = max_iter
     elif theta0 is None and stage.starts.shape[0] > 1:
@@ -40,13 +48,40 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
         common["fast"] = stage.fast
         common["eliminate"] = plan.eliminate
     if starts is None:
-        return gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
-                          plan.v_pd_known, stage.model, stage.fidx, theta0, stage.snpvar_par, **common)
+        return gwas_batch(
+            beta,
+            se,
+            var,
+            plan.S_LD,
+            plan.V_LD,
+            plan.I_LD,
+            plan.gc,
+            plan.varse2,
+            plan.v_pd_known,
+            stage.model,
+            stage.fidx,
+            theta0,
+            stage.snpvar_par,
+            **common,
+        )
     best = None
     for s in range(starts.shape[0]):
-        res = gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
-                         plan.v_pd_known, stage.model, stage.fidx, starts[s:s + 1], stage.snpvar_par,
-                         **common)
+        res = gwas_batch(
+            beta,
+            se,
+            var,
+            plan.S_LD,
+            plan.V_LD,
+            plan.I_LD,
+            plan.gc,
+            plan.varse2,
+            plan.v_pd_known,
+            stage.model,
+            stage.fidx,
+            starts[s : s + 1],
+            stage.snpvar_par,
+            **common,
+        )
         if best is None:
             best = res
             continue
@@ -59,7 +94,7 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
     return best
 
 
-def _apply_bounds(plan: Plan, beta, se, var, res) -> np.ndarray:
+def _apply_bounds(plan: Plan, bounds: tuple[np.ndarray, np.ndarray], beta, se, var, res) -> np.ndarray:
     """Bounds (``label > number``, ``lower()`` ...) by an active set, as lavaan's constrained
     solution: SNPs whose estimate leaves an interval are refit with that parameter held at the
     bound (the others free), until no free parameter leaves its interval; a held parameter is
@@ -67,11 +102,11 @@ def _apply_bounds(plan: Plan, beta, se, var, res) -> np.ndarray:
     updated in place; returns the per-SNP mask of parameters that are free (n x npar)."""
     from polgen.kernels.gwas import ST_OK
 
-    lo, hi = plan.bounds
+    lo, hi = bounds
     est = res["est"]
     n, npar = est.shape
     bpar = np.nonzero(np.isfinite(lo) | np.isfinite(hi))[0]
-    state = np.zeros((n, bpar.size), np.int8)   # 0 free, 1 held at lower, 2 held at upper
+    state = np.zeros((n, bpar.size), np.int8)  # 0 free, 1 held at lower, 2 held at upper
 
     def refit(rows, st_rows):
         pats, inv = np.unique(st_rows, axis=0, return_inverse=True)
@@ -86,8 +121,9 @@ def _apply_bounds(plan: Plan, beta, se, var, res) -> np.ndarray:
                 if code:
                     theta0[:, q] = lo[q] if code == 1 else hi[q]
             stage = Stage(plan.stage1.model, fidx, theta0[:1], plan.stage1.snpvar_par)
-            outs.append((sub, run_stage(plan, stage, beta[sub], se[sub], var[sub], theta0=theta0,
-                                         q=plan.q_ptr is not None)))
+            outs.append(
+                (sub, run_stage(plan, stage, beta[sub], se[sub], var[sub], theta0=theta0, q=plan.q_ptr is not None))
+            )
         return outs
 
     def leaves(e):
@@ -159,14 +195,26 @@ def _defined_params(plan: Plan, se, var, res, free, ok):
     for q in used:
         for d, v in enumerate(values(q, h)):
             jd[:, d, q] = np.imag(v) / h
-    jbad = ~np.isfinite(jd).all(axis=2)          # (n, n_defined): no derivative there
+    jbad = ~np.isfinite(jd).all(axis=2)  # (n, n_defined): no derivative there
     jd[~np.isfinite(jd)] = 0.0
     if free is None:
         free = np.ones((n, npar), bool)
     from polgen.kernels.gwas_defined import defined_se_batch
 
-    d_se = defined_se_batch(se, var, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
-                            plan.stage1.model, np.nan_to_num(est), free, jd, ok)
+    d_se = defined_se_batch(
+        se,
+        var,
+        plan.V_LD,
+        plan.I_LD,
+        plan.gc,
+        plan.varse2,
+        plan.v_pd_known,
+        plan.stage1.model,
+        np.nan_to_num(est),
+        free,
+        jd,
+        ok,
+    )
     d_se[jbad | ~np.isfinite(d_est)] = np.nan
     return d_est, d_se
 
@@ -215,7 +263,7 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         res = run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
     free = None
     if plan.kind == "user" and plan.bounds is not None:
-        free = _apply_bounds(plan, beta, se, var, res)
+        free = _apply_bounds(plan, plan.bounds, beta, se, var, res)
     ok = res["status"] == ST_OK
     ids = df.select(plan.id_cols)
     warn = _warnings(res["status"], res["flags"])
@@ -233,18 +281,21 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     if overflow.any():
         ok = ok & finite
         msg = "non-finite estimate or standard error (extreme input values)"
-        warn = pl.select(pl.when(pl.lit(pl.Series(overflow))).then(pl.lit(msg))
-                         .otherwise(pl.lit(warn)).alias("warning")).to_series()
+        warn = pl.select(
+            pl.when(pl.lit(pl.Series(overflow))).then(pl.lit(msg)).otherwise(pl.lit(warn)).alias("warning")
+        ).to_series()
     if plan.kind == "commonfactor":
-        theta0 = np.zeros((n, plan.stage2.starts.shape[1]))
-        theta0[:, :plan.npar] = np.nan_to_num(res["est"])
+        stage2 = plan.stage2
+        assert stage2 is not None, "plan_commonfactor always builds the Q_SNP stage"
+        theta0 = np.zeros((n, stage2.starts.shape[1]))
+        theta0[:, : plan.npar] = np.nan_to_num(res["est"])
         if plan.stage1.cf is not None:
-            theta0[:, plan.npar:] = cf_q_start(plan, res["est"], beta)
+            theta0[:, plan.npar :] = cf_q_start(plan, res["est"], beta)
         # the Q model only where stage 1 converged (its fixed values are stage 1's estimates)
         sub = np.flatnonzero(ok)
         res2 = {"status": np.full(n, -1, np.int64), "wald": np.full(n, np.nan)}
         if sub.size:
-            r2 = run_stage(plan, plan.stage2, beta[sub], se[sub], var[sub], theta0=theta0[sub])
+            r2 = run_stage(plan, stage2, beta[sub], se[sub], var[sub], theta0=theta0[sub])
             res2["status"][sub] = r2["status"]
             res2["wald"][sub] = r2["wald"]
         est = np.where(ok, res["est"][:, plan.est_row], np.nan)
@@ -253,10 +304,16 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         p, l10 = normal_pvalues(z)
         Q = np.where(ok & (res2["status"] == ST_OK), res2["wald"], np.nan)
         cols = {
-            "lhs": pl.Series(["F1"] * n, dtype=pl.String), "op": pl.Series(["~"] * n, dtype=pl.String),
+            "lhs": pl.Series(["F1"] * n, dtype=pl.String),
+            "op": pl.Series(["~"] * n, dtype=pl.String),
             "rhs": pl.Series([plan.pred] * n, dtype=pl.String),
-            "est": est, "se": sev, "z": z, "p": p, "log10p": l10,
-            "Q": Q, "Q_df": np.full(n, len(plan.traits) - 1, np.int64),
+            "est": est,
+            "se": sev,
+            "z": z,
+            "p": p,
+            "log10p": l10,
+            "Q": Q,
+            "Q_df": np.full(n, len(plan.traits) - 1, np.int64),
             "Q_p": chi2_sf(Q, len(plan.traits) - 1),
         }
         if plan.smooth_check:
@@ -271,13 +328,17 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         d_est, d_se = _defined_params(plan, se, var, res, free, ok)
         d_names = [d[0] for d in plan.defined]
         bad_def = ok & ~(np.isfinite(d_est).all(axis=1) & (plan.ml | np.isfinite(d_se).all(axis=1)))
-        if bad_def.any():   # e.g. a ratio whose denominator is 0 at this SNP's estimates
+        if bad_def.any():  # e.g. a ratio whose denominator is 0 at this SNP's estimates
             names_txt = ", ".join(d_names)
             msg = f"a defined parameter ({names_txt}) or its standard error is not finite"
-            warn = pl.select(pl.when(pl.lit(pl.Series(bad_def)) & (pl.lit(warn) != ""))
-                             .then(pl.lit(warn) + pl.lit("; " + msg))
-                             .when(pl.lit(pl.Series(bad_def))).then(pl.lit(msg))
-                             .otherwise(pl.lit(warn)).alias("warning")).to_series()
+            warn = pl.select(
+                pl.when(pl.lit(pl.Series(bad_def)) & (pl.lit(warn) != ""))
+                .then(pl.lit(warn) + pl.lit("; " + msg))
+                .when(pl.lit(pl.Series(bad_def)))
+                .then(pl.lit(msg))
+                .otherwise(pl.lit(warn))
+                .alias("warning")
+            ).to_series()
     for j, (lhs, _, _, par, val) in enumerate(plan.out_rows):
         if par == -2:
             est[:, j] = d_est[:, d_names.index(lhs)]
@@ -301,8 +362,13 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         "lhs": pl.Series([r[0] for r in plan.out_rows] * n, dtype=pl.String),
         "op": pl.Series([r[1] for r in plan.out_rows] * n, dtype=pl.String),
         "rhs": pl.Series([r[2] for r in plan.out_rows] * n, dtype=pl.String),
-        "est": est, "se": sev, "z": z, "p": p, "log10p": l10,
-        "chisq": rep(chisq), "chisq_df": np.full(n * nr, plan.df, np.int64),
+        "est": est,
+        "se": sev,
+        "z": z,
+        "p": p,
+        "log10p": l10,
+        "chisq": rep(chisq),
+        "chisq_df": np.full(n * nr, plan.df, np.int64),
         "chisq_p": rep(chi2_sf(chisq, plan.df) if plan.df > 0 else np.full(n, np.nan)),
         "AIC": rep(chisq + 2.0 * plan.npar),
     }
@@ -312,15 +378,18 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         for j, g in plan.q_rows.items():
             qv[:, j] = np.where(ok, res["qsnp"][:, g], np.nan)
             qd[j] = plan.q_df[g]
-        qv = qv.reshape(-1)
+        q_flat = qv.reshape(-1)  # SNP-major, as the output rows
         qdf = np.tile(qd, n)
         qp = np.full(n * nr, np.nan)
         m = qdf > 0
         if m.any():
-            qp[m] = chi2_sf(qv[m], qdf[m])
-        cols["Q_SNP"] = qv
-        cols["Q_SNP_df"] = pl.Series(np.where(qdf >= 0, qdf, 0), dtype=pl.Int64).set(
-            pl.Series(qdf < 0), None) if (qdf < 0).any() else qdf
+            qp[m] = chi2_sf(q_flat[m], qdf[m])
+        cols["Q_SNP"] = q_flat
+        cols["Q_SNP_df"] = (
+            pl.Series(np.where(qdf >= 0, qdf, 0), dtype=pl.Int64).set(pl.Series(qdf < 0), None)
+            if (qdf < 0).any()
+            else qdf
+        )
         cols["Q_SNP_p"] = qp
     if plan.smooth_check:
         cols["Z_smooth"] = rep(res["zsmooth"])

@@ -35,8 +35,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(gsem_subparsers) -> None:
     """Register ``user-gwas`` and ``commonfactor-gwas`` under ``polgen gsem``."""
-    u = gsem_subparsers.add_parser("user-gwas", help="multivariate GWAS with a user model (R userGWAS)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    u = gsem_subparsers.add_parser(
+        "user-gwas",
+        help="multivariate GWAS with a user model (R userGWAS)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     u.add_argument("--model", required=True, help="lavaan model text, or a file holding it")
     _common(u)
     u.add_argument("--no-fix-measurement", dest="fix_measurement", action="store_false")
@@ -45,8 +49,12 @@ def add_parsers(gsem_subparsers) -> None:
     u.add_argument("--sub", nargs="+", default=None, help="parameters to report, e.g. 'F1~SNP'")
     u.add_argument("--long", action="store_true", help="report every parameter of the model")
     u.set_defaults(func=run_user_gwas)
-    c = gsem_subparsers.add_parser("commonfactor-gwas", help="common-factor GWAS (R commonfactorGWAS)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = gsem_subparsers.add_parser(
+        "commonfactor-gwas",
+        help="common-factor GWAS (R commonfactorGWAS)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(c)
     c.set_defaults(func=run_commonfactor_gwas)
 
@@ -54,8 +62,11 @@ def add_parsers(gsem_subparsers) -> None:
 def _report(lf, out) -> None:
     import polars as pl
 
-    s = lf.select(pl.col("SNP").n_unique().alias("snps") if "SNP" in lf.collect_schema() else pl.len().alias("snps"),
-                  pl.len().alias("rows"), (~pl.col("converged")).sum().alias("failed")).collect()
+    s = lf.select(
+        pl.col("SNP").n_unique().alias("snps") if "SNP" in lf.collect_schema() else pl.len().alias("snps"),
+        pl.len().alias("rows"),
+        (~pl.col("converged")).sum().alias("failed"),
+    ).collect()
     snps, rows, failed = s.row(0)
     print(f"wrote {rows} rows for {snps} SNPs to {out} ({failed} rows not converged)")
 
@@ -63,11 +74,26 @@ def _report(lf, out) -> None:
 def run_user_gwas(args) -> int:
     from polgen.gsem.gwas import user_gwas
 
-    lf = user_gwas(args.sumstats, args.covstruc, args.model, estimation=args.estimation, GC=args.GC,
-                   fix_measurement=args.fix_measurement, std_lv=args.std_lv, Q_SNP=args.Q_SNP,
-                   smooth_check=args.smooth_check, SNPSE=args.SNPSE, TWAS=args.TWAS, sub=args.sub,
-                   long=args.long, batch_size=args.batch_size, out=args.out, resume=args.resume,
-                   overwrite=args.overwrite, executor=args.executor)
+    lf = user_gwas(
+        args.sumstats,
+        args.covstruc,
+        args.model,
+        estimation=args.estimation,
+        GC=args.GC,
+        fix_measurement=args.fix_measurement,
+        std_lv=args.std_lv,
+        Q_SNP=args.Q_SNP,
+        smooth_check=args.smooth_check,
+        SNPSE=args.SNPSE,
+        TWAS=args.TWAS,
+        sub=args.sub,
+        long=args.long,
+        batch_size=args.batch_size,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        executor=args.executor,
+    )
     _report(lf, args.out)
     return 0
 
@@ -75,9 +101,19 @@ def run_user_gwas(args) -> int:
 def run_commonfactor_gwas(args) -> int:
     from polgen.gsem.gwas import commonfactor_gwas
 
-    lf = commonfactor_gwas(args.sumstats, args.covstruc, estimation=args.estimation, GC=args.GC,
-                           smooth_check=args.smooth_check, SNPSE=args.SNPSE, TWAS=args.TWAS,
-                           batch_size=args.batch_size, out=args.out, resume=args.resume,
-                           overwrite=args.overwrite, executor=args.executor)
+    lf = commonfactor_gwas(
+        args.sumstats,
+        args.covstruc,
+        estimation=args.estimation,
+        GC=args.GC,
+        smooth_check=args.smooth_check,
+        SNPSE=args.SNPSE,
+        TWAS=args.TWAS,
+        batch_size=args.batch_size,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        executor=args.executor,
+    )
     _report(lf, args.out)
     return 0

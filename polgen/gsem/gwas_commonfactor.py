@@ -14,20 +14,28 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from polgen.gsem.constraints import number_parameters
-from polgen.gsem.gwas_plan import (Plan, Stage, common_setup, fit_baseline, is_pd, r_ml_meat, sign_starts,
-                                   start_values, v_snp_pd_constant)
+from polgen.gsem.gwas_plan import (
+    Plan,
+    Stage,
+    common_setup,
+    fit_baseline,
+    is_pd,
+    r_ml_meat,
+    sign_starts,
+    start_values,
+    v_snp_pd_constant,
+)
 from polgen.gsem.ram import Numbering, kernel_layout
 from polgen.gsem.syntax import ParTable, parse_model
 
 log = logging.getLogger("polgen")
 
-__all__ = ["CF_DIRECTIONS", "CF_LM_RUNS", "cf_q_start", "cf_stage1", "commonfactor_gwas_model",
-           "plan_commonfactor"]
+__all__ = ["CF_DIRECTIONS", "CF_LM_RUNS", "cf_q_start", "cf_stage1", "commonfactor_gwas_model", "plan_commonfactor"]
 
 
 def commonfactor_gwas_model(traits: Sequence[str], pred: str = "SNP") -> str:
@@ -37,12 +45,13 @@ def commonfactor_gwas_model(traits: Sequence[str], pred: str = "SNP") -> str:
     return "\n".join(lines)
 
 
-CF_DIRECTIONS = 256   # loading directions scored per SNP (commonfactor_gwas, DWLS)
-CF_LM_RUNS = 6        # fits per SNP: the warm start and the best-scoring others
+CF_DIRECTIONS = 256  # loading directions scored per SNP (commonfactor_gwas, DWLS)
+CF_LM_RUNS = 6  # fits per SNP: the warm start and the best-scoring others
 
 
-def _cf_structure(pt: ParTable, num: Numbering, traits: list[str], pred: str, S_LD: np.ndarray,
-                  base: dict | None) -> dict:
+def _cf_structure(
+    pt: ParTable, num: Numbering, traits: list[str], pred: str, S_LD: np.ndarray, base: dict | None
+) -> dict:
     """Starts and parameter numbers for :func:`polgen.kernels.gwas.commonfactor_fit`.
 
     The per-SNP surface can have several local minima (they differ in the signs and the relative
@@ -53,8 +62,12 @@ def _cf_structure(pt: ParTable, num: Numbering, traits: list[str], pred: str, S_
     fixed set of loading directions."""
     k = len(traits)
     key = {(r.lhs, r.op, r.rhs): q for r, q in zip(pt.rows, num.par.tolist())}
-    pidx = ([key[("F1", "=~", t)] for t in traits[1:]] + [key[("F1", "~", pred)]]
-            + [key[(t, "~~", t)] for t in traits] + [key[("F1", "~~", "F1")], key[(pred, "~~", pred)]])
+    pidx = (
+        [key[("F1", "=~", t)] for t in traits[1:]]
+        + [key[("F1", "~", pred)]]
+        + [key[(t, "~~", t)] for t in traits]
+        + [key[("F1", "~~", "F1")], key[(pred, "~~", pred)]]
+    )
     if base is not None:
         lam = np.array([base[("F1", "=~", t)] for t in traits[1:]], dtype=np.float64)
         phi = float(base[("F1", "~~", "F1")])
@@ -63,12 +76,14 @@ def _cf_structure(pt: ParTable, num: Numbering, traits: list[str], pred: str, S_
     if not (np.all(np.isfinite(lam)) and np.isfinite(phi)):
         lam, phi = np.ones(k - 1), 0.05
     rows = []
-    flips = list(itertools.product([1.0, -1.0], repeat=k - 1)) if k - 1 <= 4 else (
-        [tuple([1.0] * (k - 1))] + [tuple(-1.0 if i == j else 1.0 for i in range(k - 1))
-                                    for j in range(k - 1)])
+    flips = (
+        list(itertools.product([1.0, -1.0], repeat=k - 1))
+        if k - 1 <= 4
+        else ([tuple([1.0] * (k - 1))] + [tuple(-1.0 if i == j else 1.0 for i in range(k - 1)) for j in range(k - 1)])
+    )
     for sc in (1.0, 0.3, 3.0):
         for pat in flips:
-            rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc ** 2])
+            rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc**2])
     rows.append(np.r_[np.ones(k - 1), 0.05])
     # directions of the loading vector (the objective depends on its direction only): a fixed
     # set, in the l_1 = 1 chart
@@ -77,8 +92,11 @@ def _cf_structure(pt: ParTable, num: Numbering, traits: list[str], pred: str, S_
     u = u[np.abs(u[:, 0]) >= 0.05 * np.abs(u).max(axis=1)]
     for row in u:
         rows.append(np.r_[row[1:] / row[0], phi])
-    return {"starts": np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows)),
-            "pidx": np.array(pidx, np.int64), "n_always": CF_LM_RUNS}
+    return {
+        "starts": np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows)),
+        "pidx": np.array(pidx, np.int64),
+        "n_always": CF_LM_RUNS,
+    }
 
 
 def cf_stage1(plan: Plan, beta, se, var) -> dict:
@@ -88,14 +106,43 @@ def cf_stage1(plan: Plan, beta, se, var) -> dict:
     from polgen.kernels.gwas import ST_OK, commonfactor_fit, gwas_batch
 
     st = plan.stage1
+    cf = st.cf
+    assert cf is not None, "called only for a stage with the reduced problem (DWLS commonfactor)"
     theta, fmin, status, iters = commonfactor_fit(
-        beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2, plan.v_pd_known,
-        st.cf["starts"], st.cf["pidx"], st.starts.shape[1], n_always=st.cf["n_always"])
+        beta,
+        se,
+        var,
+        plan.S_LD,
+        plan.V_LD,
+        plan.I_LD,
+        plan.gc,
+        plan.varse2,
+        plan.v_pd_known,
+        cf["starts"],
+        cf["pidx"],
+        st.starts.shape[1],
+        n_always=cf["n_always"],
+    )
     ok = status == ST_OK
     th0 = np.where(ok[:, None], theta, st.starts[0][None, :])
-    res = gwas_batch(beta, se, var, plan.S_LD, plan.V_LD, plan.I_LD, plan.gc, plan.varse2,
-                     plan.v_pd_known, st.model, st.fidx, np.ascontiguousarray(th0), st.snpvar_par,
-                     max_iter=0, toler=plan.toler, smooth_check=plan.smooth_check)
+    res = gwas_batch(
+        beta,
+        se,
+        var,
+        plan.S_LD,
+        plan.V_LD,
+        plan.I_LD,
+        plan.gc,
+        plan.varse2,
+        plan.v_pd_known,
+        st.model,
+        st.fidx,
+        np.ascontiguousarray(th0),
+        st.snpvar_par,
+        max_iter=0,
+        toler=plan.toler,
+        smooth_check=plan.smooth_check,
+    )
     # the reduced fit checks the input as the general kernel does: its status stands where it did
     # not converge; where it did, a singular information matrix still fails the SNP
     res["status"] = np.where(ok, res["status"], status)
@@ -109,16 +156,17 @@ def cf_stage1(plan: Plan, beta, se, var) -> dict:
 def cf_q_start(plan: Plan, est: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """Start of the direct SNP effects in commonfactorGWAS's Q model: the values that fit the
     SNP-trait covariances exactly, ``beta_i - l_i b``."""
-    pidx = plan.stage1.cf["pidx"]
+    cf = plan.stage1.cf
+    assert cf is not None, "called only for a stage with the reduced problem (DWLS commonfactor)"
+    pidx = cf["pidx"]
     k = len(plan.traits)
     lam = np.ones((est.shape[0], k))
-    lam[:, 1:] = est[:, pidx[:k - 1]]
+    lam[:, 1:] = est[:, pidx[: k - 1]]
     g = beta - lam * est[:, pidx[k - 1]][:, None]
     return np.nan_to_num(g)
 
 
-def plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler,
-                       ml_se="R") -> Plan:
+def plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWAS, toler, ml_se="R") -> Plan:
     cs, gc, varse2, tol, I = common_setup(covstruc, GC, SNPSE, toler, estimation)
     traits = list(cs.trait_names)
     pred = "Gene" if TWAS else "SNP"
@@ -164,14 +212,35 @@ def plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWA
     arrays_q = cmq.arrays()
     if ml and ml_se == "R":
         arrays_q["vidx_meat"] = r_ml_meat(cmq, pt.observed, pred, traits)
-    stage2 = Stage(arrays_q, np.array(dq + rv, np.int64), np.zeros((1, nq)), -1,
-                    np.arange(len(dq), dtype=np.int64))
+    stage2 = Stage(arrays_q, np.array(dq + rv, np.int64), np.zeros((1, nq)), -1, np.arange(len(dq), dtype=np.int64))
     bpar = [q for r, q in zip(pt.rows, par) if r.op == "~" and r.lhs == "F1" and r.rhs == pred][0]
     return Plan(
-        kind="commonfactor", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="",
-        twas=TWAS, pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
-        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc), ml=ml, toler=tol,
-        smooth_check=smooth_check, stage1=stage1, stage2=stage2,
-        out_rows=[("F1", "~", pred, bpar, np.nan)], q_ptr=None, q_obs=None, q_trait=None, q_rows={},
-        q_df=[], df=len(cm.ma) - npar, npar=npar, est_row=bpar,
+        kind="commonfactor",
+        traits=traits,
+        beta_cols=[],
+        se_cols=[],
+        id_cols=[],
+        var_col="",
+        twas=TWAS,
+        pred=pred,
+        S_LD=S_LD,
+        V_LD=V_LD,
+        I_LD=I,
+        gc=gc,
+        varse2=varse2,
+        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc),
+        ml=ml,
+        toler=tol,
+        smooth_check=smooth_check,
+        stage1=stage1,
+        stage2=stage2,
+        out_rows=[("F1", "~", pred, bpar, np.nan)],
+        q_ptr=None,
+        q_obs=None,
+        q_trait=None,
+        q_rows={},
+        q_df=[],
+        df=len(cm.ma) - npar,
+        npar=npar,
+        est_row=bpar,
     )

@@ -51,23 +51,23 @@ class Stage:
 
     model: dict
     fidx: np.ndarray
-    starts: np.ndarray              # (n_starts, npar)
+    starts: np.ndarray  # (n_starts, npar)
     snpvar_par: int
     wald_idx: np.ndarray | None = None
-    fast: dict | None = None        # fast-path structure (see kernels.gwas.fast_structure)
-    cf: dict | None = None          # commonfactor DWLS: reduced-problem starts (see _cf_stage1)
+    fast: dict | None = None  # fast-path structure (see kernels.gwas.fast_structure)
+    cf: dict | None = None  # commonfactor DWLS: reduced-problem starts (see _cf_stage1)
 
 
 @dataclass
 class Plan:
-    kind: str                       # "user" | "commonfactor"
+    kind: str  # "user" | "commonfactor"
     traits: list[str]
     beta_cols: list[str]
     se_cols: list[str]
     id_cols: list[str]
-    var_col: str                    # MAF (var = 2 MAF (1-MAF)) or HSQ (TWAS)
+    var_col: str  # MAF (var = 2 MAF (1-MAF)) or HSQ (TWAS)
     twas: bool
-    pred: str                       # "SNP" or "Gene"
+    pred: str  # "SNP" or "Gene"
     S_LD: np.ndarray
     V_LD: np.ndarray
     I_LD: np.ndarray
@@ -79,21 +79,21 @@ class Plan:
     smooth_check: bool
     stage1: Stage
     stage2: Stage | None
-    out_rows: list[tuple[str, str, str, int, float]]   # lhs, op, rhs, par (-1 fixed), value
+    out_rows: list[tuple[str, str, str, int, float]]  # lhs, op, rhs, par (-1 fixed), value
     q_ptr: np.ndarray | None
     q_obs: np.ndarray | None
     q_trait: np.ndarray | None
-    q_rows: dict[int, int]          # out_rows index -> Q_SNP group
+    q_rows: dict[int, int]  # out_rows index -> Q_SNP group
     q_df: list[int]
     df: int
     npar: int
-    est_row: int = -1               # commonfactor: par of F1 ~ SNP
+    est_row: int = -1  # commonfactor: par of F1 ~ SNP
     ml_wmode: int = 0
-    bounds: tuple | None = None     # (lower, upper) per parameter when the model has bounds
-    defined: list = field(default_factory=list)       # [(name, Expr)] of ':=' parameters
-    label_src: dict = field(default_factory=dict)     # label -> (par, value) (par -1: fixed)
-    eliminate: bool = True          # solve indicator residual variances in closed form (their SEs
-                                    # are then not computed: off for long= / sub= output)
+    bounds: tuple | None = None  # (lower, upper) per parameter when the model has bounds
+    defined: list = field(default_factory=list)  # [(name, Expr)] of ':=' parameters
+    label_src: dict = field(default_factory=dict)  # label -> (par, value) (par -1: fixed)
+    eliminate: bool = True  # solve indicator residual variances in closed form (their SEs
+    # are then not computed: off for long= / sub= output)
 
 
 def smooth_near_pd(a: np.ndarray) -> np.ndarray:
@@ -126,16 +126,18 @@ def as_covstruc(covstruc):
 
 
 def model_text(model: str) -> str:
-    if isinstance(model, os.PathLike) or (isinstance(model, str) and "\n" not in model
-                                          and not re.search(r"[~=]", model) and Path(model).is_file()):
+    if isinstance(model, os.PathLike) or (
+        isinstance(model, str) and "\n" not in model and not re.search(r"[~=]", model) and Path(model).is_file()
+    ):
         return Path(model).read_text()
     if not isinstance(model, str):
         raise ModelSyntaxError(f"model must be lavaan-style text, got {type(model).__name__}")
     return model
 
 
-def start_values(pt: ParTable, num: Numbering, S_LD: np.ndarray, traits: list[str],
-                 baseline: dict | None = None) -> np.ndarray:
+def start_values(
+    pt: ParTable, num: Numbering, S_LD: np.ndarray, traits: list[str], baseline: dict | None = None
+) -> np.ndarray:
     """lavaan-like starts: loadings 1 (or from a baseline fit), observed variances S_ii / 2,
     latent variances 0.05, regressions and covariances 0; baseline estimates where given."""
     th = np.zeros(num.n)
@@ -157,8 +159,9 @@ def start_values(pt: ParTable, num: Numbering, S_LD: np.ndarray, traits: list[st
     return th
 
 
-def sign_starts(pt: ParTable, num: Numbering, th: np.ndarray, max_starts: int = 16,
-                scales: tuple[float, ...] = (1.0, 0.5)) -> np.ndarray:
+def sign_starts(
+    pt: ParTable, num: Numbering, th: np.ndarray, max_starts: int = 16, scales: tuple[float, ...] = (1.0, 0.5)
+) -> np.ndarray:
     """Start vectors with sign patterns of the free loadings (the first free loading of each
     factor keeps its sign: flipping all of a factor's loadings gives a mirror solution), each at
     the given loading scales."""
@@ -185,9 +188,9 @@ def sign_starts(pt: ParTable, num: Numbering, th: np.ndarray, max_starts: int = 
     else:
         patterns = [tuple([1.0] * len(flips))]
         for j in range(len(flips)):
-            pat = [1.0] * len(flips)
-            pat[j] = -1.0
-            patterns.append(tuple(pat))
+            one_flipped = [1.0] * len(flips)
+            one_flipped[j] = -1.0
+            patterns.append(tuple(one_flipped))
         patterns.append(tuple([-1.0] * len(flips)))
     out = np.empty((len(patterns) * len(scales), len(th)))
     s = 0
@@ -205,7 +208,7 @@ def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
     their interval are held at the bound, one is released when it moves back inside)."""
     from polgen.kernels.gwas import ST_OK, fit_cov
 
-    at = np.zeros(npar, np.int8)          # 0 free, 1 at lower, 2 at upper
+    at = np.zeros(npar, np.int8)  # 0 free, 1 at lower, 2 at upper
     th0 = np.array(start, dtype=np.float64, copy=True)
     for _ in range(2 * npar + 2):
         th0[at == 1] = lo[at == 1]
@@ -246,8 +249,9 @@ def no_snp_text(text: str, pred: str) -> str:
     return "\n".join(keep)
 
 
-def fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool,
-                 ml: bool) -> tuple[ParTable, Numbering, dict]:
+def fit_baseline(
+    text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool, ml: bool
+) -> tuple[ParTable, Numbering, dict]:
     """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
     from polgen.kernels.gwas import ST_OK
 
@@ -261,8 +265,9 @@ def fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str
     k = len(traits)
     tix = [int(j) - 1 for j in cm.obs_map]
     s = np.array([S_LD[tix[a], tix[b]] for a, b in zip(cm.ma, cm.mb)])
-    w = np.array([1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)]
-                  for a, b in zip(cm.ma, cm.mb)])
+    w = np.array(
+        [1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)] for a, b in zip(cm.ma, cm.mb)]
+    )
     th0 = start_values(pt0, num0, S_LD, traits)
     lo, hi = num0.bounds()
     best = None
@@ -287,24 +292,20 @@ def fit_baseline(text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str
 
 def resolve_columns(schema: dict, traits: list[str], twas: bool) -> tuple[list[str], list[str], list[str], str]:
     names = list(schema)
-    beta_cols, se_cols = [], []
-    for t in traits:
-        b, s = f"beta.{t}", f"se.{t}"
-        beta_cols.append(b if b in schema else None)
-        se_cols.append(s if s in schema else None)
-    if None in beta_cols or None in se_cols:
+    beta_cols = [f"beta.{t}" for t in traits]
+    se_cols = [f"se.{t}" for t in traits]
+    if any(c not in schema for c in beta_cols + se_cols):
         # R takes the beta.* / se.* columns by position
         bpos = [c for c in names if c.startswith("beta.")]
         spos = [c for c in names if c.startswith("se.")]
         if len(bpos) == len(traits) and len(spos) == len(traits):
-            log.warning("sumstats columns do not name the covstruc traits %s; using beta.*/se.* by "
-                        "position as R does", traits)
+            log.warning(
+                "sumstats columns do not name the covstruc traits %s; using beta.*/se.* by position as R does", traits
+            )
             beta_cols, se_cols = bpos, spos
         else:
-            miss = [f"beta.{t}" for t, c in zip(traits, beta_cols) if c is None] + \
-                   [f"se.{t}" for t, c in zip(traits, se_cols) if c is None]
-            raise SchemaError(f"sumstats lack columns {miss} for covstruc traits {traits}",
-                              column=miss[0])
+            miss = [c for c in beta_cols if c not in schema] + [c for c in se_cols if c not in schema]
+            raise SchemaError(f"sumstats lack columns {miss} for covstruc traits {traits}", column=miss[0])
     if twas:
         need = ["Gene", "Panel", "HSQ"]
         var_col = "HSQ"
@@ -326,7 +327,7 @@ def common_setup(covstruc, GC, SNPSE, toler, estimation):
         raise InputError(f"GC must be 'standard', 'conserv' or 'none', got {GC!r}")
     gc = GC_CODES[GC]
     if SNPSE is None or SNPSE is False:
-        varse2 = 0.0005 ** 2
+        varse2 = 0.0005**2
     else:
         if not (isinstance(SNPSE, (int, float)) and not isinstance(SNPSE, bool) and 0 < SNPSE < np.inf):
             raise InputError(f"SNPSE must be a positive finite number, got {SNPSE!r}")
@@ -344,8 +345,23 @@ def common_setup(covstruc, GC, SNPSE, toler, estimation):
     return cs, gc, varse2, tol, I
 
 
-def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, Q_SNP, smooth_check,
-               SNPSE, TWAS, toler, sub, long, ml_se="R") -> Plan:
+def plan_user(
+    schema,
+    covstruc,
+    model,
+    estimation,
+    GC,
+    fix_measurement,
+    std_lv,
+    Q_SNP,
+    smooth_check,
+    SNPSE,
+    TWAS,
+    toler,
+    sub,
+    long,
+    ml_se="R",
+) -> Plan:
     cs, gc, varse2, tol, I = common_setup(covstruc, GC, SNPSE, toler, estimation)
     traits = list(cs.trait_names)
     pred = "Gene" if TWAS else "SNP"
@@ -355,12 +371,15 @@ def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, 
     V_LD = np.array(cs.V, dtype=np.float64)
     pt_full = parse_model(text, std_lv=std_lv, fixed_x=False)
     if not any(r.op == "~" and r.rhs == pred for r in pt_full.rows) and not any(
-            r.op == "~" and r.lhs == pred for r in pt_full.rows):
+        r.op == "~" and r.lhs == pred for r in pt_full.rows
+    ):
         raise ModelError(f"the model has no '~ {pred}' regression: nothing to estimate per SNP")
     bad = [v for v in pt_full.observed if v != pred and v not in traits]
     if bad:
-        raise ModelError(f"model variables {bad} are not traits of the covstruc {traits} "
-                         f"(nor latent variables, nor {pred})", column=bad[0])
+        raise ModelError(
+            f"model variables {bad} are not traits of the covstruc {traits} (nor latent variables, nor {pred})",
+            column=bad[0],
+        )
     if fix_measurement:
         if not is_pd(S_LD):
             log.warning("S_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
@@ -408,8 +427,7 @@ def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, 
         subs = ["".join(str(x).split()) for x in subs]
         out_rows = []
         for x in subs:
-            out_rows += [r for r in rows_all + rows_def
-                         if f"{r[0]}{r[1]}{r[2]}" == x or (r[1] == ":=" and r[0] == x)]
+            out_rows += [r for r in rows_all + rows_def if f"{r[0]}{r[1]}{r[2]}" == x or (r[1] == ":=" and r[0] == x)]
         found = {f"{r[0]}{r[1]}{r[2]}" for r in out_rows} | {r[0] for r in out_rows if r[1] == ":="}
         miss = [x for x in subs if x not in found]
         if miss:
@@ -420,8 +438,10 @@ def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, 
             raise ModelError(f"the model has no free '~ {pred}' parameter to report")
         out_rows += rows_def
     if pt.defined and ml:
-        log.warning("user_gwas: standard errors of defined (:=) parameters are not available for "
-                    "ML (as R's userGWAS); their se is NaN")
+        log.warning(
+            "user_gwas: standard errors of defined (:=) parameters are not available for "
+            "ML (as R's userGWAS); their se is NaN"
+        )
     label_src: dict[str, tuple[int, float]] = {}
     for r, q, v in zip(pt.rows, par, value):
         if r.label and r.label not in label_src:
@@ -437,7 +457,7 @@ def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, 
         heads = {re.sub(r"~.*", "", ln) for ln in snp_lines}
         lvq = [v for v in pt.latent if v in heads]
         ptr, obs_i, tr_i = [0], [], []
-        obs_names = cm.var_names[:cm.p]
+        obs_names = cm.var_names[: cm.p]
         for g, f in enumerate(lvq):
             ind = [r.rhs for r in pt.rows if r.op == "=~" and r.lhs == f]
             if ind and ind[0] in traits:
@@ -456,12 +476,36 @@ def plan_user(schema, covstruc, model, estimation, GC, fix_measurement, std_lv, 
     elim = not (long or sub)
     return Plan(
         eliminate=elim,
-        kind="user", traits=traits, beta_cols=[], se_cols=[], id_cols=[], var_col="", twas=TWAS,
-        pred=pred, S_LD=S_LD, V_LD=V_LD, I_LD=I, gc=gc, varse2=varse2,
-        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc), ml=ml, toler=tol,
-        smooth_check=smooth_check, stage1=stage, stage2=None, out_rows=out_rows, q_ptr=q_ptr,
-        q_obs=q_obs, q_trait=q_trait, q_rows=q_rows, q_df=q_df, df=nmom - npar, npar=npar,
-        bounds=bounds, defined=[(d.name, d.expr) for d in pt.defined], label_src=label_src,
+        kind="user",
+        traits=traits,
+        beta_cols=[],
+        se_cols=[],
+        id_cols=[],
+        var_col="",
+        twas=TWAS,
+        pred=pred,
+        S_LD=S_LD,
+        V_LD=V_LD,
+        I_LD=I,
+        gc=gc,
+        varse2=varse2,
+        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc),
+        ml=ml,
+        toler=tol,
+        smooth_check=smooth_check,
+        stage1=stage,
+        stage2=None,
+        out_rows=out_rows,
+        q_ptr=q_ptr,
+        q_obs=q_obs,
+        q_trait=q_trait,
+        q_rows=q_rows,
+        q_df=q_df,
+        df=nmom - npar,
+        npar=npar,
+        bounds=bounds,
+        defined=[(d.name, d.expr) for d in pt.defined],
+        label_src=label_src,
     )
 
 
@@ -472,7 +516,7 @@ def r_ml_meat(cm: KernelLayout, ov_order: list[str], pred: str, traits: list[str
     lavaan's ML fit lists the SNP last, so R's ML "meat" pairs moment (a, b) of the ML model with
     the V_full entries of the variables at the same positions in the DWLS order (reproduces the
     R fixtures; ``ml_se="aligned"`` uses the consistent sandwich instead)."""
-    obs_names = cm.var_names[:cm.p]
+    obs_names = cm.var_names[: cm.p]
     tr = [v for v in ov_order if v != pred and v in obs_names]
     o_ml = tr + [pred]
     o_dwls = [pred] + tr
@@ -482,8 +526,7 @@ def r_ml_meat(cm: KernelLayout, ov_order: list[str], pred: str, traits: list[str
     return np.array([vech_index(perm[a], perm[b], K1) for a, b in zip(cm.ma, cm.mb)], np.int64)
 
 
-def _fixed_measurement_table(pt0: ParTable, num0: Numbering, est0: dict, pt_full: ParTable,
-                             pred: str) -> ParTable:
+def _fixed_measurement_table(pt0: ParTable, num0: Numbering, est0: dict, pt_full: ParTable, pred: str) -> ParTable:
     """fix_measurement's table as R's userGWAS builds it: the rows of the model without its SNP
     lines, every parameter that is not a (residual) variance fixed at its no-SNP estimate, then
     the SNP rows of the full model.  A fixed labelled row keeps its label: parameters tied to it

@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -40,6 +41,7 @@ from polgen.io.sumstats import read_sumstats
 from polgen.kernels.ldsc import r_merge_order, regress
 
 log = logging.getLogger("polgen")
+
 
 def _norm_pdf(x):
     return np.exp(-0.5 * np.square(x)) / np.sqrt(2.0 * np.pi)
@@ -60,8 +62,10 @@ def _normalise_munged(munged: Munged, trait_names: Sequence[str] | None) -> tupl
         items, keys = [munged], None
     else:
         items, keys = list(munged), None
-    labels = [str(x) if isinstance(x, (str, os.PathLike)) else (keys[i] if keys else f"trait {i + 1}")
-              for i, x in enumerate(items)]
+    labels = [
+        str(x) if isinstance(x, (str, os.PathLike)) else (keys[i] if keys else f"trait {i + 1}")
+        for i, x in enumerate(items)
+    ]
     if trait_names is not None:
         names = [str(t) for t in trait_names]
         if len(names) != len(items):
@@ -103,8 +107,12 @@ def _r_merge(left: pl.DataFrame, right: pl.DataFrame, on: str = "SNP") -> pl.Dat
     comm = lk.is_in(right[on].unique().implode())
     matched = pl.DataFrame({"k": lk.filter(comm)}).with_row_index("pos")
     first = matched.group_by("k").agg(pl.col("pos").min() + 1)
-    code = lambda keys: (pl.DataFrame({"k": keys}).join(first, on="k", how="left", maintain_order="left")  # noqa: E731
-                         ["pos"].fill_null(0).to_numpy())
+    code = lambda keys: (
+        pl.DataFrame({"k": keys})
+        .join(first, on="k", how="left", maintain_order="left")["pos"]  # noqa: E731
+        .fill_null(0)
+        .to_numpy()
+    )
     li, ri = r_merge_order(code(lk), code(right[on]))
     rest = right.drop(on)
     clash = [c for c in rest.columns if c in left.columns]
@@ -207,10 +215,20 @@ def _weights(chi: np.ndarray, l2: np.ndarray, wld: np.ndarray, N: np.ndarray, M:
 # ---------------------------------------------------------------------------------------------
 # main entry
 # ---------------------------------------------------------------------------------------------
-def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = None,
-         trait_names: Sequence[str] | None = None, sample_prev=None, population_prev=None,
-         n_blocks: int = 200, chisq_max: float | None = None, stand: bool = False,
-         select=None, chr: int = 22, m_suffix: str = "M_5_50") -> CovStruc:
+def ldsc(
+    munged: Munged,
+    ld: str | os.PathLike,
+    wld: str | os.PathLike | None = None,
+    trait_names: Sequence[str] | None = None,
+    sample_prev=None,
+    population_prev=None,
+    n_blocks: int = 200,
+    chisq_max: float | None = None,
+    stand: bool = False,
+    select=None,
+    chr: int = 22,
+    m_suffix: str = "M_5_50",
+) -> CovStruc:
     """Multivariable LDSC (R GenomicSEM ``ldsc``); see the module docstring for the algorithm.
 
     munged: the dict ``munge`` returns, or paths / frames of munged statistics (SNP N Z A1 A2).
@@ -273,22 +291,30 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
         if merged is None or not _all_distinct(merged["__idx"].to_numpy(), x.height):
             # duplicated ids: R's row order (its merge groups and Shell-sorts duplicates)
             merged = _r_merge(_r_merge(y1, w), x)
-        merged = (merged.with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
-                  .sort(["__chr", "BP"], maintain_order=True, nulls_last=True).drop("__chr"))
+        merged = (
+            merged.with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
+            .sort(["__chr", "BP"], maintain_order=True, nulls_last=True)
+            .drop("__chr")
+        )
         log.info("ldsc %s: out of %d SNPs, %d remain after merging with LD-score files", name, n_in, merged.height)
-        cmax = chisq_max if chisq_max is not None and not (isinstance(chisq_max, float) and math.isnan(chisq_max)) \
-            else max(0.001 * float(merged["N"].max() or 0.0), 80.0)
+        cmax = (
+            chisq_max
+            if chisq_max is not None and not (isinstance(chisq_max, float) and math.isnan(chisq_max))
+            else max(0.001 * float(cast("float | None", merged["N"].max()) or 0.0), 80.0)
+        )
         keep = (pl.col("Z") ** 2) <= cmax
         removed = merged.height - merged.filter(keep).height
         merged = merged.filter(keep)
         log.info("ldsc %s: removing %d SNPs with Chi^2 > %g; %d remain", name, removed, cmax, merged.height)
         if merged.height < n_blocks:
-            raise InputError(f"only {merged.height} SNPs remain after merging with the LD scores "
-                             f"(fewer than n_blocks={n_blocks})", path=label)
+            raise InputError(
+                f"only {merged.height} SNPs remain after merging with the LD scores (fewer than n_blocks={n_blocks})",
+                path=label,
+            )
         all_y.append(merged)
 
     # ---- regressions
-    cols = [{c: y[c].to_numpy() for c in ("Z", "N", "L2", "wLD", "A1", "__idx")} for y in all_y]
+    cols: list[dict[str, Any]] = [{c: y[c].to_numpy() for c in ("Z", "N", "L2", "wLD", "A1", "__idx")} for y in all_y]
     for c in cols:
         for key in ("Z", "N", "L2", "wLD"):
             c[key] = np.ascontiguousarray(c[key], dtype=np.float64)
@@ -325,19 +351,22 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
                     z1, a1x, l2, wl, N1 = (c1[c][sel1] for c in ("Z", "A1", "L2", "wLD", "N"))
                     z2, a1y, N2 = (c2[c][sel2] for c in ("Z", "A1", "N"))
                 else:  # duplicated SNP ids: every pairing, in R's merge order
-                    y2 = all_y[k].select("SNP", pl.col("N").alias("N_y"), pl.col("Z").alias("Z_y"),
-                                         pl.col("A1").alias("A1_y"))
+                    y2 = all_y[k].select(
+                        "SNP", pl.col("N").alias("N_y"), pl.col("Z").alias("Z_y"), pl.col("A1").alias("A1_y")
+                    )
                     m2 = _r_merge(y1, y2).drop_nulls()
                     z1, a1x, l2, wl, N1, z2, a1y, N2 = (
-                        m2[c].to_numpy() for c in ("Z", "A1", "L2", "wLD", "N", "Z_y", "A1_y", "N_y"))
+                        m2[c].to_numpy() for c in ("Z", "A1", "L2", "wLD", "N", "Z_y", "A1_y", "N_y")
+                    )
                     z1, l2, wl, N1, z2, N2 = (np.asarray(a, dtype=np.float64) for a in (z1, l2, wl, N1, z2, N2))
                 n_snps = z1.shape[0]
                 if n_snps < n_blocks:
-                    raise InputError(f"only {n_snps} SNPs shared by {names[j]} and {names[k]} "
-                                     f"(fewer than n_blocks={n_blocks})")
+                    raise InputError(
+                        f"only {n_snps} SNPs shared by {names[j]} and {names[k]} (fewer than n_blocks={n_blocks})"
+                    )
                 z1 = np.where(a1y == a1x, z1, -z1)
-                iw1 = _weights(z1 ** 2, l2, wl, N1, M)
-                iw2 = _weights(z2 ** 2, l2, wl, N2, M)
+                iw1 = _weights(z1**2, l2, wl, N1, M)
+                iw2 = _weights(z2**2, l2, wl, N2, M)
                 tot = iw1 + iw2
                 weights = tot / tot.sum()
                 Nbar = math.sqrt(N1.mean() * N2.mean())
@@ -346,24 +375,48 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
             jk_cov = np.cov(pseudo, rowvar=False) / n_blocks
             intercept = float(reg[1])
             est = float(reg[0] / Nbar * M)
-            se = float(math.sqrt(jk_cov[0, 0] / Nbar ** 2) * M)
+            se = float(math.sqrt(jk_cov[0, 0] / Nbar**2) * M)
             V_hold[:, s] = pseudo[:, 0]
             N_vec[s] = Nbar
             cov[j, k] = cov[k, j] = est
             I[j, k] = I[k, j] = intercept
-            row = {"trait1": names[j], "trait2": names[k], "n_snps": int(n_snps), "estimate": est,
-                   "se": se, "intercept": intercept, "intercept_se": float(math.sqrt(jk_cov[1, 1]))}
+            row = {
+                "trait1": names[j],
+                "trait2": names[k],
+                "n_snps": int(n_snps),
+                "estimate": est,
+                "se": se,
+                "intercept": intercept,
+                "intercept_se": float(math.sqrt(jk_cov[1, 1])),
+            }
             if j == k:
                 mean_chi = float(chi.mean())
-                row.update(mean_chi2=mean_chi,
-                           lambda_gc=float(np.median(chi) / _QCHISQ_HALF),
-                           ratio=(intercept - 1) / (mean_chi - 1) if mean_chi != 1 else math.nan)
-                log.info("ldsc %s: mean Chi^2 %.4f, intercept %.4f (%.4f), observed-scale h2 %.4f (%.4f)",
-                         names[j], mean_chi, intercept, row["intercept_se"], est, se)
+                row.update(
+                    mean_chi2=mean_chi,
+                    lambda_gc=float(np.median(chi) / _QCHISQ_HALF),
+                    ratio=(intercept - 1) / (mean_chi - 1) if mean_chi != 1 else math.nan,
+                )
+                log.info(
+                    "ldsc %s: mean Chi^2 %.4f, intercept %.4f (%.4f), observed-scale h2 %.4f (%.4f)",
+                    names[j],
+                    mean_chi,
+                    intercept,
+                    row["intercept_se"],
+                    est,
+                    se,
+                )
             else:
                 row.update(mean_zz=float(yv.mean()))
-                log.info("ldsc %s/%s: %d SNPs, cross-trait intercept %.4f (%.4f), g_cov %.4f (%.4f)",
-                         names[j], names[k], n_snps, intercept, row["intercept_se"], est, se)
+                log.info(
+                    "ldsc %s/%s: %d SNPs, cross-trait intercept %.4f (%.4f), g_cov %.4f (%.4f)",
+                    names[j],
+                    names[k],
+                    n_snps,
+                    intercept,
+                    row["intercept_se"],
+                    est,
+                    se,
+                )
             diag_rows.append(row)
             s += 1
 
@@ -380,8 +433,10 @@ def ldsc(munged: Munged, ld: str | os.PathLike, wld: str | os.PathLike | None = 
         if stand:
             S_Stand, V_Stand = standardise(S, V)
     else:
-        log.warning("ldsc: the genetic covariance matrix has a non-positive heritability; "
-                    "genetic correlations (S_Stand) cannot be computed")
+        log.warning(
+            "ldsc: the genetic covariance matrix has a non-positive heritability; "
+            "genetic correlations (S_Stand) cannot be computed"
+        )
     out = CovStruc(S=S, V=V, I=I, trait_names=names, N=N_vec, m=M, S_Stand=S_Stand, V_Stand=V_Stand)
     out.extra["ldsc"] = diag_rows
     out.extra["liability_factors"] = factors

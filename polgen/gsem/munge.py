@@ -30,8 +30,9 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -72,21 +73,27 @@ def z_from_p(p: np.ndarray, effect: np.ndarray) -> np.ndarray:
 def z_expr(p: str = "P", effect: str = "effect") -> pl.Expr:
     """Polars expression for :func:`z_from_p` (nulls propagate)."""
     return pl.struct(p, effect).map_batches(
-        lambda s: pl.Series(z_from_p(s.struct.field(p).to_numpy().astype(np.float64),
-                                     s.struct.field(effect).to_numpy().astype(np.float64))),
-        return_dtype=pl.Float64)
+        lambda s: pl.Series(
+            z_from_p(
+                s.struct.field(p).to_numpy().astype(np.float64), s.struct.field(effect).to_numpy().astype(np.float64)
+            )
+        ),
+        return_dtype=pl.Float64,
+    )
 
 
 def is_odds_ratio(effect: pl.Series) -> bool:
     """R: ``round(median(effect, na.rm = TRUE)) == 1`` (round half to even, as R)."""
     med = effect.drop_nulls().drop_nans().median()
-    return med is not None and float(np.round(med)) == 1.0
+    # polars types median() as any literal; of a numeric series it is a float (None when empty)
+    return med is not None and float(np.round(cast(float, med))) == 1.0
 
 
 def check_p(df: pl.DataFrame, path: str | None, column: str = "P") -> None:
     """P must lie in (0, 1]: otherwise InputError naming the first bad row."""
-    bad = df.select(((pl.col(column) <= 0) | (pl.col(column) > 1) | pl.col(column).is_nan())
-                    .fill_null(False).arg_true().first()).item()
+    bad = df.select(
+        ((pl.col(column) <= 0) | (pl.col(column) > 1) | pl.col(column).is_nan()).fill_null(False).arg_true().first()
+    ).item()
     if bad is not None:
         row = df[ROW][bad] if ROW in df.columns else bad + 1
         raise InputError(f"P-value {df[column][bad]!r} outside (0, 1]", path=path, column=column, row=row)
@@ -112,20 +119,30 @@ def pick_effect(df: pl.DataFrame, path: str | None, allow_z: bool = True) -> str
     if allow_z and S.Z in df.columns:
         log.info("%s: no effect column; interpreting Z as the effect column", path)
         return S.Z
-    raise SchemaError("cannot find an effect column (BETA/OR/LOGOR/EFFECT..." +
-                      ("/Z" if allow_z else "") + f"); found columns {df.columns}", path=path,
-                      column="effect")
+    raise SchemaError(
+        "cannot find an effect column (BETA/OR/LOGOR/EFFECT..."
+        + ("/Z" if allow_z else "")
+        + f"); found columns {df.columns}",
+        path=path,
+        column="effect",
+    )
 
 
-def align_to_reference(df: pl.DataFrame, counts: "DropCounter") -> pl.DataFrame:
+def align_to_reference(df: pl.DataFrame, counts: DropCounter) -> pl.DataFrame:
     """R's flip-then-filter on A1/A2 against reference alleles ``A1_ref``/``A2_ref``.
 
     Uses Kleene (three-valued) logic like R: a null comparison in ``subset`` drops the row, in
     ``ifelse`` makes the effect missing.  The two filters are added to ``counts``' plan."""
     a1, a2, r1, r2 = pl.col(S.A1), pl.col(S.A2), pl.col("A1_ref"), pl.col("A2_ref")
     flip = (r1 != a1) & (r1 == a2)
-    df = df.with_columns(pl.when(flip.is_null()).then(None)
-                         .when(flip).then(-pl.col("effect")).otherwise(pl.col("effect")).alias("effect"))
+    df = df.with_columns(
+        pl.when(flip.is_null())
+        .then(None)
+        .when(flip)
+        .then(-pl.col("effect"))
+        .otherwise(pl.col("effect"))
+        .alias("effect")
+    )
     df = counts.step(df, ~((r1 != a1) & (r1 != a2)), "allele_a1_mismatch")
     df = counts.step(df, ~((r2 != a2) & (r2 != a1)), "allele_a2_mismatch")
     return df
@@ -173,30 +190,31 @@ class DropCounter:
         return df
 
     def add(self, reason: str, n: int, remaining: int) -> None:
-        self.rows.append({"trait": self.trait, "reason": reason, "n_dropped": int(n),
-                          "n_remaining": int(remaining)})
+        self.rows.append({"trait": self.trait, "reason": reason, "n_dropped": int(n), "n_remaining": int(remaining)})
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema={"trait": pl.String, "reason": pl.String,
-                                               "n_dropped": pl.Int64, "n_remaining": pl.Int64})
+        return pl.DataFrame(
+            self.rows, schema={"trait": pl.String, "reason": pl.String, "n_dropped": pl.Int64, "n_remaining": pl.Int64}
+        )
 
 
-def odds_ratio_plan(df: pl.DataFrame, counts: DropCounter, what: str, trait: str, label: str
-                    ) -> tuple[pl.DataFrame, bool]:
+def odds_ratio_plan(
+    df: pl.DataFrame, counts: DropCounter, what: str, trait: str, label: str
+) -> tuple[pl.DataFrame, bool]:
     """R's per-file OR detection (``round(median(effect)) == 1``) over the rows still kept; when
     detected, rows with a negative 'odds ratio' are dropped and the effect is logged."""
-    kept, med = df.select(counts.current().sum(),
-                          pl.col("effect").filter(counts.current()).drop_nans().median()).row(0)
+    kept, med = df.select(counts.current().sum(), pl.col("effect").filter(counts.current()).drop_nans().median()).row(0)
     if not kept:
-        raise InputError("no SNPs left after merging with the reference and removing missing "
-                         "P/effect values", path=label)
+        raise InputError(
+            "no SNPs left after merging with the reference and removing missing P/effect values", path=label
+        )
     is_or = med is not None and float(np.round(med)) == 1.0
     if is_or:
-        log.info("%s %s: the effect column was determined to be coded as an odds ratio (OR); "
-                 "taking logs", what, trait)
+        log.info("%s %s: the effect column was determined to be coded as an odds ratio (OR); taking logs", what, trait)
         df = counts.step(df, pl.col("effect") >= 0, "negative_odds_ratio")
-        df = df.with_columns(pl.when(pl.col("effect") >= 0).then(pl.col("effect").log())
-                             .otherwise(None).alias("effect"))
+        df = df.with_columns(
+            pl.when(pl.col("effect") >= 0).then(pl.col("effect").log()).otherwise(None).alias("effect")
+        )
     else:
         log.info("%s %s: the effect column was determined NOT to be an odds ratio", what, trait)
     return df, is_or
@@ -214,8 +232,7 @@ def normalise_inputs(files: Any, trait_names: Sequence[str] | None) -> tuple[lis
         raise InputError("no summary statistics given")
     labels = []
     for i, x in enumerate(items):
-        labels.append(str(x) if isinstance(x, (str, os.PathLike)) else
-                      (keys[i] if keys else f"frame {i + 1}"))
+        labels.append(str(x) if isinstance(x, (str, os.PathLike)) else (keys[i] if keys else f"frame {i + 1}"))
     if trait_names is not None:
         names = [str(t) for t in trait_names]
         if len(names) != len(items):
@@ -262,35 +279,44 @@ def _with_label(exc: InputError, label: str) -> InputError:
 # ---------------------------------------------------------------------------------------------
 # munge one file
 # ---------------------------------------------------------------------------------------------
-def munge_one(obj, ref: pl.DataFrame, trait: str, label: str, N: float | None = None,
-              info_filter: float = 0.9, maf_filter: float = 0.01,
-              column_names: Mapping[str, str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def munge_one(
+    obj,
+    ref: pl.DataFrame,
+    trait: str,
+    label: str,
+    N: float | None = None,
+    info_filter: float = 0.9,
+    maf_filter: float = 0.01,
+    column_names: Mapping[str, str] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Munge one trait's statistics against a prepared reference (SNP, A1_ref, A2_ref)."""
     counts = DropCounter(trait)
     try:
-        df = read_sumstats(obj, required=(S.SNP, S.A1, S.A2, S.P), keep_row=True,
-                           column_names=column_names)
+        df = read_sumstats(obj, required=(S.SNP, S.A1, S.A2, S.P), keep_row=True, column_names=column_names)
     except InputError as exc:
-        raise _with_label(exc, label)
+        _with_label(exc, label)  # adds the file label to this exception, which re-raises unchanged
+        raise
     effect = pick_effect(df, label)
-    n_given = N is not None and not (isinstance(N, float) and math.isnan(N))
-    if n_given:
+    if N is not None and not (isinstance(N, float) and math.isnan(N)):  # N given
         if not float(N) > 0:
             raise InputError(f"N must be positive, got {N}", path=label)
         log.info("munge %s: using provided N = %s", trait, N)
         df = df.with_columns(pl.lit(float(N)).alias(S.N))
     elif S.N not in df.columns:
-        raise SchemaError(f"no sample-size column (N/NEFF/...) and no N given; found columns "
-                          f"{[c for c in df.columns if c != ROW]}", path=label, column="N")
+        raise SchemaError(
+            f"no sample-size column (N/NEFF/...) and no N given; found columns {[c for c in df.columns if c != ROW]}",
+            path=label,
+            column="N",
+        )
     # only the columns the method uses travel through the joins and filters
-    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE)
-                    if c in df.columns])
+    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE) if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = df.with_columns(pl.col(effect).alias("effect"), *clean_alleles())
     if S.MAF in df.columns:
-        df = df.with_columns(pl.when(pl.col(S.MAF) <= 0.5).then(pl.col(S.MAF))
-                             .otherwise(1 - pl.col(S.MAF)).alias(S.MAF))
+        df = df.with_columns(
+            pl.when(pl.col(S.MAF) <= 0.5).then(pl.col(S.MAF)).otherwise(1 - pl.col(S.MAF)).alias(S.MAF)
+        )
     before = df.height
     df = ref.join(df, on=S.SNP, how="inner", maintain_order="left")
     counts.add("not_in_reference", before - df.height, df.height)
@@ -309,8 +335,9 @@ def munge_one(obj, ref: pl.DataFrame, trait: str, label: str, N: float | None = 
         log.info("munge %s: no MAF column, cannot filter on MAF", trait)
     df = counts.finish(df)
     df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
-    out = df.select(S.SNP, pl.col(S.N).cast(pl.Float64), S.Z, pl.col("A1_ref").alias(S.A1),
-                    pl.col("A2_ref").alias(S.A2))
+    out = df.select(
+        S.SNP, pl.col(S.N).cast(pl.Float64), S.Z, pl.col("A1_ref").alias(S.A1), pl.col("A2_ref").alias(S.A2)
+    )
     if out.height == 0:
         raise InputError("no SNPs left after munging (see the dropped-row summary)", path=label)
     log.info("munge %s: %d SNPs left after QC", trait, out.height)
@@ -330,10 +357,17 @@ def _write_text_gz(path: Path, df: pl.DataFrame) -> None:
         raise
 
 
-def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_filter: float = 0.9,
-          maf_filter: float = 0.01, out: str | os.PathLike | None = None, write_text: bool = False,
-          column_names: Mapping[str, str] | None = None
-          ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
+def munge(
+    files,
+    hm3,
+    trait_names: Sequence[str] | None = None,
+    N=None,
+    info_filter: float = 0.9,
+    maf_filter: float = 0.01,
+    out: str | os.PathLike | None = None,
+    write_text: bool = False,
+    column_names: Mapping[str, str] | None = None,
+) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
     """Munge summary statistics (R GenomicSEM ``munge``; rules in the module docstring).
 
     files: paths, globs (one glob = one trait's files), frames, or a dict {trait: input}.
@@ -341,8 +375,9 @@ def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_fil
     (None/NaN = use the file's N column).  out: a directory; each trait is written atomically as
     ``{trait}.sumstats.parquet`` (and ``{trait}.sumstats.gz``, R's tab-separated text, when
     ``write_text``).  column_names: {canonical (SNP, A1, A2, effect, P, N, MAF, INFO, Z): column}
-    overriding the alias table for every file, as R's ``column.names``.  Returns ({trait: LazyFrame SNP N Z A1 A2}, dropped-row summary frame with
-    trait, reason, n_dropped, n_remaining).  A file that fails raises, naming the file.
+    overriding the alias table for every file, as R's ``column.names``.  Returns
+    ({trait: LazyFrame SNP N Z A1 A2}, dropped-row summary frame with trait, reason, n_dropped,
+    n_remaining).  A file that fails raises, naming the file.
     """
     items, names, labels = normalise_inputs(files, trait_names)
     Ns = per_trait(N, len(items), "N")
@@ -363,10 +398,17 @@ def munge(files, hm3, trait_names: Sequence[str] | None = None, N=None, info_fil
         if outdir is not None:
             stem = name.replace(" ", "")
             pq_path = outdir / f"{stem}.sumstats.parquet"
-            write_table_atomic(pq_path, df, metadata={
-                S.META_METHOD: "polgen.gsem.munge",
-                S.META_PARAMS: json.dumps({"trait": name, "source": label, "info_filter": info_filter,
-                                           "maf_filter": maf_filter, "N": n}, default=str)})
+            write_table_atomic(
+                pq_path,
+                df,
+                metadata={
+                    S.META_METHOD: "polgen.gsem.munge",
+                    S.META_PARAMS: json.dumps(
+                        {"trait": name, "source": label, "info_filter": info_filter, "maf_filter": maf_filter, "N": n},
+                        default=str,
+                    ),
+                },
+            )
             if write_text:
                 _write_text_gz(outdir / f"{stem}.sumstats.gz", df)
             results[name] = pl.scan_parquet(pq_path)

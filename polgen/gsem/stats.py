@@ -18,7 +18,7 @@ def normal_pvalues(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy.special import log_ndtr
 
     az = np.abs(z)
-    lp = np.log(2.0) + log_ndtr(-az)          # log p
+    lp = np.log(2.0) + log_ndtr(-az)  # log p
     p = np.exp(lp)
     return p, -lp / np.log(10.0)
 

@@ -37,22 +37,33 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import cast
 
 import polars as pl
 
 from polgen import schema as S
 from polgen.errors import InputError, SchemaError
-from polgen.gsem.munge import (DropCounter, _with_label, align_to_reference, check_p, clean_alleles,
-                               normalise_inputs, odds_ratio_plan, per_trait, pick_effect, z_expr)
+from polgen.gsem.munge import (
+    DropCounter,
+    _with_label,
+    align_to_reference,
+    check_p,
+    clean_alleles,
+    normalise_inputs,
+    odds_ratio_plan,
+    per_trait,
+    pick_effect,
+    z_expr,
+)
 from polgen.io.sink import write_table_atomic
 from polgen.io.sumstats import ROW, read_sumstats
 
 log = logging.getLogger("polgen")
 
-_PI2_3 = math.pi ** 2 / 3.0
+_PI2_3 = math.pi**2 / 3.0
 _AMBIGUOUS = [("T", "A"), ("A", "T"), ("C", "G"), ("G", "C")]
 
 
@@ -64,15 +75,27 @@ def read_reference(ref, maf_filter: float = 0.01, ambig: bool = False) -> pl.Dat
         for x, y in _AMBIGUOUS:
             df = df.filter((pl.col(S.A1) != x) | (pl.col(S.A2) != y))
     if df.height == 0:
-        raise InputError(f"no reference SNPs with MAF >= {maf_filter}",
-                         path=str(ref) if isinstance(ref, (str, os.PathLike)) else None)
+        raise InputError(
+            f"no reference SNPs with MAF >= {maf_filter}",
+            path=str(ref) if isinstance(ref, (str, os.PathLike)) else None,
+        )
     return df
 
 
-def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bool = False,
-                 OLS: bool = False, linprob: bool = False, N: float | None = None, betas=False,
-                 info_filter: float = 0.6, keep_indel: bool = False
-                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def sumstats_one(
+    obj,
+    ref: pl.DataFrame,
+    trait: str,
+    label: str,
+    *,
+    se_logit: bool = False,
+    OLS: bool = False,
+    linprob: bool = False,
+    N: float | None = None,
+    betas=False,
+    info_filter: float = 0.6,
+    keep_indel: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One trait: returns (frame SNP, beta.<trait>, se.<trait>; dropped-row summary)."""
     if OLS and linprob:
         raise InputError(f"trait {trait}: OLS and linprob cannot both be TRUE", path=label)
@@ -82,33 +105,36 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
     try:
         df = read_sumstats(obj, required=required, keep_row=True)
     except InputError as exc:
-        raise _with_label(exc, label)
+        _with_label(exc, label)  # adds the file label to this exception, which re-raises unchanged
+        raise
     effect = pick_effect(df, label, allow_z=bool(linprob or OLS))
     if N is not None and not (isinstance(N, float) and math.isnan(N)):
         if not float(N) > 0:
             raise InputError(f"N must be positive, got {N}", path=label)
         df = df.with_columns(pl.lit(float(N)).alias(S.N))
     if (linprob or (OLS and not betas)) and S.N not in df.columns:
-        raise SchemaError("a sample size (N column or the N argument) is needed for "
-                          + ("linprob" if linprob else "OLS") + " standardisation; found columns "
-                          f"{[c for c in df.columns if c != ROW]}", path=label, column="N")
+        raise SchemaError(
+            "a sample size (N column or the N argument) is needed for "
+            + ("linprob" if linprob else "OLS")
+            + " standardisation; found columns "
+            f"{[c for c in df.columns if c != ROW]}",
+            path=label,
+            column="N",
+        )
     # only the columns the method uses travel through the joins and filters
-    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE)
-                    if c in df.columns])
+    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE) if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = counts.filter(df, ~pl.col(S.SNP).is_duplicated(), "duplicated_snp")
     df = df.with_columns(pl.col(effect).alias("effect"), *clean_alleles(keep_indel))
-    refc = ref.select(S.SNP, pl.col(S.A1).alias("A1_ref"), pl.col(S.A2).alias("A2_ref"),
-                      pl.col(S.MAF).alias("MAF_ref"))
+    refc = ref.select(S.SNP, pl.col(S.A1).alias("A1_ref"), pl.col(S.A2).alias("A2_ref"), pl.col(S.MAF).alias("MAF_ref"))
     before = df.height
     df = refc.join(df, on=S.SNP, how="inner", maintain_order="left")
     counts.add("not_in_reference", before - df.height, df.height)
     df = counts.step(df, pl.col(S.P).is_not_null(), "missing_p")
     df = counts.step(df, pl.col("effect").is_not_null(), "missing_effect")
     if S.MAF in df.columns:
-        df = df.with_columns(pl.when(pl.col(S.MAF) > 0.5).then(1 - pl.col(S.MAF))
-                             .otherwise(pl.col(S.MAF)).alias(S.MAF))
+        df = df.with_columns(pl.when(pl.col(S.MAF) > 0.5).then(1 - pl.col(S.MAF)).otherwise(pl.col(S.MAF)).alias(S.MAF))
         df = counts.step(df, (pl.col(S.MAF) != 0) & (pl.col(S.MAF) != 1), "maf_0_or_1")
         f = pl.col(S.MAF)
     else:
@@ -135,27 +161,44 @@ def sumstats_one(obj, ref: pl.DataFrame, trait: str, label: str, *, se_logit: bo
         beta, se = b / denom, (pl.col(S.SE) / b.exp()) / denom
     nb, ns = f"beta.{trait}", f"se.{trait}"
     df = df.with_columns(beta.alias(nb), se.alias(ns))
-    ok = (pl.col(nb).is_not_null() & pl.col(ns).is_not_null() & pl.col(nb).is_not_nan()
-          & pl.col(ns).is_not_nan())
+    ok = pl.col(nb).is_not_null() & pl.col(ns).is_not_null() & pl.col(nb).is_not_nan() & pl.col(ns).is_not_nan()
     if linprob:
         ok = ok & (pl.col(nb) != 0) & (pl.col(ns) != 0)
     df = counts.step(df, ok, "missing_output")
     out = counts.finish(df).select(S.SNP, nb, ns)
     if out.height == 0:
         raise InputError("no SNPs left after QC and merging with the reference", path=label)
-    zmean = float((out[nb] / out[ns]).abs().mean())
+    zmean = float(cast(float, (out[nb] / out[ns]).abs().mean()))  # polars types mean() as any literal
     if zmean > 5:
-        log.warning("sumstats %s: the average |estimate / SE| is %.2f > 5: a column was probably "
-                    "misinterpreted or arguments misspecified", trait, zmean)
+        log.warning(
+            "sumstats %s: the average |estimate / SE| is %.2f > 5: a column was probably "
+            "misinterpreted or arguments misspecified",
+            trait,
+            zmean,
+        )
     counts.add("output_rows", 0, out.height)
     log.info("sumstats %s: %d SNPs left after QC and merging with the reference", trait, out.height)
     return out, counts.frame()
 
 
-def sumstats(files, ref, trait_names: Sequence[str] | None = None, *, se_logit, OLS=None,
-             linprob=None, N=None, betas=None, info_filter: float = 0.6, maf_filter: float = 0.01,
-             keep_indel: bool = False, parallel: bool = False, ambig: bool = False,
-             out: str | os.PathLike | None = None, return_summary: bool = False):
+def sumstats(
+    files,
+    ref,
+    trait_names: Sequence[str] | None = None,
+    *,
+    se_logit,
+    OLS=None,
+    linprob=None,
+    N=None,
+    betas=None,
+    info_filter: float = 0.6,
+    maf_filter: float = 0.01,
+    keep_indel: bool = False,
+    parallel: bool = False,
+    ambig: bool = False,
+    out: str | os.PathLike | None = None,
+    return_summary: bool = False,
+):
     """R GenomicSEM ``sumstats`` (rules in the module docstring).
 
     files: paths/globs/frames or a dict {trait: input}; ref: reference panel path or frame.
@@ -178,9 +221,19 @@ def sumstats(files, ref, trait_names: Sequence[str] | None = None, *, se_logit, 
     log.info("sumstats: %d reference SNPs after the MAF filter of %s", reference.height, maf_filter)
 
     def one(i: int):
-        return sumstats_one(items[i], reference, names[i], labels[i], se_logit=se_logit[i],
-                            OLS=OLS[i], linprob=linprob[i], N=Ns[i], betas=betas[i],
-                            info_filter=info_filter, keep_indel=keep_indel)
+        return sumstats_one(
+            items[i],
+            reference,
+            names[i],
+            labels[i],
+            se_logit=se_logit[i],
+            OLS=OLS[i],
+            linprob=linprob[i],
+            N=Ns[i],
+            betas=betas[i],
+            info_filter=info_filter,
+            keep_indel=keep_indel,
+        )
 
     if parallel and n > 1:
         with ThreadPoolExecutor(max_workers=min(n, os.cpu_count() or 1)) as ex:
@@ -195,12 +248,29 @@ def sumstats(files, ref, trait_names: Sequence[str] | None = None, *, se_logit, 
     if out is not None:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_table_atomic(path, merged, metadata={
-            S.META_METHOD: "polgen.gsem.sumstats",
-            S.META_PARAMS: json.dumps({"traits": names, "sources": labels, "se_logit": se_logit,
-                                       "OLS": OLS, "linprob": linprob, "betas": betas, "N": Ns,
-                                       "info_filter": info_filter, "maf_filter": maf_filter,
-                                       "keep_indel": keep_indel, "ambig": ambig}, default=str)})
+        write_table_atomic(
+            path,
+            merged,
+            metadata={
+                S.META_METHOD: "polgen.gsem.sumstats",
+                S.META_PARAMS: json.dumps(
+                    {
+                        "traits": names,
+                        "sources": labels,
+                        "se_logit": se_logit,
+                        "OLS": OLS,
+                        "linprob": linprob,
+                        "betas": betas,
+                        "N": Ns,
+                        "info_filter": info_filter,
+                        "maf_filter": maf_filter,
+                        "keep_indel": keep_indel,
+                        "ambig": ambig,
+                    },
+                    default=str,
+                ),
+            },
+        )
         lf = pl.scan_parquet(path)
     else:
         lf = merged.lazy()

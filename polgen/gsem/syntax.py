@@ -47,8 +47,8 @@ from __future__ import annotations
 import ast
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -56,24 +56,12 @@ from polgen.errors import ModelError
 from polgen.gsem.expr import Constraint, Defined, Expr
 from polgen.gsem.expr import syntax_error as _syntax_error
 
-__all__ = [
-    "Expr",
-    "FlatRow",
-    "ParRow",
-    "ParTable",
-    "Constraint",
-    "Defined",
-    "parse_model",
-    "parse_syntax",
-]
+__all__ = ["Expr", "FlatRow", "ParRow", "ParTable", "Constraint", "Defined", "parse_model", "parse_syntax"]
 
 _PAR_OPS = ("=~", "~~", "~")
 _CON_OPS = ("==", "<", ">")
 _VAR_RE = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 _NUM_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,14 +162,14 @@ def _find_op(text: str) -> tuple[str, int] | None:
         elif ch == ")":
             depth -= 1
         elif depth == 0:
-            two = text[i:i + 2]
+            two = text[i : i + 2]
             if two in (":=", "=~", "~~", "<~", "==", "~*", "|~", "%~"):
                 return (two, i)
             if ch == "~":
                 return ("~", i)
             if ch in "<>|":
                 # '<=' / '>=' behave like '<' / '>' in lavaan
-                if text[i:i + 2] in ("<=", ">="):
+                if text[i : i + 2] in ("<=", ">="):
                     return (ch + "=", i)
                 return (ch, i)
             if ch == "=":
@@ -228,7 +216,8 @@ def _logical_statements(model: str) -> list[_Stmt]:
             has_op = _find_op(piece_s) is not None
             prev = stmts[-1].text.rstrip() if stmts else ""
             continues = bool(stmts) and (
-                not has_op or prev.endswith(("+", "*", "=~", "~", ":=", "==", "<", ">", "("))
+                not has_op
+                or prev.endswith(("+", "*", "=~", "~", ":=", "==", "<", ">", "("))
                 or piece_s.startswith(("+", "*"))
             )
             if continues:
@@ -262,8 +251,7 @@ def _parse_modifier(mod: str, row: FlatRow, where: tuple[int, int]) -> None:
     if cm:
         items = [s for s, _ in _split_top(cm.group(1), ",")]
         if len(items) != 1:
-            raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group",
-                                   row=line, col=col)
+            raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group", row=line, col=col)
         _parse_modifier(items[0], row, where)
         return
     fm = re.fullmatch(r"([A-Za-z_.][A-Za-z0-9_.]*)\s*\((.*)\)", m, flags=re.S)
@@ -273,8 +261,7 @@ def _parse_modifier(mod: str, row: FlatRow, where: tuple[int, int]) -> None:
         if arg_c:
             items = [s.strip() for s, _ in _split_top(arg_c.group(1), ",")]
             if len(items) != 1:
-                raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group",
-                                       row=line, col=col)
+                raise _syntax_error(f"modifier {m!r} has {len(items)} values but there is one group", row=line, col=col)
             arg = items[0]
         if fname in ("start", "lower", "upper"):
             v = _num(arg)
@@ -334,15 +321,14 @@ def parse_syntax(model: str) -> tuple[list[FlatRow], list[Defined], list[Constra
             raise _syntax_error(f"no operator in statement {text!r}", row=line, col=col)
         op, at = found
         line, col = st.where(at)
-        lhs_text, rhs_text = text[:at], text[at + len(op):]
+        lhs_text, rhs_text = text[:at], text[at + len(op) :]
         if op in ("<=", ">="):
             op = op[0]
-            rhs_text = text[at + 2:]
+            rhs_text = text[at + 2 :]
         if op in ("<~", "~*", "|~", "%~", "|"):
             raise _syntax_error(f"operator {op!r} is not supported by Genomic SEM models", row=line, col=col)
         if op == "=":
-            raise _syntax_error("unknown operator '=' (did you mean '=~' or '==' or ':=')",
-                                   row=line, col=col)
+            raise _syntax_error("unknown operator '=' (did you mean '=~' or '==' or ':=')", row=line, col=col)
         if not lhs_text.strip():
             raise _syntax_error(f"nothing left of {op!r}", row=line, col=col)
         if not rhs_text.strip():
@@ -361,9 +347,14 @@ def parse_syntax(model: str) -> tuple[list[FlatRow], list[Defined], list[Constra
             defined.append(Defined(name, expr, line))
             continue
         if op in _CON_OPS:
-            constraints.append(Constraint(Expr.parse(lhs_text, line=line, col=_expr_col(st, 0, lhs_text)[1]), op,
-                                          Expr.parse(rhs_text, line=line,
-                                                     col=_expr_col(st, at + len(op), rhs_text)[1]), line))
+            constraints.append(
+                Constraint(
+                    Expr.parse(lhs_text, line=line, col=_expr_col(st, 0, lhs_text)[1]),
+                    op,
+                    Expr.parse(rhs_text, line=line, col=_expr_col(st, at + len(op), rhs_text)[1]),
+                    line,
+                )
+            )
             continue
         # parameter rows
         lhs_vars = []
@@ -385,8 +376,11 @@ def parse_syntax(model: str) -> tuple[list[FlatRow], list[Defined], list[Constra
             var = var_piece.strip()
             vwhere = st.where(base + off + voff + len(var_piece) - len(var_piece.lstrip()))
             if var == "1" and op == "~":
-                raise _syntax_error("intercepts ('~ 1') are not supported: Genomic SEM models "
-                                    "have no mean structure", row=vwhere[0], col=vwhere[1])
+                raise _syntax_error(
+                    "intercepts ('~ 1') are not supported: Genomic SEM models have no mean structure",
+                    row=vwhere[0],
+                    col=vwhere[1],
+                )
             if not _VAR_RE.match(var):
                 raise _syntax_error(f"bad variable name {var!r}", row=vwhere[0], col=vwhere[1])
             proto = FlatRow("", op, var, line=vwhere[0], col=vwhere[1])
@@ -473,17 +467,39 @@ class ParTable:
                 return i
         return None
 
-    def copy(self) -> "ParTable":
-        return replace(self, rows=[replace(r) for r in self.rows], observed=list(self.observed),
-                       latent=list(self.latent), defined=list(self.defined),
-                       constraints=list(self.constraints), exogenous=list(self.exogenous))
+    def copy(self) -> ParTable:
+        return replace(
+            self,
+            rows=[replace(r) for r in self.rows],
+            observed=list(self.observed),
+            latent=list(self.latent),
+            defined=list(self.defined),
+            constraints=list(self.constraints),
+            exogenous=list(self.exogenous),
+        )
 
     def to_frame(self):
         """lavaan's ``parTable()`` columns as a Polars frame (defined/constraint rows last)."""
         import polars as pl
 
-        cols: dict[str, list] = {k: [] for k in ("id", "lhs", "op", "rhs", "user", "block", "group", "free",
-                                                  "ustart", "exo", "label", "plabel", "lower", "upper", "start")}
+        schema = {
+            "id": pl.Int64,
+            "lhs": pl.String,
+            "op": pl.String,
+            "rhs": pl.String,
+            "user": pl.Int64,
+            "block": pl.Int64,
+            "group": pl.Int64,
+            "free": pl.Int64,
+            "ustart": pl.Float64,
+            "exo": pl.Int64,
+            "label": pl.String,
+            "plabel": pl.String,
+            "lower": pl.Float64,
+            "upper": pl.Float64,
+            "start": pl.Float64,
+        }
+        cols: dict[str, list] = {k: [] for k in schema}
 
         def add(i, lhs, op, rhs, user, free, ustart, exo, label, plabel, lower, upper, start):
             cols["id"].append(i)
@@ -503,26 +519,18 @@ class ParTable:
             cols["start"].append(start)
 
         for r in self.rows:
-            add(r.id, r.lhs, r.op, r.rhs, r.user, r.free, r.ustart, r.exo, r.label, r.plabel,
-                r.lower, r.upper, r.start)
+            add(r.id, r.lhs, r.op, r.rhs, r.user, r.free, r.ustart, r.exo, r.label, r.plabel, r.lower, r.upper, r.start)
         nid = len(self.rows)
         for d in self.defined:
             nid += 1
-            add(nid, d.name, ":=", d.expr.text, 1, 0, math.nan, 0, d.name, f".p{nid}.", -math.inf,
-                math.inf, math.nan)
+            add(nid, d.name, ":=", d.expr.text, 1, 0, math.nan, 0, d.name, f".p{nid}.", -math.inf, math.inf, math.nan)
         for c in self.constraints:
             nid += 1
-            add(nid, c.lhs.text, c.op, c.rhs.text, 1, 0, math.nan, 0, "", f".p{nid}.", -math.inf,
-                math.inf, math.nan)
-        schema = {"id": pl.Int64, "lhs": pl.String, "op": pl.String, "rhs": pl.String, "user": pl.Int64,
-                  "block": pl.Int64, "group": pl.Int64, "free": pl.Int64, "ustart": pl.Float64,
-                  "exo": pl.Int64, "label": pl.String, "plabel": pl.String, "lower": pl.Float64,
-                  "upper": pl.Float64, "start": pl.Float64}
+            add(nid, c.lhs.text, c.op, c.rhs.text, 1, 0, math.nan, 0, "", f".p{nid}.", -math.inf, math.inf, math.nan)
         return pl.DataFrame(cols, schema=schema)
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        return (f"ParTable({len(self.rows)} rows, {self.n_free} free, observed={self.observed}, "
-                f"latent={self.latent})")
+        return f"ParTable({len(self.rows)} rows, {self.n_free} free, observed={self.observed}, latent={self.latent})"
 
 
 def _unique(seq: Iterable[str]) -> list[str]:
@@ -541,8 +549,9 @@ def _vnames(rows: Sequence[FlatRow]) -> dict[str, list[str]]:
     ov_ind = [v for v in v_ind if v not in lv]
     ov_y = [v for v in eqs_y if v not in lv and v not in ov_ind]
     ov_x = [v for v in eqs_x if v not in lv and v not in ov_ind and v not in ov_y]
-    ov_cov = [r.lhs for r in rows if r.op == "~~" and r.lhs not in lv] + \
-             [r.rhs for r in rows if r.op == "~~" and r.rhs not in lv]
+    ov_cov = [r.lhs for r in rows if r.op == "~~" and r.lhs not in lv] + [
+        r.rhs for r in rows if r.op == "~~" and r.rhs not in lv
+    ]
     base = ov_ind + ov_y + ov_x
     ov = base + [v for v in _unique(ov_cov) if v not in base]
     # fixed.x: covariates mentioned in a user ~~ row are random
@@ -587,15 +596,17 @@ def parse_model(
     lv, ov = vn["lv"], vn["ov"]
     for v in lv:
         if observed is not None and v in observed:
-            raise ModelError(f"latent variable {v!r} has the name of an observed variable; "
-                             "rename the factor")
+            raise ModelError(f"latent variable {v!r} has the name of an observed variable; rename the factor")
     if observed is not None:
         known = set(observed)
         unknown = [v for v in ov if v not in known]
         if unknown:
-            raise ModelError(f"model variable(s) {', '.join(map(repr, unknown))} are neither latent "
-                             f"(left of '=~') nor among the observed variables "
-                             f"({', '.join(observed)})", column=unknown[0])
+            raise ModelError(
+                f"model variable(s) {', '.join(map(repr, unknown))} are neither latent "
+                f"(left of '=~') nor among the observed variables "
+                f"({', '.join(observed)})",
+                column=unknown[0],
+            )
     ov_x = vn["ov_x"]  # pure predictors; their (co)variances are fixed only with fixed_x
     ov_nox = [v for v in ov if v not in ov_x]
 
@@ -614,16 +625,16 @@ def parse_model(
             dflt.append((ov_x[j], "~~", ov_x[i]))
 
     user_keys = set()
-    for r in flat:
-        user_keys.add((r.lhs, r.op, r.rhs))
-        if r.op == "~~":
-            user_keys.add((r.rhs, r.op, r.lhs))
+    for fr in flat:
+        user_keys.add((fr.lhs, fr.op, fr.rhs))
+        if fr.op == "~~":
+            user_keys.add((fr.rhs, fr.op, fr.lhs))
     dflt = [d for d in dflt if d not in user_keys]
 
     rows: list[ParRow] = []
-    for r in flat:
-        rows.append(ParRow(0, r.lhs, r.op, r.rhs, 1, 1, math.nan))
-    for (a, op, b) in dflt:
+    for fr in flat:
+        rows.append(ParRow(0, fr.lhs, fr.op, fr.rhs, 1, 1, math.nan))
+    for a, op, b in dflt:
         rows.append(ParRow(0, a, op, b, 0, 1, math.nan))
 
     # auto.var = FALSE: unspecified variances fixed to 0
@@ -650,8 +661,9 @@ def parse_model(
         for r in rows:
             if r.op == "=~":
                 ind_count[r.rhs] = ind_count.get(r.rhs, 0) + 1
-        singles = {r.rhs for r in rows if r.op == "=~" and counts[r.lhs] == 1 and r.lhs != r.rhs
-                   and ind_count[r.rhs] == 1}
+        singles = {
+            r.rhs for r in rows if r.op == "=~" and counts[r.lhs] == 1 and r.lhs != r.rhs and ind_count[r.rhs] == 1
+        }
         for r in rows:
             if r.op == "~~" and r.lhs == r.rhs and r.lhs in singles and r.user == 0:
                 r.ustart, r.free = 0.0, 0
@@ -682,7 +694,7 @@ def parse_model(
     for r in rows:
         if r.label:
             by_label.setdefault(r.label, []).append(r)
-    for lab, members in by_label.items():
+    for members in by_label.values():
         if len(members) < 2:
             continue
         fixed = [m for m in members if m.free == 0]
@@ -703,8 +715,9 @@ def parse_model(
     for d in defined:
         missing = [n for n in d.expr.names if n not in names_ok]
         if missing:
-            raise ModelError(f"defined parameter {d.name!r} uses unknown label(s) "
-                             f"{', '.join(map(repr, missing))}", row=d.line)
+            raise ModelError(
+                f"defined parameter {d.name!r} uses unknown label(s) {', '.join(map(repr, missing))}", row=d.line
+            )
         if d.name in label_set:
             raise ModelError(f"defined parameter {d.name!r} has the name of a parameter label", row=d.line)
         names_ok.add(d.name)
@@ -714,8 +727,7 @@ def parse_model(
     for c in constraints:
         for nm in c.lhs.names + c.rhs.names:
             if nm not in names_ok:
-                raise ModelError(f"constraint {c.lhs.text} {c.op} {c.rhs.text} uses unknown label {nm!r}",
-                                 row=c.line)
+                raise ModelError(f"constraint {c.lhs.text} {c.op} {c.rhs.text} uses unknown label {nm!r}", row=c.line)
         bound = _as_bound(c)
         if bound is not None and bound[0] in label_set:
             lab, kind, val = bound
@@ -737,22 +749,33 @@ def parse_model(
             r.free = k
         if r.free == 0 and r.exo == 0 and math.isnan(r.ustart):
             r.ustart = 0.0
-    return ParTable(rows=rows, observed=ov, latent=lv, defined=defined, constraints=kept, exogenous=ov_x if fixed_x else [],
-                    std_lv=std_lv, model=model)
+    return ParTable(
+        rows=rows,
+        observed=ov,
+        latent=lv,
+        defined=defined,
+        constraints=kept,
+        exogenous=ov_x if fixed_x else [],
+        std_lv=std_lv,
+        model=model,
+    )
 
 
 def _as_bound(c: Constraint) -> tuple[str, str, float] | None:
     """``a > 0.001`` -> ("a", "lower", 0.001); ``a < 1`` -> upper; number on the left flips."""
     if c.op not in ("<", ">"):
         return None
+
     def single(e: Expr):
         return isinstance(e.tree, ast.Name)
+
     def number(e: Expr):
         try:
             v = e.evaluate({})
         except ModelError:
             return None
         return float(v.real if isinstance(v, complex) else v)
+
     if single(c.lhs) and not c.rhs.names:
         val = number(c.rhs)
         if val is None:
