@@ -64,6 +64,10 @@ class BedFormatError(InputError):
 class ModelSyntaxError(InputError):
     """A lavaan-style model string cannot be parsed."""
 
+    # 1-based position of the fault in the model text (None: unknown), set by polgen.gsem.expr.syntax_error
+    line: int | None
+    col: int | None
+
 
 class ModelError(PolgenError, ValueError):
     """A model is unidentified, refers to unknown variables, or is otherwise unusable."""
