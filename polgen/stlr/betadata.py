@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -379,7 +380,8 @@ class Betabase:
         return pa.concat_tables(parts) if parts else pa.table({"gene": pa.array([], pa.string())})
 
     def to_polars(self) -> pl.DataFrame:
-        return pl.from_arrow(self.table)
+        # an Arrow table converts to a DataFrame; pyarrow has no stubs, so mypy cannot pick that overload
+        return cast(pl.DataFrame, pl.from_arrow(self.table))
 
     @property
     def ligands(self) -> set[str]:

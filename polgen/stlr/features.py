@@ -126,8 +126,8 @@ class FeatureContext:
         self._gexf = filtered(self.X, MIN_EXPRESSION)
         if self.cell_thresholds is not None and recs:
             # the receptor factor of the LR columns: filtered expression x cell-threshold mask
-            cols = np.array([self.gidx[r] for r in recs], dtype=np.int64)
-            self._gexf[:, cols] *= self.cell_thresholds.mask(recs)
+            rec_cols = np.array([self.gidx[r] for r in recs], dtype=np.int64)
+            self._gexf[:, rec_cols] *= self.cell_thresholds.mask(recs)
         self._ligand_regs: dict[str, set[str]] = {}
 
     def ligand_regulators(self, ligand: str) -> set[str]:
@@ -177,6 +177,7 @@ class FeatureContext:
         n = self.X.shape[0]
         p = len(mods.regulators) + len(mods.lr_pairs) + len(mods.tfl_pairs)
         D = np.empty((n, p))
+        W_tfl = self.W if self.W_tfl is None else self.W_tfl  # None only before __post_init__ set it
         k = 0
         for t in mods.regulators:
             D[:, k] = self.X[:, self.gidx[t]]
@@ -185,7 +186,7 @@ class FeatureContext:
             D[:, k] = self.W[:, self.lidx[lig]] * self._gexf[:, self.gidx[rec]]
             k += 1
         for lig, reg in mods.tfl_pairs:
-            D[:, k] = self.W_tfl[:, self.lidx[lig]] * self.X[:, self.gidx[reg]]
+            D[:, k] = W_tfl[:, self.lidx[lig]] * self.X[:, self.gidx[reg]]
             k += 1
         return D
 

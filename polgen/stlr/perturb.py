@@ -36,6 +36,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -247,7 +248,11 @@ class Perturber:
 
         t = self.tissue
         targets = [target] if isinstance(target, str) else list(target)
-        exprs = list(gene_expr) if isinstance(gene_expr, (list, tuple, np.ndarray)) else [gene_expr] * len(targets)
+        exprs: list[float]
+        if isinstance(gene_expr, (list, tuple, np.ndarray)):
+            exprs = list(gene_expr)
+        else:  # one value for every target
+            exprs = [cast(float, gene_expr)] * len(targets)
         if not targets:
             raise InputError("no target gene to perturb")
         if len(exprs) != len(targets):

@@ -92,7 +92,8 @@ def build_plan(
     lidx = {l: i for i, l in enumerate(ligands)}
     maps: dict[tuple, int] = {}
     rowmaps: list[np.ndarray] = []
-    bvals, boff, bncol, rmap, moff, mgene = [], [0], [], [], [0], []
+    bvals, boff, bncol, rmap, moff = [], [0], [], [], [0]
+    mgene: list[int] = []  # gene index of each modulator, betadata after betadata
     toff, tkind, tcol, tslot, tsrc, tcond = [0], [], [], [], [], []
     mods_all = []
     off = 0

@@ -49,6 +49,12 @@ class Tissue:
     path: str | None = None
     cluster_key: str | None = None
 
+    def require_clusters(self) -> tuple[np.ndarray, list[str]]:
+        """``(clusters, cluster_labels)``; always set unless read with ``need_clusters=False``."""
+        if self.clusters is None or self.cluster_labels is None:
+            raise InputError("the tissue has no cluster column (read with need_clusters=False)", path=self.path)
+        return self.clusters, self.cluster_labels
+
     def gene_index(self, genes) -> np.ndarray:
         lookup = {g: i for i, g in enumerate(self.var_names)}
         if isinstance(genes, str):
@@ -71,6 +77,7 @@ def as_tissue(
         return obj
     from polgen.io.spatial import SpatialData, read_spatial
 
+    no_clusters = False  # read without a cluster column: the Tissue gets clusters None
     if isinstance(obj, SpatialData):
         sd = obj
         if layer is not None and layer != sd.layer:
@@ -82,7 +89,6 @@ def as_tissue(
         if not isinstance(obj, (str, bytes)) and not hasattr(obj, "__fspath__"):
             if layer is None and hasattr(obj, "layers") and DEFAULT_LAYER in obj.layers:
                 layer = DEFAULT_LAYER
-        no_clusters = False
         try:
             sd = read_spatial(obj, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, dense=True)
         except InputError as exc:
@@ -100,8 +106,6 @@ def as_tissue(
                 spatial_key=spatial_key,
                 dense=True,
             )
-        if no_clusters:
-            sd.clusters, sd.cluster_labels = None, None
         X = sd.X
     if hasattr(X, "toarray"):
         X = X.toarray()
@@ -109,14 +113,14 @@ def as_tissue(
     if not np.isfinite(X).all():
         r, c = np.argwhere(~np.isfinite(X))[0]
         raise InputError("expression holds NaN/inf", path=sd.path, column=sd.var_names[c], row=sd.obs_names[r])
-    clusters = None if sd.clusters is None else np.ascontiguousarray(sd.clusters, dtype=np.int64)
+    clusters = None if no_clusters or sd.clusters is None else np.ascontiguousarray(sd.clusters, dtype=np.int64)
     return Tissue(
         X=X,
         var_names=list(sd.var_names),
         obs_names=list(sd.obs_names),
         coords=np.ascontiguousarray(sd.coords, dtype=np.float64),
         clusters=clusters,
-        cluster_labels=None if sd.cluster_labels is None else list(sd.cluster_labels),
+        cluster_labels=None if no_clusters or sd.cluster_labels is None else list(sd.cluster_labels),
         layer=layer,
         path=sd.path,
         cluster_key=sd.cluster_key,
@@ -237,7 +241,8 @@ def _thresholds_frame(obj, what: str) -> tuple[list[str], list[str], np.ndarray]
             raise InputError(f"{what} must hold numbers ({exc})") from None
         return ids, genes, vals
     if isinstance(obj, pl.DataFrame):
-        idc = next((c for c in ("CellID", "__index_level_0__", "index", "_index") if c in obj.columns), None)
+        id_names = ("CellID", "__index_level_0__", "index", "_index")
+        idc: str | None = next((c for c in id_names if c in obj.columns), None)
         if idc is None:
             idc = next((c for c in obj.columns if obj.schema[c] == pl.String), None)
         if idc is None:
@@ -298,7 +303,7 @@ def _read_elem(node):
     io = getattr(anndata, "io", None)
     fn = getattr(io, "read_elem", None) if io is not None else None
     if fn is None:  # anndata < 0.11
-        from anndata.experimental import read_elem as fn  # type: ignore[no-redef]
+        from anndata.experimental import read_elem as fn
     return fn(node)
 
 

@@ -160,12 +160,13 @@ def training_context(
     lr = read_cellchat(lr) if isinstance(lr, (str, os.PathLike)) else lr
     lt = read_ligand_target(ligand_target) if ligand_target is not None else None
     thr, _, levels = _inputs(adata, t, lr, radius, contact_distance, cell_thresholds)
+    clusters, cluster_labels = t.require_clusters()
     ctx = build_context(
         t.X,
         t.var_names,
         t.coords,
-        t.clusters,
-        len(t.cluster_labels),
+        clusters,
+        len(cluster_labels),
         lr,
         as_links(grn),
         radius=radius,
@@ -199,12 +200,13 @@ def _prepare(spec: dict):
         thr, rl, levels = _inputs(spec["adata"], t, lr, p["radius"], p["contact_distance"], src)
         if (None if thr is None else thr.digest()) != p["cell_thresholds"] or rl != p["receptor_layer"]:
             raise InputError("cell_thresholds or the receptor layer changed since the run started", path=spec["adata"])
+    clusters, cluster_labels = t.require_clusters()
     ctx = build_context(
         t.X,
         t.var_names,
         t.coords,
-        t.clusters,
-        len(t.cluster_labels),
+        clusters,
+        len(cluster_labels),
         lr,
         as_links(spec["grn"]),
         radius=p["radius"],
@@ -219,7 +221,7 @@ def _prepare(spec: dict):
         receptor_levels=levels,
     )
     _CTX.clear()
-    _CTX[key] = (ctx, t.cluster_labels)
+    _CTX[key] = (ctx, cluster_labels)
     return _CTX[key]
 
 
@@ -453,11 +455,12 @@ def fit(
             for b in todo
         ]
         rows = []
+        cluster_labels = t.require_clusters()[1]
         try:
             for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
                 sink.record(res["part"])
                 for c, r2, it, conv in res["diag"]:
-                    rows.append((res["gene"], t.cluster_labels[c], r2, res["n_modulators"], it, conv))
+                    rows.append((res["gene"], cluster_labels[c], r2, res["n_modulators"], it, conv))
         finally:
             if local:
                 _CTX.clear()
