@@ -285,7 +285,7 @@ def series_of(results: Any) -> list[dict[str, str]]:
     lf, _ = scan_any(results)
     columns = lf.collect_schema().names()
     if {"lhs", "op", "rhs", "p"} <= set(columns):
-        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect()
+        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect(engine="streaming")
         names = [f"{a} {o} {b}" for a, o, b in params.iter_rows()]
         return [{"param": s} for s in ([s for s in names if s.endswith(" ~ SNP")] or names)]
     if _is_lfmm(columns):
@@ -331,7 +331,7 @@ def gwas_source(
     explicit = p_col is not None or log10p_col is not None
     if not explicit and {"lhs", "op", "rhs", "p"} <= set(columns):
         kind = "gsem"
-        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect()
+        params = lf.select("lhs", "op", "rhs").unique().sort("lhs", "op", "rhs").collect(engine="streaming")
         series = [f"{a} {o} {b}" for a, o, b in params.iter_rows()]
         snp_effects = [s for s in series if s.endswith(" ~ SNP")]
         if param is not None:

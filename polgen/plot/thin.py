@@ -61,19 +61,32 @@ def _stats(src: GwasSource) -> pl.DataFrame:
     """One streamed pass: per chromosome name the position range, counts and P range checks."""
     y = pl.col("_y")
     ok = y.is_not_null() & y.is_not_nan() & pl.col("_bp").is_not_null()
-    q = src.lf.group_by("_chr").agg(
-        pl.len().alias("n"),
-        ok.sum().alias("n_ok"),
-        pl.col("_bp").filter(ok).min().alias("bp_min"),
-        pl.col("_bp").filter(ok).max().alias("bp_max"),
-        y.filter(ok & y.is_finite()).max().alias("y_max"),
-        y.filter(ok).min().alias("y_min"),
-        (y == float("inf")).sum().alias("n_inf"),
-        pl.col("_p").min().alias("p_min"),
-        pl.col("_p").max().alias("p_max"),
+    # row-wise columns first, plain aggregations after: the streaming engine runs this in chunks
+    q = (
+        src.lf.select(
+            "_chr",
+            "_p",
+            ok.alias("ok"),
+            pl.when(ok).then(pl.col("_bp")).alias("bp"),
+            pl.when(ok).then(y).alias("y_ok"),
+            pl.when(ok & y.is_finite()).then(y).alias("y_fin"),
+            (y == float("inf")).alias("inf"),
+        )
+        .group_by("_chr")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("ok").sum().alias("n_ok"),
+            pl.col("bp").min().alias("bp_min"),
+            pl.col("bp").max().alias("bp_max"),
+            pl.col("y_fin").max().alias("y_max"),
+            pl.col("y_ok").min().alias("y_min"),
+            pl.col("inf").sum().alias("n_inf"),
+            pl.col("_p").min().alias("p_min"),
+            pl.col("_p").max().alias("p_max"),
+        )
     )
     try:
-        return q.collect()
+        return q.collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
 
@@ -141,18 +154,21 @@ def layout(
 
 
 def _with_xy(src: GwasSource, lay: ManhattanLayout) -> pl.LazyFrame:
-    """Rows that can be drawn, with ``code``, ``x`` (axis position) and finite ``y``."""
-    shift = {name: float(lay.offsets[c] - lay.bp_min[c]) for name, c in lay.codes.items()}
-    code = pl.col("_chr").replace_strict(lay.codes, default=None, return_dtype=pl.Int64)
+    """Rows that can be drawn, with ``code``, ``x`` (axis position) and finite ``y``.  The
+    chromosome codes and offsets come from a join with a small table (``replace_strict`` on a
+    string column is not streamed and would hold whole columns in memory)."""
+    names = list(lay.codes)
+    codes = [lay.codes[n] for n in names]
+    table = pl.DataFrame(
+        {"_chr": names, "code": codes, "shift": [float(lay.offsets[c] - lay.bp_min[c]) for c in codes]},
+        schema={"_chr": pl.String, "code": pl.Int64, "shift": pl.Float64},
+    )
+    ok = pl.col("_y").is_not_null() & pl.col("_y").is_not_nan() & pl.col("_bp").is_not_null()
     return (
-        src.lf.filter(pl.col("_y").is_not_null() & pl.col("_y").is_not_nan() & pl.col("_bp").is_not_null())
-        .with_columns(code.alias("code"))
-        .filter(pl.col("code").is_not_null())
+        src.lf.filter(ok)
+        .join(table.lazy(), on="_chr", how="inner")
         .with_columns(
-            (
-                pl.col("_bp").cast(pl.Float64)
-                + pl.col("_chr").replace_strict(shift, default=None, return_dtype=pl.Float64)
-            ).alias("x"),
+            (pl.col("_bp").cast(pl.Float64) + pl.col("shift")).alias("x"),
             pl.col("_y").clip(upper_bound=Y_FLOOR_P0).alias("y"),
         )
     )
@@ -183,28 +199,26 @@ def thin_manhattan(
     )
     key = pl.col("code") * (1 << 42) + _pixel("x", *lay.xlim, w) * (1 << 21) + _pixel("y", *lay.ylim, h)
     below = base.filter((pl.col("y") < keep_y) & ~is_hl).select("code", "_bp", "x", "y", key.alias("key"))
-    # the SNP of largest y per pixel (ties: the smallest position): a max per pixel, then a semi join
-    top = below.group_by("key").agg(pl.col("y").max())
-    bulk = (
-        below.join(top, on=["key", "y"], how="semi")
-        .group_by("key")
-        .agg(pl.col("code").first(), pl.col("_bp").min(), pl.col("y").first())
-        .select(
-            pl.col("code"),
-            pl.col("_bp").alias("bp"),
-            (
-                pl.col("_bp").cast(pl.Float64)
-                + pl.col("code").replace_strict(
-                    dict(enumerate((lay.offsets - lay.bp_min).tolist())), return_dtype=pl.Float64
-                )
-            ).alias("x"),
-            "y",
-            pl.lit(None, pl.String).alias("snp"),
-            pl.lit("pixel").alias("kept"),
-        )
-    )
+    # the SNP of largest y per pixel (ties: the smallest position): the max per pixel (a small frame),
+    # then a second streamed pass keeping the rows that reach it.  Two collects, not one plan using
+    # ``below`` twice: a shared subplan would be cached whole in memory.
     try:
-        t, b = pl.collect_all([tail, bulk])
+        t = tail.collect(engine="streaming")
+        top = below.group_by("key").agg(pl.col("y").max()).collect(engine="streaming")
+        b = (
+            below.join(top.lazy(), on=["key", "y"], how="semi")
+            .group_by("key")
+            .agg(pl.col("code").first(), pl.col("_bp").min(), pl.col("x").min(), pl.col("y").first())
+            .select(
+                pl.col("code"),
+                pl.col("_bp").alias("bp"),
+                "x",
+                "y",
+                pl.lit(None, pl.String).alias("snp"),
+                pl.lit("pixel").alias("kept"),
+            )
+            .collect(engine="streaming")
+        )
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
     return pl.concat([b, t]).sort("x", "y")
@@ -272,7 +286,7 @@ def thin_qq(src: GwasSource, axes_px: tuple[int, int], *, keep_y: float, level: 
             y.quantile(0.5, "higher").alias("hi"),
             pl.col("_p").min().alias("p_min"),
             pl.col("_p").max().alias("p_max"),
-        ).collect()
+        ).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
     col = src.columns.get("p") or src.columns.get("log10p")
@@ -308,5 +322,5 @@ def thin_qq(src: GwasSource, axes_px: tuple[int, int], *, keep_y: float, level: 
             pl.when(pl.col("y") >= keep_y).then(pl.lit("tail")).otherwise(pl.lit("pixel")).alias("kept"),
         )
     )
-    pts = kept.collect()
+    pts = kept.collect(engine="streaming")
     return QQData(points=pts, n=n, lambda_gc=lam, band=qq_band(n, level), xlim=xlim, ylim=ylim)
