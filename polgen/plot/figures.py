@@ -42,7 +42,7 @@ def _eigen_frame(result: Any) -> tuple[pl.DataFrame, int | None]:
     if isinstance(result, pl.LazyFrame):
         result = result.collect()
     if isinstance(result, (str, os.PathLike)):
-        result = pl.read_parquet(result)
+        result = pl.read_parquet(os.fspath(result))
     if not isinstance(result, pl.DataFrame):
         raise InputError(f"cannot draw a scree plot of a {type(result).__name__}")
     return result, suggested

@@ -12,6 +12,7 @@ file.  Without matplotlib the page is written with its tables and path diagrams 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -233,7 +234,7 @@ def _stlr_fit(page: _Page, path: Path, params: dict[str, Any]) -> str:
             continue
         betas = [c for c in bd.columns if c.startswith("beta_")]
         gene = f.name.removesuffix("_betadata.parquet")
-        mean_abs = {c: float(bd[c].abs().mean() or 0.0) for c in betas}
+        mean_abs = {c: float(bd[c].abs().mean() or 0.0) for c in betas}  # type: ignore[arg-type]
         top = sorted(mean_abs, key=lambda c: -mean_abs[c])[:3]
         rows.append(
             {
@@ -267,6 +268,7 @@ def _beta_map(adata: str, cluster_key: str | None, bd: pl.DataFrame, col: str, g
     from polgen.plot.figures import spatial
 
     sd = read_spatial(adata, cluster_key=cluster_key)
+    values: Any
     if "CellID" in bd.columns:
         values = bd.select("CellID", col)
     else:
@@ -301,7 +303,7 @@ def _perturb(page: _Page, path: Path, df: pl.DataFrame) -> str:
         j = genes.index(g)
         out.append(
             page.picture(
-                lambda j=j, g=g: spatial(sd, delta[:, j], center=0.0, title=f"{g}: delta"),
+                functools.partial(spatial, sd, delta[:, j], center=0.0, title=f"{g}: delta"),
                 f"{g}: expression change on the tissue ({page.rel(path)})",
             )
         )
@@ -331,10 +333,9 @@ def _file(page: _Page, f: Path) -> tuple[str, str] | None:
     if "CellID" in cols and all(t.is_float() for c, t in schema.items() if c != "CellID"):
         return f"Perturbation: {page.rel(f)}", head + _perturb(page, f, pl.read_parquet(f))
     try:
-        series_of(f)
         from polgen.plot.source import gwas_source
 
-        gwas_source(f, **series_of(f)[0])
+        gwas_source(f, **series_of(f)[0])  # type: ignore[arg-type]
         return f"Per-SNP: {page.rel(f)}", head + _gwas(page, f, params, None)
     except PolgenError:
         pass

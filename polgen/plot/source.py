@@ -325,6 +325,8 @@ def gwas_source(
     pos = _find(columns, POS_NAMES, "position", path, pos_col, required=need_position)
     snp = _find(columns, ID_NAMES, "variant id", path, snp_col, required=False)
     filt: pl.Expr | None = None
+    p: str | None
+    log10p: str | None
     series: list[str] = []
     kind = "table"
     label = ""
@@ -394,7 +396,7 @@ def gwas_source(
         if p is None and log10p is None:
             raise SchemaError(f"no P column; columns: {columns}", path=path)
         label = p or log10p or ""
-    y = _mlog10(p, log10p) if p is not None else pl.col(log10p).cast(pl.Float64)
+    y = _mlog10(p, log10p) if p is not None else pl.col(str(log10p)).cast(pl.Float64)
     sel = [
         (pl.col(chrom).cast(pl.String) if chrom else pl.lit(None, pl.String)).alias("_chr"),
         (pl.col(pos).cast(pl.Int64, strict=False) if pos else pl.lit(None, pl.Int64)).alias("_bp"),

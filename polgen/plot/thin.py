@@ -91,9 +91,12 @@ def _stats(src: GwasSource) -> pl.DataFrame:
         raise InputError(f"cannot read the results: {str(exc).splitlines()[0]}", path=src.path) from None
 
 
+def _num(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]
+
+
 def _check_p(st: pl.DataFrame, src: GwasSource) -> None:
-    p_min, p_max = st["p_min"].min(), st["p_max"].max()
-    y_min = st["y_min"].min()
+    p_min, p_max, y_min = _num(st["p_min"].min()), _num(st["p_max"].max()), _num(st["y_min"].min())
     col = src.columns.get("p") or src.columns.get("log10p")
     if (p_min is not None and p_min < 0) or (p_max is not None and p_max > 1) or (y_min is not None and y_min < -1e-12):
         raise InputError(f"P values outside [0, 1] (min {p_min}, max {p_max})", path=src.path, column=col)
@@ -133,8 +136,7 @@ def layout(
     offsets = np.concatenate([[0.0], np.cumsum(spans[:-1] + g)])
     x1 = float(offsets[-1] + spans[-1])
     px = max(x1 * pad, 1.0)
-    y_max = agg["y_max"].max()
-    y_max = 0.0 if y_max is None else float(y_max)
+    y_max = _num(agg["y_max"].max()) or 0.0
     if int(st["n_inf"].sum()):
         y_max = max(y_max, Y_FLOOR_P0)
     top = max(y_max, keep_y, 1.0) * 1.06
