@@ -158,11 +158,13 @@ def manhattan(
             _check_threshold(suggestive, "suggestive"), color="#7f8c8d", lw=0.7, ls=":", gid="suggestive", zorder=1
         )
     for row in _annotations(pts, annotate).iter_rows(named=True):
+        right = row["x"] > lay.xlim[0] + 0.85 * (lay.xlim[1] - lay.xlim[0])  # keep labels inside the figure
         ax.annotate(
             row["snp"],
             (row["x"], row["y"]),
-            xytext=(3, 3),
+            xytext=(-3 if right else 3, 3),
             textcoords="offset points",
+            ha="right" if right else "left",
             fontsize=7,
             gid=f"label-{row['snp']}",
         )

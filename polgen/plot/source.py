@@ -377,7 +377,7 @@ def gwas_source(
             if f"LOG10P{sfx}" in columns and (use_cal or cal not in columns or not _filled(lf, cal))
             else None
         )
-        label = (covariate or "P") + (" (calibrated)" if use_cal else "")
+        label = p  # the column drawn: P_CALIBRATED[_v] or P[_v]
         series = [s or "P" for s in series]
     else:
         p = _find(
