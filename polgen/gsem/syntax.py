@@ -51,6 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import polars as pl
 
 from polgen.errors import ModelError
 from polgen.gsem.expr import Constraint, Defined, Expr
@@ -478,10 +479,8 @@ class ParTable:
             exogenous=list(self.exogenous),
         )
 
-    def to_frame(self):
+    def to_frame(self) -> pl.DataFrame:
         """lavaan's ``parTable()`` columns as a Polars frame (defined/constraint rows last)."""
-        import polars as pl
-
         schema = {
             "id": pl.Int64,
             "lhs": pl.String,
