@@ -315,3 +315,12 @@ def test_thinned_pictures_look_like_the_full_ones(tmp_path):
     manhattan(df.with_columns(pl.col("P") ** 1.2), tmp_path / "other.png")
     other = compare_images(str(tmp_path / "full.png"), str(tmp_path / "other.png"), tol=4, in_decorator=True)
     assert other is not None and other["rms"] > 8
+
+
+def test_one_chromosome_is_drawn_by_position_in_mb():
+    df = _gwas(2000, seed=9, chroms=("chr7",))
+    r = manhattan(df, thin=False)
+    assert np.array_equal(r.points.sort("bp")["x"].to_numpy(), np.sort(df["BP"].to_numpy()).astype(float))
+    ax = r.figure.axes[0]
+    assert ax.get_xlabel() == "Chromosome 7 position (Mb)"
+    assert ax.get_xlim()[0] < df["BP"].min() and ax.get_xlim()[1] > df["BP"].max()

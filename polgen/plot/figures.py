@@ -107,6 +107,8 @@ def scree(
         ax.set_yscale("log")
     ax.set_xlabel(k or "component")
     ax.set_ylabel("eigenvalue")
+    if not log_y:
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
     ax.set_xticks(x if len(x) <= 25 else x[:: max(1, len(x) // 12)])
     if len(columns) > 1:
         ax.legend(frameon=False, fontsize=8)

@@ -170,12 +170,18 @@ def manhattan(
         )
     ax.set_xlim(*lay.xlim)
     ax.set_ylim(*lay.ylim)
-    ax.set_xticks(lay.centers)
-    many = len(lay.labels) > 24
-    ax.set_xticklabels(lay.labels, fontsize=6 if many else 8, rotation=90 if many else 0)
-    for k, t in enumerate(ax.get_xticklabels()):
-        t.set_color(colors[k % 2])
-    ax.set_xlabel("Chromosome")
+    if len(lay.labels) == 1:  # one chromosome: positions in Mb
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v / 1e6:g}"))  # x is the position
+        ax.set_xlabel(f"Chromosome {lay.labels[0]} position (Mb)")
+    else:
+        ax.set_xticks(lay.centers)
+        many = len(lay.labels) > 24
+        ax.set_xticklabels(lay.labels, fontsize=6 if many else 8, rotation=90 if many else 0)
+        for k, t in enumerate(ax.get_xticklabels()):
+            t.set_color(colors[k % 2])
+        ax.set_xlabel("Chromosome")
     ax.set_ylabel(_YLABEL)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

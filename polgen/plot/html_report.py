@@ -151,7 +151,9 @@ def _gwas(page: _Page, path: Path, params: dict[str, Any], method: str | None) -
         out.append(f'<p class="note">{len(series)} series; the first {page.max_series} are drawn.</p>')
     stats = []
     for sel in series[: page.max_series]:
-        name = sel.get("param") or sel.get("covariate") or "P"
+        x_names = params.get("x_names")
+        single = x_names[0] if isinstance(x_names, list) and len(x_names) == 1 else None
+        name = sel.get("param") or sel.get("covariate") or single or "P"
         holder: dict[str, Any] = {}
 
         def m(sel=sel, holder=holder):
@@ -193,7 +195,7 @@ def _gwas(page: _Page, path: Path, params: dict[str, Any], method: str | None) -
 
         out.append(
             page.picture(
-                lambda: scree(np.asarray(eig, dtype=float), title="LFMM fit: singular values"),
+                lambda: scree(np.asarray(eig, dtype=float), title="LFMM fit: eigenvalues"),
                 f"Scree plot of the eigenvalues recorded in {page.rel(path)}",
             )
         )

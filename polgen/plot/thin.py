@@ -133,9 +133,10 @@ def layout(
     spans = bp_max - bp_min
     total = float(spans.sum())
     g = max(total * gap, 1.0)
-    offsets = np.concatenate([[0.0], np.cumsum(spans[:-1] + g)])
-    x1 = float(offsets[-1] + spans[-1])
-    px = max(x1 * pad, 1.0)
+    # one chromosome: x is the position itself (round Mb ticks); several: chromosomes side by side
+    offsets = bp_min.copy() if k == 1 else np.concatenate([[0.0], np.cumsum(spans[:-1] + g)])
+    x0, x1 = float(offsets[0]), float(offsets[-1] + spans[-1])
+    px = max((x1 - x0) * pad, 1.0)
     y_max = _num(agg["y_max"].max()) or 0.0
     if int(st["n_inf"].sum()):
         y_max = max(y_max, Y_FLOOR_P0)
@@ -147,7 +148,7 @@ def layout(
         bp_min=bp_min,
         bp_max=bp_max,
         counts=counts,
-        xlim=(-px, x1 + px),
+        xlim=(x0 - px, x1 + px),
         ylim=(0.0, top),
         n_total=n_total,
         n_missing=n_total - n_ok,
