@@ -214,6 +214,10 @@ def test_cli_plot_and_report(tmp_path, capsys):
     assert (
         _cli(["plot", "spatial", str(tmp_path / "cells.parquet"), "--values", "v", "-o", str(tmp_path / "c.png")]) == 0
     )
+    vec = cells.with_columns(dx=pl.lit(1.0), dy=pl.lit(-0.5))
+    vec.write_csv(tmp_path / "vec.tsv", separator="\t")
+    assert _cli(["plot", "transitions", str(tmp_path / "vec.tsv"), "--grid", "0", "-o", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     assert _cli(["report", str(root), "-o", str(tmp_path / "r.html")]) == 0
     out = capsys.readouterr().out
     assert "wrote" in out and "lambda_GC" in out

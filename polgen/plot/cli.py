@@ -1,10 +1,11 @@
-"""``polgen plot manhattan|qq|path|scree|spatial`` and ``polgen report`` on the command line.
+"""``polgen plot manhattan|qq|path|scree|spatial|transitions`` and ``polgen report`` on the command line.
 
     polgen plot manhattan gwas/ --out manhattan.png --lhs F1
     polgen plot qq lfmm/ --out qq.png --covariate temp
     polgen plot path commonfactor.parquet --out model.svg
     polgen plot path --model "F1 =~ A + B + C" --out model.svg
     polgen plot spatial tissue.h5ad --values Pax5 --out pax5.png
+    polgen plot transitions vectors.parquet --out arrows.png
     polgen report results/ --out report.html
 
 :func:`register` adds the ``plot`` and ``report`` subcommands to the ``polgen`` parser (also
@@ -159,14 +160,8 @@ def cmd_spatial(a: argparse.Namespace) -> int:
     from polgen.plot.figures import SPATIAL_CANVAS, spatial
 
     data: Any = a.data
-    if str(a.data).endswith((".parquet", ".pq", ".csv", ".tsv")):
-        import polars as pl
-
-        data = (
-            pl.read_parquet(a.data)
-            if str(a.data).endswith((".parquet", ".pq"))
-            else pl.read_csv(a.data, separator="\t" if str(a.data).endswith(".tsv") else ",")
-        )
+    if str(a.data).endswith((".parquet", ".pq", ".csv", ".tsv", ".txt")):
+        data = _read_table(str(a.data))
     r = spatial(
         data,
         a.values,
@@ -182,6 +177,31 @@ def cmd_spatial(a: argparse.Namespace) -> int:
     return _done(r.path)
 
 
+def _read_table(path: str) -> Any:
+    import polars as pl
+
+    if path.endswith((".parquet", ".pq")):
+        return pl.read_parquet(path)
+    return pl.read_csv(path, separator="\t" if path.endswith((".tsv", ".txt")) else ",")
+
+
+def cmd_transitions(a: argparse.Namespace) -> int:
+    from polgen.plot.figures import SPATIAL_CANVAS, transitions
+
+    r = transitions(
+        _read_table(a.vectors),
+        a.out,
+        x=a.x,
+        y=a.y,
+        dx=a.dx,
+        dy=a.dy,
+        grid=a.grid or None,
+        title=a.title,
+        canvas=_canvas(a, SPATIAL_CANVAS),
+    )
+    return _done(r.path)
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from polgen.plot.html_report import report
 
@@ -191,7 +211,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``plot`` (manhattan, qq, path, scree, spatial) and ``report`` to the polgen parser."""
+    """Add ``plot`` (manhattan, qq, path, scree, spatial, transitions) and ``report`` to the polgen parser."""
     plot = subparsers.add_parser(
         "plot",
         help="pictures of results (needs polgen[plot])",
