@@ -281,6 +281,18 @@ def register(subparsers: Any) -> None:
     t.add_argument("--dpi", type=int)
     t.set_defaults(func=cmd_spatial)
 
+    v = sub.add_parser("transitions", help="arrows of per-cell transition vectors (x, y, dx, dy)")
+    v.add_argument("vectors", help="parquet/csv/tsv with one row per cell")
+    v.add_argument("--out", "-o", required=True)
+    for col in ("x", "y", "dx", "dy"):
+        v.add_argument(f"--{col}", default=col, help=f"column of {col} (default {col})")
+    v.add_argument("--grid", type=int, default=30, help="average over a GRID x GRID lattice (0: one arrow per cell)")
+    v.add_argument("--title")
+    v.add_argument("--width", type=_positive)
+    v.add_argument("--height", type=_positive)
+    v.add_argument("--dpi", type=int)
+    v.set_defaults(func=cmd_transitions)
+
     r = subparsers.add_parser(
         "report",
         help="one self-contained HTML page of a results folder",
