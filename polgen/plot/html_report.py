@@ -92,9 +92,10 @@ class _Page:
 
     def rel(self, p: Path) -> str:
         try:
-            return str(p.relative_to(self.root)) or "."
+            rel = p.relative_to(self.root)
         except ValueError:
             return str(p)
+        return self.root.resolve().name if rel == Path(".") else str(rel)
 
     def anchor(self, p: Path) -> str:
         return "s-" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.rel(p)).strip("-")
