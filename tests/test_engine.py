@@ -17,7 +17,7 @@ import pytest
 
 from polgen.engine import plan_batches, progress_bar, progress_enabled, rows_per_batch, run_tasks, run_to_sink
 from polgen.engine.executor import _default_in_flight, resolve_executor
-from polgen.engine.testing import memory_capped_subprocess
+from run_helpers import memory_capped_subprocess
 from polgen.errors import EngineError, InputError, PolgenError, SchemaError
 
 
@@ -221,7 +221,6 @@ def test_progress_bar_draws_only_when_enabled(monkeypatch, capsys):
 def test_import_has_null_handler_only_and_no_dask():
     code = (
         "import logging, sys, polgen, polgen.engine, polgen.io.sink, polgen.sql, polgen.cli\n"
-        "import polgen.engine.testing\n"
         "h = logging.getLogger('polgen').handlers\n"
         "print(len(h), type(h[0]).__name__, len(logging.getLogger().handlers),\n"
         "      any(m == 'dask' or m.startswith(('dask.', 'distributed')) for m in sys.modules))\n"

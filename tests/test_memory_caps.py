@@ -1,7 +1,7 @@
 """Every streaming method holds its memory budget under an address-space cap (RLIMIT_AS).
 
 Each test builds inputs at 10x the size of the default tests, then runs the method in a fresh
-interpreter (:func:`polgen.engine.testing.memory_capped_subprocess`) whose address space is capped
+interpreter (:func:`run_helpers.memory_capped_subprocess` (tests/run_helpers.py)) whose address space is capped
 at what it uses after a warm-up on tiny data (imports, numba caches, thread pools) plus a fixed
 headroom.  The streamed run must finish under the cap with the right numbers, and a control — the
 non-streaming way (decoding the whole genotype matrix, building the whole result in memory) —
@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from polgen.engine.testing import memory_capped_subprocess
+from run_helpers import memory_capped_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"POLGEN_PROGRESS": "0", "PYTHONPATH": str(ROOT), "NUMBA_NUM_THREADS": "2",

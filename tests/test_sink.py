@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from polgen.engine import run_to_sink
-from polgen.engine.testing import kill_after_parts, manifest_records, part_bytes
+from run_helpers import kill_after_parts, manifest_records, part_bytes
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io import sink as sink_mod
 from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, read_metadata, write_table_atomic

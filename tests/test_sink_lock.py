@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from polgen.engine import run_to_sink
-from polgen.engine.testing import manifest_records, part_bytes
+from run_helpers import manifest_records, part_bytes
 from polgen.errors import EngineError, OutputError, OutputExistsError, OutputLockedError
 from polgen.io.sink import LOCK, MANIFEST, SUCCESS, BatchSink, OutputLock
 

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: run a snippet in a fresh interpreter under a memory cap.
+"""Test helpers (not part of the package): run a snippet in a fresh interpreter under a memory cap.
 
 ``memory_capped_subprocess(code, limit_bytes)`` starts ``python``, runs an optional ``preamble``
 (imports, numba warm-up: address space that is not the data), then caps the address space with
