@@ -141,3 +141,22 @@ def test_pictures_without_matplotlib_raise_a_typed_error_naming_the_extra(monkey
         manhattan(df)
     assert err.value.context["extra"] == "plot" and isinstance(err.value, ImportError)
     assert 'class="param"' in path_diagram(_params(), engine="svg")  # SVG needs no matplotlib
+
+
+def test_cli_without_matplotlib_prints_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import polgen.cli as C
+
+    if "polgen.plot.cli" not in C.METHOD_CLIS:
+        monkeypatch.setattr(C, "METHOD_CLIS", (*C.METHOD_CLIS, "polgen.plot.cli"))
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    pl.DataFrame({"CHR": ["1"], "BP": [1], "P": [0.5]}).write_parquet(tmp_path / "g.parquet")
+    assert C.main(["plot", "qq", str(tmp_path / "g.parquet"), "-o", str(tmp_path / "q.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'polgen[plot]'" in err[0]
+    # the path diagram needs no matplotlib
+    _params().write_parquet(tmp_path / "p.parquet")
+    assert C.main(["plot", "path", str(tmp_path / "p.parquet"), "-o", str(tmp_path / "p.svg"), "--engine", "svg"]) == 0
