@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # polars is imported where a command needs it (fast --help / 
 
 log = logging.getLogger("polgen")
 
-METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli")
+METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli", "polgen.plot.cli")
 BUILTINS = ("demo", "sql", "version")
 EXIT_POLGEN_ERROR = 2
 

@@ -324,4 +324,7 @@ def run_demo(
             _run_stlr(data, steps, res, progress)
     summary = steps.frame()
     write_table_atomic(root / "demo_summary.parquet", summary)
+    from polgen.plot import demo_report
+
+    demo_report(root)  # <out>/report.html; logs (never raises) when a picture cannot be drawn
     return summary
