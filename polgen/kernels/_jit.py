@@ -26,6 +26,12 @@ raising) is what the Genomic SEM kernels use: it removes a branch per division i
 Changing a kernel's option set changes its results in the last bits; the tests of bit-identity
 (user_gwas before/after) rely on each kernel keeping its set.
 
+numba *inherits* ``fastmath`` and ``error_model`` when a kernel that leaves them unset (``jit_exact``)
+is compiled as the callee of one that sets them, and the cache keeps whichever compilation came
+first.  A helper called both from kernels and from Python must therefore name its options
+explicitly (``near_pd`` uses ``jit``); ``jit_exact`` helpers called from fastmath kernels must not
+do arithmetic whose last bits matter (``_input_status`` only compares).
+
 :func:`kernel` builds any other combination (e.g. a parallel and a serial twin of one function).
 """
 

@@ -133,6 +133,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
     q_ptr, q_obs, q_trait, wald_idx = spec.q_ptr, spec.q_obs, spec.q_trait, spec.wald_idx
     block, LLD, wLD = spec.block, spec.LLD, spec.wLD
     fast, elim_par, elim_mom = fp.on, fp.elim_par, fp.elim_mom
+    ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
     est, se_out, chisq, qsnp, zsmooth, wald = out.est, out.se, out.chisq, out.qsnp, out.zsmooth, out.wald
     fmin, status, flags, iters = out.fmin, out.status, out.flags, out.iters
     k = beta.shape[1]
@@ -281,8 +282,8 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
         for e in range(ne):
             w[elim_mom[e]] = 0.0
         if fast:
-            st, nit = _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol, uvec, sigv, J, WJ,
-                                H, HW, g, delta, th_new, resid)
+            st, nit = _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w,
+                                max_iter, xtol, uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid)
         else:
             st, nit = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
                                par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,

@@ -34,8 +34,7 @@ FastPath = namedtuple("FastPath", ["on", "ftype", "Js", "G", "C0", "u0", "vfix",
 #   u = u0 + G a;  Sigma_tt = C0 + sum_k s_k Js_k + v u u';  Sigma_tS = v u;  Sigma_SS = v
 # ----------------------------------------------------------------------------------------------
 @jit
-def _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig):
-    ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
+def _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig):
     for o in range(p):
         u[o] = u0[o]
     for f in range(nf):
@@ -60,8 +59,7 @@ def _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig):
 
 
 @jit
-def _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J):
-    ftype, Js, G = fp.ftype, fp.Js, fp.G
+def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
     nmom = ma.shape[0]
     for f in range(nf):
         tp = ftype[f]
@@ -83,12 +81,12 @@ def _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J):
 
 
 @jit
-def _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol,
+def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, max_iter, xtol,
               u, sig, J, WJ, H, HW, g, delta, th_new, resid):
     """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
-    v = _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig)
+    v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
     f = 0.0
     for m in range(nmom):
         r = s_vec[m] - sig[m]
@@ -100,7 +98,7 @@ def _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol,
     it = 0
     while it < max_iter:
         it += 1
-        _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
         _normal_eq(False, nf, nmom, J, w, H, WJ, resid, H, g)
         accepted = False
         tries = 0
@@ -115,7 +113,7 @@ def _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol,
                 th_new[q] = theta[q]
             for a in range(nf):
                 th_new[fidx[a]] += delta[a]
-            vn = _fast_sigma(th_new, fidx, nf, fp, ma, mb, p, u, sig)
+            vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
             fn = 0.0
             for m in range(nmom):
                 r = s_vec[m] - sig[m]
@@ -135,13 +133,13 @@ def _fit_fast(theta, fidx, nf, fp, ma, mb, p, s_vec, w, max_iter, xtol,
                 f = fn
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
                 if small or (fold - fn) <= ftol * fold or fn == 0.0:
-                    _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+                    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
                     return ST_OK, it
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
         if not accepted:
-            v = _fast_sigma(theta, fidx, nf, fp, ma, mb, p, u, sig)
-            _fast_jac(theta, fidx, nf, fp, v, ma, mb, u, J)
+            v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+            _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
             return ST_OK, it
     return ST_NOCONV, it
 

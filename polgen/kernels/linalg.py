@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polgen.kernels._jit import jit, jit_exact
+from polgen.kernels._jit import jit
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,9 +115,14 @@ def _inv_gj(a, n, out):
 # Matrix::nearPD (corr=FALSE, keepDiag=FALSE, do2eigen=TRUE, doDykstra=TRUE, eig.tol=1e-6,
 # conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I")
 # ----------------------------------------------------------------------------------------------
-@jit_exact
+@jit
 def near_pd(x, out):
     """Nearest positive definite matrix of symmetric ``x`` as R ``Matrix::nearPD`` (defaults).
+
+    Compiled with ``jit`` (FM, numpy error model) explicitly: it used to carry no fastmath of its
+    own, so it inherited the GWAS kernels' options when they compiled it and had none when Python
+    compiled it first (gsem's S_LD/V_LD smoothing), and the numba cache kept whichever came first:
+    the last bits of smoothed SNPs depended on that order.  The kernel-compiled variant is kept.
 
     Writes the result into ``out``; returns False when the matrix seems negative semidefinite.
     Allocates (eigendecompositions): only used on the rare SNPs that need smoothing.
