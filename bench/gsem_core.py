@@ -85,8 +85,15 @@ def main(argv=None) -> int:
     cs = ldsc(munged, d.ld, trait_names=d.trait_names)
     times["ldsc"] = time.perf_counter() - t
     t = time.perf_counter()
-    lf = sumstats(d.sumstats, d.reference, trait_names=d.trait_names, se_logit=d.se_logit, OLS=d.OLS,
-                  linprob=d.linprob, out=work / "sumstats.parquet")
+    lf = sumstats(
+        d.sumstats,
+        d.reference,
+        trait_names=d.trait_names,
+        se_logit=d.se_logit,
+        OLS=d.OLS,
+        linprob=d.linprob,
+        out=work / "sumstats.parquet",
+    )
     times["sumstats"] = time.perf_counter() - t
     n_out = lf.select("SNP").collect().height
     rss = _rss_mb()
@@ -114,11 +121,20 @@ def main(argv=None) -> int:
                 port_files.append(str(tab))
             else:
                 port_files.append(str(p))
-        cfg = {"files": port_files, "hm3": str(d.hm3), "traits": d.trait_names,
-               "ld": str(d.ld) + "/", "ref": str(d.reference), "dir": str(work / "ref"),
-               "se_logit": d.se_logit, "ols": d.OLS, "linprob": d.linprob}
-        proc = subprocess.run([str(REF_PY), "-c", _REF_SCRIPT, json.dumps(cfg)], capture_output=True,
-                              text=True, timeout=3600)
+        cfg = {
+            "files": port_files,
+            "hm3": str(d.hm3),
+            "traits": d.trait_names,
+            "ld": str(d.ld) + "/",
+            "ref": str(d.reference),
+            "dir": str(work / "ref"),
+            "se_logit": d.se_logit,
+            "ols": d.OLS,
+            "linprob": d.linprob,
+        }
+        proc = subprocess.run(
+            [str(REF_PY), "-c", _REF_SCRIPT, json.dumps(cfg)], capture_output=True, text=True, timeout=3600
+        )
         if proc.returncode != 0:
             print("\nRust port failed:\n" + proc.stderr[-2000:])
         else:
@@ -131,9 +147,11 @@ def main(argv=None) -> int:
                     print(f"  {k:<9} failed: {ref.get(k + '_error')}")
             S_ref = np.array(ref["S"])
             V_ref = np.array(ref["V"])
-            print(f"  max |S_polgen - S_port| = {np.abs(cs.S - S_ref).max():.3g} "
-                  f"(max |S| {np.abs(S_ref).max():.3g}); "
-                  f"max rel. diff of diag(V) = {np.max(np.abs(np.diag(cs.V) / np.diag(V_ref) - 1)):.3g}")
+            print(
+                f"  max |S_polgen - S_port| = {np.abs(cs.S - S_ref).max():.3g} "
+                f"(max |S| {np.abs(S_ref).max():.3g}); "
+                f"max rel. diff of diag(V) = {np.max(np.abs(np.diag(cs.V) / np.diag(V_ref) - 1)):.3g}"
+            )
     elif not args.no_reference:
         print(f"\n(Rust port not found at {REF_PY}; skipped the comparison)")
     return 0

@@ -32,8 +32,10 @@ REF_PY = Path(os.environ.get("GENOMICSEM_REF", "/tmp/genomicsem-ref")) / "bin" /
 MODELS = {
     "user_3trait_1factor": (3, "F1 =~ NA*T1 + T2 + T3\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"),
     "user_5trait_1factor": (5, "F1 =~ NA*T1 + T2 + T3 + T4 + T5\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"),
-    "user_5trait_2factor": (5, "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\n"
-                               "F1 ~~ F2\nF1 ~ SNP\nF2 ~ SNP\nSNP ~~ SNP"),
+    "user_5trait_2factor": (
+        5,
+        "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\nF1 ~ SNP\nF2 ~ SNP\nSNP ~~ SNP",
+    ),
 }
 
 
@@ -106,8 +108,13 @@ def run_child(kind: str, data: str, cov: str, out: str, model: str, batch: int) 
 
 
 def measure(args: list[str]) -> tuple[dict, float]:
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, POLGEN_PROGRESS="0"), cwd=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, POLGEN_PROGRESS="0"),
+        cwd=str(ROOT),
+    )
     _, status, ru = os.wait4(proc.pid, 0)
     out = proc.stdout.read()
     proc.stdout.close()
@@ -153,8 +160,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=200_000)
     ap.add_argument("--work", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="subset of scenarios to run")
-    ap.add_argument("--child", nargs=6, metavar=("KIND", "DATA", "COV", "OUT", "MODEL", "BATCH"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=6, metavar=("KIND", "DATA", "COV", "OUT", "MODEL", "BATCH"), help=argparse.SUPPRESS
+    )
     a = ap.parse_args()
     if a.child:
         kind, data, cov, out, model, batch = a.child
@@ -191,9 +199,12 @@ def main() -> None:
         ref_s = f"{ref_rate:,.0f}" if ref_rate else "n/a"
         # CPU seconds of the whole child (startup, plan, read, fit, write): on a shared machine
         # SNPs per CPU-second x cores is the honest throughput of an idle one
-        print(f"{name:28s} {n:>9,d} SNPs  {res['wall']:7.1f}s  {rate:>10,.0f} SNPs/s  "
-              f"cpu {res['cpu']:6.1f}s ({n / res['cpu']:,.0f} SNPs/cpu-s)  peak RSS {rss:7.0f} MB  "
-              f"converged {res['converged']:.4f}  Rust port {ref_s} SNPs/s  ratio {ratio}", flush=True)
+        print(
+            f"{name:28s} {n:>9,d} SNPs  {res['wall']:7.1f}s  {rate:>10,.0f} SNPs/s  "
+            f"cpu {res['cpu']:6.1f}s ({n / res['cpu']:,.0f} SNPs/cpu-s)  peak RSS {rss:7.0f} MB  "
+            f"converged {res['converged']:.4f}  Rust port {ref_s} SNPs/s  ratio {ratio}",
+            flush=True,
+        )
         shutil.rmtree(out, ignore_errors=True)
     print(f"\ncpus: {os.cpu_count()}  load: {os.getloadavg()}  work dir: {work}")
 

@@ -28,17 +28,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from polgen.stlr.tissue import Tissue  # noqa: E402
 from polgen.stlr.grn import ligand_radii, lr_table  # noqa: E402
 from polgen.stlr.ligands import received_ligands  # noqa: E402
 from polgen.stlr.perturb import Perturber  # noqa: E402
 from polgen.stlr.splash import build_plan, filtered, splash_plan_gene  # noqa: E402
 from polgen.stlr.synthetic import make_betabase, make_tissue  # noqa: E402
+from polgen.stlr.tissue import Tissue  # noqa: E402
 from polgen.stlr.train import fit  # noqa: E402
 
 REF = Path(os.environ.get("SPACETRAVLR_REF", Path(tempfile.gettempdir()) / "spacetravlr-ref"))
 
-REF_SCRIPT = r'''
+REF_SCRIPT = r"""
 import json, sys, os, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np, pandas as pd, anndata as ad
@@ -81,7 +81,7 @@ if spec.get("warm", True):
     res["perturb_warm"] = time.perf_counter() - t
 np.save(f"{d}/perturb.npy", out.loc[obs, var].values)
 json.dump(res, open(f"{d}/ref_times.json", "w"))
-'''
+"""
 
 
 def timed(fn, *a, **k):
@@ -101,8 +101,14 @@ def timed_cpu(fn, *a, **k):
 def make(n: int, seed: int = 0):
     t = make_tissue(n_cells=n, n_genes=200, n_clusters=4, seed=seed, extent=30.0 * np.sqrt(n))
     base = make_betabase(t, n_trained=50, seed=seed + 1, n_tf=4, n_lr=4, n_tfl=3)
-    T = Tissue(X=t.X, var_names=t.var_names, obs_names=t.obs_names, coords=t.coords, clusters=t.clusters,
-               cluster_labels=t.cluster_labels)
+    T = Tissue(
+        X=t.X,
+        var_names=t.var_names,
+        obs_names=t.obs_names,
+        coords=t.coords,
+        clusters=t.clusters,
+        cluster_labels=t.cluster_labels,
+    )
     return t, base, T
 
 
@@ -112,10 +118,17 @@ def run_reference(t, base, target, warm=True):
         return None
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        spec = dict(obs_names=t.obs_names, var_names=t.var_names, clusters=[t.cluster_labels[c] for c in t.clusters],
-                    lr_rows=t.lr.rows(), target=target, warm=warm,
-                    betas={g: dict(columns=base[g].columns, ids=base[g].ids, values=base[g].values.tolist())
-                           for g in base.genes})
+        spec = dict(
+            obs_names=t.obs_names,
+            var_names=t.var_names,
+            clusters=[t.cluster_labels[c] for c in t.clusters],
+            lr_rows=t.lr.rows(),
+            target=target,
+            warm=warm,
+            betas={
+                g: dict(columns=base[g].columns, ids=base[g].ids, values=base[g].values.tolist()) for g in base.genes
+            },
+        )
         (d / "spec.json").write_text(json.dumps(spec))
         np.savez(d / "arrays.npz", X=t.X, xy=t.coords)
         (d / "ref.py").write_text(REF_SCRIPT)
@@ -168,8 +181,7 @@ def bench_size(n: int, args) -> dict:
         for mode in ("fast", "grid"):
             if mode not in W:
                 continue
-            res[f"received_{mode}_err"] = float((np.abs(W[mode] - W["exact"]).max(0)
-                                                 / np.abs(W["exact"]).max(0)).max())
+            res[f"received_{mode}_err"] = float((np.abs(W[mode] - W["exact"]).max(0) / np.abs(W["exact"]).max(0)).max())
     # splash of all trained genes
     gexf = filtered(t.X)
     Wl = np.zeros((n, len(ligs)))
@@ -245,8 +257,12 @@ def main() -> None:
     ap.add_argument("--ref-max", type=int, default=10000, help="largest size the reference runs at")
     ap.add_argument("--ref-warm", action="store_true", help="also time the reference's second perturbation")
     ap.add_argument("--exact-max", type=int, default=20000, help="largest size for the exact mode")
-    ap.add_argument("--grid-max", type=int, default=20000,
-                    help="largest size for the grid mode (its anchors grow with the tissue area)")
+    ap.add_argument(
+        "--grid-max",
+        type=int,
+        default=20000,
+        help="largest size for the grid mode (its anchors grow with the tissue area)",
+    )
     ap.add_argument("--train-size", type=int, default=10000)
     ap.add_argument("--no-train", dest="train", action="store_false")
     ap.add_argument("--json", default=None)

@@ -1,6 +1,6 @@
 """Genomic SEM end to end on synthetic data: munge -> ldsc -> commonfactor -> sumstats -> GWAS.
 
-    python examples/gsem_pipeline.py [OUTDIR]
+python examples/gsem_pipeline.py [OUTDIR]
 """
 
 import sys
@@ -27,9 +27,15 @@ fit = gsem.commonfactor(covstruc)
 print(fit.parameters.select("lhs", "op", "rhs", "est", "se", "p"))
 print(fit.fit)
 
-snps = gsem.sumstats(files, ref=str(demo.reference), trait_names=demo.trait_names,
-                     se_logit=demo.se_logit, OLS=demo.OLS, linprob=demo.linprob,
-                     out=out / "sumstats.parquet")
+snps = gsem.sumstats(
+    files,
+    ref=str(demo.reference),
+    trait_names=demo.trait_names,
+    se_logit=demo.se_logit,
+    OLS=demo.OLS,
+    linprob=demo.linprob,
+    out=out / "sumstats.parquet",
+)
 
 t = demo.trait_names
 model = f"F1 =~ NA*{t[0]} + {t[1]} + {t[2]}\nF1 ~~ 1*F1\nF1 ~ SNP"

@@ -1,6 +1,6 @@
 """LFMM2 genotype-environment scan streamed from a PLINK .bed.
 
-    python examples/lfmm_scan.py [OUTDIR]
+python examples/lfmm_scan.py [OUTDIR]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """SpaceTravLR: train spatial GRN betas per cluster, then knock a TF out in silico.
 
-    python examples/stlr_perturb.py [OUTDIR]
+python examples/stlr_perturb.py [OUTDIR]
 """
 
 import sys
@@ -14,11 +14,15 @@ from polgen.io.spatial import read_spatial
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "example-stlr")
 demo = make_stlr_demo(out / "inputs", small=True)
-common = dict(lr=str(demo.lr), radius=demo.radius, contact_distance=demo.contact_distance,
-              layer=demo.layer, cluster_key=demo.cluster_key)
+common = dict(
+    lr=str(demo.lr),
+    radius=demo.radius,
+    contact_distance=demo.contact_distance,
+    layer=demo.layer,
+    cluster_key=demo.cluster_key,
+)
 
-fitted = stlr.fit(str(demo.h5ad), demo.targets, out=out / "betadata", grn=str(demo.grn_links),
-                  overwrite=True, **common)
+fitted = stlr.fit(str(demo.h5ad), demo.targets, out=out / "betadata", grn=str(demo.grn_links), overwrite=True, **common)
 print(fitted.scores.head())
 
 tf = demo.tfs[0]

@@ -9,8 +9,12 @@ from hypothesis import HealthCheck, settings
 
 from polgen.errors import PolgenError
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 class Cases(dict):
@@ -46,7 +50,9 @@ class Cases(dict):
             cm = request.config.pluginmanager.get_plugin("capturemanager")
             if tr is not None and cm is not None:
                 with cm.global_and_fixture_disabled():
-                    tr.write_line(f"{name}: {cases['n']} hostile cases tried ({cases.get('typed_error', 0)} "
-                                  f"typed errors, {cases.get('result', 0)} checked results)")
+                    tr.write_line(
+                        f"{name}: {cases['n']} hostile cases tried ({cases.get('typed_error', 0)} "
+                        f"typed errors, {cases.get('result', 0)} checked results)"
+                    )
 
         return _count_cases

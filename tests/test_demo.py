@@ -30,22 +30,29 @@ def stlr(tmp_path_factory):
 
 # -- Genomic SEM ------------------------------------------------------------------------------------
 
+
 def _read_trait_files(g) -> pl.DataFrame:
     """Z per trait aligned to the reference A1, read with plain polars (independent of polgen.io)."""
     a = pl.read_csv(g.sumstats[0], separator="\t").select(
-        "SNP", pl.col("A1").alias("a1_0"), (pl.col("BETA") / pl.col("SE")).alias("z0"))
+        "SNP", pl.col("A1").alias("a1_0"), (pl.col("BETA") / pl.col("SE")).alias("z0")
+    )
     b = pl.read_csv(g.sumstats[1], separator=" ").select(
-        pl.col("rsid").alias("SNP"), pl.col("effect_allele").alias("a1_1"),
-        (pl.col("beta") / pl.col("standard_error")).alias("z1"))
+        pl.col("rsid").alias("SNP"),
+        pl.col("effect_allele").alias("a1_1"),
+        (pl.col("beta") / pl.col("standard_error")).alias("z1"),
+    )
     c = pl.read_csv(g.sumstats[2], separator=",").select(
-        pl.col("MarkerName").alias("SNP"), pl.col("Allele1").alias("a1_2"),
-        (pl.col("OR").log() / pl.col("StdErrLogOR")).alias("z2"))
+        pl.col("MarkerName").alias("SNP"),
+        pl.col("Allele1").alias("a1_2"),
+        (pl.col("OR").log() / pl.col("StdErrLogOR")).alias("z2"),
+    )
     ref = pl.read_csv(g.hm3, separator="\t")
     ld = pl.concat([pl.read_csv(g.ld / f"{c}.l2.ldscore.gz", separator="\t") for c in range(1, 23)])
     df = ld.join(ref, on="SNP").join(a, on="SNP").join(b, on="SNP").join(c, on="SNP")
     for k in range(3):
-        df = df.with_columns(pl.when(pl.col(f"a1_{k}") == pl.col("A1")).then(pl.col(f"z{k}"))
-                             .otherwise(-pl.col(f"z{k}")).alias(f"z{k}"))
+        df = df.with_columns(
+            pl.when(pl.col(f"a1_{k}") == pl.col("A1")).then(pl.col(f"z{k}")).otherwise(-pl.col(f"z{k}")).alias(f"z{k}")
+        )
     return df
 
 
@@ -117,6 +124,7 @@ def test_gsem_deterministic(tmp_path, gsem):
 
 # -- LFMM -------------------------------------------------------------------------------------------
 
+
 def test_lfmm_bed_readable_and_sensible(lfmm):
     from polgen.io.bed import BedStream
 
@@ -150,14 +158,14 @@ def test_lfmm_structure_and_causal_loci(lfmm):
     u = vecs[:, np.argsort(w)[::-1][: d.K - 1]]
     Qc = d.Q[:, : d.K - 1] - d.Q[:, : d.K - 1].mean(axis=0)
     fit = np.linalg.lstsq(u, Qc, rcond=None)[0]
-    r2 = 1 - ((Qc - u @ fit) ** 2).sum() / (Qc ** 2).sum()
+    r2 = 1 - ((Qc - u @ fit) ** 2).sum() / (Qc**2).sum()
     assert r2 > 0.8
     assert abs(np.corrcoef(d.env_values, d.Q @ np.arange(d.K))[0, 1]) > 0.6
     # association of each SNP with env, adjusted for Q: causal |t| ranked above null
     X = np.column_stack([np.ones(d.n), d.env_values, d.Q[:, : d.K - 1]])
     beta, *_ = np.linalg.lstsq(X, G, rcond=None)
     resid = G - X @ beta
-    s2 = (resid ** 2).sum(axis=0) / (d.n - X.shape[1])
+    s2 = (resid**2).sum(axis=0) / (d.n - X.shape[1])
     se = np.sqrt(s2 * np.linalg.inv(X.T @ X)[1, 1])
     t = np.abs(beta[1] / se)
     is_c = np.zeros(d.p, dtype=bool)
@@ -167,6 +175,7 @@ def test_lfmm_structure_and_causal_loci(lfmm):
 
 
 # -- SpaceTravLR ------------------------------------------------------------------------------------
+
 
 def test_stlr_h5ad_loads_with_read_spatial(stlr):
     from polgen.io.spatial import read_spatial
@@ -198,8 +207,11 @@ def test_stlr_tables(stlr):
     base = pl.read_parquet(stlr.base_grn)
     assert base.columns[:2] == ["peak_id", "gene_short_name"] and set(base.columns[2:]) == set(stlr.tfs)
     # the base GRN holds every candidate link (true edges and decoys), like a CellOracle base GRN
-    long = (base.unpivot(index=["peak_id", "gene_short_name"], variable_name="source")
-            .filter(pl.col("value") == 1).select("source", pl.col("gene_short_name").alias("target")))
+    long = (
+        base.unpivot(index=["peak_id", "gene_short_name"], variable_name="source")
+        .filter(pl.col("value") == 1)
+        .select("source", pl.col("gene_short_name").alias("target"))
+    )
     assert long.sort("target", "source").equals(links.select("source", "target").sort("target", "source"))
     assert 0 < links["true_edge"].sum() < links.height
 
@@ -235,12 +247,11 @@ def test_stlr_betas_recoverable(stlr):
             coef, res, *_ = np.linalg.lstsq(X, y[m], rcond=None)
             s2 = float(res[0]) / (m.sum() - X.shape[1])
             se = np.sqrt(s2 * np.diag(np.linalg.inv(X.T @ X)))[1:]
-            want = np.array([grp.filter((pl.col("feature") == f) & (pl.col("cluster") == c))["beta"][0]
-                             for f in feats])
+            want = np.array([grp.filter((pl.col("feature") == f) & (pl.col("cluster") == c))["beta"][0] for f in feats])
             z_max = max(z_max, float(np.max(np.abs(coef[1:] - want) / se)))
             rel.extend(np.abs(coef[1:] - want) / np.abs(want))
-    assert z_max < 5.0                 # the truth is the model the data follow
-    assert np.median(rel) < 0.05       # and it is well identified
+    assert z_max < 5.0  # the truth is the model the data follow
+    assert np.median(rel) < 0.05  # and it is well identified
     assert np.quantile(rel, 0.9) < 0.25
 
 
@@ -269,6 +280,7 @@ def test_bad_arguments(tmp_path):
 
 
 # -- run_demo ----------------------------------------------------------------------------------------
+
 
 def test_run_demo_small_end_to_end(tmp_path):
     from polgen.demo import run_demo

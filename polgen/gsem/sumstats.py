@@ -165,6 +165,9 @@ def sumstats_one(
     if linprob:
         ok = ok & (pl.col(nb) != 0) & (pl.col(ns) != 0)
     df = counts.step(df, ok, "missing_output")
+    # an SE of 0 (or an overflow to inf) in the input cannot weight a GWAS: drop it with its reason
+    good_se = (pl.col(ns) > 0) & pl.col(ns).is_finite() & pl.col(nb).is_finite()
+    df = counts.step(df, good_se, "se_not_positive_finite")
     out = counts.finish(df).select(S.SNP, nb, ns)
     if out.height == 0:
         raise InputError("no SNPs left after QC and merging with the reference", path=label)

@@ -268,8 +268,8 @@ class Perturber:
                 )
                 warnings.warn(msg, UserWarning, stacklevel=3)
                 log.warning(msg)
-        if int(n_propagation) < 0:
-            raise InputError("n_propagation must be >= 0")
+        if isinstance(n_propagation, bool) or not isinstance(n_propagation, (int, np.integer)) or n_propagation < 0:
+            raise InputError(f"n_propagation must be a whole number >= 0, got {n_propagation!r}")
         rows = self._cells(cells)
         X0 = self.X0
         n, G = X0.shape
