@@ -90,10 +90,37 @@ def test_kernels_import_nothing_above_them_and_no_cycle():
 def test_gwas_entry_points_reexported():
     from polgen.kernels import gwas as K
 
-    for name in ["gwas_batch", "fit_cov", "fast_structure", "reduce_fast", "commonfactor_fit", "near_pd",
-                 "v_snp_into", "s_full_into", "v_full_into", "z_pre_into", "sandwich_into", "STATUS_REASONS",
-                 "FLAG_S_SMOOTHED", "FLAG_V_SMOOTHED", "GC_STANDARD", "GC_CONSERV", "GC_NONE", "ST_OK",
-                 "ST_NOCONV", "ST_SINGULAR", "ST_NEARPD_FAIL", "ST_NONFINITE", "ST_ML_NOTPD", "ST_NOFINITE",
-                 "ST_BAD_VAR", "ST_BAD_BETA", "ST_BAD_SE", "CF_RIDGE", "CF_LMAX", "implied_jacobian"]:
+    for name in [
+        "gwas_batch",
+        "fit_cov",
+        "fast_structure",
+        "reduce_fast",
+        "commonfactor_fit",
+        "near_pd",
+        "v_snp_into",
+        "s_full_into",
+        "v_full_into",
+        "z_pre_into",
+        "sandwich_into",
+        "STATUS_REASONS",
+        "FLAG_S_SMOOTHED",
+        "FLAG_V_SMOOTHED",
+        "GC_STANDARD",
+        "GC_CONSERV",
+        "GC_NONE",
+        "ST_OK",
+        "ST_NOCONV",
+        "ST_SINGULAR",
+        "ST_NEARPD_FAIL",
+        "ST_NONFINITE",
+        "ST_ML_NOTPD",
+        "ST_NOFINITE",
+        "ST_BAD_VAR",
+        "ST_BAD_BETA",
+        "ST_BAD_SE",
+        "CF_RIDGE",
+        "CF_LMAX",
+        "implied_jacobian",
+    ]:
         assert hasattr(K, name), name
     from polgen.kernels.gwas_defined import defined_se_batch  # noqa: F401

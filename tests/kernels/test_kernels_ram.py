@@ -12,21 +12,21 @@ from polgen.kernels.ram import implied_jacobian, implied_jacobian_into
 P, NV = 5, 7
 # (kind, row, col, par, fixed value): kind 0 = A[row, col] (path col -> row), 1 = S (symmetric)
 ENTRIES = [
-    (0, 1, 5, -1, 1.0),   # T1 <- 1*F1
-    (0, 2, 5, 0, 0.0),    # T2 <- a*F1
-    (0, 3, 5, 0, 0.0),    # T3 <- a*F1 (shared label: one parameter, two entries)
-    (0, 3, 6, 1, 0.0),    # T3 <- F2
-    (0, 4, 6, 2, 0.0),    # T4 <- F2
-    (0, 6, 5, 3, 0.0),    # F2 <- F1
-    (0, 5, 0, 4, 0.0),    # F1 <- SNP
-    (1, 0, 0, 5, 0.0),    # SNP ~~ SNP
-    (1, 5, 5, -1, 1.0),   # F1 ~~ 1*F1
-    (1, 6, 6, 6, 0.0),    # F2 ~~ F2
+    (0, 1, 5, -1, 1.0),  # T1 <- 1*F1
+    (0, 2, 5, 0, 0.0),  # T2 <- a*F1
+    (0, 3, 5, 0, 0.0),  # T3 <- a*F1 (shared label: one parameter, two entries)
+    (0, 3, 6, 1, 0.0),  # T3 <- F2
+    (0, 4, 6, 2, 0.0),  # T4 <- F2
+    (0, 6, 5, 3, 0.0),  # F2 <- F1
+    (0, 5, 0, 4, 0.0),  # F1 <- SNP
+    (1, 0, 0, 5, 0.0),  # SNP ~~ SNP
+    (1, 5, 5, -1, 1.0),  # F1 ~~ 1*F1
+    (1, 6, 6, 6, 0.0),  # F2 ~~ F2
     (1, 1, 1, 7, 0.0),
     (1, 2, 2, 8, 0.0),
     (1, 3, 3, 9, 0.0),
     (1, 4, 4, 10, 0.0),
-    (1, 2, 1, 11, 0.0),   # T2 ~~ T1 (off-diagonal, written lower-first)
+    (1, 2, 1, 11, 0.0),  # T2 ~~ T1 (off-diagonal, written lower-first)
 ]
 NPAR = 12
 
@@ -41,8 +41,19 @@ def _layout():
     par_ptr[1:] = np.cumsum(np.bincount(ep[ep >= 0], minlength=NPAR))
     ma = np.array([a for b in range(P) for a in range(b, P)], np.int64)
     mb = np.array([b for b in range(P) for a in range(b, P)], np.int64)
-    return {"nv": NV, "p": P, "ent_kind": kind, "ent_r": er, "ent_c": ec, "ent_par": ep, "ent_val": ev,
-            "ma": ma, "mb": mb, "par_ptr": par_ptr, "par_ent": par_ent}
+    return {
+        "nv": NV,
+        "p": P,
+        "ent_kind": kind,
+        "ent_r": er,
+        "ent_c": ec,
+        "ent_par": ep,
+        "ent_val": ev,
+        "ma": ma,
+        "mb": mb,
+        "par_ptr": par_ptr,
+        "par_ent": par_ent,
+    }
 
 
 def _dense(theta, lay):
@@ -109,8 +120,22 @@ def test_nopython_entry_writes_into_outputs_and_model_object():
     th = _theta(3)
     sig = np.full((P, P), -1.0)
     jac = np.full((len(lay["ma"]), NPAR), -1.0)
-    ok = implied_jacobian_into(th, lay["ent_kind"], lay["ent_r"], lay["ent_c"], lay["ent_par"], lay["ent_val"],
-                               NV, P, lay["ma"], lay["mb"], lay["par_ptr"], lay["par_ent"], sig, jac)
+    ok = implied_jacobian_into(
+        th,
+        lay["ent_kind"],
+        lay["ent_r"],
+        lay["ent_c"],
+        lay["ent_par"],
+        lay["ent_val"],
+        NV,
+        P,
+        lay["ma"],
+        lay["mb"],
+        lay["par_ptr"],
+        lay["par_ent"],
+        sig,
+        jac,
+    )
     assert ok
     s_np, j_np = _dense(th, lay)
     np.testing.assert_allclose(sig, s_np, rtol=1e-12, atol=1e-14)
@@ -139,4 +164,3 @@ def test_singular_i_minus_a_gives_nan():
     th[3] = 1.0
     sig, jac = implied_jacobian(lay, th)
     assert np.isnan(sig).all() and np.isnan(jac).all()
-
