@@ -256,12 +256,12 @@ def _parquet_files(spec: str | os.PathLike, pname: str) -> list[str]:
     if p.is_dir():
         # a polgen output's parts; else every parquet file below, skipping _hidden / .hidden
         # entries (Spark/Hive convention: _SUCCESS, _raw work directories, temp files)
-        files = sorted(p.glob("part-*.parquet")) or sorted(
+        parts = sorted(p.glob("part-*.parquet")) or sorted(
             f for f in p.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in f.relative_to(p).parts)
         )
-        if not files:
+        if not parts:
             raise InputError(f"parameter {pname!r}: the directory holds no parquet files", path=text)
-        return [str(f) for f in files]
+        return [str(f) for f in parts]
     if not p.is_file():
         raise InputError(f"parameter {pname!r}: file not found", path=text)
     return [text]
@@ -308,7 +308,7 @@ class _Session:
             self.con.execute(macros.read_text())
         from duckdb.sqltypes import DOUBLE
 
-        self.con.create_function(
+        self.con.create_function(  # type: ignore[call-overload]  # duckdb's stub lacks the string forms
             "chisq_from_p", _chisq_from_p, [DOUBLE], DOUBLE, type="arrow", null_handling="special", side_effects=False
         )
 

@@ -26,12 +26,11 @@ from polgen.errors import (
     InputError,
     ModelError,
     ModelSyntaxError,
-    NotPositiveDefiniteError,
     SchemaError,
 )
 from polgen.gsem.constraints import number_parameters
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
-from polgen.gsem.matrix import is_pd
+from polgen.gsem.matrix import is_pd, near_pd
 from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
 from polgen.gsem.syntax import ParTable, parse_model, parse_syntax
 
@@ -94,16 +93,6 @@ class Plan:
     label_src: dict = field(default_factory=dict)  # label -> (par, value) (par -1: fixed)
     eliminate: bool = True  # solve indicator residual variances in closed form (their SEs
     # are then not computed: off for long= / sub= output)
-
-
-def smooth_near_pd(a: np.ndarray) -> np.ndarray:
-    """R's ``nearPD`` (defaults) of an LD matrix, by the kernel the per-SNP fits use."""
-    from polgen.kernels.gwas import near_pd
-
-    out = np.empty_like(a)
-    if not near_pd(np.ascontiguousarray(a, np.float64), out):
-        raise NotPositiveDefiniteError("matrix seems negative semidefinite: nearPD failed")
-    return out
 
 
 def v_snp_pd_constant(I: np.ndarray, gc: int) -> bool:
@@ -383,10 +372,10 @@ def plan_user(
     if fix_measurement:
         if not is_pd(S_LD):
             log.warning("S_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
-            S_LD = smooth_near_pd(S_LD)
+            S_LD = near_pd(S_LD)
         if not is_pd(V_LD):
             log.warning("V_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
-            V_LD = smooth_near_pd(V_LD)
+            V_LD = near_pd(V_LD)
         pt0, num0, est0 = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
         pt = _fixed_measurement_table(pt0, num0, est0, pt_full, pred)
         num = number_parameters(pt)

@@ -3,9 +3,10 @@
 * :func:`vech` stacks the lower triangle column by column (R ``lav_matrix_vech`` /
   ``lowerTriangle(x, diag=TRUE)``), :func:`vech_reverse` rebuilds the symmetric matrix;
 * :func:`cov_to_cor` is R's ``cov2cor``;
-* :func:`near_pd` reproduces ``Matrix::nearPD`` with R's defaults (Higham 2002 alternating
-  projections with Dykstra's correction, ``corr=FALSE, keepDiag=FALSE, do2eigen=TRUE,
-  eig.tol=1e-6, conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I"``);
+* :func:`near_pd` reproduces ``Matrix::nearPD`` (Higham 2002 alternating projections with
+  Dykstra's correction; R's defaults ``corr=FALSE, keepDiag=FALSE, do2eigen=TRUE, eig.tol=1e-6,
+  conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I"``) by the one nearPD kernel
+  (:func:`polgen.kernels.linalg.near_pd_general`, which the per-SNP GWAS smoothing uses too);
 * :func:`reorder_indices` / :func:`reorder_v` permute a sampling covariance matrix ``V`` of
   ``vech(S)`` from one trait order to another (GenomicSEM's ``.rearrange``);
 * :func:`subset_indices` selects the ``vech`` rows belonging to a subset of traits;
@@ -15,8 +16,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, overload
 
 import numpy as np
 
@@ -103,9 +105,38 @@ class NearPDResult:
     normF: float
 
 
-def _eigh_desc(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w, q = np.linalg.eigh(a)
-    return w[::-1], q[:, ::-1]
+@overload
+def near_pd(
+    x: np.ndarray,
+    *,
+    corr: bool = False,
+    keep_diag: bool = False,
+    do2eigen: bool = True,
+    do_sym: bool = False,
+    do_dykstra: bool = True,
+    eig_tol: float = 1e-6,
+    conv_tol: float = 1e-7,
+    posd_tol: float = 1e-8,
+    maxit: int = 100,
+    full: Literal[False] = False,
+) -> np.ndarray: ...
+
+
+@overload
+def near_pd(
+    x: np.ndarray,
+    *,
+    corr: bool = False,
+    keep_diag: bool = False,
+    do2eigen: bool = True,
+    do_sym: bool = False,
+    do_dykstra: bool = True,
+    eig_tol: float = 1e-6,
+    conv_tol: float = 1e-7,
+    posd_tol: float = 1e-8,
+    maxit: int = 100,
+    full: Literal[True],
+) -> NearPDResult: ...
 
 
 def near_pd(
@@ -128,57 +159,40 @@ def near_pd(
     Raises :class:`NotPositiveDefiniteError` when the input is negative semi-definite (R's
     "Matrix seems negative semi-definite") or not finite.
     """
+    from polgen.kernels.linalg import near_pd_general
+
     a = np.array(x, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise InputError(f"near_pd needs a square matrix, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         raise NotPositiveDefiniteError("cannot smooth a matrix with NaN or infinite entries")
-    n = a.shape[0]
     if not np.array_equal(a, a.T):
         a = (a + a.T) / 2  # R: ensureSymmetry -> symmpart
-    diag0 = np.diag(a).copy()
-    d_s = np.zeros_like(a)
-    X = a.copy()
-    it = 0
-    converged = False
-    conv = np.inf
-    while it < maxit and not converged:
-        Y = X
-        R = Y - d_s if do_dykstra else Y
-        d, Q = _eigh_desc(R)
-        p = d > eig_tol * d[0]
-        if not np.any(p):
-            raise NotPositiveDefiniteError("matrix seems negative semi-definite; it cannot be smoothed "
-                                           "to a positive definite matrix")
-        Qp = Q[:, p]
-        X = (Qp * d[p]) @ Qp.T
-        if do_dykstra:
-            d_s = X - R
-        if do_sym:
-            X = (X + X.T) / 2
-        if corr:
-            np.fill_diagonal(X, 1.0)
-        elif keep_diag:
-            np.fill_diagonal(X, diag0)
-        denom = np.abs(Y).sum(axis=1).max()
-        conv = np.abs(Y - X).sum(axis=1).max() / denom
-        it += 1
-        converged = conv <= conv_tol
+    a = np.ascontiguousarray(a)
+    X = np.empty_like(a)
+    info = np.zeros(2)
+    ok = near_pd_general(
+        a,
+        X,
+        bool(corr),
+        bool(keep_diag),
+        bool(do2eigen),
+        bool(do_dykstra),
+        bool(do_sym),
+        float(eig_tol),
+        float(conv_tol),
+        float(posd_tol),
+        int(maxit),
+        info,
+    )
+    if not ok:
+        raise NotPositiveDefiniteError(
+            "matrix seems negative semi-definite; it cannot be smoothed to a positive definite matrix"
+        )
+    it, conv = int(info[0]), float(info[1])
+    converged = conv <= conv_tol
     if not converged:
         log.warning("near_pd: did not converge in %d iterations (conv=%.3g)", maxit, conv)
-    if do2eigen:
-        d, Q = _eigh_desc(X)
-        eps = posd_tol * abs(d[0])
-        if d[n - 1] < eps:
-            d = np.where(d < eps, eps, d)
-            o_diag = np.diag(X).copy()
-            X = (Q * d) @ Q.T
-            D = np.sqrt(np.maximum(eps, o_diag) / np.diag(X))
-            X = D[:, None] * X * D[None, :]
-        if corr:
-            np.fill_diagonal(X, 1.0)
-        elif keep_diag:
-            np.fill_diagonal(X, diag0)
     if not np.all(np.isfinite(X)):
         raise NotPositiveDefiniteError("near_pd produced non-finite values")
     if full:
@@ -202,14 +216,21 @@ def smooth_if_needed(m: np.ndarray, name: str) -> tuple[np.ndarray, float]:
     try:
         sm = near_pd(a)
     except NotPositiveDefiniteError as exc:
-        raise NotPositiveDefiniteError(f"{name} is not positive definite and cannot be smoothed: "
-                                       f"{exc.message}", column=name) from None
+        raise NotPositiveDefiniteError(
+            f"{name} is not positive definite and cannot be smoothed: {exc.message}", column=name
+        ) from None
     if np.linalg.eigvalsh((sm + sm.T) / 2)[0] <= 0:
-        raise NotPositiveDefiniteError(f"{name} is not positive definite and smoothing failed "
-                                       f"(smallest eigenvalue {w[0]:.3g})", column=name)
+        raise NotPositiveDefiniteError(
+            f"{name} is not positive definite and smoothing failed (smallest eigenvalue {w[0]:.3g})", column=name
+        )
     diff = float(np.max(np.abs(sm - a)))
-    log.warning("%s was not positive definite (smallest eigenvalue %.3g) and was smoothed with "
-                "near_pd; largest absolute change %.3g", name, w[0], diff)
+    log.warning(
+        "%s was not positive definite (smallest eigenvalue %.3g) and was smoothed with "
+        "near_pd; largest absolute change %.3g",
+        name,
+        w[0],
+        diff,
+    )
     return sm, diff
 
 

@@ -92,15 +92,18 @@ class CompiledModel:
         S0 = self.S0.copy()
         if self.exo_row.size:
             if sample_cov is None:
-                raise ModelError("the model has fixed.x covariates "
-                                 f"({', '.join(self.table.exogenous)}): their sample (co)variances are needed")
+                raise ModelError(
+                    "the model has fixed.x covariates "
+                    f"({', '.join(self.table.exogenous)}): their sample (co)variances are needed"
+                )
             sc = np.asarray(sample_cov, dtype=np.float64)
             S0[self.exo_row, self.exo_col] = sc[self.exo_row, self.exo_col]
             S0[self.exo_col, self.exo_row] = sc[self.exo_row, self.exo_col]
         return A0, S0
 
-    def fill(self, theta: np.ndarray, A0: np.ndarray | None = None, S0: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+    def fill(
+        self, theta: np.ndarray, A0: np.ndarray | None = None, S0: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(A, S) for free parameters ``theta``."""
         A = (self.A0 if A0 is None else A0).copy()
         S = (self.S0 if S0 is None else S0).copy()
@@ -140,11 +143,19 @@ class CompiledModel:
         val = np.where(kind == 0, A0[r, c], S0[r, c]).astype(np.float64)
         val[par >= 0] = 0.0
         c64 = np.ascontiguousarray
-        out = {"ent_kind": c64(kind, np.int64), "ent_r": c64(r, np.int64), "ent_c": c64(c, np.int64),
-               "ent_par": par, "ent_val": val, "nv": self.m, "p": self.p,
-               "ma": c64(self.vech_row, np.int64), "mb": c64(self.vech_col, np.int64),
-               "par_ptr": np.arange(self.n_free + 1, dtype=np.int64),
-               "par_ent": c64(self.par_table_row, np.int64)}
+        out = {
+            "ent_kind": c64(kind, np.int64),
+            "ent_r": c64(r, np.int64),
+            "ent_c": c64(c, np.int64),
+            "ent_par": par,
+            "ent_val": val,
+            "nv": self.m,
+            "p": self.p,
+            "ma": c64(self.vech_row, np.int64),
+            "mb": c64(self.vech_col, np.int64),
+            "par_ptr": np.arange(self.n_free + 1, dtype=np.int64),
+            "par_ent": c64(self.par_table_row, np.int64),
+        }
         self._cache = {k: v for k, v in self._cache.items() if not (isinstance(k, tuple) and k[0] == "entries")}
         self._cache[key] = out
         return out
@@ -161,9 +172,22 @@ class CompiledModel:
         e = self.entries(A0, S0)
         sigma = np.empty((self.p, self.p))
         jac = np.empty((e["ma"].shape[0], self.n_free))
-        ok = implied_jacobian_into(np.ascontiguousarray(theta, np.float64), e["ent_kind"], e["ent_r"], e["ent_c"],
-                                   e["ent_par"], e["ent_val"], e["nv"], e["p"], e["ma"], e["mb"], e["par_ptr"],
-                                   e["par_ent"], sigma, jac)
+        ok = implied_jacobian_into(
+            np.ascontiguousarray(theta, np.float64),
+            e["ent_kind"],
+            e["ent_r"],
+            e["ent_c"],
+            e["ent_par"],
+            e["ent_val"],
+            e["nv"],
+            e["p"],
+            e["ma"],
+            e["mb"],
+            e["par_ptr"],
+            e["par_ent"],
+            sigma,
+            jac,
+        )
         if not ok:
             raise ModelError("I - A is singular: the regression paths are not recursive/identified")
         return sigma, jac
@@ -208,8 +232,14 @@ class CompiledModel:
         return d
 
 
-def compile_model(model: str | ParTable, *, observed_order: list[str] | None = None, std_lv: bool = False,
-                  observed: list[str] | None = None, fixed_x: bool = True) -> CompiledModel:
+def compile_model(
+    model: str | ParTable,
+    *,
+    observed_order: list[str] | None = None,
+    std_lv: bool = False,
+    observed: list[str] | None = None,
+    fixed_x: bool = True,
+) -> CompiledModel:
     """Compile a model string or :class:`ParTable` to RAM matrices.
 
     ``observed_order``: the order of the observed variables in Sigma; default lavaan's order
@@ -217,8 +247,9 @@ def compile_model(model: str | ParTable, *, observed_order: list[str] | None = N
     :class:`ModelError`).  ``std_lv`` / ``fixed_x`` are passed to :func:`parse_model` for a string
     (lavaan's ``sem()`` uses ``fixed_x=True`` for ML and ``False`` for DWLS).
     """
-    table = model if isinstance(model, ParTable) else parse_model(model, std_lv=std_lv, observed=observed,
-                                                                    fixed_x=fixed_x)
+    table = (
+        model if isinstance(model, ParTable) else parse_model(model, std_lv=std_lv, observed=observed, fixed_x=fixed_x)
+    )
     obs = list(table.observed if observed_order is None else observed_order)
     if sorted(obs) != sorted(table.observed):
         raise ModelError(f"observed_order {obs} does not match the model's observed variables {table.observed}")
@@ -273,15 +304,29 @@ def compile_model(model: str | ParTable, *, observed_order: list[str] | None = N
                 S0[c, r] = val
     # recursive (acyclic) check of A's structure
     struct = np.zeros((m, m), dtype=bool)
-    for (k, r, c) in seen_cells:
+    for k, r, c in seen_cells:
         if k == 0:
             struct[r, c] = True
     acyclic = _is_acyclic(struct)
     vr, vc = vech_indices(len(obs))
     return CompiledModel(
-        table=table, observed=obs, latent=lat, par_kind=kind, par_row=prow, par_col=pcol, par_table_row=ptr,
-        A0=A0, S0=S0, exo_row=np.asarray(exo_r, dtype=np.int64), exo_col=np.asarray(exo_c, dtype=np.int64),
-        vech_row=vr, vech_col=vc, lower=lower, upper=upper, start=start, acyclic=acyclic,
+        table=table,
+        observed=obs,
+        latent=lat,
+        par_kind=kind,
+        par_row=prow,
+        par_col=pcol,
+        par_table_row=ptr,
+        A0=A0,
+        S0=S0,
+        exo_row=np.asarray(exo_r, dtype=np.int64),
+        exo_col=np.asarray(exo_c, dtype=np.int64),
+        vech_row=vr,
+        vech_col=vc,
+        lower=lower,
+        upper=upper,
+        start=start,
+        acyclic=acyclic,
     )
 
 
@@ -298,7 +343,7 @@ def _is_acyclic(adj: np.ndarray) -> bool:
         for i in np.nonzero(adj[:, j])[0]:
             indeg[i] -= 1
             if indeg[i] == 0:
-                stack.append(i)
+                stack.append(int(i))
     return count == m
 
 
@@ -326,7 +371,7 @@ class Numbering:
     upper: np.ndarray
     n: int
 
-    def copy(self) -> "Numbering":
+    def copy(self) -> Numbering:
         return Numbering(self.par.copy(), self.value.copy(), self.lower.copy(), self.upper.copy(), self.n)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -353,7 +398,7 @@ class KernelLayout:
     nv: int
     p: int
     var_names: list[str]
-    obs_map: np.ndarray             # observed index -> S_full index (0 = SNP, 1 + trait)
+    obs_map: np.ndarray  # observed index -> S_full index (0 = SNP, 1 + trait)
     ma: np.ndarray
     mb: np.ndarray
     vidx: np.ndarray
@@ -367,17 +412,33 @@ class KernelLayout:
     npar: int
 
     def arrays(self) -> dict:
-        return {k: getattr(self, k) for k in ("nv", "p", "obs_map", "ma", "mb", "vidx", "ent_kind",
-                                              "ent_r", "ent_c", "ent_par", "ent_val", "par_ptr",
-                                              "par_ent")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "nv",
+                "p",
+                "obs_map",
+                "ma",
+                "mb",
+                "vidx",
+                "ent_kind",
+                "ent_r",
+                "ent_c",
+                "ent_par",
+                "ent_val",
+                "par_ptr",
+                "par_ent",
+            )
+        }
 
     @property
     def nmom(self) -> int:
         return len(self.ma)
 
 
-def kernel_layout(table: ParTable, numbering: Numbering, traits: list[str], snp_name: str = "SNP",
-                  observed: list[str] | None = None) -> KernelLayout:
+def kernel_layout(
+    table: ParTable, numbering: Numbering, traits: list[str], snp_name: str = "SNP", observed: list[str] | None = None
+) -> KernelLayout:
     """Compile ``table`` (:func:`compile_model`: variable order, cells, structural checks) with
     the parameter numbers of ``numbering`` into the per-SNP kernels' layout.  ``observed``: the
     model's observed variables other than the SNP (default: all of them); each must be a trait."""
@@ -386,8 +447,10 @@ def kernel_layout(table: ParTable, numbering: Numbering, traits: list[str], snp_
         observed = [v for v in table.observed if v != snp_name]
     unknown = [v for v in observed if v not in tset]
     if unknown:
-        raise ModelError(f"model variables {unknown} are neither traits of the covstruc "
-                         f"({traits}) nor latent variables nor {snp_name}")
+        raise ModelError(
+            f"model variables {unknown} are neither traits of the covstruc "
+            f"({traits}) nor latent variables nor {snp_name}"
+        )
     has_snp = snp_name in table.observed
     obs = ([snp_name] if has_snp else []) + [t for t in traits if t in set(observed)]
     cm = compile_model(table, observed_order=list(obs))
@@ -406,8 +469,19 @@ def kernel_layout(table: ParTable, numbering: Numbering, traits: list[str], snp_
     par_ptr = np.zeros(npar + 1, np.int64)
     par_ptr[1:] = np.cumsum(counts)
     return KernelLayout(
-        nv=cm.m, p=cm.p, var_names=cm.variables, obs_map=obs_map, ma=ma, mb=mb,
-        vidx=np.array(vidx, np.int64), ent_kind=np.asarray(kind, np.int64),
-        ent_r=np.asarray(er, np.int64), ent_c=np.asarray(ec, np.int64), ent_par=epar,
-        ent_val=evals, par_ptr=par_ptr, par_ent=par_ent, npar=npar,
+        nv=cm.m,
+        p=cm.p,
+        var_names=cm.variables,
+        obs_map=obs_map,
+        ma=ma,
+        mb=mb,
+        vidx=np.array(vidx, np.int64),
+        ent_kind=np.asarray(kind, np.int64),
+        ent_r=np.asarray(er, np.int64),
+        ent_c=np.asarray(ec, np.int64),
+        ent_par=epar,
+        ent_val=evals,
+        par_ptr=par_ptr,
+        par_ent=par_ent,
+        npar=npar,
     )

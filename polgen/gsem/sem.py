@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+
 import numpy as np
 
 from polgen.errors import ConvergenceError, ModelError
@@ -144,8 +145,9 @@ def ml_weight(sigma: np.ndarray) -> np.ndarray:
 
 
 class _Objective:
-    def __init__(self, cm: CompiledModel, S: np.ndarray, estimator: str, w: np.ndarray | None,
-                 A0: np.ndarray, S0: np.ndarray):
+    def __init__(
+        self, cm: CompiledModel, S: np.ndarray, estimator: str, w: np.ndarray | None, A0: np.ndarray, S0: np.ndarray
+    ):
         self.cm = cm
         self.S = S
         self.s = cm.sample_vech(S)
@@ -241,7 +243,7 @@ class _Augmented:
             return np.inf
         mu = self.mu
         act = mu * g <= self.nu
-        pen_in = np.where(act, -self.nu * g + 0.5 * mu * g * g, -self.nu ** 2 / (2 * mu))
+        pen_in = np.where(act, -self.nu * g + 0.5 * mu * g * g, -(self.nu**2) / (2 * mu))
         return float(f + self.lam @ r + 0.5 * mu * r @ r + pen_in.sum())
 
     def grad_hess(self, theta):
@@ -269,8 +271,7 @@ class _Augmented:
         return float(np.max(v, initial=0.0)) if np.all(np.isfinite(v)) else np.inf
 
 
-def _lm_augmented(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int
-                  ) -> tuple[np.ndarray, float, bool, int]:
+def _lm_augmented(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int) -> tuple[np.ndarray, float, bool, int]:
     """Method of multipliers around :func:`_lm_bounded` until the constraints hold to 1e-10."""
     lam = np.zeros(len(rp.nonlinear))
     nu = np.zeros(len(rp.inequal))
@@ -304,9 +305,15 @@ def _lm_augmented(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int
     return z, f, bool(conv and viol <= 1e-8), total
 
 
-def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 500,
-                gtol: float = 1e-9, rel_tol: float = 1e-10, dx_tol: float = 0.01
-                ) -> tuple[np.ndarray, float, bool, int]:
+def _lm_bounded(
+    obj: _Objective | _Augmented,
+    rp: Reparam,
+    z0: np.ndarray,
+    max_iter: int = 500,
+    gtol: float = 1e-9,
+    rel_tol: float = 1e-10,
+    dx_tol: float = 0.01,
+) -> tuple[np.ndarray, float, bool, int]:
     """Bounded Levenberg-Marquardt on z.
 
     Stops when the projected gradient is below ``gtol * max(1, |f|)`` (converged), or - as
@@ -331,11 +338,12 @@ def _lm_bounded(obj: _Objective, rp: Reparam, z0: np.ndarray, max_iter: int = 50
     H = rp.M.T @ H_th @ rp.M
 
     def projected(z, g):
-        act = (lo_f & (z <= lo_0 + 1e-14 * (1 + np.abs(lo_0))) & (g > 0)) | \
-              (hi_f & (z >= hi_0 - 1e-14 * (1 + np.abs(hi_0))) & (g < 0))
+        act = (lo_f & (z <= lo_0 + 1e-14 * (1 + np.abs(lo_0))) & (g > 0)) | (
+            hi_f & (z >= hi_0 - 1e-14 * (1 + np.abs(hi_0))) & (g < 0)
+        )
         return act, np.where(act, 0.0, g)
 
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the last iteration count is returned
         act, pg = projected(z, g)
         fr = ~act
         if np.max(np.abs(pg), initial=0.0) <= gtol * max(1.0, abs(f)):
@@ -382,7 +390,7 @@ def _flippable_latents(cm: CompiledModel) -> list[tuple[int, list[int], int]]:
     unbounded parameters around them; fixed ones zero): (latent, free indices to negate, free
     index of its first loading)."""
     table = cm.table
-    used_labels = set()
+    used_labels: set[str] = set()
     for d in table.defined:
         used_labels.update(d.expr.names)
     for c in table.constraints:
@@ -393,8 +401,11 @@ def _flippable_latents(cm: CompiledModel) -> list[tuple[int, list[int], int]]:
         first = None
         ok = True
         for r in table.rows:
-            touches = (r.op == "=~" and r.lhs == lv) or (r.op == "~" and lv in (r.lhs, r.rhs)) or \
-                      (r.op == "~~" and r.lhs != r.rhs and lv in (r.lhs, r.rhs))
+            touches = (
+                (r.op == "=~" and r.lhs == lv)
+                or (r.op == "~" and lv in (r.lhs, r.rhs))
+                or (r.op == "~~" and r.lhs != r.rhs and lv in (r.lhs, r.rhs))
+            )
             if not touches:
                 continue
             if r.op == "~~" and r.lhs == lv and r.rhs == lv:
@@ -404,8 +415,11 @@ def _flippable_latents(cm: CompiledModel) -> list[tuple[int, list[int], int]]:
                     ok = False
                     break
                 continue
-            if (r.label and (r.label in used_labels or len(table.labels.get(r.label, [])) > 1)) \
-                    or math.isfinite(r.lower) or math.isfinite(r.upper):
+            if (
+                (r.label and (r.label in used_labels or len(table.labels.get(r.label, [])) > 1))
+                or math.isfinite(r.lower)
+                or math.isfinite(r.upper)
+            ):
                 ok = False
                 break
             negate.append(r.free - 1)
@@ -504,8 +518,10 @@ def fit_sem(
     rp = build_reparam(model)
     n_eff = rp.n_z
     if n_eff > model.table.n_data:
-        raise ModelError(f"model is not identified: {n_eff} free parameters (after constraints) for "
-                         f"{model.table.n_data} sample moments (df = {model.table.n_data - n_eff})")
+        raise ModelError(
+            f"model is not identified: {n_eff} free parameters (after constraints) for "
+            f"{model.table.n_data} sample moments (df = {model.table.n_data - n_eff})"
+        )
     w = None
     if est == "DWLS":
         if W_diag is None:
@@ -547,8 +563,10 @@ def fit_sem(
         for _ in range(random_starts):
             consider(_random_start(model, base, rng))
     if best is None:
-        raise ConvergenceError("the optimiser found no finite objective from any starting point "
-                               "(implied covariance singular / not positive definite)")
+        raise ConvergenceError(
+            "the optimiser found no finite objective from any starting point "
+            "(implied covariance singular / not positive definite)"
+        )
     conv, _, z, f, it = best
     theta = canonical_signs(model, rp.theta(z))
     sigma, J = model.implied_jacobian(theta, A0, S0)
@@ -559,13 +577,16 @@ def fit_sem(
             JM = JM * np.sqrt(w)[:, None]
         if con_jac is not None:
             cj = con_jac @ rp.M
-            JM = np.vstack([JM, cj * (np.linalg.norm(JM) / max(np.linalg.norm(cj), 1e-300))])
+            JM = np.vstack([JM, cj * (float(np.linalg.norm(JM)) / max(float(np.linalg.norm(cj)), 1e-300))])
         if JM.shape[1]:
             sv = np.linalg.svd(JM, compute_uv=False)
             if sv[-1] <= 1e-8 * sv[0]:
-                raise ModelError("model is not identified: the Jacobian of the implied covariance is rank "
-                                 f"deficient at the solution (condition {sv[0] / max(sv[-1], 1e-300):.3g})")
+                raise ModelError(
+                    "model is not identified: the Jacobian of the implied covariance is rank "
+                    f"deficient at the solution (condition {float(sv[0]) / max(float(sv[-1]), 1e-300):.3g})"
+                )
     if est == "DWLS":
+        assert w is not None  # DWLS always has its weights
         weight = np.diag(w)
     else:
         weight = ml_weight(sigma)
@@ -578,9 +599,22 @@ def fit_sem(
     values = model.values(theta, A0, S0)
     if not conv:
         log.warning("SEM optimiser stopped before meeting its convergence tests (objective %.6g)", f)
-    return SemFit(model=model, estimator=est, theta=theta, values=values, objective=f, converged=bool(conv),
-                  iterations=it, sigma=sigma, jacobian=J, weight=weight, reparam=rp, A0=A0, S0=S0,
-                  con_jac=con_jac)
+    return SemFit(
+        model=model,
+        estimator=est,
+        theta=theta,
+        values=values,
+        objective=f,
+        converged=bool(conv),
+        iterations=it,
+        sigma=sigma,
+        jacobian=J,
+        weight=weight,
+        reparam=rp,
+        A0=A0,
+        S0=S0,
+        con_jac=con_jac,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ do arithmetic whose last bits matter (``_input_status`` only compares).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 
 __all__ = [
@@ -52,7 +54,7 @@ REASSOC_CONTRACT = frozenset({"reassoc", "contract"})
 def kernel(*, fastmath=FM, error_model: str = "python", parallel: bool = False, inline: str = "never"):
     """A ``numba.njit`` decorator with ``cache=True, nogil=True`` and the given options
     (``fastmath``: a set of LLVM fast-math flags or ``False``)."""
-    opts = {"cache": True, "nogil": True}
+    opts: dict[str, Any] = {"cache": True, "nogil": True}
     if fastmath:
         opts["fastmath"] = set(fastmath)      # numba wants a set (not a frozenset)
     if error_model != "python":

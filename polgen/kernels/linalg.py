@@ -116,32 +116,34 @@ def _inv_gj(a, n, out):
 # conv.tol=1e-7, posd.tol=1e-8, maxit=100, conv.norm.type="I")
 # ----------------------------------------------------------------------------------------------
 @jit
-def near_pd(x, out):
-    """Nearest positive definite matrix of symmetric ``x`` as R ``Matrix::nearPD`` (defaults).
+def near_pd_general(x, out, corr, keep_diag, do2eigen, do_dykstra, do_sym, eig_tol, conv_tol, posd_tol, maxit, info):
+    """Nearest positive definite matrix of symmetric ``x`` as R ``Matrix::nearPD`` with its options
+    (``conv.norm.type = "I"``); the one implementation of the project (:func:`near_pd` is R's
+    defaults, :func:`polgen.gsem.matrix.near_pd` the user-facing function).
 
-    Compiled with ``jit`` (FM, numpy error model) explicitly: it used to carry no fastmath of its
-    own, so it inherited the GWAS kernels' options when they compiled it and had none when Python
-    compiled it first (gsem's S_LD/V_LD smoothing), and the numba cache kept whichever came first:
-    the last bits of smoothed SNPs depended on that order.  The kernel-compiled variant is kept.
-
-    Writes the result into ``out``; returns False when the matrix seems negative semidefinite.
-    Allocates (eigendecompositions): only used on the rare SNPs that need smoothing.
+    Writes the result into ``out`` and ``info[0] = iterations``, ``info[1] = last convergence
+    criterion``; returns False when the matrix seems negative semidefinite.  Allocates
+    (eigendecompositions): only used on the rare SNPs that need smoothing and on LD matrices.
     """
     n = x.shape[0]
     X = x.copy()
+    diag0 = np.empty(n)
+    for i in range(n):
+        diag0[i] = x[i, i]
     DS = np.zeros((n, n))
     R = np.empty((n, n))
     converged = False
     it = 0
-    while it < 100 and not converged:
+    conv = np.inf
+    while it < maxit and not converged:
         Y = X.copy()
         for i in range(n):
             for j in range(n):
-                R[i, j] = Y[i, j] - DS[i, j]
+                R[i, j] = Y[i, j] - DS[i, j] if do_dykstra else Y[i, j]
         d, Q = np.linalg.eigh(R)
         # R's eigen returns decreasing values: d[1] is the largest
         dmax = d[n - 1]
-        thr = 1e-6 * dmax
+        thr = eig_tol * dmax
         anyp = False
         for i in range(n):
             if d[i] > thr:
@@ -155,9 +157,22 @@ def near_pd(x, out):
                     if d[k] > thr:
                         s += Q[i, k] * d[k] * Q[j, k]
                 X[i, j] = s
-        for i in range(n):
-            for j in range(n):
-                DS[i, j] = X[i, j] - R[i, j]
+        if do_dykstra:
+            for i in range(n):
+                for j in range(n):
+                    DS[i, j] = X[i, j] - R[i, j]
+        if do_sym:
+            for i in range(n):
+                for j in range(i):
+                    s = 0.5 * (X[i, j] + X[j, i])
+                    X[i, j] = s
+                    X[j, i] = s
+        if corr:
+            for i in range(n):
+                X[i, i] = 1.0
+        elif keep_diag:
+            for i in range(n):
+                X[i, i] = diag0[i]
         # conv = norm(Y - X, "I") / norm(Y, "I")
         num = 0.0
         den = 0.0
@@ -173,32 +188,49 @@ def near_pd(x, out):
                 den = s2
         conv = num / den
         it += 1
-        converged = conv <= 1e-7
-    d, Q = np.linalg.eigh(X)
-    Eps = 1e-8 * abs(d[n - 1])
-    if d[0] < Eps:
-        for i in range(n):
-            if d[i] < Eps:
-                d[i] = Eps
-        odiag = np.empty(n)
-        for i in range(n):
-            odiag[i] = X[i, i]
-        for i in range(n):
-            for j in range(n):
-                s = 0.0
-                for k in range(n):
-                    s += Q[i, k] * d[k] * Q[j, k]
-                X[i, j] = s
-        D = np.empty(n)
-        for i in range(n):
-            D[i] = np.sqrt(max(Eps, odiag[i]) / X[i, i])
-        for i in range(n):
-            for j in range(n):
-                X[i, j] = D[i] * X[i, j] * D[j]
+        converged = conv <= conv_tol
+    info[0] = it
+    info[1] = conv
+    if do2eigen:
+        d, Q = np.linalg.eigh(X)
+        Eps = posd_tol * abs(d[n - 1])
+        if d[0] < Eps:
+            for i in range(n):
+                if d[i] < Eps:
+                    d[i] = Eps
+            odiag = np.empty(n)
+            for i in range(n):
+                odiag[i] = X[i, i]
+            for i in range(n):
+                for j in range(n):
+                    s = 0.0
+                    for k in range(n):
+                        s += Q[i, k] * d[k] * Q[j, k]
+                    X[i, j] = s
+            D = np.empty(n)
+            for i in range(n):
+                D[i] = np.sqrt(max(Eps, odiag[i]) / X[i, i])
+            for i in range(n):
+                for j in range(n):
+                    X[i, j] = D[i] * X[i, j] * D[j]
+        if corr:
+            for i in range(n):
+                X[i, i] = 1.0
+        elif keep_diag:
+            for i in range(n):
+                X[i, i] = diag0[i]
     for i in range(n):
         for j in range(n):
             out[i, j] = X[i, j]
     return True
+
+
+@jit
+def near_pd(x, out):
+    """:func:`near_pd_general` with R's defaults (corr = keepDiag = FALSE, do2eigen, doDykstra,
+    eig.tol = 1e-6, conv.tol = 1e-7, posd.tol = 1e-8, maxit = 100)."""
+    info = np.empty(2)
+    return near_pd_general(x, out, False, False, True, True, False, 1e-6, 1e-7, 1e-8, 100, info)
 
 
 @jit
@@ -213,6 +245,7 @@ def _damped_solve(H, nf, lam, rhs, HW):
         return False
     _chol_solve(HW, nf, rhs)
     return True
+
 
 @jit
 def sandwich_into(Vm, WJ, Br, nmom, nf, VL, M, tmp, Om):

@@ -206,7 +206,7 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
             with ThreadPoolExecutor(len(pieces)) as pool:
                 for f in [pool.submit(run, a, b) for a, b in pieces]:
                     f.result()
-    out = {
+    out: dict[str, np.ndarray] = {
         "A1FREQ": freq,
         "N_MISS": nmiss,
         "MONO": np.empty(nb, dtype=np.uint8),
@@ -472,7 +472,7 @@ def test(
     )
 
 
-test.__test__ = False  # a library function named ``test``: keep pytest from collecting it
+test.__test__ = False  # type: ignore[attr-defined]  # a library function named ``test``: pytest must not collect it
 
 
 def _test_in_memory(src, proj, ranges, bsnps, full, calibrate, executor, progress, names):

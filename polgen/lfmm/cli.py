@@ -107,9 +107,9 @@ def run(args) -> int:
     from polgen.lfmm import choose_k, fit, load_model, test
 
     if args.choose_k:
-        res = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed, progress=args.progress)
-        print(res.frame())
-        print(f"suggested K (Tracy-Widom, alpha=0.05): {res.suggested_k()}")
+        ck = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed, progress=args.progress)
+        print(ck.frame())
+        print(f"suggested K (Tracy-Widom, alpha=0.05): {ck.suggested_k()}")
         return 0
     if args.K is None or args.out is None:
         raise InputError("polgen lfmm needs -K and --out (or --choose-k)")
