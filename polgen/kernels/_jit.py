@@ -42,8 +42,17 @@ from typing import Any
 import numba
 
 __all__ = [
-    "FM", "kernel", "jit", "jit_fm", "jit_fm_inline", "jit_fm_parallel", "jit_exact",
-    "jit_exact_parallel", "jit_contract", "jit_contract_parallel", "jit_rc",
+    "FM",
+    "kernel",
+    "jit",
+    "jit_fm",
+    "jit_fm_inline",
+    "jit_fm_parallel",
+    "jit_exact",
+    "jit_exact_parallel",
+    "jit_contract",
+    "jit_contract_parallel",
+    "jit_rc",
 ]
 
 FM = frozenset({"reassoc", "contract", "arcp"})
@@ -56,7 +65,7 @@ def kernel(*, fastmath=FM, error_model: str = "python", parallel: bool = False, 
     (``fastmath``: a set of LLVM fast-math flags or ``False``)."""
     opts: dict[str, Any] = {"cache": True, "nogil": True}
     if fastmath:
-        opts["fastmath"] = set(fastmath)      # numba wants a set (not a frozenset)
+        opts["fastmath"] = set(fastmath)  # numba wants a set (not a frozenset)
     if error_model != "python":
         opts["error_model"] = error_model
     if parallel:

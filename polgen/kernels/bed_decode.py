@@ -58,8 +58,7 @@ PARALLEL_MIN_CELLS = 1 << 18
 
 
 @jit_exact
-def _decode_one(packed, r, j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss,
-                table):
+def _decode_one(packed, r, j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss, table):
     row = packed[r]
     nfull = n_samples // 4
     rem = n_samples - 4 * nfull
@@ -120,24 +119,29 @@ def _decode_one(packed, r, j, n_samples, scale_code, dosage, sum_lut, miss_lut, 
 
 
 @jit_fm
-def _decode_rows_serial(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
-                        nmiss, table):
+def _decode_rows_serial(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss, table):
     for j in range(rows.shape[0]):
-        _decode_one(packed, rows[j], j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
-                    nmiss, table)
+        _decode_one(packed, rows[j], j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss, table)
 
 
 @jit_fm_parallel
-def _decode_rows_parallel(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
-                          nmiss, table):
+def _decode_rows_parallel(packed, rows, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss, table):
     for j in nb.prange(rows.shape[0]):
-        _decode_one(packed, rows[j], j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq,
-                    nmiss, table)
+        _decode_one(packed, rows[j], j, n_samples, scale_code, dosage, sum_lut, miss_lut, out, freq, nmiss, table)
 
 
-def decode_rows(packed: np.ndarray, rows: np.ndarray, n_samples: int, scale_code: int,
-                out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray, *, count_a1: bool = True,
-                parallel: bool | None = None) -> None:
+def decode_rows(
+    packed: np.ndarray,
+    rows: np.ndarray,
+    n_samples: int,
+    scale_code: int,
+    out: np.ndarray,
+    freq: np.ndarray,
+    nmiss: np.ndarray,
+    *,
+    count_a1: bool = True,
+    parallel: bool | None = None,
+) -> None:
     """Decode ``packed[rows[j]]`` into ``out[:, j]`` for every ``j``.
 
     ``packed``: C-contiguous uint8 ``(n_rows_total, ceil(n_samples/4))``; ``rows``: int64 indices;
@@ -149,8 +153,10 @@ def decode_rows(packed: np.ndarray, rows: np.ndarray, n_samples: int, scale_code
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     k = rows.shape[0]
     if out.shape != (n_samples, k) or not out.flags.f_contiguous:
-        raise ValueError(f"out must be a Fortran-ordered ({n_samples}, {k}) array, got "
-                         f"{out.shape} (f_contiguous={out.flags.f_contiguous})")
+        raise ValueError(
+            f"out must be a Fortran-ordered ({n_samples}, {k}) array, got "
+            f"{out.shape} (f_contiguous={out.flags.f_contiguous})"
+        )
     if out.dtype not in (np.float32, np.float64):
         raise ValueError(f"out must be float32 or float64, got {out.dtype}")
     if freq.shape != (k,) or nmiss.shape != (k,):
@@ -171,24 +177,30 @@ def decode_rows(packed: np.ndarray, rows: np.ndarray, n_samples: int, scale_code
     if parallel is None:
         # threads only from the main thread: numba's default (workqueue) threading layer aborts on
         # concurrent parallel launches, and a worker thread of a pool is parallel already
-        parallel = (k > 1 and n_samples * k >= PARALLEL_MIN_CELLS
-                    and threading.current_thread() is threading.main_thread())
+        parallel = (
+            k > 1 and n_samples * k >= PARALLEL_MIN_CELLS and threading.current_thread() is threading.main_thread()
+        )
     fn = _decode_rows_parallel if parallel else _decode_rows_serial
     fn(packed, rows, n_samples, scale_code, dosage, sum_lut, MISS_LUT, out, freq, nmiss, table)
 
 
-def decode_block(packed_uint8_2d: np.ndarray, n_samples: int, scale_code: int, out: np.ndarray,
-                 freq: np.ndarray, nmiss: np.ndarray, *, count_a1: bool = True,
-                 parallel: bool | None = None) -> None:
+def decode_block(
+    packed_uint8_2d: np.ndarray,
+    n_samples: int,
+    scale_code: int,
+    out: np.ndarray,
+    freq: np.ndarray,
+    nmiss: np.ndarray,
+    *,
+    count_a1: bool = True,
+    parallel: bool | None = None,
+) -> None:
     """Decode every row of ``packed_uint8_2d`` (one SNP per row) into the columns of ``out``."""
     packed = np.ascontiguousarray(packed_uint8_2d, dtype=np.uint8)
     if packed.ndim != 2:
         raise ValueError("packed_uint8_2d must be 2-D (one row per SNP)")
     rows = np.arange(packed.shape[0], dtype=np.int64)
-    decode_rows(packed, rows, n_samples, scale_code, out, freq, nmiss, count_a1=count_a1,
-                parallel=parallel)
-
-
+    decode_rows(packed, rows, n_samples, scale_code, out, freq, nmiss, count_a1=count_a1, parallel=parallel)
 
 
 @jit_exact
@@ -208,5 +220,13 @@ def count_nonblank_lines(buf, carry):
     return n, seen
 
 
-__all__ = ["SCALE_RAW", "SCALE_CENTER", "SCALE_EIGENSTRAT", "SCALE_CODES", "decode_rows",
-           "decode_block", "count_nonblank_lines", "PARALLEL_MIN_CELLS"]
+__all__ = [
+    "SCALE_RAW",
+    "SCALE_CENTER",
+    "SCALE_EIGENSTRAT",
+    "SCALE_CODES",
+    "decode_rows",
+    "decode_block",
+    "count_nonblank_lines",
+    "PARALLEL_MIN_CELLS",
+]

@@ -49,8 +49,8 @@ CfOut = namedtuple("CfOut", ["theta", "fmin", "status", "iters"])
 # the infimum lies at infinity (a trait's common variance l_i^2 phi grows without bound, its
 # residual variance tends to minus infinity) the SNP is reported with ST_NOFINITE.
 # ----------------------------------------------------------------------------------------------
-CF_RIDGE = 1e4        # l_i^2 |phi| > CF_RIDGE * max_i S_ii: the fit is running off along a ridge
-CF_LMAX = 1e5         # |l_i| > CF_LMAX (l_1 = 1): the scaling trait's loading vanishes
+CF_RIDGE = 1e4  # l_i^2 |phi| > CF_RIDGE * max_i S_ii: the fit is running off along a ridge
+CF_LMAX = 1e5  # |l_i| > CF_LMAX (l_1 = 1): the scaling trait's loading vanishes
 
 
 @jit
@@ -105,7 +105,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
         li = 1.0 if i == 0 else x[i - 1]
         den += ws[i] * li * li
     for j in range(n):
-        t = j + 1                        # trait whose loading is x[j]
+        t = j + 1  # trait whose loading is x[j]
         # dc/dl_t = (w_t s_t - 2 c w_t l_t) / den
         dc = (ws[t] * s[t] - 2.0 * c * ws[t] * x[j]) / den if den > 0.0 else 0.0
         for i in range(k):
@@ -164,8 +164,7 @@ def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
 
 
 @jit
-def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt,
-           rt):
+def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt):
     """Minimise over the loadings (variable projection) from x (in place).
 
     Each iteration compares the Gauss-Newton step with the Newton step (finite-difference Hessian
@@ -387,8 +386,9 @@ def _cf_range(lo, hi, snp, cf, out):
             used[st] = True
             for a in range(k - 1):
                 x[a] = starts[st, a]
-            code, f, it = _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
-                                 Hn, gp, rp, d2, xt, rt)
+            code, f, it = _cf_lm(
+                x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt
+            )
             nit += it
             if code == ST_OK:
                 if best_st != ST_OK or f < best_f:
@@ -430,8 +430,24 @@ def _cf_parallel(nchunks, snp, cf, out):
             _cf_range(lo, hi, snp, cf, out)
 
 
-def commonfactor_fit(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, starts, pidx, npar, *,
-                     n_always=1, max_iter=500, parallel=None):
+def commonfactor_fit(
+    beta,
+    se,
+    var,
+    S_LD,
+    V_LD,
+    I_LD,
+    gc,
+    varse2,
+    v_pd_known,
+    starts,
+    pidx,
+    npar,
+    *,
+    n_always=1,
+    max_iter=500,
+    parallel=None,
+):
     """Per-SNP DWLS estimates of commonfactorGWAS's model (reduced problem, see above).
 
     ``starts``: (n_starts, k) rows ``(l_2..l_k, phi)``; the first ``n_always`` are always run,
@@ -449,8 +465,7 @@ def commonfactor_fit(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, st
     if n == 0:
         return theta, fmin, status, iters
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
-    cf = CfSpec(np.ascontiguousarray(starts, f64), int(n_always), int(max_iter),
-                np.ascontiguousarray(pidx, np.int64))
+    cf = CfSpec(np.ascontiguousarray(starts, f64), int(n_always), int(max_iter), np.ascontiguousarray(pidx, np.int64))
     res = CfOut(theta, fmin, status, iters)
     if parallel is None:
         parallel = n >= 2048

@@ -110,12 +110,30 @@ from polgen.kernels.snp_moments import (  # noqa: F401
 #: and ``ml_wmode`` (0: Sigma^-1 of the fit, 1: of S_full for the ML weight), LM ``max_iter`` /
 #: ``xtol``, ``toler`` (singularity), ``smooth_check``, Q_SNP groups ``q_ptr, q_obs, q_trait``
 #: (CSR), Wald subset ``wald_idx``, and the V_full block shortcut ``block, LLD, wLD``.
-GwasSpec = namedtuple("GwasSpec", ["fidx", "theta0", "snpvar_par", "ml", "ml_wmode", "max_iter", "xtol", "toler",
-                                   "smooth_check", "q_ptr", "q_obs", "q_trait", "wald_idx", "block", "LLD", "wLD"])
+GwasSpec = namedtuple(
+    "GwasSpec",
+    [
+        "fidx",
+        "theta0",
+        "snpvar_par",
+        "ml",
+        "ml_wmode",
+        "max_iter",
+        "xtol",
+        "toler",
+        "smooth_check",
+        "q_ptr",
+        "q_obs",
+        "q_trait",
+        "wald_idx",
+        "block",
+        "LLD",
+        "wLD",
+    ],
+)
 #: Output arrays (n rows): est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald, fmin,
 #: status, flags, iters.
-GwasOut = namedtuple("GwasOut", ["est", "se", "chisq", "qsnp", "zsmooth", "wald", "fmin", "status", "flags",
-                                 "iters"])
+GwasOut = namedtuple("GwasOut", ["est", "se", "chisq", "qsnp", "zsmooth", "wald", "fmin", "status", "flags", "iters"])
 
 
 @jit
@@ -282,13 +300,77 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
         for e in range(ne):
             w[elim_mom[e]] = 0.0
         if fast:
-            st, nit = _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w,
-                                max_iter, xtol, uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid)
+            st, nit = _fit_fast(
+                theta,
+                fidx,
+                nf,
+                ftype,
+                Js,
+                G,
+                C0,
+                u0,
+                vfix,
+                vpos,
+                ma,
+                mb,
+                p,
+                s_vec,
+                w,
+                max_iter,
+                xtol,
+                uvec,
+                sigv,
+                J,
+                WJ,
+                H,
+                HW,
+                g,
+                delta,
+                th_new,
+                resid,
+            )
         else:
-            st, nit = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
-                               par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
-                               A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col,
-                               Smat, Wm, WJ)
+            st, nit = _fit_one(
+                ml,
+                theta,
+                fidx,
+                nf,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                par_ptr,
+                par_ent,
+                nv,
+                p,
+                ma,
+                mb,
+                s_vec,
+                w,
+                ldS,
+                max_iter,
+                xtol,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                J,
+                H,
+                HW,
+                g,
+                delta,
+                th_new,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                Wm,
+                WJ,
+            )
         iters[i] = nit
         for e in range(ne):
             # sigma at this moment excludes the eliminated variance: it takes up the residual
@@ -297,8 +379,33 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
         for q in range(npar):
             est[i, q] = theta[q]
         if ml:
-            fmin[i] = _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA,
-                                 B, T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+            fmin[i] = _objective(
+                ml,
+                theta,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
         else:
             fv = 0.0
             for m in range(nmom):
@@ -422,8 +529,12 @@ def _block_args(lay, V_LD, k, v_pd_known):
     Returns the (block, LLD, wLD) fields of :class:`GwasSpec`."""
     K1 = k + 1
     nmom = len(lay.ma)
-    ok = (v_pd_known and nmom == K1 * (K1 + 1) // 2 and np.array_equal(lay.vidx, np.arange(nmom))
-          and np.array_equal(lay.vidx_meat, lay.vidx))
+    ok = (
+        v_pd_known
+        and nmom == K1 * (K1 + 1) // 2
+        and np.array_equal(lay.vidx, np.arange(nmom))
+        and np.array_equal(lay.vidx_meat, lay.vidx)
+    )
     V_LD = np.asarray(V_LD, dtype=np.float64)
     if ok:
         try:
@@ -436,10 +547,35 @@ def _block_args(lay, V_LD, k, v_pd_known):
     return True, L, np.ascontiguousarray(1.0 / np.diag(V_LD))
 
 
-def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, fidx, theta0,
-               snpvar_par, *, ml=False, ml_wmode=0, max_iter=1000, xtol=1e-10, toler=0.0,
-               smooth_check=False, q_ptr=None, q_obs=None, q_trait=None, wald_idx=None,
-               fast=None, eliminate=True, parallel=None):
+def gwas_batch(
+    beta,
+    se,
+    var,
+    S_LD,
+    V_LD,
+    I_LD,
+    gc,
+    varse2,
+    v_pd_known,
+    model,
+    fidx,
+    theta0,
+    snpvar_par,
+    *,
+    ml=False,
+    ml_wmode=0,
+    max_iter=1000,
+    xtol=1e-10,
+    toler=0.0,
+    smooth_check=False,
+    q_ptr=None,
+    q_obs=None,
+    q_trait=None,
+    wald_idx=None,
+    fast=None,
+    eliminate=True,
+    parallel=None,
+):
     """Fit one batch of SNPs.  ``model`` is a mapping of the compiled RAM arrays (see gsem.gwas).
 
     Returns a dict of arrays: est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald,
@@ -454,19 +590,38 @@ def gwas_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known, model, f
     wald_idx = np.zeros(0, i64) if wald_idx is None else np.ascontiguousarray(wald_idx, i64)
     ng = q_ptr.shape[0] - 1
     out = {
-        "est": np.empty((n, npar)), "se": np.empty((n, npar)), "chisq": np.empty(n),
-        "qsnp": np.empty((n, ng)), "zsmooth": np.empty(n), "wald": np.empty(n), "fmin": np.empty(n),
-        "status": np.empty(n, np.int64), "flags": np.empty(n, np.int64), "iters": np.empty(n, np.int64),
+        "est": np.empty((n, npar)),
+        "se": np.empty((n, npar)),
+        "chisq": np.empty(n),
+        "qsnp": np.empty((n, ng)),
+        "zsmooth": np.empty(n),
+        "wald": np.empty(n),
+        "fmin": np.empty(n),
+        "status": np.empty(n, np.int64),
+        "flags": np.empty(n, np.int64),
+        "iters": np.empty(n, np.int64),
     }
     elim_par = elim_mom = None
     if fast is not None and eliminate:
         fast, fidx, elim_par, elim_mom = reduce_fast(fast, fidx)
     lay = ram_layout(model)
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
-    spec = GwasSpec(np.ascontiguousarray(fidx, i64), np.ascontiguousarray(theta0, np.float64),
-                    int(snpvar_par), bool(ml), int(ml_wmode), int(max_iter), float(xtol), float(toler),
-                    bool(smooth_check), q_ptr, q_obs, q_trait, wald_idx,
-                    *_block_args(lay, snp.V_LD, snp.beta.shape[1], snp.v_pd_known))
+    spec = GwasSpec(
+        np.ascontiguousarray(fidx, i64),
+        np.ascontiguousarray(theta0, np.float64),
+        int(snpvar_par),
+        bool(ml),
+        int(ml_wmode),
+        int(max_iter),
+        float(xtol),
+        float(toler),
+        bool(smooth_check),
+        q_ptr,
+        q_obs,
+        q_trait,
+        wald_idx,
+        *_block_args(lay, snp.V_LD, snp.beta.shape[1], snp.v_pd_known),
+    )
     fp = fast_path(fast, lay.ma.shape[0], lay.p, len(fidx), elim_par, elim_mom)
     res = GwasOut(**out)
     if parallel is None:

@@ -15,15 +15,15 @@ GC_NONE = 2
 
 # status codes of a per-SNP fit
 ST_OK = 0
-ST_BAD_VAR = 1        # MAF (or HSQ) gives a SNP variance that is not finite and > 0
-ST_BAD_BETA = 2       # a beta is NaN / infinite
-ST_BAD_SE = 3         # an SE is NaN / infinite / <= 0
-ST_NOCONV = 4         # the optimiser did not converge
-ST_SINGULAR = 5       # information matrix singular: SEs not computable
-ST_NEARPD_FAIL = 6    # nearPD smoothing failed
-ST_NONFINITE = 7      # non-finite implied covariance / objective
-ST_ML_NOTPD = 8       # ML: implied covariance not positive definite at the start
-ST_NOFINITE = 9       # commonfactor: no finite optimum (the loadings run off along a ridge)
+ST_BAD_VAR = 1  # MAF (or HSQ) gives a SNP variance that is not finite and > 0
+ST_BAD_BETA = 2  # a beta is NaN / infinite
+ST_BAD_SE = 3  # an SE is NaN / infinite / <= 0
+ST_NOCONV = 4  # the optimiser did not converge
+ST_SINGULAR = 5  # information matrix singular: SEs not computable
+ST_NEARPD_FAIL = 6  # nearPD smoothing failed
+ST_NONFINITE = 7  # non-finite implied covariance / objective
+ST_ML_NOTPD = 8  # ML: implied covariance not positive definite at the start
+ST_NOFINITE = 9  # commonfactor: no finite optimum (the loadings run off along a ridge)
 
 STATUS_REASONS = {
     ST_OK: "",
@@ -35,9 +35,11 @@ STATUS_REASONS = {
     ST_NEARPD_FAIL: "nearPD smoothing failed",
     ST_NONFINITE: "implied covariance or objective not finite",
     ST_ML_NOTPD: "ML: model-implied covariance matrix not positive definite",
-    ST_NOFINITE: ("no finite optimum: the fit runs off along a ridge (a trait's common-factor "
-                  "variance grows without bound, its residual variance to minus infinity; lavaan "
-                  "stops there with a gradient warning)"),
+    ST_NOFINITE: (
+        "no finite optimum: the fit runs off along a ridge (a trait's common-factor "
+        "variance grows without bound, its residual variance to minus infinity; lavaan "
+        "stops there with a gradient warning)"
+    ),
 }
 
 FLAG_S_SMOOTHED = 1

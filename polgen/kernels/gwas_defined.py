@@ -35,8 +35,15 @@ DefinedIn = namedtuple("DefinedIn", ["est", "free", "jd", "ok"])
 def _defined_range(lo, hi, snp, lay, dfn, out):
     """SEs of the defined parameters for SNPs ``lo:hi`` (``snp.beta``/``snp.S_LD`` unused) into
     ``out`` (n x n_defined)."""
-    se, var, V_LD, I_LD, gc, varse2, v_pd_known = (snp.se, snp.var, snp.V_LD, snp.I_LD, snp.gc, snp.varse2,
-                                                   snp.v_pd_known)
+    se, var, V_LD, I_LD, gc, varse2, v_pd_known = (
+        snp.se,
+        snp.var,
+        snp.V_LD,
+        snp.I_LD,
+        snp.gc,
+        snp.varse2,
+        snp.v_pd_known,
+    )
     nv, p, ma, mb, vidx = lay.nv, lay.p, lay.ma, lay.mb, lay.vidx
     ent_kind, ent_r, ent_c, ent_par, ent_val = lay.ent_kind, lay.ent_r, lay.ent_c, lay.ent_par, lay.ent_val
     par_ptr, par_ent = lay.par_ptr, lay.par_ent
@@ -139,12 +146,19 @@ def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, fr
     if n == 0 or jd.shape[1] == 0:
         return out
     lay0 = ram_layout(model)
-    lay = lay0._replace(ma=np.ascontiguousarray(lay0.ma, i64), mb=np.ascontiguousarray(lay0.mb, i64),
-                        vidx=np.ascontiguousarray(lay0.vidx, i64))
+    lay = lay0._replace(
+        ma=np.ascontiguousarray(lay0.ma, i64),
+        mb=np.ascontiguousarray(lay0.mb, i64),
+        vidx=np.ascontiguousarray(lay0.vidx, i64),
+    )
     k = se.shape[1]
     snp = snp_batch(np.empty((0, k)), se, var, np.empty((0, 0)), V_LD, I_LD, gc, varse2, v_pd_known)
-    dfn = DefinedIn(np.ascontiguousarray(est, f64), np.ascontiguousarray(free, np.bool_),
-                    np.ascontiguousarray(jd, f64), np.ascontiguousarray(ok, np.bool_))
+    dfn = DefinedIn(
+        np.ascontiguousarray(est, f64),
+        np.ascontiguousarray(free, np.bool_),
+        np.ascontiguousarray(jd, f64),
+        np.ascontiguousarray(ok, np.bool_),
+    )
     if n >= 2048:
         _defined_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), snp, lay, dfn, out)
     else:

@@ -81,8 +81,35 @@ def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
 
 
 @jit
-def _fit_fast(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, max_iter, xtol,
-              u, sig, J, WJ, H, HW, g, delta, th_new, resid):
+def _fit_fast(
+    theta,
+    fidx,
+    nf,
+    ftype,
+    Js,
+    G,
+    C0,
+    u0,
+    vfix,
+    vpos,
+    ma,
+    mb,
+    p,
+    s_vec,
+    w,
+    max_iter,
+    xtol,
+    u,
+    sig,
+    J,
+    WJ,
+    H,
+    HW,
+    g,
+    delta,
+    th_new,
+    resid,
+):
     """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
@@ -151,10 +178,30 @@ def fast_path(fast, nmom, p, nf, elim_par=None, elim_mom=None):
     ep = np.zeros(0, i64) if elim_par is None else np.ascontiguousarray(elim_par, i64)
     em = np.zeros(0, i64) if elim_mom is None else np.ascontiguousarray(elim_mom, i64)
     if fast is None:
-        return FastPath(False, np.zeros(max(nf, 1), i64), np.zeros((nmom, max(nf, 1))),
-                        np.zeros((p, max(nf, 1))), np.zeros(nmom), np.zeros(p), 0.0, -1, ep, em)
-    return FastPath(True, fast["ftype"], fast["Js"], fast["G"], fast["C0"], fast["u0"], float(fast["vfix"]),
-                    int(fast["vpos"]), ep, em)
+        return FastPath(
+            False,
+            np.zeros(max(nf, 1), i64),
+            np.zeros((nmom, max(nf, 1))),
+            np.zeros((p, max(nf, 1))),
+            np.zeros(nmom),
+            np.zeros(p),
+            0.0,
+            -1,
+            ep,
+            em,
+        )
+    return FastPath(
+        True,
+        fast["ftype"],
+        fast["Js"],
+        fast["G"],
+        fast["C0"],
+        fast["u0"],
+        float(fast["vfix"]),
+        int(fast["vpos"]),
+        ep,
+        em,
+    )
 
 
 def fast_structure(model, fidx, theta0, snp_index=0):
@@ -165,8 +212,7 @@ def fast_structure(model, fidx, theta0, snp_index=0):
     SNP), all SNP paths, or the SNP variance.  Fixed values come from ``theta0`` (one row).
     """
     nv, p = int(model["nv"]), int(model["p"])
-    kind, er, ec, ep, ev = (model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"],
-                            model["ent_val"])
+    kind, er, ec, ep, ev = (model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"], model["ent_val"])
     fidx = [int(q) for q in fidx]
     fpos = {q: i for i, q in enumerate(fidx)}
     th = np.asarray(theta0, dtype=np.float64).reshape(-1)
@@ -174,9 +220,9 @@ def fast_structure(model, fidx, theta0, snp_index=0):
     ftype = -np.ones(nf, np.int64)
     A0 = np.zeros((nv, nv))
     S0 = np.zeros((nv, nv))
-    snp_paths = []          # (target, param position or -1, value)
+    snp_paths = []  # (target, param position or -1, value)
     vpos, vfix = -1, None
-    s_entries = []          # (i, j, param position)
+    s_entries = []  # (i, j, param position)
     for e in range(len(kind)):
         q = int(ep[e])
         free = q >= 0 and q in fpos
@@ -246,7 +292,7 @@ def fast_structure(model, fidx, theta0, snp_index=0):
     # residual variances of observed indicators: one entry (i, i), nothing leaves variable i;
     # each only moves its own diagonal moment, which it fits exactly -> solved in closed form
     n_ent = {}
-    for i, j, f in s_entries:
+    for _i, _j, f in s_entries:
         n_ent[f] = n_ent.get(f, 0) + 1
     elim_pos, elim_mom = [], []
     for i, j, f in s_entries:
@@ -254,9 +300,17 @@ def fast_structure(model, fidx, theta0, snp_index=0):
             m = [mm for mm, (a, b) in enumerate(zip(ma, mb)) if a == i and b == i][0]
             elim_pos.append(f)
             elim_mom.append(m)
-    return {"ftype": ftype, "Js": Js, "G": np.ascontiguousarray(G), "C0": C0, "u0": u0,
-            "vfix": float(vfix if vfix is not None else 0.0), "vpos": vpos,
-            "elim_pos": np.array(elim_pos, np.int64), "elim_mom": np.array(elim_mom, np.int64)}
+    return {
+        "ftype": ftype,
+        "Js": Js,
+        "G": np.ascontiguousarray(G),
+        "C0": C0,
+        "u0": u0,
+        "vfix": float(vfix if vfix is not None else 0.0),
+        "vpos": vpos,
+        "elim_pos": np.array(elim_pos, np.int64),
+        "elim_mom": np.array(elim_mom, np.int64),
+    }
 
 
 def reduce_fast(fast, fidx):

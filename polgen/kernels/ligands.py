@@ -33,10 +33,20 @@ import numba
 import numpy as np
 
 from polgen.kernels.ligands_grid import (  # noqa: F401 - re-exported: the grid strategies
-    bilinear_interp, conv_x, conv_y, gather, gridded_gauss, spread,
+    bilinear_interp,
+    conv_x,
+    conv_y,
+    gather,
+    gridded_gauss,
+    spread,
 )
 from polgen.kernels.ligands_tiles import (  # noqa: F401 - re-exported: the tile kernels and constants
-    DROP_EPS, TILE, exp_nonpos, tile_pairs_needed, tile_sums, tile_sums_sym,
+    DROP_EPS,
+    TILE,
+    exp_nonpos,
+    tile_pairs_needed,
+    tile_sums,
+    tile_sums_sym,
 )
 
 
@@ -95,8 +105,9 @@ class _Tiling:
         self.yp = np.repeat(ys[starts[:-1]], TILE).reshape(nt, TILE)
         self.xp.reshape(-1)[self.slot] = xs
         self.yp.reshape(-1)[self.slot] = ys
-        self.box = np.ascontiguousarray(np.stack([self.xp.min(1), self.xp.max(1), self.yp.min(1),
-                                                  self.yp.max(1)], axis=1))
+        self.box = np.ascontiguousarray(
+            np.stack([self.xp.min(1), self.xp.max(1), self.yp.min(1), self.yp.max(1)], axis=1)
+        )
 
     def pack(self, E: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Source values (n, L) as (n_tiles, L4, TILE) and (n_tiles, TILE, L4) (L4 = L rounded up
@@ -165,8 +176,9 @@ class GaussTiles:
                 bounds = np.linspace(0, pi.size, nc + 1).round().astype(np.int64)
                 acc, comp = self._accumulators((nc, t.nt, TILE, ETp.shape[1]))
                 with numba.parallel_chunksize(1):
-                    tile_sums_sym(t.xp, t.yp, ETp, Ep, pi.astype(np.int64), pj.astype(np.int64), bounds,
-                                  float(neg), acc, comp)
+                    tile_sums_sym(
+                        t.xp, t.yp, ETp, Ep, pi.astype(np.int64), pj.astype(np.int64), bounds, float(neg), acc, comp
+                    )
                 res = acc[0] - comp[0]
                 for c in range(1, nc):
                     res += acc[c] - comp[c]

@@ -45,8 +45,7 @@ def bilinear_interp(ax0, ay0, h, nx, ny, anchors, x, y, out):  # pragma: no cove
         w10 = tx * (1.0 - ty)
         w11 = tx * ty
         for l in range(nl):
-            out[i, l] = (w00 * anchors[r00, l] + w01 * anchors[r01, l]
-                         + w10 * anchors[r10, l] + w11 * anchors[r11, l])
+            out[i, l] = w00 * anchors[r00, l] + w01 * anchors[r01, l] + w10 * anchors[r10, l] + w11 * anchors[r11, l]
 
 
 @jit_fm
@@ -147,8 +146,16 @@ def gather(x, y, field, x0, y0, h, p, scale, out):  # pragma: no cover - numba
                     out[i, l] += w * field[bx + a, by + b, l]
 
 
-def gridded_gauss(x: np.ndarray, y: np.ndarray, expr: np.ndarray, radius: float, scale: float,
-                  h_factor: float = 0.25, order: int = 12, cutoff: float = 8.6) -> np.ndarray:
+def gridded_gauss(
+    x: np.ndarray,
+    y: np.ndarray,
+    expr: np.ndarray,
+    radius: float,
+    scale: float,
+    h_factor: float = 0.25,
+    order: int = 12,
+    cutoff: float = 8.6,
+) -> np.ndarray:
     """Particle-mesh Gaussian transform (see the module docstring); returns (n, L) float64.
 
     ``cutoff`` r is where the Gaussian taps stop (exp(-8.6^2/2) < 1e-16).

@@ -18,7 +18,7 @@ from polgen.kernels._jit import jit_contract, jit_contract_parallel, jit_fm, jit
 # those kernels use jit_contract (fastmath={"contract"}) instead of jit_fm
 
 TILE = 64  # cells per tile (a compile-time constant of the kernels below)
-DROP_EPS = 2.0 ** -54  # source tiles are skipped when their bound is below this x each output
+DROP_EPS = 2.0**-54  # source tiles are skipped when their bound is below this x each output
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693145751953125  # 15 significant bits: k * _LN2_HI is exact for |k| < 2^38
@@ -68,9 +68,42 @@ def exp_nonpos(z):  # pragma: no cover - numba
     z = min(max(z, -746.0), 0.0)
     k = np.floor(z * _LOG2E + 0.5)
     r = (z - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (
-        1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 + r * (
-            1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600))))))))))))
+    p = 1.0 + r * (
+        1.0
+        + r
+        * (
+            0.5
+            + r
+            * (
+                1.0 / 6
+                + r
+                * (
+                    1.0 / 24
+                    + r
+                    * (
+                        1.0 / 120
+                        + r
+                        * (
+                            1.0 / 720
+                            + r
+                            * (
+                                1.0 / 5040
+                                + r
+                                * (
+                                    1.0 / 40320
+                                    + r
+                                    * (
+                                        1.0 / 362880
+                                        + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600)))
+                                    )
+                                )
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    )
     ki = np.int64(k)
     k1 = ki >> 1
     k2 = ki - k1

@@ -28,14 +28,32 @@ __all__ = ["RamLayout", "ram_layout", "implied_jacobian_into", "implied_jacobian
 #: ``obs_map`` (observed variable -> S_full row), ``ma``/``mb`` (vech moments), ``vidx`` /
 #: ``vidx_meat`` (V_full rows of the moments for the weights / the sandwich meat); the entry
 #: layout ``ent_kind, ent_r, ent_c, ent_par, ent_val`` and per parameter ``par_ptr``/``par_ent``.
-RamLayout = namedtuple("RamLayout", ["nv", "p", "obs_map", "ma", "mb", "vidx", "vidx_meat", "ent_kind", "ent_r",
-                                     "ent_c", "ent_par", "ent_val", "par_ptr", "par_ent"])
+RamLayout = namedtuple(
+    "RamLayout",
+    [
+        "nv",
+        "p",
+        "obs_map",
+        "ma",
+        "mb",
+        "vidx",
+        "vidx_meat",
+        "ent_kind",
+        "ent_r",
+        "ent_c",
+        "ent_par",
+        "ent_val",
+        "par_ptr",
+        "par_ent",
+    ],
+)
 
 
 def _getter(model):
     """Field access ``get(name[, default])`` for a compiled model given as a mapping
     (``CompiledModel.arrays()``) or as an object with those attributes."""
     if hasattr(model, "__getitem__"):
+
         def get(k, *default):
             try:
                 return model[k]
@@ -43,6 +61,7 @@ def _getter(model):
                 if default:
                     return default[0]
                 raise
+
         return get
     return lambda k, *default: getattr(model, k, *default)
 
@@ -53,9 +72,22 @@ def ram_layout(model):
     get = _getter(model)
     vidx = get("vidx")
     vm = get("vidx_meat", None)
-    return RamLayout(int(get("nv")), int(get("p")), get("obs_map"), get("ma"), get("mb"), vidx,
-                     vidx if vm is None else vm, get("ent_kind"), get("ent_r"), get("ent_c"),
-                     get("ent_par"), get("ent_val"), get("par_ptr"), get("par_ent"))
+    return RamLayout(
+        int(get("nv")),
+        int(get("p")),
+        get("obs_map"),
+        get("ma"),
+        get("mb"),
+        vidx,
+        vidx if vm is None else vm,
+        get("ent_kind"),
+        get("ent_r"),
+        get("ent_c"),
+        get("ent_par"),
+        get("ent_val"),
+        get("par_ptr"),
+        get("par_ent"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,8 +208,33 @@ def _ml_weight(Sinv, ma, mb, W):
 
 
 @jit
-def _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
-               s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS):
+def _objective(
+    ml,
+    theta,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    nv,
+    p,
+    A,
+    S,
+    IA,
+    B,
+    T,
+    C,
+    s_vec,
+    w,
+    ma,
+    mb,
+    resid,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    ldS,
+):
     if not _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
         return np.inf
     nmom = ma.shape[0]
@@ -221,9 +278,47 @@ def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
 
 
 @jit
-def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr, par_ent,
-             nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
-             A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat, Wm, WJ):
+def _fit_one(
+    ml,
+    theta,
+    fidx,
+    nf,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    par_ptr,
+    par_ent,
+    nv,
+    p,
+    ma,
+    mb,
+    s_vec,
+    w,
+    ldS,
+    max_iter,
+    xtol,
+    A,
+    S,
+    IA,
+    B,
+    T,
+    C,
+    J,
+    H,
+    HW,
+    g,
+    delta,
+    th_new,
+    resid,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    Wm,
+    WJ,
+):
     """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
 
     On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
@@ -231,8 +326,33 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
     """
     nmom = ma.shape[0]
     npar = theta.shape[0]
-    f = _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
-                   s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+    f = _objective(
+        ml,
+        theta,
+        ent_kind,
+        ent_r,
+        ent_c,
+        ent_par,
+        ent_val,
+        nv,
+        p,
+        A,
+        S,
+        IA,
+        B,
+        T,
+        C,
+        s_vec,
+        w,
+        ma,
+        mb,
+        resid,
+        Sig,
+        Sinv,
+        col,
+        Smat,
+        ldS,
+    )
     if not np.isfinite(f):
         return (ST_ML_NOTPD if ml else ST_NONFINITE), 0
     if nf == 0 or max_iter == 0:
@@ -265,8 +385,33 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
                 th_new[q] = theta[q]
             for a in range(nf):
                 th_new[fidx[a]] += delta[a]
-            fn = _objective(ml, th_new, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B,
-                            T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+            fn = _objective(
+                ml,
+                th_new,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
             if fn <= f:
                 accepted = True
                 small = True
@@ -284,15 +429,59 @@ def _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
         if not accepted:
             # no decrease possible along any damped direction: stationary point (to rounding)
-            _objective(ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T,
-                       C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
+            _objective(
+                ml,
+                theta,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
             return ST_OK, it
     return ST_NOCONV, it
 
 
 @jit_exact
-def _fit_cov_impl(s_vec, w, ldS, nv, p, ma, mb, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
-                  par_ent, fidx, theta, ml, max_iter, xtol):
+def _fit_cov_impl(
+    s_vec,
+    w,
+    ldS,
+    nv,
+    p,
+    ma,
+    mb,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    par_ptr,
+    par_ent,
+    fidx,
+    theta,
+    ml,
+    max_iter,
+    xtol,
+):
     nmom = ma.shape[0]
     nf = fidx.shape[0]
     npar = theta.shape[0]
@@ -316,10 +505,47 @@ def _fit_cov_impl(s_vec, w, ldS, nv, p, ma, mb, ent_kind, ent_r, ent_c, ent_par,
     Smat = np.empty((p, p))
     Wm = np.empty((nmom, nmom))
     col = np.empty(max(max(p, mf), nmom))
-    st, it = _fit_one(ml, theta, fidx, nf, ent_kind, ent_r, ent_c, ent_par, ent_val, par_ptr,
-                      par_ent, nv, p, ma, mb, s_vec, w, ldS, max_iter, xtol,
-                      A, S, IA, B, T, C, J, H, HW, g, delta, th_new, resid, Sig, Sinv, col, Smat,
-                      Wm, WJ)
+    st, it = _fit_one(
+        ml,
+        theta,
+        fidx,
+        nf,
+        ent_kind,
+        ent_r,
+        ent_c,
+        ent_par,
+        ent_val,
+        par_ptr,
+        par_ent,
+        nv,
+        p,
+        ma,
+        mb,
+        s_vec,
+        w,
+        ldS,
+        max_iter,
+        xtol,
+        A,
+        S,
+        IA,
+        B,
+        T,
+        C,
+        J,
+        H,
+        HW,
+        g,
+        delta,
+        th_new,
+        resid,
+        Sig,
+        Sinv,
+        col,
+        Smat,
+        Wm,
+        WJ,
+    )
     sig = np.empty(nmom)
     for m in range(nmom):
         sig[m] = C[ma[m], mb[m]]
@@ -339,11 +565,27 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
         sign, ldS = np.linalg.slogdet(Sm)
         if sign <= 0:
             return theta, ST_NONFINITE, 0, np.full(len(ma), np.nan)
-    st, it, sig = _fit_cov_impl(np.ascontiguousarray(s_vec, np.float64), np.ascontiguousarray(w, np.float64),
-                                float(ldS), int(model["nv"]), p, ma, mb, model["ent_kind"], model["ent_r"],
-                                model["ent_c"], model["ent_par"], model["ent_val"], model["par_ptr"],
-                                model["par_ent"], np.ascontiguousarray(fidx, np.int64), theta, bool(ml),
-                                int(max_iter), float(xtol))
+    st, it, sig = _fit_cov_impl(
+        np.ascontiguousarray(s_vec, np.float64),
+        np.ascontiguousarray(w, np.float64),
+        float(ldS),
+        int(model["nv"]),
+        p,
+        ma,
+        mb,
+        model["ent_kind"],
+        model["ent_r"],
+        model["ent_c"],
+        model["ent_par"],
+        model["ent_val"],
+        model["par_ptr"],
+        model["par_ent"],
+        np.ascontiguousarray(fidx, np.int64),
+        theta,
+        bool(ml),
+        int(max_iter),
+        float(xtol),
+    )
     return theta, int(st), int(it), sig
 
 
@@ -351,8 +593,7 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
 # public: Sigma and d vech(Sigma) / d theta at one theta
 # ----------------------------------------------------------------------------------------------
 @jit
-def implied_jacobian_into(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, ma, mb, par_ptr,
-                          par_ent, sigma, jac):
+def implied_jacobian_into(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, ma, mb, par_ptr, par_ent, sigma, jac):
     """Implied covariance ``sigma`` (p x p) and Jacobian ``jac`` (nmom x npar, row ``m`` the moment
     ``(ma[m], mb[m])``, column ``q`` the parameter ``q``) of the RAM model at ``theta`` (npar).
 
@@ -389,16 +630,30 @@ def implied_jacobian(model, theta):
     when ``I - A`` is singular."""
     get = _getter(model)
     i64 = np.int64
-    arr = {k: np.ascontiguousarray(get(k), i64)
-           for k in ("ent_kind", "ent_r", "ent_c", "ent_par", "ma", "mb", "par_ptr", "par_ent")}
+    arr = {
+        k: np.ascontiguousarray(get(k), i64)
+        for k in ("ent_kind", "ent_r", "ent_c", "ent_par", "ma", "mb", "par_ptr", "par_ent")
+    }
     p = int(get("p"))
     npar = arr["par_ptr"].shape[0] - 1
     sigma = np.empty((p, p))
     jac = np.empty((arr["ma"].shape[0], npar))
-    ok = implied_jacobian_into(np.ascontiguousarray(theta, np.float64), arr["ent_kind"], arr["ent_r"],
-                               arr["ent_c"], arr["ent_par"], np.ascontiguousarray(get("ent_val"), np.float64),
-                               int(get("nv")), p, arr["ma"], arr["mb"], arr["par_ptr"], arr["par_ent"],
-                               sigma, jac)
+    ok = implied_jacobian_into(
+        np.ascontiguousarray(theta, np.float64),
+        arr["ent_kind"],
+        arr["ent_r"],
+        arr["ent_c"],
+        arr["ent_par"],
+        np.ascontiguousarray(get("ent_val"), np.float64),
+        int(get("nv")),
+        p,
+        arr["ma"],
+        arr["mb"],
+        arr["par_ptr"],
+        arr["par_ent"],
+        sigma,
+        jac,
+    )
     if not ok:
         sigma[:] = np.nan
         jac[:] = np.nan

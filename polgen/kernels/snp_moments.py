@@ -27,10 +27,17 @@ SnpBatch = namedtuple("SnpBatch", ["beta", "se", "var", "S_LD", "V_LD", "I_LD", 
 def snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known):
     """:class:`SnpBatch` in the kernels' canonical layout (C-contiguous float64, Python scalars)."""
     f64 = np.float64
-    return SnpBatch(np.ascontiguousarray(beta, f64), np.ascontiguousarray(se, f64),
-                    np.ascontiguousarray(var, f64), np.ascontiguousarray(S_LD, f64),
-                    np.ascontiguousarray(V_LD, f64), np.ascontiguousarray(I_LD, f64), int(gc),
-                    float(varse2), bool(v_pd_known))
+    return SnpBatch(
+        np.ascontiguousarray(beta, f64),
+        np.ascontiguousarray(se, f64),
+        np.ascontiguousarray(var, f64),
+        np.ascontiguousarray(S_LD, f64),
+        np.ascontiguousarray(V_LD, f64),
+        np.ascontiguousarray(I_LD, f64),
+        int(gc),
+        float(varse2),
+        bool(v_pd_known),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,6 +108,7 @@ def z_pre_into(beta, se, I, gc, out):
             out[p] = beta[p] / (se[p] * np.sqrt(I[p, p]))
         else:
             out[p] = beta[p] / se[p]
+
 
 @jit_exact
 def _input_status(v, beta_i, se_i, k):

@@ -31,8 +31,28 @@ CELL_BLOCK = 64
 
 
 @jit_fm_inline
-def _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
-                gexf, wl, wl_tfl, bsf, cap, scratch):  # pragma: no cover - numba
+def _gene_slots(
+    i,
+    k,
+    bvals,
+    boff,
+    bncol,
+    rowmaps,
+    rmap,
+    moff,
+    toff,
+    tkind,
+    tcol,
+    tslot,
+    tsrc,
+    tcond,
+    gexf,
+    wl,
+    wl_tfl,
+    bsf,
+    cap,
+    scratch,
+):  # pragma: no cover - numba
     m0 = moff[k]
     nm = moff[k + 1] - m0
     for s in range(nm):
@@ -60,8 +80,9 @@ def _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol
     return nm
 
 
-def _splash_gene_py(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
-                gexf, wl, wl_tfl, bsf, cap, out):  # pragma: no cover - numba
+def _splash_gene_py(
+    k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl, bsf, cap, out
+):  # pragma: no cover - numba
     """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
     n = gexf.shape[0]
     nm = moff[k + 1] - moff[k]
@@ -69,14 +90,57 @@ def _splash_gene_py(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tco
     for b in numba.prange(nblk):
         scratch = np.empty(max(nm, 1))
         for i in range(b * CELL_BLOCK, min(n, (b + 1) * CELL_BLOCK)):
-            _gene_slots(i, k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc,
-                        tcond, gexf, wl, wl_tfl, bsf, cap, scratch)
+            _gene_slots(
+                i,
+                k,
+                bvals,
+                boff,
+                bncol,
+                rowmaps,
+                rmap,
+                moff,
+                toff,
+                tkind,
+                tcol,
+                tslot,
+                tsrc,
+                tcond,
+                gexf,
+                wl,
+                wl_tfl,
+                bsf,
+                cap,
+                scratch,
+            )
             for s in range(nm):
                 out[i, s] = scratch[s]
 
 
-def _propagate_py(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
-                  gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod, active):  # pragma: no cover - numba
+def _propagate_py(
+    bvals,
+    boff,
+    bncol,
+    rowmaps,
+    rmap,
+    moff,
+    mgene,
+    toff,
+    tkind,
+    tcol,
+    tslot,
+    tsrc,
+    tcond,
+    gexf,
+    wl,
+    wl_tfl,
+    bsf,
+    cap,
+    kout,
+    delta,
+    out,
+    maxmod,
+    active,
+):  # pragma: no cover - numba
     """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]] for every trained gene k.
 
     Columns of ``out`` not in ``kout`` are set to 0 (genes without betadata do not change).
@@ -225,17 +289,60 @@ _swap_par, _swap_ser = _dual(_swap_and_step_py)
 _pin_par, _pin_ser = _dual(_pin_and_clip_py)
 
 
-def splash_gene(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond,
-                gexf, wl, wl_tfl, bsf, cap, out):
+def splash_gene(
+    k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl, bsf, cap, out
+):
     """out[i, s] = splash of gene k for cell i and its s-th (sorted) modulator."""
     work = out.shape[0] * max(1, int(toff[k + 1] - toff[k]))
     f = _splash_gene_par if work >= PARALLEL_MIN else _splash_gene_ser
-    f(k, bvals, boff, bncol, rowmaps, rmap, moff, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
-      bsf, cap, out)
+    f(
+        k,
+        bvals,
+        boff,
+        bncol,
+        rowmaps,
+        rmap,
+        moff,
+        toff,
+        tkind,
+        tcol,
+        tslot,
+        tsrc,
+        tcond,
+        gexf,
+        wl,
+        wl_tfl,
+        bsf,
+        cap,
+        out,
+    )
 
 
-def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond,
-              gexf, wl, wl_tfl, bsf, cap, kout, delta, out, maxmod, active=None):
+def propagate(
+    bvals,
+    boff,
+    bncol,
+    rowmaps,
+    rmap,
+    moff,
+    mgene,
+    toff,
+    tkind,
+    tcol,
+    tslot,
+    tsrc,
+    tcond,
+    gexf,
+    wl,
+    wl_tfl,
+    bsf,
+    cap,
+    kout,
+    delta,
+    out,
+    maxmod,
+    active=None,
+):
     """out[i, kout[k]] = sum_s splash_k[i, s] * delta[i, mgene[s]]; other columns 0.
 
     ``active[k] == 0`` skips gene k (all its modulators' deltas are zero: the sum is exactly 0).
@@ -244,8 +351,31 @@ def propagate(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol,
         active = np.ones(kout.shape[0], dtype=np.int64)
     work = delta.shape[0] * max(1, int(sum(int(toff[k + 1] - toff[k]) for k in np.flatnonzero(active))))
     f = _propagate_par if work >= PARALLEL_MIN else _propagate_ser
-    f(bvals, boff, bncol, rowmaps, rmap, moff, mgene, toff, tkind, tcol, tslot, tsrc, tcond, gexf, wl, wl_tfl,
-      bsf, cap, kout, delta, out, maxmod, active)
+    f(
+        bvals,
+        boff,
+        bncol,
+        rowmaps,
+        rmap,
+        moff,
+        mgene,
+        toff,
+        tkind,
+        tcol,
+        tslot,
+        tsrc,
+        tcond,
+        gexf,
+        wl,
+        wl_tfl,
+        bsf,
+        cap,
+        kout,
+        delta,
+        out,
+        maxmod,
+        active,
+    )
 
 
 def filter_expr(x, thresh, out):
@@ -265,5 +395,6 @@ def swap_and_step(delta, x0, W1, W0, lig_gene):
 
 def pin_and_clip(delta, result, x0, dinput, tcols, maxv, lo) -> int:
     """Re-pin the perturbed genes and clip (see :func:`_pin_and_clip_py`); the count of non-finite values."""
-    return int((_pin_par if delta.size >= PARALLEL_MIN_ELEMENTWISE else _pin_ser)(delta, result, x0, dinput, tcols,
-                                                                                  maxv, lo))
+    return int(
+        (_pin_par if delta.size >= PARALLEL_MIN_ELEMENTWISE else _pin_ser)(delta, result, x0, dinput, tcols, maxv, lo)
+    )
