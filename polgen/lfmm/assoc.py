@@ -56,6 +56,7 @@ from polgen.lfmm.genotypes import (
     split_range,
 )
 from polgen.lfmm.model import LfmmModel
+from polgen.options import Calibrate
 
 log = logging.getLogger("polgen")
 
@@ -405,7 +406,7 @@ def test(
     bed: Any,
     X: Any = None,
     *,
-    calibrate: str | None = "gif",
+    calibrate: Calibrate | None = "gif",
     full: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,

@@ -16,6 +16,7 @@ from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
 from polgen.lfmm.fit import _gram_pass
 from polgen.lfmm.genotypes import open_source, thin_index
+from polgen.options import ChooseKMethod, GenotypeScale
 
 log = logging.getLogger("polgen")
 
@@ -147,8 +148,8 @@ def choose_k(
     k_max: int = 20,
     est_rate: float | None = None,
     est_index: Any = None,
-    method: str = "randomized",
-    scale: str = "eigenstrat",
+    method: ChooseKMethod = "randomized",
+    scale: GenotypeScale = "eigenstrat",
     power_iter: int = 4,
     oversampling: int = 10,
     seed: int = 0,

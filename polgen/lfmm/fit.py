@@ -41,6 +41,7 @@ from polgen.lfmm.genotypes import (
     thin_index,
 )
 from polgen.lfmm.model import LfmmModel
+from polgen.options import DLambda, GenotypeScale
 
 log = logging.getLogger("polgen")
 
@@ -137,8 +138,8 @@ def fit(
     power_iter: int = 2,
     oversampling: int = 10,
     seed: int = 0,
-    scale: str = "center",
-    dlambda: str = "lea",
+    scale: GenotypeScale = "center",
+    dlambda: DLambda = "lea",
     batch_snps: int | None = None,
     progress: bool | None = None,
 ) -> LfmmModel:
