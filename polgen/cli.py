@@ -17,7 +17,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from polgen.errors import InputError, PolgenError
@@ -126,7 +126,7 @@ def _print_summary(summary: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from polgen.demo import run_demo
 
-    summary = run_demo(out=args.out, small=args.small, progress=False if args.no_progress else None, seed=args.seed)
+    summary = run_demo(out=args.out, small=args.small, progress=args.progress, seed=args.seed)
     _print_summary(summary)
     bad = summary.filter(summary["status"] != "ok")
     if bad.height:
@@ -252,6 +252,132 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- shared option vocabulary (method CLIs use these too) ----------------------------------------
+class HelpFormatter(argparse.HelpFormatter):
+    """polgen's help layout: every option shows its default, examples keep their line breaks.
+
+    ``(default: X)`` is appended to an option's help unless the help already says what the default
+    is or the default is ``None`` / ``False`` (a flag, or "not given"); a description or epilog with
+    line breaks is printed as written (examples), a one-paragraph one is wrapped.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._CountAction)):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text.strip("\n"):
+            return "".join(indent + line for line in text.strip("\n").splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def examples(*lines: str) -> str:
+    """An ``--help`` epilog: runnable examples (after ``polgen demo --small``, which makes the files)."""
+    return "examples (polgen-demo/ is made by `polgen demo --small`):\n" + "\n".join(f"  {ln}" for ln in lines)
+
+
+def add_out(p: argparse.ArgumentParser, what: str, *, required: bool = True, short: bool = False) -> None:
+    """``--out``: where the command writes (``what`` says a file of which format or a run folder)."""
+    flags = ("--out", "-o") if short else ("--out",)
+    p.add_argument(*flags, required=required, metavar="PATH", help=what)
+
+
+def add_overwrite(p: argparse.ArgumentParser | Any) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds (else refuse)")
+
+
+def add_resume(p: argparse.ArgumentParser | Any) -> None:
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out (finished parts are verified and kept)",
+    )
+
+
+def add_executor(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--executor",
+        default=None,
+        metavar="WHERE",
+        help="where batches run: in this process (default), 'threads', 'processes', 'dask' "
+        "(DASK_SCHEDULER_ADDRESS) or a scheduler address tcp://host:8786",
+    )
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars; default: a bar on a terminal, periodic progress lines (rate, ETA) in a log",
+    )
+
+
+def _add_verbosity(p: argparse.ArgumentParser, depth: int) -> None:
+    """``-v`` / ``-q`` on one (sub)parser; a per-depth dest so that counts given at several levels add up."""
+    default: Any = 0 if depth == 0 else argparse.SUPPRESS
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        dest=f"verbose_{depth}",
+        help="log progress (-v) or debug details (-vv) on stderr; with an error, its traceback",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=default,
+        dest=f"quiet_{depth}",
+        help="only errors on stderr (and no progress unless --progress)",
+    )
+
+
+def _subparsers(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out: list[argparse.ArgumentParser] = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            seen = set()
+            for sp in action.choices.values():  # aliases map to the same parser
+                if id(sp) not in seen:
+                    seen.add(id(sp))
+                    out.append(sp)
+    return out
+
+
+def walk_parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[argparse.ArgumentParser, int]]:
+    """Every parser below (and including) ``parser`` with its depth."""
+    stack = [(parser, 0)]
+    while stack:
+        p, depth = stack.pop()
+        yield p, depth
+        stack.extend((sp, depth + 1) for sp in reversed(_subparsers(p)))
+
+
+def _apply_conventions(parser: argparse.ArgumentParser) -> None:
+    """The vocabulary every subcommand shares, whoever built its parser: ``-v``/``-q`` accepted at
+    every level (``polgen gsem munge ... -v`` as well as ``polgen -v gsem munge ...``) and the help
+    layout that shows defaults."""
+    for p, depth in walk_parsers(parser):
+        p.formatter_class = HelpFormatter
+        if "-v" not in p._option_string_actions and "-q" not in p._option_string_actions:
+            _add_verbosity(p, depth)
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    ns = vars(args)
+    up = sum(v for k, v in ns.items() if k.startswith("verbose_") and isinstance(v, int))
+    down = sum(v for k, v in ns.items() if k.startswith("quiet_") and isinstance(v, int))
+    return up - down
+
+
 # -- parser -------------------------------------------------------------------------------------
 def _add_method_parsers(subparsers) -> list[str]:
     """Mount the method subcommands that exist; a broken one is reported, not fatal."""
@@ -281,42 +407,47 @@ def _add_method_parsers(subparsers) -> list[str]:
 
 
 def build_parser(methods: bool = True) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=argparse.SUPPRESS,
-        help="log progress (-v) or debug details (-vv) on stderr",
-    )
+    import polgen
+
     parser = argparse.ArgumentParser(
         prog="polgen",
         description="Genomic SEM, out-of-core LFMM2 and SpaceTravLR on Polars/Arrow, from the shell.",
+        epilog=examples(
+            "polgen demo --small --out polgen-demo",
+            "polgen gsem munge --help",
+            "polgen sql --list",
+        ),
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log progress (-v) or debug details (-vv) on stderr"
-    )
+    parser.add_argument("--version", action="version", version=f"polgen {polgen.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser(
         "demo",
-        parents=[common],
         help="make synthetic data for every method and run them",
         description="Generate deterministic synthetic inputs for Genomic SEM, LFMM2 and "
         "SpaceTravLR, run each method end to end and print a summary.",
+        epilog=examples("polgen demo --small --out polgen-demo", "polgen demo --out polgen-demo --overwrite"),
     )
-    d.add_argument("--out", default="polgen-demo", help="output directory (default: ./polgen-demo)")
+    add_out(d, "output directory (inputs and results of every method)", required=False)
+    d.set_defaults(out="polgen-demo")
     d.add_argument("--small", action="store_true", help="a smaller, faster demo")
-    d.add_argument("--seed", type=int, default=None, help="random seed (default: the demo's own)")
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--seed", type=int, default=None, help="random seed (default: the demo's own fixed seeds)")
+    add_progress(d)
     d.set_defaults(func=cmd_demo)
 
     s = sub.add_parser(
         "sql",
-        parents=[common],
         help="run a named DuckDB query over results",
         description="Run one of the named queries in sql/ over parquet files, globs or "
         "polgen output directories. Without NAME, list the queries.",
+        epilog=examples(
+            "polgen sql --list",
+            "polgen sql top_hits --describe",
+            "polgen sql top_hits -p source=polgen-demo/lfmm/results/associations -p p_max=1e-3",
+            "polgen sql top_hits -p source=polgen-demo/lfmm/results/associations --out hits.tsv",
+            "polgen sql per_chrom_summary -p source=polgen-demo/lfmm/results/associations --csv",
+        ),
     )
     s.add_argument("name", nargs="?", help="query name (see --list)")
     s.add_argument(
@@ -326,20 +457,31 @@ def build_parser(methods: bool = True) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a query parameter; repeat it; a 'relations' parameter takes a comma-separated list (or the key repeated)",
     )
-    s.add_argument("--out", help="write the result to this parquet file instead of printing it")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    s.add_argument("--show", type=int, default=20, help="rows to print (default 20; -1 for all)")
+    add_out(
+        s,
+        "write the result to this file instead of printing it; the format follows the extension: "
+        ".parquet, .tsv, .csv, .tsv.gz, .csv.gz",
+        required=False,
+    )
+    add_overwrite(s)
+    s.add_argument("--show", type=int, default=20, help="rows to print (-1 for all)")
     s.add_argument("--csv", action="store_true", help="print the whole result as CSV")
     s.add_argument("--list", action="store_true", help="list the queries and their parameters")
     s.add_argument("--describe", action="store_true", help="describe query NAME and its parameters")
     s.set_defaults(func=cmd_sql)
 
-    v = sub.add_parser("version", parents=[common], help="print the version")
+    v = sub.add_parser(
+        "version",
+        help="print the version",
+        description="Print polgen's version (same as polgen --version); --all adds the main dependencies'.",
+        epilog=examples("polgen version --all"),
+    )
     v.add_argument("--all", action="store_true", help="also the versions of the main dependencies")
     v.set_defaults(func=cmd_version)
 
     if methods:
         _add_method_parsers(sub)
+    _apply_conventions(parser)
     return parser
 
 
@@ -352,8 +494,14 @@ def _wants_methods(argv: Sequence[str]) -> bool:
     return True
 
 
+def _level(verbosity: int) -> int:
+    if verbosity < 0:
+        return logging.ERROR
+    return logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+
+
 def _setup_logging(verbosity: int) -> logging.Handler:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    level = _level(verbosity)
     try:
         tty = sys.stderr.isatty()
     except (AttributeError, ValueError):
@@ -381,16 +529,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = 0
     for a in argv:
-        if a == "--verbose":
-            pre += 1
-        elif len(a) > 1 and a[0] == "-" and a[1] != "-" and set(a[1:]) == {"v"}:
-            pre += len(a) - 1
+        if a in ("--verbose", "--quiet"):
+            pre += 1 if a == "--verbose" else -1
+        elif len(a) > 1 and a[0] == "-" and a[1] != "-" and set(a[1:]) <= {"v", "q"}:
+            pre += a.count("v") - a.count("q")
     handler = _setup_logging(pre)  # warnings while mounting method CLIs are shown too
     try:
         parser = build_parser(methods=_wants_methods(argv))
         args = parser.parse_args(argv)
-        verbosity = getattr(args, "verbose", 0) or 0
-        handler.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
+        verbosity = _verbosity(args)
+        args.verbose = verbosity
+        if verbosity < 0 and getattr(args, "progress", False) is None:
+            args.progress = False  # -q: no progress unless asked for
+        handler.setLevel(_level(verbosity))
         logging.getLogger("polgen").setLevel(handler.level)
         func = getattr(args, "func", None)
         if func is None:

@@ -2,7 +2,7 @@
 
     polgen gsem munge    --files a.txt.gz b.txt.gz --hm3 w_hm3.snplist --trait-names A B --out munged/
     polgen gsem ldsc     --traits munged/A.sumstats.parquet munged/B.sumstats.parquet \\
-                         --ld eur_w_ld_chr/ --trait-names A B --out ldsc.json
+                         --ld eur_w_ld_chr/ --n-chr 22 --trait-names A B --out ldsc.json
     polgen gsem sumstats --files a.txt.gz b.txt.gz --ref reference.1000G.maf.0.005.txt \\
                          --trait-names A B --se-logit F F --out sumstats.parquet
 
@@ -18,7 +18,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from polgen.cli import positive_float, positive_int, unit_float
+from polgen.cli import add_out, add_overwrite, examples, positive_float, positive_int, unit_float
 from polgen.errors import InputError, OutputExistsError
 
 log = logging.getLogger("polgen")
@@ -61,62 +61,181 @@ def _select(text: str):
         raise argparse.ArgumentTypeError("--select takes ODD, EVEN or a comma-separated list") from None
 
 
+class _DeprecatedChr(argparse.Action):
+    """``--chr``: the old spelling of ``--n-chr``; still works, with a note on stderr."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        log.warning("--chr is deprecated: it is the number of chromosomes; spell it --n-chr")
+        setattr(namespace, self.dest, values)
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "gsem",
         help="Genomic SEM: munge, ldsc, sumstats (and GWAS)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("polgen gsem munge --help", "polgen gsem user-gwas --help"),
     )
     sub = p.add_subparsers(dest="gsem_command", metavar="COMMAND")
     sub.required = True
+    demo = "polgen-demo/gsem"
 
-    m = sub.add_parser("munge", help="munge GWAS summary statistics for LDSC (R munge)")
-    m.add_argument("--files", nargs="+", required=True, help="summary statistics files (or globs)")
-    m.add_argument("--hm3", required=True, help="reference SNP list (SNP A1 A2), e.g. w_hm3.snplist")
-    m.add_argument("--trait-names", nargs="+")
-    m.add_argument("--N", nargs="+", type=_num_or_na, help="sample size per file (NA = use the file)")
-    m.add_argument("--info-filter", type=unit_float, default=0.9)
-    m.add_argument("--maf-filter", type=unit_float, default=0.01)
-    m.add_argument("--out", required=True, help="output directory")
+    m = sub.add_parser(
+        "munge",
+        help="munge GWAS summary statistics for LDSC (R munge)",
+        description="Align summary statistics to a reference SNP list (HapMap3), filter on INFO and MAF, "
+        "and write one {trait}.sumstats.parquet per file into --out (R GenomicSEM munge).",
+        epilog=examples(
+            f"polgen gsem munge --files {demo}/sumstats/TraitA.txt.gz {demo}/sumstats/TraitB.tsv "
+            f"--hm3 {demo}/w_hm3.snplist --trait-names A B --out munged/",
+            f"polgen gsem munge --files {demo}/sumstats/TraitC.csv.gz --hm3 {demo}/w_hm3.snplist "
+            "--N 50000 --out munged_c/ --text",
+        ),
+    )
+    m.add_argument(
+        "--files",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="summary statistics files (or globs): text, "
+        ".gz or parquet; GWAS-SSF, PLINK2, REGENIE and the usual LDSC headers are recognised",
+    )
+    m.add_argument("--hm3", required=True, metavar="FILE", help="reference SNP list (SNP A1 A2), e.g. w_hm3.snplist")
+    m.add_argument(
+        "--trait-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per file (default: the file names without extensions)",
+    )
+    m.add_argument(
+        "--N", nargs="+", type=_num_or_na, metavar="N", help="sample size per file; NA = the file's N column (default)"
+    )
+    m.add_argument("--info-filter", type=unit_float, default=0.9, help="drop SNPs with INFO below this")
+    m.add_argument("--maf-filter", type=unit_float, default=0.01, help="drop SNPs with MAF below this")
+    add_out(m, "output directory of {trait}.sumstats.parquet")
     m.add_argument("--text", action="store_true", help="also write R-compatible {trait}.sumstats.gz")
-    m.add_argument("--overwrite", action="store_true", help="replace munged files already in --out")
+    add_overwrite(m)
     m.set_defaults(func=run_munge)
 
-    ld = sub.add_parser("ldsc", help="multivariable LD score regression (R ldsc)")
-    ld.add_argument("--traits", nargs="+", required=True, help="munged files (.parquet or .sumstats.gz)")
-    ld.add_argument("--ld", required=True, help="directory of {chr}.l2.ldscore.gz + {chr}.l2.M_5_50")
-    ld.add_argument("--wld", help="separate regression-weight LD scores (R sep_weights=TRUE)")
-    ld.add_argument("--trait-names", nargs="+")
-    ld.add_argument("--sample-prev", nargs="+", type=_prev_or_na)
-    ld.add_argument("--population-prev", nargs="+", type=_prev_or_na)
-    ld.add_argument("--n-blocks", type=positive_int, default=200)
-    ld.add_argument("--chisq-max", type=positive_float)
-    ld.add_argument("--chr", type=positive_int, default=22)
-    ld.add_argument("--select", type=_select, help="ODD, EVEN or e.g. 1,3,5")
-    ld.add_argument("--stand", action="store_true", help="also S_Stand / V_Stand")
-    ld.add_argument("--out", required=True, help="covariance structure: .json or .parquet")
-    ld.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ld = sub.add_parser(
+        "ldsc",
+        help="multivariable LD score regression (R ldsc)",
+        description="Multivariable LD score regression over munged traits: the genetic covariance matrix S, "
+        "its sampling covariance V and the intercepts I, block-jackknifed (R GenomicSEM ldsc).",
+        epilog=examples(
+            "polgen gsem ldsc --traits munged/A.sumstats.parquet munged/B.sumstats.parquet "
+            f"--ld {demo}/ld --trait-names A B --out ldsc.json",
+            "polgen gsem ldsc --traits munged/A.sumstats.parquet munged/B.sumstats.parquet "
+            f"--ld {demo}/ld --wld {demo}/ld "
+            "--sample-prev NA NA --population-prev NA NA --out ldsc.parquet --overwrite",
+        ),
+    )
+    ld.add_argument(
+        "--traits", nargs="+", required=True, metavar="FILE", help="munged files (.parquet or .sumstats.gz)"
+    )
+    ld.add_argument(
+        "--ld", required=True, metavar="DIR", help="directory of {chr}.l2.ldscore.gz + {chr}.l2.M_5_50 (eur_w_ld_chr/)"
+    )
+    ld.add_argument(
+        "--wld", metavar="DIR", help="separate regression-weight LD scores (R sep_weights=TRUE; default: --ld)"
+    )
+    ld.add_argument("--trait-names", nargs="+", metavar="NAME", help="one name per trait (default: V1, V2, ... as R)")
+    ld.add_argument(
+        "--sample-prev",
+        nargs="+",
+        type=_prev_or_na,
+        metavar="P",
+        help="case proportion per trait for the liability scale; NA = continuous trait (default: all NA)",
+    )
+    ld.add_argument(
+        "--population-prev",
+        nargs="+",
+        type=_prev_or_na,
+        metavar="P",
+        help="population prevalence per trait; NA = continuous trait (default: all NA)",
+    )
+    ld.add_argument("--n-blocks", type=positive_int, default=200, help="jackknife blocks")
+    ld.add_argument(
+        "--chisq-max",
+        type=positive_float,
+        metavar="X",
+        help="drop SNPs with Z^2 above this (default: per trait max(0.001 max(N), 80))",
+    )
+    ld.add_argument(
+        "--n-chr",
+        type=positive_int,
+        default=22,
+        dest="n_chr",
+        metavar="N",
+        help="NUMBER of chromosomes to read from --ld (1..N; R's chr argument), not a chromosome to select: "
+        "for that use --select",
+    )
+    ld.add_argument(
+        "--chr",
+        type=positive_int,
+        dest="n_chr",
+        action=_DeprecatedChr,
+        metavar="N",
+        help="deprecated spelling of --n-chr (the number of chromosomes)",
+    )
+    ld.add_argument(
+        "--select", type=_select, help="only these chromosomes: ODD, EVEN or a list such as 1,3,5 (default: all)"
+    )
+    ld.add_argument("--stand", action="store_true", help="also the standardised S_Stand / V_Stand")
+    add_out(ld, "covariance structure file: .json or .parquet")
+    add_overwrite(ld)
     ld.set_defaults(func=run_ldsc)
 
     s = sub.add_parser(
-        "sumstats", help="standardise summary statistics for GWAS-by-subtraction / userGWAS (R sumstats)"
+        "sumstats",
+        help="standardise summary statistics for GWAS-by-subtraction / userGWAS (R sumstats)",
+        description="Align every trait to a reference panel, put effects on the standardised scale "
+        "and write one parquet file with beta.{trait} / se.{trait} per SNP (R GenomicSEM sumstats).",
+        epilog=examples(
+            f"polgen gsem sumstats --files {demo}/sumstats/TraitA.txt.gz {demo}/sumstats/TraitB.tsv "
+            f"--ref {demo}/reference.1000G.txt --trait-names A B --se-logit F F --out sumstats.parquet",
+            f"polgen gsem sumstats --files {demo}/sumstats/TraitA.txt.gz --ref {demo}/reference.1000G.txt "
+            "--se-logit F --ols T --N 50000 --out a.parquet --overwrite",
+        ),
     )
-    s.add_argument("--files", nargs="+", required=True)
-    s.add_argument("--ref", required=True, help="reference panel: SNP CHR BP MAF A1 A2")
-    s.add_argument("--trait-names", nargs="+")
-    s.add_argument("--se-logit", nargs="+", type=_bool, required=True)
-    s.add_argument("--ols", nargs="+", type=_bool)
-    s.add_argument("--linprob", nargs="+", type=_bool)
-    s.add_argument("--betas", nargs="+", type=_bool)
-    s.add_argument("--N", nargs="+", type=_num_or_na)
-    s.add_argument("--info-filter", type=unit_float, default=0.6)
-    s.add_argument("--maf-filter", type=unit_float, default=0.01)
-    s.add_argument("--keep-indel", action="store_true")
-    s.add_argument("--ambig", action="store_true", help="remove strand-ambiguous SNPs")
-    s.add_argument("--parallel", action="store_true")
-    s.add_argument("--out", required=True, help="output parquet file")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    s.add_argument("--files", nargs="+", required=True, metavar="FILE", help="summary statistics files (or globs)")
+    s.add_argument("--ref", required=True, metavar="FILE", help="reference panel: SNP CHR BP MAF A1 A2")
+    s.add_argument(
+        "--trait-names",
+        nargs="+",
+        metavar="NAME",
+        help="one name per file (default: the file names without extensions)",
+    )
+    s.add_argument(
+        "--se-logit", nargs="+", type=_bool, required=True, metavar="T|F", help="per file: SE is on the logistic scale"
+    )
+    s.add_argument(
+        "--ols", nargs="+", type=_bool, metavar="T|F", help="per file: continuous trait, OLS effects (default: all F)"
+    )
+    s.add_argument(
+        "--linprob",
+        nargs="+",
+        type=_bool,
+        metavar="T|F",
+        help="per file: binary trait analysed with a linear probability model (default: all F)",
+    )
+    s.add_argument(
+        "--betas",
+        nargs="+",
+        type=_bool,
+        metavar="T|F",
+        help="per file: effects are already standardised betas (default: all F)",
+    )
+    s.add_argument(
+        "--N", nargs="+", type=_num_or_na, metavar="N", help="sample size per file; NA = the file's N column (default)"
+    )
+    s.add_argument("--info-filter", type=unit_float, default=0.6, help="drop SNPs with INFO below this")
+    s.add_argument("--maf-filter", type=unit_float, default=0.01, help="drop SNPs with MAF below this")
+    s.add_argument("--keep-indel", action="store_true", help="keep insertions / deletions")
+    s.add_argument("--ambig", action="store_true", help="remove strand-ambiguous SNPs (A/T, C/G)")
+    s.add_argument("--parallel", action="store_true", help="read and align the files in parallel")
+    add_out(s, "output parquet file")
+    add_overwrite(s)
     s.set_defaults(func=run_sumstats)
 
     try:
@@ -194,7 +313,7 @@ def run_ldsc(args) -> int:
         chisq_max=args.chisq_max,
         stand=args.stand,
         select=args.select,
-        chr=args.chr,
+        chr=args.n_chr,
     )
     res.save(args.out)
     print(ldsc_table(res))

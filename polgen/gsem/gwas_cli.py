@@ -14,23 +14,69 @@ from __future__ import annotations
 
 import argparse
 
-from polgen.cli import positive_float, positive_int
+from polgen.cli import (
+    add_executor,
+    add_out,
+    add_overwrite,
+    add_progress,
+    add_resume,
+    examples,
+    positive_float,
+    positive_int,
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sumstats", required=True, help="sumstats() output: parquet file, directory or glob")
-    p.add_argument("--covstruc", required=True, help="LDSC output (.json or .parquet)")
-    p.add_argument("--out", required=True, help="output directory (parquet parts + manifest)")
-    p.add_argument("--estimation", choices=["DWLS", "ML"], default="DWLS")
-    p.add_argument("--GC", "--gc", dest="GC", choices=["standard", "conserv", "none"], default="standard")
-    p.add_argument("--smooth-check", action="store_true")
-    p.add_argument("--SNPSE", "--snpse", dest="SNPSE", type=positive_float, default=None)
-    p.add_argument("--TWAS", "--twas", dest="TWAS", action="store_true")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--executor", default=None, help="None (in process), threads, processes, dask, tcp://...")
+    p.add_argument(
+        "--sumstats", required=True, metavar="PATH", help="sumstats() output: parquet file, directory or glob"
+    )
+    p.add_argument("--covstruc", required=True, metavar="FILE", help="ldsc output (.json or .parquet)")
+    add_out(p, "output run folder (parquet parts + manifest; query it with polgen sql)")
+    p.add_argument("--estimation", choices=["DWLS", "ML"], default="DWLS", help="estimator")
+    p.add_argument(
+        "--GC",
+        "--gc",
+        dest="GC",
+        choices=["standard", "conserv", "none"],
+        default="standard",
+        help="genomic control of the SNP SEs by the LDSC intercepts (R GC)",
+    )
+    p.add_argument(
+        "--smooth-check", action="store_true", help="report the largest Z change from smoothing each SNP's matrix"
+    )
+    p.add_argument(
+        "--SNPSE",
+        "--snpse",
+        dest="SNPSE",
+        type=positive_float,
+        default=None,
+        metavar="SE",
+        help="SE of the SNP variance (default: R's 0.0005)",
+    )
+    p.add_argument("--TWAS", "--twas", dest="TWAS", action="store_true", help="inputs are genes (TWAS), not SNPs")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="SNPs per batch / part file (default: chosen from the model size)",
+    )
+    add_executor(p)
+    add_progress(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_resume(g)
+    add_overwrite(g)
+
+
+_DEMO = "polgen-demo/gsem/results"
+EXAMPLES = examples(
+    f"polgen gsem user-gwas --sumstats {_DEMO}/sumstats.parquet --covstruc {_DEMO}/ldsc_covstruc.json "
+    '--model "F1 =~ TraitA + TraitB + TraitC; F1 ~ SNP" --out gwas/',
+    f"polgen gsem user-gwas --sumstats {_DEMO}/sumstats.parquet --covstruc {_DEMO}/ldsc_covstruc.json "
+    '--model "F1 =~ TraitA + TraitB + TraitC; F1 ~ SNP" --sub "F1~SNP" --out gwas/ --resume --executor processes',
+    f"polgen gsem commonfactor-gwas --sumstats {_DEMO}/sumstats.parquet --covstruc {_DEMO}/ldsc_covstruc.json "
+    "--out cf_gwas/ --overwrite",
+)
 
 
 def add_parsers(gsem_subparsers) -> None:
@@ -39,21 +85,28 @@ def add_parsers(gsem_subparsers) -> None:
         "user-gwas",
         help="multivariate GWAS with a user model (R userGWAS)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
-    u.add_argument("--model", required=True, help="lavaan model text, or a file holding it")
+    u.add_argument("--model", required=True, help="lavaan model text (lines or ';'-separated), or a file holding it")
     _common(u)
-    u.add_argument("--no-fix-measurement", dest="fix_measurement", action="store_false")
-    u.add_argument("--std-lv", action="store_true")
-    u.add_argument("--Q-SNP", "--q-snp", dest="Q_SNP", action="store_true")
-    u.add_argument("--sub", nargs="+", default=None, help="parameters to report, e.g. 'F1~SNP'")
+    u.add_argument(
+        "--no-fix-measurement",
+        dest="fix_measurement",
+        action="store_false",
+        help="re-estimate the measurement model for every SNP (R fix_measurement=FALSE)",
+    )
+    u.add_argument("--std-lv", action="store_true", help="standardise latent variances (R std.lv=TRUE)")
+    u.add_argument("--Q-SNP", "--q-snp", dest="Q_SNP", action="store_true", help="also the Q_SNP heterogeneity test")
+    u.add_argument(
+        "--sub", nargs="+", default=None, metavar="PARAM", help="parameters to report, e.g. 'F1~SNP' (default: all)"
+    )
     u.add_argument("--long", action="store_true", help="report every parameter of the model")
     u.set_defaults(func=run_user_gwas)
     c = gsem_subparsers.add_parser(
         "commonfactor-gwas",
         help="common-factor GWAS (R commonfactorGWAS)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
     )
     _common(c)
     c.set_defaults(func=run_commonfactor_gwas)
@@ -93,6 +146,7 @@ def run_user_gwas(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         executor=args.executor,
+        progress=args.progress,
     )
     _report(lf, args.out)
     return 0
@@ -114,6 +168,7 @@ def run_commonfactor_gwas(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         executor=args.executor,
+        progress=args.progress,
     )
     _report(lf, args.out)
     return 0

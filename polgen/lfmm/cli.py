@@ -17,7 +17,18 @@ from pathlib import Path
 
 import polars as pl
 
-from polgen.cli import fraction_float, nonneg_int, positive_float, positive_int
+from polgen.cli import (
+    add_executor,
+    add_out,
+    add_overwrite,
+    add_progress,
+    add_resume,
+    examples,
+    fraction_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 from polgen.errors import InputError, OutputExistsError
 
 log = logging.getLogger("polgen")
@@ -69,37 +80,71 @@ def read_covariates(path: str | Path) -> pl.DataFrame:
 
 
 def add_parser(subparsers) -> None:
+    demo = "polgen-demo/lfmm"
     p = subparsers.add_parser(
         "lfmm",
         help="LFMM2 gene-environment association on a PLINK .bed",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples(
+            f"polgen lfmm --bed {demo}/genotypes.bed --covariates {demo}/env.tsv --choose-k 8",
+            f"polgen lfmm --bed {demo}/genotypes.bed --covariates {demo}/env.tsv -K 3 --out lfmm_out/",
+            f"polgen lfmm --bed {demo}/genotypes.bed --covariates {demo}/env.tsv -K 3 --est-rate 0.5 "
+            "--calibrate median+MAD --out lfmm_out/ --overwrite --executor processes",
+        ),
     )
-    p.add_argument("--bed", required=True, help="PLINK .bed (with .bim/.fam beside it)")
-    p.add_argument("--covariates", required=True, help="covariates: IID [+FID] + numeric columns")
-    p.add_argument("-K", type=positive_int, help="number of latent factors")
-    p.add_argument("--out", help="output directory (parquet parts + manifest)")
-    p.add_argument("--lam", type=positive_float, default=1e-5, help="ridge penalty (default 1e-5)")
+    p.add_argument("--bed", required=True, metavar="FILE", help="PLINK .bed (with .bim/.fam beside it)")
+    p.add_argument(
+        "--covariates", required=True, metavar="FILE", help="covariates: IID [+FID] + numeric columns (tsv/csv/parquet)"
+    )
+    p.add_argument("-K", type=positive_int, help="number of latent factors (required unless --choose-k)")
+    add_out(
+        p, "output run folder (parquet parts + manifest + lfmm_model.npz; required unless --choose-k)", required=False
+    )
+    p.add_argument("--lam", type=positive_float, default=1e-5, help="ridge penalty lambda")
     est = p.add_mutually_exclusive_group()
-    est.add_argument("--est-rate", type=fraction_float, help="fraction of SNPs used to estimate U")
-    est.add_argument("--est-bed", help="separate (e.g. LD-pruned) .bed used to estimate U")
-    p.add_argument("--power-iter", type=nonneg_int, default=2)
-    p.add_argument("--oversampling", type=nonneg_int, default=10)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--scale", choices=["center", "eigenstrat"], default="center")
-    p.add_argument("--dlambda", choices=["lea", "exact"], default="lea")
-    p.add_argument("--calibrate", choices=["gif", "median+MAD", "none"], default="gif")
+    est.add_argument(
+        "--est-rate",
+        type=fraction_float,
+        metavar="F",
+        help="fraction of SNPs used to estimate the latent factors U (default: all SNPs)",
+    )
+    est.add_argument("--est-bed", metavar="FILE", help="separate (e.g. LD-pruned) .bed used to estimate U")
+    p.add_argument(
+        "--power-iter", type=nonneg_int, default=2, metavar="N", help="power iterations of the randomized SVD"
+    )
+    p.add_argument(
+        "--oversampling", type=nonneg_int, default=10, metavar="N", help="oversampling of the randomized SVD"
+    )
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the randomized SVD and --est-rate")
+    p.add_argument(
+        "--scale",
+        choices=["center", "eigenstrat"],
+        default="center",
+        help="genotype scaling: centred (LEA) or EIGENSTRAT-standardised",
+    )
+    p.add_argument(
+        "--dlambda",
+        choices=["lea", "exact"],
+        default="lea",
+        help="ridge shrinkage of the singular values: LEA's formula or the exact one",
+    )
+    p.add_argument(
+        "--calibrate",
+        choices=["gif", "median+MAD", "none"],
+        default="gif",
+        help="P calibration: genomic inflation factor, median+MAD of the z-scores, or none",
+    )
     p.add_argument("--full", action="store_true", help="also LEA's full-model F test")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    p.add_argument("--executor", default=None, help="None, threads, processes, dask or tcp://...")
+    add_resume(p)
+    add_overwrite(p)
+    add_executor(p)
     p.add_argument(
         "--choose-k",
         type=positive_int,
         metavar="KMAX",
         help="instead of testing: print the top KMAX eigenvalues and Tracy-Widom tests",
     )
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_progress(p)
     p.set_defaults(func=run)
 
 

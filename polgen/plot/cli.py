@@ -55,11 +55,15 @@ def _selection(p: argparse.ArgumentParser) -> None:
     s.add_argument("--param", help='Genomic SEM GWAS: the whole parameter, e.g. "F1 ~ SNP"')
     s.add_argument("--covariate", help="LFMM: the covariate")
     s.add_argument("--raw-p", action="store_true", help="LFMM: the uncalibrated P instead of P_CALIBRATED")
-    p.add_argument("--threshold", type=_p_value, default=5e-8, help="genome-wide threshold (default 5e-8)")
+    p.add_argument("--threshold", type=_p_value, default=5e-8, help="genome-wide significance threshold")
     p.add_argument("--title", help="title (default: the series)")
-    p.add_argument("--width", type=_positive, help="width in inches")
-    p.add_argument("--height", type=_positive, help="height in inches")
-    p.add_argument("--dpi", type=int, help="output resolution (dots per inch)")
+    _size(p)
+
+
+def _size(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--width", type=_positive, help="width in inches (default: the picture's own)")
+    p.add_argument("--height", type=_positive, help="height in inches (default: the picture's own)")
+    p.add_argument("--dpi", type=int, help="output resolution in dots per inch (default: the picture's own)")
 
 
 def _selection_kw(a: argparse.Namespace) -> dict[str, Any]:
@@ -212,16 +216,19 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``plot`` (manhattan, qq, path, scree, spatial, transitions) and ``report`` to the polgen parser."""
+    from polgen.cli import examples
+
     plot = subparsers.add_parser(
         "plot",
         help="pictures of results (needs polgen[plot])",
         description="Draw pictures of polgen results (matplotlib: pip install 'polgen[plot]').",
     )
+    plot.epilog = examples("polgen plot manhattan --help", "polgen plot qq --help")
     sub = plot.add_subparsers(dest="picture", metavar="PICTURE", required=True)
 
     m = sub.add_parser("manhattan", help="Manhattan plot of a per-SNP result")
     _selection(m)
-    m.add_argument("--suggestive", type=_p_value, default=1e-5, help="suggestive line (default 1e-5)")
+    m.add_argument("--suggestive", type=_p_value, default=1e-5, help="suggestive line")
     m.add_argument("--no-suggestive", action="store_true", help="no suggestive line")
     m.add_argument("--highlight", help="comma-separated SNP ids drawn in the highlight colour")
     m.add_argument("--annotate", type=int, help="label the N most significant loci")
@@ -229,13 +236,21 @@ def register(subparsers: Any) -> None:
         "--unknown-chrom",
         choices=("error", "drop", "last"),
         default="error",
-        help="chromosome names other than 1..n, X, Y, XY, MT (default: error)",
+        help="chromosome names other than 1..n, X, Y, XY, MT: refuse, drop them, or draw them last",
+    )
+    m.epilog = examples(
+        "polgen plot manhattan polgen-demo/lfmm/results/associations --out manhattan.png",
+        "polgen plot manhattan polgen-demo/gsem/results/commonfactor_gwas --lhs F1 --annotate 5 --out f1.png",
     )
     m.set_defaults(func=cmd_manhattan)
 
     q = sub.add_parser("qq", help="QQ plot with lambda_GC and a confidence band")
     _selection(q)
-    q.add_argument("--level", type=float, default=0.95, help="confidence band level (default 0.95)")
+    q.add_argument("--level", type=float, default=0.95, help="confidence band level")
+    q.epilog = examples(
+        "polgen plot qq polgen-demo/lfmm/results/associations --out qq.png",
+        "polgen plot qq polgen-demo/lfmm/results/associations --raw-p --level 0.99 --out qq_raw.svg",
+    )
     q.set_defaults(func=cmd_qq)
 
     p = sub.add_parser("path", help="path diagram of a usermodel / commonfactor fit (SVG)")
@@ -248,49 +263,58 @@ def register(subparsers: Any) -> None:
         default="std",
         help="number on each arrow (default: completely standardised)",
     )
-    p.add_argument("--engine", choices=("auto", "svg", "graphviz"), default="auto")
-    p.add_argument("--title")
+    p.add_argument(
+        "--engine",
+        choices=("auto", "svg", "graphviz"),
+        default="auto",
+        help="drawing engine: built-in SVG, Graphviz, or Graphviz when installed",
+    )
+    p.add_argument("--title", help="title (default: none)")
+    p.epilog = examples(
+        "polgen plot path polgen-demo/gsem/results/commonfactor.parquet --out model.svg",
+        'polgen plot path --model "F1 =~ A + B + C" --out structure.svg',
+    )
     p.set_defaults(func=cmd_path)
 
     s = sub.add_parser("scree", help="scree plot of eigenvalues (LFMM choose_k frame or any eigenvalue table)")
     s.add_argument("result", help="parquet with K + EIGENVALUE (or other eigenvalue) columns")
-    s.add_argument("--out", "-o", required=True)
+    s.add_argument("--out", "-o", required=True, help="picture to write (.png, .svg, .pdf)")
     s.add_argument("--columns", help="comma-separated eigenvalue columns (default: every float column)")
     s.add_argument("--k-col", help="component column (default K)")
     s.add_argument("-k", type=int, help="mark this K")
     s.add_argument("--alpha", type=_p_value, help="mark the first K whose Tracy-Widom P >= alpha")
-    s.add_argument("--log-y", action="store_true")
-    s.add_argument("--title")
-    s.add_argument("--width", type=_positive)
-    s.add_argument("--height", type=_positive)
-    s.add_argument("--dpi", type=int)
+    s.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    s.add_argument("--title", help="title (default: none)")
+    _size(s)
+    s.epilog = examples("polgen plot scree eigenvalues.parquet --alpha 0.05 --log-y --out scree.png")
     s.set_defaults(func=cmd_scree)
 
     t = sub.add_parser("spatial", help="values on tissue coordinates (AnnData .h5ad or a table with x/y)")
     t.add_argument("data", help=".h5ad, or parquet/csv/tsv with coordinate columns")
     t.add_argument("--values", help="a gene or an obs/table column (default: the cells only)")
-    t.add_argument("--out", "-o", required=True)
+    t.add_argument("--out", "-o", required=True, help="picture to write (.png, .svg, .pdf)")
     t.add_argument("--x", help="x column (obs column for .h5ad)")
     t.add_argument("--y", help="y column")
     t.add_argument("--layer", help="expression layer (.h5ad)")
     t.add_argument("--center", type=float, help="diverging colours centred here (e.g. 0 for deltas)")
-    t.add_argument("--cmap")
-    t.add_argument("--title")
-    t.add_argument("--width", type=_positive)
-    t.add_argument("--height", type=_positive)
-    t.add_argument("--dpi", type=int)
+    t.add_argument("--cmap", help="matplotlib colour map (default: viridis, or a diverging one with --center)")
+    t.add_argument("--title", help="title (default: the values shown)")
+    _size(t)
+    t.epilog = examples(
+        "polgen plot spatial polgen-demo/stlr/tissue.h5ad --out cells.png",
+        "polgen plot spatial polgen-demo/stlr/tissue.h5ad --values Pax5 --out pax5.png",
+    )
     t.set_defaults(func=cmd_spatial)
 
     v = sub.add_parser("transitions", help="arrows of per-cell transition vectors (x, y, dx, dy)")
     v.add_argument("vectors", help="parquet/csv/tsv with one row per cell")
-    v.add_argument("--out", "-o", required=True)
+    v.add_argument("--out", "-o", required=True, help="picture to write (.png, .svg, .pdf)")
     for col in ("x", "y", "dx", "dy"):
-        v.add_argument(f"--{col}", default=col, help=f"column of {col} (default {col})")
+        v.add_argument(f"--{col}", default=col, help=f"column of {col}")
     v.add_argument("--grid", type=int, default=30, help="average over a GRID x GRID lattice (0: one arrow per cell)")
-    v.add_argument("--title")
-    v.add_argument("--width", type=_positive)
-    v.add_argument("--height", type=_positive)
-    v.add_argument("--dpi", type=int)
+    v.add_argument("--title", help="title (default: none)")
+    _size(v)
+    v.epilog = examples("polgen plot transitions vectors.parquet --grid 20 --out arrows.png")
     v.set_defaults(func=cmd_transitions)
 
     r = subparsers.add_parser(
@@ -301,9 +325,13 @@ def register(subparsers: Any) -> None:
     )
     r.add_argument("results_dir", help="folder of results (a run folder, a demo output, ...)")
     r.add_argument("--out", "-o", help="HTML file (default RESULTS_DIR/report.html)")
-    r.add_argument("--title")
+    r.add_argument("--title", help="page title (default: the folder name)")
     r.add_argument("--no-pictures", action="store_true", help="tables only")
-    r.add_argument("--max-series", type=int, default=4, help="Manhattan/QQ pairs per result (default 4)")
+    r.add_argument("--max-series", type=int, default=4, help="Manhattan/QQ pairs per result")
+    r.epilog = examples(
+        "polgen report polgen-demo/ --out report.html",
+        "polgen report polgen-demo/lfmm/results --no-pictures",
+    )
     r.set_defaults(func=cmd_report)
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from polgen.cli import nonneg_float, nonneg_int, positive_float, unit_float
+from polgen.cli import (
+    add_executor,
+    add_out,
+    add_overwrite,
+    add_progress,
+    add_resume,
+    examples,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    unit_float,
+)
 from polgen.errors import InputError, OutputExistsError
 from polgen.io.sink import params_to_json, write_table_atomic
 from polgen.stlr.perturb import perturb, perturb_batch
@@ -22,16 +33,23 @@ def _genes(v: str | None) -> list[str] | None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--h5ad", required=True, help="AnnData .h5ad with obsm['spatial'] and a cluster column")
-    p.add_argument("--lr", required=True, help="CellChat ligand-receptor table (csv/parquet)")
-    p.add_argument("--layer", default=None, help="expression layer (default imputed_count when present, else X)")
-    p.add_argument("--cluster-key", default=None, help="obs column of cluster labels")
+    p.add_argument(
+        "--h5ad", required=True, metavar="FILE", help="AnnData .h5ad with obsm['spatial'] and a cluster column"
+    )
+    p.add_argument("--lr", required=True, metavar="FILE", help="CellChat ligand-receptor table (csv/parquet)")
+    p.add_argument("--layer", default=None, help="expression layer (default: imputed_count when present, else X)")
+    p.add_argument("--cluster-key", default=None, help="obs column of cluster labels (default: the usual names)")
     p.add_argument("--radius", type=positive_float, default=200.0, help="secreted-signalling radius")
     p.add_argument("--contact-distance", type=positive_float, default=50.0, help="contact / ECM radius")
-    p.add_argument("--scale-factor", type=positive_float, default=1.0)
-    p.add_argument("--mode", choices=("exact", "grid", "fast"), default="exact", help="received ligands")
-    p.add_argument("--executor", default=None, help="local (default), threads, processes, or a Dask address")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--scale-factor", type=positive_float, default=1.0, help="scale of the received-ligand kernel")
+    p.add_argument(
+        "--mode",
+        choices=("exact", "grid", "fast"),
+        default="exact",
+        help="how received ligands are computed: exact pairs, a grid, or the fast approximation",
+    )
+    add_executor(p)
+    add_progress(p)
 
 
 def _check_tables(*paths: str | None) -> None:
@@ -74,7 +92,7 @@ def cmd_fit(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         executor=args.executor,
-        progress=False if args.no_progress else None,
+        progress=args.progress,
     )
     print(
         f"trained {res.scores['gene'].n_unique()} genes -> {res.out}"
@@ -124,7 +142,7 @@ def cmd_perturb(args) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         executor=args.executor,
-        progress=False if args.no_progress else None,
+        progress=args.progress,
         **kw,
     )
     print(f"{len(targets)} perturbations -> {sink.path}")
@@ -132,21 +150,47 @@ def cmd_perturb(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("stlr", help="SpaceTravLR: spatial GRN training and in-silico perturbation")
+    demo = "polgen-demo/stlr"
+    p = subparsers.add_parser(
+        "stlr",
+        help="SpaceTravLR: spatial GRN training and in-silico perturbation",
+        description="SpaceTravLR: train per-gene, per-cluster spatial regulatory models (fit) and "
+        "simulate knock-outs / over-expression propagated through them (perturb).",
+        epilog=examples("polgen stlr fit --help", "polgen stlr perturb --help"),
+    )
     sub = p.add_subparsers(dest="stlr_command", metavar="COMMAND")
     sub.required = True
-    f = sub.add_parser("fit", help="train one sparse-group-lasso model per gene and cluster")
+    f = sub.add_parser(
+        "fit",
+        help="train one sparse-group-lasso model per gene and cluster",
+        description="Train one sparse-group-lasso model per target gene and cluster over TF, "
+        "ligand-receptor and TF-ligand modulators; writes {gene}_betadata.parquet into --out.",
+        epilog=examples(
+            f"polgen stlr fit --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv "
+            f"--grn {demo}/grn_links.parquet --out betas/",
+            f"polgen stlr fit --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv "
+            f"--grn {demo}/grn_links.parquet --genes Cd19,Myc --out betas/ --resume",
+        ),
+    )
     _common(f)
-    f.add_argument("--grn", required=True, help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet")
-    f.add_argument("--ligand-target", default=None, help="NicheNet ligand-target matrix (parquet) for L#TF pairs")
+    f.add_argument(
+        "--grn",
+        required=True,
+        metavar="FILE",
+        help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet",
+    )
+    f.add_argument(
+        "--ligand-target", default=None, metavar="FILE", help="NicheNet ligand-target matrix (parquet) for L#TF pairs"
+    )
     f.add_argument("--genes", default=None, help="comma-separated genes or a file (default: all)")
-    f.add_argument("--out", required=True, help="output directory of {gene}_betadata.parquet")
-    f.add_argument("--group-reg", type=nonneg_float, default=1e-7)
-    f.add_argument("--l1-reg", type=nonneg_float, default=1e-9)
-    f.add_argument("--min-r2", type=unit_float, default=0.15)
+    add_out(f, "output run folder of {gene}_betadata.parquet")
+    f.add_argument("--group-reg", type=nonneg_float, default=1e-7, help="group-lasso penalty")
+    f.add_argument("--l1-reg", type=nonneg_float, default=1e-9, help="lasso penalty")
+    f.add_argument("--min-r2", type=unit_float, default=0.15, help="a cluster model below this R2 is not kept")
     f.add_argument(
         "--cell-thresholds",
         default=None,
+        metavar="FILE",
         help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and receptors "
         "(default: the h5ad's uns['cell_thresholds'] when present)",
     )
@@ -164,20 +208,32 @@ def add_parser(subparsers) -> None:
         help="genes without a TF regulator in the GRN: skip them (default, as the reference) "
         "or train them on their ligand terms",
     )
-    f.add_argument("--resume", action="store_true")
-    f.add_argument("--overwrite", action="store_true")
+    add_resume(f)
+    add_overwrite(f)
     f.set_defaults(func=cmd_fit)
-    q = sub.add_parser("perturb", help="knock out / over-express genes and propagate")
+    q = sub.add_parser(
+        "perturb",
+        help="knock out / over-express genes and propagate",
+        description="Set one or more genes' expression (0 = knock-out) and propagate the change through "
+        "the fitted betadata; one target to a .parquet file, several to a run folder.",
+        epilog=examples(
+            f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv "
+            "--betas betas/ --target Pax5 --out pax5_ko.parquet",
+            f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv "
+            "--betas betas/ --target Pax5,Ebf1 --gene-expr 2 --out perturbations/ --overwrite",
+        ),
+    )
     _common(q)
-    q.add_argument("--betas", required=True, help="directory of *_betadata.{parquet,feather}")
+    q.add_argument("--betas", required=True, metavar="DIR", help="directory of *_betadata.{parquet,feather}")
     q.add_argument("--target", required=True, help="gene, comma-separated genes, or a file of genes")
     q.add_argument("--gene-expr", type=nonneg_float, default=0.0, help="value to set (0 = knock-out)")
-    q.add_argument("--n-propagation", type=nonneg_int, default=4)
-    q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0)
-    q.add_argument("--beta-cap", type=positive_float, default=None)
+    q.add_argument("--n-propagation", type=nonneg_int, default=4, metavar="N", help="propagation steps")
+    q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0, help="multiplier of every coefficient")
+    q.add_argument("--beta-cap", type=positive_float, default=None, help="cap on |coefficient| (default: no cap)")
     q.add_argument(
         "--cell-thresholds",
         default=None,
+        metavar="FILE",
         help="cells x genes table (parquet/csv; > 0 = allowed) masking LR ligands and the splash "
         "expression (default: the h5ad's uns['cell_thresholds'] when present)",
     )
@@ -185,9 +241,10 @@ def add_parser(subparsers) -> None:
     q.add_argument(
         "--co-grn",
         default=None,
+        metavar="FILE",
         help="TF links (source,target csv/parquet): keep direct TF terms only for TF -> gene links",
     )
-    q.add_argument("--out", required=True, help="a .parquet file (one target) or a directory (batch)")
-    q.add_argument("--resume", action="store_true")
-    q.add_argument("--overwrite", action="store_true")
+    add_out(q, "a .parquet file (one target) or a run folder (several targets)")
+    add_resume(q)
+    add_overwrite(q)
     q.set_defaults(func=cmd_perturb)
