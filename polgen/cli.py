@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from polgen.errors import InputError, PolgenError
+from polgen.errors import InputError, OutputExistsError, PolgenError
 
 if TYPE_CHECKING:  # polars is imported where a command needs it (fast --help / version)
     import polars as pl
@@ -500,12 +502,33 @@ def _level(verbosity: int) -> int:
     return logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
 
 
-def _setup_logging(verbosity: int) -> logging.Handler:
-    level = _level(verbosity)
+PROGRESS_LOGGER = "polgen.progress"  # = polgen.engine.progress.PROGRESS_LOGGER (not imported: fast --help)
+
+
+def _stderr_tty() -> bool:
     try:
-        tty = sys.stderr.isatty()
+        return sys.stderr.isatty()
     except (AttributeError, ValueError):
-        tty = False
+        return False
+
+
+class _ConsoleFilter(logging.Filter):
+    """stderr shows records at the verbosity's level, and progress lines whenever stderr is not a
+    terminal (a terminal has the bar instead); progress is only emitted when it is on at all."""
+
+    def __init__(self, level: int, tty: bool) -> None:
+        super().__init__()
+        self.level = level
+        self.tty = tty
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == PROGRESS_LOGGER:
+            return not self.tty
+        return record.levelno >= self.level
+
+
+def _setup_logging(verbosity: int) -> logging.Handler:
+    tty = _stderr_tty()
     handler: logging.Handler
     if tty:  # share the progress bars' console: log lines go above a live bar
         from rich.logging import RichHandler
@@ -517,11 +540,119 @@ def _setup_logging(verbosity: int) -> logging.Handler:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level)
+    handler.addFilter(_ConsoleFilter(_level(verbosity), tty))
     logger = logging.getLogger("polgen")
     logger.addHandler(handler)
-    logger.setLevel(level)
+    logger.setLevel(_level(verbosity))
     return handler
+
+
+def _set_console_level(handler: logging.Handler, level: int) -> None:
+    for f in handler.filters:
+        if isinstance(f, _ConsoleFilter):
+            f.level = level
+
+
+# -- the run log beside --out ---------------------------------------------------------------------
+def run_log_path(out: Any) -> Path | None:
+    """``<out>.log`` beside ``--out`` (``gwas/`` -> ``gwas.log``, ``hits.tsv`` -> ``hits.tsv.log``), as
+    plink2 and ldsc write ``<out>.log``; None without an --out or when its directory does not exist."""
+    if out is None or str(out) == "":
+        return None
+    p = Path(str(out))
+    if p.name in ("", ".", ".."):
+        return None
+    log_path = p.with_name(p.name + ".log")
+    return log_path if log_path.parent.is_dir() else None
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_param_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class RunLog:
+    """Appends one run to ``<out>.log``: command line, parameters, the log records (INFO and up, with
+    the progress lines) and the timings.  Every run of the same ``--out`` appends (a resumed run
+    follows the interrupted one)."""
+
+    FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+    def __init__(self, path: Path, argv: Sequence[str], args: argparse.Namespace, verbosity: int) -> None:
+        import datetime
+        import platform
+        import shlex
+        import time
+
+        import polgen
+
+        self.path = path
+        self._size_before = path.stat().st_size if path.exists() else None
+        self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        params = {
+            k: v
+            for k, v in sorted(vars(args).items())
+            if k != "func" and not k.startswith(("verbose_", "quiet_")) and not callable(v)
+        }
+        head = [
+            f"# polgen {polgen.__version__} run started {now}",
+            f"command: {shlex.join(['polgen', *argv])}",
+            f"cwd: {os.getcwd()}",
+            f"host: {platform.node()} pid {os.getpid()} python {platform.python_version()} on {platform.system()}",
+            "parameters:",
+            *(f"  {k} = {_param_value(v)}" for k, v in params.items()),
+        ]
+        self._file.write("\n".join(head) + "\n")
+        self._file.flush()
+        self.handler = logging.StreamHandler(self._file)
+        self.handler.setFormatter(logging.Formatter(self.FORMAT, "%Y-%m-%d %H:%M:%S"))
+        self.handler.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+        logging.getLogger("polgen").addHandler(self.handler)
+
+    def close(self, code: int, error: str | None = None, *, discard: bool = False) -> None:
+        """Write the timings and close; ``discard``: the run was refused because of its output (it
+        exists, is locked, ...), so it leaves nothing beside it either - the entry is removed."""
+        import time
+
+        logging.getLogger("polgen").removeHandler(self.handler)
+        if discard:
+            self._file.close()
+            if self._size_before is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                os.truncate(self.path, self._size_before)
+            return
+        wall = time.perf_counter() - self._t0
+        cpu = time.process_time() - self._cpu0
+        lines = []
+        if error:
+            lines.append(f"error: {error}")
+        peak = ""
+        try:
+            import resource
+
+            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            peak = f", peak RSS {kb / 1024:.0f} MB"
+        except (ImportError, OSError):  # pragma: no cover - not on Windows
+            pass
+        lines.append(f"finished: exit code {code} after {wall:.1f}s wall, {cpu:.1f}s CPU{peak}")
+        self._file.write("\n".join(lines) + "\n\n")
+        self._file.close()
+
+
+def _open_run_log(args: argparse.Namespace, argv: Sequence[str], verbosity: int) -> RunLog | None:
+    path = run_log_path(getattr(args, "out", None))
+    if path is None:
+        return None
+    try:
+        return RunLog(path, argv, args, verbosity)
+    except OSError as exc:
+        log.warning("cannot write the run log %s: %s", path, exc.strerror or exc)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -534,6 +665,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif len(a) > 1 and a[0] == "-" and a[1] != "-" and set(a[1:]) <= {"v", "q"}:
             pre += a.count("v") - a.count("q")
     handler = _setup_logging(pre)  # warnings while mounting method CLIs are shown too
+    progress_logger = logging.getLogger(PROGRESS_LOGGER)
+    progress_logger.setLevel(logging.INFO)  # progress lines pass whatever the verbosity (when progress is on)
+    runlog: RunLog | None = None
+    code = EXIT_POLGEN_ERROR
+    error: str | None = None
+    refused = False  # by its output (exists, locked): the run log entry is dropped again
     try:
         parser = build_parser(methods=_wants_methods(argv))
         args = parser.parse_args(argv)
@@ -541,19 +678,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.verbose = verbosity
         if verbosity < 0 and getattr(args, "progress", False) is None:
             args.progress = False  # -q: no progress unless asked for
-        handler.setLevel(_level(verbosity))
-        logging.getLogger("polgen").setLevel(handler.level)
+        level = _level(verbosity)
+        _set_console_level(handler, level)
         func = getattr(args, "func", None)
         if func is None:
             parser.print_help(sys.stderr)
             return EXIT_POLGEN_ERROR
+        runlog = _open_run_log(args, argv, verbosity)
+        # the logger passes what the console or the run log wants; each handler filters for itself
+        logging.getLogger("polgen").setLevel(min(level, runlog.handler.level) if runlog else level)
         try:
-            code = func(args)
+            result = func(args)
+            code = 0 if result is None else int(result)
+            return code
         except PolgenError as exc:
             if verbosity > 0:
                 import traceback
 
                 traceback.print_exc(file=sys.stderr)
+            error, refused = str(exc), isinstance(exc, OutputExistsError)
             print(f"polgen: error: {exc}", file=sys.stderr)
             return EXIT_POLGEN_ERROR
         except OSError as exc:
@@ -561,22 +704,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             # directory is needed, no permission, disk full): report it in one line.  An OSError
             # without a file name is not about the user's paths and keeps its traceback.
             if exc.filename is None:
+                error = f"{type(exc).__name__}: {exc}"
                 raise
             if verbosity > 0:
                 import traceback
 
                 traceback.print_exc(file=sys.stderr)
             where = f"{exc.filename!r}" + (f" -> {exc.filename2!r}" if exc.filename2 else "")
-            print(f"polgen: error: {exc.strerror or type(exc).__name__}: {where}", file=sys.stderr)
+            error = f"{exc.strerror or type(exc).__name__}: {where}"
+            print(f"polgen: error: {error}", file=sys.stderr)
             return EXIT_POLGEN_ERROR
         except KeyboardInterrupt:
             print("polgen: interrupted", file=sys.stderr)
+            code, error = 130, "interrupted"
             return 130
-        return 0 if code is None else int(code)
+        except Exception as exc:
+            code, error = 1, f"{type(exc).__name__}: {exc}"  # a bug: the traceback follows on stderr
+            raise
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:
+        if runlog is not None:
+            runlog.close(code, error, discard=refused)
         logging.getLogger("polgen").removeHandler(handler)
+        progress_logger.setLevel(logging.NOTSET)
         handler.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from polgen.engine import plan_batches, progress_bar, progress_enabled, rows_per_batch, run_tasks, run_to_sink
 from polgen.engine.executor import _default_in_flight, resolve_executor
+from polgen.engine.progress import format_duration, progress_interval, progress_mode
 from polgen.errors import EngineError, InputError, PolgenError, SchemaError
 from run_helpers import memory_capped_subprocess
 
@@ -200,22 +202,77 @@ def test_progress_switches(monkeypatch):
     assert progress_enabled(False) is False
     # under pytest stderr is captured, not a terminal: off by default
     assert progress_enabled(None) is False
+    assert progress_interval() == 30.0
+    monkeypatch.setenv("POLGEN_PROGRESS_INTERVAL", "2.5")
+    assert progress_interval() == 2.5
+    monkeypatch.setenv("POLGEN_PROGRESS_INTERVAL", "soon")
+    assert progress_interval() == 30.0
 
 
-def test_progress_bar_draws_only_when_enabled(monkeypatch, capsys):
+def test_progress_reported_only_when_enabled(monkeypatch, caplog):
+    # under pytest stderr is not a terminal and logging is configured (pytest's capture handler):
+    # progress=True reports progress lines to the polgen.progress logger, never a bar
     monkeypatch.delenv("POLGEN_PROGRESS", raising=False)
-    list(run_tasks(square_after_jitter, range(3), progress=True, description="squaring"))
-    captured = capsys.readouterr()
-    assert "squaring" in captured.err and "3/3" in captured.err
-    assert captured.out == ""
-    list(run_tasks(square_after_jitter, range(3), progress=False, description="quiet"))
-    assert "quiet" not in capsys.readouterr().err
-    monkeypatch.setenv("POLGEN_PROGRESS", "0")
-    list(run_tasks(square_after_jitter, range(3), progress=True, description="silenced"))
-    assert "silenced" not in capsys.readouterr().err
+    monkeypatch.setenv("POLGEN_PROGRESS_INTERVAL", "0")
+    with caplog.at_level(logging.INFO, logger="polgen.progress"):
+        list(run_tasks(square_after_jitter, range(3), progress=True, description="squaring"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "polgen.progress"]
+    assert lines[0] == "squaring: started, 3 to do"
+    assert lines[-1].startswith("squaring: done 3/3 (100.0%)") and "elapsed" in lines[-1]
+    assert any("ETA" in ln for ln in lines[1:-1])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="polgen.progress"):
+        list(run_tasks(square_after_jitter, range(3), progress=False, description="quiet"))
+        monkeypatch.setenv("POLGEN_PROGRESS", "0")
+        list(run_tasks(square_after_jitter, range(3), progress=True, description="silenced"))
+    assert not [r for r in caplog.records if r.name == "polgen.progress"]
     with progress_bar("x", None, False) as bar:  # a disabled bar is a harmless no-op
         bar.advance()
         bar.set_total(3)
+
+
+def test_progress_modes(monkeypatch):
+    monkeypatch.delenv("POLGEN_PROGRESS", raising=False)
+    assert progress_mode(False) == "off"
+    assert progress_mode(None) == "log"  # not a terminal: lines to the logger (silent unless configured)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert progress_mode(None) == "bar" and progress_mode(True) == "bar"
+    monkeypatch.setenv("POLGEN_PROGRESS", "0")
+    assert progress_mode(True) == "off"
+
+
+def test_progress_lines_without_a_terminal(tmp_path):
+    """A batch job: progress=True with stderr a file and no logging configured prints progress lines
+    (rate, ETA) to stderr as it goes; progress=None stays silent (nothing by surprise)."""
+    code = textwrap.dedent(
+        """
+        import time
+        from polgen.engine import run_tasks
+        def slow(i):
+            time.sleep(0.05)
+            return i
+        list(run_tasks(slow, range(8), progress=True, description="slow job"))
+        list(run_tasks(slow, range(2), progress=None, description="unasked"))
+        """
+    )
+    env = {**os.environ, "POLGEN_PROGRESS_INTERVAL": "0.1"}
+    env.pop("POLGEN_PROGRESS", None)
+    err = tmp_path / "job.err"
+    with open(err, "w") as fh:
+        subprocess.run([sys.executable, "-c", code], stderr=fh, env=env, check=True, timeout=120)
+    lines = err.read_text().splitlines()
+    assert lines[0] == "polgen: slow job: started, 8 to do"
+    middle = [ln for ln in lines[1:-1] if ln.startswith("polgen: slow job: ")]
+    assert middle and all("/8 (" in ln and "/s" in ln and "ETA" in ln for ln in middle)
+    assert lines[-1].startswith("polgen: slow job: done 8/8 (100.0%)")
+    assert "unasked" not in err.read_text()
+
+
+def test_format_duration():
+    assert format_duration(12.34) == "12.3s"
+    assert format_duration(245) == "4m05s"
+    assert format_duration(3 * 3600 + 125) == "3h02m"
+    assert format_duration(float("nan")) == "?"
 
 
 def test_import_has_null_handler_only_and_no_dask():
