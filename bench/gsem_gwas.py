@@ -4,6 +4,12 @@
     python bench/gsem_gwas.py --only commonfactor_3trait commonfactor_5trait   # commonfactor only
     python bench/gsem_gwas.py --snps 200000 --cf-snps 20000 --ref-snps 50000
     python bench/gsem_gwas.py --rss-snps 5000000    # also the 5M-SNP peak-RSS run (3 traits)
+    python bench/gsem_gwas.py --cold                # cold start: first call with an empty numba cache
+
+``--cold`` times, on 2,000 SNPs (3 traits), the first ``user_gwas`` (default fast path) and
+``commonfactor_gwas`` call of a brand-new process with an empty ``NUMBA_CACHE_DIR`` (compiles
+everything), of a second process on that cache, and of a process after ``polgen warmup``
+(``polgen.warmup.warmup(("gsem",))``, timed too) on another empty cache.
 
 Each run happens in its own subprocess so its wall time and peak RSS (``wait4`` rusage) are its
 own; timings include reading the parquet input and writing the parquet output.  When the Rust
@@ -107,12 +113,59 @@ def run_child(kind: str, data: str, cov: str, out: str, model: str, batch: int) 
     print(json.dumps({"wall": wall, "converged": conv}))
 
 
-def measure(args: list[str]) -> tuple[dict, float]:
+def run_cold_child(kind: str, data: str, cov: str) -> None:
+    """Inside a cold-start subprocess: import, then the first call (no out=)."""
+    t0 = time.perf_counter()
+    import polars as pl
+
+    from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+
+    t_import = time.perf_counter() - t0
+    snps = pl.read_parquet(data)
+    t = time.perf_counter()
+    if kind == "warmup":
+        from polgen.warmup import warmup
+
+        warmup(("gsem",), progress=False)
+    elif kind == "cf":
+        commonfactor_gwas(snps, cov, progress=False)
+    else:
+        user_gwas(snps, cov, MODELS["user_3trait_1factor"][1], progress=False)
+    print(json.dumps({"wall": time.perf_counter() - t, "import": t_import}))
+
+
+def cold_start(work: Path, n: int = 2000) -> None:
+    """First-call times with an empty numba cache, on a second process, and after a warmup."""
+    data = work / f"sumstats_k3_n{n}.parquet"
+    if not data.exists():
+        generate(data, n, 3)
+    cj = work / "cov_k3.json"
+    cj.write_text(json.dumps(covstruc(3)))
+
+    def child(kind: str, cache: Path) -> float:
+        res, _ = measure(["--cold-child", kind, str(data), str(cj)], env={"NUMBA_CACHE_DIR": str(cache)})
+        return res["wall"]
+
+    for kind, label in (("user", "user_gwas (fast path)"), ("cf", "commonfactor_gwas")):
+        with tempfile.TemporaryDirectory(prefix="polgen_numba_") as d1, tempfile.TemporaryDirectory() as d2:
+            load = os.getloadavg()[0]
+            cold = child(kind, Path(d1))
+            warm = child(kind, Path(d1))
+            wu = child("warmup", Path(d2))
+            after = child(kind, Path(d2))
+        print(
+            f"cold start {label:24s} {n:,d} SNPs: empty cache {cold:6.1f}s  cached {warm:5.1f}s  "
+            f"after warmup {after:5.1f}s (warmup {wu:6.1f}s)  load {load:.1f}",
+            flush=True,
+        )
+
+
+def measure(args: list[str], env: dict | None = None) -> tuple[dict, float]:
     proc = subprocess.Popen(
         [sys.executable, __file__, *args],
         stdout=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, POLGEN_PROGRESS="0"),
+        env=dict(os.environ, POLGEN_PROGRESS="0", **(env or {})),
         cwd=str(ROOT),
     )
     _, status, ru = os.wait4(proc.pid, 0)
@@ -160,6 +213,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=200_000)
     ap.add_argument("--work", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="subset of scenarios to run")
+    ap.add_argument("--cold", action="store_true", help="cold-start times (empty numba cache) instead")
+    ap.add_argument("--cold-child", nargs=3, metavar=("KIND", "DATA", "COV"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--child", nargs=6, metavar=("KIND", "DATA", "COV", "OUT", "MODEL", "BATCH"), help=argparse.SUPPRESS
     )
@@ -168,8 +223,15 @@ def main() -> None:
         kind, data, cov, out, model, batch = a.child
         run_child(kind, data, cov, out, model, int(batch))
         return
+    if a.cold_child:
+        run_cold_child(*a.cold_child)
+        return
     work = Path(a.work or tempfile.mkdtemp(prefix="polgen_bench_gwas_"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.cold:
+        cold_start(work)
+        print(f"\ncpus: {os.cpu_count()}  load: {os.getloadavg()}  work dir: {work}")
+        return
     rows = []
     jobs = [(name, k, model, a.snps, "user") for name, (k, model) in MODELS.items()]
     jobs.append(("commonfactor_3trait", 3, "", a.cf_snps, "cf"))

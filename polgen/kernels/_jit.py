@@ -41,6 +41,8 @@ from typing import Any
 
 import numba
 
+from polgen.kernels import _notice
+
 __all__ = [
     "FM",
     "kernel",
@@ -84,3 +86,6 @@ jit_exact_parallel = kernel(fastmath=False, parallel=True)
 jit_contract = kernel(fastmath=CONTRACT)
 jit_contract_parallel = kernel(fastmath=CONTRACT, parallel=True)
 jit_rc = kernel(fastmath=REASSOC_CONTRACT)
+
+# an INFO line when a first call compiles for more than a second (see polgen.kernels._notice)
+_notice.install()

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-import numba as nb
 import numpy as np
 
-from polgen.kernels._jit import jit, jit_exact_parallel
+from polgen.kernels._jit import jit
+from polgen.kernels._threads import n_chunks, run_chunks
 from polgen.kernels.gwas_codes import (
     ST_NEARPD_FAIL,
     ST_NOCONV,
@@ -419,17 +419,6 @@ def _cf_range(lo, hi, snp, cf, out):
         theta[i, pidx[2 * k + 1]] = v
 
 
-@jit_exact_parallel
-def _cf_parallel(nchunks, snp, cf, out):
-    n = snp.beta.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    for c in nb.prange(nchunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        if lo < hi:
-            _cf_range(lo, hi, snp, cf, out)
-
-
 def commonfactor_fit(
     beta,
     se,
@@ -470,7 +459,7 @@ def commonfactor_fit(
     if parallel is None:
         parallel = n >= 2048
     if parallel:
-        _cf_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), snp, cf, res)
+        run_chunks(_cf_range, n, n_chunks(n), snp, cf, res)
     else:
         _cf_range(0, n, snp, cf, res)
     return theta, fmin, status, iters

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-import numba as nb
 import numpy as np
 
-from polgen.kernels._jit import jit, jit_exact_parallel
+from polgen.kernels._jit import jit
+from polgen.kernels._threads import n_chunks, run_chunks
 from polgen.kernels.linalg import _chol, _inv_gj, near_pd, sandwich_into
 from polgen.kernels.ram import _implied, _jacobian, ram_layout
 from polgen.kernels.snp_moments import snp_batch, v_full_into, v_snp_into
@@ -125,17 +125,6 @@ def _defined_range(lo, hi, snp, lay, dfn, out):
                 out[i, d] = np.sqrt(s) if s > 0.0 else 0.0
 
 
-@jit_exact_parallel
-def _defined_parallel(nchunks, snp, lay, dfn, out):
-    n = snp.se.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    for c in nb.prange(nchunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        if lo < hi:
-            _defined_range(lo, hi, snp, lay, dfn, out)
-
-
 def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, free, jd, ok):
     """Delta-method SEs (n x n_defined) of defined parameters with Jacobians ``jd``
     (n x n_defined x npar) at the per-SNP estimates ``est`` (n x npar); ``free`` (n x npar, bool)
@@ -160,7 +149,7 @@ def defined_se_batch(se, var, V_LD, I_LD, gc, varse2, v_pd_known, model, est, fr
         np.ascontiguousarray(ok, np.bool_),
     )
     if n >= 2048:
-        _defined_parallel(max(1, min(n // 256, 8 * nb.get_num_threads())), snp, lay, dfn, out)
+        run_chunks(_defined_range, n, n_chunks(n), snp, lay, dfn, out)
     else:
         _defined_range(0, n, snp, lay, dfn, out)
     return out

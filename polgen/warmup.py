@@ -1,0 +1,293 @@
+"""Compile polgen's numba kernels ahead of the first real call (``polgen warmup``).
+
+numba compiles each kernel on its first call and caches the machine code on disk
+(``NUMBA_CACHE_DIR``, by default ``__pycache__`` beside the sources), so a brand-new environment
+spends up to a few minutes compiling before the first Genomic SEM GWAS, LFMM or SpaceTravLR call
+returns, and every later process loads the cache in about a second.  :func:`warmup` runs each
+method once on tiny synthetic inputs, through the same public functions a user calls, so exactly
+the kernels (and argument types) a real call needs are compiled and cached::
+
+    from polgen.warmup import warmup
+    timings = warmup()                       # {"gsem.user_gwas": 41.2, ..., "total": 95.0}
+    warmup(methods=("gsem",))
+
+A second run (everything cached) takes a few seconds.  While a step compiles for more than a second
+a progress bar (on an interactive stderr, or ``progress=True``) or INFO log lines say what it is
+doing.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polgen.errors import InputError
+
+__all__ = ["METHODS", "warmup", "add_parser"]
+
+log = logging.getLogger("polgen.warmup")
+
+METHODS = ("gsem", "lfmm", "stlr")
+SHOW_AFTER = 1.0  # seconds a step runs before its progress is shown
+
+
+# -- tiny synthetic inputs ------------------------------------------------------------------------
+def _covstruc(k: int = 3) -> dict:
+    """A small positive-definite LDSC covstruc (S, V, I) over traits T1..Tk."""
+    rng = np.random.default_rng(7)
+    lam = np.linspace(0.35, 0.5, k)
+    S = np.outer(lam, lam) + np.diag(np.full(k, 0.1))
+    kst = k * (k + 1) // 2
+    A = rng.normal(0, 1, (kst, kst))
+    V = 1e-4 * (np.eye(kst) * 5 + A @ A.T / kst)
+    Imat = np.eye(k) + 0.01 * (np.ones((k, k)) - np.eye(k))
+    names = [f"T{i + 1}" for i in range(k)]
+    return {"S": S.tolist(), "V": V.tolist(), "I": Imat.tolist(), "trait_names": names}
+
+
+def _sumstats(n: int, k: int = 3, seed: int = 1):
+    """``n`` SNPs of ``sumstats()`` output over T1..Tk."""
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    se = rng.uniform(0.01, 0.05, (n, k))
+    z = 0.6 * rng.normal(0, 1, (n, 1)) + 0.8 * rng.normal(0, 1, (n, k))
+    cols: dict[str, Any] = {
+        "SNP": [f"rs{i}" for i in range(n)],
+        "CHR": ["1"] * n,
+        "BP": np.arange(n, dtype=np.int64) * 100 + 1,
+        "MAF": rng.uniform(0.05, 0.5, n),
+        "A1": ["A"] * n,
+        "A2": ["G"] * n,
+    }
+    for j in range(k):
+        cols[f"beta.T{j + 1}"] = z[:, j] * se[:, j]
+        cols[f"se.T{j + 1}"] = se[:, j]
+    return pl.DataFrame(cols)
+
+
+GWAS_MODEL = "F1 =~ NA*T1 + T2 + T3\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"
+STLR_TF = "Pax5"  # a TF of the demo tissue that regulates targets: the perturbation propagates
+BIG_BATCH = 2100  # over the batch kernels' threshold for running chunks in parallel
+
+
+def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
+    from polgen.gsem.fit_models import commonfactor, usermodel
+    from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+
+    cov = _covstruc(3)
+    small, big = _sumstats(64), _sumstats(BIG_BATCH, seed=2)
+
+    def gwas(snps):
+        return lambda: user_gwas(snps, cov, GWAS_MODEL, progress=False)
+
+    def cf(snps):
+        return lambda: commonfactor_gwas(snps, cov, progress=False)
+
+    return [
+        ("gsem.commonfactor", lambda: commonfactor(cov)),
+        ("gsem.usermodel", lambda: usermodel(cov, "F1 =~ NA*T1 + T2 + T3\nF1 ~~ 1*F1")),
+        ("gsem.user_gwas", gwas(small)),
+        ("gsem.user_gwas (large batch)", gwas(big)),
+        ("gsem.commonfactor_gwas", cf(small)),
+        ("gsem.commonfactor_gwas (large batch)", cf(big)),
+    ]
+
+
+def _lfmm_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
+    import polars as pl
+
+    from polgen.demo.data import make_lfmm_demo
+    from polgen.lfmm import fit, test
+
+    state: dict[str, Any] = {}
+
+    def fit_step():
+        d = make_lfmm_demo(tmp / "lfmm", n=40, p=400, K=2)
+        env = pl.read_csv(d.env, separator="\t").select("IID", "env")
+        state["d"] = d
+        state["model"] = fit(env, str(d.bed), K=d.K, progress=False)
+
+    def test_step():
+        d = state["d"]
+        test(state["model"], str(d.bed), out=tmp / "lfmm" / "out", overwrite=True, progress=False)
+
+    return [("lfmm.fit", fit_step), ("lfmm.test", test_step)]
+
+
+def _stlr_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
+    from polgen.demo.data import make_stlr_demo
+    from polgen.stlr import fit, perturb
+
+    state: dict[str, Any] = {}
+
+    def common(d) -> dict:
+        return dict(
+            lr=str(d.lr),
+            radius=d.radius,
+            contact_distance=d.contact_distance,
+            layer=d.layer,
+            cluster_key=d.cluster_key,
+        )
+
+    def fit_step():
+        d = make_stlr_demo(tmp / "stlr", n_cells=120)
+        state["d"] = d
+        betas = tmp / "stlr" / "betas"
+        fit(str(d.h5ad), d.targets, out=betas, grn=str(d.grn_links), overwrite=True, progress=False, **common(d))
+
+    def perturb_step():
+        d = state["d"]
+        perturb(str(d.h5ad), str(tmp / "stlr" / "betas"), STLR_TF, 0.0, **common(d))
+
+    return [("stlr.fit", fit_step), ("stlr.perturb", perturb_step)]
+
+
+STEPS: dict[str, Callable[[Path], list[tuple[str, Callable[[], Any]]]]] = {
+    "gsem": _gsem_steps,
+    "lfmm": _lfmm_steps,
+    "stlr": _stlr_steps,
+}
+
+
+# -- progress ------------------------------------------------------------------------------------
+class _Display:
+    """A progress bar (or log lines) that appears only once a step has run for SHOW_AFTER seconds,
+    naming the kernel being compiled."""
+
+    def __init__(self, total: int, progress: bool | None) -> None:
+        from polgen.engine.progress import progress_enabled
+
+        self._bar_on = progress_enabled(progress)
+        self._total = total
+        self._lock = threading.Lock()
+        self._progress: Any = None
+        self._task: Any = None
+        self._step = ""
+        self._done = 0
+        self._timer: threading.Timer | None = None
+        self._shown = False
+
+    def _show(self) -> None:
+        with self._lock:
+            self._shown = True
+            if self._bar_on and self._progress is None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                from polgen.engine.progress import stderr_console
+
+                self._progress = Progress(
+                    TextColumn("[bold]warmup[/] {task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=stderr_console(),
+                    transient=False,
+                )
+                self._progress.start()
+                self._task = self._progress.add_task(self._step, total=self._total, completed=self._done)
+            elif not self._bar_on:
+                log.info("warmup: compiling the kernels of %s ...", self._step)
+
+    def start(self, step: str) -> None:
+        with self._lock:
+            self._step = step
+            if self._progress is not None:
+                self._progress.update(self._task, description=step)
+            elif self._shown and not self._bar_on:
+                log.info("warmup: compiling the kernels of %s ...", step)
+        if not self._shown:
+            self._timer = threading.Timer(SHOW_AFTER, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def kernel(self, name: str) -> None:
+        with self._lock:
+            if self._progress is not None:
+                short = name.removeprefix("polgen.kernels.")
+                self._progress.update(self._task, description=f"{self._step}: {short}")
+
+    def end(self, step: str, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self._lock:
+            self._done += 1
+            if self._progress is not None:
+                self._progress.update(self._task, completed=self._done, description=step)
+            if seconds > SHOW_AFTER:
+                log.info("warmup: %s ready in %.1f s", step, seconds)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+
+
+# -- the entry point -----------------------------------------------------------------------------
+def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> dict[str, float]:
+    """Compile (and cache on disk) the numba kernels the given methods need, by running each once
+    on tiny synthetic inputs.  Returns the seconds per step (``"gsem.user_gwas"``, ...) and
+    ``"total"``.  ``progress``: a bar on stderr (None: when stderr is a terminal); when off, steps
+    that take more than a second are logged at INFO."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    unknown = [m for m in methods if m not in STEPS]
+    if unknown:
+        raise InputError(f"unknown warmup method(s) {unknown}; choose from {list(STEPS)}")
+    from polgen.kernels import _notice
+
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="polgen_warmup_") as td:
+        tmp = Path(td)
+        steps = [s for m in methods for s in STEPS[m](tmp)]
+        display = _Display(len(steps), progress)
+        remove = _notice.add_listener(display.kernel, lambda name, dt: None)
+        try:
+            for name, fn in steps:
+                display.start(name)
+                t = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t
+                timings[name] = round(dt, 3)
+                display.end(name, dt)
+        finally:
+            remove()
+            display.close()
+    timings["total"] = round(time.perf_counter() - t_all, 3)
+    return timings
+
+
+# -- command line --------------------------------------------------------------------------------
+def add_parser(subparsers) -> None:
+    """Register ``polgen warmup [--methods gsem lfmm stlr] [--no-progress]``."""
+    p = subparsers.add_parser(
+        "warmup",
+        help="compile and cache the numba kernels ahead of the first call",
+        description=(
+            "Compile polgen's numba kernels once (cached on disk, in NUMBA_CACHE_DIR when set) so the "
+            "first call of each method returns in seconds."
+        ),
+    )
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="methods to prepare")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    timings = warmup(tuple(args.methods), progress=args.progress)
+    width = max(len(k) for k in timings)
+    for step, sec in timings.items():
+        print(f"{step:<{width}}  {sec:8.1f} s")
+    return 0

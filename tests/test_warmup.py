@@ -1,0 +1,70 @@
+"""polgen warmup: compiles (and caches) the kernels a method needs, so that a fresh process's first
+call compiles nothing.  The subprocesses share the suite's numba cache (NUMBA_CACHE_DIR when set,
+else __pycache__): on a warm cache this takes seconds; on a cold one the warmup compiles once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from polgen.errors import InputError
+from polgen.warmup import METHODS, add_parser, warmup
+
+FIRST_CALL = """
+import json, time
+from numba.core import event as ev
+compiled = []
+class L(ev.Listener):
+    def on_start(self, e):
+        f = getattr(e.data.get("dispatcher"), "py_func", None)
+        if f is not None and f.__module__.startswith("polgen."):
+            compiled.append(f.__module__ + "." + f.__qualname__)
+    def on_end(self, e):
+        pass
+ev.register("numba:compile", L())
+from polgen.gsem.gwas import user_gwas
+from polgen.warmup import GWAS_MODEL, _covstruc, _sumstats
+snps, cov = _sumstats(300, seed=9), _covstruc(3)
+t = time.perf_counter()
+r = user_gwas(snps, cov, GWAS_MODEL, progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t, "compiled": compiled, "rows": len(r)}))
+"""
+
+
+def _run(code: str) -> str:
+    env = dict(os.environ, POLGEN_PROGRESS="0")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1500)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout.strip().splitlines()[-1]
+
+
+def test_warmup_then_first_user_gwas_compiles_nothing():
+    timings = json.loads(_run("import json; from polgen.warmup import warmup; print(json.dumps(warmup(('gsem',))))"))
+    assert {"gsem.user_gwas", "gsem.commonfactor_gwas", "gsem.commonfactor", "total"} <= set(timings)
+    t = time.perf_counter()
+    first = json.loads(_run(FIRST_CALL))
+    wall = time.perf_counter() - t
+    assert first["rows"] == 300
+    assert first["compiled"] == [], f"compiled after warmup: {first['compiled']}"
+    assert first["seconds"] < 30.0, first  # loads from the cache: ~1 s on an idle machine
+    assert wall < 120.0
+
+
+def test_warmup_rejects_unknown_method():
+    with pytest.raises(InputError, match="unknown warmup method"):
+        warmup(("gsem", "nope"))
+
+
+def test_add_parser_mounts_the_subcommand():
+    parser = argparse.ArgumentParser(prog="polgen")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["warmup", "--methods", "gsem", "--no-progress"])
+    assert args.methods == ["gsem"] and args.progress is False and callable(args.func)
+    args = parser.parse_args(["warmup"])
+    assert tuple(args.methods) == METHODS and args.progress is None
