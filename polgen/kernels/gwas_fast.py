@@ -16,7 +16,7 @@ import numpy as np
 from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _damped_solve
-from polgen.kernels.ram import _normal_eq
+from polgen.kernels.ram_fit import _normal_eq
 
 __all__ = ["FastPath", "fast_path", "fast_structure", "reduce_fast"]
 

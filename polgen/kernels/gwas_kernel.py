@@ -1,0 +1,411 @@
+"""The per-SNP loop of the Genomic SEM GWAS batch kernel (:func:`polgen.kernels.gwas.gwas_batch`):
+construction of S_full / V_full with nearPD smoothing, the fit (fast path or RAM fit), chi-square,
+Q_SNP, sandwich SEs and the Wald statistic, over a range of SNPs and in parallel over chunks.
+The arrays arrive as the named tuples of :mod:`polgen.kernels.gwas`."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from polgen.kernels._jit import jit, jit_exact_parallel
+from polgen.kernels.gwas_codes import (
+    FLAG_S_SMOOTHED,
+    FLAG_V_SMOOTHED,
+    ST_NEARPD_FAIL,
+    ST_NONFINITE,
+    ST_OK,
+    ST_SINGULAR,
+)
+from polgen.kernels.gwas_fast import _fit_fast
+from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
+from polgen.kernels.ram import _jacobian
+from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _objective
+from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
+
+
+@jit
+def _snp_range(lo, hi, snp, lay, spec, fp, out):
+    """Fit SNPs ``lo:hi`` of ``snp`` (SnpBatch) under the model ``lay`` (RamLayout) with ``spec``
+    (GwasSpec) and the fast-path structure ``fp`` (FastPath; ``fp.on`` False: RAM fit) into ``out``
+    (GwasOut)."""
+    beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
+    gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
+    nv, p, obs_map, ma, mb, vidx, vidx_meat = lay.nv, lay.p, lay.obs_map, lay.ma, lay.mb, lay.vidx, lay.vidx_meat
+    ent_kind, ent_r, ent_c, ent_par, ent_val = lay.ent_kind, lay.ent_r, lay.ent_c, lay.ent_par, lay.ent_val
+    par_ptr, par_ent = lay.par_ptr, lay.par_ent
+    fidx, theta0, snpvar_par, ml, ml_wmode = spec.fidx, spec.theta0, spec.snpvar_par, spec.ml, spec.ml_wmode
+    max_iter, xtol, toler, smooth_check = spec.max_iter, spec.xtol, spec.toler, spec.smooth_check
+    q_ptr, q_obs, q_trait, wald_idx = spec.q_ptr, spec.q_obs, spec.q_trait, spec.wald_idx
+    block, LLD, wLD = spec.block, spec.LLD, spec.wLD
+    fast, elim_par, elim_mom = fp.on, fp.elim_par, fp.elim_mom
+    ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
+    est, se_out, chisq, qsnp, zsmooth, wald = out.est, out.se, out.chisq, out.qsnp, out.zsmooth, out.wald
+    fmin, status, flags, iters = out.fmin, out.status, out.flags, out.iters
+    k = beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    nmom = ma.shape[0]
+    nf = fidx.shape[0]
+    npar = theta0.shape[1]
+    n0 = theta0.shape[0]
+    ng = q_ptr.shape[0] - 1
+    nw = wald_idx.shape[0]
+    mx = max(max(p, nf), max(nmom, K1))
+    # ---- scratch, once per chunk
+    Sf = np.empty((K1, K1))
+    Vf = np.empty((Kst, Kst))
+    tmpK = np.empty((Kst, Kst))
+    VS = np.empty((k, k))
+    zpre = np.empty(k)
+    s_vec = np.empty(nmom)
+    w = np.empty(nmom)
+    Vsub = np.empty((nmom, nmom))
+    Vch = np.empty((nmom, nmom))
+    uvec = np.empty(p)
+    VSc = np.empty((k, k))
+    rs = np.empty(k)
+    rs2 = np.empty(max(nmom - K1, 1))
+    Z = np.empty((max(nf, 1), nmom))
+    sigv = np.empty(nmom)
+    Vmeat = np.empty((nmom, nmom))
+    same_meat = True
+    for m in range(nmom):
+        if vidx_meat[m] != vidx[m]:
+            same_meat = False
+    A = np.empty((nv, nv))
+    S = np.empty((nv, nv))
+    IA = np.empty((nv, nv))
+    B = np.empty((nv, nv))
+    T = np.empty((nv, p))
+    C = np.empty((nv, p))
+    J = np.empty((nmom, max(nf, 1)))
+    WJ = np.empty((nmom, max(nf, 1)))
+    VL = np.empty((nmom, max(nf, 1)))
+    H = np.empty((max(nf, 1), max(nf, 1)))
+    HW = np.empty((max(nf, 1), max(nf, 1)))
+    Br = np.empty((max(nf, 1), max(nf, 1)))
+    M = np.empty((max(nf, 1), max(nf, 1)))
+    Om = np.empty((max(nf, 1), max(nf, 1)))
+    g = np.empty(max(nf, 1))
+    delta = np.empty(max(nf, 1))
+    theta = np.empty(npar)
+    th_new = np.empty(npar)
+    resid = np.empty(nmom)
+    Sig = np.empty((p, p))
+    Sinv = np.empty((p, p))
+    Smat = np.empty((p, p))
+    Wm = np.empty((nmom, nmom))
+    col = np.empty(mx)
+    tmpv = np.empty(mx)
+    qv = np.empty(max(k, nw, 1))
+    QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
+    for i in range(lo, hi):
+        for q in range(npar):
+            est[i, q] = np.nan
+            se_out[i, q] = np.nan
+        chisq[i] = np.nan
+        for gq in range(ng):
+            qsnp[i, gq] = np.nan
+        zsmooth[i] = np.nan
+        wald[i] = np.nan
+        fmin[i] = np.nan
+        flags[i] = 0
+        iters[i] = 0
+        v = var[i]
+        bad = _input_status(v, beta[i], se[i], k)
+        if bad != 0:
+            status[i] = bad
+            continue
+        # ---- construction
+        v_snp_into(se[i], I_LD, v, gc, VS)
+        if not block:
+            v_full_into(V_LD, VS, varse2, Vf)
+        s_full_into(S_LD, beta[i], v, Sf)
+        fl = 0
+        for a in range(K1):
+            for b in range(K1):
+                tmpK[a, b] = Sf[a, b]
+        if not _chol(tmpK, K1, 0.0):
+            if not near_pd(Sf.copy(), Sf):
+                status[i] = ST_NEARPD_FAIL
+                continue
+            fl |= FLAG_S_SMOOTHED
+        if not v_pd_known:
+            for a in range(Kst):
+                for b in range(Kst):
+                    tmpK[a, b] = Vf[a, b]
+            if not _chol(tmpK, Kst, 0.0):
+                if not near_pd(Vf.copy(), Vf):
+                    status[i] = ST_NEARPD_FAIL
+                    continue
+                fl |= FLAG_V_SMOOTHED
+        flags[i] = fl
+        if smooth_check:
+            if fl != 0:
+                z_pre_into(beta[i], se[i], I_LD, gc, zpre)
+                zm = 0.0
+                for t in range(k):
+                    zt = Sf[t + 1, 0] / np.sqrt(VS[t, t] if block else Vf[t + 1, t + 1])
+                    dz = abs(zt - zpre[t])
+                    if dz > zm:
+                        zm = dz
+                zsmooth[i] = zm
+            else:
+                zsmooth[i] = 0.0
+        # ---- model moments
+        if block:
+            # V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) and the model moments are vech(S_full)
+            for m in range(nmom):
+                s_vec[m] = Sf[ma[m], mb[m]]
+            w[0] = 1.0 / varse2
+            for t in range(k):
+                w[1 + t] = 1.0 / VS[t, t]
+            for t in range(nmom - K1):
+                w[K1 + t] = wLD[t]
+        else:
+            for m in range(nmom):
+                s_vec[m] = Sf[obs_map[ma[m]], obs_map[mb[m]]]
+                for m2 in range(nmom):
+                    Vsub[m, m2] = Vf[vidx[m], vidx[m2]]
+                w[m] = 1.0 / Vsub[m, m]
+        r0 = i if n0 > 1 else 0
+        for q in range(npar):
+            theta[q] = theta0[r0, q]
+        if snpvar_par >= 0:
+            theta[snpvar_par] = Sf[0, 0]
+        ldS = 0.0
+        if ml:
+            for a in range(p):
+                for b in range(p):
+                    Smat[a, b] = Sf[obs_map[a], obs_map[b]]
+            if not _chol(Smat, p, 0.0):
+                status[i] = ST_NONFINITE
+                continue
+            for a in range(p):
+                ldS += 2.0 * np.log(Smat[a, a])
+        ne = elim_mom.shape[0]
+        for e in range(ne):
+            w[elim_mom[e]] = 0.0
+        if fast:
+            st, nit = _fit_fast(
+                theta,
+                fidx,
+                nf,
+                ftype,
+                Js,
+                G,
+                C0,
+                u0,
+                vfix,
+                vpos,
+                ma,
+                mb,
+                p,
+                s_vec,
+                w,
+                max_iter,
+                xtol,
+                uvec,
+                sigv,
+                J,
+                WJ,
+                H,
+                HW,
+                g,
+                delta,
+                th_new,
+                resid,
+            )
+        else:
+            st, nit = _fit_one(
+                ml,
+                theta,
+                fidx,
+                nf,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                par_ptr,
+                par_ent,
+                nv,
+                p,
+                ma,
+                mb,
+                s_vec,
+                w,
+                ldS,
+                max_iter,
+                xtol,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                J,
+                H,
+                HW,
+                g,
+                delta,
+                th_new,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                Wm,
+                WJ,
+            )
+        iters[i] = nit
+        for e in range(ne):
+            # sigma at this moment excludes the eliminated variance: it takes up the residual
+            theta[elim_par[e]] = resid[elim_mom[e]]
+            resid[elim_mom[e]] = 0.0
+        for q in range(npar):
+            est[i, q] = theta[q]
+        if ml:
+            fmin[i] = _objective(
+                ml,
+                theta,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
+        else:
+            fv = 0.0
+            for m in range(nmom):
+                fv += w[m] * resid[m] * resid[m]
+            fmin[i] = fv
+        if st != ST_OK:
+            status[i] = st
+            continue
+        # ---- chi-square: eta' V^-1 eta over the model moments
+        if block:
+            for a in range(k):
+                for b in range(k):
+                    VSc[a, b] = VS[a, b]
+            if _chol(VSc, k, 0.0):
+                qq = resid[0] * resid[0] / varse2
+                for t in range(k):
+                    rs[t] = resid[1 + t]
+                qq += _chol_quad(VSc, k, rs, tmpv)
+                nld = nmom - K1
+                for t in range(nld):
+                    rs2[t] = resid[K1 + t]
+                qq += _chol_quad(LLD, nld, rs2, tmpv)
+                chisq[i] = qq
+        else:
+            for a in range(nmom):
+                for b in range(nmom):
+                    Vch[a, b] = Vsub[a, b]
+            if _chol(Vch, nmom, 0.0):
+                chisq[i] = _chol_quad(Vch, nmom, resid, tmpv)
+        # ---- Q_SNP per factor: eta = (S - Sigma)[SNP, indicators], V = V_SNP[ind, ind]
+        for gq in range(ng):
+            n_ind = q_ptr[gq + 1] - q_ptr[gq]
+            for a in range(n_ind):
+                ta = q_trait[q_ptr[gq] + a]
+                qv[a] = resid[q_obs[q_ptr[gq] + a]]  # moment (o, SNP) sits at vech position o
+                for b in range(n_ind):
+                    QM[a, b] = VS[ta, q_trait[q_ptr[gq] + b]]
+            if _chol(QM, n_ind, 0.0):
+                qsnp[i, gq] = _chol_quad(QM, n_ind, qv, tmpv)
+        # ---- sandwich standard errors
+        if nf > 0:
+            if not fast:
+                _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+            if ml:
+                if ml_wmode == 1:
+                    for a in range(p):
+                        for b in range(p):
+                            Sig[a, b] = Sf[obs_map[a], obs_map[b]]
+                    _chol(Sig, p, 0.0)
+                    _chol_inverse(Sig, p, Sinv, col)
+                _ml_weight(Sinv, ma, mb, Wm)
+            _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+            hmax = 0.0
+            for a in range(nf):
+                for b in range(nf):
+                    HW[a, b] = H[a, b]
+                if H[a, a] > hmax:
+                    hmax = H[a, a]
+            # R: solve(t(D) W D, tol = toler or machine epsilon) -> "computationally singular"
+            if not _chol(HW, nf, max(toler, 2.220446049250313e-16) * hmax * nf):
+                status[i] = ST_SINGULAR
+                continue
+            _chol_inverse(HW, nf, Br, col)
+            if block and same_meat:
+                # Z = Br (W J)'; Om = Z V Z' with V block diagonal
+                for a in range(nf):
+                    for m in range(nmom):
+                        x = 0.0
+                        for c in range(nf):
+                            x += Br[a, c] * WJ[m, c]
+                        Z[a, m] = x
+                nld = nmom - K1
+                for a in range(nf):
+                    for b in range(a, nf):
+                        if b != a and nw == 0:
+                            continue
+                        x = Z[a, 0] * Z[b, 0] * varse2
+                        for t in range(k):
+                            for t2 in range(k):
+                                x += Z[a, 1 + t] * VS[t, t2] * Z[b, 1 + t2]
+                        for t in range(nld):
+                            za = Z[a, K1 + t]
+                            for t2 in range(nld):
+                                x += za * V_LD[t, t2] * Z[b, K1 + t2]
+                        Om[a, b] = x
+                        Om[b, a] = x
+            else:
+                # VL = Vsub WJ ; M = WJ' VL
+                if not same_meat:
+                    for m in range(nmom):
+                        for m2 in range(nmom):
+                            Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
+                sandwich_into(Vsub if same_meat else Vmeat, WJ, Br, nmom, nf, VL, M, HW, Om)
+            for a in range(nf):
+                d = Om[a, a]
+                se_out[i, fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan
+            if nw > 0:
+                for a in range(nw):
+                    qv[a] = theta[fidx[wald_idx[a]]]
+                    for b in range(nw):
+                        QM[a, b] = Om[wald_idx[a], wald_idx[b]]
+                if _chol(QM, nw, 0.0):
+                    wald[i] = _chol_quad(QM, nw, qv, tmpv)
+        status[i] = ST_OK
+
+
+@jit_exact_parallel
+def _gwas_parallel(nchunks, snp, lay, spec, fp, out):
+    n = snp.beta.shape[0]
+    step = (n + nchunks - 1) // nchunks
+    for c in nb.prange(nchunks):
+        lo = c * step
+        hi = min(n, lo + step)
+        if lo < hi:
+            _snp_range(lo, hi, snp, lay, spec, fp, out)

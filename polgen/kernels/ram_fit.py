@@ -1,0 +1,443 @@
+"""RAM-form SEM fit in numba: the DWLS / ML objective, the normal equations and the
+Levenberg-Marquardt fit (Gauss-Newton for DWLS, Fisher scoring for ML) over the entry layout of
+:mod:`polgen.kernels.ram`, and :func:`fit_cov` (one covariance matrix, e.g. the no-SNP model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polgen.kernels._jit import jit, jit_exact
+from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
+from polgen.kernels.linalg import _chol, _chol_inverse, _damped_solve
+from polgen.kernels.ram import _implied, _jacobian
+
+__all__ = ["fit_cov"]
+
+
+@jit
+def _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS):
+    """ML: F = log|Sigma| + tr(S Sigma^-1) - log|S| - p, Sinv = Sigma^-1.  Returns F (inf if not PD)."""
+    nmom = ma.shape[0]
+    for m in range(nmom):
+        a = ma[m]
+        b = mb[m]
+        Sig[a, b] = C[a, b]
+        Sig[b, a] = C[a, b]
+        Smat[a, b] = s_vec[m]
+        Smat[b, a] = s_vec[m]
+    if not _chol(Sig, p, 0.0):
+        return np.inf
+    logdet = 0.0
+    for i in range(p):
+        logdet += 2.0 * np.log(Sig[i, i])
+    _chol_inverse(Sig, p, Sinv, col)
+    tr = 0.0
+    for i in range(p):
+        for j in range(p):
+            tr += Smat[i, j] * Sinv[j, i]
+    return logdet + tr - ldS - p
+
+
+@jit
+def _ml_weight(Sinv, ma, mb, W):
+    """W = 0.5 D'(Sigma^-1 (x) Sigma^-1) D in vech space (lavaan's ML WLS.V)."""
+    nmom = ma.shape[0]
+    for u in range(nmom):
+        a = ma[u]
+        b = mb[u]
+        for v in range(u, nmom):
+            c = ma[v]
+            d = mb[v]
+            # 0.5 tr(Sinv E_ab Sinv E_cd) with E symmetric unit matrices
+            if a == b and c == d:
+                val = 0.5 * Sinv[a, c] * Sinv[a, c]
+            elif a == b:
+                val = Sinv[a, c] * Sinv[a, d]
+            elif c == d:
+                val = Sinv[a, c] * Sinv[b, c]
+            else:
+                val = Sinv[a, c] * Sinv[b, d] + Sinv[a, d] * Sinv[b, c]
+            W[u, v] = val
+            W[v, u] = val
+
+
+@jit
+def _objective(
+    ml,
+    theta,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    nv,
+    p,
+    A,
+    S,
+    IA,
+    B,
+    T,
+    C,
+    s_vec,
+    w,
+    ma,
+    mb,
+    resid,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    ldS,
+):
+    if not _implied(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C):
+        return np.inf
+    nmom = ma.shape[0]
+    f = 0.0
+    for m in range(nmom):
+        r = s_vec[m] - C[ma[m], mb[m]]
+        resid[m] = r
+        f += w[m] * r * r
+    if ml:
+        f = _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return np.inf
+    return f
+
+
+@jit
+def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
+    """WJ = W J; H = J' W J; g = J' W resid (W = diag(w) for DWLS, Wm for ML)."""
+    if ml:
+        for m in range(nmom):
+            for fq in range(nf):
+                s = 0.0
+                for m2 in range(nmom):
+                    s += Wm[m, m2] * J[m2, fq]
+                WJ[m, fq] = s
+    else:
+        for m in range(nmom):
+            for fq in range(nf):
+                WJ[m, fq] = w[m] * J[m, fq]
+    for a in range(nf):
+        s = 0.0
+        for m in range(nmom):
+            s += WJ[m, a] * resid[m]
+        g[a] = s
+        for b in range(a, nf):
+            s = 0.0
+            for m in range(nmom):
+                s += WJ[m, a] * J[m, b]
+            H[a, b] = s
+            H[b, a] = s
+
+
+@jit
+def _fit_one(
+    ml,
+    theta,
+    fidx,
+    nf,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    par_ptr,
+    par_ent,
+    nv,
+    p,
+    ma,
+    mb,
+    s_vec,
+    w,
+    ldS,
+    max_iter,
+    xtol,
+    A,
+    S,
+    IA,
+    B,
+    T,
+    C,
+    J,
+    H,
+    HW,
+    g,
+    delta,
+    th_new,
+    resid,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    Wm,
+    WJ,
+):
+    """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
+
+    On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
+    Returns (status, iterations).
+    """
+    nmom = ma.shape[0]
+    npar = theta.shape[0]
+    f = _objective(
+        ml,
+        theta,
+        ent_kind,
+        ent_r,
+        ent_c,
+        ent_par,
+        ent_val,
+        nv,
+        p,
+        A,
+        S,
+        IA,
+        B,
+        T,
+        C,
+        s_vec,
+        w,
+        ma,
+        mb,
+        resid,
+        Sig,
+        Sinv,
+        col,
+        Smat,
+        ldS,
+    )
+    if not np.isfinite(f):
+        return (ST_ML_NOTPD if ml else ST_NONFINITE), 0
+    if nf == 0 or max_iter == 0:
+        # max_iter = 0: theta is the solution (found elsewhere); only SEs / statistics wanted
+        return ST_OK, 0
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+        if ml:
+            _ml_weight(Sinv, ma, mb, Wm)
+        _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+        gmax = 0.0
+        for a in range(nf):
+            if abs(g[a]) > gmax:
+                gmax = abs(g[a])
+        if gmax == 0.0:
+            return ST_OK, it
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            for a in range(nf):
+                delta[a] = g[a]
+            if not _damped_solve(H, nf, lam, delta, HW):
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            for q in range(npar):
+                th_new[q] = theta[q]
+            for a in range(nf):
+                th_new[fidx[a]] += delta[a]
+            fn = _objective(
+                ml,
+                th_new,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
+            if fn <= f:
+                accepted = True
+                small = True
+                for a in range(nf):
+                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
+                        small = False
+                for q in range(npar):
+                    theta[q] = th_new[q]
+                fold = f
+                f = fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
+                    return ST_OK, it
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            # no decrease possible along any damped direction: stationary point (to rounding)
+            _objective(
+                ml,
+                theta,
+                ent_kind,
+                ent_r,
+                ent_c,
+                ent_par,
+                ent_val,
+                nv,
+                p,
+                A,
+                S,
+                IA,
+                B,
+                T,
+                C,
+                s_vec,
+                w,
+                ma,
+                mb,
+                resid,
+                Sig,
+                Sinv,
+                col,
+                Smat,
+                ldS,
+            )
+            return ST_OK, it
+    return ST_NOCONV, it
+
+
+@jit_exact
+def _fit_cov_impl(
+    s_vec,
+    w,
+    ldS,
+    nv,
+    p,
+    ma,
+    mb,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    par_ptr,
+    par_ent,
+    fidx,
+    theta,
+    ml,
+    max_iter,
+    xtol,
+):
+    nmom = ma.shape[0]
+    nf = fidx.shape[0]
+    npar = theta.shape[0]
+    mf = max(nf, 1)
+    A = np.empty((nv, nv))
+    S = np.empty((nv, nv))
+    IA = np.empty((nv, nv))
+    B = np.empty((nv, nv))
+    T = np.empty((nv, p))
+    C = np.empty((nv, p))
+    J = np.empty((nmom, mf))
+    WJ = np.empty((nmom, mf))
+    H = np.empty((mf, mf))
+    HW = np.empty((mf, mf))
+    g = np.empty(mf)
+    delta = np.empty(mf)
+    th_new = np.empty(npar)
+    resid = np.empty(nmom)
+    Sig = np.empty((p, p))
+    Sinv = np.empty((p, p))
+    Smat = np.empty((p, p))
+    Wm = np.empty((nmom, nmom))
+    col = np.empty(max(max(p, mf), nmom))
+    st, it = _fit_one(
+        ml,
+        theta,
+        fidx,
+        nf,
+        ent_kind,
+        ent_r,
+        ent_c,
+        ent_par,
+        ent_val,
+        par_ptr,
+        par_ent,
+        nv,
+        p,
+        ma,
+        mb,
+        s_vec,
+        w,
+        ldS,
+        max_iter,
+        xtol,
+        A,
+        S,
+        IA,
+        B,
+        T,
+        C,
+        J,
+        H,
+        HW,
+        g,
+        delta,
+        th_new,
+        resid,
+        Sig,
+        Sinv,
+        col,
+        Smat,
+        Wm,
+        WJ,
+    )
+    sig = np.empty(nmom)
+    for m in range(nmom):
+        sig[m] = C[ma[m], mb[m]]
+    return st, it, sig
+
+
+def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
+    """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
+    weights ``w`` or by ML.  Returns (theta, status, iterations, implied vech)."""
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    ldS = 0.0
+    ma, mb, p = model["ma"], model["mb"], int(model["p"])
+    if ml:
+        Sm = np.empty((p, p))
+        for m in range(len(ma)):
+            Sm[ma[m], mb[m]] = Sm[mb[m], ma[m]] = s_vec[m]
+        sign, ldS = np.linalg.slogdet(Sm)
+        if sign <= 0:
+            return theta, ST_NONFINITE, 0, np.full(len(ma), np.nan)
+    st, it, sig = _fit_cov_impl(
+        np.ascontiguousarray(s_vec, np.float64),
+        np.ascontiguousarray(w, np.float64),
+        float(ldS),
+        int(model["nv"]),
+        p,
+        ma,
+        mb,
+        model["ent_kind"],
+        model["ent_r"],
+        model["ent_c"],
+        model["ent_par"],
+        model["ent_val"],
+        model["par_ptr"],
+        model["par_ent"],
+        np.ascontiguousarray(fidx, np.int64),
+        theta,
+        bool(ml),
+        int(max_iter),
+        float(xtol),
+    )
+    return theta, int(st), int(it), sig
