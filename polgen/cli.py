@@ -608,14 +608,20 @@ class RunLog:
         ]
         self._file.write("\n".join(head) + "\n")
         self._file.flush()
+        self.records = 0
         self.handler = logging.StreamHandler(self._file)
+        self.handler.addFilter(self._count)
         self.handler.setFormatter(logging.Formatter(self.FORMAT, "%Y-%m-%d %H:%M:%S"))
         self.handler.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
         logging.getLogger("polgen").addHandler(self.handler)
 
+    def _count(self, record: logging.LogRecord) -> bool:
+        self.records += 1
+        return True
+
     def close(self, code: int, error: str | None = None, *, discard: bool = False) -> None:
-        """Write the timings and close; ``discard``: the run was refused because of its output (it
-        exists, is locked, ...), so it leaves nothing beside it either - the entry is removed."""
+        """Write the timings and close; ``discard``: the run was refused before it started, so it
+        leaves nothing beside its output either - the entry is removed."""
         import time
 
         logging.getLogger("polgen").removeHandler(self.handler)
@@ -725,7 +731,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     finally:
         if runlog is not None:
-            runlog.close(code, error, discard=refused)
+            # refused (a typed error) before anything was logged, or because of its output: no entry
+            runlog.close(code, error, discard=error is not None and (refused or runlog.records == 0) and code == 2)
         logging.getLogger("polgen").removeHandler(handler)
         progress_logger.setLevel(logging.NOTSET)
         handler.close()

@@ -446,12 +446,17 @@ def run(
     strings are converted), and for relation parameters a parquet path / glob / directory, a
     Polars or Arrow frame, or the name of an entry of ``frames`` (a relation parameter not given
     in ``params`` is looked up in ``frames`` by its own name).  With ``out`` the result is
-    written as one zstd parquet file (DuckDB ``COPY`` to a temp name, then an atomic rename; the
-    query name and parameters go into its key-value metadata) and a LazyFrame over it is returned
-    instead; an existing ``out`` needs ``overwrite=True``.
+    written as one file (DuckDB ``COPY`` to a temp name, then an atomic rename) in the format its
+    extension names: ``.parquet`` (zstd; the query name and parameters go into its key-value
+    metadata), ``.tsv``, ``.csv``, ``.tsv.gz``, ``.csv.gz`` (text with a header line; nulls are
+    empty fields); any other name is refused with an :class:`~polgen.errors.InputError` before
+    the query runs.  A LazyFrame over the file is returned instead; an existing ``out`` needs
+    ``overwrite=True``.
     """
     frames = dict(frames or {})
     query = get_query(name)
+    if out is not None:
+        output_format(out)  # an unknown extension is refused before any work
     values = _bind(query, params, frames)
     session = _Session()
     try:
@@ -515,9 +520,33 @@ def _query_error(query: Query, exc: BaseException):
     return InputError(msg)
 
 
+#: --out formats by file extension: (DuckDB COPY options, separator for reading it back or None for parquet)
+OUTPUT_FORMATS: dict[str, tuple[str, str | None]] = {
+    ".parquet": ("FORMAT parquet, COMPRESSION zstd", None),
+    ".tsv": ("FORMAT csv, DELIMITER '\t', HEADER true, COMPRESSION none", "\t"),
+    ".csv": ("FORMAT csv, DELIMITER ',', HEADER true, COMPRESSION none", ","),
+    ".tsv.gz": ("FORMAT csv, DELIMITER '\t', HEADER true, COMPRESSION gzip", "\t"),
+    ".csv.gz": ("FORMAT csv, DELIMITER ',', HEADER true, COMPRESSION gzip", ","),
+}
+
+
+def output_format(out: str | os.PathLike) -> str:
+    """The output format of ``out``, chosen by its extension (case-insensitive): one of
+    :data:`OUTPUT_FORMATS`' keys; any other name is refused with an :class:`InputError`."""
+    name = Path(out).name.lower()
+    for ext in sorted(OUTPUT_FORMATS, key=len, reverse=True):  # .tsv.gz before .gz-less names
+        if name.endswith(ext) and len(name) > len(ext):
+            return ext
+    raise InputError(
+        "cannot tell the output format from the file name; end it with one of " + ", ".join(OUTPUT_FORMATS),
+        path=os.fspath(out),
+    )
+
+
 def _copy_out(
     session: _Session, query: Query, body: str, bound: dict, described: dict, out: Path, overwrite: bool
 ) -> pl.LazyFrame:
+    fmt = output_format(out)
     if out.exists() and not overwrite:
         raise OutputExistsError("output file exists; pass overwrite=True (CLI: --overwrite) to replace it", path=out)
     if out.exists() and out.is_dir():
@@ -525,9 +554,12 @@ def _copy_out(
     if not out.parent.is_dir():
         raise InputError("the output directory does not exist", path=out.parent)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    meta = {"polgen.query": query.name, "polgen.params": json.dumps(described, sort_keys=True, default=str)}
-    kv = ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items())
-    sql = f"COPY ({body}) TO {_literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})"
+    options, separator = OUTPUT_FORMATS[fmt]
+    if separator is None:  # parquet carries the query and its parameters in its key-value metadata
+        meta = {"polgen.query": query.name, "polgen.params": json.dumps(described, sort_keys=True, default=str)}
+        kv = ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in meta.items())
+        options += f", KV_METADATA {{{kv}}}"
+    sql = f"COPY ({body}) TO {_literal(str(tmp))} ({options})"
     try:
         try:
             session.con.execute(sql, bound)
@@ -540,4 +572,8 @@ def _copy_out(
         tmp.unlink(missing_ok=True)
         raise
     log.info("query %s written to %s", query.name, out)
-    return pl.scan_parquet(out)
+    if separator is None:
+        return pl.scan_parquet(out)
+    if fmt.endswith(".gz"):  # polars scans only uncompressed text
+        return pl.read_csv(out, separator=separator, infer_schema_length=10000).lazy()
+    return pl.scan_csv(out, separator=separator, infer_schema_length=10000)

@@ -84,6 +84,9 @@ def test_run_log_has_parameters_records_and_timings(monkeypatch, tmp_path, capsy
 
     # a second run appends; an error is recorded in the log as well as printed
     def fail(args):
+        import logging
+
+        logging.getLogger("polgen").info("reading x.tsv")
         raise InputError("bad input", path="x.tsv")
 
     _fake_method(monkeypatch, "fakerun", fail)
@@ -92,8 +95,16 @@ def test_run_log_has_parameters_records_and_timings(monkeypatch, tmp_path, capsy
     assert text.count("# polgen ") == 2
     assert "error: bad input (file 'x.tsv')\nfinished: exit code 2" in text
     assert capsys.readouterr().err.strip() == "polgen: error: bad input (file 'x.tsv')"
-    # a run refused because of its output leaves nothing beside it: its entry is removed again
+    # a run refused before it started (a typed error, nothing logged yet) or because of its output
+    # leaves nothing beside it: its entry is removed again
     before = (tmp_path / "o.log").read_text()
+
+    def refuse_at_once(args):
+        raise InputError("--k must be odd")
+
+    _fake_method(monkeypatch, "fakerun", refuse_at_once)
+    assert cli.main(["fakerun", "--out", f"{out}/"]) == 2
+    assert (tmp_path / "o.log").read_text() == before
 
     def refuse(args):
         raise OutputExistsError("--out exists; pass --overwrite to replace it", path=args.out)
