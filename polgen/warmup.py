@@ -271,17 +271,22 @@ def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> di
 
 # -- command line --------------------------------------------------------------------------------
 def add_parser(subparsers) -> None:
-    """Register ``polgen warmup [--methods gsem lfmm stlr] [--no-progress]``."""
+    """Register ``polgen warmup [--methods gsem lfmm stlr] [--progress/--no-progress]``."""
+    from polgen.cli import add_progress, examples
+
     p = subparsers.add_parser(
         "warmup",
         help="compile and cache the numba kernels ahead of the first call",
         description=(
-            "Compile polgen's numba kernels once (cached on disk, in NUMBA_CACHE_DIR when set) so the "
-            "first call of each method returns in seconds."
+            "Compile polgen's numba kernels once (cached on disk, in NUMBA_CACHE_DIR when set) so that the "
+            "first call of each method in a new process returns in seconds instead of minutes."
         ),
+        epilog=examples("polgen warmup", "polgen warmup --methods gsem --no-progress"),
     )
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="methods to prepare")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="methods whose kernels to compile"
+    )
+    add_progress(p)
     p.set_defaults(func=_cli)
 
 

@@ -1,14 +1,13 @@
 """The per-SNP loop of the Genomic SEM GWAS batch kernel (:func:`polgen.kernels.gwas.gwas_batch`):
 construction of S_full / V_full with nearPD smoothing, the fit (fast path or RAM fit), chi-square,
-Q_SNP, sandwich SEs and the Wald statistic, over a range of SNPs and in parallel over chunks.
+Q_SNP, sandwich SEs and the Wald statistic, over a range of SNPs (big batches run chunks of it on threads, see :mod:`polgen.kernels._threads`).
 The arrays arrive as the named tuples of :mod:`polgen.kernels.gwas`."""
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
-from polgen.kernels._jit import jit, jit_exact_parallel
+from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import (
     FLAG_S_SMOOTHED,
     FLAG_V_SMOOTHED,
@@ -398,14 +397,3 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
                 if _chol(QM, nw, 0.0):
                     wald[i] = _chol_quad(QM, nw, qv, tmpv)
         status[i] = ST_OK
-
-
-@jit_exact_parallel
-def _gwas_parallel(nchunks, snp, lay, spec, fp, out):
-    n = snp.beta.shape[0]
-    step = (n + nchunks - 1) // nchunks
-    for c in nb.prange(nchunks):
-        lo = c * step
-        hi = min(n, lo + step)
-        if lo < hi:
-            _snp_range(lo, hi, snp, lay, spec, fp, out)
