@@ -1,7 +1,7 @@
 """The per-SNP loop of the Genomic SEM GWAS batch kernel (:func:`polgen.kernels.gwas.gwas_batch`):
 construction of S_full / V_full with nearPD smoothing, the fit (fast path or RAM fit), chi-square,
-Q_SNP, sandwich SEs and the Wald statistic, over a range of SNPs (big batches run chunks of it on threads, see :mod:`polgen.kernels._threads`).
-The arrays arrive as the named tuples of :mod:`polgen.kernels.gwas`."""
+Q_SNP, sandwich SEs and the Wald statistic, over a range of SNPs (big batches run chunks of it on
+threads, see :mod:`polgen.kernels._threads`).  The arrays arrive as the named tuples of :mod:`polgen.kernels.gwas`."""
 
 from __future__ import annotations
 
