@@ -11,6 +11,17 @@ from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfm
 from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
-from polgen.lfmm.model import LfmmModel, load_model
+from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel, load_model
 
-__all__ = ["fit", "test", "choose_k", "LfmmModel", "LfmmTestResult", "ChooseKResult", "load_model", "tracy_widom_sf"]
+__all__ = [
+    "fit",
+    "test",
+    "choose_k",
+    "LfmmModel",
+    "LfmmConvergence",
+    "LfmmConvergenceWarning",
+    "LfmmTestResult",
+    "ChooseKResult",
+    "load_model",
+    "tracy_widom_sf",
+]

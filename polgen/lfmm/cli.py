@@ -110,7 +110,25 @@ def add_parser(subparsers) -> None:
     )
     est.add_argument("--est-bed", metavar="FILE", help="separate (e.g. LD-pruned) .bed used to estimate U")
     p.add_argument(
-        "--power-iter", type=nonneg_int, default=2, metavar="N", help="power iterations of the randomized SVD"
+        "--power-iter",
+        type=nonneg_int,
+        default=None,
+        metavar="N",
+        help="exactly N power iterations of the randomized SVD (default: iterate until converged, see --tol)",
+    )
+    p.add_argument(
+        "--tol",
+        type=positive_float,
+        default=1e-7,
+        help="convergence tolerance of the randomized SVD: estimated remaining change of the top-K singular "
+        "values (relative) and of their subspace (sine of the largest angle), from the changes between passes",
+    )
+    p.add_argument(
+        "--max-power-iter",
+        type=nonneg_int,
+        default=20,
+        metavar="N",
+        help="cap of the iteration (at most N+1 passes; a warning when reached)",
     )
     p.add_argument(
         "--oversampling", type=nonneg_int, default=10, metavar="N", help="oversampling of the randomized SVD"
@@ -184,6 +202,8 @@ def run(args) -> int:
             est_rate=args.est_rate,
             est_bed=args.est_bed,
             power_iter=args.power_iter,
+            tol=args.tol,
+            max_power_iter=args.max_power_iter,
             oversampling=args.oversampling,
             seed=args.seed,
             scale=args.scale,

@@ -15,6 +15,79 @@ from polgen.errors import InputError
 FORMAT = "polgen.lfmm.model/1"
 
 
+class LfmmConvergenceWarning(UserWarning):
+    """The randomized SVD of :func:`polgen.lfmm.fit` reached ``max_power_iter`` before ``tol``."""
+
+
+@dataclass(frozen=True)
+class LfmmConvergence:
+    """How the randomized SVD of :func:`polgen.lfmm.fit` ended (``model.convergence``).
+
+    Attributes
+    ----------
+    passes : streamed passes over the estimation SNPs (``power_iter + 1`` for a fixed count).
+    converged : the last changes are ``<= tol``, or the Krylov space became invariant (exact).
+    stop : ``"tol"`` (changes below tol), ``"invariant"`` (the Krylov space stopped growing: the
+        estimate is exact), ``"cap"`` (``max_power_iter`` reached, not converged) or ``"fixed"``
+        (an explicit ``power_iter`` was given).
+    tol, max_power_iter : the settings.
+    sv_change : largest relative change of the top-K singular values between the last two passes.
+    subspace_change : sine of the largest principal angle between the last two K-dimensional left
+        singular subspaces.  Both are None after a single pass.
+    history : ``(sv_change, subspace_change)`` after passes 2, 3, ...
+    error_estimate : the stopping rule's estimate of the remaining error (see ``fit``'s ``tol``).
+    """
+
+    passes: int
+    converged: bool
+    stop: str
+    tol: float
+    max_power_iter: int
+    sv_change: float | None = None
+    subspace_change: float | None = None
+    history: tuple[tuple[float, float], ...] = ()
+    error_estimate: float | None = None
+
+    def describe(self) -> str:
+        if self.sv_change is None or self.subspace_change is None:
+            last = "no change measured (one pass)"
+        else:
+            last = f"last changes: singular values {self.sv_change:.2g}, subspace {self.subspace_change:.2g}"
+            if self.error_estimate is not None:
+                last += f", estimated remaining error {self.error_estimate:.2g}"
+        state = {"tol": "converged", "invariant": "exact (invariant Krylov space)", "cap": "NOT converged"}
+        return f"{state.get(self.stop, 'fixed passes')}, {last}, tol={self.tol:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passes": self.passes,
+            "converged": self.converged,
+            "stop": self.stop,
+            "tol": self.tol,
+            "max_power_iter": self.max_power_iter,
+            "sv_change": self.sv_change,
+            "subspace_change": self.subspace_change,
+            "history": [list(h) for h in self.history],
+            "error_estimate": None
+            if self.error_estimate is None or not np.isfinite(self.error_estimate)
+            else self.error_estimate,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LfmmConvergence:
+        return cls(
+            passes=int(d["passes"]),
+            converged=bool(d["converged"]),
+            stop=str(d["stop"]),
+            tol=float(d["tol"]),
+            max_power_iter=int(d["max_power_iter"]),
+            sv_change=None if d.get("sv_change") is None else float(d["sv_change"]),
+            subspace_change=None if d.get("subspace_change") is None else float(d["subspace_change"]),
+            history=tuple((float(a), float(b)) for a, b in d.get("history", [])),
+            error_estimate=None if d.get("error_estimate") is None else float(d["error_estimate"]),
+        )
+
+
 @dataclass
 class LfmmModel:
     """Result of :func:`polgen.lfmm.fit`.
@@ -29,7 +102,8 @@ class LfmmModel:
     Q_d : (n, d) left singular vectors of the centred X; ``sigma_x`` its singular values.
     X : (n, d) the covariates used for fitting (genotype-sample order); ``x_names`` their names.
     sample_ids : the genotype sample ids (IID) in order, or None for array input.
-    params : K, lam, dlambda, scale, power_iter, oversampling, seed, n_est_snps, ...
+    params : K, lam, dlambda, scale, power_iter, tol, max_power_iter, oversampling, seed,
+        n_est_snps, ..., and ``convergence`` (the dict behind :attr:`convergence`).
     """
 
     U: np.ndarray
@@ -46,6 +120,13 @@ class LfmmModel:
     @property
     def K(self) -> int:
         return int(self.U.shape[1])
+
+    @property
+    def convergence(self) -> LfmmConvergence | None:
+        """Passes used and convergence of the randomized SVD (None for a model saved before
+        polgen recorded it)."""
+        c = self.params.get("convergence")
+        return LfmmConvergence.from_dict(c) if isinstance(c, dict) else None
 
     @property
     def n_samples(self) -> int:
