@@ -91,7 +91,17 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
     def cf(snps):
         return lambda: commonfactor_gwas(snps, cov, progress=False)
 
+    def ldsc_step():
+        from polgen.demo.data import make_gsem_demo
+        from polgen.gsem.ldsc import ldsc
+        from polgen.gsem.munge import munge
+
+        g = make_gsem_demo(tmp / "gsem", n_snps=2200, small=True)
+        munged, _ = munge([str(f) for f in g.sumstats], str(g.hm3), trait_names=g.trait_names, out=tmp / "munged")
+        ldsc(munged, g.ld, trait_names=g.trait_names)
+
     return [
+        ("gsem.ldsc", ldsc_step),
         ("gsem.commonfactor", lambda: commonfactor(cov)),
         ("gsem.usermodel", lambda: usermodel(cov, "F1 =~ NA*T1 + T2 + T3\nF1 ~~ 1*F1")),
         ("gsem.user_gwas", gwas(small)),
