@@ -17,6 +17,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -553,6 +554,15 @@ def _set_console_level(handler: logging.Handler, level: int) -> None:
             f.level = level
 
 
+_INTERNAL_COLUMN = re.compile(r"'__row', |, '__row'(?=\])|\['__row'\]")
+
+
+def user_message(exc: BaseException) -> str:
+    """The one-line message shown for a typed error: a reader's internal row-number column
+    (``__row``) is not one of the file's columns, so column lists in messages leave it out."""
+    return _INTERNAL_COLUMN.sub(lambda m: "[]" if m.group(0).startswith("[") else "", str(exc))
+
+
 # -- the run log beside --out ---------------------------------------------------------------------
 def run_log_path(out: Any) -> Path | None:
     """``<out>.log`` beside ``--out`` (``gwas/`` -> ``gwas.log``, ``hits.tsv`` -> ``hits.tsv.log``), as
@@ -702,8 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 import traceback
 
                 traceback.print_exc(file=sys.stderr)
-            error, refused = str(exc), isinstance(exc, OutputExistsError)
-            print(f"polgen: error: {exc}", file=sys.stderr)
+            error, refused = user_message(exc), isinstance(exc, OutputExistsError)
+            print(f"polgen: error: {error}", file=sys.stderr)
             return EXIT_POLGEN_ERROR
         except OSError as exc:
             # The filesystem refused a path the user gave (missing directory, a file where a

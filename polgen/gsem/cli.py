@@ -256,6 +256,13 @@ def _one_per_file(values, n: int, name: str):
     return values
 
 
+def _check_inputs(option: str, role: str, paths) -> None:
+    """Name a missing input by its option and role (the readers only know "input file")."""
+    for path in [paths] if isinstance(paths, str) else paths:
+        if not any(ch in path for ch in "*?[") and not Path(path).exists():
+            raise InputError(f"{role} ({option}) not found", path=path)
+
+
 def _check_out_file(path: str, overwrite: bool) -> None:
     """Refuse (before any work) an --out file that exists unless --overwrite, or that is a directory."""
     p = Path(path)
@@ -277,6 +284,8 @@ def run_munge(args) -> int:
     if munged and not args.overwrite:
         raise OutputExistsError("--out already holds munged files; pass --overwrite to replace them", path=out)
 
+    _check_inputs("--files", "summary statistics file", args.files)
+    _check_inputs("--hm3", "reference SNP list", args.hm3)
     N = _one_per_file(args.N, len(args.files), "N")
     res, drops = munge(
         args.files,
@@ -301,6 +310,7 @@ def run_ldsc(args) -> int:
     from polgen.gsem.ldsc import ldsc, ldsc_table
 
     _check_out_file(args.out, args.overwrite)
+    _check_inputs("--traits", "munged summary statistics file", args.traits)
     n = len(args.traits)
     res = ldsc(
         args.traits,
@@ -325,6 +335,8 @@ def run_sumstats(args) -> int:
     from polgen.gsem.sumstats import sumstats
 
     _check_out_file(args.out, args.overwrite)
+    _check_inputs("--files", "summary statistics file", args.files)
+    _check_inputs("--ref", "reference panel", args.ref)
     n = len(args.files)
     lf = sumstats(
         args.files,

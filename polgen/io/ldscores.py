@@ -60,10 +60,28 @@ def _ldscore_file(ld, chrom: int) -> Path:
         p = Path(f"{pre}{chrom}{suf}")
         if p.exists():
             return p
+    d = os.path.dirname(pre) or "."
+    if not os.path.isdir(d) or (not os.path.isdir(str(ld)) and not available_chromosomes(ld)):
+        raise InputError("LD score directory (or file prefix) not found", path=os.fspath(ld))
+    found = available_chromosomes(ld)
+    hint = f"; it holds chromosomes {_ranges(found)}" if found else "; it holds no .l2.ldscore files"
     raise InputError(
-        f"LD score file for chromosome {chrom} not found (looked for {pre}{chrom}.l2.ldscore.gz)",
+        f"LD score file for chromosome {chrom} not found (looked for {pre}{chrom}.l2.ldscore.gz){hint}",
         path=f"{pre}{chrom}.l2.ldscore.gz",
     )
+
+
+def _ranges(chroms: Sequence[int]) -> str:
+    """``1-3, 5, 7-22``."""
+    out: list[str] = []
+    for c in sorted(chroms):
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == c - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{c}"
+        elif out and "-" not in out[-1] and int(out[-1]) == c - 1:
+            out[-1] = f"{out[-1]}-{c}"
+        else:
+            out.append(str(c))
+    return ", ".join(out)
 
 
 def _types(cols: list[str]) -> dict[str, type[pl.DataType]]:

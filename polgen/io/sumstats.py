@@ -7,8 +7,12 @@ case-insensitively against an alias table modelled on R GenomicSEM's
 ``.get_renamed_colnames`` (see :data:`ALIASES`):
 
 * a column already carrying the canonical name wins, other aliases of it are left untouched;
-* otherwise exactly one alias must be present — two or more raise :class:`SchemaError`;
-* ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``.
+* otherwise exactly one alias must be present — two or more raise :class:`SchemaError`, with one
+  exception: several SNP-id columns of which one is spelled ``rsid`` (GWAS Catalog GWAS-SSF files
+  carry both ``rsid`` and ``variant_id`` by design) read ``rsid`` as ``SNP`` — LD scores and
+  HapMap3 lists are keyed by rs ids — and keep the others under their own names;
+* ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``;
+* without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``.
 
 Canonical numeric columns (``BP``, ``BETA``, ``OR``, ``Z``, ``SE``, ``P``, ``N``, ``MAF``,
 ``INFO``) are parsed as numbers; a value that is neither a number nor a missing-value token
@@ -20,6 +24,14 @@ Frequencies (``MAF``, ``FRQ``, ``FREQ``, ``EAF``, ``A1FREQ``, ...) all land in `
 written in the file; folding to the minor allele is left to the methods (``munge``,
 ``sumstats``), as in R.  ``ALT`` is read as the effect allele ``A1`` and ``REF`` as ``A2``
 (R GenomicSEM reads them the other way round; a warning is logged when these aliases are used).
+
+GWAS-SSF (the GWAS Catalog's summary-statistics format: ``chromosome``, ``base_pair_location``,
+``effect_allele``, ``other_allele``, ``beta`` / ``odds_ratio``, ``standard_error``,
+``effect_allele_frequency``, ``p_value``, ``variant_id``, ``rsid``, ``info``, ``n``, ...) is read
+through the same table: ``effect_allele`` is A1, ``other_allele`` A2, ``rsid`` the SNP.
+
+Error messages list a file's columns as the file spells them; the reader's internal row-number
+column (``__row``) never appears in them.
 """
 
 from __future__ import annotations
@@ -105,8 +117,15 @@ ALIASES: dict[str, tuple[str, ...]] = {
     S.BP: ("BP", "POS", "POSITION", "GENPOS", "BASE_PAIR_LOCATION"),
 }
 
+#: among several SNP-id columns, this spelling is read as SNP (GWAS-SSF has rsid and variant_id)
+PREFERRED_SNP = "RSID"
+
 #: columns holding half the effective sample size; doubled into N (as R GenomicSEM does)
 HALF_N_ALIASES = ("NEFF_HALF", "NEFFDIV2")
+
+#: columns holding -log10 P (GWAS-SSF neg_log_10_p_value, REGENIE LOG10P); read as P = 10^-x when
+#: the file has no P column
+NEG_LOG10_P_ALIASES = ("NEG_LOG_10_P_VALUE", "LOG10P", "MLOG10P", "NEG_LOG10_P")
 
 NUMERIC = (S.BP, S.BETA, S.OR, S.Z, S.SE, S.P, S.N, S.MAF, S.INFO)
 STRINGS = (S.SNP, S.CHR, S.A1, S.A2)
@@ -131,6 +150,7 @@ def resolve_columns(
 
     ``column_names`` ({canonical: column in the file}, R munge's ``column.names``; ``"effect"``
     means BETA) takes precedence over the alias table."""
+    columns = [c for c in columns if c != ROW]  # the reader's row numbers are not the file's
     upper: dict[str, str] = {}
     for c in columns:
         u = c.strip().upper()
@@ -167,6 +187,7 @@ def resolve_columns(
         used.add(orig)
         fixed.add(canon)
     half = [upper[h] for h in HALF_N_ALIASES if h in upper]
+    neglog = [upper[h] for h in NEG_LOG10_P_ALIASES if h in upper]
     for canon, aliases in ALIASES.items():
         if canon in fixed:
             continue
@@ -177,6 +198,17 @@ def resolve_columns(
         found = [upper[a] for a in aliases[1:] if a in upper and upper[a] not in used]
         if canon == S.N and not found and half:
             found = half[:1] if len(half) == 1 else half
+        if canon == S.P and not found and neglog:
+            found = neglog
+        if canon == S.SNP and len(found) > 1 and PREFERRED_SNP in upper and upper[PREFERRED_SNP] in found:
+            others = [c for c in found if c != upper[PREFERRED_SNP]]
+            log.info(
+                "%s: SNP ids read from column %r (also present: %s, kept under their own names)",
+                path or "sumstats",
+                upper[PREFERRED_SNP],
+                ", ".join(repr(c) for c in others),
+            )
+            found = [upper[PREFERRED_SNP]]
         if len(found) > 1:
             raise SchemaError(
                 f"ambiguous {canon} column: {found} all mean {canon}; rename or drop "
@@ -322,7 +354,12 @@ def _standardise(
     cols = [c for c in frame.collect_schema().names() if c != ROW]
     mapping = resolve_columns(cols, path=path, required=required, column_names=column_names)
     half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
+    neglog = [c for c, k in mapping.items() if k == S.P and c.strip().upper() in NEG_LOG10_P_ALIASES]
     frame = frame.rename(mapping)
+    if neglog:
+        log.info("%s: no P column; P = 10^-%s", path or "sumstats", neglog[0])
+        x = pl.col(S.P).cast(pl.String).str.strip_chars() if frame.collect_schema()[S.P] == pl.String else pl.col(S.P)
+        frame = frame.with_columns(pl.lit(10.0).pow(-x.cast(pl.Float64, strict=False)).alias(S.P))
     if half:
         log.info(
             "%s: column %s holds half the effective sample size; doubling it into N",
@@ -369,7 +406,7 @@ def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
     return df.with_columns(exprs) if exprs else df
 
 
-def _expand(path_or_glob: str | os.PathLike) -> list[Path]:
+def _expand(path_or_glob: str | os.PathLike, what: str = "input file") -> list[Path]:
     p = str(path_or_glob)
     if any(ch in p for ch in "*?["):
         files = sorted(Path(f) for f in _glob.glob(p))
@@ -378,7 +415,9 @@ def _expand(path_or_glob: str | os.PathLike) -> list[Path]:
         return files
     path = Path(p)
     if not path.exists():
-        raise InputError("summary statistics file not found", path=path)
+        raise InputError(f"{what} not found", path=path)
+    if path.is_dir():
+        raise InputError(f"{what} is a directory, not a file", path=path)
     return [path]
 
 
@@ -398,9 +437,11 @@ def read_sumstats(
     required: Iterable[str] = (S.SNP,),
     keep_row: bool = False,
     column_names: Mapping[str, str] | None = None,
+    what: str = "input file",
 ) -> pl.DataFrame:
     """Eager twin of :func:`scan_sumstats`; ``keep_row=True`` keeps the 1-based ``__row`` column
-    (file row number, counted over the concatenated matches of a glob)."""
+    (file row number, counted over the concatenated matches of a glob).  ``what`` names the file's
+    role in a not-found message (``"reference SNP list (hm3)"``; default ``"input file"``)."""
     required = tuple(required)
     if isinstance(path_or_frame, (pl.DataFrame, pl.LazyFrame)):
         df = path_or_frame.collect() if isinstance(path_or_frame, pl.LazyFrame) else path_or_frame
@@ -409,7 +450,7 @@ def read_sumstats(
         df, _ = _standardise(df, path=None, required=required, column_names=column_names)
         df = _check_and_cast(df, path=None)
         return df if keep_row else df.drop(ROW)
-    files = _expand(path_or_frame)
+    files = _expand(path_or_frame, what)
     parts = []
     offset = 0
     for f in files:
@@ -432,7 +473,11 @@ def read_sumstats(
 
 
 def scan_sumstats(
-    path_or_glob, *, required: Iterable[str] = (S.SNP,), column_names: Mapping[str, str] | None = None
+    path_or_glob,
+    *,
+    required: Iterable[str] = (S.SNP,),
+    column_names: Mapping[str, str] | None = None,
+    what: str = "input file",
 ) -> pl.LazyFrame:
     """GWAS summary statistics as a LazyFrame with canonical column names (see module docstring).
 
@@ -443,7 +488,7 @@ def scan_sumstats(
     """
     required = tuple(required)
     if not isinstance(path_or_glob, (pl.DataFrame, pl.LazyFrame)):
-        files = _expand(path_or_glob)
+        files = _expand(path_or_glob, what)
         if all(_is_parquet(f) for f in files):
             try:
                 lf = pl.scan_parquet([str(f) for f in files])
@@ -457,7 +502,7 @@ def scan_sumstats(
                     [pl.col(c).cast(S.DTYPES[c], strict=False) for c in NUMERIC if c in schema]
                     + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema]
                 )
-    return read_sumstats(path_or_glob, required=required, column_names=column_names).lazy()
+    return read_sumstats(path_or_glob, required=required, column_names=column_names, what=what).lazy()
 
 
-__all__ = ["ALIASES", "scan_sumstats", "read_sumstats", "resolve_columns", "read_text_table"]
+__all__ = ["ALIASES", "PREFERRED_SNP", "scan_sumstats", "read_sumstats", "resolve_columns", "read_text_table"]

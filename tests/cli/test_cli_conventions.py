@@ -125,7 +125,7 @@ def test_progress_flags_reach_the_commands():
     assert parse([*fit, "--no-progress"]).progress is False
 
 
-def test_quiet_turns_automatic_progress_off(monkeypatch):
+def test_quiet_turns_automatic_progress_off(monkeypatch, tmp_path):
     seen = {}
 
     def fake(args):
@@ -133,9 +133,10 @@ def test_quiet_turns_automatic_progress_off(monkeypatch):
         return 0
 
     monkeypatch.setattr(cli, "cmd_demo", fake)
-    assert cli.main(["demo", "-q"]) == 0 and seen["progress"] is False
-    assert cli.main(["demo", "-q", "--progress"]) == 0 and seen["progress"] is True
-    assert cli.main(["demo"]) == 0 and seen["progress"] is None
+    out = ["--out", str(tmp_path / "demo")]
+    assert cli.main(["demo", *out, "-q"]) == 0 and seen["progress"] is False
+    assert cli.main(["demo", *out, "-q", "--progress"]) == 0 and seen["progress"] is True
+    assert cli.main(["demo", *out]) == 0 and seen["progress"] is None
 
 
 def test_ldsc_n_chr_and_deprecated_chr(caplog):

@@ -96,10 +96,14 @@ def test_aliases_exact_name_wins_and_neff_half_is_doubled(tmp_path):
 
 def test_ambiguous_and_missing_columns_raise_schema_errors(tmp_path):
     f = tmp_path / "amb.txt"
-    f.write_text("RSID\tMARKERNAME\tA1\tA2\tP\nrs1\trs1\tA\tG\t0.5\n")
+    f.write_text("SNPID\tMARKERNAME\tA1\tA2\tP\nrs1\trs1\tA\tG\t0.5\n")
     with pytest.raises(SchemaError, match="ambiguous SNP column") as ei:
         scan_sumstats(f)
-    assert "RSID" in str(ei.value) and "MARKERNAME" in str(ei.value) and "amb.txt" in str(ei.value)
+    assert "SNPID" in str(ei.value) and "MARKERNAME" in str(ei.value) and "amb.txt" in str(ei.value)
+    # one of them spelled rsid settles it (GWAS-SSF: rsid + variant_id): rsid is the SNP
+    f.write_text("RSID\tMARKERNAME\tA1\tA2\tP\nrs1\t1:100\tA\tG\t0.5\n")
+    got = scan_sumstats(f).collect()
+    assert got["SNP"].to_list() == ["rs1"] and got["MARKERNAME"].to_list() == ["1:100"]
     g = tmp_path / "miss.txt"
     g.write_text("foo\tA1\tA2\nrs1\tA\tG\n")
     with pytest.raises(SchemaError, match="missing required column") as ei:
