@@ -1,10 +1,19 @@
 """The ``polgen`` command line.
 
 Built-in subcommands: ``demo`` (synthetic data for every method, run end to end), ``sql`` (the
-named DuckDB queries of :mod:`polgen.sql`), ``version``.  Method subcommands are discovered from
-``polgen.gsem.cli``, ``polgen.lfmm.cli`` and ``polgen.stlr.cli``: each may define
+named DuckDB queries of :mod:`polgen.sql`), ``version`` (also ``polgen --version``).  Method
+subcommands are discovered from :data:`METHOD_CLIS` (``polgen.gsem.cli``, ``polgen.lfmm.cli``,
+``polgen.stlr.cli``, ``polgen.plot.cli``, ``polgen.warmup``): each may define
 ``add_parser(subparsers)`` registering its subcommand with ``set_defaults(func=...)``; ``func(args)``
 returns an exit code (or None for 0).
+
+One option vocabulary: ``-v`` / ``-q`` are accepted at every level (added to every parser after
+the method CLIs registered theirs); the helpers :func:`add_out`, :func:`add_overwrite`,
+:func:`add_resume`, :func:`add_executor`, :func:`add_progress` and :func:`examples` give every
+subcommand the same ``--out`` / ``--overwrite`` / ``--resume`` / ``--executor`` /
+``--progress/--no-progress`` and a runnable-examples epilog; :class:`HelpFormatter` shows each
+option's default.  A run with ``--out`` appends its command, parameters, log and timings to
+``<out>.log`` (:class:`RunLog`); off a terminal, progress lines go to stderr as the run goes.
 
 Errors polgen raises on purpose (:class:`~polgen.errors.PolgenError`), and the filesystem refusing
 a path the user gave (an ``OSError`` naming a file), print one line on stderr and exit with code 2
@@ -30,7 +39,7 @@ if TYPE_CHECKING:  # polars is imported where a command needs it (fast --help / 
 
 log = logging.getLogger("polgen")
 
-METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli", "polgen.plot.cli")
+METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli", "polgen.plot.cli", "polgen.warmup")
 BUILTINS = ("demo", "sql", "version")
 EXIT_POLGEN_ERROR = 2
 
