@@ -163,7 +163,7 @@ def time_plink2(prefix: Path, env: pl.DataFrame, U: np.ndarray, work: Path, thre
     return time.perf_counter() - t
 
 
-def run_one(prefix: Path, K: int, threads: int, work: Path, reps: int = 1) -> dict:
+def run_one(prefix: Path, K: int, threads: int, work: Path, reps: int = 1, power_iter: int | None = None) -> dict:
     """Timings of one file; with ``reps`` > 1 each polgen step runs that many times and the
     fastest run counts (a loaded machine adds noise, never speed)."""
     import polgen.lfmm as L
@@ -175,8 +175,9 @@ def run_one(prefix: Path, K: int, threads: int, work: Path, reps: int = 1) -> di
     runs: dict[str, list[float]] = {"fit_s": [], "test_s": [], "test_in_memory_nocal_s": []}
     for _ in range(max(1, reps)):
         t = time.perf_counter()
-        model = L.fit(env, bed, K, est_rate=0.05, progress=False)
+        model = L.fit(env, bed, K, est_rate=0.05, power_iter=power_iter, progress=False)
         runs["fit_s"].append(time.perf_counter() - t)
+        out["fit_convergence"] = model.convergence
         t = time.perf_counter()
         res = L.test(model, bed, env, out=work / "lfmm_out", overwrite=True, progress=False)
         runs["test_s"].append(time.perf_counter() - t)
@@ -248,6 +249,9 @@ def main() -> None:
     ap.add_argument("-K", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reps", type=int, default=1, help="runs of each polgen step; the fastest counts")
+    ap.add_argument(
+        "--power-iter", type=int, default=None, help="fixed power iterations of the fit (default: until converged)"
+    )
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--child")
     ap.add_argument("--out")
@@ -280,20 +284,22 @@ def main() -> None:
                 f"wrote {prefix}.bed ({args.n} x {args.p}, missing {miss}) in {time.perf_counter() - t:.1f} s",
                 flush=True,
             )
-            r = run_one(prefix, args.K, args.threads, work, reps=args.reps)
+            r = run_one(prefix, args.K, args.threads, work, reps=args.reps, power_iter=args.power_iter)
             r["missing"] = miss
             rows.append(r)
             for ext in (".bed", ".bim", ".fam"):
                 prefix.with_suffix(ext).unlink()
         p = args.p
         best = f", fastest of {args.reps} runs per polgen step" if args.reps > 1 else ""
-        print(f"\nLFMM2 n={args.n} p={p} K={args.K} d=1, {args.threads} threads{best}")
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\nLFMM2 n={args.n} p={p} K={args.K} d=1, {args.threads} threads{best}; load average {load}")
         for r in rows:
             sp = lambda s: f"{p / s:,.0f} SNPs/s" if s else "n/a"  # noqa: E731
             pl2 = r["plink2_s"]
             print(
                 f"missing={r['missing']}: bed-reader decode {r['bed_reader_s']:.2f} s ({sp(r['bed_reader_s'])}); "
-                f"fit {r['fit_s']:.2f} s; test {r['test_s']:.2f} s ({sp(r['test_s'])}, GIF {r['gif']:.3f}); "
+                f"fit {r['fit_s']:.2f} s ({r['fit_convergence'].passes} passes, {r['fit_convergence'].describe()}); "
+                f"test {r['test_s']:.2f} s ({sp(r['test_s'])}, GIF {r['gif']:.3f}); "
                 f"test in memory w/o calibration {r['test_in_memory_nocal_s']:.2f} s; "
                 f"plink2 --glm {pl2:.2f} s ({sp(pl2)})"
                 if pl2

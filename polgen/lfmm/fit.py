@@ -237,23 +237,20 @@ def fit(
         G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
     adaptive = power_iter is None
     cap = (max_power_iter if power_iter is None else power_iter) + 1
-    basis: list[np.ndarray] = []  # orthonormal blocks: together an orthonormal basis of the Krylov space
-    accs: list[np.ndarray] = []  # Yc Yc' M (block), so that A A' (block) = M (acc)
+    kry = _Krylov(n, ell * cap)
     history: list[tuple[float, float]] = []
-    prev: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    prev: tuple[np.ndarray, np.ndarray] | None = None
     stop = "cap" if adaptive else "fixed"
     with progress_bar("lfmm fit", cap, progress) as bar:
         for _ in range(cap):
             acc = _gram_pass(src, M(G), bar, block_snps=batch_snps)
-            basis.append(G)
-            accs.append(acc)
             with single_threaded_blas():
-                Qk = np.hstack(basis)
-                est = _krylov_nystrom(Qk, np.hstack(accs), M, Minv, K)
+                kry.add(G, acc, M(acc))
+                est = kry.estimate(K)
                 if prev is not None:
                     history.append(_changes(prev, est))
                 prev = est
-                nxt = _next_block(Qk, M(acc)) if Qk.shape[1] < n else None
+                nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
             if nxt is None:  # the Krylov space is invariant (or all of R^n): the estimate is exact
                 stop = "invariant"
                 break
@@ -261,10 +258,10 @@ def fit(
             if adaptive and _remaining_error(history) <= tol:
                 stop = "tol"
                 break
-        bar.set_total(len(basis))
-    passes = len(basis)
-    assert prev is not None
-    U1, sigma, U, eig = prev
+        bar.set_total(kry.passes)
+    with single_threaded_blas():
+        U1, sigma, U, eig = _krylov_nystrom(kry.Q, kry.acc, M, Minv, K)
+    passes = kry.passes
     conv = LfmmConvergence(
         passes=passes,
         converged=stop in ("tol", "invariant") or _remaining_error(history) <= tol,
@@ -330,6 +327,73 @@ def fit(
         sample_ids=src.sample_ids,
         params=params,
     )
+
+
+class _Krylov:
+    """The growing orthonormal Krylov basis ``Q`` (n x m), ``acc = Yc Yc' M Q`` and ``H = M acc =
+    A A' Q`` in preallocated buffers, with the small products ``Q' H`` and ``H' H`` kept up to date
+    block by block (O(n m l) per pass), so that the per-pass convergence check costs O(n m K + m^3)
+    instead of the O(n m^2) of a full Nyström step."""
+
+    def __init__(self, n: int, cap: int) -> None:
+        cap = min(cap, n)
+        self._Q = np.empty((n, cap))
+        self._acc = np.empty((n, cap))
+        self._H = np.empty((n, cap))
+        self._QH = np.empty((cap, cap))
+        self._HH = np.empty((cap, cap))
+        self.m = 0
+        self.passes = 0
+
+    @property
+    def Q(self) -> np.ndarray:
+        return self._Q[:, : self.m]
+
+    @property
+    def acc(self) -> np.ndarray:
+        return self._acc[:, : self.m]
+
+    @property
+    def H(self) -> np.ndarray:
+        return self._H[:, : self.m]
+
+    def add(self, G: np.ndarray, acc: np.ndarray, H: np.ndarray) -> None:
+        a, b = self.m, self.m + G.shape[1]
+        self._Q[:, a:b], self._acc[:, a:b], self._H[:, a:b] = G, acc, H
+        Q, Hb = self._Q[:, :b], self._H[:, :b]
+        qh = Q.T @ H  # (b, l): Q' A A' G = (G' A A' Q)'
+        self._QH[:b, a:b] = qh
+        self._QH[a:b, :b] = qh.T
+        hh = Hb.T @ H
+        self._HH[:b, a:b] = hh
+        self._HH[a:b, :b] = hh.T
+        self.m = b
+        self.passes += 1
+
+    def estimate(self, K: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(U1, sigma)`` of the stabilised Nyström approximation on span(Q), from the small
+        products (the eigenvectors of ``F' F`` for the top K only; the returned fit uses the full
+        :func:`_krylov_nystrom`)."""
+        m = self.m
+        B = 0.5 * (self._QH[:m, :m] + self._QH[:m, :m].T)
+        HH = 0.5 * (self._HH[:m, :m] + self._HH[:m, :m].T)
+        nu = np.finfo(np.float64).eps * max(np.sqrt(max(np.trace(HH), 0.0)), 1e-300)
+        eye = np.eye(m)
+        try:
+            C = np.linalg.cholesky(B + nu * eye)
+        except np.linalg.LinAlgError:
+            nu += 1e-10 * max(np.trace(B), 1e-300)
+            C = np.linalg.cholesky(B + nu * eye)
+        # F = Hn C^-T with Hn = H + nu Q: F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T
+        T = sla.solve_triangular(C, HH + 2.0 * nu * B + nu * nu * eye, lower=True)
+        FF = sla.solve_triangular(C, T.T, lower=True)
+        w, V = np.linalg.eigh(0.5 * (FF + FF.T))
+        w, V = w[::-1][:K], V[:, ::-1][:, :K]
+        Sf = np.sqrt(np.maximum(w, 1e-300))
+        W = sla.solve_triangular(C.T, V, lower=False)  # C^-T V
+        U1 = (self.H @ W + nu * (self.Q @ W)) / Sf
+        U1, _ = np.linalg.qr(U1)  # orthonormal to rounding (F'F squares the condition)
+        return U1, np.sqrt(np.maximum(w - nu, 0.0))
 
 
 def _krylov_nystrom(Qk, acck, M, Minv, K):
@@ -398,7 +462,7 @@ def _changes(prev, est) -> tuple[float, float]:
     between the two K-dimensional left singular subspaces (``||(I - U1 U1') U1_prev||_2``)."""
     U1p, sp = prev[0], prev[1]
     U1, s = est[0], est[1]
-    sv = float(np.max(np.abs(s - sp) / s))
+    sv = float(np.max(np.abs(s - sp) / np.maximum(s, 1e-300)))
     sub = float(np.linalg.norm(U1p - U1 @ (U1.T @ U1p), 2))
     return sv, min(sub, 1.0)
 
