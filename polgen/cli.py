@@ -3,7 +3,7 @@
 Built-in subcommands: ``demo`` (synthetic data for every method, run end to end), ``sql`` (the
 named DuckDB queries of :mod:`polgen.sql`), ``version`` (also ``polgen --version``).  Method
 subcommands are discovered from :data:`METHOD_CLIS` (``polgen.gsem.cli``, ``polgen.lfmm.cli``,
-``polgen.stlr.cli``, ``polgen.plot.cli``, ``polgen.warmup``): each may define
+``polgen.stlr.cli``, ``polgen.plot.cli``, ``polgen.warmup``, ``polgen.export``): each may define
 ``add_parser(subparsers)`` registering its subcommand with ``set_defaults(func=...)``; ``func(args)``
 returns an exit code (or None for 0).
 
@@ -39,7 +39,14 @@ if TYPE_CHECKING:  # polars is imported where a command needs it (fast --help / 
 
 log = logging.getLogger("polgen")
 
-METHOD_CLIS = ("polgen.gsem.cli", "polgen.lfmm.cli", "polgen.stlr.cli", "polgen.plot.cli", "polgen.warmup")
+METHOD_CLIS = (
+    "polgen.gsem.cli",
+    "polgen.lfmm.cli",
+    "polgen.stlr.cli",
+    "polgen.plot.cli",
+    "polgen.warmup",
+    "polgen.export",
+)
 BUILTINS = ("demo", "sql", "version")
 EXIT_POLGEN_ERROR = 2
 
