@@ -18,6 +18,7 @@ decorator                     fastmath             error_model     parallel  inl
 ``jit_contract_parallel``     ``{"contract"}``     ``"python"``    yes       never
 ``jit_rc``                    ``{"reassoc",        ``"python"``    no        never
                               "contract"}``
+``jit_strict``                off                  ``"numpy"``     no        never
 ============================  ===================  ==============  ========  ======
 
 ``FM = {"reassoc", "contract", "arcp"}``: never ``fastmath=True``, which lets LLVM assume no NaN
@@ -26,11 +27,16 @@ raising) is what the Genomic SEM kernels use: it removes a branch per division i
 Changing a kernel's option set changes its results in the last bits; the tests of bit-identity
 (user_gwas before/after) rely on each kernel keeping its set.
 
-numba *inherits* ``fastmath`` and ``error_model`` when a kernel that leaves them unset (``jit_exact``)
-is compiled as the callee of one that sets them, and the cache keeps whichever compilation came
-first.  A helper called both from kernels and from Python must therefore name its options
-explicitly (``near_pd`` uses ``jit``); ``jit_exact`` helpers called from fastmath kernels must not
-do arithmetic whose last bits matter (``_input_status`` only compares).
+numba *inherits* ``fastmath`` and ``error_model`` when a kernel leaves them unset and is compiled
+as the callee of one that sets them, and the cache keeps whichever compilation came first, so
+:func:`kernel` always sets both: a kernel's code never depends on its callers.
+
+Fast-math flags also let LLVM reorder arithmetic *across* an inlined call, and a kernel whose
+callees come from the cache is linked, not inlined: its last bits can differ between the process
+that compiled it and one that loaded it (seen in the commonfactor LM: 4e-10 in the estimates, so a
+Dask worker's rows differed from the driver's).  Kernels whose outputs feed an iterative optimiser
+that amplifies rounding use ``jit_strict`` (IEEE arithmetic, numpy's error model), which gives the
+same bits however they were compiled; ``tests/engine/test_scaleout_dask.py`` checks it.
 
 :func:`kernel` builds any other combination (e.g. a parallel and a serial twin of one function).
 """
@@ -55,6 +61,7 @@ __all__ = [
     "jit_contract",
     "jit_contract_parallel",
     "jit_rc",
+    "jit_strict",
 ]
 
 FM = frozenset({"reassoc", "contract", "arcp"})
@@ -65,11 +72,10 @@ REASSOC_CONTRACT = frozenset({"reassoc", "contract"})
 def kernel(*, fastmath=FM, error_model: str = "python", parallel: bool = False, inline: str = "never"):
     """A ``numba.njit`` decorator with ``cache=True, nogil=True`` and the given options
     (``fastmath``: a set of LLVM fast-math flags or ``False``)."""
-    opts: dict[str, Any] = {"cache": True, "nogil": True}
-    if fastmath:
-        opts["fastmath"] = set(fastmath)  # numba wants a set (not a frozenset)
-    if error_model != "python":
-        opts["error_model"] = error_model
+    # Both are always set explicitly: numba lets a callee that leaves them unset inherit its
+    # caller's, so its code (and its last bits) would depend on who compiled it first.
+    opts: dict[str, Any] = {"cache": True, "nogil": True, "error_model": error_model}
+    opts["fastmath"] = set(fastmath) if fastmath else False  # numba wants a set (not a frozenset)
     if parallel:
         opts["parallel"] = True
     if inline != "never":
@@ -82,6 +88,7 @@ jit_fm = kernel(fastmath=FM)
 jit_fm_inline = kernel(fastmath=FM, inline="always")
 jit_fm_parallel = kernel(fastmath=FM, parallel=True)
 jit_exact = kernel(fastmath=False)
+jit_strict = kernel(fastmath=False, error_model="numpy")
 jit_exact_parallel = kernel(fastmath=False, parallel=True)
 jit_contract = kernel(fastmath=CONTRACT)
 jit_contract_parallel = kernel(fastmath=CONTRACT, parallel=True)

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from polgen.kernels._jit import jit
+from polgen.kernels._jit import jit_strict
 from polgen.kernels._threads import n_chunks, run_chunks
 from polgen.kernels.gwas_codes import (
     ST_NEARPD_FAIL,
@@ -53,7 +53,7 @@ CF_RIDGE = 1e4  # l_i^2 |phi| > CF_RIDGE * max_i S_ii: the fit is running off al
 CF_LMAX = 1e5  # |l_i| > CF_LMAX (l_1 = 1): the scaling trait's loading vanishes
 
 
-@jit
+@jit_strict
 def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     """Variable projection: for loadings x[:k-1] the best c (x[k]) and phi (x[k-1]) are weighted
     regressions; fills the residuals r (SNP moments, then trait pairs), returns the objective."""
@@ -91,7 +91,7 @@ def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     return f
 
 
-@jit
+@jit_strict
 def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
     """Exact variable-projection Jacobian J = d model / d loadings (c and phi re-optimised),
     H = J' W J, g = J' W r (n = k - 1 loadings)."""
@@ -153,7 +153,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
             H[b2, a] = hs
 
 
-@jit
+@jit_strict
 def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
     """xt = x + d (loadings), its projected c / phi and residuals rt; returns the objective."""
     for a in range(k + 1):
@@ -163,7 +163,7 @@ def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
     return _cf_eval(xt, k, s, ws, sld, wld, pi, pj, rt)
 
 
-@jit
+@jit_strict
 def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt):
     """Minimise over the loadings (variable projection) from x (in place).
 
@@ -268,7 +268,7 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
     return ST_NOCONV, f, it
 
 
-@jit
+@jit_strict
 def _cf_range(lo, hi, snp, cf, out):
     """SNPs ``lo:hi`` of ``snp`` (:class:`~polgen.kernels.snp_moments.SnpBatch`) with the starts and
     parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`)."""
