@@ -12,7 +12,12 @@ case-insensitively against an alias table modelled on R GenomicSEM's
   carry both ``rsid`` and ``variant_id`` by design) read ``rsid`` as ``SNP`` — LD scores and
   HapMap3 lists are keyed by rs ids — and keep the others under their own names;
 * ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``;
-* without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``.
+* without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``;
+* tools' own layouts: PLINK2 ``--glm`` (``A1`` + ``OMITTED``: the other allele is ``OMITTED``, never
+  ``REF``), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``), BOLT-LMM (``P_BOLT_LMM`` over
+  ``P_BOLT_LMM_INF``), SAIGE (``BETA`` is Allele2's: ``Allele2`` is read as A1, ``AF_Allele2`` as
+  its frequency); see :data:`PREFERRED`, :data:`SAIGE_COLUMNS`;
+* a ``chr`` prefix of chromosome names is dropped (``chr1`` -> ``1``).
 
 Canonical numeric columns (``BP``, ``BETA``, ``OR``, ``Z``, ``SE``, ``P``, ``N``, ``MAF``,
 ``INFO``) are parsed as numbers; a value that is neither a number nor a missing-value token
@@ -72,14 +77,39 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "VARIANT_ID",
         "RSIDS",
         "RS_ID",
+        "MARKERID",
     ),
     S.A1: ("A1", "ALLELE1", "EFFECT_ALLELE", "INC_ALLELE", "REFERENCE_ALLELE", "EA", "ALT"),
-    S.A2: ("A2", "ALLELE2", "ALLELE0", "OTHER_ALLELE", "NON_EFFECT_ALLELE", "DEC_ALLELE", "OA", "NEA", "A0", "REF"),
+    S.A2: (
+        "A2",
+        "ALLELE2",
+        "ALLELE0",
+        "OTHER_ALLELE",
+        "NON_EFFECT_ALLELE",
+        "DEC_ALLELE",
+        "OA",
+        "NEA",
+        "A0",
+        "REF",
+        "OMITTED",
+    ),
     S.BETA: ("BETA", "B", "LOG_ODDS", "LOGOR", "EFFECTS", "EFFECT", "SIGNED_SUMSTAT", "EST", "BETA1"),
     S.OR: ("OR", "ODDS_RATIO"),
     S.Z: ("Z", "ZSCORE", "Z-SCORE", "ZSTATISTIC", "ZSTAT", "Z-STATISTIC", "Z_STAT"),
-    S.SE: ("SE", "STDERR", "STDERRLOGOR", "SEBETA", "STANDARDERROR", "STANDARD_ERROR", "LOG_OR_SE"),
-    S.P: ("P", "PVALUE", "PVAL", "P_VALUE", "P-VALUE", "P.VALUE", "P_VAL", "GC_PVALUE", "WALD_P"),
+    S.SE: ("SE", "STDERR", "STDERRLOGOR", "SEBETA", "STANDARDERROR", "STANDARD_ERROR", "LOG_OR_SE", "LOG(OR)_SE"),
+    S.P: (
+        "P",
+        "PVALUE",
+        "PVAL",
+        "P_VALUE",
+        "P-VALUE",
+        "P.VALUE",
+        "P_VAL",
+        "GC_PVALUE",
+        "WALD_P",
+        "P_BOLT_LMM",
+        "P_BOLT_LMM_INF",
+    ),
     S.N: (
         "N",
         "WEIGHT",
@@ -112,13 +142,24 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "ALLELEFREQ",
         "EFFECT_ALLELE_FREQUENCY",
     ),
-    S.INFO: ("INFO", "IMPINFO"),
+    S.INFO: ("INFO", "IMPINFO", "IMPUTATIONINFO"),
     S.CHR: ("CHR", "CHROM", "#CHROM", "CHROMOSOME"),
     S.BP: ("BP", "POS", "POSITION", "GENPOS", "BASE_PAIR_LOCATION"),
 }
 
 #: among several SNP-id columns, this spelling is read as SNP (GWAS-SSF has rsid and variant_id)
 PREFERRED_SNP = "RSID"
+
+#: when several aliases of one column are present, the first of these present wins (documented tools'
+#: layouts): PLINK2 --glm writes REF, ALT, A1 and OMITTED - A1 may be REF or ALT, so the other allele is
+#: OMITTED; BOLT-LMM writes P_BOLT_LMM_INF and, when it fits the non-infinitesimal model, P_BOLT_LMM
+#: (the one its manual recommends)
+PREFERRED = {S.SNP: (PREFERRED_SNP,), S.A2: ("OMITTED",), S.P: ("P_BOLT_LMM",)}
+
+#: SAIGE's BETA is the effect of Allele2 (its AC_Allele2 / AF_Allele2 columns say so): in a file with
+#: these columns Allele2 is read as A1 and Allele1 as A2, and AF_Allele2 is the effect-allele frequency
+SAIGE_SIGNATURE = ("AC_ALLELE2", "AF_ALLELE2")
+SAIGE_COLUMNS = {S.A1: "ALLELE2", S.A2: "ALLELE1", S.MAF: "AF_ALLELE2"}
 
 #: columns holding half the effective sample size; doubled into N (as R GenomicSEM does)
 HALF_N_ALIASES = ("NEFF_HALF", "NEFFDIV2")
@@ -186,6 +227,15 @@ def resolve_columns(
         mapping[orig] = canon
         used.add(orig)
         fixed.add(canon)
+    if any(k in upper for k in SAIGE_SIGNATURE) and all(v in upper for v in SAIGE_COLUMNS.values()):
+        saige = {canon: upper[col] for canon, col in SAIGE_COLUMNS.items() if canon not in fixed}
+        saige = {k: v for k, v in saige.items() if k not in upper and v not in used}
+        if saige:
+            log.info("%s: SAIGE layout: BETA is the effect of Allele2, read as A1 (Allele1 as A2)", path or "sumstats")
+        for canon, orig in saige.items():
+            mapping[orig] = canon
+            used.add(orig)
+            fixed.add(canon)
     half = [upper[h] for h in HALF_N_ALIASES if h in upper]
     neglog = [upper[h] for h in NEG_LOG10_P_ALIASES if h in upper]
     for canon, aliases in ALIASES.items():
@@ -200,15 +250,17 @@ def resolve_columns(
             found = half[:1] if len(half) == 1 else half
         if canon == S.P and not found and neglog:
             found = neglog
-        if canon == S.SNP and len(found) > 1 and PREFERRED_SNP in upper and upper[PREFERRED_SNP] in found:
-            others = [c for c in found if c != upper[PREFERRED_SNP]]
+        preferred = [upper[a] for a in PREFERRED.get(canon, ()) if a in upper and upper[a] in found]
+        if len(found) > 1 and preferred:
+            others = [c for c in found if c != preferred[0]]
             log.info(
-                "%s: SNP ids read from column %r (also present: %s, kept under their own names)",
+                "%s: %s read from column %r (also present: %s, kept under their own names)",
                 path or "sumstats",
-                upper[PREFERRED_SNP],
+                "SNP ids" if canon == S.SNP else canon,
+                preferred[0],
                 ", ".join(repr(c) for c in others),
             )
-            found = [upper[PREFERRED_SNP]]
+            found = preferred[:1]
         if len(found) > 1:
             raise SchemaError(
                 f"ambiguous {canon} column: {found} all mean {canon}; rename or drop "
@@ -396,6 +448,8 @@ def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
             e = pl.col(c).cast(pl.String)
             if schema[c] == pl.String:
                 e = e.str.strip_chars()
+            if c == S.CHR:  # chr1 / CHR1 / chrX -> 1 / X (UCSC-style names, as in SAIGE and many VCF-based files)
+                e = e.str.replace(r"^(?i)chr", "")
             exprs.append(e)
     if checks:
         res = df.select(checks).row(0)
@@ -500,7 +554,13 @@ def scan_sumstats(
             if all(schema[c] != pl.String for c in NUMERIC if c in schema):
                 return lf.with_columns(
                     [pl.col(c).cast(S.DTYPES[c], strict=False) for c in NUMERIC if c in schema]
-                    + [pl.col(c).cast(pl.String) for c in STRINGS if c in schema]
+                    + [
+                        pl.col(c).cast(pl.String).str.replace(r"^(?i)chr", "")
+                        if c == S.CHR
+                        else pl.col(c).cast(pl.String)
+                        for c in STRINGS
+                        if c in schema
+                    ]
                 )
     return read_sumstats(path_or_glob, required=required, column_names=column_names, what=what).lazy()
 
