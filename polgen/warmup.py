@@ -75,6 +75,7 @@ def _sumstats(n: int, k: int = 3, seed: int = 1):
 
 GWAS_MODEL = "F1 =~ NA*T1 + T2 + T3\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"
 STLR_TF = "Pax5"  # a TF of the demo tissue that regulates targets: the perturbation propagates
+GWAS_DEFINED = "F1 =~ NA*T1 + a*T2 + T3\nF1 ~ b*SNP\nF1 ~~ 1*F1\nSNP ~~ SNP\nh := a*b"  # := SEs kernel
 BIG_BATCH = 2100  # over the batch kernels' threshold for running chunks in parallel
 
 
@@ -106,6 +107,7 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("gsem.usermodel", lambda: usermodel(cov, "F1 =~ NA*T1 + T2 + T3\nF1 ~~ 1*F1")),
         ("gsem.user_gwas", gwas(small)),
         ("gsem.user_gwas (large batch)", gwas(big)),
+        ("gsem.user_gwas (:= defined)", lambda: user_gwas(small, cov, GWAS_DEFINED, sub="h", progress=False)),
         ("gsem.commonfactor_gwas", cf(small)),
         ("gsem.commonfactor_gwas (large batch)", cf(big)),
     ]
