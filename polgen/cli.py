@@ -676,7 +676,13 @@ class RunLog:
         self._file.close()
 
 
+#: commands whose --out is a picture or a page, not a computed result: no run log beside it
+NO_RUN_LOG = ("plot", "report")
+
+
 def _open_run_log(args: argparse.Namespace, argv: Sequence[str], verbosity: int) -> RunLog | None:
+    if getattr(args, "command", None) in NO_RUN_LOG:
+        return None
     path = run_log_path(getattr(args, "out", None))
     if path is None:
         return None

@@ -147,3 +147,11 @@ def test_sql_run_log_in_a_fresh_process(results, tmp_path):
     assert "finished: exit code 0" in log
     # no --out, no log
     assert cli.run_log_path(getattr(cli.build_parser().parse_args(["sql", "--list"]), "out", None)) is None
+
+
+def test_pictures_get_no_run_log(tmp_path):
+    args = cli.build_parser().parse_args(["plot", "qq", "r.parquet", "--out", str(tmp_path / "qq.png")])
+    assert cli._open_run_log(args, [], 0) is None
+    args = cli.build_parser().parse_args(["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
+    assert cli._open_run_log(args, [], 0) is None
+    assert not list(tmp_path.glob("*.log"))
