@@ -3,11 +3,13 @@ dense LEA fit on real genotypes; a clear gap stops early; the cap warns; the rep
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from bed_reader import open_bed
 
@@ -125,3 +127,24 @@ def test_bad_convergence_settings(kw):
     Y = np.random.default_rng(0).binomial(2, 0.3, (20, 50)).astype(np.float64)
     with pytest.raises(InputError):
         L.fit(np.arange(20.0)[:, None], Y, 2, **kw)
+
+
+def test_cli_convergence_options(ath, tmp_path):
+    from polgen.lfmm.cli import main
+
+    args = ["lfmm", "--bed", str(ATH.with_suffix(".bed")), "--covariates", str(ATH.with_name("athaliana.env.tsv"))]
+    with pytest.warns(L.LfmmConvergenceWarning):
+        rc = main([*args, "-K", "6", "--max-power-iter", "3", "--out", str(tmp_path / "capped")])
+    assert rc == 0
+    conv = L.load_model(tmp_path / "capped" / "lfmm_model.npz").convergence
+    assert conv is not None and conv.passes == 4 and conv.stop == "cap"
+    assert main([*args, "-K", "2", "--tol", "1e-4", "--out", str(tmp_path / "loose")]) == 0
+    model = L.load_model(tmp_path / "loose" / "lfmm_model.npz")
+    assert model.params["tol"] == 1e-4 and model.convergence is not None and model.convergence.converged
+    # every result part's parquet metadata carries the fit's convergence report
+    part = sorted((tmp_path / "loose").glob("*.parquet"))[0]
+    meta = json.loads(pq.read_schema(part).metadata[b"polgen.params"])
+    assert meta["model"]["convergence"] == model.convergence.to_dict()
+    assert main([*args, "-K", "2", "--power-iter", "1", "--out", str(tmp_path / "fixed")]) == 0
+    conv = L.load_model(tmp_path / "fixed" / "lfmm_model.npz").convergence
+    assert conv is not None and conv.passes == 2 and conv.stop == "fixed"
