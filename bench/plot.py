@@ -1,7 +1,7 @@
 """Manhattan + QQ of 1M and 10M synthetic SNPs from parquet: time, points drawn, peak RSS.
 
-    python examples/plot_gwas_bench.py            # 1M and 10M
-    python examples/plot_gwas_bench.py 1000000    # one size
+    python bench/plot.py            # 1M and 10M
+    python bench/plot.py 1000000    # one size
 
 Each size is generated once (in a child process) and plotted in a fresh child process, so the
 peak resident memory reported is that of plotting alone (ru_maxrss of the child, imports included).
