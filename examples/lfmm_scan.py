@@ -15,7 +15,7 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "example-lfmm")
 demo = make_lfmm_demo(out / "inputs", small=True)
 
 env = pl.read_csv(demo.env, separator="\t").select("IID", "env")
-model = env.lfmm.fit(str(demo.bed), K=demo.K, est_rate=0.5, seed=1)
+model = env.lfmm.fit(str(demo.bed), K=demo.K - 1, est_rate=0.5, seed=1)  # K populations: K - 1 axes
 result = env.lfmm.test(model, str(demo.bed), calibrate="gif", out=out / "lfmm", overwrite=True)
 print("genomic inflation:", result.gif)
 

@@ -175,11 +175,13 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
     def fit_step():
         from polgen.lfmm import fit
 
-        model = fit(env, str(d.bed), K=d.K, progress=progress)
+        # K admixed populations span K - 1 axes of the centred genotypes: fit that many factors
+        k_fit = max(d.K - 1, 1)
+        model = fit(env, str(d.bed), K=k_fit, progress=progress)
         save = getattr(model, "save", None)
         if save is not None:
             save(res / "model")
-        return model, f"K={d.K} on {d.n} samples x {d.p} SNPs"
+        return model, f"K={k_fit} ({d.K} populations) on {d.n} samples x {d.p} SNPs"
 
     model = steps.run("lfmm", "fit", fit_step)
 

@@ -122,7 +122,7 @@ def pick_effect(df: pl.DataFrame, path: str | None, allow_z: bool = True) -> str
     raise SchemaError(
         "cannot find an effect column (BETA/OR/LOGOR/EFFECT..."
         + ("/Z" if allow_z else "")
-        + f"); found columns {df.columns}",
+        + f"); found columns {[c for c in df.columns if c != ROW]}",
         path=path,
         column="effect",
     )
