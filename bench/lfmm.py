@@ -31,12 +31,21 @@ _CODES = np.array([3, 2, 0, 1], dtype=np.uint8)  # index: a1 count 0,1,2, 3 = mi
 
 
 def write_synthetic_bed(
-    prefix: Path, n: int, p: int, *, missing: float = 0.0, seed: int = 0, chunk: int = 20000, tile: int = 1
+    prefix: Path,
+    n: int,
+    p: int,
+    *,
+    missing: float = 0.0,
+    seed: int = 0,
+    chunk: int = 20000,
+    tile: int = 1,
+    pops: int = 2,
 ) -> None:
-    """A .bed/.bim/.fam with 2 populations (Fst ~0.05) and HWE genotypes; ``tile`` repeats the
-    genotype block (fast way to make a big file for the memory benchmark)."""
+    """A .bed/.bim/.fam with ``pops`` populations (Fst ~0.05) and HWE genotypes; ``tile`` repeats the
+    genotype block (fast way to make a big file for the memory benchmark).  ``pops`` populations
+    span ``pops - 1`` axes: a K-factor fit needs ``pops = K + 1`` to fit structure, not noise."""
     rng = np.random.default_rng(seed)
-    pop = (np.arange(n) >= n // 2).astype(np.int64)
+    pop = (np.arange(n) * pops // n).astype(np.int64)
     nbytes = (n + 3) // 4
     with open(prefix.with_suffix(".bed"), "wb") as fh:
         fh.write(b"\x6c\x1b\x01")
@@ -44,7 +53,7 @@ def write_synthetic_bed(
         for a in range(0, p, chunk):
             b = min(p, a + chunk)
             base = rng.uniform(0.05, 0.95, b - a)
-            f = np.clip(base[None, :] + rng.normal(0, 0.05, (2, b - a)), 0.01, 0.99)[pop]  # n x k
+            f = np.clip(base[None, :] + rng.normal(0, 0.05, (pops, b - a)), 0.01, 0.99)[pop]  # n x k
             u1 = rng.random((n, b - a), dtype=np.float32)
             u2 = rng.random((n, b - a), dtype=np.float32)
             g = (u1 < f).astype(np.uint8) + (u2 < f).astype(np.uint8)
@@ -279,7 +288,7 @@ def main() -> None:
         for miss in (0.0, 0.002):
             prefix = work / f"bench_miss{int(round(miss * 10000))}"
             t = time.perf_counter()
-            write_synthetic_bed(prefix, args.n, args.p, missing=miss, seed=2)
+            write_synthetic_bed(prefix, args.n, args.p, missing=miss, seed=2, pops=args.K + 1)
             print(
                 f"wrote {prefix}.bed ({args.n} x {args.p}, missing {miss}) in {time.perf_counter() - t:.1f} s",
                 flush=True,
