@@ -1,4 +1,4 @@
-"""Shared test helpers: where ../shared is, and how a test that needs it skips or fails."""
+"""Shared test helpers: the stored test data (tests/data), and where ../shared is for what still needs it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ SHARED = Path(os.environ.get("POLGEN_SHARED", ROOT.parent / "shared"))
 
 
 def require_shared(*parts: str) -> Path:
-    """Path of a file under ../shared; skip when absent, fail when POLGEN_REQUIRE_SHARED=1."""
+    """Path of a file under ../shared; skip when absent, fail when POLGEN_REQUIRE_SHARED=1.
+
+    Not for fixture data: the tests read their copies in tests/data (:func:`gsem_fixture`,
+    :func:`stlr_data`), so that a clone without ../shared runs them."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         msg = f"../shared is not beside the project ({path} missing)"
@@ -31,6 +34,30 @@ def shared():
 
 
 DATA = ROOT / "tests" / "data"
+
+
+def _stored(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(
+            f"stored test data {path.relative_to(ROOT)} missing (tests/data/make/copy_shared_fixtures.py copies it)"
+        )
+    return path
+
+
+def gsem_fixture(*parts: str) -> Path:
+    """Path of an R GenomicSEM parity fixture under tests/data/gsem/fixtures/ (``gsem_fixture("newer",
+    "sem_3factor.json")``): byte-for-byte copies of ../shared/fixtures/gsem, made and checked against
+    ../shared by tests/data/make/copy_shared_fixtures.py; provenance in its PROVENANCE.md.
+
+    Part of the repository: a missing file is a failure, never a skip, and no test needs ../shared."""
+    return _stored(DATA.joinpath("gsem", "fixtures", *parts))
+
+
+def stlr_data(*parts: str) -> Path:
+    """Path of SpaceTravLR reference data under tests/data/stlr/ (CellChat table, a base-GRN subset,
+    human tonsil betadata subsets): copies or exact subsets of ../shared/data/stlr, made and checked by
+    tests/data/make/copy_shared_fixtures.py; provenance in its PROVENANCE.md.  A failure if missing."""
+    return _stored(DATA.joinpath("stlr", *parts))
 
 
 def r_reference(*parts: str) -> Path:

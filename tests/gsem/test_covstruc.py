@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from conftest import require_shared
+from conftest import gsem_fixture
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc, as_covstruc
 
 
 def _fixture():
-    d = json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
+    d = json.loads(gsem_fixture("gwas_per_snp.json").read_text())
     return d
 
 

@@ -14,11 +14,11 @@ from polgen.errors import ModelError, SchemaError
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 from polgen.gsem.syntax import parse_model
 from polgen.kernels import gwas as K
-from tests.conftest import r_reference, require_shared
+from tests.conftest import gsem_fixture, r_reference
 
 
 def _load(*parts):
-    return json.loads(require_shared("fixtures", "gsem", *parts).read_text())
+    return json.loads(gsem_fixture(*parts).read_text())
 
 
 def _frame(d) -> pl.DataFrame:

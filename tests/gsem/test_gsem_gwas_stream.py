@@ -16,13 +16,13 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from tests.conftest import require_shared
+from tests.conftest import gsem_fixture
 
 MODEL = "F1 =~ NA*ANX + OCD + PTSD\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"
 
 
 def _inputs(tmp_path: Path, n: int = 3000):
-    d = json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
+    d = json.loads(gsem_fixture("gwas_per_snp.json").read_text())
     cov = {"S": d["s"], "V": d["v"], "I": d["i_mat"], "trait_names": d["trait_names"]}
     rng = np.random.default_rng(7)
     se = rng.uniform(0.02, 0.07, (n, 3))
@@ -160,7 +160,7 @@ def test_fast_path_equals_general_fitter(tmp_path):
     from polgen.gsem.gwas_plan import plan_user
     from polgen.kernels.gwas import gwas_batch
 
-    d = json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
+    d = json.loads(gsem_fixture("gwas_per_snp.json").read_text())
     cov = {"S": d["s"], "V": d["v"], "I": d["i_mat"], "trait_names": d["trait_names"]}
     for model, q in ((MODEL, False), ("F1 =~ ANX + OCD + PTSD\nF1 ~ SNP\nOCD ~ SNP", True)):
         plan = plan_user(None, cov, model, "DWLS", "standard", True, False, q, False, None, False, None, None, True)

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from scipy.stats import norm
 
-from conftest import r_reference, require_shared
+from conftest import gsem_fixture, r_reference
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
 from polgen.gsem.ldsc import ldsc, ldsc_table, liability_factor, liability_scale, standardise
@@ -284,9 +284,9 @@ def test_block_bounds_match_r_seq():
 
 
 def test_liability_and_standardisation_reproduce_r_fixtures():
-    synth = json.loads(require_shared("fixtures", "gsem", "newer", "ldsc_synth.json").read_text())
-    liab = json.loads(require_shared("fixtures", "gsem", "newer", "ldsc_liability.json").read_text())
-    stand = json.loads(require_shared("fixtures", "gsem", "newer", "ldsc_stand.json").read_text())
+    synth = json.loads(gsem_fixture("newer", "ldsc_synth.json").read_text())
+    liab = json.loads(gsem_fixture("newer", "ldsc_liability.json").read_text())
+    stand = json.loads(gsem_fixture("newer", "ldsc_stand.json").read_text())
     f = [liability_factor(p, k) for p, k in zip(liab["sample_prev"], liab["population_prev"])]
     S, V = liability_scale(np.array(synth["s"]), np.array(synth["v"]), f)
     np.testing.assert_allclose(S, liab["s"], rtol=1e-10)

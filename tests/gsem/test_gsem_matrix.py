@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import r_reference, require_shared
+from conftest import gsem_fixture, r_reference
 from polgen.errors import InputError, NotPositiveDefiniteError
 from polgen.gsem.matrix import (
     cov_to_cor,
@@ -23,7 +23,7 @@ from polgen.gsem.matrix import (
 
 
 def _fx(name):
-    return json.loads(require_shared("fixtures", "gsem", name).read_text())
+    return json.loads(gsem_fixture(name).read_text())
 
 
 @pytest.mark.parametrize("name", ["vech_3x3.json", "vech_4x4.json"])

@@ -7,12 +7,12 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 import polgen  # noqa: F401  (registers the namespaces)
-from conftest import require_shared
+from conftest import gsem_fixture
 from polgen import gsem
 
 
 def _fixture():
-    return json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
+    return json.loads(gsem_fixture("gwas_per_snp.json").read_text())
 
 
 def _snps(d) -> pl.DataFrame:

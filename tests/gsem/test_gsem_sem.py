@@ -1,4 +1,5 @@
-"""SEM engine and GenomicSEM model functions against the R fixtures in ../shared/fixtures/gsem.
+"""SEM engine and GenomicSEM model functions against the R fixtures in tests/data/gsem/fixtures
+(copies of ../shared/fixtures/gsem).
 
 Tolerances (from the brief): estimates 1e-4, SEs 1e-4, chi-square 1e-3, CFI/SRMR 1e-5,
 linear algebra 1e-10.
@@ -13,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import require_shared
+from conftest import gsem_fixture
 from polgen.errors import ModelError, ModelSyntaxError, NotPositiveDefiniteError
 from polgen.gsem.covstruc import CovStruc
 from polgen.gsem.fit_models import commonfactor, rgmodel, usermodel, write_model
@@ -29,7 +30,7 @@ FIT_TOL = 1e-5
 
 
 def _fx(*parts):
-    return json.loads(require_shared("fixtures", "gsem", *parts).read_text())
+    return json.loads(gsem_fixture(*parts).read_text())
 
 
 def _cs(d):

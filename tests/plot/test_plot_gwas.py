@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import require_shared
+from conftest import gsem_fixture
 
 pytest.importorskip("matplotlib")
 
@@ -250,7 +250,7 @@ def test_qq_points_lambda_and_band_against_numpy():
 
 def test_qq_on_the_gsem_gwas_fixture(tmp_path):
     """Real-format data: the R GenomicSEM per-SNP fixture (no positions: a QQ plot only)."""
-    fx = json.loads(require_shared("fixtures", "gsem", "gwas_per_snp.json").read_text())
+    fx = json.loads(gsem_fixture("gwas_per_snp.json").read_text())
     ug = pl.DataFrame(fx["user_gwas"]).select("SNP", "lhs", "op", "rhs", "est", "se", "z", "p")
     from scipy import stats
 

@@ -9,7 +9,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import require_shared
+from conftest import stlr_data
 from polgen.errors import InputError, SchemaError
 from polgen.stlr.betadata import Betabase, BetaData, read_betadata, write_betadata
 from polgen.stlr.grn import (
@@ -85,7 +85,7 @@ def test_bad_betadata(tmp_path):
 
 
 def test_human_tonsil_betadata_load():
-    d = require_shared("data", "stlr", "human_tonsil_betadata")
+    d = stlr_data("human_tonsil_betadata")
     base = Betabase.from_dir(d)
     assert set(base.genes) == {"FOXO1", "PAX5"}
     bd = base["FOXO1"]
@@ -98,7 +98,7 @@ def test_human_tonsil_betadata_load():
 
 
 def test_real_cellchat_and_base_grn():
-    cc = read_cellchat(require_shared("data", "stlr", "cellchat_mouse.csv"))
+    cc = read_cellchat(stlr_data("cellchat_mouse.csv"))
     assert cc.columns == ["ligand", "receptor", "pathway", "signaling"] and cc.height > 1000
     ex = expand_complexes(cc)
     assert ex.height > cc.height and not ex["receptor"].str.contains("_").any()
@@ -110,8 +110,9 @@ def test_real_cellchat_and_base_grn():
     rad = ligand_radii(lr)
     sig = {r[0]: r[3] for r in ex.rows()[::-1]}  # first row per ligand wins -> iterate reversed
     assert all(rad[l] == (200.0 if s == "Secreted Signaling" else 50.0) for l, s in sig.items() if l in rad)
+    # the CellOracle mm10 base GRN's rows of Actb, Gata1 and Spi1, all 1,081 columns (tests/data/stlr)
     grn = read_base_grn(
-        require_shared("data", "stlr", "mm10_TFinfo_dataframe_gimmemotifsv5_fpr1_threshold_10_20210630.parquet")
+        stlr_data("mm10_TFinfo_dataframe_gimmemotifsv5_fpr1_threshold_10_20210630.Actb_Gata1_Spi1.parquet")
     )
     assert "gene_short_name" in grn.columns and grn.width == 1081 - (1 if "peak_id" not in grn.columns else 0)
     sub = grn.filter(pl.col("gene_short_name").is_in(["Gata1", "Spi1", "Actb"]))
