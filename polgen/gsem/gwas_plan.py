@@ -94,6 +94,10 @@ class Plan:
     eliminate: bool = True  # solve indicator residual variances in closed form (their SEs
     # are then not computed: off for long= / sub= output)
 
+    def ld_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float, bool]:
+        """The LD inputs every per-SNP kernel call takes after (beta, se, var)."""
+        return (self.S_LD, self.V_LD, self.I_LD, self.gc, self.varse2, self.v_pd_known)
+
 
 def v_snp_pd_constant(I: np.ndarray, gc: int) -> bool:
     """V_SNP = v^2 Dse M Dse with M fixed by I and GC: PD for every SNP iff M is PD."""
@@ -108,6 +112,43 @@ def v_snp_pd_constant(I: np.ndarray, gc: int) -> bool:
         M = I.copy()
         np.fill_diagonal(M, 1.0)
     return is_pd(M)
+
+
+def plan_base(
+    kind: str,
+    traits: list[str],
+    pred: str,
+    twas: bool,
+    S_LD: np.ndarray,
+    V_LD: np.ndarray,
+    I_LD: np.ndarray,
+    gc: int,
+    varse2: float,
+    tol: float,
+    ml: bool,
+    smooth_check: bool,
+) -> dict:
+    """The fields every plan shares (LD inputs, GC, SNPSE^2, tolerance, estimator); the sumstats
+    columns are resolved when the run sees its input."""
+    return {
+        "kind": kind,
+        "traits": traits,
+        "beta_cols": [],
+        "se_cols": [],
+        "id_cols": [],
+        "var_col": "",
+        "twas": twas,
+        "pred": pred,
+        "S_LD": S_LD,
+        "V_LD": V_LD,
+        "I_LD": I_LD,
+        "gc": gc,
+        "varse2": varse2,
+        "v_pd_known": is_pd(V_LD) and v_snp_pd_constant(I_LD, gc),
+        "ml": ml,
+        "toler": tol,
+        "smooth_check": smooth_check,
+    }
 
 
 def as_covstruc(covstruc):
@@ -465,23 +506,7 @@ def plan_user(
     elim = not (long or sub)
     return Plan(
         eliminate=elim,
-        kind="user",
-        traits=traits,
-        beta_cols=[],
-        se_cols=[],
-        id_cols=[],
-        var_col="",
-        twas=TWAS,
-        pred=pred,
-        S_LD=S_LD,
-        V_LD=V_LD,
-        I_LD=I,
-        gc=gc,
-        varse2=varse2,
-        v_pd_known=is_pd(V_LD) and v_snp_pd_constant(I, gc),
-        ml=ml,
-        toler=tol,
-        smooth_check=smooth_check,
+        **plan_base("user", traits, pred, TWAS, S_LD, V_LD, I, gc, varse2, tol, ml, smooth_check),
         stage1=stage,
         stage2=None,
         out_rows=out_rows,
