@@ -1,15 +1,13 @@
-"""The import graph of polgen.stlr: no circle, and no function-level import of a polgen module
-other than the lazily compiled numba kernels (``polgen.kernels.*``) and the AnnData reader
-(``polgen.io.spatial``, which pulls pandas / scipy.sparse only when a tissue is read).
-
-``python tests/test_stlr_imports.py`` prints the cycles of the whole package (every import,
-module-level and inside functions).
+"""The import graph of polgen.stlr: its modules import downwards only (so no circle inside it), never
+gsem / lfmm / demo, and no polgen module inside a function other than the lazily compiled numba
+kernels (``polgen.kernels.*``) and the AnnData reader (``polgen.io.spatial``, which pulls pandas /
+scipy.sparse only when a tissue is read).  Cycles across the whole package:
+tests/test_architecture.py.
 """
 
 from __future__ import annotations
 
 import ast
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,60 +69,9 @@ def import_edges(mods: dict[str, Path] | None = None) -> list[tuple[str, str, bo
     return edges
 
 
-def cycles(edges) -> list[list[str]]:
-    """Strongly connected components with more than one module (each one holds a cycle)."""
-    graph: dict[str, set[str]] = {}
-    for a, b, *_ in edges:
-        graph.setdefault(a, set()).add(b)
-        graph.setdefault(b, set())
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    out: list[list[str]] = []
-    counter = [0]
-
-    def strong(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                strong(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                out.append(sorted(comp))
-
-    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
-    for v in sorted(graph):
-        if v not in index:
-            strong(v)
-    return sorted(out)
-
-
 def _is_package_init(importer: str, target: str) -> bool:
     """``polgen.stlr.x`` importing ``polgen.stlr`` (its package) is how Python loads x, not an edge."""
     return importer.startswith(target + ".")
-
-
-def test_stlr_has_no_import_cycle():
-    edges = [
-        e
-        for e in import_edges()
-        if e[0].startswith("polgen.stlr") and e[1].startswith("polgen.stlr") and not _is_package_init(e[0], e[1])
-    ]
-    assert cycles(edges) == []
 
 
 def test_stlr_has_no_function_level_import_of_polgen_modules():
@@ -163,25 +110,3 @@ def test_stlr_imports_nothing_above_it():
         if a.startswith("polgen.stlr") and b.startswith(("polgen.gsem", "polgen.lfmm", "polgen.demo"))
     ]
     assert bad == []
-
-
-if __name__ == "__main__":
-    all_edges = [e for e in import_edges() if not _is_package_init(e[0], e[1])]
-    found = cycles(all_edges)
-    print(f"{len(_modules())} modules, {len(all_edges)} import edges ({sum(e[2] for e in all_edges)} inside functions)")
-    if not found:
-        print("no import cycle")
-    for comp in found:
-        members = set(comp)
-        print(f"cycle among {len(comp)} modules: {', '.join(comp)}")
-        for a, b, inside, line in sorted(all_edges):
-            if a in members and b in members:
-                print(f"    {a}:{line} -> {b}{'  (in a function)' if inside else ''}")
-    stlr_lazy = [
-        (a, b, line)
-        for a, b, inside, line in all_edges
-        if inside and a.startswith("polgen.stlr") and not b.startswith(LAZY_OK)
-    ]
-    print(f"function-level imports of polgen modules in polgen.stlr (besides {', '.join(LAZY_OK)}): {len(stlr_lazy)}")
-    for a, b, line in stlr_lazy:
-        print(f"    {a}:{line} -> {b}")
