@@ -561,6 +561,9 @@ def _setup_logging(verbosity: int) -> logging.Handler:
     logger = logging.getLogger("polgen")
     logger.addHandler(handler)
     logger.setLevel(_level(verbosity))
+    # the CLI owns the console: a library that configures the root logger behind our back
+    # (bed_reader.to_bed calls logging.info, which runs basicConfig) must not print our records twice
+    logger.propagate = False
     return handler
 
 
@@ -766,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # refused (a typed error) before anything was logged, or because of its output: no entry
             runlog.close(code, error, discard=error is not None and (refused or runlog.records == 0) and code == 2)
         logging.getLogger("polgen").removeHandler(handler)
+        logging.getLogger("polgen").propagate = True
         progress_logger.setLevel(logging.NOTSET)
         handler.close()
 
