@@ -107,7 +107,7 @@ class Column:
 
     @property
     def literal_length(self) -> int:
-        """Characters of the name outside placeholders (more specific templates match first)."""
+        """Characters of the name outside the template fields (more specific templates match first)."""
         return len(re.sub(r"\{[^}]*\}|[\[\]]", "", self.name))
 
 

@@ -21,7 +21,7 @@ from polgen.kernels.ram_fit import _normal_eq
 __all__ = ["FastPath", "fast_path", "fast_structure", "reduce_fast"]
 
 #: The fast-path structure as the batch kernel takes it.  ``on``: use it (else the RAM fit runs and
-#: the arrays are placeholders); per free parameter ``f`` of the iterative fit ``ftype[f]`` (0 a
+#: the arrays are unused stand-ins); per free parameter ``f`` of the iterative fit ``ftype[f]`` (0 a
 #: non-SNP (co)variance with moment column ``Js[:, f]``, 1 a SNP path with loadings ``G[:, f]``,
 #: 2 the SNP variance); ``C0`` the fixed part of the moments; ``u0`` the fixed SNP loadings;
 #: ``vfix`` / ``vpos`` the fixed SNP variance or its position in ``fidx``; ``elim_par`` /
@@ -173,7 +173,7 @@ def _fit_fast(
 
 def fast_path(fast, nmom, p, nf, elim_par=None, elim_mom=None):
     """The :class:`FastPath` tuple the batch kernel takes: from a (reduced) :func:`fast_structure`
-    dict, or an inert one (``on=False``, placeholder arrays of the right types) when ``fast`` is None."""
+    dict, or an inert one (``on=False``, empty stand-in arrays of the right types) when ``fast`` is None."""
     i64 = np.int64
     ep = np.zeros(0, i64) if elim_par is None else np.ascontiguousarray(elim_par, i64)
     em = np.zeros(0, i64) if elim_mom is None else np.ascontiguousarray(elim_mom, i64)
