@@ -491,6 +491,8 @@ def run(
                 views[pname] = _quote_column(found)
             elif p.kind == "column":
                 views[pname] = "NULL"
+        if "p_col" in query.params and values.get("p_col") is None:
+            _require_p(query, columns)
 
         def fill_slot(m: re.Match) -> str:
             pname, suffix, col = m.groups()
@@ -510,6 +512,22 @@ def run(
         return _copy_out(session, query, body, bound, described, Path(out), overwrite)
     finally:
         session.close()
+
+
+def _require_p(query: Query, columns: Mapping[str, list[str]]) -> None:
+    """A query with a ``p_col`` parameter reads P, LOG10P or P_CALIBRATED (or Z, where the query
+    falls back to it) when ``p_col`` is unset: a table with none of them (a multi-variable LFMM result
+    has ``P_<variable>`` columns) would give no row at all, silently; name the candidates instead."""
+    stats = ("P", "LOG10P", "P_CALIBRATED") + (("Z",) if re.search(r"\bAS Z\b", query.body) else ())
+    for rel, cols in columns.items():
+        if any(_find_column(cols, c) is not None for c in stats):
+            continue
+        cands = [c for c in cols if c.upper().startswith(("P_", "LOG10P_"))]
+        hint = f"; pass p_col= one of {cands}" if cands else "; pass p_col= the column that holds P"
+        raise SchemaError(
+            f"query {query.name!r}: {rel!r} has none of the columns {', '.join(stats)}{hint}",
+            column="P",
+        )
 
 
 def _query_error(query: Query, exc: BaseException):

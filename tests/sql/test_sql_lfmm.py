@@ -128,6 +128,12 @@ def test_multi_variable_result_needs_p_col(results):
         assert got.height == _count(multi, col, 0.05)
         loci = sql.run("loci", {"source": multi, "p_max": 0.05, "p_col": col})
         assert int(loci["n_hits"].sum()) == _count(multi, col, 0.05)
+    # without p_col a table with no P / LOG10P / P_CALIBRATED is an error naming the candidates,
+    # never an empty result
+    for name in ("top_hits", "loci", "per_chrom_summary"):
+        with pytest.raises(SchemaError, match="P_CALIBRATED_env") as e:
+            sql.run(name, {"source": multi})
+        assert e.value.column == "P"
 
 
 @pytest.mark.parametrize("bad", ["nope", 'P"; DROP TABLE x; --', "P_CALIBRATED_temp"])
