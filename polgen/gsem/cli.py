@@ -23,6 +23,20 @@ from polgen.errors import InputError, OutputExistsError
 
 log = logging.getLogger("polgen")
 
+# modules that register more ``polgen gsem`` subcommands, each with ``add_parsers(subparsers)``:
+# the GWAS, the model fits (usermodel, commonfactor, rgmodel), the LD-score family (hdl, s-ldsc +
+# enrich, pa-ldsc + sim-ldsc) and the tools after ldsc (summary-gls, sub-sv, read-fusion, q-trait,
+# multi-snp / add-snps / multi-gene)
+SUBCOMMAND_MODULES = (
+    "polgen.gsem.gwas_cli",
+    "polgen.gsem.cli_models",
+    "polgen.gsem.cli_hdl",
+    "polgen.gsem.cli_stratified",
+    "polgen.gsem.cli_simulation",
+    "polgen.gsem.cli_gls",
+    "polgen.gsem.cli_multi",
+)
+
 _TRUE = {"t", "true", "1", "yes", "y"}
 _FALSE = {"f", "false", "0", "no", "n"}
 
@@ -238,12 +252,14 @@ def add_parser(subparsers) -> None:
     add_overwrite(s)
     s.set_defaults(func=run_sumstats)
 
-    try:
-        gwas_cli = importlib.import_module("polgen.gsem.gwas_cli")
-    except ImportError:
-        gwas_cli = None
-    if gwas_cli is not None and hasattr(gwas_cli, "add_parsers"):
-        gwas_cli.add_parsers(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a family not installed in this checkout
+            if exc.name != name:
+                raise
+            continue
+        module.add_parsers(sub)
 
 
 def _one_per_file(values, n: int, name: str):
