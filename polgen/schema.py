@@ -45,6 +45,7 @@ P = "P"
 N = "N"
 INFO = "INFO"
 LOG10P = "LOG10P"
+DIRECTION = "DIRECTION"  # per-cohort effect signs of a meta-analysis ("+-?+"; "?" = cohort missing)
 
 SNP_ID_COLUMNS = (SNP, CHR, BP, A1, A2)
 
@@ -204,7 +205,7 @@ def _gwas_par() -> tuple[Column, ...]:
 
 _SMOOTH = _c("Z_smooth", _F64, "largest |z| change of the SNP's smoothed S (nearPD)", when="smooth_check=True")
 _CONVERGED = _c("converged", _BOOL, "the SNP's fit converged to finite estimates")
-_WARNING = _c("warning", _STR, 'why the SNP failed or is suspect ("" when none)')
+_WARNING = _c("warning", _STR, 'why the SNP failed or is suspect ("" when none)', when="printwarn=True (default)")
 
 _USER_GWAS = OutputSchema(
     kind="gsem_user_gwas",
@@ -426,6 +427,29 @@ _LFMM_CHOOSEK = OutputSchema(
     ),
 )
 
+_LFMM_OFFSET = OutputSchema(
+    kind="lfmm_offset",
+    title="LFMM2 genetic offset / gap (one row per individual or location)",
+    produced_by="`lfmm.genetic_offset` / `lfmm.genetic_gap` (`GeneticOffsetResult.frame`); "
+    "`polgen lfmm offset|gap --out` (parquet, eigen results in its metadata)",
+    columns=(
+        _c("IID", _STR, "sample id of the row (pred_env's, else new_env's, else the .fam's; else the 1-based row)"),
+        _c("OFFSET", _F64, "mean over the loci of ((X_new - X_pred) B')^2 (R LEA's offset)"),
+        _c("DISTANCE", _F64, "mean over the loci of |(X_new - X_pred) B'| (R LEA's distance)"),
+    ),
+)
+
+_LFMM_OFFSET_EIGEN = OutputSchema(
+    kind="lfmm_offset_eigen",
+    title="LFMM2 genetic offset: eigen decomposition of cov(B) (one row per component)",
+    produced_by="`GeneticOffsetResult.eigen_frame()`; `polgen lfmm offset|gap --eigen-out`",
+    columns=(
+        _c("COMPONENT", _I64, "component number (1 = largest eigenvalue)"),
+        _c("EIGENVALUE", _F64, "eigenvalue of the covariance of the effect sizes B"),
+        _c("VECTOR_{variable}", _F64, "the component's eigenvector entry for the environmental variable"),
+    ),
+)
+
 _BETADATA = OutputSchema(
     kind="stlr_betadata",
     title="SpaceTravLR betadata (one file per target gene)",
@@ -501,6 +525,8 @@ OUTPUTS: dict[str, OutputSchema] = {
         _CF_GWAS,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
+        _LFMM_OFFSET,
+        _LFMM_OFFSET_EIGEN,
         _BETADATA,
         _STLR_SCORES,
         _SPLASH,

@@ -210,6 +210,18 @@ def test_lfmm_choose_k(lfmm_run):
     check(choose_k(str(lfmm_run["data"].bed), k_max=3).frame(), "lfmm_choose_k")
 
 
+def test_lfmm_offset(lfmm_run, tmp_path):
+    from polgen.lfmm import genetic_offset, write_offset
+
+    env = lfmm_run["env"].with_columns((pl.col("env") ** 2).alias("env2"))
+    pred = env.with_columns(pl.col("env") + 0.5, pl.col("env2") * 1.1)
+    res = genetic_offset(str(lfmm_run["data"].bed), env, pred, K=[1, 2], scale=True)
+    check(res.frame, "lfmm_offset")
+    check(res.eigen_frame(), "lfmm_offset_eigen")
+    write_offset(res, tmp_path / "o.parquet")
+    check(tmp_path / "o.parquet", "lfmm_offset")
+
+
 # -- SpaceTravLR ------------------------------------------------------------------------------------
 def test_stlr_betadata(stlr_run):
     files = sorted(stlr_run["betadir"].glob("*_betadata.parquet"))

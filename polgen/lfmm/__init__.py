@@ -12,6 +12,7 @@ from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
 from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel, load_model
+from polgen.lfmm.offset import GeneticOffsetResult, genetic_gap, genetic_offset, write_offset
 
 __all__ = [
     "fit",
@@ -24,4 +25,8 @@ __all__ = [
     "ChooseKResult",
     "load_model",
     "tracy_widom_sf",
+    "genetic_offset",
+    "genetic_gap",
+    "write_offset",
+    "GeneticOffsetResult",
 ]

@@ -92,9 +92,9 @@ def add_parser(subparsers) -> None:
             "--calibrate median+MAD --out lfmm_out/ --overwrite --executor processes",
         ),
     )
-    p.add_argument("--bed", required=True, metavar="FILE", help="PLINK .bed (with .bim/.fam beside it)")
+    p.add_argument("--bed", metavar="FILE", help="PLINK .bed (with .bim/.fam beside it); required")
     p.add_argument(
-        "--covariates", required=True, metavar="FILE", help="covariates: IID [+FID] + numeric columns (tsv/csv/parquet)"
+        "--covariates", metavar="FILE", help="covariates: IID [+FID] + numeric columns (tsv/csv/parquet); required"
     )
     p.add_argument("-K", type=positive_int, help="number of latent factors (required unless --choose-k)")
     add_out(
@@ -164,10 +164,21 @@ def add_parser(subparsers) -> None:
     )
     add_progress(p)
     p.set_defaults(func=run)
+    tools = p.add_subparsers(
+        dest="lfmm_command",
+        required=False,
+        metavar="{offset,gap}",
+        title="further LFMM analyses (polgen lfmm <analysis> --help)",
+    )
+    add_offset_parsers(tools)
 
 
 def run(args) -> int:
     from polgen.lfmm import choose_k, fit, load_model, test
+
+    missing = [flag for flag, v in (("--bed", args.bed), ("--covariates", args.covariates)) if v is None]
+    if missing:
+        raise InputError(f"polgen lfmm needs {' and '.join(missing)}")
 
     if args.choose_k:
         ck = choose_k(args.bed, k_max=args.choose_k, est_rate=args.est_rate, seed=args.seed, progress=args.progress)
@@ -228,6 +239,120 @@ def run(args) -> int:
     print(f"lfmm: {n} SNPs tested, K={model.K}; results in {out}")
     for v, g in res.gif.items():
         print(f"  GIF[{v}] = {g:.4f}")
+    return 0
+
+
+def add_offset_parsers(tools) -> None:
+    """``polgen lfmm offset`` and ``polgen lfmm gap`` (R LEA genetic.offset / genetic.gap)."""
+    for name, lea in (("offset", "genetic.offset"), ("gap", "genetic.gap, the same computation")):
+        o = tools.add_parser(
+            name,
+            help=f"genetic {name} per individual/location under an environmental change (R LEA {lea})",
+            description=f"Genetic {name} (R LEA {lea}): per row of --pred-env, OFFSET = mean over the loci of "
+            "((X_new - X_pred) B')^2 and DISTANCE = mean of |(X_new - X_pred) B'|, with the LFMM2 ridge effect "
+            "sizes B streamed from the .bed; the eigenvalues/vectors of cov(B) go to the parquet metadata and, "
+            "with --eigen-out, to their own table.",
+            epilog=examples(
+                f"polgen lfmm {name} --bed geno.bed --env env.tsv --pred-env env_2050.tsv -K 2 --out {name}.parquet",
+                f"polgen lfmm {name} --bed geno.bed --env env.tsv --pred-env env_2050.tsv -K 2 3 4 --scale "
+                f"--candidate-loci hits.txt --out {name}.parquet --eigen-out eigen.parquet",
+            ),
+        )
+        o.add_argument("--bed", required=True, metavar="FILE", help="PLINK .bed (with .bim/.fam beside it)")
+        o.add_argument(
+            "--env",
+            required=True,
+            metavar="FILE",
+            help="current environment of the genotyped samples: IID [+FID] + numeric columns (tsv/csv/parquet; "
+            "a headerless numeric table is taken in .fam order, as LEA's .env)",
+        )
+        o.add_argument(
+            "--pred-env",
+            required=True,
+            metavar="FILE",
+            help="predicted environment: the same variable columns (an IID column keys the rows)",
+        )
+        o.add_argument(
+            "--new-env",
+            metavar="FILE",
+            default=None,
+            help="current environment of the --pred-env rows (default: --env, the rows being the individuals)",
+        )
+        o.add_argument(
+            "-K",
+            type=positive_int,
+            nargs="+",
+            required=True,
+            help="number(s) of latent factors; with several, B is averaged over one fit per K (as LEA)",
+        )
+        o.add_argument(
+            "--scale",
+            action="store_true",
+            help="standardise the three environment tables by --env's means and SDs (LEA's scale=TRUE; default off)",
+        )
+        o.add_argument(
+            "--candidate-loci",
+            metavar="FILE",
+            default=None,
+            help="text file of 1-based .bim row numbers (LEA's candidate.loci), one per line (default: all SNPs)",
+        )
+        o.add_argument("--lam", type=positive_float, default=1e-5, help="ridge penalty lambda of the fit")
+        o.add_argument("--tol", type=positive_float, default=1e-9, help="convergence tolerance of the fit's SVD")
+        o.add_argument("--max-power-iter", type=nonneg_int, default=40, metavar="N", help="cap of the fit's iteration")
+        o.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the fit's randomized SVD")
+        add_out(o, "output parquet file (IID, OFFSET, DISTANCE)")
+        o.add_argument(
+            "--eigen-out",
+            metavar="PATH",
+            default=None,
+            help="also write the eigen decomposition of cov(B) (COMPONENT, EIGENVALUE, VECTOR_<variable>) here",
+        )
+        add_overwrite(o)
+        add_progress(o)
+        o.set_defaults(func=run_offset, offset_kind=name)
+
+
+def run_offset(args) -> int:
+    import numpy as np
+
+    from polgen.io.sink import write_table_atomic
+    from polgen.lfmm import genetic_gap, genetic_offset, write_offset
+
+    out = Path(args.out)
+    for target in (out, None if args.eigen_out is None else Path(args.eigen_out)):
+        if target is not None and target.exists() and not args.overwrite:
+            raise OutputExistsError("the output exists; pass --overwrite to replace it", path=target)
+    cand = None
+    if args.candidate_loci is not None:
+        cpath = Path(args.candidate_loci)
+        if not cpath.is_file():
+            raise InputError("candidate loci file not found", path=cpath)
+        try:
+            rows = [int(x) for x in cpath.read_text().split()]
+        except ValueError:
+            raise InputError("candidate loci must be whole 1-based .bim row numbers", path=cpath) from None
+        if rows and min(rows) < 1:
+            raise InputError(f"candidate loci are 1-based .bim row numbers; got {min(rows)}", path=cpath)
+        cand = np.asarray(rows, dtype=np.int64) - 1
+    fn = genetic_offset if args.offset_kind == "offset" else genetic_gap
+    res = fn(
+        args.bed,
+        read_covariates(args.env),
+        read_covariates(args.pred_env),
+        new_env=None if args.new_env is None else read_covariates(args.new_env),
+        K=args.K,
+        scale=args.scale,
+        candidate_loci=cand,
+        lam=args.lam,
+        tol=args.tol,
+        max_power_iter=args.max_power_iter,
+        seed=args.seed,
+        progress=args.progress,
+    )
+    write_offset(res, out)
+    if args.eigen_out is not None:
+        write_table_atomic(args.eigen_out, res.eigen_frame())
+    print(f"lfmm {args.offset_kind}: {res.frame.height} rows over {res.n_loci} loci, K={list(res.K)}; written to {out}")
     return 0
 
 

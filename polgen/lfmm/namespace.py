@@ -13,6 +13,8 @@ import polars as pl
 from polgen._namespace import alias, keyword, positional, register
 from polgen.lfmm.assoc import test as _test
 from polgen.lfmm.fit import fit as _fit
+from polgen.lfmm.offset import genetic_gap as _genetic_gap
+from polgen.lfmm.offset import genetic_offset as _genetic_offset
 
 
 def _fit_then(frame: pl.DataFrame | pl.LazyFrame, args: dict[str, Any]) -> pl.DataFrame | pl.LazyFrame:
@@ -38,3 +40,5 @@ class LfmmNamespace:
         doc="Fit (:func:`polgen.lfmm.fit` with ``K`` and ``fit_kwargs``) then test in one call; returns "
         "the :class:`~polgen.lfmm.LfmmTestResult`.",
     )
+    genetic_offset = alias(_genetic_offset, "env")
+    genetic_gap = alias(_genetic_gap, "env")
