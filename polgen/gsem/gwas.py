@@ -83,6 +83,7 @@ class _Task:
     offset: int
     length: int
     label: str = ""
+    printwarn: bool = True  # False: the ``warning`` column is left out (R's printwarn=FALSE)
 
 
 def _load(task: _Task) -> pl.DataFrame:
@@ -98,7 +99,8 @@ def _load(task: _Task) -> pl.DataFrame:
 
 def _gwas_task(task: _Task) -> pl.DataFrame:
     """Module-level batch function (picklable for process / Dask executors)."""
-    return compute_batch(task.plan, _load(task))
+    frame = compute_batch(task.plan, _load(task))
+    return frame if task.printwarn else frame.drop("warning")
 
 
 def _source(snps) -> tuple[Any, dict, int]:
@@ -127,7 +129,9 @@ def _source(snps) -> tuple[Any, dict, int]:
     return df, dict(df.schema), df.height
 
 
-def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, progress, params, description):
+def _run(
+    plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, progress, params, description, printwarn=True
+):
     src, schema, n = _source(snps)
     plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(schema, plan.traits, plan.twas)
     if batch_size is None:
@@ -138,10 +142,17 @@ def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, prog
     for off in range(0, n, batch_size):
         ln = min(batch_size, n - off)
         s = src.slice(off, ln) if isinstance(src, pl.DataFrame) else src
-        tasks.append(_Task(plan, s, off, ln, f"{description} rows {off}-{off + ln - 1}"))
+        tasks.append(_Task(plan, s, off, ln, f"{description} rows {off}-{off + ln - 1}", printwarn))
     if not tasks:  # no rows: one empty batch, so the output still has its schema
         tasks.append(
-            _Task(plan, src.slice(0, 0) if isinstance(src, pl.DataFrame) else src, 0, 0, f"{description} (no rows)")
+            _Task(
+                plan,
+                src.slice(0, 0) if isinstance(src, pl.DataFrame) else src,
+                0,
+                0,
+                f"{description} (no rows)",
+                printwarn,
+            )
         )
     if out is not None:
         from polgen.engine import run_to_sink
@@ -158,11 +169,31 @@ def _run(plan: Plan, snps, *, batch_size, out, resume, overwrite, executor, prog
             description=description,
             metadata={"polgen.method": f"gsem.{plan.kind}_gwas"},
         )
-        return sink.scan()
+        result = sink.scan()
+        _log_failures(result, description)
+        return result
     from polgen.engine import run_tasks
 
     parts = list(run_tasks(_gwas_task, tasks, executor=executor, progress=progress, description=description))
-    return pl.concat(parts, how="vertical")
+    frame = pl.concat(parts, how="vertical")
+    _log_failures(frame, description)
+    return frame
+
+
+def _log_failures(result: pl.DataFrame | pl.LazyFrame, description: str) -> None:
+    """Log how many SNPs did not converge (a count over the ``converged`` column; R prints nothing)."""
+    if "converged" not in result.collect_schema().names():
+        return
+    counts = result.lazy().select(pl.len().alias("rows"), (~pl.col("converged")).sum().alias("failed")).collect()
+    rows, failed = int(counts["rows"][0]), int(counts["failed"][0])
+    if failed:
+        log.warning(
+            "%s: %d of %d result rows are from SNPs whose fit did not converge (converged = False%s)",
+            description,
+            failed,
+            rows,
+            "; the warning column says why" if "warning" in result.collect_schema().names() else "",
+        )
 
 
 def _params(kind, covstruc, **kw) -> dict:
@@ -201,6 +232,7 @@ def user_gwas(
     executor=None,
     progress: bool | None = None,
     ml_se: MLStandardErrors = "R",
+    printwarn: bool = True,
 ) -> pl.DataFrame | pl.LazyFrame:
     """Multivariate GWAS with a user-specified Genomic SEM model (R ``userGWAS``).
 
@@ -217,7 +249,8 @@ def user_gwas(
     ``sub=["F1~SNP", "h"]`` picks parameters, ``long=True`` gives every parameter of the model)
     with ``est, se, z, p, log10p,
     chisq, chisq_df, chisq_p, AIC``, ``Q_SNP, Q_SNP_df, Q_SNP_p`` (``Q_SNP=True``), ``Z_smooth``
-    (``smooth_check=True``), ``converged`` and ``warning``.  With ``out=`` the rows are written in
+    (``smooth_check=True``), ``converged`` and ``warning`` (left out with ``printwarn=False``, as R's
+    ``printwarn``; a run logs how many SNPs did not converge either way).  With ``out=`` the rows are written in
     batches of ``batch_size`` SNPs to a resumable parquet directory and a LazyFrame over it is
     returned; otherwise a DataFrame.
 
@@ -225,6 +258,8 @@ def user_gwas(
     model's moments with ``V_full`` entries in the variable order of a DWLS fit (the SNP moved
     from last to first); ``"aligned"`` uses the consistently ordered sandwich.
     """
+    if not isinstance(printwarn, bool):
+        raise InputError(f"printwarn must be True or False, got {printwarn!r}")
     if ml_se not in ("R", "aligned"):
         raise InputError(f"ml_se must be 'R' or 'aligned', got {ml_se!r}")
     if toler is not None and toler is not False and not (isinstance(toler, (int, float)) and toler >= 0):
@@ -264,6 +299,7 @@ def user_gwas(
         long=long,
         batch_size=batch_size or DEFAULT_BATCH,
         ml_se=ml_se,
+        **({} if printwarn else {"printwarn": False}),  # runs written before printwarn resume unchanged
     )
     return _run(
         plan,
@@ -276,6 +312,7 @@ def user_gwas(
         progress=progress,
         params=params,
         description="user_gwas",
+        printwarn=printwarn,
     )
 
 

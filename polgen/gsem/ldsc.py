@@ -34,6 +34,7 @@ import numpy as np
 import polars as pl
 from scipy.special import chdtri, ndtri
 
+from polgen.engine.method_log import log_path, method_log
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
 from polgen.io.ldscores import read_ldscores, read_m
@@ -55,6 +56,13 @@ Munged = Any  # dict {trait: frame|path} | sequence of frames/paths | one frame/
 # inputs
 # ---------------------------------------------------------------------------------------------
 def _normalise_munged(munged: Munged, trait_names: Sequence[str] | None) -> tuple[list, list[str], list[str]]:
+    if (
+        isinstance(munged, tuple)
+        and len(munged) == 2
+        and isinstance(munged[0], Mapping)
+        and isinstance(munged[1], pl.DataFrame)
+    ):
+        munged = munged[0]  # munge()'s (frames, dropped-row summary), passed whole
     if isinstance(munged, Mapping):
         items = list(munged.values())
         keys = [str(k) for k in munged.keys()]
@@ -69,7 +77,8 @@ def _normalise_munged(munged: Munged, trait_names: Sequence[str] | None) -> tupl
     if trait_names is not None:
         names = [str(t) for t in trait_names]
         if len(names) != len(items):
-            raise InputError(f"{len(names)} trait names for {len(items)} munged inputs")
+            what = ", ".join(type(x).__name__ for x in items[:4]) + (", ..." if len(items) > 4 else "")
+            raise InputError(f"{len(names)} trait names for {len(items)} munged inputs (got {what})")
     elif keys is not None:
         names = keys
     else:
@@ -228,6 +237,7 @@ def ldsc(
     select=None,
     chr: int = 22,
     m_suffix: str = "M_5_50",
+    log: bool | str | os.PathLike | None = None,
 ) -> CovStruc:
     """Multivariable LDSC (R GenomicSEM ``ldsc``); see the module docstring for the algorithm.
 
@@ -238,8 +248,59 @@ def ldsc(
     sample_prev / population_prev: per-trait prevalences (None/NaN for continuous traits).
     chisq_max: drop SNPs with Z^2 above this; default per trait ``max(0.001 max(N), 80)``.
     select: None, ``"ODD"``, ``"EVEN"`` or a list of chromosomes; chr: number of chromosomes.
+    log: R's ``ldsc.log``: a path prefix ``P`` writes ``P_ldsc.log``, ``True`` writes
+    ``<trait names joined by _>_ldsc.log`` in the working directory, ``None``/``False`` none.  The
+    log holds the parameters, every step's message (SNPs merged and removed per trait, M, the
+    heritabilities, intercepts and genetic correlations) and the timings.
     """
     items, names, labels = _normalise_munged(munged, trait_names)
+    params = {
+        "traits": labels,
+        "trait_names": names,
+        "ld": os.fspath(ld),
+        "wld": None if wld is None else os.fspath(wld),
+        "sample_prev": sample_prev,
+        "population_prev": population_prev,
+        "n_blocks": n_blocks,
+        "chisq_max": chisq_max,
+        "stand": stand,
+        "select": select,
+        "chr": chr,
+        "m_suffix": m_suffix,
+    }
+    with method_log(log_path(log, "ldsc", names), "ldsc", params):
+        return _ldsc(
+            items,
+            names,
+            labels,
+            ld,
+            wld,
+            sample_prev,
+            population_prev,
+            n_blocks,
+            chisq_max,
+            stand,
+            select,
+            chr,
+            m_suffix,
+        )
+
+
+def _ldsc(
+    items: list,
+    names: list[str],
+    labels: list[str],
+    ld: str | os.PathLike,
+    wld: str | os.PathLike | None,
+    sample_prev: Any,
+    population_prev: Any,
+    n_blocks: int,
+    chisq_max: float | None,
+    stand: bool,
+    select: Any,
+    chr: int,
+    m_suffix: str,
+) -> CovStruc:
     n_traits = len(items)
     if n_traits == 0:
         raise InputError("ldsc needs at least one munged trait")

@@ -39,6 +39,7 @@ import polars as pl
 from scipy.special import ndtri, ndtri_exp
 
 from polgen import schema as S
+from polgen.engine.method_log import default_stem, log_path, method_log
 from polgen.errors import InputError, SchemaError
 from polgen.io.sink import write_table_atomic
 from polgen.io.sumstats import ROW, read_sumstats
@@ -367,6 +368,7 @@ def munge(
     out: str | os.PathLike | None = None,
     write_text: bool = False,
     column_names: Mapping[str, str] | None = None,
+    log: bool | str | os.PathLike | None = None,
 ) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
     """Munge summary statistics (R GenomicSEM ``munge``; rules in the module docstring).
 
@@ -378,8 +380,53 @@ def munge(
     overriding the alias table for every file, as R's ``column.names``.  Returns
     ({trait: LazyFrame SNP N Z A1 A2}, dropped-row summary frame with trait, reason, n_dropped,
     n_remaining).  A file that fails raises, naming the file.
+
+    log: R's ``log.name``: a path prefix ``P`` writes ``P_munge.log``; ``True`` writes
+    ``<trait names joined by _>_munge.log`` in the working directory; ``None`` (default) writes that
+    file inside ``out`` when ``out`` is given; ``False`` writes none.  The log holds the parameters,
+    every step's message (columns interpreted, rows dropped and why) and the timings.
     """
     items, names, labels = normalise_inputs(files, trait_names)
+    if log is None and out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        log = Path(out) / default_stem(names, "munge")
+    params = {
+        "files": labels,
+        "hm3": hm3 if isinstance(hm3, (str, os.PathLike)) else type(hm3).__name__,
+        "trait_names": names,
+        "N": N,
+        "info_filter": info_filter,
+        "maf_filter": maf_filter,
+        "out": None if out is None else os.fspath(out),
+    }
+    with method_log(log_path(log, "munge", names), "munge", params):
+        result = _munge(items, names, labels, hm3, N, info_filter, maf_filter, out, write_text, column_names)
+        summary = result[1]
+        for row in summary.iter_rows(named=True):
+            if row["reason"] in ("input_rows", "output_rows") or not row["n_dropped"]:
+                continue
+            logging.getLogger("polgen").info(
+                "munge %s: %d rows removed (%s), %d remain",
+                row["trait"],
+                row["n_dropped"],
+                row["reason"],
+                row["n_remaining"],
+            )
+    return result
+
+
+def _munge(
+    items: list,
+    names: list[str],
+    labels: list[str],
+    hm3: Any,
+    N: Any,
+    info_filter: float,
+    maf_filter: float,
+    out: str | os.PathLike | None,
+    write_text: bool,
+    column_names: Mapping[str, str] | None,
+) -> tuple[dict[str, pl.LazyFrame], pl.DataFrame]:
     Ns = per_trait(N, len(items), "N")
     for f in (info_filter, maf_filter):
         if not 0 <= float(f) <= 1:

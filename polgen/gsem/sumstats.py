@@ -40,11 +40,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import polars as pl
 
 from polgen import schema as S
+from polgen.engine.method_log import default_stem, log_path, method_log
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.munge import (
     DropCounter,
@@ -82,6 +83,29 @@ def read_reference(ref, maf_filter: float = 0.01, ambig: bool = False) -> pl.Dat
     return df
 
 
+def _direction_filter(df: pl.DataFrame, counts: DropCounter, trait: str, label: str) -> pl.DataFrame:
+    """R's ``direct.filter``: drop SNPs missing ("?") in half or more of the meta-analysed cohorts of
+    the DIRECTION column (a missing or empty DIRECTION drops the row, as R's subset does)."""
+    if S.DIRECTION not in df.columns:
+        log.warning(
+            "sumstats %s: no DIRECTION column, cannot filter on missingness by contributing cohorts, "
+            "which may influence results",
+            trait,
+        )
+        return df
+    d = pl.col(S.DIRECTION)
+    share = d.str.count_matches("?", literal=True) / d.str.len_chars()
+    before = df.height
+    df = counts.filter(df, (share < 0.5).fill_null(False), "direction_missing_cohorts")
+    log.info(
+        "sumstats %s: %d rows removed: missing in 50%% or more of the contributing cohorts (DIRECTION, %s)",
+        trait,
+        before - df.height,
+        label,
+    )
+    return df
+
+
 def sumstats_one(
     obj,
     ref: pl.DataFrame,
@@ -95,6 +119,7 @@ def sumstats_one(
     betas=False,
     info_filter: float = 0.6,
     keep_indel: bool = False,
+    direct_filter: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One trait: returns (frame SNP, beta.<trait>, se.<trait>; dropped-row summary)."""
     if OLS and linprob:
@@ -122,11 +147,14 @@ def sumstats_one(
             column="N",
         )
     # only the columns the method uses travel through the joins and filters
-    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE) if c in df.columns])
+    keep = (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE, S.DIRECTION)
+    df = df.select([c for c in keep if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = counts.filter(df, ~pl.col(S.SNP).is_duplicated(), "duplicated_snp")
     df = df.with_columns(pl.col(effect).alias("effect"), *clean_alleles(keep_indel))
+    if direct_filter:
+        df = _direction_filter(df, counts, trait, label)
     refc = ref.select(S.SNP, pl.col(S.A1).alias("A1_ref"), pl.col(S.A2).alias("A2_ref"), pl.col(S.MAF).alias("MAF_ref"))
     before = df.height
     df = refc.join(df, on=S.SNP, how="inner", maintain_order="left")
@@ -201,6 +229,8 @@ def sumstats(
     ambig: bool = False,
     out: str | os.PathLike | None = None,
     return_summary: bool = False,
+    direct_filter: bool = False,
+    log: bool | str | os.PathLike | None = None,
 ):
     """R GenomicSEM ``sumstats`` (rules in the module docstring).
 
@@ -209,8 +239,60 @@ def sumstats(
     N: per-file sample sizes overriding the files' N (None/NaN = use the file).
     out: a parquet path, written atomically.  Returns a LazyFrame (and the dropped-row summary
     when ``return_summary``).
+    direct_filter: R's ``direct.filter``: drop SNPs whose DIRECTION column (DIRECTION, DIREC, DIRE,
+    SIGN) shows "?" for half or more of the meta-analysed cohorts (a file without it is logged).
+    log: R's log file: a path prefix ``P`` writes ``P_sumstats.log``, ``True`` writes
+    ``<trait names joined by _>_sumstats.log`` in the working directory, ``None`` (default) writes
+    that file beside ``out`` when ``out`` is given, ``False`` none.
     """
     items, names, labels = normalise_inputs(files, trait_names)
+    if not isinstance(direct_filter, bool):
+        raise InputError(f"direct_filter must be True or False, got {direct_filter!r}")
+    if log is None and out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        log = Path(out).parent / default_stem(names, "sumstats")
+    params = {
+        "files": labels,
+        "ref": ref if isinstance(ref, (str, os.PathLike)) else type(ref).__name__,
+        "trait_names": names,
+        "se_logit": se_logit,
+        "OLS": OLS,
+        "linprob": linprob,
+        "N": N,
+        "betas": betas,
+        "info_filter": info_filter,
+        "maf_filter": maf_filter,
+        "keep_indel": keep_indel,
+        "ambig": ambig,
+        "direct_filter": direct_filter,
+        "out": None if out is None else os.fspath(out),
+    }
+    with method_log(log_path(log, "sumstats", names), "sumstats", params):
+        return _sumstats(
+            items, names, labels, ref, se_logit, OLS, linprob, N, betas, info_filter, maf_filter, keep_indel,
+            parallel, ambig, out, return_summary, direct_filter,
+        )  # fmt: skip
+
+
+def _sumstats(
+    items: list,
+    names: list[str],
+    labels: list[str],
+    ref: Any,
+    se_logit: Any,
+    OLS: Any,
+    linprob: Any,
+    N: Any,
+    betas: Any,
+    info_filter: float,
+    maf_filter: float,
+    keep_indel: bool,
+    parallel: bool,
+    ambig: bool,
+    out: str | os.PathLike | None,
+    return_summary: bool,
+    direct_filter: bool,
+) -> pl.LazyFrame | tuple[pl.LazyFrame, pl.DataFrame]:
     n = len(items)
     se_logit = [bool(x) for x in per_trait(se_logit, n, "se_logit")]
     OLS = [bool(x) for x in per_trait(OLS, n, "OLS", False)]
@@ -236,6 +318,7 @@ def sumstats(
             betas=betas[i],
             info_filter=info_filter,
             keep_indel=keep_indel,
+            direct_filter=direct_filter,
         )
 
     if parallel and n > 1:
@@ -269,6 +352,7 @@ def sumstats(
                         "maf_filter": maf_filter,
                         "keep_indel": keep_indel,
                         "ambig": ambig,
+                        "direct_filter": direct_filter,
                     },
                     default=str,
                 ),

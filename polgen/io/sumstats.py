@@ -143,6 +143,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "EFFECT_ALLELE_FREQUENCY",
     ),
     S.INFO: ("INFO", "IMPINFO", "IMPUTATIONINFO"),
+    S.DIRECTION: ("DIRECTION", "DIREC", "DIRE", "SIGN"),
     S.CHR: ("CHR", "CHROM", "#CHROM", "CHROMOSOME"),
     S.BP: ("BP", "POS", "POSITION", "GENPOS", "BASE_PAIR_LOCATION"),
 }
@@ -169,7 +170,7 @@ HALF_N_ALIASES = ("NEFF_HALF", "NEFFDIV2")
 NEG_LOG10_P_ALIASES = ("NEG_LOG_10_P_VALUE", "LOG10P", "MLOG10P", "NEG_LOG10_P")
 
 NUMERIC = (S.BP, S.BETA, S.OR, S.Z, S.SE, S.P, S.N, S.MAF, S.INFO)
-STRINGS = (S.SNP, S.CHR, S.A1, S.A2)
+STRINGS = (S.SNP, S.CHR, S.A1, S.A2, S.DIRECTION)
 NA_TOKENS = ("", ".", "NA", "NaN", "nan", "NAN", "na", "N/A")
 
 ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped by scan_sumstats)

@@ -129,7 +129,7 @@ def test_out_writes_parquet_and_r_text_atomically(tmp_path):
         [src], tmp_path / "hm3.tsv" if False else HM3, trait_names=["my trait"], out=tmp_path / "out", write_text=True
     )
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["mytrait.sumstats.gz", "mytrait.sumstats.parquet"]
+    assert files == ["mytrait.sumstats.gz", "mytrait.sumstats.parquet", "mytrait_munge.log"]  # R writes the log too
     pq = pl.read_parquet(tmp_path / "out" / "mytrait.sumstats.parquet")
     txt = pl.read_csv(tmp_path / "out" / "mytrait.sumstats.gz", separator="\t")
     assert txt.columns == ["SNP", "N", "Z", "A1", "A2"]
