@@ -24,7 +24,7 @@ from polgen.errors import ModelError
 from polgen.gsem.ram import CompiledModel, Numbering
 from polgen.gsem.syntax import ParTable
 
-__all__ = ["Reparam", "build_reparam", "label_env", "number_parameters"]
+__all__ = ["Reparam", "build_reparam", "canonical_signs_rows", "label_env", "number_parameters", "sign_flips"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,3 +306,74 @@ def number_parameters(pt: ParTable) -> Numbering:
             par[i] = n
             n += 1
     return Numbering(par, value, lower, upper, n)
+
+
+# --------------------------------------------------------------------------------------------
+# factor signs
+# --------------------------------------------------------------------------------------------
+def sign_flips(table: ParTable, par: np.ndarray) -> list[tuple[str, np.ndarray, int]]:
+    """Latent variables whose sign can be flipped without changing the implied covariance.
+
+    ``par[i]`` is the parameter index of table row ``i`` (-1 fixed).  Flipping latent ``L``
+    negates every parameter of a row that touches it (its loadings, regressions into or out of
+    it, its covariances; not its variance).  It is possible when every fixed such row is 0 and
+    every parameter involved sits only on such rows (a label tying it to another row blocks it).
+    Returns ``(latent, parameters to negate, parameter of its first free loading)``; whether the
+    flipped point also satisfies bounds and constraints is checked where it is applied.
+    """
+    par = np.asarray(par)
+    rows_of: dict[int, list[int]] = {}
+    for i, q in enumerate(par.tolist()):
+        if q >= 0:
+            rows_of.setdefault(q, []).append(i)
+    out = []
+    for lv in table.latent:
+        touch = []
+        for i, r in enumerate(table.rows):
+            if r.op == "~~" and r.lhs == r.rhs:
+                continue
+            if (r.op == "=~" and r.lhs == lv) or (r.op in ("~", "~~") and lv in (r.lhs, r.rhs)):
+                touch.append(i)
+        tset = set(touch)
+        negate: list[int] = []
+        first = -1
+        ok = True
+        for i in touch:
+            r, q = table.rows[i], int(par[i])
+            if q < 0:
+                if r.ustart != 0.0:
+                    ok = False
+                    break
+                continue
+            if not set(rows_of[q]) <= tset:
+                ok = False
+                break
+            if q not in negate:
+                negate.append(q)
+            if first < 0 and r.op == "=~":
+                first = q
+        if ok and first >= 0:
+            out.append((lv, np.array(negate, np.int64), first))
+    return out
+
+
+def canonical_signs_rows(
+    flips: list[tuple[str, np.ndarray, int]], est: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> np.ndarray:
+    """Flip latent variables per row of ``est`` (n x npar, one fit per row) so that each flippable
+    latent's first free loading is positive, where lavaan's positive starting values take it.
+    A row whose flipped parameters would leave their bounds is left as it is.  In place; returns
+    the mask (n x len(flips)) of flipped rows."""
+    n = est.shape[0]
+    done = np.zeros((n, len(flips)), bool)
+    for j, (_, negate, first) in enumerate(flips):
+        neg = est[:, first] < 0
+        if not neg.any():
+            continue
+        flipped = -est[:, negate]
+        inside = np.all((flipped >= lower[negate]) & (flipped <= upper[negate]), axis=1)
+        do = neg & inside
+        if do.any():
+            est[np.ix_(do, negate)] = flipped[do]
+            done[:, j] = do
+    return done

@@ -254,6 +254,8 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     free = None
     if plan.kind == "user" and plan.bounds is not None:
         free = _apply_bounds(plan, plan.bounds, beta, se, var, res)
+    if plan.kind == "user":
+        plan.canonical_signs(res["est"])  # lavaan's factor signs (mirror solutions fit equally)
     ok = res["status"] == ST_OK
     ids = df.select(plan.id_cols)
     warn = _warnings(res["status"], res["flags"])

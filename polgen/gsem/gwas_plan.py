@@ -28,7 +28,7 @@ from polgen.errors import (
     ModelSyntaxError,
     SchemaError,
 )
-from polgen.gsem.constraints import number_parameters
+from polgen.gsem.constraints import canonical_signs_rows, number_parameters, sign_flips
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
 from polgen.gsem.matrix import is_pd, near_pd
 from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
@@ -93,6 +93,19 @@ class Plan:
     label_src: dict = field(default_factory=dict)  # label -> (par, value) (par -1: fixed)
     eliminate: bool = True  # solve indicator residual variances in closed form (their SEs
     # are then not computed: off for long= / sub= output)
+    flips: list = field(default_factory=list)  # latents whose sign the data leave free (sign_flips)
+
+    def canonical_signs(self, est: np.ndarray) -> None:
+        """Flip, per SNP (row of ``est``, in place), every latent whose sign the model leaves free
+        so that its first free loading is positive, as lavaan's starting values take it (mirror
+        solutions have the same objective, SEs and chi-square)."""
+        if not self.flips:
+            return
+        if self.bounds is None:
+            lo, hi = np.full(est.shape[1], -np.inf), np.full(est.shape[1], np.inf)
+        else:
+            lo, hi = self.bounds
+        canonical_signs_rows(self.flips, est, lo, hi)
 
     def ld_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float, bool]:
         """The LD inputs every per-SNP kernel call takes after (beta, se, var)."""
@@ -313,7 +326,9 @@ def fit_baseline(
             best = (f, th)
     if best is None:
         raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
-    th = best[1]
+    th = best[1][None, :].copy()
+    canonical_signs_rows(sign_flips(pt0, num0.par), th, lo, hi)
+    th = th[0]
     est = {}
     for r, q, val in zip(pt0.rows, num0.par.tolist(), num0.value.tolist()):
         est[(r.lhs, r.op, r.rhs)] = float(th[q]) if q >= 0 else float(val)
@@ -520,6 +535,7 @@ def plan_user(
         bounds=bounds,
         defined=[(d.name, d.expr) for d in pt.defined],
         label_src=label_src,
+        flips=sign_flips(pt, num.par),
     )
 
 

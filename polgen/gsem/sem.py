@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polgen.errors import ConvergenceError, ModelError
-from polgen.gsem.constraints import Reparam, build_reparam, label_env
+from polgen.gsem.constraints import Reparam, build_reparam, label_env, sign_flips
 from polgen.gsem.ram import CompiledModel
 from polgen.gsem.syntax import ParTable
 
@@ -386,62 +386,44 @@ def _lm_bounded(
 
 
 def _flippable_latents(cm: CompiledModel) -> list[tuple[int, list[int], int]]:
-    """Latent variables whose sign can be flipped without changing Sigma (free, unlabelled,
-    unbounded parameters around them; fixed ones zero): (latent, free indices to negate, free
-    index of its first loading)."""
-    table = cm.table
-    used_labels: set[str] = set()
-    for d in table.defined:
-        used_labels.update(d.expr.names)
-    for c in table.constraints:
-        used_labels.update(c.lhs.names + c.rhs.names)
-    out = []
-    for lv in cm.latent:
-        negate: list[int] = []
-        first = None
-        ok = True
-        for r in table.rows:
-            touches = (
-                (r.op == "=~" and r.lhs == lv)
-                or (r.op == "~" and lv in (r.lhs, r.rhs))
-                or (r.op == "~~" and r.lhs != r.rhs and lv in (r.lhs, r.rhs))
-            )
-            if not touches:
-                continue
-            if r.op == "~~" and r.lhs == lv and r.rhs == lv:
-                continue
-            if r.free == 0:
-                if r.ustart != 0.0:
-                    ok = False
-                    break
-                continue
-            if (
-                (r.label and (r.label in used_labels or len(table.labels.get(r.label, [])) > 1))
-                or math.isfinite(r.lower)
-                or math.isfinite(r.upper)
-            ):
-                ok = False
-                break
-            negate.append(r.free - 1)
-            if r.op == "=~" and first is None:
-                first = r.free - 1
-        if ok and first is not None:
-            out.append((cm.latent.index(lv), negate, first))
-    return out
+    """Latent variables whose sign can be flipped without changing Sigma (see
+    :func:`polgen.gsem.constraints.sign_flips`): (latent, free indices to negate, free index of
+    its first loading)."""
+    par = np.array([r.free - 1 for r in cm.table.rows], np.int64)
+    return [(cm.latent.index(lv), neg.tolist(), first) for lv, neg, first in sign_flips(cm.table, par)]
 
 
-def canonical_signs(cm: CompiledModel, theta: np.ndarray) -> np.ndarray:
+def canonical_signs(cm: CompiledModel, theta: np.ndarray, rp: Reparam | None = None) -> np.ndarray:
     """Flip latent variables (where that leaves Sigma unchanged) so that each one's first free
-    loading is positive - where lavaan's positive starting values take it."""
+    loading is positive - where lavaan's positive starting values take it.  A flip that would
+    break a bound or a constraint of ``rp`` (e.g. ``a == b^2``, ``a > b``) is not made."""
     th = np.array(theta, dtype=np.float64)
     flips = cm._cache.get("flippable")
     if flips is None:
         flips = _flippable_latents(cm)
         cm._cache["flippable"] = flips
     for _, negate, first in flips:
-        if th[first] < 0:
-            th[negate] = -th[negate]
+        if th[first] >= 0:
+            continue
+        trial = th.copy()
+        trial[negate] = -trial[negate]
+        if rp is not None and not _feasible(rp, cm, trial):
+            continue
+        th = trial
     return th
+
+
+def _feasible(rp: Reparam, cm: CompiledModel, theta: np.ndarray) -> bool:
+    """Whether ``theta`` satisfies the bounds and every constraint of ``rp`` (to 1e-8)."""
+    scale = 1.0 + float(np.max(np.abs(theta), initial=0.0))
+    if np.any(theta < cm.lower - 1e-12 * scale) or np.any(theta > cm.upper + 1e-12 * scale):
+        return False
+    back = rp.theta(rp.z_of(theta))
+    if np.max(np.abs(back - theta), initial=0.0) > 1e-9 * scale:
+        return False
+    if rp.nonlinear and np.max(np.abs(_Augmented._vals(rp.nonlinear, theta)), initial=0.0) > 1e-8 * scale:
+        return False
+    return not (rp.inequal and np.min(_Augmented._vals(rp.inequal, theta), initial=0.0) < -1e-10 * scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -568,7 +550,7 @@ def fit_sem(
             "(implied covariance singular / not positive definite)"
         )
     conv, _, z, f, it = best
-    theta = canonical_signs(model, rp.theta(z))
+    theta = canonical_signs(model, rp.theta(z), rp)
     sigma, J = model.implied_jacobian(theta, A0, S0)
     con_jac = _Augmented._jac(rp.nonlinear, theta) if rp.nonlinear else None
     if check_identified:
