@@ -247,6 +247,26 @@ _CF_GWAS = OutputSchema(
     note="One row per SNP: the effect `F1 ~ SNP`.",
 )
 
+_ADD_SNPS = OutputSchema(
+    kind="gsem_add_snps",
+    title="Genomic SEM add_snps / add_genes (per SNP or gene: S_full and V_full)",
+    produced_by="`gsem.add_snps`, `gsem.add_genes`: `SnpMatrices.to_frame()`; with `out=`: parquet parts + manifest",
+    columns=(
+        *(c for c in _gwas_ids() if c.name not in ("Gene", "Panel", "HSQ")),
+        _c("Gene", _STR, "gene, from the input", when="add_genes"),
+        _c("Panel", _STR, "expression panel, from the input", when="add_genes"),
+        _c("HSQ", _F64, "expression heritability (the gene's variance), from the input", when="add_genes"),
+        _c("S_{row}_{col}", _F64, "S_full[row, col] (1-based, row >= col; variable 1 the SNP, then the traits)"),
+        _c("V_{row}_{col}", _F64, "V_full[row, col] (1-based, row >= col; rows in vech(S_full) order)"),
+        _c("S_smoothed", _BOOL, "S_full was smoothed with nearPD"),
+        _c("V_smoothed", _BOOL, "V_full was smoothed with nearPD"),
+        _c("valid", _BOOL, "the row's inputs were usable (else S/V are NaN)"),
+        _c("warning", _STR, 'why the row is invalid ("" when valid)'),
+    ),
+    metadata=(META_PARAMS,),
+    note="One row per SNP (gene); `SnpMatrices.from_frame` rebuilds the matrices.",
+)
+
 _SEM_PARAMS = OutputSchema(
     kind="gsem_sem_parameters",
     title="Genomic SEM commonfactor / usermodel parameter table",
@@ -475,6 +495,9 @@ _STLR_SCORES = OutputSchema(
         _c("n_modulators", _I64, "modulators in the gene's design"),
         _c("n_iter", _I64, "FISTA iterations"),
         _c("converged", _BOOL, "FISTA converged within max_iter"),
+        _c("cv_r2", _F64, "held-out R2 of the cluster's model (cv-fold cross-validation; NaN: cv=0 or too few cells)"),
+        _c("n_cells", _I64, "cells in the cluster"),
+        _c("zeroed", _BOOL, "betas set to 0 (R2 < min_r2, or fewer than 2 cells)"),
     ),
 )
 
@@ -523,6 +546,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _SEM_FIT,
         _USER_GWAS,
         _CF_GWAS,
+        _ADD_SNPS,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
         _LFMM_OFFSET,

@@ -179,6 +179,22 @@ def test_gsem_commonfactor_gwas(gsem_run, tmp_path):
     check(tmp_path / "cf", "gsem_commonfactor_gwas")
 
 
+def test_gsem_add_snps(gsem_run, tmp_path):
+    from polgen.gsem import add_genes, add_snps
+
+    mem = add_snps(gsem_run["cs"], gsem_run["snps"])
+    check(mem.to_frame(), "gsem_add_snps")
+    add_snps(gsem_run["cs"], gsem_run["snps"], out=tmp_path / "add", batch_size=16)
+    check(tmp_path / "add", "gsem_add_snps")
+    genes = _eager(gsem_run["snps"]).select(
+        pl.col("SNP").alias("Gene"),
+        pl.lit("panel1").alias("Panel"),
+        pl.lit(0.1).alias("HSQ"),
+        pl.col("^(beta|se)\\..*$"),
+    )
+    check(add_genes(gsem_run["cs"], genes).to_frame(), "gsem_add_snps")
+
+
 # -- LFMM2 ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("calibrate", ["gif", None])
 def test_lfmm_test(lfmm_run, calibrate, tmp_path):

@@ -7,17 +7,33 @@ Pipeline: :func:`munge` -> :func:`ldsc` (a :class:`CovStruc` with S, V, I) -> :f
 
 from polgen.gsem.covstruc import CovStruc, as_covstruc
 from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel
+from polgen.gsem.fusion import read_fusion
+from polgen.gsem.gls import GLSBands, summary_gls, summary_gls_bands
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+from polgen.gsem.heterogeneity import QTraitResult, local_srmd, q_trait
 from polgen.gsem.ldsc import ldsc, ldsc_table
 from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech_reverse
 from polgen.gsem.model_writer import write_model
+from polgen.gsem.multi import MultiResult, multi_gene, multi_snp, read_ld
 from polgen.gsem.munge import munge
 from polgen.gsem.ram import CompiledModel, compile_model
 from polgen.gsem.sem import SemFit, fit_sem, sandwich
+from polgen.gsem.snp_matrices import SnpMatrices, add_genes, add_snps
+from polgen.gsem.subset import SubSV, index_s, sub_sv
 from polgen.gsem.sumstats import sumstats
 from polgen.gsem.syntax import ParTable, parse_model
 
 __all__ = [
+    "GLSBands",
+    "QTraitResult",
+    "SubSV",
+    "index_s",
+    "local_srmd",
+    "q_trait",
+    "read_fusion",
+    "sub_sv",
+    "summary_gls",
+    "summary_gls_bands",
     "CompiledModel",
     "CovStruc",
     "GENOMICSEM_NAMES",
@@ -46,4 +62,11 @@ __all__ = [
     "vech",
     "vech_reverse",
     "write_model",
+    "MultiResult",
+    "SnpMatrices",
+    "add_genes",
+    "add_snps",
+    "multi_gene",
+    "multi_snp",
+    "read_ld",
 ]
