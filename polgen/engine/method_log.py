@@ -72,8 +72,11 @@ def _value(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def method_log(path: Path | None, step: str, params: Mapping[str, Any]) -> Iterator[None]:
-    """Record the polgen log of the block to ``path`` (nothing when ``path`` is None)."""
+def method_log(path: Path | None, step: str, params: Mapping[str, Any], *, keep_failed: bool = True) -> Iterator[None]:
+    """Record the polgen log of the block to ``path`` (nothing when ``path`` is None).
+
+    ``keep_failed=False``: a call that raises leaves no log (for a log written by default beside an
+    output that a failed call must leave untouched); the error reaches the caller either way."""
     if path is None:
         yield
         return
@@ -81,11 +84,15 @@ def method_log(path: Path | None, step: str, params: Mapping[str, Any]) -> Itera
     began = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     logger = logging.getLogger("polgen")
+    failed = True
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             yield from _record(fh, logger, step, params, began, t0)
+        failed = False
     finally:  # complete (also after an error, which it records): into place
-        if tmp.exists():
+        if failed and not keep_failed:
+            tmp.unlink(missing_ok=True)
+        elif tmp.exists():
             os.replace(tmp, path)
 
 

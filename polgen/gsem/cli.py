@@ -248,6 +248,11 @@ def add_parser(subparsers) -> None:
     s.add_argument("--keep-indel", action="store_true", help="keep insertions / deletions")
     s.add_argument("--ambig", action="store_true", help="remove strand-ambiguous SNPs (A/T, C/G)")
     s.add_argument("--parallel", action="store_true", help="read and align the files in parallel")
+    s.add_argument(
+        "--direct-filter",
+        action="store_true",
+        help="drop SNPs missing ('?') in half or more of the cohorts of a DIRECTION column (R direct.filter)",
+    )
     add_out(s, "output parquet file")
     add_overwrite(s)
     s.set_defaults(func=run_sumstats)
@@ -312,6 +317,7 @@ def run_munge(args) -> int:
         maf_filter=args.maf_filter,
         out=args.out,
         write_text=args.text,
+        log=False,  # the command's log is <out>.log (polgen.cli.RunLog)
     )
     for name in res:
         kept = drops.filter((drops["trait"] == name) & (drops["reason"] == "output_rows"))["n_remaining"][0]
@@ -368,7 +374,9 @@ def run_sumstats(args) -> int:
         keep_indel=args.keep_indel,
         parallel=args.parallel,
         ambig=args.ambig,
+        direct_filter=args.direct_filter,
         out=args.out,
+        log=False,  # the command's log is <out>.log (polgen.cli.RunLog)
     )
     rows = lf.select("SNP").collect().height
     print(f"sumstats: {rows} SNPs x {n} traits written to {args.out}")

@@ -101,6 +101,12 @@ def add_parsers(gsem_subparsers) -> None:
         "--sub", nargs="+", default=None, metavar="PARAM", help="parameters to report, e.g. 'F1~SNP' (default: all)"
     )
     u.add_argument("--long", action="store_true", help="report every parameter of the model")
+    u.add_argument(
+        "--no-printwarn",
+        dest="printwarn",
+        action="store_false",
+        help="leave out the per-SNP warning column (R printwarn=FALSE; default: keep it)",
+    )
     u.set_defaults(func=run_user_gwas)
     c = gsem_subparsers.add_parser(
         "commonfactor-gwas",
@@ -141,6 +147,7 @@ def run_user_gwas(args) -> int:
         TWAS=args.TWAS,
         sub=args.sub,
         long=args.long,
+        printwarn=args.printwarn,
         batch_size=args.batch_size,
         out=args.out,
         resume=args.resume,

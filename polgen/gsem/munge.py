@@ -387,7 +387,8 @@ def munge(
     every step's message (columns interpreted, rows dropped and why) and the timings.
     """
     items, names, labels = normalise_inputs(files, trait_names)
-    if log is None and out is not None:
+    by_default = log is None and out is not None  # R's log beside the output; none if the call fails
+    if by_default:
         Path(out).mkdir(parents=True, exist_ok=True)
         log = Path(out) / default_stem(names, "munge")
     params = {
@@ -399,7 +400,7 @@ def munge(
         "maf_filter": maf_filter,
         "out": None if out is None else os.fspath(out),
     }
-    with method_log(log_path(log, "munge", names), "munge", params):
+    with method_log(log_path(log, "munge", names), "munge", params, keep_failed=not by_default):
         result = _munge(items, names, labels, hm3, N, info_filter, maf_filter, out, write_text, column_names)
         summary = result[1]
         for row in summary.iter_rows(named=True):

@@ -248,7 +248,8 @@ def sumstats(
     items, names, labels = normalise_inputs(files, trait_names)
     if not isinstance(direct_filter, bool):
         raise InputError(f"direct_filter must be True or False, got {direct_filter!r}")
-    if log is None and out is not None:
+    by_default = log is None and out is not None  # R's log beside the output; none if the call fails
+    if by_default:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         log = Path(out).parent / default_stem(names, "sumstats")
     params = {
@@ -267,7 +268,7 @@ def sumstats(
         "direct_filter": direct_filter,
         "out": None if out is None else os.fspath(out),
     }
-    with method_log(log_path(log, "sumstats", names), "sumstats", params):
+    with method_log(log_path(log, "sumstats", names), "sumstats", params, keep_failed=not by_default):
         return _sumstats(
             items, names, labels, ref, se_logit, OLS, linprob, N, betas, info_filter, maf_filter, keep_indel,
             parallel, ambig, out, return_summary, direct_filter,

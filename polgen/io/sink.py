@@ -219,6 +219,30 @@ def write_table_atomic(
     return rows, size
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` (a JSON document, a text report) to ``path`` via a temp file and
+    ``os.replace``: a reader sees the old file (or none) or the complete new one."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError("the output directory does not exist", path=path.parent)
+    if path.is_dir():
+        raise OutputExistsError("the output path is a directory", path=path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the output: {exc.strerror or exc}", path=path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_part(
     out_dir: str | os.PathLike,
     batch: int,
