@@ -7,12 +7,14 @@ Each follows R GenomicSEM step by step (``R/usermodel.R``, ``R/commonfactor.R``,
 2. ``S`` and ``V`` are smoothed with :func:`~polgen.gsem.matrix.near_pd` when their smallest
    eigenvalue is <= 0 (logged warning; :class:`NotPositiveDefiniteError` if impossible);
 3. ``S`` and ``V`` are put in lavaan's variable order and the model is fitted (DWLS with
-   ``W = diag(1/diag(V))``, or ML); if the fit does not converge and ``fix_resid``, it is refitted
-   with lower bounds of 1e-4 on the residual variances of the traits (R's usermodel passes
-   ``optim.force.converged=TRUE`` to lavaan, so there only a lavaan error triggers the refit and
-   an unconverged solution is reported wherever nlminb stopped; polgen refits whenever its own
-   optimiser has not converged, and skips the refit - as R ends up doing - when the model already
-   writes a trait's residual variance);
+   ``W = diag(1/diag(V))``, or ML); with ``fix_resid`` it is refitted with lower bounds of 1e-4 on
+   the residual variances of the traits when the first fit fails.  As R: usermodel passes
+   ``optim.force.converged=TRUE`` to lavaan, so only a failed fit (no finite solution) triggers the
+   refit and a Heywood solution (a negative residual variance) is reported as it is, with a warning
+   (``fix_resid_when="error"``); commonfactor and rgmodel refit also when the optimiser stops before
+   converging (``fix_resid_when="nonconverged"``, available to usermodel for the bounded fit).  The
+   refit is skipped - as R ends up doing - when the model already writes a trait's residual
+   variance;
 4. sandwich SEs with ``V``; delta-method SEs for ``:=`` parameters (DWLS only, as R);
 5. ``chisq`` = GenomicSEM's Q with ``eta = vech(S - Sigma)`` and ``V`` in the covstruc order,
    ``df`` = lavaan's, ``AIC = Q + 2 npar``, ``SRMR`` = lavaan's, ``CFI`` closed form against the
@@ -55,7 +57,7 @@ from polgen.gsem.sem import (
 )
 from polgen.gsem.stats import chi2_sf, normal_pvalues
 from polgen.gsem.syntax import ParTable, parse_model
-from polgen.options import Estimation
+from polgen.options import Estimation, FixResidWhen, check_option
 
 log = logging.getLogger("polgen")
 
@@ -264,8 +266,10 @@ def _fit_with_fix_resid(
     fix_resid: bool,
     traits: Sequence[str],
     warnings: list[str],
+    when: str = "nonconverged",
 ) -> tuple[SemFit, CompiledModel, str]:
-    """Fit; if not converged (or failed) and fix_resid, refit with residual variances >= 1e-4."""
+    """Fit; with fix_resid, refit with residual variances >= 1e-4 when the fit failed (``when =
+    "error"``) or failed or did not converge (``"nonconverged"``)."""
     fit = None
     err: Exception | None = None
     try:
@@ -273,7 +277,7 @@ def _fit_with_fix_resid(
     except ConvergenceError as exc:
         err = exc
     added = ""
-    if fix_resid and (fit is None or not fit.converged):
+    if fix_resid and (fit is None or (when == "nonconverged" and not fit.converged)):
         table = cm.table.copy()
         rows = [table.index(t, "~~", t) for t in traits]
         user_written = [t for t, i in zip(traits, rows) if i is not None and table.rows[i].user == 1]
@@ -306,6 +310,11 @@ def _fit_with_fix_resid(
         raise ConvergenceError(f"the model failed to converge on a solution: {err}")
     if not fit.converged:
         msg = "The model failed to converge on a solution. Please try specifying an alternative model."
+        log.warning(msg)
+        warnings.append(msg)
+    heywood = [t for t in traits if (i := cm.table.index(t, "~~", t)) is not None and fit.values[i] < 0]
+    if heywood:
+        msg = f"some estimated residual variances are negative ({', '.join(heywood)}): a Heywood solution"
         log.warning(msg)
         warnings.append(msg)
     return fit, cm, added
@@ -444,6 +453,7 @@ def _run(
     function: str,
     CFIcalc: bool = True,
     Q_Factor: bool = False,
+    fix_resid_when: str = "nonconverged",
 ) -> SEMResult:
     est = estimation.upper()
     if est not in ("DWLS", "ML"):
@@ -460,7 +470,7 @@ def _run(
     pos = [names.index(t) for t in cm.observed]
     S_m = S[np.ix_(pos, pos)]
     V_m = V[np.ix_(perm, perm)]
-    fit, cm, added = _fit_with_fix_resid(cm, S_m, V_m, est, fix_resid, names, warnings)
+    fit, cm, added = _fit_with_fix_resid(cm, S_m, V_m, est, fix_resid, names, warnings, fix_resid_when)
     final_model = model + added
     table = cm.table
     vcov = sandwich(fit, V_m, toler=toler)
@@ -626,13 +636,22 @@ def usermodel(
     imp_cov: bool = False,
     toler: float | None = None,
     Q_Factor: bool = False,
+    fix_resid_when: FixResidWhen = "error",
 ) -> SEMResult:
     """Fit a user-specified lavaan model to a covariance structure (R ``usermodel``).
 
     ``covstruc``: the :func:`~polgen.gsem.ldsc` output, a :class:`CovStruc`, a mapping
     ``{S, V, I, trait_names}`` or a JSON/parquet path.  Model variable names are the trait names.
     ``toler``: reciprocal-condition tolerance for inverting the bread (R ``solve(tol=)``).
+
+    ``fix_resid`` / ``fix_resid_when``: R's usermodel refits the model with residual variances
+    bounded at 1e-4 only when its first fit fails outright (``"error"``, the default: lavaan runs
+    with ``optim.force.converged=TRUE``, so a Heywood solution with a negative residual variance is
+    reported as it is, with a warning in ``result.warnings``).  ``"nonconverged"`` also refits when
+    the first fit stops before converging, which returns the bounded solution instead (what R's
+    commonfactor and rgmodel do, and polgen's usermodel did before).
     """
+    check_option("fix_resid_when", fix_resid_when, FixResidWhen)
     cs = as_covstruc(covstruc)
     if not isinstance(model, str) or not model.strip():
         raise ModelError("model must be a non-empty lavaan model string")
@@ -647,6 +666,7 @@ def usermodel(
         function="usermodel",
         CFIcalc=CFIcalc,
         Q_Factor=Q_Factor,
+        fix_resid_when=fix_resid_when,
     )
 
 

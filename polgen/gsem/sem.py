@@ -478,7 +478,7 @@ def fit_sem(
     V: np.ndarray | None = None,
     W_diag: np.ndarray | None = None,
     start: np.ndarray | None = None,
-    max_iter: int = 500,
+    max_iter: int = 10_000,
     check_identified: bool = True,
     restarts: int = 4,
     random_starts: int = 12,
@@ -489,7 +489,9 @@ def fit_sem(
     :class:`ModelError` for an unidentified model (more parameters than moments, or a
     rank-deficient Jacobian at the solution) and :class:`ConvergenceError` when no start converges
     to a finite objective.  A run that stops without meeting the convergence tests is returned with
-    ``converged=False``.
+    ``converged=False``.  ``max_iter`` bounds the iterations from the first start (10,000: lavaan's
+    nlminb ``iter.max``; weakly identified solutions such as Heywood cases far along a flat ridge
+    take thousands); the alternative starts tried when it fails get at most 1,000 each.
     """
     est = estimator.upper()
     if est not in ("DWLS", "ML"):
@@ -523,12 +525,12 @@ def fit_sem(
     starts += [default_start(model, S, v) for v in range(restarts)]
     best = None
 
-    def consider(th0):
+    def consider(th0, iters):
         nonlocal best
         if rp.augmented:
-            z, f, conv, it = _lm_augmented(obj, rp, rp.z_of(th0), max_iter=max_iter)
+            z, f, conv, it = _lm_augmented(obj, rp, rp.z_of(th0), max_iter=iters)
         else:
-            z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=max_iter)
+            z, f, conv, it = _lm_bounded(obj, rp, rp.z_of(th0), max_iter=iters)
         if not np.isfinite(f):
             return False
         if best is None or (conv and not best[0]) or (conv == best[0] and f < best[3] - 1e-12 * max(1, abs(f))):
@@ -536,14 +538,14 @@ def fit_sem(
         return conv
 
     # like lavaan: the first start that converges wins; other starts only when it does not
-    for th0 in starts:
-        if consider(th0):
+    for i, th0 in enumerate(starts):
+        if consider(th0, max_iter if i == 0 else min(max_iter, 1000)):
             break
     if (best is None or not best[0]) and random_starts > 0:
         rng = np.random.default_rng(20260101)
         base = default_start(model, S, 0)
         for _ in range(random_starts):
-            consider(_random_start(model, base, rng))
+            consider(_random_start(model, base, rng), min(max_iter, 1000))
     if best is None:
         raise ConvergenceError(
             "the optimiser found no finite objective from any starting point "
