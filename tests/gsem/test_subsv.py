@@ -1,0 +1,92 @@
+"""sub_sv / index_s against R GenomicSEM subSV / indexS (../shared fixture subsv.json and stored R
+outputs in tests/data/gsem/r/gls_tools/)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import gsem_fixture, r_reference
+from polgen.errors import InputError, SchemaError
+from polgen.gsem import CovStruc, index_s, sub_sv
+
+
+@pytest.fixture(scope="module")
+def r_sv():
+    inputs = json.loads(r_reference("gls_tools", "inputs.json").read_text())["subsv"]
+    return inputs, json.loads(r_reference("gls_tools", "r_out.json").read_text())["subsv"]
+
+
+def test_shared_fixture():
+    d = json.loads(gsem_fixture("newer", "subsv.json").read_text())
+    r = sub_sv({"S": d["s"], "V": d["v"]}, d["index_s"])
+    np.testing.assert_array_equal(r.sub_s, d["sub_s"])
+    np.testing.assert_array_equal(r.sub_v, d["sub_v"])
+    rr = sub_sv({"R": d["r_corr"], "V_R": d["v_r"]}, d["index_r"], type="R")
+    np.testing.assert_array_equal(rr.sub_s, d["sub_s_r"])
+    np.testing.assert_array_equal(rr.sub_v, d["sub_v_r"])
+    assert rr.labels == ["V1~~V2", "V2~~V3", "V3~~V4"]
+
+
+@pytest.mark.parametrize("kind", ["S", "S_Stand", "R"])
+def test_matches_r(r_sv, kind):
+    s, out = r_sv
+    if kind == "R":
+        obj = {"R": s["R"], "V_R": s["V_R"]}
+        idx = s["index_r"]
+    else:
+        obj = CovStruc(S=s["S"], V=s["V"], I=None, trait_names=[], S_Stand=s["S_Stand"], V_Stand=s["V_Stand"])  # type: ignore[arg-type]
+        idx = s["index_s"]
+    r = sub_sv(obj, idx, type=kind)
+    np.testing.assert_allclose(r.sub_s, out[kind]["sub_s"], rtol=1e-12)
+    np.testing.assert_allclose(r.sub_v, out[kind]["sub_v"], rtol=1e-12)
+    np.testing.assert_array_equal(r.index, idx)
+
+
+def test_index_s_matches_r(r_sv):
+    s, out = r_sv
+    np.testing.assert_array_equal(index_s({"S": s["S"], "V": s["V"]}), out["index_s"])
+    np.testing.assert_array_equal(index_s(matrix=s["S"], r=True), out["index_r"])
+    # the numbers are the positions in vech(S)
+    S = np.array(s["S"])
+    num = index_s(matrix=S)
+    vech = np.concatenate([S[j:, j] for j in range(S.shape[0])])
+    for i in range(5):
+        for j in range(5):
+            assert vech[num[i, j] - 1] == S[i, j]
+
+
+def test_rgmodel_like_object_and_order():
+    class RG:
+        R = np.array([[1.0, 0.3, 0.2], [0.3, 1.0, 0.4], [0.2, 0.4, 1.0]])
+        V_R = np.diag([0.01, 0.02, 0.03])
+        trait_names = ["A", "B", "C"]
+
+    r = sub_sv(RG(), [3, 1], type="R")
+    np.testing.assert_array_equal(r.sub_s, [0.4, 0.3])  # the given order for both
+    np.testing.assert_array_equal(np.diag(r.sub_v), [0.03, 0.01])
+    assert r.labels == ["B~~C", "A~~B"]
+
+
+def test_bad_input_is_typed():
+    S = np.eye(3) * 0.5
+    V = np.eye(6) * 1e-3
+    with pytest.raises(InputError, match="index 7 is out of range: S has 6 elements") as e:
+        sub_sv({"S": S, "V": V}, [1, 7])
+    assert e.value.column == "index"
+    with pytest.raises(InputError, match="index 0 is out of range"):
+        sub_sv({"S": S, "V": V}, [0, 2])
+    with pytest.raises(InputError, match="out of range: R has 3 elements"):
+        sub_sv({"R": np.eye(3), "V_R": np.eye(3)}, [4], type="R")
+    with pytest.raises(InputError, match="whole numbers"):
+        sub_sv({"S": S, "V": V}, [1.5])
+    with pytest.raises(InputError, match="repeats"):
+        sub_sv({"S": S, "V": V}, [2, 2])
+    with pytest.raises(SchemaError, match="V_R"):
+        sub_sv({"S": S, "V": V}, [1], type="R")
+    with pytest.raises(SchemaError, match="ldsc\\(stand=True\\)"):
+        sub_sv({"S": S, "V": V}, [1], type="S_Stand")
+    with pytest.raises(InputError, match="type must be one of"):
+        sub_sv({"S": S, "V": V}, [1], type="Q")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="square"):
+        index_s(matrix=np.ones((2, 3)))
