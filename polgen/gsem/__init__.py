@@ -6,6 +6,7 @@ Pipeline: :func:`munge` -> :func:`ldsc` (a :class:`CovStruc` with S, V, I) -> :f
 """
 
 from polgen.gsem.covstruc import CovStruc, as_covstruc
+from polgen.gsem.enrichment import EnrichResult, enrich
 from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, commonfactor, rgmodel, usermodel
 from polgen.gsem.fusion import read_fusion
 from polgen.gsem.gls import GLSBands, summary_gls, summary_gls_bands
@@ -16,14 +17,21 @@ from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech
 from polgen.gsem.model_writer import write_model
 from polgen.gsem.multi import MultiResult, multi_gene, multi_snp, read_ld
 from polgen.gsem.munge import munge
+from polgen.gsem.parallel_analysis import PALDSCResult, pa_ldsc
 from polgen.gsem.ram import CompiledModel, compile_model
+from polgen.gsem.simulate import SimulatedSumstats, sim_ldsc
 from polgen.gsem.sem import SemFit, fit_sem, sandwich
+from polgen.gsem.stratified import StratifiedCovStruc, s_ldsc
 from polgen.gsem.snp_matrices import SnpMatrices, add_genes, add_snps
 from polgen.gsem.subset import SubSV, index_s, sub_sv
 from polgen.gsem.sumstats import sumstats
 from polgen.gsem.syntax import ParTable, parse_model
 
 __all__ = [
+    "EnrichResult",
+    "StratifiedCovStruc",
+    "enrich",
+    "s_ldsc",
     "GLSBands",
     "QTraitResult",
     "SubSV",
@@ -37,10 +45,12 @@ __all__ = [
     "CompiledModel",
     "CovStruc",
     "GENOMICSEM_NAMES",
+    "PALDSCResult",
     "ParTable",
     "RGModelResult",
     "SEMResult",
     "SemFit",
+    "SimulatedSumstats",
     "compile_model",
     "fit_sem",
     "is_pd",
@@ -54,8 +64,10 @@ __all__ = [
     "ldsc_table",
     "munge",
     "near_pd",
+    "pa_ldsc",
     "parse_model",
     "rgmodel",
+    "sim_ldsc",
     "sumstats",
     "user_gwas",
     "usermodel",
