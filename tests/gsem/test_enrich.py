@@ -153,3 +153,38 @@ def test_enrich_bad_input(fits):
         )
     with pytest.raises(ModelError, match="lavaan syntax"):
         enrich(fits["cont"], "F1", "F1~~F1")
+
+
+def test_cli_chain_s_ldsc_then_enrich(fits, tmp_path, monkeypatch):
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from polgen.cli import main
+    from polgen.errors import PolgenError
+
+    monkeypatch.chdir(D)
+    s_out = tmp_path / "s.npz"
+    rc = main(
+        ["gsem", "s-ldsc", "--traits", "T1.sumstats.gz", "T2.sumstats.gz", "T3.sumstats.gz", "--ld", "annot/baseline.",
+         "--wld", "weights/weights.", "--frq", "frq/1000G.", "--trait-names", "T1", "T2", "T3", "--n-blocks", "20",
+         "--out", str(s_out), "-q"]
+    )  # fmt: skip
+    assert rc == 0
+    back = StratifiedCovStruc.load(s_out)
+    for a, b in zip(back.V, fits["cont"].V):
+        np.testing.assert_array_equal(a, b)
+    e_out = tmp_path / "e.parquet"
+    args = ["gsem", "enrich", "--s-covstruc", str(s_out), "--model", "F1 =~ T1 + T2 + T3; F1 ~~ F1"]
+    assert main([*args, "--params", "F1~~F1", "--out", str(e_out), "-q"]) == 0
+    got = pl.read_parquet(e_out)
+    want = enrich(fits["cont"], "F1 =~ T1 + T2 + T3\nF1 ~~ F1", "F1~~F1")
+    assert got.equals(want.enrichment)
+    meta = pq.read_schema(e_out).metadata
+    assert len(json.loads(meta[b"polgen.enrich_base"])) == 7
+    # a failing run leaves nothing behind
+    bad = tmp_path / "bad.parquet"
+    try:
+        rc = main([*args, "--params", "F9~~F9", "--out", str(bad), "-q"])
+    except PolgenError:
+        rc = 1
+    assert rc != 0 and not bad.exists()
