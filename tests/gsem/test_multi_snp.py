@@ -193,3 +193,58 @@ def test_snplist_and_ld_file(tmp_path):
     # the file holds -0.3 where the R case holds 0.3: after the rs2 allele flip both are +-0.3
     assert a.ld[0, 1] == pytest.approx(0.3)
     np.testing.assert_allclose(a.S_full[2:, :2], b.S_full[2:, :2], rtol=1e-15)
+
+
+def test_cli_multi_snp(tmp_path, capsys):
+    from polgen.cli import main
+    from polgen.gsem import CovStruc, usermodel
+
+    cs = CovStruc.from_mapping(INP["covstruc"]["main"])
+    cs.save(tmp_path / "cs.json")
+    SNPS.write_parquet(tmp_path / "snps.parquet")
+    ld = INP["ld"]["snp2"]
+    pl.DataFrame({"SNP": ld["names"], **{n: col for n, col in zip(ld["names"], ld["matrix"])}}).write_csv(
+        tmp_path / "ld.csv"
+    )
+    model = CASES["ms_k3_f2"]["model"].replace("\n", "; ")
+    argv = ["gsem", "multi-snp", "--sumstats", str(tmp_path / "snps.parquet"), "--covstruc", str(tmp_path / "cs.json")]
+    argv += ["--ld", str(tmp_path / "ld.csv"), "--model", model, "--out", str(tmp_path / "joint.json")]
+    assert main([*argv, "--fit-out", str(tmp_path / "fit.parquet")]) == 0
+    assert "F1" in capsys.readouterr().out
+    joint = CovStruc.load(tmp_path / "joint.json")
+    _close(joint.S, OUT["ms_k3_f2"]["S_full"])
+    _close(joint.V, OUT["ms_k3_f2"]["V_full"])
+    fit = pl.read_parquet(tmp_path / "fit.parquet")
+    ref = usermodel(joint, CASES["ms_k3_f2"]["model"]).parameters
+    assert fit["est"].to_list() == ref["est"].to_list()
+    assert main(argv) != 0  # joint.json exists: refused without --overwrite
+    assert "exists" in capsys.readouterr().err
+
+
+def test_cli_multi_gene_and_add(tmp_path, capsys):
+    from polgen.cli import main
+    from polgen.gsem import CovStruc, SnpMatrices
+
+    CovStruc.from_mapping(INP["covstruc"]["main"]).save(tmp_path / "cs.json")
+    GENES.write_parquet(tmp_path / "genes.parquet")
+    ld = INP["ld"]["gene2"]
+    pl.DataFrame(ld["matrix"], schema=ld["names"], orient="row").write_csv(tmp_path / "ld.csv")
+    base = ["--covstruc", str(tmp_path / "cs.json")]
+    genes = ["--genes", str(tmp_path / "genes.parquet")]
+    assert (
+        main(["gsem", "multi-gene", *genes, *base, "--ld", str(tmp_path / "ld.csv"), "--out", str(tmp_path / "g.json")])
+        == 0
+    )
+    _close(CovStruc.load(tmp_path / "g.json").V, OUT["mg_k3_f2"]["V_full"])
+    SNPS.write_parquet(tmp_path / "snps.parquet")
+    assert main(["gsem", "add-snps", "--sumstats", str(tmp_path / "snps.parquet"), *base, "--GC", "conserv",
+                 "--batch-size", "5", "--out", str(tmp_path / "add")]) == 0  # fmt: skip
+    assert "8 rows" in capsys.readouterr().out
+    back = SnpMatrices.from_frame(pl.scan_parquet(tmp_path / "add" / "part-*.parquet"))
+    for i in range(8):
+        _close(back.V_full[i], OUT["add_conserv"]["V_full"][i])
+    assert (
+        main(["gsem", "add-genes", "--genes", str(tmp_path / "genes.parquet"), *base, "--out", str(tmp_path / "ag")])
+        == 0
+    )
+    assert "5 rows" in capsys.readouterr().out
