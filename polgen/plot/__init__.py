@@ -4,6 +4,7 @@
   GWAS-SSF tables, frames, LazyFrames), thinned in Polars to what the output resolution shows;
 * :func:`path_diagram`: a usermodel / commonfactor fit as an SVG path diagram;
 * :func:`scree`: LFMM ``choose_k`` eigenvalues (or any eigenvalue frame);
+* :func:`gls_bands`: a Genomic SEM ``summary_gls_bands`` fit with its standard-error band;
 * :func:`spatial`, :func:`transitions`: values and vectors on tissue coordinates;
 * :func:`report`: one self-contained HTML page of a results folder.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from polgen.plot._mpl import Canvas, MissingExtraError, PlotResult
 from polgen.plot.figures import scree, spatial, transitions
+from polgen.plot.gls_bands import gls_bands
 from polgen.plot.gwas import manhattan, qq
 from polgen.plot.html_report import demo_report, report, report_html
 from polgen.plot.path import path_diagram
@@ -27,6 +29,7 @@ __all__ = [
     "MissingExtraError",
     "PlotResult",
     "demo_report",
+    "gls_bands",
     "gwas_source",
     "manhattan",
     "path_diagram",
