@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from polgen.errors import InputError, OutputError, PolgenError
-from polgen.io.sink import MANIFEST, SUCCESS, read_metadata
+from polgen.io.sink import MANIFEST, SUCCESS, read_metadata, sha256_file
 from polgen.plot import _html as H
 from polgen.plot._mpl import MissingExtraError, figure_bytes, require_matplotlib
 from polgen.plot.source import run_files, run_method, run_params, series_of
@@ -140,6 +140,75 @@ def _parts_table(folder: Path) -> str:
     done = "finalised (_SUCCESS)" if (folder / SUCCESS).exists() else "not finalised (no _SUCCESS)"
     return f"<h3>Parts</h3><p>{len(rows)} part(s), {int(df['rows'].sum()):,} rows, {done}.</p>" + H.table(
         df, max_rows=12
+    )
+
+
+#: inputs larger than this are listed with their size but not hashed (a report must stay quick)
+HASH_LIMIT = 4 << 30
+#: parameters that hold text, never a file name
+_NOT_PATHS = {"model", "method", "description", "estimation", "GC", "ml_se"}
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _strings(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _strings(v)]
+    return []
+
+
+def _locate(text: str, bases: list[Path]) -> Path | None:
+    if not text or "\n" in text or len(text) > 4096 or not re.search(r"[/\\.]", text):
+        return None
+    p = Path(text)
+    for cand in [p] if p.is_absolute() else [b / p for b in bases]:
+        try:
+            if cand.exists():
+                return cand
+        except OSError:
+            continue
+    return None
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    """(bytes, SHA-256) of a file, or of a folder: SHA-256 over its files' relative names and hashes."""
+    if path.is_file():
+        size = path.stat().st_size
+        return size, (sha256_file(path) if size <= HASH_LIMIT else f"not hashed (over {HASH_LIMIT >> 30} GiB)")
+    import hashlib
+
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in files)
+    if size > HASH_LIMIT or len(files) > 2000:
+        return size, f"not hashed ({len(files)} files, {size / 2**30:.1f} GiB)"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return size, f"{h.hexdigest()} (folder of {len(files)} files)"
+
+
+def _inputs_table(params: dict[str, Any], bases: list[Path]) -> str:
+    """The input files a run's parameters name, with their size and SHA-256 as the report found them."""
+    rows, seen = [], set()
+    for key in sorted(params):
+        if key in _NOT_PATHS:
+            continue
+        for text in _strings(params[key]):
+            found = _locate(text, bases)
+            if found is None or found.resolve() in seen:
+                continue
+            seen.add(found.resolve())
+            try:
+                size, digest = _digest(found)
+            except OSError as exc:
+                size, digest = -1, f"unreadable: {exc.strerror or exc}"
+            rows.append({"parameter": key, "input": text, "bytes": size, "sha256": digest})
+    if not rows:
+        return ""
+    return "<h3>Inputs</h3><p>Files named by the parameters, hashed when this report was written.</p>" + H.table(
+        pl.DataFrame(rows), max_rows=50
     )
 
 
@@ -357,6 +426,7 @@ def _run(page: _Page, d: Path) -> tuple[str, str]:
     body = [
         f"<p>Method <code>{H.esc(method or 'unknown')}</code>, folder <code>{H.esc(page.rel(d))}</code>.</p>",
         H.params_table(params),
+        _inputs_table(params, [Path.cwd(), page.root, page.root.parent, d]),
         _parts_table(d),
     ]
     if method == "stlr.fit":
@@ -385,8 +455,8 @@ def _provenance(page: _Page) -> str:
     }
     body = H.params_table(rows, title="Software and run")
     body += (
-        "<p>Part checksums (SHA-256) are those recorded in each run's manifest; input files are named in the "
-        "parameters of each run.</p>"
+        "<p>Part checksums (SHA-256) are those recorded in each run's manifest; the input files each run's "
+        "parameters name are hashed (SHA-256) when the report is written (its Inputs table).</p>"
     )
     if page.figs.names:
         body += "<h3>Figures</h3><ol>" + "".join(f"<li>{H.esc(n)}</li>" for n in page.figs.names) + "</ol>"

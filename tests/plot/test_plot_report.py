@@ -267,3 +267,36 @@ def test_demo_report_on_a_real_demo_run(tmp_path):
         "expression change",
     ):
         assert any(n.startswith(what) or what in n for n in names), (what, names)
+
+
+def test_report_hashes_the_inputs_a_run_names(tmp_path, monkeypatch):
+    """The Inputs table: every file or folder a run's parameters name, with its SHA-256 as found
+    when the report is written (relative names resolved against the working directory)."""
+    data = tmp_path / "data"
+    (data / "ld").mkdir(parents=True)
+    pl.DataFrame({"SNP": ["rs1", "rs2"], "beta.A": [0.1, 0.2]}).write_parquet(data / "sumstats.parquet")
+    (data / "ld" / "1.l2.M_5_50").write_text("100\n")
+    (data / "ld" / "2.l2.M_5_50").write_text("200\n")
+    params = {
+        "method": "gsem.user_gwas",
+        "model": "F1 =~ A + B",  # text, not a path
+        "sumstats": "data/sumstats.parquet",  # relative to the working directory
+        "ld": str(data / "ld"),
+        "others": [str(data / "missing.parquet")],  # not found: not listed
+    }
+    sink = BatchSink(tmp_path / "res" / "gwas", params)
+    sink.write(0, pl.DataFrame({"SNP": ["rs1"], "lhs": ["F1"], "op": ["~"], "rhs": ["SNP"], "p": [0.5]}))
+    sink.finalize(1)
+    monkeypatch.chdir(tmp_path)
+    html = report_html(tmp_path / "res", pictures=False)
+    assert "<h3>Inputs</h3>" in html
+    assert sha256_file(data / "sumstats.parquet") in html
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("1.l2.M_5_50", "2.l2.M_5_50"):
+        h.update(f"{name}\0{sha256_file(data / 'ld' / name)}\n".encode())
+    assert f"{h.hexdigest()} (folder of 2 files)" in html
+    inputs = html[html.index("<h3>Inputs</h3>") :]
+    inputs = inputs[: inputs.index("</table>")]
+    assert "missing.parquet" not in inputs and "F1 =~" not in inputs
