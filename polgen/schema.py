@@ -447,6 +447,16 @@ _LFMM_CHOOSEK = OutputSchema(
     ),
 )
 
+_LFMM_QVALUES = OutputSchema(
+    kind="lfmm_qvalues",
+    title="LFMM2 association test with q-values (per SNP)",
+    produced_by="`lfmm.fdr(result, out=)` (`FdrResult.frame`); `polgen lfmm qvalue --out`, "
+    "`polgen lfmm --qvalue` (`<out>.qvalues.parquet`)",
+    columns=_LFMM_TEST.columns
+    + (_c("Q[_{variable}]", _F64, "q-value (BH, or Storey's: pi0 x BH) of the calibrated P (else P)", nullable=True),),
+    note="Rows in the result's order; with `fdr=` only the rows with a Q <= fdr.",
+)
+
 _LFMM_OFFSET = OutputSchema(
     kind="lfmm_offset",
     title="LFMM2 genetic offset / gap (one row per individual or location)",
@@ -549,6 +559,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _ADD_SNPS,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
+        _LFMM_QVALUES,
         _LFMM_OFFSET,
         _LFMM_OFFSET_EIGEN,
         _BETADATA,

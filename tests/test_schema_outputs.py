@@ -226,6 +226,15 @@ def test_lfmm_choose_k(lfmm_run):
     check(choose_k(str(lfmm_run["data"].bed), k_max=3).frame(), "lfmm_choose_k")
 
 
+def test_lfmm_qvalues(lfmm_run, tmp_path):
+    from polgen.lfmm import fdr, test
+
+    res = test(lfmm_run["model"], str(lfmm_run["data"].bed), out=tmp_path / "t")
+    q = fdr(res, method="storey", out=tmp_path / "q.parquet")
+    check(q.frame, "lfmm_qvalues")
+    check(tmp_path / "q.parquet", "lfmm_qvalues")
+
+
 def test_lfmm_offset(lfmm_run, tmp_path):
     from polgen.lfmm import genetic_offset, write_offset
 

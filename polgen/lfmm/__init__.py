@@ -12,6 +12,7 @@ from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
 from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel, load_model
+from polgen.lfmm.multitest import FdrResult, Pi0, fdr, p_adjust_bh, pi0_estimate, qvalues
 from polgen.lfmm.offset import GeneticOffsetResult, genetic_gap, genetic_offset, write_offset
 
 __all__ = [
@@ -29,4 +30,10 @@ __all__ = [
     "genetic_gap",
     "write_offset",
     "GeneticOffsetResult",
+    "fdr",
+    "qvalues",
+    "p_adjust_bh",
+    "pi0_estimate",
+    "FdrResult",
+    "Pi0",
 ]

@@ -153,6 +153,26 @@ def add_parser(subparsers) -> None:
         help="P calibration: genomic inflation factor, median+MAD of the z-scores, or none",
     )
     p.add_argument("--full", action="store_true", help="also LEA's full-model F test")
+    p.add_argument(
+        "--qvalue",
+        choices=["none", "BH", "storey"],
+        default="none",
+        help="after the test, add q-values Q[_<variable>] of the calibrated P (Benjamini-Hochberg, or Storey's "
+        "with qvalue's default smoother pi0) and write them to --qvalue-out",
+    )
+    p.add_argument(
+        "--fdr",
+        type=fraction_float,
+        default=None,
+        metavar="Q",
+        help="with --qvalue: keep only the candidates with Q <= this FDR (default: every SNP)",
+    )
+    p.add_argument(
+        "--qvalue-out",
+        metavar="FILE",
+        default=None,
+        help="parquet file of the q-values (default: <out>.qvalues.parquet beside the run folder)",
+    )
     add_resume(p)
     add_overwrite(p)
     add_executor(p)
@@ -167,10 +187,11 @@ def add_parser(subparsers) -> None:
     tools = p.add_subparsers(
         dest="lfmm_command",
         required=False,
-        metavar="{offset,gap}",
+        metavar="{offset,gap,qvalue}",
         title="further LFMM analyses (polgen lfmm <analysis> --help)",
     )
     add_offset_parsers(tools)
+    add_qvalue_parser(tools)
 
 
 def run(args) -> int:
@@ -239,6 +260,16 @@ def run(args) -> int:
     print(f"lfmm: {n} SNPs tested, K={model.K}; results in {out}")
     for v, g in res.gif.items():
         print(f"  GIF[{v}] = {g:.4f}")
+    if args.qvalue != "none":
+        from polgen.lfmm import fdr
+
+        qout = Path(args.qvalue_out) if args.qvalue_out else out.with_name(out.name + ".qvalues.parquet")
+        fr = fdr(res, method=args.qvalue, fdr=args.fdr, out=qout, overwrite=args.overwrite or args.resume)
+        for q, k in fr.n_candidates.items():
+            print(f"  {q}: pi0 {fr.pi0[q]:.4f}, {k} SNPs with Q <= {args.fdr or 0.05:g}")
+        print(f"  q-values in {qout}")
+    elif args.fdr is not None or args.qvalue_out is not None:
+        raise InputError("--fdr and --qvalue-out need --qvalue BH or --qvalue storey")
     return 0
 
 
@@ -353,6 +384,76 @@ def run_offset(args) -> int:
     if args.eigen_out is not None:
         write_table_atomic(args.eigen_out, res.eigen_frame())
     print(f"lfmm {args.offset_kind}: {res.frame.height} rows over {res.n_loci} loci, K={list(res.K)}; written to {out}")
+    return 0
+
+
+def add_qvalue_parser(tools) -> None:
+    """``polgen lfmm qvalue``: q-values of a finished ``polgen lfmm`` run (DuckDB, out of core)."""
+    q = tools.add_parser(
+        "qvalue",
+        help="q-values (BH or Storey) of an LFMM result, and the candidates at an FDR",
+        description="Add Q[_<variable>] columns to an LFMM result: Benjamini-Hochberg (R p.adjust) or Storey "
+        "q-values (R qvalue: pi0 by the lambda-grid smoother or the closed-form bootstrap) of the calibrated P "
+        "(P when the run is uncalibrated), streamed through DuckDB; written in the result's row order.",
+        epilog=examples(
+            "polgen lfmm qvalue --results lfmm_out/ --out lfmm_q.parquet",
+            "polgen lfmm qvalue --results lfmm_out/ --method storey --fdr 0.05 --out candidates.parquet",
+        ),
+    )
+    q.add_argument("--results", required=True, metavar="DIR", help="the run folder (or parquet file) of polgen lfmm")
+    q.add_argument(
+        "--method", choices=["BH", "storey"], default="BH", help="Benjamini-Hochberg, or Storey's q-values (qvalue)"
+    )
+    q.add_argument(
+        "--fdr", type=fraction_float, default=None, metavar="Q", help="keep only rows with Q <= this (default: all)"
+    )
+    q.add_argument(
+        "--p-col",
+        action="append",
+        default=None,
+        metavar="COLUMN",
+        help="P column to adjust (repeatable; default: P_CALIBRATED[_v] of each variable, else P[_v])",
+    )
+    q.add_argument(
+        "--pi0-method",
+        choices=["smoother", "bootstrap"],
+        default="smoother",
+        help="Storey pi0: qvalue's smoothing spline (df 3) over the lambda grid, or its closed-form bootstrap",
+    )
+    q.add_argument(
+        "--lambda",
+        dest="lambda_",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="L",
+        help="Storey lambda value(s) (default: qvalue's 0.05, 0.10, ..., 0.95)",
+    )
+    q.add_argument("--pi0", type=positive_float, default=None, help="fixed Storey pi0 in (0, 1] (default: estimated)")
+    add_out(q, "output parquet file (the result's columns + Q[_<variable>])")
+    add_overwrite(q)
+    q.set_defaults(func=run_qvalue)
+
+
+def run_qvalue(args) -> int:
+    from polgen.lfmm import fdr
+
+    if Path(args.out).suffix.lower() != ".parquet":
+        raise InputError("--out must be a .parquet file", path=args.out)
+    res = fdr(
+        args.results,
+        method=args.method,
+        p_col=args.p_col,
+        fdr=args.fdr,
+        pi0=args.pi0,
+        lambda_=args.lambda_,
+        pi0_method=args.pi0_method,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    for qc, k in res.n_candidates.items():
+        print(f"{qc} (from {res.p_columns[qc]}): pi0 {res.pi0[qc]:.4f}, {k} rows with Q <= {args.fdr or 0.05:g}")
+    print(f"written to {args.out}")
     return 0
 
 
