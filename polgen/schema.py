@@ -267,6 +267,27 @@ _ADD_SNPS = OutputSchema(
     note="One row per SNP (gene); `SnpMatrices.from_frame` rebuilds the matrices.",
 )
 
+_ENRICH = OutputSchema(
+    kind="gsem_enrich",
+    title="Genomic SEM enrich (one row per annotation and parameter)",
+    produced_by="`gsem.enrich(...).enrichment`; `polgen gsem enrich --out FILE.parquet`",
+    columns=(
+        _c("Annotation", _STR, "annotation (its LD-score column name; the baseline first)"),
+        _c("lhs", _STR, "parameter: left-hand side"),
+        _c("op", _STR, "parameter: operator"),
+        _c("rhs", _STR, "parameter: right-hand side"),
+        _c("Cov_Smooth", _F64, "largest change of S when smoothed to positive definite", nullable=True),
+        _c("Z_smooth", _F64, "largest change of the Z statistics of S when smoothed", nullable=True),
+        _c("Enrichment", _F64, "(est / baseline est) / proportion of SNPs in the annotation", nullable=True),
+        _c("Enrichment_SE", _F64, "sandwich SE of the enrichment", nullable=True),
+        _c("Enrichment_p_value", _F64, "one-sided p-value of enrichment > 1", nullable=True),
+        _c("Error", _STR, 'error of the annotation\'s fit ("0": none)'),
+        _c("Warning", _STR, 'why the annotation was not analysed or its fit warned ("0": none)'),
+    ),
+    metadata=("polgen.enrich_params",),
+    note="The CLI file also carries the baseline model table as JSON in `polgen.enrich_base` (unless --no-base).",
+)
+
 _SEM_PARAMS = OutputSchema(
     kind="gsem_sem_parameters",
     title="Genomic SEM commonfactor / usermodel parameter table",
@@ -557,6 +578,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _USER_GWAS,
         _CF_GWAS,
         _ADD_SNPS,
+        _ENRICH,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
         _LFMM_QVALUES,

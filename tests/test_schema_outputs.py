@@ -195,6 +195,29 @@ def test_gsem_add_snps(gsem_run, tmp_path):
     check(add_genes(gsem_run["cs"], genes).to_frame(), "gsem_add_snps")
 
 
+def test_gsem_enrich(tmp_path, monkeypatch):
+    from polgen.cli import main
+    from polgen.gsem import enrich, s_ldsc
+
+    d = ROOT / "tests" / "data" / "gsem" / "r" / "sldsc_enrich"
+    sc = s_ldsc(
+        [d / f"T{i}.sumstats.gz" for i in (1, 2, 3)],
+        ld=d / "annot" / "baseline.",
+        wld=d / "weights" / "weights.",
+        frq=d / "frq" / "1000G.",
+        trait_names=["T1", "T2", "T3"],
+        n_blocks=20,
+        exclude_cont=False,
+    )
+    res = enrich(sc, "F1 =~ T1 + T2 + T3", "F1~~F1", rm_flank=False)
+    check(res.enrichment, "gsem_enrich")
+    sc.save(tmp_path / "s.json")
+    out = tmp_path / "e.parquet"
+    assert main(["gsem", "enrich", "--s-covstruc", str(tmp_path / "s.json"), "--model", "F1 =~ T1 + T2 + T3",
+                 "--params", "F1~~F1", "--out", str(out), "-q"]) == 0  # fmt: skip
+    check(out, "gsem_enrich")
+
+
 # -- LFMM2 ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("calibrate", ["gif", None])
 def test_lfmm_test(lfmm_run, calibrate, tmp_path):
