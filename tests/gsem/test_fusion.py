@@ -103,3 +103,15 @@ def test_bad_input_is_typed(r_fu, tmp_path):
         bad2 = tmp_path / "noperm.dat"
         bad2.write_text("PANEL FILE ID TWAS.Z HSQ\nx a/b/c.wgt G1 1.0 0.1\n")
         read_fusion([bad2], N=[10], perm=True)
+
+
+def test_cli_read_fusion(r_fu, tmp_path):
+    from polgen import cli
+
+    d, inp, out = r_fu
+    o = tmp_path / "twas.parquet"
+    files = [str(d / f) for f in inp["files"]]
+    argv = ["gsem", "read-fusion", *files, "--trait-names", *inp["trait_names"], "--binary", "T", "F", "T"]
+    argv += ["--N", *map(str, inp["N"]), "--perm", "--out", str(o)]
+    assert cli.main(argv) == 0
+    _compare(pl.read_parquet(o), out["perm"], inp["trait_names"])

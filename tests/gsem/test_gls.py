@@ -141,3 +141,26 @@ def test_bad_input_is_typed():
         summary_gls_bands(np.ones((4, 2)), y, V)
     with pytest.raises(InputError, match="band_points must be one of"):
         summary_gls_bands([1, 2, 3, 4], y, V, band_points="middle")  # type: ignore[arg-type]
+
+
+def test_cli_summary_gls_and_bands(r_gls, tmp_path, capsys):
+    pl = pytest.importorskip("polars")
+    from polgen import cli
+
+    g, out = r_gls
+    (tmp_path / "y.txt").write_text("estimate\n" + "\n".join(map(repr, g["y"])))
+    np.savetxt(tmp_path / "v.txt", np.array(g["V"]), delimiter=",", fmt="%.17g")
+    xs = ",".join(map(repr, g["x"]))
+    o = tmp_path / "gls.parquet"
+    args = ["gsem", "summary-gls", "--y", str(tmp_path / "y.txt"), "--v-y", str(tmp_path / "v.txt"), f"--x={xs}"]
+    assert cli.main([*args, "--out", str(o)]) == 0
+    _check(pl.read_parquet(o), out["summary_gls"]["linear"])
+    assert cli.main([*args, "--out", str(o)]) == 2  # exists without --overwrite
+    band = tmp_path / "band.parquet"
+    q = [*args, "--bands", "--quad", "--intervals", "9", "--band-size", "1.96", "--band-out", str(band)]
+    assert cli.main([*q, "--out", str(o), "--overwrite"]) == 0
+    ref = out["summary_gls_bands"]["quad"]
+    _check(pl.read_parquet(o), ref)
+    np.testing.assert_allclose(pl.read_parquet(band)["upper"].to_numpy(), ref["upper"], rtol=RTOL)
+    assert cli.main([*args, "--quad", "--out", str(tmp_path / "x.parquet")]) == 2  # --quad needs --bands
+    assert "need --bands" in capsys.readouterr().err

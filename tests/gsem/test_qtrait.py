@@ -107,3 +107,20 @@ def test_bad_input_is_typed(qt):
         local_srmd(np.ones(12), np.ones(12), np.ones((4, 2)), np.ones((4, 2)))
     with pytest.raises(InputError, match="constrained has 3"):
         local_srmd(np.ones(4), np.ones(3), np.ones((2, 2)), np.ones((2, 2)))
+
+
+def test_cli_q_trait(qt, tmp_path):
+    import polars as pl
+
+    from polgen import cli
+
+    cs, q, _, res = qt
+    f = tmp_path / "cs.json"
+    f.write_text(json.dumps(cs))
+    o = tmp_path / "q.parquet"
+    argv = ["gsem", "q-trait", "--covstruc", str(f), "--indicators", *q["indicators"], "--traits", "X2"]
+    assert cli.main([*argv, "--out", str(o)]) == 0
+    got = pl.read_parquet(o)
+    assert got["trait"].to_list() == ["X2"] and got["Unconstrained_paths"].to_list() == ["None"]
+    # one trait tested: the Bonferroni threshold is 0.05, the CPM numbers are those of the two-trait run
+    assert got["rGF1Trait_CPM"][0] == pytest.approx(res.table["rGF1Trait_CPM"][1], rel=1e-9)

@@ -90,3 +90,36 @@ def test_bad_input_is_typed():
         sub_sv({"S": S, "V": V}, [1], type="Q")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="square"):
         index_s(matrix=np.ones((2, 3)))
+
+
+def test_cli_sub_sv_feeds_summary_gls(r_sv, tmp_path, capsys):
+    from polgen import cli
+    from polgen.gsem import summary_gls
+
+    s, out = r_sv
+    cs = tmp_path / "cs.json"
+    cs.write_text(json.dumps({"S": s["S"], "V": s["V"], "S_Stand": s["S_Stand"], "V_Stand": s["V_Stand"]}))
+    assert cli.main(["gsem", "sub-sv", "--covstruc", str(cs), "--print-index"]) == 0
+    assert "numbering of S" in capsys.readouterr().out
+    o = tmp_path / "sub.json"
+    idx = ",".join(map(str, s["index_s"]))
+    assert (
+        cli.main(["gsem", "sub-sv", "--covstruc", str(cs), "--index", idx, "--type", "S_Stand", "--out", str(o)]) == 0
+    )
+    got = json.loads(o.read_text())
+    np.testing.assert_allclose(got["sub_s"], out["S_Stand"]["sub_s"], rtol=1e-12)
+    rg = tmp_path / "rg.json"
+    rg.write_text(json.dumps({"R": s["R"], "V_R": s["V_R"], "trait_names": list("ABCDE")}))
+    o2 = tmp_path / "subr.json"
+    ir = ",".join(map(str, s["index_r"]))
+    assert cli.main(["gsem", "sub-sv", "--covstruc", str(rg), "--type", "R", "--index", ir, "--out", str(o2)]) == 0
+    np.testing.assert_allclose(json.loads(o2.read_text())["sub_v"], out["R"]["sub_v"], rtol=1e-12)
+    g = tmp_path / "gls.parquet"
+    x = "0.1,0.4,0.2,0.8,0.5"
+    assert cli.main(["gsem", "summary-gls", "--subsv", str(o2), "--x", x, "--out", str(g)]) == 0
+    import polars as pl
+
+    direct = summary_gls([0.1, 0.4, 0.2, 0.8, 0.5], out["R"]["sub_s"], out["R"]["sub_v"])
+    np.testing.assert_allclose(pl.read_parquet(g)["beta"].to_numpy(), direct["beta"].to_numpy(), rtol=1e-10)
+    assert cli.main(["gsem", "sub-sv", "--covstruc", str(cs), "--index", "99", "--out", str(tmp_path / "b.json")]) == 2
+    assert "index 99 is out of range" in capsys.readouterr().err
