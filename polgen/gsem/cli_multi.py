@@ -63,7 +63,7 @@ def _stream(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="rows per batch / part file (default: 200000)",
+        help="rows per batch / part file (default: 50000)",
     )
     add_executor(p)
     add_progress(p)

@@ -35,7 +35,7 @@ import polars as pl
 from polgen.errors import InputError, SchemaError
 from polgen.gsem.covstruc import CovStruc
 from polgen.gsem.gwas import _source
-from polgen.gsem.gwas_plan import DEFAULT_BATCH, common_setup, plan_base, resolve_columns
+from polgen.gsem.gwas_plan import common_setup, plan_base, resolve_columns
 from polgen.options import GCMode, check_option
 
 log = logging.getLogger("polgen")
@@ -43,6 +43,8 @@ log = logging.getLogger("polgen")
 __all__ = ["SnpMatrices", "add_genes", "add_snps", "matrix_columns"]
 
 _FLAGS = ("S_smoothed", "V_smoothed", "valid", "warning")
+#: SNPs per batch / part of a streamed run: rows are wide (55 V columns for 3 traits, 231 for 5)
+ADD_BATCH = 50_000
 
 
 def matrix_columns(k: int) -> tuple[list[str], list[str]]:
@@ -69,6 +71,20 @@ def _from_lower(x: np.ndarray, m: int) -> np.ndarray:
     out[:, r, c] = x
     out[:, c, r] = x
     return out
+
+
+def _frame(ids, s_low, v_low, s_sm, v_sm, valid, warning) -> pl.DataFrame:
+    """The ``gsem_add_snps`` frame from lower triangles laid out one output column per row."""
+    s_cols, v_cols = matrix_columns(int(round((np.sqrt(8 * s_low.shape[0] + 1) - 1) / 2)) - 1)
+    cols = [pl.Series(c, s_low[j]) for j, c in enumerate(s_cols)]
+    cols += [pl.Series(c, v_low[j]) for j, c in enumerate(v_cols)]
+    cols += [
+        pl.Series("S_smoothed", np.asarray(s_sm, dtype=bool)),
+        pl.Series("V_smoothed", np.asarray(v_sm, dtype=bool)),
+        pl.Series("valid", np.asarray(valid, dtype=bool)),
+        pl.Series("warning", warning, dtype=pl.String),
+    ]
+    return pl.concat([ids, pl.DataFrame(cols)], how="horizontal")
 
 
 @dataclass
@@ -110,21 +126,15 @@ class SnpMatrices:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per SNP in the declared ``gsem_add_snps`` layout (ids, ``S_r_c``, ``V_r_c``, flags)."""
-        s_cols, v_cols = matrix_columns(len(self.names) - 1)
-        s = _lower(self.S_full)
-        v = _lower(self.V_full)
-        cols: dict[str, Any] = {c: s[:, j] for j, c in enumerate(s_cols)}
-        cols.update({c: v[:, j] for j, c in enumerate(v_cols)})
-        body = pl.DataFrame(cols, schema={c: pl.Float64 for c in cols})
-        flags = pl.DataFrame(
-            {
-                "S_smoothed": self.S_smoothed.astype(bool),
-                "V_smoothed": self.V_smoothed.astype(bool),
-                "valid": self.valid.astype(bool),
-                "warning": pl.Series(self.warning, dtype=pl.String),
-            }
+        return _frame(
+            self.ids,
+            np.ascontiguousarray(_lower(self.S_full).T),
+            np.ascontiguousarray(_lower(self.V_full).T),
+            self.S_smoothed,
+            self.V_smoothed,
+            self.valid,
+            self.warning,
         )
-        return pl.concat([self.ids, body, flags], how="horizontal")
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame | pl.LazyFrame, names: list[str] | None = None) -> SnpMatrices:
@@ -169,7 +179,8 @@ class _AddTask:
     label: str = ""
 
 
-def _compute(task: _AddTask) -> SnpMatrices:
+def _batch(task: _AddTask, lower: bool):
+    """(rows, S, V, status, flags, warnings) of a task (see :func:`polgen.kernels.snp_matrices.add_batch`)."""
     from polgen.kernels.gwas_codes import STATUS_REASONS
     from polgen.kernels.snp_matrices import add_batch
     from polgen.kernels.snp_moments import snp_batch
@@ -186,14 +197,19 @@ def _compute(task: _AddTask) -> SnpMatrices:
     x = df[task.var_col].cast(pl.Float64).fill_null(np.nan).to_numpy()
     var = x if task.var_col == "HSQ" else 2.0 * x * (1.0 - x)
     batch = snp_batch(beta, se, var, b["S_LD"], b["V_LD"], b["I_LD"], b["gc"], b["varse2"], b["v_pd_known"])
-    S, V, status, flags = add_batch(batch)
+    S, V, status, flags = add_batch(batch, lower=lower)
     reasons = STATUS_REASONS
     if task.var_col == "HSQ":
         reasons = {**reasons, 1: "HSQ is not > 0 (missing, 0 or negative)"}
-    warning = [reasons.get(int(s), f"status {int(s)}") for s in status]
+    warning = [reasons.get(int(s), f"status {int(s)}") for s in status] if status.any() else [""] * len(status)
+    return df, S, V, status, flags, warning
+
+
+def _compute(task: _AddTask) -> SnpMatrices:
+    df, S, V, status, flags, warning = _batch(task, lower=False)
     pred = "Gene" if task.var_col == "HSQ" else "SNP"
     return SnpMatrices(
-        names=[pred, *b["traits"]],
+        names=[pred, *task.base["traits"]],
         S_full=S,
         V_full=V,
         ids=df.select(task.id_cols),
@@ -205,8 +221,10 @@ def _compute(task: _AddTask) -> SnpMatrices:
 
 
 def _add_task(task: _AddTask) -> pl.DataFrame:
-    """Module-level batch function of a streamed run (picklable for process / Dask executors)."""
-    return _compute(task).to_frame()
+    """Module-level batch function of a streamed run (picklable for process / Dask executors):
+    the kernels write the lower triangles straight into the output columns."""
+    df, s_low, v_low, status, flags, warning = _batch(task, lower=True)
+    return _frame(df.select(task.id_cols), s_low, v_low, (flags & 1) != 0, (flags & 2) != 0, status == 0, warning)
 
 
 def _run_add(
@@ -220,7 +238,7 @@ def _run_add(
     src, schema, n = _source(snps)
     beta_cols, se_cols, id_cols, var_col = resolve_columns(schema, traits, twas)
     if batch_size is None:
-        batch_size = DEFAULT_BATCH
+        batch_size = ADD_BATCH
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     fn = "add_genes" if twas else "add_snps"

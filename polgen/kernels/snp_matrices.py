@@ -23,7 +23,39 @@ from polgen.kernels.gwas_codes import FLAG_S_SMOOTHED, FLAG_V_SMOOTHED, ST_NEARP
 from polgen.kernels.linalg import _chol, near_pd
 from polgen.kernels.snp_moments import SnpBatch, _input_status, s_full_into, v_full_into, v_snp_into
 
-__all__ = ["add_batch", "add_range", "multi_v_into"]
+__all__ = ["add_batch", "add_lower_range", "add_range", "multi_v_into"]
+
+
+@jit
+def _one_snp(i, snp, Sf, Vf, VS, tmp):
+    """S_full / V_full of SNP ``i`` into ``Sf`` / ``Vf``; returns (status, flags)."""
+    k = snp.beta.shape[1]
+    K1 = k + 1
+    Kst = Vf.shape[0]
+    bad = _input_status(snp.var[i], snp.beta[i], snp.se[i], k)
+    if bad != 0:
+        return bad, 0
+    v = snp.var[i]
+    v_snp_into(snp.se[i], snp.I_LD, v, snp.gc, VS)
+    v_full_into(snp.V_LD, VS, snp.varse2, Vf)
+    s_full_into(snp.S_LD, snp.beta[i], v, Sf)
+    fl = 0
+    for a in range(K1):
+        for b in range(K1):
+            tmp[a, b] = Sf[a, b]
+    if not _chol(tmp, K1, 0.0):
+        if not near_pd(Sf.copy(), Sf):
+            return ST_NEARPD_FAIL, fl
+        fl |= FLAG_S_SMOOTHED
+    if not snp.v_pd_known:
+        for a in range(Kst):
+            for b in range(Kst):
+                tmp[a, b] = Vf[a, b]
+        if not _chol(tmp, Kst, 0.0):
+            if not near_pd(Vf.copy(), Vf):
+                return ST_NEARPD_FAIL, fl
+            fl |= FLAG_V_SMOOTHED
+    return 0, fl
 
 
 @jit
@@ -32,62 +64,64 @@ def add_range(lo, hi, snp, S_out, V_out, status, flags):
     ``V_out[i]``; ``status[i]`` 0 or the ST_* code of a bad input or failed smoothing (the
     matrices are then NaN), ``flags[i]`` the FLAG_*_SMOOTHED bits."""
     k = snp.beta.shape[1]
-    K1 = k + 1
     Kst = V_out.shape[1]
     VS = np.empty((k, k))
     tmp = np.empty((Kst, Kst))
     for i in range(lo, hi):
-        flags[i] = 0
-        Sf = S_out[i]
-        Vf = V_out[i]
-        bad = _input_status(snp.var[i], snp.beta[i], snp.se[i], k)
-        if bad != 0:
-            status[i] = bad
-            Sf[:, :] = np.nan
-            Vf[:, :] = np.nan
-            continue
-        v = snp.var[i]
-        v_snp_into(snp.se[i], snp.I_LD, v, snp.gc, VS)
-        v_full_into(snp.V_LD, VS, snp.varse2, Vf)
-        s_full_into(snp.S_LD, snp.beta[i], v, Sf)
-        fl = 0
-        st = 0
-        for a in range(K1):
-            for b in range(K1):
-                tmp[a, b] = Sf[a, b]
-        if not _chol(tmp, K1, 0.0):
-            if near_pd(Sf.copy(), Sf):
-                fl |= FLAG_S_SMOOTHED
-            else:
-                st = ST_NEARPD_FAIL
-        if st == 0 and not snp.v_pd_known:
-            for a in range(Kst):
-                for b in range(Kst):
-                    tmp[a, b] = Vf[a, b]
-            if not _chol(tmp, Kst, 0.0):
-                if near_pd(Vf.copy(), Vf):
-                    fl |= FLAG_V_SMOOTHED
-                else:
-                    st = ST_NEARPD_FAIL
+        st, fl = _one_snp(i, snp, S_out[i], V_out[i], VS, tmp)
         if st != 0:
-            Sf[:, :] = np.nan
-            Vf[:, :] = np.nan
+            S_out[i][:, :] = np.nan
+            V_out[i][:, :] = np.nan
         status[i] = st
         flags[i] = fl
 
 
-def add_batch(snp: SnpBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(S_full [n, k+1, k+1], V_full [n, k*, k*], status [n] int64, flags [n] int64) of a batch,
-    run over chunks on threads (the same rows whatever the chunking)."""
+@jit
+def add_lower_range(lo, hi, snp, S_low, V_low, status, flags):
+    """As :func:`add_range`, writing the lower triangles column by column (R's ``vech``) into
+    ``S_low[:, i]`` / ``V_low[:, i]`` (one contiguous row per output column)."""
+    k = snp.beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    Sf = np.empty((K1, K1))
+    Vf = np.empty((Kst, Kst))
+    VS = np.empty((k, k))
+    tmp = np.empty((Kst, Kst))
+    for i in range(lo, hi):
+        st, fl = _one_snp(i, snp, Sf, Vf, VS, tmp)
+        status[i] = st
+        flags[i] = fl
+        q = 0
+        for c in range(K1):
+            for r in range(c, K1):
+                S_low[q, i] = Sf[r, c] if st == 0 else np.nan
+                q += 1
+        q = 0
+        for c in range(Kst):
+            for r in range(c, Kst):
+                V_low[q, i] = Vf[r, c] if st == 0 else np.nan
+                q += 1
+
+
+def add_batch(snp: SnpBatch, lower: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(S, V, status [n] int64, flags [n] int64) of a batch, run over chunks on threads (the same
+    rows whatever the chunking): S_full [n, k+1, k+1] and V_full [n, k*, k*], or with ``lower``
+    their lower triangles [(k+1)(k+2)/2, n] and [k*(k*+1)/2, n]."""
     n, k = snp.beta.shape
     K1 = k + 1
     Kst = K1 * (K1 + 1) // 2
-    S = np.empty((n, K1, K1))
-    V = np.empty((n, Kst, Kst))
     status = np.zeros(n, np.int64)
     flags = np.zeros(n, np.int64)
+    if lower:
+        S = np.empty((Kst, n))
+        V = np.empty((Kst * (Kst + 1) // 2, n))
+        kern = add_lower_range
+    else:
+        S = np.empty((n, K1, K1))
+        V = np.empty((n, Kst, Kst))
+        kern = add_range
     if n:
-        run_chunks(add_range, n, n_chunks(n), snp, S, V, status, flags)
+        run_chunks(kern, n, n_chunks(n), snp, S, V, status, flags)
     return S, V, status, flags
 
 
