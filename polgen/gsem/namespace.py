@@ -15,7 +15,11 @@ import polars as pl
 from polgen._namespace import alias, eager, keyword, positional, register
 
 # from the package, whose public names stay put while its modules are reorganised
+from polgen.gsem import add_genes as _add_genes
+from polgen.gsem import add_snps as _add_snps
 from polgen.gsem import commonfactor_gwas as _commonfactor_gwas
+from polgen.gsem import multi_gene as _multi_gene
+from polgen.gsem import multi_snp as _multi_snp
 from polgen.gsem import munge as _munge
 from polgen.gsem import sumstats as _sumstats
 from polgen.gsem import user_gwas as _user_gwas
@@ -60,6 +64,10 @@ class GsemNamespace:
     )
     user_gwas = alias(_user_gwas, "snps")
     commonfactor_gwas = alias(_commonfactor_gwas, "snps")
+    add_snps = alias(_add_snps, "snps")
+    add_genes = alias(_add_genes, "genes")
+    multi_snp = alias(_multi_snp, "snps")
+    multi_gene = alias(_multi_gene, "genes")
     write_model = alias(
         _write_model,
         "loadings",

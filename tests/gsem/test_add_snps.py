@@ -126,3 +126,19 @@ def test_input_errors():
     genes = add_genes(cs, GENES.with_columns(pl.when(pl.col("Gene") == "G2").then(0.0).otherwise("HSQ").alias("HSQ")))
     assert genes.valid.tolist() == [True, False, True, True, True]
     assert "HSQ" in genes.warning[1]
+
+
+def test_namespace_aliases():
+    import polgen  # noqa: F401  (registers df.gsem / lf.gsem)
+
+    cs = INP["covstruc"]["main"]
+    res = SNPS.lazy().gsem.add_snps(cs, GC="conserv")
+    np.testing.assert_array_equal(res.V_full, add_snps(cs, SNPS, GC="conserv").V_full)
+    genes = GENES.gsem.add_genes(cs)
+    np.testing.assert_array_equal(genes.S_full, add_genes(cs, GENES).S_full)
+    ld = INP["ld"]["snp2"]
+    joint = SNPS.gsem.multi_snp(cs, (np.array(ld["matrix"]), ld["names"]))
+    np.testing.assert_allclose(joint.S_full, OUT["ms_k3_f2"]["S_full"], rtol=1e-14)
+    ld = INP["ld"]["gene2"]
+    joint = GENES.gsem.multi_gene(cs, (np.array(ld["matrix"]), ld["names"]))
+    np.testing.assert_allclose(joint.V_full, OUT["mg_k3_f2"]["V_full"], rtol=1e-13)
