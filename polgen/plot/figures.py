@@ -36,6 +36,8 @@ def _eigen_frame(result: Any) -> tuple[pl.DataFrame, int | None]:
             suggested = None
     if hasattr(result, "frame") and callable(result.frame):
         result = result.frame()
+    elif hasattr(result, "to_frame") and callable(result.to_frame):  # e.g. gsem.pa_ldsc's result
+        result = result.to_frame()
     elif isinstance(result, (np.ndarray, list, tuple)):
         ev = np.asarray(result, dtype=np.float64).ravel()
         result = pl.DataFrame({"K": np.arange(1, ev.size + 1), "EIGENVALUE": ev})
@@ -63,18 +65,26 @@ def scree(
     """Scree plot: eigenvalues by component.
 
     ``result``: an LFMM ``ChooseKResult`` (``lfmm.choose_k``; its suggested K is marked), its
-    ``.frame()``, an array of eigenvalues, or any frame with a component column (``K``, ``component``,
+    ``.frame()``, a Genomic SEM ``pa_ldsc`` result (observed and null-quantile eigenvalues, its
+    suggested number of components marked) or its ``.to_frame()``, an array of eigenvalues, or any
+    frame with a component column (``K``, ``component``,
     ... or ``k_col``) and one or more eigenvalue columns (``columns``; default every float column but
     the Tracy-Widom ones), e.g. observed and simulated eigenvalues of a parallel analysis: one line each.
     ``suggested_k`` marks a K (default the result's own); ``alpha`` instead marks the first K whose
     Tracy-Widom ``P`` is at or above ``alpha``.
     """
+    if columns is None and isinstance(getattr(result, "scree_columns", None), tuple):
+        columns = list(result.scree_columns)
     frame, suggested = _eigen_frame(result)
     if suggested_k is not None:
         suggested = int(suggested_k)
     k = k_col or next((c for c in _K_NAMES if c in frame.columns), None)
     if columns is None:
-        columns = [c for c, t in frame.schema.items() if t.is_float() and c not in _NOT_EIGEN and c != k]
+        columns = [
+            c
+            for c, t in frame.schema.items()
+            if t.is_float() and c not in _NOT_EIGEN and c != k and not c.startswith("difference")
+        ]
         if "EIGENVALUE" in frame.columns:
             columns = ["EIGENVALUE"] + [c for c in columns if c != "EIGENVALUE"]
     missing = [c for c in columns if c not in frame.columns]

@@ -234,3 +234,24 @@ def test_bad_inputs_raise_typed_errors() -> None:
         pa_ldsc(np.full((4, 4), np.nan), V)
     with pytest.raises(InputError, match="not symmetric"):
         pa_ldsc(S + np.triu(np.ones((4, 4)), 1), V)
+
+
+def test_cli_pa_ldsc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from polgen import cli
+
+    case = _cases()["two_factor"]
+    np.savetxt(tmp_path / "S.csv", np.array(case["S"]), delimiter=",", header="a,b,c,d,e", comments="")
+    np.save(tmp_path / "V.npy", np.array(case["V"]))
+    out = tmp_path / "pa.parquet"
+    argv = ["gsem", "pa-ldsc", "--S", str(tmp_path / "S.csv"), "--V", str(tmp_path / "V.npy"), "--r", "50"]
+    assert cli.main([*argv, "--seed", "4", "--diag", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    want = pa_ldsc(np.array(case["S"]), np.array(case["V"]), r=50, seed=4, diag=True)
+    assert f"suggests extracting {want.n_components} components" in text
+    import polars as pl
+
+    got = pl.read_parquet(out)
+    assert got.equals(want.to_frame())
+    assert cli.main([*argv, "--out", str(out)]) == 2  # exists, no --overwrite
+    assert cli.main(["gsem", "pa-ldsc", "--S", str(tmp_path / "S.csv"), "--r", "5"]) == 2  # --V missing
+    assert "--S needs --V" in capsys.readouterr().err

@@ -206,3 +206,23 @@ def test_bad_inputs_raise_and_write_nothing(tmp_path: Path, big_ld: Path) -> Non
         sim_ldsc(S3, 1000, tmp_path / "ldm", chr=1)
     with pytest.raises(InputError, match="r \\(the number of replicates\\)"):
         sim_ldsc(S3, 1000, big_ld, r=0, chr=2)
+
+
+def test_cli_sim_ldsc(tmp_path: Path, big_ld: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from polgen import cli
+
+    np.savetxt(tmp_path / "S.csv", S3, delimiter=",")
+    out = tmp_path / "sim"
+    argv = ["gsem", "sim-ldsc", "--covmat", str(tmp_path / "S.csv"), "--N", "50000", "60000", "70000"]
+    argv += ["--n-overlap", "0.5", "--r-pheno", "0.3", "--ld", str(big_ld), "--n-chr", "2", "--seed", "5"]
+    assert cli.main([*argv, "--r", "2", "--out", str(out)]) == 0
+    assert "wrote 6 files" in capsys.readouterr().out
+    want = sim_ldsc(S3, [50000, 60000, 70000], big_ld, 0.3, n_overlap=0.5, r=2, seed=5, chr=2)
+    got = pl.read_parquet(out / "iter2GWAS3.sumstats.parquet")
+    assert got.equals(want[1]["GWAS3"].collect())
+    assert cli.main([*argv, "--out", str(out)]) == 2  # files exist, no --overwrite
+    model = "F1 =~ 1*P1 + 0.5*P2 + 0.7*P3; F1 ~~ 0.1*F1"
+    argv_m = ["gsem", "sim-ldsc", "--model", model, "--N", "50000", "--ld", str(big_ld), "--n-chr", "2"]
+    assert cli.main([*argv_m, "--seed", "1", "--out", str(tmp_path / "m")]) == 0
+    ref = sim_ldsc(model.replace(";", "\n"), 50000, big_ld, seed=1, chr=2)
+    assert pl.read_parquet(tmp_path / "m" / "iter1GWAS2.sumstats.parquet").equals(ref[0]["GWAS2"].collect())
