@@ -288,6 +288,79 @@ _ENRICH = OutputSchema(
     note="The CLI file also carries the baseline model table as JSON in `polgen.enrich_base` (unless --no-base).",
 )
 
+_GLS = OutputSchema(
+    kind="gsem_summary_gls",
+    title="Genomic SEM summary_gls / summary_gls_bands coefficients",
+    produced_by="`gsem.summary_gls`, `gsem.summary_gls_bands(...).coefficients`; `polgen gsem summary-gls --out`",
+    columns=(
+        _c("term", _STR, "coefficient: b0 intercept, b1.. predictors (then squared predictor, controls)"),
+        _c("beta", _F64, "GLS estimate"),
+        _c("se", _F64, "its standard error"),
+        _c("z", _F64, "beta / se"),
+        _c("p", _F64, "two-sided normal p-value"),
+    ),
+    metadata=("polgen.function",),
+)
+
+_GLS_BAND = OutputSchema(
+    kind="gsem_gls_band",
+    title="Genomic SEM summary_gls_bands band (one row per grid point)",
+    produced_by="`gsem.summary_gls_bands(...).band`; `polgen gsem summary-gls --bands --band-out`",
+    columns=(
+        _c("x", _F64, "grid value of the predictor (min to max)"),
+        _c("fit", _F64, "fitted line / parabola at x (controls at 0)"),
+        _c("se_at", _F64, "predictor value the standard error is evaluated at (R's shift point or x)"),
+        _c("se", _F64, "standard error of the fitted value there"),
+        _c("upper", _F64, "fit + band_size * se"),
+        _c("lower", _F64, "fit - band_size * se"),
+    ),
+    metadata=("polgen.function",),
+)
+
+_FUSION = OutputSchema(
+    kind="gsem_read_fusion",
+    title="Genomic SEM read_fusion gene-level sumstats (user_gwas TWAS input)",
+    produced_by="`gsem.read_fusion`; `polgen gsem read-fusion --out`",
+    columns=(
+        _c("Gene", _STR, "gene (FUSION ID)"),
+        _c("Panel", _STR, "weight file without its leading directories (FUSION FILE)"),
+        _c("HSQ", _F64, "cis heritability of expression (first file's)"),
+        _c("beta.{trait}", _F64, "effect of standardised expression on the trait"),
+        _c("se.{trait}", _F64, "its standard error"),
+    ),
+    metadata=("polgen.function",),
+)
+
+_QTRAIT = OutputSchema(
+    kind="gsem_q_trait",
+    title="Genomic SEM q_trait (R QTrait's Q_mat: one row per external trait)",
+    produced_by="`gsem.q_trait(...).table`; `polgen gsem q-trait --out`",
+    columns=(
+        _c("trait", _STR, "external trait"),
+        *(
+            _c(f"{name}_{m}", dtype, f"{meaning} ({model})", nullable=True)
+            for m, model in (("CPM", "common pathway model"), ("FUM", "last follow-up model"))
+            for name, dtype, meaning in (
+                ("rGF1Trait", _F64, "F1 ~ trait estimate"),
+                ("SErGF1Trait", _F64, "its standard error"),
+                ("pvalrGF1Trait", _F64, "its p-value"),
+                ("rGF1Trait_significat", _STR, "'*' below the Bonferroni threshold, else 'NS' ('-': not fitted)"),
+                ("QTrait", _F64, "QTrait chi-square against the independent pathway model"),
+                ("df", _F64, "its degrees of freedom"),
+                ("p_value", _F64, "its p-value"),
+                ("Qsignificant", _STR, "'*' below the Bonferroni threshold, else 'NS' ('-')"),
+                ("lSRMR", _F64, "local SRMR of the trait-indicator genetic correlations"),
+                ("lSRMR_above_threshold", _STR, "'Yes' / 'No' ('-')"),
+                ("heterogeneity", _STR, "all three criteria met: 'Yes' / 'No' ('-')"),
+            )
+        ),
+        _c("reduction_lSRMR", _STR, "lSRMR reduction by the follow-up model, as R ('45.6%'; '-')", nullable=True),
+        _c("Unconstrained_paths", _STR, "indicators with a freed direct path ('None')"),
+    ),
+    metadata=("polgen.function",),
+    note="Column names as R spells them; the table's column order is R's (CPM columns, then FUM columns).",
+)
+
 _SEM_PARAMS = OutputSchema(
     kind="gsem_sem_parameters",
     title="Genomic SEM commonfactor / usermodel parameter table",
@@ -468,6 +541,31 @@ _LFMM_CHOOSEK = OutputSchema(
     ),
 )
 
+_LFMM_GLM = OutputSchema(
+    kind="lfmm_glm_test",
+    title="LFMM GLM association test (per SNP; lfmm glm_test)",
+    produced_by="`lfmm.glm_test` / `df.lfmm.glm_test` (`LfmmTestResult.frame`); `polgen lfmm glm --out`",
+    columns=(
+        _c(CHR, _STR, "chromosome (.bim)"),
+        _c(SNP, _STR, "variant id (.bim)"),
+        _c(BP, _I64, "base-pair position (.bim)"),
+        _c(A1, _STR, "counted allele (.bim A1)"),
+        _c(A2, _STR, "other allele"),
+        _c(A1FREQ, _F64, "frequency of A1 among the called samples", nullable=True),
+        _c(N_MISS, _I64, "missing genotype calls (left out of the SNP's GLM)"),
+        _c("MONOMORPHIC", _BOOL, "no variation among the called samples (statistics null)"),
+        _c("BETA[_{variable}]", _F64, "GLM coefficient of the centred covariate (log-odds or log-rate)", nullable=True),
+        _c("SE[_{variable}]", _F64, "its standard error (R summary.glm, dispersion 1)", nullable=True),
+        _c("Z[_{variable}]", _F64, "Wald statistic BETA / SE", nullable=True),
+        _c("P[_{variable}]", _F64, "two-sided normal p-value of Z", nullable=True),
+        _c("P_CALIBRATED[_{variable}]", _F64, "calibrated p-value (null when calibrate=None)", nullable=True),
+        _c("LOG10P[_{variable}]", _F64, "-log10 of P_CALIBRATED (calibrating) or of P", nullable=True),
+        _c("CONVERGED", _BOOL, "IRLS converged within maxit (R glm.fit's rule)"),
+        _c("N_ITER", _I64, "IRLS iterations used"),
+    ),
+    note="With several covariates each statistic column is suffixed `_<variable>`.",
+)
+
 _LFMM_QVALUES = OutputSchema(
     kind="lfmm_qvalues",
     title="LFMM2 association test with q-values (per SNP)",
@@ -579,8 +677,13 @@ OUTPUTS: dict[str, OutputSchema] = {
         _CF_GWAS,
         _ADD_SNPS,
         _ENRICH,
+        _GLS,
+        _GLS_BAND,
+        _FUSION,
+        _QTRAIT,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
+        _LFMM_GLM,
         _LFMM_QVALUES,
         _LFMM_OFFSET,
         _LFMM_OFFSET_EIGEN,

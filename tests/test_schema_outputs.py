@@ -218,6 +218,44 @@ def test_gsem_enrich(tmp_path, monkeypatch):
     check(out, "gsem_enrich")
 
 
+def test_gsem_gls_tools(tmp_path):
+    import json
+
+    from polgen.cli import main
+    from polgen.gsem import q_trait, read_fusion, summary_gls, summary_gls_bands
+
+    d = ROOT / "tests" / "data" / "gsem" / "r" / "gls_tools"
+    inp = json.loads((d / "inputs.json").read_text())
+    g = inp["gls"]
+    check(summary_gls(g["x"], g["y"], g["V"]), "gsem_summary_gls")
+    b = summary_gls_bands(g["x"], g["y"], g["V"], intervals=5, quad=True)
+    check(b.coefficients, "gsem_summary_gls")
+    check(b.band, "gsem_gls_band")
+    x = ",".join(map(repr, g["x"]))
+    (tmp_path / "y.txt").write_text("\n".join(map(repr, g["y"])))
+    (tmp_path / "v.txt").write_text("\n".join(" ".join(map(repr, r)) for r in g["V"]))
+    gls, band = tmp_path / "gls.parquet", tmp_path / "band.parquet"
+    assert main(["gsem", "summary-gls", "--y", str(tmp_path / "y.txt"), "--v-y", str(tmp_path / "v.txt"), f"--x={x}",
+                 "--bands", "--band-out", str(band), "--out", str(gls), "-q"]) == 0  # fmt: skip
+    check(gls, "gsem_summary_gls")
+    check(band, "gsem_gls_band")
+    f = inp["fusion"]
+    files = [str(d / n) for n in f["files"]]
+    check(read_fusion(files, f["trait_names"], f["binary"], f["N"]), "gsem_read_fusion")
+    twas = tmp_path / "twas.parquet"
+    assert main(["gsem", "read-fusion", *files, "--trait-names", *f["trait_names"], "--binary", "T", "F", "T",
+                 "--N", *map(str, f["N"]), "--out", str(twas), "-q"]) == 0  # fmt: skip
+    check(twas, "gsem_read_fusion")
+    q = inp["qtrait"]
+    cs = {k: q[k] for k in ("S", "V", "I", "S_Stand", "V_Stand", "trait_names")}
+    check(q_trait(cs, q["indicators"], ["X1", "X2"]).table, "gsem_q_trait")
+    (tmp_path / "cs.json").write_text(json.dumps(cs))
+    qf = tmp_path / "q.parquet"
+    assert main(["gsem", "q-trait", "--covstruc", str(tmp_path / "cs.json"), "--indicators", *q["indicators"],
+                 "--traits", "X2", "--out", str(qf), "-q"]) == 0  # fmt: skip
+    check(qf, "gsem_q_trait")
+
+
 # -- LFMM2 ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("calibrate", ["gif", None])
 def test_lfmm_test(lfmm_run, calibrate, tmp_path):
@@ -247,6 +285,14 @@ def test_lfmm_choose_k(lfmm_run):
     from polgen.lfmm import choose_k
 
     check(choose_k(str(lfmm_run["data"].bed), k_max=3).frame(), "lfmm_choose_k")
+
+
+def test_lfmm_glm_test(lfmm_run, tmp_path):
+    from polgen.lfmm import glm_test
+
+    res = glm_test(lfmm_run["model"], str(lfmm_run["data"].bed), family="poisson", out=tmp_path / "g.parquet")
+    check(res.frame, "lfmm_glm_test")
+    check(tmp_path / "g.parquet", "lfmm_glm_test")
 
 
 def test_lfmm_qvalues(lfmm_run, tmp_path):

@@ -301,7 +301,7 @@ def run_summary_gls(args) -> int:
         )
         table = res.coefficients
         if args.band_out:
-            write_table_atomic(args.band_out, res.band)
+            write_table_atomic(args.band_out, res.band, metadata={"polgen.function": "summary_gls_bands"})
         print_frame(res.band, title="summary-gls: band", max_rows=-1)
         if args.plot:
             from polgen.plot.gls_bands import gls_bands

@@ -115,3 +115,19 @@ def test_cli_read_fusion(r_fu, tmp_path):
     argv += ["--N", *map(str, inp["N"]), "--perm", "--out", str(o)]
     assert cli.main(argv) == 0
     _compare(pl.read_parquet(o), out["perm"], inp["trait_names"])
+
+
+def test_output_runs_through_user_gwas_twas(r_fu):
+    from polgen.gsem import user_gwas
+
+    d, inp, _ = r_fu
+    twas = read_fusion([d / f for f in inp["files"]], inp["trait_names"], inp["binary"], inp["N"])
+    S = np.array([[0.3, 0.1, 0.12], [0.1, 0.25, 0.09], [0.12, 0.09, 0.35]])
+    cs = {"S": S, "V": np.eye(6) * 1e-4, "I": np.eye(3), "trait_names": inp["trait_names"]}
+    out = user_gwas(twas, cs, "F1 =~ A + B + C\nF1 ~ Gene", TWAS=True)
+    assert isinstance(out, pl.DataFrame)
+    rows = out.filter((pl.col("lhs") == "F1") & (pl.col("op") == "~") & (pl.col("rhs") == "Gene"))
+    assert sorted(zip(rows["Gene"], rows["Panel"], strict=True)) == sorted(
+        zip(twas["Gene"], twas["Panel"], strict=True)
+    )
+    assert rows["converged"].all() and rows["est"].is_finite().all()
