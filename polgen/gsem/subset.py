@@ -70,6 +70,8 @@ def _matrices(covstruc: Any, type: str) -> tuple[np.ndarray, np.ndarray, list[st
         R = np.asarray(R, dtype=np.float64)
         names = _get(covstruc, "trait_names") or [f"V{i + 1}" for i in range(R.shape[0])]
         return R, np.asarray(V, dtype=np.float64), [str(t) for t in names]
+    if not isinstance(covstruc, Mapping) and getattr(covstruc, "covstruc", None) is not None:
+        covstruc = covstruc.covstruc  # an rgmodel result carries its covstruc
     cs = as_covstruc(covstruc)
     if type == "S_Stand":
         if cs.S_Stand is None or cs.V_Stand is None:

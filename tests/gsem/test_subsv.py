@@ -123,3 +123,22 @@ def test_cli_sub_sv_feeds_summary_gls(r_sv, tmp_path, capsys):
     np.testing.assert_allclose(pl.read_parquet(g)["beta"].to_numpy(), direct["beta"].to_numpy(), rtol=1e-10)
     assert cli.main(["gsem", "sub-sv", "--covstruc", str(cs), "--index", "99", "--out", str(tmp_path / "b.json")]) == 2
     assert "index 99 is out of range" in capsys.readouterr().err
+
+
+def test_rgmodel_result_pipeline():
+    """rgmodel -> sub_sv(type="R") -> summary_gls, and the same result's covstruc for type="S"."""
+    from polgen.gsem import rgmodel, summary_gls
+
+    q = json.loads(r_reference("gls_tools", "inputs.json").read_text())["qtrait"]
+    cs = {k: q[k] for k in ("S", "V", "I", "trait_names")}
+    rg = rgmodel(cs)
+    num = index_s(matrix=rg.R, r=True)
+    idx = [int(num[6, j]) for j in range(6)]  # X1 with the six indicators
+    sub = sub_sv(rg, idx, type="R")
+    assert sub.labels == [f"I{j + 1}~~X1" for j in range(6)]
+    np.testing.assert_allclose(sub.sub_s, rg.R[6, :6], rtol=1e-12)
+    np.testing.assert_allclose(np.diag(sub.sub_v), np.diag(rg.V_R)[np.array(idx) - 1], rtol=1e-12)
+    t = summary_gls(np.arange(6.0), sub)
+    assert t.height == 2 and np.isfinite(t["se"].to_numpy()).all()
+    s = sub_sv(rg, [1, 2], type="S")
+    np.testing.assert_allclose(s.sub_s, np.array(q["S"])[[0, 1], 0], rtol=1e-12)
