@@ -210,12 +210,13 @@ def _is_number(text: str) -> bool:
 def run_sim_ldsc(args: argparse.Namespace) -> int:
     from polgen.gsem.simulate import sim_ldsc
 
+    covmat: np.ndarray | str
     if args.covmat is not None:
         covmat = read_matrix(args.covmat, "--covmat")
     else:
         mp = Path(args.model)
-        covmat = mp.read_text() if len(args.model) < 4096 and "\n" not in args.model and mp.is_file() else args.model
-        covmat = covmat.replace(";", "\n")
+        text = mp.read_text() if len(args.model) < 4096 and "\n" not in args.model and mp.is_file() else args.model
+        covmat = text.replace(";", "\n")
     rp = args.r_pheno
     r_pheno = None if rp is None else (float(rp) if _is_number(rp) else read_matrix(rp, "--r-pheno"))
     sims = sim_ldsc(
