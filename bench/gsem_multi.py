@@ -160,7 +160,8 @@ def bench_add(work: Path, sizes: list[int]) -> None:
     # a first small run compiles the kernels into the numba cache (not timed)
     small = work / "sumstats_k3_n1000.parquet"
     generate(small, 1000, 3)
-    measure(["--child", str(small), str(cj), str(work / "warm")])
+    _, base = measure(["--child", str(small), str(cj), str(work / "warm")])
+    print(f"add_snps baseline: peak RSS of the same process on 1,000 SNPs {base:.0f} MB (imports, numba)", flush=True)
     for n in sizes:
         data = work / f"sumstats_k3_n{n}.parquet"
         if not data.exists():
