@@ -45,6 +45,7 @@ CLUSTER_KEYS = (
     "annotation",
     "cell_annotation",
     "cluster_id",
+    "stlr_cluster",  # written by polgen.stlr.prepare when the data had none
 )
 
 
@@ -374,7 +375,14 @@ def read_spatial(
     obs_names = [str(o) for o in adata.obs_names]
     var_names = [str(v) for v in adata.var_names]
     if len(set(var_names)) != len(var_names):
-        log.warning("var_names are not unique in %s; gene lookups use the first occurrence", path or "AnnData")
+        seen: set[str] = set()
+        dups = sorted({v for v in var_names if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+        raise InputError(
+            f"{len(dups)} gene name(s) occur more than once in var_names: {dups[:10]}; make them unique "
+            "(e.g. AnnData.var_names_make_unique()) or drop the duplicates",
+            path=path,
+            column=dups[0],
+        )
     X = _expression(adata, layer, dense=dense, path=path)
     coords, skey = _coordinates(adata, spatial_key, path, obs_names)
     clusters, labels, ckey = _clusters(adata, cluster_key, path, obs_names)

@@ -5,11 +5,12 @@ Typed functions here; ``df.stlr.*`` (:mod:`polgen.stlr.namespace`) delegates to 
 Modules, bottom up (each imports only lower ones, at module level; tests/test_stlr_imports.py
 checks it): ``betadata``, ``lasso``, ``ligands`` -> ``grn`` -> ``tissue`` (the tissue inputs
 every step shares: expression and its filter, ligand radii and received ligands, cell
-thresholds, AnnData layers) -> ``features``, ``splash`` -> ``train``, ``perturb`` -> ``cli``,
-``namespace``.
+thresholds, AnnData layers) and ``priors`` (the bundled CellChat tables and base GRN, species
+detection) -> ``features``, ``splash``, ``prepare`` (raw counts to the layers, clusters and
+coordinates training needs) -> ``train``, ``perturb`` -> ``cli``, ``namespace``.
 """
 
-from polgen.stlr.betadata import Betabase, BetaData, betabase_from_long, read_betadata, write_betadata
+from polgen.stlr.betadata import Betabase, BetaData, betabase_from_long, read_betadata, top_regulators, write_betadata
 from polgen.stlr.features import cell_thresholds_from_communication
 from polgen.stlr.grn import (
     base_grn_links,
@@ -28,6 +29,8 @@ from polgen.stlr.grn import (
 from polgen.stlr.lasso import LassoFit, sparse_group_lasso
 from polgen.stlr.ligands import received_ligands
 from polgen.stlr.perturb import Perturber, perturb, perturb_batch
+from polgen.stlr.prepare import prepare
+from polgen.stlr.priors import bundled_grn, bundled_lr, detect_species
 from polgen.stlr.splash import splash
 from polgen.stlr.tissue import CellThresholds, read_cell_thresholds
 from polgen.stlr.train import FitResult, fit, training_context
@@ -63,4 +66,9 @@ __all__ = [
     "received_ligands",
     "splash",
     "write_betadata",
+    "prepare",
+    "bundled_grn",
+    "bundled_lr",
+    "detect_species",
+    "top_regulators",
 ]

@@ -456,3 +456,37 @@ def betabase_from_long(df) -> Betabase:
             )
         )
     return Betabase(frames)
+
+
+def top_regulators(betas, n: int = 10) -> pl.DataFrame:
+    """The ``n`` terms of each gene's models with the largest mean |beta| over its rows (clusters or
+    cells), all-zero terms left out.
+
+    ``betas``: anything :meth:`Betabase.coerce` takes (a run folder, files, a Betabase).  Returns
+    ``gene, term, kind, mean_abs_beta, max_abs_beta, rank`` (kind ``tf`` / ``lr`` (ligand$receptor) /
+    ``tfl`` (ligand#TF); rank 1 = largest), sorted by gene then rank (ties by term).
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"n must be a whole number >= 1, got {n!r}")
+    base = Betabase.coerce(betas)
+    rows = []
+    for g in base.genes:
+        bd = base[g]
+        for kind, cols in (("tf", bd.tf_cols), ("lr", bd.lr_cols), ("tfl", bd.tfl_cols)):
+            for c in cols:
+                a = np.abs(bd.values[:, int(c)])
+                if a.any():
+                    rows.append((g, bd.columns[int(c)][len(PREFIX) :], kind, float(a.mean()), float(a.max())))
+    schema = {
+        "gene": pl.String,
+        "term": pl.String,
+        "kind": pl.String,
+        "mean_abs_beta": pl.Float64,
+        "max_abs_beta": pl.Float64,
+    }
+    df = pl.DataFrame(rows, schema=schema, orient="row")
+    return (
+        df.sort(["gene", "mean_abs_beta", "term"], descending=[False, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("gene").alias("rank"))
+        .filter(pl.col("rank") <= n)
+    )

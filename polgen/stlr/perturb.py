@@ -31,11 +31,13 @@ bit-identical), so the exact mode does the O(N^2) work only where it matters.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -161,6 +163,13 @@ class Perturber:
         self.used = set()
         for g in self.plan.genes:
             self.used.update(self.base[g].modulators)
+        self.zeroed_in: dict[
+            str, list[str]
+        ] = {}  # modulator -> trained genes that list it but whose betas are all zero
+        for g in self.base.genes:
+            if g not in self.all_plan_genes:
+                for m in self.base[g].modulators:
+                    self.zeroed_in.setdefault(m, []).append(g)
 
     def _init_thresholds(self) -> None:
         """Received ligands under cell thresholds, as the reference's ``GeneFactory.perturb``.
@@ -262,10 +271,19 @@ class Perturber:
             if not (np.isfinite(e) and e >= 0):
                 raise InputError(f"gene_expr for {g} must be a finite value >= 0, got {e}")
             if g not in self.used and g not in self.ligands:
-                msg = (
-                    f"perturbed gene {g!r} is not a modulator of any trained model: the perturbation does "
-                    "not propagate and only its own expression changes"
-                )
+                zeroed = self.zeroed_in.get(g, [])
+                if zeroed:
+                    msg = (
+                        f"perturbed gene {g!r} is a modulator of {len(zeroed)} trained gene(s) ({zeroed[:5]}) whose "
+                        "betas are all zero (every cluster's R^2 was below min_r2 in training): the perturbation "
+                        "does not propagate and only its own expression changes"
+                    )
+                else:
+                    msg = (
+                        f"perturbed gene {g!r} is not a modulator of any of the {len(self.base.genes)} trained "
+                        "gene(s) (no TF, ligand or receptor term names it): the perturbation does not propagate "
+                        "and only its own expression changes"
+                    )
                 warnings.warn(msg, UserWarning, stacklevel=3)
                 log.warning(msg)
         if isinstance(n_propagation, bool) or not isinstance(n_propagation, (int, np.integer)) or n_propagation < 0:
@@ -341,6 +359,78 @@ def _frame(obs_names, var_names, M) -> pl.DataFrame:
     return df.insert_column(0, pl.Series(CELL_ID, obs_names, dtype=pl.String))
 
 
+RUN_FILE = "stlr_run.json"  # the training run's summary (polgen.stlr.train.MANIFEST)
+#: perturb arguments read from the training run (its stlr_run.json) when not given
+RUN_DEFAULTS = {
+    "radius": 200.0,
+    "contact_distance": 50.0,
+    "scale_factor": 1.0,
+    "mode": "exact",
+    "layer": None,
+    "cluster_key": None,
+    "spatial_key": None,
+}
+
+
+def run_params(betas) -> dict | None:
+    """The training parameters recorded beside a betadata folder or file (its ``stlr_run.json``), or None."""
+    if not isinstance(betas, (str, os.PathLike)):
+        return None
+    p = Path(betas)
+    run = (p if p.is_dir() else p.parent) / RUN_FILE
+    if not run.exists():
+        return None
+    try:
+        return json.loads(run.read_text())["params"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read the training parameters ({type(exc).__name__}: {exc})", path=run) from None
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else False
+    return a == b
+
+
+def resolve_run_args(betas, given: dict, allow_mismatch: bool) -> dict:
+    """Perturb arguments: each one given, else the training run's (``stlr_run.json`` beside
+    ``betas``), else :data:`RUN_DEFAULTS`; plus ``lr`` from the run when not given.  A given value
+    that differs from training's is an :class:`InputError` (``allow_mismatch=True``: a warning)."""
+    params = run_params(betas) or {}
+    out = {}
+    for k, default in RUN_DEFAULTS.items():
+        trained = params.get(k, default) if params else default
+        v = given.get(k)
+        if v is None:
+            out[k] = trained
+            continue
+        if params and k in params and params[k] is not None and not _same(v, trained):
+            msg = (
+                f"perturb {k}={v!r} differs from training's {k}={trained!r} (recorded in {RUN_FILE}); the "
+                "betas were fitted with the training value"
+            )
+            if not allow_mismatch:
+                raise InputError(msg + "; pass allow_mismatch=True to perturb with a different value", column=k)
+            warnings.warn(msg, UserWarning, stacklevel=3)
+            log.warning(msg)
+        out[k] = v
+    lr = given.get("lr")
+    if lr is None and params:
+        rec = params.get("lr")
+        if isinstance(rec, str) and rec != "<table>" and Path(rec).exists():
+            lr = rec
+        elif rec == "<table>":
+            raise InputError(
+                f"training used an in-memory ligand-receptor table ({RUN_FILE} has no path for it); pass lr="
+            )
+    out["lr"] = lr
+    if isinstance(out["spatial_key"], list):
+        out["spatial_key"] = tuple(out["spatial_key"])
+    return out
+
+
 def perturb(
     adata,
     betas,
@@ -349,12 +439,12 @@ def perturb(
     *,
     cells=None,
     n_propagation: int = 4,
-    mode: LigandMode = "exact",
+    mode: LigandMode | None = None,
     clip: bool = True,
     lr=None,
-    radius: float = 200.0,
-    contact_distance: float = 50.0,
-    scale_factor: float = 1.0,
+    radius: float | None = None,
+    contact_distance: float | None = None,
+    scale_factor: float | None = None,
     beta_scale_factor: float = 1.0,
     beta_cap: float | None = None,
     layer: str | None = None,
@@ -363,6 +453,9 @@ def perturb(
     return_delta: bool = False,
     cell_thresholds=None,
     co_grn=None,
+    changed_only: bool = False,
+    write_to=None,
+    allow_mismatch: bool = False,
 ):
     """Perturb ``target`` (set to ``gene_expr``; 0 = knock-out) and propagate ``n_propagation`` steps.
 
@@ -374,29 +467,85 @@ def perturb(
     ``exact`` | ``grid`` | ``fast`` received ligands.  Returns a Polars frame ``CellID`` + one column
     per gene of simulated expression (and the delta frame when ``return_delta``).
 
+    When ``betas`` is a training run folder (or a file in one) with ``stlr_run.json``, ``radius``,
+    ``contact_distance``, ``scale_factor``, ``mode``, ``layer``, ``cluster_key``, ``spatial_key``
+    and ``lr`` default to training's; a different given value is an
+    :class:`~polgen.errors.InputError` unless ``allow_mismatch=True`` (then a warning).  Without a
+    run file the defaults are 200, 50, 1, "exact" and the data's own layer / keys.
+
+    ``changed_only``: the frames hold only ``CellID`` and the genes whose values changed in some
+    cell (the target included).  ``write_to``: an AnnData (the one perturbed, same cells and genes)
+    that receives ``layers["{target}_perturbed"]`` and ``layers["{target}_delta"]`` (all genes) and
+    the parameters in ``uns["stlr_perturb"]["{target}"]`` (several targets: joined by ``+``).
+
     ``cell_thresholds``: a cells x genes table (frame or parquet / csv path; genes absent from it
     are allowed) masking the expression that sends LR ligands and that splash sees, as the
     reference's ``GeneFactory.perturb``; None (default) reads ``adata.uns["cell_thresholds"]`` when
     present, False ignores it.  ``co_grn``: links (see :func:`polgen.stlr.grn.restrict_to_co_grn`)
     restricting the direct TF terms to TF -> gene links.
     """
+    given = {
+        "radius": radius,
+        "contact_distance": contact_distance,
+        "scale_factor": scale_factor,
+        "mode": mode,
+        "layer": layer,
+        "cluster_key": cluster_key,
+        "spatial_key": spatial_key,
+        "lr": lr,
+    }
+    args = resolve_run_args(betas, given, allow_mismatch)
     model = Perturber(
         adata,
         betas,
-        lr=lr,
-        radius=radius,
-        contact_distance=contact_distance,
-        scale_factor=scale_factor,
+        lr=args["lr"],
+        radius=args["radius"],
+        contact_distance=args["contact_distance"],
+        scale_factor=args["scale_factor"],
         beta_scale_factor=beta_scale_factor,
         beta_cap=beta_cap,
-        mode=mode,
-        layer=layer,
-        cluster_key=cluster_key,
-        spatial_key=spatial_key,
+        mode=args["mode"],
+        layer=args["layer"],
+        cluster_key=args["cluster_key"],
+        spatial_key=args["spatial_key"],
         cell_thresholds=cell_thresholds,
         co_grn=co_grn,
     )
-    return model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip, return_delta=return_delta)
+    want_delta = return_delta or write_to is not None or changed_only
+    res = model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip, return_delta=want_delta)
+    if not want_delta:
+        return res
+    sim, delta = res
+    if write_to is not None:
+        name = target if isinstance(target, str) else "+".join(target)
+        params = {k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v)) for k, v in args.items()}
+        params.update(
+            gene_expr=gene_expr if isinstance(gene_expr, (int, float)) else str(list(gene_expr)),
+            n_propagation=int(n_propagation),
+            clip=bool(clip),
+        )
+        write_perturbation(write_to, model.tissue, name, sim, delta, params)
+    if changed_only:
+        keep = [c for c in delta.columns[1:] if (delta[c] != 0).any()]
+        sim, delta = sim.select(CELL_ID, *keep), delta.select(CELL_ID, *keep)
+    return (sim, delta) if return_delta else sim
+
+
+def write_perturbation(adata, tissue: Tissue, name: str, sim: pl.DataFrame, delta: pl.DataFrame, params: dict) -> None:
+    """Store a perturbation in ``adata``: layers ``{name}_perturbed`` / ``{name}_delta`` and
+    ``uns["stlr_perturb"][name]`` (the parameters)."""
+    if not all(hasattr(adata, a) for a in ("layers", "uns", "obs_names", "var_names")):
+        raise InputError(f"write_to must be an AnnData, got {type(adata).__name__}")
+    if [str(o) for o in adata.obs_names] != list(tissue.obs_names) or [str(v) for v in adata.var_names] != list(
+        tissue.var_names
+    ):
+        raise InputError("write_to must have the perturbed tissue's cells and genes, in the same order")
+    genes = list(tissue.var_names)
+    adata.layers[f"{name}_perturbed"] = sim.select(genes).to_numpy()
+    adata.layers[f"{name}_delta"] = delta.select(genes).to_numpy()
+    store = dict(adata.uns.get("stlr_perturb", {}))
+    store[name] = {k: ("None" if v is None else v) for k, v in params.items()}
+    adata.uns["stlr_perturb"] = store
 
 
 # -- batch mode ------------------------------------------------------------------------------

@@ -37,6 +37,15 @@ MIN_EXPRESSION = 1e-9
 THRESHOLDS_KEY = "cell_thresholds"
 
 
+def suggest(missing: Sequence[str], var_names: Sequence[str]) -> str:
+    """ " (did you mean ...?)" naming the var_names equal to ``missing`` genes up to case, or ""."""
+    lower: dict[str, str] = {}
+    for v in var_names:
+        lower.setdefault(str(v).lower(), str(v))
+    hits = [f"{g!r} -> {lower[str(g).lower()]!r}" for g in missing if str(g).lower() in lower]
+    return f" (gene symbols are case-sensitive; did you mean: {', '.join(hits)}?)" if hits else ""
+
+
 @dataclass
 class Tissue:
     X: np.ndarray  # dense float64 C (cells x genes)
@@ -61,7 +70,11 @@ class Tissue:
             genes = [genes]
         missing = [g for g in genes if g not in lookup]
         if missing:
-            raise InputError(f"{len(missing)} gene(s) not in var_names: {missing[:10]}", path=self.path)
+            raise InputError(
+                f"{len(missing)} gene(s) not in var_names: {missing[:10]}{suggest(missing[:10], self.var_names)}",
+                path=self.path,
+                column=str(missing[0]),
+            )
         return np.array([lookup[g] for g in genes], dtype=np.int64)
 
 

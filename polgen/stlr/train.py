@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +41,14 @@ from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io.sink import MANIFEST as SINK_MANIFEST
 from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
-from polgen.options import LigandMode, Orphans
+from polgen.options import LigandMode, Orphans, Species
 from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
 from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
 from polgen.stlr.lasso import sparse_group_lasso
 from polgen.stlr.ligands import MODES
+from polgen.stlr.priors import resolve_priors
 from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
 
 log = logging.getLogger("polgen")
@@ -79,6 +81,24 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def cv_r2(D, y, groups, *, folds: int, group_reg: float, l1_reg: float, max_iter: int, tol: float, w0=None) -> float:
+    """Held-out R^2 of one cluster's model: ``folds``-fold cross-validation (cell k in fold
+    ``k % folds``, in the tissue's order), each fold predicted by a model fitted on the others
+    (warm-started at ``w0``), R^2 = 1 - sum of held-out squared errors / total sum of squares.
+    NaN with fewer than 2 folds' worth of cells (< 2 * folds) or no variance."""
+    n = len(y)
+    sst = float(((y - y.mean()) ** 2).sum())
+    if folds < 2 or n < 2 * folds or sst <= 0:
+        return float("nan")
+    fold = np.arange(n) % folds
+    pred = np.empty(n)
+    for f in range(folds):
+        tr = fold != f
+        fit = sparse_group_lasso(D[tr], y[tr], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol, w0=w0)
+        pred[~tr] = D[~tr] @ fit.coef + fit.intercept
+    return 1.0 - float(((y - pred) ** 2).sum()) / sst
+
+
 def fit_gene(
     ctx,
     gene: str,
@@ -89,8 +109,10 @@ def fit_gene(
     min_r2: float,
     max_iter: int,
     tol: float,
+    cv: int = 0,
 ):
-    """Betas (clusters x (1 + p)) of one gene and per-cluster diagnostics."""
+    """Betas (clusters x (1 + p)) of one gene and per-cluster diagnostics
+    ``(cluster, r2, n_iter, converged, cv_r2, n_cells, zeroed)``."""
     mods = ctx.modulators(gene)
     D = ctx.design(mods)
     y = ctx.X[:, ctx.gidx[gene]]
@@ -100,16 +122,67 @@ def fit_gene(
     diag = []
     for c in range(C):
         m = ctx.clusters == c
-        if m.sum() < 2:
-            diag.append((c, float("nan"), 0, False))
+        nc = int(m.sum())
+        if nc < 2:
+            diag.append((c, float("nan"), 0, False, float("nan"), nc, True))
             continue
         fitc = sparse_group_lasso(D[m], y[m], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol)
-        if fitc.r2 >= min_r2:
+        kept = fitc.r2 >= min_r2
+        if kept:
             B[c, 0] = fitc.intercept
             B[c, 1:] = fitc.coef
-        diag.append((c, fitc.r2, fitc.n_iter, fitc.converged))
+        held = (
+            cv_r2(D[m], y[m], groups, folds=cv, group_reg=group_reg, l1_reg=l1_reg, max_iter=max_iter, tol=tol)
+            if cv
+            else float("nan")
+        )
+        diag.append((c, fitc.r2, fitc.n_iter, fitc.converged, held, nc, not kept))
     bd = BetaData(gene=gene, id_kind=CLUSTER, ids=list(cluster_labels), columns=[BETA0] + mods.names, values=B)
     return bd, diag, len(mods.names)
+
+
+def tissue_scale(coords: np.ndarray) -> tuple[float, float]:
+    """(extent, spacing) of a tissue: the larger side of its bounding box and the median distance
+    from a cell to its nearest other cell."""
+    from scipy.spatial import cKDTree
+
+    if len(coords) < 2:
+        return 0.0, 0.0
+    extent = float(np.ptp(coords, axis=0).max())
+    d, _ = cKDTree(coords).query(coords, k=2)
+    return extent, float(np.median(d[:, 1]))
+
+
+def check_radius_units(coords: np.ndarray, radius: float, contact_distance: float) -> list[str]:
+    """Warnings (also logged) when ``radius`` / ``contact_distance`` are out of scale with the tissue:
+    larger than its extent (every cell receives about the same amount) or below half the spacing
+    between neighbouring cells (a cell receives mostly its own ligand)."""
+    extent, spacing = tissue_scale(coords)
+    out = []
+    for name, r in (("radius", radius), ("contact_distance", contact_distance)):
+        if extent > 0 and r > extent:
+            out.append(
+                f"{name}={r:g} is larger than the tissue's extent ({extent:.4g} coordinate units across): every "
+                "cell receives nearly the same ligand amounts; are the coordinates in other units (pixels vs "
+                "microns)? Scale the coordinates or pass a smaller " + name
+            )
+        elif spacing > 0 and r < 0.5 * spacing:
+            out.append(
+                f"{name}={r:g} is below half the spacing between neighbouring cells ({spacing:.4g} coordinate "
+                f"units): cells receive mostly their own ligands; pass a larger {name}"
+            )
+    for msg in out:
+        warnings.warn(msg, UserWarning, stacklevel=3)
+        log.warning("stlr fit: %s", msg)
+    return out
+
+
+def top_variable_genes(t, candidates: Sequence[str], n: int) -> list[str]:
+    """The ``n`` of ``candidates`` with the largest expression variance in the tissue (ties by name)."""
+    idx = t.gene_index(list(candidates))
+    var = t.X[:, idx].var(axis=0)
+    order = sorted(range(len(candidates)), key=lambda k: (-var[k], candidates[k]))
+    return [candidates[k] for k in order[:n]]
 
 
 # -- inputs beside the expression ---------------------------------------------------------------
@@ -157,6 +230,7 @@ def training_context(
     """The feature context :func:`fit` trains on (modulators and design matrices of every gene),
     and the tissue: ``(FeatureContext, Tissue)``.  Arguments as in :func:`fit`."""
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+    lr, grn, _ = resolve_priors(lr, grn, None, t.var_names)
     lr = read_cellchat(lr) if isinstance(lr, (str, os.PathLike)) else lr
     lt = read_ligand_target(ligand_target) if ligand_target is not None else None
     thr, _, levels = _inputs(adata, t, lr, radius, contact_distance, cell_thresholds)
@@ -241,8 +315,9 @@ def _train_task(task: dict) -> dict:
             min_r2=p["min_r2"],
             max_iter=p["max_iter"],
             tol=p["tol"],
+            cv=p["cv"],
         )
-    meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, _, _ in diag})}
+    meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, *_ in diag})}
     part = write_part(
         task["out"], task["batch"], bd.to_polars().to_arrow(), task["params_json"], name=task["file"], metadata=meta
     )
@@ -274,13 +349,61 @@ def _numbers(**checks) -> None:
             raise InputError(f"{name} must be {what} finite number, got {value!r}")
 
 
+def report_fit(scores: pl.DataFrame, min_r2: float) -> dict[str, list[str]]:
+    """Log what training produced beyond "trained N genes": models with more modulators than cells
+    (in-sample R^2 near 1 means nothing there; read ``cv_r2``), models that stopped at ``max_iter``,
+    and genes whose every cluster was zeroed (R^2 < ``min_r2``: no effect in perturbation).
+    Returns those gene lists (``overfit``, ``not_converged``, ``all_zero``)."""
+    if scores.height == 0:
+        return {"overfit": [], "not_converged": [], "all_zero": []}
+    over = scores.filter(pl.col("n_modulators") >= pl.col("n_cells"))
+    nonconv = scores.filter(~pl.col("converged") & ~pl.col("zeroed"))
+    per_gene = scores.group_by("gene", maintain_order=True).agg(pl.col("zeroed").all().alias("all_zero"))
+    all_zero = per_gene.filter(pl.col("all_zero"))["gene"].to_list()
+    out = {
+        "overfit": over["gene"].unique(maintain_order=True).to_list(),
+        "not_converged": nonconv["gene"].unique(maintain_order=True).to_list(),
+        "all_zero": all_zero,
+    }
+    if over.height:
+        log.warning(
+            "stlr fit: %d of %d cluster models have at least as many modulators as cells (e.g. %s: %d modulators, "
+            "%d cells); their in-sample R^2 is no evidence of fit - see the cv_r2 column (held-out R^2)",
+            over.height,
+            scores.height,
+            over["gene"][0],
+            over["n_modulators"][0],
+            over["n_cells"][0],
+        )
+    if nonconv.height:
+        log.warning(
+            "stlr fit: %d cluster model(s) stopped at max_iter before converging (genes %s); their betas are "
+            "not the optimum - raise max_iter or the penalties",
+            nonconv.height,
+            out["not_converged"][:10],
+        )
+    if all_zero:
+        log.warning(
+            "stlr fit: %d of %d trained gene(s) have all-zero betas (every cluster's R^2 < min_r2=%g): %s; "
+            "perturbations do not propagate through them",
+            len(all_zero),
+            per_gene.height,
+            min_r2,
+            all_zero[:10],
+        )
+    n_ok = per_gene.height - len(all_zero)
+    log.info("stlr fit: %d gene(s) with at least one non-zero cluster model, %d all-zero", n_ok, len(all_zero))
+    return out
+
+
 def fit(
     adata,
-    genes: Sequence[str] | None = None,
+    genes: Sequence[str] | int | None = None,
     *,
     out: str | os.PathLike,
-    lr,
-    grn,
+    lr=None,
+    grn=None,
+    species: Species | None = None,
     ligand_target=None,
     radius: float = 200.0,
     contact_distance: float = 50.0,
@@ -292,6 +415,7 @@ def fit(
     min_r2: float = 0.15,
     max_iter: int = 5000,
     tol: float = 1e-10,
+    cv: int = 5,
     mode: LigandMode = "exact",
     layer: str | None = None,
     cluster_key=None,
@@ -361,15 +485,36 @@ def fit(
         raise InputError("grn_alpha must be in (0, 1]")
     if orphans not in ORPHAN_RULES:
         raise InputError(f"orphans must be one of {ORPHAN_RULES}, got {orphans!r}")
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 0 or cv == 1:
+        raise InputError(f"cv must be 0 (no cross-validation) or a number of folds >= 2, got {cv!r}")
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+    bundled = (lr is None, grn is None)
+    lr, grn, species = resolve_priors(lr, grn, species, t.var_names)
+    links = as_links(grn)
+    top_n: int | None = None
+    if isinstance(genes, (int, np.integer)) and not isinstance(genes, bool):
+        if genes < 1:
+            raise InputError(f"genes as a number must be >= 1, got {genes!r}")
+        top_n = int(genes)
+        genes = None
     if genes is None:
         genes = list(t.var_names)
     else:
-        genes = list(dict.fromkeys(genes))
+        genes = list(dict.fromkeys(genes))  # type: ignore[arg-type]
         t.gene_index(genes)  # InputError naming genes absent from the AnnData
+    if top_n is not None:
+        skip0 = set(orphan_genes(links, genes, t.var_names, grn_alpha))
+        with_regs = [g for g in genes if g not in skip0]
+        if not with_regs:
+            raise InputError("no gene of the data has a TF regulator in the GRN; check grn= and the gene symbols")
+        genes = top_variable_genes(t, with_regs, top_n)
+        log.info(
+            "stlr fit: the %d most variable of %d genes with a TF regulator: %s", len(genes), len(with_regs), genes
+        )
+    check_radius_units(t.coords, float(radius), float(contact_distance))
     orphan_list: list[str] = []
     if orphans == "skip":
-        orphan_list = orphan_genes(as_links(grn), genes, t.var_names, grn_alpha)
+        orphan_list = orphan_genes(links, genes, t.var_names, grn_alpha)
         if orphan_list:
             shown = ", ".join(orphan_list[:10]) + (" ..." if len(orphan_list) > 10 else "")
             log.info(
@@ -403,6 +548,10 @@ def fit(
         "adata": str(adata) if is_path(adata) else "<AnnData>",
         "lr": str(lr) if is_path(lr) else "<table>",
         "grn": str(grn) if is_path(grn) else "<table>",
+        "species": species,
+        "bundled_lr": bundled[0],
+        "bundled_grn": bundled[1],
+        "cv": int(cv),
         "ligand_target": None
         if ligand_target is None
         else (str(ligand_target) if is_path(ligand_target) else "<table>"),
@@ -459,8 +608,8 @@ def fit(
         try:
             for res in run_tasks(_train_task, tasks, executor=executor, progress=progress, description="stlr fit"):
                 sink.record(res["part"])
-                for c, r2, it, conv in res["diag"]:
-                    rows.append((res["gene"], cluster_labels[c], r2, res["n_modulators"], it, conv))
+                for c, r2, it, conv, held, nc, zeroed in res["diag"]:
+                    rows.append((res["gene"], cluster_labels[c], r2, res["n_modulators"], it, conv, held, nc, zeroed))
         finally:
             if local:
                 _CTX.clear()
@@ -471,6 +620,8 @@ def fit(
                 **summary,
                 "status": "done",
                 "r2": {g: {c: r for gg, c, r, *_ in rows if gg == g} for g in (genes[b] for b in todo)},
+                "cv_r2": {g: {r[1]: r[6] for r in rows if r[0] == g} for g in (genes[b] for b in todo)},
+                "zeroed": {g: [r[1] for r in rows if r[0] == g and r[8]] for g in (genes[b] for b in todo)},
             },
         )
     scores = pl.DataFrame(
@@ -482,7 +633,11 @@ def fit(
             "n_modulators": pl.Int64,
             "n_iter": pl.Int64,
             "converged": pl.Boolean,
+            "cv_r2": pl.Float64,
+            "n_cells": pl.Int64,
+            "zeroed": pl.Boolean,
         },
         orient="row",
     )
+    report_fit(scores, float(min_r2))
     return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped)

@@ -144,8 +144,8 @@ def build(kind, row, col):
         return make_adata(clusters=cl), kw, None
     if kind == "cluster_numeric":
         return make_adata(clusters=np.arange(NC) % 2), kw, X
-    if kind == "dup_genes":  # documented: a warning, lookups use the first occurrence
-        return make_adata(var_names=["g0", "g0", "g2", "g3", "g4"]), kw, X
+    if kind == "dup_genes":  # an InputError naming the duplicated gene (issue 14; was a warning)
+        return make_adata(var_names=["g0", "g0", "g2", "g3", "g4"]), kw, None
     return make_adata(), kw, X
 
 

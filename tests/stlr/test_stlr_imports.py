@@ -87,8 +87,8 @@ def test_stlr_has_no_function_level_import_of_polgen_modules():
 STLR_LAYERS = [
     {"betadata", "lasso", "ligands"},
     {"grn", "synthetic"},
-    {"tissue"},  # the tissue inputs shared by everything above
-    {"features", "splash"},
+    {"tissue", "priors"},  # the tissue inputs and bundled priors shared by everything above
+    {"features", "splash", "prepare"},
     {"train", "perturb"},
     {"cli", "namespace"},
 ]

@@ -1,0 +1,293 @@
+"""SpaceTravLR on real tissue (issue 14): raw Visium counts -> prepare -> fit with the bundled priors ->
+knock-out, and the checks around it (held-out R^2, reports, units, run parameters, typed errors).
+
+Data: tests/data/stlr/visium_mouse_brain_counts.h5ad (49 spots x 1,999 genes of 10x's public
+V1_Adult_Mouse_Brain, raw counts; PROVENANCE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anndata as ad
+import numpy as np
+import polars as pl
+import pytest
+
+from conftest import stlr_data
+from polgen.errors import InputError
+from polgen.stlr import (
+    bundled_grn,
+    bundled_lr,
+    detect_species,
+    fit,
+    perturb,
+    prepare,
+    top_regulators,
+)
+from polgen.stlr.grn import base_grn_links, read_base_grn, read_cellchat
+from polgen.stlr.prepare import reference_n_components
+
+
+@pytest.fixture(scope="module")
+def counts() -> ad.AnnData:
+    return ad.read_h5ad(stlr_data("visium_mouse_brain_counts.h5ad"))
+
+
+@pytest.fixture(scope="module")
+def run(counts, tmp_path_factory):
+    """The acceptance path, timed: prepare + fit(genes=4) with bundled priors + a knock-out."""
+    out = tmp_path_factory.mktemp("stlr_real") / "run"
+    t0 = time.perf_counter()
+    a = prepare(counts, copy=True)
+    with pytest.warns(UserWarning, match="contact_distance=50 is below half the spacing"):
+        res = fit(a, genes=4, out=out, progress=False, max_iter=2000)
+    tfs = sorted({t for g in res.genes for t in top_regulators(out, 1000).filter(pl.col("gene") == g)["term"]})
+    tf = next(t for t in tfs if "$" not in t and "#" not in t)
+    sim, delta = perturb(a, out, tf, 0.0, return_delta=True, write_to=a)
+    elapsed = time.perf_counter() - t0
+    return {"a": a, "res": res, "out": out, "tf": tf, "sim": sim, "delta": delta, "elapsed": elapsed}
+
+
+# -- acceptance -----------------------------------------------------------------------------------
+def test_raw_counts_to_knockout_with_bundled_priors_under_two_minutes(run, counts):
+    a, res, sim, tf = run["a"], run["res"], run["sim"], run["tf"]
+    assert run["elapsed"] < 120
+    assert len(res.genes) == 4 and res.scores.height == 4 * a.obs["stlr_cluster"].nunique()
+    params = res.scores  # every trained gene has its betadata file
+    assert all(f.exists() for f in res.files)
+    X0 = a.layers["imputed_count"]
+    j = list(a.var_names).index(tf)
+    assert np.all(sim[tf].to_numpy() == 0.0)  # the knock-out is pinned
+    changed = [g for g in sim.columns[1:] if not np.array_equal(sim[g].to_numpy(), X0[:, list(a.var_names).index(g)])]
+    assert tf in changed and len(changed) > 1  # the knock-out propagated to trained genes
+    assert set(changed) - {tf} <= set(res.genes)  # genes without a model do not change
+    np.testing.assert_array_equal(a.layers[f"{tf}_delta"][:, j], -X0[:, j])
+    np.testing.assert_array_equal(a.layers[f"{tf}_perturbed"], sim.select(list(a.var_names)).to_numpy())
+    assert a.uns["stlr_perturb"][tf]["radius"] == 200.0
+    assert params["n_cells"].to_list()[:3] == np.bincount(a.obs["stlr_cluster"].astype(int)).tolist()
+
+
+def test_fit_reports_held_out_r2_and_overfitting(run, caplog):
+    sc = run["res"].scores
+    big = sc.filter(pl.col("n_cells") >= 10)
+    assert big.height > 0 and big["cv_r2"].is_finite().all()
+    # more modulators than cells: in-sample R^2 ~ 1, held-out far below
+    over = big.filter(pl.col("n_modulators") >= pl.col("n_cells"))
+    assert over.height > 0
+    assert (over["r2"] > 0.99).all() and (over["cv_r2"] < over["r2"] - 0.5).all()
+    small = sc.filter(pl.col("n_cells") < 10)  # fewer than 2 * folds cells: no held-out R^2
+    assert small["cv_r2"].is_nan().all()
+
+
+def test_fit_logs_overfit_nonconverged_and_all_zero(counts, tmp_path, caplog):
+    a = prepare(counts, copy=True)
+    caplog.set_level(logging.INFO, logger="polgen")
+    kw = {"genes": 2, "progress": False, "max_iter": 3, "cv": 0, "contact_distance": 100}
+    res = fit(a, out=tmp_path / "r1", **kw)
+    assert "have at least as many modulators as cells" in caplog.text
+    assert not res.scores["converged"].any()
+    assert "6 cluster model(s) stopped at max_iter before converging" in caplog.text
+    assert res.scores["cv_r2"].is_nan().all()  # cv=0
+    caplog.clear()
+    res = fit(a, out=tmp_path / "r2", min_r2=0.99999, **kw)
+    assert res.scores["zeroed"].all()
+    assert "2 of 2 trained gene(s) have all-zero betas" in caplog.text
+
+
+def test_radius_out_of_scale_warns(counts, tmp_path):
+    a = prepare(counts, copy=True)
+    a.obsm["spatial"] = a.obsm["spatial"] / 100.0  # ~15 units across: radius 200 covers everything
+    with pytest.warns(UserWarning, match="radius=200 is larger than the tissue's extent"):
+        fit(a, genes=["Pcp4"], out=tmp_path / "r", progress=False, max_iter=50, cv=0, contact_distance=1)
+
+
+def test_perturb_reads_and_checks_training_parameters(run):
+    a, out, tf = run["a"], run["out"], run["tf"]
+    with pytest.raises(InputError, match="differs from training's radius"):
+        perturb(a, out, tf, radius=20.0)
+    with pytest.raises(InputError, match="layer"):
+        perturb(a, out, tf, layer="normalized_count")
+    with pytest.warns(UserWarning, match="differs from training's radius"):
+        other = perturb(a, out, tf, radius=20.0, allow_mismatch=True)
+    same = perturb(a, out, tf, radius=200.0, cluster_key="stlr_cluster")
+    assert same.equals(run["sim"])
+    assert other.shape == same.shape
+
+
+def test_changed_only_output(run):
+    a, out, tf = run["a"], run["out"], run["tf"]
+    sim, delta = perturb(a, out, tf, changed_only=True, return_delta=True)
+    full = run["delta"]
+    keep = [c for c in full.columns[1:] if (full[c] != 0).any()]
+    assert sim.columns == ["CellID", *keep] and delta.columns == ["CellID", *keep]
+    assert sim.equals(run["sim"].select("CellID", *keep))
+
+
+def test_knockout_of_gene_without_model_says_so(run):
+    a, out = run["a"], run["out"]
+    trained = set(run["res"].genes)
+    mods = set(top_regulators(out, 10_000)["term"])
+    lonely = next(g for g in a.var_names if g not in trained and g not in mods and g[0].isalpha())
+    with pytest.warns(UserWarning, match="is not a modulator of any of the 4 trained gene"):
+        perturb(a, out, lonely)
+
+
+def test_top_regulators_ranks_by_mean_abs_beta(run):
+    from polgen.stlr.betadata import Betabase
+
+    base = Betabase.coerce(run["out"])
+    g = run["res"].genes[0]
+    bd = base[g]
+    means = np.abs(bd.values[:, 1:]).mean(axis=0)
+    names = [c[len("beta_") :] for c in bd.columns[1:]]
+    order = sorted((-m, t) for m, t in zip(means, names) if m > 0)[:5]
+    top = top_regulators(base, 5).filter(pl.col("gene") == g)
+    assert top["term"].to_list() == [t for _, t in order]
+    np.testing.assert_allclose(top["mean_abs_beta"].to_numpy(), [-m for m, _ in order], rtol=1e-12)
+    assert top["rank"].to_list() == [1, 2, 3, 4, 5]
+
+
+# -- prepare ----------------------------------------------------------------------------------------
+def test_prepare_layers_match_dense_numpy(counts):
+    a = prepare(counts, copy=True)
+    C = counts.X.toarray().astype(np.float64)
+    norm = np.log1p(C / C.sum(axis=1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(a.layers["normalized_count"], norm, rtol=1e-12, atol=1e-12)
+    # CellOracle kNN smoothing, written out densely: PCA of the centred layer, k nearest by brute force
+    Xc = norm - norm.mean(axis=0)
+    U, s, _ = np.linalg.svd(Xc, full_matrices=False)
+    evr = s**2 / (s**2).sum()
+    n_pcs = a.uns["stlr_prepare"]["n_pcs"]
+    assert n_pcs == reference_n_components(evr)
+    space = U[:, :n_pcs] * s[:n_pcs]  # distances do not depend on the component signs
+    D = ((space[:, None, :] - space[None]) ** 2).sum(-1)
+    np.fill_diagonal(D, np.inf)
+    k = max(1, int(0.025 * a.n_obs))
+    W = np.eye(a.n_obs)
+    for i in range(a.n_obs):
+        W[i, np.argsort(D[i], kind="stable")[:k]] = 1.0
+    W /= W.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(a.layers["imputed_count"], W @ norm, rtol=1e-10, atol=1e-12)
+    assert a.layers["raw_count"].nnz == counts.X.nnz
+    assert a.obs["stlr_cluster"].nunique() == 3 and a.uns["stlr_prepare"]["clusters_made"]
+
+
+def test_reference_component_rule():
+    # the reference: np.where(np.diff(np.diff(np.cumsum(evr)) > 0.002))[0][0]
+    evr = np.array([0.4, 0.2, 0.1, 0.05, 0.01, 0.001, 0.0005, 0.0005])
+    want = int(np.where(np.diff(np.diff(np.cumsum(evr)) > 0.002))[0][0])
+    assert reference_n_components(evr) == want == 3
+
+
+def test_prepare_keeps_given_clusters_and_reads_obs_coordinates(counts):
+    b = counts.copy()
+    b.obs["x"], b.obs["y"] = b.obsm["spatial"][:, 0], b.obsm["spatial"][:, 1]
+    del b.obsm["spatial"]
+    b.obs["cell_type"] = ["a" if i % 2 else "b" for i in range(b.n_obs)]
+    a = prepare(b, impute="none")
+    assert a is b
+    np.testing.assert_array_equal(a.obsm["spatial"], counts.obsm["spatial"])
+    assert "stlr_cluster" not in a.obs and a.uns["stlr_prepare"]["cluster_key"] == "cell_type"
+    np.testing.assert_array_equal(a.layers["imputed_count"], a.layers["normalized_count"])
+    c = prepare(counts, copy=True, n_clusters=5, cluster_key="mine")
+    assert c.obs["mine"].nunique() == 5
+
+
+def test_prepare_bad_input_is_typed(counts):
+    b = counts.copy()
+    X = b.X.toarray().astype(np.float64)
+    X[3, 7] = np.nan
+    b.X = X
+    with pytest.raises(InputError, match="NaN") as e:
+        prepare(b)
+    assert e.value.row == counts.obs_names[3] and e.value.column == counts.var_names[7]
+    d = counts.copy()
+    d.var_names = [*counts.var_names[:-1], counts.var_names[0]]
+    with pytest.raises(InputError, match="more than once"):
+        prepare(d)
+    n = counts.copy()
+    del n.obsm["spatial"]
+    with pytest.raises(InputError, match="no spatial coordinates"):
+        prepare(n)
+
+
+def test_gene_symbols_case_suggestion(run, tmp_path):
+    a = run["a"]
+    with pytest.raises(InputError, match="'pcp4' -> 'Pcp4'"):
+        fit(a, genes=["pcp4"], out=tmp_path / "r", progress=False)
+    with pytest.raises(InputError, match="'PCP4' -> 'Pcp4'"):
+        perturb(a, run["out"], "PCP4")
+
+
+def test_duplicated_gene_names_are_an_error_in_training(counts, tmp_path):
+    d = prepare(counts, copy=True)
+    d.var_names = [*counts.var_names[:-1], counts.var_names[0]]
+    with pytest.raises(InputError, match="more than once"):
+        fit(d, genes=["Pcp4"], out=tmp_path / "r", progress=False)
+
+
+# -- priors -----------------------------------------------------------------------------------------
+def test_species_detection(counts):
+    assert detect_species(list(counts.var_names)) == "mouse"
+    assert detect_species([g.upper() for g in counts.var_names]) == "human"
+    with pytest.raises(InputError, match="cannot tell the species"):
+        detect_species([f"ENSMUSG{i:011d}" for i in range(100)])
+    with pytest.raises(InputError, match="cannot tell the species"):
+        detect_species(list(counts.var_names[:50]) + [g.upper() for g in counts.var_names[50:100]])
+
+
+def test_undetectable_species_in_fit_is_typed(counts, tmp_path):
+    a = prepare(counts, copy=True)
+    a.var_names = [f"ENSMUSG{i:011d}" for i in range(a.n_vars)]
+    with pytest.raises(InputError, match="cannot tell the species"):
+        fit(a, genes=2, out=tmp_path / "r", progress=False)
+
+
+def test_bundled_lr_tables_are_the_reference_tables():
+    assert bundled_lr("mouse").equals(read_cellchat(stlr_data("cellchat_mouse.csv")))
+    human = bundled_lr("human")
+    assert human.columns == ["ligand", "receptor", "pathway", "signaling"] and human.height == 1939
+    assert human.filter(pl.col("ligand") == "TGFB1").height > 0
+
+
+def test_bundled_mouse_grn_matches_the_celloracle_table():
+    sub = read_base_grn(
+        stlr_data("mm10_TFinfo_dataframe_gimmemotifsv5_fpr1_threshold_10_20210630.Actb_Gata1_Spi1.parquet")
+    )
+    # dense check of the vectorised conversion: a TF regulates a gene when any of its peaks is non-zero
+    tfs = [c for c in sub.columns if c not in ("peak_id", "gene_short_name")]
+    want = set()
+    for g in ("Actb", "Gata1", "Spi1"):
+        rows = sub.filter(pl.col("gene_short_name") == g).select(tfs).to_numpy()
+        want |= {(t, g) for k, t in enumerate(tfs) if np.any(rows[:, k] != 0)}
+    links = base_grn_links(sub)
+    assert set(zip(links["source"], links["target"])) == want and len(want) > 100
+    grn = bundled_grn("mouse").filter(pl.col("target").is_in(["Actb", "Gata1", "Spi1"]))
+    assert set(zip(grn["source"], grn["target"])) == want
+
+
+def test_human_grn_is_not_bundled_and_says_what_to_pass():
+    with pytest.raises(InputError, match="no human base GRN ships with polgen"):
+        bundled_grn("human")
+    with pytest.raises(InputError, match="species must be one of"):
+        bundled_lr("rat")  # type: ignore[arg-type]
+
+
+def test_grn_accepts_a_celloracle_table(counts, tmp_path):
+    a = prepare(counts, copy=True)
+    # a CellOracle peak x TF table whose peaks belong to a gene of these data: the Actb peaks given to Pcp4
+    sub = read_base_grn(
+        stlr_data("mm10_TFinfo_dataframe_gimmemotifsv5_fpr1_threshold_10_20210630.Actb_Gata1_Spi1.parquet")
+    )
+    table = sub.filter(pl.col("gene_short_name") == "Actb").with_columns(pl.lit("Pcp4").alias("gene_short_name"))
+    res = fit(
+        a, genes=["Pcp4"], grn=table, out=tmp_path / "r", progress=False, max_iter=200, cv=0, contact_distance=100
+    )
+    assert res.genes == ["Pcp4"] and res.scores.height == 3
+    from polgen.stlr.betadata import Betabase
+
+    tfs = set(Betabase.coerce(tmp_path / "r")["Pcp4"].tfs)
+    want = set(base_grn_links(table, list(a.var_names))["source"])
+    assert tfs == want - {"Pcp4"} and tfs
