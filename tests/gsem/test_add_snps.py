@@ -105,12 +105,18 @@ def test_bad_rows_are_flagged_not_fatal(tmp_path):
 
 
 def test_row_covstruc_fits_with_usermodel():
-    from polgen.gsem import usermodel
+    """usermodel on one SNP's S_full / V_full is the per-SNP fit of user_gwas(fix_measurement=False)."""
+    from polgen.gsem import user_gwas, usermodel
 
+    cs = INP["covstruc"]["main"]
     res = _run(CASES["add_standard"])
-    fit = usermodel(res.covstruc(0), "F1 =~ T1 + T2 + T3\nF1 ~ SNP")
-    row = fit.parameters.filter((pl.col("op") == "~") & (pl.col("rhs") == "SNP"))
-    assert row.height == 1 and np.isfinite(row["est"][0]) and row["se"][0] > 0
+    model = "F1 =~ T1 + T2 + T3\nF1 ~ SNP"
+    for i in (0, 3):
+        fit = usermodel(res.covstruc(i), model)
+        row = fit.parameters.filter((pl.col("op") == "~") & (pl.col("rhs") == "SNP"))
+        gw = user_gwas(SNPS[i : i + 1], cs, model, fix_measurement=False)
+        assert row["est"][0] == pytest.approx(gw["est"][0], rel=1e-8)
+        assert row["se"][0] == pytest.approx(gw["se"][0], rel=1e-8)
 
 
 def test_input_errors():
