@@ -546,14 +546,7 @@ _LFMM_GLM = OutputSchema(
     title="LFMM GLM association test (per SNP; lfmm glm_test)",
     produced_by="`lfmm.glm_test` / `df.lfmm.glm_test` (`LfmmTestResult.frame`); `polgen lfmm glm --out`",
     columns=(
-        _c(CHR, _STR, "chromosome (.bim)"),
-        _c(SNP, _STR, "variant id (.bim)"),
-        _c(BP, _I64, "base-pair position (.bim)"),
-        _c(A1, _STR, "counted allele (.bim A1)"),
-        _c(A2, _STR, "other allele"),
-        _c(A1FREQ, _F64, "frequency of A1 among the called samples", nullable=True),
-        _c(N_MISS, _I64, "missing genotype calls (left out of the SNP's GLM)"),
-        _c("MONOMORPHIC", _BOOL, "no variation among the called samples (statistics null)"),
+        *_LFMM_TEST.columns[:8],  # CHR .. MONOMORPHIC (a SNP's missing calls are left out of its GLM)
         _c("BETA[_{variable}]", _F64, "GLM coefficient of the centred covariate (log-odds or log-rate)", nullable=True),
         _c("SE[_{variable}]", _F64, "its standard error (R summary.glm, dispersion 1)", nullable=True),
         _c("Z[_{variable}]", _F64, "Wald statistic BETA / SE", nullable=True),
@@ -662,6 +655,42 @@ _PERTURB_BATCH = OutputSchema(
     metadata=(META_PARAMS,),
 )
 
+_PA_LDSC = OutputSchema(
+    kind="gsem_pa_ldsc",
+    title="Genomic SEM pa_ldsc (one row per component)",
+    produced_by="`gsem.pa_ldsc(...).to_frame()`; `polgen gsem pa-ldsc --out FILE.parquet`",
+    columns=(
+        _c("component", _I64, "component / factor number (1..k)"),
+        _c("observed", _F64, "eigenvalue of S"),
+        _c("simulated", _F64, "p-quantile of the null eigenvalues (S_null + N(0, V) noise)"),
+        _c("difference", _F64, "observed - simulated"),
+        _c("simulated_diag", _F64, "null quantile with only the diagonal of V", when="diag=True"),
+        _c("difference_diag", _F64, "observed - simulated_diag", when="diag=True"),
+        _c("observed_fa", _F64, "eigenvalue of the factor solution (psych::fa) of S", when="fa=True"),
+        _c("simulated_fa", _F64, "p-quantile of the null factor-solution eigenvalues", when="fa=True"),
+        _c("difference_fa", _F64, "observed_fa - simulated_fa", when="fa=True"),
+        _c("simulated_fa_diag", _F64, "simulated_fa with only the diagonal of V", when="fa=True and diag=True"),
+        _c("difference_fa_diag", _F64, "observed_fa - simulated_fa_diag", when="fa=True and diag=True"),
+    ),
+    note="The CLI file carries r, p, seed and the suggested numbers in `polgen.params`.",
+)
+
+_SIM_SUMSTATS = OutputSchema(
+    kind="gsem_sim_sumstats",
+    title="Genomic SEM sim_ldsc (per SNP, one table per trait and replicate)",
+    produced_by="`gsem.sim_ldsc(...)`; with `out=`: `<out>/iter{i}{trait}.sumstats.parquet`",
+    columns=(
+        _c(CHR, _STR, "chromosome (LD-score files)"),
+        _c(SNP, _STR, "variant id (LD-score file order)"),
+        _c(BP, _I64, "base-pair position (LD-score files)"),
+        _c("L2", _F64, "LD score the z statistic was simulated with"),
+        _c(Z, _F64, "simulated z statistic"),
+        _c(N, _F64, "sample size of the trait"),
+        _c(A1, _STR, 'effect allele ("A", as R simLDSC)'),
+    ),
+    metadata=(META_METHOD, META_PARAMS),
+)
+
 OUTPUTS: dict[str, OutputSchema] = {
     s.kind: s
     for s in (
@@ -681,6 +710,8 @@ OUTPUTS: dict[str, OutputSchema] = {
         _GLS_BAND,
         _FUSION,
         _QTRAIT,
+        _PA_LDSC,
+        _SIM_SUMSTATS,
         _LFMM_TEST,
         _LFMM_CHOOSEK,
         _LFMM_GLM,

@@ -11,6 +11,7 @@ from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfm
 from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
 from polgen.lfmm.fit import fit
+from polgen.lfmm.glm import glm_test
 from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel, load_model
 from polgen.lfmm.multitest import FdrResult, Pi0, fdr, p_adjust_bh, pi0_estimate, qvalues
 from polgen.lfmm.offset import GeneticOffsetResult, genetic_gap, genetic_offset, write_offset
@@ -36,4 +37,5 @@ __all__ = [
     "pi0_estimate",
     "FdrResult",
     "Pi0",
+    "glm_test",
 ]

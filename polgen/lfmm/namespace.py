@@ -13,6 +13,7 @@ import polars as pl
 from polgen._namespace import alias, keyword, positional, register
 from polgen.lfmm.assoc import test as _test
 from polgen.lfmm.fit import fit as _fit
+from polgen.lfmm.glm import glm_test as _glm_test
 from polgen.lfmm.offset import genetic_gap as _genetic_gap
 from polgen.lfmm.offset import genetic_offset as _genetic_offset
 
@@ -40,5 +41,6 @@ class LfmmNamespace:
         doc="Fit (:func:`polgen.lfmm.fit` with ``K`` and ``fit_kwargs``) then test in one call; returns "
         "the :class:`~polgen.lfmm.LfmmTestResult`.",
     )
+    glm_test = alias(_glm_test, "X")
     genetic_offset = alias(_genetic_offset, "env")
     genetic_gap = alias(_genetic_gap, "env")
