@@ -24,7 +24,15 @@ from polgen.errors import ModelError
 from polgen.gsem.ram import CompiledModel, Numbering
 from polgen.gsem.syntax import ParTable
 
-__all__ = ["Reparam", "build_reparam", "canonical_signs_rows", "label_env", "number_parameters", "sign_flips"]
+__all__ = [
+    "Reparam",
+    "build_reparam",
+    "canonical_signs_rows",
+    "kernel_constraints",
+    "label_env",
+    "number_parameters",
+    "sign_flips",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,6 +224,16 @@ def _const_value(e) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def kernel_constraints(pt: ParTable) -> bool:
+    """Whether the per-SNP kernels' numbering expresses every constraint of ``pt`` (see
+    :func:`number_parameters`)."""
+    try:
+        _check_constraints(pt)
+    except ModelError:
+        return False
+    return True
+
+
 def _check_constraints(pt: ParTable) -> None:
     """user_gwas fits equality constraints by reparametrisation (one shared parameter) and simple
     bounds by an active set; other constraint forms are rejected with a clear error."""
@@ -236,8 +254,10 @@ def _check_constraints(pt: ParTable) -> None:
             if b is not None and _const_value(c.lhs) is not None:
                 continue
         raise ModelError(
-            f"constraint '{txt}' is not supported by user_gwas: use 'label == label', "
-            "'label == number', or bounds 'label > number' / 'label < number'",
+            f"constraint '{txt}' is not supported on parameters estimated per SNP: there user_gwas "
+            "takes 'label == label', 'label == number' and bounds 'label > number' / 'label < number'; "
+            "general constraints (a == 2*b, a > b, a == b^2, := terms) are fitted on the measurement "
+            "model with fix_measurement=True",
             row=c.line,
         )
 

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,10 +29,11 @@ from polgen.errors import (
     ModelSyntaxError,
     SchemaError,
 )
-from polgen.gsem.constraints import canonical_signs_rows, number_parameters, sign_flips
+from polgen.gsem.constraints import canonical_signs_rows, kernel_constraints, number_parameters, sign_flips
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
 from polgen.gsem.matrix import is_pd, near_pd
-from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
+from polgen.gsem.ram import KernelLayout, Numbering, compile_model, kernel_layout, vech_index
+from polgen.gsem.sem import fit_sem
 from polgen.gsem.syntax import ParTable, parse_model, parse_syntax
 
 log = logging.getLogger("polgen")
@@ -271,25 +273,83 @@ def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
 
 def no_snp_text(text: str, pred: str) -> str:
     """The model without its SNP lines, as R's userGWAS writes it for fix_measurement (lines
-    naming the SNP and ':=' lines dropped); constraint lines left naming labels of dropped rows
-    are dropped too (R's lavaan call fails on them)."""
-    lines = [ln for ln in text.split("\n") if pred not in ln and ":=" not in ln]
+    naming the SNP dropped); ':=' lines and constraint lines are kept only when every name they use
+    labels a row of that model (or a kept ':=' parameter): R drops every ':=' line, and its lavaan
+    call fails on constraints naming dropped rows, so a constraint on a measurement-only ':='
+    parameter is kept here where R would stop."""
+    lines = [ln for ln in text.split("\n") if pred not in ln]
+    body = [ln for ln in lines if ":=" not in ln]
     try:
-        flat, _, _ = parse_syntax("\n".join(lines))
+        flat, _, _ = parse_syntax("\n".join(body))
     except ModelSyntaxError:
-        return "\n".join(lines)
-    labels = {r.label for r in flat if r.label}
+        return "\n".join(ln for ln in lines if ":=" not in ln)
+    known = {r.label for r in flat if r.label}
     keep = []
     for ln in lines:
         try:
-            f, _, cons = parse_syntax(ln)
+            f, defs, cons = parse_syntax(ln)
         except ModelSyntaxError:
-            keep.append(ln)
+            if ":=" not in ln:
+                keep.append(ln)
             continue
-        if cons and not f and any(n not in labels for c in cons for n in c.lhs.names + c.rhs.names):
+        if defs:
+            if all(n in known for d in defs for n in d.expr.names):
+                known.update(d.name for d in defs)
+                keep.append(ln)
+            continue
+        if cons and not f and any(n not in known for c in cons for n in c.lhs.names + c.rhs.names):
             continue
         keep.append(ln)
     return "\n".join(keep)
+
+
+def _fit_baseline_sem(
+    pt0: ParTable, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], ml: bool
+) -> tuple[Numbering, dict]:
+    """The no-SNP model fit by the SEM fitter (:func:`polgen.gsem.sem.fit_sem`), for constraints
+    the per-SNP kernels' numbering cannot express (``a == 2*b``, ``a > b``, ``a == b^2``, ...):
+    DWLS with weights ``1 / diag(V_LD)`` of the model's moments, or ML, as R's userGWAS."""
+    cm = compile_model(pt0)
+    k = len(traits)
+    pos = [traits.index(t) for t in cm.observed]
+    S = S_LD[np.ix_(pos, pos)]
+    idx = np.array([vech_index(pos[a], pos[b], k) for a, b in zip(cm.vech_row, cm.vech_col)], np.int64)
+    fit = fit_sem(cm, S, estimator="ML" if ml else "DWLS", W_diag=1.0 / np.diag(V_LD)[idx])
+    if not fit.converged:
+        raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
+    rows = cm.table.rows
+    num0 = Numbering(
+        np.array([r.free - 1 for r in rows], np.int64),
+        np.array([r.ustart if r.free == 0 else np.nan for r in rows], np.float64),
+        np.array([r.lower for r in rows], np.float64),
+        np.array([r.upper for r in rows], np.float64),
+        cm.n_free,
+    )
+    est = {(r.lhs, r.op, r.rhs): float(v) for r, v in zip(rows, fit.values)}
+    return num0, est
+
+
+def _expr_names(pt: ParTable, names: Sequence[str]) -> set[str]:
+    """Parameter labels behind ``names``, ':=' parameters expanded to the labels they use."""
+    defs = {d.name: d for d in pt.defined}
+    out: set[str] = set()
+    todo = list(names)
+    while todo:
+        n = todo.pop()
+        if n in defs:
+            todo.extend(m for m in defs[n].expr.names if m not in out)
+        out.add(n)
+    return out
+
+
+def _drop_fixed_constraints(pt: ParTable) -> ParTable:
+    """fix_measurement: constraints whose labels are all on fixed rows held at the no-SNP fit,
+    which satisfied them; the per-SNP fits keep only constraints on per-SNP free rows."""
+    free_labels = {r.label for r in pt.rows if r.label and r.free > 0}
+    kept = [c for c in pt.constraints if _expr_names(pt, c.lhs.names + c.rhs.names) & free_labels]
+    if len(kept) == len(pt.constraints):
+        return pt
+    return replace(pt, constraints=kept)
 
 
 def fit_baseline(
@@ -302,6 +362,9 @@ def fit_baseline(
     missing = [v for v in pt0.observed if v not in traits]
     if missing:
         raise ModelError(f"model variables {missing} are not traits of the covstruc {traits}")
+    if not kernel_constraints(pt0):
+        num_s, est_s = _fit_baseline_sem(pt0, S_LD, V_LD, traits, ml)
+        return pt0, num_s, est_s
     num0 = number_parameters(pt0)
     npar = num0.n
     cm = kernel_layout(pt0, num0, traits, snp_name="\0none", observed=pt0.observed)
@@ -433,7 +496,7 @@ def plan_user(
             log.warning("V_LD is not positive definite: smoothing with nearPD (as R's userGWAS)")
             V_LD = near_pd(V_LD)
         pt0, num0, est0 = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
-        pt = _fixed_measurement_table(pt0, num0, est0, pt_full, pred)
+        pt = _drop_fixed_constraints(_fixed_measurement_table(pt0, num0, est0, pt_full, pred))
         num = number_parameters(pt)
         npar = num.n
         cm = kernel_layout(pt, num, traits, snp_name=pred)

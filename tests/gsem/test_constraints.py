@@ -19,8 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from polgen.errors import ModelError
-from polgen.gsem import user_gwas, usermodel
+from polgen.gsem import usermodel
 from polgen.gsem.sem import _Objective
 
 R = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r"

@@ -1,0 +1,105 @@
+"""General constraints in user_gwas (issue 12): constraints on the measurement model (``a == 2*b``,
+``b > a``, ...) are fitted on the no-SNP model with fix_measurement=True (R's default), by the SEM
+fitter, against R GenomicSEM's userGWAS and usermodel (tests/data/gsem/r/constraints/, made by
+tests/data/make/gsem_issue12.py with gsem_constraints.R); constraints on parameters estimated per
+SNP that the per-SNP kernels cannot express are a ModelError saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from polgen.errors import ModelError
+from polgen.gsem import user_gwas
+
+R = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r"
+C = R / "constraints"
+TRAITS = ["T1", "T2", "T3", "T4", "T5"]
+BASE = "F1 =~ NA*T1 + a*T2 + b*T3\nF2 =~ NA*T4 + c*T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\n"
+
+
+def _csv(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path, null_values="NA", infer_schema_length=None)
+
+
+@pytest.fixture(scope="module")
+def covstruc() -> dict:
+    d = R / "ml_sign"
+    return {
+        "S": _csv(d / "S.csv").to_numpy(),
+        "V": _csv(d / "V.csv").to_numpy(),
+        "I": _csv(d / "I.csv").to_numpy(),
+        "trait_names": TRAITS,
+    }
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
+
+
+GWAS = BASE + "F1 ~ SNP\nF2 ~ SNP\n"
+
+
+def test_user_gwas_inequality_on_measurement_matches_r(covstruc):
+    """fix_measurement=True (R's default): the no-SNP model with its active b > a is fitted once
+    (R: lavaan's constrained fit), then every SNP with the measurement model fixed there."""
+    ref = _csv(C / "usergwas.csv").filter(pl.col("case") == "gw_ineq_active", ~pl.col("op").is_in(["==", "<", ">"]))
+    snps = _csv(R / "ml_sign" / "snps.csv").head(4)
+    ours = user_gwas(snps, covstruc, GWAS + "b > a", long=True)
+    j = ref.join(ours, on=["SNP", "lhs", "op", "rhs"], how="left", suffix="_py")
+    assert j.height == ref.height and j["est_py"].null_count() == 0
+    # the measurement values come from R's approximately-active inequality (b - a ~ 5e-7)
+    np.testing.assert_allclose(j["est_py"].to_numpy(), j["est"].to_numpy(), rtol=2e-5, atol=1e-7)
+    free = j.filter(pl.col("se").is_not_null())
+    np.testing.assert_allclose(free["se_py"].to_numpy(), free["se"].to_numpy(), rtol=2e-5)
+    np.testing.assert_allclose(j["chisq_py"].to_numpy(), j["chisq"].to_numpy(), rtol=2e-5)
+    assert (j["chisq_df"] == j["df"]).all()
+
+
+def test_user_gwas_linear_equality_on_measurement(covstruc):
+    """a == 2*b on the measurement model: the baseline is usermodel's constrained solution (R's,
+    to 1e-5), and the per-SNP fits equal those of the same model with the measurement values
+    written as fixed numbers (R's own userGWAS returns a degenerate fit on this model: chisq of
+    2.5e6 and SNP ~~ SNP of 1, tests/data/gsem/r/constraints/usergwas.csv case gw_eq_lin)."""
+    snps = _csv(R / "ml_sign" / "snps.csv").head(4)
+    ours = user_gwas(snps, covstruc, GWAS + "a == 2*b", long=True)
+    r_um = _csv(C / "usermodel.csv").filter(pl.col("case") == "eq_lin", pl.col("op") == "=~")
+    meas = ours.filter(pl.col("SNP") == "rs0", pl.col("op") == "=~")
+    j = r_um.join(meas, on=["lhs", "op", "rhs"], suffix="_py")
+    assert j.height == 5 and _rel(j["est_py"], j["est"]) < 1e-5
+    lam = {r["rhs"]: r["est"] for r in meas.iter_rows(named=True)}
+    assert lam["T2"] == pytest.approx(2 * lam["T3"], rel=1e-12)
+    phi = ours.filter(pl.col("SNP") == "rs0", pl.col("lhs") == "F1", pl.col("op") == "~~", pl.col("rhs") == "F2")
+    written = (
+        "F1 =~ "
+        + " + ".join(f"{lam[t]!r}*{t}" for t in ("T1", "T2", "T3"))
+        + "\nF2 =~ "
+        + " + ".join(f"{lam[t]!r}*{t}" for t in ("T4", "T5"))
+        + f"\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ {phi['est'][0]!r}*F2\nF1 ~ SNP\nF2 ~ SNP"
+    )
+    dense = user_gwas(snps, covstruc, written, fix_measurement=False)
+    snp_rows = ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP")
+    k = snp_rows.join(dense, on=["SNP", "lhs", "op", "rhs"], suffix="_w")
+    assert k.height == 8
+    np.testing.assert_allclose(k["est"].to_numpy(), k["est_w"].to_numpy(), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(k["se"].to_numpy(), k["se_w"].to_numpy(), rtol=1e-7)
+    np.testing.assert_allclose(k["chisq"].to_numpy(), k["chisq_w"].to_numpy(), rtol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("model", "fm"),
+    [
+        (GWAS + "a == 2*b", False),  # a and b are estimated per SNP
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == 2*b2", True),  # constraint on the SNP effects
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 > b2", True),
+    ],
+)
+def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm):
+    snps = _csv(R / "ml_sign" / "snps.csv").head(2)
+    with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True"):
+        user_gwas(snps, covstruc, model, fix_measurement=fm)
