@@ -54,7 +54,6 @@ from polgen.io.annot import (
     ldscore_columns,
     read_ldscore_file,
     read_m_counts,
-    read_snp_ids,
     read_weight_ldscores,
 )
 from polgen.kernels.ldsc import block_bounds
@@ -292,18 +291,33 @@ def _read_reference(
         raise InputError(
             "the LD scores hold a single annotation; s_ldsc needs the baseline plus annotations", path=base
         )
-    # -- overlap of the annotations (SNPs with 0.05 < MAF < 0.95), chromosome by chromosome
+    # -- per chromosome: the LD scores of the SNPs some trait (and the weights) have, and the overlap
+    # of the annotations over SNPs with 0.05 < MAF < 0.95
     aa = None
     binary = None
     annot_names: list[str] = []
+    per_chr_X: list[np.ndarray] = []
+    per_chr_ids: list[pl.DataFrame] = []
     for c in chroms:
+        df = read_ldscore_file(bset.ldscore[c], cols_per_set[0], keep)
+        for j, e in enumerate(esets):
+            cols = cols_per_set[j + 1]
+            ex = read_ldscore_file(e.ldscore[c], cols, keep).drop("CHR", "BP")
+            ex = ex.rename({cols[0]: extras[j]} if len(cols) == 1 else {})
+            if ex["SNP"].equals(df["SNP"]):
+                df = pl.concat([df, ex.drop("SNP")], how="horizontal")
+            else:
+                df = df.join(ex, on="SNP", how="inner", maintain_order="left")
         names, prod, bin_c = annotation_overlap(
             [bset.annot[c], *[e.annot[c] for e in esets]],
             frqs[c],
-            ld_snps=read_snp_ids(bset.ldscore[c]),
+            ld_snps=df.select("SNP"),
             ld_file=bset.ldscore[c],
             extra_names=extras,
         )
+        per_chr_X.append(np.ascontiguousarray(df.select(ld_names).to_numpy(), dtype=np.float64))
+        per_chr_ids.append(df.select("SNP", "CHR", "BP"))
+        del df
         if aa is None:
             aa, binary, annot_names = prod, bin_c, names
         else:
@@ -335,26 +349,14 @@ def _read_reference(
     m = m[ki]
     aa = aa[np.ix_(ki, ki)]
     overlap = aa / m[None, :]
-    # -- the LD scores themselves, only the SNPs some trait (and the weights) have
-    per_chr_X: list[np.ndarray] = []
-    per_chr_ids: list[pl.DataFrame] = []
-    for c in chroms:
-        df = read_ldscore_file(bset.ldscore[c], cols_per_set[0], keep)
-        for j, e in enumerate(esets):
-            cols = cols_per_set[j + 1]
-            ex = read_ldscore_file(e.ldscore[c], cols, keep).drop("CHR", "BP")
-            ren = {cols[0]: extras[j]} if len(cols) == 1 else {}
-            ex = ex.rename(ren)
-            if ex["SNP"].equals(df["SNP"]):
-                df = pl.concat([df, ex.drop("SNP")], how="horizontal")
-            else:
-                df = df.join(ex, on="SNP", how="inner", maintain_order="left")
-        sel = [ld_names[i] for i in ki]
-        per_chr_X.append(np.ascontiguousarray(df.select(sel).to_numpy(), dtype=np.float64))
-        per_chr_ids.append(df.select("SNP", "CHR", "BP"))
-        del df
-    X = np.concatenate(per_chr_X) if len(per_chr_X) > 1 else per_chr_X[0]
-    del per_chr_X
+    rows = sum(x.shape[0] for x in per_chr_X)
+    X = np.empty((rows, ki.shape[0]))
+    o = 0
+    while per_chr_X:  # fill the kept columns, freeing each chromosome's block as it is copied
+        blk = per_chr_X.pop(0)
+        X[o : o + blk.shape[0]] = blk[:, ki]
+        o += blk.shape[0]
+        del blk
     snps = pl.concat(per_chr_ids).with_row_index("__idx")
     return _Reference(
         X=X,

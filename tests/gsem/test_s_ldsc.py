@@ -182,3 +182,20 @@ def test_missing_frq_and_annot_files(copy):
     (copy / "annot" / "baseline.1.annot.gz").unlink()
     with pytest.raises(InputError, match="annotation file for chromosome 1"):
         run("cont", copy)
+
+
+def test_cli_writes_nothing_when_a_file_is_missing(copy, tmp_path):
+    from polgen.cli import main
+    from polgen.errors import PolgenError
+
+    (copy / "annot" / "baseline.1.l2.M_5_50").unlink()
+    out = tmp_path / "s.npz"
+    args = ["gsem", "s-ldsc", "--traits", *[str(copy / f"{t}.sumstats.gz") for t in TRAITS]]
+    args += ["--ld", str(copy / "annot" / "baseline."), "--wld", str(copy / "weights" / "weights.")]
+    args += ["--frq", str(copy / "frq" / "1000G."), "--out", str(out), "-q"]
+    try:
+        rc = main(args)
+    except PolgenError:
+        rc = 1
+    assert rc != 0
+    assert not out.exists() and not any(p.name.startswith(".s.npz") for p in tmp_path.iterdir())
