@@ -388,6 +388,28 @@ def test_identity_constants_agree_with_declarations():
             assert s.column(name).dtype == schema.DTYPES[name]
 
 
+def test_gsem_pa_ldsc_and_sim_ldsc(tmp_path):
+    import numpy as np
+
+    from polgen.cli import main
+    from polgen.gsem import pa_ldsc, sim_ldsc
+
+    d = ROOT / "tests" / "data" / "gsem" / "r" / "paldsc_simldsc"
+    S = np.array([[1.0, 0.5, 0.4], [0.5, 1.0, 0.3], [0.4, 0.3, 1.0]])
+    check(pa_ldsc(S, np.eye(6) * 0.002, r=20, seed=1).to_frame(), "gsem_pa_ldsc")
+    check(pa_ldsc(S, np.eye(6) * 0.002, r=10, seed=1, diag=True, fa=True).to_frame(), "gsem_pa_ldsc")
+    np.savetxt(tmp_path / "S.csv", S, delimiter=",")
+    np.savetxt(tmp_path / "V.csv", np.eye(6) * 0.002, delimiter=",")
+    pa = tmp_path / "pa.parquet"
+    assert main(["gsem", "pa-ldsc", "--S", str(tmp_path / "S.csv"), "--V", str(tmp_path / "V.csv"), "--r", "10",
+                 "--out", str(pa), "-q"]) == 0  # fmt: skip
+    check(pa, "gsem_pa_ldsc")
+    sims = sim_ldsc(S * 0.1, 50000, d / "ld", n_overlap=0.5, seed=1, out=tmp_path / "sim")
+    check(sims[0]["GWAS1"].collect(), "gsem_sim_sumstats")
+    check(tmp_path / "sim", "gsem_sim_sumstats")
+    check(sim_ldsc(S * 0.1, [5e4, 6e4, 7e4], d / "ld", seed=2)[0]["GWAS3"].collect(), "gsem_sim_sumstats")
+
+
 def test_every_kind_is_exercised():
     # runs last in this module (pytest keeps file order)
     assert set(OUTPUTS) == COVERED, sorted(set(OUTPUTS) - COVERED)
