@@ -199,3 +199,25 @@ def test_cli_writes_nothing_when_a_file_is_missing(copy, tmp_path):
         rc = 1
     assert rc != 0
     assert not out.exists() and not any(p.name.startswith(".s.npz") for p in tmp_path.iterdir())
+
+
+def test_kernels_match_dense_numpy():
+    from polgen.kernels.ldsc import block_bounds
+    from polgen.kernels.sldsc import block_crossprod, jackknife
+
+    rng = np.random.default_rng(5)
+    X = rng.gamma(2.0, 3.0, (500, 4))
+    idx = rng.permutation(500)[:350]
+    scale, w, y = rng.uniform(0.8, 1.2, 350), rng.uniform(0.1, 1.0, 350), rng.normal(2.0, 1.0, 350)
+    starts, ends = block_bounds(350, 7)
+    xtx, xty = block_crossprod(X, idx, scale, w, y, starts, ends)
+    A = np.column_stack([X[idx] * scale[:, None], np.ones(350)]) * w[:, None]
+    for b, (s0, e0) in enumerate(zip(starts, ends)):
+        np.testing.assert_allclose(xtx[b], A[s0:e0].T @ A[s0:e0], rtol=1e-12)
+        np.testing.assert_allclose(xty[b], A[s0:e0].T @ (y * w)[s0:e0], rtol=1e-12)
+    reg, delete, pseudo = jackknife(xtx, xty)
+    np.testing.assert_allclose(reg, np.linalg.lstsq(A, y * w, rcond=None)[0], rtol=1e-9)
+    keep = np.ones(350, dtype=bool)
+    keep[starts[3] : ends[3]] = False
+    np.testing.assert_allclose(delete[3], np.linalg.lstsq(A[keep], (y * w)[keep], rcond=None)[0], rtol=1e-9)
+    np.testing.assert_allclose(pseudo[3], 7 * reg - 6 * delete[3], rtol=1e-12)
