@@ -387,13 +387,13 @@ def canonical_signs_rows(
     n = est.shape[0]
     done = np.zeros((n, len(flips)), bool)
     for j, (_, negate, first) in enumerate(flips):
-        neg = est[:, first] < 0
-        if not neg.any():
+        rows = np.flatnonzero(est[:, first] < 0)  # usually none: touch only those rows
+        if rows.size == 0:
             continue
-        flipped = -est[:, negate]
+        flipped = -est[np.ix_(rows, negate)]
         inside = np.all((flipped >= lower[negate]) & (flipped <= upper[negate]), axis=1)
-        do = neg & inside
-        if do.any():
-            est[np.ix_(do, negate)] = flipped[do]
-            done[:, j] = do
+        rows, flipped = rows[inside], flipped[inside]
+        if rows.size:
+            est[np.ix_(rows, negate)] = flipped
+            done[rows, j] = True
     return done
