@@ -121,12 +121,7 @@ def test_shared_fixtures():
     _close(res.V_full, g["v_full"])
 
 
-FITS = [
-    (name, est)
-    for name in ("ms_k3_f2", "ms_k3_f3_equal", "mg_k3_f2", "mg_k3_f3_equal")
-    for est in ("DWLS", "ML")
-    if OUT[name][est]["est"]  # R's usermodel returned no table for mg_k3_f3_equal under DWLS
-]
+FITS = [(name, est) for name in ("ms_k3_f2", "ms_k3_f3_equal", "mg_k3_f2", "mg_k3_f3_equal") for est in ("DWLS", "ML")]
 
 
 @pytest.mark.parametrize(("name", "est"), FITS)
@@ -149,6 +144,10 @@ def test_fit_matches_r_usermodel(name, est):
         assert ses[key] == pytest.approx(float(R["se"][i]), rel=1e-6), key
         n += 1
     assert n >= 7
+    if R.get("printed"):
+        # R's usermodel returned NULL (its standardized model did not converge) after printing
+        # the unstandardized table with 7 significant digits: that table is what R gives
+        return
     assert float(res.fit.fit_all["chisq"][0]) == pytest.approx(R["chisq"], rel=1e-5)
 
 

@@ -49,11 +49,22 @@ for (cs in split(inp$multi_cases, seq_len(nrow(inp$multi_cases)))) {
   res <- list(S_full = unname(r$S_Full), V_full = unname(r$V_Full), names = colnames(r$S_Full))
   if (!is.na(cs$model)) {
     for (est in c("DWLS", "ML")) {
-      fit <- quiet(usermodel(list(r$V_Full, r$S_Full), estimation = est, model = cs$model))
-      p <- fit$results
-      res[[est]] <- list(lhs = p$lhs, op = p$op, rhs = p$rhs, est = as.numeric(p$Unstand_Est),
-                         se = suppressWarnings(as.numeric(p$Unstand_SE)),
-                         chisq = as.numeric(fit$modelfit$chisq), df = as.numeric(fit$modelfit$df))
+      fit <- NULL
+      txt <- capture.output(fit <- suppressWarnings(usermodel(list(r$V_Full, r$S_Full), estimation = est,
+                                                              model = cs$model)))
+      if (is.null(fit)) {
+        # usermodel returns NULL when its standardized model fails to converge; it has printed
+        # the unstandardized estimates and SEs (9 decimals): keep those
+        h <- grep("Unstandardized_Estimate", txt, fixed = TRUE)
+        p <- read.table(text = txt[h:length(txt)], header = TRUE, stringsAsFactors = FALSE)
+        res[[est]] <- list(lhs = p$lhs, op = p$op, rhs = p$rhs, est = p$Unstandardized_Estimate,
+                           se = p$SE, chisq = NA, df = NA, printed = TRUE)
+      } else {
+        p <- fit$results
+        res[[est]] <- list(lhs = p$lhs, op = p$op, rhs = p$rhs, est = as.numeric(p$Unstand_Est),
+                           se = suppressWarnings(as.numeric(p$Unstand_SE)),
+                           chisq = as.numeric(fit$modelfit$chisq), df = as.numeric(fit$modelfit$df))
+      }
     }
   }
   out[[cs$case]] <- res
