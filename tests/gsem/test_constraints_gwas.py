@@ -103,3 +103,20 @@ def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm)
     snps = _csv(R / "ml_sign" / "snps.csv").head(2)
     with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True"):
         user_gwas(snps, covstruc, model, fix_measurement=fm)
+
+
+def test_user_gwas_defined_parameter_in_measurement_constraint(covstruc):
+    """``d := a - b; d == 0.1``: R's userGWAS drops every ':=' line from the no-SNP model (and its
+    lavaan call then fails on the constraint); polgen keeps a ':=' line that names measurement
+    labels only, so the baseline is usermodel's constrained solution (R's, to 1e-5)."""
+    snps = _csv(R / "ml_sign" / "snps.csv").head(2)
+    ours = user_gwas(snps, covstruc, GWAS + "d := a - b\nd == 0.1", long=True)
+    r_um = _csv(C / "usermodel.csv").filter(pl.col("case") == "def_con", pl.col("op") == "=~")
+    meas = ours.filter(pl.col("SNP") == "rs1", pl.col("op") == "=~")
+    j = r_um.join(meas, on=["lhs", "op", "rhs"], suffix="_py")
+    assert j.height == 5 and _rel(j["est_py"], j["est"]) < 1e-5
+    lam = {r["rhs"]: r["est"] for r in meas.iter_rows(named=True)}
+    assert lam["T2"] - lam["T3"] == pytest.approx(0.1, abs=1e-10)
+    d = ours.filter(pl.col("op") == ":=")
+    assert d.height == 2 and np.allclose(d["est"].to_numpy(), 0.1, atol=1e-10)
+    assert ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP")["converged"].all()
