@@ -91,8 +91,16 @@ cov <- list(V = q$V, S = q$S, I = q$I, N = q$N, m = q$m, V_Stand = q$V_Stand, S_
 colnames(cov$S) <- colnames(cov$S_Stand) <- colnames(cov$I) <- q$trait_names
 old <- setwd(tempdir())
 Q <- QTrait(cov, indicators = q$indicators, traits = q$traits, save.plots = FALSE)
-setwd(old)
 out$qtrait <- c(list(trait = rownames(Q)), as.list(Q))
+# the same with lavaan's optimiser run to convergence (nlminb rel.tol 1e-14 beside usermodel's
+# optim.dx.tol = 0.01): R's default fits stop ~1e-6 (relative) short of the optimum
+usermodel_default <- usermodel
+usermodel <- eval(parse(text = gsub("optim.dx.tol = 0.01", "optim.dx.tol = 0.01, control = list(rel.tol = 1e-14)",
+                                    deparse(usermodel_default), fixed = TRUE)))
+Q <- QTrait(cov, indicators = q$indicators, traits = q$traits, save.plots = FALSE)
+out$qtrait_converged <- c(list(trait = rownames(Q)), as.list(Q))
+usermodel <- usermodel_default
+setwd(old)
 
 # -- localSRMD ------------------------------------------------------------------------------------
 m <- inp$srmd
