@@ -195,6 +195,14 @@ def enrich(
     Returns
     -------
     EnrichResult
+
+    Raises
+    ------
+    ModelError
+        ``params`` not in the model, every parameter fixed, no trait of the model in the covstruc,
+        or a singular sandwich for the baseline annotation.
+    ConvergenceError
+        The model does not converge on the baseline annotation (R stops there too).
     """
     if isinstance(s_covstruc, str):
         s_covstruc = StratifiedCovStruc.load(s_covstruc)
@@ -238,7 +246,7 @@ def enrich(
             "The model failed to converge on a solution for the baseline annotation. "
             "Please try specifying an alternative model"
         )
-    base_rows = [r for r in cm.table.rows]
+    base_rows = list(cm.table.rows)
     qtable, qfree = _fixed_table(cm.table, fit0.values, fix, set(plist), fixed_names)
     if not qfree.any():
         raise ModelError(

@@ -402,7 +402,9 @@ def _merge_trait(y: pl.DataFrame, w: pl.DataFrame, snps: pl.DataFrame, name: str
     }
 
 
-def _pair(ref: _Reference, xtot: np.ndarray, t1: dict, t2: dict | None, n_blocks: int, M_tot: float):
+def _pair(
+    ref: _Reference, xtot: np.ndarray, t1: dict, t2: dict | None, n_blocks: int, M_tot: float, names: tuple[str, str]
+):
     """One regression: (reg, delete, N.bar, n SNPs, mean chi2 or Z1Z2, per-SNP response)."""
     if t2 is None:
         idx, N = t1["idx"], t1["N"]
@@ -423,7 +425,9 @@ def _pair(ref: _Reference, xtot: np.ndarray, t1: dict, t2: dict | None, n_blocks
         z1, a1x, wl, N1 = (t1[c][sel1] for c in ("Z", "A1", "wLD", "N"))
         z2, a1y, N2 = (t2[c][sel2] for c in ("Z", "A1", "N"))
         if idx.shape[0] < n_blocks:
-            raise InputError(f"only {idx.shape[0]} SNPs shared by two traits (fewer than n_blocks={n_blocks})")
+            raise InputError(
+                f"only {idx.shape[0]} SNPs shared by {names[0]} and {names[1]} (fewer than n_blocks={n_blocks})"
+            )
         z1 = np.where(a1y == a1x, z1, -z1)
         l_tot = xtot[idx]
         iw1 = _weights(z1**2, l_tot, wl, N1, M_tot)
@@ -485,6 +489,15 @@ def s_ldsc(
     Returns
     -------
     StratifiedCovStruc
+
+    Raises
+    ------
+    InputError
+        A missing file (LD scores, ``.M``, ``.annot``, ``.frq``, weights, munged statistics), M
+        counts that do not match the LD-score columns, ``.annot`` files lacking LD-score SNPs, too
+        few SNPs for ``n_blocks``, or a singular regression; each names the file (and column).
+    SchemaError
+        Annotation columns that do not match the LD-score columns, or missing columns.
     """
     items, names, labels = _normalise_munged(munged, trait_names)
     k = len(items)
@@ -524,7 +537,9 @@ def s_ldsc(
     s = 0
     for j in range(k):
         for kk in range(j, k):
-            reg, delete, Nbar, n_snps, y = _pair(ref, xtot, tr[j], None if j == kk else tr[kk], n_blocks, M_tot)
+            reg, delete, Nbar, n_snps, y = _pair(
+                ref, xtot, tr[j], None if j == kk else tr[kk], n_blocks, M_tot, (names[j], names[kk])
+            )
             cats = reg[:na] / Nbar * ref.m
             tot = ref.overlap @ cats
             pseudo[:, s, :] = n_blocks * cats[None, :] - (n_blocks - 1) * delete[:, :na] / Nbar * ref.m[None, :]
