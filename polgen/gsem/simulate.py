@@ -28,6 +28,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,23 +308,34 @@ def sim_ldsc(
             )
         frames: dict[str, pl.LazyFrame] = {}
         paths: dict[str, Path] = {}
-        for t, name in enumerate(names):
-            df = base.with_columns(
+        tables = {
+            name: base.with_columns(
                 pl.Series("Z", Z[:, t]),
                 pl.lit(float(n_mat[t, t]), dtype=pl.Float64).alias("N"),
                 pl.lit("A").alias("A1"),
             )
-            if out_dir is None:
-                frames[name] = df.lazy()
-            else:
-                path = out_dir / f"iter{rep + 1}{name}.sumstats.parquet"
-                md = {
-                    META_METHOD: "gsem.sim_ldsc",
-                    META_PARAMS: params_to_json({**params, "replicate": rep + 1, "trait": name}),
-                }
-                write_table_atomic(path, df, metadata=md)
-                paths[name] = path
-                frames[name] = pl.scan_parquet(path)
+            for t, name in enumerate(names)
+        }
+        if out_dir is None:
+            frames = {name: df.lazy() for name, df in tables.items()}
+        else:
+            paths = {name: out_dir / f"iter{rep + 1}{name}.sumstats.parquet" for name in names}
+
+            jobs = [
+                (
+                    paths[name],
+                    tables[name],
+                    {
+                        META_METHOD: "gsem.sim_ldsc",
+                        META_PARAMS: params_to_json({**params, "replicate": rep + 1, "trait": name}),
+                    },
+                )
+                for name in names
+            ]
+            # parquet encoding releases the GIL: the traits' files are written side by side
+            with ThreadPoolExecutor(max_workers=max(1, min(k, os.cpu_count() or 1))) as pool:
+                list(pool.map(lambda job: write_table_atomic(*job), jobs))
+            frames = {name: pl.scan_parquet(paths[name]) for name in names}
         log.info("sim_ldsc: replicate %d of %d done", rep + 1, r)
         results.append(SimulatedSumstats(replicate=rep + 1, frames=frames, paths=paths))
     return results
