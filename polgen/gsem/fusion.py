@@ -83,7 +83,12 @@ def _numeric(frame: pl.DataFrame, col: str, path: str) -> np.ndarray:
     if bad.len():
         r = int(bad[0])
         raise InputError(f"{col} value {s[r]!r} is not a number", path=path, column=col, row=r + 2)
-    return out.fill_null(np.nan).to_numpy().astype(np.float64, copy=True)
+    arr = out.fill_null(np.nan).to_numpy().astype(np.float64, copy=True)
+    inf = np.flatnonzero(np.isinf(arr))
+    if inf.size:
+        r = int(inf[0])
+        raise InputError(f"{col} value {s[r]!r} is infinite", path=path, column=col, row=r + 2)
+    return arr
 
 
 def _effects(frame: pl.DataFrame, path: str, n: float, binary: bool, perm: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,17 @@ outputs on three FUSION files with missing HSQ / TWAS.Z, absent genes and permut
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import gsem_fixture, r_reference
+from hostile import SETTINGS, Cases
 from polgen.errors import InputError, SchemaError
 from polgen.gsem import read_fusion
 
@@ -131,3 +136,54 @@ def test_output_runs_through_user_gwas_twas(r_fu):
         zip(twas["Gene"], twas["Panel"], strict=True)
     )
     assert rows["converged"].all() and rows["est"].is_finite().all()
+
+
+# -- hostile FUSION files ----------------------------------------------------------------------
+CASES = Cases()
+_count_cases = CASES.fixture()
+_HEADER = ["PANEL", "FILE", "ID", "TWAS.Z", "HSQ", "PERM.PV", "PERM.N"]
+_JUNK = ["abc", "", "NA", ".", "NaN", "inf", "-inf", "-1", "0", "1e400", '"q"', "1,5"]
+
+
+def _base_rows():
+    return [
+        ["P", f"/w/panel/G{i}.wgt.RDat", f"G{i}", f"{(i - 3) * 0.7:.3f}", f"{0.05 + 0.03 * i:.3f}", "0.2", "1000"]
+        for i in range(8)
+    ]
+
+
+@SETTINGS
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 6), st.sampled_from(_JUNK)), max_size=4),
+    drop_col=st.one_of(st.none(), st.integers(0, 6)),
+    sep=st.sampled_from(["\t", " ", "  "]),
+    crlf=st.booleans(),
+    truncate=st.one_of(st.none(), st.integers(0, 8)),
+    binary=st.booleans(),
+    perm=st.booleans(),
+)
+def test_hostile_fusion_files(edits, drop_col, sep, crlf, truncate, binary, perm):
+    rows = _base_rows()
+    for r, c, v in edits:
+        rows[r][c] = v
+    header = list(_HEADER)
+    if drop_col is not None:
+        header.pop(drop_col)
+        rows = [row[:drop_col] + row[drop_col + 1 :] for row in rows]
+    if truncate is not None:
+        rows = rows[:truncate]
+    text = "\n".join(sep.join(x) for x in [header, *rows]) + "\n"
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "t.dat"
+        f.write_text(text)
+        res, err = CASES.attempt(read_fusion, [f], ["T"], binary=[binary], N=[5000], perm=perm)
+    if err is not None:
+        return
+    assert res.columns == ["Gene", "Panel", "HSQ", "beta.T", "se.T"]
+    assert res.height > 0
+    for c in ("HSQ", "beta.T", "se.T"):
+        v = res[c].to_numpy()
+        assert np.isfinite(v).all(), c
+    assert (res["HSQ"].to_numpy() > 0).all() and (res["se.T"].to_numpy() > 0).all()
