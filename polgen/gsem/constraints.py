@@ -7,9 +7,14 @@
 * :func:`number_parameters` (the per-SNP kernels of :mod:`polgen.kernels.gwas`): the subset the
   batched kernels fit by sharing parameter *numbers* - rows tied by a shared label or
   ``a == b`` share one number, ``a == number`` fixes the group, bounds of a group are intersected.
-  Other constraint forms are rejected with :class:`ModelError` naming the line.
+  Other constraint forms are rejected with :class:`ModelError` naming the line
+  (:func:`kernel_constraints` says whether a table fits this subset; user_gwas fits general
+  constraints on the measurement model with the SEM fitter instead).
+* :func:`sign_flips` / :func:`canonical_signs_rows`: latent variables whose sign the model leaves
+  free (fixed variance, free loadings), reported with their first free loading positive as lavaan's
+  starting values put them, by the SEM fit and per SNP.
 
-Both read the one parameter table of :func:`polgen.gsem.syntax.parse_model`.
+All read the one parameter table of :func:`polgen.gsem.syntax.parse_model`.
 """
 
 from __future__ import annotations

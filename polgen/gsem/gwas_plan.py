@@ -6,7 +6,11 @@ parameter numbering (:func:`polgen.gsem.constraints.number_parameters` over the 
 table of :func:`polgen.gsem.syntax.parse_model`), start vectors, the rows to report, the
 ``Q_SNP`` groups and the bounds / defined parameters.  :func:`plan_user` builds it for
 ``user_gwas`` (``fix_measurement`` as R: the model without its SNP lines fit once to ``S_LD``,
-every parameter that is not a variance fixed at that estimate); the commonfactor plan is in
+every parameter that is not a variance fixed at that estimate; constraints the kernels' numbering
+cannot express - ``a == 2*b``, ``a > b``, ``a == b^2`` - are fitted there by
+:func:`polgen.gsem.sem.fit_sem`, and hold per SNP since their rows are then fixed; factors whose
+sign the model leaves free keep lavaan's sign, first free loading positive, via
+:meth:`Plan.canonical_signs`); the commonfactor plan is in
 :mod:`polgen.gsem.gwas_commonfactor`.  Plans are picklable: the engine ships them to workers.
 """
 
