@@ -250,6 +250,11 @@ def _run_add(
             _AddTask(base, beta_cols, se_cols, id_cols, var_col, s, off, ln, f"{fn} rows {off}-{off + ln - 1}")
         )
     if out is None:
+        K1 = len(traits) + 1
+        Kst = K1 * (K1 + 1) // 2
+        gb = n * (K1 * K1 + Kst * Kst) * 8 / 1e9
+        if gb > 1.0:
+            log.warning("%s: %d rows in memory take %.1f GB of S_full/V_full; out= streams them to disk", fn, n, gb)
         parts = [_compute(t) for t in tasks]
         res = parts[0] if len(parts) == 1 else _concat(parts)
         bad = int((~res.valid).sum())
