@@ -148,3 +148,17 @@ def test_namespace_aliases():
     ld = INP["ld"]["gene2"]
     joint = GENES.gsem.multi_gene(cs, (np.array(ld["matrix"]), ld["names"]))
     np.testing.assert_allclose(joint.V_full, OUT["mg_k3_f2"]["V_full"], rtol=1e-13)
+
+
+def test_stream_resume_and_refuse(tmp_path):
+    from polgen.errors import OutputExistsError
+
+    cs = INP["covstruc"]["main"]
+    out = tmp_path / "run"
+    first = add_snps(cs, SNPS, out=out, batch_size=4).collect()
+    with pytest.raises(OutputExistsError):
+        add_snps(cs, SNPS, out=out, batch_size=4)
+    again = add_snps(cs, SNPS, out=out, batch_size=4, resume=True).collect()
+    assert again.equals(first)
+    other = add_snps(cs, SNPS, out=out, batch_size=4, GC="none", overwrite=True).collect()
+    assert not other.equals(first) and other.height == 8
