@@ -306,6 +306,8 @@ def _sym(name: str, value: Any, k: int | None = None) -> np.ndarray:
 
 
 def _inputs(S: Any, V: Any, stand: bool | None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if V is None and isinstance(S, (np.ndarray, list, tuple, pl.DataFrame)):
+        raise InputError("V (the sampling covariance of vech(S)) is required with a matrix S", column="V")
     if V is None or isinstance(S, CovStruc):
         if V is not None:
             raise InputError("pass V only with a matrix S (a covstruc carries its own V)", column="V")

@@ -148,9 +148,9 @@ def test_null_draws_follow_v() -> None:
 def test_seed_reproducible_and_result_frame() -> None:
     case = _cases()["cov6_uls"]
     S, V = np.array(case["S"]), np.array(case["V"])
-    a = pa_ldsc(S, V, r=60, p=0.9, diag=True, fa=True, fm="uls", seed=5)
-    b = pa_ldsc(S, V, r=60, p=0.9, diag=True, fa=True, fm="uls", seed=5)
-    c = pa_ldsc(S, V, r=60, p=0.9, seed=6)
+    a = pa_ldsc(S, V, r=30, p=0.9, diag=True, fa=True, fm="uls", seed=5)
+    b = pa_ldsc(S, V, r=30, p=0.9, diag=True, fa=True, fm="uls", seed=5)
+    c = pa_ldsc(S, V, r=30, p=0.9, seed=6)
     np.testing.assert_array_equal(a.simulated, b.simulated)
     assert not np.array_equal(a.simulated, c.simulated)
     assert isinstance(a, PALDSCResult)
@@ -170,7 +170,7 @@ def test_seed_reproducible_and_result_frame() -> None:
     ]
     assert f["component"].to_list() == list(range(1, 7))
     np.testing.assert_allclose(f["simulated"].to_numpy(), np.quantile(a.null, 0.9, axis=0), rtol=1e-15)
-    assert a.null.shape == (60, 6) and a.null_fa is not None and a.null_fa.shape == (60, 6)
+    assert a.null.shape == (30, 6) and a.null_fa is not None and a.null_fa.shape == (30, 6)
     with pytest.raises(AttributeError):
         a.n_components = 3  # type: ignore[misc]
 
@@ -222,6 +222,8 @@ def test_bad_inputs_raise_typed_errors() -> None:
         pa_ldsc(S, V[:9, :9], r=5)
     with pytest.raises(NotPositiveDefiniteError, match="V is not positive semi-definite"):
         pa_ldsc(S, -V, r=5)
+    with pytest.raises(InputError, match="V \\(the sampling covariance of vech\\(S\\)\\) is required"):
+        pa_ldsc(S)
     with pytest.raises(InputError, match="p must lie"):
         pa_ldsc(S, V, p=1.5)
     with pytest.raises(InputError, match="r \\(the number"):
