@@ -6,8 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import gsem_fixture, r_reference
+from hostile import SETTINGS, Cases
 from polgen.errors import InputError, ModelError, NotPositiveDefiniteError
 from polgen.gsem import sub_sv, summary_gls, summary_gls_bands
 from polgen.gsem.gls import gls_line_se
@@ -164,3 +167,48 @@ def test_cli_summary_gls_and_bands(r_gls, tmp_path, capsys):
     np.testing.assert_allclose(pl.read_parquet(band)["upper"].to_numpy(), ref["upper"], rtol=RTOL)
     assert cli.main([*args, "--quad", "--out", str(tmp_path / "x.parquet")]) == 2  # --quad needs --bands
     assert "need --bands" in capsys.readouterr().err
+
+
+# -- hostile GLS inputs ------------------------------------------------------------------------
+CASES = Cases()
+_count_cases = CASES.fixture()
+_BAD = [np.nan, np.inf, -np.inf, 0.0, -1.0, 1e300, 1e-300]
+
+
+@SETTINGS
+@given(
+    n=st.integers(1, 9),
+    nx=st.sampled_from([None, None, None, 0, 1, 5]),  # None: one predictor row per estimate
+    k=st.integers(1, 3),
+    v_kind=st.sampled_from(["pd", "pd", "pd", "zero", "neg", "asym", "rank1", "small"]),
+    junk=st.lists(st.tuples(st.sampled_from(["x", "y", "v"]), st.integers(0, 50), st.sampled_from(_BAD)), max_size=2),
+    intercept=st.booleans(),
+    bands=st.booleans(),
+)
+def test_hostile_gls(n, nx, k, v_kind, junk, intercept, bands):
+    rng = np.random.default_rng(n * 100 + (nx or 0) * 10 + k)
+    y = rng.normal(size=n)
+    x = rng.normal(size=(n if nx is None else nx, k))
+    A = rng.normal(size=(n, n))
+    V = {
+        "pd": A @ A.T + np.eye(n),
+        "zero": np.zeros((n, n)),
+        "neg": -np.eye(n),
+        "asym": A + 5 * np.eye(n),
+        "rank1": np.outer(A[0], A[0]),
+        "small": np.eye(max(n - 1, 1)),
+    }[v_kind]
+    for what, i, v in junk:
+        arr = {"x": x, "y": y, "v": V}[what]
+        if arr.size:
+            arr.flat[i % arr.size] = v
+    if bands:
+        res, err = CASES.attempt(summary_gls_bands, x[:, 0] if k == 1 else x, y, V, intervals=4, intercept=intercept)
+        table = None if res is None else res.coefficients
+    else:
+        table, err = CASES.attempt(summary_gls, x, y, V, intercept=intercept)
+    if err is not None:
+        return
+    assert table is not None
+    assert table.height == k + (1 if intercept else 0)
+    assert np.isfinite(table["beta"].to_numpy()).all() and (table["se"].to_numpy() > 0).all()
