@@ -55,7 +55,8 @@ def orphan_genes(links: pl.DataFrame, genes: Sequence[str], var_names: Sequence[
     trains nothing for it, whatever its ligand-receptor or ligand-TF modulators.  Same rule as
     :meth:`FeatureContext.modulators` (``grn.regulators``), in one pass over the links.
     """
-    regs = regulator_map(links, var_names, alpha)
+    want = pl.Series(list(genes), dtype=pl.String).implode()
+    regs = regulator_map(links.filter(pl.col("target").is_in(want)), var_names, alpha)
     return [g for g in genes if not regs.get(g)]
 
 

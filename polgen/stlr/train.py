@@ -41,12 +41,12 @@ from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io.sink import MANIFEST as SINK_MANIFEST
 from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
-from polgen.options import LigandMode, Orphans, Species
+from polgen.options import LigandMode, Orphans, Species, StlrSolver, check_option
 from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
 from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
-from polgen.stlr.lasso import sparse_group_lasso
+from polgen.stlr.lasso import SOLVER_DEFAULTS, sparse_group_lasso
 from polgen.stlr.ligands import MODES
 from polgen.stlr.priors import resolve_priors
 from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
@@ -81,10 +81,12 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def cv_r2(D, y, groups, *, folds: int, group_reg: float, l1_reg: float, max_iter: int, tol: float, w0=None) -> float:
+def cv_r2(
+    D, y, groups, *, folds: int, group_reg: float, l1_reg: float, max_iter: int, tol: float, solver="fista"
+) -> float:
     """Held-out R^2 of one cluster's model: ``folds``-fold cross-validation (cell k in fold
     ``k % folds``, in the tissue's order), each fold predicted by a model fitted on the others
-    (warm-started at ``w0``), R^2 = 1 - sum of held-out squared errors / total sum of squares.
+    (same solver and settings), R^2 = 1 - sum of held-out squared errors / total sum of squares.
     NaN with fewer than 2 folds' worth of cells (< 2 * folds) or no variance."""
     n = len(y)
     sst = float(((y - y.mean()) ** 2).sum())
@@ -94,7 +96,7 @@ def cv_r2(D, y, groups, *, folds: int, group_reg: float, l1_reg: float, max_iter
     pred = np.empty(n)
     for f in range(folds):
         tr = fold != f
-        fit = sparse_group_lasso(D[tr], y[tr], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol, w0=w0)
+        fit = sparse_group_lasso(D[tr], y[tr], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol, solver=solver)
         pred[~tr] = D[~tr] @ fit.coef + fit.intercept
     return 1.0 - float(((y - pred) ** 2).sum()) / sst
 
@@ -110,6 +112,7 @@ def fit_gene(
     max_iter: int,
     tol: float,
     cv: int = 0,
+    solver: StlrSolver = "fista",
 ):
     """Betas (clusters x (1 + p)) of one gene and per-cluster diagnostics
     ``(cluster, r2, n_iter, converged, cv_r2, n_cells, zeroed)``."""
@@ -126,13 +129,23 @@ def fit_gene(
         if nc < 2:
             diag.append((c, float("nan"), 0, False, float("nan"), nc, True))
             continue
-        fitc = sparse_group_lasso(D[m], y[m], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol)
+        fitc = sparse_group_lasso(D[m], y[m], groups, group_reg, l1_reg, max_iter=max_iter, tol=tol, solver=solver)
         kept = fitc.r2 >= min_r2
         if kept:
             B[c, 0] = fitc.intercept
             B[c, 1:] = fitc.coef
         held = (
-            cv_r2(D[m], y[m], groups, folds=cv, group_reg=group_reg, l1_reg=l1_reg, max_iter=max_iter, tol=tol)
+            cv_r2(
+                D[m],
+                y[m],
+                groups,
+                folds=cv,
+                group_reg=group_reg,
+                l1_reg=l1_reg,
+                max_iter=max_iter,
+                tol=tol,
+                solver=solver,
+            )
             if cv
             else float("nan")
         )
@@ -316,6 +329,7 @@ def _train_task(task: dict) -> dict:
             max_iter=p["max_iter"],
             tol=p["tol"],
             cv=p["cv"],
+            solver=p["solver"],
         )
     meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, *_ in diag})}
     part = write_part(
@@ -413,8 +427,9 @@ def fit(
     receptor_thresh: float = 0.01,
     tf_ligand_cutoff: float = 0.01,
     min_r2: float = 0.15,
-    max_iter: int = 5000,
-    tol: float = 1e-10,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    solver: StlrSolver = "fista",
     cv: int = 5,
     mode: LigandMode = "exact",
     layer: str | None = None,
@@ -429,6 +444,15 @@ def fit(
     progress: bool | None = None,
 ) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
+
+    ``genes``: names, or a number N - the N most variable genes with a TF regulator in the GRN.
+    ``lr`` / ``grn`` None use the bundled priors of ``species`` (:mod:`polgen.stlr.priors`; the
+    species is detected from the gene-symbol case when not given).  ``solver``: "fista" (default;
+    runs to ``tol`` = 1e-10, ``max_iter`` = 5000) or "reference" (group-lasso 1.5.0's iteration,
+    1500 iterations, tol 1e-5: the Python reference's betas).  ``cv``: folds of the held-out R^2
+    reported as ``cv_r2`` (0: none).  After training, models with at least as many modulators as
+    cells, models stopped at ``max_iter`` and genes whose every cluster was zeroed are logged
+    (:func:`report_fit`); a ``radius`` / ``contact_distance`` out of scale with the tissue warns.
 
     ``lr``: CellChat table (path or frame); ``grn``: TF links (long table with optional
     ``cluster`` / ``p``, CellOracle's ``{cluster: links}`` - the reference's ``co_grn`` -, a
@@ -458,6 +482,9 @@ def fit(
     """
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    check_option("solver", solver, StlrSolver)
+    max_iter = SOLVER_DEFAULTS[solver][0] if max_iter is None else max_iter
+    tol = SOLVER_DEFAULTS[solver][1] if tol is None else tol
     if not 0 <= min_r2 <= 1:
         raise InputError("min_r2 must be in [0, 1]")
     _numbers(
@@ -541,6 +568,7 @@ def fit(
         "min_r2": float(min_r2),
         "max_iter": int(max_iter),
         "tol": float(tol),
+        "solver": solver,
         "mode": mode,
         "layer": t.layer,
         "cluster_key": t.cluster_key,

@@ -36,6 +36,11 @@ def counts() -> ad.AnnData:
 
 
 @pytest.fixture(scope="module")
+def prepared(counts) -> ad.AnnData:
+    return prepare(counts, copy=True)
+
+
+@pytest.fixture(scope="module")
 def run(counts, tmp_path_factory):
     """The acceptance path, timed: prepare + fit(genes=4) with bundled priors + a knock-out."""
     out = tmp_path_factory.mktemp("stlr_real") / "run"
@@ -81,8 +86,8 @@ def test_fit_reports_held_out_r2_and_overfitting(run, caplog):
     assert small["cv_r2"].is_nan().all()
 
 
-def test_fit_logs_overfit_nonconverged_and_all_zero(counts, tmp_path, caplog):
-    a = prepare(counts, copy=True)
+def test_fit_logs_overfit_nonconverged_and_all_zero(prepared, tmp_path, caplog):
+    a = prepared.copy()
     caplog.set_level(logging.INFO, logger="polgen")
     kw = {"genes": 2, "progress": False, "max_iter": 3, "cv": 0, "contact_distance": 100}
     res = fit(a, out=tmp_path / "r1", **kw)
@@ -96,8 +101,8 @@ def test_fit_logs_overfit_nonconverged_and_all_zero(counts, tmp_path, caplog):
     assert "2 of 2 trained gene(s) have all-zero betas" in caplog.text
 
 
-def test_radius_out_of_scale_warns(counts, tmp_path):
-    a = prepare(counts, copy=True)
+def test_radius_out_of_scale_warns(prepared, tmp_path):
+    a = prepared.copy()
     a.obsm["spatial"] = a.obsm["spatial"] / 100.0  # ~15 units across: radius 200 covers everything
     with pytest.warns(UserWarning, match="radius=200 is larger than the tissue's extent"):
         fit(a, genes=["Pcp4"], out=tmp_path / "r", progress=False, max_iter=50, cv=0, contact_distance=1)
@@ -221,9 +226,9 @@ def test_gene_symbols_case_suggestion(run, tmp_path):
         perturb(a, run["out"], "PCP4")
 
 
-def test_duplicated_gene_names_are_an_error_in_training(counts, tmp_path):
-    d = prepare(counts, copy=True)
-    d.var_names = [*counts.var_names[:-1], counts.var_names[0]]
+def test_duplicated_gene_names_are_an_error_in_training(prepared, tmp_path):
+    d = prepared.copy()
+    d.var_names = [*prepared.var_names[:-1], prepared.var_names[0]]
     with pytest.raises(InputError, match="more than once"):
         fit(d, genes=["Pcp4"], out=tmp_path / "r", progress=False)
 
@@ -238,8 +243,8 @@ def test_species_detection(counts):
         detect_species(list(counts.var_names[:50]) + [g.upper() for g in counts.var_names[50:100]])
 
 
-def test_undetectable_species_in_fit_is_typed(counts, tmp_path):
-    a = prepare(counts, copy=True)
+def test_undetectable_species_in_fit_is_typed(prepared, tmp_path):
+    a = prepared.copy()
     a.var_names = [f"ENSMUSG{i:011d}" for i in range(a.n_vars)]
     with pytest.raises(InputError, match="cannot tell the species"):
         fit(a, genes=2, out=tmp_path / "r", progress=False)
@@ -275,8 +280,8 @@ def test_human_grn_is_not_bundled_and_says_what_to_pass():
         bundled_lr("rat")  # type: ignore[arg-type]
 
 
-def test_grn_accepts_a_celloracle_table(counts, tmp_path):
-    a = prepare(counts, copy=True)
+def test_grn_accepts_a_celloracle_table(prepared, tmp_path):
+    a = prepared.copy()
     # a CellOracle peak x TF table whose peaks belong to a gene of these data: the Actb peaks given to Pcp4
     sub = read_base_grn(
         stlr_data("mm10_TFinfo_dataframe_gimmemotifsv5_fpr1_threshold_10_20210630.Actb_Gata1_Spi1.parquet")
@@ -291,3 +296,30 @@ def test_grn_accepts_a_celloracle_table(counts, tmp_path):
     tfs = set(Betabase.coerce(tmp_path / "r")["Pcp4"].tfs)
     want = set(base_grn_links(table, list(a.var_names))["source"])
     assert tfs == want - {"Pcp4"} and tfs
+
+
+# -- solver="reference": group-lasso 1.5.0's iteration ------------------------------------------------
+def test_reference_solver_reproduces_group_lasso_150():
+    """Stored fits of group-lasso 1.5.0 (reference settings) on real designs and an ill-conditioned
+    synthetic one (tests/data/make/stlr_group_lasso_ref.py): same iterations, betas to 1e-6."""
+    from polgen.stlr.lasso import sparse_group_lasso
+
+    inp = np.load(stlr_data("group_lasso_ref", "inputs.npz"))
+    out = np.load(stlr_data("group_lasso_ref", "outputs.npz"))
+    for k in range(int(inp["n"])):
+        fit_ = sparse_group_lasso(inp[f"X{k}"], inp[f"y{k}"], inp[f"g{k}"], 1e-7, 1e-9, solver="reference")
+        w = out[f"w{k}"]
+        assert fit_.n_iter == int(out[f"it{k}"])
+        np.testing.assert_allclose(fit_.coef, w, rtol=0, atol=1e-6 * np.abs(w).max())
+        assert abs(fit_.intercept - float(out[f"b{k}"][0])) <= 1e-6 * max(1.0, abs(fit_.intercept))
+
+
+def test_fit_with_reference_solver_records_it(prepared, tmp_path):
+    a = prepared.copy()
+    res = fit(a, genes=["Pcp4"], out=tmp_path / "r", progress=False, solver="reference", cv=0, contact_distance=100)
+    big = res.scores.filter(pl.col("n_cells") >= 10)  # the reference stops at its 1500 iterations there
+    assert (big["n_iter"] == 1500).all() and not big["converged"].any() and (res.scores["n_iter"] <= 1500).all()
+    import json
+
+    params = json.loads((tmp_path / "r" / "stlr_run.json").read_text())["params"]
+    assert params["solver"] == "reference" and params["max_iter"] == 1500 and params["tol"] == 1e-5
