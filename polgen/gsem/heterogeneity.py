@@ -22,6 +22,12 @@
 The table has R's ``Q_mat`` columns (names as R spells them); follow-up columns are missing
 (``"-"`` for the flags, ``Unconstrained_paths = "None"``) when no follow-up model was fitted.
 R's plots are not drawn; the per-indicator numbers R plots are in ``QTraitResult.indicators``.
+
+Where R's code has gaps polgen takes the evident reading: a ``p`` below 5e-300 (usermodel's
+``"< 5e-300"``) is 5e-300 for the follow-up models too (R: NA there); a follow-up model without a
+chi-square (df = 0) or with no indicator left to free ends the follow-up loop (R stops with an
+error); ``SE_rG`` is the SE of the trait-indicator correlation whichever comes first in the
+covstruc (R reads the lower triangle only, so 0 for an indicator listed after the trait).
 """
 
 from __future__ import annotations
