@@ -20,7 +20,14 @@ column space as the unshifted one with an intercept, so the same numbers come fr
 straight line they are ``min + i * range / intervals`` for ``i = 1..intervals``, for
 ``quad=True`` ``i = 0..intervals-1``, each drawn at the i-th of ``intervals`` evenly spaced values
 from min to max (``band_points="genomicsem"``, the default, reproduces that);
-``band_points="grid"`` evaluates the standard error at the grid points themselves.
+``band_points="grid"`` evaluates the standard error at the grid points themselves.  (The
+../shared ``gls_bands.json`` fixture, from another port, used ``i = 0..intervals-1`` for the line
+too; its numbers are those of :func:`gls_line_se` at its points.)
+
+R's ``summaryGLSbands`` reaches the band only through ``OBJECT`` (with ``Y``/``V_Y`` its band loop
+sets the covariance to ``Y`` and stops); here ``y``/``v_y`` and a :class:`~polgen.gsem.subset.SubSV`
+both work.  With ``INTERCEPT = FALSE`` R draws ``BETAS[1] + BETAS[2] x`` from the slope
+coefficients; polgen draws the no-intercept fit ``b1 x (+ b2 x^2)``.
 """
 
 from __future__ import annotations
