@@ -142,10 +142,12 @@ def _per_trait_matrix(name: str, value: Any, k: int, default: np.ndarray) -> np.
     if np.isscalar(value):
         m = np.full((k, k), float(value))  # type: ignore[arg-type]
         np.fill_diagonal(m, 1.0)
-        return m
-    m = _square(name, value, k)
+    else:
+        m = _square(name, value, k)
     if np.any(np.abs(np.diag(m) - 1.0) > 1e-12):
         raise InputError(f"{name} must have ones on the diagonal (a correlation matrix)", column=name)
+    if np.any(np.abs(m) > 1.0):
+        raise InputError(f"{name}: correlations must lie in [-1, 1]", column=name)
     return m
 
 

@@ -182,10 +182,11 @@ def test_out_files_seed_and_overwrite(tmp_path: Path, big_ld: Path) -> None:
 
 def test_bad_inputs_raise_and_write_nothing(tmp_path: Path, big_ld: Path) -> None:
     out = tmp_path / "none"
+    rp = np.array([[1, 0.95, -0.95], [0.95, 1, 0.95], [-0.95, 0.95, 1]])  # each in [-1, 1], jointly impossible
     with pytest.raises(NotPositiveDefiniteError, match="not positive semi-definite"):
-        sim_ldsc(
-            S3, 100000, big_ld, r_pheno=np.array([[1, 1.5, 0], [1.5, 1, 0], [0, 0, 1]]), n_overlap=1.0, out=out, chr=2
-        )
+        sim_ldsc(S3, 100000, big_ld, r_pheno=rp, n_overlap=1.0, out=out, chr=2)
+    with pytest.raises(InputError, match="correlations must lie in"):
+        sim_ldsc(S3, 100000, big_ld, r_pheno=1.5, n_overlap=1.0, out=out, chr=2)
     assert not out.exists() or not any(out.iterdir())
     with pytest.raises(InputError, match="N must be greater than 0"):
         sim_ldsc(S3, [1000, 0, 1000], big_ld, chr=2)
