@@ -243,9 +243,17 @@ def _check_constraints(pt: ParTable) -> None:
     """user_gwas fits equality constraints by reparametrisation (one shared parameter) and simple
     bounds by an active set; other constraint forms are rejected with a clear error."""
     labels = {r.label for r in pt.rows if r.label}
+    defined = {d.name for d in pt.defined}
     for c in pt.constraints:
         txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
         for nm in c.lhs.names + c.rhs.names:
+            if nm in defined:
+                raise ModelError(
+                    f"constraint '{txt}' uses the ':=' parameter {nm!r}: such constraints are not "
+                    "supported on parameters estimated per SNP; on the measurement model they are "
+                    "fitted with fix_measurement=True",
+                    row=c.line,
+                )
             if nm not in labels:
                 raise ModelError(
                     f"constraint '{txt}' uses {nm!r}, which labels no parameter of the "

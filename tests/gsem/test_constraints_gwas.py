@@ -97,12 +97,14 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
         (GWAS + "a == 2*b", False),  # a and b are estimated per SNP
         (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == 2*b2", True),  # constraint on the SNP effects
         (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 > b2", True),
+        (GWAS + "d := a - b\nd == 0.1", False),
     ],
 )
 def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm):
     snps = _csv(R / "ml_sign" / "snps.csv").head(2)
-    with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True"):
+    with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True") as err:
         user_gwas(snps, covstruc, model, fix_measurement=fm)
+    assert err.value.row is not None  # names the constraint's line
 
 
 def test_user_gwas_defined_parameter_in_measurement_constraint(covstruc):
