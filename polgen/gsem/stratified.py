@@ -239,7 +239,8 @@ def _ld_names(path: Path, extra_name: str | None) -> list[str]:
 
 @dataclass
 class _Reference:
-    X: np.ndarray  # LD scores (rows x annotations), kept annotations only
+    X: np.ndarray  # LD scores (rows x every annotation read), C-contiguous
+    cols: np.ndarray  # the columns of X kept (continuous ones dropped with exclude_cont)
     snps: pl.DataFrame  # SNP, CHR, BP, __idx
     ld_names: list[str]
     annot_names: list[str]
@@ -296,7 +297,9 @@ def _read_reference(
     aa = None
     binary = None
     annot_names: list[str] = []
-    per_chr_X: list[np.ndarray] = []
+    # at most one row per SNP some trait has (more only with duplicated LD-score ids: then it grows)
+    X = np.empty((max(keep.height, 1), len(ld_names)))
+    o = 0
     per_chr_ids: list[pl.DataFrame] = []
     for c in chroms:
         df = read_ldscore_file(bset.ldscore[c], cols_per_set[0], keep)
@@ -315,7 +318,13 @@ def _read_reference(
             ld_file=bset.ldscore[c],
             extra_names=extras,
         )
-        per_chr_X.append(np.ascontiguousarray(df.select(ld_names).to_numpy(), dtype=np.float64))
+        n = df.height
+        if o + n > X.shape[0]:
+            grown = np.empty((max(2 * X.shape[0], o + n), X.shape[1]))
+            grown[:o] = X[:o]
+            X = grown
+        X[o : o + n] = df.select(ld_names).to_numpy()
+        o += n
         per_chr_ids.append(df.select("SNP", "CHR", "BP"))
         del df
         if aa is None:
@@ -349,17 +358,11 @@ def _read_reference(
     m = m[ki]
     aa = aa[np.ix_(ki, ki)]
     overlap = aa / m[None, :]
-    rows = sum(x.shape[0] for x in per_chr_X)
-    X = np.empty((rows, ki.shape[0]))
-    o = 0
-    while per_chr_X:  # fill the kept columns, freeing each chromosome's block as it is copied
-        blk = per_chr_X.pop(0)
-        X[o : o + blk.shape[0]] = blk[:, ki]
-        o += blk.shape[0]
-        del blk
+    X = X[:o]  # a view: no copy
     snps = pl.concat(per_chr_ids).with_row_index("__idx")
     return _Reference(
         X=X,
+        cols=ki.astype(np.int64),
         snps=snps,
         ld_names=[ld_names[i] for i in ki],
         annot_names=[annot_names[i] for i in ki],
@@ -372,11 +375,10 @@ def _read_reference(
 # ---------------------------------------------------------------------------------------------
 # regressions
 # ---------------------------------------------------------------------------------------------
-def _merge_trait(y: pl.DataFrame, w: pl.DataFrame, snps: pl.DataFrame, name: str, label: str, n_blocks: int):
+def _merge_trait(y: pl.DataFrame, snps: pl.DataFrame, name: str, label: str, n_blocks: int):
     n_in = y.height
     merged = (
-        y.join(w, on="SNP", how="inner", maintain_order="left")
-        .join(snps, on="SNP", how="inner", maintain_order="left")
+        y.join(snps, on="SNP", how="inner", maintain_order="left")
         .with_columns(pl.col("CHR").cast(pl.Int64, strict=False).alias("__chr"))
         .sort(["__chr", "BP"], maintain_order=True, nulls_last=True)
         .drop("__chr")
@@ -398,7 +400,8 @@ def _merge_trait(y: pl.DataFrame, w: pl.DataFrame, snps: pl.DataFrame, name: str
         "Z": keep["Z"].cast(pl.Float64).to_numpy(),
         "N": keep["N"].cast(pl.Float64).to_numpy(),
         "wLD": keep["wLD"].to_numpy(),
-        "A1": keep["A1"].to_numpy(),
+        # alleles compared between traits as 64-bit hashes (no per-SNP Python strings)
+        "A1": keep["A1"].hash(seed=0).to_numpy(),
     }
 
 
@@ -438,7 +441,7 @@ def _pair(
         scale = np.ones(idx.shape[0])
         y = z1 * z2
     starts, ends = block_bounds(idx.shape[0], n_blocks)
-    xtx, xty = block_crossprod(ref.X, idx, scale, weights, y, starts, ends)
+    xtx, xty = block_crossprod(ref.X, ref.cols, idx, scale, weights, y, starts, ends)
     try:
         reg, delete, _ = jackknife(xtx, xty)
     except np.linalg.LinAlgError as exc:
@@ -524,8 +527,14 @@ def s_ldsc(
     na = len(ref.ld_names)
     M_tot = float(ref.m.sum())
     log.info("s_ldsc: LD scores of %d SNPs and %d annotations (M = %g)", ref.X.shape[0], na, M_tot)
-    xtot = ref.X.sum(axis=1)
-    tr = [_merge_trait(t, w, ref.snps, n, lab, n_blocks) for t, n, lab in zip(traits, names, labels)]
+    xtot = np.empty(ref.X.shape[0])
+    for s0 in range(0, ref.X.shape[0], 65536):  # row sums of the kept columns, without a copy of X
+        xtot[s0 : s0 + 65536] = ref.X[s0 : s0 + 65536][:, ref.cols].sum(axis=1)
+    # the weights joined to the LD-score SNPs once (R merges each trait with both: the same rows)
+    snps_w = ref.snps.join(w, on="SNP", how="inner", maintain_order="left")
+    del w, wanted
+    tr = [_merge_trait(t, snps_w, n, lab, n_blocks) for t, n, lab in zip(traits, names, labels)]
+    del traits, snps_w
 
     nV = k * (k + 1) // 2
     S_list = np.full((na, k, k), np.nan)

@@ -5,7 +5,8 @@ The regression is ``y*w ~ [X[idx] * s * w, w]`` (one slope per annotation and an
 SNPs in a fixed order, cut into contiguous blocks: ``X`` is the (SNPs x annotations) LD-score
 matrix of the reference, ``idx`` the rows of the SNPs in regression order (so ``X`` is never
 copied per trait), ``s`` a per-SNP scale (R GenomicSEM's ``N / N.bar`` for heritabilities, 1 for
-covariances) and ``w`` the normalised regression weights.  ``block_crossprod`` makes one pass over
+covariances) and ``w`` the normalised regression weights; ``cols`` picks the annotation columns of
+``X`` in use.  ``block_crossprod`` makes one pass over
 the SNPs; ``jackknife`` solves the full and leave-one-block-out systems (batched LAPACK) and
 returns R's pseudo-values ``nb * reg - (nb - 1) * delete``.
 """
@@ -18,8 +19,8 @@ from polgen.kernels._jit import jit_fm
 
 
 @jit_fm
-def _block_crossprod(X, idx, scale, w, y, starts, ends, xtx, xty):  # pragma: no cover - compiled
-    p = X.shape[1]
+def _block_crossprod(X, cols, idx, scale, w, y, starts, ends, xtx, xty):  # pragma: no cover - compiled
+    p = cols.shape[0]
     q = p + 1
     r = np.empty(q)
     nb = starts.shape[0]
@@ -32,7 +33,7 @@ def _block_crossprod(X, idx, scale, w, y, starts, ends, xtx, xty):  # pragma: no
             row = idx[t]
             f = scale[t] * w[t]
             for j in range(p):
-                r[j] = X[row, j] * f
+                r[j] = X[row, cols[j]] * f
             r[p] = w[t]
             yy = y[t] * w[t]
             for i in range(q):
@@ -47,6 +48,7 @@ def _block_crossprod(X, idx, scale, w, y, starts, ends, xtx, xty):  # pragma: no
 
 def block_crossprod(
     X: np.ndarray,
+    cols: np.ndarray | None,
     idx: np.ndarray,
     scale: np.ndarray,
     w: np.ndarray,
@@ -55,13 +57,17 @@ def block_crossprod(
     ends: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-block ``X'X`` (nb x (p+1) x (p+1)) and ``X'y`` (nb x (p+1)) of the weighted design
-    ``[X[idx] * scale * w, w]`` and response ``y * w``; ``X`` C-contiguous float64."""
-    p = X.shape[1]
+    ``[X[idx][:, cols] * scale * w, w]`` and response ``y * w``; ``X`` C-contiguous float64,
+    ``cols`` the columns of ``X`` used (``None``: all), so that a column subset is never copied."""
+    if cols is None:
+        cols = np.arange(X.shape[1], dtype=np.int64)
+    p = cols.shape[0]
     nb = starts.shape[0]
     xtx = np.empty((nb, p + 1, p + 1))
     xty = np.empty((nb, p + 1))
     _block_crossprod(
         np.ascontiguousarray(X, dtype=np.float64),
+        np.ascontiguousarray(cols, dtype=np.int64),
         np.ascontiguousarray(idx, dtype=np.int64),
         np.ascontiguousarray(scale, dtype=np.float64),
         np.ascontiguousarray(w, dtype=np.float64),
