@@ -559,6 +559,25 @@ _LFMM_GLM = OutputSchema(
     note="With several covariates each statistic column is suffixed `_<variable>`.",
 )
 
+_LFMM_LASSO = OutputSchema(
+    kind="lfmm_lasso",
+    title="LFMM lasso effect sizes (per SNP; lfmm lfmm_lasso)",
+    produced_by="`lfmm.lfmm_lasso(...).frame()`; `polgen lfmm lasso --out`",
+    columns=(*_LFMM_TEST.columns[:5], _c("BETA[_{variable}]", _F64, "L1-penalised effect size (0: not selected)")),
+)
+_LFMM_CV = OutputSchema(
+    kind="lfmm_cv",
+    title="LFMM ridge cross-validation (per K x lambda x row fold x column fold; lfmm lfmm_ridge_CV)",
+    produced_by="`lfmm.lfmm_ridge_cv`; `polgen lfmm cv --out`",
+    columns=(
+        _c("K", _I64, "number of latent factors"),
+        _c("lam", _F64, "ridge penalty"),
+        _c("row_fold", _I64, "sample fold (1-based)"),
+        _c("col_fold", _I64, "SNP fold (1-based)"),
+        _c("err", _F64, "mean squared prediction error of the held-out samples x SNPs"),
+        _c("nozero_prop", _F64, "share of non-zero effect sizes"),
+    ),
+)
 _LFMM_QVALUES = OutputSchema(
     kind="lfmm_qvalues",
     title="LFMM2 association test with q-values (per SNP)",
@@ -716,6 +735,8 @@ OUTPUTS: dict[str, OutputSchema] = {
         _LFMM_CHOOSEK,
         _LFMM_GLM,
         _LFMM_QVALUES,
+        _LFMM_LASSO,
+        _LFMM_CV,
         _LFMM_OFFSET,
         _LFMM_OFFSET_EIGEN,
         _BETADATA,

@@ -295,6 +295,14 @@ def test_lfmm_glm_test(lfmm_run, tmp_path):
     check(tmp_path / "g.parquet", "lfmm_glm_test")
 
 
+def test_lfmm_lasso_and_cv(lfmm_run):
+    from polgen.lfmm import lfmm_lasso, lfmm_ridge_cv
+
+    bed = str(lfmm_run["data"].bed)
+    check(lfmm_lasso(lfmm_run["env"], bed, 2, lambda_num=5).frame(), "lfmm_lasso")
+    check(lfmm_ridge_cv(lfmm_run["env"], bed, [1, 2], 1e-5, row_folds=2, col_folds=2), "lfmm_cv")
+
+
 def test_lfmm_qvalues(lfmm_run, tmp_path):
     from polgen.lfmm import fdr, test
 

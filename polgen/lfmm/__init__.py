@@ -10,8 +10,10 @@ or, on the covariate frame (``IID`` + numeric columns): ``env.lfmm.fit("geno.bed
 from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfmm)
 from polgen.lfmm.assoc import LfmmTestResult, test
 from polgen.lfmm.choosek import ChooseKResult, choose_k, tracy_widom_sf
+from polgen.lfmm.cv import lfmm_ridge_cv
 from polgen.lfmm.fit import fit
 from polgen.lfmm.glm import glm_test
+from polgen.lfmm.lasso import LassoResult, lfmm_lasso
 from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel, load_model
 from polgen.lfmm.multitest import FdrResult, Pi0, fdr, p_adjust_bh, pi0_estimate, qvalues
 from polgen.lfmm.offset import GeneticOffsetResult, genetic_gap, genetic_offset, write_offset
@@ -38,4 +40,7 @@ __all__ = [
     "FdrResult",
     "Pi0",
     "glm_test",
+    "lfmm_lasso",
+    "LassoResult",
+    "lfmm_ridge_cv",
 ]

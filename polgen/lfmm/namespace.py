@@ -12,8 +12,10 @@ import polars as pl
 
 from polgen._namespace import alias, keyword, positional, register
 from polgen.lfmm.assoc import test as _test
+from polgen.lfmm.cv import lfmm_ridge_cv as _lfmm_ridge_cv
 from polgen.lfmm.fit import fit as _fit
 from polgen.lfmm.glm import glm_test as _glm_test
+from polgen.lfmm.lasso import lfmm_lasso as _lfmm_lasso
 from polgen.lfmm.offset import genetic_gap as _genetic_gap
 from polgen.lfmm.offset import genetic_offset as _genetic_offset
 
@@ -42,5 +44,7 @@ class LfmmNamespace:
         "the :class:`~polgen.lfmm.LfmmTestResult`.",
     )
     glm_test = alias(_glm_test, "X")
+    lfmm_lasso = alias(_lfmm_lasso, "X")
+    lfmm_ridge_cv = alias(_lfmm_ridge_cv, "X")
     genetic_offset = alias(_genetic_offset, "env")
     genetic_gap = alias(_genetic_gap, "env")
