@@ -11,6 +11,8 @@ from polgen.gsem.fit_models import GENOMICSEM_NAMES, RGModelResult, SEMResult, c
 from polgen.gsem.fusion import read_fusion
 from polgen.gsem.gls import GLSBands, summary_gls, summary_gls_bands
 from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+from polgen.gsem.hdl import hdl
+from polgen.gsem.hdl_panel import make_hdl_panel, simulate_hdl_sumstats
 from polgen.gsem.heterogeneity import QTraitResult, local_srmd, q_trait
 from polgen.gsem.ldsc import ldsc, ldsc_table
 from polgen.gsem.matrix import cov_to_cor, is_pd, near_pd, reorder_v, vech, vech_reverse
@@ -60,14 +62,17 @@ __all__ = [
     "commonfactor",
     "commonfactor_gwas",
     "cov_to_cor",
+    "hdl",
     "ldsc",
     "ldsc_table",
+    "make_hdl_panel",
     "munge",
     "near_pd",
     "pa_ldsc",
     "parse_model",
     "rgmodel",
     "sim_ldsc",
+    "simulate_hdl_sumstats",
     "sumstats",
     "user_gwas",
     "usermodel",

@@ -22,6 +22,10 @@ _EXPORTS = {
     "BatchSink": "sink",
     "write_table_atomic": "sink",
     "read_metadata": "sink",
+    "HDLPanel": "hdl_panel",
+    "open_hdl_panel": "hdl_panel",
+    "write_hdl_panel": "hdl_panel",
+    "convert_hdl_panel": "hdl_panel",
 }
 
 
