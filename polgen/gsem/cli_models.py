@@ -59,8 +59,16 @@ def add_parsers(gsem_subparsers) -> None:
         "--no-fix-resid",
         dest="fix_resid",
         action="store_false",
-        help="do not refit with residual variances bounded above 0.0001 when the first fit does not "
-        "converge (R fix_resid=FALSE; default: refit, as R)",
+        help="do not refit with residual variances bounded above 0.0001 when the first fit fails "
+        "(R fix_resid=FALSE; default: refit, as R)",
+    )
+    u.add_argument(
+        "--fix-resid-when",
+        choices=["error", "nonconverged"],
+        default="error",
+        help="when the bounded refit applies: 'error' (the first fit fails outright, as R's usermodel) or "
+        "'nonconverged' (also when it stops before converging: the bounded solution instead of a Heywood "
+        "one; default: %(default)s)",
     )
     u.add_argument(
         "--no-CFI",
@@ -164,6 +172,7 @@ def run_usermodel(args) -> int:
         imp_cov=args.imp_cov,
         toler=args.toler,
         Q_Factor=args.Q_Factor,
+        fix_resid_when=args.fix_resid_when,
     )
     res.save(args.out, genomicsem_names=args.genomicsem_names)
     _report(res, args.out)

@@ -243,7 +243,11 @@ def user_gwas(
 
     The model may use labels (``a*x``; shared labels are one parameter), ``a == b`` and
     ``a == number``, bounds (``a > 0.001``, ``a < 1``) and defined parameters (``h := a*b``),
-    as lavaan (see the module docstring); other constraint forms raise :class:`ModelError`.
+    as lavaan (see the module docstring).  General constraints on the measurement model
+    (``a == 2*b``, ``a > b``, ``a == b^2``, constraints on ``:=`` terms) are fitted on the no-SNP
+    model with ``fix_measurement=True`` and then hold for every SNP; on parameters estimated per
+    SNP they raise :class:`ModelError`.  Factor signs follow lavaan's (the first free loading of a
+    factor whose scale is set by its variance is positive), under every estimator.
 
     Returns one row per SNP and reported parameter (``F1 ~ SNP`` ... and every ``:=`` parameter;
     ``sub=["F1~SNP", "h"]`` picks parameters, ``long=True`` gives every parameter of the model)
