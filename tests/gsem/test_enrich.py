@@ -188,3 +188,43 @@ def test_cli_chain_s_ldsc_then_enrich(fits, tmp_path, monkeypatch):
     except PolgenError:
         rc = 1
     assert rc != 0 and not bad.exists()
+
+
+def test_enrich_smoothing_and_negative_heritabilities_match_r():
+    # hand-made covstruc (tests/data/make/gsem_sldsc_enrich.py make_handmade): AL2's S is not positive
+    # definite (nearPD), BL2's heritabilities are all negative (not analysed), CL2's V is not PD
+    h = json.loads((D / "handmade.json").read_text())
+    S = [np.asarray(x) for x in h["S"]]
+    V = [np.asarray(x) for x in h["V"]]
+    sc = StratifiedCovStruc(
+        S=S,
+        V=V,
+        S_Tau=S,
+        V_Tau=V,
+        I=np.eye(3),
+        N=np.ones(6),
+        m=np.asarray(h["prop"]) * 100,
+        annotations=h["annotations"],
+        trait_names=h["trait_names"],
+        prop=np.asarray(h["prop"]),
+        select_names=h["select_names"],
+        select=np.asarray(h["select"]),
+    )
+    res = enrich(sc, "F1 =~ T1 + T2 + T3", "F1~~F1")
+    ref = R["enrich"]["handmade"]
+    t = res.enrichment
+    assert t["Annotation"].to_list() == ref["ann.1"]
+    assert t["Warning"][2] == "This annotation was not analyzed as all heritability estimates were below 0."
+    for col, key, rtol in (
+        ("Cov_Smooth", "cov_smooth", 1e-8),
+        ("Z_smooth", "z_smooth", 1e-8),
+        ("Enrichment", "enr", 1e-6),
+        ("Enrichment_SE", "enr_se", 1e-6),
+        ("Enrichment_p_value", "enr_p", 1e-4),
+    ):
+        got = t[col].cast(float).fill_null(np.nan).to_numpy()
+        want = _num(ref[f"{key}.1"])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=rtol, atol=1e-12)
+    assert t["Cov_Smooth"][1] > 0.01  # the smoothing happened

@@ -8,10 +8,45 @@
 suppressMessages({library(data.table); library(plyr); library(gdata); library(stringr)
   library(Matrix); library(lavaan)})
 args <- commandArgs(TRUE); src <- args[1]; d <- args[2]
+only <- if (length(args) > 2) args[3] else "all"
 for (f in c("utils.R", "s_ldsc.R", "enrich.R")) source(file.path(src, f))
 setwd(d)
 .num <- function(x) format(as.vector(x), digits = 17)
 .put <- function(con, key, x) cat("@@", key, .num(x), "\n", file = con)
+.enrich_out <- function(res, file) {
+  con <- file(file, "w")
+  nres <- length(res) - 1
+  for (p in seq_len(nres)) {
+    r <- res[[p]]
+    cat(paste0("@@ ann.", p), r$Annotation, "\n", file = con)
+    cat(paste0("@@ par.", p), paste0(r$lhs, r$op, r$rhs), "\n", file = con)
+    .put(con, paste0("cov_smooth.", p), as.numeric(r$Cov_Smooth))
+    .put(con, paste0("z_smooth.", p), as.numeric(r$Z_smooth))
+    .put(con, paste0("enr.", p), as.numeric(r$Enrichment))
+    .put(con, paste0("enr_se.", p), as.numeric(r$Enrichment_SE))
+    .put(con, paste0("enr_p.", p), as.numeric(r$Enrichment_p_value))
+  }
+  b <- res[[length(res)]]
+  cat("@@ base_par", paste0(b$lhs, b$op, b$rhs), "\n", file = con)
+  .put(con, "base_est", b$est)
+  .put(con, "base_se", suppressWarnings(as.numeric(b$SE)))
+  cat("@@ base_fixed", b$Fixed_Enrich, "\n", file = con)
+  close(con)
+}
+
+# a hand-made stratified covstruc (handmade.json): a non positive definite S (nearPD smoothing,
+# Cov_Smooth / Z_smooth), an annotation with all heritabilities negative, a non positive definite V
+if (only %in% c("all", "handmade")) {
+  h <- jsonlite::fromJSON("handmade.json", simplifyVector = FALSE)
+  mats <- function(x) lapply(x, function(m) do.call(rbind, lapply(m, unlist)))
+  S <- mats(h$S); V <- mats(h$V)
+  for (i in seq_along(S)) colnames(S[[i]]) <- unlist(h$trait_names)
+  names(S) <- names(V) <- unlist(h$annotations)
+  sc <- list(S = S, V = V, S_Tau = S, V_Tau = V, Prop = data.frame(Prop = unlist(h$prop)),
+             Select = data.frame(V1 = unlist(h$select_names), V2 = unlist(h$select)))
+  .enrich_out(enrich(sc, model = "F1 =~ T1 + T2 + T3", params = "F1~~F1"), "enrich_handmade.txt")
+  if (only == "handmade") quit(save = "no")
+}
 
 cases <- read.delim("sldsc_cases.tsv", stringsAsFactors = FALSE)
 fits <- list()
@@ -42,22 +77,5 @@ for (i in seq_len(nrow(ecases))) {
   ec <- ecases[i, ]
   res <- enrich(fits[[ec$sldsc]], model = gsub("\\\\n", "\n", ec$model), params = strsplit(ec$params, ",")[[1]],
                 fix = ec$fix, std.lv = ec$std_lv, rm_flank = ec$rm_flank, tau = ec$tau, base = TRUE)
-  con <- file(paste0("enrich_", ec$case, ".txt"), "w")
-  nres <- length(res) - 1
-  for (p in seq_len(nres)) {
-    r <- res[[p]]
-    cat(paste0("@@ ann.", p), r$Annotation, "\n", file = con)
-    cat(paste0("@@ par.", p), paste0(r$lhs, r$op, r$rhs), "\n", file = con)
-    .put(con, paste0("cov_smooth.", p), as.numeric(r$Cov_Smooth))
-    .put(con, paste0("z_smooth.", p), as.numeric(r$Z_smooth))
-    .put(con, paste0("enr.", p), as.numeric(r$Enrichment))
-    .put(con, paste0("enr_se.", p), as.numeric(r$Enrichment_SE))
-    .put(con, paste0("enr_p.", p), as.numeric(r$Enrichment_p_value))
-  }
-  b <- res[[length(res)]]
-  cat("@@ base_par", paste0(b$lhs, b$op, b$rhs), "\n", file = con)
-  .put(con, "base_est", b$est)
-  .put(con, "base_se", suppressWarnings(as.numeric(b$SE)))
-  cat("@@ base_fixed", b$Fixed_Enrich, "\n", file = con)
-  close(con)
+  .enrich_out(res, paste0("enrich_", ec$case, ".txt"))
 }

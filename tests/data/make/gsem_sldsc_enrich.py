@@ -146,6 +146,45 @@ def make_inputs(d: Path, seed: int = 11) -> None:
     )
 
 
+def make_handmade(d: Path, seed: int = 3) -> None:
+    """A hand-made stratified covstruc for enrich's smoothing paths: annotation AL2 with a non
+    positive definite S (a covariance above the product of the SDs), BL2 with every heritability
+    negative, CL2 with a non positive definite V."""
+    rng = np.random.default_rng(seed)
+    lam = np.array([0.35, 0.3, 0.25])
+
+    def s_of(scale, resid):
+        return scale * np.outer(lam, lam) + np.diag(resid)
+
+    S = [
+        s_of(1.0, [0.02, 0.03, 0.02]),
+        s_of(0.6, [0.0, 0.0, 0.0]),
+        -s_of(0.2, [0.01] * 3),
+        s_of(0.25, [0.01, 0.005, 0.01]),
+    ]
+    S[1][0, 1] = S[1][1, 0] = S[1][0, 1] * 1.6
+
+    def v_of(sc):
+        a = rng.normal(0, 1, (6, 6))
+        return sc * (a @ a.T / 6 + np.eye(6)) * 1e-4
+
+    V = [v_of(1), v_of(2), v_of(2), v_of(3)]
+    w, q = np.linalg.eigh(V[3])
+    w[0] = -abs(w[0]) * 0.5
+    V[3] = q @ np.diag(w) @ q.T
+    V[3] = (V[3] + V[3].T) / 2
+    obj = {
+        "annotations": ["baseL2", "AL2", "BL2", "CL2"],
+        "trait_names": ["T1", "T2", "T3"],
+        "S": [x.tolist() for x in S],
+        "V": [x.tolist() for x in V],
+        "prop": [1, 0.3, 0.2, 0.1],
+        "select_names": ["A", "B", "C"],
+        "select": [1, 1, 1],
+    }
+    (d / "handmade.json").write_text(json.dumps(obj, indent=1))
+
+
 def parse_out(path: Path) -> dict:
     out: dict = {}
     for line in path.read_text().splitlines():
@@ -164,18 +203,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("genomicsem_r", type=Path)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument(
+        "--only",
+        choices=["all", "handmade"],
+        default="all",
+        help="handmade: only the hand-made enrich case, merged into the existing r_out.json",
+    )
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    make_inputs(a.out)
-    res = subprocess.run(
-        ["Rscript", str(HERE / "gsem_sldsc_enrich.R"), str(a.genomicsem_r), str(a.out)], capture_output=True, text=True
-    )
+    if a.only == "all":
+        make_inputs(a.out)
+    make_handmade(a.out)
+    cmd = ["Rscript", str(HERE / "gsem_sldsc_enrich.R"), str(a.genomicsem_r), str(a.out), a.only]
+    res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         sys.exit(f"Rscript failed:\n{res.stderr[-4000:]}")
-    ref = {
-        "sldsc": {c[0]: parse_out(a.out / f"sldsc_{c[0]}.txt") for c in SLDSC_CASES},
-        "enrich": {c[0]: parse_out(a.out / f"enrich_{c[0]}.txt") for c in ENRICH_CASES},
-    }
+    if a.only == "all":
+        ref = {
+            "sldsc": {c[0]: parse_out(a.out / f"sldsc_{c[0]}.txt") for c in SLDSC_CASES},
+            "enrich": {c[0]: parse_out(a.out / f"enrich_{c[0]}.txt") for c in ENRICH_CASES},
+        }
+    else:
+        ref = json.loads((a.out / "r_out.json").read_text())
+    ref["enrich"]["handmade"] = parse_out(a.out / "enrich_handmade.txt")
     (a.out / "r_out.json").write_text(json.dumps(ref, indent=1))
     for f in list(a.out.glob("sldsc_*.txt")) + list(a.out.glob("enrich_*.txt")) + list(a.out.glob("log_*")):
         f.unlink()
