@@ -24,11 +24,13 @@ one).  ``pa`` iterates principal axes from unit communalities (``SMC = FALSE``) 
 communality changes by at most ``0.001`` (at most 50 iterations).  The values are the eigenvalues
 of ``r`` with the model's communalities on the diagonal, decreasing.  The optimiser is scipy's
 L-BFGS-B with R's settings (``m = 5``, ``factr = 1e7``, ``pgtol = 0``, ``maxit = 100``, the same
-scaling): the values agree with R to the optimiser's tolerance, not bit for bit (measured against
-psych 2.2.9: ``pa`` 1e-13, ``ml`` and ``uls`` 1e-6, ``minres`` 4e-5 with one factor and 4e-3 with
-two, where psych's minres gradient is not the objective's and the two L-BFGS-B versions stop at
-different points).  psych's ``wls`` and ``gls`` pair those objectives with the ML gradient, and
-where they stop depends on the optimiser's path (0.1-0.4 apart here): they are not offered.
+scaling; for ``minres`` run on to a 1e-15 relative reduction, because psych's minres gradient is not
+its objective's and on flat, near-diagonal matrices scipy's version stops before R's): the values
+agree with R to the optimiser's tolerance, not bit for bit (measured against psych 2.2.9: ``pa``
+1e-13, ``ml`` and ``uls`` 1e-6, ``minres`` 4e-5 with one factor and 4e-3 with two; the FA null
+quantiles of R's own paLDSC draws 1.4e-6 for minres, 5e-3 for two-factor ml).  psych's ``wls``
+and ``gls`` pair those objectives with the ML gradient, and where they stop depends on the
+optimiser's path (0.1-0.4 apart here): they are not offered.
 """
 
 from __future__ import annotations
@@ -126,8 +128,9 @@ def _ml_fn(psi: np.ndarray, s: np.ndarray, nf: int) -> float:
     return -float(np.sum(np.log(w) - w) - nf + s.shape[0])
 
 
-def _optim(fn, gr, start: np.ndarray, upper: float) -> np.ndarray:
-    """R's ``optim(start, fn, gr, method = "L-BFGS-B", lower = 0.005, upper, parscale = 0.01)``."""
+def _optim(fn, gr, start: np.ndarray, upper: float, ftol: float = 1e7 * _EPS) -> np.ndarray:
+    """R's ``optim(start, fn, gr, method = "L-BFGS-B", lower = 0.005, upper, parscale = 0.01)``
+    (``ftol``: R's ``factr = 1e7`` times machine epsilon unless given)."""
     scale = 0.01
     res = minimize(
         lambda x: fn(x * scale),
@@ -135,7 +138,7 @@ def _optim(fn, gr, start: np.ndarray, upper: float) -> np.ndarray:
         jac=lambda x: gr(x * scale) * scale,
         method="L-BFGS-B",
         bounds=[(0.005 / scale, upper / scale)] * start.shape[0],
-        options={"maxcor": 5, "ftol": 1e7 * _EPS, "gtol": 0.0, "maxiter": 100},
+        options={"maxcor": 5, "ftol": ftol, "gtol": 0.0, "maxiter": 100},
     )
     return np.asarray(res.x) * scale
 
@@ -205,7 +208,10 @@ def _fa_values(a: np.ndarray, nfactors: int, fm: FactorMethod) -> np.ndarray:
         psi = _optim(lambda p: _ml_fn(p, a, nf), lambda p: _grad_scaled(p, a, nf), np.diag(a) - s_smc, upper)
         load = _loadings_ml(psi, a, nf)
     else:
-        psi = _optim(_residual_fn(fm, a, nf), lambda p: _grad_minres(p, a, nf), np.diag(a) - s_smc, upper)
+        # minres: psych's gradient is not its objective's, and on flat (near-diagonal) matrices
+        # scipy's L-BFGS-B stops by relative reduction before R's does; run it on to 1e-15
+        ftol = 1e-15 if fm == "minres" else 1e7 * _EPS
+        psi = _optim(_residual_fn(fm, a, nf), lambda p: _grad_minres(p, a, nf), np.diag(a) - s_smc, upper, ftol)
         load = _loadings_ls(psi, a, nf)
     reduced = a.copy()
     np.fill_diagonal(reduced, np.sum(load**2, axis=1))
