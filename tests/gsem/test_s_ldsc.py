@@ -78,6 +78,11 @@ def test_s_ldsc_matches_r(fits, case):
     assert relerr(res.prop, ref["Prop"]) < 1e-12
 
 
+def test_baseline_s_is_the_sum_of_the_taus(fits):
+    res = fits["cont"]  # binary annotations whose M counts are their SNP counts over MAF > 5%
+    np.testing.assert_allclose(res.S[0], sum(res.S_Tau), rtol=1e-12)
+
+
 def test_liability_scale_only_touches_the_case_trait(fits):
     f = fits["all"].extra["liability_factors"]
     assert f[0] > 1 and f[1:] == [1.0, 1.0]
@@ -123,6 +128,9 @@ def test_sldsc_synth_fixture_loads_as_a_stratified_covstruc():
     }
     res = StratifiedCovStruc.from_dict(obj)
     assert res.prop.tolist() == pytest.approx([1.0, 590 / 1400, 511 / 1400])
+    # S = overlap @ tau: the baseline row of the overlap is 1 when the M counts are the annotations'
+    # SNP counts, so the baseline S is the sum of the per-annotation S_Tau (in R's output as in ours)
+    np.testing.assert_allclose(res.S[0], sum(res.S_Tau), rtol=1e-12)
     for v in res.V + res.V_Tau:
         np.testing.assert_allclose(v, v.T, rtol=1e-12)
         assert np.all(np.diag(v) > 0)
