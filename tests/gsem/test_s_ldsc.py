@@ -230,3 +230,19 @@ def test_kernels_match_dense_numpy():
     keep[starts[3] : ends[3]] = False
     np.testing.assert_allclose(delete[3], np.linalg.lstsq(A[keep], (y * w)[keep], rcond=None)[0], rtol=1e-9)
     np.testing.assert_allclose(pseudo[3], 7 * reg - 6 * delete[3], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("bad", "match"), [("abc", "could not parse `abc`"), ("", "missing LD score")])
+def test_bad_ld_score_value_names_file_and_column(copy, bad, match):
+    import gzip
+
+    p = copy / "annot" / "baseline.2.l2.ldscore.gz"
+    lines = gzip.decompress(p.read_bytes()).decode().splitlines(keepends=True)
+    parts = lines[10].split("\t")
+    parts[4] = bad  # the AL2 column
+    lines[10] = "\t".join(parts)
+    p.write_bytes(gzip.compress("".join(lines).encode()))
+    with pytest.raises(InputError, match=match) as ei:
+        run("cont", copy)
+    assert ei.value.path is not None and ei.value.path.endswith("baseline.2.l2.ldscore.gz")
+    assert "AL2" in str(ei.value)
