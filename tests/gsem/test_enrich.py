@@ -37,6 +37,7 @@ CASES = {
     "stdlv": ("cont", "F1 =~ T1 + T2 + T3", ["F1=~T1", "F1 =~ T2"], "variances", True, True, False, 5e-6),
     "tau": ("all", "F1 =~ T1 + T2 + T3", ["F1~~F1"], "regressions", False, False, True, 1e-6),
     "rg": ("extra", "T1 ~~ T2", ["T1~~T2"], "regressions", False, True, False, 1e-6),
+    "cov": ("cont", "T1 ~~ T2 + T3\nT2 ~~ T3", ["T1~~T1", "T2~~T3"], "covariances", False, True, False, 1e-6),
 }
 
 

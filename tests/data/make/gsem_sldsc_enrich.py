@@ -43,6 +43,7 @@ ENRICH_CASES = [
     ("stdlv", "cont", "F1 =~ T1 + T2 + T3", "F1=~T1,F1=~T2", "variances", True, True, False),
     ("tau", "all", "F1 =~ T1 + T2 + T3", "F1~~F1", "regressions", False, False, True),
     ("rg", "extra", "T1 ~~ T2", "T1~~T2", "regressions", False, True, False),
+    ("cov", "cont", "T1 ~~ T2 + T3\\nT2 ~~ T3", "T1~~T1,T2~~T3", "covariances", False, True, False),
 ]
 
 
