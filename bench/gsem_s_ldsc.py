@@ -7,9 +7,10 @@ Writes (once; reused while the sizes match) synthetic baseline-LD style files: `
 annotations (the baseline, binary ones and 5 continuous ones) over ``--n-snps`` SNPs in ``--n-chr``
 chromosomes (``.l2.ldscore.gz``, ``.l2.M_5_50``, ``.annot.gz``, ``.frq``, weights) and ``--traits``
 munged traits (parquet, and ``.sumstats.gz`` for the Rust port), then runs ``s_ldsc`` (200 jackknife
-blocks) in a child process and prints its wall time and peak resident set (VmHWM) with the load average.  When the Rust port of
-GenomicSEM is installed at /tmp/genomicsem-ref (``../shared/tools/install-genomicsem-reference.sh``)
-its ``s_ldsc`` runs on the same files in a subprocess too.
+blocks) in a child process and prints its wall time and peak resident set (VmHWM) with the load
+average.  When the Rust port of GenomicSEM is installed at /tmp/genomicsem-ref
+(``../shared/tools/install-genomicsem-reference.sh``) its ``s_ldsc`` runs on the same files (laid out
+as the directories it reads) in a subprocess too.
 """
 
 from __future__ import annotations
