@@ -1,4 +1,4 @@
-"""``polgen stlr fit ...`` and ``polgen stlr perturb ...``."""
+"""``polgen stlr fit ...``, ``polgen stlr perturb ...`` and ``polgen stlr splash ...``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from polgen.cli import (
 )
 from polgen.errors import InputError, OutputExistsError
 from polgen.io.sink import params_to_json, write_table_atomic
-from polgen.stlr.perturb import perturb, perturb_batch
+from polgen.stlr.perturb import perturb, perturb_batch, resolve_run_args, run_params
+from polgen.stlr.splash import splash
 from polgen.stlr.train import fit
 
 
@@ -32,24 +33,91 @@ def _genes(v: str | None) -> list[str] | None:
     return [g.strip() for g in v.split(",") if g.strip()]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _spatial_key(v: str | None):
+    """An obsm key, or "x,y": a pair of obs columns."""
+    if not v:
+        return None
+    parts = [c.strip() for c in v.split(",")]
+    return tuple(parts) if len(parts) == 2 else v
+
+
+def _common(p: argparse.ArgumentParser, *, from_run: bool = False) -> None:
+    """Options every command takes; ``from_run``: tissue options default to the training run's."""
+    run = " (default: the training run's, from stlr_run.json)" if from_run else ""
     p.add_argument(
-        "--h5ad", required=True, metavar="FILE", help="AnnData .h5ad with obsm['spatial'] and a cluster column"
+        "--h5ad", required=True, metavar="FILE", help="AnnData .h5ad with spatial coordinates and a cluster column"
     )
-    p.add_argument("--lr", required=True, metavar="FILE", help="CellChat ligand-receptor table (csv/parquet)")
-    p.add_argument("--layer", default=None, help="expression layer (default: imputed_count when present, else X)")
-    p.add_argument("--cluster-key", default=None, help="obs column of cluster labels (default: the usual names)")
-    p.add_argument("--radius", type=positive_float, default=200.0, help="secreted-signalling radius")
-    p.add_argument("--contact-distance", type=positive_float, default=50.0, help="contact / ECM radius")
-    p.add_argument("--scale-factor", type=positive_float, default=1.0, help="scale of the received-ligand kernel")
+    p.add_argument(
+        "--lr",
+        default=None,
+        metavar="FILE",
+        help="CellChat ligand-receptor table (csv/parquet)" + (run or " (default: the bundled table of the species)"),
+    )
+    p.add_argument("--layer", default=None, help="expression layer (default: imputed_count when present, else X)" + run)
+    p.add_argument("--cluster-key", default=None, help="obs column of cluster labels (default: the usual names)" + run)
+    p.add_argument("--one-cluster", action="store_true", help="every cell in one cluster (no cluster column needed)")
+    p.add_argument(
+        "--spatial-key",
+        default=None,
+        help="obsm key of the coordinates, or two obs columns 'x,y' (default: obsm spatial / X_spatial / spatial_loc)"
+        + run,
+    )
+    d = None if from_run else 200.0
+    p.add_argument("--radius", type=positive_float, default=d, help="secreted-signalling radius" + (run or " (200)"))
+    p.add_argument(
+        "--contact-distance",
+        type=positive_float,
+        default=None if from_run else 50.0,
+        help="contact / ECM radius" + (run or " (50)"),
+    )
+    p.add_argument(
+        "--scale-factor",
+        type=positive_float,
+        default=None if from_run else 1.0,
+        help="scale of the received-ligand kernel" + (run or " (1)"),
+    )
     p.add_argument(
         "--mode",
         choices=("exact", "grid", "fast"),
-        default="exact",
-        help="how received ligands are computed: exact pairs, a grid, or the fast approximation",
+        default=None if from_run else "exact",
+        help="how received ligands are computed: exact pairs, a grid, or the fast approximation" + run,
     )
     add_executor(p)
     add_progress(p)
+
+
+def _cluster_key(args):
+    return False if args.one_cluster else args.cluster_key
+
+
+def _cells(args) -> list[str] | None:
+    """--cells: a file of cell names (one a line or comma-separated), or cluster:LABEL (the cells of
+    one cluster of the cluster column: --cluster-key, else training's)."""
+    v = args.cells
+    if not v:
+        return None
+    if v.startswith("cluster:"):
+        import anndata
+
+        label = v.split(":", 1)[1]
+        key = args.cluster_key or (run_params(args.betas) or {}).get("cluster_key")
+        if not key:
+            raise InputError("--cells cluster:LABEL needs --cluster-key (or a training run that recorded one)")
+        obs = anndata.read_h5ad(args.h5ad, backed="r").obs
+        if key not in obs.columns:
+            raise InputError(f"cluster column {key!r} not in obs", path=args.h5ad, column=key)
+        col = obs[key].astype(str)
+        cells = [str(c) for c in obs.index[col.to_numpy() == label]]
+        if not cells:
+            raise InputError(f"no cell has {key} == {label!r} (labels: {sorted(set(col))[:20]})", column=key)
+        return cells
+    p = Path(v)
+    if not p.is_file():
+        raise InputError("--cells must be a file of cell names or cluster:LABEL", path=p)
+    cells = [c.strip() for c in p.read_text().replace(",", "\n").splitlines() if c.strip() and not c.startswith("#")]
+    if not cells:
+        raise InputError("--cells file names no cell", path=p)
+    return cells
 
 
 def _check_tables(*paths: str | None) -> None:
@@ -70,12 +138,14 @@ def _check_tables(*paths: str | None) -> None:
 def cmd_fit(args) -> int:
     _check_tables(args.lr, args.grn, args.ligand_target, args.cell_thresholds)
 
+    genes: list[str] | int | None = int(args.genes) if args.genes and args.genes.isdigit() else _genes(args.genes)
     res = fit(
         args.h5ad,
-        _genes(args.genes),
+        genes,
         out=args.out,
         lr=args.lr,
         grn=args.grn,
+        species=args.species,
         ligand_target=args.ligand_target,
         radius=args.radius,
         contact_distance=args.contact_distance,
@@ -83,9 +153,12 @@ def cmd_fit(args) -> int:
         group_reg=args.group_reg,
         l1_reg=args.l1_reg,
         min_r2=args.min_r2,
+        solver=args.solver,
+        cv=args.cv,
         mode=args.mode,
         layer=args.layer,
-        cluster_key=args.cluster_key,
+        cluster_key=_cluster_key(args),
+        spatial_key=_spatial_key(args.spatial_key),
         cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
         grn_alpha=args.grn_alpha,
         orphans=args.orphans,
@@ -94,8 +167,12 @@ def cmd_fit(args) -> int:
         executor=args.executor,
         progress=args.progress,
     )
+    import polars as pl
+
+    zero = res.scores.group_by("gene").agg(pl.col("zeroed").all()).filter(pl.col("zeroed")).height
     print(
         f"trained {res.scores['gene'].n_unique()} genes -> {res.out}"
+        + (f"; {zero} of them have all-zero betas (every cluster R2 < --min-r2)" if zero else "")
         + (f" ({len(res.orphans)} orphan genes without a TF regulator skipped)" if res.orphans else "")
     )
     return 0
@@ -117,9 +194,12 @@ def cmd_perturb(args) -> int:
         beta_scale_factor=args.beta_scale_factor,
         beta_cap=args.beta_cap,
         layer=args.layer,
-        cluster_key=args.cluster_key,
+        cluster_key=_cluster_key(args),
+        spatial_key=_spatial_key(args.spatial_key),
         co_grn=args.co_grn,
         cell_thresholds=False if args.no_cell_thresholds else args.cell_thresholds,
+        cells=_cells(args),
+        allow_mismatch=args.allow_mismatch,
     )
     if len(targets) == 1 and args.out.endswith(".parquet"):
         out = Path(args.out)
@@ -130,8 +210,10 @@ def cmd_perturb(args) -> int:
                 else "--out is a directory; give a .parquet file name",
                 path=out,
             )
-        sim = perturb(args.h5ad, args.betas, targets[0], **kw)
-        write_table_atomic(args.out, sim, {"polgen.params": params_to_json({**kw, "target": targets[0]})})
+        sim = perturb(args.h5ad, args.betas, targets[0], changed_only=args.changed_only, **kw)
+        write_table_atomic(
+            args.out, sim, {"polgen.params": params_to_json({**kw, "cells": args.cells, "target": targets[0]})}
+        )
         print(f"{targets[0]} -> {args.out}")
         return 0
     sink = perturb_batch(
@@ -149,6 +231,46 @@ def cmd_perturb(args) -> int:
     return 0
 
 
+def cmd_splash(args) -> int:
+    out = Path(args.out)
+    if out.is_dir() or (out.exists() and not args.overwrite):
+        raise OutputExistsError("--out exists; pass --overwrite to replace it", path=out)
+    betas = Path(args.betas)
+    f = betas / f"{args.gene}_betadata.parquet" if betas.is_dir() else betas
+    if not f.exists():
+        raise InputError(f"no betadata for {args.gene!r} (no model was trained for it)", path=f)
+    given = {
+        "radius": args.radius,
+        "contact_distance": args.contact_distance,
+        "scale_factor": args.scale_factor,
+        "mode": args.mode,
+        "layer": args.layer,
+        "cluster_key": _cluster_key(args),
+        "spatial_key": _spatial_key(args.spatial_key),
+        "lr": args.lr,
+    }
+    run = resolve_run_args(betas, given, args.allow_mismatch)
+    df = splash(
+        f,
+        args.h5ad,
+        gene=args.gene,
+        layer=run["layer"],
+        cluster_key=run["cluster_key"],
+        spatial_key=run["spatial_key"],
+        lr=run["lr"],
+        radius=run["radius"],
+        contact_distance=run["contact_distance"],
+        scale_factor=run["scale_factor"],
+        mode=run["mode"],
+        beta_scale_factor=args.beta_scale_factor,
+        beta_cap=args.beta_cap,
+    )
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in run.items()}
+    write_table_atomic(out, df, {"polgen.params": params_to_json({**params, "gene": args.gene})})
+    print(f"{args.gene}: splash of {df.width - 1} modulators x {df.height} cells -> {out}")
+    return 0
+
+
 def add_parser(subparsers) -> None:
     demo = "polgen-demo/stlr"
     p = subparsers.add_parser(
@@ -156,7 +278,7 @@ def add_parser(subparsers) -> None:
         help="SpaceTravLR: spatial GRN training and in-silico perturbation",
         description="SpaceTravLR: train per-gene, per-cluster spatial regulatory models (fit) and "
         "simulate knock-outs / over-expression propagated through them (perturb).",
-        epilog=examples("polgen stlr fit --help", "polgen stlr perturb --help"),
+        epilog=examples("polgen stlr fit --help", "polgen stlr perturb --help", "polgen stlr splash --help"),
     )
     sub = p.add_subparsers(dest="stlr_command", metavar="COMMAND")
     sub.required = True
@@ -175,14 +297,34 @@ def add_parser(subparsers) -> None:
     _common(f)
     f.add_argument(
         "--grn",
-        required=True,
+        default=None,
         metavar="FILE",
-        help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet",
+        help="TF links (source,target csv/parquet) or a CellOracle base GRN parquet (default: the bundled "
+        "base GRN of the species; mouse only)",
     )
+    f.add_argument(
+        "--species",
+        choices=("mouse", "human"),
+        default=None,
+        help="species of the bundled priors (default: from the gene-symbol case)",
+    )
+    f.add_argument(
+        "--solver",
+        choices=("fista", "reference"),
+        default="fista",
+        help="fista (default, runs to convergence) or reference (group-lasso 1.5.0's iteration, the Python "
+        "reference's betas)",
+    )
+    f.add_argument("--cv", type=nonneg_int, default=5, help="folds of the held-out R2 (0: none)")
     f.add_argument(
         "--ligand-target", default=None, metavar="FILE", help="NicheNet ligand-target matrix (parquet) for L#TF pairs"
     )
-    f.add_argument("--genes", default=None, help="comma-separated genes or a file (default: all)")
+    f.add_argument(
+        "--genes",
+        default=None,
+        help="comma-separated genes, a file, or a number N: the N most variable genes with a TF regulator "
+        "(default: all)",
+    )
     add_out(f, "output run folder of {gene}_betadata.parquet")
     f.add_argument("--group-reg", type=nonneg_float, default=1e-7, help="group-lasso penalty")
     f.add_argument("--l1-reg", type=nonneg_float, default=1e-9, help="lasso penalty")
@@ -223,8 +365,19 @@ def add_parser(subparsers) -> None:
             "--betas betas/ --target Pax5,Ebf1 --gene-expr 2 --out perturbations/ --overwrite",
         ),
     )
-    _common(q)
+    _common(q, from_run=True)
     q.add_argument("--betas", required=True, metavar="DIR", help="directory of *_betadata.{parquet,feather}")
+    q.add_argument(
+        "--cells",
+        default=None,
+        help="perturb only these cells: a file of cell names, or cluster:LABEL (default: all cells)",
+    )
+    q.add_argument("--changed-only", action="store_true", help="write only the genes that changed (one target)")
+    q.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="allow radius / layer / ... different from training's (a warning instead of an error)",
+    )
     q.add_argument("--target", required=True, help="gene, comma-separated genes, or a file of genes")
     q.add_argument("--gene-expr", type=nonneg_float, default=0.0, help="value to set (0 = knock-out)")
     q.add_argument("--n-propagation", type=nonneg_int, default=4, metavar="N", help="propagation steps")
@@ -248,3 +401,19 @@ def add_parser(subparsers) -> None:
     add_resume(q)
     add_overwrite(q)
     q.set_defaults(func=cmd_perturb)
+    sp = sub.add_parser(
+        "splash",
+        help="one gene's splash: d(gene)/d(modulator) per cell",
+        description="The derivative of a trained gene's expression by each of its modulators in every cell "
+        "(the reference's splash), written as CellID + beta_<modulator> columns.",
+        epilog=examples(f"polgen stlr splash --h5ad {demo}/tissue.h5ad --betas betas/ --gene Pax5 --out pax5.parquet"),
+    )
+    _common(sp, from_run=True)
+    sp.add_argument("--betas", required=True, metavar="DIR", help="training run folder (or one betadata file)")
+    sp.add_argument("--gene", required=True, help="the trained gene")
+    sp.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0, help="multiplier of every coefficient")
+    sp.add_argument("--beta-cap", type=positive_float, default=None, help="cap on |coefficient| (default: no cap)")
+    sp.add_argument("--allow-mismatch", action="store_true", help="allow options different from training's")
+    add_out(sp, "output .parquet file")
+    add_overwrite(sp)
+    sp.set_defaults(func=cmd_splash)

@@ -581,12 +581,12 @@ def perturb_batch(
     gene_expr: float = 0.0,
     cells=None,
     n_propagation: int = 4,
-    mode: LigandMode = "exact",
+    mode: LigandMode | None = None,
     clip: bool = True,
     lr=None,
-    radius: float = 200.0,
-    contact_distance: float = 50.0,
-    scale_factor: float = 1.0,
+    radius: float | None = None,
+    contact_distance: float | None = None,
+    scale_factor: float | None = None,
     beta_scale_factor: float = 1.0,
     beta_cap: float | None = None,
     layer: str | None = None,
@@ -598,25 +598,45 @@ def perturb_batch(
     progress: bool | None = None,
     cell_thresholds=None,
     co_grn=None,
+    allow_mismatch: bool = False,
 ):
     """Perturb each of ``targets`` in turn, streaming one parquet part per target to ``out``.
+
+    ``radius``, ``contact_distance``, ``scale_factor``, ``mode``, ``layer``, ``cluster_key``,
+    ``spatial_key`` and ``lr`` default to the training run's (``stlr_run.json`` beside ``betas``)
+    and are checked against it, as in :func:`perturb`.
 
     Parts hold ``target, CellID, <genes>``; returns the engine's :class:`~polgen.io.sink.BatchSink`
     (``.scan()`` gives all results lazily).  With an executor other than the local one, ``adata``,
     ``betas`` and ``lr`` must be paths (tasks are small picklable specs; each worker prepares the
     model once and reuses it).
     """
+    run = resolve_run_args(
+        betas,
+        {
+            "radius": radius,
+            "contact_distance": contact_distance,
+            "scale_factor": scale_factor,
+            "mode": mode,
+            "layer": layer,
+            "cluster_key": cluster_key,
+            "spatial_key": spatial_key,
+            "lr": lr,
+        },
+        allow_mismatch,
+    )
+    lr = run["lr"]
     model_kw = dict(
         lr=lr,
-        radius=radius,
-        contact_distance=contact_distance,
-        scale_factor=scale_factor,
+        radius=run["radius"],
+        contact_distance=run["contact_distance"],
+        scale_factor=run["scale_factor"],
         beta_scale_factor=beta_scale_factor,
         beta_cap=beta_cap,
-        mode=mode,
-        layer=layer,
-        cluster_key=cluster_key,
-        spatial_key=spatial_key,
+        mode=run["mode"],
+        layer=run["layer"],
+        cluster_key=run["cluster_key"],
+        spatial_key=run["spatial_key"],
         cell_thresholds=cell_thresholds,
         co_grn=co_grn,
     )
@@ -655,14 +675,14 @@ def perturb_batch(
         "targets": list(targets),
         "gene_expr": float(gene_expr),
         "n_propagation": int(n_propagation),
-        "mode": mode,
+        "mode": run["mode"],
         "clip": bool(clip),
-        "radius": radius,
-        "contact_distance": contact_distance,
-        "scale_factor": scale_factor,
+        "radius": run["radius"],
+        "contact_distance": run["contact_distance"],
+        "scale_factor": run["scale_factor"],
         "beta_scale_factor": beta_scale_factor,
         "beta_cap": beta_cap,
-        "layer": layer,
+        "layer": run["layer"],
         "adata": str(adata) if is_path(adata) else "<AnnData>",
         "betas": str(betas) if is_path(betas) else "<betas>",
         "cells": cells_l,

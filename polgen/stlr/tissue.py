@@ -115,7 +115,7 @@ def as_tissue(
             sd = read_spatial(
                 sd.adata,
                 layer=layer,
-                cluster_key=False if no_clusters else sd.cluster_key,
+                cluster_key=False if (no_clusters or cluster_key is False) else sd.cluster_key,
                 spatial_key=spatial_key,
                 dense=True,
             )

@@ -7,6 +7,7 @@ V1_Adult_Mouse_Brain, raw counts; PROVENANCE.md).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -323,3 +324,57 @@ def test_fit_with_reference_solver_records_it(prepared, tmp_path):
 
     params = json.loads((tmp_path / "r" / "stlr_run.json").read_text())["params"]
     assert params["solver"] == "reference" and params["max_iter"] == 1500 and params["tol"] == 1e-5
+
+
+# -- CLI -------------------------------------------------------------------------------------------------
+def test_cli_bundled_priors_cells_spatial_key_one_cluster_and_splash(run, tmp_path, capsys):
+    from polgen.cli import main
+    from polgen.stlr import splash
+
+    a = run["a"].copy()
+    for k in [k for k in a.layers if k.endswith(("_perturbed", "_delta"))]:
+        del a.layers[k]
+    a.uns.pop("stlr_perturb", None)
+    a.obsm["coords"] = a.obsm.pop("spatial")
+    h5 = tmp_path / "t.h5ad"
+    a.write_h5ad(h5)
+    betas = tmp_path / "betas"
+    rc = main(
+        ["stlr", "fit", "--h5ad", str(h5), "--genes", "2", "--spatial-key", "coords", "--one-cluster",
+         "--contact-distance", "100", "--cv", "0", "--out", str(betas), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0 and "trained 2 genes" in capsys.readouterr().out
+    params = json.loads((betas / "stlr_run.json").read_text())["params"]
+    assert params["species"] == "mouse" and params["bundled_lr"] and params["spatial_key"] == "coords"
+    tf = top_regulators(betas, 50).filter(pl.col("kind") == "tf")["term"][0]
+    cells = tmp_path / "cells.txt"
+    cells.write_text("\n".join(a.obs_names[:10]))
+    out = tmp_path / "ko.parquet"
+    rc = main(
+        ["stlr", "perturb", "--h5ad", str(h5), "--betas", str(betas), "--target", tf, "--cells", str(cells),
+         "--one-cluster", "--changed-only", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    got = pl.read_parquet(out)
+    want = perturb(a, betas, tf, cells=list(a.obs_names[:10]), cluster_key=False, changed_only=True)
+    assert got.equals(want) and tf in got.columns
+    assert (got[tf].to_numpy()[:10] == 0).all() and (
+        got[tf].to_numpy()[10:] == a[:, tf].layers["imputed_count"][10:, 0]
+    ).all()
+    sp_out = tmp_path / "splash.parquet"
+    g = json.loads((betas / "stlr_run.json").read_text())["genes"][0]
+    rc = main(
+        ["stlr", "splash", "--h5ad", str(h5), "--betas", str(betas), "--gene", g, "--one-cluster",
+         "--out", str(sp_out), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    want_sp = splash(
+        betas / f"{g}_betadata.parquet",
+        a,
+        gene=g,
+        cluster_key=False,
+        lr=params["lr"],
+        spatial_key="coords",
+        contact_distance=100.0,
+    )  # fmt: skip  (training's contact distance, which the CLI read from stlr_run.json)
+    assert pl.read_parquet(sp_out).equals(want_sp)
