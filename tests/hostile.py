@@ -45,7 +45,9 @@ class Cases(dict):
         def _count_cases(request):
             yield
             name = request.module.__name__.rsplit(".", 1)[-1]
-            request.config.cache.set(f"polgen/hostile/{name}", dict(cases))
+            cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+            if cache is not None:
+                cache.set(f"polgen/hostile/{name}", dict(cases))
             tr = request.config.pluginmanager.get_plugin("terminalreporter")
             cm = request.config.pluginmanager.get_plugin("capturemanager")
             if tr is not None and cm is not None:

@@ -387,8 +387,9 @@ def munge(
     every step's message (columns interpreted, rows dropped and why) and the timings.
     """
     items, names, labels = normalise_inputs(files, trait_names)
-    by_default = log is None and out is not None  # R's log beside the output; none if the call fails
-    if by_default:
+    by_default = False  # R's log beside the output (none if the call fails)
+    if log is None and out is not None:
+        by_default = True
         Path(out).mkdir(parents=True, exist_ok=True)
         log = Path(out) / default_stem(names, "munge")
     params = {

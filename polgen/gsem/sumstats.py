@@ -248,8 +248,9 @@ def sumstats(
     items, names, labels = normalise_inputs(files, trait_names)
     if not isinstance(direct_filter, bool):
         raise InputError(f"direct_filter must be True or False, got {direct_filter!r}")
-    by_default = log is None and out is not None  # R's log beside the output; none if the call fails
-    if by_default:
+    by_default = False  # R's log beside the output (none if the call fails)
+    if log is None and out is not None:
+        by_default = True
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         log = Path(out).parent / default_stem(names, "sumstats")
     params = {
