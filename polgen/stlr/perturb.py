@@ -160,6 +160,7 @@ class Perturber:
             self.W0_lr = self.W0_tfl = self.W0
         else:
             self._init_thresholds()
+        self.last_simulated: np.ndarray | None = None  # simulated expression of the last run (cells x genes)
         self.used = set()
         for g in self.plan.genes:
             self.used.update(self.base[g].modulators)
@@ -251,8 +252,13 @@ class Perturber:
         n_propagation: int = 4,
         clip: bool = True,
         return_delta: bool = False,
+        changed_only: bool = False,
     ):
-        """Simulated expression (Polars: CellID + genes), and the final delta when ``return_delta``."""
+        """Simulated expression (Polars: CellID + genes), and the final delta when ``return_delta``.
+
+        ``changed_only``: only the genes whose value changed in some cell (the targets always), so
+        the output's cost follows the genes the perturbation reached, not the data set's width.
+        The full simulated matrix of the last run stays in :attr:`last_simulated` (numpy)."""
         from polgen.kernels.splash import filter_sum, pin_and_clip, swap_and_step
 
         t = self.tissue
@@ -346,9 +352,16 @@ class Perturber:
                 sim[:, c] = e
             else:
                 sim[rows, c] = e
-        out = _frame(t.obs_names, t.var_names, sim)
+        self.last_simulated = sim
+        names = list(t.var_names)
+        if changed_only:
+            keep = np.flatnonzero((sim != X0).any(axis=0))
+            keep = np.union1d(keep, np.asarray(tcols, dtype=np.int64))
+            names = [names[k] for k in keep]
+            sim, X0 = sim[:, keep], X0[:, keep]
+        out = _frame(t.obs_names, names, sim)
         if return_delta:
-            return out, _frame(t.obs_names, t.var_names, sim - X0)
+            return out, _frame(t.obs_names, names, sim - X0)
         return out
 
 
@@ -511,11 +524,15 @@ def perturb(
         cell_thresholds=cell_thresholds,
         co_grn=co_grn,
     )
-    want_delta = return_delta or write_to is not None or changed_only
-    res = model.run(target, gene_expr, cells=cells, n_propagation=n_propagation, clip=clip, return_delta=want_delta)
-    if not want_delta:
-        return res
-    sim, delta = res
+    res = model.run(
+        target,
+        gene_expr,
+        cells=cells,
+        n_propagation=n_propagation,
+        clip=clip,
+        return_delta=return_delta,
+        changed_only=changed_only,
+    )
     if write_to is not None:
         name = target if isinstance(target, str) else "+".join(target)
         params = {k: (v if v is None or isinstance(v, (int, float, str, bool)) else str(v)) for k, v in args.items()}
@@ -524,25 +541,22 @@ def perturb(
             n_propagation=int(n_propagation),
             clip=bool(clip),
         )
-        write_perturbation(write_to, model.tissue, name, sim, delta, params)
-    if changed_only:
-        keep = [c for c in delta.columns[1:] if (delta[c] != 0).any()]
-        sim, delta = sim.select(CELL_ID, *keep), delta.select(CELL_ID, *keep)
-    return (sim, delta) if return_delta else sim
+        assert model.last_simulated is not None
+        write_perturbation(write_to, model.tissue, name, model.last_simulated, model.X0, params)
+    return res
 
 
-def write_perturbation(adata, tissue: Tissue, name: str, sim: pl.DataFrame, delta: pl.DataFrame, params: dict) -> None:
-    """Store a perturbation in ``adata``: layers ``{name}_perturbed`` / ``{name}_delta`` and
-    ``uns["stlr_perturb"][name]`` (the parameters)."""
+def write_perturbation(adata, tissue: Tissue, name: str, sim: np.ndarray, X0: np.ndarray, params: dict) -> None:
+    """Store a perturbation in ``adata``: layers ``{name}_perturbed`` (``sim``) and ``{name}_delta``
+    (``sim - X0``), and ``uns["stlr_perturb"][name]`` (the parameters)."""
     if not all(hasattr(adata, a) for a in ("layers", "uns", "obs_names", "var_names")):
         raise InputError(f"write_to must be an AnnData, got {type(adata).__name__}")
     if [str(o) for o in adata.obs_names] != list(tissue.obs_names) or [str(v) for v in adata.var_names] != list(
         tissue.var_names
     ):
         raise InputError("write_to must have the perturbed tissue's cells and genes, in the same order")
-    genes = list(tissue.var_names)
-    adata.layers[f"{name}_perturbed"] = sim.select(genes).to_numpy()
-    adata.layers[f"{name}_delta"] = delta.select(genes).to_numpy()
+    adata.layers[f"{name}_perturbed"] = np.array(sim, dtype=np.float64)
+    adata.layers[f"{name}_delta"] = np.asarray(sim, dtype=np.float64) - X0
     store = dict(adata.uns.get("stlr_perturb", {}))
     store[name] = {k: ("None" if v is None else v) for k, v in params.items()}
     adata.uns["stlr_perturb"] = store
