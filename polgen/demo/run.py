@@ -164,7 +164,17 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
         sel = df.filter((pl.col("lhs") == "F1") & (pl.col("op") == "~")) if "lhs" in df.columns else df
         z = sel["z"].to_numpy() if "z" in sel.columns else np.array([])
         lam = float(np.median(z[np.isfinite(z)] ** 2) / 0.4549364) if z.size else float("nan")
-        return out, f"{sel.height} SNPs (first {gwas_snps}); lambda_GC of the SNP effect {lam:.3f}"
+        # the traits are simulated highly polygenic (mean chi^2 ~ 2): their own lambda_GC, for comparison
+        first = pl.scan_parquet(ss).head(gwas_snps).collect()
+        own = []
+        for t in names:
+            zt = (first[f"beta.{t}"] / first[f"se.{t}"]).to_numpy()
+            own.append(float(np.median(zt[np.isfinite(zt)] ** 2) / 0.4549364))
+        traits_lam = ", ".join(f"{t} {v:.2f}" for t, v in zip(names, own))
+        return out, (
+            f"{sel.height} SNPs (first {gwas_snps}); lambda_GC of the SNP effect {lam:.3f} "
+            f"(polygenic traits: {traits_lam})"
+        )
 
     steps.run("gsem", "commonfactor_gwas", gwas_step, needs=ss)
 

@@ -63,6 +63,14 @@ def _normalise_munged(munged: Munged, trait_names: Sequence[str] | None) -> tupl
         and isinstance(munged[1], pl.DataFrame)
     ):
         munged = munged[0]  # munge()'s (frames, dropped-row summary), passed whole
+    if isinstance(munged, (list, tuple)) and munged and all(isinstance(m, Mapping) for m in munged):
+        # sim_ldsc()'s list of replicates (each a mapping trait -> frame)
+        if len(munged) > 1:
+            raise InputError(
+                f"got {len(munged)} replicates of simulated statistics (sim_ldsc with r > 1): "
+                "pass one at a time, e.g. ldsc(sims[0], ...)"
+            )
+        munged = munged[0]
     if isinstance(munged, Mapping):
         items = list(munged.values())
         keys = [str(k) for k in munged.keys()]

@@ -145,7 +145,7 @@ def test_ldsc_recovers_covmat_over_seeds(big_ld: Path) -> None:
     zs = []
     for seed in range(2, 7):
         sim = sim_ldsc(S3, [75000, 300000, 120000], big_ld, 0.4, ints, n_overlap=0.5, seed=seed, chr=2)
-        cs = ldsc(sim[0], big_ld, chr=2)
+        cs = ldsc(sim, big_ld, chr=2) if seed == 2 else ldsc(sim[0], big_ld, chr=2)  # the list of one, or [0]
         z = (vech(cs.S) - vech(S3)) / np.sqrt(np.diag(cs.V))
         assert np.all(np.abs(z) < 3), (seed, z)
         zs.append(z)
@@ -159,6 +159,12 @@ def test_ldsc_recovers_covmat_over_seeds(big_ld: Path) -> None:
             assert abs(row["intercept"] - expect[a, b]) < 3 * row["intercept_se"], (seed, row)
     # not biased: the mean standardised error over 30 estimates is near 0
     assert abs(np.mean(zs)) < 3 / np.sqrt(30)
+
+
+def test_ldsc_refuses_several_replicates_at_once(big_ld: Path) -> None:
+    sims = sim_ldsc(S3, [75000, 300000, 120000], big_ld, r=2, seed=1, chr=2)
+    with pytest.raises(InputError, match="2 replicates"):
+        ldsc(sims, big_ld, chr=2)
 
 
 def test_out_files_seed_and_overwrite(tmp_path: Path, big_ld: Path) -> None:
