@@ -5,6 +5,9 @@
 >>> res.gif, res.frame.filter(pl.col("P_CALIBRATED") < 1e-8).collect()
 
 or, on the covariate frame (``IID`` + numeric columns): ``env.lfmm.fit("geno.bed", K=5)``.
+
+Also: ``fdr`` (q-values: R ``p.adjust`` BH, R qvalue), ``genetic_offset`` / ``genetic_gap`` (R LEA),
+and the lfmm R package's ``glm_test``, ``lfmm_lasso`` and ``lfmm_ridge_cv``.
 """
 
 from polgen.lfmm import namespace as _namespace  # noqa: F401  (registers df.lfmm)

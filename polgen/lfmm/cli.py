@@ -5,7 +5,11 @@
 The covariate file (tab/comma separated or parquet) has an ``IID`` column (optionally ``FID``)
 and one numeric column per variable; a headerless all-numeric file (R LEA's .env) is taken in
 .fam order.  The fitted model is saved as ``<out>/lfmm_model.npz``; ``--resume`` reuses it and
-continues an interrupted test pass.
+continues an interrupted test pass; ``--qvalue BH|storey`` adds q-values.
+
+Further analyses are subcommands: ``polgen lfmm offset|gap`` (R LEA genetic.offset / genetic.gap),
+``polgen lfmm qvalue`` (q-values of a finished run), ``polgen lfmm glm`` (per-SNP logistic / Poisson
+tests, lfmm glm_test), ``polgen lfmm lasso`` (lfmm_lasso) and ``polgen lfmm cv`` (lfmm_ridge_CV).
 """
 
 from __future__ import annotations
