@@ -44,7 +44,8 @@ from polgen.gsem.covstruc import CovStruc
 from polgen.gsem.ldsc import Munged, _normalise_munged, _per_trait, liability_factor, liability_scale
 from polgen.io.hdl_panel import HDLPanel, open_hdl_panel
 from polgen.io.sumstats import read_sumstats
-from polgen.kernels.lbfgsb_r import lbfgsb_r
+from polgen.kernels._threads import run_chunks
+from polgen.kernels.lbfgsb_r import lbfgsb_r, loo_fits
 from polgen.options import HDLMethod, check_option
 
 log = logging.getLogger("polgen")
@@ -187,6 +188,17 @@ def _optim(kind: int, x0, box, p, lam, b1, b2, skip=(0, 0)) -> tuple[np.ndarray,
     return x, int(status)
 
 
+def _loo(kind: int, x0, box, p, lam, b1, b2, offsets) -> np.ndarray:
+    """The jackknife's leave-one-piece-out refits from ``x0`` (first parameter of each), on threads."""
+    P = offsets.shape[0] - 1
+    out = np.empty(P)
+    x0 = np.asarray(x0, dtype=np.float64)
+    pa = np.asarray(p, dtype=np.float64)
+    offs = np.ascontiguousarray(offsets, dtype=np.int64)
+    run_chunks(loo_fits, P, min(P, 16), kind, x0, box[0], box[1], pa, lam, b1, b2, offs, out)
+    return out
+
+
 def _fsum_drop(v: np.ndarray) -> np.ndarray:
     """``sum(v[-i])`` for every i, each correctly rounded (R sums in extended precision)."""
     return np.array([math.fsum(np.delete(v, i)) for i in range(v.shape[0])])
@@ -304,9 +316,7 @@ def hdl(
         for t in range(n):
             p = (n1[t], mref, nref, _LIM)
             full[t] = _optim(0, (math.fsum(hd[t, :, 0]), 1.0), _H2_BOX, p, lam, bst[t], bst[t])[0]
-            for i in range(P):
-                fit = _optim(0, full[t], _H2_BOX, p, lam, bst[t], bst[t], (off[i], off[i + 1]))
-                hold[i, cell[(t, t)]] = fit[0][0]
+            hold[:, cell[(t, t)]] = _loo(0, full[t], _H2_BOX, p, lam, bst[t], bst[t], off)
             S[t, t], I[t, t] = full[t]
         for q, (a, b) in enumerate(pairs):
             p = (*full[a], *full[b], mref, n1[a], n1[b], n0[q], nref, _LIM)
@@ -323,8 +333,7 @@ def hdl(
                         f"HDL genetic covariance of {names[a]} and {names[b]} failed to converge "
                         "after trying different initial values"
                     )
-            for i in range(P):
-                hold[i, cell[(a, b)]] = _optim(1, x, _GCOV_BOX, p, *arr, (off[i], off[i + 1]))[0][0]
+            hold[:, cell[(a, b)]] = _loo(1, x, _GCOV_BOX, p, *arr, off)
             S[a, b] = S[b, a] = x[0]
             I[a, b] = I[b, a] = x[1]
     for j in range(n):

@@ -31,7 +31,7 @@ import numpy as np
 from polgen.kernels._jit import jit_strict
 from polgen.kernels.hdl import gcov_fg, h2_fg
 
-__all__ = ["lbfgsb_r"]
+__all__ = ["lbfgsb_r", "loo_fits"]
 
 _EPS = 2.220446049250313e-16
 _NDEPS = 1e-3
@@ -549,3 +549,12 @@ def lbfgsb_r(
         theta = rr / dr
         if not _formt(S, Y, sy, col, theta):
             col, theta, iupdat, updatd = 0, 1.0, 0, False
+
+
+@jit_strict
+def loo_fits(first, last, kind, x0, lo, up, p, lam, b1, b2, offsets, out):  # pragma: no cover - numba
+    """Leave-one-piece-out refits ``first <= i < last`` (piece ``i`` = ``[offsets[i], offsets[i+1])``
+    skipped), each started at ``x0``; ``out[i]`` gets the first parameter (GIL-free, for threads)."""
+    for i in range(first, last):
+        x, _, _ = lbfgsb_r(kind, x0, lo, up, p, lam, b1, b2, offsets[i], offsets[i + 1])
+        out[i] = x[0]
