@@ -3,7 +3,9 @@ aligned to the .fam order; or a plain array already in .fam order."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -23,6 +25,8 @@ def covariate_matrix(
     :class:`InputError` naming them (extra frame rows are ignored).  Without an id column, or for
     an array, the rows must already be in genotype order.
     """
+    if isinstance(X, (str, os.PathLike)):
+        X = read_lea_env(X)
     if isinstance(X, pl.LazyFrame):
         X = X.collect()
     if isinstance(X, pl.Series):
@@ -39,6 +43,34 @@ def covariate_matrix(
     _check_finite(arr, [f"X{j + 1}" for j in range(arr.shape[1])])
     names = [f"X{j + 1}" for j in range(arr.shape[1])]
     return np.ascontiguousarray(arr), names
+
+
+def read_lea_env(path: str | os.PathLike) -> np.ndarray:
+    """An R LEA ``.env`` file (one line per sample in genotype order, whitespace-separated numbers
+    per variable) as an (n, d) array; ``NA`` cells are an :class:`InputError` naming line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("covariate (.env) file not found", path=path)
+    try:
+        rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise InputError("not a text .env file", path=path) from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise InputError(".env rows must all have the same number of values (and there must be rows)", path=path)
+    for i, r in enumerate(rows):
+        for j, v in enumerate(r):
+            try:
+                float(v)
+            except ValueError:
+                raise InputError(
+                    f".env value {v!r} is not a number", path=path, row=i + 1, column=f"X{j + 1}"
+                ) from None
+    arr = np.array(rows, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise InputError(".env contains missing or non-finite values", path=path, row=int(i) + 1, column=f"X{j + 1}")
+    return arr
 
 
 def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarray, list[str]]:

@@ -167,8 +167,9 @@ def fit(
     Parameters
     ----------
     X : covariates: a Polars frame with ``IID`` (and optionally ``FID``) plus numeric columns,
-        aligned to the .fam by id; or an (n, d) array in .fam order.
-    bed : PLINK .bed path (or prefix), or an (n, p) dosage array (NaN = missing).
+        aligned to the .fam by id; or an (n, d) array (or R LEA ``.env`` path) in .fam order.
+    bed : PLINK .bed path (or prefix), R LEA ``.lfmm`` / ``.geno`` path (read whole), or an (n, p)
+        dosage array (NaN = missing).
     K : number of latent factors, 1 <= K < n.
     lam : ridge penalty (> 0).
     est_bed / est_rate / est_index : genotypes used for estimation: a separate (e.g. LD-pruned)

@@ -1,8 +1,9 @@
 """Genotype sources for LFMM: a PLINK .bed read by :class:`polgen.io.bed.BedStream` (the one .bed
 reader: validation, typed errors, SNP selection, thinning, blocks, .bim slices), or an in-memory
 ``(n_samples, n_snps)`` dosage array (NaN = missing) behind the same interface
-(:class:`ArraySource`).  Both yield :class:`polgen.io.bed.BedBlock` s of Fortran-ordered float64
-columns, mean-imputed and centred (optionally eigenstrat-scaled).
+(:class:`ArraySource`), which is also how R LEA's ``.lfmm`` / ``.geno`` files are read.  Both
+yield :class:`polgen.io.bed.BedBlock` s of Fortran-ordered float64 columns, mean-imputed and
+centred (optionally eigenstrat-scaled).
 
 What LFMM uses of a source: ``n_samples``, ``n_snps``, ``sample_ids``, ``scale``,
 ``blocks(start, stop, block_snps=, parallel=)`` and ``bim_slice(start, stop)``.
@@ -128,6 +129,50 @@ def _bed_path(obj) -> str | None:
     return None
 
 
+LEA_SUFFIXES = (".lfmm", ".geno")
+
+
+def read_lea_genotypes(path: str | os.PathLike) -> np.ndarray:
+    """An R LEA genotype file as an (n_samples, n_snps) float64 array, missing (9 / -9) as NaN.
+
+    ``.lfmm``: one line per sample, whitespace-separated values per SNP; ``.geno``: one line per
+    SNP, one digit (0, 1, 2; 9 = missing) per sample.  Other values are an :class:`InputError`
+    naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("LEA genotype file not found", path=path)
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise InputError("not a text LEA genotype file", path=path) from None
+    if not lines:
+        raise InputError("LEA genotype file is empty", path=path)
+    if path.suffix.lower() == ".geno":
+        widths = {len(ln) for ln in lines}
+        if len(widths) != 1:
+            bad = next(i for i, ln in enumerate(lines) if len(ln) != len(lines[0]))
+            raise InputError("lines of a .geno file must all have one digit per sample", path=path, row=bad + 1)
+        raw = np.frombuffer("".join(lines).encode(), dtype=np.uint8).reshape(len(lines), -1)
+        Y = raw.astype(np.float64) - ord("0")
+        Y = np.ascontiguousarray(Y.T)
+    else:
+        rows = [ln.split() for ln in lines]
+        if len({len(r) for r in rows}) != 1:
+            bad = next(i for i, r in enumerate(rows) if len(r) != len(rows[0]))
+            raise InputError("rows of a .lfmm file must all have one value per SNP", path=path, row=bad + 1)
+        try:
+            Y = np.array(rows, dtype=np.float64)
+        except ValueError:
+            raise InputError("a .lfmm file holds numbers only", path=path) from None
+    Y[(Y == 9) | (Y == -9)] = np.nan
+    bad_cells = ~np.isnan(Y) & ~np.isin(Y, (0.0, 1.0, 2.0))
+    if bad_cells.any():
+        i, j = np.argwhere(bad_cells)[0]
+        line = j + 1 if path.suffix.lower() == ".geno" else i + 1
+        raise InputError(f"genotype value {Y[i, j]!r} (allowed: 0, 1, 2, 9 = missing)", path=path, row=int(line))
+    return Y
+
+
 def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -> Source:
     """A source for a .bed path (or prefix), a ``BedStream``/``ArraySource``, or a dosage array.
 
@@ -156,6 +201,8 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
         if snps is None and thin is None and scale == obj.scale:
             return obj
         obj = obj._Y
+    if isinstance(obj, (str, os.PathLike)) and str(obj).lower().endswith(LEA_SUFFIXES):
+        obj = read_lea_genotypes(obj)  # R LEA's text formats: small data, read whole
     path = _bed_path(obj)
     if path is not None:
         if snps is not None:
