@@ -31,7 +31,7 @@ from polgen.kernels.lfmm_glm import BINOMIAL, POISSON, glm_loci
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.assoc import LfmmTestResult
 from polgen.lfmm.covariates import covariate_matrix
-from polgen.lfmm.genotypes import ArraySource, _bed_path, default_threads, split_range
+from polgen.lfmm.genotypes import LEA_SUFFIXES, ArraySource, _bed_path, default_threads, read_lea_genotypes, split_range
 from polgen.lfmm.model import LfmmModel
 from polgen.options import Calibrate, GlmFamily, check_option
 
@@ -56,6 +56,8 @@ class _RawArray:
 
 
 def _open_raw(bed: Any, snps: np.ndarray | None, block_snps: int | None):
+    if isinstance(bed, (str, os.PathLike)) and str(bed).lower().endswith(LEA_SUFFIXES):
+        bed = read_lea_genotypes(bed)
     if isinstance(bed, np.ndarray):
         Y = np.asarray(bed, dtype=np.float64)
         if Y.ndim != 2:
