@@ -45,7 +45,7 @@ from polgen.gsem.ldsc import Munged, _normalise_munged, _per_trait, liability_fa
 from polgen.io.hdl_panel import HDLPanel, open_hdl_panel
 from polgen.io.sumstats import read_sumstats
 from polgen.kernels._threads import run_chunks
-from polgen.kernels.lbfgsb_r import lbfgsb_r, loo_fits
+from polgen.kernels.lbfgsb_r import lbfgsb_r, loo_fits, piece_fits
 from polgen.options import HDLMethod, check_option
 
 log = logging.getLogger("polgen")
@@ -188,6 +188,20 @@ def _optim(kind: int, x0, box, p, lam, b1, b2, skip=(0, 0)) -> tuple[np.ndarray,
     return x, int(status)
 
 
+def _pieces(kind: int, starts, box, params, lam, b1, b2, offsets) -> np.ndarray:
+    """Every piece's fit from its start (``P x 2``: estimate, intercept), on threads."""
+    starts = np.ascontiguousarray(starts, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(starts).all(axis=1))
+    if bad.size:
+        raise ModelError(f"HDL optimisation start {starts[bad[0]].tolist()} of piece {int(bad[0]) + 1} is not finite")
+    P = starts.shape[0]
+    out = np.empty((P, 2))
+    offs = np.ascontiguousarray(offsets, dtype=np.int64)
+    prm = np.ascontiguousarray(params, dtype=np.float64)
+    run_chunks(piece_fits, P, min(P, 16), kind, starts, box[0], box[1], prm, lam, b1, b2, offs, out)
+    return out
+
+
 def _loo(kind: int, x0, box, p, lam, b1, b2, offsets) -> np.ndarray:
     """The jackknife's leave-one-piece-out refits from ``x0`` (first parameter of each), on threads."""
     P = offsets.shape[0] - 1
@@ -278,18 +292,17 @@ def hdl(
     # per-piece fits: every trait's (h2, intercept), then every pair's (h12, rho)
     hd = np.empty((n, P, 2))
     hp = np.empty((len(pairs), P, 2))
+    ones = np.ones(P)
     for t in range(n):
-        for i in range(P):
-            lo, hi = off[i], off[i + 1]
-            p = (n1[t], pcs.m[i], nref, _LIM)
-            hd[t, i] = _optim(0, (pcs.start_diag[i, t], 1.0), _H2_BOX, p, lam[lo:hi], bst[t, lo:hi], bst[t, lo:hi])[0]
+        params = np.column_stack([np.full(P, n1[t]), pcs.m, np.full(P, nref), np.full(P, _LIM)])
+        hd[t] = _pieces(0, np.column_stack([pcs.start_diag[:, t], ones]), _H2_BOX, params, lam, bst[t], bst[t], off)
     for q, (a, b) in enumerate(pairs):
-        for i in range(P):
-            lo, hi = off[i], off[i + 1]
-            p = (*hd[a, i], *hd[b, i], pcs.m[i], n1[a], n1[b], n0[q], nref, _LIM)
-            hp[q, i] = _optim(
-                1, (pcs.start_pair[i, q], rho[q]), _GCOV_BOX, p, lam[lo:hi], bst[a, lo:hi], bst[b, lo:hi]
-            )[0]
+        params = np.column_stack(
+            [hd[a, :, 0], hd[a, :, 1], hd[b, :, 0], hd[b, :, 1], pcs.m]
+            + [np.full(P, v) for v in (n1[a], n1[b], n0[q], nref, _LIM)]
+        )
+        starts = np.column_stack([pcs.start_pair[:, q], np.full(P, rho[q])])
+        hp[q] = _pieces(1, starts, _GCOV_BOX, params, lam, bst[a], bst[b], off)
 
     S = np.empty((n, n))
     I = np.empty((n, n))

@@ -31,7 +31,7 @@ import numpy as np
 from polgen.kernels._jit import jit_strict
 from polgen.kernels.hdl import gcov_fg, h2_fg
 
-__all__ = ["lbfgsb_r", "loo_fits"]
+__all__ = ["lbfgsb_r", "loo_fits", "piece_fits"]
 
 _EPS = 2.220446049250313e-16
 _NDEPS = 1e-3
@@ -558,3 +558,15 @@ def loo_fits(first, last, kind, x0, lo, up, p, lam, b1, b2, offsets, out):  # pr
     for i in range(first, last):
         x, _, _ = lbfgsb_r(kind, x0, lo, up, p, lam, b1, b2, offsets[i], offsets[i + 1])
         out[i] = x[0]
+
+
+@jit_strict
+def piece_fits(first, last, kind, starts, lo, up, params, lam, b1, b2, offsets, out):  # pragma: no cover - numba
+    """Per-piece fits ``first <= i < last`` on ``[offsets[i], offsets[i+1])`` of ``lam, b1, b2``, from
+    ``starts[i]`` with parameters ``params[i]``; ``out[i]`` gets ``(estimate, intercept)``."""
+    for i in range(first, last):
+        a = offsets[i]
+        b = offsets[i + 1]
+        x, _, _ = lbfgsb_r(kind, starts[i], lo, up, params[i], lam[a:b], b1[a:b], b2[a:b], 0, 0)
+        out[i, 0] = x[0]
+        out[i, 1] = x[1]
