@@ -8,8 +8,12 @@ setting of the reference's estimator.
 
 Solvers (``solver=``):
 
-* ``"fista"`` (default): FISTA with backtracking and adaptive restart on the centred Gram matrix
-  (:mod:`polgen.kernels.fista`), run to ``tol`` (relative step and objective change, 1e-10).
+* ``"fista"`` (default): a majorise-minimise start (:func:`mm_start`: reweighted exact solves that
+  settle the weakly determined directions of ill-conditioned designs), then FISTA with
+  backtracking and adaptive restart on the centred Gram matrix (:mod:`polgen.kernels.fista`) run to
+  ``tol`` (relative step and objective change, 1e-10), which sets exact zeros through the prox.
+  (From zero alone, FISTA stopped at max_iter on most real SpaceTravLR designs - condition numbers
+  1e5-1e6, tiny penalties - at objectives above this start's.)
 * ``"reference"``: group-lasso 1.5.0's own iteration, as the Python SpaceTravLR reference calls it
   (Frobenius Lipschitz start, half steps, its restart and backtracking rules, stop at relative step
   < ``tol`` = 1e-5 or after ``max_iter`` = 1500; :mod:`polgen.kernels.group_lasso_ref`), to
@@ -57,6 +61,46 @@ def gram(X: np.ndarray, y: np.ndarray):
     G = np.ascontiguousarray(Xc.T @ Xc / n)
     c = np.ascontiguousarray(Xc.T @ yc / n)
     return G, c, float(yc @ yc / n), xm, ym
+
+
+def mm_start(
+    Xc: np.ndarray, yc: np.ndarray, codes: np.ndarray, lam: np.ndarray, l1: float, max_iter: int = 200
+) -> np.ndarray:
+    """A starting point near the optimum by majorise-minimise (iteratively reweighted least squares).
+
+    Each step replaces lam_g ||w_g|| by its quadratic majoriser at the current w (and l1 |w_j|
+    likewise) and solves (G + D) w = c exactly, G = Xc'Xc / n, c = Xc'yc / n, D = diag(lam_g / ||w_g||
+    + l1 / |w_j|): the objective never increases, and the directions the data barely constrain
+    (G's near-null space, where a gradient method moves by ~lambda per step) are settled by the
+    solve itself.  With more modulators than cells the solve uses the Woodbury identity (O(n^2 p)).
+    Starts from the ridge solution (D = 1e-8 trace(G)/p); stops when the relative step is < 1e-10 or
+    after ``max_iter`` solves (FISTA finishes from there).
+    """
+    n, p = Xc.shape
+    U = Xc.T / np.sqrt(n)  # G = U U'
+    c = Xc.T @ yc / n
+    trace = float((U * U).sum())
+    d = np.full(p, max(1e-8 * trace / max(p, 1), 1e-300))
+    w = np.zeros(p)
+    tiny = 1e-300
+    for _ in range(max_iter):
+        if p > n:  # (D + U U')^{-1} c = D^-1 c - D^-1 U (I + U' D^-1 U)^-1 U' D^-1 c
+            Dinv = 1.0 / d
+            DU = U * Dinv[:, None]
+            M = np.eye(n) + U.T @ DU
+            wn = Dinv * c - DU @ np.linalg.solve(M, DU.T @ c)
+        else:
+            wn = np.linalg.solve(U @ U.T + np.diag(d), c)
+        if not np.isfinite(wn).all():
+            break
+        step = float(np.linalg.norm(wn - w))
+        w = wn
+        if step <= 1e-10 * max(1.0, float(np.linalg.norm(w))):
+            break
+        gn = np.sqrt(np.bincount(codes, w * w, minlength=len(lam)))
+        d = lam[codes] / np.maximum(gn[codes], tiny) + l1 / np.maximum(np.abs(w), tiny)
+        d = np.minimum(d, 1e300)
+    return w
 
 
 def _reference_fit(X, y, groups, group_reg, l1_reg, max_iter, tol) -> LassoFit:
@@ -125,7 +169,12 @@ def sparse_group_lasso(
     codes, lam = group_penalties(groups, group_reg)
     G, c, yy, xm, ym = gram(X, y)
     L0 = max(power_lipschitz(G, 30), 1e-12)
-    start = np.zeros(p) if w0 is None else np.ascontiguousarray(np.asarray(w0, dtype=np.float64))
+    if w0 is None:
+        start = np.ascontiguousarray(mm_start(X - xm, y - ym, codes, lam, float(l1_reg)))
+        if not np.isfinite(start).all():
+            start = np.zeros(p)
+    else:
+        start = np.ascontiguousarray(np.asarray(w0, dtype=np.float64))
     w, it, conv, _ = fista_sgl(G, c, codes, lam, float(l1_reg), start, L0, int(max_iter), float(tol))
     b = ym - float(xm @ w)
     resid = y - X @ w - b
