@@ -191,21 +191,25 @@ def _open_r(folder: Path) -> HDLPanel:
         vals = np.asarray(per, dtype=np.float64).reshape(-1)
         pieces += [(c, p) for p in range(1, vals.size + 1)]
         counts += vals.tolist()
-    names = [p.name for p in folder.iterdir()]
+    rx = re.compile(r"chr(\d+)\.(\d+)[._].*\.(rda|bim)$")
+    found: dict[tuple[int, int, str], list[str]] = {}
+    for name in sorted(p.name for p in folder.iterdir()):
+        hit = rx.search(name)
+        if hit:
+            found.setdefault((int(hit[1]), int(hit[2]), hit[3]), []).append(name)
     files: dict[tuple[int, int], tuple[Path, Path]] = {}
     for c, p in pieces:
-        found = []
+        pair = []
         for ext in ("rda", "bim"):
-            rx = re.compile(rf"chr{c}\.{p}[._].*\.{ext}$")
-            hit = sorted(n for n in names if rx.search(n))
-            if not hit:
+            names = found.get((c, p, ext))
+            if not names:
                 raise InputError(
                     f"HDL panel piece chr{c}.{p} is missing: no file matching 'chr{c}.{p}_*.{ext}' "
                     f"({counter.name} lists {len(pieces)} pieces)",
                     path=folder,
                 )
-            found.append(folder / hit[0])
-        files[(c, p)] = (found[0], found[1])
+            pair.append(folder / names[0])
+        files[(c, p)] = (pair[0], pair[1])
     return HDLPanel(folder, "r", pieces, np.asarray(counts), snp_list, _files=files)
 
 
