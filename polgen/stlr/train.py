@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +166,7 @@ def tissue_scale(coords: np.ndarray) -> tuple[float, float]:
 
 
 def check_radius_units(coords: np.ndarray, radius: float, contact_distance: float) -> list[str]:
-    """Warnings (also logged) when ``radius`` / ``contact_distance`` are out of scale with the tissue:
+    """Warnings (logged, and returned) when ``radius`` / ``contact_distance`` are out of scale with the tissue:
     larger than its extent (every cell receives about the same amount) or below half the spacing
     between neighbouring cells (a cell receives mostly its own ligand)."""
     extent, spacing = tissue_scale(coords)
@@ -184,8 +183,7 @@ def check_radius_units(coords: np.ndarray, radius: float, contact_distance: floa
                 f"{name}={r:g} is below half the spacing between neighbouring cells ({spacing:.4g} coordinate "
                 f"units): cells receive mostly their own ligands; pass a larger {name}"
             )
-    for msg in out:
-        warnings.warn(msg, UserWarning, stacklevel=3)
+    for msg in out:  # logged once (a warnings.warn beside it printed every message twice in the CLI)
         log.warning("stlr fit: %s", msg)
     return out
 
@@ -571,7 +569,7 @@ def fit(
         "solver": solver,
         "mode": mode,
         "layer": t.layer,
-        "cluster_key": t.cluster_key,
+        "cluster_key": False if cluster_key is False else t.cluster_key,
         "spatial_key": spatial_key,
         "adata": str(adata) if is_path(adata) else "<AnnData>",
         "lr": str(lr) if is_path(lr) else "<table>",

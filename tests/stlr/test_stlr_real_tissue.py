@@ -47,8 +47,7 @@ def run(counts, tmp_path_factory):
     out = tmp_path_factory.mktemp("stlr_real") / "run"
     t0 = time.perf_counter()
     a = prepare(counts, copy=True)
-    with pytest.warns(UserWarning, match="contact_distance=50 is below half the spacing"):
-        res = fit(a, genes=4, out=out, progress=False, max_iter=2000)
+    res = fit(a, genes=4, out=out, progress=False, max_iter=2000)  # logs: contact_distance=50 < half the spacing
     tfs = sorted({t for g in res.genes for t in top_regulators(out, 1000).filter(pl.col("gene") == g)["term"]})
     tf = next(t for t in tfs if "$" not in t and "#" not in t)
     sim, delta = perturb(a, out, tf, 0.0, return_delta=True, write_to=a)
@@ -104,11 +103,12 @@ def test_fit_logs_overfit_nonconverged_and_all_zero(prepared, tmp_path, caplog):
     assert "2 of 2 trained gene(s) have all-zero betas" in caplog.text
 
 
-def test_radius_out_of_scale_warns(prepared, tmp_path):
+def test_radius_out_of_scale_warns(prepared, tmp_path, caplog):
     a = prepared.copy()
     a.obsm["spatial"] = a.obsm["spatial"] / 100.0  # ~15 units across: radius 200 covers everything
-    with pytest.warns(UserWarning, match="radius=200 is larger than the tissue's extent"):
-        fit(a, genes=["Pcp4"], out=tmp_path / "r", progress=False, max_iter=50, cv=0, contact_distance=1)
+    fit(a, genes=["Pcp4"], out=tmp_path / "r", progress=False, max_iter=50, cv=0, contact_distance=1)
+    assert "radius=200 is larger than the tissue's extent" in caplog.text
+    assert caplog.text.count("radius=200 is larger") == 1
 
 
 def test_perturb_reads_and_checks_training_parameters(run):
