@@ -290,8 +290,7 @@ class Perturber:
                         "gene(s) (no TF, ligand or receptor term names it): the perturbation does not propagate "
                         "and only its own expression changes"
                     )
-                warnings.warn(msg, UserWarning, stacklevel=3)
-                log.warning(msg)
+                warnings.warn(msg, UserWarning, stacklevel=3)  # once: a log record beside it printed it twice
         if isinstance(n_propagation, bool) or not isinstance(n_propagation, (int, np.integer)) or n_propagation < 0:
             raise InputError(f"n_propagation must be a whole number >= 0, got {n_propagation!r}")
         rows = self._cells(cells)
@@ -425,9 +424,10 @@ def resolve_run_args(betas, given: dict, allow_mismatch: bool) -> dict:
                 "betas were fitted with the training value"
             )
             if not allow_mismatch:
-                raise InputError(msg + "; pass allow_mismatch=True to perturb with a different value", column=k)
+                raise InputError(
+                    msg + "; pass allow_mismatch=True (CLI: --allow-mismatch) to use another value", column=k
+                )
             warnings.warn(msg, UserWarning, stacklevel=3)
-            log.warning(msg)
         out[k] = v
     lr = given.get("lr")
     if lr is None and params:
