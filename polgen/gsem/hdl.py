@@ -140,15 +140,20 @@ def _stream_pieces(panel: HDLPanel, traits: list[_Trait], pairs, rho, n0) -> _Pi
     T = len(traits)
     lams, bstars, ms, sd, sp = [], [], [], [], []
     n1 = np.array([t.n_med for t in traits])
-    for pc in panel:
+    # one join per trait over the whole panel; per piece, rows [cut[t][i], cut[t][i+1]) of trait t
+    table = panel.snp_table()
+    hits = []
+    for tr in traits:
+        j = table.join(tr.frame.select("SNP", "A2", "b"), on="SNP", how="inner").sort("piece", "row")
+        sign = np.where((j["A2"] == j["A2_right"]).to_numpy(), 1.0, -1.0)
+        pc_idx = j["piece"].to_numpy()
+        cut = np.searchsorted(pc_idx, np.arange(panel.n_pieces + 1))
+        hits.append((j["row"].to_numpy(), j["b"].to_numpy() * sign, cut))
+    for i, pc in enumerate(panel):
         M = pc.ldsc.shape[0]
-        ref = pl.DataFrame({"SNP": pc.snps, "A2ref": pc.a2}).with_row_index("i")
         B = np.zeros((M, T))
-        for t, tr in enumerate(traits):
-            j = ref.join(tr.frame, on="SNP", how="inner")
-            if j.height:
-                sign = np.where((j["A2"] == j["A2ref"]).to_numpy(), 1.0, -1.0)
-                B[j["i"].to_numpy(), t] = j["b"].to_numpy() * sign
+        for t, (rows, vals, cut) in enumerate(hits):
+            B[rows[cut[i] : cut[i + 1]], t] = vals[cut[i] : cut[i + 1]]
         x = pc.ldsc
         A = B * B
         h_ols = _wslope(x, A, None) * M

@@ -150,17 +150,32 @@ class HDLPanel:
         V = np.asarray(_pick(objs, ("V",), rda), dtype=np.float64)
         if V.ndim == 1:
             V = V.reshape(-1, 1)
-        try:
-            b = pl.read_csv(bim, separator="\t", has_header=False, infer_schema=False)
-            if b.width == 1:  # R's read.table splits on any white space
-                b = pl.read_csv(bim, separator=" ", has_header=False, infer_schema=False)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise InputError(f"cannot read HDL panel .bim: {exc}", path=bim) from exc
-        if b.width < 6:
-            raise SchemaError(f".bim file has {b.width} columns, expected 6 (chr id cm pos A1 A2)", path=bim)
-        snps = b[:, 1].to_numpy()
-        a2 = b[:, 5].to_numpy()
+        snps, a2 = _read_bim(bim)
         return self._checked(chrom, piece, snps, a2, ldsc, lam, np.ascontiguousarray(V), rda)
+
+    def snp_table(self) -> pl.DataFrame:
+        """Every piece's SNPs in panel order: ``piece`` (0-based piece index), ``row`` (position in the
+        piece), ``SNP``, ``A2`` (for joining summary statistics once, not once per piece)."""
+        if self.fmt == "polgen":
+            assert self._snps is not None
+            key = pl.DataFrame(
+                {"CHR": [c for c, _ in self.pieces], "PIECE": [p for _, p in self.pieces]},
+                schema={"CHR": self._snps.schema["CHR"], "PIECE": self._snps.schema["PIECE"]},
+            ).with_row_index("piece")
+            tab = self._snps.select("CHR", "PIECE", "SNP", "A2").join(key, on=["CHR", "PIECE"], maintain_order="left")
+        else:
+            assert self._files is not None
+            parts = []
+            for i, cp in enumerate(self.pieces):
+                snps, a2 = _read_bim(self._files[cp][1])
+                parts.append(
+                    pl.DataFrame({"SNP": snps.astype(str), "A2": a2.astype(str)}).with_columns(piece=pl.lit(i))
+                )
+            tab = pl.concat(parts)
+        tab = tab.with_columns(
+            pl.col("piece").cast(pl.Int64), pl.col("SNP").cast(pl.String), pl.col("A2").cast(pl.String)
+        )
+        return tab.with_columns(row=pl.int_range(pl.len()).over("piece")).select("piece", "row", "SNP", "A2")
 
     @staticmethod
     def _checked(chrom, piece, snps, a2, ldsc, lam, V, where) -> HDLPiece:
@@ -176,6 +191,19 @@ class HDLPanel:
         if not (np.all(np.isfinite(lam)) and np.all(np.isfinite(V)) and np.all(np.isfinite(ldsc))):
             raise SchemaError(f"piece chr{chrom}.{piece} has NaN or infinite LDsc/lam/V", path=where)
         return HDLPiece(chrom, piece, snps.astype(str), a2.astype(str), ldsc, lam, V)
+
+
+def _read_bim(bim: Path) -> tuple[np.ndarray, np.ndarray]:
+    """SNP ids (column 2) and A2 alleles (column 6) of a piece's .bim."""
+    try:
+        b = pl.read_csv(bim, separator="\t", has_header=False, infer_schema=False)
+        if b.width == 1:  # R's read.table splits on any white space
+            b = pl.read_csv(bim, separator=" ", has_header=False, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"cannot read HDL panel .bim: {exc}", path=bim) from exc
+    if b.width < 6:
+        raise SchemaError(f".bim file has {b.width} columns, expected 6 (chr id cm pos A1 A2)", path=bim)
+    return b[:, 1].to_numpy(), b[:, 5].to_numpy()
 
 
 def _open_r(folder: Path) -> HDLPanel:
