@@ -33,6 +33,7 @@ __all__ = [
     "Species",
     "StlrImpute",
     "StlrSolver",
+    "StlrTrainingMode",
     "SubSVType",
     "check_option",
 ]
@@ -83,6 +84,10 @@ Species = Literal["mouse", "human"]
 StlrImpute = Literal["knn", "none"]
 #: SpaceTravLR training solver: polgen's converging FISTA, or group-lasso 1.5.0's iteration (the reference's).
 StlrSolver = Literal["fista", "reference"]
+
+#: SpaceTravLR fit(): per-cluster betas only ("seed"), per-cell CNN betas for every gene ("full") or
+#: for genes whose seed residuals are spatially structured ("hybrid").
+StlrTrainingMode = Literal["seed", "hybrid", "full"]
 
 
 def check_option(name: str, value: Any, alias: Any) -> str:

@@ -674,6 +674,20 @@ _PERTURB_BATCH = OutputSchema(
     metadata=(META_PARAMS,),
 )
 
+_TRANSITIONS = OutputSchema(
+    kind="stlr_transitions",
+    title="SpaceTravLR transition vectors (per cell)",
+    produced_by="`stlr.transitions(adata, perturbed)`; drawn by `polgen.plot.transitions`",
+    columns=(
+        _c(CELL_ID, _STR, "cell id"),
+        _c("x", _F64, "layout position (tissue coordinates or the embedding)"),
+        _c("y", _F64, "layout position (second axis)"),
+        _c("dx", _F64, "transition vector, first axis"),
+        _c("dy", _F64, "transition vector, second axis"),
+        _c("cluster", _STR, "the cell's cluster", when="the tissue has clusters"),
+    ),
+)
+
 _PA_LDSC = OutputSchema(
     kind="gsem_pa_ldsc",
     title="Genomic SEM pa_ldsc (one row per component)",
@@ -744,6 +758,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _SPLASH,
         _PERTURB,
         _PERTURB_BATCH,
+        _TRANSITIONS,
     )
 }
 

@@ -351,6 +351,16 @@ def test_stlr_splash_perturb(stlr_run, tmp_path):
     check(tmp_path / "pb", "stlr_perturb_batch")
 
 
+def test_stlr_transitions(stlr_run):
+    from polgen.stlr import perturb
+    from polgen.stlr.transitions import transitions
+
+    d, common = stlr_run["data"], stlr_run["common"]
+    pert = perturb(str(d.h5ad), str(stlr_run["betadir"]), d.tfs[0], 0.0, n_propagation=1, **common)
+    tr = transitions(str(d.h5ad), pert, n_neighbors=20, layer=common["layer"], cluster_key=common["cluster_key"])
+    check(tr, "stlr_transitions")
+
+
 # -- validate itself --------------------------------------------------------------------------------
 def test_validate_names_the_column():
     ok = pl.DataFrame({"SNP": ["rs1"], "N": [1.0], "Z": [0.5], "A1": ["A"], "A2": ["G"]})

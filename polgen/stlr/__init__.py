@@ -7,7 +7,8 @@ checks it): ``betadata``, ``lasso``, ``ligands`` -> ``grn`` -> ``tissue`` (the t
 every step shares: expression and its filter, ligand radii and received ligands, cell
 thresholds, AnnData layers) and ``priors`` (the bundled CellChat tables and base GRN, species
 detection) -> ``features``, ``splash``, ``prepare`` (raw counts to the layers, clusters and
-coordinates training needs) -> ``train``, ``perturb`` -> ``cli``, ``namespace``.
+coordinates training needs), ``cnn`` (per-cell betas of the CNN training modes), ``transitions``
+(per-cell transition vectors of a perturbation) -> ``train``, ``perturb`` -> ``cli``, ``namespace``.
 """
 
 from polgen.stlr.betadata import Betabase, BetaData, betabase_from_long, read_betadata, top_regulators, write_betadata
@@ -34,6 +35,7 @@ from polgen.stlr.priors import bundled_grn, bundled_lr, detect_species
 from polgen.stlr.splash import splash
 from polgen.stlr.tissue import CellThresholds, read_cell_thresholds
 from polgen.stlr.train import FitResult, fit, training_context
+from polgen.stlr.transitions import transitions
 
 __all__ = [
     "BetaData",
@@ -71,4 +73,5 @@ __all__ = [
     "bundled_lr",
     "detect_species",
     "top_regulators",
+    "transitions",
 ]

@@ -166,6 +166,12 @@ def cmd_fit(args) -> int:
         overwrite=args.overwrite,
         executor=args.executor,
         progress=args.progress,
+        training_mode=args.training_mode,
+        epochs=args.epochs,
+        spatial_dim=args.spatial_dim,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
     import polars as pl
 
@@ -350,6 +356,18 @@ def add_parser(subparsers) -> None:
         help="genes without a TF regulator in the GRN: skip them (default, as the reference) "
         "or train them on their ligand terms",
     )
+    f.add_argument(
+        "--training-mode",
+        choices=("seed", "hybrid", "full"),
+        default="seed",
+        help="seed: per-cluster betas (default); full / hybrid: per-cell betas from the reference's CNN "
+        "(hybrid: only genes with spatially structured residuals); needs pip install 'polgen[cnn]'",
+    )
+    f.add_argument("--epochs", type=int, default=10, help="CNN training epochs (hybrid / full)")
+    f.add_argument("--spatial-dim", type=int, default=32, help="side of each cell's spatial map (>= 8)")
+    f.add_argument("--learning-rate", type=positive_float, default=5e-3, help="Adam learning rate of the CNN")
+    f.add_argument("--batch-size", type=int, default=512, help="CNN mini-batch size")
+    f.add_argument("--seed", type=int, default=0, help="seed of the CNN training (weights, batches, rotations)")
     add_resume(f)
     add_overwrite(f)
     f.set_defaults(func=cmd_fit)

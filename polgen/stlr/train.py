@@ -40,9 +40,10 @@ from polgen.engine.executor import run_tasks
 from polgen.errors import InputError, OutputExistsError, ResumeError
 from polgen.io.sink import MANIFEST as SINK_MANIFEST
 from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
-from polgen.options import LigandMode, Orphans, Species, StlrSolver, check_option
+from polgen.options import LigandMode, Orphans, Species, StlrSolver, StlrTrainingMode, check_option
 from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
+from polgen.stlr.cnn import cnn_options, task_cell_betas
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
 from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
 from polgen.stlr.lasso import SOLVER_DEFAULTS, sparse_group_lasso
@@ -330,6 +331,9 @@ def _train_task(task: dict) -> dict:
             solver=p["solver"],
         )
     meta = {META_R2: json.dumps({labels[c]: r2 for c, r2, *_ in diag})}
+    if "cnn" in p:  # training_mode hybrid / full: per-cell betas (polgen.stlr.cnn)
+        bd, cnn_meta = task_cell_betas(task["spec"], ctx, bd, diag, task["gene"])
+        meta.update(cnn_meta)
     part = write_part(
         task["out"], task["batch"], bd.to_polars().to_arrow(), task["params_json"], name=task["file"], metadata=meta
     )
@@ -440,6 +444,12 @@ def fit(
     overwrite: bool = False,
     executor=None,
     progress: bool | None = None,
+    training_mode: StlrTrainingMode = "seed",
+    epochs: int = 10,
+    spatial_dim: int = 32,
+    learning_rate: float = 5e-3,
+    batch_size: int = 512,
+    seed: int = 0,
 ) -> FitResult:
     """Train every gene in ``genes`` (default: all var_names) and write its betadata to ``out``.
 
@@ -471,6 +481,12 @@ def fit(
     None = in this process; with a pool, ``adata``, ``lr``, ``grn`` must be paths, and a process
     pool should use the "spawn" start method - polars' thread pool does not survive fork).
     Results are identical whatever the executor.
+
+    ``training_mode``: "seed" (default) writes per-cluster betas; "full" / "hybrid" turn them into
+    per-cell betas (``CellID`` rows) with the reference's CNN over each cell's neighbourhood
+    (:mod:`polgen.stlr.cnn`: ``epochs``, ``spatial_dim`` x ``spatial_dim`` maps, Adam with
+    ``learning_rate``, ``batch_size``, ``seed``; "hybrid" only for genes whose seed residuals are
+    spatially structured); they need the ``polgen[cnn]`` extra (PyTorch).
 
     ``out`` is a run folder (:class:`polgen.io.sink.BatchSink` with one named part per gene) that
     ``fit`` locks while it runs (a second run on it raises
@@ -513,6 +529,15 @@ def fit(
     if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 0 or cv == 1:
         raise InputError(f"cv must be 0 (no cross-validation) or a number of folds >= 2, got {cv!r}")
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
+    cnn = cnn_options(
+        training_mode,
+        epochs=epochs,
+        spatial_dim=spatial_dim,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        n_cells=len(t.obs_names),
+    )
     bundled = (lr is None, grn is None)
     lr, grn, species = resolve_priors(lr, grn, species, t.var_names)
     links = as_links(grn)
@@ -589,6 +614,8 @@ def fit(
         "receptor_layer": receptor_layer,
         "orphans": orphans,
     }
+    if cnn.training_mode != "seed":  # seed runs keep their parameters (and resume) unchanged
+        params["cnn"] = cnn.params()
     orphan_json = {g: ORPHAN_REASON for g in orphan_list}
     skipped = pl.DataFrame(
         {"gene": orphan_list, "reason": [ORPHAN_REASON] * len(orphan_list)},
