@@ -5,11 +5,19 @@
     python bench/gsem_gwas.py --snps 200000 --cf-snps 20000 --ref-snps 50000
     python bench/gsem_gwas.py --rss-snps 5000000    # also the 5M-SNP peak-RSS run (3 traits)
     python bench/gsem_gwas.py --cold                # cold start: first call with an empty numba cache
+    python bench/gsem_gwas.py --cold --cold-kinds user full ml cf --cold-quick --src /tmp/old  # old tree
 
 ``--cold`` times, on 2,000 SNPs (3 traits), the first ``user_gwas`` (default fast path) and
 ``commonfactor_gwas`` call of a brand-new process with an empty ``NUMBA_CACHE_DIR`` (compiles
 everything), of a second process on that cache, and of a process after ``polgen warmup``
-(``polgen.warmup.warmup(("gsem",))``, timed too) on another empty cache.
+(``polgen.warmup.warmup(("gsem",))``, timed too) on another empty cache; ``--cold-kinds`` adds
+``full`` (fix_measurement=False) and ``ml`` (estimation="ML"), ``--cold-quick`` times only the
+empty-cache call, and every figure has the child's CPU seconds beside its wall time (on a loaded
+machine the CPU time is the comparable one).  ``--src DIR`` puts DIR first on the children's
+PYTHONPATH (another checkout's ``polgen/``: before/after in one session).
+
+``user_3trait_full`` (fix_measurement=False) and ``user_3trait_ml`` (estimation="ML") are the other
+two user_gwas configurations (run them with ``--only`` and a smaller ``--snps``).
 
 Each run happens in its own subprocess so its wall time and peak RSS (``wait4`` rusage) are its
 own; timings include reading the parquet input and writing the parquet output.  When the Rust
@@ -43,6 +51,13 @@ MODELS = {
         "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\nF1 ~ SNP\nF2 ~ SNP\nSNP ~~ SNP",
     ),
 }
+#: user_gwas configurations besides the default fast path: (traits, model, keyword arguments)
+VARIANTS = {
+    "user_3trait_full": (3, MODELS["user_3trait_1factor"][1], {"fix_measurement": False}),
+    "user_3trait_ml": (3, MODELS["user_3trait_1factor"][1], {"estimation": "ML"}),
+}
+COLD_KW = {"user": {}, "full": {"fix_measurement": False}, "ml": {"estimation": "ML"}}
+SRC: list[str] = []  # --src: PYTHONPATH of the children
 
 
 def covstruc(k: int) -> dict:
@@ -98,14 +113,15 @@ def generate(path: Path, n: int, k: int, seed: int = 1, chunk: int = 500_000) ->
 
 
 def run_child(kind: str, data: str, cov: str, out: str, model: str, batch: int) -> None:
-    """Inside the measured subprocess."""
+    """Inside the measured subprocess (``kind``: cf, user or a VARIANTS name)."""
     from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 
     t = time.perf_counter()
     if kind == "cf":
         lf = commonfactor_gwas(data, cov, out=out, batch_size=batch, progress=False)
     else:
-        lf = user_gwas(data, cov, model, out=out, batch_size=batch, progress=False)
+        kw = VARIANTS[kind][2] if kind in VARIANTS else {}
+        lf = user_gwas(data, cov, model, out=out, batch_size=batch, progress=False, **kw)
     wall = time.perf_counter() - t
     import polars as pl
 
@@ -130,11 +146,11 @@ def run_cold_child(kind: str, data: str, cov: str) -> None:
     elif kind == "cf":
         commonfactor_gwas(snps, cov, progress=False)
     else:
-        user_gwas(snps, cov, MODELS["user_3trait_1factor"][1], progress=False)
+        user_gwas(snps, cov, MODELS["user_3trait_1factor"][1], progress=False, **COLD_KW[kind])
     print(json.dumps({"wall": time.perf_counter() - t, "import": t_import}))
 
 
-def cold_start(work: Path, n: int = 2000) -> None:
+def cold_start(work: Path, n: int = 2000, kinds=("user", "cf"), quick: bool = False) -> None:
     """First-call times with an empty numba cache, on a second process, and after a warmup."""
     data = work / f"sumstats_k3_n{n}.parquet"
     if not data.exists():
@@ -142,22 +158,23 @@ def cold_start(work: Path, n: int = 2000) -> None:
     cj = work / "cov_k3.json"
     cj.write_text(json.dumps(covstruc(3)))
 
-    def child(kind: str, cache: Path) -> float:
+    def child(kind: str, cache: Path) -> str:
         res, _ = measure(["--cold-child", kind, str(data), str(cj)], env={"NUMBA_CACHE_DIR": str(cache)})
-        return res["wall"]
+        return f"{res['wall']:6.1f}s (cpu {res['cpu']:5.1f}s)"
 
-    for kind, label in (("user", "user_gwas (fast path)"), ("cf", "commonfactor_gwas")):
+    labels = {"user": "user_gwas (fast path)", "full": "user_gwas (fix_meas=False)", "ml": "user_gwas (ML)"}
+    for kind in kinds:
+        label = labels.get(kind, "commonfactor_gwas")
         with tempfile.TemporaryDirectory(prefix="polgen_numba_") as d1, tempfile.TemporaryDirectory() as d2:
             load = os.getloadavg()[0]
             cold = child(kind, Path(d1))
-            warm = child(kind, Path(d1))
-            wu = child("warmup", Path(d2))
-            after = child(kind, Path(d2))
-        print(
-            f"cold start {label:24s} {n:,d} SNPs: empty cache {cold:6.1f}s  cached {warm:5.1f}s  "
-            f"after warmup {after:5.1f}s (warmup {wu:6.1f}s)  load {load:.1f}",
-            flush=True,
-        )
+            more = ""
+            if not quick:
+                warm = child(kind, Path(d1))
+                wu = child("warmup", Path(d2))
+                after = child(kind, Path(d2))
+                more = f"  cached {warm}  after warmup {after} (warmup {wu})"
+        print(f"cold start {label:27s} {n:,d} SNPs: empty cache {cold}{more}  load {load:.1f}", flush=True)
 
 
 def measure(args: list[str], env: dict | None = None) -> tuple[dict, float]:
@@ -165,7 +182,7 @@ def measure(args: list[str], env: dict | None = None) -> tuple[dict, float]:
         [sys.executable, __file__, *args],
         stdout=subprocess.PIPE,
         text=True,
-        env=dict(os.environ, POLGEN_PROGRESS="0", **(env or {})),
+        env=dict(os.environ, POLGEN_PROGRESS="0", **(env or {}), **({"PYTHONPATH": SRC[0]} if SRC else {})),
         cwd=str(ROOT),
     )
     _, status, ru = os.wait4(proc.pid, 0)
@@ -214,6 +231,9 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="subset of scenarios to run")
     ap.add_argument("--cold", action="store_true", help="cold-start times (empty numba cache) instead")
+    ap.add_argument("--cold-kinds", nargs="*", default=["user", "cf"], choices=["user", "full", "ml", "cf"])
+    ap.add_argument("--cold-quick", action="store_true", help="only the empty-cache first call")
+    ap.add_argument("--src", default=None, help="first on the children's PYTHONPATH (another polgen tree)")
     ap.add_argument("--cold-child", nargs=3, metavar=("KIND", "DATA", "COV"), help=argparse.SUPPRESS)
     ap.add_argument(
         "--child", nargs=6, metavar=("KIND", "DATA", "COV", "OUT", "MODEL", "BATCH"), help=argparse.SUPPRESS
@@ -228,12 +248,16 @@ def main() -> None:
         return
     work = Path(a.work or tempfile.mkdtemp(prefix="polgen_bench_gwas_"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.src:
+        SRC.append(a.src)
     if a.cold:
-        cold_start(work)
+        cold_start(work, kinds=a.cold_kinds, quick=a.cold_quick)
         print(f"\ncpus: {os.cpu_count()}  load: {os.getloadavg()}  work dir: {work}")
         return
     rows = []
     jobs = [(name, k, model, a.snps, "user") for name, (k, model) in MODELS.items()]
+    # the slow configurations only when named in --only (fix_measurement=False at 1M SNPs takes long)
+    jobs += [(name, k, model, a.snps, name) for name, (k, model, _) in VARIANTS.items() if a.only and name in a.only]
     jobs.append(("commonfactor_3trait", 3, "", a.cf_snps, "cf"))
     jobs.append(("commonfactor_5trait", 5, "", a.cf_snps, "cf"))
     if a.rss_snps:

@@ -80,14 +80,19 @@ BIG_BATCH = 2100  # over the batch kernels' threshold for running chunks in para
 
 
 def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
+    import polars as pl
+
     from polgen.gsem.fit_models import commonfactor, usermodel
     from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 
     cov = _covstruc(3)
     small, big = _sumstats(64), _sumstats(BIG_BATCH, seed=2)
+    # a SNP whose S_full is not positive definite: the kernel specialisation with nearPD
+    hit = small.with_columns(pl.col("beta.T1") + pl.Series([3.0] + [0.0] * (small.height - 1)))
 
-    def gwas(snps):
-        return lambda: user_gwas(snps, cov, GWAS_MODEL, progress=False)
+    def gwas(snps, covstruc=cov, **kw):
+        # each estimator / fit / V_full layout is its own kernel specialisation (gwas_kernel)
+        return lambda: user_gwas(snps, covstruc, GWAS_MODEL, progress=False, **kw)
 
     def cf(snps):
         return lambda: commonfactor_gwas(snps, cov, progress=False)
@@ -107,6 +112,10 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("gsem.usermodel", lambda: usermodel(cov, "F1 =~ NA*T1 + T2 + T3\nF1 ~~ 1*F1")),
         ("gsem.user_gwas", gwas(small)),
         ("gsem.user_gwas (large batch)", gwas(big)),
+        ("gsem.user_gwas (nearPD smoothing)", gwas(hit)),
+        ("gsem.user_gwas (fix_measurement=False)", gwas(small, fix_measurement=False)),
+        ("gsem.user_gwas (ML)", gwas(small, estimation="ML")),
+        ("gsem.user_gwas (3 of 4 traits)", gwas(_sumstats(64, k=4), _covstruc(4))),
         ("gsem.user_gwas (:= defined)", lambda: user_gwas(small, cov, GWAS_DEFINED, sub="h", progress=False)),
         ("gsem.commonfactor_gwas", cf(small)),
         ("gsem.commonfactor_gwas (large batch)", cf(big)),

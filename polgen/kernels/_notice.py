@@ -7,6 +7,10 @@ polgen kernel started from Python (not a callee compiled inside another) is stil
 
     compiling numba kernels (first call, cached afterwards) ...
 
+and each such compilation that took longer than ``delay`` ends with a line naming it::
+
+    compiled gwas_kernel._snp_range in 12.3 s
+
 Listeners registered with :func:`add_listener` (``polgen warmup``'s progress display) hear of every
 top-level polgen compilation: ``on_start(name)`` / ``on_end(name, seconds)``.
 """
@@ -82,6 +86,8 @@ def _make_listener():
                 timer.cancel()
             if top:
                 dt = time.perf_counter() - t0
+                if dt > _state["delay"]:
+                    log.info("compiled %s in %.1f s", name.removeprefix("polgen.kernels."), dt)
                 for _start, end in list(_listeners):
                     end(name, dt)
 

@@ -60,7 +60,7 @@ from polgen.kernels.gwas_codes import (  # noqa: F401
     STATUS_REASONS,
 )
 from polgen.kernels.gwas_fast import FastPath, fast_path, fast_structure, reduce_fast  # noqa: F401
-from polgen.kernels.gwas_kernel import _snp_range
+from polgen.kernels.gwas_kernel import ST_SMOOTH_LATER, _snp_range
 from polgen.kernels.linalg import near_pd, sandwich_into  # noqa: F401
 from polgen.kernels.ram import RamLayout, implied_jacobian, implied_jacobian_into, ram_layout  # noqa: F401
 from polgen.kernels.ram_fit import fit_cov  # noqa: F401
@@ -202,9 +202,21 @@ def gwas_batch(
         parallel = n >= 2048
     if n == 0:
         return out
+    # None / True select at compile time: the fast path or the RAM fit, DWLS or ML, the V_full
+    # block shortcut or V_full per SNP (see _snp_range); a call compiles only its configuration
+    modes = (None if fp.on else True, True if ml else None, None if spec.block else True)
     if parallel:
         # chunks on Python threads (the kernel is nogil): no parfor compilation, same rows
-        run_chunks(_snp_range, n, n_chunks(n), snp, lay, spec, fp, res)
+        run_chunks(_snp_range, n, n_chunks(n), snp, lay, spec, fp, res, *modes, None)
     else:
-        _snp_range(0, n, snp, lay, spec, fp, res)
+        _snp_range(0, n, snp, lay, spec, fp, res, *modes, None)
+    redo = np.flatnonzero(res.status == ST_SMOOTH_LATER)
+    if redo.size:
+        # the few SNPs whose S_full / V_full needs nearPD: the kernel specialisation with it
+        sub_snp = snp._replace(beta=snp.beta[redo], se=snp.se[redo], var=snp.var[redo])
+        sub_spec = spec._replace(theta0=spec.theta0[redo]) if spec.theta0.shape[0] > 1 else spec
+        sub = GwasOut(*(a[redo] for a in res))
+        _snp_range(0, redo.size, sub_snp, lay, sub_spec, fp, sub, *modes, True)
+        for a, b in zip(res, sub):
+            a[redo] = b
     return out

@@ -126,7 +126,7 @@ def _fit_fast(
     while it < max_iter:
         it += 1
         _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-        _normal_eq(False, nf, nmom, J, w, H, WJ, resid, H, g)
+        _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
         accepted = False
         tries = 0
         while not accepted and tries < 40:

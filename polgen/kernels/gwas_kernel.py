@@ -19,25 +19,36 @@ from polgen.kernels.gwas_codes import (
 from polgen.kernels.gwas_fast import _fit_fast
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
-from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _objective
+from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
+
+#: status of a SNP whose S_full or V_full needs nearPD when the kernel was compiled without it
+#: (``smooth`` None): the caller refits those SNPs with ``smooth=True`` (never in a result)
+ST_SMOOTH_LATER = -1
 
 
 @jit
-def _snp_range(lo, hi, snp, lay, spec, fp, out):
+def _snp_range(lo, hi, snp, lay, spec, fp, out, full, ml, general, smooth):
     """Fit SNPs ``lo:hi`` of ``snp`` (SnpBatch) under the model ``lay`` (RamLayout) with ``spec``
-    (GwasSpec) and the fast-path structure ``fp`` (FastPath; ``fp.on`` False: RAM fit) into ``out``
-    (GwasOut)."""
+    (GwasSpec) and the fast-path structure ``fp`` (FastPath) into ``out`` (GwasOut).
+
+    ``full`` None: the fast path (``fp``), else (True) the RAM fit; ``ml`` None: DWLS, else (True)
+    ML; ``general`` None: the V_full block shortcut (``spec.block``: V_full positive definite,
+    blockdiag(varSNPSE^2, V_SNP, V_LD) used piecewise), else (True) V_full built per SNP.  All three
+    are tested only as ``is None``, which numba resolves while compiling: each configuration is its
+    own specialisation and compiles only the code it runs.  ``smooth`` None: a SNP whose S_full or
+    V_full is not positive definite gets :data:`ST_SMOOTH_LATER` (nearPD, rarely needed, is not
+    compiled in); True: smoothed by nearPD."""
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
     nv, p, obs_map, ma, mb, vidx, vidx_meat = lay.nv, lay.p, lay.obs_map, lay.ma, lay.mb, lay.vidx, lay.vidx_meat
     ent_kind, ent_r, ent_c, ent_par, ent_val = lay.ent_kind, lay.ent_r, lay.ent_c, lay.ent_par, lay.ent_val
     par_ptr, par_ent = lay.par_ptr, lay.par_ent
-    fidx, theta0, snpvar_par, ml, ml_wmode = spec.fidx, spec.theta0, spec.snpvar_par, spec.ml, spec.ml_wmode
+    fidx, theta0, snpvar_par, ml_wmode = spec.fidx, spec.theta0, spec.snpvar_par, spec.ml_wmode
     max_iter, xtol, toler, smooth_check = spec.max_iter, spec.xtol, spec.toler, spec.smooth_check
     q_ptr, q_obs, q_trait, wald_idx = spec.q_ptr, spec.q_obs, spec.q_trait, spec.wald_idx
-    block, LLD, wLD = spec.block, spec.LLD, spec.wLD
-    fast, elim_par, elim_mom = fp.on, fp.elim_par, fp.elim_mom
+    LLD, wLD = spec.LLD, spec.wLD
+    elim_par, elim_mom = fp.elim_par, fp.elim_mom
     ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
     est, se_out, chisq, qsnp, zsmooth, wald = out.est, out.se, out.chisq, out.qsnp, out.zsmooth, out.wald
     fmin, status, flags, iters = out.fmin, out.status, out.flags, out.iters
@@ -118,7 +129,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
             continue
         # ---- construction
         v_snp_into(se[i], I_LD, v, gc, VS)
-        if not block:
+        if general is not None:
             v_full_into(V_LD, VS, varse2, Vf)
         s_full_into(S_LD, beta[i], v, Sf)
         fl = 0
@@ -126,26 +137,33 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
             for b in range(K1):
                 tmpK[a, b] = Sf[a, b]
         if not _chol(tmpK, K1, 0.0):
+            if smooth is None:
+                status[i] = ST_SMOOTH_LATER
+                continue
             if not near_pd(Sf.copy(), Sf):
                 status[i] = ST_NEARPD_FAIL
                 continue
             fl |= FLAG_S_SMOOTHED
-        if not v_pd_known:
-            for a in range(Kst):
-                for b in range(Kst):
-                    tmpK[a, b] = Vf[a, b]
-            if not _chol(tmpK, Kst, 0.0):
-                if not near_pd(Vf.copy(), Vf):
-                    status[i] = ST_NEARPD_FAIL
-                    continue
-                fl |= FLAG_V_SMOOTHED
+        if general is not None:
+            if not v_pd_known:
+                for a in range(Kst):
+                    for b in range(Kst):
+                        tmpK[a, b] = Vf[a, b]
+                if not _chol(tmpK, Kst, 0.0):
+                    if smooth is None:
+                        status[i] = ST_SMOOTH_LATER
+                        continue
+                    if not near_pd(Vf.copy(), Vf):
+                        status[i] = ST_NEARPD_FAIL
+                        continue
+                    fl |= FLAG_V_SMOOTHED
         flags[i] = fl
         if smooth_check:
             if fl != 0:
                 z_pre_into(beta[i], se[i], I_LD, gc, zpre)
                 zm = 0.0
                 for t in range(k):
-                    zt = Sf[t + 1, 0] / np.sqrt(VS[t, t] if block else Vf[t + 1, t + 1])
+                    zt = Sf[t + 1, 0] / np.sqrt(VS[t, t] if general is None else Vf[t + 1, t + 1])
                     dz = abs(zt - zpre[t])
                     if dz > zm:
                         zm = dz
@@ -153,7 +171,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
             else:
                 zsmooth[i] = 0.0
         # ---- model moments
-        if block:
+        if general is None:
             # V_full = blockdiag(varSNPSE^2, V_SNP, V_LD) and the model moments are vech(S_full)
             for m in range(nmom):
                 s_vec[m] = Sf[ma[m], mb[m]]
@@ -174,7 +192,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
         if snpvar_par >= 0:
             theta[snpvar_par] = Sf[0, 0]
         ldS = 0.0
-        if ml:
+        if ml is not None:
             for a in range(p):
                 for b in range(p):
                     Smat[a, b] = Sf[obs_map[a], obs_map[b]]
@@ -186,7 +204,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
         ne = elim_mom.shape[0]
         for e in range(ne):
             w[elim_mom[e]] = 0.0
-        if fast:
+        if full is None:
             st, nit = _fit_fast(
                 theta,
                 fidx,
@@ -265,7 +283,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
             resid[elim_mom[e]] = 0.0
         for q in range(npar):
             est[i, q] = theta[q]
-        if ml:
+        if ml is not None:
             fmin[i] = _objective(
                 ml,
                 theta,
@@ -302,7 +320,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
             status[i] = st
             continue
         # ---- chi-square: eta' V^-1 eta over the model moments
-        if block:
+        if general is None:
             for a in range(k):
                 for b in range(k):
                     VSc[a, b] = VS[a, b]
@@ -334,9 +352,9 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
                 qsnp[i, gq] = _chol_quad(QM, n_ind, qv, tmpv)
         # ---- sandwich standard errors
         if nf > 0:
-            if not fast:
+            if full is not None:
                 _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
-            if ml:
+            if ml is not None:
                 if ml_wmode == 1:
                     for a in range(p):
                         for b in range(p):
@@ -344,7 +362,9 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
                     _chol(Sig, p, 0.0)
                     _chol_inverse(Sig, p, Sinv, col)
                 _ml_weight(Sinv, ma, mb, Wm)
-            _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+                _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
+            else:
+                _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
             hmax = 0.0
             for a in range(nf):
                 for b in range(nf):
@@ -356,7 +376,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out):
                 status[i] = ST_SINGULAR
                 continue
             _chol_inverse(HW, nf, Br, col)
-            if block and same_meat:
+            if general is None:  # block mode has the meat of the weights (same_meat)
                 # Z = Br (W J)'; Om = Z V Z' with V block diagonal
                 for a in range(nf):
                     for m in range(nmom):

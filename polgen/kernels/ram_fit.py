@@ -1,12 +1,17 @@
 """RAM-form SEM fit in numba: the DWLS / ML objective, the normal equations and the
 Levenberg-Marquardt fit (Gauss-Newton for DWLS, Fisher scoring for ML) over the entry layout of
-:mod:`polgen.kernels.ram`, and :func:`fit_cov` (one covariance matrix, e.g. the no-SNP model)."""
+:mod:`polgen.kernels.ram`, and :func:`fit_cov` (one covariance matrix, e.g. the no-SNP model).
+
+The estimator is a compile-time choice: the kernels take ``ml`` as ``None`` (DWLS) or ``True``
+(ML) and test it only as ``ml is None``, a branch numba removes before typing when ``ml`` is
+``None``; each estimator is its own compiled (and cached) specialisation and a first DWLS call
+compiles no ML code."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from polgen.kernels._jit import jit, jit_exact
+from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _chol, _chol_inverse, _damped_solve
 from polgen.kernels.ram import _implied, _jacobian
@@ -97,7 +102,7 @@ def _objective(
         r = s_vec[m] - C[ma[m], mb[m]]
         resid[m] = r
         f += w[m] * r * r
-    if ml:
+    if ml is not None:
         f = _ml_pieces(C, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
     if not np.isfinite(f):
         return np.inf
@@ -105,19 +110,28 @@ def _objective(
 
 
 @jit
-def _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g):
-    """WJ = W J; H = J' W J; g = J' W resid (W = diag(w) for DWLS, Wm for ML)."""
-    if ml:
-        for m in range(nmom):
-            for fq in range(nf):
-                s = 0.0
-                for m2 in range(nmom):
-                    s += Wm[m, m2] * J[m2, fq]
-                WJ[m, fq] = s
-    else:
-        for m in range(nmom):
-            for fq in range(nf):
-                WJ[m, fq] = w[m] * J[m, fq]
+def _normal_eq(nf, nmom, J, w, WJ, resid, H, g):
+    """DWLS: WJ = diag(w) J; H = J' W J; g = J' W resid."""
+    for m in range(nmom):
+        for fq in range(nf):
+            WJ[m, fq] = w[m] * J[m, fq]
+    _normal_sums(nf, nmom, J, WJ, resid, H, g)
+
+
+@jit
+def _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g):
+    """ML: WJ = Wm J; H = J' Wm J; g = J' Wm resid."""
+    for m in range(nmom):
+        for fq in range(nf):
+            s = 0.0
+            for m2 in range(nmom):
+                s += Wm[m, m2] * J[m2, fq]
+            WJ[m, fq] = s
+    _normal_sums(nf, nmom, J, WJ, resid, H, g)
+
+
+@jit
+def _normal_sums(nf, nmom, J, WJ, resid, H, g):
     for a in range(nf):
         s = 0.0
         for m in range(nmom):
@@ -175,6 +189,9 @@ def _fit_one(
 ):
     """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
 
+    ``ml`` is ``None`` for DWLS or ``True`` for ML: numba prunes the ``ml is None`` branches while
+    compiling, so a DWLS caller never compiles the ML objective and weight (nor the reverse).
+
     On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
     Returns (status, iterations).
     """
@@ -208,7 +225,9 @@ def _fit_one(
         ldS,
     )
     if not np.isfinite(f):
-        return (ST_ML_NOTPD if ml else ST_NONFINITE), 0
+        if ml is None:
+            return ST_NONFINITE, 0
+        return ST_ML_NOTPD, 0
     if nf == 0 or max_iter == 0:
         # max_iter = 0: theta is the solution (found elsewhere); only SEs / statistics wanted
         return ST_OK, 0
@@ -217,9 +236,11 @@ def _fit_one(
     while it < max_iter:
         it += 1
         _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
-        if ml:
+        if ml is not None:
             _ml_weight(Sinv, ma, mb, Wm)
-        _normal_eq(ml, nf, nmom, J, w, Wm, WJ, resid, H, g)
+            _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
+        else:
+            _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
         gmax = 0.0
         for a in range(nf):
             if abs(g[a]) > gmax:
@@ -314,98 +335,6 @@ def _fit_one(
     return ST_NOCONV, it
 
 
-@jit_exact
-def _fit_cov_impl(
-    s_vec,
-    w,
-    ldS,
-    nv,
-    p,
-    ma,
-    mb,
-    ent_kind,
-    ent_r,
-    ent_c,
-    ent_par,
-    ent_val,
-    par_ptr,
-    par_ent,
-    fidx,
-    theta,
-    ml,
-    max_iter,
-    xtol,
-):
-    nmom = ma.shape[0]
-    nf = fidx.shape[0]
-    npar = theta.shape[0]
-    mf = max(nf, 1)
-    A = np.empty((nv, nv))
-    S = np.empty((nv, nv))
-    IA = np.empty((nv, nv))
-    B = np.empty((nv, nv))
-    T = np.empty((nv, p))
-    C = np.empty((nv, p))
-    J = np.empty((nmom, mf))
-    WJ = np.empty((nmom, mf))
-    H = np.empty((mf, mf))
-    HW = np.empty((mf, mf))
-    g = np.empty(mf)
-    delta = np.empty(mf)
-    th_new = np.empty(npar)
-    resid = np.empty(nmom)
-    Sig = np.empty((p, p))
-    Sinv = np.empty((p, p))
-    Smat = np.empty((p, p))
-    Wm = np.empty((nmom, nmom))
-    col = np.empty(max(max(p, mf), nmom))
-    st, it = _fit_one(
-        ml,
-        theta,
-        fidx,
-        nf,
-        ent_kind,
-        ent_r,
-        ent_c,
-        ent_par,
-        ent_val,
-        par_ptr,
-        par_ent,
-        nv,
-        p,
-        ma,
-        mb,
-        s_vec,
-        w,
-        ldS,
-        max_iter,
-        xtol,
-        A,
-        S,
-        IA,
-        B,
-        T,
-        C,
-        J,
-        H,
-        HW,
-        g,
-        delta,
-        th_new,
-        resid,
-        Sig,
-        Sinv,
-        col,
-        Smat,
-        Wm,
-        WJ,
-    )
-    sig = np.empty(nmom)
-    for m in range(nmom):
-        sig[m] = C[ma[m], mb[m]]
-    return st, it, sig
-
-
 def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
     """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
     weights ``w`` or by ML.  Returns (theta, status, iterations, implied vech)."""
@@ -419,14 +348,23 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
         sign, ldS = np.linalg.slogdet(Sm)
         if sign <= 0:
             return theta, ST_NONFINITE, 0, np.full(len(ma), np.nan)
-    st, it, sig = _fit_cov_impl(
-        np.ascontiguousarray(s_vec, np.float64),
-        np.ascontiguousarray(w, np.float64),
-        float(ldS),
-        int(model["nv"]),
-        p,
-        ma,
-        mb,
+    s_vec = np.ascontiguousarray(s_vec, np.float64)
+    w = np.ascontiguousarray(w, np.float64)
+    fidx = np.ascontiguousarray(fidx, np.int64)
+    nv, nmom, nf, npar = int(model["nv"]), len(ma), len(fidx), len(theta)
+    mf = max(nf, 1)
+    e = np.empty
+    # _fit_one called from Python (no wrapper kernel: one compilation less on a first call); the
+    # scratch as it takes it: A S IA B (nv x nv), T C (nv x p), J (nmom x nf), H HW, g delta, ...
+    A, S, IA, B = e((nv, nv)), e((nv, nv)), e((nv, nv)), e((nv, nv))
+    T, C = e((nv, p)), e((nv, p))
+    J, WJ, H, HW = e((nmom, mf)), e((nmom, mf)), e((mf, mf)), e((mf, mf))
+    Sig, Sinv, Smat, Wm = e((p, p)), e((p, p)), e((p, p)), e((nmom, nmom))
+    st, it = _fit_one(
+        True if ml else None,  # None: DWLS, the ML code not compiled
+        theta,
+        fidx,
+        nf,
         model["ent_kind"],
         model["ent_r"],
         model["ent_c"],
@@ -434,10 +372,33 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
         model["ent_val"],
         model["par_ptr"],
         model["par_ent"],
-        np.ascontiguousarray(fidx, np.int64),
-        theta,
-        bool(ml),
+        nv,
+        p,
+        ma,
+        mb,
+        s_vec,
+        w,
+        float(ldS),
         int(max_iter),
         float(xtol),
+        A,
+        S,
+        IA,
+        B,
+        T,
+        C,
+        J,
+        H,
+        HW,
+        e(mf),
+        e(mf),
+        e(npar),
+        e(nmom),
+        Sig,
+        Sinv,
+        e(max(max(p, mf), nmom)),
+        Smat,
+        Wm,
+        WJ,
     )
-    return theta, int(st), int(it), sig
+    return theta, int(st), int(it), C[ma, mb].copy()
