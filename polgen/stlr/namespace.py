@@ -3,7 +3,8 @@
 * on a betadata frame (``Cluster``/``CellID`` + ``beta*`` columns, e.g. ``read_betadata(f).to_polars()``)
   or a long Betabase table (``gene, id_kind, id, term, beta``): ``splash``, ``perturb``,
   ``betabase``;
-* on a cell table with ``x``, ``y`` and ligand columns: ``received_ligands``.
+* on a cell table with ``x``, ``y`` and ligand columns: ``received_ligands``;
+* on a perturbation frame (``CellID`` + simulated genes): ``transitions``.
 
 ``splash`` and ``perturb`` have their function's signature without the parameter the frame fills
 (see :func:`polgen._namespace.alias`); ``perturb`` adds ``gene=`` (the target gene of a
@@ -23,6 +24,7 @@ from polgen.stlr.betadata import Betabase, betabase_from_long, betadata_from_fra
 from polgen.stlr.ligands import received_ligands as _received_ligands
 from polgen.stlr.perturb import perturb as _perturb
 from polgen.stlr.splash import splash as _splash
+from polgen.stlr.transitions import transitions as _transitions
 
 
 def _as_betabase(frame: pl.DataFrame | pl.LazyFrame, gene: str | None) -> Betabase:
@@ -56,6 +58,13 @@ class StlrNamespace:
         extra=(keyword("gene", None, "str | None"),),
         doc=":func:`polgen.stlr.perturb` with this frame's betadata (a long Betabase table, or one gene's "
         "betadata with ``gene=``).",
+    )
+
+    transitions = alias(
+        _transitions,
+        "perturbed",
+        doc=":func:`polgen.stlr.transitions` of this perturbation frame (``CellID`` + simulated genes, as "
+        "``stlr.perturb`` returns it).",
     )
 
     def received_ligands(

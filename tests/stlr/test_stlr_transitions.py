@@ -98,3 +98,14 @@ def test_bad_input(case):
         transitions(t, frame, temperature=0.0)
     with pytest.raises(InputError, match="NaN"):
         transitions(t, frame.with_columns(pl.lit(float("nan")).alias(t.var_names[2])))
+
+
+def test_the_frame_is_what_the_plot_and_the_namespace_take(case, tmp_path):
+    t, _, frame, ref = case
+    via_ns = frame.stlr.transitions(t, n_neighbors=30)
+    assert _rel(via_ns.select("dx", "dy").to_numpy(), ref["V_30"]) < 1e-9
+    pytest.importorskip("matplotlib")
+    from polgen.plot import transitions as draw
+
+    r = draw(via_ns, tmp_path / "tr.png", grid=10)
+    assert Path(r.path).stat().st_size > 1000
