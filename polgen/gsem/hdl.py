@@ -19,13 +19,18 @@ trait lacks, and ``bstar = V' bhat``.  Then, in R's order over the cells of ``ve
   is a replicate;
 * ``V = cov(replicates) * (P - 1)``; liability scaling as in :func:`polgen.gsem.ldsc.ldsc`.
 
-The optimiser is scipy's L-BFGS-B with R ``optim``'s settings (memory 5, ``factr = 1e7``,
-``pgtol = 0``, ``maxit = 100``) and R's numerical gradient (central differences, step 1e-3,
-one-sided at a bound).  R's L-BFGS-B is version 2.3 and scipy's 3.0; they take the same steps unless
-the subspace step leaves the box, where 3.0 projects and 2.3 truncates: piece fits that hit a
-bound on the way can then stop at a slightly different point (both within R's tolerance of
-``factr * eps`` in the objective).  R reads the ``N`` of the result nowhere; here ``N`` holds the
-sample size of each cell (median N, ``sqrt(N1 N2)`` for pairs) and ``m`` the panel's SNP count.
+The optimiser is R's: L-BFGS-B version 2.3 with ``optim``'s settings (memory 5, ``factr = 1e7``,
+``pgtol = 0``, ``maxit = 100``) and R's numerical gradient (central differences, step 1e-3, one-sided
+at a bound), ported to numba in :mod:`polgen.kernels.lbfgsb_r` (scipy's version 3.0 projects where
+2.3 truncates and stops elsewhere when a bound is met).  It follows R step for step except where R's
+last line search stalls in rounding noise (its numerical gradient is no descent direction at the
+optimum): both then stop within R's own tolerance, at points up to ~1e-5 apart in a well-determined
+piece (tests/data/gsem/PROVENANCE.md gives the measured agreement).  Per-piece fits and jackknife
+refits run GIL-free on threads.  R reads the ``N`` of the result nowhere; here ``N`` holds the sample
+size of each cell (median N, ``sqrt(N1 N2)`` for pairs) and ``m`` the panel's SNP count.  Unlike R,
+a chromosome with no piece is skipped (R loops over 1:22 and breaks), piece files are matched exactly
+(R's ``grep("chr1.1.*rda")`` also matches piece 10) and the jackknife's retry from other starting
+values uses the traits' fitted heritabilities (R's refers to undefined ``h11``/``h22``).
 """
 
 from __future__ import annotations
