@@ -184,13 +184,28 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _exprs(v: str, n_targets: int) -> float | list[float]:
+    """--gene-expr: one value for every target, or comma-separated values, one per target."""
+    try:
+        vals = [float(x) for x in str(v).split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--gene-expr must be a number or one number per target, got {v!r}") from None
+    if not vals or any(not (x >= 0 and x < float("inf")) for x in vals):
+        raise InputError(f"--gene-expr values must be finite and >= 0, got {v!r}")
+    if len(vals) == 1:
+        return vals[0]
+    if len(vals) != n_targets:
+        raise InputError(f"--gene-expr gives {len(vals)} values for {n_targets} targets; give one, or one per target")
+    return vals
+
+
 def cmd_perturb(args) -> int:
     _check_tables(args.lr, args.cell_thresholds, args.co_grn)
     targets = _genes(args.target)
     if not targets:
         raise InputError(f"--target names no gene: {args.target!r}")
     kw = dict(
-        gene_expr=args.gene_expr,
+        gene_expr=_exprs(args.gene_expr, len(targets)),
         n_propagation=args.n_propagation,
         mode=args.mode,
         lr=args.lr,
@@ -397,7 +412,11 @@ def add_parser(subparsers) -> None:
         help="allow radius / layer / ... different from training's (a warning instead of an error)",
     )
     q.add_argument("--target", required=True, help="gene, comma-separated genes, or a file of genes")
-    q.add_argument("--gene-expr", type=nonneg_float, default=0.0, help="value to set (0 = knock-out)")
+    q.add_argument(
+        "--gene-expr",
+        default="0",
+        help="value to set (0 = knock-out); comma-separated: one value per target (default 0)",
+    )
     q.add_argument("--n-propagation", type=nonneg_int, default=4, metavar="N", help="propagation steps")
     q.add_argument("--beta-scale-factor", type=nonneg_float, default=1.0, help="multiplier of every coefficient")
     q.add_argument("--beta-cap", type=positive_float, default=None, help="cap on |coefficient| (default: no cap)")

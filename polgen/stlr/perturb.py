@@ -592,7 +592,7 @@ def perturb_batch(
     targets: Sequence[str],
     out,
     *,
-    gene_expr: float = 0.0,
+    gene_expr: float | Sequence[float] = 0.0,
     cells=None,
     n_propagation: int = 4,
     mode: LigandMode | None = None,
@@ -616,6 +616,7 @@ def perturb_batch(
 ):
     """Perturb each of ``targets`` in turn, streaming one parquet part per target to ``out``.
 
+    ``gene_expr``: one value for every target, or one per target (in ``targets``' order).
     ``radius``, ``contact_distance``, ``scale_factor``, ``mode``, ``layer``, ``cluster_key``,
     ``spatial_key`` and ``lr`` default to the training run's (``stlr_run.json`` beside ``betas``)
     and are checked against it, as in :func:`perturb`.
@@ -625,6 +626,12 @@ def perturb_batch(
     ``betas`` and ``lr`` must be paths (tasks are small picklable specs; each worker prepares the
     model once and reuses it).
     """
+    if isinstance(gene_expr, (list, tuple, np.ndarray)):
+        exprs = [float(e) for e in gene_expr]
+        if len(exprs) != len(targets):
+            raise InputError(f"give one gene_expr per target ({len(targets)} targets, {len(exprs)} values)")
+    else:
+        exprs = [float(gene_expr)] * len(targets)  # type: ignore[arg-type]
     run = resolve_run_args(
         betas,
         {
@@ -677,17 +684,17 @@ def perturb_batch(
             betas=str(betas) if is_path(betas) else None,
             model_kw={k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in model_kw.items()},
             target=tg,
-            gene_expr=float(gene_expr),
+            gene_expr=float(e),
             cells=cells_l,
             n_propagation=int(n_propagation),
             clip=bool(clip),
         )
-        for tg in targets
+        for tg, e in zip(targets, exprs)
     ]
     params = {
         "method": "stlr.perturb_batch",
         "targets": list(targets),
-        "gene_expr": float(gene_expr),
+        "gene_expr": exprs[0] if len(set(exprs)) == 1 else exprs,
         "n_propagation": int(n_propagation),
         "mode": run["mode"],
         "clip": bool(clip),

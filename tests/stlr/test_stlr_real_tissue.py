@@ -397,3 +397,27 @@ def test_default_solver_converges_on_real_designs_below_the_first_order_solvers(
         assert best.converged
         assert best.objective <= min(ref.objective, zero.objective) * (1 + 1e-9)
         assert best.objective < zero.objective or zero.converged
+
+
+def test_cli_per_target_expression_matches_single_perturbations(run, tmp_path):
+    from polgen.cli import main
+
+    a, out = run["a"], run["out"]
+    for k in [k for k in a.layers if k.endswith(("_perturbed", "_delta"))]:
+        del a.layers[k]
+    h5 = tmp_path / "t.h5ad"
+    a.copy().write_h5ad(h5)
+    tfs = top_regulators(out, 100).filter(pl.col("kind") == "tf")["term"].unique(maintain_order=True).to_list()[:2]
+    res = tmp_path / "batch"
+    rc = main(
+        ["stlr", "perturb", "--h5ad", str(h5), "--betas", str(out), "--target", ",".join(tfs),
+         "--gene-expr", "0,1.5", "--out", str(res), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    got = pl.scan_parquet(str(res / "*.parquet")).collect()
+    for tg, e in zip(tfs, (0.0, 1.5)):
+        want = perturb(a, out, tg, e)
+        part = got.filter(pl.col("target") == tg).drop("target")
+        assert part.equals(want)
+    bad = ["stlr", "perturb", "--h5ad", str(h5), "--betas", str(out), "--target", ",".join(tfs), "--gene-expr", "0,1,2"]
+    assert main([*bad, "--out", str(tmp_path / "x"), "--no-progress"]) != 0
