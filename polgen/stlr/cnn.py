@@ -37,7 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
@@ -94,6 +99,7 @@ class CnnOptions:
     moran_p: float = 0.05
     moran_p_many: float = 0.01
     many_modulators: int = 256
+    threads: int | None = None  # clusters trained at once (None: the CPU count)
 
     def params(self) -> dict[str, Any]:
         return asdict(self)
@@ -255,6 +261,21 @@ def _r2(y: np.ndarray, p: np.ndarray) -> float:
     return 1.0 - sse / sst
 
 
+_INIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_torch_thread(torch: Any) -> Iterator[None]:
+    """Torch's intra-op threads set to 1 (mini-batches of a few hundred small maps: OpenMP threads
+    cost more than they give, 20x on a busy machine); clusters run on Python threads instead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_cluster(
     maps: np.ndarray,
     features: np.ndarray,
@@ -271,18 +292,15 @@ def train_cluster(
     order and the rotations.
     """
     torch = require_torch()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: OpenMP threads cost more than they give (20x on a busy machine)
-    try:
+    with _one_torch_thread(torch):  # OpenMP's thread count is per thread: set it in the thread that trains
         return _train(torch, maps, features, X, y, anchors, opts, seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(torch: Any, maps, features, X, y, anchors, opts: CnnOptions, seed: int) -> ClusterFit:
     n = X.shape[0]
-    torch.manual_seed(seed)
-    net = build_network(torch, X.shape[1], features.shape[1], anchors)
+    with _INIT_LOCK:  # the initial weights come from torch's global generator: one network at a time
+        torch.manual_seed(seed)
+        net = build_network(torch, X.shape[1], features.shape[1], anchors)
     gen = torch.Generator().manual_seed(seed)
     rot = np.random.default_rng(seed)
     tm = torch.from_numpy(np.ascontiguousarray(maps[:, None, :, :], dtype=np.float32))
@@ -440,15 +458,25 @@ def cell_betas(
             log.info("stlr fit: %s keeps its per-cluster betas (hybrid gate: %s)", gene, reason)
             return seed_betas, record
     out = np.zeros((len(y), seed_betas.values.shape[1]))
+    jobs = []
     for c, label in enumerate(seed_betas.ids):
         m = np.flatnonzero(clusters == c)
-        anchors = seed_betas.values[c]
         if len(m) == 0:
             continue
-        if not np.any(anchors):  # R^2 < min_r2: the reference's zero-anchor network gives zeros
+        if not np.any(seed_betas.values[c]):  # R^2 < min_r2: the reference's zero-anchor network gives zeros
             record["clusters"][label] = {"score": None, "zeroed": True, "losses": []}
             continue
-        fit = train_cluster(inputs.maps[m], inputs.features[m], X[m], y[m], anchors, opts, s + c)
+        jobs.append((c, label, m))
+    torch = require_torch()
+
+    def one(job: tuple[int, str, np.ndarray]) -> ClusterFit:
+        c, _, m = job
+        return train_cluster(inputs.maps[m], inputs.features[m], X[m], y[m], seed_betas.values[c], opts, s + c)
+
+    workers = max(1, min(len(jobs), opts.threads or (os.cpu_count() or 1)))
+    with _one_torch_thread(torch), ThreadPoolExecutor(max_workers=workers) as pool:
+        fits = list(pool.map(one, jobs))  # each cluster's result depends only on its seed: same at any width
+    for (_, label, m), fit in zip(jobs, fits):
         out[m] = fit.betas
         record["clusters"][label] = {"score": fit.score, "zeroed": fit.zeroed, "losses": fit.losses}
     record["cnn"] = True

@@ -219,7 +219,7 @@ def test_spatially_constant_tissue_reduces_to_seed_betas():
     seed_b = np.linalg.lstsq(A, y, rcond=None)[0]
     inp = spatial_inputs(np.full((n, 2), 3.0), np.zeros(n, np.int64), 1, 8, 50.0)  # every cell at one spot
     assert not inp.maps.any() and not inp.features.any()
-    opts = CnnOptions(training_mode="full", epochs=150, spatial_dim=8, batch_size=40, learning_rate=5e-3)
+    opts = CnnOptions(training_mode="full", epochs=150, spatial_dim=8, batch_size=80, learning_rate=5e-3)
     f = train_cluster(inp.maps, inp.features, X, y, seed_b, opts, seed=2)
     assert not f.zeroed
     assert np.ptp(f.betas, axis=0).max() <= 1e-6 * np.abs(f.betas).max()  # one beta row for all cells
@@ -311,3 +311,36 @@ def test_cnn_record_is_written_in_the_betadata_metadata(tmp_path):
     assert rec["training_mode"] == "full" and rec["cnn"]
     run = json.loads((r.out / "stlr_run.json").read_text())
     assert run["params"]["cnn"]["epochs"] == 2 and run["params"]["cnn"]["seed"] == 4
+
+
+def test_same_betas_whatever_the_number_of_training_threads():
+    pytest.importorskip("torch")
+    t = _spatial_tissue(n_cells=240)
+    rng = np.random.default_rng(1)
+    X = rng.gamma(2.0, 1.0, (240, 3))
+    y = X.sum(1) * (1 + 0.5 * np.sin(t.coords[:, 0] / 100)) + 1.0
+    from polgen.stlr.betadata import BetaData
+
+    seedb = BetaData(
+        gene="G",
+        id_kind="Cluster",
+        ids=["a", "b"],
+        columns=["beta0", "beta_A", "beta_B", "beta_C"],
+        values=np.tile([1.0, 1.0, 1.0, 1.0], (2, 1)),
+    )
+    inp = spatial_inputs(t.coords, t.clusters, 2, 8, 100.0)
+    runs = [
+        cell_betas(
+            seedb,
+            X,
+            y,
+            t.clusters,
+            inp,
+            t.obs_names,
+            CnnOptions(training_mode="full", epochs=2, spatial_dim=8, batch_size=64, threads=k),
+        )
+        for k in (1, 2)
+    ]
+    np.testing.assert_array_equal(runs[0][0].values, runs[1][0].values)
+    assert runs[0][1]["clusters"] == runs[1][1]["clusters"]
+    assert np.ptp(runs[0][0].values[t.clusters == 0], axis=0).max() > 0
