@@ -467,6 +467,8 @@ class BedStream:
         self.block_snps = max(1, min(block_snps, max(self.n_snps, 1)))
         self._mm: mmap.mmap | None = None
         self._packed: np.ndarray | None = None
+        #: the selected rows copied into memory by :meth:`hold_in_memory` (row j = selected SNP j)
+        self._held: np.ndarray | None = None
 
     # -- validation / mapping -------------------------------------------------------------
     def _validate_bed(self) -> None:
@@ -509,6 +511,32 @@ class BedStream:
                         mm, dtype=np.uint8, offset=3, count=self.n_snps_total * self.bytes_per_snp
                     ).reshape(self.n_snps_total, self.bytes_per_snp)
             return self._packed
+
+    def hold_in_memory(self, max_bytes: int) -> bool:
+        """Copy the packed rows of the selected SNPs into memory (one read of the .bed) when they
+        take at most ``max_bytes``, so that later :meth:`blocks` / :meth:`read` calls decode from
+        that copy instead of the file (the same bytes: the same values); for callers that stream
+        a selection many times, like an iterative fit.  Returns whether the rows are held.  The
+        copy is dropped by :meth:`close` and is not pickled."""
+        if self._held is not None:
+            return True
+        if self.n_snps * self.bytes_per_snp > max_bytes:
+            return False
+        held = np.empty((self.n_snps, self.bytes_per_snp), dtype=np.uint8)
+        packed = self._map()
+        step = max(1, (16 << 20) // max(1, self.bytes_per_snp))
+        for a in range(0, self.n_snps, step):
+            rows = self.snp_index[a : a + step]
+            held[a : a + len(rows)] = packed[rows]
+            self._release(int(rows[0]), int(rows[-1]))
+        self._held = held
+        return True
+
+    def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The packed array and its row indices holding selected SNPs ``start:stop``."""
+        if self._held is not None:
+            return self._held, np.arange(start, stop, dtype=np.int64)
+        return self._map(), self.snp_index[start:stop]
 
     def _release(self, first_row: int, last_row: int) -> None:
         """Drop the mapped pages of .bed rows ``first_row..last_row`` from this process's resident
@@ -566,6 +594,7 @@ class BedStream:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_packed"] = None
+        state["_held"] = None
         state["_mm"] = None
         state["_bim"] = None
         return state
@@ -587,6 +616,7 @@ class BedStream:
         """Drop the memory map (the stream maps the file again if used again)."""
         self._packed = None
         self._mm = None
+        self._held = None
 
     def __enter__(self) -> BedStream:
         return self
@@ -647,10 +677,10 @@ class BedStream:
     def _decode(
         self, start: int, stop: int, out: np.ndarray, freq: np.ndarray, nmiss: np.ndarray, parallel: bool | None
     ) -> None:
-        rows = self.snp_index[start:stop]
+        packed, rows = self._rows(start, stop)
         if self.sample_index is None:
             decode_rows(
-                self._map(),
+                packed,
                 rows,
                 self.n_samples,
                 SCALE_CODES[self.scale],
@@ -666,7 +696,7 @@ class BedStream:
         k = len(rows)
         full = np.empty((self.n_samples_total, k), dtype=np.float64, order="F")
         decode_rows(
-            self._map(),
+            packed,
             rows,
             self.n_samples_total,
             SCALE_CODES["raw"],
@@ -714,7 +744,8 @@ class BedStream:
         for a, b in ranges:
             out, freq, nmiss = buf[:, : b - a], freq_buf[: b - a], nmiss_buf[: b - a]
             self._decode(a, b, out, freq, nmiss, parallel)
-            self._release(int(self.snp_index[a]), int(self.snp_index[b - 1]))
+            if self._held is None:
+                self._release(int(self.snp_index[a]), int(self.snp_index[b - 1]))
             yield BedBlock(a, b, out, freq, nmiss)
 
     def __iter__(self) -> Iterator[BedBlock]:

@@ -544,6 +544,8 @@ def _test_to_disk(
         )
         for a, b in ranges
     ]
+    # by default two ranges are in flight on threads (each on every core: the kernels release
+    # the GIL), so one range's parquet part is written while the next is computed
     raw = run_to_sink(
         _raw_part,
         work,
@@ -551,7 +553,8 @@ def _test_to_disk(
         params,
         resume=resume,
         overwrite=True if calibrate else overwrite,
-        executor=executor,
+        executor=executor if executor is not None else "threads",
+        max_in_flight=None if executor is not None else 2,
         progress=progress,
         description="lfmm test",
         finalize=False,

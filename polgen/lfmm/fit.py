@@ -47,6 +47,7 @@ import scipy.linalg as sla
 from polgen._blas import single_threaded_blas
 from polgen.engine.progress import progress_bar
 from polgen.errors import InputError
+from polgen.io.bed import BedStream
 from polgen.kernels.lfmm import colsumsq_into
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import (
@@ -61,6 +62,10 @@ from polgen.lfmm.model import LfmmConvergence, LfmmConvergenceWarning, LfmmModel
 from polgen.options import DLambda, GenotypeScale
 
 log = logging.getLogger("polgen")
+
+#: estimation SNPs whose packed .bed rows take at most this many bytes are read from the file
+#: once and held in memory for all the passes of the fit (2-bit codes: n / 4 bytes per SNP)
+HOLD_BYTES = 64 << 20
 
 
 def shrinkage(sigma_x: np.ndarray, lam: float, dlambda: str) -> np.ndarray:
@@ -212,6 +217,10 @@ def fit(
     shrinkage(np.ones(1), lam, dlambda)  # validates dlambda early
 
     src = _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps)
+    # (not a stream the caller gave: that one is left as it was)
+    if isinstance(src, BedStream) and src is not bed and src is not est_bed and src.hold_in_memory(HOLD_BYTES):
+        # every pass of the iteration streams the same rows: read the .bed once
+        log.debug("lfmm fit: %d estimation SNPs held in memory (packed)", src.n_snps)
     n = src.n_samples
     if K < 1 or K >= n:
         raise InputError(f"K must satisfy 1 <= K < n_samples = {n}, got K={K}")

@@ -564,3 +564,29 @@ def test_bedstream_sample_subset_equals_a_file_of_those_samples(small, tmp_path)
     np.testing.assert_allclose(got.select(num).to_numpy(), want.select(num).to_numpy(), rtol=1e-9, atol=1e-12)
     disk = L.test(model, BedStream(bed, samples=keep), X[keep], task_snps=400, out=tmp_path / "o").collect()
     np.testing.assert_allclose(disk.select(num).to_numpy(), want.select(num).to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_fit_reads_the_estimation_snps_once(small, monkeypatch):
+    """The fit holds the packed estimation rows in memory (one read of the .bed for all its
+    passes) and gets the same bits as streaming them from the file every pass."""
+    import importlib
+
+    from polgen.io.bed import BedStream
+
+    lfmm_fit = importlib.import_module("polgen.lfmm.fit")  # the module (polgen.lfmm.fit is the function)
+
+    X, bed = small["X"], small["bed"]
+    held = L.fit(X, bed, 3, est_rate=0.5)
+    monkeypatch.setattr(lfmm_fit, "HOLD_BYTES", 0)
+    streamed = L.fit(X, bed, 3, est_rate=0.5)
+    assert held.convergence.passes == streamed.convergence.passes >= 3
+    np.testing.assert_array_equal(held.U, streamed.U)
+    # the held copy decodes to the file's values, with and without a sample subset
+    sel = np.arange(1, 1200, 7)
+    for kw in ({}, {"samples": np.arange(0, 150, 2)}):
+        a, b = BedStream(bed, snps=sel, **kw), BedStream(bed, snps=sel, **kw)
+        assert a.hold_in_memory(1 << 30) and not BedStream(bed).hold_in_memory(10)
+        for x, y in zip(a.blocks(block_snps=50), b.blocks(block_snps=50)):
+            np.testing.assert_array_equal(x.data, y.data)
+            np.testing.assert_array_equal(x.freq, y.freq)
+            np.testing.assert_array_equal(x.n_miss, y.n_miss)
