@@ -344,3 +344,20 @@ def test_same_betas_whatever_the_number_of_training_threads():
     np.testing.assert_array_equal(runs[0][0].values, runs[1][0].values)
     assert runs[0][1]["clusters"] == runs[1][1]["clusters"]
     assert np.ptp(runs[0][0].values[t.clusters == 0], axis=0).max() > 0
+
+
+def test_cli_training_mode(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from polgen.cli import main
+
+    t = _spatial_tissue(n_cells=200)
+    t.to_anndata().write_h5ad(tmp_path / "t.h5ad")
+    t.lr.write_csv(tmp_path / "lr.csv")
+    t.links.write_csv(tmp_path / "links.csv")
+    base = ["stlr", "fit", "--h5ad", str(tmp_path / "t.h5ad"), "--lr", str(tmp_path / "lr.csv")]
+    base += ["--grn", str(tmp_path / "links.csv"), "--genes", "Gene000", "--cv", "0", "--cluster-key", "cell_type"]
+    rc = main([*base, "--out", str(tmp_path / "o"), "--training-mode", "full", "--epochs", "1", "--spatial-dim", "8"])
+    assert rc == 0
+    assert read_betadata(tmp_path / "o" / "Gene000_betadata.parquet").id_kind == "CellID"
+    rc = main([*base, "--out", str(tmp_path / "bad"), "--training-mode", "full", "--epochs", "0"])
+    assert rc != 0 and "epochs" in capsys.readouterr().err
