@@ -532,6 +532,20 @@ class BedStream:
         self._held = held
         return True
 
+    def packed_rows(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(packed, rows)``: a C-contiguous uint8 array of .bed rows (the file's memory map, or
+        the copy of :meth:`hold_in_memory`) and the int64 indices of its rows holding selected
+        SNPs ``start:stop`` (all samples of the file, ``bytes_per_snp`` bytes each), for kernels
+        that work on the 2-bit codes directly.  Pair with :meth:`release_rows`."""
+        start, stop = self._check_range(start, stop)
+        return self._rows(start, stop)
+
+    def release_rows(self, start: int, stop: int) -> None:
+        """After a kernel has read selected SNPs ``start:stop`` from :meth:`packed_rows`: drop
+        their pages of the memory map from the resident set (as :meth:`blocks` does)."""
+        if self._held is None and stop > start:
+            self._release(int(self.snp_index[start]), int(self.snp_index[stop - 1]))
+
     def _rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """The packed array and its row indices holding selected SNPs ``start:stop``."""
         if self._held is not None:

@@ -44,7 +44,9 @@ from polgen.engine.executor import run_tasks, run_to_sink
 from polgen.errors import InputError, ResumeError
 from polgen.io.bed import BedStream
 from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, params_to_json
+from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
 from polgen.kernels.lfmm import block_stats, colsumsq_into
+from polgen.kernels.lfmm_decode import byte_tables, decode_center_yy
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import (
@@ -189,8 +191,28 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
     bs = task.block_snps or cache_block_snps(proj.n)
+    packed_ok = isinstance(src, BedStream) and src.sample_index is None and src.scale == "center"
+
+    def run_packed(a: int, b: int) -> None:
+        # decode (and y'y from the integer counts) straight from the .bed rows, then one GEMM
+        dosage = DOSAGE_A1 if src.count_a1 else DOSAGE_A2
+        luts = byte_tables(dosage)
+        buf = np.empty((proj.n, bs), order="F")
+        for s in range(a, b, bs):
+            e = min(b, s + bs)
+            k, off = e - s, s - task.start
+            packed, rows = src.packed_rows(s, e)
+            Y = buf[:, :k]
+            decode_center_yy(
+                packed, rows, proj.n, dosage, *luts, Y, freq[off : off + k], nmiss[off : off + k], yy[off : off + k]
+            )
+            src.release_rows(s, e)
+            np.matmul(Y.T, T, out=PT[off : off + k])
 
     def run(a: int, b: int) -> None:
+        if packed_ok:
+            run_packed(a, b)
+            return
         for blk in src.blocks(a, b, block_snps=bs, parallel=False):
             off = blk.start - task.start
             k = blk.stop - blk.start
