@@ -28,17 +28,19 @@ ST_SMOOTH_LATER = -1
 
 
 @jit
-def _snp_range(lo, hi, snp, lay, spec, fp, out, full, ml, general, smooth):
+def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth):
     """Fit SNPs ``lo:hi`` of ``snp`` (SnpBatch) under the model ``lay`` (RamLayout) with ``spec``
     (GwasSpec) and the fast-path structure ``fp`` (FastPath) into ``out`` (GwasOut).
 
-    ``full`` None: the fast path (``fp``), else (True) the RAM fit; ``ml`` None: DWLS, else (True)
-    ML; ``general`` None: the V_full block shortcut (``spec.block``: V_full positive definite,
-    blockdiag(varSNPSE^2, V_SNP, V_LD) used piecewise), else (True) V_full built per SNP.  All three
-    are tested only as ``is None``, which numba resolves while compiling: each configuration is its
-    own specialisation and compiles only the code it runs.  ``smooth`` None: a SNP whose S_full or
-    V_full is not positive definite gets :data:`ST_SMOOTH_LATER` (nearPD, rarely needed, is not
-    compiled in); True: smoothed by nearPD."""
+    The mode arguments are None or True and are tested only as ``x is None`` / ``x is not None``;
+    numba removes such a branch while compiling when ``x`` is None (not when it is True), so each
+    configuration is its own specialisation and the code a None switches off is never compiled:
+    ``fast`` / ``full`` (exactly one True): the fast path (``fp``) or the RAM fit; ``ml``: None for
+    DWLS, True for ML (the ML objective and weight); ``general``: None for the V_full block
+    shortcut (``spec.block``: V_full positive definite, blockdiag(varSNPSE^2, V_SNP, V_LD) used
+    piecewise), True for V_full built per SNP; ``smooth``: None leaves nearPD out (a SNP whose
+    S_full or V_full is not positive definite gets :data:`ST_SMOOTH_LATER`, refit by the caller
+    with ``smooth=True``)."""
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
     nv, p, obs_map, ma, mb, vidx, vidx_meat = lay.nv, lay.p, lay.obs_map, lay.ma, lay.mb, lay.vidx, lay.vidx_meat
@@ -204,7 +206,9 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, full, ml, general, smooth):
         ne = elim_mom.shape[0]
         for e in range(ne):
             w[elim_mom[e]] = 0.0
-        if full is None:
+        st = ST_OK
+        nit = 0
+        if fast is not None:
             st, nit = _fit_fast(
                 theta,
                 fidx,
@@ -234,7 +238,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, full, ml, general, smooth):
                 th_new,
                 resid,
             )
-        else:
+        if full is not None:
             st, nit = _fit_one(
                 ml,
                 theta,

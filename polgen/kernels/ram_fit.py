@@ -190,7 +190,7 @@ def _fit_one(
     """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
 
     ``ml`` is ``None`` for DWLS or ``True`` for ML: numba prunes the ``ml is None`` branches while
-    compiling, so a DWLS caller never compiles the ML objective and weight (nor the reverse).
+    compiling when ``ml`` is None, so a DWLS caller never compiles the ML objective and weight.
 
     On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
     Returns (status, iterations).
