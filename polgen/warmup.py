@@ -18,6 +18,7 @@ doing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -84,6 +85,7 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
 
     from polgen.gsem.fit_models import commonfactor, usermodel
     from polgen.gsem.gwas import commonfactor_gwas, user_gwas
+    from polgen.gsem.snp_matrices import add_snps
 
     cov = _covstruc(3)
     small, big = _sumstats(64), _sumstats(BIG_BATCH, seed=2)
@@ -97,12 +99,33 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
     def cf(snps):
         return lambda: commonfactor_gwas(snps, cov, progress=False)
 
+    state: dict[str, Any] = {}
+
+    def sim_step():
+        import numpy as np
+
+        from polgen.gsem.simulate import sim_ldsc
+
+        ld = state["ld"]  # the demo's LD scores (written by ldsc_step)
+        sim_ldsc(np.asarray(cov["S"]), [50_000.0, 40_000.0, 60_000.0], ld, seed=1)
+
+    def hdl_step():
+        import numpy as np
+
+        from polgen.gsem.hdl import hdl
+        from polgen.gsem.hdl_panel import make_hdl_panel, simulate_hdl_sumstats
+
+        panel = make_hdl_panel(tmp / "hdl", n_chromosomes=2, pieces_per_chromosome=2, snps_per_piece=40, seed=1)
+        S = np.asarray(cov["S"])[:2, :2]
+        hdl(simulate_hdl_sumstats(panel, S, 50_000.0, trait_names=["T1", "T2"], seed=1), ld_path=panel)
+
     def ldsc_step():
         from polgen.demo.data import make_gsem_demo
         from polgen.gsem.ldsc import ldsc
         from polgen.gsem.munge import munge
 
         g = make_gsem_demo(tmp / "gsem", n_snps=2200, small=True)
+        state["ld"] = g.ld
         munged, _ = munge([str(f) for f in g.sumstats], str(g.hm3), trait_names=g.trait_names, out=tmp / "munged")
         ldsc(munged, g.ld, trait_names=g.trait_names)
 
@@ -119,6 +142,9 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("gsem.user_gwas (:= defined)", lambda: user_gwas(small, cov, GWAS_DEFINED, sub="h", progress=False)),
         ("gsem.commonfactor_gwas", cf(small)),
         ("gsem.commonfactor_gwas (large batch)", cf(big)),
+        ("gsem.add_snps", lambda: add_snps(cov, small)),
+        ("gsem.sim_ldsc", sim_step),
+        ("gsem.hdl", hdl_step),
     ]
 
 
@@ -140,7 +166,24 @@ def _lfmm_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         d = state["d"]
         test(state["model"], str(d.bed), out=tmp / "lfmm" / "out", overwrite=True, progress=False)
 
-    return [("lfmm.fit", fit_step), ("lfmm.test", test_step)]
+    def glm_step():
+        from polgen.lfmm.glm import glm_test
+
+        glm_test(state["model"], str(state["d"].bed), family="binomial")
+
+    def offset_step():
+        from polgen.lfmm.offset import genetic_offset
+
+        d = state["d"]
+        env = pl.read_csv(d.env, separator="\t").select("env")
+        genetic_offset(str(d.bed), env, env.with_columns(pl.col("env") + 1.0), K=d.K)
+
+    return [
+        ("lfmm.fit", fit_step),
+        ("lfmm.test", test_step),
+        ("lfmm.glm_test", glm_step),
+        ("lfmm.genetic_offset", offset_step),
+    ]
 
 
 def _stlr_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
@@ -256,6 +299,21 @@ class _Display:
 
 
 # -- the entry point -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_analysis():
+    """The warm-up runs are not analyses: their data warnings (a tiny synthetic GLM not converging
+    on a few SNPs, ...) would only alarm; the compile notices use their own logger and still show."""
+    logger, kernels = logging.getLogger("polgen"), logging.getLogger("polgen.kernels")
+    previous, previous_kernels = logger.level, kernels.level
+    kernels.setLevel(kernels.getEffectiveLevel())  # compile notices keep the level they had
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+        kernels.setLevel(previous_kernels)
+
+
 def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> dict[str, float]:
     """Compile (and cache on disk) the numba kernels the given methods need, by running each once
     on tiny synthetic inputs.  Returns the seconds per step (``"gsem.user_gwas"``, ...) and
@@ -279,7 +337,8 @@ def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> di
             for name, fn in steps:
                 display.start(name)
                 t = time.perf_counter()
-                fn()
+                with _quiet_analysis():
+                    fn()
                 dt = time.perf_counter() - t
                 timings[name] = round(dt, 3)
                 display.end(name, dt)
