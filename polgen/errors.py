@@ -97,6 +97,11 @@ class OutputLockedError(OutputExistsError):
     """Another run (in this or another process) is writing the same output directory right now."""
 
 
+class MissingExtraError(PolgenError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it
+    (``pip install "polgen[plot]"``, ``[cnn]``, ``[hdl]``, ``[dask]``); ``context["extra"]`` is its name."""
+
+
 class EngineError(PolgenError, RuntimeError):
     """A batch task failed inside the engine; the message names the batch."""
 

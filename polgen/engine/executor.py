@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from polgen.engine.progress import progress_bar
-from polgen.errors import EngineError, PolgenError
+from polgen.errors import EngineError, MissingExtraError, PolgenError
 
 log = logging.getLogger("polgen")
 
@@ -92,7 +92,9 @@ def _resolve(executor: Executor | str | None) -> tuple[Any, bool]:
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise EngineError("executor='dask' needs the dask extra: pip install 'polgen[dask]'") from exc
+            raise MissingExtraError(
+                "executor='dask' needs the dask extra: pip install 'polgen[dask]'", extra="dask"
+            ) from exc
         address = executor if executor != "dask" else os.environ.get("DASK_SCHEDULER_ADDRESS")
         if not address:
             raise EngineError(

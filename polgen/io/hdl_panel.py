@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import polars as pl
 
-from polgen.errors import InputError, OutputExistsError, SchemaError
+from polgen.errors import InputError, MissingExtraError, OutputExistsError, SchemaError
 
 log = logging.getLogger("polgen")
 
@@ -60,9 +60,10 @@ def _rdata():
     try:
         import rdata
     except ImportError as exc:
-        raise InputError(
+        raise MissingExtraError(
             "reading an R HDL panel (.rda/.RData) needs the optional 'rdata' package: "
-            "pip install 'polgen[hdl]' (or convert the panel once with `polgen gsem hdl-panel --convert`)"
+            "pip install 'polgen[hdl]' (or convert the panel once with `polgen gsem hdl-panel --convert`)",
+            extra="hdl",
         ) from exc
     return rdata
 

@@ -15,16 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polgen.errors import InputError, OutputError, PolgenError
+from polgen.errors import InputError, MissingExtraError, OutputError
 
 log = logging.getLogger("polgen")
 
 #: file types :func:`save` writes, by suffix
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
-
-
-class MissingExtraError(PolgenError, ImportError):
-    """An optional dependency is not installed; the message names the extra that provides it."""
 
 
 def require_matplotlib() -> Any:

@@ -49,7 +49,7 @@ from typing import Any, get_args
 import numpy as np
 import polars as pl
 
-from polgen.errors import InputError, PolgenError
+from polgen.errors import InputError, MissingExtraError
 from polgen.kernels.stlr_maps import neighbour_counts, spatial_maps
 from polgen.options import StlrTrainingMode, check_option
 from polgen.schema import CELL_ID
@@ -64,7 +64,7 @@ MIN_SPATIAL_DIM = 8  # three 2x2 max-pools
 MAP_BYTES_MAX = 2 * 1024**3  # the maps of all cells are held in memory (float32)
 
 
-class TorchMissingError(PolgenError, ImportError):
+class TorchMissingError(MissingExtraError):
     """The CNN training modes need PyTorch: ``pip install "polgen[cnn]"``."""
 
 
