@@ -21,8 +21,8 @@ from polgen.gsem.multi import MultiResult, multi_gene, multi_snp, read_ld
 from polgen.gsem.munge import munge
 from polgen.gsem.parallel_analysis import PALDSCResult, pa_ldsc
 from polgen.gsem.ram import CompiledModel, compile_model
-from polgen.gsem.simulate import SimulatedSumstats, sim_ldsc
 from polgen.gsem.sem import SemFit, fit_sem, sandwich
+from polgen.gsem.simulate import SimulatedSumstats, sim_ldsc
 from polgen.gsem.snp_matrices import SnpMatrices, add_genes, add_snps
 from polgen.gsem.stratified import StratifiedCovStruc, s_ldsc
 from polgen.gsem.subset import SubSV, index_s, sub_sv
