@@ -2,6 +2,7 @@
 
     python bench/stlr.py [--sizes 1000,10000,100000] [--ref-max 10000] [--exact-max 100000] [--json out.json]
     GROUP_LASSO_PYTHON=/venv/bin/python python bench/stlr.py --real [--real-genes 20]   (issue 14)
+    python bench/stlr.py --wide [--wide-cells 300 --wide-genes 16000 --wide-trained 20]   (issue 14)
 
 Synthetic tissue at constant density (200 genes, 50 trained genes with TF / LR / TFL betas per
 cluster, 4 clusters; radius 200, contact distance 50).  Per size: received ligands (all betadata
@@ -324,6 +325,83 @@ def bench_real(args) -> dict:
     return r
 
 
+WIDE_CHILD = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+from polgen.stlr import perturb
+import anndata as ad
+a = ad.read_h5ad(sys.argv[1])
+t1 = time.perf_counter()
+perturb(a, sys.argv[2], sys.argv[3], lr=sys.argv[4], n_propagation=4, changed_only=sys.argv[5] == "1")
+print(time.perf_counter() - t1, t1 - t0)
+"""
+
+
+def bench_wide(args) -> dict:
+    """Issue 14's knock-out on a wide tissue (``--wide-cells`` x ``--wide-genes``, sparse like real
+    counts, ``--wide-trained`` trained genes): the first :func:`perturb` call in a fresh process
+    (numba kernels from the cache), and in a warm process the first call and a repeat, each with
+    every gene in the output and with ``changed_only``; AnnData in memory and .h5ad path."""
+    import warnings
+
+    import scipy.sparse as sp
+
+    from polgen.stlr import perturb
+    from polgen.stlr.betadata import write_betadata
+
+    warnings.simplefilter("ignore")
+    n, g = args.wide_cells, args.wide_genes
+    t = make_tissue(n, g, 4, seed=3, n_tfs=100, n_ligands=60, n_receptors=60, sparsity=0.9)
+    base = make_betabase(t, n_trained=args.wide_trained, seed=1)
+    a = t.to_anndata()
+    a.X = sp.csr_matrix(a.X)
+    a.layers["imputed_count"] = sp.csr_matrix(a.layers["imputed_count"])
+    uses: dict[str, int] = {}  # knock out the modulator most trained genes use
+    for gene in base.genes:
+        for m in base[gene].modulators:
+            uses[m] = uses.get(m, 0) + 1
+    target = max(sorted(uses), key=lambda m: uses[m])
+    r: dict = {"what": f"wide tissue {n} x {g}, {args.wide_trained} trained", "load_avg": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as d:
+        h5 = Path(d) / "wide.h5ad"
+        a.write_h5ad(h5)
+        bdir = Path(d) / "betas"
+        bdir.mkdir()
+        for gene in base.genes:
+            write_betadata(base[gene], bdir / f"{gene}_betadata.parquet")
+        lr = Path(d) / "lr.csv"
+        t.lr.write_csv(lr)
+        for changed in (False, True):
+            tag = "changed" if changed else "dense"
+            out = subprocess.run(
+                [sys.executable, "-c", WIDE_CHILD, str(h5), str(bdir), target, str(lr), "1" if changed else "0"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            )
+            first, imports = (float(v) for v in out.stdout.split()[-2:])
+            r[f"fresh_process_first_call_{tag}_s"] = first
+            r["fresh_process_import_and_read_s"] = imports
+        for src_name, src in (("anndata", a), ("h5ad", str(h5))):
+            for changed in (False, True):
+                tag = f"{src_name}_{'changed' if changed else 'dense'}"
+                t0 = time.perf_counter()
+                perturb(src, base, target, lr=t.lr, n_propagation=4, changed_only=changed)
+                r[f"first_call_{tag}_s"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                perturb(src, base, target, lr=t.lr, n_propagation=4, changed_only=changed)
+                r[f"repeat_call_{tag}_s"] = time.perf_counter() - t0
+                model = Perturber(src, base, lr=t.lr)
+                model.run(target, 0.0, n_propagation=4, changed_only=changed)
+                t0 = time.perf_counter()
+                res = model.run(target, 0.0, n_propagation=4, changed_only=changed)
+                r[f"prepared_model_run_{tag}_s"] = time.perf_counter() - t0
+                r["changed_genes"] = res.width - 1 if changed else r.get("changed_genes")
+    r["load_avg_end"] = os.getloadavg()[0]
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", action="store_true", help="issue 14's real-tissue path (see bench_real) instead")
@@ -341,7 +419,18 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=10000)
     ap.add_argument("--no-train", dest="train", action="store_false")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--wide", action="store_true", help="issue 14's knock-out on a wide tissue (bench_wide)")
+    ap.add_argument("--wide-cells", type=int, default=300)
+    ap.add_argument("--wide-genes", type=int, default=16000)
+    ap.add_argument("--wide-trained", type=int, default=20)
     args = ap.parse_args()
+    if args.wide:
+        warm_up()
+        r = bench_wide(args)
+        print(json.dumps({k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(r, indent=1))
+        return
     if args.real:
         bench_real(args)  # first pass compiles the kernels
         r = bench_real(args)

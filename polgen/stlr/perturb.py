@@ -56,9 +56,11 @@ from polgen.stlr.tissue import (
     Tissue,
     as_tissue,
     filtered,
+    kept_outside,
     ligand_radius_map,
     received_columns,
     run_thresholds,
+    source_index,
 )
 
 log = logging.getLogger("polgen")
@@ -121,8 +123,18 @@ class Perturber:
         if co_grn is not None:
             self.base = restrict_to_co_grn(self.base, co_grn)
         need_clusters = any(bd.id_kind != CELL_ID for bd in self.base.data.values())
+        # the working arrays hold the trained genes and their modulators only: a perturbation reaches
+        # nothing else (other genes keep their expression, clipped at 0), so the cost follows them
+        work = set(self.base.genes)
+        for g in self.base.genes:
+            work.update(self.base[g].modulators)
         self.tissue: Tissue = as_tissue(
-            adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, need_clusters=need_clusters
+            adata,
+            layer=layer,
+            cluster_key=cluster_key,
+            spatial_key=spatial_key,
+            need_clusters=need_clusters,
+            genes=sorted(work),
         )
         t = self.tissue
         self.mode = mode
@@ -137,7 +149,7 @@ class Perturber:
         self.ligands = self.plan.ligands
         self.lig_gene = np.array([gidx[l] for l in self.ligands], dtype=np.int64)
         if self.ligands:
-            rmap = ligand_radius_map(lr, t.var_names, radius, contact_distance)
+            rmap = ligand_radius_map(lr, t.source_var_names, radius, contact_distance)
             self.radii = np.array([rmap.get(l, np.nan) for l in self.ligands], dtype=np.float64)
             none = [l for l, r in zip(self.ligands, self.radii) if not np.isfinite(r)]
             if none:
@@ -160,7 +172,8 @@ class Perturber:
             self.W0_lr = self.W0_tfl = self.W0
         else:
             self._init_thresholds()
-        self.last_simulated: np.ndarray | None = None  # simulated expression of the last run (cells x genes)
+        self._last: tuple | None = None  # the last run: working simulation, other targets, steps
+        self._full_X0: np.ndarray | None = None
         self.used = set()
         for g in self.plan.genes:
             self.used.update(self.base[g].modulators)
@@ -272,7 +285,11 @@ class Perturber:
             raise InputError("no target gene to perturb")
         if len(exprs) != len(targets):
             raise InputError("give one gene_expr per target")
-        tcols = t.gene_index(targets)
+        source_index(t, targets)  # every target must be a gene of the data set
+        work = {g: i for i, g in enumerate(t.var_names)}
+        inner = [k for k, g in enumerate(targets) if g in work]
+        outer = [(targets[k], float(exprs[k])) for k in range(len(targets)) if targets[k] not in work]
+        tcols = np.array([work[targets[k]] for k in inner], dtype=np.int64)
         for g, e in zip(targets, exprs):
             if not (np.isfinite(e) and e >= 0):
                 raise InputError(f"gene_expr for {g} must be a finite value >= 0, got {e}")
@@ -296,8 +313,9 @@ class Perturber:
         rows = self._cells(cells)
         X0 = self.X0
         n, G = X0.shape
-        dinput = np.zeros((n, len(targets)))
-        for k, (c, e) in enumerate(zip(tcols, exprs)):
+        in_exprs = [exprs[k] for k in inner]
+        dinput = np.zeros((n, len(tcols)))
+        for k, (c, e) in enumerate(zip(tcols, in_exprs)):
             sim = X0[:, c].copy()
             if rows is None:
                 sim[:] = e
@@ -346,22 +364,71 @@ class Perturber:
                 np.multiply(gexf1, self.mask, out=gexf1)  # its own double buffer: no per-step allocation
             gexf_prev, W_prev, Xf_prev_lig = gexf1, W1, Xf1_lig
         sim = X0 + delta
-        for c, e in zip(tcols, exprs):
+        for c, e in zip(tcols, in_exprs):
             if rows is None:
                 sim[:, c] = e
             else:
                 sim[rows, c] = e
-        self.last_simulated = sim
-        names = list(t.var_names)
+        self._last = (sim, outer, rows, int(n_propagation))
         if changed_only:
-            keep = np.flatnonzero((sim != X0).any(axis=0))
-            keep = np.union1d(keep, np.asarray(tcols, dtype=np.int64))
-            names = [names[k] for k in keep]
-            sim, X0 = sim[:, keep], X0[:, keep]
+            names, sim, X0 = self._changed(sim, tcols, outer, rows, int(n_propagation))
+        else:
+            names, sim, X0 = list(t.source_var_names), cast(np.ndarray, self.last_simulated), self.full_X0()
         out = _frame(t.obs_names, names, sim)
         if return_delta:
             return out, _frame(t.obs_names, names, sim - X0)
         return out
+
+    def full_X0(self) -> np.ndarray:
+        """The starting expression of every gene of the data set (densified once, then cached)."""
+        if self._full_X0 is None:
+            self._full_X0 = self.tissue.source_dense()
+        return self._full_X0
+
+    def _set_outer(self, sim: np.ndarray, cols: np.ndarray, outer, rows) -> None:
+        for (_, e), c in zip(outer, cols):
+            if rows is None:
+                sim[:, c] = e
+            else:
+                sim[rows, c] = e
+
+    @property
+    def last_simulated(self) -> np.ndarray | None:
+        """Simulated expression of every gene of the data set in the last run (cells x genes)."""
+        if self._last is None:
+            return None
+        simw, outer, rows, steps = self._last
+        t = self.tissue
+        X0 = self.full_X0()
+        if t.all_var_names is None:
+            return simw
+        sim = kept_outside(X0, steps)
+        sim[:, source_index(t, t.var_names)] = simw
+        self._set_outer(sim, source_index(t, [g for g, _ in outer]), outer, rows)
+        return sim
+
+    def _changed(self, simw, tcols, outer, rows, steps) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(genes, simulated, starting) of the genes whose value changed in some cell and the targets,
+        in the data set's gene order; outside the working set only targets and negative values change."""
+        t = self.tissue
+        keep = np.union1d(np.flatnonzero((simw != self.X0).any(axis=0)), tcols)
+        names = [t.var_names[k] for k in keep]
+        sims, x0s = [simw[:, keep]], [self.X0[:, keep]]
+        if t.all_var_names is not None:
+            extra = [g for g, _ in outer]
+            if steps:  # genes outside the working set holding negative values are clipped to 0
+                extra += [g for g in t.negative_outside() if g not in set(extra)]
+            if extra:
+                x0 = t.source_columns(extra)
+                sim = kept_outside(x0, steps)
+                self._set_outer(sim, np.arange(len(outer)), outer, rows)
+                names += extra
+                sims.append(sim)
+                x0s.append(x0)
+            order = np.argsort(source_index(t, names), kind="stable")
+            names = [names[k] for k in order]
+            return names, np.hstack(sims)[:, order], np.hstack(x0s)[:, order]
+        return names, sims[0], x0s[0]
 
 
 def _frame(obs_names, var_names, M) -> pl.DataFrame:
@@ -541,8 +608,9 @@ def perturb(
             n_propagation=int(n_propagation),
             clip=bool(clip),
         )
-        assert model.last_simulated is not None
-        write_perturbation(write_to, model.tissue, name, model.last_simulated, model.X0, params)
+        sim = model.last_simulated
+        assert sim is not None
+        write_perturbation(write_to, model.tissue, name, sim, model.full_X0(), params)
     return res
 
 
@@ -552,7 +620,7 @@ def write_perturbation(adata, tissue: Tissue, name: str, sim: np.ndarray, X0: np
     if not all(hasattr(adata, a) for a in ("layers", "uns", "obs_names", "var_names")):
         raise InputError(f"write_to must be an AnnData, got {type(adata).__name__}")
     if [str(o) for o in adata.obs_names] != list(tissue.obs_names) or [str(v) for v in adata.var_names] != list(
-        tissue.var_names
+        tissue.source_var_names
     ):
         raise InputError("write_to must have the perturbed tissue's cells and genes, in the same order")
     adata.layers[f"{name}_perturbed"] = np.array(sim, dtype=np.float64)
@@ -675,7 +743,7 @@ def perturb_batch(
         _MODELS[key] = Perturber(adata, betas, **model_kw)
         model = _MODELS[key]
         for tg in targets:
-            model.tissue.gene_index(tg)
+            source_index(model.tissue, [tg])
     cells_l = None if cells is None else np.asarray(cells).tolist()
     tasks = [
         dict(

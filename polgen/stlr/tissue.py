@@ -1,6 +1,7 @@
 """Tissue inputs shared by training, splash and perturbation (above grn / ligands, below all steps).
 
-* :class:`Tissue` / :func:`as_tissue`: an AnnData, a .h5ad path or a SpatialData as dense arrays;
+* :class:`Tissue` / :func:`as_tissue`: an AnnData, a .h5ad path or a SpatialData as dense arrays
+  (all genes, or a column subset with :func:`restrict` / ``genes=``);
 * :func:`filtered`: expression with values <= :data:`MIN_EXPRESSION` set to 0 (the reference's
   filter before received ligands and splash);
 * :func:`ligand_radius_map`, :func:`received_columns`, :func:`received_for`: each ligand's
@@ -20,6 +21,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -57,6 +59,42 @@ class Tissue:
     layer: str | None = None
     path: str | None = None
     cluster_key: str | None = None
+    #: with ``as_tissue(genes=...)``: the source's full expression (CSR or dense, cells x
+    #: ``all_var_names``) behind the column subset ``X`` / ``var_names``; None otherwise
+    full: Any = None
+    all_var_names: list[str] | None = None
+
+    @property
+    def source_var_names(self) -> list[str]:
+        """Every gene of the source (``var_names`` unless ``X`` holds a subset)."""
+        return self.var_names if self.all_var_names is None else self.all_var_names
+
+    def source_columns(self, genes: Sequence[str]) -> np.ndarray:
+        """Dense float64 (cells x ``genes``) columns of the source's expression, any gene of it."""
+        idx = source_index(self, genes)
+        M = self.X if self.full is None else self.full
+        sub = M[:, idx]
+        if hasattr(sub, "toarray"):
+            sub = sub.toarray()
+        return np.ascontiguousarray(np.asarray(sub, dtype=np.float64))
+
+    def source_dense(self) -> np.ndarray:
+        """The source's whole expression as dense C float64 (``X`` itself when it is not a subset)."""
+        if self.full is None:
+            return self.X
+        M = self.full.toarray() if hasattr(self.full, "toarray") else self.full
+        return np.ascontiguousarray(np.asarray(M, dtype=np.float64))
+
+    def negative_outside(self) -> list[str]:
+        """Genes of the source outside ``var_names`` with a negative value in some cell."""
+        if self.full is None:
+            return []
+        M, inside, names = self.full, set(self.var_names), self.source_var_names
+        if hasattr(M, "indices"):
+            cols = np.unique(M.indices[M.data < 0]) if M.nnz else np.zeros(0, np.int64)
+        else:
+            cols = np.flatnonzero((np.asarray(M) < 0).any(axis=0))
+        return [names[c] for c in cols if names[c] not in inside]
 
     def require_clusters(self) -> tuple[np.ndarray, list[str]]:
         """``(clusters, cluster_labels)``; always set unless read with ``need_clusters=False``."""
@@ -78,23 +116,80 @@ class Tissue:
         return np.array([lookup[g] for g in genes], dtype=np.int64)
 
 
+def source_index(t: Tissue, genes: Sequence[str]) -> np.ndarray:
+    """Positions of ``genes`` among every gene of the source (:attr:`Tissue.source_var_names`)."""
+    names = t.source_var_names
+    if names is t.var_names:
+        return t.gene_index(list(genes))
+    lookup = {g: i for i, g in enumerate(names)}
+    missing = [g for g in genes if g not in lookup]
+    if missing:
+        raise InputError(
+            f"{len(missing)} gene(s) not in var_names: {missing[:10]}{suggest(missing[:10], names)}",
+            path=t.path,
+            column=str(missing[0]),
+        )
+    return np.array([lookup[g] for g in genes], dtype=np.int64)
+
+
+def kept_outside(x0: np.ndarray, n_propagation: int) -> np.ndarray:
+    """Expression ``x0`` of genes no perturbation reaches after ``n_propagation`` steps: each step
+    clips to [0, the gene's max] and adds a zero delta (so negative values become 0, -0.0 becomes 0.0)."""
+    return np.where(x0 < 0, 0.0, x0 + 0.0) if n_propagation else x0 + 0.0
+
+
+def restrict(t: Tissue, genes: Sequence[str]) -> Tissue:
+    """``t`` with ``X`` / ``var_names`` holding only ``genes`` present in it (source order); the
+    whole expression stays in :attr:`Tissue.full` for outputs over every gene."""
+    keep = set(genes)
+    names = t.source_var_names
+    idx = np.array([i for i, g in enumerate(names) if g in keep], dtype=np.int64)
+    M = t.X if t.full is None else t.full
+    sub = M[:, idx]
+    if hasattr(sub, "toarray"):
+        sub = sub.toarray()
+    return Tissue(
+        X=np.ascontiguousarray(np.asarray(sub, dtype=np.float64)),
+        var_names=[names[i] for i in idx],
+        obs_names=t.obs_names,
+        coords=t.coords,
+        clusters=t.clusters,
+        cluster_labels=t.cluster_labels,
+        layer=t.layer,
+        path=t.path,
+        cluster_key=t.cluster_key,
+        full=M,
+        all_var_names=list(names),
+    )
+
+
 def as_tissue(
-    obj, *, layer: str | None = None, cluster_key=None, spatial_key=None, need_clusters: bool = True
+    obj,
+    *,
+    layer: str | None = None,
+    cluster_key=None,
+    spatial_key=None,
+    need_clusters: bool = True,
+    genes: Sequence[str] | None = None,
 ) -> Tissue:
     """Dense expression, coordinates and clusters of ``obj`` (AnnData, .h5ad path, SpatialData, Tissue).
 
     ``layer`` None picks ``imputed_count`` when the AnnData has it (the reference reads only that
     layer), else ``X``.  Without a cluster column and ``need_clusters=False`` clusters are None.
+    ``genes``: ``X`` holds only those genes (the ones present, in the source's order), densified
+    from sparse storage column by column; the source's whole matrix stays in :attr:`Tissue.full`
+    (sparse stays sparse), so the cost follows ``genes`` x cells, not the data set's width.
     """
     if isinstance(obj, Tissue):
-        return obj
+        return obj if genes is None else restrict(obj, genes)
+    dense = genes is None
     from polgen.io.spatial import SpatialData, read_spatial
 
     no_clusters = False  # read without a cluster column: the Tissue gets clusters None
     if isinstance(obj, SpatialData):
         sd = obj
         if layer is not None and layer != sd.layer:
-            X = sd.expression(layer, dense=True)
+            X = sd.expression(layer, dense=dense)
         else:
             X = sd.X
             layer = sd.layer
@@ -103,11 +198,11 @@ def as_tissue(
             if layer is None and hasattr(obj, "layers") and DEFAULT_LAYER in obj.layers:
                 layer = DEFAULT_LAYER
         try:
-            sd = read_spatial(obj, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, dense=True)
+            sd = read_spatial(obj, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key, dense=dense)
         except InputError as exc:
             if cluster_key is None and not need_clusters and "cluster" in str(exc):
                 no_clusters = True
-                sd = read_spatial(obj, layer=layer, cluster_key=False, spatial_key=spatial_key, dense=True)
+                sd = read_spatial(obj, layer=layer, cluster_key=False, spatial_key=spatial_key, dense=dense)
             else:
                 raise
         if layer is None and sd.adata is not None and DEFAULT_LAYER in sd.adata.layers:
@@ -117,23 +212,29 @@ def as_tissue(
                 layer=layer,
                 cluster_key=False if (no_clusters or cluster_key is False) else sd.cluster_key,
                 spatial_key=spatial_key,
-                dense=True,
+                dense=dense,
             )
         X = sd.X
+    clusters = None if no_clusters or sd.clusters is None else np.ascontiguousarray(sd.clusters, dtype=np.int64)
+    labels = None if no_clusters or sd.cluster_labels is None else list(sd.cluster_labels)
+    coords = np.ascontiguousarray(sd.coords, dtype=np.float64)
+    if genes is not None:  # read_spatial has checked the whole matrix is finite
+        names, cells = list(sd.var_names), list(sd.obs_names)
+        whole = Tissue(X, names, cells, coords, clusters, labels, layer, sd.path, sd.cluster_key)
+        return restrict(whole, genes)
     if hasattr(X, "toarray"):
         X = X.toarray()
     X = np.ascontiguousarray(np.asarray(X, dtype=np.float64))
     if not np.isfinite(X).all():
         r, c = np.argwhere(~np.isfinite(X))[0]
         raise InputError("expression holds NaN/inf", path=sd.path, column=sd.var_names[c], row=sd.obs_names[r])
-    clusters = None if no_clusters or sd.clusters is None else np.ascontiguousarray(sd.clusters, dtype=np.int64)
     return Tissue(
         X=X,
         var_names=list(sd.var_names),
         obs_names=list(sd.obs_names),
-        coords=np.ascontiguousarray(sd.coords, dtype=np.float64),
+        coords=coords,
         clusters=clusters,
-        cluster_labels=None if no_clusters or sd.cluster_labels is None else list(sd.cluster_labels),
+        cluster_labels=labels,
         layer=layer,
         path=sd.path,
         cluster_key=sd.cluster_key,
