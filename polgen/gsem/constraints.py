@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +36,8 @@ __all__ = [
     "kernel_constraints",
     "label_env",
     "number_parameters",
+    "snp_linear_constraints",
+    "split_kernel_constraints",
     "sign_flips",
 ]
 
@@ -237,6 +239,96 @@ def kernel_constraints(pt: ParTable) -> bool:
     except ModelError:
         return False
     return True
+
+
+def _kernel_form(c, labels: set[str]) -> bool:
+    """Whether constraint ``c`` is one the numbering expresses: ``label == label``,
+    ``label == number`` (either side)."""
+    if c.op != "==":
+        return False
+    a, b = _single_name(c.lhs), _single_name(c.rhs)
+    if a is not None and a in labels and (b in labels or (b is None and _const_value(c.rhs) is not None)):
+        return True
+    return b is not None and b in labels and a is None and _const_value(c.lhs) is not None
+
+
+def split_kernel_constraints(pt: ParTable) -> tuple[ParTable, list]:
+    """``pt`` with only the constraints :func:`number_parameters` expresses, and the others
+    (general forms: ``a == 2*b``, ``a > b``, ``a == b^2``, constraints on ``:=`` parameters), each
+    name checked to be a parameter label or a ``:=`` parameter."""
+    labels = {r.label for r in pt.rows if r.label}
+    defined = {d.name for d in pt.defined}
+    kept: list = []
+    general: list = []
+    for c in pt.constraints:
+        for nm in c.lhs.names + c.rhs.names:
+            if nm not in labels and nm not in defined:
+                raise ModelError(
+                    f"constraint '{c.lhs.text} {c.op} {c.rhs.text}' uses {nm!r}, which labels no "
+                    "parameter of the model (user_gwas constraints must name parameter labels)",
+                    row=c.line,
+                )
+        (kept if _kernel_form(c, labels) else general).append(c)
+    if not general:
+        return pt, []
+    return replace(pt, constraints=kept), general
+
+
+def snp_linear_constraints(
+    pt: ParTable, num: Numbering, general: list
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """General constraints on parameters estimated per SNP as linear rows over the kernels'
+    parameter numbers ``num``: ``(A_eq, b_eq, A_in, b_in, n_eq)`` with ``A_eq theta == b_eq``,
+    ``A_in theta >= b_in`` (``a > b`` and ``a < b`` alike) and ``n_eq`` the independent
+    equalities.  ``:=`` parameters inside a constraint are expanded; a constraint that is not
+    linear in the parameters (``a == b^2``, ``a > b*c``) is a :class:`ModelError` naming its line
+    (those are fitted on the measurement model only, with fix_measurement=True)."""
+    n = num.n
+    first: dict[str, tuple[int, float]] = {}
+    for r, q, v in zip(pt.rows, num.par.tolist(), num.value.tolist()):
+        if r.label and r.label not in first:
+            first[r.label] = (q, float(v))
+
+    def env(th):
+        out = {}
+        for lab, (q, val) in first.items():
+            out[lab] = th[q] if q >= 0 else val
+        for d in pt.defined:
+            out[d.name] = d.expr.evaluate(out)
+        return out
+
+    a_eq, b_eq, a_in, b_in = [], [], [], []
+    for c in general:
+        txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
+        g, r0, linear = _linearise(lambda th, c=c: c.residual(env(th)), n)
+        if not linear:
+            raise ModelError(
+                f"constraint '{txt}' is not linear in the parameters estimated per SNP: user_gwas "
+                "fits linear equalities and inequalities there (a == 2*b, a > b, a + b == 1); "
+                "non-linear ones (a == b^2) only on the measurement model with fix_measurement=True",
+                row=c.line,
+            )
+        if np.all(g == 0):
+            ok = abs(r0) <= 1e-10 if c.op == "==" else (r0 >= 0 if c.op == ">" else r0 <= 0)
+            if not ok:
+                raise ModelError(f"constraint '{txt}' cannot hold (it involves only fixed values)", row=c.line)
+            continue
+        if c.op == "==":
+            a_eq.append(g)
+            b_eq.append(-r0)
+        else:
+            sign = 1.0 if c.op == ">" else -1.0
+            a_in.append(sign * g)
+            b_in.append(-sign * r0)
+    A_eq = np.array(a_eq, np.float64).reshape(-1, n)
+    A_in = np.array(a_in, np.float64).reshape(-1, n)
+    n_eq = int(np.linalg.matrix_rank(A_eq)) if len(a_eq) else 0
+    if len(a_eq):
+        beq = np.array(b_eq)
+        u, *_ = np.linalg.lstsq(A_eq, beq, rcond=None)
+        if np.max(np.abs(A_eq @ u - beq)) > 1e-9 * (1.0 + np.abs(beq).max()):
+            raise ModelError("the equality constraints on parameters estimated per SNP contradict each other")
+    return A_eq, np.array(b_eq, np.float64), A_in, np.array(b_in, np.float64), n_eq
 
 
 def _check_constraints(pt: ParTable) -> None:

@@ -84,6 +84,34 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
     return best
 
 
+def _constrained_stage(plan: Plan, beta, se, var) -> dict:
+    """Linear constraints on parameters estimated per SNP (``b1 == 2*b2``, ``b1 > b2``; bounds
+    joined to them): the constrained estimates of :func:`polgen.kernels.gwas_constrained.
+    constrained_batch`, then chi-square, Q_SNP and the sandwich SEs of the batch kernel at them
+    (``max_iter=0``), as R's userGWAS evaluates its sandwich (lavaan's delta and WLS.V, all free
+    parameters) at lavaan's constrained estimates."""
+    from polgen.kernels.gwas import ST_OK
+    from polgen.kernels.gwas_constrained import constrained_batch
+    from polgen.kernels.ram import ram_layout
+    from polgen.kernels.snp_moments import snp_batch
+
+    assert plan.lincon is not None
+    snp = snp_batch(beta, se, var, *plan.ld_args())
+    stage = plan.stage1
+    est, status, fmin = constrained_batch(
+        snp, ram_layout(stage.model), stage.starts[:1], stage.snpvar_par, *plan.lincon
+    )
+    # evaluated where the constrained fit ended (SNP ~~ SNP included: not reset to S_full[0, 0])
+    at = Stage(stage.model, stage.fidx, stage.starts, -1, stage.wald_idx)
+    res = run_stage(plan, at, beta, se, var, theta0=np.nan_to_num(est), q=plan.q_ptr is not None, max_iter=0)
+    bad = status != ST_OK
+    res["status"][bad] = status[bad]
+    res["est"][bad] = np.nan
+    res["se"][bad] = np.nan
+    res["fmin"] = fmin
+    return res
+
+
 def _apply_bounds(plan: Plan, bounds: tuple[np.ndarray, np.ndarray], beta, se, var, res) -> np.ndarray:
     """Bounds (``label > number``, ``lower()`` ...) by an active set, as lavaan's constrained
     solution: SNPs whose estimate leaves an interval are refit with that parameter held at the
@@ -249,6 +277,8 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     n = df.height
     if plan.kind == "commonfactor" and plan.stage1.cf is not None:
         res = cf_stage1(plan, beta, se, var)
+    elif plan.lincon is not None:
+        res = _constrained_stage(plan, beta, se, var)
     else:
         res = run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
     free = None
@@ -362,7 +392,7 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
         "chisq": rep(chisq),
         "chisq_df": np.full(n * nr, plan.df, np.int64),
         "chisq_p": rep(chi2_sf(chisq, plan.df) if plan.df > 0 else np.full(n, np.nan)),
-        "AIC": rep(chisq + 2.0 * plan.npar),
+        "AIC": rep(chisq + 2.0 * (plan.npar - plan.n_eq)),
     }
     if plan.q_ptr is not None:
         qv = np.full((n, nr), np.nan)

@@ -8,7 +8,9 @@ table of :func:`polgen.gsem.syntax.parse_model`), start vectors, the rows to rep
 ``user_gwas`` (``fix_measurement`` as R: the model without its SNP lines fit once to ``S_LD``,
 every parameter that is not a variance fixed at that estimate; constraints the kernels' numbering
 cannot express - ``a == 2*b``, ``a > b``, ``a == b^2`` - are fitted there by
-:func:`polgen.gsem.sem.fit_sem`, and hold per SNP since their rows are then fixed; factors whose
+:func:`polgen.gsem.sem.fit_sem`, and hold per SNP since their rows are then fixed; such
+constraints left on parameters estimated per SNP become linear rows (``Plan.lincon``) for
+:mod:`polgen.kernels.gwas_constrained`; factors whose
 sign the model leaves free keep lavaan's sign, first free loading positive, via
 :meth:`Plan.canonical_signs`); the commonfactor plan is in
 :mod:`polgen.gsem.gwas_commonfactor`.  Plans are picklable: the engine ships them to workers.
@@ -33,7 +35,14 @@ from polgen.errors import (
     ModelSyntaxError,
     SchemaError,
 )
-from polgen.gsem.constraints import canonical_signs_rows, kernel_constraints, number_parameters, sign_flips
+from polgen.gsem.constraints import (
+    canonical_signs_rows,
+    kernel_constraints,
+    number_parameters,
+    sign_flips,
+    snp_linear_constraints,
+    split_kernel_constraints,
+)
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
 from polgen.gsem.matrix import is_pd, near_pd
 from polgen.gsem.ram import KernelLayout, Numbering, compile_model, kernel_layout, vech_index
@@ -100,6 +109,10 @@ class Plan:
     eliminate: bool = True  # solve indicator residual variances in closed form (their SEs
     # are then not computed: off for long= / sub= output)
     flips: list = field(default_factory=list)  # latents whose sign the data leave free (sign_flips)
+    # linear constraints on per-SNP parameters (A_eq, b_eq, A_in, b_in; bounds folded in), fitted
+    # by kernels.gwas_constrained; n_eq independent equalities (lavaan's npar = npar - n_eq)
+    lincon: tuple | None = None
+    n_eq: int = 0
 
     def canonical_signs(self, est: np.ndarray) -> None:
         """Flip, per SNP (row of ``est``, in place), every latent whose sign the model leaves free
@@ -501,16 +514,18 @@ def plan_user(
             V_LD = near_pd(V_LD)
         pt0, num0, est0 = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
         pt = _drop_fixed_constraints(_fixed_measurement_table(pt0, num0, est0, pt_full, pred))
-        num = number_parameters(pt)
+        pt_k, general = split_kernel_constraints(pt)
+        num = number_parameters(pt_k)
         npar = num.n
-        cm = kernel_layout(pt, num, traits, snp_name=pred)
+        cm = kernel_layout(pt_k, num, traits, snp_name=pred)
         th = start_values(pt, num, S_LD, traits)
         starts = th[None, :]
     else:
         pt = pt_full
-        num = number_parameters(pt)
+        pt_k, general = split_kernel_constraints(pt)
+        num = number_parameters(pt_k)
         npar = num.n
-        cm = kernel_layout(pt, num, traits, snp_name=pred)
+        cm = kernel_layout(pt_k, num, traits, snp_name=pred)
         base = None
         try:
             _, _, base = fit_baseline(no_snp_text(text, pred), S_LD, V_LD, traits, std_lv=std_lv, ml=ml)
@@ -525,7 +540,8 @@ def plan_user(
     if ml and ml_se == "R":
         arrays["vidx_meat"] = r_ml_meat(cm, pt_full.observed, pred, traits)
     stage = Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
-    if not ml and starts.shape[0] == 1:
+    lincon, n_eq = _snp_constraints(pt, num, general, ml)
+    if not ml and starts.shape[0] == 1 and lincon is None:
         from polgen.kernels.gwas import fast_structure
 
         stage.fast = fast_structure(arrays, stage.fidx, starts[0])
@@ -560,6 +576,18 @@ def plan_user(
             label_src[r.label] = (q, float(v))
     lo, hi = num.bounds()
     bounds = (lo, hi) if (np.isfinite(lo).any() or np.isfinite(hi).any()) else None
+    flips = sign_flips(pt, num.par)
+    if lincon is not None:
+        if bounds is not None:  # bounds join the inequalities of the constrained fit
+            eye = np.eye(npar)
+            fin_lo, fin_hi = np.flatnonzero(np.isfinite(lo)), np.flatnonzero(np.isfinite(hi))
+            A_in = np.vstack([lincon[2], eye[fin_lo], -eye[fin_hi]])
+            b_in = np.concatenate([lincon[3], lo[fin_lo], -hi[fin_hi]])
+            lincon = (lincon[0], lincon[1], A_in, b_in)
+            bounds = None
+        tied = np.flatnonzero(np.any(np.vstack([lincon[0], lincon[2]]) != 0.0, axis=0))
+        # a flip negating a constrained parameter (b1 == 2*b2 with only F1 flipped) breaks it
+        flips = [f for f in flips if not np.isin(f[1], tied).any()]
     # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
     q_ptr = q_obs = q_trait = None
     q_rows: dict[int, int] = {}
@@ -597,13 +625,32 @@ def plan_user(
         q_trait=q_trait,
         q_rows=q_rows,
         q_df=q_df,
-        df=nmom - npar,
+        df=nmom - npar + n_eq,
         npar=npar,
         bounds=bounds,
         defined=[(d.name, d.expr) for d in pt.defined],
         label_src=label_src,
-        flips=sign_flips(pt, num.par),
+        flips=flips,
+        lincon=lincon,
+        n_eq=n_eq,
     )
+
+
+def _snp_constraints(pt: ParTable, num: Numbering, general: list, ml: bool) -> tuple[tuple | None, int]:
+    """The general constraints left on parameters estimated per SNP as the linear rows of
+    :func:`polgen.gsem.constraints.snp_linear_constraints` (None: none), and their independent
+    equalities; DWLS only."""
+    if not general:
+        return None, 0
+    if ml:
+        txt = "; ".join(f"{c.lhs.text} {c.op} {c.rhs.text}" for c in general)
+        raise ModelError(
+            f"constraints on parameters estimated per SNP ({txt}) are fitted under DWLS only; "
+            "with estimation='ML' they are supported on the measurement model with fix_measurement=True",
+            row=general[0].line,
+        )
+    A_eq, b_eq, A_in, b_in, n_eq = snp_linear_constraints(pt, num, general)
+    return (A_eq, b_eq, A_in, b_in), n_eq
 
 
 def r_ml_meat(cm: KernelLayout, ov_order: list[str], pred: str, traits: list[str]) -> np.ndarray:

@@ -2,7 +2,7 @@
 ``b > a``, ...) are fitted on the no-SNP model with fix_measurement=True (R's default), by the SEM
 fitter, against R GenomicSEM's userGWAS and usermodel (tests/data/gsem/r/constraints/, made by
 tests/data/make/gsem_issue12.py with gsem_constraints.R); constraints on parameters estimated per
-SNP that the per-SNP kernels cannot express are a ModelError saying so.
+SNP that are not linear are a ModelError saying so (linear ones: test_gwas_constraints_snp.py).
 """
 
 from __future__ import annotations
@@ -94,13 +94,14 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
 @pytest.mark.parametrize(
     ("model", "fm"),
     [
-        (GWAS + "a == 2*b", False),  # a and b are estimated per SNP
-        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == 2*b2", True),  # constraint on the SNP effects
-        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 > b2", True),
-        (GWAS + "d := a - b\nd == 0.1", False),
+        (GWAS + "a == b^2", False),  # non-linear, a and b estimated per SNP
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == b2^2", True),  # non-linear on the SNP effects
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nd := b1*b2\nd > 0", True),
     ],
 )
 def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm):
+    """Linear constraints on per-SNP parameters are fitted (tests/gsem/test_gwas_constraints_snp.py);
+    non-linear ones are a ModelError naming the line."""
     snps = _csv(R / "ml_sign" / "snps.csv").head(2)
     with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True") as err:
         user_gwas(snps, covstruc, model, fix_measurement=fm)

@@ -1,0 +1,238 @@
+"""Per-SNP DWLS fits under linear constraints (Genomic SEM GWAS with ``a == 2*b``, ``a > b`` on
+parameters estimated per SNP).
+
+For each SNP: ``S_full`` / ``V_full`` as the batch kernel builds them (nearPD smoothing included,
+:func:`polgen.kernels.snp_matrices._one_snp`), the DWLS moments and weights ``1 / diag(V_full)``,
+then the minimum of ``sum w (s - sigma(theta))^2`` subject to ``A_eq theta = b_eq`` and
+``A_in theta >= b_in``: Levenberg-Marquardt damped Gauss-Newton in the null space of the active
+rows (equalities plus the inequalities held active), from the start projected onto them; an
+active set around it adds the inequalities a fit leaves and releases the active one with the most
+negative Lagrange multiplier (least squares of ``A_act' mu = grad f``) until none is negative, as
+lavaan's constrained solution.  Only the estimates come from here: the batch kernel evaluates
+chi-square, Q_SNP and the sandwich SEs at them (``max_iter=0``), as R's userGWAS evaluates its
+sandwich at lavaan's constrained estimates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polgen.kernels._jit import jit
+from polgen.kernels._threads import n_chunks, run_chunks
+from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK
+from polgen.kernels.ram import implied_jacobian_into
+from polgen.kernels.snp_matrices import _one_snp
+
+__all__ = ["constrained_batch"]
+
+
+@jit
+def _objective(theta, lay, s_vec, w, sig, jac, resid):
+    """f = sum w r^2 with r = s - sigma(theta); fills ``jac``; inf when I - A is singular."""
+    if not implied_jacobian_into(
+        theta,
+        lay.ent_kind,
+        lay.ent_r,
+        lay.ent_c,
+        lay.ent_par,
+        lay.ent_val,
+        lay.nv,
+        lay.p,
+        lay.ma,
+        lay.mb,
+        lay.par_ptr,
+        lay.par_ent,
+        sig,
+        jac,
+    ):
+        return np.inf
+    f = 0.0
+    for m in range(s_vec.shape[0]):
+        r = s_vec[m] - sig[lay.ma[m], lay.mb[m]]
+        resid[m] = r
+        f += w[m] * r * r
+    return f if np.isfinite(f) else np.inf
+
+
+@jit
+def _null_space(A):
+    """Orthonormal basis (npar x nz) of the null space of the rows of ``A`` (r x npar)."""
+    npar = A.shape[1]
+    if A.shape[0] == 0:
+        return np.eye(npar)
+    _, sv, vt = np.linalg.svd(A)
+    tol = 1e-10 * max(1.0, sv.max())
+    rank = 0
+    for x in sv:
+        if x > tol:
+            rank += 1
+    return np.ascontiguousarray(vt[rank:].T)
+
+
+@jit
+def _eq_fit(theta, A, b, lay, s_vec, w, max_iter, xtol, sig, jac, resid):
+    """LM on ``theta`` (in place) subject to ``A theta = b``; returns (status, f)."""
+    if A.shape[0] > 0:
+        corr = np.linalg.lstsq(A, A @ theta - b)[0]
+        theta -= corr
+    N = _null_space(A)
+    nz = N.shape[1]
+    f = _objective(theta, lay, s_vec, w, sig, jac, resid)
+    if not np.isfinite(f):
+        return ST_NONFINITE, f
+    if nz == 0:
+        return ST_OK, f
+    lam = 0.0
+    for _ in range(max_iter):
+        Jz = jac @ N
+        WJ = Jz * w.reshape(-1, 1)
+        H = Jz.T @ WJ
+        g = WJ.T @ resid
+        if np.abs(g).max() == 0.0:
+            return ST_OK, f
+        hmax = max(np.abs(np.diag(H)).max(), 1e-300)
+        accepted = False
+        for _t in range(40):
+            Hd = H.copy()
+            for a in range(nz):
+                Hd[a, a] += lam * hmax
+            try:
+                d = np.linalg.solve(Hd, g)
+            except Exception:  # noqa: BLE001 - numba: a singular system raises
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            step = N @ d
+            th_new = theta + step
+            jac_old = jac.copy()
+            resid_old = resid.copy()
+            f_new = _objective(th_new, lay, s_vec, w, sig, jac, resid)
+            if np.isfinite(f_new) and f_new <= f:
+                accepted = True
+                theta[:] = th_new
+                small = np.abs(step).max() <= xtol * (1.0 + np.abs(theta).max())
+                f_old = f
+                f = f_new
+                lam = lam * 0.1 if lam > 1e-12 else 0.0
+                if small or f_old - f_new <= 1e-15 * f_old:
+                    _objective(theta, lay, s_vec, w, sig, jac, resid)
+                    return ST_OK, f
+                break
+            jac[:, :] = jac_old
+            resid[:] = resid_old
+            lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            return ST_OK, f  # no step lowers f: a stationary point to working precision
+    return ST_NOCONV, f
+
+
+@jit
+def _range(lo, hi, snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, max_iter, xtol, est, status, fmin):
+    k = snp.beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    nmom = lay.ma.shape[0]
+    npar = theta0.shape[1]
+    n_eq = A_eq.shape[0]
+    n_in = A_in.shape[0]
+    Sf = np.empty((K1, K1))
+    Vf = np.empty((Kst, Kst))
+    VS = np.empty((k, k))
+    tmp = np.empty((Kst, Kst))
+    s_vec = np.empty(nmom)
+    w = np.empty(nmom)
+    sig = np.empty((lay.p, lay.p))
+    jac = np.empty((nmom, npar))
+    resid = np.empty(nmom)
+    for i in range(lo, hi):
+        est[i, :] = np.nan
+        fmin[i] = np.nan
+        st, _ = _one_snp(i, snp, Sf, Vf, VS, tmp)
+        if st != 0:
+            status[i] = st
+            continue
+        for m in range(nmom):
+            s_vec[m] = Sf[lay.obs_map[lay.ma[m]], lay.obs_map[lay.mb[m]]]
+            w[m] = 1.0 / Vf[lay.vidx[m], lay.vidx[m]]
+        theta = theta0[i if theta0.shape[0] > 1 else 0].copy()
+        if snpvar_par >= 0:
+            theta[snpvar_par] = Sf[0, 0]
+        active = np.zeros(n_in, np.bool_)
+        st = ST_OK
+        f = np.inf
+        for _outer in range(2 * n_in + 2):
+            na = 0
+            for j in range(n_in):
+                if active[j]:
+                    na += 1
+            A = np.empty((n_eq + na, npar))
+            b = np.empty(n_eq + na)
+            A[:n_eq] = A_eq
+            b[:n_eq] = b_eq
+            r = n_eq
+            for j in range(n_in):
+                if active[j]:
+                    A[r] = A_in[j]
+                    b[r] = b_in[j]
+                    r += 1
+            st, f = _eq_fit(theta, A, b, lay, s_vec, w, max_iter, xtol, sig, jac, resid)
+            if st != ST_OK:
+                break
+            added = False
+            for j in range(n_in):
+                if not active[j] and A_in[j] @ theta - b_in[j] < -1e-10 * (1.0 + abs(b_in[j])):
+                    active[j] = True
+                    added = True
+            if added:
+                continue
+            if na == 0:
+                break
+            # multipliers: grad f = -2 J' W r = A' mu; release the most negative inequality
+            grad = -2.0 * (jac.T @ (w * resid))
+            mu = np.linalg.lstsq(np.ascontiguousarray(A.T), grad)[0]
+            worst = -1
+            wv = -1e-8 * (1.0 + np.abs(grad).max())
+            r = n_eq
+            for j in range(n_in):
+                if active[j]:
+                    if mu[r] < wv:
+                        wv = mu[r]
+                        worst = j
+                    r += 1
+            if worst < 0:
+                break
+            active[worst] = False
+        status[i] = st
+        fmin[i] = f
+        if st == ST_OK:
+            est[i, :] = theta
+
+
+def constrained_batch(snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, *, max_iter=1000, xtol=1e-10):
+    """Constrained DWLS estimates of a batch: ``(est [n, npar], status [n], fmin [n])`` (NaN
+    estimates where the status is not OK); ``snp`` a :class:`~polgen.kernels.snp_moments.SnpBatch`,
+    ``lay`` a :class:`~polgen.kernels.ram.RamLayout`, ``theta0`` one start row or one per SNP."""
+    n = snp.beta.shape[0]
+    f64 = np.float64
+    npar = theta0.shape[1]
+    est = np.empty((n, npar))
+    status = np.zeros(n, np.int64)
+    fmin = np.empty(n)
+    args = (
+        lay,
+        np.ascontiguousarray(theta0, f64),
+        int(snpvar_par),
+        np.ascontiguousarray(A_eq, f64).reshape(-1, npar),
+        np.ascontiguousarray(b_eq, f64),
+        np.ascontiguousarray(A_in, f64).reshape(-1, npar),
+        np.ascontiguousarray(b_in, f64),
+        int(max_iter),
+        float(xtol),
+        est,
+        status,
+        fmin,
+    )
+    if n >= 2048:
+        run_chunks(_range, n, n_chunks(n), snp, *args)
+    elif n:
+        _range(0, n, snp, *args)
+    return est, status, fmin
