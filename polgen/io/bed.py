@@ -524,11 +524,23 @@ class BedStream:
             return False
         held = np.empty((self.n_snps, self.bytes_per_snp), dtype=np.uint8)
         packed = self._map()
-        step = max(1, (16 << 20) // max(1, self.bytes_per_snp))
-        for a in range(0, self.n_snps, step):
-            rows = self.snp_index[a : a + step]
-            held[a : a + len(rows)] = packed[rows]
-            self._release(int(rows[0]), int(rows[-1]))
+        # copy in pieces of at most 16 MB of the *file* (not of the selection: a sparse selection's
+        # rows span the whole file, and the pages a piece touches stay resident until released)
+        span = max(1, (16 << 20) // max(1, self.bytes_per_snp))
+        idx = self.snp_index
+        if len(idx):
+            order_ok = bool(np.all(idx[1:] >= idx[:-1]))
+            if order_ok:
+                edges = np.arange(int(idx[0]) + span, int(idx[-1]) + 1, span)
+                cuts = np.concatenate(([0], np.searchsorted(idx, edges), [len(idx)]))
+            else:  # an unsorted selection: pieces of at most `span` rows
+                cuts = np.append(np.arange(0, len(idx), span), len(idx))
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                if b <= a:
+                    continue
+                rows = idx[a:b]
+                held[a:b] = packed[rows]
+                self._release(int(rows.min()), int(rows.max()))
         self._held = held
         return True
 
