@@ -8,7 +8,8 @@ every step shares: expression and its filter, ligand radii and received ligands,
 thresholds, AnnData layers) and ``priors`` (the bundled CellChat tables and base GRN, species
 detection) -> ``features``, ``splash``, ``prepare`` (raw counts to the layers, clusters and
 coordinates training needs), ``cnn`` (per-cell betas of the CNN training modes), ``transitions``
-(per-cell transition vectors of a perturbation) -> ``train``, ``perturb`` -> ``cli``, ``namespace``.
+(per-cell transition vectors of a perturbation), ``pruning`` (CellOracle's per-cluster bagging-ridge
+links with p-values, for ``fit(grn=...)``) -> ``train``, ``perturb`` -> ``cli``, ``namespace``.
 """
 
 from polgen.stlr.betadata import Betabase, BetaData, betabase_from_long, read_betadata, top_regulators, write_betadata
@@ -32,6 +33,7 @@ from polgen.stlr.ligands import received_ligands
 from polgen.stlr.perturb import Perturber, perturb, perturb_batch
 from polgen.stlr.prepare import prepare
 from polgen.stlr.priors import bundled_grn, bundled_lr, detect_species
+from polgen.stlr.pruning import filter_links, prune_links
 from polgen.stlr.splash import splash
 from polgen.stlr.tissue import CellThresholds, read_cell_thresholds
 from polgen.stlr.train import FitResult, fit, training_context
@@ -69,6 +71,8 @@ __all__ = [
     "splash",
     "write_betadata",
     "prepare",
+    "prune_links",
+    "filter_links",
     "bundled_grn",
     "bundled_lr",
     "detect_species",

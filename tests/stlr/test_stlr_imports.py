@@ -88,7 +88,7 @@ STLR_LAYERS = [
     {"betadata", "lasso", "ligands"},
     {"grn", "synthetic"},
     {"tissue", "priors"},  # the tissue inputs and bundled priors shared by everything above
-    {"features", "splash", "prepare", "cnn", "transitions"},  # cnn: per-cell betas; transitions: vectors
+    {"features", "splash", "prepare", "cnn", "transitions", "pruning"},  # cnn: per-cell betas; transitions: vectors
     {"train", "perturb"},
     {"cli", "namespace"},
 ]
