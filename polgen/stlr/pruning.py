@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -62,6 +63,10 @@ def bagging_draws(n_cells: int, n_regulators: int, bagging_number: int, random_s
         cells = rs.randint(0, n_cells, n_cells)
         out.append((feats, np.bincount(cells, minlength=n_cells).astype(np.float64)))
     return out
+
+
+#: the draws depend only on the design's shape: every target of a cluster with as many regulators shares them
+_cached_draws = lru_cache(maxsize=512)(bagging_draws)
 
 
 def _weighted_ridge(X: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
@@ -175,7 +180,7 @@ def prune_links(
             cols = np.array([gidx[r] for r in regs[g]], dtype=np.int64)
             D, y = Xc[:, cols], Yc[:, gidx[g]]
             coefs = np.full((bagging_number, cols.size), np.nan)
-            for b, (feats, w) in enumerate(bagging_draws(cells.size, cols.size, bagging_number, random_state)):
+            for b, (feats, w) in enumerate(_cached_draws(cells.size, cols.size, bagging_number, random_state)):
                 coefs[b, feats] = _weighted_ridge(D[:, feats], y, w, float(alpha))
             seen = ~np.isnan(coefs).all(axis=0)
             mean, absm, p, logp = _stats(coefs[:, seen])
