@@ -9,7 +9,9 @@
   ``a == b`` share one number, ``a == number`` fixes the group, bounds of a group are intersected.
   Other constraint forms are rejected with :class:`ModelError` naming the line
   (:func:`kernel_constraints` says whether a table fits this subset; user_gwas fits general
-  constraints on the measurement model with the SEM fitter instead).
+  constraints on the measurement model with the SEM fitter, and on per-SNP parameters
+  splits them off with :func:`split_kernel_constraints` into the linear rows and non-linear
+  constraints of :func:`snp_linear_constraints`).
 * :func:`sign_flips` / :func:`canonical_signs_rows`: latent variables whose sign the model leaves
   free (fixed variance, free loadings), reported with their first free loading positive as lavaan's
   starting values put them, by the SEM fit and per SNP.
@@ -276,13 +278,13 @@ def split_kernel_constraints(pt: ParTable) -> tuple[ParTable, list]:
 
 def snp_linear_constraints(
     pt: ParTable, num: Numbering, general: list
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, list]:
     """General constraints on parameters estimated per SNP as linear rows over the kernels'
-    parameter numbers ``num``: ``(A_eq, b_eq, A_in, b_in, n_eq)`` with ``A_eq theta == b_eq``,
-    ``A_in theta >= b_in`` (``a > b`` and ``a < b`` alike) and ``n_eq`` the independent
-    equalities.  ``:=`` parameters inside a constraint are expanded; a constraint that is not
-    linear in the parameters (``a == b^2``, ``a > b*c``) is a :class:`ModelError` naming its line
-    (those are fitted on the measurement model only, with fix_measurement=True)."""
+    parameter numbers ``num``: ``(A_eq, b_eq, A_in, b_in, n_eq, nonlinear)`` with
+    ``A_eq theta == b_eq``, ``A_in theta >= b_in`` (``a > b`` and ``a < b`` alike), ``n_eq`` the
+    independent equalities (each non-linear equality counted as one) and ``nonlinear`` the
+    constraints that are not linear in the parameters (``a == b^2``, ``a > b*c``), linearised per
+    SNP by the caller.  ``:=`` parameters inside a constraint are expanded."""
     n = num.n
     first: dict[str, tuple[int, float]] = {}
     for r, q, v in zip(pt.rows, num.par.tolist(), num.value.tolist()):
@@ -298,16 +300,13 @@ def snp_linear_constraints(
         return out
 
     a_eq, b_eq, a_in, b_in = [], [], [], []
+    nonlinear: list = []
     for c in general:
         txt = f"{c.lhs.text} {c.op} {c.rhs.text}"
         g, r0, linear = _linearise(lambda th, c=c: c.residual(env(th)), n)
         if not linear:
-            raise ModelError(
-                f"constraint '{txt}' is not linear in the parameters estimated per SNP: user_gwas "
-                "fits linear equalities and inequalities there (a == 2*b, a > b, a + b == 1); "
-                "non-linear ones (a == b^2) only on the measurement model with fix_measurement=True",
-                row=c.line,
-            )
+            nonlinear.append(c)
+            continue
         if np.all(g == 0):
             ok = abs(r0) <= 1e-10 if c.op == "==" else (r0 >= 0 if c.op == ">" else r0 <= 0)
             if not ok:
@@ -328,7 +327,8 @@ def snp_linear_constraints(
         u, *_ = np.linalg.lstsq(A_eq, beq, rcond=None)
         if np.max(np.abs(A_eq @ u - beq)) > 1e-9 * (1.0 + np.abs(beq).max()):
             raise ModelError("the equality constraints on parameters estimated per SNP contradict each other")
-    return A_eq, np.array(b_eq, np.float64), A_in, np.array(b_in, np.float64), n_eq
+    n_eq += sum(1 for c in nonlinear if c.op == "==")
+    return A_eq, np.array(b_eq, np.float64), A_in, np.array(b_in, np.float64), n_eq, nonlinear
 
 
 def _check_constraints(pt: ParTable) -> None:

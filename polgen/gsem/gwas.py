@@ -38,8 +38,10 @@ of the project) and laid out by :func:`polgen.gsem.ram.kernel_layout`:
   inequalities; chi-square, Q_SNP and SEs are then evaluated at the constrained estimates as R's
   userGWAS does (its sandwich takes lavaan's delta over every free parameter: the unconstrained
   bread at the constrained point); df and AIC count the independent equalities as lavaan's
-  npar.  R's userGWAS stops on such constraints with fix_measurement=TRUE (its no-SNP fit keeps
-  the constraint line); polgen fits them there too.
+  npar.  Non-linear ones (``b1 == b2^2``, ``b1*b2 > 0.0001``) by sequential linearisation around
+  that fit (:func:`polgen.gsem.gwas_batch.compute_batch`; an inequality is held once a SNP's fit
+  breaks it).  R's userGWAS stops on such constraints with fix_measurement=TRUE (its no-SNP fit
+  keeps the constraint line); polgen fits them there too.
 
 The model is parsed and compiled once per run (:mod:`polgen.gsem.gwas_plan`,
 :mod:`polgen.gsem.gwas_commonfactor`); per-SNP fits run in numba
@@ -255,8 +257,8 @@ def user_gwas(
     as lavaan (see the module docstring).  General constraints on the measurement model
     (``a == 2*b``, ``a > b``, ``a == b^2``, constraints on ``:=`` terms) are fitted on the no-SNP
     model with ``fix_measurement=True`` and then hold for every SNP; on parameters estimated per
-    SNP linear ones are fitted per SNP (DWLS; see the module docstring) and non-linear ones, or
-    any under ML, raise :class:`ModelError`.  Factor signs follow lavaan's (the first free loading of a
+    SNP they are fitted per SNP under DWLS (see the module docstring) and raise
+    :class:`ModelError` under ML.  Factor signs follow lavaan's (the first free loading of a
     factor whose scale is set by its variance is positive), under every estimator.
 
     Returns one row per SNP and reported parameter (``F1 ~ SNP`` ... and every ``:=`` parameter;

@@ -113,6 +113,7 @@ class Plan:
     # by kernels.gwas_constrained; n_eq independent equalities (lavaan's npar = npar - n_eq)
     lincon: tuple | None = None
     n_eq: int = 0
+    nlcon: list = field(default_factory=list)  # non-linear constraints (syntax Constraint), per SNP
 
     def canonical_signs(self, est: np.ndarray) -> None:
         """Flip, per SNP (row of ``est``, in place), every latent whose sign the model leaves free
@@ -540,7 +541,7 @@ def plan_user(
     if ml and ml_se == "R":
         arrays["vidx_meat"] = r_ml_meat(cm, pt_full.observed, pred, traits)
     stage = Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
-    lincon, n_eq = _snp_constraints(pt, num, general, ml)
+    lincon, n_eq, nlcon = _snp_constraints(pt, num, general, ml)
     if not ml and starts.shape[0] == 1 and lincon is None:
         from polgen.kernels.gwas import fast_structure
 
@@ -586,6 +587,8 @@ def plan_user(
             lincon = (lincon[0], lincon[1], A_in, b_in)
             bounds = None
         tied = np.flatnonzero(np.any(np.vstack([lincon[0], lincon[2]]) != 0.0, axis=0))
+        nl_labels = _expr_names(pt, [n for c in nlcon for n in c.lhs.names + c.rhs.names])
+        tied = np.union1d(tied, [label_src[x][0] for x in nl_labels if x in label_src and label_src[x][0] >= 0])
         # a flip negating a constrained parameter (b1 == 2*b2 with only F1 flipped) breaks it
         flips = [f for f in flips if not np.isin(f[1], tied).any()]
     # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
@@ -633,15 +636,16 @@ def plan_user(
         flips=flips,
         lincon=lincon,
         n_eq=n_eq,
+        nlcon=nlcon,
     )
 
 
-def _snp_constraints(pt: ParTable, num: Numbering, general: list, ml: bool) -> tuple[tuple | None, int]:
+def _snp_constraints(pt: ParTable, num: Numbering, general: list, ml: bool) -> tuple[tuple | None, int, list]:
     """The general constraints left on parameters estimated per SNP as the linear rows of
-    :func:`polgen.gsem.constraints.snp_linear_constraints` (None: none), and their independent
-    equalities; DWLS only."""
+    :func:`polgen.gsem.constraints.snp_linear_constraints` (None: none), their independent
+    equalities and the non-linear ones (linearised per SNP by gwas_batch); DWLS only."""
     if not general:
-        return None, 0
+        return None, 0, []
     if ml:
         txt = "; ".join(f"{c.lhs.text} {c.op} {c.rhs.text}" for c in general)
         raise ModelError(
@@ -649,8 +653,8 @@ def _snp_constraints(pt: ParTable, num: Numbering, general: list, ml: bool) -> t
             "with estimation='ML' they are supported on the measurement model with fix_measurement=True",
             row=general[0].line,
         )
-    A_eq, b_eq, A_in, b_in, n_eq = snp_linear_constraints(pt, num, general)
-    return (A_eq, b_eq, A_in, b_in), n_eq
+    A_eq, b_eq, A_in, b_in, n_eq, nonlinear = snp_linear_constraints(pt, num, general)
+    return (A_eq, b_eq, A_in, b_in), n_eq, nonlinear
 
 
 def r_ml_meat(cm: KernelLayout, ov_order: list[str], pred: str, traits: list[str]) -> np.ndarray:

@@ -132,8 +132,8 @@ def _range(lo, hi, snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, max_ite
     Kst = K1 * (K1 + 1) // 2
     nmom = lay.ma.shape[0]
     npar = theta0.shape[1]
-    n_eq = A_eq.shape[0]
-    n_in = A_in.shape[0]
+    n_eq = A_eq.shape[1]
+    n_in = A_in.shape[1]
     Sf = np.empty((K1, K1))
     Vf = np.empty((Kst, Kst))
     VS = np.empty((k, k))
@@ -156,6 +156,8 @@ def _range(lo, hi, snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, max_ite
         theta = theta0[i if theta0.shape[0] > 1 else 0].copy()
         if snpvar_par >= 0:
             theta[snpvar_par] = Sf[0, 0]
+        ci = i if A_eq.shape[0] > 1 else 0  # one set of rows for the batch, or one per SNP
+        Ae, be, Ai, bi = A_eq[ci], b_eq[ci], A_in[ci], b_in[ci]
         active = np.zeros(n_in, np.bool_)
         st = ST_OK
         f = np.inf
@@ -166,20 +168,20 @@ def _range(lo, hi, snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, max_ite
                     na += 1
             A = np.empty((n_eq + na, npar))
             b = np.empty(n_eq + na)
-            A[:n_eq] = A_eq
-            b[:n_eq] = b_eq
+            A[:n_eq] = Ae
+            b[:n_eq] = be
             r = n_eq
             for j in range(n_in):
                 if active[j]:
-                    A[r] = A_in[j]
-                    b[r] = b_in[j]
+                    A[r] = Ai[j]
+                    b[r] = bi[j]
                     r += 1
             st, f = _eq_fit(theta, A, b, lay, s_vec, w, max_iter, xtol, sig, jac, resid)
             if st != ST_OK:
                 break
             added = False
             for j in range(n_in):
-                if not active[j] and A_in[j] @ theta - b_in[j] < -1e-10 * (1.0 + abs(b_in[j])):
+                if not active[j] and Ai[j] @ theta - bi[j] < -1e-10 * (1.0 + abs(bi[j])):
                     active[j] = True
                     added = True
             if added:
@@ -207,10 +209,22 @@ def _range(lo, hi, snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, max_ite
             est[i, :] = theta
 
 
+def _rows(A, b, npar):
+    """Constraint rows as (m, r, npar) / (m, r) arrays, m = 1 (whole batch) or n (per SNP)."""
+    A = np.asarray(A, np.float64)
+    b = np.asarray(b, np.float64)
+    if A.ndim < 3:
+        A = A.reshape(1, -1, npar)
+        b = b.reshape(1, -1)
+    return np.ascontiguousarray(A), np.ascontiguousarray(b)
+
+
 def constrained_batch(snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, *, max_iter=1000, xtol=1e-10):
     """Constrained DWLS estimates of a batch: ``(est [n, npar], status [n], fmin [n])`` (NaN
     estimates where the status is not OK); ``snp`` a :class:`~polgen.kernels.snp_moments.SnpBatch`,
-    ``lay`` a :class:`~polgen.kernels.ram.RamLayout`, ``theta0`` one start row or one per SNP."""
+    ``lay`` a :class:`~polgen.kernels.ram.RamLayout`, ``theta0`` one start row or one per SNP;
+    ``A_eq`` (r x npar) / ``b_eq`` (r) for the batch, or (n x r x npar) / (n x r) per SNP (the
+    linearised non-linear constraints), likewise ``A_in`` / ``b_in``."""
     n = snp.beta.shape[0]
     f64 = np.float64
     npar = theta0.shape[1]
@@ -221,10 +235,8 @@ def constrained_batch(snp, lay, theta0, snpvar_par, A_eq, b_eq, A_in, b_in, *, m
         lay,
         np.ascontiguousarray(theta0, f64),
         int(snpvar_par),
-        np.ascontiguousarray(A_eq, f64).reshape(-1, npar),
-        np.ascontiguousarray(b_eq, f64),
-        np.ascontiguousarray(A_in, f64).reshape(-1, npar),
-        np.ascontiguousarray(b_in, f64),
+        *_rows(A_eq, b_eq, npar),
+        *_rows(A_in, b_in, npar),
         int(max_iter),
         float(xtol),
         est,

@@ -2,7 +2,7 @@
 ``b > a``, ...) are fitted on the no-SNP model with fix_measurement=True (R's default), by the SEM
 fitter, against R GenomicSEM's userGWAS and usermodel (tests/data/gsem/r/constraints/, made by
 tests/data/make/gsem_issue12.py with gsem_constraints.R); constraints on parameters estimated per
-SNP that are not linear are a ModelError saying so (linear ones: test_gwas_constraints_snp.py).
+SNP are fitted per SNP under DWLS (test_gwas_constraints_snp.py) and a ModelError under ML.
 """
 
 from __future__ import annotations
@@ -100,11 +100,11 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
     ],
 )
 def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm):
-    """Linear constraints on per-SNP parameters are fitted (tests/gsem/test_gwas_constraints_snp.py);
-    non-linear ones are a ModelError naming the line."""
+    """Constraints on per-SNP parameters are fitted under DWLS (tests/gsem/test_gwas_constraints_snp.py);
+    under ML they are a ModelError naming the line."""
     snps = _csv(R / "ml_sign" / "snps.csv").head(2)
     with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True") as err:
-        user_gwas(snps, covstruc, model, fix_measurement=fm)
+        user_gwas(snps, covstruc, model, fix_measurement=fm, estimation="ML")
     assert err.value.row is not None  # names the constraint's line
 
 

@@ -1,6 +1,6 @@
 # Constraints on parameters estimated per SNP (issue 12): R GenomicSEM userGWAS on the two-factor
 # model of tests/data/gsem/r/ml_sign with 'F1 ~ b1*SNP; F2 ~ b2*SNP' and a constraint between the
-# SNP effects (b1 == 2*b2, b1 > b2, b2 > b1, b1 == b2^2), fix_measurement TRUE and FALSE, DWLS;
+# SNP effects (b1 == 2*b2, b1 > b2, b2 > b1, b1 == b2^2, b1*b2 > 0.0001), fix_measurement TRUE and FALSE, DWLS;
 # the unconstrained model as the reference.  Usage:
 #   Rscript gsem_gwas_constraints.R <GenomicSEM R/ directory> <ml_sign data directory> <output directory>
 # Writes cases.tsv (case, fix_measurement, model) and usergwas.csv (every row of R's output, est / SE /
@@ -23,9 +23,11 @@ num17 <- function(x) { n <- vapply(x, is.numeric, TRUE)
   x[n] <- lapply(x[n], function(v) ifelse(is.na(v), NA, sprintf("%.17g", v))); x }
 BASE <- "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\nF1 ~ b1*SNP\nF2 ~ b2*SNP\n"
 cases <- data.frame(
-  case = c("none", "eq_lin", "ineq_12", "ineq_21", "nonlin", "none_free", "eq_lin_free", "ineq_12_free"),
-  fix = c(TRUE, TRUE, TRUE, TRUE, TRUE, FALSE, FALSE, FALSE),
-  extra = c("", "b1 == 2*b2", "b1 > b2", "b2 > b1", "b1 == b2^2", "", "b1 == 2*b2", "b1 > b2"),
+  case = c("none", "eq_lin", "ineq_12", "ineq_21", "nonlin", "none_free", "eq_lin_free", "ineq_12_free",
+           "nonlin_free", "nonlin_ineq_free"),
+  fix = c(TRUE, TRUE, TRUE, TRUE, TRUE, FALSE, FALSE, FALSE, FALSE, FALSE),
+  extra = c("", "b1 == 2*b2", "b1 > b2", "b2 > b1", "b1 == b2^2", "", "b1 == 2*b2", "b1 > b2",
+            "b1 == b2^2", "b1*b2 > 0.0001"),
   stringsAsFactors = FALSE)
 g <- NULL
 for (i in seq_len(nrow(cases))) {
