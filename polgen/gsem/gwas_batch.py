@@ -89,7 +89,10 @@ def _constrained_stage(plan: Plan, beta, se, var) -> dict:
     joined to them): the constrained estimates of :func:`polgen.kernels.gwas_constrained.
     constrained_batch`, then chi-square, Q_SNP and the sandwich SEs of the batch kernel at them
     (``max_iter=0``), as R's userGWAS evaluates its sandwich (lavaan's delta and WLS.V, all free
-    parameters) at lavaan's constrained estimates."""
+    parameters) at lavaan's constrained estimates.  The fit starts from the stage's first start
+    only (lavaan's: loadings positive): a constraint tying a factor's SNP effect to another's
+    (b1 == 2*b2) makes the factor's mirror image a different solution, sometimes of lower
+    objective, which R (lavaan from its starting values) does not report."""
     from polgen.kernels.gwas import ST_OK
     from polgen.kernels.gwas_constrained import constrained_batch
     from polgen.kernels.ram import ram_layout
