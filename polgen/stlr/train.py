@@ -49,6 +49,7 @@ from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_targe
 from polgen.stlr.lasso import SOLVER_DEFAULTS, sparse_group_lasso
 from polgen.stlr.ligands import MODES
 from polgen.stlr.priors import resolve_priors
+from polgen.stlr.pruning import prune_links
 from polgen.stlr.tissue import as_tissue, has_layer, layer_columns, run_thresholds, source_anndata
 
 log = logging.getLogger("polgen")
@@ -439,6 +440,8 @@ def fit(
     spatial_key=None,
     cell_thresholds=None,
     grn_alpha: float = 0.05,
+    prune: bool = False,
+    prune_alpha: float = 5.0,
     orphans: Orphans = "skip",
     resume: bool = False,
     overwrite: bool = False,
@@ -466,7 +469,10 @@ def fit(
     ``cluster`` / ``p``, CellOracle's ``{cluster: links}`` - the reference's ``co_grn`` -, a
     CellOracle base GRN, a path, or ``{target: [TFs]}``); a TF counts when one of its links has
     ``p < grn_alpha`` (the reference's ``get_regulators(alpha=0.05)``; tables without ``p`` keep
-    every link).  ``ligand_target``: optional NicheNet matrix (path or frame) for the ligand-TF
+    every link).  ``prune``: first replace the GRN by CellOracle's per-cluster bagging-ridge links of
+    the trained genes with p-values (:func:`polgen.stlr.pruning.prune_links`, ridge ``prune_alpha``,
+    5 as the reference's ``run_celloracle_``), so a TF counts only where the data support it.
+    ``ligand_target``: optional NicheNet matrix (path or frame) for the ligand-TF
     pairs (with 1,000+ genes, pairs whose ligand is regulated by the target or the TF are
     dropped, as in the reference).  ``cell_thresholds``: a cells x genes table (frame or
     parquet/csv path; > 0 = allowed) masking LR ligands and receptors; None uses
@@ -561,6 +567,8 @@ def fit(
         log.info(
             "stlr fit: the %d most variable of %d genes with a TF regulator: %s", len(genes), len(with_regs), genes
         )
+    if prune:  # the reference's CellOracle links, fitted here for the genes to train
+        grn = links = prune_links(t, links, targets=genes, alpha=prune_alpha)
     check_radius_units(t.coords, float(radius), float(contact_distance))
     orphan_list: list[str] = []
     if orphans == "skip":
@@ -614,6 +622,8 @@ def fit(
         "receptor_layer": receptor_layer,
         "orphans": orphans,
     }
+    if prune:  # runs without pruning keep their parameters (and resume) unchanged
+        params["prune_alpha"] = float(prune_alpha)
     if cnn.training_mode != "seed":  # seed runs keep their parameters (and resume) unchanged
         params["cnn"] = cnn.params()
     orphan_json = {g: ORPHAN_REASON for g in orphan_list}

@@ -4,6 +4,8 @@ SpaceTravLR reference venv, scikit-learn 1.9.1; tests/data/make/stlr_celloracle_
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -86,3 +88,25 @@ def test_bad_input(fixture):
         prune_links(a, grn, targets=["Nope"], cluster_key="cluster")
     with pytest.raises(InputError, match="lack column"):
         filter_links(pl.DataFrame({"source": ["a"], "target": ["b"]}))
+
+
+def test_fit_prune_trains_on_the_pruned_links(tmp_path):
+    from polgen.stlr import fit
+    from polgen.stlr.betadata import Betabase
+    from polgen.stlr.synthetic import make_tissue
+
+    t = make_tissue(n_cells=160, n_genes=30, n_clusters=2, seed=4, sparsity=0.2)
+    a = t.to_anndata()
+    genes = [g for g in t.var_names if g.startswith("Gene")][:3]
+    kw = dict(lr=t.lr, cv=0, progress=False, cluster_key="cell_type")
+    pruned = prune_links(a, t.links, targets=genes, alpha=5.0, cluster_key="cell_type")
+    sig = regulator_map(pruned, alpha=0.05)
+    assert any(set(sig.get(g, [])) < set(t.links.filter(pl.col("target") == g)["source"]) for g in genes)
+    res = fit(a, genes, out=tmp_path / "p", grn=t.links, prune=True, **kw)
+    ref = fit(a, genes, out=tmp_path / "r", grn=pruned, **kw)
+    pb, rb = Betabase.coerce(tmp_path / "p"), Betabase.coerce(tmp_path / "r")
+    assert res.genes == ref.genes and res.genes
+    for g in res.genes:
+        assert pb[g].tfs == rb[g].tfs and set(pb[g].tfs) <= set(sig.get(g, []))
+        np.testing.assert_array_equal(pb[g].values, rb[g].values)
+    assert json.loads((tmp_path / "p" / "stlr_run.json").read_text())["params"]["prune_alpha"] == 5.0
