@@ -155,6 +155,8 @@ def cmd_fit(args) -> int:
         min_r2=args.min_r2,
         solver=args.solver,
         cv=args.cv,
+        prune=args.prune,
+        prune_alpha=args.prune_alpha,
         mode=args.mode,
         layer=args.layer,
         cluster_key=_cluster_key(args),
@@ -337,6 +339,18 @@ def add_parser(subparsers) -> None:
         "reference's betas)",
     )
     f.add_argument("--cv", type=nonneg_int, default=5, help="folds of the held-out R2 (0: none)")
+    f.add_argument(
+        "--prune",
+        action="store_true",
+        help="replace the GRN by CellOracle's per-cluster bagging-ridge links of the trained genes, filtered by "
+        "--grn-alpha (default: off, the GRN as given)",
+    )
+    f.add_argument(
+        "--prune-alpha",
+        type=positive_float,
+        default=5.0,
+        help="ridge penalty of the pruning fits (default: %(default)s, as the reference's run_celloracle_)",
+    )
     f.add_argument(
         "--ligand-target", default=None, metavar="FILE", help="NicheNet ligand-target matrix (parquet) for L#TF pairs"
     )

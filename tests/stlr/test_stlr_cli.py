@@ -195,3 +195,26 @@ def test_cli_fit_cell_thresholds_and_grn_alpha(setup, tmp_path):
     assert len([c for c in got_a.columns if c.startswith("beta_") and "$" not in c and "#" not in c]) < len(
         [c for c in got_b.columns if c.startswith("beta_") and "$" not in c and "#" not in c]
     )
+
+
+def test_cli_fit_prune_equals_api(setup, tmp_path):
+    """`polgen stlr fit --prune --prune-alpha` gives the betas of `fit(prune=True, prune_alpha=)`."""
+    from polgen.stlr import fit
+
+    t, a, base, d = setup
+    target = "Gene002"
+    argv = ["stlr", "fit", "--h5ad", str(d / "tissue.h5ad"), "--lr", str(d / "lr.csv"), "--grn", str(d / "links.csv")]
+    argv += ["--genes", target, "--cluster-key", "cell_type", "--no-progress", "--prune", "--prune-alpha", "3"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    want = fit(
+        a,
+        [target],
+        out=tmp_path / "py",
+        lr=t.lr,
+        grn=t.links,
+        cluster_key="cell_type",
+        progress=False,
+        prune=True,
+        prune_alpha=3.0,
+    )
+    assert pl.read_parquet(tmp_path / "cli" / f"{target}_betadata.parquet").equals(pl.read_parquet(want.files[0]))
