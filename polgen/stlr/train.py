@@ -535,15 +535,6 @@ def fit(
     if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 0 or cv == 1:
         raise InputError(f"cv must be 0 (no cross-validation) or a number of folds >= 2, got {cv!r}")
     t = as_tissue(adata, layer=layer, cluster_key=cluster_key, spatial_key=spatial_key)
-    cnn = cnn_options(
-        training_mode,
-        epochs=epochs,
-        spatial_dim=spatial_dim,
-        learning_rate=learning_rate,
-        batch_size=batch_size,
-        seed=seed,
-        n_cells=len(t.obs_names),
-    )
     bundled = (lr is None, grn is None)
     lr, grn, species = resolve_priors(lr, grn, species, t.var_names)
     links = as_links(grn)
@@ -558,6 +549,16 @@ def fit(
     else:
         genes = list(dict.fromkeys(genes))  # type: ignore[arg-type]
         t.gene_index(genes)  # InputError naming genes absent from the AnnData
+    # after the gene names are checked (a typo is reported whether or not torch is installed)
+    cnn = cnn_options(
+        training_mode,
+        epochs=epochs,
+        spatial_dim=spatial_dim,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        seed=seed,
+        n_cells=len(t.obs_names),
+    )
     if top_n is not None:
         skip0 = set(orphan_genes(links, genes, t.var_names, grn_alpha))
         with_regs = [g for g in genes if g not in skip0]
