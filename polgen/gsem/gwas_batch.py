@@ -251,7 +251,7 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     if plan.kind == "commonfactor" and plan.stage1.cf is not None:
         res = cf_stage1(plan, beta, se, var)
     elif plan.lincon is not None:
-        res = constrained_stage(plan, beta, se, var)
+        res = constrained_stage(plan, beta, se, var, run_stage)
     else:
         res = run_stage(plan, plan.stage1, beta, se, var, q=plan.kind == "user" and plan.q_ptr is not None)
     free = None

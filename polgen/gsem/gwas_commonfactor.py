@@ -18,17 +18,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from polgen.gsem.baseline_fit import fit_baseline
 from polgen.gsem.constraints import number_parameters
 from polgen.gsem.gwas_plan import (
     Plan,
     Stage,
     common_setup,
-    fit_baseline,
     plan_base,
     r_ml_meat,
-    sign_starts,
-    start_values,
 )
+from polgen.gsem.gwas_starts import sign_starts, start_values
 from polgen.gsem.ram import Numbering, kernel_layout
 from polgen.gsem.syntax import ParTable, parse_model
 

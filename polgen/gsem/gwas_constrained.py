@@ -15,7 +15,7 @@ from polgen.gsem.gwas_plan import Plan, Stage
 __all__ = ["NL_MAX_ROUNDS", "constrained_stage"]
 
 
-def constrained_stage(plan: Plan, beta, se, var) -> dict:
+def constrained_stage(plan: Plan, beta, se, var, run_stage) -> dict:
     """Linear constraints on parameters estimated per SNP (``b1 == 2*b2``, ``b1 > b2``; bounds
     joined to them): the constrained estimates of :func:`polgen.kernels.gwas_constrained.
     constrained_batch`, then chi-square, Q_SNP and the sandwich SEs of the batch kernel at them
@@ -23,7 +23,8 @@ def constrained_stage(plan: Plan, beta, se, var) -> dict:
     parameters) at lavaan's constrained estimates.  The fit starts from the stage's first start
     only (lavaan's: loadings positive): a constraint tying a factor's SNP effect to another's
     (b1 == 2*b2) makes the factor's mirror image a different solution, sometimes of lower
-    objective, which R (lavaan from its starting values) does not report."""
+    objective, which R (lavaan from its starting values) does not report.  ``run_stage`` is
+    :func:`polgen.gsem.gwas_batch.run_stage` (passed in: the batch module imports this one)."""
     from polgen.kernels.gwas import ST_OK
     from polgen.kernels.gwas_constrained import constrained_batch
     from polgen.kernels.ram import ram_layout
@@ -39,8 +40,6 @@ def constrained_stage(plan: Plan, beta, se, var) -> dict:
         est, status, fmin = constrained_batch(snp, lay, stage.starts[:1], stage.snpvar_par, *plan.lincon)
     # evaluated where the constrained fit ended (SNP ~~ SNP included: not reset to S_full[0, 0])
     at = Stage(stage.model, stage.fidx, stage.starts, -1, stage.wald_idx)
-    from polgen.gsem.gwas_batch import run_stage
-
     res = run_stage(plan, at, beta, se, var, theta0=np.nan_to_num(est), q=plan.q_ptr is not None, max_iter=0)
     bad = status != ST_OK
     res["status"][bad] = status[bad]

@@ -18,7 +18,6 @@ sign the model leaves free keep lavaan's sign, first free loading positive, via
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import re
@@ -29,29 +28,28 @@ from pathlib import Path
 import numpy as np
 
 from polgen.errors import (
-    ConvergenceError,
     InputError,
     ModelError,
     ModelSyntaxError,
     SchemaError,
 )
+from polgen.gsem.baseline_fit import fit_baseline
 from polgen.gsem.constraints import (
     canonical_signs_rows,
-    kernel_constraints,
     number_parameters,
     sign_flips,
     snp_linear_constraints,
     split_kernel_constraints,
 )
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
+from polgen.gsem.gwas_starts import sign_starts, start_values
 from polgen.gsem.matrix import is_pd, near_pd
-from polgen.gsem.ram import KernelLayout, Numbering, compile_model, kernel_layout, vech_index
-from polgen.gsem.sem import fit_sem
+from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
 from polgen.gsem.syntax import ParTable, parse_model, parse_syntax
 
 log = logging.getLogger("polgen")
 
-__all__ = ["GC_CODES", "Plan", "Stage", "fit_baseline", "plan_user", "sign_starts", "start_values"]
+__all__ = ["GC_CODES", "Plan", "Stage", "plan_user", "sign_starts", "start_values"]
 
 
 # ==============================================================================================
@@ -198,97 +196,6 @@ def model_text(model: str) -> str:
     return model
 
 
-def start_values(
-    pt: ParTable, num: Numbering, S_LD: np.ndarray, traits: list[str], baseline: dict | None = None
-) -> np.ndarray:
-    """lavaan-like starts: loadings 1 (or from a baseline fit), observed variances S_ii / 2,
-    latent variances 0.05, regressions and covariances 0; baseline estimates where given."""
-    th = np.zeros(num.n)
-    tidx = {t: i for i, t in enumerate(traits)}
-    for r, q, val in zip(pt.rows, num.par.tolist(), num.value.tolist()):
-        if q < 0:
-            continue
-        key = (r.lhs, r.op, r.rhs)
-        if baseline is not None and key in baseline:
-            th[q] = baseline[key]
-        elif np.isfinite(val):
-            th[q] = val
-        elif r.op == "=~":
-            th[q] = 1.0
-        elif r.op == "~~" and r.lhs == r.rhs:
-            th[q] = 0.5 * S_LD[tidx[r.lhs], tidx[r.lhs]] if r.lhs in tidx else 0.05
-        else:
-            th[q] = 0.0
-    return th
-
-
-def sign_starts(
-    pt: ParTable, num: Numbering, th: np.ndarray, max_starts: int = 16, scales: tuple[float, ...] = (1.0, 0.5)
-) -> np.ndarray:
-    """Start vectors with sign patterns of the free loadings (the first free loading of each
-    factor keeps its sign: flipping all of a factor's loadings gives a mirror solution), each at
-    the given loading scales."""
-    seen_first: set[str] = set()
-    flips = []
-    par = num.par.tolist()
-    fixed_loading = {r.lhs for r, q in zip(pt.rows, par) if r.op == "=~" and q < 0}
-    for r, q in zip(pt.rows, par):
-        if r.op == "=~" and q >= 0:
-            if r.lhs not in seen_first and r.lhs not in fixed_loading:
-                seen_first.add(r.lhs)
-                continue
-            seen_first.add(r.lhs)
-            if q not in flips:
-                flips.append(q)
-    base = np.abs(th.copy())
-    for r, q in zip(pt.rows, par):  # only loadings take absolute values
-        if q >= 0 and r.op != "=~":
-            base[q] = th[q]
-    if not flips:
-        return th[None, :].copy()
-    if 2 ** len(flips) <= max_starts:
-        patterns = list(itertools.product([1.0, -1.0], repeat=len(flips)))
-    else:
-        patterns = [tuple([1.0] * len(flips))]
-        for j in range(len(flips)):
-            one_flipped = [1.0] * len(flips)
-            one_flipped[j] = -1.0
-            patterns.append(tuple(one_flipped))
-        patterns.append(tuple([-1.0] * len(flips)))
-    out = np.empty((len(patterns) * len(scales), len(th)))
-    s = 0
-    for sc in scales:
-        for pat in patterns:
-            out[s] = base
-            for q, sg in zip(flips, pat):
-                out[s, q] = sg * sc * abs(base[q])
-            s += 1
-    return out
-
-
-def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
-    """fit_cov with bounds by an active set (as lavaan's solution: parameters that would leave
-    their interval are held at the bound, one is released when it moves back inside)."""
-    from polgen.kernels.gwas import ST_OK, fit_cov
-
-    at = np.zeros(npar, np.int8)  # 0 free, 1 at lower, 2 at upper
-    th0 = np.array(start, dtype=np.float64, copy=True)
-    for _ in range(2 * npar + 2):
-        th0[at == 1] = lo[at == 1]
-        th0[at == 2] = hi[at == 2]
-        fidx = np.nonzero(at == 0)[0].astype(np.int64)
-        th, st, _, sig = fit_cov(s, w, arrays, fidx, th0, ml=ml)
-        if st != ST_OK:
-            return th, st, sig
-        viol = np.where(th < lo, 1, np.where(th > hi, 2, 0)).astype(np.int8)
-        viol[at != 0] = 0
-        if not viol.any():
-            return th, st, sig
-        at = np.where(viol != 0, viol, at)
-        th0 = np.where(viol != 0, th0, th)
-    return th, st, sig
-
-
 def no_snp_text(text: str, pred: str) -> str:
     """The model without its SNP lines, as R's userGWAS writes it for fix_measurement (lines
     naming the SNP dropped); ':=' lines and constraint lines are kept only when every name they use
@@ -321,32 +228,6 @@ def no_snp_text(text: str, pred: str) -> str:
     return "\n".join(keep)
 
 
-def _fit_baseline_sem(
-    pt0: ParTable, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], ml: bool
-) -> tuple[Numbering, dict]:
-    """The no-SNP model fit by the SEM fitter (:func:`polgen.gsem.sem.fit_sem`), for constraints
-    the per-SNP kernels' numbering cannot express (``a == 2*b``, ``a > b``, ``a == b^2``, ...):
-    DWLS with weights ``1 / diag(V_LD)`` of the model's moments, or ML, as R's userGWAS."""
-    cm = compile_model(pt0)
-    k = len(traits)
-    pos = [traits.index(t) for t in cm.observed]
-    S = S_LD[np.ix_(pos, pos)]
-    idx = np.array([vech_index(pos[a], pos[b], k) for a, b in zip(cm.vech_row, cm.vech_col)], np.int64)
-    fit = fit_sem(cm, S, estimator="ML" if ml else "DWLS", W_diag=1.0 / np.diag(V_LD)[idx])
-    if not fit.converged:
-        raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
-    rows = cm.table.rows
-    num0 = Numbering(
-        np.array([r.free - 1 for r in rows], np.int64),
-        np.array([r.ustart if r.free == 0 else np.nan for r in rows], np.float64),
-        np.array([r.lower for r in rows], np.float64),
-        np.array([r.upper for r in rows], np.float64),
-        cm.n_free,
-    )
-    est = {(r.lhs, r.op, r.rhs): float(v) for r, v in zip(rows, fit.values)}
-    return num0, est
-
-
 def _expr_names(pt: ParTable, names: Sequence[str]) -> set[str]:
     """Parameter labels behind ``names``, ':=' parameters expanded to the labels they use."""
     defs = {d.name: d for d in pt.defined}
@@ -368,52 +249,6 @@ def _drop_fixed_constraints(pt: ParTable) -> ParTable:
     if len(kept) == len(pt.constraints):
         return pt
     return replace(pt, constraints=kept)
-
-
-def fit_baseline(
-    text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool, ml: bool
-) -> tuple[ParTable, Numbering, dict]:
-    """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
-    from polgen.kernels.gwas import ST_OK
-
-    pt0 = parse_model(text, std_lv=std_lv, fixed_x=False)
-    missing = [v for v in pt0.observed if v not in traits]
-    if missing:
-        raise ModelError(f"model variables {missing} are not traits of the covstruc {traits}")
-    if not kernel_constraints(pt0):
-        num_s, est_s = _fit_baseline_sem(pt0, S_LD, V_LD, traits, ml)
-        return pt0, num_s, est_s
-    num0 = number_parameters(pt0)
-    npar = num0.n
-    cm = kernel_layout(pt0, num0, traits, snp_name="\0none", observed=pt0.observed)
-    k = len(traits)
-    tix = [int(j) - 1 for j in cm.obs_map]
-    s = np.array([S_LD[tix[a], tix[b]] for a, b in zip(cm.ma, cm.mb)])
-    w = np.array(
-        [1.0 / V_LD[vech_index(tix[a], tix[b], k), vech_index(tix[a], tix[b], k)] for a, b in zip(cm.ma, cm.mb)]
-    )
-    th0 = start_values(pt0, num0, S_LD, traits)
-    lo, hi = num0.bounds()
-    best = None
-    for start in sign_starts(pt0, num0, th0):
-        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml)
-        if st != ST_OK:
-            continue
-        if ml:
-            f = float(np.sum((s - sig) ** 2))
-        else:
-            f = float(np.sum(w * (s - sig) ** 2))
-        if best is None or f < best[0] - 1e-12 * abs(best[0]):
-            best = (f, th)
-    if best is None:
-        raise ConvergenceError("the model without SNP effects (fix_measurement) did not converge")
-    th = best[1][None, :].copy()
-    canonical_signs_rows(sign_flips(pt0, num0.par), th, lo, hi)
-    th = th[0]
-    est = {}
-    for r, q, val in zip(pt0.rows, num0.par.tolist(), num0.value.tolist()):
-        est[(r.lhs, r.op, r.rhs)] = float(th[q]) if q >= 0 else float(val)
-    return pt0, num0, est
 
 
 def resolve_columns(schema: dict, traits: list[str], twas: bool) -> tuple[list[str], list[str], list[str], str]:
