@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from polgen.errors import InputError, SchemaError
+from polgen.io.sink import write_bytes_atomic
 
 _ALIASES = {
     "S": ("S", "s"),
@@ -128,17 +129,18 @@ class CovStruc:
     def save(self, path: str | os.PathLike) -> Path:
         """Write as JSON (``.json``) or parquet (anything else); atomic."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         if path.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(self.to_dict()))
+            data = json.dumps(self.to_dict()).encode()
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
             tbl = pa.table({"trait": self.trait_names})
             tbl = tbl.replace_schema_metadata({b"polgen.covstruc": json.dumps(self.to_dict()).encode()})
-            pq.write_table(tbl, tmp)
-        os.replace(tmp, path)
+            buf = pa.BufferOutputStream()
+            pq.write_table(tbl, buf)
+            data = buf.getvalue().to_pybytes()
+        write_bytes_atomic(path, data)
         return path
 
     @classmethod

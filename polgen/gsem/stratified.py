@@ -31,6 +31,7 @@ match the LD-score columns and ``.annot`` files that lack LD-score SNPs are erro
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ from polgen.io.annot import (
     read_m_counts,
     read_weight_ldscores,
 )
+from polgen.io.sink import write_bytes_atomic
 from polgen.kernels.ldsc import block_bounds
 from polgen.kernels.sldsc import block_crossprod, jackknife
 
@@ -171,24 +173,20 @@ class StratifiedCovStruc:
     def save(self, path: str | os.PathLike) -> Path:
         """Write as JSON (``.json``) or numpy ``.npz`` (anything else); atomic."""
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            if path.suffix.lower() == ".json":
-                tmp.write_text(json.dumps(self.to_dict()))
-            else:
-                d = self.to_dict()
-                meta = {k: d[k] for k in ("kind", "annotations", "trait_names", "select_names")}
-                arrays: dict[str, Any] = {
-                    k: np.asarray(d[k], dtype=np.float64) for k in ("S", "V", "S_Tau", "V_Tau", "I", "N", "m", "prop")
-                }
-                arrays["select"] = np.asarray(d["select"], dtype=np.int64)
-                arrays["meta"] = np.array(json.dumps(meta))
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        if path.suffix.lower() == ".json":
+            data = json.dumps(self.to_dict()).encode()
+        else:
+            d = self.to_dict()
+            meta = {k: d[k] for k in ("kind", "annotations", "trait_names", "select_names")}
+            arrays: dict[str, Any] = {
+                k: np.asarray(d[k], dtype=np.float64) for k in ("S", "V", "S_Tau", "V_Tau", "I", "N", "m", "prop")
+            }
+            arrays["select"] = np.asarray(d["select"], dtype=np.int64)
+            arrays["meta"] = np.array(json.dumps(meta))
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            data = buf.getvalue()
+        write_bytes_atomic(path, data)
         return path
 
     @classmethod

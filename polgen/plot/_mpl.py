@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from polgen.errors import InputError, MissingExtraError, OutputError
+from polgen.io.sink import write_bytes_atomic
 
 log = logging.getLogger("polgen")
 
@@ -112,13 +113,7 @@ def save(fig: Any, out: str | os.PathLike) -> Path:
     if not path.parent.exists():
         raise OutputError("the output directory does not exist", path=path.parent)
     data = figure_bytes(fig, fmt)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the picture: {exc.strerror or exc}", path=path) from None
+    write_bytes_atomic(path, data)
     log.info("wrote %s", path)
     return path
 

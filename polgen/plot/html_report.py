@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from polgen.errors import InputError, OutputError, PolgenError
-from polgen.io.sink import MANIFEST, SUCCESS, read_metadata, sha256_file
+from polgen.errors import InputError, PolgenError
+from polgen.io.sink import MANIFEST, SUCCESS, read_metadata, sha256_file, write_bytes_atomic
 from polgen.plot import _html as H
 from polgen.plot._mpl import MissingExtraError, figure_bytes, require_matplotlib
 from polgen.plot.source import run_files, run_method, run_params, series_of
@@ -505,13 +505,7 @@ def report(
     """
     text = report_html(results_dir, title=title, pictures=pictures, max_series=max_series)
     path = Path(out) if out is not None else Path(results_dir) / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the report: {exc.strerror or exc}", path=path) from None
+    write_bytes_atomic(path, text.encode("utf-8"))
     log.info("wrote the report %s", path)
     return path
 
