@@ -251,6 +251,20 @@ class ClusterFit:
     losses: list[float]
     score: float
     zeroed: bool
+    batches_per_epoch: int = 0
+
+    @property
+    def epoch_losses(self) -> list[float]:
+        """Mean mini-batch loss of every epoch (the training curve users check)."""
+        return epoch_means(self.losses, self.batches_per_epoch)
+
+
+def epoch_means(losses: list[float], batches_per_epoch: int) -> list[float]:
+    """Per-epoch means of a mini-batch loss curve of ``batches_per_epoch`` batches an epoch."""
+    if batches_per_epoch < 1 or not losses:
+        return []
+    a = np.asarray(losses, dtype=np.float64)
+    return [float(v) for v in a.reshape(-1, batches_per_epoch).mean(axis=1)]
 
 
 def _r2(y: np.ndarray, p: np.ndarray) -> float:
@@ -336,11 +350,13 @@ def _train(torch: Any, maps, features, X, y, anchors, opts: CnnOptions, seed: in
             last_pred.append(out.detach().numpy())
     score = _r2(np.concatenate(last_true).astype(np.float64), np.concatenate(last_pred).astype(np.float64))
     zeroed = not score >= opts.score_threshold
+    per_epoch = -(-n // opts.batch_size)
     if zeroed:
-        return ClusterFit(betas=np.zeros((n, X.shape[1] + 1)), losses=losses, score=score, zeroed=True)
-    with torch.no_grad():
-        b = net.get_betas(tm, tf).numpy().astype(np.float64)
-    return ClusterFit(betas=b, losses=losses, score=score, zeroed=False)
+        b = np.zeros((n, X.shape[1] + 1))
+    else:
+        with torch.no_grad():
+            b = net.get_betas(tm, tf).numpy().astype(np.float64)
+    return ClusterFit(betas=b, losses=losses, score=score, zeroed=zeroed, batches_per_epoch=per_epoch)
 
 
 # -- the hybrid gate ---------------------------------------------------------------------------------
@@ -464,7 +480,7 @@ def cell_betas(
         if len(m) == 0:
             continue
         if not np.any(seed_betas.values[c]):  # R^2 < min_r2: the reference's zero-anchor network gives zeros
-            record["clusters"][label] = {"score": None, "zeroed": True, "losses": []}
+            record["clusters"][label] = {"score": None, "zeroed": True, "losses": [], "epoch_losses": []}
             continue
         jobs.append((c, label, m))
     torch = require_torch()
@@ -478,7 +494,12 @@ def cell_betas(
         fits = list(pool.map(one, jobs))  # each cluster's result depends only on its seed: same at any width
     for (_, label, m), fit in zip(jobs, fits):
         out[m] = fit.betas
-        record["clusters"][label] = {"score": fit.score, "zeroed": fit.zeroed, "losses": fit.losses}
+        record["clusters"][label] = {
+            "score": fit.score,
+            "zeroed": fit.zeroed,
+            "losses": fit.losses,
+            "epoch_losses": fit.epoch_losses,
+        }
     record["cnn"] = True
     bd = BetaData(gene=gene, id_kind=CELL_ID, ids=list(obs_names), columns=list(seed_betas.columns), values=out)
     return bd, record
@@ -495,6 +516,40 @@ def loss_curves(records: dict[str, dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows, schema={"gene": pl.String, "cluster": pl.String, "step": pl.Int64, "loss": pl.Float64}, orient="row"
     )
+
+
+LOSS_SCHEMA = {
+    "gene": pl.String,
+    "cluster": pl.String,
+    "epoch": pl.Int64,
+    "loss": pl.Float64,
+    "score": pl.Float64,
+    "zeroed": pl.Boolean,
+}
+
+
+def epoch_losses(records: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    """Long frame ``gene, cluster, epoch, loss, score, zeroed`` of the CNN records (by gene): the
+    mean mini-batch training loss (MSE) of every epoch (``epoch`` from 1), the network's R^2 over
+    its last epoch and whether its anchors were zeroed (R^2 below ``score_threshold``).  Genes the
+    hybrid gate kept per-cluster and clusters with zero seed betas have no rows."""
+    rows = [
+        (g, c, k + 1, float(v), cl.get("score"), bool(cl.get("zeroed")))
+        for g, rec in sorted(records.items())
+        for c, cl in rec.get("clusters", {}).items()
+        for k, v in enumerate(cl.get("epoch_losses", []))
+    ]
+    return pl.DataFrame(rows, schema=LOSS_SCHEMA, orient="row")
+
+
+def read_losses(folder: str | os.PathLike, genes: list[str] | None = None) -> pl.DataFrame:
+    """:func:`epoch_losses` of a fit folder, read from its betadata files' metadata (``genes``:
+    only these)."""
+    recs = read_cnn_records(str(folder))
+    if genes is not None:
+        keep = set(genes)
+        recs = {g: r for g, r in recs.items() if g in keep}
+    return epoch_losses(recs)
 
 
 def read_cnn_records(folder: str) -> dict[str, dict[str, Any]]:

@@ -43,7 +43,7 @@ from polgen.io.sink import BatchSink, OutputLock, PartNames, write_part
 from polgen.options import LigandMode, Orphans, Species, StlrSolver, StlrTrainingMode, check_option
 from polgen.schema import BETA0, CLUSTER
 from polgen.stlr.betadata import BetaData
-from polgen.stlr.cnn import cnn_options, task_cell_betas
+from polgen.stlr.cnn import LOSS_SCHEMA, cnn_options, read_losses, task_cell_betas
 from polgen.stlr.features import ORPHAN_REASON, build_context, orphan_genes
 from polgen.stlr.grn import as_links, lr_table, read_cellchat, read_ligand_target
 from polgen.stlr.lasso import SOLVER_DEFAULTS, sparse_group_lasso
@@ -70,6 +70,9 @@ class FitResult:
     skipped: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={"gene": pl.String, "reason": pl.String})
     )  # gene, reason
+    losses: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=LOSS_SCHEMA)
+    )  # CNN modes: gene, cluster, epoch, loss, score, zeroed (polgen.stlr.cnn.epoch_losses)
 
     @property
     def files(self) -> list[Path]:
@@ -492,7 +495,9 @@ def fit(
     per-cell betas (``CellID`` rows) with the reference's CNN over each cell's neighbourhood
     (:mod:`polgen.stlr.cnn`: ``epochs``, ``spatial_dim`` x ``spatial_dim`` maps, Adam with
     ``learning_rate``, ``batch_size``, ``seed``; "hybrid" only for genes whose seed residuals are
-    spatially structured); they need the ``polgen[cnn]`` extra (PyTorch).
+    spatially structured); they need the ``polgen[cnn]`` extra (PyTorch).  Their training curves
+    (mean loss of every epoch per gene and cluster) are ``FitResult.losses``, also stored in each
+    betadata file's metadata (:func:`polgen.stlr.cnn.read_losses` reads them from a run folder).
 
     ``out`` is a run folder (:class:`polgen.io.sink.BatchSink` with one named part per gene) that
     ``fit`` locks while it runs (a second run on it raises
@@ -704,4 +709,5 @@ def fit(
         orient="row",
     )
     report_fit(scores, float(min_r2))
-    return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped)
+    losses = read_losses(out, genes) if cnn.training_mode != "seed" else pl.DataFrame(schema=LOSS_SCHEMA)
+    return FitResult(out=out, genes=genes, scores=scores, orphans=orphan_list, skipped=skipped, losses=losses)
