@@ -1,9 +1,9 @@
 """``df.gsem`` / ``lf.gsem``: typed aliases of the functions of :mod:`polgen.gsem`.
 
 The frame is the per-SNP input of the step: a trait's raw summary statistics for ``munge`` and
-``sumstats``, the merged ``sumstats()`` output for ``user_gwas`` / ``commonfactor_gwas``, a
-loadings table (traits x factors) for ``write_model``.  Each method has its function's signature
-without the parameter the frame fills (see :func:`polgen._namespace.alias`).
+``sumstats``, one trait's munged statistics for ``hdl``, the merged ``sumstats()`` output for
+``user_gwas`` / ``commonfactor_gwas``, a loadings table (traits x factors) for ``write_model``.
+Each method has its function's signature without the parameter the frame fills (see :func:`polgen._namespace.alias`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from polgen._namespace import alias, eager, keyword, positional, register
 from polgen.gsem import add_genes as _add_genes
 from polgen.gsem import add_snps as _add_snps
 from polgen.gsem import commonfactor_gwas as _commonfactor_gwas
+from polgen.gsem import hdl as _hdl
 from polgen.gsem import multi_gene as _multi_gene
 from polgen.gsem import multi_snp as _multi_snp
 from polgen.gsem import munge as _munge
@@ -61,6 +62,12 @@ class GsemNamespace:
         replace={"trait_names": _TRAIT_NAME, "se_logit": keyword("se_logit", False, "bool")},
         doc="Standardise this frame's statistics as one trait named ``trait_name`` (see "
         ":func:`polgen.gsem.sumstats`; ``se_logit`` defaults to False here).",
+    )
+    hdl = alias(
+        _hdl,
+        "munged",
+        doc="HDL on this frame's munged statistics as one trait (SNP, N, Z, A1, A2; see "
+        ":func:`polgen.gsem.hdl`): its heritability, intercept and their sampling variance.",
     )
     user_gwas = alias(_user_gwas, "snps")
     commonfactor_gwas = alias(_commonfactor_gwas, "snps")
