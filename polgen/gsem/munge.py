@@ -221,6 +221,30 @@ def odds_ratio_plan(
     return df, is_or
 
 
+_DANER = re.compile(r"^FRQ_([AU])_(\d+)$", re.IGNORECASE)
+_CASE_CONTROL_COLUMNS = {"N_CASE", "N_CTRL", "N.CASES", "N.CONTROLS", "N_CASES", "N_CONTROLS", "NCASE", "NCONTROL"}
+
+
+def case_control_hint(columns: Sequence[str]) -> str:
+    """A hint for a file without N that carries case / control counts: Ricopili (daner) headers
+    ``FRQ_A_<cases>`` / ``FRQ_U_<controls>`` (LDSC ``--daner`` sums them) or per-row counts (SAIGE's
+    ``N_case`` / ``N_ctrl``).  polgen does not pick an N for the user: GenomicSEM asks for the sum of
+    effective sample sizes of a case-control trait, LDSC uses the total."""
+    counts = {m.group(1).upper(): int(m.group(2)) for c in columns if (m := _DANER.match(c.strip()))}
+    if set(counts) == {"A", "U"} and counts["A"] > 0 and counts["U"] > 0:
+        cases, controls = counts["A"], counts["U"]
+        neff = 4.0 / (1.0 / cases + 1.0 / controls)
+        return (
+            f"; the header names {cases} cases and {controls} controls (Ricopili FRQ_A_/FRQ_U_ columns): give N, "
+            f"e.g. the effective N 4/(1/{cases} + 1/{controls}) = {neff:.1f} (GenomicSEM) or the total "
+            f"{cases + controls} (LDSC --daner)"
+        )
+    found = [c for c in columns if c.strip().upper() in _CASE_CONTROL_COLUMNS]
+    if found:
+        return f"; the file has case / control counts {found}: give N (GenomicSEM: the effective N of the trait)"
+    return ""
+
+
 def normalise_inputs(files: Any, trait_names: Sequence[str] | None) -> tuple[list, list[str], list[str]]:
     """(inputs, trait names, labels for messages) from a dict, a sequence, or one input."""
     if isinstance(files, Mapping):
@@ -304,8 +328,9 @@ def munge_one(
         log.info("munge %s: using provided N = %s", trait, N)
         df = df.with_columns(pl.lit(float(N)).alias(S.N))
     elif S.N not in df.columns:
+        cols = [c for c in df.columns if c != ROW]
         raise SchemaError(
-            f"no sample-size column (N/NEFF/...) and no N given; found columns {[c for c in df.columns if c != ROW]}",
+            f"no sample-size column (N/NEFF/...) and no N given; found columns {cols}{case_control_hint(cols)}",
             path=label,
             column="N",
         )

@@ -17,12 +17,17 @@ case-insensitively against an alias table modelled on R GenomicSEM's
   ``REF``), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``), BOLT-LMM (``P_BOLT_LMM`` over
   ``P_BOLT_LMM_INF``), SAIGE (``BETA`` is Allele2's: ``Allele2`` is read as A1, ``AF_Allele2`` as
   its frequency); see :data:`PREFERRED`, :data:`SAIGE_COLUMNS`;
-* a ``chr`` prefix of chromosome names is dropped (``chr1`` -> ``1``).
+* a ``chr`` prefix of chromosome names is dropped (``chr1`` -> ``1``);
+* a ``TEST`` column (PLINK 1.9 / PLINK 2 ``--glm``, REGENIE) with tests other than ``ADD`` (covariate
+  rows, dominant / recessive / interaction tests) keeps the ``ADD`` rows only; a file without
+  ``ADD`` rows raises :class:`SchemaError`;
+* PLINK 1.9's ``NMISS`` (like PLINK 2's ``OBS_CT``) is the per-variant ``N``.
 
 Canonical numeric columns (``BP``, ``BETA``, ``OR``, ``Z``, ``SE``, ``P``, ``N``, ``MAF``,
 ``INFO``) are parsed as numbers; a value that is neither a number nor a missing-value token
-(``""``, ``"."``, ``"NA"``, ``"NaN"``) raises :class:`InputError` naming the file, the column and
-the first bad data row (1-based, the header not counted).  Identity columns (``SNP``, ``CHR``,
+(``""``, ``"."``, ``"NA"``, GWAS-SSF's ``"#NA"``, ``"NaN"``; BOLT-LMM's ``-nan`` reads as NaN)
+raises :class:`InputError` naming the file, the column and the first bad data row (1-based, the
+header not counted).  Identity columns (``SNP``, ``CHR``,
 ``A1``, ``A2``) are strings.  Unrecognised columns are kept under their original names.
 
 Frequencies (``MAF``, ``FRQ``, ``FREQ``, ``EAF``, ``A1FREQ``, ...) all land in ``MAF`` exactly as
@@ -124,6 +129,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "N_EFFECTIVE",
         "SUMNEFF",
         "OBS_CT",
+        "NMISS",
     ),
     S.MAF: (
         "MAF",
@@ -171,7 +177,13 @@ NEG_LOG10_P_ALIASES = ("NEG_LOG_10_P_VALUE", "LOG10P", "MLOG10P", "NEG_LOG10_P")
 
 NUMERIC = (S.BP, S.BETA, S.OR, S.Z, S.SE, S.P, S.N, S.MAF, S.INFO)
 STRINGS = (S.SNP, S.CHR, S.A1, S.A2, S.DIRECTION)
-NA_TOKENS = ("", ".", "NA", "NaN", "nan", "NAN", "na", "N/A")
+#: missing-value tokens; "#NA" is the one the GWAS-SSF specification recommends
+NA_TOKENS = ("", ".", "NA", "#NA", "NaN", "nan", "NAN", "na", "N/A")
+
+#: PLINK 1.9 / PLINK 2 --glm and REGENIE write one row per variant and test (TEST = ADD, DOM, REC,
+#: a covariate's name, ADD-INT_..., ...); only the additive test's rows are the SNP's effect
+TEST_COLUMN = "TEST"
+ADDITIVE_TEST = "ADD"
 
 ROW = "__row"  # 1-based data-row number kept by readers that validate (dropped by scan_sumstats)
 
@@ -423,6 +435,36 @@ def _standardise(
     return frame, mapping
 
 
+def _additive_rows(frame: _Frame, *, path: str | None) -> _Frame:
+    """Keep only the additive test's rows of a file with a ``TEST`` column (PLINK ``--glm`` without
+    ``hide-covar`` writes a row per covariate, REGENIE ``--test dom`` / interaction tests add more):
+    the other rows carry another term's BETA / P under the SNP's id.  A file without ``ADD`` rows
+    raises :class:`SchemaError` naming the tests it holds."""
+    names = [c for c in frame.collect_schema().names() if c.strip().upper() == TEST_COLUMN]
+    if len(names) != 1:
+        return frame
+    test = pl.col(names[0]).cast(pl.String).str.strip_chars()
+    tests = frame.select(test.unique().drop_nulls().sort())
+    values = (tests.collect() if isinstance(tests, pl.LazyFrame) else tests).to_series().to_list()
+    if values == [ADDITIVE_TEST]:
+        return frame
+    if ADDITIVE_TEST not in values:
+        raise SchemaError(
+            f"column {names[0]} holds the tests {values[:10]} but no additive ({ADDITIVE_TEST}) rows; "
+            "polgen reads the additive test's effects only",
+            path=path,
+            column=names[0],
+        )
+    log.info(
+        "%s: column %s holds the tests %s; reading the %s rows only",
+        path or "sumstats",
+        names[0],
+        ", ".join(values[:10]),
+        ADDITIVE_TEST,
+    )
+    return frame.filter(test == ADDITIVE_TEST)
+
+
 def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
     """Cast canonical columns to their dtypes; a non-numeric entry raises naming the first bad row."""
     exprs = []
@@ -503,7 +545,7 @@ def read_sumstats(
         if ROW not in df.columns:
             df = df.with_row_index(ROW, offset=1)
         df, _ = _standardise(df, path=None, required=required, column_names=column_names)
-        df = _check_and_cast(df, path=None)
+        df = _check_and_cast(_additive_rows(df, path=None), path=None)
         return df if keep_row else df.drop(ROW)
     files = _expand(path_or_frame, what)
     parts = []
@@ -518,7 +560,7 @@ def read_sumstats(
         else:
             part = read_text_table(f, _numeric_overrides(f, column_names))
         part, _ = _standardise(part, path=str(f), required=required, column_names=column_names)
-        part = _check_and_cast(part, path=str(f))
+        part = _check_and_cast(_additive_rows(part, path=str(f)), path=str(f))
         if offset:
             part = part.with_columns(pl.col(ROW) + offset)
         offset += part.height
@@ -551,6 +593,7 @@ def scan_sumstats(
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise InputError(f"cannot read parquet: {str(exc).splitlines()[0]}", path=str(path_or_glob)) from exc
             lf, mapping = _standardise(lf, path=str(path_or_glob), required=required, column_names=column_names)
+            lf = _additive_rows(lf, path=str(path_or_glob))
             schema = lf.collect_schema()
             if all(schema[c] != pl.String for c in NUMERIC if c in schema):
                 return lf.with_columns(
