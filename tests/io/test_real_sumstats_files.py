@@ -210,7 +210,9 @@ def test_bolt_lmm_munge_and_export_round_trip(tmp_path, capsys):
     assert dropped.filter(pl.col("reason") == "maf_below_filter")["n_dropped"].item() == int((~keep).sum())
     # polgen export of the munged table, read back by the sumstats reader
     tsv = tmp_path / "QT.tsv.gz"
-    code = cli.main(["export", str(tmp_path / "munged" / "QT.sumstats.parquet"), "--format", "tsv.gz", "--out", str(tsv)])
+    code = cli.main(
+        ["export", str(tmp_path / "munged" / "QT.sumstats.parquet"), "--format", "tsv.gz", "--out", str(tsv)]
+    )
     assert code == 0, capsys.readouterr().err
     back = read_sumstats(tsv)
     assert back.columns == ["SNP", "N", "Z", "A1", "A2"]
