@@ -14,9 +14,10 @@ case-insensitively against an alias table modelled on R GenomicSEM's
 * ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``;
 * without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``;
 * tools' own layouts: PLINK2 ``--glm`` (``A1`` + ``OMITTED``: the other allele is ``OMITTED``, never
-  ``REF``), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``), BOLT-LMM (``P_BOLT_LMM`` over
-  ``P_BOLT_LMM_INF``), SAIGE (``BETA`` is Allele2's: ``Allele2`` is read as A1, ``AF_Allele2`` as
-  its frequency); see :data:`PREFERRED`, :data:`SAIGE_COLUMNS`;
+  ``REF``; without ``OMITTED`` (older PLINK 2 / default columns) the other allele is ``ALT`` on rows
+  where ``A1`` is ``REF`` and ``REF`` elsewhere), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``),
+  BOLT-LMM (``P_BOLT_LMM`` over ``P_BOLT_LMM_INF``), SAIGE (``BETA`` is Allele2's: ``Allele2`` is
+  read as A1, ``AF_Allele2`` as its frequency); see :data:`PREFERRED`, :data:`SAIGE_COLUMNS`;
 * a ``chr`` prefix of chromosome names is dropped (``chr1`` -> ``1``);
 * a ``TEST`` column (PLINK 1.9 / PLINK 2 ``--glm``, REGENIE) with tests other than ``ADD`` (covariate
   rows, dominant / recessive / interaction tests) keeps the ``ADD`` rows only; a file without
@@ -284,8 +285,13 @@ def resolve_columns(
         if found:
             mapping[found[0]] = canon
             used.add(found[0])
-    if warn and (
-        "ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2
+    plink2 = "A1" in upper and "ALT" in upper and upper["ALT"] not in mapping  # A2 settled per row
+    if (
+        warn
+        and not plink2
+        and (
+            "ALT" in upper and mapping.get(upper["ALT"]) == S.A1 or "REF" in upper and mapping.get(upper["REF"]) == S.A2
+        )
     ):
         log.warning(
             "%s: reading ALT as the effect allele A1 and REF as A2 (R GenomicSEM reads REF as "
@@ -420,7 +426,21 @@ def _standardise(
     mapping = resolve_columns(cols, path=path, required=required, column_names=column_names)
     half = {c for c, k in mapping.items() if k == S.N and c.strip().upper() in HALF_N_ALIASES}
     neglog = [c for c, k in mapping.items() if k == S.P and c.strip().upper() in NEG_LOG10_P_ALIASES]
+    by_upper = {c.strip().upper(): c for c in cols}
+    plink2_other = (  # PLINK 2 --glm without OMITTED: A1 is REF or ALT, the other allele is the other one
+        "ALT" in by_upper
+        and mapping.get(by_upper.get("A1", "")) == S.A1
+        and mapping.get(by_upper.get("REF", "")) == S.A2
+        and by_upper["ALT"] not in mapping
+    )
     frame = frame.rename(mapping)
+    if plink2_other:
+        log.info(
+            "%s: PLINK 2 layout (REF, ALT, A1): the other allele is ALT where A1 is REF, else REF", path or "sumstats"
+        )
+        alt = pl.col(by_upper["ALT"]).cast(pl.String).str.strip_chars()
+        a1, ref = pl.col(S.A1).cast(pl.String).str.strip_chars(), pl.col(S.A2).cast(pl.String).str.strip_chars()
+        frame = frame.with_columns(pl.when(a1 == ref).then(alt).otherwise(ref).alias(S.A2))
     if neglog:
         log.info("%s: no P column; P = 10^-%s", path or "sumstats", neglog[0])
         x = pl.col(S.P).cast(pl.String).str.strip_chars() if frame.collect_schema()[S.P] == pl.String else pl.col(S.P)

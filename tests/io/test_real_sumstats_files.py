@@ -323,3 +323,23 @@ def test_gwas_ssf_hash_na_is_missing(tmp_path):
     with pytest.raises(InputError, match="non-numeric") as err:
         read_sumstats(bad, required=())
     assert err.value.column == "P" and err.value.row == 1
+
+
+def test_plink2_glm_without_omitted_other_allele_per_row(tmp_path):
+    """PLINK 2 ``--glm`` with its older default columns (``REF ALT A1``, no ``OMITTED``): A1 is REF on
+    some rows (it is the tested allele, minor or not), so the other allele is ALT there and REF elsewhere;
+    a covariate row (TEST = PC1, no hide-covar) is not the SNP's effect.  Values written here: no PLINK 2
+    output with a redistributable licence was found (excerpts only, in tutorials)."""
+    path = tmp_path / "plink2.PHENO1.glm.logistic.hybrid"
+    path.write_text(
+        "#CHROM\tPOS\tID\tREF\tALT\tA1\tTEST\tOBS_CT\tOR\tLOG(OR)_SE\tZ_STAT\tP\tERRCODE\n"
+        "chr1\t13273\trs1\tG\tC\tC\tADD\t503\t0.75\t0.28\t-1.02\t0.31\t.\n"
+        "chr1\t13273\trs1\tG\tC\tC\tPC1\t503\t1.40\t0.10\t3.36\t7.7e-4\t.\n"
+        "chr1\t69897\trs2\tT\tC\tT\tADD\t503\t1.69\t0.20\t2.62\t0.0087\t.\n"
+        "chr1\t86331\trs3\tA\tG,T\tT\tADD\t503\t1.10\t0.30\t0.32\t0.75\t.\n"
+    )
+    df = read_sumstats(path)
+    assert df["SNP"].to_list() == ["rs1", "rs2", "rs3"] and df["CHR"].to_list() == ["1", "1", "1"]
+    assert df["A1"].to_list() == ["C", "T", "T"] and df["A2"].to_list() == ["G", "C", "A"]
+    assert df["OR"].to_list() == [0.75, 1.69, 1.10] and df["SE"].to_list() == [0.28, 0.20, 0.30]
+    assert df["N"].to_list() == [503.0] * 3 and df["P"].to_list() == [0.31, 0.0087, 0.75]
