@@ -33,7 +33,15 @@ from polgen.gsem.syntax import ParTable, parse_model
 
 log = logging.getLogger("polgen")
 
-__all__ = ["CF_DIRECTIONS", "CF_LM_RUNS", "cf_q_start", "cf_stage1", "commonfactor_gwas_model", "plan_commonfactor"]
+__all__ = [
+    "CF_DIRECTIONS",
+    "CF_LM_RUNS",
+    "CF_TRIGGER",
+    "cf_q_start",
+    "cf_stage1",
+    "commonfactor_gwas_model",
+    "plan_commonfactor",
+]
 
 
 def commonfactor_gwas_model(traits: Sequence[str], pred: str = "SNP") -> str:
@@ -44,7 +52,11 @@ def commonfactor_gwas_model(traits: Sequence[str], pred: str = "SNP") -> str:
 
 
 CF_DIRECTIONS = 256  # loading directions scored per SNP (commonfactor_gwas, DWLS)
-CF_LM_RUNS = 6  # fits per SNP: the warm start and the best-scoring others
+CF_LM_RUNS = 1  # fits per SNP always run: the warm start
+#: further fits from the best-scoring starts while one scores below the best converged objective
+#: times 1 + CF_TRIGGER (a lower basin may be there; issue 18: the old fixed CF_LM_RUNS = 6 fits
+#: missed more lowest minima of the full 255-start search, at twice the time)
+CF_TRIGGER = 0.1
 
 
 def _cf_structure(
@@ -94,6 +106,7 @@ def _cf_structure(
         "starts": np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows)),
         "pidx": np.array(pidx, np.int64),
         "n_always": CF_LM_RUNS,
+        "trigger": CF_TRIGGER,
     }
 
 
@@ -115,6 +128,7 @@ def cf_stage1(plan: Plan, beta, se, var) -> dict:
         cf["pidx"],
         st.starts.shape[1],
         n_always=cf["n_always"],
+        trigger=cf["trigger"],
     )
     ok = status == ST_OK
     th0 = np.where(ok[:, None], theta, st.starts[0][None, :])

@@ -30,7 +30,7 @@ __all__ = ["CF_RIDGE", "CF_LMAX", "CfSpec", "CfOut", "commonfactor_fit"]
 #: Per-batch settings of the commonfactor fit: ``starts`` (n_starts x k rows ``l_2..l_k, phi``),
 #: ``n_always`` starts always run, ``max_iter`` LM iterations, ``pidx`` the parameter numbers of
 #: ``l_2..l_k, b, th_1..th_k, psi, v`` in the caller's table.
-CfSpec = namedtuple("CfSpec", ["starts", "n_always", "max_iter", "pidx"])
+CfSpec = namedtuple("CfSpec", ["starts", "n_always", "max_iter", "pidx", "trigger"])
 #: Outputs (n rows): ``theta`` (n x npar), ``fmin``, ``status``, ``iters``.
 CfOut = namedtuple("CfOut", ["theta", "fmin", "status", "iters"])
 
@@ -274,7 +274,7 @@ def _cf_range(lo, hi, snp, cf, out):
     parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`)."""
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
-    starts, n_always, max_iter, pidx = cf.starts, cf.n_always, cf.max_iter, cf.pidx
+    starts, n_always, max_iter, pidx, trigger = cf.starts, cf.n_always, cf.max_iter, cf.pidx, cf.trigger
     theta, fmin, status, iters = out.theta, out.fmin, out.status, out.iters
     k = beta.shape[1]
     K1 = k + 1
@@ -399,7 +399,16 @@ def _cf_range(lo, hi, snp, cf, out):
             elif best_st != ST_OK and code == ST_NOFINITE:
                 best_st = ST_NOFINITE
             if run + 1 >= n_always and best_st == ST_OK:
-                break
+                # trigger >= 0: go on while an unused start scores below the best converged
+                # objective (times 1 + trigger): its basin may hold a lower minimum
+                if trigger < 0.0:
+                    break
+                nxt = np.inf
+                for q2 in range(nst):
+                    if not used[q2] and score[q2] < nxt:
+                        nxt = score[q2]
+                if not (nxt < best_f * (1.0 + trigger)):
+                    break
         iters[i] = nit
         status[i] = best_st
         if best_st != ST_OK:
@@ -435,6 +444,7 @@ def commonfactor_fit(
     *,
     n_always=1,
     max_iter=500,
+    trigger=-1.0,
     parallel=None,
 ):
     """Per-SNP DWLS estimates of commonfactorGWAS's model (reduced problem, see above).
@@ -454,7 +464,13 @@ def commonfactor_fit(
     if n == 0:
         return theta, fmin, status, iters
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
-    cf = CfSpec(np.ascontiguousarray(starts, f64), int(n_always), int(max_iter), np.ascontiguousarray(pidx, np.int64))
+    cf = CfSpec(
+        np.ascontiguousarray(starts, f64),
+        int(n_always),
+        int(max_iter),
+        np.ascontiguousarray(pidx, np.int64),
+        float(trigger),
+    )
     res = CfOut(theta, fmin, status, iters)
     if parallel is None:
         parallel = n >= 2048
