@@ -410,7 +410,12 @@ def _numeric_overrides(path, column_names=None):
         except SchemaError:
             return {}
         stripped = {c.strip(): c for c in cols}
-        return {stripped[o]: (pl.Int64 if k == S.BP else pl.Float64) for o, k in mapping.items() if k in NUMERIC}
+        # P stays text until _check_and_cast, which tells a P below the double range from a 0
+        return {
+            stripped[o]: (pl.Int64 if k == S.BP else pl.Float64)
+            for o, k in mapping.items()
+            if k in NUMERIC and k != S.P
+        }
 
     return fn
 
@@ -444,7 +449,12 @@ def _standardise(
     if neglog:
         log.info("%s: no P column; P = 10^-%s", path or "sumstats", neglog[0])
         x = pl.col(S.P).cast(pl.String).str.strip_chars() if frame.collect_schema()[S.P] == pl.String else pl.col(S.P)
-        frame = frame.with_columns(pl.lit(10.0).pow(-x.cast(pl.Float64, strict=False)).alias(S.P))
+        x = x.cast(pl.Float64, strict=False)
+        if isinstance(frame, pl.DataFrame):  # text: name the first row whose P underflows a double
+            bad = frame.select((x.is_finite() & (pl.lit(10.0).pow(-x) == 0)).arg_true().first()).item()
+            if bad is not None:
+                raise _underflow(frame, bad, f"10^-{frame[S.P][bad]} ({neglog[0]})", path, neglog[0])
+        frame = frame.with_columns(pl.lit(10.0).pow(-x).alias(S.P))
     if half:
         log.info(
             "%s: column %s holds half the effective sample size; doubling it into N",
@@ -520,7 +530,24 @@ def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
             if idx is not None:
                 row = df[ROW][idx] if ROW in df.columns else idx + 1
                 raise InputError(f"non-numeric value {df[c][idx]!r} in column {c}", path=path, column=c, row=row)
+    if S.P in schema and schema[S.P] == pl.String:  # a P written below the smallest double reads as 0
+        raw = pl.col(S.P).str.strip_chars()
+        nonzero = raw.str.replace(r"[eE].*$", "").str.contains(r"[1-9]")
+        bad = df.select(((raw.cast(pl.Float64, strict=False) == 0) & nonzero).arg_true().first()).item()
+        if bad is not None:
+            raise _underflow(df, bad, repr(df[S.P][bad].strip()), path, S.P)
     return df.with_columns(exprs) if exprs else df
+
+
+def _underflow(df: pl.DataFrame, idx: int, value: str, path: str | None, column: str) -> InputError:
+    row = df[ROW][idx] if ROW in df.columns else idx + 1
+    return InputError(
+        f"P value {value} is below the smallest positive double (about 5e-324) and would read as 0; "
+        "polgen cannot use P values that small",
+        path=path,
+        column=column,
+        row=row,
+    )
 
 
 def _expand(path_or_glob: str | os.PathLike, what: str = "input file") -> list[Path]:

@@ -343,3 +343,24 @@ def test_plink2_glm_without_omitted_other_allele_per_row(tmp_path):
     assert df["A1"].to_list() == ["C", "T", "T"] and df["A2"].to_list() == ["G", "C", "A"]
     assert df["OR"].to_list() == [0.75, 1.69, 1.10] and df["SE"].to_list() == [0.28, 0.20, 0.30]
     assert df["N"].to_list() == [503.0] * 3 and df["P"].to_list() == [0.31, 0.0087, 0.75]
+
+
+def test_p_below_the_double_range_is_an_error_not_a_zero(tmp_path):
+    """REGENIE writes LOG10P for P values a double cannot hold (biobank-scale hits reach LOG10P in the
+    hundreds), and GWAS-SSF text may spell them out: such a P must not read as 0."""
+    lines = REGENIE.read_text().splitlines()
+    fields = lines[3].split(" ")
+    fields[12] = "400.5"  # LOG10P of the third SNP
+    path = tmp_path / "strong.regenie"
+    path.write_text("\n".join([lines[0], lines[1], lines[2], " ".join(fields)]) + "\n")
+    with pytest.raises(InputError, match="below the smallest positive double") as err:
+        read_sumstats(path)
+    assert (err.value.column, err.value.row) == ("LOG10P", 3) and "10^-400.5" in str(err.value)
+    ssf = tmp_path / "tiny.tsv"
+    ssf.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t0.1\t1.5E-400\n")
+    with pytest.raises(InputError, match="1.5E-400") as err:
+        read_sumstats(ssf)
+    assert (err.value.column, err.value.row) == ("P", 2)
+    zero = tmp_path / "zero.tsv"
+    zero.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t0.1\t0.0E-5\n")
+    assert read_sumstats(zero)["P"].to_list() == [5e-324, 0.0]  # a written 0 is a 0 (munge refuses it)
