@@ -37,7 +37,7 @@ def constrained_stage(plan: Plan, beta, se, var, run_stage) -> dict:
         est, status, fmin = _nonlinear_fit(plan, lay, beta, se, var)
     else:
         snp = snp_batch(beta, se, var, *plan.ld_args())
-        est, status, fmin = constrained_batch(snp, lay, stage.starts[:1], stage.snpvar_par, *plan.lincon)
+        est, status, fmin = constrained_batch(snp, lay, stage.starts[:1], stage.snpvar_par, *plan.lincon, ml=plan.ml)
     # evaluated where the constrained fit ended (SNP ~~ SNP included: not reset to S_full[0, 0])
     at = Stage(stage.model, stage.fidx, stage.starts, -1, stage.wald_idx)
     res = run_stage(plan, at, beta, se, var, theta0=np.nan_to_num(est), q=plan.q_ptr is not None, max_iter=0)
@@ -121,7 +121,7 @@ def _nonlinear_fit(plan: Plan, lay, beta, se, var) -> tuple[np.ndarray, np.ndarr
         Ae = np.concatenate([np.broadcast_to(A_eq, (k, *A_eq.shape)), G * (sign * on)[:, :, None]], axis=1)
         be = np.concatenate([np.broadcast_to(b_eq, (k, b_eq.size)), rhs], axis=1)
         snp = snp_batch(beta[todo], se[todo], var[todo], *plan.ld_args())
-        e2, st2, f2 = constrained_batch(snp, lay, np.nan_to_num(th), stage.snpvar_par, Ae, be, A_in, b_in)
+        e2, st2, f2 = constrained_batch(snp, lay, np.nan_to_num(th), stage.snpvar_par, Ae, be, A_in, b_in, ml=plan.ml)
         ok = st2 == ST_OK
         c2 = sign * _nl_linearised(plan, np.nan_to_num(e2))[0]
         # damping: a round that raises the violation of the held constraints is cut back towards

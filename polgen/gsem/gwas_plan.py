@@ -478,16 +478,9 @@ def plan_user(
 def _snp_constraints(pt: ParTable, num: Numbering, general: list, ml: bool) -> tuple[tuple | None, int, list]:
     """The general constraints left on parameters estimated per SNP as the linear rows of
     :func:`polgen.gsem.constraints.snp_linear_constraints` (None: none), their independent
-    equalities and the non-linear ones (linearised per SNP by gwas_batch); DWLS only."""
+    equalities and the non-linear ones (linearised per SNP by gwas_batch); DWLS or ML."""
     if not general:
         return None, 0, []
-    if ml:
-        txt = "; ".join(f"{c.lhs.text} {c.op} {c.rhs.text}" for c in general)
-        raise ModelError(
-            f"constraints on parameters estimated per SNP ({txt}) are fitted under DWLS only; "
-            "with estimation='ML' they are supported on the measurement model with fix_measurement=True",
-            row=general[0].line,
-        )
     A_eq, b_eq, A_in, b_in, n_eq, nonlinear = snp_linear_constraints(pt, num, general)
     return (A_eq, b_eq, A_in, b_in), n_eq, nonlinear
 

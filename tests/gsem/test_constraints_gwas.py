@@ -2,7 +2,7 @@
 ``b > a``, ...) are fitted on the no-SNP model with fix_measurement=True (R's default), by the SEM
 fitter, against R GenomicSEM's userGWAS and usermodel (tests/data/gsem/r/constraints/, made by
 tests/data/make/gsem_issue12.py with gsem_constraints.R); constraints on parameters estimated per
-SNP are fitted per SNP under DWLS (test_gwas_constraints_snp.py) and a ModelError under ML.
+SNP are fitted per SNP under DWLS (test_gwas_constraints_snp.py) and ML (test_constraints_gwas_ml.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from polgen.errors import ModelError
 from polgen.gsem import user_gwas
 
 R = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r"
@@ -92,20 +91,23 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
 
 
 @pytest.mark.parametrize(
-    ("model", "fm"),
+    ("model", "fm", "check"),
     [
-        (GWAS + "a == b^2", False),  # non-linear, a and b estimated per SNP
-        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == b2^2", True),  # non-linear on the SNP effects
-        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nd := b1*b2\nd > 0", True),
+        (GWAS + "a == b^2", False, lambda e: e["F1=~T2"] - e["F1=~T3"] ** 2),  # a and b estimated per SNP
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nb1 == b2^2", True, lambda e: e["F1~SNP"] - e["F2~SNP"] ** 2),
+        (BASE + "F1 ~ b1*SNP\nF2 ~ b2*SNP\nd := b1*b2\nd > 0", True, lambda e: min(0.0, e["F1~SNP"] * e["F2~SNP"])),
     ],
 )
-def test_user_gwas_constraints_on_per_snp_parameters_say_so(covstruc, model, fm):
-    """Constraints on per-SNP parameters are fitted under DWLS (tests/gsem/test_gwas_constraints_snp.py);
-    under ML they are a ModelError naming the line."""
+def test_user_gwas_constraints_on_per_snp_parameters_under_ml(covstruc, model, fm, check):
+    """Constraints on per-SNP parameters are fitted under ML too (against R and scipy in
+    test_constraints_gwas_ml.py): every SNP converges and the constraint holds there."""
     snps = _csv(R / "ml_sign" / "snps.csv").head(2)
-    with pytest.raises(ModelError, match="estimated per SNP.*fix_measurement=True") as err:
-        user_gwas(snps, covstruc, model, fix_measurement=fm, estimation="ML")
-    assert err.value.row is not None  # names the constraint's line
+    out = user_gwas(snps, covstruc, model, fix_measurement=fm, estimation="ML", long=True)
+    assert out["converged"].all()
+    for snp in ("rs0", "rs1"):
+        rows = out.filter(pl.col("SNP") == snp)
+        e = {f"{r['lhs']}{r['op']}{r['rhs']}": r["est"] for r in rows.iter_rows(named=True)}
+        assert abs(check(e)) < 1e-9
 
 
 def test_user_gwas_defined_parameter_in_measurement_constraint(covstruc):

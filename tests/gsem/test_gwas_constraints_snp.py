@@ -27,7 +27,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from polgen.errors import ModelError
 from polgen.gsem import user_gwas
 from polgen.gsem.gwas_batch import extract_inputs
 from polgen.gsem.gwas_plan import plan_user, resolve_columns
@@ -257,8 +256,3 @@ def test_nonlinear_inequality_on_snp_effects_matches_r(covstruc, snps, ref):
     np.testing.assert_allclose(k["est_py"].to_numpy(), k["est_u"].to_numpy(), rtol=1e-6, atol=1e-10)
     snp = ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP").sort("SNP", "lhs")["est"].to_numpy()
     assert (snp[0::2] * snp[1::2] >= 0.0001 * (1 - 1e-9)).all()
-
-
-def test_ml_snp_constraints_are_model_errors(covstruc, snps):
-    with pytest.raises(ModelError, match="DWLS only"):
-        user_gwas(snps, covstruc, BASE + "b1 == 2*b2", estimation="ML", fix_measurement=False)
