@@ -85,14 +85,15 @@ def impute_center_columns(yt, scale_code, freq, n_miss):
 
 
 @jit_rc
-def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono):
+def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono, sigma):
     """Per-SNP OLS statistics from the projections of one block.
 
     ``PT`` is ``(b, m)``: columns ``0..k+d`` are ``Qc' y`` (orthonormal basis of the centred
     ``[U | X]``, the first ``k`` spanning ``U``), columns ``k+d..k+2d`` the ridge effect sizes.
     ``rx`` is ``(d, k+d)``: the rows of ``R^-1`` giving the X coefficients.  Outputs per SNP:
     ``beta`` (d, b) OLS coefficient of each X, ``t`` (d, b), ``f`` / ``r2adj`` the LEA full-model
-    F statistic and adjusted R^2, ``mono`` 1 where the SNP has no variance (stats NaN).
+    F statistic and adjusted R^2, ``mono`` 1 where the SNP has no variance (stats NaN), ``sigma``
+    the residual standard deviation ``sqrt(RSS / df)`` of the OLS fit.
     """
     m = k + d
     b = PT.shape[0]
@@ -105,6 +106,7 @@ def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono
                 t[j, s] = np.nan
             f[s] = np.nan
             r2adj[s] = np.nan
+            sigma[s] = np.nan
             continue
         mono[s] = 0
         ssu = 0.0
@@ -118,6 +120,7 @@ def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono
         if rss1 < 0.0:
             rss1 = 0.0
         sigma2 = rss1 / df
+        sigma[s] = np.sqrt(sigma2)
         for j in range(d):
             c = 0.0
             v = 0.0

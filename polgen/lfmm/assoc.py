@@ -15,10 +15,14 @@ Everything comes from one GEMM per decoded block: with ``[Uc | Xc] = Qc R`` (thi
 ``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the coefficients ``R^-1 Qc'y``
 and the ridge B — no residual matrix is ever formed.
 
+Standard error of the ridge B: given the latent factors B is a fixed linear functional of the SNP,
+``B = w' y`` (``w`` the ridge row of ``Tt`` below), so ``SE = sigma ||w||`` with ``sigma^2 = RSS / df``
+of the OLS fit above (``T`` is the OLS coefficient's t, so ``BETA / SE`` is not ``T``).
+
 Output (one row per SNP): ``CHR, SNP, BP, A1, A2, A1FREQ, N_MISS, MONOMORPHIC`` then per variable
-``BETA`` (ridge effect per A1 allele), ``T``, ``P``, ``P_CALIBRATED``, ``LOG10P``; with several
-variables each of these is suffixed ``_<variable name>`` (e.g. ``T_temp``).  ``LOG10P`` is
-``-log10`` of ``P_CALIBRATED`` when calibrating and of ``P`` when ``calibrate=None`` (then
+``BETA`` (ridge effect per A1 allele), ``SE`` (its standard error), ``T``, ``P``, ``P_CALIBRATED``,
+``LOG10P``; with several variables each of these is suffixed ``_<variable name>`` (e.g.
+``T_temp``).  ``LOG10P`` is ``-log10`` of ``P_CALIBRATED`` when calibrating and of ``P`` when ``calibrate=None`` (then
 ``P_CALIBRATED`` is null).  ``full=True`` adds ``F, P_F, P_F_CALIBRATED, ADJ_R2``.
 Monomorphic SNPs have ``MONOMORPHIC = true`` and NaN statistics.
 """
@@ -82,6 +86,11 @@ class Projection:
     @property
     def df(self) -> int:
         return self.n - 1 - self.d - self.K
+
+    @property
+    def b_norm(self) -> np.ndarray:
+        """``||w_j||`` of each ridge functional (``BETA_j = w_j' y``): ``SE_j = sigma ||w_j||``."""
+        return np.sqrt((self.Tt[self.K + self.d :] ** 2).sum(axis=1))
 
     @property
     def df_full(self) -> int:
@@ -237,6 +246,7 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
         "OLS": np.empty((d, nb)),
         "F": np.empty(nb),
         "ADJ_R2": np.empty(nb),
+        "SIGMA": np.empty(nb),
     }
     block_stats(
         PT,
@@ -252,14 +262,16 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
         out["F"],
         out["ADJ_R2"],
         out["MONO"],
+        out["SIGMA"],
     )
     out["BETA"] = np.where(out["MONO"][None, :] == 1, np.nan, PT[:, K + d :].T)
+    out["SE"] = proj.b_norm[:, None] * out.pop("SIGMA")[None, :]
     return out
 
 
 def _colnames(names: list[str]) -> dict[str, list[str]]:
     d = len(names)
-    stats = ("BETA", "T", "P", "P_CALIBRATED", "LOG10P")
+    stats = ("BETA", "SE", "T", "P", "P_CALIBRATED", "LOG10P")
     if d == 1:
         return {s: [s] for s in stats}
     return {s: [f"{s}_{v}" for v in names] for s in stats}
@@ -296,6 +308,7 @@ def _frame(
         t = arrs["T"][j]
         p, lp = cal.t_log10p(t, df)
         data[cols["BETA"][j]] = arrs["BETA"][j]
+        data[cols["SE"][j]] = arrs["SE"][j]
         data[cols["T"][j]] = t
         data[cols["P"][j]] = p
         if calib is None or consts is None:
@@ -342,6 +355,7 @@ def _raw_part(task: _RawTask) -> pl.DataFrame:
     for j in range(proj.d):
         raw[f"T{j}"] = arrs["T"][j]
         raw[f"B{j}"] = arrs["BETA"][j]
+        raw[f"S{j}"] = arrs["SE"][j]
     if task.full:
         raw["F"] = arrs["F"]
         raw["ADJ_R2"] = arrs["ADJ_R2"]
@@ -376,6 +390,7 @@ def _cal_part(task: _CalTask):
         "MONO": raw["MONO"].to_numpy(),
         "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
         "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)]),
+        "SE": np.vstack([raw[f"S{j}"].to_numpy() for j in range(d)]),
     }
     if task.full:
         arrs["F"] = raw["F"].to_numpy()

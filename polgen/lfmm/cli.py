@@ -135,7 +135,12 @@ def add_parser(subparsers) -> None:
         help="cap of the iteration (at most N+1 passes; a warning when reached)",
     )
     p.add_argument(
-        "--oversampling", type=nonneg_int, default=10, metavar="N", help="oversampling of the randomized SVD"
+        "--oversampling",
+        type=nonneg_int,
+        default=None,
+        metavar="N",
+        help="extra sketch columns per pass of the randomized SVD (default: 2 when iterating until converged, "
+        "10 with --power-iter)",
     )
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed of the randomized SVD and --est-rate")
     p.add_argument(

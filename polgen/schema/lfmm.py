@@ -33,6 +33,12 @@ _LFMM_TEST = OutputSchema(
         _c(N_MISS, _I64, "missing genotype calls"),
         _c("MONOMORPHIC", _BOOL, "no variation among the analysed samples (statistics null)"),
         _c("BETA[_{variable}]", _F64, "ridge effect of the covariate per A1 allele", nullable=True),
+        _c(
+            "SE[_{variable}]",
+            _F64,
+            "standard error of BETA: sigma ||w|| (BETA = w'y given the latent factors; sigma from the OLS of T)",
+            nullable=True,
+        ),
         _c("T[_{variable}]", _F64, "t statistic", nullable=True),
         _c("P[_{variable}]", _F64, "uncalibrated p-value of T", nullable=True),
         _c("P_CALIBRATED[_{variable}]", _F64, "calibrated p-value (null when calibrate=None)", nullable=True),

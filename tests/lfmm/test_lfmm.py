@@ -81,7 +81,12 @@ def lea_dense(Y, X, K, lam=1e-5, dlambda="lea"):
     u, sv, vt = np.linalg.svd(np.diag(dl) @ Q.T @ Ys, full_matrices=False)
     U = Q @ np.diag(1 / dl) @ u[:, :K] @ np.diag(sv[:K])
     W = U @ vt[:K]
-    B = (Ys - W).T @ Xs @ np.linalg.inv(Xs.T @ Xs + lam * np.eye(d))
+    Rr = np.linalg.inv(Xs.T @ Xs + lam * np.eye(d))
+    B = (Ys - W).T @ Xs @ Rr
+    # B is linear in each SNP's y given the latent subspace: B = w' y with w = (I - P)' Xs Rr,
+    # P = Q D^-1 u_K u_K' D Q' (W = P Ys); its standard error with the lm residual variance
+    P = Q @ np.diag(1 / dl) @ u[:, :K] @ u[:, :K].T @ np.diag(dl) @ Q.T
+    w = (np.eye(n) - P).T @ Xs @ Rr
     # lm(Y ~ ., data.frame(X, U)): t of the X coefficients
     C = np.c_[np.ones(n), X, U]
     coef = np.linalg.solve(C.T @ C, C.T @ Y)
@@ -89,6 +94,7 @@ def lea_dense(Y, X, K, lam=1e-5, dlambda="lea"):
     df = n - 1 - d - K
     se = np.sqrt(np.outer(np.diag(np.linalg.inv(C.T @ C))[1 : d + 1], rss / df))
     t = coef[1 : d + 1] / se
+    se_B = np.sqrt(np.outer(rss / df, (w * w).sum(0)))  # (p, d) like B
     # full=TRUE: lm(res_Y ~ res_X) after regressing both on U (with intercept)
     CU = np.c_[np.ones(n), U]
     rY = Y - CU @ np.linalg.lstsq(CU, Y, rcond=None)[0]
@@ -98,7 +104,7 @@ def lea_dense(Y, X, K, lam=1e-5, dlambda="lea"):
     tss = ((rY - rY.mean(0)) ** 2).sum(0)
     Fst = ((tss - rss1) / d) / (rss1 / (n - d - 1))
     r2adj = 1 - (rss1 / tss) * (n - 1) / (n - d - 1)
-    return dict(U=U, B=B, t=t, F=Fst, r2adj=r2adj, sv=sv[:K], df=df)
+    return dict(U=U, B=B, se_B=se_B, t=t, F=Fst, r2adj=r2adj, sv=sv[:K], df=df)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +145,7 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
         np.testing.assert_allclose(
             df[f"BETA_{name}"].to_numpy()[poly], ref["B"][:, j], rtol=0, atol=2e-5 * np.abs(ref["B"]).max()
         )
+        np.testing.assert_allclose(df[f"SE_{name}"].to_numpy()[poly], ref["se_B"][:, j], rtol=1e-4)
         p = df[f"P_{name}"].to_numpy()[poly]
         np.testing.assert_allclose(p, 2 * stats.t.sf(np.abs(ref["t"][j]), ref["df"]), rtol=1e-3)
         # LEA's genomic control on the stored z = t
@@ -156,6 +163,23 @@ def test_streamed_fit_and_test_match_dense_lea(small, dlambda):
     mono = df.filter(pl.col("MONOMORPHIC"))
     assert mono.height == (~poly).sum() >= 2
     assert mono["T_X1"].null_count() == mono.height and mono["F"].null_count() == mono.height
+    assert mono["SE_X1"].null_count() == mono.height
+
+
+def test_se_of_beta_matches_dense_reference_converged(small):
+    """SE of the ridge BETA = sigma ||w||, against the dense n x n map of LEA's B on a converged fit."""
+    Y, X, bed = small["Y"], small["X"], small["bed"]
+    Yi = impute(Y)
+    poly = Yi.std(0) > 0
+    ref = lea_dense(Yi[:, poly], X, 3)
+    model = L.fit(X, bed, 3)
+    assert model.convergence.converged
+    df = L.test(model, bed, X, calibrate=None).collect()
+    for j, name in enumerate(["X1", "X2"]):
+        se = df[f"SE_{name}"].to_numpy()[poly]
+        np.testing.assert_allclose(se, ref["se_B"][:, j], rtol=1e-7)
+        # a genuine standard error: the same order as the spread of BETA across null SNPs, not 0
+        assert 0.2 < np.median(se) / np.std(df[f"BETA_{name}"].to_numpy()[poly]) < 5
 
 
 def test_eigenstrat_scaling_matches_dense(small):

@@ -55,8 +55,9 @@ def test_real_genotypes_default_fit_equals_exact_lea(ath):
     model = L.fit(ath["env"], bed, 6, progress=False)
     conv = model.convergence
     assert conv is not None and conv.converged and conv.stop == "tol"
-    # converged by the rule, not because the Krylov basis filled R^n (16 columns per pass, n = 170)
-    assert 5 <= conv.passes and conv.passes * 16 < 170
+    # converged by the rule, not because the Krylov basis filled R^n (K + 2 columns per pass, n = 170)
+    assert model.params["oversampling"] == 2
+    assert 5 <= conv.passes and conv.passes * 8 < 170
     assert conv.error_estimate is not None and conv.error_estimate <= 1e-7
     assert len(conv.history) == conv.passes - 1
     np.testing.assert_allclose(model.singular_values, sv[:6], rtol=1e-10)
