@@ -37,7 +37,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -62,7 +62,10 @@ from polgen.lfmm.genotypes import (
     split_range,
 )
 from polgen.lfmm.model import LfmmModel
-from polgen.options import Calibrate
+from polgen.options import Calibrate, check_option
+
+#: the per-locus model of :func:`test`: the linear model (LEA ``lfmm2.test``) or a GLM (lfmm ``glm_test``)
+TestFamily = Literal["gaussian", "binomial", "poisson"]
 
 log = logging.getLogger("polgen")
 
@@ -452,6 +455,8 @@ def test(
     progress: bool | None = None,
     batch_snps: int | None = None,
     task_snps: int = DEFAULT_TASK_SNPS,
+    family: TestFamily = "gaussian",
+    trials: int = 2,
 ) -> LfmmTestResult:
     """Test every SNP of ``bed`` for association with each covariate, given the model's U.
 
@@ -464,10 +469,19 @@ def test(
     With ``out`` the table is streamed to a resumable parquet dataset (uncalibrated parts first,
     then the calibration computed from the stored T columns, then the final parts) and the GIF
     values go to the output metadata; otherwise it is built in memory.
+
+    ``family="binomial"`` / ``"poisson"`` test with a per-locus GLM instead of the linear model
+    (R LEA ``lfmm2.test(linear = FALSE)``, the lfmm package's ``glm_test``: see
+    :func:`polgen.lfmm.glm_test`, whose table and numbers these are; ``trials`` binomial trials
+    per sample, 2 for diploid dosages); ``out`` is then a run folder with one part, and ``full``,
+    ``executor``, ``task_snps`` do not apply.
     """
+    check_option("family", family, TestFamily)
     if not isinstance(model, LfmmModel):
         model = LfmmModel.load(model)
     cal.check_calibrate(calibrate)
+    if family != "gaussian":
+        return _glm_family(model, bed, X, family, trials, calibrate, full, out, resume, overwrite, batch_snps)
     src = open_source(bed, scale="center", block_snps=batch_snps or None)
     n = src.n_samples
     if n != model.n_samples:
@@ -508,6 +522,47 @@ def test(
     return _test_to_disk(
         src, proj, ranges, bsnps, full, calibrate, executor, progress, names, Path(out), params, resume, overwrite
     )
+
+
+def _glm_family(model, bed, X, family, trials, calibrate, full, out, resume, overwrite, batch_snps) -> LfmmTestResult:
+    """``test(family="binomial"|"poisson")``: :func:`polgen.lfmm.glm_test`, written as a one-part run
+    folder with ``out`` (the calibration in its metadata, as the linear test's)."""
+    from polgen.io.sink import OutputLock
+    from polgen.lfmm.glm import glm_test
+
+    if full:
+        raise InputError(f"full=True is the linear model's F test; it has no {family} GLM version")
+    kw = {"batch_snps": batch_snps} if batch_snps else {}
+    if out is None:
+        return glm_test(model, bed, X, family=family, trials=trials, calibrate=calibrate, **kw)
+    out = Path(out)
+    params = {
+        "method": "lfmm.test",
+        "family": family,
+        "trials": int(trials),
+        "K": model.K,
+        "calibrate": calibrate,
+        "n": model.n_samples,
+        "bed": str(bed) if isinstance(bed, (str, os.PathLike)) else type(bed).__name__,
+        "model": model.params,
+    }
+    with OutputLock(out):
+        if resume and (out / SUCCESS).exists() and (out / MANIFEST).exists():
+            prior = json.loads((out / SUCCESS).read_text()).get("metadata", {})  # BatchSink clears it
+            sink = BatchSink(out, params, resume=True)
+            if not sink.pending([0]):
+                sink.finalize(n_batches=1, metadata=prior)
+                variables = list(prior.get("lfmm", {}).get("variables", {}))
+                return _result(sink, variables)
+        res = glm_test(model, bed, X, family=family, trials=trials, calibrate=calibrate, **kw)
+        sink = BatchSink(out, params, resume=resume, overwrite=overwrite or resume)
+        meta = params_to_json(res.calibration)
+        table = res.frame.collect().to_arrow()
+        md = dict(table.schema.metadata or {})
+        md[b"polgen.lfmm.calibration"] = meta.encode()
+        sink.write(0, table.replace_schema_metadata(md))
+        sink.finalize(n_batches=1, metadata={"lfmm": res.calibration})
+    return LfmmTestResult(sink.scan(), res.gif, res.calibration, path=sink.path, sink=sink)
 
 
 test.__test__ = False  # type: ignore[attr-defined]  # a library function named ``test``: pytest must not collect it

@@ -163,6 +163,19 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--full", action="store_true", help="also LEA's full-model F test")
     p.add_argument(
+        "--family",
+        choices=["gaussian", "binomial", "poisson"],
+        default="gaussian",
+        help="per-locus model: linear (LEA lfmm2.test) or a logistic / Poisson GLM (LEA linear=FALSE, lfmm "
+        "glm_test; the table of polgen lfmm glm)",
+    )
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        default=2,
+        help="with --family binomial: trials per sample (2 for diploid dosages, 1 for haploid / 0-1 data)",
+    )
+    p.add_argument(
         "--qvalue",
         choices=["none", "BH", "storey"],
         default="none",
@@ -266,6 +279,8 @@ def run(args) -> int:
         overwrite=args.overwrite,
         executor=args.executor,
         progress=args.progress,
+        family=args.family,
+        trials=args.trials,
     )
     n = res.frame.select(pl.len()).collect().item()
     print(f"lfmm: {n} SNPs tested, K={model.K}; results in {out}")

@@ -138,3 +138,55 @@ def test_cli_and_namespace(tmp_path):
     env = pl.DataFrame({"IID": iids, "X1": X[:, 0], "X2": X[:, 1]})
     via = env.lfmm.glm_test(model, str(bed), calibrate=None).collect()
     np.testing.assert_allclose(via["BETA_X1"].to_numpy(), ref[:, 0], rtol=1e-8)
+
+
+@pytest.mark.parametrize("set_, family, trials", [("ath", "binomial", 1), ("sim", "poisson", 1)])
+def test_test_with_a_glm_family_equals_R_glm(set_, family, trials):
+    """``test(family=...)`` runs the GLM test: R glm()'s numbers, as glm_test."""
+    Y, X, U = _data(set_)
+    ref = _rd(f"{set_}_{family}{trials}.csv")
+    d = X.shape[1]
+    f = L.test(_model(X, U), Y, family=family, trials=trials, calibrate=None).collect()
+    sfx = [""] if d == 1 else [f"_X{j + 1}" for j in range(d)]
+    for j, s in enumerate(sfx):
+        for col, k in (("BETA", 0), ("SE", 1), ("Z", 2), ("P", 3)):
+            rel = np.max(np.abs(f[f"{col}{s}"].to_numpy() / ref[:, k * d + j] - 1))
+            assert rel < 1e-8, f"{col}{s}: {rel:.2e}"
+    np.testing.assert_array_equal(f["N_ITER"].to_numpy(), ref[:, -1])
+
+
+def test_test_family_to_a_run_folder_namespace_and_cli(tmp_path):
+    from polgen.cli import main
+
+    Y, X, U = _data("sim")
+    ref = _rd("sim_binomial2.csv")
+    bed = tmp_path / "sim.bed"
+    iids = [f"i{k}" for k in range(len(X))]
+    to_bed(bed, Y, properties={"iid": iids}, count_A1=True)
+    model = _model(X, U, ids=iids)
+    env = pl.DataFrame({"IID": iids, "X1": X[:, 0], "X2": X[:, 1]})
+    res = env.lfmm.test(model, str(bed), family="binomial", out=tmp_path / "run")
+    f = res.collect()
+    np.testing.assert_allclose(f["Z_X2"].to_numpy(), ref[:, 5], rtol=1e-8)
+    gif = np.median(ref[:, 4] ** 2) / stats.chi2.ppf(0.5, 1)
+    assert abs(res.gif["X1"] / gif - 1) < 1e-8
+    np.testing.assert_allclose(f["P_CALIBRATED_X1"].to_numpy(), stats.chi2.sf(ref[:, 4] ** 2 / gif, 1), rtol=1e-7)
+    assert (tmp_path / "run" / "_SUCCESS").exists()
+    with pytest.raises(OutputExistsError):
+        L.test(model, str(bed), env, family="binomial", out=tmp_path / "run")
+    again = L.test(model, str(bed), env, family="binomial", out=tmp_path / "run", resume=True)
+    assert again.gif == res.gif and again.collect().equals(f)
+    with pytest.raises(InputError, match="family"):
+        L.test(model, str(bed), env, family="gamma")
+    with pytest.raises(InputError, match="full=True"):
+        L.test(model, str(bed), env, family="poisson", full=True)
+    # the CLI: fit + GLM test in one run folder, equal to glm_test with the saved model
+    envf = tmp_path / "env.tsv"
+    env.write_csv(envf, separator="\t")
+    out = tmp_path / "cli"
+    assert main(["lfmm", "--bed", str(bed), "--covariates", str(envf), "-K", "2", "--family", "poisson",
+                 "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    got = pl.read_parquet(sorted(out.glob("part-*.parquet")))
+    want = L.glm_test(L.load_model(out / "lfmm_model.npz"), str(bed), env, family="poisson").collect()
+    np.testing.assert_allclose(got["Z_X1"].to_numpy(), want["Z_X1"].to_numpy(), rtol=1e-12)
+    assert "CONVERGED" in got.columns and "T_X1" not in got.columns
