@@ -51,6 +51,7 @@ from polgen.gsem.munge import (
     DropCounter,
     _with_label,
     align_to_reference,
+    case_control_hint,
     check_p,
     clean_alleles,
     normalise_inputs,
@@ -142,7 +143,7 @@ def sumstats_one(
             "a sample size (N column or the N argument) is needed for "
             + ("linprob" if linprob else "OLS")
             + " standardisation; found columns "
-            f"{[c for c in df.columns if c != ROW]}",
+            f"{[c for c in df.columns if c != ROW]}{case_control_hint([c for c in df.columns if c != ROW])}",
             path=label,
             column="N",
         )

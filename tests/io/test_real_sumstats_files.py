@@ -364,3 +364,23 @@ def test_p_below_the_double_range_is_an_error_not_a_zero(tmp_path):
     zero = tmp_path / "zero.tsv"
     zero.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t0.1\t0.0E-5\n")
     assert read_sumstats(zero)["P"].to_list() == [5e-324, 0.0]  # a written 0 is a 0 (munge refuses it)
+
+
+def test_okbay_through_sumstats_ols_and_saige_linprob_without_n():
+    raw = raw_table(OKBAY)
+    ref, sign = swapped_reference(raw["MarkerName"], raw["A1"], raw["A2"])
+    ref = ref.with_columns(MAF=pl.lit(0.3))
+    n = 293723.0
+    got = sumstats([OKBAY], ref, trait_names=["EA"], se_logit=False, OLS=True, N=n).collect()
+    assert got["SNP"].to_list() == raw["MarkerName"].to_list()
+    eaf = num(raw, "EAF")
+    f = np.minimum(eaf, 1 - eaf)
+    z = sign * z_of(num(raw, "Pval"), num(raw, "Beta"))
+    beta = z / np.sqrt(n * 2 * f * (1 - f))
+    np.testing.assert_allclose(got["beta.EA"].to_numpy(), beta, rtol=1e-12)
+    np.testing.assert_allclose(got["se.EA"].to_numpy(), np.abs(beta / z), rtol=1e-12)
+    saige = raw_table(SAIGE_BINARY)
+    saige_ref = saige.select(SNP="MarkerID", A1="Allele2", A2="Allele1", MAF=pl.lit(0.3))
+    with pytest.raises(SchemaError, match="N_case") as err:
+        sumstats([SAIGE_BINARY], saige_ref, se_logit=False, linprob=True)
+    assert err.value.column == "N" and "genotype_100markers_marker_plink" in str(err.value)
