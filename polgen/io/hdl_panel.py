@@ -2,20 +2,38 @@
 
 Two layouts are read by :func:`open_hdl_panel`:
 
-* **R** (the panels distributed for HDL and R GenomicSEM's ``hdl(LD.path=)``): a folder with
-  ``*snp_counter*.RData`` (``nsnps.list``: per chromosome, the SNP count of each piece; or
-  ``nsnps.list.imputed``), ``*snp_list*.RData`` (``snps.name.list`` or
-  ``snps.list.imputed.vector``: every panel SNP) and per piece ``*chr{c}.{p}_*.rda`` holding
-  ``LDsc`` (LD scores, one per SNP), ``lam`` (kept eigenvalues) and ``V`` (eigenvectors, SNPs x
-  kept) with ``*chr{c}.{p}_*.bim`` naming the piece's SNPs and alleles.  Reading ``.rda`` needs the
-  pure-Python ``rdata`` package (``pip install 'polgen[hdl]'``).
+* **R** (HDL's ``LD.path``, also R GenomicSEM's ``hdl(LD.path=)``): a folder with one
+  ``*snp_counter*`` and one ``*snp_list*`` R data file (``.RData`` or ``.rda``) and per piece an
+  ``.rda`` and a ``.bim`` whose names hold ``chr{c}.{p}`` followed by ``_`` or ``.``.  Read as HDL
+  1.4's ``HDL.rg`` reads them, which covers the three layouts its documentation and code describe:
+
+  - UK Biobank array panel (``UKB_array_SVD_eigen90_extraction``): ``UKB_snp_counter_array.RData``
+    (``nsnps.list``: an unnamed list, element ``c`` the SNP counts of chromosome ``c``'s pieces),
+    ``UKB_snp_list_array.RData`` (``snps.name.list``), ``ukb_chr{c}.{p}_n336000_500banded_99eigen.rda``
+    and ``ukb_chr{c}.{p}_n336000.bim``;
+  - UK Biobank imputed panel (``UKB_imputed_SVD_eigen99_extraction``): ``UKB_snp_counter_imputed.RData``
+    (``nsnps.list.imputed``), ``UKB_snp_list_imputed.vector_form.RData``
+    (``snps.list.imputed.vector``); other files in the folder (its ``snp.dictionary.imputed.rda``)
+    are ignored;
+  - panels built with HDL's ``build_ld_ref`` pipeline: ``{name}_snp_counter_array.RData`` whose
+    ``nsnps.list`` is *named* by chromosome (only the chromosomes built, e.g. ``"21"``, ``"22"``),
+    ``{name}_snp_list_array.RData``, ``{name}_chr{c}.{p}_.banded.rda`` (``V`` with SNP row names,
+    half the piece's eigenpairs) and space-separated ``{name}_chr{c}.{p}_.bim``.
+
+  Each piece ``.rda`` holds ``LDsc`` (LD scores, one per SNP), ``lam`` (eigenvalues) and ``V``
+  (eigenvectors, SNPs x eigenvalues); the ``.bim`` names the piece's SNPs and alleles (A2 in column
+  6).  A named ``nsnps.list`` gives the chromosomes by name (as HDL; R GenomicSEM indexes it by
+  position 1..22 and needs a ``UKB_snp_counter*`` file, so it reads the UK Biobank panels only);
+  chromosome names must be numbers.  Like R GenomicSEM, every stored eigenpair is used (HDL's own
+  ``HDL.rg`` may keep fewer, ``eigen.cut``).  Reading ``.rda`` needs the pure-Python ``rdata``
+  package (``pip install 'polgen[hdl]'``).
 * **polgen**: a folder with ``hdl_panel.json`` (format tag, pieces and their SNP counts),
   ``snps.parquet`` (``CHR PIECE SNP BP A1 A2 LDSC``, pieces in order), ``snp_list.parquet`` (R's
   panel SNP list) and one ``chr{c}.{p}.npz`` per piece (``lam``, ``V``).  Written by
   :func:`write_hdl_panel` / :func:`convert_hdl_panel`; no optional dependency to read.
 
-R matches piece files with ``grep("chr{c}.{p}.*rda")`` (which also matches piece 10, 11, ... of the
-same chromosome); here a piece's number must end at ``_`` or ``.``.
+R GenomicSEM matches piece files with ``grep("chr{c}.{p}.*rda")`` (which also matches piece 10, 11,
+... of the same chromosome); here, as in HDL 1.4, a piece's number must end at ``_`` or ``.``.
 """
 
 from __future__ import annotations
@@ -207,19 +225,40 @@ def _read_bim(bim: Path) -> tuple[np.ndarray, np.ndarray]:
     return b[:, 1].to_numpy(), b[:, 5].to_numpy()
 
 
+def _chromosomes(nsnps: Any, counter: Path) -> list[tuple[int, Any]]:
+    """(chromosome, per-piece counts) from R's ``nsnps.list``: by name when it is named (HDL's
+    ``build_ld_ref`` panels: only the chromosomes built), else by position 1, 2, ... (the UKB panels)."""
+    if isinstance(nsnps, dict):
+        out = []
+        for name, per in nsnps.items():
+            label = str(name).strip()
+            if not label.isdigit():
+                raise SchemaError(
+                    f"nsnps.list names chromosome {label!r}: polgen reads numbered chromosomes only", path=counter
+                )
+            out.append((int(label), per))
+        return out
+    if isinstance(nsnps, (list, tuple)):
+        return list(enumerate(nsnps, start=1))
+    # a single chromosome saved as a bare vector
+    return [(1, nsnps)]
+
+
 def _open_r(folder: Path) -> HDLPanel:
-    counter = _only(folder, r"snp_counter.*\.RData$", "SNP counter (*snp_counter*.RData)")
-    listing = _only(folder, r"snp_list.*\.RData$", "SNP list (*snp_list*.RData)")
+    counter = _only(folder, r"(?i)snp_counter.*\.(rdata|rda)$", "SNP counter (*snp_counter*.RData)")
+    listing = _only(folder, r"(?i)snp_list.*\.(rdata|rda)$", "SNP list (*snp_list*.RData)")
     cobj = _read_r(counter)
     nsnps = _pick(cobj, ("nsnps.list.imputed", "nsnps.list"), counter)
     lobj = _read_r(listing)
     snp_list = np.asarray(_pick(lobj, ("snps.list.imputed.vector", "snps.name.list"), listing)).astype(str).reshape(-1)
     pieces: list[tuple[int, int]] = []
     counts: list[float] = []
-    for c, per in enumerate(nsnps, start=1):
+    for c, per in _chromosomes(nsnps, counter):
         vals = np.asarray(per, dtype=np.float64).reshape(-1)
         pieces += [(c, p) for p in range(1, vals.size + 1)]
         counts += vals.tolist()
+    if len(set(pieces)) != len(pieces):
+        raise SchemaError("nsnps.list names a chromosome twice", path=counter)
     rx = re.compile(r"chr(\d+)\.(\d+)[._].*\.(rda|bim)$")
     found: dict[tuple[int, int, str], list[str]] = {}
     for name in sorted(p.name for p in folder.iterdir()):
