@@ -1,4 +1,5 @@
-"""``polgen stlr fit ...``, ``polgen stlr perturb ...`` and ``polgen stlr splash ...``."""
+"""``polgen stlr fit ...``, ``polgen stlr perturb ...``, ``polgen stlr splash ...`` and
+``polgen stlr transitions ...``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from polgen.io.sink import params_to_json, write_table_atomic
 from polgen.stlr.perturb import perturb, perturb_batch, resolve_run_args, run_params
 from polgen.stlr.splash import splash
 from polgen.stlr.train import fit
+from polgen.stlr.transitions import transitions
 
 
 def _genes(v: str | None) -> list[str] | None:
@@ -294,6 +296,175 @@ def cmd_splash(args) -> int:
     return 0
 
 
+def _perturbed_frame(path: str, target: str | None):
+    """The perturbation to draw: a ``stlr perturb`` .parquet file, or its run folder of several
+    targets (``target, CellID, <genes>`` parts) with ``--target`` picking one."""
+    import polars as pl
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.glob("*.parquet") if not f.name.startswith("."))
+        if not files:
+            raise InputError("--perturbed folder holds no parquet part", path=p)
+    elif p.is_file():
+        files = [str(p)]
+    else:
+        raise InputError("--perturbed not found", path=p)
+    try:
+        lf = pl.scan_parquet(files)
+        names = lf.collect_schema().names()
+    except Exception as exc:  # noqa: BLE001 - polars raises several kinds
+        raise InputError(f"cannot read as parquet: {exc}", path=p) from None
+    if "target" not in names:
+        if target is not None:
+            raise InputError("--target given, but --perturbed holds one perturbation (no target column)", path=p)
+        return lf.collect()
+    found = lf.select(pl.col("target").unique(maintain_order=True)).collect()["target"].to_list()
+    if target is None:
+        if len(found) != 1:
+            raise InputError(f"--perturbed holds {len(found)} targets {found[:10]}; pick one with --target", path=p)
+        target = found[0]
+    if target not in found:
+        raise InputError(f"target {target!r} is not in --perturbed (targets: {found[:10]})", path=p, column="target")
+    return lf.filter(pl.col("target") == target).drop("target").collect()
+
+
+def cmd_transitions(args) -> int:
+    out = Path(args.out)
+    if out.is_dir() or (out.exists() and not args.overwrite):
+        raise OutputExistsError(
+            "--out is a directory; give a .parquet file name"
+            if out.is_dir()
+            else "--out exists; pass --overwrite to replace it",
+            path=out,
+        )
+    if args.decimals is not None and args.decimals < 0:
+        raise InputError(f"--decimals must be >= 0 (or omitted: no rounding), got {args.decimals}")
+    frame = _perturbed_frame(args.perturbed, args.target)
+    kw = dict(
+        embedding=args.embedding,
+        n_neighbors=args.n_neighbors,
+        temperature=args.temperature,
+        remove_null=args.remove_null,
+        unit_vectors=args.unit_vectors,
+        rescale=args.rescale,
+        decimals=None if args.no_rounding else args.decimals,
+        layer=args.layer,
+        cluster_key=_cluster_key(args),
+        spatial_key=_spatial_key(args.spatial_key),
+    )
+    df = transitions(args.h5ad, frame, **kw)
+    params = {**kw, "h5ad": args.h5ad, "perturbed": args.perturbed, "target": args.target}
+    write_table_atomic(out, df, {"polgen.params": params_to_json(params)})
+    moved = int(((df["dx"] != 0) | (df["dy"] != 0)).sum())
+    print(f"transition vectors of {df.height} cells ({moved} moving) -> {out}")
+    return 0
+
+
+def _add_transitions(sub, demo: str) -> None:
+    tr = sub.add_parser(
+        "transitions",
+        help="transition vectors of a perturbation (where each cell is pushed)",
+        description="Per-cell transition vectors of a perturbation, as the reference's "
+        "compute_transition_vector_field (CellOracle / velocyto): each cell's simulated change is "
+        "correlated with the expression differences to its nearest cells on the tissue coordinates "
+        "(or an embedding), turned into transition probabilities and projected onto the layout. "
+        "Writes CellID, x, y, dx, dy (+ cluster) to a .parquet file, the frame polgen.plot.transitions "
+        "draws.",
+        epilog=examples(
+            f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv --betas betas/ "
+            "--target Pax5 --out pax5_ko.parquet",
+            f"polgen stlr transitions --h5ad {demo}/tissue.h5ad --perturbed pax5_ko.parquet --out pax5_tr.parquet",
+            f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv --betas betas/ "
+            "--target Pax5,Ebf1 --out perturbations/",
+            f"polgen stlr transitions --h5ad {demo}/tissue.h5ad --perturbed perturbations/ --target Ebf1 "
+            "--n-neighbors 150 --unit-vectors --out ebf1_tr.parquet --overwrite",
+        ),
+    )
+    tr.add_argument(
+        "--h5ad",
+        required=True,
+        metavar="FILE",
+        help="AnnData .h5ad the perturbation ran on (expression, layout)",
+    )
+    tr.add_argument(
+        "--perturbed",
+        required=True,
+        metavar="PATH",
+        help="output of `polgen stlr perturb`: a .parquet file (CellID + genes), or its run folder of several "
+        "targets (then --target picks one)",
+    )
+    tr.add_argument(
+        "--target",
+        default=None,
+        help="which target of a several-target --perturbed folder to draw (default: its only target)",
+    )
+    tr.add_argument(
+        "--embedding",
+        default=None,
+        metavar="KEY",
+        help="obsm key of a 2-D layout, e.g. X_umap (default: the tissue coordinates, --spatial-key)",
+    )
+    tr.add_argument(
+        "--n-neighbors",
+        type=int,
+        default=200,
+        metavar="K",
+        help="nearest cells on the layout each cell may move towards (default: %(default)s, as the reference)",
+    )
+    tr.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=0.05,
+        help="softmax temperature of the transition probabilities (default: %(default)s)",
+    )
+    tr.add_argument(
+        "--remove-null",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="subtract the probabilities with no change (uniform over the neighbours) (default: on)",
+    )
+    tr.add_argument(
+        "--unit-vectors",
+        action="store_true",
+        help="project unit differences to the neighbours (the reference's normalize=True) (default: off)",
+    )
+    tr.add_argument(
+        "--rescale",
+        type=positive_float,
+        default=1.0,
+        help="multiplier of the simulated change before the correlation (default: %(default)s)",
+    )
+    tr.add_argument(
+        "--decimals",
+        type=int,
+        default=3,
+        help="round the simulated change to this many decimals, as the reference (default: %(default)s)",
+    )
+    tr.add_argument("--no-rounding", action="store_true", help="do not round the simulated change")
+    tr.add_argument("--layer", default=None, help="expression layer (default: imputed_count when present, else X)")
+    tr.add_argument(
+        "--cluster-key",
+        default=None,
+        help="obs column of the output's cluster column (default: the usual names: cell_type, cluster, ...)",
+    )
+    tr.add_argument("--one-cluster", action="store_true", help="no cluster column in the output")
+    tr.add_argument(
+        "--spatial-key",
+        default=None,
+        help="obsm key of the coordinates, or two obs columns 'x,y' (default: obsm spatial / X_spatial / spatial_loc)",
+    )
+    tr.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="accepted as by every command; transitions runs in one numba pass and shows no bar",
+    )
+    add_out(tr, "output .parquet file (CellID, x, y, dx, dy, cluster)")
+    add_overwrite(tr)
+    tr.set_defaults(func=cmd_transitions)
+
+
 def add_parser(subparsers) -> None:
     demo = "polgen-demo/stlr"
     p = subparsers.add_parser(
@@ -301,7 +472,12 @@ def add_parser(subparsers) -> None:
         help="SpaceTravLR: spatial GRN training and in-silico perturbation",
         description="SpaceTravLR: train per-gene, per-cluster spatial regulatory models (fit) and "
         "simulate knock-outs / over-expression propagated through them (perturb).",
-        epilog=examples("polgen stlr fit --help", "polgen stlr perturb --help", "polgen stlr splash --help"),
+        epilog=examples(
+            "polgen stlr fit --help",
+            "polgen stlr perturb --help",
+            "polgen stlr splash --help",
+            "polgen stlr transitions --help",
+        ),
     )
     sub = p.add_subparsers(dest="stlr_command", metavar="COMMAND")
     sub.required = True
@@ -468,3 +644,4 @@ def add_parser(subparsers) -> None:
     add_out(sp, "output .parquet file")
     add_overwrite(sp)
     sp.set_defaults(func=cmd_splash)
+    _add_transitions(sub, demo)
