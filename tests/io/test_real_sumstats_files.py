@@ -384,3 +384,43 @@ def test_okbay_through_sumstats_ols_and_saige_linprob_without_n():
     with pytest.raises(SchemaError, match="N_case") as err:
         sumstats([SAIGE_BINARY], saige_ref, se_logit=False, linprob=True)
     assert err.value.column == "N" and "genotype_100markers_marker_plink" in str(err.value)
+
+
+def test_gwas_ssf_export_round_trip(tmp_path, capsys):
+    """A per-SNP GWAS result (here BOLT-LMM's example rows in polgen's user_gwas columns) exported as
+    GWAS-SSF by ``polgen export`` and read back: effect allele, beta, SE, P, N and rsid as written."""
+    raw = raw_table(BOLT).head(40)
+    beta, se, p = num(raw, "BETA"), num(raw, "SE"), num(raw, "P_BOLT_LMM")
+    res = pl.DataFrame(
+        {
+            "SNP": raw["SNP"],
+            "CHR": raw["CHR"],
+            "BP": num(raw, "BP").astype(np.int64),
+            "MAF": np.minimum(num(raw, "A1FREQ"), 1 - num(raw, "A1FREQ")),
+            "A1": raw["ALLELE1"],
+            "A2": raw["ALLELE0"],
+            "lhs": ["F1"] * 40,
+            "op": ["~"] * 40,
+            "rhs": ["SNP"] * 40,
+            "est": beta,
+            "se": se,
+            "z": beta / se,
+            "p": p,
+            "log10p": -np.log10(p),
+            "converged": [True] * 40,
+            "warning": [""] * 40,
+        }
+    )
+    folder = tmp_path / "gwas"
+    folder.mkdir()
+    res.write_parquet(folder / "part-00000.parquet")
+    out = tmp_path / "F1.tsv.gz"
+    argv = ["export", str(folder), "--format", "ssf", "--lhs", "F1", "--n", "366", "--out", str(out), "-q"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    back = read_sumstats(out)
+    assert back["SNP"].to_list() == raw["SNP"].to_list() and back["A1"].to_list() == raw["ALLELE1"].to_list()
+    assert back["A2"].to_list() == raw["ALLELE0"].to_list() and back["CHR"].to_list() == raw["CHR"].to_list()
+    np.testing.assert_allclose(back["BETA"].to_numpy(), beta, rtol=1e-6)
+    np.testing.assert_allclose(back["SE"].to_numpy(), se, rtol=1e-6)
+    np.testing.assert_allclose(back["P"].to_numpy(), p, rtol=1e-5)
+    assert set(back["N"].to_list()) == {366.0}
