@@ -93,8 +93,11 @@ def _nonlinear_fit(plan: Plan, lay, beta, se, var) -> tuple[np.ndarray, np.ndarr
     inequalities by the kernel's active set) and the non-linear equalities linearised at its
     current estimates (``G theta = G theta_k - c_k``), until they hold to 1e-10 and the estimates
     stop moving (a KKT point).  A non-linear inequality is left out until a SNP's fit breaks it,
-    then held as an equality for that SNP (active where the fit without it leaves it, as in a
-    convex problem).  SNPs that do not settle in :data:`NL_MAX_ROUNDS` rounds are ST_NOCONV."""
+    then held as an equality for that SNP; once the SNP's fit has settled with it held, it is
+    released when its Lagrange multiplier has the wrong sign (negative in its ``c >= 0`` form:
+    the objective falls moving inside), and the SNP goes on without it - the KKT rule of the
+    kernel's active set for linear inequalities.  SNPs that do not settle in
+    :data:`NL_MAX_ROUNDS` rounds are ST_NOCONV."""
     from polgen.kernels.gwas import ST_NOCONV, ST_OK
     from polgen.kernels.gwas_constrained import constrained_batch
     from polgen.kernels.snp_moments import snp_batch
@@ -110,6 +113,7 @@ def _nonlinear_fit(plan: Plan, lay, beta, se, var) -> tuple[np.ndarray, np.ndarr
     # c_j >= 0 form of every non-linear constraint (== : held always; > / < : when active)
     sign = np.array([-1.0 if c.op == "<" else 1.0 for c in plan.nlcon])
     active = np.tile(eq, (n, 1))
+    r0 = A_eq.shape[0]  # the non-linear rows follow the linear equalities in the kernel's rows
     prev = np.full(n, np.inf)  # violation of the held constraints after the last round
     todo = np.arange(n)
     for _ in range(NL_MAX_ROUNDS):
@@ -121,13 +125,16 @@ def _nonlinear_fit(plan: Plan, lay, beta, se, var) -> tuple[np.ndarray, np.ndarr
         Ae = np.concatenate([np.broadcast_to(A_eq, (k, *A_eq.shape)), G * (sign * on)[:, :, None]], axis=1)
         be = np.concatenate([np.broadcast_to(b_eq, (k, b_eq.size)), rhs], axis=1)
         snp = snp_batch(beta[todo], se[todo], var[todo], *plan.ld_args())
-        e2, st2, f2 = constrained_batch(snp, lay, np.nan_to_num(th), stage.snpvar_par, Ae, be, A_in, b_in, ml=plan.ml)
+        e2, st2, f2, mu = constrained_batch(
+            snp, lay, np.nan_to_num(th), stage.snpvar_par, Ae, be, A_in, b_in, ml=plan.ml, multipliers=True
+        )
         ok = st2 == ST_OK
         c2 = sign * _nl_linearised(plan, np.nan_to_num(e2))[0]
         # damping: a round that raises the violation of the held constraints is cut back towards
         # its start (sequential linearisation can jump between the branches of b1*b2 = c)
         v_new = np.where(active[todo], np.abs(c2), 0.0).max(axis=1, initial=0.0)
         grow = ok & (v_new > prev[todo]) & np.isfinite(prev[todo])
+        damped = grow.copy()
         if grow.any():
             alpha = np.ones(k)
             for _h in range(12):
@@ -148,7 +155,18 @@ def _nonlinear_fit(plan: Plan, lay, beta, se, var) -> tuple[np.ndarray, np.ndarr
         active[todo] |= broken
         viol = np.where(active[todo], np.abs(c2), 0.0).max(axis=1, initial=0.0)
         still = np.abs(e2 - th).max(axis=1) <= 1e-9 * (1.0 + np.abs(e2).max(axis=1))
-        done = ~ok | ((viol <= tol) & still & ~broken.any(axis=1))
+        settled = ok & (viol <= tol) & still & ~broken.any(axis=1) & ~damped
+        # KKT: a held inequality whose multiplier is negative is released (mu of the rows
+        # sign * G_j, i.e. of c_j >= 0; the multipliers belong to the undamped fit e2)
+        mu_nl = np.nan_to_num(mu[:, r0:])
+        mu_tol = 1e-8 * (1.0 + np.abs(mu_nl).max(axis=1, initial=0.0))
+        release = settled[:, None] & active[todo] & ~eq[None, :] & (mu_nl < -mu_tol[:, None])
+        # one at a time, the most negative first (as the kernel's active set)
+        worst = np.argmin(np.where(release, mu_nl, np.inf), axis=1)
+        rel = release.any(axis=1)
+        active[todo[rel], worst[rel]] = False
+        prev[todo[rel]] = np.inf
+        done = ~ok | (settled & ~rel)
         est[todo] = e2
         fmin[todo] = f2
         status[todo] = np.where(ok, np.where(done, ST_OK, ST_NOCONV), st2)

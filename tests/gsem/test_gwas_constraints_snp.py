@@ -13,7 +13,8 @@ What R does there, pinned by the stored outputs:
   inequalities.
 
 polgen fits linear constraints per SNP (kernels.gwas_constrained: null-space Gauss-Newton with an
-active set for inequalities; non-linear ones by sequential linearisation in gwas_batch) and
+active set for inequalities; non-linear ones by sequential linearisation in gsem/gwas_constrained, a held
+non-linear inequality released on a negative multiplier) and
 evaluates chi-square and the sandwich at the constrained estimates as R; checked against R where
 R answers (fix_measurement=FALSE) and against a dense scipy SLSQP fit of the same objective where
 R stops (fix_measurement=TRUE).
@@ -256,3 +257,44 @@ def test_nonlinear_inequality_on_snp_effects_matches_r(covstruc, snps, ref):
     np.testing.assert_allclose(k["est_py"].to_numpy(), k["est_u"].to_numpy(), rtol=1e-6, atol=1e-10)
     snp = ours.filter(pl.col("op") == "~", pl.col("rhs") == "SNP").sort("SNP", "lhs")["est"].to_numpy()
     assert (snp[0::2] * snp[1::2] >= 0.0001 * (1 - 1e-9)).all()
+
+
+def test_held_nonlinear_inequality_is_released(covstruc, snps):
+    """``b1*b2 > 0.0001; b1^2 + b2^2 < 0.0014``: at rs0 and rs2 the unconstrained fit breaks both,
+    both are held, and at the point where both hold the second's multiplier is negative (the
+    objective falls moving inside the circle): it must be released, leaving the fit of the first
+    constraint alone (where b1^2 + b2^2 is 0.00136 / 0.00022).  At rs5 the first alone breaks the
+    second, so both stay active.  Every SNP against scipy SLSQP on the per-SNP DWLS objective."""
+    one = "b1*b2 > 0.0001"
+    two = one + "\nb1^2 + b2^2 < 0.0014"
+    ours = user_gwas(snps, covstruc, BASE + two, fix_measurement=False, long=True)
+    ref1 = user_gwas(snps, covstruc, BASE + one, fix_measurement=False, long=True)
+    assert ours["converged"].all()
+
+    def b(frame):
+        return frame.filter(pl.col("op") == "~", pl.col("rhs") == "SNP").sort("SNP", "lhs")["est"].to_numpy()
+
+    b2, b1 = b(ours).reshape(-1, 2), b(ref1).reshape(-1, 2)
+    r2 = (b2**2).sum(axis=1)
+    for i in (0, 2):  # released: the fit of the first constraint alone, strictly inside the circle
+        np.testing.assert_allclose(b2[i], b1[i], rtol=1e-7)
+        assert r2[i] < 0.0014 - 1e-5
+        k = ours.filter(pl.col("SNP") == f"rs{i}").join(ref1, on=["SNP", "lhs", "op", "rhs"], suffix="_1")
+        np.testing.assert_allclose(k["est"].to_numpy(), k["est_1"].to_numpy(), rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(k["chisq"].to_numpy(), k["chisq_1"].to_numpy(), rtol=1e-7)
+    assert r2[5] == pytest.approx(0.0014, rel=1e-8) and b2[5].prod() == pytest.approx(1e-4, rel=1e-8)
+    assert (b2.prod(axis=1) >= 1e-4 * (1 - 1e-9)).all() and (r2 <= 0.0014 * (1 + 1e-9)).all()
+    plan = _plan(snps, covstruc, BASE + two, False)
+    rows = {(a, o, r): q for a, o, r, q, _ in plan.out_rows if q >= 0}
+    q1, q2 = rows[("F1", "~", "SNP")], rows[("F2", "~", "SNP")]
+    est = np.full((snps.height, plan.npar), np.nan)
+    pos = {s: i for i, s in enumerate(snps["SNP"].to_list())}
+    for row in ours.iter_rows(named=True):
+        q = rows.get((row["lhs"], row["op"], row["rhs"]))
+        if q is not None:
+            est[pos[row["SNP"]], q] = row["est"]
+    con = [
+        {"type": "ineq", "fun": lambda t: t[q1] * t[q2] - 1e-4},
+        {"type": "ineq", "fun": lambda t: 0.0014 - t[q1] ** 2 - t[q2] ** 2},
+    ]
+    _dense_check(plan, snps, est, con)
