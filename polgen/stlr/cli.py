@@ -454,12 +454,7 @@ def _add_transitions(sub, demo: str) -> None:
         default=None,
         help="obsm key of the coordinates, or two obs columns 'x,y' (default: obsm spatial / X_spatial / spatial_loc)",
     )
-    tr.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="accepted as by every command; transitions runs in one numba pass and shows no bar",
-    )
+    add_progress(tr)  # the shared vocabulary (transitions itself is one numba pass, no bar)
     add_out(tr, "output .parquet file (CellID, x, y, dx, dy, cluster)")
     add_overwrite(tr)
     tr.set_defaults(func=cmd_transitions)
