@@ -13,7 +13,7 @@ case-insensitively against an alias table modelled on R GenomicSEM's
   HapMap3 lists are keyed by rs ids — and keep the others under their own names;
 * ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``;
 * without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``;
-* tools' own layouts: PLINK2 ``--glm`` (``A1`` + ``OMITTED``: the other allele is ``OMITTED``, never
+* tools' own layouts: PLINK2 ``--glm`` (``A1`` + ``OMITTED`` / ``AX``: the other allele is that, never
   ``REF``; without ``OMITTED`` (older PLINK 2 / default columns) the other allele is ``ALT`` on rows
   where ``A1`` is ``REF`` and ``REF`` elsewhere), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``),
   BOLT-LMM (``P_BOLT_LMM`` over ``P_BOLT_LMM_INF``), SAIGE (``BETA`` is Allele2's: ``Allele2`` is
@@ -98,6 +98,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "A0",
         "REF",
         "OMITTED",
+        "AX",
     ),
     S.BETA: ("BETA", "B", "LOG_ODDS", "LOGOR", "EFFECTS", "EFFECT", "SIGNED_SUMSTAT", "EST", "BETA1"),
     S.OR: ("OR", "ODDS_RATIO"),
@@ -159,10 +160,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
 PREFERRED_SNP = "RSID"
 
 #: when several aliases of one column are present, the first of these present wins (documented tools'
-#: layouts): PLINK2 --glm writes REF, ALT, A1 and OMITTED - A1 may be REF or ALT, so the other allele is
-#: OMITTED; BOLT-LMM writes P_BOLT_LMM_INF and, when it fits the non-infinitesimal model, P_BOLT_LMM
-#: (the one its manual recommends)
-PREFERRED = {S.SNP: (PREFERRED_SNP,), S.A2: ("OMITTED",), S.P: ("P_BOLT_LMM",)}
+#: layouts): PLINK2 --glm writes REF, ALT, A1 and OMITTED (AX in PLINK 2.00a3's cols=+ax) - A1 may be
+#: REF or ALT, so the other allele is OMITTED / AX; BOLT-LMM writes P_BOLT_LMM_INF and, when it fits the
+#: non-infinitesimal model, P_BOLT_LMM (the one its manual recommends)
+PREFERRED = {S.SNP: (PREFERRED_SNP,), S.A2: ("OMITTED", "AX"), S.P: ("P_BOLT_LMM",)}
 
 #: SAIGE's BETA is the effect of Allele2 (its AC_Allele2 / AF_Allele2 columns say so): in a file with
 #: these columns Allele2 is read as A1 and Allele1 as A2, and AF_Allele2 is the effect-allele frequency

@@ -38,6 +38,9 @@ LDSC_CORRECT = DATA / "ldsc" / "munge_test_correct.sumstats"
 LDSC_MERGE = DATA / "ldsc" / "munge_test_merge_alleles"
 LDSC_CORRECT_MERGE = DATA / "ldsc" / "munge_test_correct_merge.sumstats"
 PLINK1_LOGISTIC = DATA / "ldsc" / "test21.assoc.logistic"
+PLINK2_LOGISTIC = DATA / "plink" / "p2_bin.y.glm.logistic.hybrid"
+PLINK2_LINEAR = DATA / "plink" / "p2_qt.x1.glm.linear"
+PLINK1_COVAR = DATA / "plink" / "p1_bin.assoc.logistic"
 OKBAY = DATA / "mungesumstats" / "eduAttainOkbay.txt"
 IEU = DATA / "mungesumstats" / "ieu-a-298.head100.tsv.gz"
 
@@ -270,6 +273,64 @@ def test_plink1_logistic_padded_columns():
     with pytest.raises(SchemaError, match="A2") as err:
         munge([PLINK1_LOGISTIC], hm3=raw.select("SNP", "A1", A2=pl.lit("C")))
     assert "test21.assoc.logistic" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# PLINK 2 --glm and PLINK 1.9 --logistic run by Debian's plink2 / plink1.9 on SAIGE's example genotypes
+# (tests/data/sumstats_real/plink/make.sh): covariate rows, Firth fallback, NA rows, the AX column
+# ---------------------------------------------------------------------------------------------
+def test_plink2_logistic_with_covariate_rows_through_munge():
+    raw = raw_table(PLINK2_LOGISTIC)
+    add = raw.filter(pl.col("TEST") == "ADD")
+    assert raw.height == 120 and add.height == 40  # ADD, x1, x2 per variant
+    df = read_sumstats(PLINK2_LOGISTIC)
+    assert df["SNP"].to_list() == add["ID"].to_list() and set(df["TEST"].to_list()) == {"ADD"}
+    assert df["A1"].to_list() == add["A1"].to_list()
+    assert df["A2"].to_list() == [r if a != r else x for a, r, x in zip(add["A1"], add["REF"], add["ALT"])]
+    np.testing.assert_array_equal(df["OR"].to_numpy(), num(add, "OR"))
+    np.testing.assert_array_equal(df["SE"].to_numpy(), num(add, "LOG(OR)_SE"))
+    np.testing.assert_array_equal(df["N"].to_numpy(), num(add, "OBS_CT"))
+    # PLINK's own Z_STAT is log(OR) / SE (6 significant digits printed: an OR near 1 keeps fewer of log OR)
+    wald = np.log(df["OR"].to_numpy()) / df["SE"].to_numpy()
+    np.testing.assert_allclose(wald, num(add, "Z_STAT"), rtol=2e-5, atol=1e-4)
+    ref, sign = swapped_reference(add["ID"], add["A1"], df["A2"])
+    out, _ = munge([PLINK2_LOGISTIC], hm3=ref, trait_names=["Y"], N=10000)
+    got = out["Y"].collect()
+    assert got["SNP"].to_list() == add["ID"].to_list()  # OR detected: log(OR) signs, no covariate rows
+    want = sign * z_of(num(add, "P"), np.log(num(add, "OR")))
+    np.testing.assert_allclose(got["Z"].to_numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(got["Z"].to_numpy(), sign * num(add, "Z_STAT"), rtol=2e-5)
+
+
+def test_plink2_linear_other_allele_from_ax_and_a1_freq():
+    raw = raw_table(PLINK2_LINEAR)
+    df = read_sumstats(PLINK2_LINEAR)
+    assert df["A1"].to_list() == raw["A1"].to_list() and df["A2"].to_list() == raw["AX"].to_list()
+    assert df["REF"].to_list() == raw["REF"].to_list()  # kept under its own name
+    np.testing.assert_array_equal(df["MAF"].to_numpy(), num(raw, "A1_FREQ"))
+    np.testing.assert_array_equal(df["BETA"].to_numpy(), num(raw, "BETA"))
+    t = num(raw, "T_STAT")
+    tested = ~np.isnan(t)  # monomorphic variants: NA statistics
+    assert tested.sum() >= 50 and np.isnan(df["P"].to_numpy()[~tested]).all()
+    # 9997 degrees of freedom: the normal Z of P is the t statistic to 1e-3
+    np.testing.assert_allclose(z_of(df["P"].to_numpy(), df["BETA"].to_numpy())[tested], t[tested], rtol=1e-3)
+
+
+def test_plink1_logistic_with_covariate_rows_and_na_agrees_with_plink2():
+    raw = raw_table(PLINK1_COVAR)
+    add = raw.filter(pl.col("TEST") == "ADD")
+    df = read_sumstats(PLINK1_COVAR)
+    assert df["SNP"].to_list() == add["SNP"].to_list() and set(df["N"].to_list()) == {10000.0}
+    na = (add["OR"] == "NA").to_numpy()
+    assert na.sum() >= 5 and df["OR"].is_null().to_numpy().tolist() == na.tolist()
+    assert df["P"].is_null().to_numpy().tolist() == na.tolist()
+    # the same analysis by PLINK 2 (which falls back to Firth where PLINK 1.9 writes NA): ORs and P
+    # agree to PLINK 1.9's 4 significant digits
+    p2 = read_sumstats(PLINK2_LOGISTIC).filter(pl.col("FIRTH?") == "N")
+    both = p2.join(df, on="SNP", suffix="_p1").filter(pl.col("OR_p1").is_not_null())
+    assert both.height >= 25
+    np.testing.assert_allclose(both["OR_p1"].to_numpy(), both["OR"].to_numpy(), rtol=5e-4)
+    np.testing.assert_allclose(both["P_p1"].to_numpy(), both["P"].to_numpy(), rtol=5e-4, atol=5e-5)
 
 
 # ---------------------------------------------------------------------------------------------
