@@ -21,7 +21,7 @@ from polgen.gsem.gwas_constrained import constrained_stage
 from polgen.gsem.gwas_plan import Plan, Stage
 from polgen.gsem.stats import chi2_sf, normal_pvalues
 
-__all__ = ["compute_batch", "extract_inputs", "run_stage"]
+__all__ = ["compute_batch", "extract_inputs", "multistart_trigger", "run_stage"]
 
 MULTISTART_MAX_ITER = 300  # per start when several starts compete (the best converged one wins)
 
@@ -60,29 +60,48 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
             stage.snpvar_par,
             **common,
         )
-    best = None
-    for s in range(starts.shape[0]):
+    best = gwas_batch(beta, se, var, *plan.ld_args(), stage.model, stage.fidx, starts[:1], stage.snpvar_par, **common)
+    if starts.shape[0] == 1:
+        return best
+    # the other starts only where the warm start's fit may not be the lowest minimum
+    rows = np.flatnonzero(multistart_trigger(starts, best, plan.df))
+    if rows.size == 0:
+        return best
+    sub = {key: arr[rows] for key, arr in best.items()}
+    b_, s_, v_ = beta[rows], se[rows], var[rows]
+    for s in range(1, starts.shape[0]):
         res = gwas_batch(
-            beta,
-            se,
-            var,
-            *plan.ld_args(),
-            stage.model,
-            stage.fidx,
-            starts[s : s + 1],
-            stage.snpvar_par,
-            **common,
+            b_, s_, v_, *plan.ld_args(), stage.model, stage.fidx, starts[s : s + 1], stage.snpvar_par, **common
         )
-        if best is None:
-            best = res
-            continue
         ok_new = res["status"] == ST_OK
-        ok_old = best["status"] == ST_OK
-        better = ok_new & (~ok_old | (res["fmin"] < best["fmin"] - 1e-10 * np.abs(best["fmin"])))
+        ok_old = sub["status"] == ST_OK
+        better = ok_new & (~ok_old | (res["fmin"] < sub["fmin"] - 1e-10 * np.abs(sub["fmin"])))
         if better.any():
             for key, arr in res.items():
-                best[key][better] = arr[better]
+                sub[key][better] = arr[better]
+    for key, arr in sub.items():
+        best[key][rows] = arr
     return best
+
+
+def multistart_trigger(starts: np.ndarray, res: dict, df: int) -> np.ndarray:
+    """SNPs whose fit from the warm start (``starts[0]``, the no-SNP fit's values) may not be the
+    lowest minimum over ``starts`` (issue 18): it did not converge, a loading whose sign the
+    starts vary ended with another sign than the warm start's (the fit crossed into another sign
+    pattern's basin), or its chi-square exceeds its expectation ``df`` under the model (a poor
+    fit: on synthetic SNPs every lower minimum the other starts found was behind one).  Only these
+    SNPs are refit from the other starts; the others keep the warm start's fit."""
+    from polgen.kernels.gwas import ST_OK
+
+    cols = np.flatnonzero((np.sign(starts) != np.sign(starts[:1])).any(axis=0))
+    trig = res["status"] != ST_OK
+    if df > 0:
+        with np.errstate(invalid="ignore"):
+            trig |= ~(res["chisq"] <= df)
+    if cols.size:
+        with np.errstate(invalid="ignore"):
+            trig |= (np.sign(res["est"][:, cols]) != np.sign(starts[0, cols])).any(axis=1)
+    return trig
 
 
 def _apply_bounds(plan: Plan, bounds: tuple[np.ndarray, np.ndarray], beta, se, var, res) -> np.ndarray:
