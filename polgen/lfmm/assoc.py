@@ -61,7 +61,9 @@ from polgen.lfmm.genotypes import (
     source_spec,
     split_range,
 )
+from polgen.lfmm.glm import glm_test
 from polgen.lfmm.model import LfmmModel
+from polgen.lfmm.result import LfmmTestResult
 from polgen.options import Calibrate, check_option
 
 #: the per-locus model of :func:`test`: the linear model (LEA ``lfmm2.test``) or a GLM (lfmm ``glm_test``)
@@ -419,28 +421,6 @@ def _cal_part(task: _CalTask):
 
 
 # -- the public function ---------------------------------------------------------------------------
-@dataclass
-class LfmmTestResult:
-    """Output of :func:`test`: the per-SNP table and the calibration constants.
-
-    ``frame`` is a LazyFrame (over the parquet parts when ``out`` was given), ``gif`` maps each
-    variable name to its genomic inflation factor, ``calibration`` holds all constants
-    (``gif``, and ``median``/``mad`` for median+MAD, ``gif_F`` for the full test).
-    """
-
-    frame: pl.LazyFrame
-    gif: dict[str, float]
-    calibration: dict[str, Any]
-    path: Path | None = None
-    sink: Any = None
-
-    def collect(self) -> pl.DataFrame:
-        return self.frame.collect()
-
-    def lazy(self) -> pl.LazyFrame:
-        return self.frame
-
-
 def test(
     model: LfmmModel | str | os.PathLike,
     bed: Any,
@@ -528,7 +508,6 @@ def _glm_family(model, bed, X, family, trials, calibrate, full, out, resume, ove
     """``test(family="binomial"|"poisson")``: :func:`polgen.lfmm.glm_test`, written as a one-part run
     folder with ``out`` (the calibration in its metadata, as the linear test's)."""
     from polgen.io.sink import OutputLock
-    from polgen.lfmm.glm import glm_test
 
     if full:
         raise InputError(f"full=True is the linear model's F test; it has no {family} GLM version")

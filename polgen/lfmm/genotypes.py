@@ -20,6 +20,7 @@ import polars as pl
 
 from polgen.errors import InputError
 from polgen.io.bed import BedBlock, BedStream, thin_positions
+from polgen.io.pgen import PgenStream, pgen_path
 from polgen.kernels.lfmm import impute_center_columns
 
 #: LFMM scales (the .bed reader also has "raw", which LFMM never uses)
@@ -113,7 +114,7 @@ class ArraySource:
 
 
 #: what LFMM streams genotypes from
-Source = BedStream | ArraySource
+Source = BedStream | ArraySource | PgenStream
 
 
 def _bed_path(obj) -> str | None:
@@ -201,6 +202,15 @@ def open_source(obj, *, snps=None, thin=None, scale="center", block_snps=None) -
         if snps is None and thin is None and scale == obj.scale:
             return obj
         obj = obj._Y
+    if isinstance(obj, PgenStream):
+        if snps is None and thin is None and scale == obj.scale:
+            return obj
+        if snps is None:
+            snps = obj.snp_index
+        obj = obj.pgen_path
+    pgen = pgen_path(obj)
+    if pgen is not None:  # PLINK 2 (the optional pgenlib)
+        return PgenStream(pgen, snps=snps, thin=thin, scale=scale, block_snps=block_snps)
     if isinstance(obj, (str, os.PathLike)) and str(obj).lower().endswith(LEA_SUFFIXES):
         obj = read_lea_genotypes(obj)  # R LEA's text formats: small data, read whole
     path = _bed_path(obj)
@@ -230,14 +240,18 @@ def source_spec(src: Source):
 
 
 def source_path(src: Source) -> str | None:
-    """The .bed path of a source (None for an in-memory one), recorded in parameters."""
+    """The .bed / .pgen path of a source (None for an in-memory one), recorded in parameters."""
+    if isinstance(src, PgenStream):
+        return str(src.pgen_path)
     return str(src.bed_path) if isinstance(src, BedStream) else None
 
 
 def genotypes_path(obj) -> str | None:
-    """The .bed path behind a genotypes argument (a path or a stream), None for in-memory ones."""
+    """The .bed / .pgen path behind a genotypes argument (a path or a stream), None for in-memory ones."""
     if isinstance(obj, BedStream):
         return str(obj.bed_path)
+    if isinstance(obj, PgenStream):
+        return str(obj.pgen_path)
     if isinstance(obj, (str, os.PathLike)):
         return os.fspath(obj)
     return None

@@ -27,12 +27,13 @@ import polars as pl
 
 from polgen.errors import InputError, OutputExistsError
 from polgen.io.bed import BedStream
+from polgen.io.pgen import PgenStream, pgen_path
 from polgen.kernels.lfmm_glm import BINOMIAL, POISSON, glm_loci
 from polgen.lfmm import calibrate as cal
-from polgen.lfmm.assoc import LfmmTestResult
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import LEA_SUFFIXES, ArraySource, _bed_path, default_threads, read_lea_genotypes, split_range
 from polgen.lfmm.model import LfmmModel
+from polgen.lfmm.result import LfmmTestResult
 from polgen.options import Calibrate, GlmFamily, check_option
 
 log = logging.getLogger("polgen")
@@ -58,6 +59,9 @@ class _RawArray:
 def _open_raw(bed: Any, snps: np.ndarray | None, block_snps: int | None):
     if isinstance(bed, (str, os.PathLike)) and str(bed).lower().endswith(LEA_SUFFIXES):
         bed = read_lea_genotypes(bed)
+    pgen = bed.pgen_path if isinstance(bed, PgenStream) else pgen_path(bed)
+    if pgen is not None:
+        return PgenStream(pgen, snps=snps, scale="raw", block_snps=block_snps or None)
     if isinstance(bed, np.ndarray):
         Y = np.asarray(bed, dtype=np.float64)
         if Y.ndim != 2:
@@ -150,7 +154,7 @@ def glm_test(
     if X is None:
         Xm, names = model.X, list(model.x_names)
     else:
-        fids = src.fam["FID"].cast(pl.String).to_list() if isinstance(src, BedStream) else None
+        fids = src.fam["FID"].cast(pl.String).to_list() if isinstance(src, (BedStream, PgenStream)) else None
         Xm, names = covariate_matrix(X, src.sample_ids, n, fids)
     d, K = Xm.shape[1], model.K
     C = np.ascontiguousarray(np.c_[np.ones(n), Xm - Xm.mean(axis=0), model.U])
@@ -171,7 +175,7 @@ def glm_test(
     def run(a: int, b: int) -> None:
         for s in range(a, b, batch_snps):
             e = min(b, s + batch_snps)
-            Y = src.raw(s, e) if isinstance(src, _RawArray) else _raw_block(src, s, e)
+            Y = src.raw(s, e) if isinstance(src, (_RawArray, PgenStream)) else _raw_block(src, s, e)
             with np.errstate(invalid="ignore"):
                 seen = ~np.isnan(Y)
                 cnt = seen.sum(axis=0)
