@@ -13,34 +13,21 @@ constraints when it is invertible (as R computes it).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
+from constraint_fixtures import TRAITS, R, covstruc_of, read_csv
 
 from polgen.gsem import usermodel
 from polgen.gsem.sem import _Objective
 
-R = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r"
 C = R / "constraints"
-TRAITS = ["T1", "T2", "T3", "T4", "T5"]
 BASE = "F1 =~ NA*T1 + a*T2 + b*T3\nF2 =~ NA*T4 + c*T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\n"
-
-
-def _csv(path: Path) -> pl.DataFrame:
-    return pl.read_csv(path, null_values="NA", infer_schema_length=None)
 
 
 @pytest.fixture(scope="module")
 def covstruc() -> dict:
-    d = R / "ml_sign"
-    return {
-        "S": _csv(d / "S.csv").to_numpy(),
-        "V": _csv(d / "V.csv").to_numpy(),
-        "I": _csv(d / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
-    }
+    return covstruc_of(R / "ml_sign")
 
 
 def _cases() -> list[tuple[str, str, str]]:
@@ -55,7 +42,7 @@ def _rel(a, b) -> float:
 
 @pytest.mark.parametrize(("case", "estimation", "model"), _cases(), ids=[c[0] for c in _cases()])
 def test_usermodel_constraints_match_r(covstruc, case, estimation, model):
-    ref = _csv(C / "usermodel.csv").filter(pl.col("case") == case)
+    ref = read_csv(C / "usermodel.csv").filter(pl.col("case") == case)
     res = usermodel(covstruc, model, estimation=estimation)
     assert res.converged
     j = ref.join(res.parameters, on=["lhs", "op", "rhs"], how="left", suffix="_py")

@@ -7,33 +7,20 @@ SNP are fitted per SNP under DWLS (test_gwas_constraints_snp.py) and ML (test_co
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
+from constraint_fixtures import R, covstruc_of, read_csv
 
 from polgen.gsem import user_gwas
 
-R = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r"
 C = R / "constraints"
-TRAITS = ["T1", "T2", "T3", "T4", "T5"]
 BASE = "F1 =~ NA*T1 + a*T2 + b*T3\nF2 =~ NA*T4 + c*T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\n"
-
-
-def _csv(path: Path) -> pl.DataFrame:
-    return pl.read_csv(path, null_values="NA", infer_schema_length=None)
 
 
 @pytest.fixture(scope="module")
 def covstruc() -> dict:
-    d = R / "ml_sign"
-    return {
-        "S": _csv(d / "S.csv").to_numpy(),
-        "V": _csv(d / "V.csv").to_numpy(),
-        "I": _csv(d / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
-    }
+    return covstruc_of(R / "ml_sign")
 
 
 def _rel(a, b) -> float:
@@ -47,8 +34,8 @@ GWAS = BASE + "F1 ~ SNP\nF2 ~ SNP\n"
 def test_user_gwas_inequality_on_measurement_matches_r(covstruc):
     """fix_measurement=True (R's default): the no-SNP model with its active b > a is fitted once
     (R: lavaan's constrained fit), then every SNP with the measurement model fixed there."""
-    ref = _csv(C / "usergwas.csv").filter(pl.col("case") == "gw_ineq_active", ~pl.col("op").is_in(["==", "<", ">"]))
-    snps = _csv(R / "ml_sign" / "snps.csv").head(4)
+    ref = read_csv(C / "usergwas.csv").filter(pl.col("case") == "gw_ineq_active", ~pl.col("op").is_in(["==", "<", ">"]))
+    snps = read_csv(R / "ml_sign" / "snps.csv").head(4)
     ours = user_gwas(snps, covstruc, GWAS + "b > a", long=True)
     j = ref.join(ours, on=["SNP", "lhs", "op", "rhs"], how="left", suffix="_py")
     assert j.height == ref.height and j["est_py"].null_count() == 0
@@ -65,9 +52,9 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
     to 1e-5), and the per-SNP fits equal those of the same model with the measurement values
     written as fixed numbers (R's own userGWAS returns a degenerate fit on this model: chisq of
     2.5e6 and SNP ~~ SNP of 1, tests/data/gsem/r/constraints/usergwas.csv case gw_eq_lin)."""
-    snps = _csv(R / "ml_sign" / "snps.csv").head(4)
+    snps = read_csv(R / "ml_sign" / "snps.csv").head(4)
     ours = user_gwas(snps, covstruc, GWAS + "a == 2*b", long=True)
-    r_um = _csv(C / "usermodel.csv").filter(pl.col("case") == "eq_lin", pl.col("op") == "=~")
+    r_um = read_csv(C / "usermodel.csv").filter(pl.col("case") == "eq_lin", pl.col("op") == "=~")
     meas = ours.filter(pl.col("SNP") == "rs0", pl.col("op") == "=~")
     j = r_um.join(meas, on=["lhs", "op", "rhs"], suffix="_py")
     assert j.height == 5 and _rel(j["est_py"], j["est"]) < 1e-5
@@ -101,7 +88,7 @@ def test_user_gwas_linear_equality_on_measurement(covstruc):
 def test_user_gwas_constraints_on_per_snp_parameters_under_ml(covstruc, model, fm, check):
     """Constraints on per-SNP parameters are fitted under ML too (against R and scipy in
     test_constraints_gwas_ml.py): every SNP converges and the constraint holds there."""
-    snps = _csv(R / "ml_sign" / "snps.csv").head(2)
+    snps = read_csv(R / "ml_sign" / "snps.csv").head(2)
     out = user_gwas(snps, covstruc, model, fix_measurement=fm, estimation="ML", long=True)
     assert out["converged"].all()
     for snp in ("rs0", "rs1"):
@@ -114,9 +101,9 @@ def test_user_gwas_defined_parameter_in_measurement_constraint(covstruc):
     """``d := a - b; d == 0.1``: R's userGWAS drops every ':=' line from the no-SNP model (and its
     lavaan call then fails on the constraint); polgen keeps a ':=' line that names measurement
     labels only, so the baseline is usermodel's constrained solution (R's, to 1e-5)."""
-    snps = _csv(R / "ml_sign" / "snps.csv").head(2)
+    snps = read_csv(R / "ml_sign" / "snps.csv").head(2)
     ours = user_gwas(snps, covstruc, GWAS + "d := a - b\nd == 0.1", long=True)
-    r_um = _csv(C / "usermodel.csv").filter(pl.col("case") == "def_con", pl.col("op") == "=~")
+    r_um = read_csv(C / "usermodel.csv").filter(pl.col("case") == "def_con", pl.col("op") == "=~")
     meas = ours.filter(pl.col("SNP") == "rs1", pl.col("op") == "=~")
     j = r_um.join(meas, on=["lhs", "op", "rhs"], suffix="_py")
     assert j.height == 5 and _rel(j["est_py"], j["est"]) < 1e-5

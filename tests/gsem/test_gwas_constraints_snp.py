@@ -22,11 +22,10 @@ R stops (fix_measurement=TRUE).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 import pytest
+from constraint_fixtures import TRAITS, R, covstruc_of, read_csv, snps_of
 
 from polgen.gsem import user_gwas
 from polgen.gsem.gwas_batch import extract_inputs
@@ -36,33 +35,23 @@ from polgen.kernels.ram import implied_jacobian
 from polgen.kernels.snp_matrices import add_batch
 from polgen.kernels.snp_moments import snp_batch
 
-D = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r" / "gwas_constraints"
-TRAITS = ["T1", "T2", "T3", "T4", "T5"]
+D = R / "gwas_constraints"
 BASE = "F1 =~ NA*T1 + T2 + T3\nF2 =~ NA*T4 + T5\nF1 ~~ 1*F1\nF2 ~~ 1*F2\nF1 ~~ F2\nF1 ~ b1*SNP\nF2 ~ b2*SNP\n"
-
-
-def _csv(path: Path) -> pl.DataFrame:
-    return pl.read_csv(path, null_values="NA", infer_schema_length=None)
 
 
 @pytest.fixture(scope="module")
 def covstruc() -> dict:
-    return {
-        "S": _csv(D / "S.csv").to_numpy(),
-        "V": _csv(D / "V.csv").to_numpy(),
-        "I": _csv(D / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
-    }
+    return covstruc_of(D)
 
 
 @pytest.fixture(scope="module")
 def snps() -> pl.DataFrame:
-    return _csv(D / "snps.csv").with_columns(pl.col("SNP").cast(pl.String))
+    return snps_of(D)
 
 
 @pytest.fixture(scope="module")
 def ref() -> pl.DataFrame:
-    return _csv(D / "usergwas.csv")
+    return read_csv(D / "usergwas.csv")
 
 
 def test_r_stops_on_snp_constraints_with_fixed_measurement(ref):
