@@ -4,9 +4,10 @@
 :class:`SpatialData`: expression (``X`` or a layer; dense C-contiguous float64, or CSR float64 when
 stored sparse — a sparse matrix is only densified when ``dense=True`` is asked), spatial
 coordinates (``obsm["spatial"]`` / ``["X_spatial"]`` / ``["spatial_loc"]``, a given ``obsm`` key, or
-two given ``obs`` columns), integer cluster codes from a cluster / cell-type column, and ``obs`` as
-a Polars frame.  Only stable AnnData APIs are used (``read_h5ad``, ``.X``, ``.layers``, ``.obsm``,
-``.obs``, ``.obs_names``, ``.var_names``), so it works on anndata 0.12 and 0.13.
+two given ``obs`` columns; an ``obsm`` array with a varying third column - x, y, z - is refused),
+integer cluster codes from a cluster / cell-type column, and ``obs`` as a Polars frame.  Only
+stable AnnData APIs are used (``read_h5ad``, ``.X``, ``.layers``, ``.obsm``, ``.obs``,
+``.obs_names``, ``.var_names``), so it works on anndata 0.12 and 0.13.
 """
 
 from __future__ import annotations
@@ -209,6 +210,28 @@ def _expression(adata: Any, layer: str | None, *, dense: bool, path: str | None)
     return _convert_matrix(x, dense=dense, what=what, path=path, obs_names=names)
 
 
+def _refuse_3d(arr: np.ndarray, what: str, names: list[str], path: str | None, key: str) -> None:
+    """Coordinates beyond x, y: constant ones (a single section) are dropped; varying ones (x, y, z
+    of serial sections) are an InputError - the SpaceTravLR reference treats such a tissue as 3-D
+    (3-D maps, CNN and ligand kernels), polgen's are 2-D."""
+    cols = names if len(names) == arr.shape[1] else [str(k) for k in range(arr.shape[1])]
+    try:
+        extra = np.asarray(arr[:, 2:], dtype=np.float64)
+    except (TypeError, ValueError):
+        return  # not numeric: reported as such below
+    varying = [cols[2 + k] for k in range(extra.shape[1]) if np.ptp(extra[:, k]) > 0]
+    if varying:
+        raise InputError(
+            f"{what} has {arr.shape[1]} coordinate columns ({', '.join(cols)}) and {varying} varies: 3-D "
+            "coordinates (e.g. serial sections) are not supported - polgen's spatial maps, ligand kernels and "
+            "transition vectors are 2-D (the SpaceTravLR reference switches to 3-D ones); train each section on "
+            "its own x, y, or pass spatial_key= two obs columns (x, y) to use the plane",
+            path=path,
+            column=f"{key}[{varying[0]}]",
+        )
+    log.info("%s has %d columns; the extra ones are constant, using the first two as x, y", what, arr.shape[1])
+
+
 def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]):
     n = adata.n_obs
     if spatial_key is None:
@@ -230,6 +253,7 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
             )
         raw = adata.obsm[spatial_key]
         what = f"obsm[{spatial_key!r}]"
+        names = [str(c) for c in getattr(raw, "columns", [])]
         if hasattr(raw, "to_numpy"):  # a pandas DataFrame in obsm
             raw = raw.to_numpy()
         raw = _to_memory(raw)
@@ -242,7 +266,7 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
         if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 2:
             raise InputError(f"{what} must be (n_cells, 2), got shape {arr.shape}", path=path, column=spatial_key)
         if arr.shape[1] > 2:
-            log.warning("%s has %d columns; using the first two as x, y", what, arr.shape[1])
+            _refuse_3d(arr, what, names, path, spatial_key)
             arr = arr[:, :2]
         columns = [spatial_key, spatial_key]
     else:

@@ -28,6 +28,11 @@ every cluster's lasso converged, the mean seed R^2 is at least ``min_r2``, and M
 residuals on the symmetrised 8-nearest-neighbour graph is significant (permutation p <= 0.05,
 <= 0.01 above 256 modulators, 99 permutations) - the others keep their per-cluster betas.
 
+Coordinates are 2-D.  With x, y, z (serial sections) the reference switches to 3-D maps, a
+Conv3d network and 3-D ligand kernels (``SpatialCellularProgramsEstimator3D``); polgen does not:
+such a tissue is refused when it is read (:mod:`polgen.io.spatial`, an InputError naming the
+columns), in every training mode, perturbation and transition vectors alike.
+
 PyTorch is the optional extra ``polgen[cnn]``, imported inside the functions that train; without
 it ``hybrid`` / ``full`` raise :class:`TorchMissingError` naming the extra.  The training is
 seeded: same ``seed``, same gene, same data -> the same betas (torch's CPU kernels).
@@ -187,7 +192,11 @@ def spatial_inputs(
     d = _int("spatial_dim", spatial_dim, MIN_SPATIAL_DIM)
     xy = np.asarray(coords, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
-        raise InputError(f"the CNN modes need 2-D coordinates (cells x 2), got shape {xy.shape}")
+        raise InputError(
+            f"the CNN modes need 2-D coordinates (cells x 2: x, y), got shape {xy.shape}; 3-D tissues (x, y, z) "
+            "are not supported (the reference's 3-D maps and Conv3d network are not implemented)",
+            column="spatial",
+        )
     if not np.isfinite(xy).all():
         raise InputError("coordinates hold NaN/inf", row=int(np.flatnonzero(~np.isfinite(xy).all(1))[0]))
     n = xy.shape[0]

@@ -94,8 +94,11 @@ def transitions(
         The frame :func:`polgen.stlr.perturb` returns (``CellID`` + one column per gene); genes it
         omits keep their expression.
     embedding
-        The 2-D layout: None = the tissue coordinates, a ``obsm`` key (e.g. ``"X_umap"``, first two
-        columns) of an AnnData, or a (cells, 2) array in the tissue's cell order.
+        The 2-D layout: None = the tissue coordinates, an ``obsm`` key (e.g. ``"X_umap"``) of an
+        AnnData holding two columns, or a (cells, 2) array in the tissue's cell order.  3-D layouts
+        (x, y, z of serial sections, a 3-column embedding) are refused with an InputError: the
+        reference's 3-D vectors are not drawn here, and 3-D tissue coordinates are refused when
+        the tissue is read (:mod:`polgen.io.spatial`).
     n_neighbors, temperature, remove_null, unit_vectors, rescale, decimals
         The reference's ``n_neighbors`` (200; 150 in its vector-field plot), ``T`` (0.05),
         ``remove_null``, ``normalize``, ``rescale`` and the rounding of the change to 3 decimals
@@ -110,7 +113,7 @@ def transitions(
     ------
     InputError
         Genes or cells of ``perturbed`` that do not match the data, NaN values, an embedding of
-        the wrong shape, ``n_neighbors`` < 2, a non-positive temperature.
+        the wrong shape (not 2 columns), ``n_neighbors`` < 2, a non-positive temperature.
     """
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 2:
         raise InputError(f"n_neighbors must be an integer >= 2, got {n_neighbors!r}")
@@ -162,8 +165,16 @@ def _embedding(adata: Any, embedding: Any, coords: np.ndarray, n: int) -> np.nda
     else:
         E = np.asarray(embedding, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] != n or E.shape[1] < 2:
-        raise InputError(f"the embedding must be (cells={n}, 2+), got shape {E.shape}")
-    E = np.ascontiguousarray(E[:, :2])
+        raise InputError(f"the embedding must be (cells={n}, 2), got shape {E.shape}")
+    if E.shape[1] > 2:
+        name = embedding if isinstance(embedding, str) else "embedding"
+        raise InputError(
+            f"the embedding {name!r} has {E.shape[1]} columns: transition vectors are drawn on a 2-D layout "
+            "(the reference would find neighbours and project in all of them); pass two columns, e.g. "
+            f"embedding=adata.obsm[{name!r}][:, :2]",
+            column=name,
+        )
+    E = np.ascontiguousarray(E)
     if not np.isfinite(E).all():
         raise InputError("the embedding holds NaN/inf", row=int(np.flatnonzero(~np.isfinite(E).all(1))[0]))
     return E
