@@ -2,7 +2,14 @@
 ``S_LD`` (DWLS weights ``diag(V_LD)^-1``, or ML), whose estimates fix the measurement model
 (``fix_measurement``) and start the per-SNP fits.  Bounds by an active set (lavaan's solution),
 several sign starts (the lowest objective wins), lavaan's factor signs; constraints the kernels'
-numbering cannot express go through :func:`polgen.gsem.sem.fit_sem`."""
+numbering cannot express go through :func:`polgen.gsem.sem.fit_sem`.
+
+The fit is one small problem per call, so it runs in numpy (:func:`fit_cov_np`), not in a numba
+kernel: a first call in a new process then compiles nothing for it (the numba twin,
+:func:`polgen.kernels.ram_fit.fit_cov`, cost 5-7 CPU seconds of compilation).  :func:`fit_cov_np`
+is the same Levenberg-Marquardt (Gauss-Newton for DWLS, Fisher scoring for ML) over the same RAM
+entry layout, with the same steps, damping and stopping rules, so it returns the same estimates
+(``tests/gsem/test_baseline_fit.py`` compares the two)."""
 
 from __future__ import annotations
 
@@ -14,22 +21,204 @@ from polgen.gsem.gwas_starts import sign_starts, start_values
 from polgen.gsem.ram import Numbering, compile_model, kernel_layout, vech_index
 from polgen.gsem.sem import fit_sem
 from polgen.gsem.syntax import ParTable, parse_model
+from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 
-__all__ = ["fit_baseline", "fit_cov_bounded"]
+__all__ = ["fit_baseline", "fit_cov_bounded", "fit_cov_np"]
 
 
-def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml):
-    """fit_cov with bounds by an active set (as lavaan's solution: parameters that would leave
-    their interval are held at the bound, one is released when it moves back inside)."""
-    from polgen.kernels.gwas import ST_OK, fit_cov
+class _Ram:
+    """The RAM entry layout of a compiled model (``CompiledModel.arrays()``) as numpy index arrays:
+    ``Sigma = B S B'`` (observed block) with ``B = (I - A)^-1`` and the analytic Jacobian of the
+    vech moments ``(ma, mb)`` with respect to the parameters (as :mod:`polgen.kernels.ram`)."""
 
+    def __init__(self, model, npar: int) -> None:
+        i64 = np.int64
+        self.nv, self.p = int(model["nv"]), int(model["p"])
+        self.ma = np.asarray(model["ma"], i64)
+        self.mb = np.asarray(model["mb"], i64)
+        kind = np.asarray(model["ent_kind"], i64)
+        r = np.asarray(model["ent_r"], i64)
+        c = np.asarray(model["ent_c"], i64)
+        par = np.asarray(model["ent_par"], i64)
+        val = np.asarray(model["ent_val"], np.float64)
+        self.r, self.c = r, c
+        self.free = par >= 0
+        self.par = np.maximum(par, 0)
+        self.val = val
+        self.pa = np.flatnonzero(kind == 0)
+        self.sy = np.flatnonzero(kind != 0)
+        # each entry's column of the Jacobian adds into its parameter's column
+        self.inc = np.zeros((len(par), npar))
+        self.inc[np.flatnonzero(self.free), par[self.free]] = 1.0
+        self.path = (kind == 0)[None, :]
+        self.var = ((kind == 1) & (r == c))[None, :]
+        self.eye = np.eye(self.nv)
+
+    def implied(self, theta: np.ndarray):
+        """``(B, C)`` with ``C = B S B'[:, :p]`` (nv x p), or None when ``I - A`` is singular."""
+        nv = self.nv
+        vals = np.where(self.free, theta[self.par], self.val)
+        A = np.zeros((nv, nv))
+        S = np.zeros((nv, nv))
+        pa, sy = self.pa, self.sy
+        A[self.r[pa], self.c[pa]] = vals[pa]
+        S[self.r[sy], self.c[sy]] = vals[sy]
+        S[self.c[sy], self.r[sy]] = vals[sy]
+        _, _, B, info = _lapack().dgesv(self.eye - A, self.eye)
+        if info != 0 or not np.isfinite(B).all():
+            return None
+        return B, B @ (S @ B[: self.p].T)
+
+    def jacobian(self, B: np.ndarray, C: np.ndarray, fidx: np.ndarray) -> np.ndarray:
+        """``J[m, f] = d sigma_m / d theta[fidx[f]]`` (nmom x nf)."""
+        ma, mb = self.ma[:, None], self.mb[:, None]
+        i, j = self.r[None, :], self.c[None, :]
+        Bai, Bbi, Baj, Bbj = B[ma, i], B[mb, i], B[ma, j], B[mb, j]
+        je = np.where(
+            self.path,
+            Bai * C[j, mb] + C[j, ma] * Bbi,
+            np.where(self.var, Bai * Bbi, Bai * Bbj + Baj * Bbi),
+        )
+        return je @ self.inc[:, fidx]
+
+
+def _lapack():
+    from scipy.linalg import lapack  # imported by polgen.gsem already
+
+    return lapack
+
+
+def _ml_weight(Sinv: np.ndarray, ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
+    """``W = 0.5 D' (Sigma^-1 (x) Sigma^-1) D`` in vech space (lavaan's ML WLS.V)."""
+    h = np.where(ma == mb, 0.5, 1.0)
+    a, b = ma[:, None], mb[:, None]
+    c, d = ma[None, :], mb[None, :]
+    return (Sinv[a, c] * Sinv[b, d] + Sinv[a, d] * Sinv[b, c]) * h[:, None] * h[None, :]
+
+
+def fit_cov_np(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
+    """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
+    weights ``w`` or by ML, in numpy.  Returns (theta, status, iterations, implied vech), as
+    :func:`polgen.kernels.ram_fit.fit_cov` (same algorithm and stopping rules)."""
+    theta = np.array(theta0, dtype=np.float64, copy=True)
+    npar = len(theta)
+    ram = _Ram(model, npar)
+    ma, mb, p = ram.ma, ram.mb, ram.p
+    nmom = len(ma)
+    s_vec = np.asarray(s_vec, np.float64)
+    w = np.asarray(w, np.float64)
+    fidx = np.asarray(fidx, np.int64)
+    Smat = np.empty((p, p))
+    Smat[ma, mb] = s_vec
+    Smat[mb, ma] = s_vec
+    ldS = 0.0
+    if ml:
+        sign, ldS = np.linalg.slogdet(Smat)
+        if sign <= 0:
+            return theta, ST_NONFINITE, 0, np.full(nmom, np.nan)
+
+    lapack = _lapack()
+    iu = np.triu_indices(p, 1)
+    il = (iu[1], iu[0])
+    dg = np.diag_indices(p)
+    eye_p = np.eye(p)
+
+    def objective(th):
+        """(f, B, C, resid, Sinv) at ``th``; f = inf when not evaluable."""
+        bc = ram.implied(th)
+        if bc is None:
+            return np.inf, None
+        B, C = bc
+        sig = C[ma, mb]
+        resid = s_vec - sig
+        Sinv = None
+        if ml:
+            Sig = np.empty((p, p))
+            Sig[ma, mb] = sig
+            Sig[mb, ma] = sig
+            L, info = lapack.dpotrf(Sig, lower=1, clean=1)
+            if info != 0:
+                return np.inf, None
+            # Sigma^-1 by dpotrs on I (dpotri took milliseconds on a 5 x 5 under load: threads)
+            Sinv, info = lapack.dpotrs(L, eye_p, lower=1)
+            if info != 0:
+                return np.inf, None
+            Sinv[iu] = Sinv[il]
+            f = 2.0 * float(np.log(L[dg]).sum()) + float((Smat * Sinv).sum()) - ldS - p
+        else:
+            f = float(w @ (resid * resid))
+        if not np.isfinite(f):
+            return np.inf, None
+        return f, (B, C, sig, resid, Sinv)
+
+    with np.errstate(all="ignore"):
+        return _lm(objective, ram, theta, fidx, w, ml, max_iter, xtol)
+
+
+def _lm(objective, ram: _Ram, theta: np.ndarray, fidx: np.ndarray, w: np.ndarray, ml: bool, max_iter: int, xtol: float):
+    """The Levenberg-Marquardt loop of :func:`fit_cov_np` (that of ``ram_fit._fit_one``)."""
+    ma, mb, nmom, nf = ram.ma, ram.mb, len(ram.ma), len(fidx)
+    lapack = _lapack()
+    diag = np.diag_indices(nf)
+    f, cur = objective(theta)
+    if cur is None:
+        return theta, (ST_ML_NOTPD if ml else ST_NONFINITE), 0, np.full(nmom, np.nan)
+    if nf == 0 or max_iter == 0:
+        return theta, ST_OK, 0, cur[2].copy()
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        B, C, _, resid, Sinv = cur
+        J = ram.jacobian(B, C, fidx)
+        WJ = _ml_weight(Sinv, ma, mb) @ J if ml else w[:, None] * J
+        H = J.T @ WJ
+        g = WJ.T @ resid
+        if np.max(np.abs(g)) == 0.0:
+            return theta, ST_OK, it, cur[2].copy()
+        dH = np.diag(H)
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            HW = H.copy()
+            HW[diag] = dH + lam * np.where(dH > 0, dH, 1.0)
+            L, info = lapack.dpotrf(HW, lower=1, clean=0)
+            if info != 0:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            delta, _ = lapack.dpotrs(L, g, lower=1)
+            th_new = theta.copy()
+            th_new[fidx] += delta
+            fn, new = objective(th_new)
+            if new is not None and fn <= f:
+                accepted = True
+                small = bool(np.all(np.abs(delta) <= xtol * (np.abs(th_new[fidx]) + 1e-6)))
+                theta = th_new
+                cur = new
+                fold, f = f, fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
+                    return theta, ST_OK, it, cur[2].copy()
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            # no decrease along any damped direction: a stationary point (to rounding)
+            return theta, ST_OK, it, cur[2].copy()
+    return theta, ST_NOCONV, it, cur[2].copy()
+
+
+def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml, fit=fit_cov_np):
+    """``fit`` (:func:`fit_cov_np`; or the numba :func:`polgen.kernels.ram_fit.fit_cov`, which
+    takes the same arguments) with bounds by an active set (as lavaan's solution: parameters that
+    would leave their interval are held at the bound, one is released when it moves back inside)."""
     at = np.zeros(npar, np.int8)  # 0 free, 1 at lower, 2 at upper
     th0 = np.array(start, dtype=np.float64, copy=True)
     for _ in range(2 * npar + 2):
         th0[at == 1] = lo[at == 1]
         th0[at == 2] = hi[at == 2]
         fidx = np.nonzero(at == 0)[0].astype(np.int64)
-        th, st, _, sig = fit_cov(s, w, arrays, fidx, th0, ml=ml)
+        th, st, _, sig = fit(s, w, arrays, fidx, th0, ml=ml)
         if st != ST_OK:
             return th, st, sig
         viol = np.where(th < lo, 1, np.where(th > hi, 2, 0)).astype(np.int8)
@@ -68,11 +257,17 @@ def _fit_baseline_sem(
 
 
 def fit_baseline(
-    text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool, ml: bool
+    text: str,
+    S_LD: np.ndarray,
+    V_LD: np.ndarray,
+    traits: list[str],
+    *,
+    std_lv: bool,
+    ml: bool,
+    fit=fit_cov_np,
 ) -> tuple[ParTable, Numbering, dict]:
-    """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML)."""
-    from polgen.kernels.gwas import ST_OK
-
+    """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML).
+    ``fit``: the fit of one start (:func:`fit_cov_np`; the numba ``fit_cov`` for comparisons)."""
     pt0 = parse_model(text, std_lv=std_lv, fixed_x=False)
     missing = [v for v in pt0.observed if v not in traits]
     if missing:
@@ -93,7 +288,7 @@ def fit_baseline(
     lo, hi = num0.bounds()
     best = None
     for start in sign_starts(pt0, num0, th0):
-        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml)
+        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml, fit)
         if st != ST_OK:
             continue
         if ml:
