@@ -42,12 +42,13 @@ from polgen import schema as S
 from polgen.engine.method_log import default_stem, log_path, method_log
 from polgen.errors import InputError, SchemaError
 from polgen.io.sink import write_table_atomic
-from polgen.io.sumstats import ROW, read_sumstats
+from polgen.io.sumstats import NEG_LOG10_P, ROW, read_sumstats
 
 log = logging.getLogger("polgen")
 
 ACGT = ["A", "C", "G", "T"]
 _LOG2 = math.log(2.0)
+_LN10 = math.log(10.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,16 +72,37 @@ def z_from_p(p: np.ndarray, effect: np.ndarray) -> np.ndarray:
     return np.sign(np.asarray(effect, dtype=np.float64)) * abs_z_from_p(p)
 
 
-def z_expr(p: str = "P", effect: str = "effect") -> pl.Expr:
-    """Polars expression for :func:`z_from_p` (nulls propagate)."""
-    return pl.struct(p, effect).map_batches(
-        lambda s: pl.Series(
-            z_from_p(
-                s.struct.field(p).to_numpy().astype(np.float64), s.struct.field(effect).to_numpy().astype(np.float64)
-            )
-        ),
-        return_dtype=pl.Float64,
-    )
+def z_from_neglog10p(x: np.ndarray, effect: np.ndarray) -> np.ndarray:
+    """:func:`z_from_p` of ``P = 10^-x`` on the log scale: exact where P is below the double range."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(np.asarray(effect, dtype=np.float64)) * -ndtri_exp(-x * _LN10 - _LOG2)
+
+
+def z_expr(p: str = "P", effect: str = "effect", neglog: str | None = None) -> pl.Expr:
+    """Polars expression for :func:`z_from_p` (nulls propagate); where ``P`` is 0 and the column
+    ``neglog`` (-log10 P, see :data:`polgen.io.sumstats.NEG_LOG10_P`) holds a value, Z comes from it."""
+    if neglog is None:
+        return pl.struct(p, effect).map_batches(
+            lambda s: pl.Series(
+                z_from_p(
+                    s.struct.field(p).to_numpy().astype(np.float64),
+                    s.struct.field(effect).to_numpy().astype(np.float64),
+                )
+            ),
+            return_dtype=pl.Float64,
+        )
+
+    def fn(s: pl.Series) -> pl.Series:
+        pv = s.struct.field(p).to_numpy().astype(np.float64)
+        ef = s.struct.field(effect).to_numpy().astype(np.float64)
+        x = s.struct.field(neglog).cast(pl.Float64).to_numpy().astype(np.float64)
+        z = z_from_p(pv, ef)
+        tiny = (pv == 0.0) & np.isfinite(x)
+        if tiny.any():
+            z[tiny] = z_from_neglog10p(x[tiny], ef[tiny])
+        return pl.Series(z)
+
+    return pl.struct(p, effect, neglog).map_batches(fn, return_dtype=pl.Float64)
 
 
 def is_odds_ratio(effect: pl.Series) -> bool:
@@ -91,10 +113,12 @@ def is_odds_ratio(effect: pl.Series) -> bool:
 
 
 def check_p(df: pl.DataFrame, path: str | None, column: str = "P") -> None:
-    """P must lie in (0, 1]: otherwise InputError naming the first bad row."""
-    bad = df.select(
-        ((pl.col(column) <= 0) | (pl.col(column) > 1) | pl.col(column).is_nan()).fill_null(False).arg_true().first()
-    ).item()
+    """P must lie in (0, 1] (0 where the reader kept -log10 P beside it, P below the double range):
+    otherwise InputError naming the first bad row."""
+    low = pl.col(column) <= 0
+    if NEG_LOG10_P in df.columns:  # P = 0 from 10^-x or 1e-400: -log10 P says how small
+        low = (pl.col(column) < 0) | ((pl.col(column) == 0) & ~(pl.col(NEG_LOG10_P) > 300).fill_null(False))
+    bad = df.select(((low | (pl.col(column) > 1) | pl.col(column).is_nan()).fill_null(False)).arg_true().first()).item()
     if bad is not None:
         row = df[ROW][bad] if ROW in df.columns else bad + 1
         raise InputError(f"P-value {df[column][bad]!r} outside (0, 1]", path=path, column=column, row=row)
@@ -335,7 +359,8 @@ def munge_one(
             column="N",
         )
     # only the columns the method uses travel through the joins and filters
-    df = df.select([c for c in (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE) if c in df.columns])
+    keep = (ROW, S.SNP, S.A1, S.A2, effect, S.P, NEG_LOG10_P, S.N, S.MAF, S.INFO, S.SE)
+    df = df.select([c for c in keep if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
     df = df.with_columns(pl.col(effect).alias("effect"), *clean_alleles())
@@ -360,7 +385,7 @@ def munge_one(
     else:
         log.info("munge %s: no MAF column, cannot filter on MAF", trait)
     df = counts.finish(df)
-    df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
+    df = df.with_columns(z_expr(S.P, "effect", NEG_LOG10_P if NEG_LOG10_P in df.columns else None).alias(S.Z))
     out = df.select(
         S.SNP, pl.col(S.N).cast(pl.Float64), S.Z, pl.col("A1_ref").alias(S.A1), pl.col("A2_ref").alias(S.A2)
     )
@@ -491,4 +516,4 @@ def _munge(
     return results, pl.concat(summaries)
 
 
-__all__ = ["munge", "munge_one", "abs_z_from_p", "z_from_p", "is_odds_ratio"]
+__all__ = ["munge", "munge_one", "abs_z_from_p", "z_from_p", "z_from_neglog10p", "is_odds_ratio"]

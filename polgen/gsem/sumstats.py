@@ -61,7 +61,7 @@ from polgen.gsem.munge import (
     z_expr,
 )
 from polgen.io.sink import write_table_atomic
-from polgen.io.sumstats import ROW, read_sumstats
+from polgen.io.sumstats import NEG_LOG10_P, ROW, read_sumstats
 
 log = logging.getLogger("polgen")
 
@@ -148,7 +148,7 @@ def sumstats_one(
             column="N",
         )
     # only the columns the method uses travel through the joins and filters
-    keep = (ROW, S.SNP, S.A1, S.A2, effect, S.P, S.N, S.MAF, S.INFO, S.SE, S.DIRECTION)
+    keep = (ROW, S.SNP, S.A1, S.A2, effect, S.P, NEG_LOG10_P, S.N, S.MAF, S.INFO, S.SE, S.DIRECTION)
     df = df.select([c for c in keep if c in df.columns])
     check_p(df, label)
     counts.add("input_rows", 0, df.height)
@@ -171,7 +171,7 @@ def sumstats_one(
     df = df.with_columns((2 * f * (1 - f)).alias("varSNP"))
     df, _ = odds_ratio_plan(df, counts, "sumstats", trait, label)
     df = counts.step(df, pl.col("effect") != 0, "zero_effect")
-    df = df.with_columns(z_expr(S.P, "effect").alias(S.Z))
+    df = df.with_columns(z_expr(S.P, "effect", NEG_LOG10_P if NEG_LOG10_P in df.columns else None).alias(S.Z))
     if OLS and not betas:
         df = df.with_columns((pl.col(S.Z) / (pl.col(S.N) * pl.col("varSNP")).sqrt()).alias("effect"))
     if linprob:

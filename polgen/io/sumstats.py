@@ -13,6 +13,8 @@ case-insensitively against an alias table modelled on R GenomicSEM's
   HapMap3 lists are keyed by rs ids — and keep the others under their own names;
 * ``NEFF_HALF`` / ``NEFFDIV2`` (effective N cut in half) are doubled into ``N``;
 * without a P column, ``neg_log_10_p_value`` (GWAS-SSF) / ``LOG10P`` (REGENIE) give ``P = 10^-x``;
+  where P is below the double range (x > 323.3, or P text such as ``1.5e-400``) P reads as 0 with
+  -log10 P kept in :data:`NEG_LOG10_P`, from which munge / sumstats take Z exactly;
 * tools' own layouts: PLINK2 ``--glm`` (``A1`` + ``OMITTED`` / ``AX``: the other allele is that, never
   ``REF``; without ``OMITTED`` (older PLINK 2 / default columns) the other allele is ``ALT`` on rows
   where ``A1`` is ``REF`` and ``REF`` elsewhere), REGENIE (``ALLELE1`` / ``ALLELE0``, ``LOG10P``),
@@ -176,6 +178,9 @@ HALF_N_ALIASES = ("NEFF_HALF", "NEFFDIV2")
 #: columns holding -log10 P (GWAS-SSF neg_log_10_p_value, REGENIE LOG10P); read as P = 10^-x when
 #: the file has no P column
 NEG_LOG10_P_ALIASES = ("NEG_LOG_10_P_VALUE", "LOG10P", "MLOG10P", "NEG_LOG10_P")
+#: -log10 P beside P where P may lie below the double range (P = 0 there): from a -log10 P column,
+#: or from P written as text such as ``1.5e-400``; munge / sumstats take Z from it where P is 0
+NEG_LOG10_P = "NEG_LOG10_P"
 
 NUMERIC = (S.BP, S.BETA, S.OR, S.Z, S.SE, S.P, S.N, S.MAF, S.INFO)
 STRINGS = (S.SNP, S.CHR, S.A1, S.A2, S.DIRECTION)
@@ -451,11 +456,8 @@ def _standardise(
         log.info("%s: no P column; P = 10^-%s", path or "sumstats", neglog[0])
         x = pl.col(S.P).cast(pl.String).str.strip_chars() if frame.collect_schema()[S.P] == pl.String else pl.col(S.P)
         x = x.cast(pl.Float64, strict=False)
-        if isinstance(frame, pl.DataFrame):  # text: name the first row whose P underflows a double
-            bad = frame.select((x.is_finite() & (pl.lit(10.0).pow(-x) == 0)).arg_true().first()).item()
-            if bad is not None:
-                raise _underflow(frame, bad, f"10^-{frame[S.P][bad]} ({neglog[0]})", path, neglog[0])
-        frame = frame.with_columns(pl.lit(10.0).pow(-x).alias(S.P))
+        # P = 10^-x underflows to 0 above x = 323.3: -log10 P is kept beside it (Z from it)
+        frame = frame.with_columns(pl.lit(10.0).pow(-x).alias(S.P), x.alias(NEG_LOG10_P))
     if half:
         log.info(
             "%s: column %s holds half the effective sample size; doubling it into N",
@@ -534,17 +536,25 @@ def _check_and_cast(df: pl.DataFrame, *, path: str | None) -> pl.DataFrame:
     if S.P in schema and schema[S.P] == pl.String:  # a P written below the smallest double reads as 0
         raw = pl.col(S.P).str.strip_chars()
         nonzero = raw.str.replace(r"[eE].*$", "").str.contains(r"[1-9]")
-        bad = df.select(((raw.cast(pl.Float64, strict=False) == 0) & nonzero).arg_true().first()).item()
-        if bad is not None:
-            raise _underflow(df, bad, repr(df[S.P][bad].strip()), path, S.P)
+        under = (raw.cast(pl.Float64, strict=False) == 0) & nonzero
+        if df.select(under.any()).item():
+            # mantissa and exponent of the text: -log10 P = -(log10 m + e), kept beside P = 0
+            m = raw.str.extract(r"^\+?([0-9]*\.?[0-9]+)[eE]", 1).cast(pl.Float64, strict=False)
+            e = raw.str.extract(r"[eE]([-+]?[0-9]+)$", 1).cast(pl.Float64, strict=False)
+            neglog = pl.when(under).then(-(m.log10() + e)).otherwise(None)
+            bad = df.select((under & ~neglog.is_finite().fill_null(False)).arg_true().first()).item()
+            if bad is not None:
+                raise _underflow(df, bad, repr(df[S.P][bad].strip()), path, S.P)
+            if NEG_LOG10_P not in schema:
+                exprs.append(neglog.alias(NEG_LOG10_P))
     return df.with_columns(exprs) if exprs else df
 
 
 def _underflow(df: pl.DataFrame, idx: int, value: str, path: str | None, column: str) -> InputError:
     row = df[ROW][idx] if ROW in df.columns else idx + 1
     return InputError(
-        f"P value {value} is below the smallest positive double (about 5e-324) and would read as 0; "
-        "polgen cannot use P values that small",
+        f"P value {value} is below the smallest positive double (about 5e-324) and is not written as "
+        "mantissa and exponent (such as 1.5e-400), so polgen cannot read it",
         path=path,
         column=column,
         row=row,
@@ -657,4 +667,12 @@ def scan_sumstats(
     return read_sumstats(path_or_glob, required=required, column_names=column_names, what=what).lazy()
 
 
-__all__ = ["ALIASES", "PREFERRED_SNP", "scan_sumstats", "read_sumstats", "resolve_columns", "read_text_table"]
+__all__ = [
+    "ALIASES",
+    "NEG_LOG10_P",
+    "PREFERRED_SNP",
+    "scan_sumstats",
+    "read_sumstats",
+    "resolve_columns",
+    "read_text_table",
+]

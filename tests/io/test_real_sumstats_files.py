@@ -406,25 +406,61 @@ def test_plink2_glm_without_omitted_other_allele_per_row(tmp_path):
     assert df["N"].to_list() == [503.0] * 3 and df["P"].to_list() == [0.31, 0.0087, 0.75]
 
 
-def test_p_below_the_double_range_is_an_error_not_a_zero(tmp_path):
+def _z_mp(neglog10p: float) -> float:
+    """|Z| with 2 * (1 - Phi(|Z|)) = 10^-x, solved in 60-digit arithmetic (independent of scipy)."""
+    import mpmath
+
+    mpmath.mp.dps = 60
+    log_target = -mpmath.mpf(neglog10p) * mpmath.log(10)
+    root = mpmath.findroot(lambda z: mpmath.log(mpmath.erfc(z / mpmath.sqrt(2))) - log_target, 5.0)
+    return float(root)
+
+
+def test_p_below_the_double_range_keeps_its_z(tmp_path):
     """REGENIE writes LOG10P for P values a double cannot hold (biobank-scale hits reach LOG10P in the
-    hundreds), and GWAS-SSF text may spell them out: such a P must not read as 0."""
-    lines = REGENIE.read_text().splitlines()
-    fields = lines[3].split(" ")
-    fields[12] = "400.5"  # LOG10P of the third SNP
+    hundreds), and GWAS-SSF text may spell them out (1.5E-400): such a P must not read as 0 nor stop
+    the run - -log10 P is kept beside P = 0 and munge / sumstats take Z from it, exactly."""
+    lines = [ln.split(" ") for ln in REGENIE.read_text().splitlines()[:4]]
+    for f in lines[1:]:
+        f[3], f[4] = "G", "A"  # the example's alleles are 1/2; munge keeps A/C/G/T only
+    lines[3][12] = "400.5"  # LOG10P of the third SNP
     path = tmp_path / "strong.regenie"
-    path.write_text("\n".join([lines[0], lines[1], lines[2], " ".join(fields)]) + "\n")
-    with pytest.raises(InputError, match="below the smallest positive double") as err:
-        read_sumstats(path)
-    assert (err.value.column, err.value.row) == ("LOG10P", 3) and "10^-400.5" in str(err.value)
+    path.write_text("\n".join(" ".join(f) for f in lines) + "\n")
+    df = read_sumstats(path)
+    assert df["P"][2] == 0.0 and df["NEG_LOG10_P"][2] == 400.5
+    ref = df.select("SNP", "A1", "A2")
+    out = munge([path], hm3=ref, trait_names=["T"], N=1000, log=False)[0]["T"].collect()
+    z = out.filter(pl.col("SNP") == df["SNP"][2])["Z"].item()
+    assert abs(abs(z) - _z_mp(400.5)) < 1e-9 * _z_mp(400.5) and np.sign(z) == np.sign(df["BETA"][2])
+    # the other rows are unchanged: Z from P as before
+    z1 = out.filter(pl.col("SNP") == df["SNP"][0])["Z"].item()
+    assert z1 == pytest.approx(np.sign(df["BETA"][0]) * norm.isf(df["P"][0] / 2), rel=1e-12)
+
     ssf = tmp_path / "tiny.tsv"
-    ssf.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t0.1\t1.5E-400\n")
-    with pytest.raises(InputError, match="1.5E-400") as err:
-        read_sumstats(ssf)
+    ssf.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t-0.1\t1.5E-400\n")
+    tiny = read_sumstats(ssf)
+    assert tiny["P"].to_list() == [5e-324, 0.0]
+    assert tiny["NEG_LOG10_P"][0] is None and tiny["NEG_LOG10_P"][1] == pytest.approx(400 - math.log10(1.5), rel=1e-14)
+    out = munge([ssf], hm3=tiny.select("SNP", "A1", "A2"), trait_names=["T"], N=1000, log=False)[0]["T"].collect()
+    zz = dict(zip(out["SNP"], out["Z"]))
+    assert zz["rs2"] == pytest.approx(-_z_mp(400 - math.log10(1.5)), rel=1e-9)
+    assert zz["rs1"] == pytest.approx(_z_mp(-math.log10(5e-324)), rel=1e-6)  # 5e-324 is a subnormal (1 digit)
+    ref_maf = tiny.select("SNP", "A1", "A2", MAF=pl.lit(0.3))
+    ss = sumstats([ssf], ref_maf, trait_names=["T"], se_logit=False, OLS=True, N=1000, log=False).collect()
+    beta = dict(zip(ss["SNP"], ss["beta.T"]))
+    assert beta["rs2"] == pytest.approx(-_z_mp(400 - math.log10(1.5)) / math.sqrt(1000 * 2 * 0.3 * 0.7), rel=1e-9)
+
+    # what cannot be read still says so: a P below the range not written as mantissa and exponent
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t0.5\nrs2\tA\tG\t0.1\t0." + "0" * 400 + "1\n")
+    with pytest.raises(InputError, match="below the smallest positive double") as err:
+        read_sumstats(bad)
     assert (err.value.column, err.value.row) == ("P", 2)
     zero = tmp_path / "zero.tsv"
     zero.write_text("SNP\tA1\tA2\tBETA\tP\nrs1\tA\tG\t0.1\t5e-324\nrs2\tA\tG\t0.1\t0.0E-5\n")
     assert read_sumstats(zero)["P"].to_list() == [5e-324, 0.0]  # a written 0 is a 0 (munge refuses it)
+    with pytest.raises(InputError, match="outside"):
+        munge([zero], hm3=tiny.select("SNP", "A1", "A2"), trait_names=["T"], N=1000, log=False)
 
 
 def test_okbay_through_sumstats_ols_and_saige_linprob_without_n():
