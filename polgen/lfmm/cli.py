@@ -96,7 +96,11 @@ def add_parser(subparsers) -> None:
             "--calibrate median+MAD --out lfmm_out/ --overwrite --executor processes",
         ),
     )
-    p.add_argument("--bed", metavar="FILE", help="PLINK .bed (with .bim/.fam beside it); required")
+    p.add_argument(
+        "--bed",
+        metavar="FILE",
+        help="PLINK .bed (with .bim/.fam beside it), or a PLINK 2 .pgen (.pvar/.psam; extra polgen[pgen]); required",
+    )
     p.add_argument(
         "--covariates", metavar="FILE", help="covariates: IID [+FID] + numeric columns (tsv/csv/parquet); required"
     )
@@ -496,7 +500,9 @@ def add_glm_parser(tools) -> None:
             "polgen lfmm glm --bed haploid.bed --model m.npz --trials 1 --snps hits.txt --out g.parquet",
         ),
     )
-    g.add_argument("--bed", required=True, metavar="FILE", help="PLINK .bed (with .bim/.fam beside it)")
+    g.add_argument(
+        "--bed", required=True, metavar="FILE", help="PLINK .bed (with .bim/.fam beside it) or PLINK 2 .pgen"
+    )
     g.add_argument("--model", required=True, metavar="FILE", help="LFMM model saved by polgen lfmm (lfmm_model.npz)")
     g.add_argument("--covariates", metavar="FILE", default=None, help="covariates to test (default: the model's own)")
     g.add_argument(

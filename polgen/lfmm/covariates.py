@@ -94,8 +94,7 @@ def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarr
                 f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}", column="IID"
             )
         joined = left.join(right.select(keys + value_cols), on=keys, how="left").sort("__row")
-        present = set(map(tuple, right.select(keys).rows()))
-        absent = [r for r in left.select(keys).rows() if tuple(r) not in present]
+        absent = left.join(right.select(keys), on=keys, how="anti").sort("__row").select(keys).rows()
         if absent:
             shown = ", ".join("/".join(map(str, a)) for a in absent[:5])
             raise InputError(

@@ -93,6 +93,16 @@ def test_pgen_made_by_plink2_equals_the_bed(data):
     want = L.test(model, data["bed"], data["env"]).collect()
     got = L.test(model, out.with_suffix(".pgen"), data["env"]).collect()
     _same(got, want)  # plink2 reads A1 as ALT: the same allele counted, the same ids and positions
+    # the CLI takes the .pgen for --bed
+    from polgen.cli import main
+
+    envf = data["tmp"] / "env.tsv"
+    data["env"].write_csv(envf, separator="\t")
+    run = data["tmp"] / "cli"
+    args = ["lfmm", "--bed", str(out.with_suffix(".pgen")), "--covariates", str(envf), "-K", "2"]
+    assert main([*args, "--out", str(run), "--no-progress"]) == 0
+    cli = pl.read_parquet(sorted(run.glob("part-*.parquet")))
+    _same(cli, L.test(L.load_model(run / "lfmm_model.npz"), data["bed"], data["env"]).collect())
 
 
 def test_bad_pgen_inputs(data, tmp_path):
