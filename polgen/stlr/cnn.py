@@ -224,11 +224,32 @@ def build_network(torch: Any, n_modulators: int, n_clusters: int, anchors: np.nd
             nn.MaxPool2d(kernel_size=2, stride=2),
         ]
 
+    class _Blocks(nn.Sequential):  # type: ignore[name-defined]
+        """The reference's layer sequence (same modules, same state-dict keys), run with each
+        ``PReLU -> MaxPool`` pair as ``MaxPool -> PReLU`` while the PReLU slope is >= 0: PReLU is
+        then non-decreasing, so both orders give the same values (rounding is monotone too) and the
+        same gradients (the pooled element is the same), at a quarter of the activations; with a
+        negative slope the reference's order runs."""
+
+        def forward(self, x: Any) -> Any:
+            mods = list(self)
+            i = 0
+            while i < len(mods):
+                m = mods[i]
+                nxt = mods[i + 1] if i + 1 < len(mods) else None
+                if isinstance(m, nn.PReLU) and isinstance(nxt, nn.MaxPool2d) and bool((m.weight >= 0).all()):
+                    x = m(nxt(x))
+                    i += 2
+                    continue
+                x = m(x)
+                i += 1
+            return x
+
     class _NicheNet(nn.Module):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("anchors", torch.from_numpy(np.asarray(anchors, dtype=np.float64)).float())
-            self.conv_layers = nn.Sequential(
+            self.conv_layers = _Blocks(
                 *block(1, 16), *block(16, 32), *block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten()
             )
             self.spatial_features_mlp = nn.Sequential(
