@@ -57,6 +57,7 @@ CF_LM_RUNS = 1  # fits per SNP always run: the warm start
 #: times 1 + CF_TRIGGER (a lower basin may be there; issue 18: the old fixed CF_LM_RUNS = 6 fits
 #: missed more lowest minima of the full 255-start search, at twice the time)
 CF_TRIGGER = 0.1
+CF_LM_RUNS_FALLBACK = 6  # the earlier rule, for SNPs whose lowest minimum is singular
 
 
 def _cf_structure(
@@ -113,7 +114,24 @@ def _cf_structure(
 def cf_stage1(plan: Plan, beta, se, var) -> dict:
     """commonfactorGWAS stage 1 under DWLS: the estimates from the reduced problem
     (:func:`polgen.kernels.gwas.commonfactor_fit`), then SEs, smoothing flags and ``Z_smooth``
-    at those estimates from the general kernel (``max_iter=0``: no further iterations)."""
+    at those estimates from the general kernel (``max_iter=0``: no further iterations).  A SNP
+    whose lowest minimum has a singular information matrix is refit by the earlier rule (the warm
+    start and the ``CF_LM_RUNS_FALLBACK - 1`` best-scoring other starts, lowest objective)."""
+    from polgen.kernels.gwas import ST_SINGULAR
+
+    cf = plan.stage1.cf
+    assert cf is not None, "called only for a stage with the reduced problem (DWLS commonfactor)"
+    res = _cf_stage1_rule(plan, beta, se, var, cf["n_always"], cf["trigger"])
+    redo = np.flatnonzero(res["status"] == ST_SINGULAR)
+    if redo.size:
+        alt = _cf_stage1_rule(plan, beta[redo], se[redo], var[redo], CF_LM_RUNS_FALLBACK, -1.0)
+        take = alt["status"] != ST_SINGULAR
+        for key, arr in alt.items():
+            res[key][redo[take]] = arr[take]
+    return res
+
+
+def _cf_stage1_rule(plan: Plan, beta, se, var, n_always: int, trigger: float) -> dict:
     from polgen.kernels.gwas import ST_OK, commonfactor_fit, gwas_batch
 
     st = plan.stage1
@@ -127,8 +145,8 @@ def cf_stage1(plan: Plan, beta, se, var) -> dict:
         cf["starts"],
         cf["pidx"],
         st.starts.shape[1],
-        n_always=cf["n_always"],
-        trigger=cf["trigger"],
+        n_always=n_always,
+        trigger=trigger,
     )
     ok = status == ST_OK
     th0 = np.where(ok[:, None], theta, st.starts[0][None, :])
