@@ -314,11 +314,45 @@ def _quiet_analysis():
         kernels.setLevel(previous_kernels)
 
 
-def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> dict[str, float]:
+#: steps that use another step's results (its state): run after it
+NEEDS = {
+    "gsem.sim_ldsc": "gsem.ldsc",
+    "lfmm.test": "lfmm.fit",
+    "lfmm.glm_test": "lfmm.fit",
+    "lfmm.genetic_offset": "lfmm.fit",
+    "stlr.perturb": "stlr.fit",
+}
+
+
+def _select(all_steps: list[tuple[str, Callable[[], Any]]], only: Sequence[str] | None):
+    """The steps named in ``only`` in that order (each after the step it needs), or all."""
+    if only is None:
+        return all_steps
+    by_name = dict(all_steps)
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise InputError(f"unknown warmup step(s) {unknown}; choose from {list(by_name)}")
+    order: list[str] = []
+    for name in only:
+        for n in (NEEDS.get(name), name):
+            if n is not None and n not in order:
+                order.append(n)
+    return [(n, by_name[n]) for n in order]
+
+
+def warmup(
+    methods: Sequence[str] = METHODS,
+    progress: bool | None = None,
+    *,
+    only: Sequence[str] | None = None,
+    on_step: Callable[[str, float], None] | None = None,
+) -> dict[str, float]:
     """Compile (and cache on disk) the numba kernels the given methods need, by running each once
     on tiny synthetic inputs.  Returns the seconds per step (``"gsem.user_gwas"``, ...) and
     ``"total"``.  ``progress``: a bar on stderr (None: when stderr is a terminal); when off, steps
-    that take more than a second are logged at INFO."""
+    that take more than a second are logged at INFO.  ``only``: run just these steps, in this
+    order (with the steps they need; ``polgen demo`` compiles its own first); ``on_step(name,
+    seconds)`` is called as each step ends."""
     if isinstance(methods, str):
         methods = (methods,)
     unknown = [m for m in methods if m not in STEPS]
@@ -330,7 +364,7 @@ def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> di
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="polgen_warmup_") as td:
         tmp = Path(td)
-        steps = [s for m in methods for s in STEPS[m](tmp)]
+        steps = _select([s for m in methods for s in STEPS[m](tmp)], only)
         display = _Display(len(steps), progress)
         remove = _notice.add_listener(display.kernel, lambda name, dt: None)
         try:
@@ -342,11 +376,27 @@ def warmup(methods: Sequence[str] = METHODS, progress: bool | None = None) -> di
                 dt = time.perf_counter() - t
                 timings[name] = round(dt, 3)
                 display.end(name, dt)
+                if on_step is not None:
+                    on_step(name, dt)
         finally:
             remove()
             display.close()
     timings["total"] = round(time.perf_counter() - t_all, 3)
     return timings
+
+
+# -- ahead of a run, in another process (polgen.demo.ahead.Background starts it) --------------------
+def _child(argv: Sequence[str] | None = None) -> int:
+    """``python -m polgen.warmup --methods ... --only ...``: the child of
+    :class:`polgen.demo.ahead.Background`; prints ``done <step>`` as each step ends."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m polgen.warmup")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--only", nargs="*", default=None)
+    a = ap.parse_args(argv)
+    warmup(tuple(a.methods), progress=False, only=a.only, on_step=lambda n, dt: print(f"done {n}", flush=True))
+    return 0
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -376,3 +426,7 @@ def _cli(args) -> int:
     for step, sec in timings.items():
         print(f"{step:<{width}}  {sec:8.1f} s")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child())

@@ -68,3 +68,50 @@ def test_add_parser_mounts_the_subcommand():
     assert args.methods == ["gsem"] and args.progress is False and callable(args.func)
     args = parser.parse_args(["warmup"])
     assert tuple(args.methods) == METHODS and args.progress is None
+
+
+def test_only_runs_the_named_steps_in_order_after_what_they_need():
+    from polgen.warmup import _select
+
+    steps = [(n, lambda: None) for n in ("lfmm.fit", "lfmm.test", "lfmm.glm_test", "stlr.fit", "stlr.perturb")]
+    assert [n for n, _ in _select(steps, ["stlr.perturb", "lfmm.test"])] == [
+        "stlr.fit",
+        "stlr.perturb",
+        "lfmm.fit",
+        "lfmm.test",
+    ]
+    assert [n for n, _ in _select(steps, ["lfmm.fit", "lfmm.glm_test"])] == ["lfmm.fit", "lfmm.glm_test"]
+    assert _select(steps, None) == steps
+    with pytest.raises(InputError, match="unknown warmup step"):
+        _select(steps, ["lfmm.nope"])
+
+
+def test_on_step_hears_each_step():
+    heard = []
+    timings = warmup(("gsem",), progress=False, only=["gsem.commonfactor"], on_step=lambda n, dt: heard.append(n))
+    assert heard == ["gsem.commonfactor"] and set(timings) == {"gsem.commonfactor", "total"}
+
+
+def test_background_child_reports_its_steps():
+    """polgen demo's compile-ahead child: wait() returns once the child has run the step."""
+    from polgen.demo.ahead import Background
+
+    bg = Background(["gsem.commonfactor", "gsem.usermodel"], ("gsem",))
+    try:
+        assert bg.wait("gsem.usermodel", timeout=300)
+        assert bg.done["gsem.commonfactor"].is_set()
+        assert bg.wait("not a step", timeout=1) is False
+        assert bg._proc.wait(timeout=120) == 0  # the child ends by itself after its last step
+    finally:
+        bg.close()
+
+
+def test_background_child_that_fails_releases_the_waiters():
+    from polgen.demo.ahead import Background
+
+    bg = Background(["gsem.commonfactor"], ("nope",))  # the child rejects the method and exits
+    try:
+        assert bg.wait("gsem.commonfactor", timeout=300)  # released: the caller compiles for itself
+    finally:
+        bg.close()
+    assert bg._proc.returncode != 0

@@ -89,13 +89,29 @@ def _fmt3(x: float) -> str:
     return f"{x:.3f}"
 
 
-def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -> None:
+#: the warm-up steps that compile the kernels of each demo method's calls, in the demo's order
+AHEAD_STEPS = {
+    "gsem": ("gsem.ldsc", "gsem.commonfactor_gwas"),
+    "lfmm": ("lfmm.fit", "lfmm.test"),
+    "stlr": ("stlr.fit", "stlr.perturb"),
+}
+AHEAD_WAIT = 600.0  # seconds a step waits at most for its kernels from the compile-ahead child
+
+
+def _ahead(ahead: Any, step: str) -> None:
+    """Wait until the compile-ahead child has compiled (and cached) ``step``'s kernels."""
+    if ahead is not None:
+        ahead.wait(step, timeout=AHEAD_WAIT)
+
+
+def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int, ahead: Any = None) -> None:
     files = [str(p) for p in g.sumstats]
     names = g.trait_names
 
     def munge_step():
         from polgen.gsem.munge import munge
 
+        _ahead(ahead, "gsem.ldsc")
         munged, _drops = munge(files, str(g.hm3), trait_names=names, out=res / "munged")
         n = {
             k: (v.select(pl.len()).collect().item() if isinstance(v, pl.LazyFrame) else len(v))
@@ -157,6 +173,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
 
         snps = pl.scan_parquet(ss).head(gwas_snps)
         out = res / "commonfactor_gwas"
+        _ahead(ahead, "gsem.commonfactor_gwas")
         r = cf_gwas(snps, cs, out=out, overwrite=True, progress=progress)
         df = r.collect() if isinstance(r, pl.LazyFrame) else r
         if not isinstance(df, pl.DataFrame):
@@ -179,7 +196,7 @@ def _run_gsem(g: GsemDemo, steps: _Steps, res: Path, progress, gwas_snps: int) -
     steps.run("gsem", "commonfactor_gwas", gwas_step, needs=ss)
 
 
-def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
+def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress, ahead: Any = None) -> None:
     env = pl.read_csv(d.env, separator="\t").select("IID", "env")
 
     def fit_step():
@@ -187,6 +204,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
 
         # K admixed populations span K - 1 axes of the centred genotypes: fit that many factors
         k_fit = max(d.K - 1, 1)
+        _ahead(ahead, "lfmm.fit")
         model = fit(env, str(d.bed), K=k_fit, progress=progress)
         save = getattr(model, "save", None)
         if save is not None:
@@ -198,6 +216,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
     def test_step():
         from polgen.lfmm import test
 
+        _ahead(ahead, "lfmm.test")
         r = test(model, str(d.bed), out=res / "associations", overwrite=True, progress=progress)
         df = r.collect() if hasattr(r, "collect") else r
         score_col = next((c for c in ("LOG10P", "T") if c in df.columns), None)
@@ -214,7 +233,7 @@ def _run_lfmm(d: LfmmDemo, steps: _Steps, res: Path, progress) -> None:
     steps.run("lfmm", "test", test_step, needs=model)
 
 
-def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
+def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress, ahead: Any = None) -> None:
     common = dict(
         lr=str(d.lr), radius=d.radius, contact_distance=d.contact_distance, layer=d.layer, cluster_key=d.cluster_key
     )
@@ -223,6 +242,7 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
     def fit_step():
         from polgen.stlr import fit
 
+        _ahead(ahead, "stlr.fit")
         r = fit(str(d.h5ad), d.targets, out=betadir, grn=str(d.grn_links), overwrite=True, progress=progress, **common)
         scores = getattr(r, "scores", None)
         txt = f"{len(getattr(r, 'genes', d.targets))} genes trained"
@@ -237,6 +257,7 @@ def _run_stlr(d: StlrDemo, steps: _Steps, res: Path, progress) -> None:
         from polgen.stlr import perturb
 
         tf = "Pax5"
+        _ahead(ahead, "stlr.perturb")
         sim = perturb(str(d.h5ad), str(betadir), tf, 0.0, **common)
         write_table_atomic(res / f"perturb_{tf}_KO.parquet", sim)
         from polgen.io.spatial import read_spatial
@@ -296,6 +317,7 @@ def run_demo(
     *,
     methods: tuple[str, ...] = ("gsem", "lfmm", "stlr"),
     gwas_snps: int | None = None,
+    compile_ahead: bool | None = None,
 ) -> pl.DataFrame:
     """Generate the demo data for every method, run each method end to end, return a summary.
 
@@ -303,7 +325,9 @@ def run_demo(
     result are reported as ``skipped`` (``polgen demo`` then exits non-zero).  Results go to ``out/<method>/results``;
     the summary is also written to ``out/demo_summary.parquet``.  ``seed`` shifts every generator's
     seed (None: the fixed defaults).  ``gwas_snps``: SNPs run through ``commonfactor_gwas``
-    (default 200, or 50 with ``small``).
+    (default 200, or 50 with ``small``).  ``compile_ahead`` (None: unless ``small``): compile the
+    numba kernels of the methods' calls in a child process (:class:`polgen.demo.ahead.Background`)
+    while the demo generates and prepares its data; each call then loads them from the cache.
     """
     root = prepare_out_dir(out)
     steps = _Steps()
@@ -318,6 +342,25 @@ def run_demo(
         raise InputError(f"unknown demo method(s) {unknown}; choose from {list(gen)}")
     if gwas_snps is None:
         gwas_snps = 50 if small else 200
+    ahead = None
+    if compile_ahead if compile_ahead is not None else not small:
+        from polgen.demo.ahead import Background
+
+        ahead = Background([st for m in methods for st in AHEAD_STEPS[m]], methods)
+    try:
+        _run_methods(root, methods, gen, steps, progress, gwas_snps, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+    summary = steps.frame()
+    write_table_atomic(root / "demo_summary.parquet", summary)
+    from polgen.plot import demo_report
+
+    demo_report(root)  # <out>/report.html; logs (never raises) when a picture cannot be drawn
+    return summary
+
+
+def _run_methods(root: Path, methods, gen, steps: _Steps, progress, gwas_snps: int, ahead) -> None:
     for method in methods:
 
         def generate(m: str = method) -> tuple[Any, str]:  # m bound now, not at call time (B023)
@@ -329,14 +372,8 @@ def run_demo(
         res = root / method / "results"
         res.mkdir(parents=True, exist_ok=True)
         if method == "gsem":
-            _run_gsem(data, steps, res, progress, gwas_snps)
+            _run_gsem(data, steps, res, progress, gwas_snps, ahead)
         elif method == "lfmm":
-            _run_lfmm(data, steps, res, progress)
+            _run_lfmm(data, steps, res, progress, ahead)
         else:
-            _run_stlr(data, steps, res, progress)
-    summary = steps.frame()
-    write_table_atomic(root / "demo_summary.parquet", summary)
-    from polgen.plot import demo_report
-
-    demo_report(root)  # <out>/report.html; logs (never raises) when a picture cannot be drawn
-    return summary
+            _run_stlr(data, steps, res, progress, ahead)
