@@ -5,16 +5,18 @@
     python bench/gsem_gwas.py --snps 200000 --cf-snps 20000 --ref-snps 50000
     python bench/gsem_gwas.py --rss-snps 5000000    # also the 5M-SNP peak-RSS run (3 traits)
     python bench/gsem_gwas.py --cold                # cold start: first call with an empty numba cache
-    python bench/gsem_gwas.py --cold --cold-kinds user full ml cf --cold-quick --src /tmp/old  # old tree
+    python bench/gsem_gwas.py --cold --cold-kinds user cf --cold-quick --src /tmp/old  # old tree
 
-``--cold`` times, on 2,000 SNPs (3 traits), the first ``user_gwas`` (default fast path) and
-``commonfactor_gwas`` call of a brand-new process with an empty ``NUMBA_CACHE_DIR`` (compiles
-everything), of a second process on that cache, and of a process after ``polgen warmup``
-(``polgen.warmup.warmup(("gsem",))``, timed too) on another empty cache; ``--cold-kinds`` adds
-``full`` (fix_measurement=False) and ``ml`` (estimation="ML"), ``--cold-quick`` times only the
-empty-cache call, and every figure has the child's CPU seconds beside its wall time (on a loaded
-machine the CPU time is the comparable one).  ``--src DIR`` puts DIR first on the children's
-PYTHONPATH (another checkout's ``polgen/``: before/after in one session).
+``--cold`` times, on 2,000 SNPs (3 traits), the first call of a brand-new process with an empty
+``NUMBA_CACHE_DIR`` (compiles everything it needs), of a second process on that cache, and of a
+process after ``polgen warmup`` (``polgen.warmup.warmup(("gsem",))``, timed once, its cache copied
+for each kind) for ``--cold-kinds``: ``user`` (user_gwas, default fast path), ``full``
+(fix_measurement=False), ``ml`` (estimation="ML") and ``cf`` (commonfactor_gwas); all four by
+default.  ``--cold-quick`` times only the empty-cache call.  Every figure has the call's CPU
+seconds beside its wall time (on a loaded machine the CPU time is the comparable one), the import
+time, and under it each numba kernel compiled during the empty-cache call with its seconds (a
+kernel compiled after the warm-up is named: the warm-up missed it).  ``--src DIR`` puts DIR first
+on the children's PYTHONPATH (another checkout's ``polgen/``: before/after in one session).
 
 ``user_3trait_full`` (fix_measurement=False) and ``user_3trait_ml`` (estimation="ML") are the other
 two user_gwas configurations (run them with ``--only`` and a smaller ``--snps``).
@@ -129,16 +131,43 @@ def run_child(kind: str, data: str, cov: str, out: str, model: str, batch: int) 
     print(json.dumps({"wall": wall, "converged": conv}))
 
 
+def _compile_recorder() -> list[dict]:
+    """Records every top-level numba compilation of the process (name, wall and CPU seconds)."""
+    from numba.core import event as ev
+
+    recs: list[dict] = []
+
+    class Rec(ev.Listener):
+        def __init__(self) -> None:
+            self.stack: list[tuple[str, float, float]] = []
+
+        def on_start(self, event) -> None:
+            fn = getattr((event.data or {}).get("dispatcher"), "py_func", None)
+            name = f"{fn.__module__}.{fn.__qualname__}" if fn is not None else "?"
+            self.stack.append((name, time.perf_counter(), time.process_time()))
+
+        def on_end(self, event) -> None:
+            name, t, c = self.stack.pop()
+            if not self.stack:
+                short = name.removeprefix("polgen.kernels.")
+                recs.append({"name": short, "wall": time.perf_counter() - t, "cpu": time.process_time() - c})
+
+    ev.register("numba:compile", Rec())
+    return recs
+
+
 def run_cold_child(kind: str, data: str, cov: str) -> None:
-    """Inside a cold-start subprocess: import, then the first call (no out=)."""
-    t0 = time.perf_counter()
+    """Inside a cold-start subprocess: import, then the first call (no out=); prints the call's
+    wall and CPU seconds, the import's, and the kernels compiled during the call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     import polars as pl
 
     from polgen.gsem.gwas import commonfactor_gwas, user_gwas
 
-    t_import = time.perf_counter() - t0
+    t_import, c_import = time.perf_counter() - t0, time.process_time() - c0
+    recs = _compile_recorder()
     snps = pl.read_parquet(data)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     if kind == "warmup":
         from polgen.warmup import warmup
 
@@ -147,34 +176,61 @@ def run_cold_child(kind: str, data: str, cov: str) -> None:
         commonfactor_gwas(snps, cov, progress=False)
     else:
         user_gwas(snps, cov, MODELS["user_3trait_1factor"][1], progress=False, **COLD_KW[kind])
-    print(json.dumps({"wall": time.perf_counter() - t, "import": t_import}))
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"wall": wall, "call_cpu": cpu, "import": t_import, "import_cpu": c_import, "compiled": recs}))
 
 
-def cold_start(work: Path, n: int = 2000, kinds=("user", "cf"), quick: bool = False) -> None:
-    """First-call times with an empty numba cache, on a second process, and after a warmup."""
+COLD_LABELS = {
+    "user": "user_gwas (fast path)",
+    "full": "user_gwas (fix_meas=False)",
+    "ml": "user_gwas (ML)",
+    "cf": "commonfactor_gwas",
+}
+
+
+def cold_start(work: Path, n: int = 2000, kinds=("user", "full", "ml", "cf"), quick: bool = False) -> None:
+    """First-call times with an empty numba cache, on a second process (that cache), and after
+    ``polgen warmup`` (one warm-up into its own empty cache, copied for each kind so that no
+    kind's call compiles for the next)."""
     data = work / f"sumstats_k3_n{n}.parquet"
     if not data.exists():
         generate(data, n, 3)
     cj = work / "cov_k3.json"
     cj.write_text(json.dumps(covstruc(3)))
 
-    def child(kind: str, cache: Path) -> str:
+    def child(kind: str, cache: Path) -> dict:
         res, _ = measure(["--cold-child", kind, str(data), str(cj)], env={"NUMBA_CACHE_DIR": str(cache)})
-        return f"{res['wall']:6.1f}s (cpu {res['cpu']:5.1f}s)"
+        return res
 
-    labels = {"user": "user_gwas (fast path)", "full": "user_gwas (fix_meas=False)", "ml": "user_gwas (ML)"}
-    for kind in kinds:
-        label = labels.get(kind, "commonfactor_gwas")
-        with tempfile.TemporaryDirectory(prefix="polgen_numba_") as d1, tempfile.TemporaryDirectory() as d2:
+    def fmt(res: dict) -> str:
+        return f"{res['wall']:6.1f}s (cpu {res['call_cpu']:5.1f}s)"
+
+    with tempfile.TemporaryDirectory(prefix="polgen_numba_warm_") as dw:
+        warm_cache = Path(dw) / "cache"
+        if not quick:
             load = os.getloadavg()[0]
-            cold = child(kind, Path(d1))
-            more = ""
-            if not quick:
-                warm = child(kind, Path(d1))
-                wu = child("warmup", Path(d2))
-                after = child(kind, Path(d2))
-                more = f"  cached {warm}  after warmup {after} (warmup {wu})"
-        print(f"cold start {label:27s} {n:,d} SNPs: empty cache {cold}{more}  load {load:.1f}", flush=True)
+            wu = child("warmup", warm_cache)
+            print(f"polgen warmup (gsem): {fmt(wu)}, process cpu {wu['cpu']:.1f}s  load {load:.1f}", flush=True)
+        for kind in kinds:
+            label = COLD_LABELS[kind]
+            with tempfile.TemporaryDirectory(prefix="polgen_numba_") as d1, tempfile.TemporaryDirectory() as d2:
+                load = os.getloadavg()[0]
+                cold = child(kind, Path(d1))
+                more = ""
+                if not quick:
+                    warm = child(kind, Path(d1))
+                    shutil.copytree(warm_cache, Path(d2) / "cache")
+                    after = child(kind, Path(d2) / "cache")
+                    more = f"  cached {fmt(warm)}  after warmup {fmt(after)}"
+                    if after["compiled"]:
+                        more += " [compiled after warmup: " + ", ".join(r["name"] for r in after["compiled"]) + "]"
+            print(
+                f"cold start {label:27s} {n:,d} SNPs: empty cache {fmt(cold)}{more}  "
+                f"import {cold['import']:.1f}s (cpu {cold['import_cpu']:.1f}s)  load {load:.1f}",
+                flush=True,
+            )
+            for r in cold["compiled"]:
+                print(f"    compiled {r['name']:40s} {r['cpu']:6.2f}s cpu {r['wall']:6.2f}s wall")
 
 
 def measure(args: list[str], env: dict | None = None) -> tuple[dict, float]:
@@ -231,7 +287,9 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--only", nargs="*", default=None, help="subset of scenarios to run")
     ap.add_argument("--cold", action="store_true", help="cold-start times (empty numba cache) instead")
-    ap.add_argument("--cold-kinds", nargs="*", default=["user", "cf"], choices=["user", "full", "ml", "cf"])
+    ap.add_argument(
+        "--cold-kinds", nargs="*", default=["user", "full", "ml", "cf"], choices=["user", "full", "ml", "cf"]
+    )
     ap.add_argument("--cold-quick", action="store_true", help="only the empty-cache first call")
     ap.add_argument("--src", default=None, help="first on the children's PYTHONPATH (another polgen tree)")
     ap.add_argument("--cold-child", nargs=3, metavar=("KIND", "DATA", "COV"), help=argparse.SUPPRESS)
