@@ -33,7 +33,16 @@ Two layouts are read by :func:`open_hdl_panel`:
   :func:`write_hdl_panel` / :func:`convert_hdl_panel`; no optional dependency to read.
 
 R GenomicSEM matches piece files with ``grep("chr{c}.{p}.*rda")`` (which also matches piece 10, 11,
-... of the same chromosome); here, as in HDL 1.4, a piece's number must end at ``_`` or ``.``.
+... of the same chromosome, so it stops on a panel with 10 or more pieces per chromosome); here, as in
+HDL 1.4, a piece's number must end at ``_`` or ``.``.
+
+Checked against real files: a panel built by HDL's own ``build_ld_ref`` pipeline
+(tests/data/gsem/hdl_build_ld_ref).  Not checked (the UK Biobank panels, 7.5 and 31 GB, are not
+available here): the piece file names of the imputed panel (any name holding ``chr{c}.{p}_`` or
+``chr{c}.{p}.`` is read), whether its folder holds more than one ``*snp_list*`` file (then this
+reader stops and names them), and the R types inside the UK Biobank ``.rda`` files beyond what
+R GenomicSEM's and HDL's code use (``LDsc``, ``lam``, ``V`` as numeric vectors / matrix, with or
+without row names).
 """
 
 from __future__ import annotations
