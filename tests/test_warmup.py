@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 import pytest
 
 from polgen.errors import InputError
+from polgen.kernels import _notice
 from polgen.warmup import METHODS, add_parser, warmup
 
 FIRST_CALL = """
@@ -115,3 +117,60 @@ def test_background_child_that_fails_releases_the_waiters():
     finally:
         bg.close()
     assert bg._proc.returncode != 0
+
+
+def _fresh_kernel():
+    import numba
+
+    def polgen_fake_kernel(x):
+        s = 0.0
+        for i in range(x.shape[0]):
+            s += x[i] * x[i]
+        return s
+
+    polgen_fake_kernel.__module__ = "polgen.kernels._fake"  # the notice acts on polgen kernels only
+    return numba.njit(polgen_fake_kernel)
+
+
+class _Tty:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_notice_on_a_terminal_when_no_handler_would_show_it(monkeypatch):
+    """A script that never configured logging, at a terminal: the first line goes to stderr."""
+    import numpy as np
+
+    tty = _Tty()
+    monkeypatch.setattr(_notice.sys, "stderr", tty)
+    monkeypatch.delenv("POLGEN_PROGRESS", raising=False)
+    monkeypatch.setattr(_notice, "log", logging.Logger("polgen.kernels.unconfigured"))  # no parent, no handler
+    monkeypatch.setitem(_notice._state, "delay", 0.0)
+    monkeypatch.setitem(_notice._state, "said", False)
+    _notice.install(0.0)
+    _fresh_kernel()(np.ones(3))
+    time.sleep(0.3)
+    assert tty.text == f"polgen: {_notice.MESSAGE}\n"
+
+
+def test_no_terminal_line_when_logging_shows_it_or_progress_is_off(monkeypatch):
+    tty = _Tty()
+    monkeypatch.setattr(_notice.sys, "stderr", tty)
+    configured = logging.Logger("polgen.kernels.configured", level=logging.INFO)
+    configured.addHandler(logging.StreamHandler(tty))
+    assert _notice._heard(configured)
+    assert not _notice._heard(logging.Logger("polgen.kernels.bare"))
+    monkeypatch.setenv("POLGEN_PROGRESS", "0")
+    assert not _notice._on_terminal()
+    monkeypatch.delenv("POLGEN_PROGRESS")
+    assert _notice._on_terminal()

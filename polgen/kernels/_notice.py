@@ -11,6 +11,11 @@ and each such compilation that took longer than ``delay`` ends with a line namin
 
     compiled gwas_kernel._snp_range in 12.3 s
 
+When no logging handler would show that line (a script or an interactive session that never
+configured logging) and stderr is an interactive terminal, the first line goes to stderr as well
+(``polgen: compiling numba kernels ...``), so a first call is never a silent wait;
+``POLGEN_PROGRESS=0`` silences it.
+
 Listeners registered with :func:`add_listener` (``polgen warmup``'s progress display) hear of every
 top-level polgen compilation: ``on_start(name)`` / ``on_end(name, seconds)``.
 """
@@ -18,6 +23,8 @@ top-level polgen compilation: ``on_start(name)`` / ``on_end(name, seconds)``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,12 +47,40 @@ def _name(event) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+def _heard(logger: logging.Logger) -> bool:
+    """True when an INFO record of ``logger`` reaches a handler that is not a NullHandler."""
+    if not logger.isEnabledFor(logging.INFO):
+        return False
+    c: logging.Logger | None = logger
+    while c is not None:
+        if any(not isinstance(h, logging.NullHandler) and h.level <= logging.INFO for h in c.handlers):
+            return True
+        if not c.propagate:
+            return False
+        c = c.parent
+    return False
+
+
+def _on_terminal() -> bool:
+    """stderr is an interactive terminal and POLGEN_PROGRESS does not silence polgen."""
+    if os.environ.get("POLGEN_PROGRESS", "").strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _say() -> None:
     with _lock:
         if _state["said"]:
             return
         _state["said"] = True
     log.info(MESSAGE)
+    if not _heard(log) and _on_terminal():
+        # nobody would see the log line: the user waits at a terminal, tell them there
+        sys.stderr.write(f"polgen: {MESSAGE}\n")
+        sys.stderr.flush()
 
 
 def _make_listener():
