@@ -249,8 +249,8 @@ def _chromosomes(nsnps: Any, counter: Path) -> list[tuple[int, Any]]:
         return out
     if isinstance(nsnps, (list, tuple)):
         return list(enumerate(nsnps, start=1))
-    # a single chromosome saved as a bare vector
-    return [(1, nsnps)]
+    # a bare vector: HDL indexes it as a list, so element c is chromosome c with a single piece
+    return [(c, v) for c, v in enumerate(np.asarray(nsnps).reshape(-1).tolist(), start=1)]
 
 
 def _open_r(folder: Path) -> HDLPanel:

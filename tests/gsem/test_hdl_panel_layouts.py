@@ -129,3 +129,21 @@ def test_a_named_chromosome_that_is_not_a_number_is_a_schema_error(tmp_path):
     rdata.write_rda(dst / "hdl_demo_snp_counter_array.RData", {"nsnps.list": named})
     with pytest.raises(SchemaError, match="'X'"):
         open_hdl_panel(dst)
+
+
+def test_a_bare_counter_vector_is_one_piece_per_chromosome(tmp_path):
+    """``nsnps.list`` saved as a plain vector: HDL's ``nsnps.list[[chr]]`` reads element ``chr`` as
+    chromosome ``chr``'s only piece."""
+    dst = tmp_path / "p"
+    dst.mkdir()
+    for new, (c, p) in enumerate([(21, 1), (21, 2), (22, 1), (22, 2)], start=1):
+        for ext in (".banded.rda", ".bim"):
+            shutil.copy(PANEL / f"hdl_demo_chr{c}.{p}_{ext}", dst / f"hdl_demo_chr{new}.1_{ext}")
+    shutil.copy(PANEL / "hdl_demo_snp_list_array.RData", dst)
+    rdata.write_rda(dst / "hdl_demo_snp_counter_array.RData", {"nsnps.list": np.array([45, 45, 45, 45])})
+    panel = open_hdl_panel(dst)
+    assert panel.pieces == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    ref = open_hdl_panel(PANEL)
+    for a, b in zip(panel, ref):
+        np.testing.assert_array_equal(a.V, b.V)
+        assert a.snps.tolist() == b.snps.tolist()
