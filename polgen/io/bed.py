@@ -32,6 +32,7 @@ import logging
 import mmap
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,6 +375,32 @@ def _check_index(values, n: int, what: str, table: str, path: Path) -> np.ndarra
     return s
 
 
+_BIM_INDEXES: dict[tuple, BimIndex] = {}
+_BIM_INDEXES_LOCK = threading.Lock()
+
+
+def _bim_index(path: str | os.PathLike, stride: int) -> BimIndex:
+    """:meth:`BimIndex.build`, remembered per file (path, inode, size, modification time): a fit and
+    its test open the same .bed several times, and each index is one pass over the whole .bim.  A file
+    modified in the last 2 s is indexed afresh (file times are coarser than a quick rewrite)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return BimIndex.build(path, stride)  # raises the typed "not found"
+    if time.time() - st.st_mtime < 2.0:
+        return BimIndex.build(path, stride)
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, stride)
+    with _BIM_INDEXES_LOCK:
+        hit = _BIM_INDEXES.get(key)
+    if hit is None:
+        hit = BimIndex.build(path, stride)
+        with _BIM_INDEXES_LOCK:
+            if len(_BIM_INDEXES) >= 16:
+                _BIM_INDEXES.clear()
+            _BIM_INDEXES[key] = hit
+    return hit
+
+
 class BedStream:
     """Blocks of decoded SNPs from a PLINK .bed/.bim/.fam trio.
 
@@ -441,7 +468,7 @@ class BedStream:
         # the .bim is indexed here (its rows counted, every BIM_STRIDE-th offset kept, its first
         # line checked) and parsed only where used, so opening a stream over millions of SNPs
         # costs no per-SNP table
-        self._bim_index = BimIndex.build(self.bim_path, self.BIM_STRIDE)
+        self._bim_index = _bim_index(self.bim_path, self.BIM_STRIDE)
         self.n_snps_total = self._bim_index.n_rows
         _check_first_bim_line(self.bim_path)
         self._bim: pl.DataFrame | None = None
