@@ -6,12 +6,13 @@ Package data (``polgen/stlr/data/``, provenance in its ``PROVENANCE.md``):
   reference ships (``ligand, receptor, pathway, signaling``; row for row the reference's csv files);
 * ``base_grn_mouse.parquet``: TF -> target links (``source, target``; 2,678,188 links, 1,079 TFs,
   24,541 targets) of CellOracle's mm10 promoter base GRN (gimmemotifs v5, fpr 1, threshold 10): a TF
-  regulates a gene when any of the gene's promoter peaks has the TF's motif (:func:`base_grn_links`).
-
-No human base GRN is bundled: CellOracle's human promoter base GRNs (hg19 / hg38) and SpaceTravLR's
-``human_base_grn.parquet`` are downloaded by those tools at run time and are in no PyPI or Debian
-package reachable here (checked: celloracle 0.20.0 and spacetravlr 0.1.21 wheels, decoupler 2.2.0);
-``grn=None`` on human data is an :class:`~polgen.errors.InputError` saying what to pass instead.
+  regulates a gene when any of the gene's promoter peaks has the TF's motif (:func:`base_grn_links`);
+* ``base_grn_human.parquet``: TF -> target links (454,504 links, 1,333 TFs, 20,295 targets) of
+  DoRothEA's human regulons (saezlab/dorothea 1.7.4, GPL-3), every confidence level A-E, signs
+  dropped.  CellOracle's human promoter base GRNs and SpaceTravLR's ``human_base_grn.parquet`` (the
+  reference's) are downloaded by those tools at run time and carry no licence that allows shipping
+  them; DoRothEA is a curated + ChIP-seq + motif + expression-inferred collection, so human fits use
+  different candidate regulators than the reference's motif GRN would give.
 
 :func:`detect_species` tells mouse from human by the case of the gene symbols (``Actb`` / ``ACTB``).
 """
@@ -112,16 +113,14 @@ def _bundled_grn(species: str) -> pl.DataFrame:
 
 
 def bundled_grn(species: Species) -> pl.DataFrame:
-    """The bundled base GRN of ``species`` as ``source`` (TF), ``target`` links.
-
-    Mouse only (see the module docstring for why there is no human one)."""
+    """The bundled base GRN of ``species`` as ``source`` (TF), ``target`` links: CellOracle's mm10
+    promoter GRN (mouse) or DoRothEA's regulons, levels A-E (human); see the module docstring."""
     check_option("species", species, Species)
     path = DATA / f"base_grn_{species}.parquet"
     if not path.exists():
         raise InputError(
-            f"no {species} base GRN ships with polgen (none with a licence allowing it is available as a "
-            "package); pass grn= a CellOracle base GRN (peak x TF 0/1 parquet, e.g. CellOracle's hg38 "
-            "promoter base GRN), a links table (source, target) or CellOracle links",
+            f"the bundled {species} base GRN is missing from this installation; pass grn= a CellOracle base "
+            "GRN (peak x TF 0/1 parquet), a links table (source, target) or CellOracle links",
             path=path,
         )
     return _bundled_grn(species)

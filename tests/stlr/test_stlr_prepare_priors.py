@@ -133,9 +133,9 @@ def test_bundled_mouse_grn_matches_the_celloracle_table():
     assert set(zip(grn["source"], grn["target"])) == want
 
 
-def test_human_grn_is_not_bundled_and_says_what_to_pass():
-    with pytest.raises(InputError, match="no human base GRN ships with polgen"):
-        bundled_grn("human")
+def test_unknown_species_is_typed():  # the human base GRN ships now: test_stlr_human_grn.py
+    with pytest.raises(InputError, match="species must be one of"):
+        bundled_grn("rat")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="species must be one of"):
         bundled_lr("rat")  # type: ignore[arg-type]
 
