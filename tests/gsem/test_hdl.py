@@ -1,11 +1,20 @@
 """polgen.gsem.hdl against R GenomicSEM's hdl() (stored outputs, tests/data/gsem/r/hdl/, made by
 tests/data/make/gsem_hdl.py), the HDL panel readers, the R-optim L-BFGS-B and the bad-input errors.
 
-Parity limits (measured, see PROVENANCE.md): a piece fit follows R's optimiser step for step (to
-~1e-9) except where R's line search ends in rounding noise on a flat objective (R's numerical
-gradient is not a descent direction there); then both stop within R's own tolerance at points up
-to 2e-5 (well-determined piece) apart, and V, a covariance of near-equal delete-one sums, amplifies
-that.  The weak-signal set (D, E) has more such pieces."""
+Parity limits (measured): R's own answer is not determined to 1e-6.  Rerun on the same inputs with every
+Z multiplied by 1 + 1e-14 u, or with its objective summed as sum(log(v) + b^2/v) instead of
+sum(log(v)) + sum(b^2/v), R's hdl() moves its totals by up to 8.5e-5 (S), 3.4e-5 (I), 4.2e-3 (V) in
+abc_piecewise, 1.5e-6 / 5e-4 (S / V) in abc_jackknife, 1.5e-2 / 9e-2 in de_piecewise and 7.5e-7 /
+1.2e-5 in de_jackknife (tests/data/gsem/hdl_spread/, tests/data/make/gsem_hdl_spread.R).  The cause is
+R's optimiser, not the objective: given R's exact optim inputs, polgen's kernels reproduce 103256 of
+R's 103265 objective evaluations in abc_piecewise bit for bit (9 differ by 1 ulp: R sums in x87
+extended precision), but the first trial points already differ by 1e-14..5e-11 (the generalized Cauchy
+point cancels terms of size |g|^2 ~ 1e6 to get ~0.2), and on a flat piece likelihood, where R's
+numerical gradient (step 1e-3, as large as the piece h2) is no descent direction, that decides which
+of a few stopping points R's line search ends at (objectives 1e-9..6e-6 relative apart, parameters
+up to 0.4%; polgen's is the lower in 3 of 4 such abc pieces).  Hence: totals within twice R's own
+spread (elementwise, and within 1e-6 where R's spread is smaller); piece fits within 1e-6 of R where
+R is determined (its six runs agree to 1e-9) and equal to one of R's six runs elsewhere."""
 
 from __future__ import annotations
 
@@ -25,13 +34,10 @@ from polgen.kernels.lbfgsb_r import lbfgsb_r
 
 D = Path(__file__).resolve().parents[1] / "data/gsem/r/hdl"
 CASES = {r["case"]: r for r in pl.read_csv(D / "cases.tsv", separator="\t", infer_schema=False).iter_rows(named=True)}
-# (S, I, V) relative tolerances per case, from the measured agreement with R (x3 margin)
-TOL = {
-    "abc_piecewise": (3e-4, 3e-5, 1e-2),
-    "abc_jackknife": (5e-6, 3e-3, 2e-3),
-    "de_piecewise": (1e-2, 2e-2, 0.15),
-    "de_jackknife": (1e-6, 1e-6, 5e-5),
-}
+SPREAD = pl.read_csv(
+    D.parent.parent / "hdl_spread/spread.tsv.gz", separator="\t", schema_overrides={"value": pl.Float64}
+)
+VARIANTS = ["z1", "z2", "z3", "z4", "sumorder"]  # R reruns: Z * (1 + 1e-14 u); objective summed at once
 
 
 def _prev(text: str):
@@ -53,6 +59,14 @@ def _run(case: str, panel: str = "panel"):
     )
 
 
+def _r_run(variant: str, case: str, what: str) -> np.ndarray:
+    """One of R's stored runs (``base`` is the reference itself) as a matrix."""
+    x = SPREAD.filter((pl.col("variant") == variant) & (pl.col("case") == case) & (pl.col("what") == what))
+    out = np.full((x["row"].max(), x["col"].max()), np.nan)
+    out[x["row"].to_numpy() - 1, x["col"].to_numpy() - 1] = x["value"].to_numpy()
+    return out
+
+
 def _rel(a, b):
     a, b = np.asarray(a), np.asarray(b)
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
@@ -64,29 +78,53 @@ def results():
 
 
 @pytest.mark.parametrize("case", list(CASES))
+def test_r_spread_is_of_the_reference_run(case):
+    """R's unperturbed rerun is the stored reference bit for bit, and R is not determined to 1e-6."""
+    whats = ["S", "I", "V"] + (["pieces"] if case.endswith("piecewise") else [])
+    for what in whats:
+        assert np.array_equal(_r_run("base", case, what), np.loadtxt(D / f"{case}_{what}.tsv"))
+    base = _r_run("base", case, "S")
+    spread = max(_rel(_r_run(v, case, "S"), base) for v in VARIANTS)
+    assert spread > {"abc_piecewise": 5e-5, "abc_jackknife": 1e-6, "de_piecewise": 1e-2, "de_jackknife": 5e-7}[case]
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_hdl_matches_r(results, case):
+    """S, I, V within twice R's own spread over its five perturbed reruns, or 1e-6 relative if larger."""
     res = results[case]
-    ts, ti, tv = TOL[case]
-    assert _rel(res.S, np.loadtxt(D / f"{case}_S.tsv")) < ts
-    assert _rel(res.I, np.loadtxt(D / f"{case}_I.tsv")) < ti
-    assert _rel(res.V, np.loadtxt(D / f"{case}_V.tsv")) < tv
+    for what in ("S", "I", "V"):
+        R = _r_run("base", case, what)
+        spread = np.max([np.abs(_r_run(v, case, what) - R) for v in VARIANTS], axis=0)
+        tol = np.maximum(2.0 * spread, 1e-6 * np.abs(R))
+        dev = np.abs(np.asarray(getattr(res, what)) - R)
+        assert np.all(dev <= tol), (what, float(np.max(dev - tol)))
+        determined = spread <= 1e-7 * np.abs(R)
+        assert np.all(dev[determined] <= 1e-6 * np.abs(R[determined]))
     assert res.trait_names == CASES[case]["names"].split(",")
     assert res.m == 22 * 2 * 30
 
 
 @pytest.mark.parametrize("case", ["abc_piecewise", "de_piecewise"])
 def test_piece_fits_follow_r(results, case):
-    """Per piece and cell, R's (estimate, intercept): most agree to 1e-7, all within the stall limit."""
-    R = np.loadtxt(D / f"{case}_pieces.tsv")
+    """Per piece and cell of vech(S), (estimate, intercept): within 1e-6 of R where R's six runs agree
+    to 1e-9 (85% of abc's values, 78% of de's); elsewhere at one of the points R itself ends at."""
+    runs = [_r_run(v, case, "pieces") for v in ["base", *VARIANTS]]
+    R = runs[0]
     P = np.concatenate([np.asarray(v) for v in results[case].extra["hdl"]["pieces"].values()], axis=1)
     assert P.shape == R.shape
-    rel = np.abs(P - R) / np.maximum(np.abs(R), 1e-9)
-    per = rel.reshape(R.shape[0], -1, 2).max(axis=2)
-    share = float(np.mean(per < 1e-7))
-    assert share > (0.95 if case.startswith("abc") else 0.8)
-    if case.startswith("abc"):  # a stalled piece's neighbours in the pair cells move with it
-        assert rel[:, ::2].max() < 1e-2
-        assert np.abs(P - R)[:, 1::2].max() < 1e-3
+
+    def rel(a):
+        return np.abs(a - R) / np.maximum(np.abs(R), 1e-9)
+
+    determined = np.max([rel(a) for a in runs[1:]], axis=0) <= 1e-9
+    assert determined.mean() > (0.8 if case.startswith("abc") else 0.7)
+    near = np.min([np.abs(P - a) / np.maximum(np.abs(a), 1e-9) for a in runs], axis=0)
+    if case.startswith("abc"):
+        assert rel(P)[determined].max() < 1e-7
+        assert near.max() < 1e-7  # every piece value is one of R's own answers
+    else:  # one D~~E piece (15) ends 1.7e-5 away at an objective 1e-9 from R's (flat likelihood)
+        assert np.mean(rel(P)[determined] < 1e-6) > 0.99
+        assert np.mean(near < 1e-6) > 0.99
 
 
 def test_liability_and_extra(results):
