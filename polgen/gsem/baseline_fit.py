@@ -5,8 +5,9 @@ several sign starts (the lowest objective wins), lavaan's factor signs; constrai
 numbering cannot express go through :func:`polgen.gsem.sem.fit_sem`.
 
 The fit is one small problem per call, so it runs in numpy (:func:`fit_cov_np`), not in a numba
-kernel: a first call in a new process then compiles nothing for it (the numba twin,
-:func:`polgen.kernels.ram_fit.fit_cov`, cost 5-7 CPU seconds of compilation).  :func:`fit_cov_np`
+kernel: a first call in a new process compiles nothing for it (the numba twin,
+:func:`polgen.kernels.ram_fit.fit_cov`, took ~4.5 CPU seconds off a first fast-path call; the
+per-SNP kernels of fix_measurement=False and ML compile its ``_fit_one`` anyway).  :func:`fit_cov_np`
 is the same Levenberg-Marquardt (Gauss-Newton for DWLS, Fisher scoring for ML) over the same RAM
 entry layout, with the same steps, damping and stopping rules, so it returns the same estimates
 (``tests/gsem/test_baseline_fit.py`` compares the two)."""
