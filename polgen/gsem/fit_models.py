@@ -21,7 +21,11 @@ Each follows R GenomicSEM step by step (``R/usermodel.R``, ``R/commonfactor.R``,
    independence model (``eta`` = off-diagonal of ``S``, ``df = k(k+1)/2 - k``), capped at 1;
 6. the model is refitted to ``S_Stand`` (genetic correlations) with the rescaled ``V_Stand`` for the
    standardised estimates and SEs (``STD_Genotype``), and ``STD_All`` is lavaan's ``std.all`` of that
-   fit (GenomicSEM's ``standardizedSolution(Fit_stand)``).
+   fit (GenomicSEM's ``standardizedSolution(Fit_stand)``).  As R (``optim.force.converged=FALSE``
+   there, one lavaan start) a standardized refit that does not converge is R's "standardized model
+   failed to converge": R's usermodel then returns NULL; polgen returns the unstandardized results
+   with the standardized columns and the fit statistics null, a logged warning and
+   ``result.standardized_converged = False``.
 
 As in R, a model with latent correlations outside [-1, 1] gets no fit statistics and no
 standardised solution (a warning is logged), and for ``df == 0`` usermodel reports chisq, AIC,
@@ -121,7 +125,10 @@ class SEMResult:
     (:data:`GENOMICSEM_NAMES`).  ``fit``: one row ``chisq, df, p_chisq, AIC, CFI, SRMR`` as R
     reports them; ``fit_all`` the same numbers never blanked.  ``implied`` / ``residual``: the
     model-implied and residual covariance (``imp_cov=True``), traits in covstruc order.
-    ``q_factor``: GenomicSEM's Q_Factor table (``Q_Factor=True``).
+    ``q_factor``: GenomicSEM's Q_Factor table (``Q_Factor=True``).  ``standardized_converged``:
+    False when the standardized refit failed (R's "standardized model failed to converge", where
+    R's usermodel returns NULL): ``est_std``, ``se_std``, ``std_all`` and the fit statistics are
+    then null; None when it was not attempted (latent correlations outside [-1, 1]).
     """
 
     parameters: pl.DataFrame
@@ -139,6 +146,7 @@ class SEMResult:
     q_factor: pl.DataFrame | None = None
     unstandardized_fit: SemFit | None = field(default=None, repr=False)
     standardized_fit: SemFit | None = field(default=None, repr=False)
+    standardized_converged: bool | None = None
 
     def __repr__(self) -> str:
         f = self.fit_all.row(0, named=True)
@@ -548,14 +556,21 @@ def _run(
         S_st, V_st, vdiag = _standardize_inputs(S, V)
         S_st_m = S_st[np.ix_(pos, pos)]
         V_st_m = V_st[np.ix_(perm, perm)]
+        # R refits with optim.force.converged=FALSE from lavaan's one start: a fit that does not
+        # converge there (or whose bread is singular) is "the standardized model failed to
+        # converge" and R's usermodel returns no results (NULL); polgen keeps the unstandardized
+        # ones, with the standardized columns null and standardized_converged=False
         try:
-            std_fit = fit_sem(cm, S_st_m, W_diag=1.0 / vdiag[perm], estimator=est)
+            std_fit = fit_sem(cm, S_st_m, W_diag=1.0 / vdiag[perm], estimator=est, restarts=1, random_starts=0)
             if not std_fit.converged:
                 raise ConvergenceError("standardized model did not converge")
             vcov_st = sandwich(std_fit, V_st_m, toler=toler)
         except (ConvergenceError, ModelError) as exc:
             std_fit = None
-            msg = f"The standardized model failed to converge ({exc}); only unstandardized results are reported"
+            msg = (
+                f"The standardized model failed to converge ({exc}): standardized results are not "
+                "reported (R's usermodel returns NULL here); interpret the unstandardized ones with caution"
+            )
             log.warning(msg)
             warnings.append(msg)
         if std_fit is not None:
@@ -593,6 +608,8 @@ def _run(
         },
         schema=_PARAM_SCHEMA,
     )
+    if ok and std_fit is None:  # R's usermodel returns no standardized results (NULL)
+        params = params.with_columns(pl.lit(None, pl.Float64).alias(c) for c in ("est_std", "se_std", "std_all"))
     if function == "commonfactor":
         params = params.drop("std_all")
         blank = {"chisq", "AIC", "p_chisq"} if df == 0 else set()
@@ -612,6 +629,7 @@ def _run(
         warnings=warnings,
         unstandardized_fit=fit,
         standardized_fit=std_fit,
+        standardized_converged=None if not ok else std_fit is not None,
         q_factor=qfactor,
     )
     if imp_cov:
