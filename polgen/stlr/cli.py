@@ -375,6 +375,7 @@ def _add_transitions(sub, demo: str) -> None:
             f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv --betas betas/ "
             "--target Pax5 --out pax5_ko.parquet",
             f"polgen stlr transitions --h5ad {demo}/tissue.h5ad --perturbed pax5_ko.parquet --out pax5_tr.parquet",
+            "polgen plot transitions pax5_tr.parquet --out pax5_tr.png",
             f"polgen stlr perturb --h5ad {demo}/tissue.h5ad --lr {demo}/lr_pairs.csv --betas betas/ "
             "--target Pax5,Ebf1 --out perturbations/",
             f"polgen stlr transitions --h5ad {demo}/tissue.h5ad --perturbed perturbations/ --target Ebf1 "

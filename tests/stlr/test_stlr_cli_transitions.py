@@ -63,6 +63,9 @@ def test_cli_writes_the_reference_vectors(files, capsys):
     params = json.loads(read_metadata(out)["polgen.params"])
     assert params["n_neighbors"] == 200 and params["temperature"] == 0.05 and params["remove_null"] is True
     assert "moving" in capsys.readouterr().out
+    # the frame is what `polgen plot transitions` draws
+    assert main(["plot", "transitions", str(out), "--out", str(d / "tr.png")]) == 0
+    assert (d / "tr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the reference's other variants through the options
     for flags, key in ((["--unit-vectors"], "Vunit_30"), (["--no-remove-null"], "Vkeep_30")):
         o = d / f"tr_{key}.parquet"
