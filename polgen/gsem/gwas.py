@@ -32,7 +32,7 @@ of the project) and laid out by :func:`polgen.gsem.ram.kernel_layout`:
   (Jacobian by complex step, as lavaan) with the sandwich covariance (DWLS; NaN for ML, as R's
   userGWAS); ``sub=`` selects them by name or by ``name:=expression``;
 * linear constraints on parameters estimated per SNP (``b1 == 2*b2``, ``b1 > b2``,
-  ``a + b == 1``, ``d := b1 - b2; d > 0``; DWLS): fitted per SNP by
+  ``a + b == 1``, ``d := b1 - b2; d > 0``; DWLS or ML): fitted per SNP by
   :mod:`polgen.kernels.gwas_constrained` (null-space Gauss-Newton, inequalities by an active set
   that releases a constraint whose Lagrange multiplier turns negative), bounds joining them as
   inequalities; chi-square, Q_SNP and SEs are then evaluated at the constrained estimates as R's
@@ -40,8 +40,9 @@ of the project) and laid out by :func:`polgen.gsem.ram.kernel_layout`:
   bread at the constrained point); df and AIC count the independent equalities as lavaan's
   npar.  Non-linear ones (``b1 == b2^2``, ``b1*b2 > 0.0001``) by sequential linearisation around
   that fit (:func:`polgen.gsem.gwas_batch.compute_batch`; an inequality is held once a SNP's fit
-  breaks it).  R's userGWAS stops on such constraints with fix_measurement=TRUE (its no-SNP fit
-  keeps the constraint line); polgen fits them there too.
+  breaks it, released when its multiplier turns negative).  R's userGWAS stops on such
+  constraints with fix_measurement=TRUE (its no-SNP fit keeps the constraint line); polgen fits
+  them there too.
 
 The model is parsed and compiled once per run (:mod:`polgen.gsem.gwas_plan`,
 :mod:`polgen.gsem.gwas_commonfactor`); per-SNP fits run in numba
@@ -257,9 +258,9 @@ def user_gwas(
     as lavaan (see the module docstring).  General constraints on the measurement model
     (``a == 2*b``, ``a > b``, ``a == b^2``, constraints on ``:=`` terms) are fitted on the no-SNP
     model with ``fix_measurement=True`` and then hold for every SNP; on parameters estimated per
-    SNP they are fitted per SNP under DWLS (see the module docstring) and raise
-    :class:`ModelError` under ML.  Factor signs follow lavaan's (the first free loading of a
-    factor whose scale is set by its variance is positive), under every estimator.
+    SNP they are fitted per SNP under DWLS or ML (see the module docstring).  Factor signs
+    follow lavaan's (the first free loading of a factor whose scale is set by its variance is
+    positive), under every estimator.
 
     Returns one row per SNP and reported parameter (``F1 ~ SNP`` ... and every ``:=`` parameter;
     ``sub=["F1~SNP", "h"]`` picks parameters, ``long=True`` gives every parameter of the model)
