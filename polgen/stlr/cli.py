@@ -185,6 +185,16 @@ def cmd_fit(args) -> int:
         + (f"; {zero} of them have all-zero betas (every cluster R2 < --min-r2)" if zero else "")
         + (f" ({len(res.orphans)} orphan genes without a TF regulator skipped)" if res.orphans else "")
     )
+    if res.losses.height:  # the CNN modes: how the training went, in one line
+        ends = res.losses.group_by("gene", "cluster").agg(
+            (pl.col("loss").sort_by("epoch").last() / pl.col("loss").sort_by("epoch").first()).alias("ratio"),
+            pl.col("zeroed").first(),
+        )
+        print(
+            f"CNN: {ends.height} gene x cluster networks, last / first epoch loss median "
+            f"{ends['ratio'].median():.3g}, {int(ends['zeroed'].sum())} zeroed (R2 < 0.2); per-epoch losses in "
+            "each betadata file's metadata (polgen.stlr.cnn.read_losses)"
+        )
     return 0
 
 

@@ -12,12 +12,16 @@ coefficient: ``beta_cell = anchors * g(map_cell, features_cell)``, fitted so tha
 - network: three blocks ``conv 3x3 'same' (weight-normalised) -> batch norm -> PReLU(0.1) ->
   max-pool 2`` with 16, 32, 64 channels, global average pool; plus an MLP of the composition
   (C -> 16 -> 32 -> 64, PReLU between); their sum goes through ``64 -> 64 -> PReLU -> 1 + p``
-  with an identity output, times the anchors;
+  with an identity output, times the anchors (each block's ``PReLU -> max-pool`` runs as
+  ``max-pool -> PReLU`` while the PReLU slope is >= 0: the same function at a quarter of the work);
 - training, per cluster: mean squared error, Adam (``learning_rate``, default 5e-3, no weight
   decay), gradient norm clipped to 2, mini-batches of ``batch_size`` (512) in a shuffled order,
   each map rotated by a random multiple of 90 degrees; a cluster whose seed R^2 is below
   ``min_r2`` keeps all-zero betas, and one whose last-epoch R^2 of the network is below
   ``score_threshold`` (0.2) has its anchors zeroed (both the reference's rules);
+- the training curves - the mean mini-batch loss of every epoch, per gene and cluster - are kept in
+  each betadata file's metadata and returned as ``FitResult.losses`` (:func:`read_losses` reads
+  them from a fit folder);
 - per-cell betas are then computed in one pass over the cluster's cells, unrotated, with batch
   norm using that pass's statistics (the reference leaves the networks in training mode).
 
@@ -479,7 +483,8 @@ def cell_betas(
 
     Returns ``(betadata, record)``: the betadata has ``CellID`` rows (``seed_betas`` itself when the
     hybrid gate declines or ``training_mode="seed"``); the record holds the gate decision and, per
-    cluster, the network's score, whether its anchors were zeroed and the mini-batch loss curve.
+    cluster, the network's score, whether its anchors were zeroed, the mini-batch loss curve
+    (``losses``) and its per-epoch means (``epoch_losses``; :func:`epoch_losses` makes a frame of them).
     """
     gene = seed_betas.gene
     record: dict[str, Any] = {"training_mode": opts.training_mode, "cnn": False, "clusters": {}}

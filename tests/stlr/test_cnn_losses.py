@@ -69,3 +69,23 @@ def test_seed_mode_has_no_loss_rows(tmp_path):
     t = _tissue(120)
     r = fit(t.to_anndata(), ["Gene000"], out=tmp_path / "s", lr=t.lr, grn=t.links, cv=0)
     assert r.losses.height == 0 and "loss" in r.losses.columns
+
+
+def test_cli_fit_reports_the_training_in_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from polgen.cli import main
+
+    t = _tissue(160)
+    t.to_anndata().write_h5ad(tmp_path / "t.h5ad")
+    t.lr.write_csv(tmp_path / "lr.csv")
+    t.links.write_csv(tmp_path / "links.csv")
+    rc = main(["stlr", "fit", "--h5ad", str(tmp_path / "t.h5ad"), "--lr", str(tmp_path / "lr.csv"),
+               "--grn", str(tmp_path / "links.csv"), "--genes", "Gene000", "--cv", "0", "--cluster-key", "cell_type",
+               "--training-mode", "full", "--epochs", "3", "--spatial-dim", "8", "--batch-size", "40",
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    L = read_losses(tmp_path / "o")
+    ends = [g.sort("epoch")["loss"].to_numpy() for _, g in L.group_by("cluster")]
+    median = float(np.median([e[-1] / e[0] for e in ends]))
+    assert f"CNN: {len(ends)} gene x cluster networks, last / first epoch loss median {median:.3g}" in out
