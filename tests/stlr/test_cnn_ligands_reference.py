@@ -15,7 +15,8 @@ seed vs the other two (leave-one-out, "LOO"), per cluster:
 
 - loss curves: ``d = mean over epochs of |log L_polgen(e) - mean_s log L_ref,s(e)|`` (the mean
   relative difference of the epoch-mean loss curves on a log scale) <= 1.5 x the largest LOO value,
-  and the last epoch's loss within a factor 2 of the reference's geometric mean;
+  the last epoch's loss within a factor 2 of the reference's geometric mean, and the ratio of the
+  last to the first epoch's loss at most twice the reference's largest;
 - betas: the Pearson correlation of the per-cluster mean betas (all clusters x coefficients
   pooled) >= the smallest LOO correlation; per cluster, the median over coefficients of the
   two-sample Kolmogorov-Smirnov distance between per-cell betas <= the largest LOO value + 0.1,
@@ -147,7 +148,8 @@ def test_loss_curves_and_cell_betas_agree_with_the_reference_in_distribution(cas
         assert d_pg <= 1.5 * max(d_ref), (label, d_pg, d_ref)
         last = np.exp(np.mean([np.log(cv[-1]) for cv in curves]))
         assert 0.5 < mine[-1] / last < 2.0, (label, mine[-1], last)
-        assert mine[-1] < 0.25 * mine[0]  # it trained
+        # it trained: the loss fell at least half as far as in the reference's worst seed
+        assert mine[-1] / mine[0] <= 2 * max(cv[-1] / cv[0] for cv in curves), (label, mine)
         # per-cell betas of the cluster
         b, rbc = pb[m], [x[m] for x in rb]
         ks_ref, ks_pg = loo(_median_ks, rbc), _median_ks(b, rbc)
