@@ -11,7 +11,7 @@ R's 103265 objective evaluations in abc_piecewise bit for bit (9 differ by 1 ulp
 extended precision), but the first trial points already differ by 1e-14..5e-11 (the generalized Cauchy
 point cancels terms of size |g|^2 ~ 1e6 to get ~0.2), and on a flat piece likelihood, where R's
 numerical gradient (step 1e-3, as large as the piece h2) is no descent direction, that decides which
-of a few stopping points R's line search ends at (objectives 1e-9..6e-6 relative apart, parameters
+of a few stopping points R's line search ends at (objectives 4e-9..6e-6 relative apart, parameters
 up to 0.4%; polgen's is the lower in 3 of 4 such abc pieces).  Hence: totals within twice R's own
 spread (elementwise, and within 1e-6 where R's spread is smaller); piece fits within 1e-6 of R where
 R is determined (its six runs agree to 1e-9) and equal to one of R's six runs elsewhere."""
