@@ -190,9 +190,12 @@ def cmd_fit(args) -> int:
             (pl.col("loss").sort_by("epoch").last() / pl.col("loss").sort_by("epoch").first()).alias("ratio"),
             pl.col("zeroed").first(),
         )
+        import statistics
+
+        median = statistics.median(float(v) for v in ends["ratio"].to_list())
         print(
             f"CNN: {ends.height} gene x cluster networks, last / first epoch loss median "
-            f"{ends['ratio'].median():.3g}, {int(ends['zeroed'].sum())} zeroed (R2 < 0.2); per-epoch losses in "
+            f"{median:.3g}, {int(ends['zeroed'].sum())} zeroed (R2 < 0.2); per-epoch losses in "
             "each betadata file's metadata (polgen.stlr.cnn.read_losses)"
         )
     return 0
