@@ -55,12 +55,16 @@ Where the fit surface has several local minima (commonfactorGWAS's marker-indica
 free factor variance; ``fix_measurement=False``), the lowest objective wins. For commonfactor_gwas
 under DWLS the SNP variance, the SNP effect times the factor variance and the factor variance are
 solved in closed form for given loadings (variable projection), so only the k-1 free loadings are
-iterated (Gauss-Newton or Newton, whichever is better per step), from the no-SNP solution and the
-best-scoring of the sign patterns and fixed loading directions; SNPs whose minimum lies on a ridge
+iterated (Gauss-Newton or Newton, whichever is better per step), from the no-SNP solution, then
+from the best-scoring of the sign patterns and fixed loading directions while one scores below
+1.1 x the best objective so far; SNPs whose minimum lies on a ridge
 (a loading or a variance running off to infinity) are flagged ``converged=False``. lavaan's
 ``nlminb`` reaches the same minimum on the reference fixtures and on the SNPs where R converges
 (R can stop at a higher local minimum because it starts every SNP from the first SNP's estimates).
-ML fits use multiple starts over the full parameter vector.
+ML fits use multiple starts over the full parameter vector.  The other models with several starts
+(``fix_measurement=False``) fit every SNP from the no-SNP solution and refit from the other sign /
+scale starts only the SNPs whose fit did not converge, changed a loading's sign or has a
+chi-square above its df (:func:`polgen.gsem.gwas_batch.multistart_trigger`).
 """
 
 from __future__ import annotations
