@@ -80,7 +80,8 @@ MissingHSQ = Literal["drop", "error"]
 Orphans = Literal["skip", "train"]
 #: SpaceTravLR species of the bundled priors (CellChat table, base GRN).
 Species = Literal["mouse", "human"]
-#: SpaceTravLR prepare: imputed_count by CellOracle's kNN smoothing in PCA space, MAGIC diffusion, or a copy of the log layer.
+#: SpaceTravLR prepare: imputed_count by CellOracle's kNN smoothing in PCA space, MAGIC diffusion,
+#: or a copy of the log layer.
 StlrImpute = Literal["knn", "magic", "none"]
 #: SpaceTravLR training solver: polgen's converging FISTA, or group-lasso 1.5.0's iteration (the reference's).
 StlrSolver = Literal["fista", "reference"]
