@@ -2,19 +2,22 @@
 tests/data/make/gsem_hdl.py), the HDL panel readers, the R-optim L-BFGS-B and the bad-input errors.
 
 Parity limits (measured): R's own answer is not determined to 1e-6.  Rerun on the same inputs with every
-Z multiplied by 1 + 1e-14 u, or with its objective summed as sum(log(v) + b^2/v) instead of
-sum(log(v)) + sum(b^2/v), R's hdl() moves its totals by up to 8.5e-5 (S), 3.4e-5 (I), 4.2e-3 (V) in
-abc_piecewise, 1.5e-6 / 5e-4 (S / V) in abc_jackknife, 1.5e-2 / 9e-2 in de_piecewise and 7.5e-7 /
-1.2e-5 in de_jackknife (tests/data/gsem/hdl_spread/, tests/data/make/gsem_hdl_spread.R).  The cause is
-R's optimiser, not the objective: given R's exact optim inputs, polgen's kernels reproduce 103256 of
+Z multiplied by 1 + 1e-14 u (ten seeds), or with its objective summed as sum(log(v) + b^2/v) instead of
+sum(log(v)) + sum(b^2/v), R's hdl() moves its totals (max relative over the reruns; median rerun in
+brackets) by S 6e-2 (8e-5), V 0.8 (4e-3) in abc_piecewise, S 3e-5 (2e-6), V 2e-3 (5e-4) in
+abc_jackknife, S 1.5e-2 (4e-3), V 9e-2 (3e-2) in de_piecewise and S 7.5e-7, V 1.4e-5 in de_jackknife
+(tests/data/gsem/hdl_spread/, tests/data/make/gsem_hdl_spread.R); polgen's distance to R (abc_piecewise
+S 8.5e-5, V 3.3e-3; abc_jackknife S 1.5e-6; de_jackknife S 8e-8) is that of a typical rerun.  The cause
+is R's optimiser, not the objective: given R's exact optim inputs, polgen's kernels reproduce 103256 of
 R's 103265 objective evaluations in abc_piecewise bit for bit (9 differ by 1 ulp: R sums in x87
 extended precision), but the first trial points already differ by 1e-14..5e-11 (the generalized Cauchy
 point cancels terms of size |g|^2 ~ 1e6 to get ~0.2), and on a flat piece likelihood, where R's
 numerical gradient (step 1e-3, as large as the piece h2) is no descent direction, that decides which
 of a few stopping points R's line search ends at (objectives 4e-9..6e-6 relative apart, parameters
-up to 0.4%; polgen's is the lower in 3 of 4 such abc pieces).  Hence: totals within twice R's own
-spread (elementwise, and within 1e-6 where R's spread is smaller); piece fits within 1e-6 of R where
-R is determined (its six runs agree to 1e-9) and equal to one of R's six runs elsewhere."""
+up to 0.4%, up to 9x in a degenerate piece of a rerun; polgen's is the lower in 3 of 4 such abc pieces).
+Hence: totals within twice R's own spread (elementwise, 1e-6 where R's spread is smaller) and no
+farther from R than twice the median rerun; piece fits within 1e-7 (abc) of R where R is determined
+(its twelve runs agree to 1e-9) and equal to one of R's runs elsewhere."""
 
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ SPREAD = pl.read_csv(
     D.parent.parent / "hdl_spread/spread.tsv.gz", separator="\t", schema_overrides={"value": pl.Float64}
 )
 _H2 = (np.array([0.0, 0.0]), np.array([1.0, 10.0]))
-VARIANTS = ["z1", "z2", "z3", "z4", "sumorder"]  # R reruns: Z * (1 + 1e-14 u); objective summed at once
+# R reruns: z<k> with every Z * (1 + 1e-14 u); sumorder with the objective summed at once
+VARIANTS = sorted(set(SPREAD["variant"].to_list()) - {"base"})
 
 
 def _prev(text: str):
@@ -91,7 +95,8 @@ def test_r_spread_is_of_the_reference_run(case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_hdl_matches_r(results, case):
-    """S, I, V within twice R's own spread over its five perturbed reruns, or 1e-6 relative if larger."""
+    """S, I, V within twice R's own spread over its eleven reruns (elementwise, or 1e-6 relative if larger)
+    and no farther from R than twice the median rerun."""
     res = results[case]
     for what in ("S", "I", "V"):
         R = _r_run("base", case, what)
@@ -101,14 +106,18 @@ def test_hdl_matches_r(results, case):
         assert np.all(dev <= tol), (what, float(np.max(dev - tol)))
         determined = spread <= 1e-7 * np.abs(R)
         assert np.all(dev[determined] <= 1e-6 * np.abs(R[determined]))
+        # and as close to R as a typical R rerun: within twice the median rerun's largest deviation
+        nz = R != 0
+        runs = [float(np.max(np.abs(_r_run(v, case, what) - R)[nz] / np.abs(R[nz]))) for v in VARIANTS]
+        assert float(np.max(dev[nz] / np.abs(R[nz]))) <= max(2.0 * float(np.median(runs)), 1e-6)
     assert res.trait_names == CASES[case]["names"].split(",")
     assert res.m == 22 * 2 * 30
 
 
 @pytest.mark.parametrize("case", ["abc_piecewise", "de_piecewise"])
 def test_piece_fits_follow_r(results, case):
-    """Per piece and cell of vech(S), (estimate, intercept): within 1e-6 of R where R's six runs agree
-    to 1e-9 (85% of abc's values, 78% of de's); elsewhere at one of the points R itself ends at."""
+    """Per piece and cell of vech(S), (estimate, intercept): within 1e-6 of R where R's twelve runs agree
+    to 1e-9 (77% of abc's values, 68% of de's); elsewhere at one of the points R itself ends at."""
     runs = [_r_run(v, case, "pieces") for v in ["base", *VARIANTS]]
     R = runs[0]
     P = np.concatenate([np.asarray(v) for v in results[case].extra["hdl"]["pieces"].values()], axis=1)
@@ -118,7 +127,7 @@ def test_piece_fits_follow_r(results, case):
         return np.abs(a - R) / np.maximum(np.abs(R), 1e-9)
 
     determined = np.max([rel(a) for a in runs[1:]], axis=0) <= 1e-9
-    assert determined.mean() > (0.8 if case.startswith("abc") else 0.7)
+    assert determined.mean() > (0.7 if case.startswith("abc") else 0.6)
     near = np.min([np.abs(P - a) / np.maximum(np.abs(a), 1e-9) for a in runs], axis=0)
     if case.startswith("abc"):
         assert rel(P)[determined].max() < 1e-7

@@ -3,7 +3,7 @@
 # Usage: Rscript gsem_hdl_spread.R <GenomicSEM R/ directory> <tests/data/gsem/r/hdl> <output directory>
 # For every case of cases.tsv (same panel_r, munged files and arguments as gsem_hdl.R) and variant:
 #   base      the stored munged files as they are (must reproduce the stored R outputs bit for bit);
-#   z1..z4    every Z multiplied by (1 + 1e-14 u), u ~ U(-1, 1) (set.seed(k)), written at 17 digits;
+#   z1..z10   every Z multiplied by (1 + 1e-14 u), u ~ U(-1, 1) (set.seed(k)), written at 17 digits;
 #   sumorder  the stored files, with hdl.R's two objectives evaluated as one sum,
 #             sum(log(v) + b^2 / v), instead of sum(log(v)) + sum(b^2 / v) (the same function);
 # writes <output>/spread.tsv.gz: variant, case, what (S, V, I, pieces), row, col, value (17 digits).
@@ -30,7 +30,7 @@ put <- function(variant, case, what, m) {
   rows[[length(rows) + 1]] <<- data.frame(variant = variant, case = case, what = what,
     row = as.vector(row(m)), col = as.vector(col(m)), value = sprintf("%.17g", as.vector(m)))
 }
-variants <- c("base", "z1", "z2", "z3", "z4", "sumorder")
+variants <- c("base", paste0("z", 1:10), "sumorder")
 for (v in variants) {
   eval(parse(text = if (v == "sumorder") txt1 else txt0), envir = globalenv())
   files <- c("A", "B", "C", "D", "E")
