@@ -333,6 +333,7 @@ def test_stlr_betadata(stlr_run):
         check(pl.read_parquet(f), "stlr_betadata")
     check(stlr_run["betadir"], "stlr_betadata")  # the run folder: every part
     check(stlr_run["fit"].scores, "stlr_fit_scores")
+    check(stlr_run["fit"].losses, "stlr_fit_losses")  # seed mode: no rows, the declared dtypes
 
 
 def test_stlr_splash_perturb(stlr_run, tmp_path):

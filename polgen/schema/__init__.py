@@ -88,6 +88,7 @@ from polgen.schema.stlr import (
     _PERTURB,
     _PERTURB_BATCH,
     _SPLASH,
+    _STLR_LOSSES,
     _STLR_SCORES,
     _TRANSITIONS,
 )
@@ -123,6 +124,7 @@ OUTPUTS: dict[str, OutputSchema] = {
         _LFMM_OFFSET_EIGEN,
         _BETADATA,
         _STLR_SCORES,
+        _STLR_LOSSES,
         _SPLASH,
         _PERTURB,
         _PERTURB_BATCH,

@@ -47,6 +47,20 @@ _STLR_SCORES = OutputSchema(
     ),
 )
 
+_STLR_LOSSES = OutputSchema(
+    kind="stlr_fit_losses",
+    title="SpaceTravLR CNN training curves (per gene x cluster x epoch)",
+    produced_by='`stlr.fit(training_mode="hybrid"|"full")`: `FitResult.losses`; `stlr.read_losses(out)`',
+    columns=(
+        _c("gene", _STR, "target gene"),
+        _c("cluster", _STR, "cluster label"),
+        _c("epoch", _I64, "epoch, from 1"),
+        _c("loss", _F64, "mean mini-batch training loss (MSE) of the epoch"),
+        _c("score", _F64, "the network's R2 over its last epoch"),
+        _c("zeroed", _BOOL, "anchors zeroed (R2 below score_threshold)"),
+    ),
+)
+
 _SPLASH = OutputSchema(
     kind="stlr_splash",
     title="SpaceTravLR splash (per cell)",

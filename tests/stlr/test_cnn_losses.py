@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from polgen.schema import validate
 from polgen.stlr.cnn import META_CNN, epoch_losses, epoch_means, read_losses
 from polgen.stlr.synthetic import make_tissue
 from polgen.stlr.train import fit
@@ -41,6 +42,7 @@ def test_fit_result_holds_the_epoch_loss_curves(tmp_path):
     r = fit(t.to_anndata(), ["Gene000", "Gene001"], out=tmp_path / "f", **kw)
     L = r.losses
     assert L.columns == ["gene", "cluster", "epoch", "loss", "score", "zeroed"]
+    validate(L, "stlr_fit_losses")  # the declared output (README's output reference)
     trained = r.scores.filter(~pl.col("zeroed"))
     assert L.height == 3 * trained.height  # one row per epoch of every trained cluster
     assert sorted(L["epoch"].unique().to_list()) == [1, 2, 3]
