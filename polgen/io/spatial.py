@@ -297,6 +297,16 @@ def _coordinates(adata: Any, spatial_key, path: str | None, obs_names: list[str]
     return coords, spatial_key
 
 
+def _prepared_cluster_key(adata: Any) -> str | None:
+    """The cluster column :func:`polgen.stlr.prepare` recorded in ``uns["stlr_prepare"]``, if any."""
+    try:
+        rec = adata.uns.get("stlr_prepare")
+    except AttributeError:
+        return None
+    key = rec.get("cluster_key") if isinstance(rec, dict) else None
+    return str(key) if key is not None else None
+
+
 def _clusters(adata: Any, cluster_key, path: str | None, obs_names: list[str]):
     n = adata.n_obs
     obs = adata.obs
@@ -305,6 +315,9 @@ def _clusters(adata: Any, cluster_key, path: str | None, obs_names: list[str]):
     if cluster_key is None:
         lower = {str(c).lower(): c for c in obs.columns}
         found = next((lower[k] for k in CLUSTER_KEYS if k in lower), None)
+        prepared = _prepared_cluster_key(adata)
+        if prepared is not None and prepared in obs.columns:  # the column polgen.stlr.prepare used
+            found = prepared
         if found is None:
             raise InputError(
                 f"no cluster column: none of {list(CLUSTER_KEYS)} in obs (columns: "

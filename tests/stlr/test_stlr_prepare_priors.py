@@ -103,6 +103,21 @@ def test_species_detection(counts):
         detect_species(list(counts.var_names[:50]) + [g.upper() for g in counts.var_names[50:100]])
 
 
+def test_training_uses_the_cluster_column_prepare_recorded(counts):
+    """prepare(cluster_key="mine") records the column in uns; reading the tissue for training then
+    takes it without cluster_key= again (it is none of the names training looks for by itself)."""
+    from polgen.stlr.tissue import as_tissue
+
+    c = prepare(counts, copy=True, n_clusters=4, cluster_key="mine", impute="none")
+    t = as_tissue(c)
+    assert t.cluster_key == "mine"
+    assert sorted(t.cluster_labels) == sorted(str(v) for v in c.obs["mine"].unique())
+    c.obs["cell_type"] = "one"  # a column training would otherwise pick
+    assert as_tissue(c).cluster_key == "mine" and as_tissue(c, cluster_key="cell_type").cluster_key == "cell_type"
+    del c.uns["stlr_prepare"]
+    assert as_tissue(c).cluster_key == "cell_type"
+
+
 def test_undetectable_species_in_fit_is_typed(prepared, tmp_path):
     a = prepared.copy()
     a.var_names = [f"ENSMUSG{i:011d}" for i in range(a.n_vars)]
