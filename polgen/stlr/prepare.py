@@ -288,7 +288,8 @@ def prepare(
     n_clusters: clusters to make when ``cluster_key`` is None or absent from obs (None: chosen from
         the cell count); ignored when ``cluster_key`` names an existing obs column.
     cluster_key: an existing obs column of cluster labels, or the column to write (default
-        ``"stlr_cluster"``).
+        ``"stlr_cluster"``); recorded in ``uns["stlr_prepare"]``, where ``fit`` / ``perturb`` find it
+        when they are not given ``cluster_key``.
     spatial_key: obsm key or pair of obs columns with the coordinates (default: found).
     target_sum: counts per cell after normalisation.
     impute: "knn" (CellOracle's kNN smoothing, see the module docstring), "magic" (MAGIC, the
