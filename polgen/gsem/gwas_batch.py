@@ -24,6 +24,7 @@ from polgen.gsem.stats import chi2_sf, normal_pvalues
 __all__ = ["compute_batch", "extract_inputs", "multistart_trigger", "run_stage"]
 
 MULTISTART_MAX_ITER = 300  # per start when several starts compete (the best converged one wins)
+WARM_MAX_ITER = 1000  # the first (warm) start of a multi-start stage
 
 
 # ==============================================================================================
@@ -60,7 +61,12 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
             stage.snpvar_par,
             **common,
         )
-    best = gwas_batch(beta, se, var, *plan.ld_args(), stage.model, stage.fidx, starts[:1], stage.snpvar_par, **common)
+    warm = dict(common)
+    if max_iter is None and starts.shape[0] > 1:
+        # the warm start's fit may take its time (slow linear convergence near a Heywood case:
+        # R's nlminb converges there); the other starts keep MULTISTART_MAX_ITER
+        warm["max_iter"] = WARM_MAX_ITER
+    best = gwas_batch(beta, se, var, *plan.ld_args(), stage.model, stage.fidx, starts[:1], stage.snpvar_par, **warm)
     if starts.shape[0] == 1:
         return best
     # the other starts only where the warm start's fit may not be the lowest minimum
