@@ -203,38 +203,40 @@ def gene_from_path(path: str | os.PathLike) -> str:
     raise InputError("betadata file names must end with _betadata.parquet/.feather/.csv", path=path)
 
 
-def _read_table(p: Path) -> tuple[pa.Table, list[str]]:
-    """Arrow table and the names of its pandas index columns (if written by pandas)."""
+def _pandas_index(md: Mapping[bytes, bytes] | None) -> list[str]:
+    """Names of the pandas index columns recorded in an Arrow schema's metadata (none if absent)."""
+    if not md or b"pandas" not in md:
+        return []
+    import json
+
+    try:
+        meta = json.loads(md[b"pandas"])
+    except ValueError:
+        return []
+    return [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+
+
+def _read_frame(p: Path) -> tuple[pl.DataFrame, list[str]]:
+    """The table as a Polars frame and the names of its pandas index columns (if written by pandas).
+
+    Parquet is read by Polars: a betadata file is a few rows x ~1,000 columns, where pyarrow's
+    dataset reader spends ~80 ms per file on per-column work and Polars ~12 ms; the pandas index
+    names (schema metadata, which Polars drops) are read only when there is no Cluster/CellID column."""
     if p.suffix == ".parquet":
-        # Polars' reader: a betadata file is a few rows x ~1,000 columns, where pyarrow's dataset
-        # reader spends ~80 ms per file on per-column work and Polars ~12 ms; the pandas index
-        # names (in the schema metadata, which Polars drops) are read only when needed, below
-        tbl = pl.read_parquet(p).to_arrow()
-        names = set(tbl.column_names)
-        if CLUSTER in names or CELL_ID in names:
-            return tbl, []
+        df = pl.read_parquet(p)
+        if CLUSTER in df.columns or CELL_ID in df.columns:
+            return df, []
         import pyarrow.parquet as pq
 
-        tbl = tbl.replace_schema_metadata(pq.read_schema(p).metadata)
-    elif p.suffix == ".feather":
+        return df, _pandas_index(pq.read_schema(p).metadata)
+    if p.suffix == ".feather":
         import pyarrow.feather as feather
 
         tbl = feather.read_table(p)
-    elif p.suffix == ".csv":
-        tbl = pl.read_csv(p).to_arrow()
-    else:
-        raise InputError("unknown betadata format", path=p)
-    index_cols: list[str] = []
-    md = tbl.schema.metadata or {}
-    if b"pandas" in md:
-        import json
-
-        try:
-            meta = json.loads(md[b"pandas"])
-            index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
-        except ValueError:
-            index_cols = []
-    return tbl, index_cols
+        return cast(pl.DataFrame, pl.from_arrow(tbl)), _pandas_index(tbl.schema.metadata)
+    if p.suffix == ".csv":
+        return pl.read_csv(p), []
+    raise InputError("unknown betadata format", path=p)
 
 
 def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
@@ -244,19 +246,20 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
         raise InputError("betadata file not found", path=p)
     gene = gene or gene_from_path(p)
     try:
-        tbl, index_cols = _read_table(p)
+        df, index_cols = _read_frame(p)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - unreadable file -> typed error
         raise InputError(f"cannot read betadata ({type(exc).__name__}: {exc})", path=p) from None
-    names = tbl.column_names
+    names = df.columns
+    schema = df.schema
     if CLUSTER in names:
         id_col, kind = CLUSTER, CLUSTER
     elif CELL_ID in names:
         id_col, kind = CELL_ID, CELL_ID
     elif index_cols and index_cols[0] in names:
         id_col, kind = index_cols[0], CELL_ID
-    elif names and not names[0].startswith("beta") and not pa.types.is_floating(tbl.schema.field(0).type):
+    elif names and not names[0].startswith("beta") and not schema[names[0]].is_float():
         id_col, kind = names[0], CELL_ID
     else:
         raise SchemaError("betadata has no Cluster/CellID column or index", path=p)
@@ -264,11 +267,7 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
     if not beta_cols:
         # the Rust port also reads columns without the beta_ prefix: everything numeric but the id
         raw = [
-            c
-            for c in names
-            if c != id_col
-            and c not in index_cols
-            and (pa.types.is_floating(tbl.schema.field(c).type) or pa.types.is_integer(tbl.schema.field(c).type))
+            c for c in names if c != id_col and c not in index_cols and (schema[c].is_float() or schema[c].is_integer())
         ]
         if not raw:
             raise SchemaError("betadata has no beta columns", path=p)
@@ -276,15 +275,20 @@ def read_betadata(path: str | os.PathLike, gene: str | None = None) -> BetaData:
         beta_cols, out_names = raw, cols_out
     else:
         out_names = beta_cols
-    ids = [_norm_label(v) for v in tbl.column(id_col).to_pylist()]
+    ids = [_norm_label(v) for v in df[id_col].to_list()]
     if len(set(ids)) != len(ids):
         raise SchemaError(f"betadata {id_col} values are not unique", path=p, column=id_col)
-    vals = np.empty((tbl.num_rows, len(beta_cols)), dtype=np.float64)
-    for k, c in enumerate(beta_cols):
-        col = tbl.column(c)
-        if col.null_count:
+    block = df.select(beta_cols)
+    nulls = block.null_count().row(0)
+    for c, k in zip(beta_cols, nulls):
+        if k:
             raise InputError("betadata column holds nulls", path=p, column=c)
-        vals[:, k] = col.to_numpy(zero_copy_only=False)
+    for c in beta_cols:
+        if not (schema[c].is_numeric() or schema[c] == pl.Boolean):
+            raise InputError(f"betadata column has type {schema[c]}, expected numbers", path=p, column=c)
+    vals = np.ascontiguousarray(block.cast(pl.Float64).to_numpy(), dtype=np.float64)
+    if vals.ndim != 2:  # no rows
+        vals = vals.reshape(df.height, len(beta_cols))
     return BetaData(gene=gene, id_kind=kind, ids=ids, columns=list(out_names), values=vals, path=str(p))
 
 
