@@ -17,6 +17,7 @@ import pytest
 from polgen.errors import InputError
 from polgen.kernels import _notice
 from polgen.warmup import METHODS, add_parser, warmup
+from run_helpers import fresh_polgen_kernel
 
 FIRST_CALL = """
 import json, time
@@ -119,17 +120,7 @@ def test_background_child_that_fails_releases_the_waiters():
     assert bg._proc.returncode != 0
 
 
-def _fresh_kernel():
-    import numba
-
-    def polgen_fake_kernel(x):
-        s = 0.0
-        for i in range(x.shape[0]):
-            s += x[i] * x[i]
-        return s
-
-    polgen_fake_kernel.__module__ = "polgen.kernels._fake"  # the notice acts on polgen kernels only
-    return numba.njit(polgen_fake_kernel)
+_fresh_kernel = fresh_polgen_kernel
 
 
 class _Tty:

@@ -6,20 +6,10 @@ from __future__ import annotations
 import logging
 import time
 
-import numba
-
 from polgen.kernels import _notice
+from run_helpers import fresh_polgen_kernel
 
-
-def _fresh_kernel():
-    def polgen_fake_kernel(x):
-        s = 0.0
-        for i in range(x.shape[0]):
-            s += x[i] * x[i]
-        return s
-
-    polgen_fake_kernel.__module__ = "polgen.kernels._fake"  # the notice acts on polgen kernels only
-    return numba.njit(polgen_fake_kernel)
+_fresh_kernel = fresh_polgen_kernel
 
 
 def test_notice_logged_once_when_compiling(caplog, monkeypatch):
