@@ -37,6 +37,7 @@ __all__ = [
     "CF_DIRECTIONS",
     "CF_LM_RUNS",
     "CF_TRIGGER",
+    "cf_q_result",
     "cf_q_start",
     "cf_stage1",
     "commonfactor_gwas_model",
@@ -61,7 +62,13 @@ CF_LM_RUNS_FALLBACK = 6  # the earlier rule, for SNPs whose lowest minimum is si
 
 
 def _cf_structure(
-    pt: ParTable, num: Numbering, traits: list[str], pred: str, S_LD: np.ndarray, base: dict | None
+    pt: ParTable,
+    num: Numbering,
+    traits: list[str],
+    pred: str,
+    S_LD: np.ndarray,
+    base: dict | None,
+    qfidx: np.ndarray,
 ) -> dict:
     """Starts and parameter numbers for :func:`polgen.kernels.gwas.commonfactor_fit`.
 
@@ -79,6 +86,11 @@ def _cf_structure(
         + [key[(t, "~~", t)] for t in traits]
         + [key[("F1", "~~", "F1")], key[(pred, "~~", pred)]]
     )
+    # the Q model's free parameters (direct effects, then residual variances): the column of each
+    # trait's g_t and th_t among them (kernels/commonfactor_se.py)
+    qpos = {int(q): c for c, q in enumerate(qfidx.tolist())}
+    qcol = [c for c, q in enumerate(qfidx.tolist()) if q >= num.n]
+    qcol += [qpos[key[(t, "~~", t)]] for t in traits]
     if base is not None:
         lam = np.array([base[("F1", "=~", t)] for t in traits[1:]], dtype=np.float64)
         phi = float(base[("F1", "~~", "F1")])
@@ -106,6 +118,7 @@ def _cf_structure(
     return {
         "starts": np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows)),
         "pidx": np.array(pidx, np.int64),
+        "qcol": np.array(qcol, np.int64),
         "n_always": CF_LM_RUNS,
         "trigger": CF_TRIGGER,
     }
@@ -113,8 +126,11 @@ def _cf_structure(
 
 def cf_stage1(plan: Plan, beta, se, var) -> dict:
     """commonfactorGWAS stage 1 under DWLS: the estimates from the reduced problem
-    (:func:`polgen.kernels.gwas.commonfactor_fit`), then SEs, smoothing flags and ``Z_smooth``
-    at those estimates from the general kernel (``max_iter=0``: no further iterations).  A SNP
+    (:func:`polgen.kernels.gwas.commonfactor_fit`), then SEs, chi-square, smoothing flags,
+    ``Z_smooth`` and the Q model's Wald statistic (``q_wald``, ``q_status``; see
+    :func:`cf_q_result`) at those estimates in closed form
+    (:func:`polgen.kernels.commonfactor_se.commonfactor_se_q`; SNPs whose V_full needs nearPD
+    through the general kernel, :func:`_cf_general`).  A SNP
     whose lowest minimum has a singular information matrix is refit by the earlier rule (the warm
     start and the ``CF_LM_RUNS_FALLBACK - 1`` best-scoring other starts, lowest objective)."""
     from polgen.kernels.gwas import ST_SINGULAR
@@ -132,7 +148,8 @@ def cf_stage1(plan: Plan, beta, se, var) -> dict:
 
 
 def _cf_stage1_rule(plan: Plan, beta, se, var, n_always: int, trigger: float) -> dict:
-    from polgen.kernels.gwas import ST_OK, commonfactor_fit, gwas_batch
+    from polgen.kernels.commonfactor_se import ST_CF_GENERAL, commonfactor_se_q
+    from polgen.kernels.gwas import ST_OK, commonfactor_fit
 
     st = plan.stage1
     cf = st.cf
@@ -149,28 +166,87 @@ def _cf_stage1_rule(plan: Plan, beta, se, var, n_always: int, trigger: float) ->
         trigger=trigger,
     )
     ok = status == ST_OK
-    th0 = np.where(ok[:, None], theta, st.starts[0][None, :])
-    res = gwas_batch(
+    # SEs, chi-square, smoothing flags and the Q model at the reduced fit's solution (closed
+    # forms of the general kernel's numbers, kernels/commonfactor_se.py); the reduced fit checks
+    # the input as the general kernel does: its status stands where it did not converge, where
+    # it did a singular information matrix still fails the SNP
+    out = commonfactor_se_q(
         beta,
         se,
         var,
         *plan.ld_args(),
-        st.model,
-        st.fidx,
-        np.ascontiguousarray(th0),
-        st.snpvar_par,
-        max_iter=0,
+        np.where(ok[:, None], theta, 0.0),
+        status,
+        cf["pidx"],
+        cf["qcol"],
         toler=plan.toler,
         smooth_check=plan.smooth_check,
     )
-    # the reduced fit checks the input as the general kernel does: its status stands where it did
-    # not converge; where it did, a singular information matrix still fails the SNP
+    n = beta.shape[0]
+    res = {
+        "est": np.where(ok[:, None], theta, np.nan),
+        "se": out["se"],
+        "chisq": out["chisq"],
+        "qsnp": np.empty((n, 0)),
+        "zsmooth": out["zsmooth"],
+        "wald": np.full(n, np.nan),
+        "fmin": np.where(ok, fmin, np.nan),
+        "status": out["status"],
+        "flags": out["flags"],
+        "iters": iters,
+        "q_wald": out["wald"],
+        "q_status": out["qstatus"],
+    }
+    redo = np.flatnonzero(out["status"] == ST_CF_GENERAL)
+    if redo.size:  # V_full not positive definite: the general kernel (nearPD) on these rows
+        gen = _cf_general(plan, beta[redo], se[redo], var[redo], theta[redo], status[redo], fmin[redo])
+        for key, arr in gen.items():
+            res[key][redo] = arr
+    return res
+
+
+def _cf_general(plan: Plan, beta, se, var, theta, status, fmin) -> dict:
+    """:func:`_cf_stage1_rule`'s numbers from the general kernel (SEs at the reduced fit's solution
+    with ``max_iter=0``, the Q model by its LM fit from :func:`cf_q_start`)."""
+    from polgen.kernels.gwas import ST_OK, gwas_batch
+
+    st = plan.stage1
+    st2 = plan.stage2
+    assert st2 is not None, "plan_commonfactor always builds the Q_SNP stage"
+    ok = status == ST_OK
+    th0 = np.where(ok[:, None], theta, st.starts[0][None, :])
+    kw = dict(toler=plan.toler, smooth_check=plan.smooth_check)
+    res = gwas_batch(
+        beta, se, var, *plan.ld_args(), st.model, st.fidx, np.ascontiguousarray(th0), st.snpvar_par, max_iter=0, **kw
+    )
     res["status"] = np.where(ok, res["status"], status)
     res["est"][~ok] = np.nan
     res["se"][~ok] = np.nan
     res["fmin"] = np.where(ok, fmin, np.nan)
-    res["iters"] = iters
+    del res["iters"]
+    n = beta.shape[0]
+    res["q_wald"] = np.full(n, np.nan)
+    res["q_status"] = res["status"].copy()
+    sub = np.flatnonzero(res["status"] == ST_OK)
+    if sub.size:
+        theta0 = np.zeros((sub.size, st2.starts.shape[1]))
+        theta0[:, : plan.npar] = res["est"][sub]
+        theta0[:, plan.npar :] = cf_q_start(plan, res["est"][sub], beta[sub])
+        r2 = gwas_batch(
+            beta[sub], se[sub], var[sub], *plan.ld_args(), st2.model, st2.fidx, theta0, -1, wald_idx=st2.wald_idx, **kw
+        )
+        res["q_wald"][sub] = r2["wald"]
+        res["q_status"][sub] = r2["status"]
     return res
+
+
+def cf_q_result(res: dict, ok: np.ndarray) -> dict:
+    """The Q model's ``status`` (-1 where stage 1 is not ``ok``) and Wald statistic ``wald``, as
+    :func:`cf_stage1` computed them (the Q model of commonfactorGWAS, closed form)."""
+    return {
+        "status": np.where(ok, res["q_status"], -1).astype(np.int64),
+        "wald": np.where(ok, res["q_wald"], np.nan),
+    }
 
 
 def cf_q_start(plan: Plan, est: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -215,8 +291,6 @@ def plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWA
     if ml and ml_se == "R":
         arrays["vidx_meat"] = r_ml_meat(cm, pt.observed, pred, traits)
     stage1 = Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar)
-    if not ml:
-        stage1.cf = _cf_structure(pt, num, traits, pred, S_LD, base)
     # stage 2 (Q): direct effects free (new parameters), residual variances free, rest fixed
     numq = num.copy()
     dq = []
@@ -233,6 +307,8 @@ def plan_commonfactor(schema, covstruc, estimation, GC, smooth_check, SNPSE, TWA
     if ml and ml_se == "R":
         arrays_q["vidx_meat"] = r_ml_meat(cmq, pt.observed, pred, traits)
     stage2 = Stage(arrays_q, np.array(dq + rv, np.int64), np.zeros((1, nq)), -1, np.arange(len(dq), dtype=np.int64))
+    if not ml:
+        stage1.cf = _cf_structure(pt, num, traits, pred, S_LD, base, stage2.fidx)
     bpar = [q for r, q in zip(pt.rows, par) if r.op == "~" and r.lhs == "F1" and r.rhs == pred][0]
     return Plan(
         **plan_base("commonfactor", traits, pred, TWAS, S_LD, V_LD, I, gc, varse2, tol, ml, smooth_check),

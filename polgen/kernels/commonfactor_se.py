@@ -1,0 +1,475 @@
+"""commonfactorGWAS (DWLS) after the fit: stage 1's sandwich SEs and chi-square at the reduced
+fit's solution, and the Q model (direct SNP effects freed, stage 1's other estimates fixed) with
+its Wald statistic, in one pass over the SNPs.
+
+The general per-SNP kernel (:mod:`polgen.kernels.gwas_kernel`) computes the same numbers for any
+RAM model: implied covariance through ``(I - A)^-1``, a Jacobian per free parameter, an LM fit
+for the Q model.  For commonfactorGWAS's model both are closed forms (moments in vech(S_full)
+order; ``phi = psi + b^2 v``)::
+
+    stage 1   Sigma_00 = v,  Sigma_t0 = l_t b v,  Sigma_ab = l_a l_b phi + [a = b] th_a
+    Q model   Sigma_00 = v,  Sigma_t0 = h_t v,    Sigma_ab = l_a l_b psi + h_a h_b v + [a = b] th_a
+
+with ``h_t = l_t b + g_t`` (``g_t`` the direct effect).  In the Q model the residual variances fit
+the trait variances exactly, so the fit is a k-parameter least-squares problem in ``h`` (Newton
+from ``h = beta``, where the SNP moments fit exactly).  The sandwich covariance is the general
+kernel's block form ``Br (WJ)' blockdiag(varSNPSE^2, V_SNP, V_LD) (WJ) Br`` with the same
+parameter order and the same singularity test (``solve(t(D) W D, tol = toler)``).  SNPs whose
+V_full needs nearPD smoothing get :data:`ST_CF_GENERAL`: the caller takes them through the general
+kernel.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from polgen.kernels._jit import jit_strict
+from polgen.kernels._threads import n_chunks, run_chunks
+from polgen.kernels.gwas_codes import (
+    FLAG_S_SMOOTHED,
+    ST_NEARPD_FAIL,
+    ST_NOCONV,
+    ST_OK,
+    ST_SINGULAR,
+)
+from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, _chol_solve, _damped_solve, near_pd
+from polgen.kernels.snp_moments import _input_status, s_full_into, snp_batch, v_full_into, v_snp_into, z_pre_into
+
+__all__ = ["ST_CF_GENERAL", "CfSeSpec", "CfSeOut", "commonfactor_se_q"]
+
+#: status of a SNP whose V_full is not positive definite: the caller refits it with the general
+#: kernel (never in a result)
+ST_CF_GENERAL = -2
+
+#: ``pidx``: parameter numbers of ``l_2..l_k, b, th_1..th_k, psi, v`` (stage 1, every parameter
+#: free, so also its column); ``qcol``: the columns of ``g_1..g_k, th_1..th_k`` among the Q model's
+#: free parameters; ``toler``: R's solve tolerance (0: machine epsilon); ``LLD``: Cholesky factor
+#: of V_LD; ``do_q``: fit the Q model.
+CfSeSpec = namedtuple("CfSeSpec", ["pidx", "qcol", "toler", "smooth_check", "LLD", "do_q"])
+#: Outputs (n rows): ``se`` (n x npar), ``chisq``, ``zsmooth``, ``status`` (stage 1), ``flags``,
+#: ``wald`` (Q), ``qstatus`` (the Q model's status).
+CfSeOut = namedtuple("CfSeOut", ["se", "chisq", "zsmooth", "status", "flags", "wald", "qstatus"])
+
+
+@jit_strict
+def _sandwich(J, w, nmom, nf, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, lo, hi):
+    """Bread ``Br = (J' W J)^-1`` (False when singular as R's ``solve(t(D) W D, tol)``), then
+    ``Om = Z V Z'`` with ``Z = Br (W J)'`` and V = blockdiag(varse2, VS, V_LD): the diagonal, and
+    the full block of the columns ``lo:hi``."""
+    K1 = k + 1
+    nld = nmom - K1
+    hmax = 0.0
+    for a in range(nf):
+        for b in range(a, nf):
+            s = 0.0
+            for m in range(nmom):
+                s += J[m, a] * w[m] * J[m, b]
+            H[a, b] = s
+            H[b, a] = s
+        if H[a, a] > hmax:
+            hmax = H[a, a]
+    if not _chol(H, nf, max(toler, 2.220446049250313e-16) * hmax * nf):
+        return False
+    _chol_inverse(H, nf, Br, col)
+    for a in range(nf):
+        for m in range(nmom):
+            x = 0.0
+            for c in range(nf):
+                x += Br[a, c] * w[m] * J[m, c]
+            Z[a, m] = x
+    for a in range(nf):
+        for b in range(a, nf):
+            if b != a and not (lo <= a < hi and lo <= b < hi):
+                continue
+            x = Z[a, 0] * Z[b, 0] * varse2
+            for t in range(k):
+                for t2 in range(k):
+                    x += Z[a, 1 + t] * VS[t, t2] * Z[b, 1 + t2]
+            for t in range(nld):
+                za = Z[a, K1 + t]
+                if za == 0.0:
+                    continue
+                for t2 in range(nld):
+                    x += za * V_LD[t, t2] * Z[b, K1 + t2]
+            Om[a, b] = x
+            Om[b, a] = x
+    return True
+
+
+@jit_strict
+def _q_objective(h, k, v, s, w, Sf, lpsi, la_, lb_, r):
+    """Q model objective over h (residual variances profiled out): SNP moments then trait pairs
+    (residuals into r)."""
+    f = 0.0
+    for t in range(k):
+        e = s[t] - h[t] * v
+        r[t] = e
+        f += w[1 + t] * e * e
+    for q in range(la_.shape[0]):
+        a = la_[q]
+        b = lb_[q]
+        e = Sf[a + 1, b + 1] - lpsi[q] - h[a] * h[b] * v
+        r[k + q] = e
+        f += w[k + 1 + q] * e * e
+    return f
+
+
+@jit_strict
+def _q_fit(h, k, v, s, w, Sf, lpsi, la_, lb_, r, g, Hn, HG, HW, d, hn, rn):
+    """Minimise the Q model's objective over h from h (in place): Newton steps (exact Hessian),
+    Gauss-Newton / damped steps when they do not lower it.  Returns (status, iterations)."""
+    f = _q_objective(h, k, v, s, w, Sf, lpsi, la_, lb_, r)
+    if not np.isfinite(f):
+        return ST_NOCONV, 0
+    npair = la_.shape[0]
+    lam = 0.0
+    for it in range(1, 201):
+        # half gradient (g = J' W r) and half Hessian (Hn exact, HG Gauss-Newton)
+        for a in range(k):
+            g[a] = w[1 + a] * v * r[a]
+            for b in range(k):
+                HG[a, b] = 0.0
+            HG[a, a] = w[1 + a] * v * v
+        for q in range(npair):
+            a = la_[q]
+            b = lb_[q]
+            wq = w[k + 1 + q]
+            e = r[k + q]
+            g[a] += wq * e * v * h[b]
+            g[b] += wq * e * v * h[a]
+            HG[a, a] += wq * v * v * h[b] * h[b]
+            HG[b, b] += wq * v * v * h[a] * h[a]
+            HG[a, b] += wq * v * v * h[a] * h[b]
+            HG[b, a] += wq * v * v * h[a] * h[b]
+        for a in range(k):
+            for b in range(k):
+                Hn[a, b] = HG[a, b]
+        for q in range(npair):
+            a = la_[q]
+            b = lb_[q]
+            t = w[k + 1 + q] * v * r[k + q]
+            Hn[a, b] -= t
+            Hn[b, a] -= t
+        accepted = False
+        fn = np.inf
+        if lam == 0.0 and _chol(Hn, k, 0.0):
+            for a in range(k):
+                d[a] = g[a]
+            _chol_solve(Hn, k, d)
+            for a in range(k):
+                hn[a] = h[a] + d[a]
+            fn = _q_objective(hn, k, v, s, w, Sf, lpsi, la_, lb_, rn)
+            accepted = fn <= f
+        tries = 0
+        while not accepted and tries < 60:
+            tries += 1
+            for a in range(k):
+                d[a] = g[a]
+            if _damped_solve(HG, k, lam, d, HW):
+                for a in range(k):
+                    hn[a] = h[a] + d[a]
+                fn = _q_objective(hn, k, v, s, w, Sf, lpsi, la_, lb_, rn)
+                accepted = fn <= f
+            if not accepted:
+                lam = 1e-10 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            return ST_OK, it  # no step lowers f: stationary to rounding
+        lam = 0.0 if lam <= 1e-10 else lam * 0.1
+        hmax = 0.0
+        for a in range(k):
+            if abs(hn[a]) > hmax:
+                hmax = abs(hn[a])
+        small = True
+        for a in range(k):
+            if abs(d[a]) > 1e-13 * (abs(hn[a]) + 1e-3 * hmax) + 1e-300:
+                small = False
+        for a in range(k):
+            h[a] = hn[a]
+        for m in range(k + npair):
+            r[m] = rn[m]
+        f = fn
+        # a step-size test only: the objective is dominated by the trait pairs' misfit, which h
+        # barely moves, so its relative decrease says nothing about convergence
+        if small or fn == 0.0:
+            return ST_OK, it
+    return ST_NOCONV, 200
+
+
+@jit_strict
+def _se_range(lo, hi, snp, spec, est, st1, out):
+    """SNPs ``lo:hi``: stage 1's SEs / chi-square at ``est`` (n x npar, where ``st1`` is ST_OK) and,
+    with ``spec.do_q``, the Q model's Wald statistic, into ``out`` (:class:`CfSeOut`)."""
+    beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
+    gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
+    pidx, qcol, toler, smooth_check = spec.pidx, spec.qcol, spec.toler, spec.smooth_check
+    LLD, do_q = spec.LLD, spec.do_q
+    se_out, chisq, zsmooth, status, flags, wald, qstatus = out
+    k = beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    nmom = Kst
+    npair = k * (k - 1) // 2
+    npar = se_out.shape[1]
+    nf1 = 2 * k + 2
+    nf2 = 2 * k
+    mx = max(nf1, 1)
+    VS = np.empty((k, k))
+    VSc = np.empty((k, k))
+    Sf = np.empty((K1, K1))
+    Vf = np.empty((Kst, Kst))
+    tmpK = np.empty((Kst, Kst))
+    zpre = np.empty(k)
+    w = np.empty(nmom)
+    resid = np.empty(nmom)
+    J = np.empty((nmom, mx))
+    H = np.empty((mx, mx))
+    Br = np.empty((mx, mx))
+    Z = np.empty((mx, nmom))
+    Om = np.empty((mx, mx))
+    col = np.empty(max(mx, nmom))
+    tmpv = np.empty(max(mx, nmom))
+    lv = np.empty(k)
+    # LD moments in vech(S_LD) order (column-major lower triangle) and the trait pairs among them
+    ma = np.empty(nmom - K1, np.int64)
+    mb = np.empty(nmom - K1, np.int64)
+    la_ = np.empty(npair, np.int64)
+    lb_ = np.empty(npair, np.int64)
+    pm = np.empty(npair, np.int64)
+    m = 0
+    q = 0
+    for b in range(k):
+        for a in range(b, k):
+            ma[m] = a
+            mb[m] = b
+            if a != b:
+                la_[q] = a
+                lb_[q] = b
+                pm[q] = m
+                q += 1
+            m += 1
+    wq = np.empty(K1 + npair)
+    lpsi = np.empty(max(npair, 1))
+    s = np.empty(k)
+    h = np.empty(k)
+    gq = np.empty(k)
+    Hn = np.empty((k, k))
+    HG = np.empty((k, k))
+    HW = np.empty((k, k))
+    dq = np.empty(k)
+    hn = np.empty(k)
+    rq = np.empty(k + npair)
+    rn = np.empty(k + npair)
+    QM = np.empty((k, k))
+    qv = np.empty(k)
+    for i in range(lo, hi):
+        for p in range(npar):
+            se_out[i, p] = np.nan
+        chisq[i] = np.nan
+        zsmooth[i] = np.nan
+        wald[i] = np.nan
+        qstatus[i] = ST_NOCONV
+        flags[i] = 0
+        v0 = var[i]
+        bad = _input_status(v0, beta[i], se[i], k)
+        if bad != 0:
+            status[i] = bad
+            qstatus[i] = bad
+            continue
+        v_snp_into(se[i], I_LD, v0, gc, VS)
+        s_full_into(S_LD, beta[i], v0, Sf)
+        fl = 0
+        for a in range(K1):
+            for b in range(K1):
+                tmpK[a, b] = Sf[a, b]
+        if not _chol(tmpK, K1, 0.0):
+            if not near_pd(Sf.copy(), Sf):
+                status[i] = ST_NEARPD_FAIL
+                qstatus[i] = ST_NEARPD_FAIL
+                continue
+            fl |= FLAG_S_SMOOTHED
+        if not v_pd_known:
+            v_full_into(V_LD, VS, varse2, Vf)
+            for a in range(Kst):
+                for b in range(Kst):
+                    tmpK[a, b] = Vf[a, b]
+            if not _chol(tmpK, Kst, 0.0):
+                status[i] = ST_CF_GENERAL
+                qstatus[i] = ST_CF_GENERAL
+                continue
+        flags[i] = fl
+        if smooth_check:
+            if fl != 0:
+                z_pre_into(beta[i], se[i], I_LD, gc, zpre)
+                zm = 0.0
+                for t in range(k):
+                    dz = abs(Sf[t + 1, 0] / np.sqrt(VS[t, t]) - zpre[t])
+                    if dz > zm:
+                        zm = dz
+                zsmooth[i] = zm
+            else:
+                zsmooth[i] = 0.0
+        if st1[i] != ST_OK:
+            status[i] = st1[i]
+            qstatus[i] = st1[i]
+            continue
+        # ---- stage 1 at est: residuals, chi-square, Jacobian (column = parameter number)
+        w[0] = 1.0 / varse2
+        for t in range(k):
+            w[1 + t] = 1.0 / VS[t, t]
+        for m in range(nmom - K1):
+            w[K1 + m] = 1.0 / V_LD[m, m]
+        lv[0] = 1.0
+        for t in range(1, k):
+            lv[t] = est[i, pidx[t - 1]]
+        b_ = est[i, pidx[k - 1]]
+        psi = est[i, pidx[2 * k]]
+        v = est[i, pidx[2 * k + 1]]
+        phi = psi + b_ * b_ * v
+        for m in range(nmom):
+            for c in range(nf1):
+                J[m, c] = 0.0
+        cb = pidx[k - 1]
+        cpsi = pidx[2 * k]
+        cv = pidx[2 * k + 1]
+        resid[0] = Sf[0, 0] - v
+        J[0, cv] = 1.0
+        for t in range(k):
+            resid[1 + t] = Sf[t + 1, 0] - lv[t] * b_ * v
+            if t >= 1:
+                J[1 + t, pidx[t - 1]] = b_ * v
+            J[1 + t, cb] = lv[t] * v
+            J[1 + t, cv] = lv[t] * b_
+        for m in range(nmom - K1):
+            a = ma[m]
+            b = mb[m]
+            ll = lv[a] * lv[b]
+            mod = ll * phi
+            if a == b:
+                mod += est[i, pidx[k + a]]
+                J[K1 + m, pidx[k + a]] = 1.0
+            resid[K1 + m] = Sf[a + 1, b + 1] - mod
+            if a >= 1:
+                J[K1 + m, pidx[a - 1]] += lv[b] * phi
+            if b >= 1:
+                J[K1 + m, pidx[b - 1]] += lv[a] * phi
+            J[K1 + m, cpsi] = ll
+            J[K1 + m, cb] = 2.0 * b_ * v * ll
+            J[K1 + m, cv] = b_ * b_ * ll
+        for a in range(k):
+            for b in range(k):
+                VSc[a, b] = VS[a, b]
+        if _chol(VSc, k, 0.0):
+            qq = resid[0] * resid[0] / varse2
+            qq += _chol_quad(VSc, k, resid[1:K1], tmpv)
+            qq += _chol_quad(LLD, nmom - K1, resid[K1:], tmpv)
+            chisq[i] = qq
+        if not _sandwich(J, w, nmom, nf1, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, 0, 0):
+            status[i] = ST_SINGULAR
+            qstatus[i] = ST_SINGULAR
+            continue
+        for c in range(nf1):
+            d = Om[c, c]
+            se_out[i, c] = np.sqrt(d) if d >= 0.0 else np.nan
+        status[i] = ST_OK
+        if not do_q:
+            continue
+        # ---- Q model: h from beta (SNP moments exact), residual variances profiled out
+        for t in range(k):
+            s[t] = Sf[t + 1, 0]
+            h[t] = beta[i, t]
+        for q in range(npair):
+            lpsi[q] = lv[la_[q]] * lv[lb_[q]] * psi
+        for t in range(K1):
+            wq[t] = w[t]
+        for q in range(npair):
+            wq[K1 + q] = w[K1 + pm[q]]
+        code, _ = _q_fit(h, k, v, s, wq, Sf, lpsi, la_, lb_, rq, gq, Hn, HG, HW, dq, hn, rn)
+        if code != ST_OK:
+            qstatus[i] = code
+            continue
+        for m in range(nmom):
+            for c in range(nf2):
+                J[m, c] = 0.0
+        for t in range(k):
+            J[1 + t, qcol[t]] = v
+        for m in range(nmom - K1):
+            a = ma[m]
+            b = mb[m]
+            J[K1 + m, qcol[a]] += h[b] * v
+            J[K1 + m, qcol[b]] += h[a] * v
+            if a == b:
+                J[K1 + m, qcol[k + a]] = 1.0
+        # the direct effects are the first k free parameters of the Q model (qcol[:k] = 0..k-1)
+        if not _sandwich(J, w, nmom, nf2, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, 0, k):
+            qstatus[i] = ST_SINGULAR
+            continue
+        for a in range(k):
+            qv[a] = h[a] - lv[a] * b_
+            for b in range(k):
+                QM[a, b] = Om[a, b]
+        if _chol(QM, k, 0.0):
+            wald[i] = _chol_quad(QM, k, qv, tmpv)
+        qstatus[i] = ST_OK
+
+
+def commonfactor_se_q(
+    beta,
+    se,
+    var,
+    S_LD,
+    V_LD,
+    I_LD,
+    gc,
+    varse2,
+    v_pd_known,
+    est,
+    status1,
+    pidx,
+    qcol,
+    *,
+    toler=0.0,
+    smooth_check=False,
+    do_q=True,
+    parallel=None,
+):
+    """Stage 1's SEs and chi-square at ``est`` (the reduced fit's estimates, n x npar; SNPs whose
+    ``status1`` is not ST_OK keep it and get no SEs) and, with ``do_q``, the Q model's Wald
+    statistic.  Returns a dict of arrays: se (n x npar), chisq, zsmooth, status, flags, wald,
+    qstatus; rows with status :data:`ST_CF_GENERAL` are for the general kernel."""
+    n, k = beta.shape
+    npar = est.shape[1]
+    out = CfSeOut(
+        np.empty((n, npar)),
+        np.empty(n),
+        np.empty(n),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n),
+        np.empty(n, np.int64),
+    )
+    if n == 0:
+        return out._asdict()
+    snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
+    try:
+        LLD = np.ascontiguousarray(np.linalg.cholesky(snp.V_LD))
+    except np.linalg.LinAlgError:
+        LLD = np.full_like(snp.V_LD, np.nan)
+    spec = CfSeSpec(
+        np.ascontiguousarray(pidx, np.int64),
+        np.ascontiguousarray(qcol, np.int64),
+        float(toler),
+        bool(smooth_check),
+        LLD,
+        bool(do_q),
+    )
+    est = np.ascontiguousarray(est, np.float64)
+    st1 = np.ascontiguousarray(status1, np.int64)
+    if parallel is None:
+        parallel = n >= 2048
+    if parallel:
+        run_chunks(_se_range, n, n_chunks(n), snp, spec, est, st1, out)
+    else:
+        _se_range(0, n, snp, spec, est, st1, out)
+    return out._asdict()
