@@ -355,7 +355,7 @@ def test_out_equals_in_memory_and_resume(small, tmp_path, monkeypatch):
     disk = res.collect()
     assert_frame_equal(mem, disk)
     assert sorted(res.gif) == ["rain", "temp"] and "T_temp" in disk.columns
-    meta = L.assoc.pq.read_schema(res.sink.files[0]).metadata
+    meta = L.assoc_disk.pq.read_schema(res.sink.files[0]).metadata
     assert b"polgen.lfmm.calibration" in meta
     from polgen.io.sink import read_metadata
 
@@ -364,27 +364,64 @@ def test_out_equals_in_memory_and_resume(small, tmp_path, monkeypatch):
     with pytest.raises(OutputExistsError):
         env.lfmm.test(model, bed, full=True, out=tmp_path / "o", task_snps=250)
 
-    # a run killed in the middle of the first pass resumes to identical files
-    calls = {"n": 0}
-    real = L.assoc._raw_part
+    # the statistics are held in memory and the table written once: no uncalibrated parts; a run
+    # killed while computing (nothing recorded) or while writing the final parts resumes to
+    # byte-identical files
+    D = L.assoc_disk
+    for stage, name in (("compute", "_range_stats"), ("write", "_final_part")):
+        calls = {"n": 0}
+        real = getattr(D, name)
 
-    def flaky(task):
+        def flaky(task, real=real, calls=calls):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("killed")
+            return real(task)
+
+        monkeypatch.setattr(D, name, flaky)
+        with pytest.raises(KeyboardInterrupt):
+            env.lfmm.test(model, bed, full=True, out=tmp_path / stage, task_snps=250)
+        monkeypatch.setattr(D, name, real)
+        manifest = (tmp_path / stage / "_polgen_manifest.jsonl").read_text().splitlines()
+        assert len(manifest) - 1 == (0 if stage == "compute" else 2)  # the header, then one line per part
+        assert not (tmp_path / stage / D._RAW).exists()
+        again = env.lfmm.test(model, bed, full=True, out=tmp_path / stage, task_snps=250, resume=True)
+        assert_frame_equal(again.collect(), disk)
+        _assert_same_parts(tmp_path / "o", tmp_path / stage)
+
+    # above the memory cap the statistics spill to uncalibrated parts first (two passes): the same
+    # files; a run killed in the middle of the first pass resumes to identical files
+    monkeypatch.setattr(D, "HOLD_STATS_BYTES", 0)
+    calls = {"n": 0}
+    real = D._raw_part
+
+    def flaky_raw(task):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("killed")
         return real(task)
 
-    monkeypatch.setattr(L.assoc, "_raw_part", flaky)
+    monkeypatch.setattr(D, "_raw_part", flaky_raw)
     with pytest.raises(KeyboardInterrupt):
         env.lfmm.test(model, bed, full=True, out=tmp_path / "r", task_snps=250)
-    monkeypatch.setattr(L.assoc, "_raw_part", real)
+    assert (tmp_path / "r" / D._RAW).exists()
+    monkeypatch.setattr(D, "_raw_part", real)
     again = env.lfmm.test(model, bed, full=True, out=tmp_path / "r", task_snps=250, resume=True)
     assert_frame_equal(again.collect(), disk)
+    _assert_same_parts(tmp_path / "o", tmp_path / "r")
+    assert not (tmp_path / "r" / D._RAW).exists()
     # ... and a finished run asked to resume is returned as is
     done = env.lfmm.test(model, bed, full=True, out=tmp_path / "r", task_snps=250, resume=True)
     assert done.gif == res.gif
     # overwrite replaces it
     env.lfmm.test(model, bed, out=tmp_path / "r", task_snps=500, overwrite=True, calibrate=None)
+
+
+def _assert_same_parts(a: Path, b: Path) -> None:
+    pa_, pb_ = sorted(a.glob("part-*.parquet")), sorted(b.glob("part-*.parquet"))
+    assert [f.name for f in pa_] == [f.name for f in pb_] and pa_
+    for x, y in zip(pa_, pb_):
+        assert x.read_bytes() == y.read_bytes(), f"{y} differs from {x}"
 
 
 def test_executors_give_identical_output(small, tmp_path):

@@ -1,0 +1,409 @@
+"""LFMM2 test output to a resumable parquet run folder (see :func:`polgen.lfmm.test`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from polgen.engine.executor import run_tasks, run_to_sink
+from polgen.errors import ResumeError
+from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, OutputLock, PartInfo, params_to_json, write_part
+from polgen.lfmm import calibrate as cal
+from polgen.lfmm.fused import RangeTask, _calibration_dict, _colnames, _frame, _open, _source_of, compute_range
+from polgen.lfmm.genotypes import source_spec
+from polgen.lfmm.result import LfmmTestResult
+
+#: with calibration, per-SNP statistics of up to this many bytes are held in memory until the
+#: calibration is known, so that the final table is written once (about 1.6M SNPs for one
+#: variable); a bigger run writes uncalibrated parts first and reads them back
+HOLD_STATS_BYTES = 64 << 20
+
+_RAW = "_uncalibrated"
+_PROJ = "_lfmm_projection.npz"
+
+
+@dataclass(frozen=True)
+class _RawTask:
+    rt: RangeTask
+    full: bool
+    calibrate: str | None
+    label: str | None = None
+
+
+def _raw_part(task: _RawTask) -> pl.DataFrame:
+    """Worker, first pass.  Without calibration: the final table of the range.  With it: only
+    the statistics (``T0..``, ``B0..``, ``F``, ...) — the second pass adds ids, p-values and
+    the calibrated columns, so the wide table is written once."""
+    arrs = compute_range(task.rt)
+    src, proj = _open(task.rt)
+    if task.calibrate is None:
+        return _frame(
+            src, task.rt.start, task.rt.stop, arrs, proj.names, proj.df, proj.df_full, task.full, None, None, None
+        )
+    raw = {"A1FREQ": arrs["A1FREQ"], "N_MISS": arrs["N_MISS"], "MONO": arrs["MONO"]}
+    for j in range(proj.d):
+        raw[f"T{j}"] = arrs["T"][j]
+        raw[f"B{j}"] = arrs["BETA"][j]
+        raw[f"S{j}"] = arrs["SE"][j]
+    if task.full:
+        raw["F"] = arrs["F"]
+        raw["ADJ_R2"] = arrs["ADJ_R2"]
+    return pl.DataFrame(raw)
+
+
+@dataclass(frozen=True)
+class _CalTask:
+    raw_file: str
+    source: Any
+    start: int
+    stop: int
+    block_snps: int
+    names: tuple[str, ...]
+    df: float
+    df_full: float
+    full: bool
+    calibrate: str
+    consts: tuple  # per-variable dicts as tuples of items
+    fconst: float | None
+    meta: str
+    label: str | None = None
+
+
+def _cal_part(task: _CalTask):
+    """Worker, second pass: the final, calibrated table of one range from its raw part."""
+    raw = pl.read_parquet(task.raw_file)
+    d = len(task.names)
+    arrs = {
+        "A1FREQ": raw["A1FREQ"].to_numpy(),
+        "N_MISS": raw["N_MISS"].to_numpy(),
+        "MONO": raw["MONO"].to_numpy(),
+        "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
+        "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)]),
+        "SE": np.vstack([raw[f"S{j}"].to_numpy() for j in range(d)]),
+    }
+    if task.full:
+        arrs["F"] = raw["F"].to_numpy()
+        arrs["ADJ_R2"] = raw["ADJ_R2"].to_numpy()
+    src = _source_of(task.source, task.block_snps)
+    consts = [dict(c) for c in task.consts]
+    out = _frame(
+        src,
+        task.start,
+        task.stop,
+        arrs,
+        list(task.names),
+        task.df,
+        task.df_full,
+        task.full,
+        task.calibrate,
+        consts,
+        task.fconst,
+    ).to_arrow()
+    md = dict(out.schema.metadata or {})
+    md[b"polgen.lfmm.calibration"] = task.meta.encode()
+    return out.replace_schema_metadata(md)
+
+
+def stats_bytes_per_snp(d: int, full: bool) -> int:
+    """Bytes of the per-SNP statistics :func:`_one_pass` holds until the calibration is known:
+    A1FREQ, N_MISS, MONO, BETA/SE/T per variable (and F, ADJ_R2 with ``full``)."""
+    return 8 + 8 + 1 + 24 * d + (16 if full else 0)
+
+
+def _test_to_disk(
+    src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
+):
+    """Stream the test to the run folder ``out``.  With calibration, when the statistics of all SNPs
+    take at most :data:`HOLD_STATS_BYTES`, they are held in memory and the final table is written
+    once (:func:`_one_pass`); otherwise they spill to uncalibrated parts first (:func:`_two_pass`),
+    so memory stays flat in the number of SNPs."""
+    n_snps = ranges[-1][1] - ranges[0][0]
+    if calibrate and n_snps * stats_bytes_per_snp(proj.d, full) <= HOLD_STATS_BYTES:
+        return _one_pass(
+            src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out, params, resume, overwrite
+        )
+    return _two_pass(
+        src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out, params, resume, overwrite
+    )
+
+
+def _range_stats(task: RangeTask) -> dict[str, np.ndarray]:
+    """Worker of :func:`_one_pass`: the statistics of one range (without the unused OLS betas)."""
+    arrs = compute_range(task)
+    arrs.pop("OLS", None)
+    return arrs
+
+
+@dataclass(frozen=True)
+class _FinalTask:
+    """A final part of :func:`_one_pass`: its statistics and the run's calibration (driver threads)."""
+
+    out: str
+    batch: int
+    src: Any
+    start: int
+    stop: int
+    arrs: dict
+    proj: Any
+    full: bool
+    calibrate: str
+    consts: list
+    fconst: float | None
+    meta: str
+    params_json: str
+
+
+def _final_part(task: _FinalTask) -> PartInfo:
+    proj = task.proj
+    table = _frame(
+        task.src,
+        task.start,
+        task.stop,
+        task.arrs,
+        proj.names,
+        proj.df,
+        proj.df_full,
+        task.full,
+        task.calibrate,
+        task.consts,
+        task.fconst,
+    ).to_arrow()
+    md = dict(table.schema.metadata or {})
+    md[b"polgen.lfmm.calibration"] = task.meta.encode()
+    return write_part(task.out, task.batch, table.replace_schema_metadata(md), task.params_json)
+
+
+def _recorded_column(sink: BatchSink, batch: int, name: str) -> np.ndarray:
+    """Column ``name`` of a recorded final part as float64 (nulls -> NaN)."""
+    col = pq.read_table(sink.path / sink.completed[batch].file, columns=[name]).column(0)
+    return col.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _one_pass(
+    src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
+):
+    """The calibrated test written once: the statistics of the pending ranges are computed into
+    memory, the calibration is computed from them (and from the T/F columns of parts a killed run
+    already recorded), then each final part is built and written atomically on threads and recorded.
+    A run killed before its first part is recorded starts again; one killed later resumes from its
+    recorded parts (the same parts, byte for byte, as an uninterrupted run)."""
+    nb = len(ranges)
+    with OutputLock(out):
+        prior: dict = {}
+        if resume and (out / SUCCESS).exists():  # read before BatchSink, which clears the success marker
+            prior = json.loads((out / SUCCESS).read_text()).get("metadata", {})
+        sink = BatchSink(out, params, resume=resume, overwrite=overwrite)
+        todo = sink.pending(range(nb))
+        if not todo:
+            if not prior.get("lfmm", {}).get("variables"):
+                prior = _metadata_from_parts(sink, names, calibrate, proj, full)
+            sink.finalize(n_batches=nb, metadata=prior)
+            shutil.rmtree(out / _RAW, ignore_errors=True)
+            return _result(sink, names)
+        pspec: Any = proj
+        proj_path = out / _PROJ
+        if executor is not None:  # workers elsewhere read the projection from the run folder
+            proj.save(proj_path)
+            pspec = str(proj_path)
+        spec = source_spec(src)
+        threads = 0 if executor is None else 1
+        tasks = [
+            RangeTask(
+                spec,
+                ranges[b][0],
+                ranges[b][1],
+                pspec,
+                full,
+                bsnps,
+                label=f"SNPs {ranges[b][0]}:{ranges[b][1]}",
+                threads=threads,
+            )
+            for b in todo
+        ]
+        try:
+            stats = dict(
+                zip(todo, run_tasks(_range_stats, tasks, executor=executor, progress=progress, description="lfmm test"))
+            )
+        finally:
+            proj_path.unlink(missing_ok=True)
+
+        def column(key: str, j: int | None, name: str) -> np.ndarray:
+            return np.concatenate(
+                [
+                    (stats[b][key] if j is None else stats[b][key][j])
+                    if b in stats
+                    else _recorded_column(sink, b, name)
+                    for b in range(nb)
+                ]
+            )
+
+        t_names = _colnames(names)["T"]
+        consts = [cal.calibration_constants(column("T", j, t_names[j]), calibrate) for j in range(proj.d)]
+        fconst = cal.f_gif(column("F", None, "F"), proj.d, proj.df_full) if full else None
+        calib = _calibration_dict(names, consts, fconst, calibrate)
+        meta = params_to_json(calib)
+        final = [
+            _FinalTask(
+                str(sink.path),
+                b,
+                src,
+                ranges[b][0],
+                ranges[b][1],
+                stats.pop(b),
+                proj,
+                full,
+                calibrate,
+                consts,
+                fconst,
+                meta,
+                sink.params_json,
+            )
+            for b in todo
+        ]
+        # frames, p-values and parquet encoding release the GIL: the parts are written on threads
+        for info in run_tasks(
+            _final_part, final, executor="threads", max_in_flight=2, progress=progress, description="lfmm write"
+        ):
+            sink.record(info)
+        sink.finalize(n_batches=nb, metadata={"lfmm": calib})
+    shutil.rmtree(out / _RAW, ignore_errors=True)
+    return _result(sink, names)
+
+
+def _two_pass(
+    src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
+):
+    """Uncalibrated parts first (the final table when ``calibrate=None``), then, with calibration,
+    the constants from their stored T (and F) columns and the final parts from them."""
+    nb = len(ranges)
+    final_done = False
+    prior: dict = {}
+    if resume and (out / MANIFEST).exists():
+        if (out / SUCCESS).exists():  # read before BatchSink, which clears the success marker
+            prior = json.loads((out / SUCCESS).read_text()).get("metadata", {})
+        sink = BatchSink(out, params, resume=True)
+        final_done = not sink.pending(range(nb))
+    elif not resume and (out / MANIFEST).exists() and not overwrite:
+        BatchSink(out, params)  # raises OutputExistsError with the standard message
+    if final_done:
+        if not prior.get("lfmm", {}).get("variables"):
+            prior = _metadata_from_parts(sink, names, calibrate, proj, full)
+        sink.finalize(n_batches=nb, metadata=prior)
+        shutil.rmtree(out / _RAW, ignore_errors=True)
+        return _result(sink, names)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_dir = out / _RAW if calibrate else out
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    proj_path = raw_dir / _PROJ
+    proj.save(proj_path)
+    src_spec = source_spec(src)
+    threads = 0 if executor is None else 1
+    work = [
+        _RawTask(
+            RangeTask(src_spec, a, b, str(proj_path), full, bsnps, threads=threads),
+            full,
+            calibrate,
+            label=f"SNPs {a}:{b}",
+        )
+        for a, b in ranges
+    ]
+    # by default two ranges are in flight on threads (each on every core: the kernels release
+    # the GIL), so one range's parquet part is written while the next is computed
+    raw = run_to_sink(
+        _raw_part,
+        work,
+        raw_dir,
+        params,
+        resume=resume,
+        overwrite=True if calibrate else overwrite,
+        executor=executor if executor is not None else "threads",
+        max_in_flight=None if executor is not None else 2,
+        progress=progress,
+        description="lfmm test",
+        finalize=False,
+    )
+    files = [str(f) for f in raw.files]
+    if len(files) != nb:
+        raise ResumeError(f"{nb - len(files)} of {nb} batches are missing", path=raw_dir)
+    t_cols = _colnames(names)["T"] if not calibrate else [f"T{j}" for j in range(proj.d)]
+    calib = _streamed_calibration(files, t_cols, names, calibrate, proj, full)
+    consts = [calib["variables"][v] for v in names]
+    fconst = calib.get("gif_F")
+    if not calibrate:
+        proj_path.unlink(missing_ok=True)
+        raw.finalize(n_batches=nb, metadata={"lfmm": calib})
+        return _result(raw, names)
+    meta = params_to_json(calib)
+    ctasks = [
+        _CalTask(
+            f,
+            src_spec,
+            a,
+            b,
+            bsnps,
+            tuple(names),
+            float(proj.df),
+            float(proj.df_full),
+            bool(full),
+            calibrate,
+            tuple(tuple(sorted(c.items())) for c in consts),
+            fconst,
+            meta,
+            label=f"SNPs {a}:{b}",
+        )
+        for f, (a, b) in zip(files, ranges)
+    ]
+    # the second pass is parquet and Polars work that releases the GIL: threads by default
+    sink = run_to_sink(
+        _cal_part,
+        ctasks,
+        out,
+        params,
+        resume=resume,
+        overwrite=overwrite,
+        executor=executor if executor is not None else "threads",
+        progress=progress,
+        max_in_flight=None if executor is not None else 2,
+        description="lfmm calibrate",
+        metadata={"lfmm": calib},
+    )
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    return _result(sink, names)
+
+
+def _streamed_calibration(files, t_cols, names, calibrate, proj, full) -> dict:
+    """Calibration constants from the T (and F) columns stored in ``files``, memory-flat."""
+
+    def column(name):
+        return lambda: (
+            pq.read_table(f, columns=[name]).column(0).to_numpy(zero_copy_only=False).astype(np.float64) for f in files
+        )
+
+    consts = [cal.streamed_constants(column(c), calibrate) for c in t_cols]
+    fconst = cal.streamed_f_gif(column("F"), proj.d, proj.df_full) if full else None
+    return _calibration_dict(names, consts, fconst, calibrate)
+
+
+def _metadata_from_parts(sink, names, calibrate, proj, full) -> dict:
+    """The run's calibration when its success marker is gone: from the parts' metadata, or
+    recomputed from their T columns (uncalibrated runs)."""
+    md = pq.read_schema(sink.files[0]).metadata or {}
+    raw = md.get(b"polgen.lfmm.calibration")
+    if raw:
+        return {"lfmm": json.loads(raw.decode())}
+    files = [str(f) for f in sink.files]
+    return {"lfmm": _streamed_calibration(files, _colnames(names)["T"], names, calibrate, proj, full)}
+
+
+def _result(sink, names) -> LfmmTestResult:
+    calib = (sink.metadata or {}).get("lfmm") or {}
+    variables = calib.get("variables") or {}
+    gifs = {v: float(variables[v]["gif"]) for v in names if v in variables}
+    return LfmmTestResult(sink.scan(), gifs, calib, path=sink.path, sink=sink)
