@@ -399,6 +399,16 @@ def _child(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_step(step: str) -> None:
+    """Run one gsem warm-up step (the work of :mod:`polgen.kernels._precompile`'s helper)."""
+    with tempfile.TemporaryDirectory(prefix="polgen_precompile_") as td:
+        steps = dict(_gsem_steps(Path(td)))
+        if step not in steps:
+            raise InputError(f"unknown warmup step {step!r}; choose from {list(steps)}")
+        with _quiet_analysis():
+            steps[step]()
+
+
 # -- command line --------------------------------------------------------------------------------
 def add_parser(subparsers) -> None:
     """Register ``polgen warmup [--methods gsem lfmm stlr] [--progress/--no-progress]``."""

@@ -47,7 +47,7 @@ from typing import Any
 
 import numba
 
-from polgen.kernels import _notice
+from polgen.kernels import _notice, _precompile
 
 __all__ = [
     "FM",
@@ -96,3 +96,5 @@ jit_rc = kernel(fastmath=REASSOC_CONTRACT)
 
 # an INFO line when a first call compiles for more than a second (see polgen.kernels._notice)
 _notice.install()
+# commonfactor_gwas: its next kernels compile in a helper process meanwhile (polgen.kernels._precompile)
+_precompile.install()

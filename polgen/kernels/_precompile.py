@@ -1,0 +1,339 @@
+"""Compile the second kernel of a call in a helper process while this process compiles the first.
+
+numba compiles under one global lock per process, so a call that needs two big kernels compiles
+them one after the other on one core.  Separate processes compile at the same time into the shared
+on-disk cache (every polgen kernel is ``cache=True``), and a process that later needs a signature
+another process has saved loads it instead of compiling it.
+
+:data:`PLANS` names, per kernel that starts the work, the kernel a helper compiles meanwhile and
+how: the helper (a Python process started with ``polgen.warmup:run_step STEP FIRST SECOND...``)
+runs the warm-up step ``STEP`` on its tiny inputs with ``FIRST`` replaced by a no-op (it is the
+kernel this process is compiling; its outputs only feed the arguments of the next kernels, whose
+*types* are all that matters), announces the signature of each ``SECOND`` as it starts compiling
+it, and exits once they are in the cache.  Here, a cache miss of ``SECOND`` with the announced signature
+waits for the helper and then loads; any other signature (or a helper that failed) compiles as
+before, so the helper only ever saves time.  commonfactor_gwas: ``_cf_range`` here, the general
+kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the first call.
+
+The helper starts only for a top-level compilation (not a cached load) of a kernel in
+:data:`PLANS`, once per process, when the process may use at least two CPUs and
+``POLGEN_PRECOMPILE`` is not ``0``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import importlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, NamedTuple
+
+__all__ = ["PLANS", "HelperPlan", "install", "enabled"]
+
+log = logging.getLogger("polgen.kernels")
+
+ENV = "POLGEN_PRECOMPILE"
+HELPER_ENV = "POLGEN_PRECOMPILE_HELPER"  # set in the helper: it never starts one itself
+WAIT = 600.0  # seconds a cache miss waits at most for the helper
+
+
+class HelperPlan(NamedTuple):
+    run: str  # "module:function" the helper calls with ``arg``: runs the work on tiny inputs
+    arg: str
+    stub: str  # the kernel this process compiles (a no-op in the helper)
+    targets: tuple[str, ...]  # the kernels the helper compiles, in the order the work calls them
+
+
+_KERNELS = "polgen.kernels."
+PLANS: dict[str, HelperPlan] = {
+    # commonfactor_gwas: the reduced fit here; its SEs / Q in closed form and the general kernel
+    # (the Q model, SNPs that need nearPD) in the helper
+    _KERNELS + "commonfactor._cf_range": HelperPlan(
+        "polgen.warmup:run_step",
+        "gsem.commonfactor_gwas",
+        _KERNELS + "commonfactor._cf_range",
+        (_KERNELS + "commonfactor_se._se_range", _KERNELS + "gwas_kernel._snp_range"),
+    ),
+}
+
+_HELPER = "import sys; from polgen.kernels._precompile import _main; raise SystemExit(_main(sys.argv[1:]))"
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"installed": False}
+_helpers: dict[str, _Helper] = {}
+
+
+def enabled() -> bool:
+    """Helpers may start: not disabled, not a helper itself, and two CPUs to run on."""
+    if os.environ.get(ENV, "").strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    if os.environ.get(HELPER_ENV):
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus >= 2
+
+
+def dispatcher(qualname: str) -> Any:
+    """The dispatcher ``module.name`` (imported by name: the kernels a plan names)."""
+    mod, _, name = qualname.rpartition(".")
+    return getattr(importlib.import_module(mod), name)
+
+
+def _exists(qualname: str) -> bool:
+    try:
+        return hasattr(dispatcher(qualname), "_cache")
+    except (ImportError, AttributeError):
+        return False
+
+
+def encode(sig: tuple) -> str:
+    return base64.b64encode(pickle.dumps(tuple(sig))).decode("ascii")
+
+
+def decode(text: str) -> tuple | None:
+    try:
+        return tuple(pickle.loads(base64.b64decode(text)))
+    except Exception:  # a signature that does not unpickle here is one this process cannot use
+        return None
+
+
+class _Helper:
+    """The helper process of one plan and what it has said (signatures compiling / in the cache)."""
+
+    def __init__(self, plan: HelperPlan) -> None:
+        self.plan = plan
+        self._cond = threading.Condition()
+        self.announced: dict[str, list[tuple]] = {t: [] for t in plan.targets}
+        self.saved: dict[str, list[tuple]] = {t: [] for t in plan.targets}
+        self.exited = False
+        env = dict(os.environ, **{HELPER_ENV: "1", "NUMBA_NUM_THREADS": "1", "POLGEN_PROGRESS": "0"})
+        cmd = [sys.executable, "-c", _HELPER, plan.run, plan.arg, plan.stub, *plan.targets]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env
+        )
+        threading.Thread(target=self._read, name="polgen-precompile", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            what, _, rest = line.strip().partition(" ")
+            name, _, text = rest.partition(" ")
+            sig = decode(text) if what in {"compiling", "saved"} and name in self.saved else None
+            if sig is None:
+                continue
+            with self._cond:
+                (self.announced if what == "compiling" else self.saved)[name].append(sig)
+                self._cond.notify_all()
+        self.proc.wait()
+        with self._cond:
+            self.exited = True
+            self._cond.notify_all()
+
+    def wait(self, name: str, sig: tuple, timeout: float = WAIT) -> bool:
+        """Wait until the helper has saved kernel ``name``'s ``sig`` (True), or compiles another
+        signature of it, or has ended without it (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if sig in self.saved[name]:
+                    return True
+                announced = self.announced[name]
+                if self.exited or (announced and sig not in announced):
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _close_all() -> None:
+    for h in list(_helpers.values()):
+        h.close()
+
+
+def _wait_on_miss(name: str, helper: _Helper) -> None:
+    """A cache miss of kernel ``name`` waits for ``helper`` when it compiles that signature, then loads."""
+    cache = dispatcher(name)._cache
+    if getattr(cache, "_polgen_waits", None) is not None:
+        cache._polgen_waits = helper
+        return
+    load = cache.load_overload
+
+    def load_overload(sig, target_context):
+        cres = load(sig, target_context)
+        h = cache._polgen_waits
+        if cres is None and h is not None:
+            from numba.core import sigutils
+
+            args = tuple(sigutils.normalize_signature(sig)[0])
+            t = time.perf_counter()
+            if h.wait(name, args):
+                cres = load(sig, target_context)
+            log.debug(
+                "%s: %s the helper's compilation after %.1f s (helper: %s)",
+                name,
+                "loaded" if cres is not None else "no use of",
+                time.perf_counter() - t,
+                h.announced[name],
+            )
+        return cres
+
+    cache._polgen_waits = helper
+    cache.load_overload = load_overload
+
+
+def start(plan: HelperPlan) -> _Helper | None:
+    """Start the helper of ``plan`` (once per process); None when helpers are off or it failed."""
+    with _lock:
+        if plan.stub in _helpers:
+            return _helpers[plan.stub]
+        if not enabled():
+            return None
+        plan = plan._replace(targets=tuple(t for t in plan.targets if _exists(t)))
+        if not plan.targets:
+            return None
+        try:
+            helper = _Helper(plan)
+        except OSError:
+            return None
+        for name in plan.targets:
+            _wait_on_miss(name, helper)
+        if not _helpers:
+            atexit.register(_close_all)
+        _helpers[plan.stub] = helper
+        return helper
+
+
+def _make_listener():
+    from numba.core import event as ev
+
+    class _Trigger(ev.Listener):
+        """Starts a plan's helper when its first kernel starts compiling at the top level."""
+
+        def __init__(self) -> None:
+            self._local = threading.local()
+
+        def on_start(self, event) -> None:
+            depth = getattr(self._local, "depth", 0)
+            self._local.depth = depth + 1
+            if depth:
+                return
+            fn = getattr((event.data or {}).get("dispatcher"), "py_func", None)
+            plan = PLANS.get(f"{fn.__module__}.{fn.__qualname__}") if fn is not None else None
+            if plan is not None:
+                start(plan)
+
+        def on_end(self, event) -> None:
+            self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
+
+    return _Trigger()
+
+
+def install() -> None:
+    """Register the trigger listener (idempotent)."""
+    with _lock:
+        if _state["installed"]:
+            return
+        _state["installed"] = True
+    from numba.core import event as ev
+
+    ev.register("numba:compile", _make_listener())
+
+
+# -- inside the helper ---------------------------------------------------------------------------
+class Done(BaseException):
+    """Raised in the helper once every target is in the cache: nothing more to run."""
+
+
+def _fill(args: tuple) -> None:
+    """The stub's effect: the arrays of its tuple arguments (the kernels' output named tuples)
+    set to 0 (``ST_OK``, zero estimates), so that the step goes on deterministically."""
+    import numpy as np
+
+    for a in args:
+        if isinstance(a, tuple):
+            for x in a:
+                if isinstance(x, np.ndarray) and x.flags.writeable:
+                    x.fill(0)
+
+
+def serve(stub: str, targets: list[str], run: Any) -> int:
+    """The helper's side: ``stub`` becomes a no-op everywhere polgen refers to it (it only zeroes
+    its tuple arguments' arrays), each compilation of a kernel in ``targets`` is announced on
+    stdout (``compiling <kernel> <signature>``) and, once its signature is saved to (or found in)
+    the cache, reported (``saved ...``); ``run`` stops when every target has been.  Returns 0
+    then, 1 when ``run`` ended first."""
+    first = dispatcher(stub)
+
+    def noop(*args: Any, **kwargs: Any) -> None:
+        _fill(args)
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith("polgen."):
+            for name, value in list(vars(mod).items()):
+                if value is first:
+                    setattr(mod, name, noop)
+    left = set(targets)
+
+    def hook(target: str) -> None:
+        cache = dispatcher(target)._cache
+        save, load = cache.save_overload, cache.load_overload
+
+        def say(what: str, sig: Any) -> None:
+            from numba.core import sigutils
+
+            args = tuple(sigutils.normalize_signature(sig)[0])
+            print(f"{what} {target} {encode(args)}", flush=True)
+
+        def ready(sig: Any) -> None:
+            say("saved", sig)
+            left.discard(target)
+            if not left:
+                raise Done
+
+        def save_overload(sig, data):
+            save(sig, data)
+            ready(sig)
+
+        def load_overload(sig, target_context):
+            cres = load(sig, target_context)
+            if cres is not None:
+                ready(sig)
+            else:
+                say("compiling", sig)
+            return cres
+
+        cache.save_overload, cache.load_overload = save_overload, load_overload
+
+    for target in targets:
+        hook(target)
+    try:
+        run()
+    except Done:
+        return 0
+    return 1
+
+
+def _main(argv: list[str]) -> int:
+    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...``, see :data:`_HELPER`)."""
+    run, arg, stub, *targets = argv
+    mod, _, fn = run.partition(":")
+    work = getattr(importlib.import_module(mod), fn)
+    return serve(stub, targets, lambda: work(arg))

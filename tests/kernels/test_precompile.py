@@ -1,0 +1,155 @@
+"""polgen.kernels._precompile: a helper process compiles the next kernel of a call into the shared
+numba cache while this process compiles the first; a cache miss of the next kernel waits for it and
+loads instead of compiling.  Two small kernels in a module written to a temporary directory stand
+for commonfactor_gwas's (the helper imports it by name, as it imports polgen's)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from polgen.kernels import _precompile
+
+MODULE = '''
+import numpy as np
+from polgen.kernels._jit import jit_strict
+
+SIZE = np.zeros(1, np.int64)
+
+@jit_strict
+def first(x, out):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * x[i]
+    out.total[0] = s
+
+@jit_strict
+def second(x, total):
+    y = np.empty_like(x)
+    for i in range(x.shape[0]):
+        y[i] = np.sqrt(abs(x[i] * total)) + np.log1p(abs(x[i]))
+    return y
+
+def work(arg):
+    """the helper's run: the first kernel's output feeds the second (its types are what counts)"""
+    from collections import namedtuple
+    Out = namedtuple("Out", ["total"])
+    x = np.linspace(0.0, 1.0, int(arg))
+    out = Out(np.empty(1))
+    first(x, out)
+    SIZE[0] = out.total[0] == 0.0  # the stub zeroed it
+    second(x, out.total[0])
+'''
+
+
+@pytest.fixture
+def kernels(tmp_path, monkeypatch):
+    """The two kernels, importable here and in the helper."""
+    name = f"polgen_precompile_fake_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv(_precompile.ENV, raising=False)
+    monkeypatch.delenv(_precompile.HELPER_ENV, raising=False)
+    importlib.invalidate_caches()
+    # a new source file: nothing of it is cached (the helper inherits NUMBA_CACHE_DIR, if set)
+    mod = importlib.import_module(name)
+    plan = _precompile.HelperPlan(f"{name}:work", "5", f"{name}.first", (f"{name}.second",))
+    monkeypatch.setitem(_precompile.PLANS, f"{name}.first", plan)
+    yield mod, plan
+    for h in [_precompile._helpers.pop(plan.stub, None)]:
+        if h is not None:
+            h.close()
+    sys.modules.pop(name, None)
+
+
+def _compiled_here(fn):
+    """Names of the kernels this process compiles (not loads) while ``fn`` runs."""
+    from numba.core import event as ev
+
+    names: list[str] = []
+
+    class L(ev.Listener):
+        def on_start(self, e):
+            names.append(e.data["dispatcher"].py_func.__name__)
+
+        def on_end(self, e):
+            pass
+
+    with ev.install_listener("numba:compile", L()):
+        fn()
+    return names
+
+
+@pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
+def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels):
+    mod, plan = kernels
+    from collections import namedtuple
+
+    x = np.linspace(0.0, 1.0, 7)
+    out = namedtuple("Out", ["total"])(np.empty(1))
+    compiled = _compiled_here(lambda: mod.first(x, out))  # starts the helper
+    assert compiled[:1] == ["first"]
+    helper = _precompile._helpers[plan.stub]
+    compiled = _compiled_here(lambda: mod.second(x, out.total[0]))
+    assert "second" not in compiled, "the second kernel compiled here instead of loading the helper's"
+    assert helper.proc.wait(timeout=120) == 0
+    assert len(helper.saved[f"{mod.__name__}.second"]) == 1
+    ref = np.sqrt(np.abs(x * np.sum(x * x))) + np.log1p(np.abs(x))
+    np.testing.assert_allclose(mod.second(x, out.total[0]), ref, rtol=1e-14)
+    # only one helper per plan and process
+    assert _precompile.start(plan) is helper
+
+
+@pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
+def test_other_signature_compiles_here(kernels):
+    """The helper compiles second(float64[:], float64); second(float32[:], float64) is not waited for."""
+    mod, plan = kernels
+    helper = _precompile.start(plan)
+    assert helper is not None
+    x32 = np.linspace(0.0, 1.0, 5, dtype=np.float32)
+    assert _compiled_here(lambda: mod.second(x32, 2.0))[:1] == ["second"]
+    assert helper.proc.wait(timeout=120) == 0
+
+
+def test_off_switch_and_helper_env(monkeypatch):
+    monkeypatch.setenv(_precompile.ENV, "0")
+    assert not _precompile.enabled()
+    monkeypatch.delenv(_precompile.ENV)
+    monkeypatch.setenv(_precompile.HELPER_ENV, "1")
+    assert not _precompile.enabled()  # a helper never starts another
+
+
+def test_a_failed_helper_releases_the_waiter():
+    """A helper that ends without the signature: the waiter returns False at once."""
+    plan = _precompile.HelperPlan("polgen_no_such_module:work", "1", "polgen.kernels.linalg._chol", ("x.y",))
+    h = _precompile._Helper(plan)
+    try:
+        assert h.wait("x.y", ("sig",), timeout=60) is False
+        assert h.exited and h.proc.returncode != 0
+    finally:
+        h.close()
+
+
+def test_signatures_round_trip():
+    from numba import typeof
+
+    from polgen.kernels.gwas import GwasOut
+
+    out = GwasOut(*(np.empty((2, 2)) for _ in range(10)))
+    sig = (typeof(1), typeof(out), typeof(None))
+    assert _precompile.decode(_precompile.encode(sig)) == sig
+    assert _precompile.decode("not base64 pickle") is None
+
+
+def test_plans_name_existing_kernels():
+    for trigger, plan in _precompile.PLANS.items():
+        assert plan.stub == trigger
+        assert _precompile._exists(plan.stub)
+        mod, _, fn = plan.run.partition(":")
+        assert callable(getattr(importlib.import_module(mod), fn))
