@@ -1,16 +1,19 @@
-"""Decode packed PLINK .bed rows for the LFMM2 test pass: centred dosages and ``y'y`` in one go.
+"""Decode packed PLINK .bed rows for the LFMM2 test pass: dosages and ``y'y`` in one pass.
 
-The fused test pass needs, per SNP, the mean-imputed, centred dosages ``y`` (a Fortran column
-for the GEMM with the projections) and ``y'y``.  Compared with the general decoder
-(:mod:`polgen.kernels.bed_decode`, then a sum of squares over the floats) this kernel
+The fused test pass needs, per SNP, the projections ``T'y`` of the mean-imputed, centred dosages
+``y`` and ``y'y``.  Compared with the general decoder (:mod:`polgen.kernels.bed_decode`: a pass
+for the mean, a pass writing centred values, then a sum of squares over the floats) these kernels
 
-* gets ``y'y`` from the integer counts of the first pass over the bytes:
-  ``y'y = (c * sum dos^2 - s^2) / c`` with ``s`` the dosage sum over the ``c`` calls (an exact
-  integer numerator, one rounding), so the decoded floats are never read back;
-* writes two genotypes per lookup from a 16-entry table of (value, value) pairs per nibble.
+* write the *uncentred* dosages ``v`` (0 for a missing call) in a single pass over the bytes, two
+  genotypes per lookup from a constant 16-entry table of (value, value) pairs per nibble, while
+  summing dosages, squares and missing calls through one 256-entry table of packed counts;
+* get ``y'y = (c * sum dos^2 - s^2) / c`` from those integer counts (``s`` the dosage sum over
+  the ``c`` calls: an exact integer numerator, one rounding), so the floats are never read back;
+* centre the products instead of the genotypes: ``y = v - mean * o`` (``o`` the called samples),
+  so ``T'y = T'v - mean (T'1 - sum of T's rows of the missing samples)`` (:func:`center_projection`,
+  a k x m correction after the GEMM; the rows of T are only revisited for SNPs with missing calls).
 
-The decoded values are bit-identical to ``bed_decode`` with ``scale="center"`` (``dos - mean``,
-0 for a missing call); ``freq`` is mean / 2 (NaN without calls), ``nmiss`` the missing count.
+``freq`` is mean / 2 (NaN without calls), ``nmiss`` the missing count.
 Codes: ``00`` -> dosage[0], ``01`` -> missing, ``10`` -> dosage[2], ``11`` -> dosage[3].
 """
 
@@ -36,55 +39,88 @@ def byte_tables(dosage: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     )
 
 
+def packed_byte_table(dosage: np.ndarray) -> np.ndarray:
+    """:func:`byte_tables` in one int64 per byte value: dosage sum in bits 0-15, sum of squares
+    in bits 16-31, missing count from bit 32 (a row of up to 8,000 bytes cannot carry over)."""
+    s, q, m = byte_tables(dosage)
+    return np.ascontiguousarray(s | (q << 16) | (m << 32))
+
+
+def pair_table(dosage: np.ndarray) -> np.ndarray:
+    """``(16, 2)``: the dosages of the two genotypes of a nibble (0 for a missing call)."""
+    x = np.arange(16)
+    codes = np.stack([x & 3, x >> 2], axis=1)
+    dos = np.asarray(dosage, dtype=np.float64)[codes]
+    return np.ascontiguousarray(np.where(codes == 1, 0.0, dos))
+
+
 @jit_exact
-def decode_center_yy(packed, rows, n, dosage, sum_lut, sq_lut, miss_lut, out, freq, nmiss, yy):
-    """Centred dosages of ``packed[rows[j]]`` into ``out[:, j]`` (``(n, len(rows))``, Fortran
-    order), with ``freq``, ``nmiss`` and ``yy`` (``y'y``) per SNP; see the module docs."""
+def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, nmiss, yy):
+    """Uncentred dosages of ``packed[rows[j]]`` into ``out[:, j]`` (0 for a missing call) in one
+    pass over the bytes, with the call mean, ``freq``, ``nmiss`` and ``y'y`` of the centred,
+    mean-imputed SNP (as :func:`decode_center_yy`).  The centred SNP is ``y = v - mean * o``
+    (``o`` the called samples), so a projection ``T'y = T'v - mean (T'1 - T'[missing])``:
+    see :func:`center_projection`."""
     nfull = n // 4
     rem = n - 4 * nfull
-    tab = np.empty((16, 2))
     for j in range(rows.shape[0]):
         row = packed[rows[j]]
-        s = 0
-        q = 0
-        m = 0
+        tot = 0
         for b in range(nfull):
             byte = row[b]
-            s += sum_lut[byte]
-            q += sq_lut[byte]
-            m += miss_lut[byte]
+            tot += packlut[byte]
+            lo = byte & 15
+            hi = byte >> 4
+            i = 4 * b
+            out[i, j] = pairs[lo, 0]
+            out[i + 1, j] = pairs[lo, 1]
+            out[i + 2, j] = pairs[hi, 0]
+            out[i + 3, j] = pairs[hi, 1]
+        s = tot & 0xFFFF
+        q = (tot >> 16) & 0xFFFF
+        m = tot >> 32
         for k in range(rem):
             c = (row[nfull] >> (2 * k)) & 3
             if c == 1:
                 m += 1
+                out[4 * nfull + k, j] = 0.0
             else:
                 v = dosage[c]
                 s += v
                 q += v * v
+                out[4 * nfull + k, j] = float(v)
         cnt = n - m
         nmiss[j] = m
         if cnt == 0:
             freq[j] = np.nan
             yy[j] = 0.0
-            for i in range(n):
-                out[i, j] = 0.0
+            mean[j] = 0.0
             continue
-        mean = s / cnt
-        freq[j] = 0.5 * mean
+        mu = s / cnt
+        mean[j] = mu
+        freq[j] = 0.5 * mu
         yy[j] = (cnt * q - s * s) / cnt
-        for x in range(16):
-            for h in range(2):
-                c = (x >> (2 * h)) & 3
-                tab[x, h] = 0.0 if c == 1 else dosage[c] - mean
+
+
+@jit_exact
+def center_projection(packed, rows, n, mean, nmiss, colsum, T, PT):
+    """``PT[j] = T'v_j`` -> ``T'y_j = T'v_j - mean_j (colsum - sum of T's rows of the samples
+    missing in SNP j)`` (``colsum = T'1``), for the SNPs of :func:`decode_dosage_yy`."""
+    w = PT.shape[1]
+    nfull = (n + 3) // 4
+    for j in range(rows.shape[0]):
+        mu = mean[j]
+        if mu == 0.0:  # no calls (all values 0) or a dosage mean of 0: T'v is already T'y
+            continue
+        for c in range(w):
+            PT[j, c] -= mu * colsum[c]
+        if nmiss[j] == 0:
+            continue
+        row = packed[rows[j]]
         for b in range(nfull):
             byte = row[b]
-            lo = byte & 15
-            hi = byte >> 4
-            i = 4 * b
-            out[i, j] = tab[lo, 0]
-            out[i + 1, j] = tab[lo, 1]
-            out[i + 2, j] = tab[hi, 0]
-            out[i + 3, j] = tab[hi, 1]
-        for k in range(rem):
-            c = (row[nfull] >> (2 * k)) & 3
-            out[4 * nfull + k, j] = tab[c, 0]
+            for k in range(4):
+                i = 4 * b + k
+                if i < n and ((byte >> (2 * k)) & 3) == 1:
+                    for c in range(w):
+                        PT[j, c] += mu * T[i, c]

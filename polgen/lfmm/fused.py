@@ -19,7 +19,7 @@ from polgen.errors import InputError
 from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
 from polgen.kernels.lfmm import block_stats, colsumsq_into
-from polgen.kernels.lfmm_decode import byte_tables, decode_center_yy
+from polgen.kernels.lfmm_decode import center_projection, decode_dosage_yy, packed_byte_table, pair_table
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.genotypes import cache_block_snps, default_threads, split_range
 from polgen.lfmm.model import LfmmModel
@@ -154,6 +154,8 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     T = np.zeros((proj.n, mp))
     T[:, :m] = proj.Tt.T
     PT = np.empty((nb, mp))
+    colsum = T.sum(axis=0)
+    mean = np.empty(nb)
     yy = np.empty(nb)
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
@@ -162,26 +164,22 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
 
     def run_packed(a: int, b: int) -> None:
         # decode (and y'y from the integer counts) straight from the .bed rows, then one GEMM
+        # (uncentred dosages in one pass over the bytes; the centring is applied to the k x m
+        # products, T'y = T'v - mean T'1 + the missing calls' rows)
         dosage = DOSAGE_A1 if src.count_a1 else DOSAGE_A2
-        luts = byte_tables(dosage)
+        packlut, pairs = packed_byte_table(dosage), pair_table(dosage)
         buf = np.empty((proj.n, bs + 1), order="F")
         for s in range(a, b, bs):
             e = min(b, s + bs)
             k, off = e - s, s - task.start
+            sl = slice(off, off + k)
             packed, rows = src.packed_rows(s, e)
-            decode_center_yy(
-                packed,
-                rows,
-                proj.n,
-                dosage,
-                *luts,
-                buf[:, :k],
-                freq[off : off + k],
-                nmiss[off : off + k],
-                yy[off : off + k],
+            decode_dosage_yy(
+                packed, rows, proj.n, dosage, packlut, pairs, buf[:, :k], mean[sl], freq[sl], nmiss[sl], yy[sl]
             )
-            src.release_rows(s, e)
             project(buf, k, off)
+            center_projection(packed, rows, proj.n, mean[sl], nmiss[sl], colsum, T, PT[sl])
+            src.release_rows(s, e)
 
     def project(buf: np.ndarray, k: int, off: int) -> None:
         # an even number of rows: OpenBLAS computes the last row of an odd-sized product with

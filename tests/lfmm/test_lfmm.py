@@ -655,10 +655,12 @@ def test_fit_reads_the_estimation_snps_once(small, monkeypatch):
 
 @pytest.mark.parametrize("n", [1, 7, 150, 1001])
 def test_packed_decode_equals_the_bed_decoder(n):
-    """The test pass's decoder (centred dosages + y'y from integer counts) gives the general
-    .bed decoder's values bit for bit, and y'y to rounding, with missing calls and n % 4 != 0."""
+    """The test pass's decoder (dosages in one pass, y'y from integer counts, the centring applied
+    to the products) gives the general .bed decoder's dosages bit for bit, its frequencies and
+    missing counts, y'y to rounding, and the centred products T'y to rounding, with missing calls
+    and n % 4 != 0."""
     from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2, decode_rows
-    from polgen.kernels.lfmm_decode import byte_tables, decode_center_yy
+    from polgen.kernels.lfmm_decode import center_projection, decode_dosage_yy, packed_byte_table, pair_table
 
     rng = np.random.default_rng(n)
     p = 300
@@ -666,15 +668,26 @@ def test_packed_decode_equals_the_bed_decoder(n):
     packed[::3] &= np.uint8(0b10101010)  # codes 00 / 10 only: no missing calls
     packed[5] = 0b01010101  # every call missing
     rows = np.r_[5, rng.permutation(p)[:199]]
+    T = rng.standard_normal((n, 8))
     for a1, dosage in ((True, DOSAGE_A1), (False, DOSAGE_A2)):
-        want = np.empty((n, rows.size), order="F")
+        raw = np.empty((n, rows.size), order="F")
         wf, wm = np.empty(rows.size), np.empty(rows.size, dtype=np.int64)
-        decode_rows(packed, rows, n, 1, want, wf, wm, count_a1=a1, parallel=False)
+        decode_rows(packed, rows, n, 0, raw, wf, wm, count_a1=a1, parallel=False)
+        centred = np.empty((n, rows.size), order="F")
+        decode_rows(packed, rows, n, 1, centred, np.empty(rows.size), np.empty(rows.size, np.int64), count_a1=a1)
         got = np.full((n, rows.size), 7.0, order="F")
-        gf, gm, yy = np.empty(rows.size), np.empty(rows.size, dtype=np.int64), np.empty(rows.size)
-        decode_center_yy(packed, rows, n, dosage, *byte_tables(dosage), got, gf, gm, yy)
-        np.testing.assert_array_equal(got, want)
+        mean, gf, gm, yy = (
+            np.empty(rows.size),
+            np.empty(rows.size),
+            np.empty(rows.size, np.int64),
+            np.empty(rows.size),
+        )
+        decode_dosage_yy(packed, rows, n, dosage, packed_byte_table(dosage), pair_table(dosage), got, mean, gf, gm, yy)
+        np.testing.assert_array_equal(got, np.nan_to_num(raw, nan=0.0))
         np.testing.assert_array_equal(gf, wf)
         np.testing.assert_array_equal(gm, wm)
-        np.testing.assert_allclose(yy, (want * want).sum(axis=0), rtol=1e-13, atol=1e-12)
+        np.testing.assert_allclose(yy, (centred * centred).sum(axis=0), rtol=1e-13, atol=1e-12)
+        PT = got.T @ T
+        center_projection(packed, rows, n, mean, gm, T.sum(axis=0), T, PT)
+        np.testing.assert_allclose(PT, centred.T @ T, rtol=1e-12, atol=1e-12 * np.abs(T).sum(axis=0).max())
         assert (gm == n).any() and (gm == 0).any()
