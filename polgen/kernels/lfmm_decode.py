@@ -124,3 +124,23 @@ def center_projection(packed, rows, n, mean, nmiss, colsum, T, PT):
                 if i < n and ((byte >> (2 * k)) & 3) == 1:
                     for c in range(w):
                         PT[j, c] += mu * T[i, c]
+
+
+@jit_exact
+def missing_scatter(packed, rows, n, mean, nmiss, Z, acc):
+    """For :func:`decode_dosage_yy` blocks in a product ``acc += Y Z`` computed as ``V Z - 1 (mean'Z)``:
+    add back ``mean_j Z[j]`` to the row of every sample missing in SNP j (there ``y = v = 0``)."""
+    w = Z.shape[1]
+    nfull = (n + 3) // 4
+    for j in range(rows.shape[0]):
+        mu = mean[j]
+        if nmiss[j] == 0 or mu == 0.0:
+            continue
+        row = packed[rows[j]]
+        for b in range(nfull):
+            byte = row[b]
+            for k in range(4):
+                i = 4 * b + k
+                if i < n and ((byte >> (2 * k)) & 3) == 1:
+                    for c in range(w):
+                        acc[i, c] += mu * Z[j, c]

@@ -4,6 +4,7 @@ plink2 --glm, and the calibration / output / resume / bad-input behaviour."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -651,6 +652,26 @@ def test_fit_reads_the_estimation_snps_once(small, monkeypatch):
             np.testing.assert_array_equal(x.data, y.data)
             np.testing.assert_array_equal(x.freq, y.freq)
             np.testing.assert_array_equal(x.n_miss, y.n_miss)
+
+
+def test_fit_products_from_packed_rows_equal_dense(small):
+    """The fit's pass ``Yc Yc' G`` from uncentred packed dosages (the centring and the missing
+    calls applied to the small products) equals the dense product of the centred genotypes."""
+    from polgen.io.bed import BedStream
+
+    fit_mod = importlib.import_module("polgen.lfmm.fit")
+
+    class Bar:
+        def advance(self):
+            pass
+
+    Y = BedStream(small["bed"]).read_all()
+    assert (Y == 0).any() and small["Y"].shape[0] % 4  # missing calls (0 after centring), a partial last byte
+    G = np.random.default_rng(1).standard_normal((Y.shape[0], 7))
+    want = Y @ (Y.T @ G)
+    for threads in (1, 2):
+        got = fit_mod._gram_pass(BedStream(small["bed"]), G, Bar(), threads=threads, block_snps=37)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-10 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("n", [1, 7, 150, 1001])
