@@ -126,7 +126,8 @@ def _cf_structure(
 
 def cf_stage1(plan: Plan, beta, se, var) -> dict:
     """commonfactorGWAS stage 1 under DWLS: the estimates from the reduced problem
-    (:func:`polgen.kernels.gwas.commonfactor_fit`), then SEs, chi-square, smoothing flags,
+    (:func:`polgen.kernels.gwas.commonfactor_fit`), then the SE of ``F1 ~ SNP`` (the one
+    commonfactor_gwas reports; the other columns of ``se`` are NaN), chi-square, smoothing flags,
     ``Z_smooth`` and the Q model's Wald statistic (``q_wald``, ``q_status``; see
     :func:`cf_q_result`) at those estimates in closed form
     (:func:`polgen.kernels.commonfactor_se.commonfactor_se_q`; SNPs whose V_full needs nearPD
@@ -181,6 +182,7 @@ def _cf_stage1_rule(plan: Plan, beta, se, var, n_always: int, trigger: float) ->
         cf["qcol"],
         toler=plan.toler,
         smooth_check=plan.smooth_check,
+        se_par=[plan.est_row],
     )
     n = beta.shape[0]
     res = {

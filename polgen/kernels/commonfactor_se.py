@@ -34,7 +34,7 @@ from polgen.kernels.gwas_codes import (
     ST_OK,
     ST_SINGULAR,
 )
-from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, _chol_solve, _damped_solve, near_pd
+from polgen.kernels.linalg import _chol, _chol_quad, _chol_solve, _damped_solve, near_pd
 from polgen.kernels.snp_moments import _input_status, s_full_into, snp_batch, v_full_into, v_snp_into, z_pre_into
 
 __all__ = ["ST_CF_GENERAL", "CfSeSpec", "CfSeOut", "commonfactor_se_q"]
@@ -46,55 +46,84 @@ ST_CF_GENERAL = -2
 #: ``pidx``: parameter numbers of ``l_2..l_k, b, th_1..th_k, psi, v`` (stage 1, every parameter
 #: free, so also its column); ``qcol``: the columns of ``g_1..g_k, th_1..th_k`` among the Q model's
 #: free parameters; ``toler``: R's solve tolerance (0: machine epsilon); ``LLD``: Cholesky factor
-#: of V_LD; ``do_q``: fit the Q model.
-CfSeSpec = namedtuple("CfSeSpec", ["pidx", "qcol", "toler", "smooth_check", "LLD", "do_q"])
+#: of V_LD; ``do_q``: fit the Q model; ``se_rows``: the parameters whose SEs are wanted (the
+#: others stay NaN).
+CfSeSpec = namedtuple("CfSeSpec", ["pidx", "qcol", "toler", "smooth_check", "LLD", "do_q", "se_rows"])
 #: Outputs (n rows): ``se`` (n x npar), ``chisq``, ``zsmooth``, ``status`` (stage 1), ``flags``,
 #: ``wald`` (Q), ``qstatus`` (the Q model's status).
 CfSeOut = namedtuple("CfSeOut", ["se", "chisq", "zsmooth", "status", "flags", "wald", "qstatus"])
 
 
 @jit_strict
-def _sandwich(J, w, nmom, nf, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, lo, hi):
-    """Bread ``Br = (J' W J)^-1`` (False when singular as R's ``solve(t(D) W D, tol)``), then
-    ``Om = Z V Z'`` with ``Z = Br (W J)'`` and V = blockdiag(varse2, VS, V_LD): the diagonal, and
-    the full block of the columns ``lo:hi``."""
+def _sandwich(J, w, nmom, nf, k, VS, varse2, V_LD, toler, H, Br, col, Z, VZ, Om, rows):
+    """Bread ``Br = (J' W J)^-1`` (False when singular as R's ``solve(t(D) W D, tol)``), then the
+    block of the sandwich ``Om = Z V Z'`` (``Z = Br (W J)'``, V = blockdiag(varse2, VS, V_LD)) over
+    the parameter columns ``rows`` only (``Br``, ``Z``, ``Om`` indexed by position in ``rows``).
+
+    IEEE arithmetic (the same bits however compiled); the loops run the sums of many entries side
+    by side (each entry still summed in one order) so they do not wait on one another."""
     K1 = k + 1
     nld = nmom - K1
+    nr = rows.shape[0]
+    for a in range(nf):
+        for b in range(nf):
+            H[a, b] = 0.0
+    for m in range(nmom):
+        wm = w[m]
+        for a in range(nf):
+            ja = J[m, a] * wm
+            if ja == 0.0:
+                continue
+            for b in range(a, nf):
+                H[a, b] += ja * J[m, b]
     hmax = 0.0
     for a in range(nf):
-        for b in range(a, nf):
-            s = 0.0
-            for m in range(nmom):
-                s += J[m, a] * w[m] * J[m, b]
-            H[a, b] = s
-            H[b, a] = s
+        for b in range(a + 1, nf):
+            H[b, a] = H[a, b]
         if H[a, a] > hmax:
             hmax = H[a, a]
     if not _chol(H, nf, max(toler, 2.220446049250313e-16) * hmax * nf):
         return False
-    _chol_inverse(H, nf, Br, col)
-    for a in range(nf):
+    for i in range(nr):
+        for c in range(nf):
+            col[c] = 0.0
+        col[rows[i]] = 1.0
+        _chol_solve(H, nf, col)
+        for c in range(nf):
+            Br[i, c] = col[c]
+    for i in range(nr):
         for m in range(nmom):
-            x = 0.0
-            for c in range(nf):
-                x += Br[a, c] * w[m] * J[m, c]
-            Z[a, m] = x
-    for a in range(nf):
-        for b in range(a, nf):
-            if b != a and not (lo <= a < hi and lo <= b < hi):
-                continue
-            x = Z[a, 0] * Z[b, 0] * varse2
+            Z[i, m] = 0.0
+        for c in range(nf):
+            bc = Br[i, c]
+            for m in range(nmom):
+                Z[i, m] += bc * J[m, c]
+        for m in range(nmom):
+            Z[i, m] *= w[m]
+    # VZ = V Z' row by row (V block diagonal), then Om = Z VZ
+    for b in range(nr):
+        VZ[b, 0] = varse2 * Z[b, 0]
+        for m in range(1, nmom):
+            VZ[b, m] = 0.0
+        for t2 in range(k):
+            z = Z[b, 1 + t2]
             for t in range(k):
-                for t2 in range(k):
-                    x += Z[a, 1 + t] * VS[t, t2] * Z[b, 1 + t2]
+                VZ[b, 1 + t] += VS[t, t2] * z
+        for t2 in range(nld):
+            z = Z[b, K1 + t2]
             for t in range(nld):
-                za = Z[a, K1 + t]
-                if za == 0.0:
-                    continue
-                for t2 in range(nld):
-                    x += za * V_LD[t, t2] * Z[b, K1 + t2]
-            Om[a, b] = x
-            Om[b, a] = x
+                VZ[b, K1 + t] += V_LD[t, t2] * z
+    for a in range(nr):
+        for b in range(a, nr):
+            Om[a, b] = 0.0
+    for m in range(nmom):
+        for a in range(nr):
+            za = Z[a, m]
+            for b in range(a, nr):
+                Om[a, b] += za * VZ[b, m]
+    for a in range(nr):
+        for b in range(a + 1, nr):
+            Om[b, a] = Om[a, b]
     return True
 
 
@@ -204,7 +233,7 @@ def _se_range(lo, hi, snp, spec, est, st1, out):
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
     pidx, qcol, toler, smooth_check = spec.pidx, spec.qcol, spec.toler, spec.smooth_check
-    LLD, do_q = spec.LLD, spec.do_q
+    LLD, do_q, se_rows = spec.LLD, spec.do_q, spec.se_rows
     se_out, chisq, zsmooth, status, flags, wald, qstatus = out
     k = beta.shape[1]
     K1 = k + 1
@@ -227,10 +256,12 @@ def _se_range(lo, hi, snp, spec, est, st1, out):
     H = np.empty((mx, mx))
     Br = np.empty((mx, mx))
     Z = np.empty((mx, nmom))
+    VZ = np.empty((mx, nmom))
     Om = np.empty((mx, mx))
     col = np.empty(max(mx, nmom))
     tmpv = np.empty(max(mx, nmom))
     lv = np.empty(k)
+    q_rows = np.arange(k)
     # LD moments in vech(S_LD) order (column-major lower triangle) and the trait pairs among them
     ma = np.empty(nmom - K1, np.int64)
     mb = np.empty(nmom - K1, np.int64)
@@ -365,13 +396,13 @@ def _se_range(lo, hi, snp, spec, est, st1, out):
             qq += _chol_quad(VSc, k, resid[1:K1], tmpv)
             qq += _chol_quad(LLD, nmom - K1, resid[K1:], tmpv)
             chisq[i] = qq
-        if not _sandwich(J, w, nmom, nf1, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, 0, 0):
+        if not _sandwich(J, w, nmom, nf1, k, VS, varse2, V_LD, toler, H, Br, col, Z, VZ, Om, se_rows):
             status[i] = ST_SINGULAR
             qstatus[i] = ST_SINGULAR
             continue
-        for c in range(nf1):
+        for c in range(se_rows.shape[0]):
             d = Om[c, c]
-            se_out[i, c] = np.sqrt(d) if d >= 0.0 else np.nan
+            se_out[i, se_rows[c]] = np.sqrt(d) if d >= 0.0 else np.nan
         status[i] = ST_OK
         if not do_q:
             continue
@@ -402,7 +433,7 @@ def _se_range(lo, hi, snp, spec, est, st1, out):
             if a == b:
                 J[K1 + m, qcol[k + a]] = 1.0
         # the direct effects are the first k free parameters of the Q model (qcol[:k] = 0..k-1)
-        if not _sandwich(J, w, nmom, nf2, k, VS, varse2, V_LD, toler, H, Br, col, Z, Om, 0, k):
+        if not _sandwich(J, w, nmom, nf2, k, VS, varse2, V_LD, toler, H, Br, col, Z, VZ, Om, q_rows):
             qstatus[i] = ST_SINGULAR
             continue
         for a in range(k):
@@ -432,14 +463,18 @@ def commonfactor_se_q(
     toler=0.0,
     smooth_check=False,
     do_q=True,
+    se_par=None,
     parallel=None,
 ):
     """Stage 1's SEs and chi-square at ``est`` (the reduced fit's estimates, n x npar; SNPs whose
     ``status1`` is not ST_OK keep it and get no SEs) and, with ``do_q``, the Q model's Wald
-    statistic.  Returns a dict of arrays: se (n x npar), chisq, zsmooth, status, flags, wald,
+    statistic.  ``se_par``: the parameter numbers whose SEs are computed (default all; each costs
+    a solve and a sandwich row).  Returns a dict of arrays: se (n x npar), chisq, zsmooth, status, flags, wald,
     qstatus; rows with status :data:`ST_CF_GENERAL` are for the general kernel."""
     n, k = beta.shape
     npar = est.shape[1]
+    if npar != 2 * k + 2 or len(pidx) != npar or len(qcol) != 2 * k or list(qcol[:k]) != list(range(k)):
+        raise ValueError("commonfactor_se_q: not commonfactorGWAS's parameter layout")
     out = CfSeOut(
         np.empty((n, npar)),
         np.empty(n),
@@ -463,6 +498,7 @@ def commonfactor_se_q(
         bool(smooth_check),
         LLD,
         bool(do_q),
+        np.ascontiguousarray(np.arange(npar) if se_par is None else se_par, np.int64),
     )
     est = np.ascontiguousarray(est, np.float64)
     st1 = np.ascontiguousarray(status1, np.int64)
