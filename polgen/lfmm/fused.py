@@ -313,10 +313,15 @@ def _frame(
         else:
             data["P_F_CALIBRATED"] = cal.f_log10p(fv / fconst, d, df_full)[0]
         data["ADJ_R2"] = arrs["ADJ_R2"]
-    out = pl.DataFrame(data)
-    return out.with_columns(
-        pl.col(c).fill_nan(None) for c in out.columns if out.schema[c] == pl.Float64 and c != "A1FREQ"
-    )
+    # NaN statistics (monomorphic SNPs, no calibration) are written as nulls (A1FREQ keeps NaN);
+    # a column is only rewritten when it holds a NaN
+    series = []
+    for c, v in data.items():
+        if isinstance(v, np.ndarray) and v.dtype == np.float64 and c != "A1FREQ":
+            series.append(pl.Series(c, v, nan_to_null=bool(np.isnan(v).any())))
+        else:
+            series.append(pl.Series(c, v) if isinstance(v, np.ndarray) else v.alias(c))
+    return pl.DataFrame(series)
 
 
 def _calibration_dict(names, consts, fconst, calibrate) -> dict:
