@@ -51,6 +51,12 @@ CfOut = namedtuple("CfOut", ["theta", "fmin", "status", "iters"])
 # ----------------------------------------------------------------------------------------------
 CF_RIDGE = 1e4  # l_i^2 |phi| > CF_RIDGE * max_i S_ii: the fit is running off along a ridge
 CF_LMAX = 1e5  # |l_i| > CF_LMAX (l_1 = 1): the scaling trait's loading vanishes
+#: a further start's fit whose loadings come within CF_JOIN_X (relative) of the best minimum so
+#: far with an objective within CF_JOIN_F (relative) of it stops there: it would converge to that
+#: minimum (to rounding; issue 18: ~1.3 of the ~1.6 further fits per SNP end there)
+CF_JOIN_X = 1e-3
+CF_JOIN_F = 1e-8
+ST_JOINED = -7  # _cf_lm: joined the best minimum so far (never an output status)
 
 
 @jit_strict
@@ -138,19 +144,22 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
             lb = 1.0 if b == 0 else x[b - 1]
             dp = (lb if a == t else 0.0) + (la if b == t else 0.0)
             J[k + q, j] = dp * phi + la * lb * dphi
+    # g = J'W r, H = J'W J: every entry summed over m in order, the entries side by side
     for a in range(n):
-        gs = 0.0
-        for m in range(nr):
-            wm = ws[m] if m < k else wld[m - k]
-            gs += wm * J[m, a] * r[m]
-        g[a] = gs
+        g[a] = 0.0
         for b2 in range(a, n):
-            hs = 0.0
-            for m in range(nr):
-                wm = ws[m] if m < k else wld[m - k]
-                hs += wm * J[m, a] * J[m, b2]
-            H[a, b2] = hs
-            H[b2, a] = hs
+            H[a, b2] = 0.0
+    for m in range(nr):
+        wm = ws[m] if m < k else wld[m - k]
+        rm = r[m]
+        for a in range(n):
+            wj = wm * J[m, a]
+            g[a] += wj * rm
+            for b2 in range(a, n):
+                H[a, b2] += wj * J[m, b2]
+    for a in range(n):
+        for b2 in range(a + 1, n):
+            H[b2, a] = H[a, b2]
 
 
 @jit_strict
@@ -174,7 +183,7 @@ def _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, dc, dp):
         t = j + 1
         dc[j] = (ws[t] * s[t] - 2.0 * c * ws[t] * x[j]) / den if den > 0.0 else 0.0
     for a in range(n):
-        for b in range(n):
+        for b in range(a, n):
             Hn[a, b] = -den * dc[a] * dc[b] if den > 0.0 else 0.0
         if den > 0.0:
             Hn[a, a] += c * c * ws[a + 1]
@@ -186,6 +195,7 @@ def _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, dc, dp):
         pq = (1.0 if a == 0 else x[a - 1]) * (1.0 if b == 0 else x[b - 1])
         denp += wld[q] * pq * pq
     if not (denp > 0.0):
+        _mirror(Hn, n)
         return
     for j in range(n):
         t = j + 1
@@ -201,7 +211,7 @@ def _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, dc, dp):
             dden += 2.0 * wld[q] * dq * la * lb
         dp[j] = (dnum - phi * dden) / denp
     for a in range(n):
-        for b in range(n):
+        for b in range(a, n):
             Hn[a, b] -= denp * dp[a] * dp[b]
     # N'' and D'': second derivatives of p_q (1 at the pair's two loadings when both are free)
     # and D'' = 2 sum w (p' p'' + p p'')
@@ -217,10 +227,17 @@ def _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, dc, dp):
             Hn[a - 1, a - 1] += phi * phi * wq * lb * lb
         if b > 0:
             Hn[b - 1, b - 1] += phi * phi * wq * la * la
-        if a > 0 and b > 0:
-            off = phi * phi * wq * (la * lb + pq) - phi * wq * sld[q]
-            Hn[a - 1, b - 1] += off
-            Hn[b - 1, a - 1] += off
+        if a > 0 and b > 0:  # a > b: the upper triangle is (b - 1, a - 1)
+            Hn[b - 1, a - 1] += phi * phi * wq * (la * lb + pq) - phi * wq * sld[q]
+    _mirror(Hn, n)
+
+
+@jit_strict
+def _mirror(Hn, n):
+    """Copy the upper triangle of Hn onto the lower one (an exactly symmetric matrix)."""
+    for a in range(n):
+        for b in range(a + 1, n):
+            Hn[b, a] = Hn[a, b]
 
 
 @jit_strict
@@ -234,14 +251,15 @@ def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
 
 
 @jit_strict
-def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt):
+def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt, xb, fb):
     """Minimise over the loadings (variable projection) from x (in place).
 
     Each iteration compares the Gauss-Newton step with the Newton step (analytic Hessian,
     :func:`_cf_hess`, when positive definite) and takes the lower objective: Newton converges
     fast near the minimum, Gauss-Newton strides along flat valleys and ridges; damped
-    (Levenberg-Marquardt) steps when neither lowers the objective.
-    Returns (status, f, iterations): ST_OK, ST_NOCONV or ST_NOFINITE (ridge)."""
+    (Levenberg-Marquardt) steps when neither lowers the objective.  ``xb``, ``fb``: the best
+    minimum found so far from other starts (``fb`` inf: none).
+    Returns (status, f, iterations): ST_OK, ST_NOCONV, ST_NOFINITE (ridge) or ST_JOINED."""
     n = k - 1
     nr = r.shape[0]
     f = _cf_eval(x, k, s, ws, sld, wld, pi, pj, r)
@@ -316,6 +334,14 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
             return ST_NOFINITE, f, it
         if small or (fold - fn) <= 1e-16 * fold or fn == 0.0:
             return ST_OK, f, it
+        if fb < np.inf and fn <= fb * (1.0 + CF_JOIN_F):
+            # next to the best minimum found so far (xb, fb): this fit ends there
+            near = True
+            for a in range(n):
+                if abs(x[a] - xb[a]) > CF_JOIN_X * (abs(xb[a]) + 1e-3):
+                    near = False
+            if near:
+                return ST_JOINED, f, it
     return ST_NOCONV, f, it
 
 
@@ -495,7 +521,31 @@ def _cf_range(lo, hi, snp, cf, out):
             for a in range(k - 1):
                 x[a] = starts[st, a]
             code, f, it = _cf_lm(
-                x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn, Hn, gp, rp, d2, xt, rt
+                x,
+                k,
+                s,
+                ws,
+                sld,
+                wld,
+                pi,
+                pj,
+                smax,
+                max_iter,
+                r,
+                J,
+                H,
+                HW,
+                g,
+                d,
+                xn,
+                Hn,
+                gp,
+                rp,
+                d2,
+                xt,
+                rt,
+                xb,
+                best_f if best_st == ST_OK else np.inf,
             )
             nit += it
             if code == ST_OK:

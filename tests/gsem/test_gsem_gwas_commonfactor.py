@@ -104,3 +104,115 @@ def test_batching_does_not_change_results():
     from polars.testing import assert_frame_equal
 
     assert_frame_equal(a, b)
+
+
+def _plan_inputs(cov, df, smooth_check=False):
+    plan = plan_commonfactor(None, cov, "DWLS", "standard", smooth_check, None, False, None)
+    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(df.schema, plan.traits, False)
+    return (plan, *extract_inputs(plan, df))
+
+
+def _general_q(plan, beta, se, var, est, rows):
+    """The Q model by the general kernel's LM from cf_q_start (the earlier path of compute_batch)."""
+    from polgen.gsem.gwas_commonfactor import cf_q_start
+
+    theta0 = np.zeros((rows.size, plan.stage2.starts.shape[1]))
+    theta0[:, : plan.npar] = est[rows]
+    theta0[:, plan.npar :] = cf_q_start(plan, est[rows], beta[rows])
+    return run_stage(plan, plan.stage2, beta[rows], se[rows], var[rows], theta0=theta0)
+
+
+def test_closed_form_se_chisq_q_equal_general_kernel():
+    """cf_stage1's SE of F1 ~ SNP, chi-square, Z_smooth, status and Q (kernels/commonfactor_se.py,
+    closed forms) against the general RAM kernel at the same estimates: stage 1 with
+    max_iter=0, the Q model fitted by its own LM (which stops ~1e-8 short of the minimum, hence
+    rtol 1e-6 on the Wald statistic)."""
+    from polgen.gsem.gwas_commonfactor import cf_q_result, cf_stage1
+    from polgen.kernels.gwas import gwas_batch
+
+    cov = _cov()
+    df = _gen(cov, n=400, seed=13)
+    plan, beta, se, var = _plan_inputs(cov, df, smooth_check=True)
+    st = plan.stage1
+    red = cf_stage1(plan, beta, se, var)
+    ok = red["status"] == ST_OK
+    assert ok.mean() > 0.97
+    est = np.ascontiguousarray(np.where(ok[:, None], red["est"], st.starts[0]))
+    gen = gwas_batch(
+        beta, se, var, *plan.ld_args(), st.model, st.fidx, est, st.snpvar_par, max_iter=0, smooth_check=True
+    )
+    np.testing.assert_array_equal(gen["status"][ok], ST_OK)
+    b = plan.est_row
+    np.testing.assert_allclose(red["se"][ok, b], gen["se"][ok, b], rtol=1e-7, atol=0)
+    others = np.arange(plan.npar) != b
+    assert np.isnan(red["se"][:, others]).all()  # only the reported SE is computed
+    np.testing.assert_allclose(red["chisq"][ok], gen["chisq"][ok], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(red["zsmooth"], gen["zsmooth"])
+    np.testing.assert_array_equal(red["flags"], gen["flags"])
+    rows = np.flatnonzero(ok)
+    r2 = _general_q(plan, beta, se, var, est, rows)
+    np.testing.assert_array_equal(r2["status"], ST_OK)
+    q = cf_q_result(red, ok)
+    np.testing.assert_array_equal(q["status"][ok], ST_OK)
+    assert (q["status"][~ok] == -1).all() and np.isnan(q["wald"][~ok]).all()
+    np.testing.assert_allclose(q["wald"][ok], r2["wald"], rtol=1e-6, atol=1e-8)
+    # and commonfactor_gwas reports that Q (whichever route compute_batch takes)
+    out = commonfactor_gwas(df, cov)
+    np.testing.assert_allclose(out["Q"].to_numpy()[ok], r2["wald"], rtol=1e-6, atol=1e-8)
+
+
+def test_v_full_not_pd_goes_through_general_kernel():
+    """A V_LD that is not positive definite makes every V_full need nearPD: those SNPs take the
+    general kernel (the closed form assumes blockdiag V_full) and get the same numbers as it."""
+    from polgen.gsem.gwas_commonfactor import cf_stage1
+    from polgen.kernels.commonfactor_se import ST_CF_GENERAL
+
+    cov = _cov()
+    V = np.array(cov["V"])
+    lam, U = np.linalg.eigh(V)
+    cov = dict(cov, V=V - (lam[0] + 1e-3 * lam[-1]) * np.outer(U[:, 0], U[:, 0]))
+    df = _gen(cov, n=40, seed=21)
+    plan, beta, se, var = _plan_inputs(cov, df)
+    assert not plan.v_pd_known
+    red = cf_stage1(plan, beta, se, var)
+    assert not (red["status"] == ST_CF_GENERAL).any()
+    ok = red["status"] == ST_OK
+    assert ok.sum() >= 10
+    assert (red["flags"][ok] != 0).all()  # V_full smoothed
+    r2 = _general_q(plan, beta, se, var, red["est"], np.flatnonzero(ok))
+    np.testing.assert_allclose(red["q_wald"][ok], r2["wald"], rtol=1e-12, atol=0)
+
+
+def test_projected_hessian_against_finite_differences():
+    """kernels/commonfactor._cf_hess (analytic half Hessian of the projected objective) against
+    central differences of the exact projected gradient J'W r, for 2, 3 and 5 traits."""
+    from polgen.kernels.commonfactor import _cf_eval, _cf_hess, _cf_normal
+
+    rng = np.random.default_rng(3)
+    for k in (2, 3, 5):
+        pi = np.array([a for b in range(k) for a in range(b + 1, k)], np.int64)
+        pj = np.array([b for b in range(k) for a in range(b + 1, k)], np.int64)
+        npair, n = len(pi), k - 1
+        s = rng.normal(size=k) * 1e-2
+        ws = rng.uniform(1e3, 1e4, k)
+        sld = rng.uniform(0.05, 0.2, npair)
+        wld = rng.uniform(1e3, 1e4, npair)
+        x = np.r_[rng.uniform(0.5, 1.5, n) * rng.choice([-1.0, 1.0], n), 0.0, 0.0]
+        r = np.empty(k + npair)
+        J, H, g = np.empty((k + npair, n)), np.empty((n, n)), np.empty(n)
+        Hn = np.empty((n, n))
+        _cf_eval(x, k, s, ws, sld, wld, pi, pj, r)
+        _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, np.empty(n), np.empty(n))
+        fd = np.empty((n, n))
+        for b in range(n):
+            h = 1e-5 * (abs(x[b]) + 1e-3)
+            gs = []
+            for sign in (1.0, -1.0):
+                xt = x.copy()
+                xt[b] += sign * h
+                _cf_eval(xt, k, s, ws, sld, wld, pi, pj, r)
+                _cf_normal(xt, k, ws, wld, pi, pj, r, J, H, g, s, sld)
+                gs.append(g.copy())
+            fd[:, b] = -(gs[0] - gs[1]) / (2 * h)
+        np.testing.assert_allclose(Hn, fd, rtol=0, atol=1e-7 * np.abs(fd).max())
+        assert np.abs(Hn - Hn.T).max() == 0.0
