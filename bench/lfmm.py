@@ -278,6 +278,7 @@ def main() -> None:
     ap.add_argument(
         "--power-iter", type=int, default=None, help="fixed power iterations of the fit (default: until converged)"
     )
+    ap.add_argument("--missing", default="0,0.002", help="comma-separated missing-call rates, one synthetic file each")
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--child")
     ap.add_argument("--out")
@@ -302,7 +303,7 @@ def main() -> None:
         write_synthetic_bed(work / "warm", 300, 3000, missing=0.01, seed=3)
         run_one(work / "warm", args.K, args.threads, work)
         rows = []
-        for miss in (0.0, 0.002):
+        for miss in (float(x) for x in args.missing.split(",")):
             prefix = work / f"bench_miss{int(round(miss * 10000))}"
             t = time.perf_counter()
             write_synthetic_bed(prefix, args.n, args.p, missing=miss, seed=2, pops=args.K + 1)

@@ -37,6 +37,7 @@ default lam = 1e-5 both make ``d_j`` tiny.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -107,11 +108,18 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _gram_pass(
-    source, G: np.ndarray | None, bar, threads: int = 0, block_snps: int | None = None, want_trace: bool = False
+    source,
+    G: np.ndarray | None,
+    bar,
+    threads: int = 0,
+    block_snps: int | None = None,
+    want_trace: bool = False,
+    cancel: threading.Event | None = None,
 ):
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
-    thread).  With ``want_trace`` also returns ``trace(Yc Yc')``."""
+    thread).  With ``want_trace`` also returns ``trace(Yc Yc')``.  A set ``cancel`` event stops
+    the pass at the next block (its result is then incomplete and must be discarded)."""
     n = source.n_samples
     bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
@@ -142,6 +150,8 @@ def _gram_pass(
         mean, freq, yy = np.empty(bs), np.empty(bs), np.empty(bs)
         nmiss = np.empty(bs, dtype=np.int64)
         for s in range(a, b, bs):
+            if cancel is not None and cancel.is_set():
+                break
             e = min(b, s + bs)
             k = e - s
             packed, rows = source.packed_rows(s, e)
@@ -163,6 +173,8 @@ def _gram_pass(
         tr = 0.0
         yy = np.empty(bs)
         for blk in source.blocks(a, b, block_snps=bs, parallel=False):
+            if cancel is not None and cancel.is_set():
+                break
             Yb = blk.data
             acc += Yb @ Yb.T if G is None else Yb @ (Yb.T @ G)
             if want_trace:
@@ -179,7 +191,8 @@ def _gram_pass(
                 results = [f.result() for f in [pool.submit(run, a, b) for a, b in pieces]]
             acc = sum(r[0] for r in results)
             tr = sum(r[1] for r in results)
-    bar.advance()
+    if cancel is None or not cancel.is_set():
+        bar.advance()
     if G is not None:
         acc = np.ascontiguousarray(acc[:, :width])
     return (acc, tr) if want_trace else acc
@@ -314,23 +327,40 @@ def fit(
     history: list[tuple[float, float]] = []
     prev: tuple[np.ndarray, np.ndarray] | None = None
     stop = "cap" if adaptive else "fixed"
-    with progress_bar("lfmm fit", cap, progress) as bar:
-        for _ in range(cap):
-            acc = _gram_pass(src, M(G), bar, block_snps=batch_snps)
-            with single_threaded_blas():
-                kry.add(G, acc, M(acc))
-                est = kry.estimate(K)
-                if prev is not None:
-                    history.append(_changes(prev, est))
-                prev = est
-                nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
-            if nxt is None:  # the Krylov space is invariant (or all of R^n): the estimate is exact
-                stop = "invariant"
-                break
-            G = nxt
-            if adaptive and _remaining_error(history) <= tol:
-                stop = "tol"
-                break
+    # The next block depends only on the Krylov basis, not on the convergence check: the next pass
+    # starts (on a helper thread) before the estimate and its changes are computed, so the cores
+    # do not wait for that serial step; a pass started after the last one is cancelled.
+    cancel = threading.Event()
+    with progress_bar("lfmm fit", cap, progress) as bar, ThreadPoolExecutor(1) as ahead:
+        pending = None
+        try:
+            for it in range(cap):
+                acc = pending.result() if pending is not None else _gram_pass(src, M(G), bar, block_snps=batch_snps)
+                pending = None
+                with single_threaded_blas():
+                    kry.add(G, acc, M(acc))
+                    nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
+                if nxt is not None and it + 1 < cap:
+                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel)
+                with single_threaded_blas():
+                    est = kry.estimate(K)
+                    if prev is not None:
+                        history.append(_changes(prev, est))
+                    prev = est
+                if nxt is None:  # the Krylov space is invariant (or all of R^n): the estimate is exact
+                    stop = "invariant"
+                    break
+                G = nxt
+                if adaptive and _remaining_error(history) <= tol:
+                    stop = "tol"
+                    break
+        finally:
+            cancel.set()
+            if pending is not None:  # a pass started after the last one: stopped, its result dropped
+                try:
+                    pending.result()
+                except Exception:  # noqa: BLE001 - a failure of a discarded pass changes nothing
+                    pass
         bar.set_total(kry.passes)
     with single_threaded_blas():
         U1, sigma, U, eig = _krylov_nystrom(kry.Q, kry.acc, M, Minv, K)
