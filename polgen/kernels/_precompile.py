@@ -111,6 +111,7 @@ class _Helper:
 
     def __init__(self, plan: HelperPlan) -> None:
         self.plan = plan
+        self.owner = os.getpid()  # a forked child inherits this object, not the helper or its reader
         self._cond = threading.Condition()
         self.announced: dict[str, list[tuple]] = {t: [] for t in plan.targets}
         self.saved: dict[str, list[tuple]] = {t: [] for t in plan.targets}
@@ -155,7 +156,7 @@ class _Helper:
                 self._cond.wait(left)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if os.getpid() == self.owner and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
@@ -179,7 +180,7 @@ def _wait_on_miss(name: str, helper: _Helper) -> None:
     def load_overload(sig, target_context):
         cres = load(sig, target_context)
         h = cache._polgen_waits
-        if cres is None and h is not None:
+        if cres is None and h is not None and h.owner == os.getpid():
             from numba.core import sigutils
 
             args = tuple(sigutils.normalize_signature(sig)[0])
@@ -202,7 +203,7 @@ def _wait_on_miss(name: str, helper: _Helper) -> None:
 def start(plan: HelperPlan) -> _Helper | None:
     """Start the helper of ``plan`` (once per process); None when helpers are off or it failed."""
     with _lock:
-        if plan.stub in _helpers:
+        if plan.stub in _helpers and _helpers[plan.stub].owner == os.getpid():
             return _helpers[plan.stub]
         if not enabled():
             return None

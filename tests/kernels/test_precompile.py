@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -104,17 +105,27 @@ def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels):
     np.testing.assert_allclose(mod.second(x, out.total[0]), ref, rtol=1e-14)
     # only one helper per plan and process
     assert _precompile.start(plan) is helper
+    # a signature the helper did not compile (float32) compiles here, without waiting
+    t = time.perf_counter()
+    assert _compiled_here(lambda: mod.second(x.astype(np.float32), 2.0))[:1] == ["second"]
+    assert time.perf_counter() - t < 60.0
 
 
 @pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
-def test_other_signature_compiles_here(kernels):
-    """The helper compiles second(float64[:], float64); second(float32[:], float64) is not waited for."""
+def test_a_forked_child_does_not_wait_for_its_parents_helper(kernels):
+    """After a fork the helper (and the thread reading it) belong to the parent: a miss here
+    compiles at once, and a new helper may start."""
     mod, plan = kernels
     helper = _precompile.start(plan)
     assert helper is not None
-    x32 = np.linspace(0.0, 1.0, 5, dtype=np.float32)
-    assert _compiled_here(lambda: mod.second(x32, 2.0))[:1] == ["second"]
-    assert helper.proc.wait(timeout=120) == 0
+    helper.owner = os.getpid() + 1  # as seen from a forked child
+    t = time.perf_counter()
+    assert _compiled_here(lambda: mod.second(np.linspace(0.0, 1.0, 3), 1.0))[:1] == ["second"]
+    assert time.perf_counter() - t < 60.0
+    again = _precompile.start(plan)
+    assert again is not None and again is not helper and again.owner == os.getpid()
+    helper.owner = os.getpid()
+    helper.close()  # `again` is closed by the fixture
 
 
 def test_off_switch_and_helper_env(monkeypatch):
