@@ -98,9 +98,11 @@ def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
 
 
 @jit_strict
-def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
+def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, dcv, dpv):
     """Exact variable-projection Jacobian J = d model / d loadings (c and phi re-optimised),
-    H = J' W J, g = J' W r (n = k - 1 loadings)."""
+    H = J' W J, g = J' W r (n = k - 1 loadings) and Hn, half the Hessian of the projected
+    objective (:func:`_cf_hess`, from the same derivatives of c and phi; ``dcv``, ``dpv``:
+    scratch (n))."""
     n = k - 1
     nr = r.shape[0]
     c = x[k]
@@ -114,6 +116,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
         t = j + 1  # trait whose loading is x[j]
         # dc/dl_t = (w_t s_t - 2 c w_t l_t) / den
         dc = (ws[t] * s[t] - 2.0 * c * ws[t] * x[j]) / den if den > 0.0 else 0.0
+        dcv[j] = dc
         for i in range(k):
             li = 1.0 if i == 0 else x[i - 1]
             J[i, j] = li * dc + (c if i == t else 0.0)
@@ -137,6 +140,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
             dnum += wld[q] * dp * sld[q]
             dden += 2.0 * wld[q] * dp * la * lb
         dphi = (dnum - phi * dden) / denp if denp > 0.0 else 0.0
+        dpv[j] = dphi
         for q in range(pi.shape[0]):
             a = pi[q]
             b = pj[q]
@@ -160,56 +164,32 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld):
     for a in range(n):
         for b2 in range(a + 1, n):
             H[b2, a] = H[a, b2]
+    _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dcv, dpv, den, denp)
 
 
 @jit_strict
-def _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, dc, dp):
+def _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dc, dp, den, denp):
     """Hn = half the Hessian of the projected objective at the loadings x[:k-1] (x[k-1], x[k]:
-    phi and c as :func:`_cf_eval` left them), analytically.
+    phi and c as :func:`_cf_eval` left them), analytically, from ``dc``, ``dp`` (the derivatives
+    of c and phi by the loadings) and ``den``, ``denp`` (the two projections' denominators) that
+    :func:`_cf_normal` computed.
 
     Each part is ``C - N(l)^2 / D(l)`` with ``u = N / D`` (c or phi), whose half Hessian is
     ``-D du du' - u N'' + u^2 D'' / 2`` with ``du = (N' - u D') / D``.  (It replaces a central
-    difference of the exact gradient, which agreed to ~1e-10 relative at five times the cost.)
-    ``dc``, ``dp``: scratch (n)."""
+    difference of the exact gradient, which agreed to ~1e-10 relative at five times the cost.)"""
     n = k - 1
     c = x[k]
     phi = x[k - 1]
     # SNP part: N = sum ws l s, D = sum ws l^2 (N'' = 0, D'' = diag(2 ws))
-    den = 0.0
-    for i in range(k):
-        li = 1.0 if i == 0 else x[i - 1]
-        den += ws[i] * li * li
-    for j in range(n):
-        t = j + 1
-        dc[j] = (ws[t] * s[t] - 2.0 * c * ws[t] * x[j]) / den if den > 0.0 else 0.0
     for a in range(n):
         for b in range(a, n):
             Hn[a, b] = -den * dc[a] * dc[b] if den > 0.0 else 0.0
         if den > 0.0:
             Hn[a, a] += c * c * ws[a + 1]
     # pair part: p_q = l_a l_b, N = sum w p y, D = sum w p^2
-    denp = 0.0
-    for q in range(pi.shape[0]):
-        a = pi[q]
-        b = pj[q]
-        pq = (1.0 if a == 0 else x[a - 1]) * (1.0 if b == 0 else x[b - 1])
-        denp += wld[q] * pq * pq
     if not (denp > 0.0):
         _mirror(Hn, n)
         return
-    for j in range(n):
-        t = j + 1
-        dnum = 0.0
-        dden = 0.0
-        for q in range(pi.shape[0]):
-            a = pi[q]
-            b = pj[q]
-            la = 1.0 if a == 0 else x[a - 1]
-            lb = 1.0 if b == 0 else x[b - 1]
-            dq = (lb if a == t else 0.0) + (la if b == t else 0.0)
-            dnum += wld[q] * dq * sld[q]
-            dden += 2.0 * wld[q] * dq * la * lb
-        dp[j] = (dnum - phi * dden) / denp
     for a in range(n):
         for b in range(a, n):
             Hn[a, b] -= denp * dp[a] * dp[b]
@@ -271,8 +251,7 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
     it = 0
     while it < max_iter:
         it += 1
-        _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, gp, d2)
-        _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld)
+        _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, gp, d2)
         accepted = False
         fn = np.inf
         if lam == 0.0:

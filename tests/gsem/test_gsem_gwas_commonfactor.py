@@ -184,9 +184,10 @@ def test_v_full_not_pd_goes_through_general_kernel():
 
 
 def test_projected_hessian_against_finite_differences():
-    """kernels/commonfactor._cf_hess (analytic half Hessian of the projected objective) against
-    central differences of the exact projected gradient J'W r, for 2, 3 and 5 traits."""
-    from polgen.kernels.commonfactor import _cf_eval, _cf_hess, _cf_normal
+    """kernels/commonfactor._cf_hess (analytic half Hessian of the projected objective, from
+    _cf_normal) against central differences of the exact projected gradient J'W r, for 2, 3 and
+    5 traits."""
+    from polgen.kernels.commonfactor import _cf_eval, _cf_normal
 
     rng = np.random.default_rng(3)
     for k in (2, 3, 5):
@@ -200,9 +201,9 @@ def test_projected_hessian_against_finite_differences():
         x = np.r_[rng.uniform(0.5, 1.5, n) * rng.choice([-1.0, 1.0], n), 0.0, 0.0]
         r = np.empty(k + npair)
         J, H, g = np.empty((k + npair, n)), np.empty((n, n)), np.empty(n)
-        Hn = np.empty((n, n))
+        Hn, Hs, dc, dp = np.empty((n, n)), np.empty((n, n)), np.empty(n), np.empty(n)
         _cf_eval(x, k, s, ws, sld, wld, pi, pj, r)
-        _cf_hess(x, k, s, ws, sld, wld, pi, pj, Hn, np.empty(n), np.empty(n))
+        _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, dc, dp)
         fd = np.empty((n, n))
         for b in range(n):
             h = 1e-5 * (abs(x[b]) + 1e-3)
@@ -211,7 +212,7 @@ def test_projected_hessian_against_finite_differences():
                 xt = x.copy()
                 xt[b] += sign * h
                 _cf_eval(xt, k, s, ws, sld, wld, pi, pj, r)
-                _cf_normal(xt, k, ws, wld, pi, pj, r, J, H, g, s, sld)
+                _cf_normal(xt, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hs, dc, dp)
                 gs.append(g.copy())
             fd[:, b] = -(gs[0] - gs[1]) / (2 * h)
         np.testing.assert_allclose(Hn, fd, rtol=0, atol=1e-7 * np.abs(fd).max())
