@@ -15,9 +15,16 @@ waits for the helper and then loads; any other signature (or a helper that faile
 before, so the helper only ever saves time.  commonfactor_gwas: ``_cf_range`` here, the general
 kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the first call.
 
-The helper starts only for a top-level compilation (not a cached load) of a kernel in
-:data:`PLANS`, once per process, when the process may use at least two CPUs and
-``POLGEN_PRECOMPILE`` is not ``0``.
+:data:`VARIANTS` names kernels whose rarer specialisation a call may need right after the common
+one (the general GWAS kernel's ``smooth=True``, the nearPD refit of the few SNPs whose S_full is
+not positive definite): when the common one starts compiling here, a helper compiles the other
+from its signature alone, so a batch with such SNPs compiles the two side by side instead of one
+after the other (about half the first call on such data).
+
+A helper starts only for a top-level compilation (not a cached load) here, once per plan or
+signature and process, when the process may use at least two CPUs and ``POLGEN_PRECOMPILE`` is
+not ``0``; results are the same bits (the helper compiles the same code; only one process
+compiles each signature).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["PLANS", "HelperPlan", "install", "enabled"]
+__all__ = ["PLANS", "VARIANTS", "HelperPlan", "install", "enabled", "start", "start_variant"]
 
 log = logging.getLogger("polgen.kernels")
 
@@ -61,6 +68,14 @@ PLANS: dict[str, HelperPlan] = {
         (_KERNELS + "commonfactor_se._se_range", _KERNELS + "gwas_kernel._snp_range"),
     ),
 }
+
+#: kernels whose argument at this position is None (tested ``is None`` inside: that code is left
+#: out) in the common specialisation and True in a rarer one the same call may need next: the
+#: general GWAS kernel's ``smooth`` (nearPD only for the SNPs whose S_full / V_full is not
+#: positive definite, refit after the batch).  When the None specialisation starts compiling, a
+#: helper compiles the True one from the signature alone; a batch without such SNPs leaves it
+#: unused (cached for later calls).
+VARIANTS: dict[str, int] = {_KERNELS + "gwas_kernel._snp_range": -1}
 
 _HELPER = "import sys; from polgen.kernels._precompile import _main; raise SystemExit(_main(sys.argv[1:]))"
 
@@ -109,15 +124,17 @@ def decode(text: str) -> tuple | None:
 class _Helper:
     """The helper process of one plan and what it has said (signatures compiling / in the cache)."""
 
-    def __init__(self, plan: HelperPlan) -> None:
-        self.plan = plan
+    def __init__(self, targets: tuple[str, ...], args: list[str], announced: tuple | None = None) -> None:
         self.owner = os.getpid()  # a forked child inherits this object, not the helper or its reader
         self._cond = threading.Condition()
-        self.announced: dict[str, list[tuple]] = {t: [] for t in plan.targets}
-        self.saved: dict[str, list[tuple]] = {t: [] for t in plan.targets}
+        self.announced: dict[str, list[tuple]] = {t: [] for t in targets}
+        self.saved: dict[str, list[tuple]] = {t: [] for t in targets}
+        if announced is not None:  # a helper told which signature to compile: known from the start
+            for t in targets:
+                self.announced[t].append(announced)
         self.exited = False
         env = dict(os.environ, **{HELPER_ENV: "1", "NUMBA_NUM_THREADS": "1", "POLGEN_PROGRESS": "0"})
-        cmd = [sys.executable, "-c", _HELPER, plan.run, plan.arg, plan.stub, *plan.targets]
+        cmd = [sys.executable, "-c", _HELPER, *args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env
         )
@@ -138,6 +155,11 @@ class _Helper:
         with self._cond:
             self.exited = True
             self._cond.notify_all()
+
+    def announces(self, name: str, sig: tuple) -> bool:
+        """The helper has said it compiles (or has saved) kernel ``name``'s ``sig``."""
+        with self._cond:
+            return sig in self.announced[name] or sig in self.saved[name]
 
     def wait(self, name: str, sig: tuple, timeout: float = WAIT) -> bool:
         """Wait until the helper has saved kernel ``name``'s ``sig`` (True), or compiles another
@@ -172,31 +194,35 @@ def _close_all() -> None:
 def _wait_on_miss(name: str, helper: _Helper) -> None:
     """A cache miss of kernel ``name`` waits for ``helper`` when it compiles that signature, then loads."""
     cache = dispatcher(name)._cache
-    if getattr(cache, "_polgen_waits", None) is not None:
-        cache._polgen_waits = helper
+    waits = getattr(cache, "_polgen_waits", None)
+    if waits is not None:
+        waits[:] = [h for h in waits if h.owner == os.getpid()] + [helper]
         return
     load = cache.load_overload
 
     def load_overload(sig, target_context):
         cres = load(sig, target_context)
-        h = cache._polgen_waits
-        if cres is None and h is not None and h.owner == os.getpid():
+        if cres is None:
             from numba.core import sigutils
 
             args = tuple(sigutils.normalize_signature(sig)[0])
-            t = time.perf_counter()
-            if h.wait(name, args):
-                cres = load(sig, target_context)
-            log.debug(
-                "%s: %s the helper's compilation after %.1f s (helper: %s)",
-                name,
-                "loaded" if cres is not None else "no use of",
-                time.perf_counter() - t,
-                h.announced[name],
-            )
+            mine = [h for h in cache._polgen_waits if h.owner == os.getpid()]
+            # a helper that announced this signature first, then any that has not announced yet
+            for h in sorted(mine, key=lambda h: not h.announces(name, args)):
+                t = time.perf_counter()
+                if h.wait(name, args):
+                    cres = load(sig, target_context)
+                log.debug(
+                    "%s: %s a helper's compilation after %.1f s",
+                    name,
+                    "loaded" if cres is not None else "no use of",
+                    time.perf_counter() - t,
+                )
+                if cres is not None:
+                    break
         return cres
 
-    cache._polgen_waits = helper
+    cache._polgen_waits = [helper]
     cache.load_overload = load_overload
 
 
@@ -211,7 +237,7 @@ def start(plan: HelperPlan) -> _Helper | None:
         if not plan.targets:
             return None
         try:
-            helper = _Helper(plan)
+            helper = _Helper(plan.targets, [plan.run, plan.arg, plan.stub, *plan.targets])
         except OSError:
             return None
         for name in plan.targets:
@@ -219,6 +245,34 @@ def start(plan: HelperPlan) -> _Helper | None:
         if not _helpers:
             atexit.register(_close_all)
         _helpers[plan.stub] = helper
+        return helper
+
+
+def start_variant(name: str, args: tuple) -> _Helper | None:
+    """When kernel ``name`` (in :data:`VARIANTS`) compiles ``args`` with None at its position,
+    start a helper compiling the signature with a boolean there (once per signature)."""
+    from numba.core import types
+
+    pos = VARIANTS[name]
+    if not args or args[pos] != types.none:
+        return None
+    variant = list(args)
+    variant[pos] = types.boolean
+    sig = tuple(variant)
+    key = f"{name} {encode(sig)}"
+    with _lock:
+        if key in _helpers and _helpers[key].owner == os.getpid():
+            return _helpers[key]
+        if not enabled():
+            return None
+        try:
+            helper = _Helper((name,), ["--compile", name, encode(sig)], announced=sig)
+        except OSError:
+            return None
+        _wait_on_miss(name, helper)
+        if not _helpers:
+            atexit.register(_close_all)
+        _helpers[key] = helper
         return helper
 
 
@@ -237,9 +291,12 @@ def _make_listener():
             if depth:
                 return
             fn = getattr((event.data or {}).get("dispatcher"), "py_func", None)
-            plan = PLANS.get(f"{fn.__module__}.{fn.__qualname__}") if fn is not None else None
+            name = f"{fn.__module__}.{fn.__qualname__}" if fn is not None else ""
+            plan = PLANS.get(name)
             if plan is not None:
                 start(plan)
+            if name in VARIANTS:
+                start_variant(name, tuple(event.data.get("args") or ()))
 
         def on_end(self, event) -> None:
             self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
@@ -332,8 +389,22 @@ def serve(stub: str, targets: list[str], run: Any) -> int:
     return 1
 
 
+def compile_signature(name: str, text: str) -> int:
+    """The helper of :func:`start_variant`: compile kernel ``name`` for the encoded signature
+    (saved to the cache by numba), then report it (``saved <kernel> <signature>``)."""
+    sig = decode(text)
+    if sig is None:
+        return 1
+    dispatcher(name).compile(sig)
+    print(f"saved {name} {text}", flush=True)
+    return 0
+
+
 def _main(argv: list[str]) -> int:
-    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...``, see :data:`_HELPER`)."""
+    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...`` or ``--compile KERNEL
+    SIGNATURE``, see :data:`_HELPER`)."""
+    if argv[:1] == ["--compile"]:
+        return compile_signature(argv[1], argv[2])
     run, arg, stub, *targets = argv
     mod, _, fn = run.partition(":")
     work = getattr(importlib.import_module(mod), fn)

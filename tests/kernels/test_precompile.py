@@ -36,6 +36,15 @@ def second(x, total):
         y[i] = np.sqrt(abs(x[i] * total)) + np.log1p(abs(x[i]))
     return y
 
+@jit_strict
+def third(x, smooth):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    if smooth is not None:  # left out of the None specialisation
+        s += np.sqrt(abs(s)) + np.log1p(abs(s))
+    return s
+
 def work(arg):
     """the helper's run: the first kernel's output feeds the second (its types are what counts)"""
     from collections import namedtuple
@@ -62,10 +71,10 @@ def kernels(tmp_path, monkeypatch):
     mod = importlib.import_module(name)
     plan = _precompile.HelperPlan(f"{name}:work", "5", f"{name}.first", (f"{name}.second",))
     monkeypatch.setitem(_precompile.PLANS, f"{name}.first", plan)
+    monkeypatch.setitem(_precompile.VARIANTS, f"{name}.third", -1)
     yield mod, plan
-    for h in [_precompile._helpers.pop(plan.stub, None)]:
-        if h is not None:
-            h.close()
+    for key in [k for k in _precompile._helpers if name in k]:
+        _precompile._helpers.pop(key).close()
     sys.modules.pop(name, None)
 
 
@@ -112,20 +121,33 @@ def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels):
 
 
 @pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
+def test_the_rarer_specialisation_compiles_in_a_helper(kernels):
+    """third(x, None) compiling starts a helper on third(x, True): the call that needs it next
+    (the general GWAS kernel's nearPD refit) loads it."""
+    mod, _ = kernels
+    x = np.linspace(0.0, 2.0, 9)
+    assert _compiled_here(lambda: mod.third(x, None))[:1] == ["third"]
+    assert _compiled_here(lambda: mod.third(x, True)) == [], "compiled here instead of loading the helper's"
+    s = x.sum()
+    assert mod.third(x, True) == pytest.approx(s + np.sqrt(s) + np.log1p(s), rel=1e-14)
+    assert mod.third(x, None) == pytest.approx(s, rel=1e-14)
+
+
 def test_a_forked_child_does_not_wait_for_its_parents_helper(kernels):
     """After a fork the helper (and the thread reading it) belong to the parent: a miss here
-    compiles at once, and a new helper may start."""
-    mod, plan = kernels
-    helper = _precompile.start(plan)
-    assert helper is not None
-    helper.owner = os.getpid() + 1  # as seen from a forked child
+    compiles at once (a helper object that would never answer stands for it)."""
+    import threading
+
+    mod, _ = kernels
+    parents = object.__new__(_precompile._Helper)
+    parents.owner = os.getpid() + 1  # as seen from a forked child
+    parents._cond = threading.Condition()
+    name = f"{mod.__name__}.second"
+    parents.announced, parents.saved, parents.exited = {name: []}, {name: []}, False
+    _precompile._wait_on_miss(name, parents)
     t = time.perf_counter()
     assert _compiled_here(lambda: mod.second(np.linspace(0.0, 1.0, 3), 1.0))[:1] == ["second"]
-    assert time.perf_counter() - t < 60.0
-    again = _precompile.start(plan)
-    assert again is not None and again is not helper and again.owner == os.getpid()
-    helper.owner = os.getpid()
-    helper.close()  # `again` is closed by the fixture
+    assert time.perf_counter() - t < 60.0  # it would wait WAIT = 600 s for a helper of its own
 
 
 def test_off_switch_and_helper_env(monkeypatch):
@@ -138,8 +160,7 @@ def test_off_switch_and_helper_env(monkeypatch):
 
 def test_a_failed_helper_releases_the_waiter():
     """A helper that ends without the signature: the waiter returns False at once."""
-    plan = _precompile.HelperPlan("polgen_no_such_module:work", "1", "polgen.kernels.linalg._chol", ("x.y",))
-    h = _precompile._Helper(plan)
+    h = _precompile._Helper(("x.y",), ["polgen_no_such_module:work", "1", "polgen.kernels.linalg._chol", "x.y"])
     try:
         assert h.wait("x.y", ("sig",), timeout=60) is False
         assert h.exited and h.proc.returncode != 0
