@@ -18,8 +18,9 @@ kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the
 :data:`VARIANTS` names kernels whose rarer specialisation a call may need right after the common
 one (the general GWAS kernel's ``smooth=True``, the nearPD refit of the few SNPs whose S_full is
 not positive definite): when the common one starts compiling here, a helper compiles the other
-from its signature alone, so a batch with such SNPs compiles the two side by side instead of one
-after the other (about half the first call on such data).
+from its signature alone (unless another helper is still running), so a batch with such SNPs
+compiles the two side by side instead of one after the other (about half the first call on such
+data).
 
 A helper starts only for a top-level compilation (not a cached load) here, once per plan or
 signature and process, when the process may use at least two CPUs and ``POLGEN_PRECOMPILE`` is
@@ -186,6 +187,11 @@ class _Helper:
                 self.proc.kill()
 
 
+def _busy() -> bool:
+    """A helper of this process is still running."""
+    return any(h.owner == os.getpid() and h.proc.poll() is None for h in _helpers.values())
+
+
 def _close_all() -> None:
     for h in list(_helpers.values()):
         h.close()
@@ -263,8 +269,8 @@ def start_variant(name: str, args: tuple) -> _Helper | None:
     with _lock:
         if key in _helpers and _helpers[key].owner == os.getpid():
             return _helpers[key]
-        if not enabled():
-            return None
+        if not enabled() or _busy():
+            return None  # one helper at a time beside this process (two cores)
         try:
             helper = _Helper((name,), ["--compile", name, encode(sig)], announced=sig)
         except OSError:
