@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import importlib
 import logging
 import os
@@ -401,6 +402,8 @@ def compile_signature(name: str, text: str) -> int:
     sig = decode(text)
     if sig is None:
         return 1
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(5)  # speculative work: on a busy machine it yields to the caller's own compilation
     dispatcher(name).compile(sig)
     print(f"saved {name} {text}", flush=True)
     return 0
