@@ -27,6 +27,7 @@ import numpy as np
 
 from polgen.kernels._jit import jit_strict
 from polgen.kernels._threads import n_chunks, run_chunks
+from polgen.kernels.commonfactor_lm import _q_fit
 from polgen.kernels.gwas_codes import (
     FLAG_S_SMOOTHED,
     ST_NEARPD_FAIL,
@@ -34,7 +35,7 @@ from polgen.kernels.gwas_codes import (
     ST_OK,
     ST_SINGULAR,
 )
-from polgen.kernels.linalg import _chol, _chol_quad, _chol_solve, _damped_solve, near_pd
+from polgen.kernels.linalg import _chol, _chol_quad, _chol_solve, near_pd
 from polgen.kernels.snp_moments import _input_status, s_full_into, snp_batch, v_full_into, v_snp_into, z_pre_into
 
 __all__ = ["ST_CF_GENERAL", "CfSeSpec", "CfSeOut", "commonfactor_se_q"]
@@ -125,105 +126,6 @@ def _sandwich(J, w, nmom, nf, k, VS, varse2, V_LD, toler, H, Br, col, Z, VZ, Om,
         for b in range(a + 1, nr):
             Om[b, a] = Om[a, b]
     return True
-
-
-@jit_strict
-def _q_objective(h, k, v, s, w, Sf, lpsi, la_, lb_, r):
-    """Q model objective over h (residual variances profiled out): SNP moments then trait pairs
-    (residuals into r)."""
-    f = 0.0
-    for t in range(k):
-        e = s[t] - h[t] * v
-        r[t] = e
-        f += w[1 + t] * e * e
-    for q in range(la_.shape[0]):
-        a = la_[q]
-        b = lb_[q]
-        e = Sf[a + 1, b + 1] - lpsi[q] - h[a] * h[b] * v
-        r[k + q] = e
-        f += w[k + 1 + q] * e * e
-    return f
-
-
-@jit_strict
-def _q_fit(h, k, v, s, w, Sf, lpsi, la_, lb_, r, g, Hn, HG, HW, d, hn, rn):
-    """Minimise the Q model's objective over h from h (in place): Newton steps (exact Hessian),
-    Gauss-Newton / damped steps when they do not lower it.  Returns (status, iterations)."""
-    f = _q_objective(h, k, v, s, w, Sf, lpsi, la_, lb_, r)
-    if not np.isfinite(f):
-        return ST_NOCONV, 0
-    npair = la_.shape[0]
-    lam = 0.0
-    for it in range(1, 201):
-        # half gradient (g = J' W r) and half Hessian (Hn exact, HG Gauss-Newton)
-        for a in range(k):
-            g[a] = w[1 + a] * v * r[a]
-            for b in range(k):
-                HG[a, b] = 0.0
-            HG[a, a] = w[1 + a] * v * v
-        for q in range(npair):
-            a = la_[q]
-            b = lb_[q]
-            wq = w[k + 1 + q]
-            e = r[k + q]
-            g[a] += wq * e * v * h[b]
-            g[b] += wq * e * v * h[a]
-            HG[a, a] += wq * v * v * h[b] * h[b]
-            HG[b, b] += wq * v * v * h[a] * h[a]
-            HG[a, b] += wq * v * v * h[a] * h[b]
-            HG[b, a] += wq * v * v * h[a] * h[b]
-        for a in range(k):
-            for b in range(k):
-                Hn[a, b] = HG[a, b]
-        for q in range(npair):
-            a = la_[q]
-            b = lb_[q]
-            t = w[k + 1 + q] * v * r[k + q]
-            Hn[a, b] -= t
-            Hn[b, a] -= t
-        accepted = False
-        fn = np.inf
-        if lam == 0.0 and _chol(Hn, k, 0.0):
-            for a in range(k):
-                d[a] = g[a]
-            _chol_solve(Hn, k, d)
-            for a in range(k):
-                hn[a] = h[a] + d[a]
-            fn = _q_objective(hn, k, v, s, w, Sf, lpsi, la_, lb_, rn)
-            accepted = fn <= f
-        tries = 0
-        while not accepted and tries < 60:
-            tries += 1
-            for a in range(k):
-                d[a] = g[a]
-            if _damped_solve(HG, k, lam, d, HW):
-                for a in range(k):
-                    hn[a] = h[a] + d[a]
-                fn = _q_objective(hn, k, v, s, w, Sf, lpsi, la_, lb_, rn)
-                accepted = fn <= f
-            if not accepted:
-                lam = 1e-10 if lam == 0.0 else lam * 10.0
-        if not accepted:
-            return ST_OK, it  # no step lowers f: stationary to rounding
-        lam = 0.0 if lam <= 1e-10 else lam * 0.1
-        hmax = 0.0
-        for a in range(k):
-            if abs(hn[a]) > hmax:
-                hmax = abs(hn[a])
-        small = True
-        for a in range(k):
-            if abs(d[a]) > 1e-13 * (abs(hn[a]) + 1e-3 * hmax) + 1e-300:
-                small = False
-        for a in range(k):
-            h[a] = hn[a]
-        for m in range(k + npair):
-            r[m] = rn[m]
-        f = fn
-        # a step-size test only: the objective is dominated by the trait pairs' misfit, which h
-        # barely moves, so its relative decrease says nothing about convergence
-        if small or fn == 0.0:
-            return ST_OK, it
-    return ST_NOCONV, 200
 
 
 @jit_strict

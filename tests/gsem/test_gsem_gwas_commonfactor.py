@@ -184,10 +184,10 @@ def test_v_full_not_pd_goes_through_general_kernel():
 
 
 def test_projected_hessian_against_finite_differences():
-    """kernels/commonfactor._cf_hess (analytic half Hessian of the projected objective, from
+    """kernels/commonfactor_lm._cf_hess (analytic half Hessian of the projected objective, from
     _cf_normal) against central differences of the exact projected gradient J'W r, for 2, 3 and
     5 traits."""
-    from polgen.kernels.commonfactor import _cf_eval, _cf_normal
+    from polgen.kernels.commonfactor_lm import _cf_eval, _cf_normal
 
     rng = np.random.default_rng(3)
     for k in (2, 3, 5):
