@@ -55,20 +55,24 @@ def pair_table(dosage: np.ndarray) -> np.ndarray:
 
 
 @jit_exact
-def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, nmiss, yy):
+def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, nmiss, yy, miss_idx, miss_start):
     """Uncentred dosages of ``packed[rows[j]]`` into ``out[:, j]`` (0 for a missing call) in one
     pass over the bytes, with the call mean, ``freq``, ``nmiss`` and ``y'y`` of the centred,
-    mean-imputed SNP (as :func:`decode_center_yy`).  The centred SNP is ``y = v - mean * o``
-    (``o`` the called samples), so a projection ``T'y = T'v - mean (T'1 - T'[missing])``:
-    see :func:`center_projection`."""
+    mean-imputed SNP.  The samples missing in SNP j are listed in
+    ``miss_idx[miss_start[j]:miss_start[j + 1]]`` (``miss_idx`` holds up to ``n * len(rows)``).
+    The centred SNP is ``y = v - mean * o`` (``o`` the called samples), so a projection
+    ``T'y = T'v - mean (T'1 - T'[missing])``: see :func:`center_projection`."""
     nfull = n // 4
     rem = n - 4 * nfull
+    pos = 0
     for j in range(rows.shape[0]):
+        miss_start[j] = pos
         row = packed[rows[j]]
         tot = 0
         for b in range(nfull):
             byte = row[b]
-            tot += packlut[byte]
+            t = packlut[byte]
+            tot += t
             lo = byte & 15
             hi = byte >> 4
             i = 4 * b
@@ -76,6 +80,11 @@ def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, n
             out[i + 1, j] = pairs[lo, 1]
             out[i + 2, j] = pairs[hi, 0]
             out[i + 3, j] = pairs[hi, 1]
+            if t >= 4294967296:  # a missing call in this byte (rare): note which
+                for k in range(4):
+                    if ((byte >> (2 * k)) & 3) == 1:
+                        miss_idx[pos] = i + k
+                        pos += 1
         s = tot & 0xFFFF
         q = (tot >> 16) & 0xFFFF
         m = tot >> 32
@@ -84,6 +93,8 @@ def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, n
             if c == 1:
                 m += 1
                 out[4 * nfull + k, j] = 0.0
+                miss_idx[pos] = 4 * nfull + k
+                pos += 1
             else:
                 v = dosage[c]
                 s += v
@@ -100,47 +111,36 @@ def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, n
         mean[j] = mu
         freq[j] = 0.5 * mu
         yy[j] = (cnt * q - s * s) / cnt
+    miss_start[rows.shape[0]] = pos
 
 
 @jit_exact
-def center_projection(packed, rows, n, mean, nmiss, colsum, T, PT):
+def center_projection(mean, miss_idx, miss_start, colsum, T, PT):
     """``PT[j] = T'v_j`` -> ``T'y_j = T'v_j - mean_j (colsum - sum of T's rows of the samples
     missing in SNP j)`` (``colsum = T'1``), for the SNPs of :func:`decode_dosage_yy`."""
     w = PT.shape[1]
-    nfull = (n + 3) // 4
-    for j in range(rows.shape[0]):
+    for j in range(PT.shape[0]):
         mu = mean[j]
         if mu == 0.0:  # no calls (all values 0) or a dosage mean of 0: T'v is already T'y
             continue
         for c in range(w):
             PT[j, c] -= mu * colsum[c]
-        if nmiss[j] == 0:
-            continue
-        row = packed[rows[j]]
-        for b in range(nfull):
-            byte = row[b]
-            for k in range(4):
-                i = 4 * b + k
-                if i < n and ((byte >> (2 * k)) & 3) == 1:
-                    for c in range(w):
-                        PT[j, c] += mu * T[i, c]
+        for p in range(miss_start[j], miss_start[j + 1]):
+            i = miss_idx[p]
+            for c in range(w):
+                PT[j, c] += mu * T[i, c]
 
 
 @jit_exact
-def missing_scatter(packed, rows, n, mean, nmiss, Z, acc):
+def missing_scatter(mean, miss_idx, miss_start, Z, acc):
     """For :func:`decode_dosage_yy` blocks in a product ``acc += Y Z`` computed as ``V Z - 1 (mean'Z)``:
     add back ``mean_j Z[j]`` to the row of every sample missing in SNP j (there ``y = v = 0``)."""
     w = Z.shape[1]
-    nfull = (n + 3) // 4
-    for j in range(rows.shape[0]):
+    for j in range(Z.shape[0]):
         mu = mean[j]
-        if nmiss[j] == 0 or mu == 0.0:
+        if mu == 0.0:
             continue
-        row = packed[rows[j]]
-        for b in range(nfull):
-            byte = row[b]
-            for k in range(4):
-                i = 4 * b + k
-                if i < n and ((byte >> (2 * k)) & 3) == 1:
-                    for c in range(w):
-                        acc[i, c] += mu * Z[j, c]
+        for p in range(miss_start[j], miss_start[j + 1]):
+            i = miss_idx[p]
+            for c in range(w):
+                acc[i, c] += mu * Z[j, c]

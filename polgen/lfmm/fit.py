@@ -149,6 +149,8 @@ def _gram_pass(
         buf = np.empty((n, bs), order="F")
         mean, freq, yy = np.empty(bs), np.empty(bs), np.empty(bs)
         nmiss = np.empty(bs, dtype=np.int64)
+        miss_idx = np.empty(n * bs, dtype=np.int64)
+        miss_start = np.empty(bs + 1, dtype=np.int64)
         for s in range(a, b, bs):
             if cancel is not None and cancel.is_set():
                 break
@@ -156,13 +158,15 @@ def _gram_pass(
             k = e - s
             packed, rows = source.packed_rows(s, e)
             V = buf[:, :k]
-            decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, V, mean[:k], freq[:k], nmiss[:k], yy[:k])
+            decode_dosage_yy(
+                packed, rows, n, dosage, packlut, pairs, V, mean[:k], freq[:k], nmiss[:k], yy[:k], miss_idx, miss_start
+            )
+            source.release_rows(s, e)
             Z = V.T @ G
-            center_projection(packed, rows, n, mean[:k], nmiss[:k], colsum, G, Z)
+            center_projection(mean[:k], miss_idx, miss_start, colsum, G, Z)
             acc += V @ Z
             shift += mean[:k] @ Z
-            missing_scatter(packed, rows, n, mean[:k], nmiss[:k], Z, acc)
-            source.release_rows(s, e)
+            missing_scatter(mean[:k], miss_idx, miss_start, Z, acc)
         acc -= shift
         return acc, 0.0
 

@@ -169,17 +169,31 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
         dosage = DOSAGE_A1 if src.count_a1 else DOSAGE_A2
         packlut, pairs = packed_byte_table(dosage), pair_table(dosage)
         buf = np.empty((proj.n, bs + 1), order="F")
+        miss_idx = np.empty(proj.n * bs, dtype=np.int64)
+        miss_start = np.empty(bs + 1, dtype=np.int64)
         for s in range(a, b, bs):
             e = min(b, s + bs)
             k, off = e - s, s - task.start
             sl = slice(off, off + k)
             packed, rows = src.packed_rows(s, e)
             decode_dosage_yy(
-                packed, rows, proj.n, dosage, packlut, pairs, buf[:, :k], mean[sl], freq[sl], nmiss[sl], yy[sl]
+                packed,
+                rows,
+                proj.n,
+                dosage,
+                packlut,
+                pairs,
+                buf[:, :k],
+                mean[sl],
+                freq[sl],
+                nmiss[sl],
+                yy[sl],
+                miss_idx,
+                miss_start,
             )
-            project(buf, k, off)
-            center_projection(packed, rows, proj.n, mean[sl], nmiss[sl], colsum, T, PT[sl])
             src.release_rows(s, e)
+            project(buf, k, off)
+            center_projection(mean[sl], miss_idx, miss_start, colsum, T, PT[sl])
 
     def project(buf: np.ndarray, k: int, off: int) -> None:
         # an even number of rows: OpenBLAS computes the last row of an odd-sized product with

@@ -703,12 +703,16 @@ def test_packed_decode_equals_the_bed_decoder(n):
             np.empty(rows.size, np.int64),
             np.empty(rows.size),
         )
-        decode_dosage_yy(packed, rows, n, dosage, packed_byte_table(dosage), pair_table(dosage), got, mean, gf, gm, yy)
+        miss_idx, miss_start = np.empty(n * rows.size, dtype=np.int64), np.empty(rows.size + 1, dtype=np.int64)
+        luts = packed_byte_table(dosage), pair_table(dosage)
+        decode_dosage_yy(packed, rows, n, dosage, *luts, got, mean, gf, gm, yy, miss_idx, miss_start)
+        missing = [set(np.flatnonzero(np.isnan(raw[:, j]))) for j in range(rows.size)]
+        assert [set(miss_idx[miss_start[j] : miss_start[j + 1]]) for j in range(rows.size)] == missing
         np.testing.assert_array_equal(got, np.nan_to_num(raw, nan=0.0))
         np.testing.assert_array_equal(gf, wf)
         np.testing.assert_array_equal(gm, wm)
         np.testing.assert_allclose(yy, (centred * centred).sum(axis=0), rtol=1e-13, atol=1e-12)
         PT = got.T @ T
-        center_projection(packed, rows, n, mean, gm, T.sum(axis=0), T, PT)
+        center_projection(mean, miss_idx, miss_start, T.sum(axis=0), T, PT)
         np.testing.assert_allclose(PT, centred.T @ T, rtol=1e-12, atol=1e-12 * np.abs(T).sum(axis=0).max())
         assert (gm == n).any() and (gm == 0).any()
