@@ -18,9 +18,9 @@ kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the
 :data:`VARIANTS` names kernels whose rarer specialisation a call may need right after the common
 one (the general GWAS kernel's ``smooth=True``, the nearPD refit of the few SNPs whose S_full is
 not positive definite): when the common one starts compiling here, a helper compiles the other
-from its signature alone (unless another helper is still running), so a batch with such SNPs
-compiles the two side by side instead of one after the other (about half the first call on such
-data).
+from its signature alone (when the load average leaves a core free and no other helper runs),
+so a batch with such SNPs compiles the two side by side instead of one after the other (about
+half the first call on such data).
 
 A helper starts only for a top-level compilation (not a cached load) here, once per plan or
 signature and process, when the process may use at least two CPUs and ``POLGEN_PRECOMPILE`` is
@@ -92,11 +92,7 @@ def enabled() -> bool:
         return False
     if os.environ.get(HELPER_ENV):
         return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return cpus >= 2
+    return _cpus() >= 2
 
 
 def dispatcher(qualname: str) -> Any:
@@ -188,6 +184,21 @@ class _Helper:
                 self.proc.kill()
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _idle_core() -> bool:
+    """The last minute's load leaves a core free beside this process."""
+    try:
+        return os.getloadavg()[0] <= _cpus() - 1
+    except OSError:
+        return False
+
+
 def _busy() -> bool:
     """A helper of this process is still running."""
     return any(h.owner == os.getpid() and h.proc.poll() is None for h in _helpers.values())
@@ -270,8 +281,8 @@ def start_variant(name: str, args: tuple) -> _Helper | None:
     with _lock:
         if key in _helpers and _helpers[key].owner == os.getpid():
             return _helpers[key]
-        if not enabled() or _busy():
-            return None  # one helper at a time beside this process (two cores)
+        if not enabled() or _busy() or not _idle_core():
+            return None  # speculative: only on a core nobody uses, one helper at a time
         try:
             helper = _Helper((name,), ["--compile", name, encode(sig)], announced=sig)
         except OSError:

@@ -72,6 +72,7 @@ def kernels(tmp_path, monkeypatch):
     plan = _precompile.HelperPlan(f"{name}:work", "5", f"{name}.first", (f"{name}.second",))
     monkeypatch.setitem(_precompile.PLANS, f"{name}.first", plan)
     monkeypatch.setitem(_precompile.VARIANTS, f"{name}.third", -1)
+    monkeypatch.setattr(_precompile, "_idle_core", lambda: True)  # the shared test machine is busy
     yield mod, plan
     for key in [k for k in _precompile._helpers if name in k]:
         _precompile._helpers.pop(key).close()
@@ -148,6 +149,15 @@ def test_a_forked_child_does_not_wait_for_its_parents_helper(kernels):
     t = time.perf_counter()
     assert _compiled_here(lambda: mod.second(np.linspace(0.0, 1.0, 3), 1.0))[:1] == ["second"]
     assert time.perf_counter() - t < 60.0  # it would wait WAIT = 600 s for a helper of its own
+
+
+def test_no_speculative_helper_on_a_busy_machine(kernels, monkeypatch):
+    from numba import typeof
+
+    mod, _ = kernels
+    monkeypatch.setattr(_precompile, "_idle_core", lambda: False)
+    sig = (typeof(np.ones(3)), typeof(None))
+    assert _precompile.start_variant(f"{mod.__name__}.third", sig) is None
 
 
 def test_off_switch_and_helper_env(monkeypatch):
