@@ -59,7 +59,7 @@ from polgen.kernels.gwas_codes import (  # noqa: F401
     ST_SINGULAR,
     STATUS_REASONS,
 )
-from polgen.kernels.gwas_fast import FastPath, fast_path, fast_structure, reduce_fast  # noqa: F401
+from polgen.kernels.gwas_fast import FastPath, fast_path, fast_structure, ram_closed_form, reduce_fast  # noqa: F401
 from polgen.kernels.gwas_kernel import ST_SMOOTH_LATER, _snp_range
 from polgen.kernels.linalg import near_pd, sandwich_into  # noqa: F401
 from polgen.kernels.ram import RamLayout, implied_jacobian, implied_jacobian_into, ram_layout  # noqa: F401
@@ -70,7 +70,9 @@ from polgen.kernels.snp_moments import SnpBatch, s_full_into, snp_batch, v_full_
 #: ``theta0`` (1 x npar or n x npar), the SNP-variance parameter ``snpvar_par`` (-1: none), ``ml``
 #: and ``ml_wmode`` (0: Sigma^-1 of the fit, 1: of S_full for the ML weight), LM ``max_iter`` /
 #: ``xtol``, ``toler`` (singularity), ``smooth_check``, Q_SNP groups ``q_ptr, q_obs, q_trait``
-#: (CSR), Wald subset ``wald_idx``, and the V_full block shortcut ``block, LLD, wLD``.
+#: (CSR), Wald subset ``wald_idx``, the V_full block shortcut ``block, LLD, wLD``, and ``se_fidx``:
+#: the free parameters of the standard errors (``fidx`` plus the residual variances the RAM fit
+#: solves in closed form, see :func:`ram_closed_form`; ``fidx`` itself on the fast path).
 GwasSpec = namedtuple(
     "GwasSpec",
     [
@@ -90,6 +92,7 @@ GwasSpec = namedtuple(
         "block",
         "LLD",
         "wLD",
+        "se_fidx",
     ],
 )
 #: Output arrays (n rows): est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald, fmin,
@@ -152,6 +155,10 @@ def gwas_batch(
 ):
     """Fit one batch of SNPs.  ``model`` is a mapping of the compiled RAM arrays (see gsem.gwas).
 
+    ``eliminate``: solve the residual variances of observed indicators in closed form (DWLS; each
+    fits its own diagonal moment exactly): on the fast path their SEs are then not computed, in
+    the RAM fit they are (the sandwich over all of ``fidx`` at the solution).
+
     Returns a dict of arrays: est, se (n x npar), chisq, qsnp (n x groups), zsmooth, wald,
     status, flags, iters.
     """
@@ -176,8 +183,16 @@ def gwas_batch(
         "iters": np.empty(n, np.int64),
     }
     elim_par = elim_mom = None
+    se_fidx = None
     if fast is not None and eliminate:
         fast, fidx, elim_par, elim_mom = reduce_fast(fast, fidx)
+    elif fast is None and not ml and eliminate and max_iter > 0:
+        # (max_iter = 0 evaluates given estimates, e.g. a constrained fit's: nothing re-solved)
+        # the RAM fit (DWLS) profiles out the indicator residual variances; SEs over all of fidx
+        keep, elim_par, elim_mom = ram_closed_form(model, fidx, snpvar_par)
+        if elim_par.size:
+            se_fidx = np.ascontiguousarray(fidx, i64)
+            fidx = np.asarray(fidx, i64)[keep]
     lay = ram_layout(model)
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
     spec = GwasSpec(
@@ -195,11 +210,14 @@ def gwas_batch(
         q_trait,
         wald_idx,
         *_block_args(lay, snp.V_LD, snp.beta.shape[1], snp.v_pd_known),
+        np.ascontiguousarray(fidx if se_fidx is None else se_fidx, i64),
     )
     fp = fast_path(fast, lay.ma.shape[0], lay.p, len(fidx), elim_par, elim_mom)
     res = GwasOut(**out)
+    # rows per thread chunk: the fast path takes ~5 us per SNP, a RAM fit 50 us to a few ms
+    min_rows = 256 if fp.on else 16
     if parallel is None:
-        parallel = n >= 2048
+        parallel = n >= 8 * min_rows
     if n == 0:
         return out
     # None / True select at compile time: the fast path or the RAM fit, DWLS or ML, the V_full
@@ -208,7 +226,7 @@ def gwas_batch(
     modes = (*fit, True if ml else None, None if spec.block else True)
     if parallel:
         # chunks on Python threads (the kernel is nogil): no parfor compilation, same rows
-        run_chunks(_snp_range, n, n_chunks(n), snp, lay, spec, fp, res, *modes, None)
+        run_chunks(_snp_range, n, n_chunks(n, min_rows), snp, lay, spec, fp, res, *modes, None)
     else:
         _snp_range(0, n, snp, lay, spec, fp, res, *modes, None)
     redo = np.flatnonzero(res.status == ST_SMOOTH_LATER)

@@ -23,7 +23,7 @@ ST_SINGULAR = 5  # information matrix singular: SEs not computable
 ST_NEARPD_FAIL = 6  # nearPD smoothing failed
 ST_NONFINITE = 7  # non-finite implied covariance / objective
 ST_ML_NOTPD = 8  # ML: implied covariance not positive definite at the start
-ST_NOFINITE = 9  # commonfactor: no finite optimum (the loadings run off along a ridge)
+ST_NOFINITE = 9  # no finite optimum (the fit runs off along a ridge: a Heywood variance to -inf)
 
 STATUS_REASONS = {
     ST_OK: "",
@@ -36,9 +36,9 @@ STATUS_REASONS = {
     ST_NONFINITE: "implied covariance or objective not finite",
     ST_ML_NOTPD: "ML: model-implied covariance matrix not positive definite",
     ST_NOFINITE: (
-        "no finite optimum: the fit runs off along a ridge (a trait's common-factor "
+        "no finite optimum: the fit runs off along a ridge (a trait's explained "
         "variance grows without bound, its residual variance to minus infinity; lavaan "
-        "stops there with a gradient warning)"
+        "stops there with a convergence or gradient warning)"
     ),
 }
 

@@ -18,7 +18,7 @@ from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _damped_solve
 from polgen.kernels.ram_fit import _normal_eq
 
-__all__ = ["FastPath", "fast_path", "fast_structure", "reduce_fast"]
+__all__ = ["FastPath", "fast_path", "fast_structure", "ram_closed_form", "reduce_fast"]
 
 #: The fast-path structure as the batch kernel takes it.  ``on``: use it (else the RAM fit runs and
 #: the arrays are unused stand-ins); per free parameter ``f`` of the iterative fit ``ftype[f]`` (0 a
@@ -311,6 +311,40 @@ def fast_structure(model, fidx, theta0, snp_index=0):
         "elim_pos": np.array(elim_pos, np.int64),
         "elim_mom": np.array(elim_mom, np.int64),
     }
+
+
+def ram_closed_form(model, fidx, snpvar_par=-1):
+    """The residual variances a DWLS RAM fit can solve in closed form: a free parameter with one
+    entry, the variance ``S[i, i]`` of an observed variable ``i`` (not the SNP) from which no path
+    leaves (no ``A[., i]`` entry, free or fixed) moves only the diagonal moment ``(i, i)``, with
+    coefficient 1, and no other parameter's derivative depends on it; with diagonal weights it
+    fits that moment exactly at every value of the others (variable projection).  Returns
+    (positions in ``fidx`` kept in the iterative fit, eliminated parameters, their moments)."""
+    kind, er, ec, ep = model["ent_kind"], model["ent_r"], model["ent_c"], model["ent_par"]
+    p = int(model["p"])
+    ma, mb = np.asarray(model["ma"]), np.asarray(model["mb"])
+    fidx = np.asarray(fidx, np.int64)
+    has_out = set(int(c) for c, k in zip(ec, kind) if k == 0)  # variables with a path leaving them
+    n_ent: dict[int, int] = {}
+    for q in ep:
+        if q >= 0:
+            n_ent[int(q)] = n_ent.get(int(q), 0) + 1
+    elim_par, elim_mom, drop = [], [], set()
+    for f, q in enumerate(fidx.tolist()):
+        if q == snpvar_par or n_ent.get(q, 0) != 1:
+            continue
+        e = int(np.flatnonzero(np.asarray(ep) == q)[0])
+        i = int(er[e])
+        if kind[e] != 1 or int(ec[e]) != i or not (1 <= i < p) or i in has_out:
+            continue
+        mom = np.flatnonzero((ma == i) & (mb == i))
+        if mom.size != 1 or int(mom[0]) in elim_mom:
+            continue
+        elim_par.append(q)
+        elim_mom.append(int(mom[0]))
+        drop.add(f)
+    keep = np.array([f for f in range(len(fidx)) if f not in drop], np.int64)
+    return keep, np.array(elim_par, np.int64), np.array(elim_mom, np.int64)
 
 
 def reduce_fast(fast, fidx):

@@ -12,6 +12,8 @@ from polgen.kernels.gwas_codes import (
     FLAG_S_SMOOTHED,
     FLAG_V_SMOOTHED,
     ST_NEARPD_FAIL,
+    ST_NOCONV,
+    ST_NOFINITE,
     ST_NONFINITE,
     ST_OK,
     ST_SINGULAR,
@@ -21,6 +23,12 @@ from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, san
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
+
+#: the RAM fit with closed-form residual variances checks for a ridge every RIDGE_CHECK iterations:
+#: a trait whose explained variance (its diagonal moment less the residual variance) exceeds RIDGE
+#: times the largest eliminated trait variance has no finite optimum (ST_NOFINITE), as commonfactor
+RIDGE_CHECK = 10
+RIDGE = 1e4  # as commonfactor_gwas (kernels.commonfactor.CF_RIDGE)
 
 #: status of a SNP whose S_full or V_full needs nearPD when the kernel was compiled without it
 #: (``smooth`` None): the caller refits those SNPs with ``smooth=True`` (never in a result)
@@ -49,7 +57,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     fidx, theta0, snpvar_par, ml_wmode = spec.fidx, spec.theta0, spec.snpvar_par, spec.ml_wmode
     max_iter, xtol, toler, smooth_check = spec.max_iter, spec.xtol, spec.toler, spec.smooth_check
     q_ptr, q_obs, q_trait, wald_idx = spec.q_ptr, spec.q_obs, spec.q_trait, spec.wald_idx
-    LLD, wLD = spec.LLD, spec.wLD
+    LLD, wLD, se_fidx = spec.LLD, spec.wLD, spec.se_fidx
     elim_par, elim_mom = fp.elim_par, fp.elim_mom
     ftype, Js, G, C0, u0, vfix, vpos = fp.ftype, fp.Js, fp.G, fp.C0, fp.u0, fp.vfix, fp.vpos
     est, se_out, chisq, qsnp, zsmooth, wald = out.est, out.se, out.chisq, out.qsnp, out.zsmooth, out.wald
@@ -59,11 +67,12 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     Kst = K1 * (K1 + 1) // 2
     nmom = ma.shape[0]
     nf = fidx.shape[0]
+    nse = se_fidx.shape[0]  # >= nf: the RAM fit's closed-form variances have SEs
     npar = theta0.shape[1]
     n0 = theta0.shape[0]
     ng = q_ptr.shape[0] - 1
     nw = wald_idx.shape[0]
-    mx = max(max(p, nf), max(nmom, K1))
+    mx = max(max(p, nse), max(nmom, K1))
     # ---- scratch, once per chunk
     Sf = np.empty((K1, K1))
     Vf = np.empty((Kst, Kst))
@@ -78,7 +87,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     VSc = np.empty((k, k))
     rs = np.empty(k)
     rs2 = np.empty(max(nmom - K1, 1))
-    Z = np.empty((max(nf, 1), nmom))
+    Z = np.empty((max(nse, 1), nmom))
     sigv = np.empty(nmom)
     Vmeat = np.empty((nmom, nmom))
     same_meat = True
@@ -91,16 +100,16 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     B = np.empty((nv, nv))
     T = np.empty((nv, p))
     C = np.empty((nv, p))
-    J = np.empty((nmom, max(nf, 1)))
-    WJ = np.empty((nmom, max(nf, 1)))
-    VL = np.empty((nmom, max(nf, 1)))
-    H = np.empty((max(nf, 1), max(nf, 1)))
-    HW = np.empty((max(nf, 1), max(nf, 1)))
-    Br = np.empty((max(nf, 1), max(nf, 1)))
-    M = np.empty((max(nf, 1), max(nf, 1)))
-    Om = np.empty((max(nf, 1), max(nf, 1)))
-    g = np.empty(max(nf, 1))
-    delta = np.empty(max(nf, 1))
+    J = np.empty((nmom, max(nse, 1)))
+    WJ = np.empty((nmom, max(nse, 1)))
+    VL = np.empty((nmom, max(nse, 1)))
+    H = np.empty((max(nse, 1), max(nse, 1)))
+    HW = np.empty((max(nse, 1), max(nse, 1)))
+    Br = np.empty((max(nse, 1), max(nse, 1)))
+    M = np.empty((max(nse, 1), max(nse, 1)))
+    Om = np.empty((max(nse, 1), max(nse, 1)))
+    g = np.empty(max(nse, 1))
+    delta = np.empty(max(nse, 1))
     theta = np.empty(npar)
     th_new = np.empty(npar)
     resid = np.empty(nmom)
@@ -112,6 +121,8 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     tmpv = np.empty(mx)
     qv = np.empty(max(k, nw, 1))
     QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
+    w_el = np.empty(max(elim_mom.shape[0], 1))
+    smax = 0.0  # largest observed trait variance (the ridge check's scale)
     for i in range(lo, hi):
         for q in range(npar):
             est[i, q] = np.nan
@@ -204,8 +215,14 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
             for a in range(p):
                 ldS += 2.0 * np.log(Smat[a, a])
         ne = elim_mom.shape[0]
+        smax = 0.0
         for e in range(ne):
+            if s_vec[elim_mom[e]] > smax:
+                smax = s_vec[elim_mom[e]]
+            w_el[e] = w[elim_mom[e]]
             w[elim_mom[e]] = 0.0
+            if full is not None:
+                theta[elim_par[e]] = 0.0  # sigma without it during the fit (it takes up the residual)
         st = ST_OK
         nit = 0
         if fast is not None:
@@ -239,47 +256,67 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 resid,
             )
         if full is not None:
-            st, nit = _fit_one(
-                ml,
-                theta,
-                fidx,
-                nf,
-                ent_kind,
-                ent_r,
-                ent_c,
-                ent_par,
-                ent_val,
-                par_ptr,
-                par_ent,
-                nv,
-                p,
-                ma,
-                mb,
-                s_vec,
-                w,
-                ldS,
-                max_iter,
-                xtol,
-                A,
-                S,
-                IA,
-                B,
-                T,
-                C,
-                J,
-                H,
-                HW,
-                g,
-                delta,
-                th_new,
-                resid,
-                Sig,
-                Sinv,
-                col,
-                Smat,
-                Wm,
-                WJ,
-            )
+            # with closed-form residual variances the fit runs in rounds of RIDGE_CHECK
+            # iterations; between rounds a variance running off to minus infinity (no finite
+            # minimum: R's nlminb stops at its iteration limit there) ends the SNP's fit
+            left = max_iter
+            nit = 0
+            st = ST_NOCONV
+            while True:  # max_iter = 0 (evaluate only) runs once
+                round_iter = min(left, RIDGE_CHECK) if ne > 0 else left
+                st, it = _fit_one(
+                    ml,
+                    theta,
+                    fidx,
+                    nf,
+                    ent_kind,
+                    ent_r,
+                    ent_c,
+                    ent_par,
+                    ent_val,
+                    par_ptr,
+                    par_ent,
+                    nv,
+                    p,
+                    ma,
+                    mb,
+                    s_vec,
+                    w,
+                    ldS,
+                    round_iter,
+                    xtol,
+                    A,
+                    S,
+                    IA,
+                    B,
+                    T,
+                    C,
+                    J,
+                    H,
+                    HW,
+                    g,
+                    delta,
+                    th_new,
+                    resid,
+                    Sig,
+                    Sinv,
+                    col,
+                    Smat,
+                    Wm,
+                    WJ,
+                )
+                nit += it
+                left -= it
+                if st != ST_NOCONV or ne == 0 or left <= 0:
+                    break
+                ridge = False
+                for e in range(ne):
+                    m = elim_mom[e]
+                    if not (s_vec[m] - resid[m] <= RIDGE * smax):
+                        ridge = True
+                if ridge:
+                    st = ST_NOFINITE
+                    break
         iters[i] = nit
         for e in range(ne):
             # sigma at this moment excludes the eliminated variance: it takes up the residual
@@ -355,9 +392,11 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
             if _chol(QM, n_ind, 0.0):
                 qsnp[i, gq] = _chol_quad(QM, n_ind, qv, tmpv)
         # ---- sandwich standard errors
-        if nf > 0:
+        if nse > 0:
             if full is not None:
-                _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
+                for e in range(ne):
+                    w[elim_mom[e]] = w_el[e]  # the sandwich of the full parameter set
+                _jacobian(se_fidx, nse, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
             if ml is not None:
                 if ml_wmode == 1:
                     for a in range(p):
@@ -366,31 +405,31 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     _chol(Sig, p, 0.0)
                     _chol_inverse(Sig, p, Sinv, col)
                 _ml_weight(Sinv, ma, mb, Wm)
-                _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
+                _normal_eq_ml(nse, nmom, J, Wm, WJ, resid, H, g)
             else:
-                _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
+                _normal_eq(nse, nmom, J, w, WJ, resid, H, g)
             hmax = 0.0
-            for a in range(nf):
-                for b in range(nf):
+            for a in range(nse):
+                for b in range(nse):
                     HW[a, b] = H[a, b]
                 if H[a, a] > hmax:
                     hmax = H[a, a]
             # R: solve(t(D) W D, tol = toler or machine epsilon) -> "computationally singular"
-            if not _chol(HW, nf, max(toler, 2.220446049250313e-16) * hmax * nf):
+            if not _chol(HW, nse, max(toler, 2.220446049250313e-16) * hmax * nse):
                 status[i] = ST_SINGULAR
                 continue
-            _chol_inverse(HW, nf, Br, col)
+            _chol_inverse(HW, nse, Br, col)
             if general is None:  # block mode has the meat of the weights (same_meat)
                 # Z = Br (W J)'; Om = Z V Z' with V block diagonal
-                for a in range(nf):
+                for a in range(nse):
                     for m in range(nmom):
                         x = 0.0
-                        for c in range(nf):
+                        for c in range(nse):
                             x += Br[a, c] * WJ[m, c]
                         Z[a, m] = x
                 nld = nmom - K1
-                for a in range(nf):
-                    for b in range(a, nf):
+                for a in range(nse):
+                    for b in range(a, nse):
                         if b != a and nw == 0:
                             continue
                         x = Z[a, 0] * Z[b, 0] * varse2
@@ -409,13 +448,13 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     for m in range(nmom):
                         for m2 in range(nmom):
                             Vmeat[m, m2] = Vf[vidx_meat[m], vidx_meat[m2]]
-                sandwich_into(Vsub if same_meat else Vmeat, WJ, Br, nmom, nf, VL, M, HW, Om)
-            for a in range(nf):
+                sandwich_into(Vsub if same_meat else Vmeat, WJ, Br, nmom, nse, VL, M, HW, Om)
+            for a in range(nse):
                 d = Om[a, a]
-                se_out[i, fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan
+                se_out[i, se_fidx[a]] = np.sqrt(d) if d >= 0.0 else np.nan
             if nw > 0:
                 for a in range(nw):
-                    qv[a] = theta[fidx[wald_idx[a]]]
+                    qv[a] = theta[se_fidx[wald_idx[a]]]
                     for b in range(nw):
                         QM[a, b] = Om[wald_idx[a], wald_idx[b]]
                 if _chol(QM, nw, 0.0):

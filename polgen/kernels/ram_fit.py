@@ -109,6 +109,13 @@ def _objective(
     return f
 
 
+#: DWLS step extrapolation in :func:`_fit_one`: after an accepted step whose direction is within
+#: this cosine of the previous one, further steps of 1, 2, 4, ... times it are tried (at most
+#: EXTRAP_MAX) while the objective falls
+EXTRAP_COS = 0.9
+EXTRAP_MAX = 10
+
+
 @jit
 def _normal_eq(nf, nmom, J, w, WJ, resid, H, g):
     """DWLS: WJ = diag(w) J; H = J' W J; g = J' W resid."""
@@ -233,6 +240,10 @@ def _fit_one(
         return ST_OK, 0
     lam = 0.0
     it = 0
+    # DWLS step extrapolation: the previous accepted direction kept in the ML-only scratch Wm
+    extrap = ml is None and Wm.shape[1] >= nf
+    prev = Wm[0]
+    have_prev = False
     while it < max_iter:
         it += 1
         _jacobian(fidx, nf, par_ptr, par_ent, ent_kind, ent_r, ent_c, ma, mb, B, C, J)
@@ -297,8 +308,92 @@ def _fit_one(
                     theta[q] = th_new[q]
                 fold = f
                 f = fn
+                if ml is None and not small and extrap:
+                    # an accepted step in the direction of the previous one: the fit is crawling
+                    # along a valley (slow linear convergence, or a ridge running off); go on
+                    # along it, doubling the step while the objective keeps falling
+                    dd = 0.0
+                    pp = 0.0
+                    dp = 0.0
+                    for a in range(nf):
+                        dd += delta[a] * delta[a]
+                        pp += prev[a] * prev[a]
+                        dp += delta[a] * prev[a]
+                    if have_prev and dp > EXTRAP_COS * np.sqrt(dd * pp):
+                        mult = 1.0
+                        failed = False
+                        for _x in range(EXTRAP_MAX):
+                            for a in range(nf):
+                                th_new[fidx[a]] = theta[fidx[a]] + mult * delta[a]
+                            fx = _objective(
+                                ml,
+                                th_new,
+                                ent_kind,
+                                ent_r,
+                                ent_c,
+                                ent_par,
+                                ent_val,
+                                nv,
+                                p,
+                                A,
+                                S,
+                                IA,
+                                B,
+                                T,
+                                C,
+                                s_vec,
+                                w,
+                                ma,
+                                mb,
+                                resid,
+                                Sig,
+                                Sinv,
+                                col,
+                                Smat,
+                                ldS,
+                            )
+                            if fx < f:
+                                for a in range(nf):
+                                    theta[fidx[a]] = th_new[fidx[a]]
+                                f = fx
+                                mult *= 2.0
+                            else:
+                                failed = True
+                                break
+                        if failed:
+                            # the scratch must describe theta: re-evaluate after a failed trial
+                            f = _objective(
+                                ml,
+                                theta,
+                                ent_kind,
+                                ent_r,
+                                ent_c,
+                                ent_par,
+                                ent_val,
+                                nv,
+                                p,
+                                A,
+                                S,
+                                IA,
+                                B,
+                                T,
+                                C,
+                                s_vec,
+                                w,
+                                ma,
+                                mb,
+                                resid,
+                                Sig,
+                                Sinv,
+                                col,
+                                Smat,
+                                ldS,
+                            )
+                    for a in range(nf):
+                        prev[a] = delta[a]
+                    have_prev = True
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
-                if small or (fold - fn) <= ftol * fold or fn == 0.0:
+                if small or (fold - f) <= ftol * fold or f == 0.0:
                     return ST_OK, it
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
