@@ -231,10 +231,12 @@ def _wait_on_miss(name: str, helper: _Helper) -> None:
                 if h.wait(name, args):
                     cres = load(sig, target_context)
                 log.debug(
-                    "%s: %s a helper's compilation after %.1f s",
+                    "%s: %s a helper's compilation after %.1f s (needed %s; helper: %s)",
                     name,
                     "loaded" if cres is not None else "no use of",
                     time.perf_counter() - t,
+                    args,
+                    h.announced[name],
                 )
                 if cres is not None:
                     break
