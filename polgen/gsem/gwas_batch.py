@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from polgen.gsem.expr import evaluate_array
-from polgen.gsem.gwas_commonfactor import cf_q_start, cf_stage1
+from polgen.gsem.gwas_commonfactor import cf_q_result, cf_q_start, cf_stage1
 from polgen.gsem.gwas_constrained import constrained_stage
 from polgen.gsem.gwas_plan import Plan, Stage
 from polgen.gsem.stats import chi2_sf, normal_pvalues
@@ -307,17 +307,20 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     if plan.kind == "commonfactor":
         stage2 = plan.stage2
         assert stage2 is not None, "plan_commonfactor always builds the Q_SNP stage"
-        theta0 = np.zeros((n, stage2.starts.shape[1]))
-        theta0[:, : plan.npar] = np.nan_to_num(res["est"])
-        if plan.stage1.cf is not None:
-            theta0[:, plan.npar :] = cf_q_start(plan, res["est"], beta)
-        # the Q model only where stage 1 converged (its fixed values are stage 1's estimates)
-        sub = np.flatnonzero(ok)
-        res2 = {"status": np.full(n, -1, np.int64), "wald": np.full(n, np.nan)}
-        if sub.size:
-            r2 = run_stage(plan, stage2, beta[sub], se[sub], var[sub], theta0=theta0[sub])
-            res2["status"][sub] = r2["status"]
-            res2["wald"][sub] = r2["wald"]
+        if "q_wald" in res:  # DWLS: cf_stage1 fitted the Q model too (closed form)
+            res2 = cf_q_result(res, ok)
+        else:
+            theta0 = np.zeros((n, stage2.starts.shape[1]))
+            theta0[:, : plan.npar] = np.nan_to_num(res["est"])
+            if plan.stage1.cf is not None:
+                theta0[:, plan.npar :] = cf_q_start(plan, res["est"], beta)
+            # the Q model only where stage 1 converged (its fixed values are stage 1's estimates)
+            sub = np.flatnonzero(ok)
+            res2 = {"status": np.full(n, -1, np.int64), "wald": np.full(n, np.nan)}
+            if sub.size:
+                r2 = run_stage(plan, stage2, beta[sub], se[sub], var[sub], theta0=theta0[sub])
+                res2["status"][sub] = r2["status"]
+                res2["wald"][sub] = r2["wald"]
         est = np.where(ok, res["est"][:, plan.est_row], np.nan)
         sev = np.where(ok, res["se"][:, plan.est_row], np.nan)
         z = est / sev
