@@ -103,9 +103,12 @@ def test(
     BETA then uses the given X with the model's latent matrix W.  Genotypes are decoded centred
     (not eigenstrat-scaled, whatever the fit used), so BETA is per A1 allele; T does not depend on
     the scaling.  ``task_snps`` SNPs make one task / output part; ``batch_snps`` one decoded block.
-    With ``out`` the table is streamed to a resumable parquet dataset (uncalibrated parts first,
-    then the calibration computed from the stored T columns, then the final parts) and the GIF
-    values go to the output metadata; otherwise it is built in memory.
+    With ``out`` the table is streamed to a resumable parquet dataset and the GIF values go to the
+    output metadata; otherwise it is built in memory.  With calibration the per-SNP statistics are
+    held in memory up to :data:`polgen.lfmm.assoc_disk.HOLD_STATS_BYTES` (64 MB, ~1.6M SNPs for one
+    variable) and the calibrated parts written once; a bigger run writes uncalibrated parts first,
+    computes the calibration from their T columns and then writes the final parts (memory flat in
+    the number of SNPs either way).
 
     ``family="binomial"`` / ``"poisson"`` test with a per-locus GLM instead of the linear model
     (R LEA ``lfmm2.test(linear = FALSE)``, the lfmm package's ``glm_test``: see
