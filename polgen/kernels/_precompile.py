@@ -79,7 +79,13 @@ PLANS: dict[str, HelperPlan] = {
 #: unused (cached for later calls).
 VARIANTS: dict[str, int] = {_KERNELS + "gwas_kernel._snp_range": -1}
 
-_HELPER = "import sys; from polgen.kernels._precompile import _main; raise SystemExit(_main(sys.argv[1:]))"
+#: the helper imports the polgen this process runs (not one the working directory may hold):
+#: its kernels' cache entries are keyed by their source files
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_HELPER = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from polgen.kernels._precompile import _main; raise SystemExit(_main(sys.argv[1:]))"
+)
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"installed": False}
@@ -132,7 +138,7 @@ class _Helper:
                 self.announced[t].append(announced)
         self.exited = False
         env = dict(os.environ, **{HELPER_ENV: "1", "NUMBA_NUM_THREADS": "1", "POLGEN_PROGRESS": "0"})
-        cmd = [sys.executable, "-c", _HELPER, *args]
+        cmd = [sys.executable, "-c", _HELPER, _ROOT, *args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env
         )

@@ -98,8 +98,13 @@ def _compiled_here(fn):
 
 
 @pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
-def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels):
+def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels, tmp_path, monkeypatch):
     mod, plan = kernels
+    # a working directory holding another `polgen` (a checkout): the helper imports this one
+    other = tmp_path / "cwd" / "polgen"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the polgen of the working directory')\n")
+    monkeypatch.chdir(other.parent)
     from collections import namedtuple
 
     x = np.linspace(0.0, 1.0, 7)
