@@ -46,7 +46,7 @@ def run_stage(plan: Plan, stage: Stage, beta, se, var, theta0=None, q=False, max
         common["max_iter"] = max_iter
     elif theta0 is None and stage.starts.shape[0] > 1:
         common["max_iter"] = MULTISTART_MAX_ITER
-    if starts is not None and starts.shape[0] == 1 and stage.fast is not None and not plan.ml:
+    if starts is not None and starts.shape[0] == 1 and stage.fast is not None:
         common["fast"] = stage.fast
         common["eliminate"] = plan.eliminate
     if starts is None:

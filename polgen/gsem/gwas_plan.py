@@ -377,7 +377,7 @@ def plan_user(
         arrays["vidx_meat"] = r_ml_meat(cm, pt_full.observed, pred, traits)
     stage = Stage(arrays, np.arange(npar, dtype=np.int64), starts, snpvar[0] if snpvar else -1)
     lincon, n_eq, nlcon = _snp_constraints(pt, num, general, ml)
-    if not ml and starts.shape[0] == 1 and lincon is None:
+    if starts.shape[0] == 1 and lincon is None:
         from polgen.kernels.gwas import fast_structure
 
         stage.fast = fast_structure(arrays, stage.fidx, starts[0])

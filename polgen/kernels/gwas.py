@@ -184,7 +184,7 @@ def gwas_batch(
     }
     elim_par = elim_mom = None
     se_fidx = None
-    if fast is not None and eliminate:
+    if fast is not None and eliminate and not ml:
         fast, fidx, elim_par, elim_mom = reduce_fast(fast, fidx)
     elif fast is None and not ml and eliminate and max_iter > 0:
         # (max_iter = 0 evaluates given estimates, e.g. a constrained fit's: nothing re-solved)

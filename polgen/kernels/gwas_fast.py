@@ -14,9 +14,9 @@ from collections import namedtuple
 import numpy as np
 
 from polgen.kernels._jit import jit
-from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
+from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _damped_solve
-from polgen.kernels.ram_fit import _normal_eq
+from polgen.kernels.ram_fit import _ml_pieces, _ml_weight, _normal_eq, _normal_eq_ml
 
 __all__ = ["FastPath", "fast_path", "fast_structure", "ram_closed_form", "reduce_fast"]
 
@@ -168,6 +168,126 @@ def _fit_fast(
             v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
             _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
             return ST_OK, it
+    return ST_NOCONV, it
+
+
+@jit
+def _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS):
+    """ML objective at the fast-path moments ``sig`` (Sinv = Sigma^-1 left in the scratch)."""
+    for m in range(ma.shape[0]):
+        Cp[ma[m], mb[m]] = sig[m]
+    f = _ml_pieces(Cp, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return np.inf
+    return f
+
+
+@jit
+def _fit_fast_ml(
+    theta,
+    fidx,
+    nf,
+    ftype,
+    Js,
+    G,
+    C0,
+    u0,
+    vfix,
+    vpos,
+    ma,
+    mb,
+    p,
+    s_vec,
+    ldS,
+    max_iter,
+    xtol,
+    u,
+    sig,
+    J,
+    WJ,
+    H,
+    HW,
+    g,
+    delta,
+    th_new,
+    resid,
+    Cp,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    Wm,
+):
+    """ML (Fisher scoring with Levenberg-Marquardt damping, as the RAM fit's ML branch) on the
+    fast-path structure: the implied moments and their Jacobian without the RAM inverse.  Leaves
+    resid, J and Sinv at the returned theta.  Returns (status, iterations)."""
+    nmom = ma.shape[0]
+    npar = theta.shape[0]
+    v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+    f = _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return ST_ML_NOTPD, 0
+    for m in range(nmom):
+        resid[m] = s_vec[m] - sig[m]
+    if nf == 0 or max_iter == 0:
+        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+        return ST_OK, 0
+    lam = 0.0
+    it = 0
+    while it < max_iter:
+        it += 1
+        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+        _ml_weight(Sinv, ma, mb, Wm)
+        _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
+        gmax = 0.0
+        for a in range(nf):
+            if abs(g[a]) > gmax:
+                gmax = abs(g[a])
+        if gmax == 0.0:
+            return ST_OK, it
+        accepted = False
+        tries = 0
+        while not accepted and tries < 40:
+            tries += 1
+            for a in range(nf):
+                delta[a] = g[a]
+            if not _damped_solve(H, nf, lam, delta, HW):
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                continue
+            for q in range(npar):
+                th_new[q] = theta[q]
+            for a in range(nf):
+                th_new[fidx[a]] += delta[a]
+            vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+            fn = _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+            if fn <= f:
+                accepted = True
+                small = True
+                for a in range(nf):
+                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
+                        small = False
+                for q in range(npar):
+                    theta[q] = th_new[q]
+                for m in range(nmom):
+                    resid[m] = s_vec[m] - sig[m]
+                v = vn
+                fold = f
+                f = fn
+                lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if small or (fold - fn) <= ftol * fold or fn == 0.0:
+                    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+                    return ST_OK, it
+            else:
+                lam = 1e-8 if lam == 0.0 else lam * 10.0
+        if not accepted:
+            # no decrease along any damped direction: stationary to rounding; scratch at theta
+            v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
+            _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+            for m in range(nmom):
+                resid[m] = s_vec[m] - sig[m]
+            _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
+            return ST_OK, it
+    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
     return ST_NOCONV, it
 
 

@@ -18,7 +18,7 @@ from polgen.kernels.gwas_codes import (
     ST_OK,
     ST_SINGULAR,
 )
-from polgen.kernels.gwas_fast import _fit_fast
+from polgen.kernels.gwas_fast import _fit_fast, _fit_fast_ml
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
@@ -117,6 +117,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     Sinv = np.empty((p, p))
     Smat = np.empty((p, p))
     Wm = np.empty((nmom, nmom))
+    Cp = np.empty((p, p))  # the fast path's ML: implied covariance of the observed variables
     col = np.empty(mx)
     tmpv = np.empty(mx)
     qv = np.empty(max(k, nw, 1))
@@ -226,35 +227,72 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
         st = ST_OK
         nit = 0
         if fast is not None:
-            st, nit = _fit_fast(
-                theta,
-                fidx,
-                nf,
-                ftype,
-                Js,
-                G,
-                C0,
-                u0,
-                vfix,
-                vpos,
-                ma,
-                mb,
-                p,
-                s_vec,
-                w,
-                max_iter,
-                xtol,
-                uvec,
-                sigv,
-                J,
-                WJ,
-                H,
-                HW,
-                g,
-                delta,
-                th_new,
-                resid,
-            )
+            if ml is not None:
+                st, nit = _fit_fast_ml(
+                    theta,
+                    fidx,
+                    nf,
+                    ftype,
+                    Js,
+                    G,
+                    C0,
+                    u0,
+                    vfix,
+                    vpos,
+                    ma,
+                    mb,
+                    p,
+                    s_vec,
+                    ldS,
+                    max_iter,
+                    xtol,
+                    uvec,
+                    sigv,
+                    J,
+                    WJ,
+                    H,
+                    HW,
+                    g,
+                    delta,
+                    th_new,
+                    resid,
+                    Cp,
+                    Sig,
+                    Sinv,
+                    col,
+                    Smat,
+                    Wm,
+                )
+            else:
+                st, nit = _fit_fast(
+                    theta,
+                    fidx,
+                    nf,
+                    ftype,
+                    Js,
+                    G,
+                    C0,
+                    u0,
+                    vfix,
+                    vpos,
+                    ma,
+                    mb,
+                    p,
+                    s_vec,
+                    w,
+                    max_iter,
+                    xtol,
+                    uvec,
+                    sigv,
+                    J,
+                    WJ,
+                    H,
+                    HW,
+                    g,
+                    delta,
+                    th_new,
+                    resid,
+                )
         if full is not None:
             # with closed-form residual variances the fit runs in rounds of RIDGE_CHECK
             # iterations; between rounds a variance running off to minus infinity (no finite

@@ -32,7 +32,10 @@ from polgen.kernels.ram_fit import fit_cov
 D = Path(__file__).resolve().parents[1] / "data" / "gsem" / "r" / "ml_sign"
 RTOL = 1e-10  # DWLS
 RTOL_ML = 1e-8
-RTOL_ML_LOOSE = 5e-8  # the numba ML fit's own stopping precision on the two-factor models (see above)
+# the numba ML fit's own stopping precision on the two-factor models (see above): 5e-8 measured
+# until the DWLS step extrapolation entered _fit_one, 6.5e-8 since (fast-math code layout of the
+# ML specialisation; the objectives agree)
+RTOL_ML_LOOSE = 1e-7
 
 
 def _rtol(case: str, ml: bool, per_start: bool = False) -> float:
