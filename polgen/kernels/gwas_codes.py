@@ -9,6 +9,12 @@ from __future__ import annotations
 # stops at rel.tol = 1e-10 on the objective)
 ftol = 1e-13
 
+# the RAM fit with closed-form residual variances checks for a ridge every RIDGE_CHECK iterations:
+# a trait whose explained variance (its diagonal moment less the residual variance) exceeds RIDGE
+# times the largest eliminated trait variance has no finite optimum (ST_NOFINITE), as commonfactor
+RIDGE_CHECK = 10
+RIDGE = 1e4  # as commonfactor_gwas (kernels.commonfactor.CF_RIDGE)
+
 GC_STANDARD = 0
 GC_CONSERV = 1
 GC_NONE = 2

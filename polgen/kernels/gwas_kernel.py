@@ -11,6 +11,8 @@ from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import (
     FLAG_S_SMOOTHED,
     FLAG_V_SMOOTHED,
+    RIDGE,
+    RIDGE_CHECK,
     ST_NEARPD_FAIL,
     ST_NOCONV,
     ST_NOFINITE,
@@ -23,12 +25,6 @@ from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, san
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
-
-#: the RAM fit with closed-form residual variances checks for a ridge every RIDGE_CHECK iterations:
-#: a trait whose explained variance (its diagonal moment less the residual variance) exceeds RIDGE
-#: times the largest eliminated trait variance has no finite optimum (ST_NOFINITE), as commonfactor
-RIDGE_CHECK = 10
-RIDGE = 1e4  # as commonfactor_gwas (kernels.commonfactor.CF_RIDGE)
 
 #: status of a SNP whose S_full or V_full needs nearPD when the kernel was compiled without it
 #: (``smooth`` None): the caller refits those SNPs with ``smooth=True`` (never in a result)
