@@ -81,7 +81,31 @@ def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
 
 
 @jit
+def _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS):
+    """ML objective at the fast-path moments ``sig`` (Sinv = Sigma^-1 left in the scratch)."""
+    for m in range(ma.shape[0]):
+        Cp[ma[m], mb[m]] = sig[m]
+    f = _ml_pieces(Cp, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
+    if not np.isfinite(f):
+        return np.inf
+    return f
+
+
+@jit
+def _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS):
+    """The objective at the fast-path moments ``sig``: DWLS (``ml`` None) or ML."""
+    if ml is not None:
+        return _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+    f = 0.0
+    for m in range(ma.shape[0]):
+        r = s_vec[m] - sig[m]
+        f += w[m] * r * r
+    return f
+
+
+@jit
 def _fit_fast(
+    ml,
     theta,
     fidx,
     nf,
@@ -97,107 +121,6 @@ def _fit_fast(
     p,
     s_vec,
     w,
-    max_iter,
-    xtol,
-    u,
-    sig,
-    J,
-    WJ,
-    H,
-    HW,
-    g,
-    delta,
-    th_new,
-    resid,
-):
-    """Levenberg-Marquardt on the fast-path structure; leaves resid and J at the solution."""
-    nmom = ma.shape[0]
-    npar = theta.shape[0]
-    v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-    f = 0.0
-    for m in range(nmom):
-        r = s_vec[m] - sig[m]
-        resid[m] = r
-        f += w[m] * r * r
-    if not np.isfinite(f):
-        return ST_NONFINITE, 0
-    lam = 0.0
-    it = 0
-    while it < max_iter:
-        it += 1
-        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-        _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
-        accepted = False
-        tries = 0
-        while not accepted and tries < 40:
-            tries += 1
-            for a in range(nf):
-                delta[a] = g[a]
-            if not _damped_solve(H, nf, lam, delta, HW):
-                lam = 1e-8 if lam == 0.0 else lam * 10.0
-                continue
-            for q in range(npar):
-                th_new[q] = theta[q]
-            for a in range(nf):
-                th_new[fidx[a]] += delta[a]
-            vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            fn = 0.0
-            for m in range(nmom):
-                r = s_vec[m] - sig[m]
-                fn += w[m] * r * r
-            if fn <= f:
-                accepted = True
-                small = True
-                for a in range(nf):
-                    if abs(delta[a]) > xtol * (abs(th_new[fidx[a]]) + 1e-6):
-                        small = False
-                for q in range(npar):
-                    theta[q] = th_new[q]
-                for m in range(nmom):
-                    resid[m] = s_vec[m] - sig[m]
-                v = vn
-                fold = f
-                f = fn
-                lam = 0.0 if lam <= 1e-8 else lam * 0.1
-                if small or (fold - fn) <= ftol * fold or fn == 0.0:
-                    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-                    return ST_OK, it
-            else:
-                lam = 1e-8 if lam == 0.0 else lam * 10.0
-        if not accepted:
-            v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-            return ST_OK, it
-    return ST_NOCONV, it
-
-
-@jit
-def _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS):
-    """ML objective at the fast-path moments ``sig`` (Sinv = Sigma^-1 left in the scratch)."""
-    for m in range(ma.shape[0]):
-        Cp[ma[m], mb[m]] = sig[m]
-    f = _ml_pieces(Cp, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
-    if not np.isfinite(f):
-        return np.inf
-    return f
-
-
-@jit
-def _fit_fast_ml(
-    theta,
-    fidx,
-    nf,
-    ftype,
-    Js,
-    G,
-    C0,
-    u0,
-    vfix,
-    vpos,
-    ma,
-    mb,
-    p,
-    s_vec,
     ldS,
     max_iter,
     xtol,
@@ -218,33 +141,30 @@ def _fit_fast_ml(
     Smat,
     Wm,
 ):
-    """ML (Fisher scoring with Levenberg-Marquardt damping, as the RAM fit's ML branch) on the
-    fast-path structure: the implied moments and their Jacobian without the RAM inverse.  Leaves
-    resid, J and Sinv at the returned theta.  Returns (status, iterations)."""
+    """Levenberg-Marquardt on the fast-path structure: DWLS (``ml`` None: Gauss-Newton with the
+    weights ``w``) or ML (``ml`` True: Fisher scoring, as the RAM fit's ML branch), with the implied
+    moments and their Jacobian computed without the RAM inverse.  Leaves resid and J (and, for ML,
+    Sinv) at the solution.  Returns (status, iterations)."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
     v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-    f = _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
-    if not np.isfinite(f):
-        return ST_ML_NOTPD, 0
+    f = _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS)
     for m in range(nmom):
         resid[m] = s_vec[m] - sig[m]
-    if nf == 0 or max_iter == 0:
-        _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-        return ST_OK, 0
+    if not np.isfinite(f):
+        if ml is not None:
+            return ST_ML_NOTPD, 0
+        return ST_NONFINITE, 0
     lam = 0.0
     it = 0
     while it < max_iter:
         it += 1
         _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-        _ml_weight(Sinv, ma, mb, Wm)
-        _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
-        gmax = 0.0
-        for a in range(nf):
-            if abs(g[a]) > gmax:
-                gmax = abs(g[a])
-        if gmax == 0.0:
-            return ST_OK, it
+        if ml is not None:
+            _ml_weight(Sinv, ma, mb, Wm)
+            _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
+        else:
+            _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
         accepted = False
         tries = 0
         while not accepted and tries < 40:
@@ -259,7 +179,7 @@ def _fit_fast_ml(
             for a in range(nf):
                 th_new[fidx[a]] += delta[a]
             vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            fn = _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+            fn = _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS)
             if fn <= f:
                 accepted = True
                 small = True
@@ -282,12 +202,12 @@ def _fit_fast_ml(
         if not accepted:
             # no decrease along any damped direction: stationary to rounding; scratch at theta
             v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
-            for m in range(nmom):
-                resid[m] = s_vec[m] - sig[m]
+            if ml is not None:
+                _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+                for m in range(nmom):
+                    resid[m] = s_vec[m] - sig[m]
             _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
             return ST_OK, it
-    _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
     return ST_NOCONV, it
 
 
