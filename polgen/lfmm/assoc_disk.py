@@ -135,9 +135,13 @@ def _test_to_disk(
 
 
 def _range_stats(task: RangeTask) -> dict[str, np.ndarray]:
-    """Worker of :func:`_one_pass`: the statistics of one range (without the unused OLS betas)."""
+    """Worker of :func:`_one_pass`: the statistics of one range, held until the calibration is
+    known: without the unused OLS betas, and without F / ADJ_R2 unless ``full`` (16 B per SNP)."""
     arrs = compute_range(task)
     arrs.pop("OLS", None)
+    if not task.full:
+        arrs.pop("F", None)
+        arrs.pop("ADJ_R2", None)
     return arrs
 
 
