@@ -12,7 +12,7 @@ ftol = 1e-13
 # the RAM fit with closed-form residual variances checks for a ridge every RIDGE_CHECK iterations:
 # a trait whose explained variance (its diagonal moment less the residual variance) exceeds RIDGE
 # times the largest eliminated trait variance has no finite optimum (ST_NOFINITE), as commonfactor
-RIDGE_CHECK = 10
+RIDGE_CHECK = 5
 RIDGE = 1e4  # as commonfactor_gwas (kernels.commonfactor.CF_RIDGE)
 
 GC_STANDARD = 0

@@ -11,7 +11,6 @@ from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import (
     FLAG_S_SMOOTHED,
     FLAG_V_SMOOTHED,
-    RIDGE,
     RIDGE_CHECK,
     ST_NEARPD_FAIL,
     ST_NOCONV,
@@ -24,6 +23,7 @@ from polgen.kernels.gwas_fast import _fit_fast
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
+from polgen.kernels.ram_ridge import _ran_off, _ridge_jump
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
 
 #: status of a SNP whose S_full or V_full needs nearPD when the kernel was compiled without it
@@ -119,6 +119,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     qv = np.empty(max(k, nw, 1))
     QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
     w_el = np.empty(max(elim_mom.shape[0], 1))
+    th_prev = np.empty(npar)  # the theta of the last round end (the run-off extrapolation)
     smax = 0.0  # largest observed trait variance (the ridge check's scale)
     for i in range(lo, hi):
         for q in range(npar):
@@ -266,6 +267,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
             # minimum: R's nlminb stops at its iteration limit there) ends the SNP's fit
             left = max_iter
             nit = 0
+            heyw = False  # the last round ended with a negative closed-form variance
             st = ST_NOCONV
             while True:  # max_iter = 0 (evaluate only) runs once
                 round_iter = min(left, RIDGE_CHECK) if ne > 0 else left
@@ -314,14 +316,22 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 left -= it
                 if st != ST_NOCONV or ne == 0 or left <= 0:
                     break
-                ridge = False
-                for e in range(ne):
-                    m = elim_mom[e]
-                    if not (s_vec[m] - resid[m] <= RIDGE * smax):
-                        ridge = True
-                if ridge:
+                if _ran_off(elim_mom, s_vec, resid, smax):
                     st = ST_NOFINITE
                     break
+                # a Heywood variance since the last round end: extrapolate along the run-off
+                if heyw and _ridge_jump(
+                    theta, th_prev, th_new, fidx, nf, elim_mom, smax, s_vec, w, ent_kind, ent_r, ent_c,
+                    ent_par, ent_val, nv, p, A, S, IA, B, T, C, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+                ):  # fmt: skip
+                    st = ST_NOFINITE
+                    break
+                heyw = False
+                for e in range(ne):
+                    if resid[elim_mom[e]] < 0.0:
+                        heyw = True
+                for q in range(npar):
+                    th_prev[q] = theta[q]
         iters[i] = nit
         for e in range(ne):
             # sigma at this moment excludes the eliminated variance: it takes up the residual

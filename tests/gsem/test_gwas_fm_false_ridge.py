@@ -92,8 +92,12 @@ def test_closed_form_residual_variances_equal_the_full_fit():
     se_a, se_b = a["se"][:, st.fidx], b["se"][:, st.fidx]
     assert np.isfinite(se_a).all()  # the eliminated variances' SEs too
     np.testing.assert_allclose(se_a, se_b, rtol=1e-5)
-    # and from the warm start the two ridge SNPs end as ST_NOFINITE within a few hundred iterations
-    w = gwas_batch(
-        beta[1:3], se[1:3], var[1:3], *plan.ld_args(), st.model, st.fidx, st.starts[:1], st.snpvar_par, toler=plan.toler
-    )
-    assert (w["status"] == 9).all() and (w["iters"] < 500).all()
+    # and from every start the two ridge SNPs end as ST_NOFINITE within 100 iterations: the
+    # geometric run-off extrapolation (kernels.ram_ridge) reaches the ridge bound in 25-55; plain
+    # Levenberg-Marquardt crawled there in 100-200 (the loading grew by ~0.4 per iteration)
+    for s in range(st.starts.shape[0]):
+        w = gwas_batch(
+            beta[1:3], se[1:3], var[1:3], *plan.ld_args(), st.model, st.fidx, st.starts[s : s + 1], st.snpvar_par,
+            toler=plan.toler,
+        )  # fmt: skip
+        assert (w["status"] == 9).all() and (w["iters"] < 100).all(), (s, w["iters"])

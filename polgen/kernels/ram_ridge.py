@@ -1,0 +1,119 @@
+"""Run-off acceleration for the DWLS RAM fit with closed-form residual variances (issue 18).
+
+A SNP whose objective has no finite minimum (a Heywood residual variance running off to minus
+infinity while a loading grows without bound) makes Levenberg-Marquardt crawl along a curved
+valley: the loading grows by a roughly constant amount per iteration, the other loadings and the
+SNP path shrink in proportion, and the ridge check of :mod:`polgen.kernels.gwas_kernel` (explained
+variance above ``RIDGE`` times the largest trait variance) fires only after 100-200 iterations.
+
+Along such a valley every parameter changes by a nearly constant *factor* per round, so the
+kernel extrapolates geometrically between two round ends: ``theta_j * (theta_j / prev_j) ** m`` for
+m = 2, 4, 8, ... (only parameters that kept their sign), accepting each trial while the objective
+falls.  A trial is accepted only when it lowers the objective, so a fit that has a finite minimum
+goes on from a better point; the ridge verdict is the same test as the kernel's own.
+"""
+
+from __future__ import annotations
+
+from polgen.kernels._jit import jit
+from polgen.kernels.gwas_codes import RIDGE
+from polgen.kernels.ram_fit import _objective
+
+__all__ = ["JUMP_TRIALS"]
+
+#: doublings of the extrapolation exponent tried per round end (2 ** (JUMP_TRIALS + 1) at most)
+JUMP_TRIALS = 12
+
+
+@jit
+def _geometric(theta, prev, fidx, nf, mult, out):
+    """``out`` = theta with each free parameter that kept its sign since ``prev`` moved on by the
+    factor (theta / prev) ** mult; the others as in theta."""
+    for q in range(theta.shape[0]):
+        out[q] = theta[q]
+    for a in range(nf):
+        q = fidx[a]
+        x1 = theta[q]
+        x0 = prev[q]
+        if x1 != 0.0 and x0 != 0.0 and (x1 > 0.0) == (x0 > 0.0):
+            out[q] = x1 * (x1 / x0) ** mult
+
+
+@jit
+def _ran_off(elim_mom, s_vec, resid, smax):
+    """The kernel's ridge test: an eliminated trait's explained variance above RIDGE * smax."""
+    for e in range(elim_mom.shape[0]):
+        m = elim_mom[e]
+        if not (s_vec[m] - resid[m] <= RIDGE * smax):
+            return True
+    return False
+
+
+@jit
+def _ridge_jump(
+    theta,
+    prev,
+    trial,
+    fidx,
+    nf,
+    elim_mom,
+    smax,
+    s_vec,
+    w,
+    ent_kind,
+    ent_r,
+    ent_c,
+    ent_par,
+    ent_val,
+    nv,
+    p,
+    A,
+    S,
+    IA,
+    B,
+    T,
+    C,
+    ma,
+    mb,
+    resid,
+    Sig,
+    Sinv,
+    col,
+    Smat,
+    ldS,
+):
+    """Geometric extrapolation of a DWLS fit from ``prev`` (the previous round's end) through
+    ``theta``.  Returns True when an accepted trial passes the ridge bound (``theta`` is left
+    there: the SNP has no finite minimum); else moves ``theta`` to the last accepted trial (or
+    leaves it) and returns False.  Either way the scratch (resid, B, C ...) describes ``theta`` on
+    return, as after :func:`polgen.kernels.ram_fit._fit_one`."""
+    f = _objective(
+        None, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+        s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+    )  # fmt: skip
+    mult = 2.0
+    good = 0.0
+    for _x in range(JUMP_TRIALS):
+        _geometric(theta, prev, fidx, nf, mult, trial)
+        fx = _objective(
+            None, trial, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+            s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+        )  # fmt: skip
+        if not fx < f:
+            break
+        f = fx
+        good = mult
+        if _ran_off(elim_mom, s_vec, resid, smax):
+            for q in range(theta.shape[0]):
+                theta[q] = trial[q]
+            return True
+        mult *= 2.0
+    if good > 0.0:
+        _geometric(theta, prev, fidx, nf, good, trial)
+        for q in range(theta.shape[0]):
+            theta[q] = trial[q]
+    _objective(
+        None, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+        s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+    )  # fmt: skip
+    return False
