@@ -104,9 +104,10 @@ def test(
     (not eigenstrat-scaled, whatever the fit used), so BETA is per A1 allele; T does not depend on
     the scaling.  ``task_snps`` SNPs make one task / output part; ``batch_snps`` one decoded block.
     With ``out`` the table is streamed to a resumable parquet dataset and the GIF values go to the
-    output metadata; otherwise it is built in memory.  With calibration the per-SNP statistics are
-    held in memory up to :data:`polgen.lfmm.assoc_disk.HOLD_STATS_BYTES` (64 MB, ~1.6M SNPs for one
-    variable) and the calibrated parts written once; a bigger run writes uncalibrated parts first,
+    output metadata; otherwise it is built in memory.  With calibration the T (and F) columns are
+    held in memory up to :data:`polgen.lfmm.assoc_disk.HOLD_STATS_BYTES` (64 MB, 8M SNPs for one
+    variable), the other statistics wait in a scratch file and the calibrated parts are written
+    once; a bigger run writes uncalibrated parts first,
     computes the calibration from their T columns and then writes the final parts (memory flat in
     the number of SNPs either way).
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,16 +15,17 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from polgen.engine.executor import run_tasks, run_to_sink
-from polgen.errors import ResumeError
-from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, OutputLock, PartInfo, params_to_json, write_part
+from polgen.errors import OutputError, ResumeError
+from polgen.io.sink import MANIFEST, SUCCESS, BatchSink, OutputLock, params_to_json, write_part
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.fused import RangeTask, _calibration_dict, _colnames, _frame, _open, _source_of, compute_range
 from polgen.lfmm.genotypes import source_spec
 from polgen.lfmm.result import LfmmTestResult
 
-#: with calibration, per-SNP statistics of up to this many bytes are held in memory until the
-#: calibration is known, so that the final table is written once (about 1.6M SNPs for one
-#: variable); a bigger run writes uncalibrated parts first and reads them back
+#: with calibration, the statistics the calibration constants need (T per variable, F with
+#: ``full``: 8 B per SNP each) are held in memory up to this many bytes (8M SNPs for one variable)
+#: while the other statistics wait in an unlinked scratch file, so that the final table is written
+#: once; a bigger run writes uncalibrated parts first and reads them back
 HOLD_STATS_BYTES = 64 << 20
 
 _RAW = "_uncalibrated"
@@ -112,16 +115,16 @@ def _cal_part(task: _CalTask):
 
 
 def stats_bytes_per_snp(d: int, full: bool) -> int:
-    """Bytes of the per-SNP statistics :func:`_one_pass` holds until the calibration is known:
-    A1FREQ, N_MISS, MONO, BETA/SE/T per variable (and F, ADJ_R2 with ``full``)."""
-    return 8 + 8 + 1 + 24 * d + (16 if full else 0)
+    """Bytes per SNP :func:`_one_pass` holds in memory until the calibration is known: T per
+    variable (and F with ``full``).  The other statistics wait in its scratch file."""
+    return 8 * (d + (1 if full else 0))
 
 
 def _test_to_disk(
     src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
 ):
     """Stream the test to the run folder ``out``.  With calibration, when the statistics of all SNPs
-    take at most :data:`HOLD_STATS_BYTES`, they are held in memory and the final table is written
+    need at most :data:`HOLD_STATS_BYTES`, they are held in memory and the final table is written
     once (:func:`_one_pass`); otherwise they spill to uncalibrated parts first (:func:`_two_pass`),
     so memory stays flat in the number of SNPs."""
     n_snps = ranges[-1][1] - ranges[0][0]
@@ -135,8 +138,8 @@ def _test_to_disk(
 
 
 def _range_stats(task: RangeTask) -> dict[str, np.ndarray]:
-    """Worker of :func:`_one_pass`: the statistics of one range, held until the calibration is
-    known: without the unused OLS betas, and without F / ADJ_R2 unless ``full`` (16 B per SNP)."""
+    """Worker of :func:`_one_pass`: the statistics of one range, without the unused OLS betas
+    and without F / ADJ_R2 unless ``full``."""
     arrs = compute_range(task)
     arrs.pop("OLS", None)
     if not task.full:
@@ -145,16 +148,59 @@ def _range_stats(task: RangeTask) -> dict[str, np.ndarray]:
     return arrs
 
 
+def _scratch_fields(d: int, full: bool) -> list[tuple[str, np.dtype, int]]:
+    """The statistics of a range in :func:`_one_pass`'s scratch file, in order: (name, dtype, rows)."""
+    f8 = np.dtype(np.float64)
+    fields = [("A1FREQ", f8, 1), ("N_MISS", np.dtype(np.int64), 1), ("T", f8, d), ("BETA", f8, d), ("SE", f8, d)]
+    if full:
+        fields += [("F", f8, 1), ("ADJ_R2", f8, 1)]
+    return fields + [("MONO", np.dtype(np.uint8), 1)]
+
+
+def _scratch_bytes(d: int, full: bool, k: int) -> int:
+    return k * sum(dt.itemsize * rows for _, dt, rows in _scratch_fields(d, full))
+
+
+def _scratch_write(fd: int, offset: int, arrs: dict, d: int, full: bool) -> None:
+    """The statistics of one range at ``offset`` of the scratch file (raw arrays, no encoding)."""
+    for name, dt, _ in _scratch_fields(d, full):
+        view = memoryview(np.ascontiguousarray(arrs[name], dtype=dt).reshape(-1).view(np.uint8).data)
+        while view.nbytes:
+            done = os.pwrite(fd, view, offset)
+            view, offset = view[done:], offset + done
+
+
+def _scratch_read(fd: int, offset: int, k: int, d: int, full: bool) -> dict[str, np.ndarray]:
+    """The statistics of a range of ``k`` SNPs written by :func:`_scratch_write` (one read)."""
+    size = _scratch_bytes(d, full, k)
+    raw = bytearray(size)
+    view, pos = memoryview(raw), 0
+    while pos < size:
+        got = os.preadv(fd, [view[pos:]], offset + pos)
+        if got <= 0:
+            raise OutputError("the scratch file of the test's statistics is shorter than written")
+        pos += got
+    out: dict[str, np.ndarray] = {}
+    pos = 0
+    for name, dt, rows in _scratch_fields(d, full):
+        arr = np.frombuffer(raw, dtype=dt, count=rows * k, offset=pos)
+        out[name] = arr.reshape(rows, k) if name in ("T", "BETA", "SE") else arr
+        pos += arr.nbytes
+    return out
+
+
 @dataclass(frozen=True)
 class _FinalTask:
-    """A final part of :func:`_one_pass`: its statistics and the run's calibration (driver threads)."""
+    """A final part of :func:`_one_pass`: where its statistics are in the scratch file and the
+    run's calibration (driver threads)."""
 
     out: str
     batch: int
     src: Any
     start: int
     stop: int
-    arrs: dict
+    fd: int
+    offset: int
     proj: Any
     full: bool
     calibrate: str
@@ -164,13 +210,16 @@ class _FinalTask:
     params_json: str
 
 
-def _final_part(task: _FinalTask) -> PartInfo:
+def _final_part(task: _FinalTask):
+    """The final table of one part of :func:`_one_pass` (its statistics read back from the scratch
+    file), with the run's calibration in its metadata; the driver writes it."""
     proj = task.proj
+    arrs = _scratch_read(task.fd, task.offset, task.stop - task.start, proj.d, task.full)
     table = _frame(
         task.src,
         task.start,
         task.stop,
-        task.arrs,
+        arrs,
         proj.names,
         proj.df,
         proj.df_full,
@@ -181,7 +230,7 @@ def _final_part(task: _FinalTask) -> PartInfo:
     ).to_arrow()
     md = dict(table.schema.metadata or {})
     md[b"polgen.lfmm.calibration"] = task.meta.encode()
-    return write_part(task.out, task.batch, table.replace_schema_metadata(md), task.params_json)
+    return table.replace_schema_metadata(md)
 
 
 def _recorded_column(sink: BatchSink, batch: int, name: str) -> np.ndarray:
@@ -193,11 +242,15 @@ def _recorded_column(sink: BatchSink, batch: int, name: str) -> np.ndarray:
 def _one_pass(
     src, proj, ranges, bsnps, full, calibrate, executor, progress, names, out: Path, params, resume, overwrite
 ):
-    """The calibrated test written once: the statistics of the pending ranges are computed into
-    memory, the calibration is computed from them (and from the T/F columns of parts a killed run
-    already recorded), then each final part is built and written atomically on threads and recorded.
-    A run killed before its first part is recorded starts again; one killed later resumes from its
-    recorded parts (the same parts, byte for byte, as an uninterrupted run)."""
+    """The calibrated test written once.  The statistics of each pending range are computed, their
+    T (and F) columns copied into one held array per statistic and the rest written to an unlinked
+    scratch file in the run folder (raw arrays: the page cache, not this process, holds them); the
+    calibration is computed in the held arrays themselves (with the T/F columns of parts a killed
+    run already recorded), then each final part is built from the scratch file and written
+    atomically on threads and recorded.  Memory: 8 B per SNP and statistic (T, F) until the
+    calibration is known, then a few parts.  A run killed before its first part is recorded starts
+    again; one killed later resumes from its recorded parts (the same parts, byte for byte, as an
+    uninterrupted run)."""
     nb = len(ranges)
     with OutputLock(out):
         prior: dict = {}
@@ -231,51 +284,69 @@ def _one_pass(
             )
             for b in todo
         ]
-        try:
-            stats = dict(
-                zip(todo, run_tasks(_range_stats, tasks, executor=executor, progress=progress, description="lfmm test"))
-            )
-        finally:
-            proj_path.unlink(missing_ok=True)
-
-        def column(key: str, j: int | None, name: str) -> np.ndarray:
-            return np.concatenate(
-                [
-                    (stats[b][key] if j is None else stats[b][key][j])
-                    if b in stats
-                    else _recorded_column(sink, b, name)
-                    for b in range(nb)
-                ]
-            )
-
+        d, first = proj.d, ranges[0][0]
         t_names = _colnames(names)["T"]
-        consts = [cal.calibration_constants(column("T", j, t_names[j]), calibrate) for j in range(proj.d)]
-        fconst = cal.f_gif(column("F", None, "F"), proj.d, proj.df_full) if full else None
-        calib = _calibration_dict(names, consts, fconst, calibrate)
-        meta = params_to_json(calib)
-        final = [
-            _FinalTask(
-                str(sink.path),
-                b,
-                src,
-                ranges[b][0],
-                ranges[b][1],
-                stats.pop(b),
-                proj,
-                full,
-                calibrate,
-                consts,
-                fconst,
-                meta,
-                sink.params_json,
-            )
-            for b in todo
-        ]
-        # frames, p-values and parquet encoding release the GIL: the parts are written on threads
-        for info in run_tasks(
-            _final_part, final, executor="threads", max_in_flight=2, progress=progress, description="lfmm write"
-        ):
-            sink.record(info)
+        held_names = [("T", j, t_names[j]) for j in range(d)] + ([("F", None, "F")] if full else [])
+        held = np.empty((len(held_names), ranges[-1][1] - first))
+        offsets: dict[int, int] = {}
+        with tempfile.TemporaryFile(dir=sink.path, prefix="._lfmm_stats") as scratch:
+            fd = scratch.fileno()
+            try:
+                pos = 0
+                for b, arrs in zip(
+                    todo, run_tasks(_range_stats, tasks, executor=executor, progress=progress, description="lfmm test")
+                ):
+                    a, e = ranges[b][0] - first, ranges[b][1] - first
+                    for i, (key, j, _) in enumerate(held_names):
+                        held[i, a:e] = arrs[key] if j is None else arrs[key][j]
+                    _scratch_write(fd, pos, arrs, d, full)
+                    offsets[b] = pos
+                    pos += _scratch_bytes(d, full, e - a)
+                    del arrs
+            finally:
+                proj_path.unlink(missing_ok=True)
+            for b in range(nb):
+                if b not in offsets:  # a part a killed run recorded: its columns from the file
+                    a, e = ranges[b][0] - first, ranges[b][1] - first
+                    for i, (_, _, col) in enumerate(held_names):
+                        held[i, a:e] = _recorded_column(sink, b, col)
+            # the constants are found in the held arrays themselves (overwritten: squares, reordered)
+            consts = [cal.calibration_constants_inplace(held[j], calibrate) for j in range(d)]
+            fconst = cal.f_gif_inplace(held[d], d, proj.df_full) if full else None
+            del held
+            calib = _calibration_dict(names, consts, fconst, calibrate)
+            meta = params_to_json(calib)
+            final = [
+                _FinalTask(
+                    str(sink.path),
+                    b,
+                    src,
+                    ranges[b][0],
+                    ranges[b][1],
+                    fd,
+                    offsets[b],
+                    proj,
+                    full,
+                    calibrate,
+                    consts,
+                    fconst,
+                    meta,
+                    sink.params_json,
+                )
+                for b in todo
+            ]
+            # a pipeline of two: a thread builds the next part's table (bim rows, p-values, Arrow)
+            # while this one writes the last (parquet encoding releases the GIL).  Two cores busy
+            # with one parquet writer alive: ~20 MB lower peak than two parts built and written
+            # on two threads at once
+            for task, table in zip(
+                final,
+                run_tasks(
+                    _final_part, final, executor="threads", max_in_flight=2, progress=progress, description="lfmm write"
+                ),
+            ):
+                sink.record(write_part(task.out, task.batch, table, task.params_json))
+                del table
         sink.finalize(n_batches=nb, metadata={"lfmm": calib})
     shutil.rmtree(out / _RAW, ignore_errors=True)
     return _result(sink, names)

@@ -126,6 +126,39 @@ def calibration_constants(z: np.ndarray, how: str | None) -> dict:
     return out
 
 
+def _finite_median_inplace(v: np.ndarray) -> float:
+    """``np.median`` of the finite values of the float64 array ``v``, reordering ``v`` in place
+    (non-finite values are set to NaN, which partitions after every number): no copy of ``v``."""
+    bad = ~np.isfinite(v)
+    v[bad] = np.nan
+    m = v.size - int(np.count_nonzero(bad))
+    del bad
+    if m == 0:
+        return float("nan")
+    hi = m // 2
+    if m % 2:
+        v.partition(hi)
+        return float(v[hi])
+    v.partition([hi - 1, hi])
+    return float(np.mean(v[hi - 1 : hi + 1]))
+
+
+def calibration_constants_inplace(z: np.ndarray, how: str | None) -> dict:
+    """:func:`calibration_constants` (the same numbers) from the float64 array ``z``, which is
+    overwritten: with ``"gif"`` the squares and the median are found in ``z`` itself (one p-long
+    array instead of three).  ``"median+MAD"`` needs z and |z - median| beside each other: it works
+    on a copy, as :func:`calibration_constants`."""
+    if how == "median+MAD":
+        return calibration_constants(z, how)
+    np.multiply(z, z, out=z)
+    return {"gif": _finite_median_inplace(z) / CHI2_MEDIAN}
+
+
+def f_gif_inplace(f: np.ndarray, d1: float, d2: float) -> float:
+    """:func:`f_gif` computed in ``f`` itself (reordered and overwritten)."""
+    return _finite_median_inplace(f) / float(special.fdtri(d1, d2, 0.5))
+
+
 # -- exact order statistics of a streamed column ---------------------------------------------------
 def streamed_order_stat(
     chunks: Callable[[], Iterable[np.ndarray]], k: int, *, bins: int = 4096, direct: int = 1 << 20
