@@ -142,6 +142,7 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("gsem.user_gwas (:= defined)", lambda: user_gwas(small, cov, GWAS_DEFINED, sub="h", progress=False)),
         ("gsem.commonfactor_gwas", cf(small)),
         ("gsem.commonfactor_gwas (large batch)", cf(big)),
+        ("gsem.commonfactor_gwas (nearPD smoothing)", cf(hit)),
         ("gsem.add_snps", lambda: add_snps(cov, small)),
         ("gsem.sim_ldsc", sim_step),
         ("gsem.hdl", hdl_step),

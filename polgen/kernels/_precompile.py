@@ -18,7 +18,8 @@ kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the
 :data:`VARIANTS` names kernels whose rarer specialisation a call may need right after the common
 one (the general GWAS kernel's ``smooth=True``, the nearPD refit of the few SNPs whose S_full is
 not positive definite): when the common one starts compiling here, a helper compiles the other
-from its signature alone (when the load average leaves a core free and no other helper runs),
+from its signature alone (when the load average leaves a core free and no other helper runs;
+commonfactor_gwas's ``_cf_range`` and ``_se_range`` have the same switch),
 so a batch with such SNPs compiles the two side by side instead of one after the other (about
 half the first call on such data).
 
@@ -73,11 +74,17 @@ PLANS: dict[str, HelperPlan] = {
 
 #: kernels whose argument at this position is None (tested ``is None`` inside: that code is left
 #: out) in the common specialisation and True in a rarer one the same call may need next: the
-#: general GWAS kernel's ``smooth`` (nearPD only for the SNPs whose S_full / V_full is not
-#: positive definite, refit after the batch).  When the None specialisation starts compiling, a
+#: GWAS kernels' ``smooth`` (nearPD only for the SNPs whose S_full / V_full is not positive
+#: definite, refit after the batch).  When the None specialisation starts compiling, a
 #: helper compiles the True one from the signature alone; a batch without such SNPs leaves it
 #: unused (cached for later calls).
-VARIANTS: dict[str, int] = {_KERNELS + "gwas_kernel._snp_range": -1}
+VARIANTS: dict[str, int] = {
+    _KERNELS + "gwas_kernel._snp_range": -1,
+    # commonfactor_gwas's fit and closed-form SEs: the same switch (their plan's helper usually
+    # keeps the other core busy, so this one starts only when that helper has ended)
+    _KERNELS + "commonfactor._cf_range": -1,
+    _KERNELS + "commonfactor_se._se_range": -1,
+}
 
 #: the helper imports the polgen this process runs (not one the working directory may hold):
 #: its kernels' cache entries are keyed by their source files

@@ -1,6 +1,11 @@
 """commonfactorGWAS (DWLS) kernel: the per-SNP fit of R ``commonfactorGWAS``'s model reduced to a
 (k+1)-parameter least-squares problem (the reduction and its Levenberg-Marquardt fit in
-:mod:`polgen.kernels.commonfactor_lm`): the starts, the lowest-objective rule, the estimates."""
+:mod:`polgen.kernels.commonfactor_lm`): the starts, the lowest-objective rule, the estimates.
+
+As in the general kernel (:mod:`polgen.kernels.gwas_kernel`), nearPD is its own specialisation:
+the batch runs without it (``smooth`` None: a SNP whose S_full or V_full is not positive definite
+gets ``ST_SMOOTH_LATER``) and refits those few SNPs with ``smooth=True``, so a first call on data
+that needs no smoothing does not compile nearPD (about a quarter of the kernel's compile time)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from polgen.kernels.gwas_codes import (
     ST_NOFINITE,
     ST_OK,
 )
+from polgen.kernels.gwas_kernel import ST_SMOOTH_LATER
 from polgen.kernels.linalg import _chol, near_pd
 from polgen.kernels.snp_moments import (
     _input_status,
@@ -37,9 +43,11 @@ CfOut = namedtuple("CfOut", ["theta", "fmin", "status", "iters"])
 
 
 @jit_strict
-def _cf_range(lo, hi, snp, cf, out):
+def _cf_range(lo, hi, snp, cf, out, smooth):
     """SNPs ``lo:hi`` of ``snp`` (:class:`~polgen.kernels.snp_moments.SnpBatch`) with the starts and
-    parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`)."""
+    parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`).  ``smooth`` None
+    (tested ``is None``: the nearPD code is not compiled) leaves a SNP whose S_full or V_full is not
+    positive definite at ``ST_SMOOTH_LATER``; True smooths it."""
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
     starts, n_always, max_iter, pidx, trigger = cf.starts, cf.n_always, cf.max_iter, cf.pidx, cf.trigger
@@ -114,6 +122,9 @@ def _cf_range(lo, hi, snp, cf, out):
             for b in range(K1):
                 tmpK[a, b] = Sf[a, b]
         if not _chol(tmpK, K1, 0.0):
+            if smooth is None:
+                status[i] = ST_SMOOTH_LATER
+                continue
             if not near_pd(Sf.copy(), Sf):
                 status[i] = ST_NEARPD_FAIL
                 continue
@@ -128,6 +139,9 @@ def _cf_range(lo, hi, snp, cf, out):
                 for b in range(Kst):
                     tmpK[a, b] = Vf[a, b]
             if not _chol(tmpK, Kst, 0.0):
+                if smooth is None:
+                    status[i] = ST_SMOOTH_LATER
+                    continue
                 if not near_pd(Vf.copy(), Vf):
                     status[i] = ST_NEARPD_FAIL
                     continue
@@ -291,7 +305,15 @@ def commonfactor_fit(
     if parallel is None:
         parallel = n >= 2048
     if parallel:
-        run_chunks(_cf_range, n, n_chunks(n), snp, cf, res)
+        run_chunks(_cf_range, n, n_chunks(n), snp, cf, res, None)
     else:
-        _cf_range(0, n, snp, cf, res)
+        _cf_range(0, n, snp, cf, res, None)
+    redo = np.flatnonzero(status == ST_SMOOTH_LATER)
+    if redo.size:
+        # the few SNPs whose S_full / V_full needs nearPD: the kernel specialisation with it
+        sub_snp = snp._replace(beta=snp.beta[redo], se=snp.se[redo], var=snp.var[redo])
+        sub = CfOut(*(a[redo] for a in res))
+        _cf_range(0, redo.size, sub_snp, cf, sub, True)
+        for a, b in zip(res, sub):
+            a[redo] = b
     return theta, fmin, status, iters

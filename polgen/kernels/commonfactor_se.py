@@ -16,7 +16,8 @@ from ``h = beta``, where the SNP moments fit exactly).  The sandwich covariance 
 kernel's block form ``Br (WJ)' blockdiag(varSNPSE^2, V_SNP, V_LD) (WJ) Br`` with the same
 parameter order and the same singularity test (``solve(t(D) W D, tol = toler)``).  SNPs whose
 V_full needs nearPD smoothing get :data:`ST_CF_GENERAL`: the caller takes them through the general
-kernel.
+kernel.  nearPD of S_full is its own specialisation (``smooth``, as in the general kernel): the
+batch runs without it and the few SNPs that need it are redone with it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from polgen.kernels.gwas_codes import (
     ST_OK,
     ST_SINGULAR,
 )
+from polgen.kernels.gwas_kernel import ST_SMOOTH_LATER
 from polgen.kernels.linalg import _chol, _chol_quad, _chol_solve, near_pd
 from polgen.kernels.snp_moments import _input_status, s_full_into, snp_batch, v_full_into, v_snp_into, z_pre_into
 
@@ -129,9 +131,11 @@ def _sandwich(J, w, nmom, nf, k, VS, varse2, V_LD, toler, H, Br, col, Z, VZ, Om,
 
 
 @jit_strict
-def _se_range(lo, hi, snp, spec, est, st1, out):
+def _se_range(lo, hi, snp, spec, est, st1, out, smooth):
     """SNPs ``lo:hi``: stage 1's SEs / chi-square at ``est`` (n x npar, where ``st1`` is ST_OK) and,
-    with ``spec.do_q``, the Q model's Wald statistic, into ``out`` (:class:`CfSeOut`)."""
+    with ``spec.do_q``, the Q model's Wald statistic, into ``out`` (:class:`CfSeOut`).  ``smooth``
+    None (tested ``is None``: nearPD is not compiled) leaves a SNP whose S_full is not positive
+    definite at ``ST_SMOOTH_LATER`` (status and qstatus); True smooths it."""
     beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
     gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
     pidx, qcol, toler, smooth_check = spec.pidx, spec.qcol, spec.toler, spec.smooth_check
@@ -217,6 +221,10 @@ def _se_range(lo, hi, snp, spec, est, st1, out):
             for b in range(K1):
                 tmpK[a, b] = Sf[a, b]
         if not _chol(tmpK, K1, 0.0):
+            if smooth is None:
+                status[i] = ST_SMOOTH_LATER
+                qstatus[i] = ST_SMOOTH_LATER
+                continue
             if not near_pd(Sf.copy(), Sf):
                 status[i] = ST_NEARPD_FAIL
                 qstatus[i] = ST_NEARPD_FAIL
@@ -407,7 +415,15 @@ def commonfactor_se_q(
     if parallel is None:
         parallel = n >= 2048
     if parallel:
-        run_chunks(_se_range, n, n_chunks(n), snp, spec, est, st1, out)
+        run_chunks(_se_range, n, n_chunks(n), snp, spec, est, st1, out, None)
     else:
-        _se_range(0, n, snp, spec, est, st1, out)
+        _se_range(0, n, snp, spec, est, st1, out, None)
+    redo = np.flatnonzero(out.status == ST_SMOOTH_LATER)
+    if redo.size:
+        # the few SNPs whose S_full needs nearPD: the kernel specialisation with it
+        sub_snp = snp._replace(beta=snp.beta[redo], se=snp.se[redo], var=snp.var[redo])
+        sub = CfSeOut(*(a[redo] for a in out))
+        _se_range(0, redo.size, sub_snp, spec, est[redo], st1[redo], sub, True)
+        for a, b in zip(out, sub):
+            a[redo] = b
     return out._asdict()
