@@ -3,6 +3,7 @@
     python bench/lfmm.py                      # n=2000, p=200k, with and without 0.2% missing
     python bench/lfmm.py --n 1000 --p 50000   # quicker
     python bench/lfmm.py --memory             # peak RSS of fit+test at p and 10 p (subprocesses)
+    python bench/lfmm.py --memory --path spill   # ... of the spilled calibrated path (or nocal)
     python bench/lfmm.py --reps 5             # fastest of 5 runs per step (for a loaded machine)
 
 For each file it times: bed-reader reading the whole file in SNP chunks (float64), polgen's
@@ -218,12 +219,21 @@ def run_one(prefix: Path, K: int, threads: int, work: Path, reps: int = 1, power
     return out
 
 
-def memory_child(bed: str, K: int, out: str) -> None:
+#: the three ways ``lfmm.test(out=...)`` runs: calibrated with T held until the calibration is
+#: known (the default), calibrated with everything spilled to uncalibrated parts, uncalibrated
+MEMORY_PATHS = ("one", "spill", "nocal")
+
+
+def memory_child(bed: str, K: int, out: str, path: str = "one") -> None:
     import polgen.lfmm as L
+    import polgen.lfmm.assoc_disk as D
 
     env = pl.read_csv(bed[:-4] + ".env.tsv", separator="\t")
     model = L.fit(env, bed, K, est_rate=0.01, progress=False)
-    L.test(model, bed, env, out=out, overwrite=True, progress=False)
+    if path == "spill":
+        D.HOLD_STATS_BYTES = 0
+    calibrate = None if path == "nocal" else "gif"
+    L.test(model, bed, env, out=out, overwrite=True, progress=False, calibrate=calibrate)
     print(json.dumps({"maxrss_mb": peak_rss_mb()}))
 
 
@@ -239,7 +249,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_memory(work: Path, n: int, p: int, K: int) -> dict:
+def measure_memory(work: Path, n: int, p: int, K: int, path: str = "one") -> dict:
     res = {}
     for tile in (1, 10):
         prefix = work / f"mem{tile}"
@@ -255,6 +265,8 @@ def measure_memory(work: Path, n: int, p: int, K: int) -> dict:
                 str(K),
                 "--out",
                 str(work / f"memout{tile}"),
+                "--path",
+                path,
             ],
             check=True,
             capture_output=True,
@@ -283,20 +295,22 @@ def main() -> None:
     ap.add_argument("--missing", default="0,0.002", help="comma-separated missing-call rates, one synthetic file each")
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--child")
+    ap.add_argument("--path", choices=MEMORY_PATHS, default="one", help="with --memory: which test path")
     ap.add_argument("--out")
     ap.add_argument("--workdir")
     args = ap.parse_args()
     if args.child:
-        memory_child(args.child, args.K, args.out)
+        memory_child(args.child, args.K, args.out, args.path)
         return
     work = Path(args.workdir or tempfile.mkdtemp(prefix="polgen-bench-lfmm-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.memory:
-            res = measure_memory(work, args.n, args.p, args.K)
+            res = measure_memory(work, args.n, args.p, args.K, args.path)
             (p1, r1), (p2, r2) = sorted(res.items())
             print(
-                f"peak RSS fit+test n={args.n}: p={p1}: {r1['maxrss_mb']:.0f} MB ({r1['seconds']:.1f} s), "
+                f"peak RSS fit+test ({args.path}) n={args.n}: "
+                f"p={p1}: {r1['maxrss_mb']:.0f} MB ({r1['seconds']:.1f} s), "
                 f"p={p2}: {r2['maxrss_mb']:.0f} MB ({r2['seconds']:.1f} s); "
                 f"difference {r2['maxrss_mb'] - r1['maxrss_mb']:.0f} MB"
             )

@@ -81,19 +81,22 @@ class _CalTask:
 
 def _cal_part(task: _CalTask):
     """Worker, second pass: the final, calibrated table of one range from its raw part."""
-    raw = pl.read_parquet(task.raw_file)
+    raw = pq.read_table(task.raw_file)
     d = len(task.names)
+    col = {name: raw.column(name).to_numpy() for name in raw.column_names}
+    del raw
     arrs = {
-        "A1FREQ": raw["A1FREQ"].to_numpy(),
-        "N_MISS": raw["N_MISS"].to_numpy(),
-        "MONO": raw["MONO"].to_numpy(),
-        "T": np.vstack([raw[f"T{j}"].to_numpy() for j in range(d)]),
-        "BETA": np.vstack([raw[f"B{j}"].to_numpy() for j in range(d)]),
-        "SE": np.vstack([raw[f"S{j}"].to_numpy() for j in range(d)]),
+        "A1FREQ": col["A1FREQ"],
+        "N_MISS": col["N_MISS"],
+        "MONO": col["MONO"],
+        "T": np.vstack([col[f"T{j}"] for j in range(d)]),
+        "BETA": np.vstack([col[f"B{j}"] for j in range(d)]),
+        "SE": np.vstack([col[f"S{j}"] for j in range(d)]),
     }
     if task.full:
-        arrs["F"] = raw["F"].to_numpy()
-        arrs["ADJ_R2"] = raw["ADJ_R2"].to_numpy()
+        arrs["F"] = col["F"]
+        arrs["ADJ_R2"] = col["ADJ_R2"]
+    del col
     src = _source_of(task.source, task.block_snps)
     consts = [dict(c) for c in task.consts]
     out = _frame(
@@ -438,20 +441,37 @@ def _two_pass(
         )
         for f, (a, b) in zip(files, ranges)
     ]
-    # the second pass is parquet and Polars work that releases the GIL: threads by default
-    sink = run_to_sink(
-        _cal_part,
-        ctasks,
-        out,
-        params,
-        resume=resume,
-        overwrite=overwrite,
-        executor=executor if executor is not None else "threads",
-        progress=progress,
-        max_in_flight=None if executor is not None else 2,
-        description="lfmm calibrate",
-        metadata={"lfmm": calib},
-    )
+    if executor is not None:
+        sink = run_to_sink(
+            _cal_part,
+            ctasks,
+            out,
+            params,
+            resume=resume,
+            overwrite=overwrite,
+            executor=executor,
+            progress=progress,
+            description="lfmm calibrate",
+            metadata={"lfmm": calib},
+        )
+    else:  # as _one_pass: a thread builds the next table while this one writes the last
+        with OutputLock(out):
+            sink = BatchSink(out, params, resume=resume, overwrite=overwrite)
+            todo = sink.pending(range(nb))
+            for b, table in zip(
+                todo,
+                run_tasks(
+                    _cal_part,
+                    [ctasks[b] for b in todo],
+                    executor="threads",
+                    max_in_flight=2,
+                    progress=progress,
+                    description="lfmm calibrate",
+                ),
+            ):
+                sink.record(write_part(str(sink.path), b, table, sink.params_json))
+                del table
+            sink.finalize(n_batches=nb, metadata={"lfmm": calib})
     shutil.rmtree(raw_dir, ignore_errors=True)
     return _result(sink, names)
 

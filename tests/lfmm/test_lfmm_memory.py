@@ -1,7 +1,10 @@
 """Peak memory of LFMM fit + test is flat in the number of SNPs (slow: writes a 500 MB .bed).
 
-``python bench/lfmm.py --memory`` runs the full-size check (n=2000, p=200k vs 2M): measured
-507 MB vs 541 MB peak RSS here.  This test runs the same code at p=100k vs 1M to stay short."""
+The calibrated test holds 8 B per SNP (T) until the calibration is known; what is left of the
+difference is the allocators reaching their steady state over the first few output parts (2 parts
+at 100k SNPs, 16 at 1M).  Measured here (2,000 samples, K=3, loaded machine): 360 vs 410 MB;
+``python bench/lfmm.py --memory --p 100000 [--path spill|nocal]`` runs the same check, +34 MB for
+the spilled path and +23 MB without calibration; before the T-only hold, 378 vs 480 MB."""
 
 from __future__ import annotations
 
@@ -24,4 +27,4 @@ def test_peak_rss_flat_in_p(tmp_path):
     res = bench.measure_memory(tmp_path, n=2000, p=100_000, K=3)
     (p1, r1), (p2, r2) = sorted(res.items())
     assert (p1, p2) == (100_000, 1_000_000)
-    assert r2["maxrss_mb"] - r1["maxrss_mb"] < 100, res
+    assert r2["maxrss_mb"] - r1["maxrss_mb"] < 70, res
