@@ -14,9 +14,10 @@ from collections import namedtuple
 import numpy as np
 
 from polgen.kernels._jit import jit
-from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
+from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
+from polgen.kernels.gwas_fast_ml import _fast_jac, _fast_sigma, _fit_fast_ml
 from polgen.kernels.linalg import _damped_solve
-from polgen.kernels.ram_fit import _ml_pieces, _ml_weight, _normal_eq, _normal_eq_ml
+from polgen.kernels.ram_fit import _normal_eq
 
 __all__ = ["FastPath", "fast_path", "fast_structure", "ram_closed_form", "reduce_fast"]
 
@@ -34,68 +35,8 @@ FastPath = namedtuple("FastPath", ["on", "ftype", "Js", "G", "C0", "u0", "vfix",
 #   u = u0 + G a;  Sigma_tt = C0 + sum_k s_k Js_k + v u u';  Sigma_tS = v u;  Sigma_SS = v
 # ----------------------------------------------------------------------------------------------
 @jit
-def _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig):
-    for o in range(p):
-        u[o] = u0[o]
-    for f in range(nf):
-        if ftype[f] == 1:
-            t = theta[fidx[f]]
-            for o in range(1, p):
-                u[o] += G[o, f] * t
-    v = vfix if vpos < 0 else theta[fidx[vpos]]
-    nmom = ma.shape[0]
-    for m in range(nmom):
-        a = ma[m]
-        b = mb[m]
-        if b == 0:
-            sig[m] = v if a == 0 else v * u[a]
-        else:
-            x = C0[m] + v * u[a] * u[b]
-            for f in range(nf):
-                if ftype[f] == 0:
-                    x += theta[fidx[f]] * Js[m, f]
-            sig[m] = x
-    return v
-
-
-@jit
-def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
-    nmom = ma.shape[0]
-    for f in range(nf):
-        tp = ftype[f]
-        for m in range(nmom):
-            a = ma[m]
-            b = mb[m]
-            if tp == 0:
-                J[m, f] = Js[m, f]
-            elif tp == 1:
-                if b == 0:
-                    J[m, f] = 0.0 if a == 0 else v * G[a, f]
-                else:
-                    J[m, f] = v * (G[a, f] * u[b] + u[a] * G[b, f])
-            else:
-                if b == 0:
-                    J[m, f] = 1.0 if a == 0 else u[a]
-                else:
-                    J[m, f] = u[a] * u[b]
-
-
-@jit
-def _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS):
-    """ML objective at the fast-path moments ``sig`` (Sinv = Sigma^-1 left in the scratch)."""
-    for m in range(ma.shape[0]):
-        Cp[ma[m], mb[m]] = sig[m]
-    f = _ml_pieces(Cp, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
-    if not np.isfinite(f):
-        return np.inf
-    return f
-
-
-@jit
-def _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS):
-    """The objective at the fast-path moments ``sig``: DWLS (``ml`` None) or ML."""
-    if ml is not None:
-        return _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+def _fast_f(sig, s_vec, w, ma):
+    """The DWLS objective at the fast-path moments ``sig``."""
     f = 0.0
     for m in range(ma.shape[0]):
         r = s_vec[m] - sig[m]
@@ -141,30 +82,59 @@ def _fit_fast(
     Smat,
     Wm,
 ):
-    """Levenberg-Marquardt on the fast-path structure: DWLS (``ml`` None: Gauss-Newton with the
-    weights ``w``) or ML (``ml`` True: Fisher scoring, as the RAM fit's ML branch), with the implied
-    moments and their Jacobian computed without the RAM inverse.  Leaves resid and J (and, for ML,
-    Sinv) at the solution.  Returns (status, iterations)."""
+    """The fit on the fast-path structure, with the implied moments and their Jacobian computed
+    without the RAM inverse: DWLS (``ml`` None) by Levenberg-Marquardt (Gauss-Newton with the
+    weights ``w``), ML (``ml`` True) by :func:`polgen.kernels.gwas_fast_ml._fit_fast_ml` (Newton's
+    method on the objective given the SNP).  Leaves resid and J (and, for ML, Sinv) at the
+    solution.  Returns (status, iterations)."""
+    if ml is not None:
+        return _fit_fast_ml(
+            theta,
+            fidx,
+            nf,
+            ftype,
+            Js,
+            G,
+            C0,
+            u0,
+            vfix,
+            vpos,
+            ma,
+            mb,
+            p,
+            s_vec,
+            ldS,
+            max_iter,
+            xtol,
+            u,
+            sig,
+            J,
+            H,
+            HW,
+            g,
+            delta,
+            th_new,
+            resid,
+            Cp,
+            Sig,
+            Sinv,
+            col,
+            Smat,
+        )
     nmom = ma.shape[0]
     npar = theta.shape[0]
     v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-    f = _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS)
+    f = _fast_f(sig, s_vec, w, ma)
     for m in range(nmom):
         resid[m] = s_vec[m] - sig[m]
     if not np.isfinite(f):
-        if ml is not None:
-            return ST_ML_NOTPD, 0
         return ST_NONFINITE, 0
     lam = 0.0
     it = 0
     while it < max_iter:
         it += 1
         _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
-        if ml is not None:
-            _ml_weight(Sinv, ma, mb, Wm)
-            _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g)
-        else:
-            _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
+        _normal_eq(nf, nmom, J, w, WJ, resid, H, g)
         accepted = False
         tries = 0
         while not accepted and tries < 40:
@@ -179,7 +149,7 @@ def _fit_fast(
             for a in range(nf):
                 th_new[fidx[a]] += delta[a]
             vn = _fast_sigma(th_new, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            fn = _fast_f(ml, sig, s_vec, w, ma, mb, p, Cp, Sig, Sinv, col, Smat, ldS)
+            fn = _fast_f(sig, s_vec, w, ma)
             if fn <= f:
                 accepted = True
                 small = True
@@ -202,10 +172,6 @@ def _fit_fast(
         if not accepted:
             # no decrease along any damped direction: stationary to rounding; scratch at theta
             v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
-            if ml is not None:
-                _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
-                for m in range(nmom):
-                    resid[m] = s_vec[m] - sig[m]
             _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
             return ST_OK, it
     return ST_NOCONV, it
