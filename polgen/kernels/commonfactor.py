@@ -174,7 +174,7 @@ def _cf_range(lo, hi, snp, cf, out, smooth):
             used[st] = False
             score[st] = np.inf
         if not lazy:
-            _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, np.inf, pscore, False)
+            _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, np.inf, pscore)
         score[0] = -np.inf
         for run in range(nst):
             st = -1
@@ -224,10 +224,10 @@ def _cf_range(lo, hi, snp, cf, out, smooth):
                 best_st = ST_NOFINITE
             if lazy and run == 0:
                 if best_st != ST_OK:
-                    _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, np.inf, pscore, False)
+                    _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, np.inf, pscore)
                 elif trigger >= 0.0:
                     thr = best_f * (1.0 + trigger)
-                    _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, thr, pscore, True)
+                    _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, thr, pscore)
             if run + 1 >= n_always and best_st == ST_OK:
                 # trigger >= 0: go on while an unused start scores below the best converged
                 # objective (times 1 + trigger): its basin may hold a lower minimum

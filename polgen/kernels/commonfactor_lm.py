@@ -324,10 +324,12 @@ def _cf_pair(x, k, sld, wld, pi, pj):
 
 
 @jit_strict
-def _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, thr, pscore, prune):
-    """Scores (projected objective, inf when not finite) of the unused starts; with ``prune``
-    only of those whose pair part ``pscore`` (a lower bound of the score, up to rounding) is
-    below ``thr``, the others keep inf (they could never score below ``thr``)."""
+def _cf_scores(starts, k, s, ws, sld, wld, pi, pj, x, r, used, score, thr, pscore):
+    """Scores (projected objective, inf when not finite) of the unused starts; with a finite
+    ``thr`` only of those whose pair part ``pscore`` (a lower bound of the score, up to rounding)
+    is below ``thr``, the others keep inf (they could never score below ``thr``).  (No boolean
+    switch: a literal True / False argument would compile this function twice.)"""
+    prune = thr < np.inf
     for st in range(starts.shape[0]):
         if used[st]:
             continue
