@@ -14,6 +14,8 @@ entry layout, with the same steps, damping and stopping rules, so it returns the
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from polgen.errors import ConvergenceError, ModelError
@@ -257,6 +259,12 @@ def _fit_baseline_sem(
     return num0, est
 
 
+#: :func:`fit_baseline` results of this process by their inputs (a repeated user_gwas call, e.g. one
+#: per chromosome or per input file, fits the same no-SNP model once); the oldest goes beyond 16
+_MEMO: dict[tuple, tuple[ParTable, Numbering, dict]] = {}
+_MEMO_MAX = 16
+
+
 def fit_baseline(
     text: str,
     S_LD: np.ndarray,
@@ -268,7 +276,26 @@ def fit_baseline(
     fit=fit_cov_np,
 ) -> tuple[ParTable, Numbering, dict]:
     """Fit the model without its SNP lines to S_LD (DWLS weights diag(V_LD)^-1, or ML).
-    ``fit``: the fit of one start (:func:`fit_cov_np`; the numba ``fit_cov`` for comparisons)."""
+    ``fit``: the fit of one start (:func:`fit_cov_np`; the numba ``fit_cov`` for comparisons).
+    With the default ``fit`` the result is remembered for the same inputs (a copy is returned)."""
+    if fit is not fit_cov_np:
+        return _fit_baseline(text, S_LD, V_LD, traits, std_lv=std_lv, ml=ml, fit=fit)
+    S = np.ascontiguousarray(S_LD, np.float64)
+    V = np.ascontiguousarray(V_LD, np.float64)
+    key = (text, S.shape, S.tobytes(), V.shape, V.tobytes(), tuple(traits), bool(std_lv), bool(ml))
+    hit = _MEMO.get(key)
+    if hit is None:
+        hit = _fit_baseline(text, S, V, traits, std_lv=std_lv, ml=ml, fit=fit)
+        while len(_MEMO) >= _MEMO_MAX:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = copy.deepcopy(hit)
+    return copy.deepcopy(hit)
+
+
+def _fit_baseline(
+    text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool, ml: bool, fit
+) -> tuple[ParTable, Numbering, dict]:
+    """:func:`fit_baseline` without the memo."""
     pt0 = parse_model(text, std_lv=std_lv, fixed_x=False)
     missing = [v for v in pt0.observed if v not in traits]
     if missing:
