@@ -167,7 +167,9 @@ def _se_range(lo, hi, snp, spec, est, st1, out, smooth):
     col = np.empty(max(mx, nmom))
     tmpv = np.empty(max(mx, nmom))
     lv = np.empty(k)
-    q_rows = np.arange(k)
+    q_rows = np.empty(k, np.int64)  # 0..k-1 (filled, not np.arange: one overload less to compile)
+    for t in range(k):
+        q_rows[t] = t
     # LD moments in vech(S_LD) order (column-major lower triangle) and the trait pairs among them
     ma = np.empty(nmom - K1, np.int64)
     mb = np.empty(nmom - K1, np.int64)
