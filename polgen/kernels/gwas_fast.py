@@ -115,11 +115,8 @@ def _fit_fast(
             delta,
             th_new,
             resid,
-            Cp,
-            Sig,
             Sinv,
             col,
-            Smat,
         )
     nmom = ma.shape[0]
     npar = theta.shape[0]

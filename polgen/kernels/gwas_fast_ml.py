@@ -26,7 +26,6 @@ import numpy as np
 from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_OK, ftol
 from polgen.kernels.linalg import _chol, _chol_inverse, _damped_solve
-from polgen.kernels.ram_fit import _ml_pieces
 
 #: a full Newton step below this (relative to the parameter + 1e-6) ends the ML fit, the error
 #: left being of the order of its square (~1e-12)
@@ -84,19 +83,8 @@ def _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J):
 
 
 @jit
-def _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS):
-    """ML objective at the fast-path moments ``sig`` (Sinv = Sigma^-1 left in the scratch)."""
-    for m in range(ma.shape[0]):
-        Cp[ma[m], mb[m]] = sig[m]
-    f = _ml_pieces(Cp, s_vec, ma, mb, p, Sig, Sinv, col, Smat, ldS)
-    if not np.isfinite(f):
-        return np.inf
-    return f
-
-
-@jit
-def _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col):
-    """Fc at ``theta`` (inf when Psi is not positive definite); leaves u, L (Psi's factor), P, R."""
+def _ml_u_r(theta, fidx, nf, ftype, G, u0, ma, mb, q, s_vec, sb, sSS, u, R):
+    """u (the traits' regression on the SNP) and R at ``theta``."""
     for o in range(q + 1):
         u[o] = u0[o]
     for f in range(nf):
@@ -109,23 +97,40 @@ def _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u
         if b == 0:
             continue
         a = ma[m]
+        r = s_vec[m] - sb[a] * u[b] - u[a] * sb[b] + sSS * u[a] * u[b]
+        R[a - 1, b - 1] = r
+        R[b - 1, a - 1] = r
+
+
+@jit
+def _tr_pr(P, R, q):
+    t = 0.0
+    for i in range(q):
+        for j in range(q):
+            t += P[i, j] * R[j, i]
+    return t
+
+
+@jit
+def _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col):
+    """Fc at ``theta`` (inf when Psi is not positive definite); leaves u, L (Psi's factor), P, R."""
+    _ml_u_r(theta, fidx, nf, ftype, G, u0, ma, mb, q, s_vec, sb, sSS, u, R)
+    for m in range(ma.shape[0]):
+        b = mb[m]
+        if b == 0:
+            continue
         x = C0[m]
         for f in range(nf):
             if ftype[f] == 0:
                 x += theta[fidx[f]] * Js[m, f]
-        L[a - 1, b - 1] = x  # ma >= mb: the lower triangle, all _chol reads
-        r = s_vec[m] - sb[a] * u[b] - u[a] * sb[b] + sSS * u[a] * u[b]
-        R[a - 1, b - 1] = r
-        R[b - 1, a - 1] = r
+        L[ma[m] - 1, b - 1] = x  # ma >= mb: the lower triangle, all _chol reads
     if not _chol(L, q, 0.0):
         return np.inf
     fc = 0.0
     for i in range(q):
         fc += 2.0 * np.log(L[i, i])
     _chol_inverse(L, q, P, col)
-    for i in range(q):
-        for j in range(q):
-            fc += P[i, j] * R[j, i]
+    fc += _tr_pr(P, R, q)
     if not np.isfinite(fc):
         return np.inf
     return fc
@@ -205,11 +210,8 @@ def _fit_fast_ml(
     delta,
     th_new,
     resid,
-    Cp,
-    Sig,
     Sinv,
     col,
-    Smat,
 ):
     """ML on the fast path (see above).  Leaves resid, J and Sinv = Sigma^-1 at the solution, as
     :func:`_fit_fast`.  Returns (status, iterations)."""
@@ -252,11 +254,14 @@ def _fit_fast_ml(
         return ST_ML_NOTPD, 0
     cst = np.log(v) + sSS / v - ldS - p  # F = Fc + cst (fv: F at theta)
     if max_iter > 0 and _ml_gls_start(theta, fidx, nf, ftype, G, u0, q, sb, sSS, P, PG, y, z, H, HW, delta):
-        fc = _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col)
+        fc -= _tr_pr(P, R, q)  # log|Psi|: Psi (and P) do not depend on the SNP paths
+        _ml_u_r(theta, fidx, nf, ftype, G, u0, ma, mb, q, s_vec, sb, sSS, u, R)
+        fc += _tr_pr(P, R, q)
     fv = fc + cst
     lam = 0.0
     it = 0
     done = False
+    cur = True  # u, P and R are those of theta
     st = ST_NOCONV
     while it < max_iter and not done:
         it += 1
@@ -387,11 +392,13 @@ def _fit_fast_ml(
             if small:
                 accepted = True
                 done = True
+                cur = False
                 break
             fcn = _ml_cond(th_new, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col)
             fn = fcn + cst
             if fn <= fv:
                 accepted = True
+                cur = True
                 fold = fv
                 fv = fn
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
@@ -400,9 +407,11 @@ def _fit_fast_ml(
             elif 0.5 * pred <= 1e-14 * (1.0 + abs(fc)):
                 # the step's predicted decrease is below the objective's rounding: converged
                 accepted = True
+                cur = True
                 done = True
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
+                cur = False
         if accepted:
             for k in range(npar):
                 theta[k] = th_new[k]
@@ -411,10 +420,22 @@ def _fit_fast_ml(
             done = True  # no decrease along any damped direction: stationary to rounding
     if done:
         st = ST_OK
-    # ---- the solution in the full moment space: resid, J, Sigma^-1
+    # ---- the solution in the full moment space: resid, J, and Sigma^-1 from P = Psi^-1:
+    #   Sigma^-1 = [[1/v + u' P u, -(P u)'], [-P u, P]]  (SNP first)
+    if not cur:
+        _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col)
     v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
     for m in range(nmom):
         resid[m] = s_vec[m] - sig[m]
-    _fast_ml_f(sig, ma, mb, p, s_vec, Cp, Sig, Sinv, col, Smat, ldS)
+    upu = 0.0
+    for i in range(q):
+        x = 0.0
+        for j in range(q):
+            x += P[i, j] * u[j + 1]
+            Sinv[i + 1, j + 1] = P[i, j]
+        Sinv[i + 1, 0] = -x
+        Sinv[0, i + 1] = -x
+        upu += u[i + 1] * x
+    Sinv[0, 0] = 1.0 / v + upu
     _fast_jac(theta, fidx, nf, ftype, Js, G, v, ma, mb, u, J)
     return st, it
