@@ -29,7 +29,9 @@ Each run happens in its own subprocess so its wall time and peak RSS (``wait4`` 
 own; timings include reading the parquet input and writing the parquet output.  When the Rust
 GenomicSEM port is installed (``/tmp/genomicsem-ref/bin/python``, see
 ../shared/tools/install-genomicsem-reference.sh) it runs on the same input (as TSV) in a
-subprocess and the SNPs/s ratio is printed.
+subprocess and the SNPs/s ratio is printed.  ``--r-snps N`` also times R GenomicSEM's own
+userGWAS / commonfactorGWAS (serial, bench/gsem_gwas_rref.py) on the first N SNPs of each run's
+input and prints polgen's ratio to it (R at 0.1-7 SNPs/s: keep N small, 20-100).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from gsem_gwas_rref import r_gwas_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 REF_PY = Path(os.environ.get("GENOMICSEM_REF", "/tmp/genomicsem-ref")) / "bin" / "python"
@@ -326,6 +329,7 @@ def main() -> None:
     ap.add_argument("--snps", type=int, default=1_000_000)
     ap.add_argument("--cf-snps", type=int, default=100_000, help="SNPs for commonfactor_gwas")
     ap.add_argument("--ref-snps", type=int, default=100_000, help="SNPs for the Rust reference run")
+    ap.add_argument("--r-snps", type=int, default=0, help="also time R GenomicSEM on this many SNPs")
     ap.add_argument("--rss-snps", type=int, default=0, help="also a 3-trait run of this many SNPs (RSS)")
     ap.add_argument("--batch", type=int, default=200_000)
     ap.add_argument("--work", default=None)
@@ -388,6 +392,16 @@ def main() -> None:
         ref_rate = None
         if kind == "user" and not name.endswith("_rss") and a.ref_snps:
             ref_rate = run_reference(data, cov, model, min(n, a.ref_snps), work)
+        r_s = ""
+        if a.r_snps and not name.endswith("_rss"):
+            r_kind = {"cf": "cf", "user_3trait_full": "full", "user_3trait_ml": "ml"}.get(kind, "user")
+            rr = r_gwas_rate(data, cov, r_kind, model, min(n, a.r_snps))
+            r_s = (
+                f"  R GenomicSEM {rr['snps_per_s']:,.2f} SNPs/s ({rr['ok']}/{min(n, a.r_snps)} SNPs, {rr['mode']}) "
+                f"ratio {rate / rr['snps_per_s']:,.0f}x"
+                if "error" not in rr
+                else f"  R: {rr['error']}"
+            )
         rows.append((name, n, res["wall"], rate, rss, res["converged"], ref_rate))
         ratio = f"{rate / ref_rate:.1f}x" if ref_rate else "n/a"
         ref_s = f"{ref_rate:,.0f}" if ref_rate else "n/a"
@@ -397,7 +411,7 @@ def main() -> None:
             f"{name:28s} {n:>9,d} SNPs  {res['wall']:7.1f}s  {rate:>10,.0f} SNPs/s  "
             f"cpu {res['cpu']:6.1f}s ({n / res['cpu']:,.0f} SNPs/cpu-s, call {res['call_cpu']:.1f}s)  "
             f"peak RSS {rss:7.0f} MB  "
-            f"converged {res['converged']:.4f}  Rust port {ref_s} SNPs/s  ratio {ratio}",
+            f"converged {res['converged']:.4f}  Rust port {ref_s} SNPs/s  ratio {ratio}{r_s}",
             flush=True,
         )
         shutil.rmtree(out, ignore_errors=True)
