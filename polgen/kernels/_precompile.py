@@ -23,11 +23,6 @@ commonfactor_gwas's ``_cf_range`` and ``_se_range`` have the same switch),
 so a batch with such SNPs compiles the two side by side instead of one after the other (about
 half the first call on such data).
 
-A kernel in :data:`CALLEES` names a callee its compilation reaches only late (after its long
-fit): when the kernel starts compiling, a helper compiles that callee for the signature the call
-will need (derived from the kernel's argument types), and the kernel's typing loads it from the
-cache instead of compiling it (estimation="ML" on the fast path: the ML objective).
-
 A helper starts only for a top-level compilation (not a cached load) here, once per plan or
 signature and process, when the process may use at least two CPUs and ``POLGEN_PRECOMPILE`` is
 not ``0``; results are the same bits (the helper compiles the same code; only one process
@@ -49,7 +44,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["PLANS", "VARIANTS", "CALLEES", "HelperPlan", "install", "enabled", "start", "start_variant", "start_callee"]
+__all__ = ["PLANS", "VARIANTS", "HelperPlan", "install", "enabled", "start", "start_variant"]
 
 log = logging.getLogger("polgen.kernels")
 
@@ -89,15 +84,6 @@ VARIANTS: dict[str, int] = {
     # keeps the other core busy, so this one starts only when that helper has ended)
     _KERNELS + "commonfactor._cf_range": -1,
     _KERNELS + "commonfactor_se._se_range": -1,
-}
-
-#: callees a kernel's compilation reaches only after a long one (its fit) and that a helper can
-#: compile meanwhile from the kernel's argument types alone: kernel -> (callee, "module:function"
-#: giving the callee's argument types from the kernel's, or None where this specialisation
-#: compiles the callee early or not at all).  The fast path's ML objective (``fmin``, about 5 CPU
-#: seconds) is typed after ``_fit_fast``: a helper has it in the cache by then.
-CALLEES: dict[str, tuple[str, str]] = {
-    _KERNELS + "gwas_kernel._snp_range": (_KERNELS + "ram_fit._objective", _KERNELS + "gwas:objective_signature"),
 }
 
 #: the helper imports the polgen this process runs (not one the working directory may hold):
@@ -308,17 +294,6 @@ def start_variant(name: str, args: tuple) -> _Helper | None:
     return _start_signature(name, tuple(variant), nice=True)
 
 
-def start_callee(name: str, args: tuple) -> _Helper | None:
-    """When kernel ``name`` (in :data:`CALLEES`) compiles ``args``, start a helper compiling its
-    late callee for the signature the call will need (once per signature)."""
-    callee, fn = CALLEES[name]
-    mod, _, attr = fn.partition(":")
-    sig = getattr(importlib.import_module(mod), attr)(tuple(args))
-    if sig is None or not _exists(callee):
-        return None
-    return _start_signature(callee, tuple(sig), nice=False)
-
-
 def _start_signature(name: str, sig: tuple, nice: bool) -> _Helper | None:
     """A helper compiling kernel ``name`` for ``sig`` (:func:`compile_signature`); a cache miss of
     that signature here waits for it."""
@@ -327,8 +302,7 @@ def _start_signature(name: str, sig: tuple, nice: bool) -> _Helper | None:
         if key in _helpers and _helpers[key].owner == os.getpid():
             return _helpers[key]
         if not enabled() or _busy() or (nice and not _idle_core()):
-            # one helper at a time; a speculative one (nice) only on a core nobody uses, a
-            # callee the call needs also on a busy machine (this process would compile it later)
+            # one helper at a time; a speculative one (nice) only on a core nobody uses
             return None
         args = ["--compile", name, encode(sig)] + ([] if nice else ["now"])
         try:
@@ -361,8 +335,6 @@ def _make_listener():
             plan = PLANS.get(name)
             if plan is not None:
                 start(plan)
-            if name in CALLEES:  # before a speculative variant: this one is needed
-                start_callee(name, tuple(event.data.get("args") or ()))
             if name in VARIANTS:
                 start_variant(name, tuple(event.data.get("args") or ()))
 
@@ -458,7 +430,7 @@ def serve(stub: str, targets: list[str], run: Any) -> int:
 
 
 def compile_signature(name: str, text: str, nice: bool = True) -> int:
-    """The helper of :func:`start_variant` / :func:`start_callee`: compile kernel ``name`` for the
+    """The helper of :func:`start_variant`: compile kernel ``name`` for the
     encoded signature (saved to the cache by numba), then report it (``saved <kernel> <signature>``)."""
     sig = decode(text)
     if sig is None:

@@ -100,22 +100,6 @@ GwasSpec = namedtuple(
 GwasOut = namedtuple("GwasOut", ["est", "se", "chisq", "qsnp", "zsmooth", "wald", "fmin", "status", "flags", "iters"])
 
 
-def objective_signature(args: tuple) -> tuple | None:
-    """The argument types of :func:`_snp_range`'s ``_objective`` call (the ML ``fmin``) in the
-    specialisation for argument types ``args``, when the fast path's fit comes first (fast and ml
-    set; the RAM fit compiles ``_objective`` as its own first callee): what a compile helper
-    (:data:`polgen.kernels._precompile.CALLEES`) compiles meanwhile.  None otherwise."""
-    from numba.core import types
-
-    if len(args) != 12 or types.none in (args[7], args[9]) or not isinstance(args[3], types.NamedTuple):
-        return None
-    lay = dict(zip(args[3].fields, args[3].types))
-    f1, f2 = types.float64[::1], types.float64[:, ::1]
-    ram = (lay["ent_kind"], lay["ent_r"], lay["ent_c"], lay["ent_par"], lay["ent_val"], lay["nv"], lay["p"])
-    # (ml, theta, ram..., A, S, IA, B, T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS)
-    return (args[9], f1, *ram, *(f2,) * 6, f1, f1, lay["ma"], lay["mb"], f1, f2, f2, f1, f2, types.float64)
-
-
 def _block_args(lay, V_LD, k, v_pd_known):
     """Block mode: V_full is PD for every SNP and the model observes every trait in covstruc order,
     so V_sub = blockdiag(varSNPSE^2, V_SNP, V_LD) and its pieces are used directly.

@@ -81,12 +81,13 @@ def _fit_fast(
     col,
     Smat,
     Wm,
+    fval,
 ):
     """The fit on the fast-path structure, with the implied moments and their Jacobian computed
     without the RAM inverse: DWLS (``ml`` None) by Levenberg-Marquardt (Gauss-Newton with the
     weights ``w``), ML (``ml`` True) by :func:`polgen.kernels.gwas_fast_ml._fit_fast_ml` (Newton's
     method on the objective given the SNP).  Leaves resid and J (and, for ML, Sinv) at the
-    solution.  Returns (status, iterations)."""
+    solution; for ML also ``fval[0]``, the objective there.  Returns (status, iterations)."""
     if ml is not None:
         return _fit_fast_ml(
             theta,
@@ -117,6 +118,7 @@ def _fit_fast(
             resid,
             Sinv,
             col,
+            fval,
         )
     nmom = ma.shape[0]
     npar = theta.shape[0]

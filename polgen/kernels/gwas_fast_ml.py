@@ -213,9 +213,11 @@ def _fit_fast_ml(
     resid,
     Sinv,
     col,
+    fval,
 ):
     """ML on the fast path (see above).  Leaves resid, J and Sinv = Sigma^-1 at the solution, as
-    :func:`_fit_fast`.  Returns (status, iterations)."""
+    :func:`_fit_fast`, and the objective there in ``fval[0]`` (inf where Sigma is not positive
+    definite).  Returns (status, iterations)."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
     q = p - 1
@@ -252,6 +254,7 @@ def _fit_fast_ml(
         _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
         for m in range(nmom):
             resid[m] = s_vec[m] - sig[m]
+        fval[0] = np.inf
         return ST_ML_NOTPD, 0
     cst = np.log(v) + sSS / v - ldS - p  # F = Fc + cst (fv: F at theta)
     if max_iter > 0 and _ml_gls_start(theta, fidx, nf, ftype, G, u0, q, sb, sSS, P, PG, y, z, H, HW, delta):
@@ -410,6 +413,7 @@ def _fit_fast_ml(
                 accepted = True
                 cur = True
                 done = True
+                fv = fn
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
                 cur = False
@@ -424,7 +428,8 @@ def _fit_fast_ml(
     # ---- the solution in the full moment space: resid, J, and Sigma^-1 from P = Psi^-1:
     #   Sigma^-1 = [[1/v + u' P u, -(P u)'], [-P u, P]]  (SNP first)
     if not cur:
-        _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col)
+        fv = _ml_cond(theta, fidx, nf, ftype, Js, G, C0, u0, ma, mb, q, s_vec, sb, sSS, u, L, P, R, col) + cst
+    fval[0] = fv
     v = _fast_sigma(theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, u, sig)
     for m in range(nmom):
         resid[m] = s_vec[m] - sig[m]

@@ -119,6 +119,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     qv = np.empty(max(k, nw, 1))
     QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
     w_el = np.empty(max(elim_mom.shape[0], 1))
+    fval = np.empty(1)  # the fast path's ML objective at its solution
     th_prev = np.empty(npar)  # the theta of the last round end (the run-off extrapolation)
     smax = 0.0  # largest observed trait variance (the ridge check's scale)
     for i in range(lo, hi):
@@ -260,6 +261,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 col,
                 Smat,
                 Wm,
+                fval,
             )
         if full is not None:
             # with closed-form residual variances the fit runs in rounds of RIDGE_CHECK
@@ -340,33 +342,37 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
         for q in range(npar):
             est[i, q] = theta[q]
         if ml is not None:
-            fmin[i] = _objective(
-                ml,
-                theta,
-                ent_kind,
-                ent_r,
-                ent_c,
-                ent_par,
-                ent_val,
-                nv,
-                p,
-                A,
-                S,
-                IA,
-                B,
-                T,
-                C,
-                s_vec,
-                w,
-                ma,
-                mb,
-                resid,
-                Sig,
-                Sinv,
-                col,
-                Smat,
-                ldS,
-            )
+            # nested None tests (numba prunes each): the fast path never compiles _objective
+            if fast is not None:
+                fmin[i] = fval[0]
+            if full is not None:
+                fmin[i] = _objective(
+                    ml,
+                    theta,
+                    ent_kind,
+                    ent_r,
+                    ent_c,
+                    ent_par,
+                    ent_val,
+                    nv,
+                    p,
+                    A,
+                    S,
+                    IA,
+                    B,
+                    T,
+                    C,
+                    s_vec,
+                    w,
+                    ma,
+                    mb,
+                    resid,
+                    Sig,
+                    Sinv,
+                    col,
+                    Smat,
+                    ldS,
+                )
         else:
             fv = 0.0
             for m in range(nmom):

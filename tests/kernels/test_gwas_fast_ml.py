@@ -79,14 +79,12 @@ def _batch(plan, beta, se, var, fast: bool) -> dict:
     )  # fmt: skip
 
 
-def _score_step(plan, beta_i: np.ndarray, v: float, theta: np.ndarray) -> np.ndarray:
-    """The Fisher-scoring step of F = log|Sigma| + tr(S Sigma^-1) at ``theta``, in numpy:
-    Sigma(theta) = B S B' from the model's RAM entries (dense inverse), Jacobian by central
-    differences; zero at a stationary point of F."""
+def _dense_model(plan, beta_i: np.ndarray, v: float):
+    """The observed S (dense) of one SNP and Sigma(theta) = B S B' from the model's RAM entries
+    (dense inverse), in numpy."""
     m = plan.stage1.model
     nv, p, ma, mb = int(m["nv"]), int(m["p"]), np.asarray(m["ma"]), np.asarray(m["mb"])
     kind, er, ec, ep, ev = (np.asarray(m[x]) for x in ("ent_kind", "ent_r", "ent_c", "ent_par", "ent_val"))
-    fidx = np.asarray(plan.stage1.fidx)
     k = beta_i.shape[0]
     Sfull = np.empty((k + 1, k + 1))
     Sfull[0, 0] = v
@@ -107,6 +105,16 @@ def _score_step(plan, beta_i: np.ndarray, v: float, theta: np.ndarray) -> np.nda
         B = np.linalg.inv(np.eye(nv) - A)
         return (B @ Sm @ B.T)[:p, :p]
 
+    return Sobs, s, sigma
+
+
+def _score_step(plan, beta_i: np.ndarray, v: float, theta: np.ndarray) -> np.ndarray:
+    """The Fisher-scoring step of F = log|Sigma| + tr(S Sigma^-1) at ``theta``, in numpy,
+    Jacobian by central differences; zero at a stationary point of F."""
+    m = plan.stage1.model
+    ma, mb = np.asarray(m["ma"]), np.asarray(m["mb"])
+    fidx = np.asarray(plan.stage1.fidx)
+    _, s, sigma = _dense_model(plan, beta_i, v)
     th = theta.copy()
     hh = np.where(ma == mb, 0.5, 1.0)
     Sg = sigma(th)
@@ -155,3 +163,20 @@ def test_fast_ml_matches_ram_fit(model, k):
     weak = ok & (np.arange(len(ok)) >= len(ok) // 10)  # the SNPs of ordinary strength
     d_weak = np.max(np.abs(a["est"][weak][:, free] - b["est"][weak][:, free]) / b["se"][weak][:, free])
     assert d_weak < 1e-6, d_weak
+
+
+@pytest.mark.parametrize("model,k", [(ONE, 3), (TWO, 5)])
+def test_fast_ml_fmin_is_the_ml_objective_at_the_estimates(model, k):
+    """``fmin`` comes from the fast fit itself (no RAM objective after it): equal to
+    log|Sigma| + tr(S Sigma^-1) - log|S| - p evaluated densely at the estimates."""
+    plan, beta, se, var = _setup(model, k, 40, seed=20 + k)
+    r = _batch(plan, beta, se, var, fast=True)
+    assert (r["status"] == 0).all()
+    plain = np.flatnonzero(r["flags"] == 0)  # S_full positive definite (no nearPD: the dense S is the fit's)
+    assert plain.size >= 30
+    for i in plain:
+        Sobs, _, sigma = _dense_model(plan, beta[i], var[i])
+        Sg = sigma(r["est"][i])
+        p = Sg.shape[0]
+        f = np.linalg.slogdet(Sg)[1] + np.trace(Sobs @ np.linalg.inv(Sg)) - np.linalg.slogdet(Sobs)[1] - p
+        assert abs(r["fmin"][i] - f) <= 1e-10 * max(abs(f), 1e-3), (i, r["fmin"][i], f)
