@@ -51,13 +51,8 @@ from polgen.errors import InputError
 from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
 from polgen.kernels.lfmm import colsumsq_into
-from polgen.kernels.lfmm_decode import (
-    center_projection,
-    decode_dosage_yy,
-    missing_scatter,
-    packed_byte_table,
-    pair_table,
-)
+from polgen.kernels.lfmm_decode import packed_byte_table
+from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import (
     cache_block_snps,
@@ -78,6 +73,14 @@ HOLD_BYTES = 64 << 20
 #: default extra sketch columns per pass: iterating until converged / a fixed number of passes
 ADAPTIVE_OVERSAMPLING = 2
 FIXED_OVERSAMPLING = 10
+#: bytes of one block of byte dosages in a pass from packed rows (each thread's block stays in
+#: its core's L2 between the two products)
+BYTE_BLOCK_BYTES = 256 << 10
+
+
+def byte_block_snps(n_samples: int) -> int:
+    """SNPs per block of byte dosages (a multiple of 4: the second product takes 4 SNPs at a time)."""
+    return int(max(8, min(4096, BYTE_BLOCK_BYTES // max(1, n_samples))) // 4 * 4)
 
 
 def shrinkage(sigma_x: np.ndarray, lam: float, dlambda: str) -> np.ndarray:
@@ -139,36 +142,31 @@ def _gram_pass(
     )
 
     def run_packed(a: int, b: int, G: np.ndarray):
-        # uncentred dosages in one pass over the bytes; the centring goes to the small products:
-        # Z = Y'G = V'G - mean (G'1 - G[missing])', Y Z = V Z - 1 (mean'Z) + mean_j Z_j at missing calls
+        # dosages as bytes, both products from them in one kernel (polgen.kernels.lfmm_gram); the
+        # centring goes to the small products: Z = Y'G = V'G - mean (G'1 - G[missing])',
+        # Y Z = V Z - 1 (mean'Z) + mean_j Z_j at missing calls
         dosage = DOSAGE_A1 if source.count_a1 else DOSAGE_A2
-        packlut, pairs = packed_byte_table(dosage), pair_table(dosage)
-        acc = np.zeros(G.shape)
+        words, packlut = byte_dosage_words(dosage), packed_byte_table(dosage)
+        kb = block_snps or byte_block_snps(n)
+        accT = np.zeros((G.shape[1], n))
         shift = np.zeros(G.shape[1])
         colsum = G.sum(axis=0)
-        buf = np.empty((n, bs), order="F")
-        mean, freq, yy = np.empty(bs), np.empty(bs), np.empty(bs)
-        nmiss = np.empty(bs, dtype=np.int64)
-        miss_idx = np.empty(n * bs, dtype=np.int64)
-        miss_start = np.empty(bs + 1, dtype=np.int64)
-        for s in range(a, b, bs):
+        GT = np.ascontiguousarray(G.T)
+        D = np.empty((kb, 4 * ((n + 3) // 4)), dtype=np.uint8)
+        Z = np.empty((kb, G.shape[1]))
+        mean = np.empty(kb)
+        miss_idx = np.empty(n * kb, dtype=np.int64)
+        miss_start = np.empty(kb + 1, dtype=np.int64)
+        for s in range(a, b, kb):
             if cancel is not None and cancel.is_set():
                 break
-            e = min(b, s + bs)
-            k = e - s
+            e = min(b, s + kb)
             packed, rows = source.packed_rows(s, e)
-            V = buf[:, :k]
-            decode_dosage_yy(
-                packed, rows, n, dosage, packlut, pairs, V, mean[:k], freq[:k], nmiss[:k], yy[:k], miss_idx, miss_start
-            )
+            decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, miss_start)
             source.release_rows(s, e)
-            Z = V.T @ G
-            center_projection(mean[:k], miss_idx, miss_start, colsum, G, Z)
-            acc += V @ Z
-            shift += mean[:k] @ Z
-            missing_scatter(mean[:k], miss_idx, miss_start, Z, acc)
-        acc -= shift
-        return acc, 0.0
+            gram_block(D, e - s, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift)
+        accT -= shift[:, None]
+        return accT.T, 0.0
 
     def run(a: int, b: int):
         if packed_ok and G is not None:
