@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from polgen.kernels._jit import jit_fm, jit_fm_parallel, jit_rc
+from polgen.kernels._jit import REASSOC_CONTRACT, jit_fm, jit_fm_parallel, jit_rc, kernel
 
 
 def colsumsq(y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -141,3 +141,86 @@ def block_stats(PT, yy, rx, k, d, df, df_full, mono_tol, beta, t, f, r2adj, mono
 def colsumsq_into(Y: np.ndarray, out: np.ndarray) -> None:
     """``out[j] = sum_i Y[i, j]^2`` for a Fortran block (serial: callers thread over ranges)."""
     _rows_sumsq_serial(Y.T, out)
+
+
+#: samples per pass of :func:`project_columns`: 8 rows of T over 256 samples (16 KB) stay in L1
+#: while every SNP of the block is projected on them
+PROJECT_CHUNK = 256
+
+
+@kernel(fastmath=REASSOC_CONTRACT, inline="always")
+def _dot8(v, t0, t1, t2, t3, t4, t5, t6, t7, out, c):
+    """``out[c + r] += v . t_r`` for r < 8 (eight dot products, one pass over ``v``)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for i in range(v.shape[0]):
+        x = v[i]
+        s0 += x * t0[i]
+        s1 += x * t1[i]
+        s2 += x * t2[i]
+        s3 += x * t3[i]
+        s4 += x * t4[i]
+        s5 += x * t5[i]
+        s6 += x * t6[i]
+        s7 += x * t7[i]
+    out[c] += s0
+    out[c + 1] += s1
+    out[c + 2] += s2
+    out[c + 3] += s3
+    out[c + 4] += s4
+    out[c + 5] += s5
+    out[c + 6] += s6
+    out[c + 7] += s7
+
+
+@kernel(fastmath=REASSOC_CONTRACT, inline="always")
+def _dot4(v, t0, t1, t2, t3, out, c):
+    """``out[c + r] += v . t_r`` for r < 4."""
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(v.shape[0]):
+        x = v[i]
+        s0 += x * t0[i]
+        s1 += x * t1[i]
+        s2 += x * t2[i]
+        s3 += x * t3[i]
+    out[c] += s0
+    out[c + 1] += s1
+    out[c + 2] += s2
+    out[c + 3] += s3
+
+
+@kernel(fastmath=REASSOC_CONTRACT)
+def project_columns(v, n, k, Tt, PT, chunk):
+    """``PT[j] = Tt @ v[j n : (j + 1) n]`` for the ``k`` SNPs of a decoded block (``v`` the
+    block's ``(n, k)`` Fortran-ordered dosages as one flat array; ``Tt`` ``(m, n)`` with ``m`` a
+    multiple of 4; ``PT`` ``(k, m)``): the projection of the fused test pass without a GEMM.
+
+    Samples are taken ``chunk`` at a time, so that the rows of ``Tt`` of a chunk stay in L1 while
+    every SNP of the block is projected on them; each SNP's sums run over vectors of samples
+    (reassociated) in a fixed order that depends on ``n``, ``chunk`` and the SNP's own values only,
+    so a SNP's row is the same whatever block it is decoded in.  Unit-stride 1-D slices (never a
+    2-D index with a computed, possibly negative position) let LLVM vectorise the inner loops."""
+    m = Tt.shape[0]
+    for j in range(k):
+        for c in range(m):
+            PT[j, c] = 0.0
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        for c in range(0, m - 7, 8):
+            t0 = Tt[c, a:b]
+            t1 = Tt[c + 1, a:b]
+            t2 = Tt[c + 2, a:b]
+            t3 = Tt[c + 3, a:b]
+            t4 = Tt[c + 4, a:b]
+            t5 = Tt[c + 5, a:b]
+            t6 = Tt[c + 6, a:b]
+            t7 = Tt[c + 7, a:b]
+            for j in range(k):
+                _dot8(v[j * n + a : j * n + b], t0, t1, t2, t3, t4, t5, t6, t7, PT[j], c)
+        if m % 8:
+            c = m - 4
+            t0 = Tt[c, a:b]
+            t1 = Tt[c + 1, a:b]
+            t2 = Tt[c + 2, a:b]
+            t3 = Tt[c + 3, a:b]
+            for j in range(k):
+                _dot4(v[j * n + a : j * n + b], t0, t1, t2, t3, PT[j], c)

@@ -18,8 +18,8 @@ from polgen._blas import single_threaded_blas
 from polgen.errors import InputError
 from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
-from polgen.kernels.lfmm import block_stats, colsumsq_into
-from polgen.kernels.lfmm_decode import center_projection, decode_dosage_yy, packed_byte_table, pair_table
+from polgen.kernels.lfmm import PROJECT_CHUNK, block_stats, colsumsq_into, project_columns
+from polgen.kernels.lfmm_decode import center_projection, decode_dosage_quads, packed_byte_table, quad_table
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.genotypes import cache_block_snps, default_threads, split_range
 from polgen.lfmm.model import LfmmModel
@@ -148,8 +148,9 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     nb = task.stop - task.start
     K, d = proj.K, proj.d
     m = proj.Tt.shape[0]
-    # (n, m) padded with zero columns to a multiple of 4: OpenBLAS's kernels for a narrow right
-    # factor run ~15-20% faster at 8 columns than at 7 (the extra products are zeros, never read)
+    # (n, m) padded with zero columns to a multiple of 4: project_columns takes the rows of T four
+    # or eight at a time, and OpenBLAS's kernels for a narrow right factor (the path without packed
+    # rows) run ~15-20% faster at 8 columns than at 7 (the extra products are zeros, never read)
     mp = -(-m // 4) * 4
     T = np.zeros((proj.n, mp))
     T[:, :m] = proj.Tt.T
@@ -160,29 +161,37 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
     bs = task.block_snps or cache_block_snps(proj.n)
+    Tp = np.ascontiguousarray(T.T)  # (mp, n): the rows project_columns reads
+    # mapped .bed pages are dropped from the resident set every ~1 MB of rows, not every block
+    # (one madvise, and its TLB shootdown on the other cores, per ~1 MB instead of per block)
+    release_snps = max(bs, (1 << 20) // max(1, (proj.n + 3) // 4))
     packed_ok = isinstance(src, BedStream) and src.sample_index is None and src.scale == "center"
 
     def run_packed(a: int, b: int) -> None:
-        # decode (and y'y from the integer counts) straight from the .bed rows, then one GEMM
-        # (uncentred dosages in one pass over the bytes; the centring is applied to the k x m
-        # products, T'y = T'v - mean T'1 + the missing calls' rows)
+        # decode (and y'y from the integer counts) straight from the .bed rows, then project the
+        # block on the rows of T in L1-sized sample chunks (project_columns: vectorised dot
+        # products, no GEMM packing of the block) (uncentred dosages in one pass over the bytes;
+        # the centring is applied to the k x m products, T'y = T'v - mean T'1 + the missing
+        # calls' rows)
         dosage = DOSAGE_A1 if src.count_a1 else DOSAGE_A2
-        packlut, pairs = packed_byte_table(dosage), pair_table(dosage)
-        buf = np.empty((proj.n, bs + 1), order="F")
+        packlut, quads = packed_byte_table(dosage), quad_table(dosage)
+        buf = np.empty((proj.n, bs), order="F")
+        flat = buf.ravel(order="F")  # a view: SNP j at flat[j n : (j + 1) n]
         miss_idx = np.empty(proj.n * bs, dtype=np.int64)
         miss_start = np.empty(bs + 1, dtype=np.int64)
+        released = a
         for s in range(a, b, bs):
             e = min(b, s + bs)
             k, off = e - s, s - task.start
             sl = slice(off, off + k)
             packed, rows = src.packed_rows(s, e)
-            decode_dosage_yy(
+            decode_dosage_quads(
                 packed,
                 rows,
                 proj.n,
                 dosage,
                 packlut,
-                pairs,
+                quads,
                 buf[:, :k],
                 mean[sl],
                 freq[sl],
@@ -191,8 +200,10 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
                 miss_idx,
                 miss_start,
             )
-            src.release_rows(s, e)
-            project(buf, k, off)
+            if e - released >= release_snps or e == b:
+                src.release_rows(released, e)
+                released = e
+            project_columns(flat, proj.n, k, Tp, PT[sl], PROJECT_CHUNK)
             center_projection(mean[sl], miss_idx, miss_start, colsum, T, PT[sl])
 
     def project(buf: np.ndarray, k: int, off: int) -> None:
