@@ -85,7 +85,9 @@ def decode_bytes(packed, rows, n, dosage, words, packlut, out, mean, miss_idx, m
 
 @jit_fm
 def _products_z(D, k, n, GT, Z):
-    """``Z[j, c] = sum_i D[j, i] GT[c, i]`` for the first k rows of D."""
+    """``Z[j, c] = sum_i D[j, i] GT[c, i]`` for the first k rows of D; the columns in groups of
+    four and, when ``w % 4 == 3``, a last group of three (``w % 4`` in (1, 2): the last group
+    costs as three or four columns)."""
     w = GT.shape[0]
     for j in range(0, k, 2):
         j1 = j + 1 if j + 1 < k else j
@@ -94,36 +96,48 @@ def _products_z(D, k, n, GT, Z):
         for c in range(0, w, 4):
             c1 = min(c + 1, w - 1)
             c2 = min(c + 2, w - 1)
-            c3 = min(c + 3, w - 1)
             g0 = GT[c]
             g1 = GT[c1]
             g2 = GT[c2]
-            g3 = GT[c3]
-            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
-            for i in range(n):
-                a = np.float64(d0[i])
-                b = np.float64(d1[i])
-                s00 += a * g0[i]
-                s01 += a * g1[i]
-                s02 += a * g2[i]
-                s03 += a * g3[i]
-                s10 += b * g0[i]
-                s11 += b * g1[i]
-                s12 += b * g2[i]
-                s13 += b * g3[i]
+            if w - c >= 4:
+                g3 = GT[c + 3]
+                s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = 0.0
+                for i in range(n):
+                    a = np.float64(d0[i])
+                    b = np.float64(d1[i])
+                    s00 += a * g0[i]
+                    s01 += a * g1[i]
+                    s02 += a * g2[i]
+                    s03 += a * g3[i]
+                    s10 += b * g0[i]
+                    s11 += b * g1[i]
+                    s12 += b * g2[i]
+                    s13 += b * g3[i]
+                Z[j, c + 3] = s03
+                Z[j1, c + 3] = s13
+            else:
+                s00 = s01 = s02 = s10 = s11 = s12 = 0.0
+                for i in range(n):
+                    a = np.float64(d0[i])
+                    b = np.float64(d1[i])
+                    s00 += a * g0[i]
+                    s01 += a * g1[i]
+                    s02 += a * g2[i]
+                    s10 += b * g0[i]
+                    s11 += b * g1[i]
+                    s12 += b * g2[i]
             Z[j, c] = s00
             Z[j1, c] = s10
             Z[j, c1] = s01
             Z[j1, c1] = s11
             Z[j, c2] = s02
             Z[j1, c2] = s12
-            Z[j, c3] = s03
-            Z[j1, c3] = s13
 
 
 @jit_fm
 def _products_acc(D, k, n, Z, accT):
-    """``accT[c, i] += sum_j Z[j, c] D[j, i]`` over the first k rows of D and Z."""
+    """``accT[c, i] += sum_j Z[j, c] D[j, i]`` over the first k rows of D and Z (columns grouped
+    as in :func:`_products_z`)."""
     w = accT.shape[0]
     zz = np.zeros((4, 4))
     for j in range(0, k, 4):
@@ -140,20 +154,39 @@ def _products_acc(D, k, n, Z, accT):
             r0 = accT[c]
             r1 = accT[min(c + 1, w - 1)]
             r2 = accT[min(c + 2, w - 1)]
-            r3 = accT[min(c + 3, w - 1)]
             z00, z01, z02, z03 = zz[0, 0], zz[0, 1], zz[0, 2], zz[0, 3]
             z10, z11, z12, z13 = zz[1, 0], zz[1, 1], zz[1, 2], zz[1, 3]
             z20, z21, z22, z23 = zz[2, 0], zz[2, 1], zz[2, 2], zz[2, 3]
-            z30, z31, z32, z33 = zz[3, 0], zz[3, 1], zz[3, 2], zz[3, 3]
-            for i in range(n):
-                a = np.float64(d0[i])
-                b = np.float64(d1[i])
-                e = np.float64(d2[i])
-                f = np.float64(d3[i])
-                r0[i] += a * z00 + b * z01 + e * z02 + f * z03
-                r1[i] += a * z10 + b * z11 + e * z12 + f * z13
-                r2[i] += a * z20 + b * z21 + e * z22 + f * z23
-                r3[i] += a * z30 + b * z31 + e * z32 + f * z33
+            if w - c >= 4:
+                r3 = accT[c + 3]
+                z30, z31, z32, z33 = zz[3, 0], zz[3, 1], zz[3, 2], zz[3, 3]
+                for i in range(n):
+                    a = np.float64(d0[i])
+                    b = np.float64(d1[i])
+                    e = np.float64(d2[i])
+                    f = np.float64(d3[i])
+                    r0[i] += a * z00 + b * z01 + e * z02 + f * z03
+                    r1[i] += a * z10 + b * z11 + e * z12 + f * z13
+                    r2[i] += a * z20 + b * z21 + e * z22 + f * z23
+                    r3[i] += a * z30 + b * z31 + e * z32 + f * z33
+            elif w - c == 3:
+                for i in range(n):
+                    a = np.float64(d0[i])
+                    b = np.float64(d1[i])
+                    e = np.float64(d2[i])
+                    f = np.float64(d3[i])
+                    r0[i] += a * z00 + b * z01 + e * z02 + f * z03
+                    r1[i] += a * z10 + b * z11 + e * z12 + f * z13
+                    r2[i] += a * z20 + b * z21 + e * z22 + f * z23
+            else:  # one or two columns left: r1 (and r2) alias r0 or r1 with zero weights
+                for i in range(n):
+                    a = np.float64(d0[i])
+                    b = np.float64(d1[i])
+                    e = np.float64(d2[i])
+                    f = np.float64(d3[i])
+                    r0[i] += a * z00 + b * z01 + e * z02 + f * z03
+                    if w - c == 2:
+                        r1[i] += a * z10 + b * z11 + e * z12 + f * z13
 
 
 @jit_fm
@@ -162,8 +195,7 @@ def gram_block(D, k, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shif
     ``accT += (Y_b (Y_b' G))'`` except for the ``- 1 (mean'Z)`` term, which is added to
     ``shift`` (w) to be subtracted from every sample once at the end.  ``G`` (n x w) and
     ``GT = G'`` (w x n, C order) hold the same sketch, ``colsum = G'1``; ``Z`` (>= k x w) is
-    scratch and receives the centred ``Y_b' G``.  Requires ``w % 4 == 0`` for the full speed
-    (other widths are correct, their last group costs as four columns)."""
+    scratch and receives the centred ``Y_b' G``.  Fastest with ``w % 4`` in (0, 3)."""
     w = GT.shape[0]
     _products_z(D, k, n, GT, Z)
     for j in range(k):  # the centring: Z_j = Y_j'G = V_j'G - mean_j (G'1 - G[missing]'1)

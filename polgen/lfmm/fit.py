@@ -70,6 +70,9 @@ log = logging.getLogger("polgen")
 #: estimation SNPs whose packed .bed rows take at most this many bytes are read from the file
 #: once and held in memory for all the passes of the fit (2-bit codes: n / 4 bytes per SNP)
 HOLD_BYTES = 64 << 20
+#: estimation SNPs whose byte dosages (one byte per call: 4x the packed rows) take at most this
+#: many bytes are decoded once and held for all the passes (then the packed rows are not held)
+HOLD_DOSAGE_BYTES = 256 << 20
 #: default extra sketch columns per pass: iterating until converged / a fixed number of passes
 ADAPTIVE_OVERSAMPLING = 2
 FIXED_OVERSAMPLING = 10
@@ -110,6 +113,49 @@ def _x_svd(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(Qd), sx
 
 
+def _packed_ok(source) -> bool:
+    """Whether a pass can decode ``source``'s packed .bed rows itself (:func:`_gram_pass`)."""
+    return (
+        isinstance(source, BedStream)
+        and source.sample_index is None
+        and source.scale == "center"
+        and source.dtype == np.float64
+    )
+
+
+class _ByteDosages:
+    """The estimation SNPs decoded once for all the passes of a fit: byte dosages ``D`` (one row
+    per SNP, 0 for a missing call), call means and the missing calls as lists, exactly what each
+    pass would decode from the packed rows (so a pass gives the same bits either way).  Memory:
+    ``4 ceil(n / 4)`` bytes per SNP plus 16 per SNP and 8 per missing call."""
+
+    def __init__(self, source: BedStream, block_snps: int | None = None) -> None:
+        n, p = source.n_samples, source.n_snps
+        dosage = DOSAGE_A1 if source.count_a1 else DOSAGE_A2
+        words, packlut = byte_dosage_words(dosage), packed_byte_table(dosage)
+        kb = block_snps or byte_block_snps(n)
+        self.D = np.empty((p, 4 * ((n + 3) // 4)), dtype=np.uint8)
+        self.mean = np.empty(p)
+        self.miss_start = np.zeros(p + 1, dtype=np.int64)
+        miss_idx = np.empty(n * kb, dtype=np.int64)
+        lists = []
+        for s in range(0, p, kb):
+            e = min(p, s + kb)
+            packed, rows = source.packed_rows(s, e)
+            start = self.miss_start[s : e + 1]
+            offset = int(start[0])  # the previous block's end (global)
+            decode_bytes(packed, rows, n, dosage, words, packlut, self.D[s:e], self.mean[s:e], miss_idx, start)
+            source.release_rows(s, e)
+            lists.append(miss_idx[: start[-1]].copy())
+            start += offset
+        self.miss_idx = np.concatenate(lists) if lists else np.empty(0, dtype=np.int64)
+
+    @staticmethod
+    def nbytes(source) -> int:
+        """Bytes of the byte dosages of ``source`` (what :data:`HOLD_DOSAGE_BYTES` caps)."""
+        return int(source.n_snps) * 4 * ((int(source.n_samples) + 3) // 4)
+
+
 def _gram_pass(
     source,
     G: np.ndarray | None,
@@ -118,28 +164,26 @@ def _gram_pass(
     block_snps: int | None = None,
     want_trace: bool = False,
     cancel: threading.Event | None = None,
+    decoded: _ByteDosages | None = None,
 ):
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
     thread).  With ``want_trace`` also returns ``trace(Yc Yc')``.  A set ``cancel`` event stops
-    the pass at the next block (its result is then incomplete and must be discarded)."""
+    the pass at the next block (its result is then incomplete and must be discarded).
+    ``decoded``: ``source``'s SNPs already decoded (:class:`_ByteDosages`), read instead of the
+    packed rows (the same result, bit for bit)."""
     n = source.n_samples
     bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
     width = 0
-    if G is not None:  # zero columns up to a multiple of 4: OpenBLAS runs 8 columns faster than 7
+    packed_ok = G is not None and not want_trace and _packed_ok(source)
+    if G is not None:
         width = G.shape[1]
-        if width % 4:
-            G = np.hstack([G, np.zeros((n, 4 - width % 4))])
-
-    packed_ok = (
-        G is not None
-        and not want_trace
-        and isinstance(source, BedStream)
-        and source.sample_index is None
-        and source.scale == "center"
-        and source.dtype == np.float64
-    )
+        # zero columns: OpenBLAS runs 8 columns faster than 7 (a multiple of 4); the byte kernel
+        # takes columns in groups of four and a last group of three
+        pad = (3 - width % 4 if width % 4 in (1, 2) else 0) if packed_ok else -width % 4
+        if pad:
+            G = np.hstack([G, np.zeros((n, pad))])
 
     def run_packed(a: int, b: int, G: np.ndarray):
         # dosages as bytes, both products from them in one kernel (polgen.kernels.lfmm_gram); the
@@ -152,19 +196,36 @@ def _gram_pass(
         shift = np.zeros(G.shape[1])
         colsum = G.sum(axis=0)
         GT = np.ascontiguousarray(G.T)
-        D = np.empty((kb, 4 * ((n + 3) // 4)), dtype=np.uint8)
         Z = np.empty((kb, G.shape[1]))
-        mean = np.empty(kb)
-        miss_idx = np.empty(n * kb, dtype=np.int64)
-        miss_start = np.empty(kb + 1, dtype=np.int64)
+        if decoded is None:
+            D = np.empty((kb, 4 * ((n + 3) // 4)), dtype=np.uint8)
+            mean = np.empty(kb)
+            miss_idx = np.empty(n * kb, dtype=np.int64)
+            miss_start = np.empty(kb + 1, dtype=np.int64)
         for s in range(a, b, kb):
             if cancel is not None and cancel.is_set():
                 break
             e = min(b, s + kb)
-            packed, rows = source.packed_rows(s, e)
-            decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, miss_start)
-            source.release_rows(s, e)
-            gram_block(D, e - s, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift)
+            if decoded is None:
+                packed, rows = source.packed_rows(s, e)
+                decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, miss_start)
+                source.release_rows(s, e)
+                gram_block(D, e - s, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift)
+            else:
+                gram_block(
+                    decoded.D[s:e],
+                    e - s,
+                    n,
+                    G,
+                    GT,
+                    colsum,
+                    decoded.mean[s:e],
+                    decoded.miss_idx,
+                    decoded.miss_start[s : e + 1],
+                    Z,
+                    accT,
+                    shift,
+                )
         accT -= shift[:, None]
         return accT.T, 0.0
 
@@ -295,9 +356,17 @@ def fit(
         oversampling = ADAPTIVE_OVERSAMPLING if power_iter is None else FIXED_OVERSAMPLING
 
     src = _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps)
-    # (not a stream the caller gave: that one is left as it was)
-    if isinstance(src, BedStream) and src is not bed and src is not est_bed and src.hold_in_memory(HOLD_BYTES):
-        # every pass of the iteration streams the same rows: read the .bed once
+    # every pass of the iteration streams the same rows: read the .bed once, decoded to byte
+    # dosages if they take at most HOLD_DOSAGE_BYTES, else packed if at most HOLD_BYTES (not a
+    # stream the caller gave: that one is left as it was)
+    decode_once = _packed_ok(src) and _ByteDosages.nbytes(src) <= HOLD_DOSAGE_BYTES
+    if (
+        not decode_once
+        and isinstance(src, BedStream)
+        and src is not bed
+        and src is not est_bed
+        and src.hold_in_memory(HOLD_BYTES)
+    ):
         log.debug("lfmm fit: %d estimation SNPs held in memory (packed)", src.n_snps)
     n = src.n_samples
     if K < 1 or K >= n:
@@ -319,6 +388,9 @@ def fit(
     def Minv(Z):
         return Z + Qd @ ((1.0 / dl - 1.0)[:, None] * (Qd.T @ Z))
 
+    decoded = _ByteDosages(src, batch_snps) if decode_once else None
+    if decoded is not None:
+        log.debug("lfmm fit: %d estimation SNPs held in memory (byte dosages)", src.n_snps)
     ell = min(K + oversampling, n)
     rng = np.random.default_rng(seed)
     with single_threaded_blas():
@@ -337,13 +409,17 @@ def fit(
         pending = None
         try:
             for it in range(cap):
-                acc = pending.result() if pending is not None else _gram_pass(src, M(G), bar, block_snps=batch_snps)
+                acc = (
+                    pending.result()
+                    if pending is not None
+                    else _gram_pass(src, M(G), bar, block_snps=batch_snps, decoded=decoded)
+                )
                 pending = None
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))
                     nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
                 if nxt is not None and it + 1 < cap:
-                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel)
+                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel, decoded)
                 with single_threaded_blas():
                     est = kry.estimate(K)
                     if prev is not None:

@@ -1,0 +1,140 @@
+"""The LFMM fit's pass from byte dosages (polgen.kernels.lfmm_gram, issue 13's fit cost): the
+decoder against the general .bed decoder, the fused products against dense numpy for every
+column-group shape, and the fit with the estimation SNPs decoded once against a fit that decodes
+every pass (the same bits)."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+from bed_reader import to_bed
+
+import polgen.lfmm as L
+from polgen.io.bed import BedStream
+from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2, decode_rows
+from polgen.kernels.lfmm_decode import packed_byte_table
+from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block
+
+fit_mod = importlib.import_module("polgen.lfmm.fit")
+
+
+def _packed(n: int, p: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    packed = rng.integers(0, 256, (p, (n + 3) // 4), dtype=np.uint8)
+    packed[::3] &= np.uint8(0b10101010)  # codes 00 / 10 only: no missing calls
+    packed[5] = 0b01010101  # every call missing
+    return packed
+
+
+@pytest.mark.parametrize("n", [1, 7, 150, 1001])
+def test_byte_decode_equals_the_bed_decoder(n):
+    packed = _packed(n, 300, n)
+    rows = np.r_[5, np.random.default_rng(n).permutation(300)[:199]]
+    k = rows.size
+    for a1, dosage in ((True, DOSAGE_A1), (False, DOSAGE_A2)):
+        raw = np.empty((n, k), order="F")
+        decode_rows(packed, rows, n, 0, raw, np.empty(k), np.empty(k, np.int64), count_a1=a1, parallel=False)
+        D = np.full((k, 4 * ((n + 3) // 4)), 9, dtype=np.uint8)
+        mean, miss_idx, miss_start = np.empty(k), np.empty(n * k, np.int64), np.empty(k + 1, np.int64)
+        decode_bytes(
+            packed, rows, n, dosage, byte_dosage_words(dosage), packed_byte_table(dosage), D, mean, miss_idx, miss_start
+        )
+        np.testing.assert_array_equal(D[:, :n].T, np.nan_to_num(raw, nan=0.0))
+        called = ~np.isnan(raw)
+        want_mean = np.where(called.any(0), np.nansum(raw, 0) / np.maximum(called.sum(0), 1), 0.0)
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-15, atol=0)
+        assert miss_start[0] == 0 and miss_start[-1] == (~called).sum()
+        for j in range(k):
+            np.testing.assert_array_equal(miss_idx[miss_start[j] : miss_start[j + 1]], np.flatnonzero(~called[:, j]))
+        assert mean[0] == 0.0 and miss_start[1] == n  # SNP 5: no calls
+
+
+@pytest.mark.parametrize("n", [7, 150, 1001])
+@pytest.mark.parametrize("w", [1, 2, 3, 4, 5, 7, 8, 11])
+def test_gram_block_equals_dense(n, w):
+    """``Y_b (Y_b' G)`` of the centred, mean-imputed SNPs, for every width's column groups
+    (4s and a last 1, 2 or 3) and odd block lengths (the SNP pairs and quadruples)."""
+    packed = _packed(n, 90, n + w)
+    rng = np.random.default_rng(w)
+    rows = rng.permutation(90)[:43]
+    k = rows.size
+    raw = np.empty((n, k), order="F")
+    decode_rows(packed, rows, n, 0, raw, np.empty(k), np.empty(k, np.int64), count_a1=True, parallel=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-missing SNP's mean
+        Y = np.nan_to_num(raw - np.nanmean(raw, 0), nan=0.0)  # that SNP: all 0
+    G = rng.standard_normal((n, w))
+    want = Y @ (Y.T @ G)
+    D = np.empty((k, 4 * ((n + 3) // 4)), dtype=np.uint8)
+    mean, miss_idx, miss_start = np.empty(k), np.empty(n * k, np.int64), np.empty(k + 1, np.int64)
+    words, lut = byte_dosage_words(DOSAGE_A1), packed_byte_table(DOSAGE_A1)
+    decode_bytes(packed, rows, n, DOSAGE_A1, words, lut, D, mean, miss_idx, miss_start)
+    accT, shift, Z = np.zeros((w, n)), np.zeros(w), np.empty((k, w))
+    gram_block(D, k, n, G, np.ascontiguousarray(G.T), G.sum(0), mean, miss_idx, miss_start, Z, accT, shift)
+    got = accT.T - shift
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * np.abs(want).max())
+    np.testing.assert_allclose(Z, Y.T @ G, rtol=0, atol=1e-13 * np.abs(Y.T @ G).max())
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    n, p = 203, 1500  # n % 4 == 3: a partial last byte
+    pop = rng.integers(0, 3, n)
+    f = np.clip(rng.beta(0.5, 0.5, (3, p))[pop], 0.02, 0.98)
+    Y = rng.binomial(2, f).astype(np.float32)
+    Y[rng.random(Y.shape) < 0.01] = np.nan
+    path = tmp_path_factory.mktemp("fit_pass") / "g.bed"
+    ids = [f"s{i}" for i in range(n)]
+    to_bed(path, Y, properties={"fid": ids, "iid": ids})
+    X = (pop + rng.normal(0, 1, n))[:, None]
+    return path, X, Y
+
+
+def test_fit_decoded_once_equals_decoded_every_pass(bed, monkeypatch):
+    path, X, _ = bed
+    once = L.fit(X, path, 2, est_rate=0.5, progress=False)
+    monkeypatch.setattr(fit_mod, "HOLD_DOSAGE_BYTES", 0)
+    packed = L.fit(X, path, 2, est_rate=0.5, progress=False)
+    monkeypatch.setattr(fit_mod, "HOLD_BYTES", 0)
+    streamed = L.fit(X, path, 2, est_rate=0.5, progress=False)
+    assert once.convergence.converged and once.convergence.stop == "tol"
+    assert once.convergence.passes == packed.convergence.passes == streamed.convergence.passes >= 3
+    np.testing.assert_array_equal(once.U, packed.U)
+    np.testing.assert_array_equal(once.U, streamed.U)
+
+
+def test_byte_dosages_hold_the_decoded_snps(bed):
+    path, _, Y = bed
+    src = BedStream(path, snps=np.arange(3, 1500, 7))
+    held = fit_mod._ByteDosages(src, block_snps=17)  # several blocks: the missing lists joined
+    Ys = Y[:, 3::7].astype(np.float64)
+    n = Ys.shape[0]
+    np.testing.assert_array_equal(held.D[:, :n].T, np.nan_to_num(Ys, nan=0.0))
+    np.testing.assert_allclose(held.mean, np.nanmean(Ys, 0), rtol=1e-15)
+    for j in range(Ys.shape[1]):
+        got = held.miss_idx[held.miss_start[j] : held.miss_start[j + 1]]
+        np.testing.assert_array_equal(got, np.flatnonzero(np.isnan(Ys[:, j])))
+    assert fit_mod._ByteDosages.nbytes(src) == held.D.nbytes
+
+
+def test_pass_with_byte_dosages_equals_dense(bed):
+    path, _, Y = bed
+    Y = Y.astype(np.float64)
+    Yc = np.nan_to_num(Y - np.nanmean(Y, 0), nan=0.0)
+    G = np.random.default_rng(2).standard_normal((Y.shape[0], 7))
+    want = Yc @ (Yc.T @ G)
+
+    class Bar:
+        def advance(self):
+            pass
+
+    src = BedStream(path)
+    held = fit_mod._ByteDosages(src)
+    for threads, decoded in ((1, None), (2, None), (2, held)):
+        got = fit_mod._gram_pass(src, G, Bar(), threads=threads, block_snps=37, decoded=decoded)
+        assert got.shape == G.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
