@@ -143,17 +143,19 @@ def colsumsq_into(Y: np.ndarray, out: np.ndarray) -> None:
     _rows_sumsq_serial(Y.T, out)
 
 
-#: samples per pass of :func:`project_columns`: 8 rows of T over 256 samples (16 KB) stay in L1
-#: while every SNP of the block is projected on them
+#: samples per pass of :func:`project_packed`: 8 rows of T over 256 samples (16 KB) stay in L1
+#: while every SNP of the block is projected on them (a multiple of 4: whole .bed bytes)
 PROJECT_CHUNK = 256
 
 
 @kernel(fastmath=REASSOC_CONTRACT, inline="always")
-def _dot8(v, t0, t1, t2, t3, t4, t5, t6, t7, out, c):
-    """``out[c + r] += v . t_r`` for r < 8 (eight dot products, one pass over ``v``)."""
+def _dot8(row, quads, t0, t1, t2, t3, t4, t5, t6, t7, out, c):
+    """``out[c + r] += v . t_r`` for r < 8, ``v`` the dosages of the .bed bytes ``row`` (sample
+    ``i`` in byte ``i >> 2``, read from the flat 4-per-byte table ``quads``): one pass, no decoded
+    copy of the SNP."""
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    for i in range(v.shape[0]):
-        x = v[i]
+    for i in range(t0.shape[0]):
+        x = quads[4 * np.int64(row[i >> 2]) + (i & 3)]
         s0 += x * t0[i]
         s1 += x * t1[i]
         s2 += x * t2[i]
@@ -173,11 +175,11 @@ def _dot8(v, t0, t1, t2, t3, t4, t5, t6, t7, out, c):
 
 
 @kernel(fastmath=REASSOC_CONTRACT, inline="always")
-def _dot4(v, t0, t1, t2, t3, out, c):
-    """``out[c + r] += v . t_r`` for r < 4."""
+def _dot4(row, quads, t0, t1, t2, t3, out, c):
+    """:func:`_dot8` for four rows of T."""
     s0 = s1 = s2 = s3 = 0.0
-    for i in range(v.shape[0]):
-        x = v[i]
+    for i in range(t0.shape[0]):
+        x = quads[4 * np.int64(row[i >> 2]) + (i & 3)]
         s0 += x * t0[i]
         s1 += x * t1[i]
         s2 += x * t2[i]
@@ -189,22 +191,26 @@ def _dot4(v, t0, t1, t2, t3, out, c):
 
 
 @kernel(fastmath=REASSOC_CONTRACT)
-def project_columns(v, n, k, Tt, PT, chunk):
-    """``PT[j] = Tt @ v[j n : (j + 1) n]`` for the ``k`` SNPs of a decoded block (``v`` the
-    block's ``(n, k)`` Fortran-ordered dosages as one flat array; ``Tt`` ``(m, n)`` with ``m`` a
-    multiple of 4; ``PT`` ``(k, m)``): the projection of the fused test pass without a GEMM.
+def project_packed(packed, rows, n, quads, Tt, PT, chunk):
+    """``PT[j] = Tt @ v_j`` for the SNPs ``packed[rows[j]]`` (.bed rows of ``n`` samples; ``v_j``
+    their uncentred dosages, 0 at a missing call, taken from ``quads``: the flat ``(256, 4)``
+    table of :func:`polgen.kernels.lfmm_decode.quad_table`); ``Tt`` ``(m, n)`` with ``m`` a
+    multiple of 4, ``PT`` ``(k, m)``; ``chunk`` a multiple of 4.  The projection of the fused test
+    pass straight from the bytes: no decoded block, no GEMM.
 
     Samples are taken ``chunk`` at a time, so that the rows of ``Tt`` of a chunk stay in L1 while
-    every SNP of the block is projected on them; each SNP's sums run over vectors of samples
-    (reassociated) in a fixed order that depends on ``n``, ``chunk`` and the SNP's own values only,
-    so a SNP's row is the same whatever block it is decoded in.  Unit-stride 1-D slices (never a
-    2-D index with a computed, possibly negative position) let LLVM vectorise the inner loops."""
+    every SNP is projected on them; each SNP's sums run over vectors of samples (reassociated) in
+    an order fixed by ``n`` and ``chunk``, so a SNP's row is the same whatever block it is in.
+    Unit-stride 1-D slices (never a 2-D index with a computed, possibly negative position) let
+    LLVM vectorise the inner loops; the padding codes of a last byte are never read."""
     m = Tt.shape[0]
+    k = rows.shape[0]
     for j in range(k):
         for c in range(m):
             PT[j, c] = 0.0
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
+        a4 = a // 4
         for c in range(0, m - 7, 8):
             t0 = Tt[c, a:b]
             t1 = Tt[c + 1, a:b]
@@ -215,7 +221,7 @@ def project_columns(v, n, k, Tt, PT, chunk):
             t6 = Tt[c + 6, a:b]
             t7 = Tt[c + 7, a:b]
             for j in range(k):
-                _dot8(v[j * n + a : j * n + b], t0, t1, t2, t3, t4, t5, t6, t7, PT[j], c)
+                _dot8(packed[rows[j], a4:], quads, t0, t1, t2, t3, t4, t5, t6, t7, PT[j], c)
         if m % 8:
             c = m - 4
             t0 = Tt[c, a:b]
@@ -223,4 +229,4 @@ def project_columns(v, n, k, Tt, PT, chunk):
             t2 = Tt[c + 2, a:b]
             t3 = Tt[c + 3, a:b]
             for j in range(k):
-                _dot4(v[j * n + a : j * n + b], t0, t1, t2, t3, PT[j], c)
+                _dot4(packed[rows[j], a4:], quads, t0, t1, t2, t3, PT[j], c)

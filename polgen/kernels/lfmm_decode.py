@@ -13,9 +13,9 @@ for the mean, a pass writing centred values, then a sum of squares over the floa
   so ``T'y = T'v - mean (T'1 - sum of T's rows of the missing samples)`` (:func:`center_projection`,
   a k x m correction after the GEMM; the rows of T are only revisited for SNPs with missing calls).
 
-The test pass (:func:`decode_dosage_quads`) writes the four dosages of a byte from one 256-row
-table (:func:`quad_table`: one 32-byte row per byte value, which LLVM moves as one vector) instead
-of two 16-row pair lookups; the values are the same.
+The test pass never writes the dosages: :func:`packed_moments` gives the per-SNP moments and
+:func:`polgen.kernels.lfmm.project_packed` reads the dosages from the bytes through
+:func:`quad_table` (four dosages per byte value) while projecting.
 
 ``freq`` is mean / 2 (NaN without calls), ``nmiss`` the missing count.
 Codes: ``00`` -> dosage[0], ``01`` -> missing, ``10`` -> dosage[2], ``11`` -> dosage[3].
@@ -157,9 +157,10 @@ def missing_scatter(mean, miss_idx, miss_start, Z, acc):
 
 
 @jit_exact
-def decode_dosage_quads(packed, rows, n, dosage, packlut, quads, out, mean, freq, nmiss, yy, miss_idx, miss_start):
-    """:func:`decode_dosage_yy` (the same outputs, bit for bit) with the dosages of each byte
-    written from the row of :func:`quad_table` (``quads``) for that byte."""
+def packed_moments(packed, rows, n, dosage, packlut, mean, freq, nmiss, yy, miss_idx, miss_start):
+    """:func:`decode_dosage_yy` without the dosages (the same ``mean``, ``freq``, ``nmiss``, ``y'y``
+    and missing-sample lists, bit for bit): for a pass that reads the dosages from the bytes
+    itself (:func:`polgen.kernels.lfmm.project_packed`)."""
     nfull = n // 4
     rem = n - 4 * nfull
     pos = 0
@@ -168,18 +169,13 @@ def decode_dosage_quads(packed, rows, n, dosage, packlut, quads, out, mean, freq
         row = packed[rows[j]]
         tot = 0
         for b in range(nfull):
-            byte = row[b]
-            t = packlut[byte]
+            t = packlut[row[b]]
             tot += t
-            i = 4 * b
-            out[i, j] = quads[byte, 0]
-            out[i + 1, j] = quads[byte, 1]
-            out[i + 2, j] = quads[byte, 2]
-            out[i + 3, j] = quads[byte, 3]
             if t >= 4294967296:  # a missing call in this byte (rare): note which
+                byte = row[b]
                 for k in range(4):
                     if ((byte >> (2 * k)) & 3) == 1:
-                        miss_idx[pos] = i + k
+                        miss_idx[pos] = 4 * b + k
                         pos += 1
         s = tot & 0xFFFF
         q = (tot >> 16) & 0xFFFF
@@ -188,14 +184,12 @@ def decode_dosage_quads(packed, rows, n, dosage, packlut, quads, out, mean, freq
             c = (row[nfull] >> (2 * k)) & 3
             if c == 1:
                 m += 1
-                out[4 * nfull + k, j] = 0.0
                 miss_idx[pos] = 4 * nfull + k
                 pos += 1
             else:
                 v = dosage[c]
                 s += v
                 q += v * v
-                out[4 * nfull + k, j] = float(v)
         cnt = n - m
         nmiss[j] = m
         if cnt == 0:

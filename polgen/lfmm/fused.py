@@ -18,8 +18,8 @@ from polgen._blas import single_threaded_blas
 from polgen.errors import InputError
 from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
-from polgen.kernels.lfmm import PROJECT_CHUNK, block_stats, colsumsq_into, project_columns
-from polgen.kernels.lfmm_decode import center_projection, decode_dosage_quads, packed_byte_table, quad_table
+from polgen.kernels.lfmm import PROJECT_CHUNK, block_stats, colsumsq_into, project_packed
+from polgen.kernels.lfmm_decode import center_projection, packed_byte_table, packed_moments, quad_table
 from polgen.lfmm import calibrate as cal
 from polgen.lfmm.genotypes import cache_block_snps, default_threads, split_range
 from polgen.lfmm.model import LfmmModel
@@ -141,14 +141,15 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     """Statistics of SNPs ``task.start:task.stop`` as arrays (uncalibrated).
 
     The range is cut into ``task.threads`` pieces run on threads (the kernels release the GIL);
-    each decodes cache-sized blocks and projects them at once (one small GEMM per block while it
-    is in cache, single-threaded BLAS per thread) plus ``y'y``.
+    each projects blocks of SNPs straight from their .bed bytes (:func:`project_packed`) beside
+    their moments and ``y'y``; a source without packed rows decodes cache-sized blocks and
+    projects each with one small GEMM (single-threaded BLAS per thread).
     """
     src, proj = _open(task)
     nb = task.stop - task.start
     K, d = proj.K, proj.d
     m = proj.Tt.shape[0]
-    # (n, m) padded with zero columns to a multiple of 4: project_columns takes the rows of T four
+    # (n, m) padded with zero columns to a multiple of 4: project_packed takes the rows of T four
     # or eight at a time, and OpenBLAS's kernels for a narrow right factor (the path without packed
     # rows) run ~15-20% faster at 8 columns than at 7 (the extra products are zeros, never read)
     mp = -(-m // 4) * 4
@@ -161,22 +162,19 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
     bs = task.block_snps or cache_block_snps(proj.n)
-    Tp = np.ascontiguousarray(T.T)  # (mp, n): the rows project_columns reads
+    Tp = np.ascontiguousarray(T.T)  # (mp, n): the rows project_packed reads
     # mapped .bed pages are dropped from the resident set every ~1 MB of rows, not every block
     # (one madvise, and its TLB shootdown on the other cores, per ~1 MB instead of per block)
     release_snps = max(bs, (1 << 20) // max(1, (proj.n + 3) // 4))
     packed_ok = isinstance(src, BedStream) and src.sample_index is None and src.scale == "center"
 
     def run_packed(a: int, b: int) -> None:
-        # decode (and y'y from the integer counts) straight from the .bed rows, then project the
-        # block on the rows of T in L1-sized sample chunks (project_columns: vectorised dot
-        # products, no GEMM packing of the block) (uncentred dosages in one pass over the bytes;
-        # the centring is applied to the k x m products, T'y = T'v - mean T'1 + the missing
-        # calls' rows)
+        # the moments (and y'y from the integer counts) from the .bed rows, then the projections
+        # of the uncentred dosages read from the same bytes, on the rows of T in L1-sized sample
+        # chunks (project_packed: vectorised dot products, no decoded block, no GEMM); the
+        # centring is applied to the k x m products, T'y = T'v - mean T'1 + the missing calls' rows
         dosage = DOSAGE_A1 if src.count_a1 else DOSAGE_A2
-        packlut, quads = packed_byte_table(dosage), quad_table(dosage)
-        buf = np.empty((proj.n, bs), order="F")
-        flat = buf.ravel(order="F")  # a view: SNP j at flat[j n : (j + 1) n]
+        packlut, quads = packed_byte_table(dosage), quad_table(dosage).ravel()
         miss_idx = np.empty(proj.n * bs, dtype=np.int64)
         miss_start = np.empty(bs + 1, dtype=np.int64)
         released = a
@@ -185,25 +183,13 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
             k, off = e - s, s - task.start
             sl = slice(off, off + k)
             packed, rows = src.packed_rows(s, e)
-            decode_dosage_quads(
-                packed,
-                rows,
-                proj.n,
-                dosage,
-                packlut,
-                quads,
-                buf[:, :k],
-                mean[sl],
-                freq[sl],
-                nmiss[sl],
-                yy[sl],
-                miss_idx,
-                miss_start,
+            packed_moments(
+                packed, rows, proj.n, dosage, packlut, mean[sl], freq[sl], nmiss[sl], yy[sl], miss_idx, miss_start
             )
+            project_packed(packed, rows, proj.n, quads, Tp, PT[sl], PROJECT_CHUNK)
             if e - released >= release_snps or e == b:
                 src.release_rows(released, e)
                 released = e
-            project_columns(flat, proj.n, k, Tp, PT[sl], PROJECT_CHUNK)
             center_projection(mean[sl], miss_idx, miss_start, colsum, T, PT[sl])
 
     def project(buf: np.ndarray, k: int, off: int) -> None:

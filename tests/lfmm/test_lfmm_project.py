@@ -1,6 +1,6 @@
-"""The test pass's decode + projection kernels: ``decode_dosage_quads`` against ``decode_dosage_yy``
-(bit for bit), ``project_columns`` against a dense numpy product, and the fused pass's rows
-independent of how the SNPs are cut into blocks and threads."""
+"""The test pass's kernels on packed .bed rows: ``packed_moments`` against ``decode_dosage_yy``
+(bit for bit), ``project_packed`` against a dense numpy product of the decoded dosages, and the
+fused pass's rows independent of how the SNPs are cut into blocks and threads."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import pytest
 from bed_reader import to_bed
 
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
-from polgen.kernels.lfmm import PROJECT_CHUNK, project_columns
-from polgen.kernels.lfmm_decode import (
-    decode_dosage_quads,
-    decode_dosage_yy,
-    packed_byte_table,
-    pair_table,
-    quad_table,
-)
+from polgen.kernels.lfmm import PROJECT_CHUNK, project_packed
+from polgen.kernels.lfmm_decode import decode_dosage_yy, packed_byte_table, packed_moments, pair_table, quad_table
 
 
 def _packed(n: int, p: int, seed: int) -> np.ndarray:
+    """Random .bed rows (random padding bits in a last byte too), some without missing calls, one
+    all missing."""
     rng = np.random.default_rng(seed)
     packed = rng.integers(0, 256, (p, (n + 3) // 4), dtype=np.uint8)
     packed[::3] &= np.uint8(0b10101010)  # codes 00 / 10 only: no missing calls
@@ -27,44 +23,56 @@ def _packed(n: int, p: int, seed: int) -> np.ndarray:
     return packed
 
 
-def _decode(fn, table, packed, rows, n, dosage):
+def _moments(packed, rows, n, dosage, decode: bool):
     k = rows.size
-    out = np.full((n, k), 7.0, order="F")
     mean, freq, nmiss, yy = np.empty(k), np.empty(k), np.empty(k, np.int64), np.empty(k)
     miss_idx, miss_start = np.full(n * k, -1, dtype=np.int64), np.empty(k + 1, dtype=np.int64)
-    fn(packed, rows, n, dosage, packed_byte_table(dosage), table, out, mean, freq, nmiss, yy, miss_idx, miss_start)
-    return out, mean, freq, nmiss, yy, miss_idx[: miss_start[-1]], miss_start
+    lut = packed_byte_table(dosage)
+    if decode:
+        out = np.full((n, k), 7.0, order="F")
+        decode_dosage_yy(
+            packed, rows, n, dosage, lut, pair_table(dosage), out, mean, freq, nmiss, yy, miss_idx, miss_start
+        )
+    else:
+        out = None
+        packed_moments(packed, rows, n, dosage, lut, mean, freq, nmiss, yy, miss_idx, miss_start)
+    return out, (mean, freq, nmiss, yy, miss_idx[: miss_start[-1]], miss_start)
 
 
 @pytest.mark.parametrize("n", [1, 6, 150, 1001])
-def test_quad_decoder_equals_the_pair_decoder_bit_for_bit(n):
+def test_packed_moments_equal_the_decoder_bit_for_bit(n):
     packed = _packed(n, 120, n)
     rows = np.r_[5, np.random.default_rng(n).permutation(120)[:70]].astype(np.int64)
     for dosage in (DOSAGE_A1, DOSAGE_A2):
-        want = _decode(decode_dosage_yy, pair_table(dosage), packed, rows, n, dosage)
-        got = _decode(decode_dosage_quads, quad_table(dosage), packed, rows, n, dosage)
+        _, want = _moments(packed, rows, n, dosage, True)
+        _, got = _moments(packed, rows, n, dosage, False)
         for w, g in zip(want, got):
             np.testing.assert_array_equal(g, w)
-        assert (got[3] == n).any() and (got[3] == 0).any()  # all-missing and complete SNPs seen
-        # the dosages themselves: 0/1/2 by the allele counted, 0 at a missing call
-        codes = (packed[rows][:, np.arange(n) // 4] >> (2 * (np.arange(n) % 4))) & 3
-        np.testing.assert_array_equal(got[0], np.where(codes == 1, 0, dosage[codes]).T)
+        assert (got[2] == n).any() and (got[2] == 0).any()  # all-missing and complete SNPs seen
 
 
-@pytest.mark.parametrize(("n", "k", "m"), [(1, 3, 4), (7, 5, 8), (255, 9, 12), (256, 4, 8), (1001, 33, 16)])
-def test_project_columns_equals_a_dense_product(n, k, m):
+@pytest.mark.parametrize(
+    ("n", "k", "m"), [(1, 3, 4), (7, 5, 8), (255, 9, 12), (256, 4, 8), (1001, 33, 16), (2000, 6, 8)]
+)
+def test_project_packed_equals_a_dense_product(n, k, m):
     rng = np.random.default_rng(n + m)
-    V = np.asfortranarray(rng.integers(0, 3, (n, k)).astype(np.float64))
+    packed = _packed(n, 40, n + 1)
+    rows = rng.permutation(40)[:k].astype(np.int64)
+    rows[0] = 5  # the all-missing SNP
     Tt = rng.standard_normal((m, n))
-    PT = np.full((k, m), np.nan)
-    project_columns(V.ravel(order="F"), n, k, Tt, PT, PROJECT_CHUNK)
-    want = V.T @ Tt.T
-    np.testing.assert_allclose(PT, want, rtol=1e-12, atol=1e-13 * np.abs(Tt).sum(axis=1).max())
-    # a SNP's row does not depend on the block it is projected in (same bits)
-    for a, b in ((0, 1), (1, k), (k // 2, k)):
-        sub = np.full((b - a, m), np.nan)
-        project_columns(np.asfortranarray(V[:, a:b]).ravel(order="F"), n, b - a, Tt, sub, PROJECT_CHUNK)
-        np.testing.assert_array_equal(sub, PT[a:b])
+    for dosage in (DOSAGE_A1, DOSAGE_A2):
+        V, _ = _moments(packed, rows, n, dosage, True)  # the dosages, 0 at missing calls
+        codes = (packed[rows][:, np.arange(n) // 4] >> (2 * (np.arange(n) % 4))) & 3
+        np.testing.assert_array_equal(V, np.where(codes == 1, 0, dosage[codes]).T)
+        PT = np.full((k, m), np.nan)
+        project_packed(packed, rows, n, quad_table(dosage).ravel(), Tt, PT, PROJECT_CHUNK)
+        np.testing.assert_allclose(PT, V.T @ Tt.T, rtol=1e-12, atol=1e-13 * np.abs(Tt).sum(axis=1).max())
+        assert not PT[0].any()
+        # a SNP's row does not depend on the block it is projected in (same bits)
+        for a, b in ((0, 1), (1, k), (k // 2, k)):
+            sub = np.full((b - a, m), np.nan)
+            project_packed(packed, rows[a:b], n, quad_table(dosage).ravel(), Tt, sub, PROJECT_CHUNK)
+            np.testing.assert_array_equal(sub, PT[a:b])
 
 
 def test_fused_pass_rows_do_not_depend_on_blocks_or_threads(tmp_path):
