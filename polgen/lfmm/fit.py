@@ -129,7 +129,7 @@ class _ByteDosages:
     pass would decode from the packed rows (so a pass gives the same bits either way).  Memory:
     ``4 ceil(n / 4)`` bytes per SNP plus 16 per SNP and 8 per missing call."""
 
-    def __init__(self, source: BedStream, block_snps: int | None = None) -> None:
+    def __init__(self, source: BedStream, block_snps: int | None = None, threads: int = 0) -> None:
         n, p = source.n_samples, source.n_snps
         dosage = DOSAGE_A1 if source.count_a1 else DOSAGE_A2
         words, packlut = byte_dosage_words(dosage), packed_byte_table(dosage)
@@ -137,17 +137,35 @@ class _ByteDosages:
         self.D = np.empty((p, 4 * ((n + 3) // 4)), dtype=np.uint8)
         self.mean = np.empty(p)
         self.miss_start = np.zeros(p + 1, dtype=np.int64)
-        miss_idx = np.empty(n * kb, dtype=np.int64)
-        lists = []
-        for s in range(0, p, kb):
+
+        def decode(a: int, b: int) -> list[np.ndarray]:
+            # the missing calls of each block: sample indices and block-relative starts
+            miss_idx = np.empty(n * kb, dtype=np.int64)
+            start = np.empty(kb + 1, dtype=np.int64)
+            lists = []
+            for s in range(a, b, kb):
+                e = min(b, s + kb)
+                packed, rows = source.packed_rows(s, e)
+                decode_bytes(packed, rows, n, dosage, words, packlut, self.D[s:e], self.mean[s:e], miss_idx, start)
+                source.release_rows(s, e)
+                lists.append(miss_idx[: start[e - s]].copy())
+                self.miss_start[s + 1 : e + 1] = start[1 : e - s + 1]  # block-relative for now
+            return lists
+
+        # whole blocks per thread (the page faults of reading the rows overlap too)
+        nblocks = -(-p // kb)
+        cuts = [min(p, c * kb) for c in np.linspace(0, nblocks, (threads or default_threads()) + 1).round().astype(int)]
+        pieces = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        if len(pieces) > 1:
+            with ThreadPoolExecutor(len(pieces)) as pool:
+                lists = [x for f in [pool.submit(decode, a, b) for a, b in pieces] for x in f.result()]
+        else:
+            lists = decode(0, p)
+        offset = 0
+        for s, got in zip(range(0, p, kb), lists):
             e = min(p, s + kb)
-            packed, rows = source.packed_rows(s, e)
-            start = self.miss_start[s : e + 1]
-            offset = int(start[0])  # the previous block's end (global)
-            decode_bytes(packed, rows, n, dosage, words, packlut, self.D[s:e], self.mean[s:e], miss_idx, start)
-            source.release_rows(s, e)
-            lists.append(miss_idx[: start[-1]].copy())
-            start += offset
+            self.miss_start[s + 1 : e + 1] += offset
+            offset += got.size
         self.miss_idx = np.concatenate(lists) if lists else np.empty(0, dtype=np.int64)
 
     @staticmethod

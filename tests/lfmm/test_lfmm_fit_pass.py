@@ -107,10 +107,11 @@ def test_fit_decoded_once_equals_decoded_every_pass(bed, monkeypatch):
     np.testing.assert_array_equal(once.U, streamed.U)
 
 
-def test_byte_dosages_hold_the_decoded_snps(bed):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_byte_dosages_hold_the_decoded_snps(bed, threads):
     path, _, Y = bed
     src = BedStream(path, snps=np.arange(3, 1500, 7))
-    held = fit_mod._ByteDosages(src, block_snps=17)  # several blocks: the missing lists joined
+    held = fit_mod._ByteDosages(src, block_snps=17, threads=threads)  # blocks on threads: the lists joined
     Ys = Y[:, 3::7].astype(np.float64)
     n = Ys.shape[0]
     np.testing.assert_array_equal(held.D[:, :n].T, np.nan_to_num(Ys, nan=0.0))
