@@ -436,7 +436,7 @@ def fit(
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))
                     nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
-                if nxt is not None and it + 1 < cap:
+                if nxt is not None and it + 1 < cap and not (adaptive and _likely_last(history, tol)):
                     pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel, decoded)
                 with single_threaded_blas():
                     est = kry.estimate(K)
@@ -617,12 +617,14 @@ def _krylov_nystrom(Qk, acck, M, Minv, K):
         B = Qk.T @ Hn
         C = np.linalg.cholesky(0.5 * (B + B.T))
     F = sla.solve_triangular(C, Hn.T, lower=True).T  # Hn C^-T
-    Uf, Sf, Vft = np.linalg.svd(F, full_matrices=False)
+    # the SVD of the tall F from that of its R factor (what LAPACK's SVD does first, the same
+    # singular values and right vectors), with only the K left vectors needed: F Vf_K / Sf_K
+    Sf, Vft = np.linalg.svd(np.linalg.qr(F, mode="r"))[1:]
     eig = np.maximum(Sf**2 - nu, 0.0)
     sigma = np.sqrt(eig[:K])
     if sigma.size < K or sigma[-1] <= 1e-10 * max(sigma[0], 1e-300):
         raise InputError(f"the genotypes have rank < K={K} after removing X; use a smaller K")
-    U1 = np.ascontiguousarray(Uf[:, :K])
+    U1 = np.ascontiguousarray(F @ Vft[:K].T / Sf[:K])
     # U = M^-1 U1 Sigma, U1 = Hn C^-T Vf Sf^-1, M^-1 Hn = acc + nu M^-1 Qk
     unshrunk = acc + nu * Minv(Qk)
     U = sla.solve_triangular(C, unshrunk.T, lower=True).T @ Vft[:K].T * (sigma / Sf[:K])
@@ -653,6 +655,17 @@ def _remaining_error(history: list[tuple[float, float]]) -> float:
             d = d * rho / (1.0 - rho) if rho < 1.0 else float("inf")
         out = max(out, d)
     return out
+
+
+def _likely_last(history: list[tuple[float, float]], tol: float) -> bool:
+    """Whether the pass just made will probably end the adaptive iteration: the estimated
+    remaining error before it, shrunk by the last ratio of changes, is within ``2 tol``.  Then the
+    next pass is not started ahead of the convergence check (it would be cancelled, and would take
+    the cores from the check and the final Nyström step); the results are the same either way."""
+    if len(history) < 2:
+        return False
+    rho = max(history[-1][m] / history[-2][m] if history[-2][m] > 0.0 else 1.0 for m in range(2))
+    return _remaining_error(history) * min(rho, 1.0) <= 2.0 * tol
 
 
 def _changes(prev, est) -> tuple[float, float]:
