@@ -552,6 +552,7 @@ class _Krylov:
         self._HH = np.empty((cap, cap))
         self.m = 0
         self.passes = 0
+        self._pending: list[tuple[int, int, np.ndarray]] = []
 
     @property
     def Q(self) -> np.ndarray:
@@ -566,22 +567,30 @@ class _Krylov:
         return self._H[:, : self.m]
 
     def add(self, G: np.ndarray, acc: np.ndarray, H: np.ndarray) -> None:
+        """Append a pass's block; its small products are computed by the next :meth:`estimate`
+        (after the next pass has been started: they are not on its critical path)."""
         a, b = self.m, self.m + G.shape[1]
         self._Q[:, a:b], self._acc[:, a:b], self._H[:, a:b] = G, acc, H
-        Q, Hb = self._Q[:, :b], self._H[:, :b]
-        qh = Q.T @ H  # (b, l): Q' A A' G = (G' A A' Q)'
-        self._QH[:b, a:b] = qh
-        self._QH[a:b, :b] = qh.T
-        hh = Hb.T @ H
-        self._HH[:b, a:b] = hh
-        self._HH[a:b, :b] = hh.T
+        self._pending.append((a, b, H))
         self.m = b
         self.passes += 1
+
+    def _products(self) -> None:
+        for a, b, H in self._pending:
+            Q, Hb = self._Q[:, :b], self._H[:, :b]
+            qh = Q.T @ H  # (b, l): Q' A A' G = (G' A A' Q)'
+            self._QH[:b, a:b] = qh
+            self._QH[a:b, :b] = qh.T
+            hh = Hb.T @ H
+            self._HH[:b, a:b] = hh
+            self._HH[a:b, :b] = hh.T
+        self._pending.clear()
 
     def estimate(self, K: int) -> tuple[np.ndarray, np.ndarray]:
         """``(U1, sigma)`` of the stabilised Nyström approximation on span(Q), from the small
         products (the eigenvectors of ``F' F`` for the top K only; the returned fit uses the full
         :func:`_krylov_nystrom`)."""
+        self._products()
         m = self.m
         B = 0.5 * (self._QH[:m, :m] + self._QH[:m, :m].T)
         HH = 0.5 * (self._HH[:m, :m] + self._HH[:m, :m].T)
