@@ -17,7 +17,7 @@ from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.gwas_fast_ml import _fast_jac, _fast_sigma, _fit_fast_ml
 from polgen.kernels.linalg import _damped_solve
-from polgen.kernels.ram_fit import _normal_eq
+from polgen.kernels.ram_steps import _normal_eq
 
 __all__ = ["FastPath", "fast_path", "fast_structure", "ram_closed_form", "reduce_fast"]
 

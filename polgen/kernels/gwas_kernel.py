@@ -22,8 +22,9 @@ from polgen.kernels.gwas_codes import (
 from polgen.kernels.gwas_fast import _fit_fast
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
-from polgen.kernels.ram_fit import _fit_one, _ml_weight, _normal_eq, _normal_eq_ml, _objective
+from polgen.kernels.ram_fit import _fit_one, _ml_weight, _objective
 from polgen.kernels.ram_ridge import _ran_off, _ridge_jump
+from polgen.kernels.ram_steps import _normal_eq, _normal_eq_ml
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
 
 #: status of a SNP whose S_full or V_full needs nearPD when the kernel was compiled without it
@@ -120,6 +121,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     QM = np.empty((max(k, nw, 1), max(k, nw, 1)))
     w_el = np.empty(max(elim_mom.shape[0], 1))
     fval = np.empty(1)  # the fast path's ML objective at its solution
+    qn = np.empty((nmom + 2 * max(nse, 1) + 6, max(nse, 1)))  # the RAM fit's secant scratch (qn_rows)
     th_prev = np.empty(npar)  # the theta of the last round end (the run-off extrapolation)
     smax = 0.0  # largest observed trait variance (the ridge check's scale)
     for i in range(lo, hi):
@@ -313,6 +315,8 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     Smat,
                     Wm,
                     WJ,
+                    qn,
+                    nit > 0,
                 )
                 nit += it
                 left -= it

@@ -15,6 +15,7 @@ from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _chol, _chol_inverse, _damped_solve
 from polgen.kernels.ram import _implied, _jacobian
+from polgen.kernels.ram_steps import _normal_eq, _normal_eq_ml, _secant_reset, _secant_update
 
 __all__ = ["fit_cov"]
 
@@ -117,42 +118,6 @@ EXTRAP_MAX = 10
 
 
 @jit
-def _normal_eq(nf, nmom, J, w, WJ, resid, H, g):
-    """DWLS: WJ = diag(w) J; H = J' W J; g = J' W resid."""
-    for m in range(nmom):
-        for fq in range(nf):
-            WJ[m, fq] = w[m] * J[m, fq]
-    _normal_sums(nf, nmom, J, WJ, resid, H, g)
-
-
-@jit
-def _normal_eq_ml(nf, nmom, J, Wm, WJ, resid, H, g):
-    """ML: WJ = Wm J; H = J' Wm J; g = J' Wm resid."""
-    for m in range(nmom):
-        for fq in range(nf):
-            s = 0.0
-            for m2 in range(nmom):
-                s += Wm[m, m2] * J[m2, fq]
-            WJ[m, fq] = s
-    _normal_sums(nf, nmom, J, WJ, resid, H, g)
-
-
-@jit
-def _normal_sums(nf, nmom, J, WJ, resid, H, g):
-    for a in range(nf):
-        s = 0.0
-        for m in range(nmom):
-            s += WJ[m, a] * resid[m]
-        g[a] = s
-        for b in range(a, nf):
-            s = 0.0
-            for m in range(nmom):
-                s += WJ[m, a] * J[m, b]
-            H[a, b] = s
-            H[b, a] = s
-
-
-@jit
 def _fit_one(
     ml,
     theta,
@@ -193,15 +158,20 @@ def _fit_one(
     Smat,
     Wm,
     WJ,
+    qn,
+    qn_keep,
 ):
     """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
+
+    DWLS with a ``qn`` scratch (:func:`polgen.kernels.ram_steps.qn_rows` rows; 0: Gauss-Newton)
+    adds a structured secant term to J'WJ (see :mod:`polgen.kernels.ram_steps`); a failed step of
+    that model is retried as Gauss-Newton.  ``qn_keep`` continues the previous call's secant state.
 
     ``ml`` is ``None`` for DWLS or ``True`` for ML: numba prunes the ``ml is None`` branches while
     compiling when ``ml`` is None, so a DWLS caller never compiles the ML objective and weight.
 
-    On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.
-    Returns (status, iterations).
-    """
+    On return the scratch (B, C, resid, Sinv) describes the returned ``theta``.  Returns (status,
+    iterations)."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
     f = _objective(
@@ -240,6 +210,10 @@ def _fit_one(
         return ST_OK, 0
     lam = 0.0
     it = 0
+    use_qn = ml is None and nf >= 2 and qn.shape[0] >= nmom + 2 * nf + 6
+    qb = nmom + nf  # qn rows: J of the last step's start | S2 (nf) | g, step, y#, S2 s, theta0 | flag | HA (nf)
+    if use_qn and not qn_keep:
+        _secant_reset(nf, nmom, qn)
     # DWLS step extrapolation: the previous accepted direction kept in the ML-only scratch Wm
     extrap = ml is None and Wm.shape[1] >= nf
     prev = Wm[0]
@@ -258,13 +232,25 @@ def _fit_one(
                 gmax = abs(g[a])
         if gmax == 0.0:
             return ST_OK, it
+        aug = use_qn
+        if use_qn:
+            if qn[qb + 5, 0] != 0.0:
+                _secant_update(nf, nmom, J, w, resid, g, qn)
+            for a in range(nf):
+                qn[qb + 4, a] = theta[fidx[a]]
+                for b in range(nf):
+                    qn[qb + 6 + a, b] = H[a, b] + qn[nmom + a, b]
         accepted = False
         tries = 0
         while not accepted and tries < 40:
             tries += 1
             for a in range(nf):
                 delta[a] = g[a]
-            if not _damped_solve(H, nf, lam, delta, HW):
+            if aug:
+                if not _damped_solve(qn[qb + 6 : qb + 6 + nf], nf, lam, delta, HW):
+                    aug = False
+                    continue
+            elif not _damped_solve(H, nf, lam, delta, HW):
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
                 continue
             for q in range(npar):
@@ -393,8 +379,17 @@ def _fit_one(
                         prev[a] = delta[a]
                     have_prev = True
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
+                if use_qn:  # the secant pair of this step, completed at the next iteration's J
+                    for a in range(nf):
+                        qn[qb + 1, a] = theta[fidx[a]] - qn[qb + 4, a]
+                        qn[qb, a] = g[a]
+                        for m in range(nmom):
+                            qn[m, a] = J[m, a]
+                    qn[qb + 5, 0] = 1.0
                 if small or (fold - f) <= ftol * fold or f == 0.0:
                     return ST_OK, it
+            elif aug:
+                aug = False  # the augmented model's step failed: the Gauss-Newton step
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
         if not accepted:
@@ -430,9 +425,9 @@ def _fit_one(
     return ST_NOCONV, it
 
 
-def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
-    """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
-    weights ``w`` or by ML.  Returns (theta, status, iterations, implied vech)."""
+def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12, secant=False):
+    """Fit one covariance (vech ``s_vec`` of the model's observed variables) by DWLS with weights
+    ``w`` (``secant``: with secant steps) or ML.  Returns (theta, status, iterations, implied vech)."""
     theta = np.array(theta0, dtype=np.float64, copy=True)
     ldS = 0.0
     ma, mb, p = model["ma"], model["mb"], int(model["p"])
@@ -495,5 +490,7 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
         Smat,
         Wm,
         WJ,
+        e((nmom + 2 * mf + 6 if secant else 0, mf)),  # the secant scratch (0 rows: Gauss-Newton)
+        False,
     )
     return theta, int(st), int(it), C[ma, mb].copy()

@@ -99,10 +99,12 @@ def test_free_measurement_trigger_matches_every_start():
     beta, se, var = extract_inputs(plan, df)
     ref = _all_starts(plan, st, beta, se, var, warm_iter=WARM_MAX_ITER)
     new = run_stage(plan, st, beta, se, var)
-    # the earlier rule (300 iterations from every start) converges on fewer SNPs, never on others
+    # the earlier rule (300 iterations from every start) never converges on other SNPs (with
+    # Gauss-Newton alone it converged on fewer; the secant steps of the RAM fit converge there in
+    # fewer than 300 iterations)
     old = _all_starts(plan, st, beta, se, var)
     assert ((new["status"] == ST_OK) | (old["status"] != ST_OK)).all()
-    assert (new["status"] == ST_OK).sum() > (old["status"] == ST_OK).sum()
+    assert (new["status"] == ST_OK).sum() >= (old["status"] == ST_OK).sum()
     both = (new["status"] == ST_OK) & (old["status"] == ST_OK)
     assert (new["fmin"][both] <= old["fmin"][both] * (1 + 1e-10)).all()
     np.testing.assert_array_equal(new["status"], ref["status"])
