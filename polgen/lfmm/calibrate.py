@@ -47,10 +47,17 @@ def _log_betainc_small(a, b, x):
     return a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b) + np.log(ssum)
 
 
-def t_log10p(t: np.ndarray, df: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Student p-values and -log10 p (exact also where p underflows)."""
+def t_pvalue(t: np.ndarray, df: float) -> np.ndarray:
+    """Two-sided Student p-values (the ``p`` of :func:`t_log10p`)."""
+    return 2.0 * special.stdtr(df, -np.abs(np.asarray(t, dtype=np.float64)))
+
+
+def t_log10p(t: np.ndarray, df: float, p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Student p-values and -log10 p (exact also where p underflows); ``p``: the
+    p-values of :func:`t_pvalue` when already known."""
     t = np.asarray(t, dtype=np.float64)
-    p = 2.0 * special.stdtr(df, -np.abs(t))
+    if p is None:
+        p = t_pvalue(t, df)
     with np.errstate(divide="ignore", invalid="ignore"):
         lp = -np.log10(p)
         tiny = (p < 1e-280) & np.isfinite(t)

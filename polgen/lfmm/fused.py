@@ -303,14 +303,15 @@ def _frame(
     }
     for j in range(d):
         t = arrs["T"][j]
-        p, lp = cal.t_log10p(t, df)
+        # p-values a worker computed beside the statistics (arrs["P"]), else here
+        p = arrs["P"][j] if "P" in arrs else cal.t_pvalue(t, df)
         data[cols["BETA"][j]] = arrs["BETA"][j]
         data[cols["SE"][j]] = arrs["SE"][j]
         data[cols["T"][j]] = t
         data[cols["P"][j]] = p
         if calib is None or consts is None:
             data[cols["P_CALIBRATED"][j]] = np.full(len(t), np.nan)
-            data[cols["LOG10P"][j]] = lp if calib is None else np.full(len(t), np.nan)
+            data[cols["LOG10P"][j]] = cal.t_log10p(t, df, p)[1] if calib is None else np.full(len(t), np.nan)
         else:
             pc, lpc = cal.calibrated(t, calib, consts[j])
             data[cols["P_CALIBRATED"][j]] = pc
