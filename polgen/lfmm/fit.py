@@ -635,14 +635,21 @@ def _krylov_nystrom(Qk, acck, M, Minv, K):
         B = Qk.T @ Hn
         C = np.linalg.cholesky(0.5 * (B + B.T))
     F = sla.solve_triangular(C, Hn.T, lower=True).T  # Hn C^-T
-    # the SVD of the tall F from that of its R factor (what LAPACK's SVD does first, the same
-    # singular values and right vectors), with only the K left vectors needed: F Vf_K / Sf_K
-    Sf, Vft = np.linalg.svd(np.linalg.qr(F, mode="r"))[1:]
+    n, m = F.shape
+    if n >= m * 11 // 6:
+        # a tall F: LAPACK's SVD (gesdd) factors F = QR first and takes the SVD of R (the same
+        # singular values and right vectors, signs included); only the K left vectors are
+        # needed, F Vf_K / Sf_K, not the n x m Q
+        Sf, Vft = np.linalg.svd(np.linalg.qr(F, mode="r"))[1:]
+        Uk = F @ Vft[:K].T / Sf[:K]
+    else:
+        Uf, Sf, Vft = np.linalg.svd(F, full_matrices=False)
+        Uk = Uf[:, :K]
     eig = np.maximum(Sf**2 - nu, 0.0)
     sigma = np.sqrt(eig[:K])
     if sigma.size < K or sigma[-1] <= 1e-10 * max(sigma[0], 1e-300):
         raise InputError(f"the genotypes have rank < K={K} after removing X; use a smaller K")
-    U1 = np.ascontiguousarray(F @ Vft[:K].T / Sf[:K])
+    U1 = np.ascontiguousarray(Uk)
     # U = M^-1 U1 Sigma, U1 = Hn C^-T Vf Sf^-1, M^-1 Hn = acc + nu M^-1 Qk
     unshrunk = acc + nu * Minv(Qk)
     U = sla.solve_triangular(C, unshrunk.T, lower=True).T @ Vft[:K].T * (sigma / Sf[:K])

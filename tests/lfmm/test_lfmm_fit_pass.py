@@ -139,3 +139,41 @@ def test_pass_with_byte_dosages_equals_dense(bed):
         got = fit_mod._gram_pass(src, G, Bar(), threads=threads, block_snps=37, decoded=decoded)
         assert got.shape == G.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def _nystrom_full_svd(Qk, acc, M, Minv, K):
+    """The Nyström step with the full SVD of F (the fit's code before the R-factor shortcut)."""
+    H = M(acc)
+    nu = np.finfo(np.float64).eps * np.linalg.norm(H)
+    Hn = H + nu * Qk
+    C = np.linalg.cholesky(0.5 * (Qk.T @ Hn + Hn.T @ Qk))
+    F = np.linalg.solve(C, Hn.T).T
+    Uf, Sf, Vft = np.linalg.svd(F, full_matrices=False)
+    sigma = np.sqrt(np.maximum(Sf**2 - nu, 0.0))[:K]
+    U = np.linalg.solve(C, (acc + nu * Minv(Qk)).T).T @ Vft[:K].T * (sigma / Sf[:K])
+    return Uf[:, :K], sigma, U
+
+
+@pytest.mark.parametrize("n, m", [(2000, 91), (170, 96), (300, 160)])
+def test_nystrom_step_equals_the_full_svd_signs_included(n, m):
+    """The final Nyström step takes the SVD of a tall F from its R factor: the same singular
+    vectors, signs included (U must not flip against earlier fits), for tall and wide-ish F."""
+    rng = np.random.default_rng(m)
+    Y = rng.standard_normal((n, 400)) * np.linspace(4, 0.2, 400)
+    Qk, _ = np.linalg.qr(rng.standard_normal((n, m)))
+    acc = Y @ (Y.T @ Qk)
+    d = np.full(1, 1e-3)
+    x = rng.standard_normal((n, 1))
+    x /= np.linalg.norm(x)
+
+    def M(Z):
+        return Z - x @ ((1.0 - d)[:, None] * (x.T @ Z))
+
+    def Minv(Z):
+        return Z + x @ ((1.0 / d - 1.0)[:, None] * (x.T @ Z))
+
+    U1, sigma, U, _ = fit_mod._krylov_nystrom(Qk, acc, M, Minv, 5)
+    U1r, sigr, Ur = _nystrom_full_svd(Qk, acc, M, Minv, 5)
+    np.testing.assert_allclose(sigma, sigr, rtol=1e-12)
+    np.testing.assert_allclose(U1, U1r, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(U, Ur, rtol=0, atol=1e-10 * np.abs(Ur).max())
