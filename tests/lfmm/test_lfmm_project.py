@@ -122,3 +122,36 @@ def _projection_from(U, X):
     Rinv = np.linalg.inv(R)
     Tt = np.ascontiguousarray(np.vstack([Qc.T, np.zeros((d, n))]))
     return Projection(Tt, np.ascontiguousarray(Rinv[K:, :]), K, d, n, ["x"])
+
+
+def test_final_parts_store_statistics_uncompressed_and_same_values(tmp_path):
+    """The one-write path's parts: float statistics uncompressed, the rest zstd, no min/max
+    statistics for A1/A2 (io.sink.write_part's ``compression`` / ``statistics``), same values as a
+    default zstd write."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from polgen.io.sink import write_part
+    from polgen.lfmm.assoc_disk import _part_options
+
+    rng = np.random.default_rng(0)
+    k = 5000
+    table = pl.DataFrame(
+        {
+            "CHR": ["1"] * k,
+            "SNP": [f"rs{i}" for i in range(k)],
+            "A1": ["A"] * k,
+            "A2": ["G"] * k,
+            "A1FREQ": rng.random(k),
+            "T": rng.standard_normal(k),
+            "P": rng.random(k),
+        }
+    ).to_arrow()
+    a = write_part(tmp_path, 0, table, "{}", **_part_options(table.schema))
+    b = write_part(tmp_path, 1, table, "{}")
+    fa, fb = pq.ParquetFile(tmp_path / a.file), pq.ParquetFile(tmp_path / b.file)
+    assert fa.read().equals(fb.read())
+    cols = {c.path_in_schema: c for c in (fa.metadata.row_group(0).column(i) for i in range(7))}
+    assert {n for n, c in cols.items() if c.compression == "UNCOMPRESSED"} == {"T", "P"}
+    assert {n for n, c in cols.items() if not c.is_stats_set} == {"A1", "A2"}
+    assert all(c.compression == "ZSTD" for c in (fb.metadata.row_group(0).column(i) for i in range(7)))
