@@ -192,13 +192,15 @@ def _gram_pass(
     want_trace: bool = False,
     cancel: threading.Event | None = None,
     decoded: _ByteDosages | None = None,
+    pool: ThreadPoolExecutor | None = None,
 ):
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
     thread).  With ``want_trace`` also returns ``trace(Yc Yc')``.  A set ``cancel`` event stops
     the pass at the next block (its result is then incomplete and must be discarded).
     ``decoded``: ``source``'s SNPs already decoded (:class:`_ByteDosages`), read instead of the
-    packed rows (the same result, bit for bit)."""
+    packed rows (the same result, bit for bit).  ``pool``: threads to run the pieces on (a fit's
+    passes share one: starting threads costs ~1 ms of CPU a pass, several under load)."""
     n = source.n_samples
     bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
@@ -276,9 +278,13 @@ def _gram_pass(
     with single_threaded_blas():
         if len(pieces) == 1:
             acc, tr = run(*pieces[0])
+        elif pool is not None:
+            results = [f.result() for f in [pool.submit(run, a, b) for a, b in pieces]]
+            acc = sum(r[0] for r in results)
+            tr = sum(r[1] for r in results)
         else:
-            with ThreadPoolExecutor(len(pieces)) as pool:
-                results = [f.result() for f in [pool.submit(run, a, b) for a, b in pieces]]
+            with ThreadPoolExecutor(len(pieces)) as own:
+                results = [f.result() for f in [own.submit(run, a, b) for a, b in pieces]]
             acc = sum(r[0] for r in results)
             tr = sum(r[1] for r in results)
     if cancel is None or not cancel.is_set():
@@ -432,21 +438,25 @@ def fit(
     # starts (on a helper thread) before the estimate and its changes are computed, so the cores
     # do not wait for that serial step; a pass started after the last one is cancelled.
     cancel = threading.Event()
-    with progress_bar("lfmm fit", cap, progress) as bar, ThreadPoolExecutor(1) as ahead:
+    with (
+        progress_bar("lfmm fit", cap, progress) as bar,
+        ThreadPoolExecutor(1) as ahead,
+        ThreadPoolExecutor(default_threads()) as workers,
+    ):
         pending = None
         try:
             for it in range(cap):
                 acc = (
                     pending.result()
                     if pending is not None
-                    else _gram_pass(src, M(G), bar, block_snps=batch_snps, decoded=decoded)
+                    else _gram_pass(src, M(G), bar, block_snps=batch_snps, decoded=decoded, pool=workers)
                 )
                 pending = None
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))
                     nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
                 if nxt is not None and it + 1 < cap and not (adaptive and _likely_last(history, tol)):
-                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel, decoded)
+                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel, decoded, workers)
                 with single_threaded_blas():
                     est = kry.estimate(K)
                     if prev is not None:
