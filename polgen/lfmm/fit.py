@@ -368,7 +368,8 @@ def fit(
     seed : sketch seed.
     scale : ``"center"`` (R LEA) or ``"eigenstrat"`` (each SNP divided by sqrt(2f(1-f))).
     dlambda : ``"lea"`` (R LEA's shrinkage, default) or ``"exact"`` (see module docs).
-    batch_snps : SNPs per decoded block (default: a cache-sized block, about 1 MB of floats).
+    batch_snps : SNPs per decoded block (default: a cache-sized block, 256 kB of byte dosages for
+        a .bed, about 1 MB of floats otherwise).
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)):
         raise InputError(f"K must be an integer, got {K!r}")
