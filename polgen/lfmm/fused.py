@@ -92,6 +92,9 @@ def projection(model: LfmmModel, X: np.ndarray, names: list[str]) -> Projection:
 
 
 # -- per-range computation --------------------------------------------------------------------------
+#: bytes of .bed rows per block of the fused pass when it reads packed rows
+PACKED_BLOCK_BYTES = 128 << 10
+
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -161,12 +164,16 @@ def compute_range(task: RangeTask) -> dict[str, np.ndarray]:
     yy = np.empty(nb)
     freq = np.empty(nb)
     nmiss = np.empty(nb, dtype=np.int64)
-    bs = task.block_snps or cache_block_snps(proj.n)
+    packed_ok = isinstance(src, BedStream) and src.sample_index is None and src.scale == "center"
+    # SNPs per block: from packed rows, ~128 KB of them (no decoded block to keep in cache; three
+    # kernel calls of a few microseconds each per block), else a cache-sized decoded block
+    bs = task.block_snps or (
+        max(8, min(4096, PACKED_BLOCK_BYTES // max(1, (proj.n + 3) // 4))) if packed_ok else cache_block_snps(proj.n)
+    )
     Tp = np.ascontiguousarray(T.T)  # (mp, n): the rows project_packed reads
     # mapped .bed pages are dropped from the resident set every ~1 MB of rows, not every block
     # (one madvise, and its TLB shootdown on the other cores, per ~1 MB instead of per block)
     release_snps = max(bs, (1 << 20) // max(1, (proj.n + 3) // 4))
-    packed_ok = isinstance(src, BedStream) and src.sample_index is None and src.scale == "center"
 
     def run_packed(a: int, b: int) -> None:
         # the moments (and y'y from the integer counts) from the .bed rows, then the projections
