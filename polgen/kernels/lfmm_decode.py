@@ -166,17 +166,19 @@ def packed_moments(packed, rows, n, dosage, packlut, mean, freq, nmiss, yy, miss
     pos = 0
     for j in range(rows.shape[0]):
         miss_start[j] = pos
-        row = packed[rows[j]]
+        row = packed[rows[j], :nfull]
         tot = 0
-        for b in range(nfull):
-            t = packlut[row[b]]
-            tot += t
-            if t >= 4294967296:  # a missing call in this byte (rare): note which
-                byte = row[b]
-                for k in range(4):
-                    if ((byte >> (2 * k)) & 3) == 1:
-                        miss_idx[pos] = 4 * b + k
-                        pos += 1
+        for b in range(nfull):  # a branch-free sum of the packed counts
+            tot += packlut[row[b]]
+        if tot >= 4294967296:  # missing calls (rare): list them, in sample order
+            for b in range(nfull):
+                if packlut[row[b]] >= 4294967296:
+                    byte = row[b]
+                    for k in range(4):
+                        if ((byte >> (2 * k)) & 3) == 1:
+                            miss_idx[pos] = 4 * b + k
+                            pos += 1
+        row = packed[rows[j]]
         s = tot & 0xFFFF
         q = (tot >> 16) & 0xFFFF
         m = tot >> 32
