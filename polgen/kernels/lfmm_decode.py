@@ -11,7 +11,7 @@ for the mean, a pass writing centred values, then a sum of squares over the floa
   the ``c`` calls: an exact integer numerator, one rounding), so the floats are never read back;
 * centre the products instead of the genotypes: ``y = v - mean * o`` (``o`` the called samples),
   so ``T'y = T'v - mean (T'1 - sum of T's rows of the missing samples)`` (:func:`center_projection`,
-  a k x m correction after the GEMM; the rows of T are only revisited for SNPs with missing calls).
+  a k x m correction after the projection; the rows of T are only revisited for SNPs with missing calls).
 
 The test pass never writes the dosages: :func:`packed_moments` gives the per-SNP moments and
 :func:`polgen.kernels.lfmm.project_packed` reads the dosages from the bytes through

@@ -11,8 +11,9 @@ For each SNP y (mean-imputed, centred) and each covariate x_j the pass computes
   (LEA regresses the U-residuals of y on the U-residuals of X, hence its ``n - d - 1`` df) and
   the adjusted R^2 of that regression.
 
-Everything comes from one GEMM per decoded block: with ``[Uc | Xc] = Qc R`` (thin QR),
-``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the coefficients ``R^-1 Qc'y``
+Everything comes from one projection of each SNP (read from its .bed bytes by
+:func:`polgen.kernels.lfmm.project_packed`; a GEMM per decoded block for other sources): with
+``[Uc | Xc] = Qc R`` (thin QR), ``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the coefficients ``R^-1 Qc'y``
 and the ridge B — no residual matrix is ever formed.
 
 Standard error of the ridge B: given the latent factors B is a fixed linear functional of the SNP,
