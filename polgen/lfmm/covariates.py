@@ -88,21 +88,11 @@ def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarr
             keys = ["FID", "IID"]
             left = left.with_columns(pl.Series("FID", [str(f) for f in fids]))
             right = right.with_columns(pl.col("FID").cast(pl.String))
-        dup = right.group_by(keys).len().filter(pl.col("len") > 1)
-        if dup.height:
-            raise InputError(
-                f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}", column="IID"
-            )
-        joined = left.join(right.select(keys + value_cols), on=keys, how="left").sort("__row")
-        absent = left.join(right.select(keys), on=keys, how="anti").sort("__row").select(keys).rows()
-        if absent:
-            shown = ", ".join("/".join(map(str, a)) for a in absent[:5])
-            raise InputError(
-                f"{len(absent)} genotype samples have no row in the covariate frame "
-                f"(ids {shown}{', ...' if len(absent) > 5 else ''})",
-                column="IID",
-            )
-        df = joined
+        if _aligned(right, keys, left):
+            # the common case (rows already in the genotypes' order, ids unique): no join
+            df = right
+        else:
+            df = _joined(left, right, keys, value_cols)
     elif df.height != n_samples:
         raise InputError(
             f"covariate frame has {df.height} rows but the genotypes have {n_samples} samples; "
@@ -112,6 +102,34 @@ def _from_frame(df: pl.DataFrame, sample_ids, n_samples, fids) -> tuple[np.ndarr
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     _check_finite(arr, value_cols)
     return arr, value_cols
+
+
+def _aligned(right: pl.DataFrame, keys: list[str], left: pl.DataFrame) -> bool:
+    """Whether the covariate rows are the genotype samples, in their order, each once."""
+    if right.height != left.height:
+        return False
+    cols = [right[k].to_list() for k in keys]
+    if any(c != left[k].to_list() for c, k in zip(cols, keys)):
+        return False
+    return len(set(zip(*cols))) == right.height
+
+
+def _joined(left: pl.DataFrame, right: pl.DataFrame, keys: list[str], value_cols: list[str]) -> pl.DataFrame:
+    """The covariate rows of the genotype samples in their order (by id), with typed errors for
+    duplicated ids and samples without a row."""
+    dup = right.group_by(keys).len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise InputError(f"covariate frame has duplicated sample ids: {dup[keys[-1]].head(5).to_list()}", column="IID")
+    joined = left.join(right.select(keys + value_cols), on=keys, how="left").sort("__row")
+    absent = left.join(right.select(keys), on=keys, how="anti").sort("__row").select(keys).rows()
+    if absent:
+        shown = ", ".join("/".join(map(str, a)) for a in absent[:5])
+        raise InputError(
+            f"{len(absent)} genotype samples have no row in the covariate frame "
+            f"(ids {shown}{', ...' if len(absent) > 5 else ''})",
+            column="IID",
+        )
+    return joined
 
 
 def _check_finite(arr: np.ndarray, names: list[str]) -> None:
