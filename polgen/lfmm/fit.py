@@ -613,12 +613,13 @@ class _Krylov:
             nu += 1e-10 * max(np.trace(B), 1e-300)
             C = np.linalg.cholesky(B + nu * eye)
         # F = Hn C^-T with Hn = H + nu Q: F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T
-        T = sla.solve_triangular(C, HH + 2.0 * nu * B + nu * nu * eye, lower=True)
-        FF = sla.solve_triangular(C, T.T, lower=True)
-        w, V = np.linalg.eigh(0.5 * (FF + FF.T))
-        w, V = w[::-1][:K], V[:, ::-1][:, :K]
+        T = sla.solve_triangular(C, HH + 2.0 * nu * B + nu * nu * eye, lower=True, check_finite=False)
+        FF = sla.solve_triangular(C, T.T, lower=True, check_finite=False)
+        k = min(K, m)  # the top K eigenpairs only (LAPACK's evr on an index range)
+        w, V = sla.eigh(0.5 * (FF + FF.T), subset_by_index=(m - k, m - 1), check_finite=False)
+        w, V = w[::-1], V[:, ::-1]
         Sf = np.sqrt(np.maximum(w, 1e-300))
-        W = sla.solve_triangular(C.T, V, lower=False)  # C^-T V
+        W = sla.solve_triangular(C.T, V, lower=False, check_finite=False)  # C^-T V
         U1 = (self.H @ W + nu * (self.Q @ W)) / Sf
         U1, _ = np.linalg.qr(U1)  # orthonormal to rounding (F'F squares the condition)
         return U1, np.sqrt(np.maximum(w - nu, 0.0))
@@ -645,7 +646,7 @@ def _krylov_nystrom(Qk, acck, M, Minv, K):
         nu += extra
         B = Qk.T @ Hn
         C = np.linalg.cholesky(0.5 * (B + B.T))
-    F = sla.solve_triangular(C, Hn.T, lower=True).T  # Hn C^-T
+    F = sla.solve_triangular(C, Hn.T, lower=True, check_finite=False).T  # Hn C^-T
     n, m = F.shape
     if n >= m * 11 // 6:
         # a tall F: LAPACK's SVD (gesdd) factors F = QR first and takes the SVD of R (the same
@@ -663,7 +664,7 @@ def _krylov_nystrom(Qk, acck, M, Minv, K):
     U1 = np.ascontiguousarray(Uk)
     # U = M^-1 U1 Sigma, U1 = Hn C^-T Vf Sf^-1, M^-1 Hn = acc + nu M^-1 Qk
     unshrunk = acc + nu * Minv(Qk)
-    U = sla.solve_triangular(C, unshrunk.T, lower=True).T @ Vft[:K].T * (sigma / Sf[:K])
+    U = sla.solve_triangular(C, unshrunk.T, lower=True, check_finite=False).T @ Vft[:K].T * (sigma / Sf[:K])
     return U1, sigma, np.ascontiguousarray(U), eig
 
 
