@@ -13,8 +13,8 @@ For each SNP y (mean-imputed, centred) and each covariate x_j the pass computes
 
 Everything comes from one projection of each SNP (read from its .bed bytes by
 :func:`polgen.kernels.lfmm.project_packed`; a GEMM per decoded block for other sources): with
-``[Uc | Xc] = Qc R`` (thin QR), ``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the coefficients ``R^-1 Qc'y``
-and the ridge B — no residual matrix is ever formed.
+``[Uc | Xc] = Qc R`` (thin QR), ``P = [Qc | w_B]' Y_b`` and ``y'y`` give ``RSS = y'y - |Qc'y|^2``, the
+coefficients ``R^-1 Qc'y`` and the ridge B — no residual matrix is ever formed.
 
 Standard error of the ridge B: given the latent factors B is a fixed linear functional of the SNP,
 ``B = w' y`` (``w`` the ridge row of ``Tt`` below), so ``SE = sigma ||w||`` with ``sigma^2 = RSS / df``
