@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polgen.kernels._jit import jit_exact
+from polgen.kernels._jit import jit_exact, kernel
 
 _CODES = (np.arange(256)[:, None] >> (2 * np.arange(4))[None, :]) & 3
 
@@ -62,6 +62,24 @@ def quad_table(dosage: np.ndarray) -> np.ndarray:
     """``(256, 4)``: the dosages of the four genotypes of a byte (0 for a missing call)."""
     dos = np.asarray(dosage, dtype=np.float64)[_CODES]
     return np.ascontiguousarray(np.where(_CODES == 1, 0.0, dos))
+
+
+@kernel(fastmath=False, inline="always")
+def _moments(j, n, s, q, m, mean, freq, nmiss, yy):
+    """SNP ``j``'s mean, allele frequency, centred sum of squares and missing count from the sums
+    ``s`` and ``q`` of its dosages and their squares over the ``n - m`` called samples (mean 0,
+    frequency NaN when none is called)."""
+    cnt = n - m
+    nmiss[j] = m
+    if cnt == 0:
+        freq[j] = np.nan
+        yy[j] = 0.0
+        mean[j] = 0.0
+        return
+    mu = s / cnt
+    mean[j] = mu
+    freq[j] = 0.5 * mu
+    yy[j] = (cnt * q - s * s) / cnt
 
 
 @jit_exact
@@ -110,17 +128,7 @@ def decode_dosage_yy(packed, rows, n, dosage, packlut, pairs, out, mean, freq, n
                 s += v
                 q += v * v
                 out[4 * nfull + k, j] = float(v)
-        cnt = n - m
-        nmiss[j] = m
-        if cnt == 0:
-            freq[j] = np.nan
-            yy[j] = 0.0
-            mean[j] = 0.0
-            continue
-        mu = s / cnt
-        mean[j] = mu
-        freq[j] = 0.5 * mu
-        yy[j] = (cnt * q - s * s) / cnt
+        _moments(j, n, s, q, m, mean, freq, nmiss, yy)
     miss_start[rows.shape[0]] = pos
 
 
@@ -192,15 +200,5 @@ def packed_moments(packed, rows, n, dosage, packlut, mean, freq, nmiss, yy, miss
                 v = dosage[c]
                 s += v
                 q += v * v
-        cnt = n - m
-        nmiss[j] = m
-        if cnt == 0:
-            freq[j] = np.nan
-            yy[j] = 0.0
-            mean[j] = 0.0
-            continue
-        mu = s / cnt
-        mean[j] = mu
-        freq[j] = 0.5 * mu
-        yy[j] = (cnt * q - s * s) / cnt
+        _moments(j, n, s, q, m, mean, freq, nmiss, yy)
     miss_start[rows.shape[0]] = pos
