@@ -272,6 +272,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
             left = max_iter
             nit = 0
             heyw = False  # the last round ended with a negative closed-form variance
+            keep = False  # the next round goes on with the secant state of the last (theta unmoved)
             st = ST_NOCONV
             while True:  # max_iter = 0 (evaluate only) runs once
                 round_iter = min(left, RIDGE_CHECK) if ne > 0 else left
@@ -316,7 +317,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     Wm,
                     WJ,
                     qn,
-                    nit > 0,
+                    keep,
                 )
                 nit += it
                 left -= it
@@ -325,7 +326,9 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 if _ran_off(elim_mom, s_vec, resid, smax):
                     st = ST_NOFINITE
                     break
-                # a Heywood variance since the last round end: extrapolate along the run-off
+                # a Heywood variance since the last round end: extrapolate along the run-off (a
+                # jump may move theta: the next round's secant state starts afresh)
+                keep = not heyw
                 if heyw and _ridge_jump(
                     theta, th_prev, th_new, fidx, nf, elim_mom, smax, s_vec, w, ent_kind, ent_r, ent_c,
                     ent_par, ent_val, nv, p, A, S, IA, B, T, C, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
