@@ -219,3 +219,19 @@ def gram_block(D, k, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shif
             i = miss_idx[p]
             for c in range(w):
                 accT[c, i] += mu * Z[j, c]
+
+
+@jit_fm
+def gram_range(D, a, b, kb, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift, stop):
+    """:func:`gram_block` over the held byte dosages of SNPs ``a:b`` (all of them decoded:
+    ``D``, ``mean`` and ``miss_start`` index the whole estimation subset), in blocks of ``kb``
+    SNPs starting at ``a`` — the same blocks, so the same bits, as calling :func:`gram_block` per
+    block — in one call, so a thread runs a whole piece of a pass without the GIL.  Stops before
+    the next block once ``stop[0]`` is non-zero (the pass is then incomplete).  Returns the SNPs
+    done."""
+    for s in range(a, b, kb):
+        if stop[0] != 0:
+            return s - a
+        e = min(b, s + kb)
+        gram_block(D[s:e], e - s, n, G, GT, colsum, mean[s:e], miss_idx, miss_start[s : e + 1], Z, accT, shift)
+    return b - a

@@ -61,7 +61,7 @@ from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2
 from polgen.kernels.lfmm import colsumsq_into
 from polgen.kernels.lfmm_decode import packed_byte_table
-from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block
+from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block, gram_range
 from polgen.lfmm.covariates import covariate_matrix
 from polgen.lfmm.genotypes import (
     cache_block_snps,
@@ -191,16 +191,15 @@ def _gram_pass(
     block_snps: int | None = None,
     want_trace: bool = False,
     cancel: threading.Event | None = None,
-    decoded: _ByteDosages | None = None,
     pool: ThreadPoolExecutor | None = None,
 ):
     """``Yc Yc' G`` for an (n, l) G (``G=None``: the n x n Gram ``Yc Yc'``), streaming the source
     in cache-sized blocks on threads, each with its own accumulator (single-threaded BLAS per
     thread).  With ``want_trace`` also returns ``trace(Yc Yc')``.  A set ``cancel`` event stops
     the pass at the next block (its result is then incomplete and must be discarded).
-    ``decoded``: ``source``'s SNPs already decoded (:class:`_ByteDosages`), read instead of the
-    packed rows (the same result, bit for bit).  ``pool``: threads to run the pieces on (a fit's
-    passes share one: starting threads costs ~1 ms of CPU a pass, several under load)."""
+    (Held byte dosages go through :class:`_HeldPasses`, with the same pieces and blocks.)
+    ``pool``: threads to run the pieces on (a fit's passes share one: starting threads costs ~1 ms
+    of CPU a pass, several under load)."""
     n = source.n_samples
     bs = block_snps or max(cache_block_snps(n), 32)
     pieces = split_range(0, source.n_snps, threads or default_threads())
@@ -226,35 +225,18 @@ def _gram_pass(
         colsum = G.sum(axis=0)
         GT = np.ascontiguousarray(G.T)
         Z = np.empty((kb, G.shape[1]))
-        if decoded is None:
-            D = np.empty((kb, 4 * ((n + 3) // 4)), dtype=np.uint8)
-            mean = np.empty(kb)
-            miss_idx = np.empty(n * kb, dtype=np.int64)
-            miss_start = np.empty(kb + 1, dtype=np.int64)
+        D = np.empty((kb, 4 * ((n + 3) // 4)), dtype=np.uint8)
+        mean = np.empty(kb)
+        miss_idx = np.empty(n * kb, dtype=np.int64)
+        miss_start = np.empty(kb + 1, dtype=np.int64)
         for s in range(a, b, kb):
             if cancel is not None and cancel.is_set():
                 break
             e = min(b, s + kb)
-            if decoded is None:
-                packed, rows = source.packed_rows(s, e)
-                decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, miss_start)
-                source.release_rows(s, e)
-                gram_block(D, e - s, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift)
-            else:
-                gram_block(
-                    decoded.D[s:e],
-                    e - s,
-                    n,
-                    G,
-                    GT,
-                    colsum,
-                    decoded.mean[s:e],
-                    decoded.miss_idx,
-                    decoded.miss_start[s : e + 1],
-                    Z,
-                    accT,
-                    shift,
-                )
+            packed, rows = source.packed_rows(s, e)
+            decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, miss_start)
+            source.release_rows(s, e)
+            gram_block(D, e - s, n, G, GT, colsum, mean, miss_idx, miss_start, Z, accT, shift)
         accT -= shift[:, None]
         return accT.T, 0.0
 
@@ -292,6 +274,68 @@ def _gram_pass(
     if G is not None:
         acc = np.ascontiguousarray(acc[:, :width])
     return (acc, tr) if want_trace else acc
+
+
+class _HeldPasses:
+    """The passes of a fit over held byte dosages (:class:`_ByteDosages`): the same pieces,
+    blocks and sums as :func:`_gram_pass` (so the same bits), but each thread's piece is ONE
+    nogil kernel call (:func:`polgen.kernels.lfmm_gram.gram_range`) submitted straight from the
+    fit's thread.  A pass then never waits for the GIL (held by the convergence check that runs
+    beside it) between its blocks, and needs no extra thread to start it."""
+
+    def __init__(self, decoded: _ByteDosages, n: int, pool: ThreadPoolExecutor, threads: int, kb: int) -> None:
+        self.decoded, self.n, self.pool, self.kb = decoded, n, pool, kb
+        self.pieces = split_range(0, decoded.mean.shape[0], threads)
+        self.stop = np.zeros(1, dtype=np.int64)
+
+    def start(self, G: np.ndarray):
+        """Start ``Yc Yc' G`` on the pool; :meth:`finish` returns it."""
+        n, w = self.n, G.shape[1]
+        pad = 3 - w % 4 if w % 4 in (1, 2) else 0  # as _gram_pass: groups of four and a last three
+        if pad:
+            G = np.hstack([G, np.zeros((n, pad))])
+        GT = np.ascontiguousarray(G.T)
+        colsum = G.sum(axis=0)
+        d = self.decoded
+        bufs, futures = [], []
+        for a, b in self.pieces:
+            accT, shift = np.zeros((G.shape[1], n)), np.zeros(G.shape[1])
+            Z = np.empty((self.kb, G.shape[1]))
+            bufs.append((accT, shift))
+            futures.append(
+                self.pool.submit(
+                    gram_range,
+                    d.D,
+                    a,
+                    b,
+                    self.kb,
+                    n,
+                    G,
+                    GT,
+                    colsum,
+                    d.mean,
+                    d.miss_idx,
+                    d.miss_start,
+                    Z,
+                    accT,
+                    shift,
+                    self.stop,
+                )
+            )
+        return futures, bufs, w
+
+    def finish(self, handle, bar) -> np.ndarray:
+        futures, bufs, w = handle
+        for f in futures:
+            f.result()
+        for accT, shift in bufs:
+            accT -= shift[:, None]
+        acc = bufs[0][0].T
+        for accT, _ in bufs[1:]:  # in piece order, as _gram_pass sums them
+            acc = acc + accT.T
+        if not self.stop[0]:
+            bar.advance()
+        return np.ascontiguousarray(acc[:, :w])
 
 
 def _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps):
@@ -436,30 +480,46 @@ def fit(
     prev: tuple[np.ndarray, np.ndarray] | None = None
     stop = "cap" if adaptive else "fixed"
     # The next block depends only on the Krylov basis, not on the convergence check: the next pass
-    # starts (on a helper thread) before the estimate and its changes are computed, so the cores
-    # do not wait for that serial step; a pass started after the last one is cancelled.
+    # starts before the estimate and its changes are computed, so the cores do not wait for that
+    # serial step; a pass started after the last one is cancelled.
     cancel = threading.Event()
     with (
         progress_bar("lfmm fit", cap, progress) as bar,
         ThreadPoolExecutor(1) as ahead,
         ThreadPoolExecutor(default_threads()) as workers,
     ):
-        pending = None
+        if decoded is not None:
+            held = _HeldPasses(decoded, n, workers, default_threads(), batch_snps or byte_block_snps(n))
+
+            def start(G):
+                return held.start(G)
+
+            def finish(handle):
+                return held.finish(handle, bar)
+
+            def stop_passes():
+                held.stop[0] = 1
+        else:
+
+            def start(G):
+                return ahead.submit(_gram_pass, src, G, bar, 0, batch_snps, False, cancel, workers)
+
+            def finish(handle):
+                return handle.result()
+
+            stop_passes = cancel.set
+        pending = start(M(G))
         try:
             for it in range(cap):
-                acc = (
-                    pending.result()
-                    if pending is not None
-                    else _gram_pass(src, M(G), bar, block_snps=batch_snps, decoded=decoded, pool=workers)
-                )
+                acc = finish(pending)
                 pending = None
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))
                     nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
                 if nxt is not None and it + 1 < cap and not (adaptive and _likely_last(history, tol)):
-                    pending = ahead.submit(_gram_pass, src, M(nxt), bar, 0, batch_snps, False, cancel, decoded, workers)
+                    pending = start(M(nxt))
                 with single_threaded_blas():
-                    est = kry.estimate(K)
+                    est = kry.estimate(K, keep=max(ell, K + 1))
                     if prev is not None:
                         history.append(_changes(prev, est))
                     prev = est
@@ -470,16 +530,18 @@ def fit(
                 if adaptive and _remaining_error(history) <= tol:
                     stop = "tol"
                     break
+                if pending is None and it + 1 < cap:  # held back (probably the last pass), but needed
+                    pending = start(M(G))
         finally:
-            cancel.set()
+            stop_passes()
             if pending is not None:  # a pass started after the last one: stopped, its result dropped
                 try:
-                    pending.result()
+                    finish(pending)
                 except Exception:  # noqa: BLE001 - a failure of a discarded pass changes nothing
                     pass
         bar.set_total(kry.passes)
     with single_threaded_blas():
-        U1, sigma, U, eig = _krylov_nystrom(kry.Q, kry.acc, M, Minv, K)
+        U1, sigma, U, eig = kry.final(est, Minv, K)
     passes = kry.passes
     conv = LfmmConvergence(
         passes=passes,
@@ -597,10 +659,15 @@ class _Krylov:
             self._HH[a:b, :b] = hh.T
         self._pending.clear()
 
-    def estimate(self, K: int) -> tuple[np.ndarray, np.ndarray]:
+    def estimate(self, K: int, keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(U1, sigma)`` of the stabilised Nyström approximation on span(Q), from the small
-        products (the eigenvectors of ``F' F`` for the top K only; the returned fit uses the full
-        :func:`_krylov_nystrom`)."""
+        products: ``F = Hn C^-T`` (``Hn = H + nu Q``, ``C C' = Q' Hn``) is never formed, only
+        ``F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T`` (m x m), whose top eigenpairs are those of
+        ``F F'`` (the squared singular values and right vectors of F).  Only the top
+        ``max(K, keep)`` eigenpairs are computed (LAPACK's evr on an index range); what
+        :meth:`final` needs is kept.  ``U1`` is orthonormalised (F'F squares F's condition, not
+        the accuracy of the well separated top pairs: the eigenvector error is ~eps s_1^2 /
+        (s_K^2 - s_{K+1}^2)) and each column's largest entry is positive."""
         self._products()
         m = self.m
         B = 0.5 * (self._QH[:m, :m] + self._QH[:m, :m].T)
@@ -615,57 +682,32 @@ class _Krylov:
         # F = Hn C^-T with Hn = H + nu Q: F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T
         T = sla.solve_triangular(C, HH + 2.0 * nu * B + nu * nu * eye, lower=True, check_finite=False)
         FF = sla.solve_triangular(C, T.T, lower=True, check_finite=False)
-        k = min(K, m)  # the top K eigenpairs only (LAPACK's evr on an index range)
-        w, V = sla.eigh(0.5 * (FF + FF.T), subset_by_index=(m - k, m - 1), check_finite=False)
+        k = min(K, m)
+        kk = min(max(k, keep or 0), m)
+        w, V = sla.eigh(0.5 * (FF + FF.T), subset_by_index=(m - kk, m - 1), check_finite=False)
         w, V = w[::-1], V[:, ::-1]
-        Sf = np.sqrt(np.maximum(w, 1e-300))
-        W = sla.solve_triangular(C.T, V, lower=False, check_finite=False)  # C^-T V
+        Sf = np.sqrt(np.maximum(w[:k], 1e-300))
+        W = sla.solve_triangular(C.T, V[:, :k], lower=False, check_finite=False)  # C^-T V
         U1 = (self.H @ W + nu * (self.Q @ W)) / Sf
-        U1, _ = np.linalg.qr(U1)  # orthonormal to rounding (F'F squares the condition)
-        return U1, np.sqrt(np.maximum(w - nu, 0.0))
+        U1, R = np.linalg.qr(U1)  # orthonormal to rounding; R ~ diag(+-1)
+        big = np.abs(U1).argmax(axis=0)
+        flip = np.where(U1[big, np.arange(k)] < 0.0, -1.0, 1.0)
+        U1 *= flip
+        W = W * (np.sign(np.diag(R)) * flip)  # the same signs for U
+        self._last = (W, Sf, nu, np.maximum(w - nu, 0.0))
+        return U1, np.sqrt(np.maximum(w[:k] - nu, 0.0))
 
-
-def _krylov_nystrom(Qk, acck, M, Minv, K):
-    """Leading eigenpairs of ``A A'`` (A = M Yc) from an orthonormal basis ``Qk`` of the block
-    Krylov space of all passes and ``acck = Yc Yc' M Qk`` — a stabilised Nyström approximation on
-    the whole basis, so every pass contributes (block Krylov accuracy at no extra pass).
-
-    Returns ``(U1, sigma, U, eigenvalues)`` with ``U = M^-1 U1 diag(sigma)`` built from the
-    unshrunk accumulators (no ``1/d`` amplification of sketch error).
-    """
-    acc = acck
-    H = M(acc)  # A A' Qk
-    nu = np.finfo(np.float64).eps * max(np.linalg.norm(H), 1e-300)
-    Hn = H + nu * Qk
-    B = Qk.T @ Hn
-    try:
-        C = np.linalg.cholesky(0.5 * (B + B.T))
-    except np.linalg.LinAlgError:  # numerically singular sketch: shift a little more
-        extra = 1e-10 * max(np.trace(B), 1e-300)
-        Hn = Hn + extra * Qk
-        nu += extra
-        B = Qk.T @ Hn
-        C = np.linalg.cholesky(0.5 * (B + B.T))
-    F = sla.solve_triangular(C, Hn.T, lower=True, check_finite=False).T  # Hn C^-T
-    n, m = F.shape
-    if n >= m * 11 // 6:
-        # a tall F: LAPACK's SVD (gesdd) factors F = QR first and takes the SVD of R (the same
-        # singular values and right vectors, signs included); only the K left vectors are
-        # needed, F Vf_K / Sf_K, not the n x m Q
-        Sf, Vft = np.linalg.svd(np.linalg.qr(F, mode="r"))[1:]
-        Uk = F @ Vft[:K].T / Sf[:K]
-    else:
-        Uf, Sf, Vft = np.linalg.svd(F, full_matrices=False)
-        Uk = Uf[:, :K]
-    eig = np.maximum(Sf**2 - nu, 0.0)
-    sigma = np.sqrt(eig[:K])
-    if sigma.size < K or sigma[-1] <= 1e-10 * max(sigma[0], 1e-300):
-        raise InputError(f"the genotypes have rank < K={K} after removing X; use a smaller K")
-    U1 = np.ascontiguousarray(Uk)
-    # U = M^-1 U1 Sigma, U1 = Hn C^-T Vf Sf^-1, M^-1 Hn = acc + nu M^-1 Qk
-    unshrunk = acc + nu * Minv(Qk)
-    U = sla.solve_triangular(C, unshrunk.T, lower=True, check_finite=False).T @ Vft[:K].T * (sigma / Sf[:K])
-    return U1, sigma, np.ascontiguousarray(U), eig
+    def final(self, est: tuple[np.ndarray, np.ndarray], Minv, K: int):
+        """The fit's result from the last :meth:`estimate` (``est``, on the whole basis): ``(U1,
+        sigma, U, eigenvalues)`` with ``U = M^-1 U1 diag(sigma) = (acc + nu M^-1 Q) C^-T V
+        diag(sigma / Sf)`` built from the unshrunk accumulators (the huge ``1/d`` factors of M^-1
+        never amplify sketch error) and the top ``keep`` eigenvalues of ``A A'``."""
+        W, Sf, nu, eig = self._last
+        U1, sigma = est
+        if sigma.size < K or sigma[-1] <= 1e-10 * max(sigma[0], 1e-300):
+            raise InputError(f"the genotypes have rank < K={K} after removing X; use a smaller K")
+        U = (self.acc + nu * Minv(self.Q)) @ (W * (sigma / Sf))
+        return np.ascontiguousarray(U1), sigma, np.ascontiguousarray(U), eig
 
 
 def _gap_text(eig: np.ndarray, K: int) -> str:
@@ -719,10 +761,14 @@ def _changes(prev, est) -> tuple[float, float]:
 def _next_block(Qk: np.ndarray, Z: np.ndarray) -> np.ndarray | None:
     """An orthonormal basis of the part of ``Z`` (= A A' times the last block) outside span(Qk):
     block Gram-Schmidt, twice (full reorthogonalisation keeps the Krylov basis orthonormal to
-    rounding, so the Nyström step never divides by tiny singular values of a skewed basis).
-    Directions that are (numerically) already in span(Qk) are dropped; ``None`` when nothing is
-    left, i.e. span(Qk) is invariant under A A' and holds the exact eigenvectors."""
-    scale = np.linalg.norm(Z, 2)
+    rounding, so the Nyström step never divides by tiny singular values of a skewed basis), then
+    the left singular vectors of what is left.  Directions that are (numerically) already in
+    span(Qk) are dropped; ``None`` when nothing is left, i.e. span(Qk) is invariant under A A' and
+    holds the exact eigenvectors.  The singular vectors of a kept direction whose singular value
+    ``s`` is small carry the rounding left in Z amplified by ``|Z| / s``: only when some kept
+    ``s < 1e-4 |Z|`` are they swept once more and re-orthonormalised (this step is on the fit's
+    critical path between two passes)."""
+    scale = np.linalg.norm(Z)
     if scale == 0.0:
         return None
     for _ in range(2):
@@ -733,6 +779,7 @@ def _next_block(Qk: np.ndarray, Z: np.ndarray) -> np.ndarray | None:
         return None
     room = Qk.shape[0] - Qk.shape[1]
     G = W[:, keep][:, :room]
-    G = G - Qk @ (Qk.T @ G)  # one more sweep after the SVD mixes columns
-    G, _ = np.linalg.qr(G)
+    if S[keep][: G.shape[1]].min() < 1e-4 * scale:
+        G = G - Qk @ (Qk.T @ G)
+        G, _ = np.linalg.qr(G)
     return np.ascontiguousarray(G)

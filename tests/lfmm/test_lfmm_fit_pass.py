@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -134,11 +135,18 @@ def test_pass_with_byte_dosages_equals_dense(bed):
             pass
 
     src = BedStream(path)
-    held = fit_mod._ByteDosages(src)
-    for threads, decoded in ((1, None), (2, None), (2, held)):
-        got = fit_mod._gram_pass(src, G, Bar(), threads=threads, block_snps=37, decoded=decoded)
+    for threads in (1, 2):
+        got = fit_mod._gram_pass(src, G, Bar(), threads=threads, block_snps=36)
         assert got.shape == G.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+        # the held dosages' passes (one kernel call per thread): the same pieces and blocks,
+        # so the same bits
+        with ThreadPoolExecutor(threads) as pool:
+            held = fit_mod._HeldPasses(fit_mod._ByteDosages(src, 36), Y.shape[0], pool, threads, 36)
+            assert np.array_equal(held.finish(held.start(G), Bar()), got)
+            held.stop[0] = 1  # a stopped pass does no block
+            acc = held.finish(held.start(G), Bar())
+            assert not acc.any()
 
 
 def _nystrom_full_svd(Qk, acc, M, Minv, K):
@@ -155,13 +163,15 @@ def _nystrom_full_svd(Qk, acc, M, Minv, K):
 
 
 @pytest.mark.parametrize("n, m", [(2000, 91), (170, 96), (300, 160)])
-def test_nystrom_step_equals_the_full_svd_signs_included(n, m):
-    """The final Nyström step takes the SVD of a tall F from its R factor: the same singular
-    vectors, signs included (U must not flip against earlier fits), for tall and wide-ish F."""
+def test_final_step_from_the_small_products_equals_the_full_svd(n, m):
+    """The fit's result comes from the last convergence estimate (``_Krylov.estimate`` /
+    ``final``: eigenpairs of the m x m ``F'F`` from the small products kept up to date pass by
+    pass) instead of an SVD of the n x m F: the same singular values, vectors and U as the full
+    SVD (columns up to sign), with each U1 column's largest entry positive and U's signs
+    following U1's."""
     rng = np.random.default_rng(m)
     Y = rng.standard_normal((n, 400)) * np.linspace(4, 0.2, 400)
     Qk, _ = np.linalg.qr(rng.standard_normal((n, m)))
-    acc = Y @ (Y.T @ Qk)
     d = np.full(1, 1e-3)
     x = rng.standard_normal((n, 1))
     x /= np.linalg.norm(x)
@@ -172,8 +182,18 @@ def test_nystrom_step_equals_the_full_svd_signs_included(n, m):
     def Minv(Z):
         return Z + x @ ((1.0 / d - 1.0)[:, None] * (x.T @ Z))
 
-    U1, sigma, U, _ = fit_mod._krylov_nystrom(Qk, acc, M, Minv, 5)
+    acc = Y @ (Y.T @ M(Qk))  # as a pass: Yc Yc' M G (so Q' M acc is symmetric)
+    kry = fit_mod._Krylov(n, m)
+    for a in range(0, m, 7):  # blocks of 7 columns (the last one shorter), as passes add them
+        b = min(m, a + 7)
+        kry.add(Qk[:, a:b], acc[:, a:b], M(acc[:, a:b]))
+    est = kry.estimate(5, keep=7)
+    U1, sigma, U, eig = kry.final(est, Minv, 5)
     U1r, sigr, Ur = _nystrom_full_svd(Qk, acc, M, Minv, 5)
     np.testing.assert_allclose(sigma, sigr, rtol=1e-12)
-    np.testing.assert_allclose(U1, U1r, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(U, Ur, rtol=0, atol=1e-10 * np.abs(Ur).max())
+    assert eig.shape == (7,) and np.allclose(np.sqrt(eig[:5]), sigr, rtol=1e-12)
+    s = np.sign(np.sum(U1 * U1r, axis=0))
+    np.testing.assert_allclose(U1, U1r * s, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(U, Ur * s, rtol=0, atol=1e-10 * np.abs(Ur).max())
+    big = np.abs(U1).argmax(axis=0)
+    assert np.all(U1[big, np.arange(5)] > 0)
