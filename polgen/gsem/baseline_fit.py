@@ -10,7 +10,15 @@ kernel: a first call in a new process compiles nothing for it (the numba twin,
 per-SNP kernels of fix_measurement=False and ML compile its ``_fit_one`` anyway).  :func:`fit_cov_np`
 is the same Levenberg-Marquardt (Gauss-Newton for DWLS, Fisher scoring for ML) over the same RAM
 entry layout, with the same steps, damping and stopping rules, so it returns the same estimates
-(``tests/gsem/test_baseline_fit.py`` compares the two)."""
+(``tests/gsem/test_baseline_fit.py`` compares the two).
+
+A sign start that provably cannot beat the best start so far is abandoned before its iteration cap
+(:func:`_abandon_level`, ``abandon_at`` of :func:`fit_cov_np`): such starts, run off along a
+Heywood ridge (a loading growing like a square root of the iteration count while the objective
+flattens above the best), took ~1,000 of the ML bench fit's 1,089 iterations and ended not
+converged anyway.  The chosen start, its estimates and their bits are those of the full run (the
+rule's one assumption: a fit's decrease left is at most 10x its recent decrements times the
+iterations left; ``tests/gsem/test_baseline_abandon.py``)."""
 
 from __future__ import annotations
 
@@ -99,10 +107,26 @@ def _ml_weight(Sinv: np.ndarray, ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
     return (Sinv[a, c] * Sinv[b, d] + Sinv[a, d] * Sinv[b, c]) * h[:, None] * h[None, :]
 
 
-def fit_cov_np(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12):
+#: the abandonment rule of :func:`fit_cov_np` (``abandon_at``): the window of recent objective
+#: decrements (also the first iteration the rule is tried at) and its safety factor on the decrease left
+ABANDON_WINDOW = 10
+ABANDON_FACTOR = 10.0
+
+
+def fit_cov_np(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12, abandon_at=None):
     """Fit one covariance (vech ``s_vec`` over the model's observed variables) by DWLS with
     weights ``w`` or by ML, in numpy.  Returns (theta, status, iterations, implied vech), as
-    :func:`polgen.kernels.ram_fit.fit_cov` (same algorithm and stopping rules)."""
+    :func:`polgen.kernels.ram_fit.fit_cov` (same algorithm and stopping rules).
+
+    ``abandon_at``: an objective level (:func:`_abandon_level`) the fit must be able to reach, or
+    None.  From iteration ``ABANDON_WINDOW`` on, with ``D`` the largest of the last
+    ``ABANDON_WINDOW`` objective decrements and ``R`` the iterations left before ``max_iter``, the
+    fit can still lose at most ``ABANDON_FACTOR * D * R``; when the decrements are not growing (the
+    window's second half decreased the objective no more than its first) and even that loss leaves
+    the objective above ``abandon_at``, the fit stops as ``ST_NOCONV`` (a caller choosing the lowest
+    objective would never take it).  The factor is the margin for the Levenberg-Marquardt
+    damping's occasional larger steps: on the ML bench run-off starts a single decrement reached 10x
+    its window's largest, their total remaining decrease 0.98x ``D * R`` at most."""
     theta = np.array(theta0, dtype=np.float64, copy=True)
     npar = len(theta)
     ram = _Ram(model, npar)
@@ -155,11 +179,22 @@ def fit_cov_np(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e
         return f, (B, C, sig, resid, Sinv)
 
     with np.errstate(all="ignore"):
-        return _lm(objective, ram, theta, fidx, w, ml, max_iter, xtol)
+        return _lm(objective, ram, theta, fidx, w, ml, max_iter, xtol, abandon_at)
 
 
-def _lm(objective, ram: _Ram, theta: np.ndarray, fidx: np.ndarray, w: np.ndarray, ml: bool, max_iter: int, xtol: float):
-    """The Levenberg-Marquardt loop of :func:`fit_cov_np` (that of ``ram_fit._fit_one``)."""
+def _lm(
+    objective,
+    ram: _Ram,
+    theta: np.ndarray,
+    fidx: np.ndarray,
+    w: np.ndarray,
+    ml: bool,
+    max_iter: int,
+    xtol: float,
+    abandon_at: float | None = None,
+):
+    """The Levenberg-Marquardt loop of :func:`fit_cov_np` (that of ``ram_fit._fit_one``), with its
+    abandonment rule (``abandon_at``)."""
     ma, mb, nmom, nf = ram.ma, ram.mb, len(ram.ma), len(fidx)
     lapack = _lapack()
     diag = np.diag_indices(nf)
@@ -170,6 +205,8 @@ def _lm(objective, ram: _Ram, theta: np.ndarray, fidx: np.ndarray, w: np.ndarray
         return theta, ST_OK, 0, cur[2].copy()
     lam = 0.0
     it = 0
+    win = ABANDON_WINDOW
+    dec = np.zeros(win)  # the last `win` objective decrements, cyclically
     while it < max_iter:
         it += 1
         B, C, _, resid, Sinv = cur
@@ -203,6 +240,9 @@ def _lm(objective, ram: _Ram, theta: np.ndarray, fidx: np.ndarray, w: np.ndarray
                 lam = 0.0 if lam <= 1e-8 else lam * 0.1
                 if small or (fold - fn) <= ftol * fold or fn == 0.0:
                     return theta, ST_OK, it, cur[2].copy()
+                dec[it % win] = fold - fn
+                if abandon_at is not None and it >= win and _hopeless(fn, dec, it, max_iter, abandon_at):
+                    return theta, ST_NOCONV, it, cur[2].copy()
             else:
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
         if not accepted:
@@ -211,17 +251,62 @@ def _lm(objective, ram: _Ram, theta: np.ndarray, fidx: np.ndarray, w: np.ndarray
     return theta, ST_NOCONV, it, cur[2].copy()
 
 
-def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml, fit=fit_cov_np):
+def _hopeless(f: float, dec: np.ndarray, it: int, max_iter: int, level: float) -> bool:
+    """:func:`fit_cov_np`'s abandonment test after iteration ``it`` (objective ``f``, the last
+    decrements cyclically in ``dec``): not growing, and ``f`` minus ``ABANDON_FACTOR`` times the
+    largest of them for every iteration left still above ``level``."""
+    win = len(dec)
+    order = dec[(np.arange(it + 1, it + 1 + win)) % win]  # oldest first
+    half = win // 2
+    if order[half:].sum() > order[:half].sum():
+        return False
+    return f - ABANDON_FACTOR * float(order.max()) * (max_iter - it) > level
+
+
+def _abandon_level(best: float, ml: bool, lam_min: float) -> float:
+    """The objective level a sign start must be able to reach to beat the best start so far, whose
+    selection value is ``best`` (:func:`_fit_baseline`: the DWLS objective; under ML the unweighted
+    sum of squared residuals over the vech moments).
+
+    DWLS: ``best`` itself.  ML: the fit's objective ``F = sum(l - log l - 1)`` over the eigenvalues
+    ``l`` of ``Sigma^-1 S``; with ``u = 1/l`` (the eigenvalues of ``M = S^-1/2 Sigma S^-1/2``),
+    ``||Sigma - S||_F >= lam_min(S) ||M - I||_F`` and the vech sum of squares is at least half
+    of ``||Sigma - S||_F^2``.  For one eigenvalue, ``(u - 1)^2 >= psi(F_u)`` with ``psi(t) = e^2``,
+    ``t = g(e) = e/(1-e) + log(1-e)`` (the branch ``u = 1 - e < 1`` reaches a given ``F_u`` with the
+    smaller ``|u - 1|``: ``g(e)`` exceeds its ``u = 1 + e`` twin by ``2(e/(1-e^2) - artanh e) > 0``);
+    ``psi`` is increasing and concave (``psi' = 2(1-e)^2``) with ``psi(0) = 0``, so subadditive:
+    ``sum (u_i - 1)^2 >= psi(F)``.  Hence a fit ending at ``F`` has a sum of squares of at least
+    ``lam_min^2 psi(F) / 2``, which is ``>= best`` once ``F >= g(e*)``, ``e* = sqrt(2 best) / lam_min``
+    (no level when ``e* >= 1``: ``psi < 1``)."""
+    if not ml:
+        return best
+    if not lam_min > 0.0:
+        return np.inf
+    e = np.sqrt(2.0 * max(best, 0.0)) / lam_min
+    if e >= 1.0:
+        return np.inf
+    if e < 1e-3:  # g(e) = sum_{n >= 2} (n - 1)/n e^n without the cancellation of the closed form
+        return float(sum((n - 1) / n * e**n for n in range(2, 9)))
+    return float(e / (1.0 - e) + np.log1p(-e))
+
+
+def fit_cov_bounded(s, w, arrays, npar, start, lo, hi, ml, fit=fit_cov_np, abandon_at=None):
     """``fit`` (:func:`fit_cov_np`; or the numba :func:`polgen.kernels.ram_fit.fit_cov`, which
     takes the same arguments) with bounds by an active set (as lavaan's solution: parameters that
-    would leave their interval are held at the bound, one is released when it moves back inside)."""
+    would leave their interval are held at the bound, one is released when it moves back inside).
+    ``abandon_at`` (:func:`fit_cov_np`'s, for ``fit_cov_np`` only) applies to a round whose free
+    parameters have no finite bound: that round is the last one (nothing can leave its interval),
+    so its objective is the start's."""
     at = np.zeros(npar, np.int8)  # 0 free, 1 at lower, 2 at upper
     th0 = np.array(start, dtype=np.float64, copy=True)
     for _ in range(2 * npar + 2):
         th0[at == 1] = lo[at == 1]
         th0[at == 2] = hi[at == 2]
         fidx = np.nonzero(at == 0)[0].astype(np.int64)
-        th, st, _, sig = fit(s, w, arrays, fidx, th0, ml=ml)
+        if abandon_at is not None and (lo[fidx] == -np.inf).all() and (hi[fidx] == np.inf).all():
+            th, st, _, sig = fit(s, w, arrays, fidx, th0, ml=ml, abandon_at=abandon_at)
+        else:
+            th, st, _, sig = fit(s, w, arrays, fidx, th0, ml=ml)
         if st != ST_OK:
             return th, st, sig
         viol = np.where(th < lo, 1, np.where(th > hi, 2, 0)).astype(np.int8)
@@ -293,9 +378,21 @@ def fit_baseline(
 
 
 def _fit_baseline(
-    text: str, S_LD: np.ndarray, V_LD: np.ndarray, traits: list[str], *, std_lv: bool, ml: bool, fit
+    text: str,
+    S_LD: np.ndarray,
+    V_LD: np.ndarray,
+    traits: list[str],
+    *,
+    std_lv: bool,
+    ml: bool,
+    fit,
+    abandon: bool | None = None,
 ) -> tuple[ParTable, Numbering, dict]:
-    """:func:`fit_baseline` without the memo."""
+    """:func:`fit_baseline` without the memo.  The sign starts run in their order; the best so far
+    (lowest DWLS objective, under ML lowest sum of squared residuals; a later start replaces it
+    only when lower by more than 1e-12 relative) sets the level a later start is abandoned at
+    (:func:`_abandon_level`).  ``abandon``: that rule (default: with ``fit_cov_np``, whose
+    ``abandon_at`` it needs; False runs every start to its end, for comparisons)."""
     pt0 = parse_model(text, std_lv=std_lv, fixed_x=False)
     missing = [v for v in pt0.observed if v not in traits]
     if missing:
@@ -314,9 +411,18 @@ def _fit_baseline(
     )
     th0 = start_values(pt0, num0, S_LD, traits)
     lo, hi = num0.bounds()
+    if abandon is None:
+        abandon = fit is fit_cov_np
+    lam_min = 0.0
+    if abandon and ml:
+        Smat = np.empty((len(tix), len(tix)))
+        Smat[cm.ma, cm.mb] = s
+        Smat[cm.mb, cm.ma] = s
+        lam_min = float(np.linalg.eigvalsh(Smat)[0])
     best = None
     for start in sign_starts(pt0, num0, th0):
-        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml, fit)
+        level = _abandon_level(best[0], ml, lam_min) if abandon and best is not None else None
+        th, st, sig = fit_cov_bounded(s, w, cm.arrays(), npar, start, lo, hi, ml, fit, abandon_at=level)
         if st != ST_OK:
             continue
         if ml:
