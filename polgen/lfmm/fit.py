@@ -140,9 +140,15 @@ class _ByteDosages:
     """The estimation SNPs decoded once for all the passes of a fit: byte dosages ``D`` (one row
     per SNP, 0 for a missing call), call means and the missing calls as lists, exactly what each
     pass would decode from the packed rows (so a pass gives the same bits either way).  Memory:
-    ``4 ceil(n / 4)`` bytes per SNP plus 16 per SNP and 8 per missing call."""
+    ``4 ceil(n / 4)`` bytes per SNP plus 16 per SNP and 8 per missing call.
 
-    def __init__(self, source: BedStream, block_snps: int | None = None, threads: int = 0) -> None:
+    With ``G`` (n x w) the first pass ``Yc Yc' G`` is computed block by block as the blocks are
+    decoded, while each is in cache (``first``): the pieces, blocks and sums of
+    :class:`_HeldPasses`, so the same bits as a pass over the held dosages."""
+
+    def __init__(
+        self, source: BedStream, block_snps: int | None = None, threads: int = 0, G: np.ndarray | None = None
+    ) -> None:
         n, p = source.n_samples, source.n_snps
         dosage = DOSAGE_A1 if source.count_a1 else DOSAGE_A2
         words, packlut = byte_dosage_words(dosage), packed_byte_table(dosage)
@@ -150,41 +156,55 @@ class _ByteDosages:
         self.D = np.empty((p, 4 * ((n + 3) // 4)), dtype=np.uint8)
         self.mean = np.empty(p)
         self.miss_start = np.zeros(p + 1, dtype=np.int64)
+        self.first: np.ndarray | None = None
+        if G is not None:
+            Gp, width = _pad_sketch(G)
+            GT, colsum = np.ascontiguousarray(Gp.T), Gp.sum(axis=0)
 
-        def decode(a: int, b: int) -> list[np.ndarray]:
+        def decode(a: int, b: int):
             # the missing calls of each block: sample indices and block-relative starts
             miss_idx = np.empty(n * kb, dtype=np.int64)
             start = np.empty(kb + 1, dtype=np.int64)
             lists = []
+            if G is not None:
+                accT, shift, Z = np.zeros((Gp.shape[1], n)), np.zeros(Gp.shape[1]), np.empty((kb, Gp.shape[1]))
             held, span = a, 0  # SNPs held..s have mapped pages not yet released: `span` bytes of file
             for s in range(a, b, kb):
                 e = min(b, s + kb)
                 packed, rows = source.packed_rows(s, e)
-                decode_bytes(packed, rows, n, dosage, words, packlut, self.D[s:e], self.mean[s:e], miss_idx, start)
+                D, mean = self.D[s:e], self.mean[s:e]
+                decode_bytes(packed, rows, n, dosage, words, packlut, D, mean, miss_idx, start)
+                if G is not None:
+                    gram_block(D, e - s, n, Gp, GT, colsum, mean, miss_idx, start, Z, accT, shift)
                 span += (int(rows[-1]) - int(rows[0]) + 1) * packed.shape[1]
                 if span >= RELEASE_SPAN_BYTES:
                     source.release_rows(held, e)
                     held, span = e, 0
-                lists.append(miss_idx[: start[e - s]].copy())
+                lists.append((s, e, miss_idx[: start[e - s]].copy()))
                 self.miss_start[s + 1 : e + 1] = start[1 : e - s + 1]  # block-relative for now
             source.release_rows(held, b)
-            return lists
+            if G is not None:
+                accT -= shift[:, None]
+                return lists, accT
+            return lists, None
 
-        # whole blocks per thread (the page faults of reading the rows overlap too)
-        nblocks = -(-p // kb)
-        cuts = [min(p, c * kb) for c in np.linspace(0, nblocks, (threads or default_threads()) + 1).round().astype(int)]
-        pieces = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        pieces = split_range(0, p, threads or default_threads())
         if len(pieces) > 1:
             with ThreadPoolExecutor(len(pieces)) as pool:
-                lists = [x for f in [pool.submit(decode, a, b) for a, b in pieces] for x in f.result()]
+                results = [f.result() for f in [pool.submit(decode, a, b) for a, b in pieces]]
         else:
-            lists = decode(0, p)
+            results = [decode(0, p)]
+        lists = [x for got, _ in results for x in got]
         offset = 0
-        for s, got in zip(range(0, p, kb), lists):
-            e = min(p, s + kb)
+        for s, e, got in lists:
             self.miss_start[s + 1 : e + 1] += offset
             offset += got.size
-        self.miss_idx = np.concatenate(lists) if lists else np.empty(0, dtype=np.int64)
+        self.miss_idx = np.concatenate([x for _, _, x in lists]) if lists else np.empty(0, dtype=np.int64)
+        if G is not None:
+            acc = results[0][1].T
+            for _, accT in results[1:]:  # in piece order, as _HeldPasses.finish sums them
+                acc = acc + accT.T
+            self.first = np.ascontiguousarray(acc[:, :width])
 
     @staticmethod
     def nbytes(source) -> int:
@@ -285,6 +305,14 @@ def _gram_pass(
     return (acc, tr) if want_trace else acc
 
 
+def _pad_sketch(G: np.ndarray) -> tuple[np.ndarray, int]:
+    """``G`` with zero columns so that the byte kernel's last column group has three or four
+    columns (a width of 1 or 2 mod 4 costs as 3 anyway), and the original width."""
+    w = G.shape[1]
+    pad = 3 - w % 4 if w % 4 in (1, 2) else 0
+    return (np.hstack([G, np.zeros((G.shape[0], pad))]) if pad else G), w
+
+
 class _HeldPasses:
     """The passes of a fit over held byte dosages (:class:`_ByteDosages`): the same pieces,
     blocks and sums as :func:`_gram_pass` (so the same bits), but each thread's piece is ONE
@@ -299,10 +327,8 @@ class _HeldPasses:
 
     def start(self, G: np.ndarray):
         """Start ``Yc Yc' G`` on the pool; :meth:`finish` returns it."""
-        n, w = self.n, G.shape[1]
-        pad = 3 - w % 4 if w % 4 in (1, 2) else 0  # as _gram_pass: groups of four and a last three
-        if pad:
-            G = np.hstack([G, np.zeros((n, pad))])
+        n = self.n
+        G, w = _pad_sketch(G)  # as _gram_pass: groups of four and a last three
         GT = np.ascontiguousarray(G.T)
         colsum = G.sum(axis=0)
         d = self.decoded
@@ -475,13 +501,14 @@ def fit(
     def Minv(Z):
         return Z + Qd @ ((1.0 / dl - 1.0)[:, None] * (Qd.T @ Z))
 
-    decoded = _ByteDosages(src, batch_snps) if decode_once else None
-    if decoded is not None:
-        log.debug("lfmm fit: %d estimation SNPs held in memory (byte dosages)", src.n_snps)
     ell = min(K + oversampling, n)
     rng = np.random.default_rng(seed)
     with single_threaded_blas():
         G, _ = np.linalg.qr(rng.standard_normal((n, ell)))
+    # the first pass is made while the estimation SNPs are decoded (each block while in cache)
+    decoded = _ByteDosages(src, batch_snps, G=M(G)) if decode_once else None
+    if decoded is not None:
+        log.debug("lfmm fit: %d estimation SNPs held in memory (byte dosages)", src.n_snps)
     adaptive = power_iter is None
     cap = (max_power_iter if power_iter is None else power_iter) + 1
     kry = _Krylov(n, ell * cap)
@@ -517,10 +544,15 @@ def fit(
                 return handle.result()
 
             stop_passes = cancel.set
-        pending = start(M(G))
+        pending = start(M(G)) if decoded is None or decoded.first is None else None
         try:
             for it in range(cap):
-                acc = finish(pending)
+                if pending is None and it == 0:  # the first pass came with the decode
+                    assert decoded is not None and decoded.first is not None
+                    acc, decoded.first = decoded.first, None
+                    bar.advance()
+                else:
+                    acc = finish(pending)
                 pending = None
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))

@@ -144,6 +144,8 @@ def test_pass_with_byte_dosages_equals_dense(bed):
         with ThreadPoolExecutor(threads) as pool:
             held = fit_mod._HeldPasses(fit_mod._ByteDosages(src, 36), Y.shape[0], pool, threads, 36)
             assert np.array_equal(held.finish(held.start(G), Bar()), got)
+            # the first pass, made while decoding: the same bits again
+            assert np.array_equal(fit_mod._ByteDosages(src, 36, threads, G=G).first, got)
             held.stop[0] = 1  # a stopped pass does no block
             acc = held.finish(held.start(G), Bar())
             assert not acc.any()
