@@ -105,8 +105,9 @@ def thin_positions(n: int, thin: float) -> np.ndarray:
     if thin == 1.0 or n == 0:
         return np.arange(n, dtype=np.int64)
     m = int(np.ceil(n * thin - 1e-9))
-    pos = np.floor(np.arange(m, dtype=np.float64) / thin + 1e-9).astype(np.int64)
-    return np.unique(np.minimum(pos, n - 1))
+    pos = np.minimum(np.floor(np.arange(m, dtype=np.float64) / thin + 1e-9).astype(np.int64), n - 1)
+    # non-decreasing: the unique values are where it steps (np.unique would sort and hash them)
+    return pos[np.r_[True, pos[1:] != pos[:-1]]]
 
 
 _MAP_LOCK = threading.Lock()
