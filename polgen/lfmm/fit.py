@@ -324,53 +324,61 @@ class _HeldPasses:
         self.decoded, self.n, self.pool, self.kb = decoded, n, pool, kb
         self.pieces = split_range(0, decoded.mean.shape[0], threads)
         self.stop = np.zeros(1, dtype=np.int64)
+        self._bufs: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     def start(self, G: np.ndarray):
-        """Start ``Yc Yc' G`` on the pool; :meth:`finish` returns it."""
+        """Start ``Yc Yc' G`` on the pool; :meth:`finish` returns it.  One pass at a time: the
+        threads' accumulators are reused by the next pass (zeroed here, all before the first
+        piece is submitted, so the fit's thread does no work while the pieces start)."""
         n = self.n
         G, w = _pad_sketch(G)  # as _gram_pass: groups of four and a last three
         GT = np.ascontiguousarray(G.T)
         colsum = G.sum(axis=0)
+        wp = G.shape[1]
+        bufs = self._bufs.get(wp)
+        if bufs is None:
+            bufs = self._bufs[wp] = [(np.zeros((wp, n)), np.zeros(wp), np.empty((self.kb, wp))) for _ in self.pieces]
+        else:
+            for accT, shift, _ in bufs:
+                accT.fill(0.0)
+                shift.fill(0.0)
         d = self.decoded
-        bufs, futures = [], []
-        for a, b in self.pieces:
-            accT, shift = np.zeros((G.shape[1], n)), np.zeros(G.shape[1])
-            Z = np.empty((self.kb, G.shape[1]))
-            bufs.append((accT, shift))
-            futures.append(
-                self.pool.submit(
-                    gram_range,
-                    d.D,
-                    a,
-                    b,
-                    self.kb,
-                    n,
-                    G,
-                    GT,
-                    colsum,
-                    d.mean,
-                    d.miss_idx,
-                    d.miss_start,
-                    Z,
-                    accT,
-                    shift,
-                    self.stop,
-                )
+        futures = [
+            self.pool.submit(
+                gram_range,
+                d.D,
+                a,
+                b,
+                self.kb,
+                n,
+                G,
+                GT,
+                colsum,
+                d.mean,
+                d.miss_idx,
+                d.miss_start,
+                Z,
+                accT,
+                shift,
+                self.stop,
             )
+            for (a, b), (accT, shift, Z) in zip(self.pieces, bufs)
+        ]
         return futures, bufs, w
 
     def finish(self, handle, bar) -> np.ndarray:
         futures, bufs, w = handle
         for f in futures:
             f.result()
-        for accT, shift in bufs:
+        for accT, shift, _ in bufs:
             accT -= shift[:, None]
         acc = bufs[0][0].T
-        for accT, _ in bufs[1:]:  # in piece order, as _gram_pass sums them
+        for accT, _, _ in bufs[1:]:  # in piece order, as _gram_pass sums them
             acc = acc + accT.T
         if not self.stop[0]:
             bar.advance()
-        return np.ascontiguousarray(acc[:, :w])
+        # a copy: the accumulators are the next pass's
+        return np.array(acc[:, :w], order="C", copy=True)
 
 
 def _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps):
