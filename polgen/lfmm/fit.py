@@ -399,6 +399,9 @@ def _estimation_source(bed, est_bed, est_rate, est_index, scale, batch_snps):
     return open_source(bed, scale=scale, block_snps=batch_snps)
 
 
+# one switch of OpenBLAS's thread count for the whole fit: switching around every small product
+# (the convergence check, the next block) cost ~1-3 ms a switch under load
+@single_threaded_blas()
 def fit(
     X: Any,
     bed: Any,
