@@ -123,6 +123,8 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
     fval = np.empty(1)  # the fast path's ML objective at its solution
     qn = np.empty((nmom + 2 * max(nse, 1) + 6, max(nse, 1)))  # the RAM fit's secant scratch (qn_rows)
     th_prev = np.empty(npar)  # the theta of the last round end (the run-off extrapolation)
+    fio = np.empty(1)  # the RAM fit's objective at theta between its rounds (NaN: not known)
+    sv = np.empty(nv * nv + nv * p + nmom)  # its saved scratch (ram_steps.sv_size)
     smax = 0.0  # largest observed trait variance (the ridge check's scale)
     for i in range(lo, hi):
         for q in range(npar):
@@ -274,6 +276,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
             heyw = False  # the last round ended with a negative closed-form variance
             keep = False  # the next round goes on with the secant state of the last (theta unmoved)
             st = ST_NOCONV
+            fio[0] = np.nan
             while True:  # max_iter = 0 (evaluate only) runs once
                 round_iter = min(left, RIDGE_CHECK) if ne > 0 else left
                 st, it = _fit_one(
@@ -318,6 +321,8 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     WJ,
                     qn,
                     keep,
+                    fio,
+                    sv,
                 )
                 nit += it
                 left -= it
@@ -331,7 +336,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 keep = not heyw
                 if heyw and _ridge_jump(
                     theta, th_prev, th_new, fidx, nf, elim_mom, smax, s_vec, w, ent_kind, ent_r, ent_c,
-                    ent_par, ent_val, nv, p, A, S, IA, B, T, C, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+                    ent_par, ent_val, nv, p, A, S, IA, B, T, C, ma, mb, resid, Sig, Sinv, col, Smat, ldS, fio, sv,
                 ):  # fmt: skip
                     st = ST_NOFINITE
                     break

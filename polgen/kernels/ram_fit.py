@@ -15,7 +15,15 @@ from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_ML_NOTPD, ST_NOCONV, ST_NONFINITE, ST_OK, ftol
 from polgen.kernels.linalg import _chol, _chol_inverse, _damped_solve
 from polgen.kernels.ram import _implied, _jacobian
-from polgen.kernels.ram_steps import _normal_eq, _normal_eq_ml, _secant_reset, _secant_update
+from polgen.kernels.ram_steps import (
+    _load_state,
+    _normal_eq,
+    _normal_eq_ml,
+    _save_state,
+    _secant_reset,
+    _secant_update,
+    sv_size,
+)
 
 __all__ = ["fit_cov"]
 
@@ -160,12 +168,20 @@ def _fit_one(
     WJ,
     qn,
     qn_keep,
+    fio,
+    sv,
 ):
     """Levenberg-Marquardt from ``theta`` (DWLS: Gauss-Newton; ML: Fisher scoring).
 
     DWLS with a ``qn`` scratch (:func:`polgen.kernels.ram_steps.qn_rows` rows; 0: Gauss-Newton)
     adds a structured secant term to J'WJ (see :mod:`polgen.kernels.ram_steps`); a failed step of
     that model is retried as Gauss-Newton.  ``qn_keep`` continues the previous call's secant state.
+
+    ``fio`` (1 element): on entry the objective at ``theta`` when the scratch already describes
+    ``theta`` (a previous call's or :func:`polgen.kernels.ram_ridge._ridge_jump`'s end), else NaN
+    (evaluated here); on return the objective at the returned ``theta``.  ``sv``
+    (:func:`polgen.kernels.ram_steps.sv_size` elements, or fewer: not used) keeps the scratch of
+    the last accepted point of a DWLS extrapolation, restored instead of re-evaluated (same bits).
 
     ``ml`` is ``None`` for DWLS or ``True`` for ML: numba prunes the ``ml is None`` branches while
     compiling when ``ml`` is None, so a DWLS caller never compiles the ML objective and weight.
@@ -174,33 +190,13 @@ def _fit_one(
     iterations)."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
-    f = _objective(
-        ml,
-        theta,
-        ent_kind,
-        ent_r,
-        ent_c,
-        ent_par,
-        ent_val,
-        nv,
-        p,
-        A,
-        S,
-        IA,
-        B,
-        T,
-        C,
-        s_vec,
-        w,
-        ma,
-        mb,
-        resid,
-        Sig,
-        Sinv,
-        col,
-        Smat,
-        ldS,
-    )
+    f = fio[0]
+    if not (f == f):
+        f = _objective(
+            ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+            s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+        )  # fmt: skip
+        fio[0] = f
     if not np.isfinite(f):
         if ml is None:
             return ST_NONFINITE, 0
@@ -216,6 +212,7 @@ def _fit_one(
         _secant_reset(nf, nmom, qn)
     # DWLS step extrapolation: the previous accepted direction kept in the ML-only scratch Wm
     extrap = ml is None and Wm.shape[1] >= nf
+    keep_sv = sv.shape[0] >= nv * nv + nv * p + nmom  # sv_size
     prev = Wm[0]
     have_prev = False
     while it < max_iter:
@@ -231,6 +228,7 @@ def _fit_one(
             if abs(g[a]) > gmax:
                 gmax = abs(g[a])
         if gmax == 0.0:
+            fio[0] = f
             return ST_OK, it
         aug = use_qn
         if use_qn:
@@ -258,32 +256,9 @@ def _fit_one(
             for a in range(nf):
                 th_new[fidx[a]] += delta[a]
             fn = _objective(
-                ml,
-                th_new,
-                ent_kind,
-                ent_r,
-                ent_c,
-                ent_par,
-                ent_val,
-                nv,
-                p,
-                A,
-                S,
-                IA,
-                B,
-                T,
-                C,
-                s_vec,
-                w,
-                ma,
-                mb,
-                resid,
-                Sig,
-                Sinv,
-                col,
-                Smat,
-                ldS,
-            )
+                ml, th_new, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+                s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+            )  # fmt: skip
             if fn <= f:
                 accepted = True
                 small = True
@@ -308,73 +283,34 @@ def _fit_one(
                     if have_prev and dp > EXTRAP_COS * np.sqrt(dd * pp):
                         mult = 1.0
                         failed = False
+                        if keep_sv:
+                            _save_state(B, C, resid, nv, p, nmom, sv)
                         for _x in range(EXTRAP_MAX):
                             for a in range(nf):
                                 th_new[fidx[a]] = theta[fidx[a]] + mult * delta[a]
                             fx = _objective(
-                                ml,
-                                th_new,
-                                ent_kind,
-                                ent_r,
-                                ent_c,
-                                ent_par,
-                                ent_val,
-                                nv,
-                                p,
-                                A,
-                                S,
-                                IA,
-                                B,
-                                T,
-                                C,
-                                s_vec,
-                                w,
-                                ma,
-                                mb,
-                                resid,
-                                Sig,
-                                Sinv,
-                                col,
-                                Smat,
-                                ldS,
-                            )
+                                ml, th_new, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T,
+                                C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+                            )  # fmt: skip
                             if fx < f:
                                 for a in range(nf):
                                     theta[fidx[a]] = th_new[fidx[a]]
                                 f = fx
                                 mult *= 2.0
+                                if keep_sv:
+                                    _save_state(B, C, resid, nv, p, nmom, sv)
                             else:
                                 failed = True
                                 break
                         if failed:
-                            # the scratch must describe theta: re-evaluate after a failed trial
-                            f = _objective(
-                                ml,
-                                theta,
-                                ent_kind,
-                                ent_r,
-                                ent_c,
-                                ent_par,
-                                ent_val,
-                                nv,
-                                p,
-                                A,
-                                S,
-                                IA,
-                                B,
-                                T,
-                                C,
-                                s_vec,
-                                w,
-                                ma,
-                                mb,
-                                resid,
-                                Sig,
-                                Sinv,
-                                col,
-                                Smat,
-                                ldS,
-                            )
+                            # the scratch must describe theta: restored after a failed trial
+                            if keep_sv:
+                                _load_state(B, C, resid, nv, p, nmom, sv)
+                            else:
+                                f = _objective(
+                                    ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B,
+                                    T, C, s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+                                )  # fmt: skip
                     for a in range(nf):
                         prev[a] = delta[a]
                     have_prev = True
@@ -387,6 +323,7 @@ def _fit_one(
                             qn[m, a] = J[m, a]
                     qn[qb + 5, 0] = 1.0
                 if small or (fold - f) <= ftol * fold or f == 0.0:
+                    fio[0] = f
                     return ST_OK, it
             elif aug:
                 aug = False  # the augmented model's step failed: the Gauss-Newton step
@@ -394,34 +331,12 @@ def _fit_one(
                 lam = 1e-8 if lam == 0.0 else lam * 10.0
         if not accepted:
             # no decrease possible along any damped direction: stationary point (to rounding)
-            _objective(
-                ml,
-                theta,
-                ent_kind,
-                ent_r,
-                ent_c,
-                ent_par,
-                ent_val,
-                nv,
-                p,
-                A,
-                S,
-                IA,
-                B,
-                T,
-                C,
-                s_vec,
-                w,
-                ma,
-                mb,
-                resid,
-                Sig,
-                Sinv,
-                col,
-                Smat,
-                ldS,
-            )
+            fio[0] = _objective(
+                ml, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+                s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+            )  # fmt: skip
             return ST_OK, it
+    fio[0] = f
     return ST_NOCONV, it
 
 
@@ -492,5 +407,7 @@ def fit_cov(s_vec, w, model, fidx, theta0, *, ml=False, max_iter=500, xtol=1e-12
         WJ,
         e((nmom + 2 * mf + 6 if secant else 0, mf)),  # the secant scratch (0 rows: Gauss-Newton)
         False,
+        np.full(1, np.nan),
+        e(sv_size(nv, p, nmom)),
     )
     return theta, int(st), int(it), C[ma, mb].copy()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import RIDGE
 from polgen.kernels.ram_fit import _objective
+from polgen.kernels.ram_steps import _load_state, _save_state
 
 __all__ = ["JUMP_TRIALS"]
 
@@ -81,16 +82,25 @@ def _ridge_jump(
     col,
     Smat,
     ldS,
+    fio,
+    sv,
 ):
     """Geometric extrapolation of a DWLS fit from ``prev`` (the previous round's end) through
     ``theta``.  Returns True when an accepted trial passes the ridge bound (``theta`` is left
     there: the SNP has no finite minimum); else moves ``theta`` to the last accepted trial (or
     leaves it) and returns False.  Either way the scratch (resid, B, C ...) describes ``theta`` on
-    return, as after :func:`polgen.kernels.ram_fit._fit_one`."""
-    f = _objective(
-        None, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
-        s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
-    )  # fmt: skip
+    return, as after :func:`polgen.kernels.ram_fit._fit_one`, and ``fio[0]`` is the objective there.
+    On entry ``fio[0]`` is the objective at ``theta`` with the scratch describing it (or NaN);
+    ``sv`` (:func:`polgen.kernels.ram_steps.sv_size` elements) keeps the scratch of the last
+    accepted point, restored at the end instead of re-evaluated (same bits)."""
+    nmom = ma.shape[0]
+    f = fio[0]
+    if not (f == f):
+        f = _objective(
+            None, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
+            s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
+        )  # fmt: skip
+    _save_state(B, C, resid, nv, p, nmom, sv)
     mult = 2.0
     good = 0.0
     for _x in range(JUMP_TRIALS):
@@ -106,14 +116,14 @@ def _ridge_jump(
         if _ran_off(elim_mom, s_vec, resid, smax):
             for q in range(theta.shape[0]):
                 theta[q] = trial[q]
+            fio[0] = f
             return True
+        _save_state(B, C, resid, nv, p, nmom, sv)
         mult *= 2.0
     if good > 0.0:
         _geometric(theta, prev, fidx, nf, good, trial)
         for q in range(theta.shape[0]):
             theta[q] = trial[q]
-    _objective(
-        None, theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, A, S, IA, B, T, C,
-        s_vec, w, ma, mb, resid, Sig, Sinv, col, Smat, ldS,
-    )  # fmt: skip
+    _load_state(B, C, resid, nv, p, nmom, sv)
+    fio[0] = f
     return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from polgen.kernels._jit import jit
 
-__all__ = ["qn_rows"]
+__all__ = ["qn_rows", "sv_size"]
 
 
 @jit
@@ -107,3 +107,38 @@ def _secant_reset(nf, nmom, qn):
         for b in range(nf):
             qn[nmom + a, b] = 0.0
     qn[nmom + nf + 5, 0] = 0.0
+
+
+def sv_size(nv: int, p: int, nmom: int) -> int:
+    """Elements of :func:`_fit_one`'s saved scratch ``sv``: B (nv x nv), C (nv x p), resid (nmom)."""
+    return nv * nv + nv * p + nmom
+
+
+@jit
+def _save_state(B, C, resid, nv, p, nmom, sv):
+    """sv = (B, C, resid): what describes a point of the DWLS fit (its Jacobian and residuals)."""
+    k = 0
+    for i in range(nv):
+        for j in range(nv):
+            sv[k] = B[i, j]
+            k += 1
+        for j in range(p):
+            sv[k] = C[i, j]
+            k += 1
+    for m in range(nmom):
+        sv[k + m] = resid[m]
+
+
+@jit
+def _load_state(B, C, resid, nv, p, nmom, sv):
+    """(B, C, resid) = sv, as saved by :func:`_save_state`."""
+    k = 0
+    for i in range(nv):
+        for j in range(nv):
+            B[i, j] = sv[k]
+            k += 1
+        for j in range(p):
+            C[i, j] = sv[k]
+            k += 1
+    for m in range(nmom):
+        resid[m] = sv[k + m]
