@@ -23,7 +23,7 @@ from polgen.kernels.gwas_fast import _fit_fast
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _objective
-from polgen.kernels.ram_ridge import _ran_off, _ridge_jump
+from polgen.kernels.ram_ridge import _collapsed, _ran_off, _ridge_jump
 from polgen.kernels.ram_steps import _normal_eq, _normal_eq_ml
 from polgen.kernels.snp_moments import _input_status, s_full_into, v_full_into, v_snp_into, z_pre_into
 
@@ -328,7 +328,9 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 left -= it
                 if st != ST_NOCONV or ne == 0 or left <= 0:
                     break
-                if _ran_off(elim_mom, s_vec, resid, smax):
+                if _ran_off(elim_mom, s_vec, resid, smax) or _collapsed(
+                    theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, B
+                ):
                     st = ST_NOFINITE
                     break
                 # a Heywood variance since the last round end: extrapolate along the run-off (a

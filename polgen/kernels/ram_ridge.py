@@ -51,6 +51,32 @@ def _ran_off(elim_mom, s_vec, resid, smax):
 
 
 @jit
+def _collapsed(theta, ent_kind, ent_r, ent_c, ent_par, ent_val, nv, p, B):
+    """A latent variable whose residual variance is fixed (e.g. ``F1 ~~ 1*F1``) and whose total
+    variance (B S B')_ll exceeds RIDGE times it: the factor has become (to 1/RIDGE) a linear
+    function of its predictors, its loadings shrinking towards 0 while its regression on the SNP
+    grows without bound (a factor collapse; the objective falls towards a limit it never
+    attains).  B must describe ``theta``."""
+    for e in range(ent_kind.shape[0]):
+        lat = ent_r[e]
+        if ent_kind[e] != 1 or lat < p or ent_c[e] != lat or ent_par[e] >= 0 or not (ent_val[e] > 0.0):
+            continue
+        tot = 0.0
+        for e2 in range(ent_kind.shape[0]):
+            if ent_kind[e2] != 1:
+                continue
+            q = ent_par[e2]
+            val = ent_val[e2] if q < 0 else theta[q]
+            r = ent_r[e2]
+            c = ent_c[e2]
+            x = val * B[lat, r] * B[lat, c]
+            tot += x if r == c else 2.0 * x
+        if not (tot <= RIDGE * ent_val[e]):
+            return True
+    return False
+
+
+@jit
 def _ridge_jump(
     theta,
     prev,
