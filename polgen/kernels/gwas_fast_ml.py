@@ -199,25 +199,33 @@ def _fit_fast_ml(
     mb,
     p,
     s_vec,
+    w,
     ldS,
     max_iter,
     xtol,
     u,
     sig,
     J,
+    WJ,
     H,
     HW,
     g,
     delta,
     th_new,
     resid,
+    Cp,
+    Sig,
     Sinv,
     col,
+    Smat,
+    Wm,
     fval,
 ):
     """ML on the fast path (see above).  Leaves resid, J and Sinv = Sigma^-1 at the solution, as
     :func:`_fit_fast`, and the objective there in ``fval[0]`` (inf where Sigma is not positive
-    definite).  Returns (status, iterations)."""
+    definite).  Returns (status, iterations).  The arguments are those of the DWLS fit
+    (:func:`polgen.kernels.gwas_fast._fit_fast_dwls`, one list for both); ``w``, ``WJ``, ``Cp``,
+    ``Sig``, ``Smat`` and ``Wm`` are unused."""
     nmom = ma.shape[0]
     npar = theta.shape[0]
     q = p - 1
