@@ -123,6 +123,11 @@ def _objective(
 #: EXTRAP_MAX) while the objective falls
 EXTRAP_COS = 0.9
 EXTRAP_MAX = 10
+#: first Marquardt damping after a rejected Gauss-Newton step of a fit with secant steps (the GWAS
+#: RAM fit); 1e-8 (kept by ML and plain Gauss-Newton) retried a practically undamped step up to
+#: five times before the damping changed it: on 20k bench SNPs of fix_measurement=False 1e-3 takes
+#: 15% fewer objective evaluations (iterations +0.25%, the same statuses, estimates within 1e-6 SE)
+LAM0_SECANT = 1e-3
 
 
 @jit
@@ -328,7 +333,7 @@ def _fit_one(
             elif aug:
                 aug = False  # the augmented model's step failed: the Gauss-Newton step
             else:
-                lam = 1e-8 if lam == 0.0 else lam * 10.0
+                lam = (LAM0_SECANT if use_qn else 1e-8) if lam == 0.0 else lam * 10.0
         if not accepted:
             # no decrease possible along any damped direction: stationary point (to rounding)
             fio[0] = _objective(
