@@ -61,10 +61,15 @@ from the best-scoring of the sign patterns and fixed loading directions while on
 (a loading or a variance running off to infinity) are flagged ``converged=False``. lavaan's
 ``nlminb`` reaches the same minimum on the reference fixtures and on the SNPs where R converges
 (R can stop at a higher local minimum because it starts every SNP from the first SNP's estimates).
-ML fits use multiple starts over the full parameter vector.  The other models with several starts
-(``fix_measurement=False``) fit every SNP from the no-SNP solution and refit from the other sign /
-scale starts only the SNPs whose fit did not converge, changed a loading's sign or has a
-chi-square above its df (:func:`polgen.gsem.gwas_batch.multistart_trigger`).
+ML fits use multiple starts over the full parameter vector.  ``fix_measurement=False`` on the
+common-factor model written with a fixed factor variance (``F1 =~ NA*T1 + ... + Tk``, ``F1 ~~
+1*F1``, ``F1 ~ SNP``, ``SNP ~~ SNP``; any trait order) is commonfactorGWAS's model re-identified:
+it is fit by the same reduced problem and mapped back (:mod:`polgen.gsem.gwas_cfuser`: a minimum
+with factor residual variance <= 0 is no minimum of the user's model, whose fit then runs off).
+The other models with several starts (``fix_measurement=False``) fit every SNP from the no-SNP
+solution and refit from the other sign / scale starts only the SNPs whose fit did not converge,
+changed a loading's sign or has a chi-square above its df
+(:func:`polgen.gsem.gwas_batch.multistart_trigger`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from polgen.gsem.expr import evaluate_array
+from polgen.gsem.gwas_cfuser import cfu_stage1
 from polgen.gsem.gwas_commonfactor import cf_q_result, cf_q_start, cf_stage1
 from polgen.gsem.gwas_constrained import constrained_stage
 from polgen.gsem.gwas_plan import Plan, Stage
@@ -275,6 +276,8 @@ def compute_batch(plan: Plan, df: pl.DataFrame) -> pl.DataFrame:
     n = df.height
     if plan.kind == "commonfactor" and plan.stage1.cf is not None:
         res = cf_stage1(plan, beta, se, var)
+    elif plan.kind == "user" and plan.stage1.cfu is not None:
+        res = cfu_stage1(plan, beta, se, var, run_stage)
     elif plan.lincon is not None:
         res = constrained_stage(plan, beta, se, var, run_stage)
     else:

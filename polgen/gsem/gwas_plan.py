@@ -68,6 +68,7 @@ class Stage:
     wald_idx: np.ndarray | None = None
     fast: dict | None = None  # fast-path structure (see kernels.gwas.fast_structure)
     cf: dict | None = None  # commonfactor DWLS: reduced-problem starts (see _cf_stage1)
+    cfu: dict | None = None  # user_gwas on the re-identified common-factor model (gwas_cfuser)
 
 
 @dataclass
@@ -426,6 +427,11 @@ def plan_user(
         tied = np.union1d(tied, [label_src[x][0] for x in nl_labels if x in label_src and label_src[x][0] >= 0])
         # a flip negating a constrained parameter (b1 == 2*b2 with only F1 flipped) breaks it
         flips = [f for f in flips if not np.isin(f[1], tied).any()]
+    if not fix_measurement and lincon is None and bounds is None:
+        # the common-factor model re-identified: commonfactorGWAS's reduced problem (gwas_cfuser)
+        from polgen.gsem.gwas_cfuser import cfu_structure
+
+        stage.cfu = cfu_structure(pt, num, traits, pred, base, ml)
     # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
     q_ptr = q_obs = q_trait = None
     q_rows: dict[int, int] = {}
