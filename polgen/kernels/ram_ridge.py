@@ -11,6 +11,12 @@ kernel extrapolates geometrically between two round ends: ``theta_j * (theta_j /
 m = 2, 4, 8, ... (only parameters that kept their sign), accepting each trial while the objective
 falls.  A trial is accepted only when it lowers the objective, so a fit that has a finite minimum
 goes on from a better point; the ridge verdict is the same test as the kernel's own.
+
+A second run-off leaves every trait's explained variance finite: a factor collapse (seen from
+flipped half-scale starts), where the loadings shrink towards 0 while the factor's regression on
+the SNP grows without bound.  :func:`_collapsed` ends it once a latent variable with a fixed
+residual variance has a total variance above ``RIDGE`` times it (Levenberg-Marquardt crawled there
+to the iteration cap).
 """
 
 from __future__ import annotations
