@@ -29,55 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER, cf_n_fixed_starts, cf_starts
-from polgen.gsem.ram import Numbering
-from polgen.gsem.syntax import ParTable
+from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER
+from polgen.gsem.gwas_starts import cfu_structure
 
-__all__ = ["cfu_structure", "cfu_stage1"]
-
-
-def cfu_structure(
-    pt: ParTable, num: Numbering, traits: list[str], pred: str, base: dict | None, ml: bool
-) -> dict | None:
-    """The reduced problem's starts and the user parameter numbers when the user model is the
-    common-factor model re-identified (see the module docstring) over all ``traits``; else None."""
-    if ml or len(pt.latent) != 1 or len(traits) < 3 or pt.constraints or pt.defined:
-        return None
-    F = pt.latent[0]
-    k = len(traits)
-    par = num.par.tolist()
-    key: dict[tuple[str, str, str], int] = {}
-    fixed_var = None
-    for r, q, v in zip(pt.rows, par, num.value.tolist()):
-        if np.isfinite(r.lower) or np.isfinite(r.upper):
-            return None
-        tag = (r.lhs, r.op, r.rhs)
-        if tag == (F, "~~", F):
-            if q >= 0 or not (v > 0):
-                return None
-            fixed_var = float(v)
-            continue
-        ok = (
-            (r.op == "=~" and r.lhs == F and r.rhs in traits)
-            or tag == (F, "~", pred)
-            or tag == (pred, "~~", pred)
-            or (r.op == "~~" and r.lhs == r.rhs and r.lhs in traits)
-        )
-        if not ok or q < 0 or tag in key:
-            return None
-        key[tag] = q
-    want = [(F, "=~", t) for t in traits] + [(F, "~", pred), (pred, "~~", pred)] + [(t, "~~", t) for t in traits]
-    if fixed_var is None or set(key) != set(want) or len(set(key.values())) != len(key):
-        return None
-    pidx = np.array([key[w] for w in want], np.int64)  # lambda'_1..k, b', v, theta_1..k
-    if base is not None and all((F, "=~", t) in base for t in traits) and base[(F, "=~", traits[0])] != 0.0:
-        # the no-SNP fit in the reduced chart: l_t = lambda'_t / lambda'_1, phi = c lambda'_1^2
-        l1 = base[(F, "=~", traits[0])]
-        lam = np.array([base[(F, "=~", t)] / l1 for t in traits[1:]], dtype=np.float64)
-        phi = fixed_var * l1 * l1
-    else:
-        lam, phi = np.ones(k - 1), 0.05
-    return {"starts": cf_starts(lam, phi, k), "pidx": pidx, "c": fixed_var, "n_fixed": cf_n_fixed_starts(k)}
+__all__ = ["cfu_structure", "cfu_stage1"]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
 
 
 def cfu_stage1(plan, beta, se, var, run_stage) -> dict:

@@ -12,7 +12,6 @@ whose other parameters are fixed at stage 1's estimates, ``Q_df = k - 1``.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
 
@@ -27,7 +26,7 @@ from polgen.gsem.gwas_plan import (
     plan_base,
     r_ml_meat,
 )
-from polgen.gsem.gwas_starts import sign_starts, start_values
+from polgen.gsem.gwas_starts import CF_DIRECTIONS, cf_starts, sign_starts, start_values
 from polgen.gsem.ram import Numbering, kernel_layout
 from polgen.gsem.syntax import ParTable, parse_model
 
@@ -52,48 +51,12 @@ def commonfactor_gwas_model(traits: Sequence[str], pred: str = "SNP") -> str:
     return "\n".join(lines)
 
 
-CF_DIRECTIONS = 256  # loading directions scored per SNP (commonfactor_gwas, DWLS)
 CF_LM_RUNS = 1  # fits per SNP always run: the warm start
 #: further fits from the best-scoring starts while one scores below the best converged objective
 #: times 1 + CF_TRIGGER (a lower basin may be there; issue 18: the old fixed CF_LM_RUNS = 6 fits
 #: missed more lowest minima of the full 255-start search, at twice the time)
 CF_TRIGGER = 0.1
 CF_LM_RUNS_FALLBACK = 6  # the earlier rule, for SNPs whose lowest minimum is singular
-
-
-def cf_starts(lam: np.ndarray, phi: float, k: int) -> np.ndarray:
-    """Starts of the reduced problem, rows ``(l_2..l_k, phi)``: the warm start (the no-SNP
-    loadings ``lam`` and factor variance ``phi``; loadings 1 and 0.05 when not finite), its sign
-    patterns at scales 1, 0.3 and 3, lavaan's default (loadings 1), then :data:`CF_DIRECTIONS`
-    fixed loading directions.  The first :func:`cf_n_fixed_starts` rows do not depend on the
-    random directions."""
-    if not (np.all(np.isfinite(lam)) and np.isfinite(phi)):
-        lam, phi = np.ones(k - 1), 0.05
-    rows = []
-    flips = (
-        list(itertools.product([1.0, -1.0], repeat=k - 1))
-        if k - 1 <= 4
-        else ([tuple([1.0] * (k - 1))] + [tuple(-1.0 if i == j else 1.0 for i in range(k - 1)) for j in range(k - 1)])
-    )
-    for sc in (1.0, 0.3, 3.0):
-        for pat in flips:
-            rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc**2])
-    rows.append(np.r_[np.ones(k - 1), 0.05])
-    # directions of the loading vector (the objective depends on its direction only): a fixed
-    # set, in the l_1 = 1 chart
-    u = np.random.default_rng(20240601).normal(size=(CF_DIRECTIONS, k))
-    u *= np.sign(u[:, :1])
-    u = u[np.abs(u[:, 0]) >= 0.05 * np.abs(u).max(axis=1)]
-    for row in u:
-        rows.append(np.r_[row[1:] / row[0], phi])
-    return np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows))
-
-
-def cf_n_fixed_starts(k: int) -> int:
-    """How many leading rows of :func:`cf_starts` are the warm start, its sign patterns and
-    lavaan's default (the rest are the fixed random directions)."""
-    flips = 2 ** (k - 1) if k - 1 <= 4 else k
-    return 2 + 3 * flips
 
 
 def _cf_structure(

@@ -42,7 +42,7 @@ from polgen.gsem.constraints import (
     split_kernel_constraints,
 )
 from polgen.gsem.covstruc import as_covstruc as _as_covstruc
-from polgen.gsem.gwas_starts import sign_starts, start_values
+from polgen.gsem.gwas_starts import cfu_structure, sign_starts, start_values
 from polgen.gsem.matrix import is_pd, near_pd
 from polgen.gsem.ram import KernelLayout, Numbering, kernel_layout, vech_index
 from polgen.gsem.syntax import ParTable, parse_model, parse_syntax
@@ -429,8 +429,6 @@ def plan_user(
         flips = [f for f in flips if not np.isin(f[1], tied).any()]
     if not fix_measurement and lincon is None and bounds is None:
         # the common-factor model re-identified: commonfactorGWAS's reduced problem (gwas_cfuser)
-        from polgen.gsem.gwas_cfuser import cfu_structure
-
         stage.cfu = cfu_structure(pt, num, traits, pred, base, ml)
     # Q_SNP groups: factors with a 'F ~ SNP' line, indicators that are observed traits
     q_ptr = q_obs = q_trait = None

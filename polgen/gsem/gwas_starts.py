@@ -1,6 +1,8 @@
 """Genomic SEM GWAS, start vectors of the fits: lavaan-like start values (loadings 1 or from the
 no-SNP fit, observed variances S_ii / 2, ...) and sign patterns of the factors' loadings (several
-starts where a factor's sign is free; the lowest objective wins)."""
+starts where a factor's sign is free; the lowest objective wins); the starts of commonfactorGWAS's
+reduced problem (:func:`cf_starts`) and of user models that are that model re-identified
+(:func:`cfu_structure`, fit by :mod:`polgen.gsem.gwas_cfuser`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import numpy as np
 from polgen.gsem.ram import Numbering
 from polgen.gsem.syntax import ParTable
 
-__all__ = ["sign_starts", "start_values"]
+__all__ = ["CF_DIRECTIONS", "cf_n_fixed_starts", "cf_starts", "cfu_structure", "sign_starts", "start_values"]
+
+CF_DIRECTIONS = 256  # loading directions scored per SNP (commonfactor_gwas, DWLS)
 
 
 def start_values(
@@ -80,3 +84,82 @@ def sign_starts(
                 out[s, q] = sg * sc * abs(base[q])
             s += 1
     return out
+
+
+def cf_starts(lam: np.ndarray, phi: float, k: int) -> np.ndarray:
+    """Starts of the reduced problem, rows ``(l_2..l_k, phi)``: the warm start (the no-SNP
+    loadings ``lam`` and factor variance ``phi``; loadings 1 and 0.05 when not finite), its sign
+    patterns at scales 1, 0.3 and 3, lavaan's default (loadings 1), then :data:`CF_DIRECTIONS`
+    fixed loading directions.  The first :func:`cf_n_fixed_starts` rows do not depend on the
+    random directions."""
+    if not (np.all(np.isfinite(lam)) and np.isfinite(phi)):
+        lam, phi = np.ones(k - 1), 0.05
+    rows = []
+    flips = (
+        list(itertools.product([1.0, -1.0], repeat=k - 1))
+        if k - 1 <= 4
+        else ([tuple([1.0] * (k - 1))] + [tuple(-1.0 if i == j else 1.0 for i in range(k - 1)) for j in range(k - 1)])
+    )
+    for sc in (1.0, 0.3, 3.0):
+        for pat in flips:
+            rows.append(np.r_[np.abs(lam) * np.array(pat) * sc, phi / sc**2])
+    rows.append(np.r_[np.ones(k - 1), 0.05])
+    # directions of the loading vector (the objective depends on its direction only): a fixed
+    # set, in the l_1 = 1 chart
+    u = np.random.default_rng(20240601).normal(size=(CF_DIRECTIONS, k))
+    u *= np.sign(u[:, :1])
+    u = u[np.abs(u[:, 0]) >= 0.05 * np.abs(u).max(axis=1)]
+    for row in u:
+        rows.append(np.r_[row[1:] / row[0], phi])
+    return np.ascontiguousarray(np.array([np.r_[lam, phi]] + rows))
+
+
+def cf_n_fixed_starts(k: int) -> int:
+    """How many leading rows of :func:`cf_starts` are the warm start, its sign patterns and
+    lavaan's default (the rest are the fixed random directions)."""
+    flips = 2 ** (k - 1) if k - 1 <= 4 else k
+    return 2 + 3 * flips
+
+
+def cfu_structure(
+    pt: ParTable, num: Numbering, traits: list[str], pred: str, base: dict | None, ml: bool
+) -> dict | None:
+    """The reduced problem's starts and the user parameter numbers when the user model is the
+    common-factor model re-identified (see the module docstring) over all ``traits``; else None."""
+    if ml or len(pt.latent) != 1 or len(traits) < 3 or pt.constraints or pt.defined:
+        return None
+    F = pt.latent[0]
+    k = len(traits)
+    par = num.par.tolist()
+    key: dict[tuple[str, str, str], int] = {}
+    fixed_var = None
+    for r, q, v in zip(pt.rows, par, num.value.tolist()):
+        if np.isfinite(r.lower) or np.isfinite(r.upper):
+            return None
+        tag = (r.lhs, r.op, r.rhs)
+        if tag == (F, "~~", F):
+            if q >= 0 or not (v > 0):
+                return None
+            fixed_var = float(v)
+            continue
+        ok = (
+            (r.op == "=~" and r.lhs == F and r.rhs in traits)
+            or tag == (F, "~", pred)
+            or tag == (pred, "~~", pred)
+            or (r.op == "~~" and r.lhs == r.rhs and r.lhs in traits)
+        )
+        if not ok or q < 0 or tag in key:
+            return None
+        key[tag] = q
+    want = [(F, "=~", t) for t in traits] + [(F, "~", pred), (pred, "~~", pred)] + [(t, "~~", t) for t in traits]
+    if fixed_var is None or set(key) != set(want) or len(set(key.values())) != len(key):
+        return None
+    pidx = np.array([key[w] for w in want], np.int64)  # lambda'_1..k, b', v, theta_1..k
+    if base is not None and all((F, "=~", t) in base for t in traits) and base[(F, "=~", traits[0])] != 0.0:
+        # the no-SNP fit in the reduced chart: l_t = lambda'_t / lambda'_1, phi = c lambda'_1^2
+        l1 = base[(F, "=~", traits[0])]
+        lam = np.array([base[(F, "=~", t)] / l1 for t in traits[1:]], dtype=np.float64)
+        phi = fixed_var * l1 * l1
+    else:
+        lam, phi = np.ones(k - 1), 0.05
+    return {"starts": cf_starts(lam, phi, k), "pidx": pidx, "c": fixed_var, "n_fixed": cf_n_fixed_starts(k)}
