@@ -31,6 +31,7 @@ import numpy as np
 
 from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER
 from polgen.gsem.gwas_starts import cfu_structure
+from polgen.kernels import _precompile
 
 __all__ = ["cfu_structure", "cfu_stage1"]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
 
@@ -54,9 +55,12 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
         return run_stage(plan, st, beta, se, var, q=q)
     S_LD, V_LD, I_LD, gc, varse2, v_pd_known = plan.ld_args()
     ld = (S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
-    th, fmin, status, _ = commonfactor_fit(
-        beta, se, var, *ld, starts, cidx, npc, n_always=CF_LM_RUNS, trigger=CF_TRIGGER
-    )
+    # a first call compiles the reduced fit here and the general kernel in a helper meanwhile
+    with _precompile.plans(_precompile.PLANS_CFU):
+        th, fmin, status, _ = commonfactor_fit(
+            beta, se, var, *ld, starts, cidx, npc, n_always=CF_LM_RUNS, trigger=CF_TRIGGER
+        )
+
     with np.errstate(invalid="ignore"):
         feas = (status == ST_OK) & (th[:, ip] > 0.0)
     # lowest minimum outside the user model (psi <= 0) or none: its minima with psi > 0 from the

@@ -44,7 +44,7 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["PLANS", "VARIANTS", "HelperPlan", "install", "enabled", "start", "start_variant"]
+__all__ = ["PLANS", "PLANS_CFU", "VARIANTS", "HelperPlan", "install", "enabled", "plans", "start", "start_variant"]
 
 log = logging.getLogger("polgen.kernels")
 
@@ -71,6 +71,20 @@ PLANS: dict[str, HelperPlan] = {
         (_KERNELS + "commonfactor_se._se_range", _KERNELS + "gwas_kernel._snp_range"),
     ),
 }
+
+#: user_gwas(fix_measurement=False) on the common-factor model (polgen.gsem.gwas_cfuser) also starts
+#: with the reduced fit; its helper compiles the general kernel of that call (the SEs at the mapped
+#: estimates), not commonfactor_gwas's closed-form SE kernel (used with :func:`plans`)
+PLANS_CFU: dict[str, HelperPlan] = {
+    _KERNELS + "commonfactor._cf_range": HelperPlan(
+        "polgen.warmup:run_step",
+        "gsem.user_gwas (fix_measurement=False)",
+        _KERNELS + "commonfactor._cf_range",
+        (_KERNELS + "gwas_kernel._snp_range",),
+    ),
+}
+#: plans that replace :data:`PLANS`'s for their kernels while a :func:`plans` block runs
+_OVERRIDE: dict[str, HelperPlan] = {}
 
 #: kernels whose argument at this position is None (tested ``is None`` inside: that code is left
 #: out) in the common specialisation and True in a rarer one the same call may need next: the
@@ -259,6 +273,23 @@ def _wait_on_miss(name: str, helper: _Helper) -> None:
     cache.load_overload = load_overload
 
 
+@contextlib.contextmanager
+def plans(override: dict[str, HelperPlan]):
+    """Start ``override``'s helper plans instead of :data:`PLANS`'s for the kernels it names while
+    the block runs (process-wide, not per thread: the kernels compile in whichever thread calls
+    them first; a concurrent call of another method that takes the other plan's helper only loses
+    the time a helper saves, never a result)."""
+    with _lock:
+        saved = dict(_OVERRIDE)
+        _OVERRIDE.update(override)
+    try:
+        yield
+    finally:
+        with _lock:
+            _OVERRIDE.clear()
+            _OVERRIDE.update(saved)
+
+
 def start(plan: HelperPlan) -> _Helper | None:
     """Start the helper of ``plan`` (once per process); None when helpers are off or it failed."""
     with _lock:
@@ -332,7 +363,7 @@ def _make_listener():
                 return
             fn = getattr((event.data or {}).get("dispatcher"), "py_func", None)
             name = f"{fn.__module__}.{fn.__qualname__}" if fn is not None else ""
-            plan = PLANS.get(name)
+            plan = _OVERRIDE.get(name) or PLANS.get(name)
             if plan is not None:
                 start(plan)
             if name in VARIANTS:
