@@ -16,13 +16,14 @@ def read_csv(path: Path) -> pl.DataFrame:
     return pl.read_csv(path, null_values="NA", infer_schema_length=None)
 
 
-def covstruc_of(d: Path) -> dict:
-    """The covstruc (S, V, I, trait names T1-T5) stored as S.csv / V.csv / I.csv in ``d``."""
+def covstruc_of(d: Path, traits: list[str] | None = None) -> dict:
+    """The covstruc (S, V, I; trait names ``traits``, default T1-T5) stored as S.csv / V.csv /
+    I.csv in ``d``."""
     return {
         "S": read_csv(d / "S.csv").to_numpy(),
         "V": read_csv(d / "V.csv").to_numpy(),
         "I": read_csv(d / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
+        "trait_names": TRAITS if traits is None else traits,
     }
 
 

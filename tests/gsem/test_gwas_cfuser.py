@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from constraint_fixtures import R, read_csv
+from constraint_fixtures import R, covstruc_of
 
 from polgen.gsem.gwas_batch import extract_inputs, run_stage
 from polgen.gsem.gwas_cfuser import cfu_stage1, cfu_structure
@@ -24,12 +24,7 @@ MODEL = "F1 =~ NA*T1 + T2 + T3\nF1 ~ SNP\nF1 ~~ 1*F1\nSNP ~~ SNP"
 
 
 def _covstruc() -> dict:
-    return {
-        "S": read_csv(D / "S.csv").to_numpy(),
-        "V": read_csv(D / "V.csv").to_numpy(),
-        "I": read_csv(D / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
-    }
+    return covstruc_of(D, TRAITS)
 
 
 def _snps(n: int, seed: int = 7) -> pl.DataFrame:

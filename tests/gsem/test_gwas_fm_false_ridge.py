@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from constraint_fixtures import R, read_csv
+from constraint_fixtures import R, covstruc_of, read_csv
 
 from polgen.gsem import user_gwas
 
@@ -22,12 +22,7 @@ TRAITS = ["T1", "T2", "T3"]
 
 
 def _covstruc() -> dict:
-    return {
-        "S": read_csv(D / "S.csv").to_numpy(),
-        "V": read_csv(D / "V.csv").to_numpy(),
-        "I": read_csv(D / "I.csv").to_numpy(),
-        "trait_names": TRAITS,
-    }
+    return covstruc_of(D, TRAITS)
 
 
 def _snps() -> pl.DataFrame:
