@@ -613,7 +613,7 @@ def fit(
             f"and (K+1)-th singular values ({_gap_text(eig, K)}) make the K-dimensional subspace ill-defined"
         )
         log.warning("%s", msg)
-        warnings.warn(msg, LfmmConvergenceWarning, stacklevel=2)
+        warnings.warn(msg, LfmmConvergenceWarning, stacklevel=3)  # past the BLAS decorator's frame
     params = {
         "K": K,
         "lam": float(lam),

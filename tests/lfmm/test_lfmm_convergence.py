@@ -88,8 +88,9 @@ def test_clear_gap_stops_within_three_passes():
 
 
 def test_cap_warns_and_reports(ath, caplog):
-    with pytest.warns(L.LfmmConvergenceWarning, match=r"did not converge in 3 passes.*tol=1e-07"):
+    with pytest.warns(L.LfmmConvergenceWarning, match=r"did not converge in 3 passes.*tol=1e-07") as got:
         model = L.fit(ath["env"], ATH.with_suffix(".bed"), 6, max_power_iter=2, progress=False)
+    assert got[0].filename == __file__  # the warning names the caller's line
     conv = model.convergence
     assert conv is not None and conv.passes == 3 and conv.stop == "cap" and not conv.converged
     assert conv.subspace_change is not None and conv.subspace_change > 1e-3
