@@ -57,7 +57,7 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     ld = (S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
     # a first call compiles the reduced fit here and the general kernel in a helper meanwhile
     with _precompile.plans(_precompile.PLANS_CFU):
-        th, fmin, status, _ = commonfactor_fit(
+        th, _, status, _ = commonfactor_fit(
             beta, se, var, *ld, starts, cidx, npc, n_always=CF_LM_RUNS, trigger=CF_TRIGGER
         )
 
@@ -79,7 +79,6 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
             best_th[take] = t2[take]
         found = np.isfinite(best)
         th[redo[found]] = best_th[found]
-        fmin[redo[found]] = best[found]
         feas[redo[found]] = True
         nofinite = redo[~found]
     # the user's parameters at the reduced fit's solution; SEs and statistics from the general
