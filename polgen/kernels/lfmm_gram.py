@@ -235,3 +235,124 @@ def gram_range(D, a, b, kb, n, G, GT, colsum, mean, miss_idx, miss_start, Z, acc
         e = min(b, s + kb)
         gram_block(D[s:e], e - s, n, G, GT, colsum, mean[s:e], miss_idx, miss_start[s : e + 1], Z, accT, shift)
     return b - a
+
+
+@jit_fm
+def _products_z32(D, k, n, GT, Z):
+    """:func:`_products_z` in float32 (``GT`` and ``Z`` float32, ``w`` a multiple of 4): eight
+    lanes per vector, twice the float64 kernel's; the dot products are summed in float32."""
+    w = GT.shape[0]
+    zero = np.float32(0.0)
+    for j in range(0, k, 2):
+        j1 = j + 1 if j + 1 < k else j
+        d0 = D[j]
+        d1 = D[j1]
+        for c in range(0, w, 4):
+            g0 = GT[c]
+            g1 = GT[c + 1]
+            g2 = GT[c + 2]
+            g3 = GT[c + 3]
+            s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+            for i in range(n):
+                a = np.float32(d0[i])
+                b = np.float32(d1[i])
+                s00 += a * g0[i]
+                s01 += a * g1[i]
+                s02 += a * g2[i]
+                s03 += a * g3[i]
+                s10 += b * g0[i]
+                s11 += b * g1[i]
+                s12 += b * g2[i]
+                s13 += b * g3[i]
+            Z[j, c] = s00
+            Z[j1, c] = s10
+            Z[j, c + 1] = s01
+            Z[j1, c + 1] = s11
+            Z[j, c + 2] = s02
+            Z[j1, c + 2] = s12
+            Z[j, c + 3] = s03
+            Z[j1, c + 3] = s13
+
+
+@jit_fm
+def _products_acc32(D, k, n, Z, acc):
+    """``acc[c, i] += sum_j Z[j, c] D[j, i]`` in float32 (``Z`` and ``acc`` float32, ``w`` a
+    multiple of 4), four SNPs x four columns at a time as :func:`_products_acc`."""
+    w = acc.shape[0]
+    zz = np.zeros((4, 4), dtype=np.float32)
+    for j in range(0, k, 4):
+        m = min(4, k - j)
+        d0 = D[j]
+        d1 = D[min(j + 1, k - 1)]
+        d2 = D[min(j + 2, k - 1)]
+        d3 = D[min(j + 3, k - 1)]
+        for c in range(0, w, 4):
+            zz[:] = 0.0
+            for u in range(4):
+                for t in range(m):
+                    zz[u, t] = Z[j + t, c + u]
+            r0 = acc[c]
+            r1 = acc[c + 1]
+            r2 = acc[c + 2]
+            r3 = acc[c + 3]
+            z00, z01, z02, z03 = zz[0, 0], zz[0, 1], zz[0, 2], zz[0, 3]
+            z10, z11, z12, z13 = zz[1, 0], zz[1, 1], zz[1, 2], zz[1, 3]
+            z20, z21, z22, z23 = zz[2, 0], zz[2, 1], zz[2, 2], zz[2, 3]
+            z30, z31, z32, z33 = zz[3, 0], zz[3, 1], zz[3, 2], zz[3, 3]
+            for i in range(n):
+                a = np.float32(d0[i])
+                b = np.float32(d1[i])
+                e = np.float32(d2[i])
+                f = np.float32(d3[i])
+                r0[i] += a * z00 + b * z01 + e * z02 + f * z03
+                r1[i] += a * z10 + b * z11 + e * z12 + f * z13
+                r2[i] += a * z20 + b * z21 + e * z22 + f * z23
+                r3[i] += a * z30 + b * z31 + e * z32 + f * z33
+
+
+@jit_fm
+def gram_block32(D, k, n, GT, colsum, mean, miss_idx, miss_start, Z, acc, accT, shift):
+    """:func:`gram_block` with float32 products, for the early passes of the fit (a relative
+    error of ~1e-7 instead of ~1e-15): ``GT`` (w x n) and the scratch ``Z`` (>= k x w) and
+    ``acc`` (w x n) are float32, ``w`` a multiple of 4; the block's ``Y_b (Y_b' G)`` is summed in
+    ``acc`` and added to the float64 ``accT``, so the float32 sums run over one block only.  The
+    centring and the missing calls are applied in float64 as in :func:`gram_block` (``G[i, c]``
+    read as ``GT[c, i]``)."""
+    w = GT.shape[0]
+    _products_z32(D, k, n, GT, Z)
+    for j in range(k):
+        mu = mean[j]
+        if mu == 0.0:
+            continue
+        for c in range(w):
+            z = np.float64(Z[j, c]) - mu * colsum[c]
+            for p in range(miss_start[j], miss_start[j + 1]):
+                z += mu * GT[c, miss_idx[p]]
+            Z[j, c] = np.float32(z)
+    acc[:] = 0.0
+    _products_acc32(D, k, n, Z, acc)
+    for c in range(w):
+        a = acc[c]
+        r = accT[c]
+        for i in range(n):
+            r[i] += a[i]
+    for j in range(k):
+        mu = mean[j]
+        if mu == 0.0:
+            continue
+        for c in range(w):
+            zc = mu * np.float64(Z[j, c])
+            shift[c] += zc
+            for p in range(miss_start[j], miss_start[j + 1]):
+                accT[c, miss_idx[p]] += zc
+
+
+@jit_fm
+def gram_range32(D, a, b, kb, n, GT, colsum, mean, miss_idx, miss_start, Z, acc, accT, shift, stop):
+    """:func:`gram_range` with :func:`gram_block32` (float32 products)."""
+    for s in range(a, b, kb):
+        if stop[0] != 0:
+            return s - a
+        e = min(b, s + kb)
+        gram_block32(D[s:e], e - s, n, GT, colsum, mean[s:e], miss_idx, miss_start[s : e + 1], Z, acc, accT, shift)
+    return b - a

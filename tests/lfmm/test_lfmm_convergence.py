@@ -3,6 +3,7 @@ dense LEA fit on real genotypes; a clear gap stops early; the cap warns; the rep
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -150,3 +151,74 @@ def test_cli_convergence_options(ath, tmp_path):
     assert main([*args, "-K", "2", "--power-iter", "1", "--out", str(tmp_path / "fixed")]) == 0
     conv = L.load_model(tmp_path / "fixed" / "lfmm_model.npz").convergence
     assert conv is not None and conv.passes == 2 and conv.stop == "fixed"
+
+
+def _spy_passes(monkeypatch):
+    """Record the precision of every pass over the held byte dosages (``low``: float32)."""
+    fit_mod = importlib.import_module("polgen.lfmm.fit")
+    seen: list[bool] = []
+    start = fit_mod._HeldPasses.start
+
+    def spy(self, G, low=False):
+        seen.append(low)
+        return start(self, G, low)
+
+    monkeypatch.setattr(fit_mod._HeldPasses, "start", spy)
+    monkeypatch.setattr(fit_mod, "LOW_MIN_CALLS", 0)  # A. thaliana: 2.3M calls
+    return fit_mod, seen
+
+
+def test_float32_passes_then_float64_equal_exact_lea(ath, monkeypatch):
+    """The first passes in float32, then a float64 basis from their Ritz vectors: the same
+    stopping rule and LEA's t statistics to 1e-6 (float32 products carry ~1e-7 relative error:
+    the result must come from the float64 passes only)."""
+    fit_mod, seen = _spy_passes(monkeypatch)
+    bed = ATH.with_suffix(".bed")
+    model = L.fit(ath["env"], bed, 6, progress=False)
+    conv = model.convergence
+    assert conv is not None and conv.converged and conv.stop == "tol"
+    assert conv.error_estimate is not None and conv.error_estimate <= 1e-7
+    assert len(conv.history) == conv.passes - 1
+    # the first pass (made with the decode) is float32 too; the float64 passes come last
+    low = [True, *seen]
+    assert len(low) == conv.passes and low.count(True) >= 5 and low.count(False) >= 2
+    assert low == sorted(low, reverse=True)
+    np.testing.assert_allclose(model.singular_values, ath["sv"][:6], rtol=1e-10)
+    t = L.test(model, bed, ath["env"], progress=False).collect()["T"].to_numpy()
+    assert np.max(np.abs(t[ath["poly"]] - ath["t"])) < 1e-6
+
+
+def test_float32_passes_fall_back_to_rayleigh_ritz(ath, monkeypatch):
+    """When float32 rounding leaves Q'H too far from positive definite for the Nyström step, the
+    float32 passes are checked (and restarted from) with a Rayleigh-Ritz step: the same result."""
+    fit_mod, seen = _spy_passes(monkeypatch)
+    made: list = []
+
+    class Failing(fit_mod._Krylov):
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+        def estimate(self, *a, **k):
+            if self is made[0]:  # the float32 passes' basis
+                raise np.linalg.LinAlgError("Matrix is not positive definite")
+            return super().estimate(*a, **k)
+
+    monkeypatch.setattr(fit_mod, "_Krylov", Failing)
+    bed = ATH.with_suffix(".bed")
+    model = L.fit(ath["env"], bed, 6, progress=False)
+    conv = model.convergence
+    assert len(made) == 2 and conv is not None and conv.converged and conv.stop == "tol"
+    assert seen.count(True) >= 4 and seen[-1] is False
+    np.testing.assert_allclose(model.singular_values, ath["sv"][:6], rtol=1e-10)
+    t = L.test(model, bed, ath["env"], progress=False).collect()["T"].to_numpy()
+    assert np.max(np.abs(t[ath["poly"]] - ath["t"])) < 1e-6
+
+
+def test_float32_switch_rule():
+    from polgen.lfmm.krylov import _at_floor
+
+    assert not _at_floor([(0.5, 0.9)])
+    assert not _at_floor([(0.5, 0.9), (0.4, 0.85)])  # slow start: still far from the floor
+    assert not _at_floor([(1e-6, 4e-5), (1e-7, 9e-6)])  # shrinking by 0.2 a pass
+    assert _at_floor([(1e-9, 3e-6), (1e-9, 6e-6)])  # grew: the float32 rounding floor

@@ -17,7 +17,7 @@ import polgen.lfmm as L
 from polgen.io.bed import BedStream
 from polgen.kernels.bed_decode import DOSAGE_A1, DOSAGE_A2, decode_rows
 from polgen.kernels.lfmm_decode import packed_byte_table
-from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block
+from polgen.kernels.lfmm_gram import byte_dosage_words, decode_bytes, gram_block, gram_block32
 
 fit_mod = importlib.import_module("polgen.lfmm.fit")
 
@@ -78,6 +78,35 @@ def test_gram_block_equals_dense(n, w):
     got = accT.T - shift
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * np.abs(want).max())
     np.testing.assert_allclose(Z, Y.T @ G, rtol=0, atol=1e-13 * np.abs(Y.T @ G).max())
+
+
+@pytest.mark.parametrize("n", [7, 150, 1001])
+@pytest.mark.parametrize("w", [4, 8])
+def test_gram_block32_equals_dense(n, w):
+    """The float32 products of the fit's first passes: ``Y_b (Y_b' G)`` to float32 precision
+    (the centring and the missing calls in float64), summed into a float64 accumulator."""
+    packed = _packed(n, 90, n + w)
+    rng = np.random.default_rng(w)
+    rows = rng.permutation(90)[:43]
+    k = rows.size
+    raw = np.empty((n, k), order="F")
+    decode_rows(packed, rows, n, 0, raw, np.empty(k), np.empty(k, np.int64), count_a1=True, parallel=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the all-missing SNP's mean
+        Y = np.nan_to_num(raw - np.nanmean(raw, 0), nan=0.0)
+    G = rng.standard_normal((n, w))
+    want = Y @ (Y.T @ G)
+    D = np.empty((k, 4 * ((n + 3) // 4)), dtype=np.uint8)
+    mean, miss_idx, miss_start = np.empty(k), np.empty(n * k, np.int64), np.empty(k + 1, np.int64)
+    words, lut = byte_dosage_words(DOSAGE_A1), packed_byte_table(DOSAGE_A1)
+    decode_bytes(packed, rows, n, DOSAGE_A1, words, lut, D, mean, miss_idx, miss_start)
+    GT = np.ascontiguousarray(G.T, dtype=np.float32)
+    accT, shift = np.full((w, n), 1.0), np.zeros(w)  # the block is added to what accT holds
+    Z, acc = np.empty((k, w), np.float32), np.full((w, n), 7.0, np.float32)  # scratch
+    gram_block32(D, k, n, GT, GT.sum(1, dtype=np.float64), mean, miss_idx, miss_start, Z, acc, accT, shift)
+    got = accT.T - 1.0 - shift
+    assert np.abs(got - want).max() < 2e-6 * np.abs(want).max()
+    assert np.abs(Z - Y.T @ G).max() < 2e-6 * np.abs(Y.T @ G).max()
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +178,13 @@ def test_pass_with_byte_dosages_equals_dense(bed):
             held.stop[0] = 1  # a stopped pass does no block
             acc = held.finish(held.start(G), Bar())
             assert not acc.any()
+            # float32 products: to ~1e-7, and the first pass again the same bits as the others
+            held.stop[0] = 0
+            low = held.finish(held.start(G, low=True), Bar())
+            assert low.shape == G.shape and not np.array_equal(low, got)
+            assert np.abs(low - want).max() < 1e-6 * np.abs(want).max()
+            assert np.array_equal(fit_mod._ByteDosages(src, 36, threads, G=G, low=True).first, low)
+            assert np.array_equal(held.finish(held.start(G), Bar()), got)  # float64 again
 
 
 def _nystrom_full_svd(Qk, acc, M, Minv, K):
