@@ -13,13 +13,16 @@ the user model is the common-factor model restricted to ``psi > 0``.  So:
   minimum (its feasible set is a subset) and maps to the user's parameters exactly;
 * where it has ``psi <= 0`` the user model's objective has no minimum along that basin (the fit
   runs off: ``b' -> infinity``, ``lambda' -> 0``), and the user model's solution, if any, is a
-  local minimum of the reduced problem with ``psi > 0``: the fixed starts of
-  :func:`polgen.gsem.gwas_commonfactor.cf_starts` (the warm start, its sign patterns at three
-  scales and lavaan's default) are all run for those SNPs and the lowest such minimum is kept;
-  none -> ``ST_NOFINITE`` ("no finite optimum"), as the general fit reports run-offs.
+  local minimum of the reduced problem with ``psi > 0``:
+  :func:`polgen.kernels.commonfactor_feasible.cfu_feasible_fit` fits from the local minima of the
+  scores of ~500 fixed loading directions (and the best ones) with ``psi > 0`` and keeps the
+  lowest such minimum; none -> ``ST_NOFINITE`` ("no finite optimum"), as the general fit reports
+  run-offs.
 
-On 3,000 bench SNPs this finds the general multi-start fit's minimum on every SNP where that one
-converged (equal objectives to 1e-8, one SNP lower), four more minima, and runs ~25x cheaper.
+On 20,000 bench SNPs (issue 18) this converges on 17,746 SNPs, the general multi-start fit on
+17,727: 1 SNP converged there only (R's lavaan does not converge on it), 20 here only.  Of 29 SNPs
+whose status differed between the two, R converges on 14; this route converges on all 14, at R's
+estimates (tests/gsem/test_gwas_cfuser_r.py).  It runs ~4x cheaper than the general fit.
 SEs, chi-square, smoothing flags, Q_SNP and ``Z_smooth`` come from the general kernel evaluated
 at the mapped estimates (``max_iter=0``); SNPs the reduced problem rejects for other reasons
 (input, nearPD, singular) go through the general fit as before.
@@ -30,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER
-from polgen.gsem.gwas_starts import cfu_structure
+from polgen.gsem.gwas_starts import CFU_MAX_ITER, CFU_TOP, cfu_structure
 from polgen.kernels import _precompile
 
 __all__ = ["cfu_structure", "cfu_stage1"]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
@@ -39,6 +42,7 @@ __all__ = ["cfu_structure", "cfu_stage1"]  # cfu_structure: polgen.gsem.gwas_sta
 def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     """Stage 1 of user_gwas for a plan with ``stage1.cfu`` (:func:`cfu_structure`): the same
     result dict as :func:`polgen.gsem.gwas_batch.run_stage`."""
+    from polgen.kernels.commonfactor_feasible import cfu_feasible_fit
     from polgen.kernels.gwas import commonfactor_fit
     from polgen.kernels.gwas_codes import ST_NOCONV, ST_NOFINITE, ST_OK
 
@@ -68,17 +72,11 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     redo = np.flatnonzero(~feas & np.isin(status, (ST_OK, ST_NOCONV, ST_NOFINITE)))
     nofinite = np.empty(0, np.int64)
     if redo.size:
-        best = np.full(redo.size, np.inf)
-        best_th = np.full((redo.size, npc), np.nan)
-        b_, s_, v_ = beta[redo], se[redo], var[redo]
-        for j in range(min(cfu["n_fixed"], starts.shape[0])):
-            t2, f2, s2, _ = commonfactor_fit(b_, s_, v_, *ld, starts[j : j + 1], cidx, npc, n_always=1, trigger=-1.0)
-            with np.errstate(invalid="ignore"):
-                take = (s2 == ST_OK) & (t2[:, ip] > 0.0) & (f2 < best)
-            best[take] = f2[take]
-            best_th[take] = t2[take]
-        found = np.isfinite(best)
-        th[redo[found]] = best_th[found]
+        t2, _, s2, _ = cfu_feasible_fit(
+            beta[redo], se[redo], var[redo], *ld, cfu["dirs"], cfu["nbr"], CFU_TOP, cidx, npc, max_iter=CFU_MAX_ITER
+        )
+        found = s2 == ST_OK
+        th[redo[found]] = t2[found]
         feas[redo[found]] = True
         nofinite = redo[~found]
     # the user's parameters at the reduced fit's solution; SEs and statistics from the general

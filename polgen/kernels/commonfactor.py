@@ -43,13 +43,84 @@ CfOut = namedtuple("CfOut", ["theta", "fmin", "status", "iters"])
 
 
 @jit_strict
+def _cf_moments(i, snp, vpos, pi, pj, VS, Sf, Vf, tmpK, s, ws, sld, wld, smooth):
+    """SNP ``i``'s moments of the reduced problem: S_full (smoothed when ``smooth`` is True, else
+    ``ST_SMOOTH_LATER`` if not positive definite), the SNP moments ``s``, trait-pair moments
+    ``sld``, their DWLS weights ``ws`` / ``wld`` (from V_full).  Returns (status, largest trait
+    variance)."""
+    beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
+    k = beta.shape[1]
+    K1 = k + 1
+    Kst = K1 * (K1 + 1) // 2
+    npair = pi.shape[0]
+    v0 = var[i]
+    bad = _input_status(v0, beta[i], se[i], k)
+    if bad != 0:
+        return bad, 0.0
+    v_snp_into(se[i], I_LD, v0, snp.gc, VS)
+    s_full_into(S_LD, beta[i], v0, Sf)
+    for a in range(K1):
+        for b in range(K1):
+            tmpK[a, b] = Sf[a, b]
+    if not _chol(tmpK, K1, 0.0):
+        if smooth is None:
+            return ST_SMOOTH_LATER, 0.0
+        if not near_pd(Sf.copy(), Sf):
+            return ST_NEARPD_FAIL, 0.0
+    if snp.v_pd_known:
+        for t in range(k):
+            ws[t] = 1.0 / VS[t, t]
+        for q in range(npair):
+            wld[q] = 1.0 / V_LD[vpos[q] - K1, vpos[q] - K1]
+    else:
+        v_full_into(V_LD, VS, snp.varse2, Vf)
+        for a in range(Kst):
+            for b in range(Kst):
+                tmpK[a, b] = Vf[a, b]
+        if not _chol(tmpK, Kst, 0.0):
+            if smooth is None:
+                return ST_SMOOTH_LATER, 0.0
+            if not near_pd(Vf.copy(), Vf):
+                return ST_NEARPD_FAIL, 0.0
+        for t in range(k):
+            ws[t] = 1.0 / Vf[1 + t, 1 + t]
+        for q in range(npair):
+            wld[q] = 1.0 / Vf[vpos[q], vpos[q]]
+    smax = 0.0
+    for t in range(k):
+        s[t] = Sf[t + 1, 0]
+        if Sf[t + 1, t + 1] > smax:
+            smax = Sf[t + 1, t + 1]
+    for q in range(npair):
+        sld[q] = Sf[pi[q] + 1, pj[q] + 1]
+    return ST_OK, smax
+
+
+@jit_strict
+def _cf_store(th, xb, k, Sf, pidx):
+    """The model's parameters (at ``pidx`` in ``th``) from the reduced problem's solution ``xb``
+    (l_2..l_k, phi, c) and S_full."""
+    v = Sf[0, 0]
+    c = xb[k]
+    phi = xb[k - 1]
+    b_ = c / v
+    for t in range(1, k):
+        th[pidx[t - 1]] = xb[t - 1]
+    th[pidx[k - 1]] = b_
+    for t in range(k):
+        lt = 1.0 if t == 0 else xb[t - 1]
+        th[pidx[k + t]] = Sf[t + 1, t + 1] - lt * lt * phi
+    th[pidx[2 * k]] = phi - b_ * b_ * v
+    th[pidx[2 * k + 1]] = v
+
+
+@jit_strict
 def _cf_range(lo, hi, snp, cf, out, smooth):
     """SNPs ``lo:hi`` of ``snp`` (:class:`~polgen.kernels.snp_moments.SnpBatch`) with the starts and
     parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`).  ``smooth`` None
     (tested ``is None``: the nearPD code is not compiled) leaves a SNP whose S_full or V_full is not
     positive definite at ``ST_SMOOTH_LATER``; True smooths it."""
-    beta, se, var, S_LD, V_LD, I_LD = snp.beta, snp.se, snp.var, snp.S_LD, snp.V_LD, snp.I_LD
-    gc, varse2, v_pd_known = snp.gc, snp.varse2, snp.v_pd_known
+    beta, S_LD, V_LD = snp.beta, snp.S_LD, snp.V_LD
     starts, n_always, max_iter, pidx, trigger = cf.starts, cf.n_always, cf.max_iter, cf.pidx, cf.trigger
     theta, fmin, status, iters = out.theta, out.fmin, out.status, out.iters
     k = beta.shape[1]
@@ -111,51 +182,10 @@ def _cf_range(lo, hi, snp, cf, out, smooth):
             theta[i, p] = np.nan
         fmin[i] = np.nan
         iters[i] = 0
-        v0 = var[i]
-        bad = _input_status(v0, beta[i], se[i], k)
-        if bad != 0:
-            status[i] = bad
+        code, smax = _cf_moments(i, snp, vpos, pi, pj, VS, Sf, Vf, tmpK, s, ws, sld, wld, smooth)
+        if code != ST_OK:
+            status[i] = code
             continue
-        v_snp_into(se[i], I_LD, v0, gc, VS)
-        s_full_into(S_LD, beta[i], v0, Sf)
-        for a in range(K1):
-            for b in range(K1):
-                tmpK[a, b] = Sf[a, b]
-        if not _chol(tmpK, K1, 0.0):
-            if smooth is None:
-                status[i] = ST_SMOOTH_LATER
-                continue
-            if not near_pd(Sf.copy(), Sf):
-                status[i] = ST_NEARPD_FAIL
-                continue
-        if v_pd_known:
-            for t in range(k):
-                ws[t] = 1.0 / VS[t, t]
-            for q in range(npair):
-                wld[q] = 1.0 / V_LD[vpos[q] - K1, vpos[q] - K1]
-        else:
-            v_full_into(V_LD, VS, varse2, Vf)
-            for a in range(Kst):
-                for b in range(Kst):
-                    tmpK[a, b] = Vf[a, b]
-            if not _chol(tmpK, Kst, 0.0):
-                if smooth is None:
-                    status[i] = ST_SMOOTH_LATER
-                    continue
-                if not near_pd(Vf.copy(), Vf):
-                    status[i] = ST_NEARPD_FAIL
-                    continue
-            for t in range(k):
-                ws[t] = 1.0 / Vf[1 + t, 1 + t]
-            for q in range(npair):
-                wld[q] = 1.0 / Vf[vpos[q], vpos[q]]
-        smax = 0.0
-        for t in range(k):
-            s[t] = Sf[t + 1, 0]
-            if Sf[t + 1, t + 1] > smax:
-                smax = Sf[t + 1, t + 1]
-        for q in range(npair):
-            sld[q] = Sf[pi[q] + 1, pj[q] + 1]
         best_f = np.inf
         best_st = ST_NOCONV
         nit = 0
@@ -244,18 +274,7 @@ def _cf_range(lo, hi, snp, cf, out, smooth):
         if best_st != ST_OK:
             continue
         fmin[i] = best_f
-        v = Sf[0, 0]
-        c = xb[k]
-        phi = xb[k - 1]
-        b_ = c / v
-        for t in range(1, k):
-            theta[i, pidx[t - 1]] = xb[t - 1]
-        theta[i, pidx[k - 1]] = b_
-        for t in range(k):
-            lt = 1.0 if t == 0 else xb[t - 1]
-            theta[i, pidx[k + t]] = Sf[t + 1, t + 1] - lt * lt * phi
-        theta[i, pidx[2 * k]] = phi - b_ * b_ * v
-        theta[i, pidx[2 * k + 1]] = v
+        _cf_store(theta[i], xb, k, Sf, pidx)
 
 
 def commonfactor_fit(
@@ -302,18 +321,27 @@ def commonfactor_fit(
         float(trigger),
     )
     res = CfOut(theta, fmin, status, iters)
+    run_smoothed(_cf_range, snp, cf, res, parallel)
+    return theta, fmin, status, iters
+
+
+def run_smoothed(range_fn, snp, spec, res, parallel=None) -> None:
+    """Run ``range_fn(lo, hi, snp, spec, res, smooth)`` over all SNPs of ``snp`` (threads when
+    ``parallel``, default: 2,048 SNPs or more) without nearPD, then refit the few SNPs left at
+    ``ST_SMOOTH_LATER`` with the nearPD specialisation.  ``res``: a namedtuple of per-SNP arrays
+    whose ``status`` holds the codes."""
+    n = snp.beta.shape[0]
     if parallel is None:
         parallel = n >= 2048
     if parallel:
-        run_chunks(_cf_range, n, n_chunks(n), snp, cf, res, None)
+        run_chunks(range_fn, n, n_chunks(n), snp, spec, res, None)
     else:
-        _cf_range(0, n, snp, cf, res, None)
-    redo = np.flatnonzero(status == ST_SMOOTH_LATER)
+        range_fn(0, n, snp, spec, res, None)
+    redo = np.flatnonzero(res.status == ST_SMOOTH_LATER)
     if redo.size:
         # the few SNPs whose S_full / V_full needs nearPD: the kernel specialisation with it
         sub_snp = snp._replace(beta=snp.beta[redo], se=snp.se[redo], var=snp.var[redo])
-        sub = CfOut(*(a[redo] for a in res))
-        _cf_range(0, redo.size, sub_snp, cf, sub, True)
+        sub = type(res)(*(a[redo] for a in res))
+        range_fn(0, redo.size, sub_snp, spec, sub, True)
         for a, b in zip(res, sub):
             a[redo] = b
-    return theta, fmin, status, iters

@@ -94,7 +94,18 @@ def test_structure_maps_the_user_parameters():
     assert cfu["pidx"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
     # warm start in the reduced chart: l_t = lambda'_t / lambda'_1, phi = c lambda'_1^2
     np.testing.assert_allclose(cfu["starts"][0], [0.5, -2.0, 0.25])
-    assert cfu["n_fixed"] == 14
+    # the psi > 0 search's directions: the warm start and its 13 sign patterns / scales / lavaan's
+    # default first, then fixed random ones; each with its nearest directions (never itself)
+    dirs, nbr = cfu["dirs"], cfu["nbr"]
+    np.testing.assert_array_equal(dirs[:14], cfu["starts"][:14, :2])
+    assert 400 < len(dirs) < 14 + 512 and nbr.shape == (len(dirs), 8)
+    assert not (nbr == np.arange(len(dirs))[:, None]).any()
+    w = np.column_stack([np.ones(len(dirs)), dirs])
+    w /= np.linalg.norm(w, axis=1)[:, None]
+    cos = np.abs(w @ w.T)
+    np.fill_diagonal(cos, -1.0)
+    # the neighbours are the 8 nearest by angle
+    np.testing.assert_allclose(np.take_along_axis(cos, nbr, 1)[:, -1], np.sort(cos, axis=1)[:, -8])
 
 
 def test_reduced_problem_equals_the_general_multistart_fit():
