@@ -607,7 +607,9 @@ def fit(
     if decoded is not None:
         log.debug("lfmm fit: %d estimation SNPs held in memory (byte dosages)", src.n_snps)
     kry = _Krylov(n, ell * cap)
-    low_passes = 0
+    # passes made in float32; the stopping rule reads the changes from history[since] on (after
+    # the restart: the change across it, then the float64 passes' own)
+    low_passes = since = 0
     history: list[tuple[float, float]] = []
     prev: tuple[np.ndarray, np.ndarray] | None = None
     stop = "cap" if adaptive else "fixed"
@@ -650,11 +652,17 @@ def fit(
                 else:
                     acc = finish(pending)
                 pending = None
+                # float32 passes: the goal is the switch, predicted without the 2x margin of
+                # _likely_last (a pass held back for nothing costs the estimate's time)
                 goal = max(LOW_SWITCH, tol) if low else tol
                 with single_threaded_blas():
                     kry.add(G, acc, M(acc))
                     nxt = _next_block(kry.Q, kry.H[:, -G.shape[1] :]) if kry.m < n else None
-                if nxt is not None and it + 1 < cap and not (adaptive and _likely_last(history, goal)):
+                if (
+                    nxt is not None
+                    and it + 1 < cap
+                    and not (adaptive and _likely_last(history[since:], goal / 2 if low else tol))
+                ):
                     pending = start(M(nxt), low)
                 with single_threaded_blas():
                     try:
@@ -672,7 +680,7 @@ def fit(
                         held.stop[0] = 1
                         finish(pending)
                         held.stop[0] = 0
-                    low, low_passes = False, kry.passes
+                    low, low_passes, since = False, kry.passes, len(history)
                     G = kry.restart(ell)
                     kry = _Krylov(n, ell * (cap - low_passes))
                     pending = start(M(G))
@@ -681,7 +689,7 @@ def fit(
                     stop = "invariant"
                     break
                 G = nxt
-                if adaptive and _remaining_error(history) <= tol:
+                if adaptive and _remaining_error(history[since:]) <= tol:
                     stop = "tol"
                     break
                 if pending is None and it + 1 < cap:  # held back (probably the last pass), but needed
@@ -699,14 +707,14 @@ def fit(
     passes = low_passes + kry.passes
     conv = LfmmConvergence(
         passes=passes,
-        converged=stop in ("tol", "invariant") or _remaining_error(history) <= tol,
+        converged=stop in ("tol", "invariant") or _remaining_error(history[since:]) <= tol,
         stop=stop,
         tol=float(tol),
         max_power_iter=int(max_power_iter),
         sv_change=history[-1][0] if history else None,
         subspace_change=history[-1][1] if history else None,
         history=tuple(history),
-        error_estimate=_remaining_error(history) if history else None,
+        error_estimate=_remaining_error(history[since:]) if history[since:] else None,
     )
     if stop == "cap":
         msg = (
