@@ -180,7 +180,8 @@ def _changes(prev, est) -> tuple[float, float]:
     U1p, sp = prev[0], prev[1]
     U1, s = est[0], est[1]
     sv = float(np.max(np.abs(s - sp) / np.maximum(s, 1e-300)))
-    sub = float(np.linalg.norm(U1p - U1 @ (U1.T @ U1p), 2))
+    E = U1p - U1 @ (U1.T @ U1p)  # n x K: its 2-norm from the K x K E'E (no SVD of E)
+    sub = float(np.sqrt(max(np.linalg.eigvalsh(E.T @ E)[-1], 0.0)))
     return sv, min(sub, 1.0)
 
 
