@@ -61,7 +61,7 @@ class _Krylov:
             self._HH[a:b, :b] = hh.T
         self._pending.clear()
 
-    def estimate(self, K: int, keep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def estimate(self, K: int, keep: int | None = None, rough: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """``(U1, sigma)`` of the stabilised Nyström approximation on span(Q), from the small
         products: ``F = Hn C^-T`` (``Hn = H + nu Q``, ``C C' = Q' Hn``) is never formed, only
         ``F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T`` (m x m), whose top eigenpairs are those of
@@ -69,18 +69,25 @@ class _Krylov:
         ``max(K, keep)`` eigenpairs are computed (LAPACK's evr on an index range); what
         :meth:`final` needs is kept.  ``U1`` is orthonormalised (F'F squares F's condition, not
         the accuracy of the well separated top pairs: the eigenvector error is ~eps s_1^2 /
-        (s_K^2 - s_{K+1}^2)) and each column's largest entry is positive."""
+        (s_K^2 - s_{K+1}^2)) and each column's largest entry is positive.  When ``Q' Hn`` is not
+        positive definite, ``nu`` grows by 1e-10 of its trace, and with ``rough`` (products with
+        float32 rounding in the basis) up to 1e-4 of it (the estimate then carries an error of
+        that order)."""
         self._products()
         m = self.m
         B = 0.5 * (self._QH[:m, :m] + self._QH[:m, :m].T)
         HH = 0.5 * (self._HH[:m, :m] + self._HH[:m, :m].T)
         nu = np.finfo(np.float64).eps * max(np.sqrt(max(np.trace(HH), 0.0)), 1e-300)
         eye = np.eye(m)
-        try:
-            C = np.linalg.cholesky(B + nu * eye)
-        except np.linalg.LinAlgError:
-            nu += 1e-10 * max(np.trace(B), 1e-300)
-            C = np.linalg.cholesky(B + nu * eye)
+        base, tr = nu, max(np.trace(B), 1e-300)
+        for grow in (0.0, 1e-10, 1e-8, 1e-6, 1e-4) if rough else (0.0, 1e-10):
+            nu = base + grow * tr
+            try:
+                C = np.linalg.cholesky(B + nu * eye)
+                break
+            except np.linalg.LinAlgError:
+                if grow == (1e-4 if rough else 1e-10):
+                    raise
         # F = Hn C^-T with Hn = H + nu Q: F'F = C^-1 (H'H + 2 nu B + nu^2 I) C^-T
         T = sla.solve_triangular(C, HH + 2.0 * nu * B + nu * nu * eye, lower=True, check_finite=False)
         FF = sla.solve_triangular(C, T.T, lower=True, check_finite=False)

@@ -222,3 +222,27 @@ def test_float32_switch_rule():
     assert not _at_floor([(0.5, 0.9), (0.4, 0.85)])  # slow start: still far from the floor
     assert not _at_floor([(1e-6, 4e-5), (1e-7, 9e-6)])  # shrinking by 0.2 a pass
     assert _at_floor([(1e-9, 3e-6), (1e-9, 6e-6)])  # grew: the float32 rounding floor
+
+
+def test_float32_passes_near_the_cap_keep_their_basis(ath, monkeypatch):
+    """Float32 passes that have not converged when the cap nears: the last two passes in float64
+    on the same basis (no restart, which would throw its Krylov space away): as close to LEA as
+    the float64 fit capped at the same number of passes."""
+    bed = ATH.with_suffix(".bed")
+
+    def t_error(model):
+        t = L.test(model, bed, ath["env"], progress=False).collect()["T"].to_numpy()
+        return np.max(np.abs(t[ath["poly"]] - ath["t"]))
+
+    with pytest.warns(L.LfmmConvergenceWarning):
+        plain = L.fit(ath["env"], bed, 6, max_power_iter=7, progress=False)
+    fit_mod, seen = _spy_passes(monkeypatch)
+    with pytest.warns(L.LfmmConvergenceWarning):
+        model = L.fit(ath["env"], bed, 6, max_power_iter=7, progress=False)
+    conv = model.convergence
+    assert conv is not None and conv.passes == 8 and conv.stop == "cap" and len(conv.history) == 7
+    # passes 1-6 in float32 (a 7th started ahead in float32 may have been dropped), 7-8 in float64
+    assert seen[-2:] == [False, False] and seen[:-2] in ([True] * 5, [True] * 6)
+    err, plain_err = t_error(model), t_error(plain)
+    assert 1e-5 < plain_err < 1e-3 and abs(err - plain_err) < 0.05 * plain_err
+    np.testing.assert_allclose(model.singular_values, plain.singular_values, rtol=1e-7)
