@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from polgen.kernels._jit import jit_strict
+from polgen.kernels._jit import jit_strict, kernel
 from polgen.kernels.gwas_codes import ST_NOCONV, ST_NOFINITE, ST_NONFINITE, ST_OK
 from polgen.kernels.linalg import _chol, _chol_solve, _damped_solve
+
+#: jit_strict, inlined into its callers (numba IR): the small per-iteration helpers of the LM, whose
+#: calls cost more than their arithmetic (array arguments are reference-counted at each call)
+jit_strict_inline = kernel(fastmath=False, error_model="numpy", inline="always")
+_chol_i = jit_strict_inline(_chol.py_func)
+_chol_solve_i = jit_strict_inline(_chol_solve.py_func)
+_damped_solve_i = jit_strict_inline(_damped_solve.py_func)
 
 __all__ = ["CF_RIDGE", "CF_LMAX", "CF_JOIN_X", "CF_JOIN_F", "ST_JOINED"]
 
@@ -36,7 +43,7 @@ CF_JOIN_F = 1e-8
 ST_JOINED = -7  # _cf_lm: joined the best minimum so far (never an output status)
 
 
-@jit_strict
+@jit_strict_inline
 def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     """Variable projection: for loadings x[:k-1] the best c (x[k]) and phi (x[k-1]) are weighted
     regressions; fills the residuals r (SNP moments, then trait pairs), returns the objective."""
@@ -74,7 +81,7 @@ def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     return f
 
 
-@jit_strict
+@jit_strict_inline
 def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, dcv, dpv):
     """Exact variable-projection Jacobian J = d model / d loadings (c and phi re-optimised),
     H = J' W J, g = J' W r (n = k - 1 loadings) and Hn, half the Hessian of the projected
@@ -144,7 +151,7 @@ def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, dcv, dpv):
     _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dcv, dpv, den, denp)
 
 
-@jit_strict
+@jit_strict_inline
 def _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dc, dp, den, denp):
     """Hn = half the Hessian of the projected objective at the loadings x[:k-1] (x[k-1], x[k]:
     phi and c as :func:`_cf_eval` left them), analytically, from ``dc``, ``dp`` (the derivatives
@@ -189,7 +196,7 @@ def _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dc, dp, den, denp):
     _mirror(Hn, n)
 
 
-@jit_strict
+@jit_strict_inline
 def _mirror(Hn, n):
     """Copy the upper triangle of Hn onto the lower one (an exactly symmetric matrix)."""
     for a in range(n):
@@ -197,7 +204,7 @@ def _mirror(Hn, n):
             Hn[b, a] = Hn[a, b]
 
 
-@jit_strict
+@jit_strict_inline
 def _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xt, rt):
     """xt = x + d (loadings), its projected c / phi and residuals rt; returns the objective."""
     for a in range(k + 1):
@@ -234,13 +241,13 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
         if lam == 0.0:
             for a in range(n):
                 d[a] = g[a]
-            if _damped_solve(H, n, 0.0, d, HW):
+            if _damped_solve_i(H, n, 0.0, d, HW):
                 fn = _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xn, rp)
                 accepted = fn <= f
-        if _chol(Hn, n, 0.0):
+        if _chol_i(Hn, n, 0.0):
             for a in range(n):
                 d2[a] = g[a]
-            _chol_solve(Hn, n, d2)
+            _chol_solve_i(Hn, n, d2)
             f2 = _cf_trial(x, d2, n, k, s, ws, sld, wld, pi, pj, xt, rt)
             if f2 <= f and f2 < fn:
                 accepted = True
@@ -257,7 +264,7 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
             lam = 1e-10 if lam == 0.0 else lam * 10.0
             for a in range(n):
                 d[a] = g[a]
-            if not _damped_solve(H, n, lam, d, HW):
+            if not _damped_solve_i(H, n, lam, d, HW):
                 continue
             fn = _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xn, rp)
             accepted = fn <= f
