@@ -19,9 +19,11 @@ class _Krylov:
 
     def __init__(self, n: int, cap: int) -> None:
         cap = min(cap, n)
-        self._Q = np.empty((n, cap))
-        self._acc = np.empty((n, cap))
-        self._H = np.empty((n, cap))
+        # column-major: a pass's block is a contiguous slab, and the thin products with Q (the
+        # next block's sweep, on the fit's critical path between passes) read it with unit stride
+        self._Q = np.empty((n, cap), order="F")
+        self._acc = np.empty((n, cap), order="F")
+        self._H = np.empty((n, cap), order="F")
         self._QH = np.empty((cap, cap))
         self._HH = np.empty((cap, cap))
         self._top: tuple[np.ndarray, np.ndarray, float] | None = None
