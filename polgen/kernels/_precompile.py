@@ -23,6 +23,13 @@ commonfactor_gwas's ``_cf_range`` and ``_se_range`` have the same switch),
 so a batch with such SNPs compiles the two side by side instead of one after the other (about
 half the first call on such data).
 
+:data:`CALLEES` names kernels whose biggest callee a helper compiles from its signature (known
+from the kernel's argument types) while this process compiles the rest of the kernel: the fast
+path's fit (``_fit_fast_dwls`` / ``_fit_fast_ml``, ~6-7 of the ~17 CPU seconds of a cold fast-path
+call).  This process reaches the call after its first few callees, waits for the helper there and
+loads the fit (linked into the kernel as a fit compiled here would be).  The same helper then goes
+on with the kernel's rarer specialisation (:data:`VARIANTS`), when a core is free.
+
 A helper starts only for a top-level compilation (not a cached load) here, once per plan or
 signature and process, when the process may use at least two CPUs and ``POLGEN_PRECOMPILE`` is
 not ``0``; results are the same bits (the helper compiles the same code; only one process
@@ -44,7 +51,19 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-__all__ = ["PLANS", "PLANS_CFU", "VARIANTS", "HelperPlan", "install", "enabled", "plans", "start", "start_variant"]
+__all__ = [
+    "CALLEES",
+    "PLANS",
+    "PLANS_CFU",
+    "VARIANTS",
+    "HelperPlan",
+    "install",
+    "enabled",
+    "plans",
+    "start",
+    "start_callees",
+    "start_variant",
+]
 
 log = logging.getLogger("polgen.kernels")
 
@@ -100,12 +119,27 @@ VARIANTS: dict[str, int] = {
     _KERNELS + "commonfactor_se._se_range": -1,
 }
 
+#: kernels whose big callee a helper compiles meanwhile: ``"module:function"`` that returns, from
+#: the kernel's argument types, the ``[(callee, signature)]`` it will call (empty: none)
+CALLEES: dict[str, str] = {
+    _KERNELS + "gwas_kernel._snp_range": _KERNELS + "gwas_kernel:fit_callee",
+}
+
 #: the helper imports the polgen this process runs (not one the working directory may hold):
 #: its kernels' cache entries are keyed by their source files
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _HELPER = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from polgen.kernels._precompile import _main; raise SystemExit(_main(sys.argv[1:]))"
+    "from polgen.kernels._precompile_helper import main; raise SystemExit(main(sys.argv[1:]))"
+)
+#: the helper of ``--compile`` jobs compiles kernels only, and the kernels layer imports nothing of
+#: polgen but ``polgen.kernels`` and ``polgen.errors`` (tests/test_architecture.py): ``polgen`` is
+#: an empty package there, so its ``__init__`` (every method package, polars, scipy: ~2.4 CPU s,
+#: the helper's start before its first compilation) is not run
+_HELPER_KERNELS = (
+    "import sys, types; root = sys.argv.pop(1); sys.path.insert(0, root); "
+    "pkg = types.ModuleType('polgen'); pkg.__path__ = [root + '/polgen']; sys.modules['polgen'] = pkg; "
+    "from polgen.kernels._precompile_helper import main; raise SystemExit(main(sys.argv[1:]))"
 )
 
 _lock = threading.Lock()
@@ -149,17 +183,18 @@ def decode(text: str) -> tuple | None:
 class _Helper:
     """The helper process of one plan and what it has said (signatures compiling / in the cache)."""
 
-    def __init__(self, targets: tuple[str, ...], args: list[str], announced: tuple | None = None) -> None:
+    def __init__(
+        self, targets: tuple[str, ...], args: list[str], announced: list[tuple[str, tuple]] | None = None
+    ) -> None:
         self.owner = os.getpid()  # a forked child inherits this object, not the helper or its reader
         self._cond = threading.Condition()
         self.announced: dict[str, list[tuple]] = {t: [] for t in targets}
         self.saved: dict[str, list[tuple]] = {t: [] for t in targets}
-        if announced is not None:  # a helper told which signature to compile: known from the start
-            for t in targets:
-                self.announced[t].append(announced)
+        for t, sig in announced or ():  # a helper told which signatures to compile: known from the start
+            self.announced[t].append(sig)
         self.exited = False
         env = dict(os.environ, **{HELPER_ENV: "1", "NUMBA_NUM_THREADS": "1", "POLGEN_PROGRESS": "0"})
-        cmd = [sys.executable, "-c", _HELPER, _ROOT, *args]
+        cmd = [sys.executable, "-c", _HELPER_KERNELS if args[:1] == ["--compile"] else _HELPER, _ROOT, *args]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True, env=env
         )
@@ -312,9 +347,9 @@ def start(plan: HelperPlan) -> _Helper | None:
         return helper
 
 
-def start_variant(name: str, args: tuple) -> _Helper | None:
-    """When kernel ``name`` (in :data:`VARIANTS`) compiles ``args`` with None at its position,
-    start a helper compiling the signature with a boolean there (once per signature)."""
+def _variant_job(name: str, args: tuple) -> tuple[str, tuple, bool] | None:
+    """The job compiling kernel ``name``'s (in :data:`VARIANTS`) rarer specialisation: ``args``
+    with a boolean where it has None (None when it has not)."""
     from numba.core import types
 
     pos = VARIANTS[name]
@@ -322,25 +357,75 @@ def start_variant(name: str, args: tuple) -> _Helper | None:
         return None
     variant = list(args)
     variant[pos] = types.boolean
-    return _start_signature(name, tuple(variant), nice=True)
+    return (name, tuple(variant), True)
 
 
-def _start_signature(name: str, sig: tuple, nice: bool) -> _Helper | None:
-    """A helper compiling kernel ``name`` for ``sig`` (:func:`compile_signature`); a cache miss of
-    that signature here waits for it."""
-    key = f"{name} {encode(sig)}"
+def start_variant(name: str, args: tuple) -> _Helper | None:
+    """When kernel ``name`` (in :data:`VARIANTS`) compiles ``args`` with None at its position,
+    start a helper compiling the signature with a boolean there (once per signature)."""
+    job = _variant_job(name, args)
+    return None if job is None else _start_jobs([job])
+
+
+def _cached(name: str, sig: tuple) -> bool:
+    """Kernel ``name``'s ``sig`` is in this process or in the on-disk cache (nothing to compile)."""
+    try:
+        disp = dispatcher(name)
+        if sig in disp.overloads:
+            return True
+        cache = disp._cache
+        return cache._index_key(sig, disp.targetctx.codegen()) in cache._cache_file._load_index()
+    except Exception:  # numba internals that moved: assume it is not cached (a helper only saves time)
+        return False
+
+
+def _callee_jobs(name: str, args: tuple) -> list[tuple[str, tuple, bool]]:
+    """The jobs compiling the callees :data:`CALLEES` names for kernel ``name``'s ``args`` that are
+    not cached yet."""
+    try:
+        mod, _, fn = CALLEES[name].partition(":")
+        callees = getattr(importlib.import_module(mod), fn)(args)
+    except Exception:  # a signature this process cannot work out: no helper, nothing else changes
+        log.debug("%s: no callee signature for %s", name, args, exc_info=True)
+        return []
+    return [(callee, tuple(sig), False) for callee, sig in callees if not _cached(callee, tuple(sig))]
+
+
+def start_callees(name: str, args: tuple) -> _Helper | None:
+    """When kernel ``name`` (in :data:`CALLEES`) starts compiling ``args``, start a helper compiling
+    its big callees (then, for a kernel also in :data:`VARIANTS`, its rarer specialisation when a
+    core is free); without such callees, :func:`start_variant`."""
+    jobs = _callee_jobs(name, args)
+    variant = _variant_job(name, args) if name in VARIANTS else None
+    if not jobs:
+        return None if variant is None else _start_jobs([variant])
+    if variant is not None and _idle_core():
+        jobs.append(variant)
+    return _start_jobs(jobs)
+
+
+def _start_jobs(jobs: list[tuple[str, tuple, bool]]) -> _Helper | None:
+    """A helper compiling each ``(kernel, signature, nice)`` of ``jobs`` in turn (the ``nice`` ones
+    last, at a lower priority; :func:`polgen.kernels._precompile_helper.compile_signature`); a
+    cache miss of one of those signatures here waits for it."""
+    jobs = sorted(jobs, key=lambda j: j[2])
+    key = " ".join(f"{name} {encode(sig)}" for name, sig, _ in jobs)
     with _lock:
         if key in _helpers and _helpers[key].owner == os.getpid():
             return _helpers[key]
-        if not enabled() or _busy() or (nice and not _idle_core()):
+        if not enabled() or _busy() or (jobs[0][2] and not _idle_core()):
             # one helper at a time; a speculative one (nice) only on a core nobody uses
             return None
-        args = ["--compile", name, encode(sig)] + ([] if nice else ["now"])
+        args: list[str] = []
+        for name, sig, nice in jobs:
+            args += ["--compile", name, encode(sig)] + ([] if nice else ["now"])
+        names = tuple(dict.fromkeys(name for name, _, _ in jobs))
         try:
-            helper = _Helper((name,), args, announced=sig)
+            helper = _Helper(names, args, announced=[(name, sig) for name, sig, _ in jobs])
         except OSError:
             return None
-        _wait_on_miss(name, helper)
+        for name in names:
+            _wait_on_miss(name, helper)
         if not _helpers:
             atexit.register(_close_all)
         _helpers[key] = helper
@@ -366,8 +451,11 @@ def _make_listener():
             plan = _OVERRIDE.get(name) or PLANS.get(name)
             if plan is not None:
                 start(plan)
-            if name in VARIANTS:
-                start_variant(name, tuple(event.data.get("args") or ()))
+            args = tuple(event.data.get("args") or ())
+            if name in CALLEES:
+                start_callees(name, args)
+            elif name in VARIANTS:
+                start_variant(name, args)
 
         def on_end(self, event) -> None:
             self._local.depth = max(getattr(self._local, "depth", 1) - 1, 0)
@@ -384,102 +472,3 @@ def install() -> None:
     from numba.core import event as ev
 
     ev.register("numba:compile", _make_listener())
-
-
-# -- inside the helper ---------------------------------------------------------------------------
-class Done(BaseException):
-    """Raised in the helper once every target is in the cache: nothing more to run."""
-
-
-def _fill(args: tuple) -> None:
-    """The stub's effect: the arrays of its tuple arguments (the kernels' output named tuples)
-    set to 0 (``ST_OK``, zero estimates), so that the step goes on deterministically."""
-    import numpy as np
-
-    for a in args:
-        if isinstance(a, tuple):
-            for x in a:
-                if isinstance(x, np.ndarray) and x.flags.writeable:
-                    x.fill(0)
-
-
-def serve(stub: str, targets: list[str], run: Any) -> int:
-    """The helper's side: ``stub`` becomes a no-op everywhere polgen refers to it (it only zeroes
-    its tuple arguments' arrays), each compilation of a kernel in ``targets`` is announced on
-    stdout (``compiling <kernel> <signature>``) and, once its signature is saved to (or found in)
-    the cache, reported (``saved ...``); ``run`` stops when every target has been.  Returns 0
-    then, 1 when ``run`` ended first."""
-    first = dispatcher(stub)
-
-    def noop(*args: Any, **kwargs: Any) -> None:
-        _fill(args)
-
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__name__", "").startswith("polgen."):
-            for name, value in list(vars(mod).items()):
-                if value is first:
-                    setattr(mod, name, noop)
-    left = set(targets)
-
-    def hook(target: str) -> None:
-        cache = dispatcher(target)._cache
-        save, load = cache.save_overload, cache.load_overload
-
-        def say(what: str, sig: Any) -> None:
-            from numba.core import sigutils
-
-            args = tuple(sigutils.normalize_signature(sig)[0])
-            print(f"{what} {target} {encode(args)}", flush=True)
-
-        def ready(sig: Any) -> None:
-            say("saved", sig)
-            left.discard(target)
-            if not left:
-                raise Done
-
-        def save_overload(sig, data):
-            save(sig, data)
-            ready(sig)
-
-        def load_overload(sig, target_context):
-            cres = load(sig, target_context)
-            if cres is not None:
-                ready(sig)
-            else:
-                say("compiling", sig)
-            return cres
-
-        cache.save_overload, cache.load_overload = save_overload, load_overload
-
-    for target in targets:
-        hook(target)
-    try:
-        run()
-    except Done:
-        return 0
-    return 1
-
-
-def compile_signature(name: str, text: str, nice: bool = True) -> int:
-    """The helper of :func:`start_variant`: compile kernel ``name`` for the
-    encoded signature (saved to the cache by numba), then report it (``saved <kernel> <signature>``)."""
-    sig = decode(text)
-    if sig is None:
-        return 1
-    if nice:
-        with contextlib.suppress(OSError, AttributeError):
-            os.nice(5)  # speculative work: on a busy machine it yields to the caller's own compilation
-    dispatcher(name).compile(sig)
-    print(f"saved {name} {text}", flush=True)
-    return 0
-
-
-def _main(argv: list[str]) -> int:
-    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...`` or ``--compile KERNEL
-    SIGNATURE``, see :data:`_HELPER`)."""
-    if argv[:1] == ["--compile"]:
-        return compile_signature(argv[1], argv[2], nice=argv[3:] != ["now"])
-    run, arg, stub, *targets = argv
-    mod, _, fn = run.partition(":")
-    work = getattr(importlib.import_module(mod), fn)
-    return serve(stub, targets, lambda: work(arg))

@@ -220,10 +220,10 @@ def gwas_batch(
         parallel = n >= 8 * min_rows
     if n == 0:
         return out
-    # None / True select at compile time: the fast path or the RAM fit, DWLS or ML, the V_full
+    # None / True select at compile time: the fast path or the RAM fit, ML or DWLS, the V_full
     # block shortcut or V_full per SNP (see _snp_range); a call compiles only its configuration
     fit = (True, None) if fp.on else (None, True)  # (fast, full)
-    modes = (*fit, True if ml else None, None if spec.block else True)
+    modes = (*fit, True if ml else None, None if ml else True, None if spec.block else True)
     if parallel:
         # chunks on Python threads (the kernel is nogil): no parfor compilation, same rows
         run_chunks(_snp_range, n, n_chunks(n, min_rows), snp, lay, spec, fp, res, *modes, None)

@@ -10,15 +10,12 @@ named tuple the batch kernel (:mod:`polgen.kernels.gwas`) takes.
 from __future__ import annotations
 
 from collections import namedtuple
-from typing import Any
 
 import numpy as np
-from numba import types
-from numba.extending import overload
 
-from polgen.kernels._jit import FM, jit
+from polgen.kernels._jit import jit
 from polgen.kernels.gwas_codes import ST_NOCONV, ST_NONFINITE, ST_OK, ftol
-from polgen.kernels.gwas_fast_ml import _fast_jac, _fast_sigma, _fit_fast_ml
+from polgen.kernels.gwas_fast_ml import _fast_jac, _fast_sigma
 from polgen.kernels.linalg import _damped_solve
 from polgen.kernels.ram_steps import _normal_eq
 
@@ -45,41 +42,6 @@ def _fast_f(sig, s_vec, w, ma):
         r = s_vec[m] - sig[m]
         f += w[m] * r * r
     return f
-
-
-def _fit_fast(ml, *args):
-    """The fit on the fast-path structure, with the implied moments and their Jacobian computed
-    without the RAM inverse: DWLS (``ml`` None) by :func:`_fit_fast_dwls`, ML (``ml`` True) by
-    :func:`polgen.kernels.gwas_fast_ml._fit_fast_ml` (Newton's method on the objective given the
-    SNP); ``args`` are their (common) arguments.  Leaves resid and J (and, for ML, Sinv) at the
-    solution; for ML also ``fval[0]``, the objective there.  Returns (status, iterations).
-
-    In a kernel the fit is chosen by the *type* of ``ml`` while compiling (:func:`_fit_fast_select`),
-    so a specialisation compiles only its own: numba removes a branch ``if ml is not None`` only
-    when ``ml`` is None, and the ML specialisation of the batch kernel (``ml`` True, a boolean)
-    used to compile the DWLS fit too."""
-    return (_fit_fast_dwls if ml is None else _fit_fast_ml)(*args)
-
-
-#: numba options of the entries :func:`_fit_fast_select` returns: those of ``_jit.jit`` (each entry
-#: is compiled by numba as a kernel of its own, cached on disk like every polgen kernel)
-_ENTRY_OPTIONS: Any = {"cache": True, "nogil": True, "fastmath": set(FM), "error_model": "numpy"}
-
-
-@overload(_fit_fast, jit_options=_ENTRY_OPTIONS)
-def _fit_fast_select(ml, *args):
-    """:func:`_fit_fast` in a kernel: the DWLS entry for ``ml`` None, the ML entry otherwise."""
-    if isinstance(ml, (types.NoneType, types.Omitted)):
-        return _fast_dwls_entry
-    return _fast_ml_entry
-
-
-def _fast_dwls_entry(ml, *args):
-    return _fit_fast_dwls(*args)
-
-
-def _fast_ml_entry(ml, *args):
-    return _fit_fast_ml(*args)
 
 
 @jit

@@ -222,7 +222,7 @@ def _fit_fast_ml(
     fval,
 ):
     """ML on the fast path (see above).  Leaves resid, J and Sinv = Sigma^-1 at the solution, as
-    :func:`_fit_fast`, and the objective there in ``fval[0]`` (inf where Sigma is not positive
+    the DWLS fit does, and the objective there in ``fval[0]`` (inf where Sigma is not positive
     definite).  Returns (status, iterations).  The arguments are those of the DWLS fit
     (:func:`polgen.kernels.gwas_fast._fit_fast_dwls`, one list for both); ``w``, ``WJ``, ``Cp``,
     ``Sig``, ``Smat`` and ``Wm`` are unused."""

@@ -19,7 +19,8 @@ from polgen.kernels.gwas_codes import (
     ST_OK,
     ST_SINGULAR,
 )
-from polgen.kernels.gwas_fast import _fit_fast
+from polgen.kernels.gwas_fast import _fit_fast_dwls
+from polgen.kernels.gwas_fast_ml import _fit_fast_ml
 from polgen.kernels.linalg import _chol, _chol_inverse, _chol_quad, near_pd, sandwich_into
 from polgen.kernels.ram import _jacobian
 from polgen.kernels.ram_fit import _fit_one, _ml_weight, _objective
@@ -33,15 +34,15 @@ ST_SMOOTH_LATER = -1
 
 
 @jit
-def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth):
+def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, dwls, general, smooth):
     """Fit SNPs ``lo:hi`` of ``snp`` (SnpBatch) under the model ``lay`` (RamLayout) with ``spec``
     (GwasSpec) and the fast-path structure ``fp`` (FastPath) into ``out`` (GwasOut).
 
     The mode arguments are None or True and are tested only as ``x is None`` / ``x is not None``;
     numba removes such a branch while compiling when ``x`` is None (not when it is True), so each
     configuration is its own specialisation and the code a None switches off is never compiled:
-    ``fast`` / ``full`` (exactly one True): the fast path (``fp``) or the RAM fit; ``ml``: None for
-    DWLS, True for ML (the ML objective and weight); ``general``: None for the V_full block
+    ``fast`` / ``full`` (exactly one True): the fast path (``fp``) or the RAM fit; ``ml`` / ``dwls``
+    (exactly one True): ML (the ML objective and weight) or DWLS; ``general``: None for the V_full block
     shortcut (``spec.block``: V_full positive definite, blockdiag(varSNPSE^2, V_SNP, V_LD) used
     piecewise), True for V_full built per SNP; ``smooth``: None leaves nearPD out (a SNP whose
     S_full or V_full is not positive definite gets :data:`ST_SMOOTH_LATER`, refit by the caller
@@ -229,44 +230,18 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
         st = ST_OK
         nit = 0
         if fast is not None:
-            st, nit = _fit_fast(
-                ml,
-                theta,
-                fidx,
-                nf,
-                ftype,
-                Js,
-                G,
-                C0,
-                u0,
-                vfix,
-                vpos,
-                ma,
-                mb,
-                p,
-                s_vec,
-                w,
-                ldS,
-                max_iter,
-                xtol,
-                uvec,
-                sigv,
-                J,
-                WJ,
-                H,
-                HW,
-                g,
-                delta,
-                th_new,
-                resid,
-                Cp,
-                Sig,
-                Sinv,
-                col,
-                Smat,
-                Wm,
-                fval,
-            )
+            # the fast path's fit: DWLS (Levenberg-Marquardt) or ML (Newton given the SNP), each
+            # behind its own switch so that a specialisation compiles only its fit
+            if dwls is not None:
+                st, nit = _fit_fast_dwls(
+                    theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, ldS, max_iter, xtol,
+                    uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid, Cp, Sig, Sinv, col, Smat, Wm, fval,
+                )  # fmt: skip
+            if ml is not None:
+                st, nit = _fit_fast_ml(
+                    theta, fidx, nf, ftype, Js, G, C0, u0, vfix, vpos, ma, mb, p, s_vec, w, ldS, max_iter, xtol,
+                    uvec, sigv, J, WJ, H, HW, g, delta, th_new, resid, Cp, Sig, Sinv, col, Smat, Wm, fval,
+                )  # fmt: skip
         if full is not None:
             # with closed-form residual variances the fit runs in rounds of RIDGE_CHECK
             # iterations; between rounds a variance running off to minus infinity (no finite
@@ -387,7 +362,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     Smat,
                     ldS,
                 )
-        else:
+        if dwls is not None:  # (an else would stay in the ML specialisation: numba prunes only None)
             fv = 0.0
             for m in range(nmom):
                 fv += w[m] * resid[m] * resid[m]
@@ -441,7 +416,7 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                     _chol_inverse(Sig, p, Sinv, col)
                 _ml_weight(Sinv, ma, mb, Wm)
                 _normal_eq_ml(nse, nmom, J, Wm, WJ, resid, H, g)
-            else:
+            if dwls is not None:
                 _normal_eq(nse, nmom, J, w, WJ, resid, H, g)
             hmax = 0.0
             for a in range(nse):
@@ -495,3 +470,27 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, general, smooth)
                 if _chol(QM, nw, 0.0):
                     wald[i] = _chol_quad(QM, nw, qv, tmpv)
         status[i] = ST_OK
+
+
+def fit_callee(args):
+    """The fit a specialisation of :func:`_snp_range` calls and its numba signature, from the
+    kernel's argument types ``args``: ``[(kernel, signature)]`` (empty when not known here).
+    :mod:`polgen.kernels._precompile` compiles it in a helper process while this one compiles the
+    rest (tests/kernels/test_precompile.py checks it against the signature the kernel calls)."""
+    from numba.core import types
+
+    if len(args) != 13 or args[7] == types.none:  # only the fast path's fits
+        return []
+    fld = {}
+    for t in args[3:6]:  # lay, spec, fp: the named tuples' fields
+        fld.update(zip(t.fields, t))
+    f1, f2 = types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")
+    i8, f8 = types.int64, types.float64
+    sig = (
+        *(f1, fld["fidx"], i8),
+        *(fld[x] for x in ("ftype", "Js", "G", "C0", "u0", "vfix", "vpos", "ma", "mb", "p")),
+        *(f1, f1, f8, fld["max_iter"], fld["xtol"]),
+        *(f1, f1, f2, f2, f2, f2, f1, f1, f1, f1, f2, f2, f2, f1, f2, f2, f1),
+    )
+    name = "gwas_fast_ml._fit_fast_ml" if args[9] != types.none else "gwas_fast._fit_fast_dwls"
+    return [("polgen.kernels." + name, sig)]

@@ -1,63 +1,122 @@
-"""The fast path's fit is chosen by the type of ``ml`` while compiling (kernels/gwas_fast.py,
-issue 18): the ML specialisation of a kernel calling ``_fit_fast`` compiles the ML fit only, the
-DWLS one the DWLS fit only (``if ml is not None`` is pruned by numba only when ``ml`` is None:
-the ML batch kernel used to compile the DWLS Levenberg-Marquardt fit too).  Each case compiles
-a small caller in a fresh interpreter (kernels load from the on-disk cache when present) and
-reads which fit its LLVM code links; the numbers of both fits are covered by the fast-path
-and ML tests (tests/kernels/test_gwas_fast_ml.py, tests/gsem/test_gsem_gwas.py)."""
+"""The fast path's fit is chosen while compiling (kernels/gwas_kernel.py, issue 18): the DWLS
+specialisation of the batch kernel types the DWLS fit only, the ML one the ML fit only (each call
+behind its own None / True switch, ``dwls`` / ``ml``: numba prunes a branch ``x is not None`` only
+when ``x`` is None; the ML kernel used to compile the DWLS Levenberg-Marquardt fit too, and the
+DWLS SEs' ``_normal_eq``), and :func:`polgen.kernels.gwas_kernel.fit_callee` names the signature
+the kernel calls (the compile helper of :mod:`polgen.kernels._precompile` compiles it while the
+kernel's first call compiles the rest).  numba's own pipeline up to type inference runs on a copy
+of the kernel (its callees compile or load from the cache; nothing is lowered); the numbers of both
+fits are covered by the fast-path and ML tests (tests/kernels/test_gwas_fast_ml.py, tests/gsem/test_gsem_gwas.py)."""
 
 from __future__ import annotations
-
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from numba import types
 
-from polgen.kernels.gwas_fast import _fast_dwls_entry, _fast_ml_entry, _fit_fast, _fit_fast_select
+from polgen.kernels import gwas_fast, gwas_fast_ml, gwas_kernel, ram_steps
 
-_CHILD = r"""
-import json, sys
-import numba
-import numpy as np
-from numba import typeof
-from polgen.kernels.gwas_fast import _fit_fast
-
-ml = True if sys.argv[1] == "ml" else None
-f1, i1, f2 = np.zeros(2), np.zeros(2, np.int64), np.zeros((2, 2))
-# the argument kinds of gwas_kernel._snp_range's call (arrays C-contiguous, scalars int64/float64)
-args = (f1, i1, 1, i1, f2, f2, f1, f1, 0.0, -1, i1, i1, 2, f1, f1, 0.0, 10, 1e-10, f1, f1, f2, f2,
-        f2, f2, f1, f1, f1, f1, f2, f2, f2, f1, f2, f2, f1)
-
-names = ", ".join(f"a{i}" for i in range(len(args)))
-exec(f"def caller(ml, {names}):\n    return _fit_fast(ml, {names})\n")
-caller = numba.njit(nogil=True)(caller)
-caller.compile((typeof(ml),) + tuple(typeof(x) for x in args))
-# the fits linked into the compiled caller (compiled here or loaded from the cache alike)
-ir = "".join(caller.inspect_llvm().values())
-print(json.dumps({"ml": ir.count("_fit_fast_ml"), "dwls": ir.count("_fit_fast_dwls")}))
-"""
+#: the kernel's callees recorded: both fits and the DWLS information matrix of the SEs
+FITS = {
+    "polgen.kernels.gwas_fast._fit_fast_dwls": gwas_fast._fit_fast_dwls,
+    "polgen.kernels.gwas_fast_ml._fit_fast_ml": gwas_fast_ml._fit_fast_ml,
+    "polgen.kernels.ram_steps._normal_eq": ram_steps._normal_eq,
+}
 
 
-def test_the_type_of_ml_selects_the_entry():
-    assert _fit_fast_select(types.none, types.float64) is _fast_dwls_entry
-    assert _fit_fast_select(types.Omitted(None), types.float64) is _fast_dwls_entry
-    assert _fit_fast_select(types.boolean, types.float64) is _fast_ml_entry
+class _Got(Exception):
+    """Raised by the spy once it has the kernel's argument types (the kernel never runs)."""
 
 
-@pytest.mark.parametrize("kind", ["ml", "dwls"])
-def test_a_specialisation_compiles_only_its_fit(kind):
-    out = subprocess.run([sys.executable, "-c", _CHILD, kind], capture_output=True, text=True, timeout=300, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    mine, other = ("ml", "dwls") if kind == "ml" else ("dwls", "ml")
-    assert got[mine] > 0 and got[other] == 0, got
+def _kernel_args(monkeypatch, **kw) -> tuple:
+    """The argument types of the batch kernel's first call in a small user_gwas call."""
+    from numba import typeof
+
+    from polgen.gsem.gwas import user_gwas
+    from polgen.kernels import gwas
+    from polgen.warmup import GWAS_MODEL, _covstruc, _sumstats
+
+    seen: list[tuple] = []
+
+    def spy(*args):
+        seen.append(tuple(typeof(a) for a in args))
+        raise _Got
+
+    monkeypatch.setattr(gwas, "_snp_range", spy)
+    with pytest.raises(Exception):  # noqa: B017 (the engine wraps _Got in its own error)
+        user_gwas(_sumstats(8), _covstruc(3), GWAS_MODEL, progress=False, **kw)
+    assert seen
+    return seen[0]
 
 
-def test_python_call_dispatches_too():
-    """Outside numba, ``_fit_fast`` calls the chosen fit itself: DWLS on a one-moment model whose
-    only parameter is the SNP variance fits it exactly."""
+def _fit_calls(sig) -> dict[str, set]:
+    """The signatures of the kernel's calls of each fit in FITS, from type inference of a copy."""
+    import numba
+    from numba.core import compiler, ir
+    from numba.core.compiler_machinery import FunctionPass, register_pass
+    from numba.core.typed_passes import NopythonTypeInference
+
+    found: dict[str, set] = {name: set() for name in FITS}
+    by_func = {disp.py_func: name for name, disp in FITS.items()}
+
+    @register_pass(mutates_CFG=False, analysis_only=True)
+    class Record(FunctionPass):
+        _name = "polgen_record_fit_calls"
+
+        def __init__(self) -> None:
+            FunctionPass.__init__(self)
+
+        def run_pass(self, state):
+            for inst, s in state.calltypes.items():
+                if isinstance(inst, ir.Expr) and inst.op == "call":
+                    disp = getattr(state.typemap[inst.func.name], "dispatcher", None)
+                    name = by_func.get(getattr(disp, "py_func", None))
+                    if name is not None:
+                        found[name].add(tuple(s.args))
+            raise _Typed
+
+    class TypeOnly(compiler.CompilerBase):
+        def define_pipelines(self):
+            pm = compiler.DefaultPassBuilder.define_untyped_pipeline(self.state)
+            pm.add_pass(NopythonTypeInference, "nopython type inference")
+            pm.add_pass(Record, "record the calls")
+            pm.finalize()
+            return [pm]
+
+    copy = numba.njit(pipeline_class=TypeOnly, error_model="numpy")(gwas_kernel._snp_range.py_func)
+    with pytest.raises(_Typed):
+        copy.compile(sig)
+    return found
+
+
+class _Typed(Exception):
+    """Raised once _fit_calls has what it needs: nothing is lowered."""
+
+
+@pytest.mark.parametrize("estimation", ["DWLS", "ML"])
+def test_a_specialisation_types_only_its_fit_and_fit_callee_names_it(monkeypatch, estimation):
+    args = _kernel_args(monkeypatch, estimation=estimation)
+    mine, other = (
+        ("polgen.kernels.gwas_fast_ml._fit_fast_ml", "polgen.kernels.gwas_fast._fit_fast_dwls")
+        if estimation == "ML"
+        else ("polgen.kernels.gwas_fast._fit_fast_dwls", "polgen.kernels.gwas_fast_ml._fit_fast_ml")
+    )
+    calls = _fit_calls(args)
+    assert len(calls[mine]) == 1 and calls[other] == set(), calls
+    # the DWLS SEs' J'WJ only in the DWLS specialisation (ML's is _normal_eq_ml)
+    assert len(calls["polgen.kernels.ram_steps._normal_eq"]) == (estimation == "DWLS"), calls
+    # the helper's signature is the one the kernel calls (else the helper's work goes unused)
+    assert gwas_kernel.fit_callee(args) == [(mine, next(iter(calls[mine])))]
+
+
+def test_fit_callee_off_the_fast_path(monkeypatch):
+    args = _kernel_args(monkeypatch)
+    assert gwas_kernel.fit_callee(args[:7] + (types.none,) + args[8:]) == []  # the RAM fit: none
+    assert gwas_kernel.fit_callee(args[:-1]) == []  # not the kernel's argument list
+
+
+def test_the_dwls_fit_from_python():
+    """DWLS on a one-moment model whose only parameter is the SNP variance fits it exactly."""
     theta = np.array([0.5])
     fidx = np.array([0], np.int64)
     ftype = np.array([2], np.int64)  # the SNP variance
@@ -65,8 +124,8 @@ def test_python_call_dispatches_too():
     ma = mb = np.zeros(1, np.int64)
     s_vec, w = np.array([2.0]), np.array([1.0])
     n1, n11 = np.zeros(1), np.zeros((1, 1))
-    st, it = _fit_fast(
-        None, theta, fidx, 1, ftype, Js, G, n1.copy(), n1.copy(), 0.0, 0, ma, mb, 1, s_vec, w, 0.0, 50, 1e-12,
+    st, it = gwas_fast._fit_fast_dwls(
+        theta, fidx, 1, ftype, Js, G, n1.copy(), n1.copy(), 0.0, 0, ma, mb, 1, s_vec, w, 0.0, 50, 1e-12,
         np.zeros(1), np.zeros(1), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)),
         np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1), n11, n11, n11, n1, n11, n11, n1,
     )  # fmt: skip

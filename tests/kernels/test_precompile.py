@@ -45,6 +45,24 @@ def third(x, smooth):
         s += np.sqrt(abs(s)) + np.log1p(abs(s))
     return s
 
+@jit_strict
+def leaf(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += np.sqrt(abs(x[i])) + np.log1p(abs(x[i]))
+    return s
+
+@jit_strict
+def outer(x, smooth):
+    s = leaf(x)
+    if smooth is not None:  # left out of the None specialisation
+        s += np.sqrt(abs(s))
+    return s
+
+def outer_callees(args):
+    """what _precompile.CALLEES names for outer: its callee and the signature it calls"""
+    return [(__name__ + ".leaf", (args[0],))]
+
 def work(arg):
     """the helper's run: the first kernel's output feeds the second (its types are what counts)"""
     from collections import namedtuple
@@ -137,6 +155,27 @@ def test_the_rarer_specialisation_compiles_in_a_helper(kernels):
     s = x.sum()
     assert mod.third(x, True) == pytest.approx(s + np.sqrt(s) + np.log1p(s), rel=1e-14)
     assert mod.third(x, None) == pytest.approx(s, rel=1e-14)
+
+
+@pytest.mark.skipif(not _precompile.enabled(), reason="needs two CPUs (helpers off)")
+def test_a_helper_compiles_the_callee_meanwhile_then_the_rarer_specialisation(kernels, monkeypatch):
+    """outer(x, None) compiling starts a helper on its callee leaf(x) (CALLEES), which this process
+    loads when its type inference reaches the call, then on outer(x, True) (VARIANTS)."""
+    mod, _ = kernels
+    outer = f"{mod.__name__}.outer"
+    monkeypatch.setitem(_precompile.CALLEES, outer, f"{mod.__name__}:outer_callees")
+    monkeypatch.setitem(_precompile.VARIANTS, outer, -1)
+    x = np.linspace(-1.0, 2.0, 11)
+    compiled = _compiled_here(lambda: mod.outer(x, None))
+    assert compiled[:1] == ["outer"] and "leaf" not in compiled, compiled
+    assert _compiled_here(lambda: mod.outer(x, True)) == [], "compiled here instead of loading the helper's"
+    s = np.sum(np.sqrt(np.abs(x)) + np.log1p(np.abs(x)))
+    assert mod.outer(x, None) == pytest.approx(s, rel=1e-14)
+    assert mod.outer(x, True) == pytest.approx(s + np.sqrt(s), rel=1e-14)
+    # the callee already cached: no helper for it (only the rarer specialisation's, on a free core)
+    from numba import typeof
+
+    assert _precompile._callee_jobs(outer, (typeof(x), typeof(None))) == []
 
 
 def test_a_forked_child_does_not_wait_for_its_parents_helper(kernels):

@@ -1,0 +1,124 @@
+"""The side of :mod:`polgen.kernels._precompile`'s helper process: run a warm-up step with the
+kernel the caller compiles stubbed out (:func:`serve`), or compile kernels for given signatures
+(:func:`compile_signature`), and say on stdout what is compiling and what is in the cache."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from typing import Any
+
+from polgen.kernels._precompile import decode, dispatcher, encode
+
+__all__ = ["Done", "compile_signature", "main", "serve"]
+
+
+class Done(BaseException):
+    """Raised in the helper once every target is in the cache: nothing more to run."""
+
+
+def _fill(args: tuple) -> None:
+    """The stub's effect: the arrays of its tuple arguments (the kernels' output named tuples)
+    set to 0 (``ST_OK``, zero estimates), so that the step goes on deterministically."""
+    import numpy as np
+
+    for a in args:
+        if isinstance(a, tuple):
+            for x in a:
+                if isinstance(x, np.ndarray) and x.flags.writeable:
+                    x.fill(0)
+
+
+def serve(stub: str, targets: list[str], run: Any) -> int:
+    """The helper's side: ``stub`` becomes a no-op everywhere polgen refers to it (it only zeroes
+    its tuple arguments' arrays), each compilation of a kernel in ``targets`` is announced on
+    stdout (``compiling <kernel> <signature>``) and, once its signature is saved to (or found in)
+    the cache, reported (``saved ...``); ``run`` stops when every target has been.  Returns 0
+    then, 1 when ``run`` ended first."""
+    first = dispatcher(stub)
+
+    def noop(*args: Any, **kwargs: Any) -> None:
+        _fill(args)
+
+    for mod in list(sys.modules.values()):
+        if getattr(mod, "__name__", "").startswith("polgen."):
+            for name, value in list(vars(mod).items()):
+                if value is first:
+                    setattr(mod, name, noop)
+    left = set(targets)
+
+    def hook(target: str) -> None:
+        cache = dispatcher(target)._cache
+        save, load = cache.save_overload, cache.load_overload
+
+        def say(what: str, sig: Any) -> None:
+            from numba.core import sigutils
+
+            args = tuple(sigutils.normalize_signature(sig)[0])
+            print(f"{what} {target} {encode(args)}", flush=True)
+
+        def ready(sig: Any) -> None:
+            say("saved", sig)
+            left.discard(target)
+            if not left:
+                raise Done
+
+        def save_overload(sig, data):
+            save(sig, data)
+            ready(sig)
+
+        def load_overload(sig, target_context):
+            cres = load(sig, target_context)
+            if cres is not None:
+                ready(sig)
+            else:
+                say("compiling", sig)
+            return cres
+
+        cache.save_overload, cache.load_overload = save_overload, load_overload
+
+    for target in targets:
+        hook(target)
+    try:
+        run()
+    except Done:
+        return 0
+    return 1
+
+
+def compile_signature(name: str, text: str, nice: bool = True) -> int:
+    """The helper of ``_precompile.start_variant`` / ``start_callees``: compile kernel ``name`` for the
+    encoded signature (saved to the cache by numba), then report it (``saved <kernel> <signature>``)."""
+    sig = decode(text)
+    if sig is None:
+        return 1
+    if nice:
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(5)  # speculative work: on a busy machine it yields to the caller's own compilation
+    dispatcher(name).compile(sig)
+    print(f"saved {name} {text}", flush=True)
+    return 0
+
+
+def _compile_jobs(argv: list[str]) -> int:
+    """``--compile KERNEL SIGNATURE [now]``, repeated: compile each in turn (the first failure ends
+    the helper: the caller's waits for the rest end with it)."""
+    while argv[:1] == ["--compile"]:
+        now = argv[3:4] == ["now"]
+        if compile_signature(argv[1], argv[2], nice=not now) != 0:
+            return 1
+        argv = argv[4 if now else 3 :]
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...`` or ``--compile KERNEL
+    SIGNATURE [now]``, repeated, see ``_precompile._HELPER``)."""
+    if argv[:1] == ["--compile"]:
+        return _compile_jobs(argv)
+    run, arg, stub, *targets = argv
+    mod, _, fn = run.partition(":")
+    work = getattr(importlib.import_module(mod), fn)
+    return serve(stub, targets, lambda: work(arg))
