@@ -4,8 +4,8 @@ minimum has psi <= 0, so that the user model's solution, if any, is another loca
 (tests/data/gsem/r/fm_false_cfu/: R userGWAS's own per-SNP lavaan call, see PROVENANCE.md).
 
 Issue 18 asks for convergence >= R's on the same SNPs: every SNP R converges on converges here, at
-R's estimates (up to the factor's sign); R's non-converged fits run along the ridge to its
-iteration limit."""
+R's estimates (up to the factor's sign), except one that R calls converged on the ridge itself (a
+residual variance of -64); R's non-converged fits run along the ridge to its iteration limit."""
 
 from __future__ import annotations
 
@@ -24,13 +24,22 @@ def test_every_snp_r_converges_on_converges_at_rs_estimates():
     ref = read_csv(D / "persnp.csv")
     snps = read_csv(D / "snps.csv").with_columns(pl.col("SNP").cast(pl.String), pl.col("CHR").cast(pl.String))
     out = user_gwas(snps, covstruc_of(D, TRAITS), MODEL, fix_measurement=False, long=True, progress=False)
-    assert ref.height == 29 and ref["converged"].sum() == 14
+    assert ref.height == 59 and ref["converged"].sum() == 15
     n_more = 0
+    n_ridge = 0
     for row in ref.iter_rows(named=True):
         mine = out.filter(pl.col("SNP") == row["SNP"])
-        if not row["converged"]:
-            # R stops at its iteration limit along a ridge (or leaves it after 900-7,400 iterations)
-            assert row["iterations"] > 900
+        theta = [row[f"theta{j}"] for j in (1, 2, 3)]
+        if not row["converged"] or min(theta) < -1.0:
+            # R stops at its iteration limit along the ridge, leaves it after 800-8,700 iterations,
+            # or (once) calls a point on it converged: T2's residual variance -64 (its observed
+            # variance is 0.1) after 6,619 iterations, where the objective is flat to nlminb's
+            # tolerance but still falls.  No finite minimum with a positive factor variance exists.
+            assert row["iterations"] > 800
+            if row["converged"]:
+                n_ridge += 1
+                assert not mine["converged"].any()
+                assert mine["warning"][0].startswith("no finite optimum")
             n_more += bool(mine["converged"].all())
             continue
         assert mine["converged"].all(), row["SNP"]
@@ -43,5 +52,6 @@ def test_every_snp_r_converges_on_converges_at_rs_estimates():
             assert abs(est[(t, "~~", t)] - row[f"theta{j}"]) < 5e-5, (row["SNP"], t)
         se = mine.filter(pl.col("op").is_in(["=~", "~"]))["se"].cast(pl.Float64).to_numpy()
         assert se.size == 4 and np.isfinite(se).all() and (se > 0).all()
+    assert n_ridge == 1
     # and a finite minimum on some of the SNPs where R's fit runs off
     assert n_more >= 5
