@@ -36,13 +36,17 @@ from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER
 from polgen.gsem.gwas_starts import CFU_MAX_ITER, CFU_TOP, cfu_structure
 from polgen.kernels import _precompile
 
-__all__ = ["cfu_structure", "cfu_stage1"]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
+__all__ = [
+    "cfu_structure",
+    "cfu_stage1",
+    "psi_positive_search",
+    "warm_search",
+]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
 
 
 def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     """Stage 1 of user_gwas for a plan with ``stage1.cfu`` (:func:`cfu_structure`): the same
     result dict as :func:`polgen.gsem.gwas_batch.run_stage`."""
-    from polgen.kernels.commonfactor_feasible import cfu_feasible_fit
     from polgen.kernels.gwas import commonfactor_fit
     from polgen.kernels.gwas_codes import ST_NOCONV, ST_NOFINITE, ST_OK
 
@@ -67,14 +71,11 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
 
     with np.errstate(invalid="ignore"):
         feas = (status == ST_OK) & (th[:, ip] > 0.0)
-    # lowest minimum outside the user model (psi <= 0) or none: its minima with psi > 0 from the
-    # fixed starts
+    # lowest minimum outside the user model (psi <= 0) or none: its lowest minimum with psi > 0
     redo = np.flatnonzero(~feas & np.isin(status, (ST_OK, ST_NOCONV, ST_NOFINITE)))
     nofinite = np.empty(0, np.int64)
     if redo.size:
-        t2, _, s2, _ = cfu_feasible_fit(
-            beta[redo], se[redo], var[redo], *ld, cfu["dirs"], cfu["nbr"], CFU_TOP, cidx, npc, max_iter=CFU_MAX_ITER
-        )
+        t2, s2 = psi_positive_search(plan, beta[redo], se[redo], var[redo])
         found = s2 == ST_OK
         th[redo[found]] = t2[found]
         feas[redo[found]] = True
@@ -121,3 +122,50 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
         for key, arr in res.items():
             out[key][idx] = arr
     return out
+
+
+def psi_positive_search(plan, beta, se, var) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest minimum with ``psi > 0`` of the reduced problem for each SNP
+    (:func:`polgen.kernels.commonfactor_feasible.cfu_feasible_fit` with the plan's directions):
+    (estimates in the reduced chart's table, status: ``ST_OK`` or ``ST_NOFINITE`` / an input code)."""
+    from polgen.kernels.commonfactor_feasible import cfu_feasible_fit
+
+    cfu = plan.stage1.cfu
+    npc = 2 * len(plan.traits) + 2
+    S_LD, V_LD, I_LD, gc, varse2, v_pd_known = plan.ld_args()
+    th, _, status, _ = cfu_feasible_fit(
+        beta,
+        se,
+        var,
+        S_LD,
+        V_LD,
+        I_LD,
+        gc,
+        varse2,
+        v_pd_known,
+        cfu["dirs"],
+        cfu["nbr"],
+        CFU_TOP,
+        np.arange(npc, dtype=np.int64),
+        npc,
+        max_iter=CFU_MAX_ITER,
+    )
+    return th, status
+
+
+def warm_search(snps, covstruc, model: str) -> None:
+    """Run :func:`psi_positive_search` once on ``snps`` (``polgen warmup``: a demo whose SNPs all
+    have their lowest minimum at psi > 0 would never compile it)."""
+    from polgen.errors import ModelError
+    from polgen.gsem.gwas_batch import extract_inputs
+    from polgen.gsem.gwas_plan import plan_user, resolve_columns
+
+    plan = plan_user(
+        snps.schema, covstruc, model, "DWLS", "standard", False, False, False, False, None, False, None, None, None
+    )
+    if plan.stage1.cfu is None:
+        raise ModelError("warm_search: the model is not the re-identified common-factor model (gsem/gwas_cfuser.py)")
+    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(
+        dict(snps.schema), plan.traits, plan.twas
+    )
+    psi_positive_search(plan, *extract_inputs(plan, snps))
