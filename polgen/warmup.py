@@ -103,12 +103,20 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
     state: dict[str, Any] = {}
 
     def fm_false_step():
-        from polgen.gsem.gwas_cfuser import warm_search
+        from polgen.gsem.gwas_batch import extract_inputs
+        from polgen.gsem.gwas_cfuser import psi_positive_search
+        from polgen.gsem.gwas_plan import plan_user, resolve_columns
 
         gwas(small, fix_measurement=False)()
         # its search for minima with psi > 0 runs only for SNPs whose lowest common-factor minimum
         # has psi <= 0 (none of these): compiled on the same SNPs
-        warm_search(small, cov, GWAS_MODEL)
+        plan = plan_user(
+            small.schema, cov, GWAS_MODEL, "DWLS", "standard", False, False, False, False, None, False, None, None, None
+        )
+        plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(
+            dict(small.schema), plan.traits, plan.twas
+        )
+        psi_positive_search(plan, *extract_inputs(plan, small))
 
     def sim_step():
         import numpy as np

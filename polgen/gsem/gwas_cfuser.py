@@ -40,7 +40,6 @@ __all__ = [
     "cfu_structure",
     "cfu_stage1",
     "psi_positive_search",
-    "warm_search",
 ]  # cfu_structure: polgen.gsem.gwas_starts (the plan builds it)
 
 
@@ -151,21 +150,3 @@ def psi_positive_search(plan, beta, se, var) -> tuple[np.ndarray, np.ndarray]:
         max_iter=CFU_MAX_ITER,
     )
     return th, status
-
-
-def warm_search(snps, covstruc, model: str) -> None:
-    """Run :func:`psi_positive_search` once on ``snps`` (``polgen warmup``: a demo whose SNPs all
-    have their lowest minimum at psi > 0 would never compile it)."""
-    from polgen.errors import ModelError
-    from polgen.gsem.gwas_batch import extract_inputs
-    from polgen.gsem.gwas_plan import plan_user, resolve_columns
-
-    plan = plan_user(
-        snps.schema, covstruc, model, "DWLS", "standard", False, False, False, False, None, False, None, None, None
-    )
-    if plan.stage1.cfu is None:
-        raise ModelError("warm_search: the model is not the re-identified common-factor model (gsem/gwas_cfuser.py)")
-    plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(
-        dict(snps.schema), plan.traits, plan.twas
-    )
-    psi_positive_search(plan, *extract_inputs(plan, snps))
