@@ -115,21 +115,14 @@ def _cf_store(th, xb, k, Sf, pidx):
 
 
 @jit_strict
-def _cf_range(lo, hi, snp, cf, out, smooth):
-    """SNPs ``lo:hi`` of ``snp`` (:class:`~polgen.kernels.snp_moments.SnpBatch`) with the starts and
-    parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`).  ``smooth`` None
-    (tested ``is None``: the nearPD code is not compiled) leaves a SNP whose S_full or V_full is not
-    positive definite at ``ST_SMOOTH_LATER``; True smooths it."""
-    beta, S_LD, V_LD = snp.beta, snp.S_LD, snp.V_LD
-    starts, n_always, max_iter, pidx, trigger = cf.starts, cf.n_always, cf.max_iter, cf.pidx, cf.trigger
-    theta, fmin, status, iters = out.theta, out.fmin, out.status, out.iters
-    k = beta.shape[1]
+def _cf_work(k):
+    """Scratch of one thread's reduced fits over k traits: S_full / V_full and their moments, the
+    trait pairs (``pi``, ``pj``; ``vpos`` their place in vech(S_full)) and the LM's arrays."""
     K1 = k + 1
     Kst = K1 * (K1 + 1) // 2
     npair = k * (k - 1) // 2
     n = k + 1
     nr = k + npair
-    nst = starts.shape[0]
     VS = np.empty((k, k))
     Sf = np.empty((K1, K1))
     Vf = np.empty((Kst, Kst))
@@ -164,6 +157,31 @@ def _cf_range(lo, hi, snp, cf, out, smooth):
     d2 = np.empty(n)
     xt = np.empty(n)
     rt = np.empty(nr)
+    return VS, Sf, Vf, tmpK, s, ws, sld, wld, pi, pj, vpos, r, J, H, HW, g, d, xn, x, xb, Hn, gp, rp, d2, xt, rt
+
+
+def cf_out(n, npar):
+    """Empty per-SNP outputs of a reduced fit (:class:`CfOut`) for n SNPs, npar parameters."""
+    return CfOut(np.empty((n, npar)), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64))
+
+
+@jit_strict
+def _cf_range(lo, hi, snp, cf, out, smooth):
+    """SNPs ``lo:hi`` of ``snp`` (:class:`~polgen.kernels.snp_moments.SnpBatch`) with the starts and
+    parameter numbers of ``cf`` (:class:`CfSpec`) into ``out`` (:class:`CfOut`).  ``smooth`` None
+    (tested ``is None``: the nearPD code is not compiled) leaves a SNP whose S_full or V_full is not
+    positive definite at ``ST_SMOOTH_LATER``; True smooths it."""
+    beta, S_LD, V_LD = snp.beta, snp.S_LD, snp.V_LD
+    starts, n_always, max_iter, pidx, trigger = cf.starts, cf.n_always, cf.max_iter, cf.pidx, cf.trigger
+    theta, fmin, status, iters = out.theta, out.fmin, out.status, out.iters
+    k = beta.shape[1]
+    K1 = k + 1
+    npair = k * (k - 1) // 2
+    n = k + 1
+    nst = starts.shape[0]
+    (VS, Sf, Vf, tmpK, s, ws, sld, wld, pi, pj, vpos, r, J, H, HW, g, d, xn, x, xb, Hn, gp, rp, d2, xt, rt) = _cf_work(
+        k
+    )
     score = np.empty(nst)
     used = np.empty(nst, np.bool_)
     sld0 = np.empty(max(npair, 1))
@@ -306,12 +324,9 @@ def commonfactor_fit(
     """
     n, k = beta.shape
     f64 = np.float64
-    theta = np.empty((n, npar))
-    fmin = np.empty(n)
-    status = np.empty(n, np.int64)
-    iters = np.empty(n, np.int64)
+    res = cf_out(n, npar)
     if n == 0:
-        return theta, fmin, status, iters
+        return res
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
     cf = CfSpec(
         np.ascontiguousarray(starts, f64),
@@ -320,9 +335,8 @@ def commonfactor_fit(
         np.ascontiguousarray(pidx, np.int64),
         float(trigger),
     )
-    res = CfOut(theta, fmin, status, iters)
     run_smoothed(_cf_range, snp, cf, res, parallel)
-    return theta, fmin, status, iters
+    return res
 
 
 def run_smoothed(range_fn, snp, spec, res, parallel=None) -> None:

@@ -32,7 +32,7 @@ from collections import namedtuple
 import numpy as np
 
 from polgen.kernels._jit import jit_strict
-from polgen.kernels.commonfactor import CfOut, _cf_moments, _cf_store, run_smoothed
+from polgen.kernels.commonfactor import _cf_moments, _cf_store, _cf_work, cf_out, run_smoothed
 from polgen.kernels.commonfactor_lm import _cf_eval, _cf_lm
 from polgen.kernels.gwas_codes import ST_NOFINITE, ST_OK
 from polgen.kernels.snp_moments import snp_batch
@@ -71,45 +71,13 @@ def _cfu_range(lo, hi, snp, fs, out, smooth):
     theta, fmin, status, iters = out.theta, out.fmin, out.status, out.iters
     k = snp.beta.shape[1]
     K1 = k + 1
-    Kst = K1 * (K1 + 1) // 2
     npair = k * (k - 1) // 2
     n = k + 1
-    nr = k + npair
     nst = starts.shape[0]
     nnb = nbr.shape[1]
-    VS = np.empty((k, k))
-    Sf = np.empty((K1, K1))
-    Vf = np.empty((Kst, Kst))
-    tmpK = np.empty((Kst, Kst))
-    s = np.empty(k)
-    ws = np.empty(k)
-    sld = np.empty(max(npair, 1))
-    wld = np.empty(max(npair, 1))
-    pi = np.empty(npair, np.int64)
-    pj = np.empty(npair, np.int64)
-    vpos = np.empty(npair, np.int64)
-    q = 0
-    for b in range(k):
-        for a in range(b + 1, k):
-            pi[q] = a
-            pj[q] = b
-            vpos[q] = (b + 1) * K1 - (b + 1) * b // 2 + (a - b)
-            q += 1
-    r = np.empty(nr)
-    J = np.empty((nr, n))
-    H = np.empty((n, n))
-    HW = np.empty((n, n))
-    g = np.empty(n)
-    d = np.empty(n)
-    xn = np.empty(n)
-    x = np.empty(n)
-    xb = np.empty(n)
-    Hn = np.empty((n, n))
-    gp = np.empty(n)
-    rp = np.empty(nr)
-    d2 = np.empty(n)
-    xt = np.empty(n)
-    rt = np.empty(nr)
+    (VS, Sf, Vf, tmpK, s, ws, sld, wld, pi, pj, vpos, r, J, H, HW, g, d, xn, x, xb, Hn, gp, rp, d2, xt, rt) = _cf_work(
+        k
+    )
     fpos = np.empty(nst)  # the direction's score (projected objective) where psi > 0, else inf
     run = np.empty(nst, np.bool_)
     top = np.empty(nst, np.bool_)
@@ -243,12 +211,9 @@ def cfu_feasible_fit(
     nearest directions.  Returns (theta (n x npar), fmin, status, iters); status ``ST_NOFINITE``
     where no fit ends at ``psi > 0``."""
     n = beta.shape[0]
-    theta = np.empty((n, npar))
-    fmin = np.empty(n)
-    status = np.empty(n, np.int64)
-    iters = np.empty(n, np.int64)
+    res = cf_out(n, npar)
     if n == 0:
-        return theta, fmin, status, iters
+        return res
     snp = snp_batch(beta, se, var, S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
     fs = CfuSpec(
         np.ascontiguousarray(starts, np.float64),
@@ -257,6 +222,5 @@ def cfu_feasible_fit(
         int(max_iter),
         np.ascontiguousarray(pidx, np.int64),
     )
-    res = CfOut(theta, fmin, status, iters)
     run_smoothed(_cfu_range, snp, fs, res, parallel)
-    return theta, fmin, status, iters
+    return res
