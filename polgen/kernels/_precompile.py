@@ -122,7 +122,7 @@ VARIANTS: dict[str, int] = {
 #: kernels whose big callee a helper compiles meanwhile: ``"module:function"`` that returns, from
 #: the kernel's argument types, the ``[(callee, signature)]`` it will call (empty: none)
 CALLEES: dict[str, str] = {
-    _KERNELS + "gwas_kernel._snp_range": _KERNELS + "gwas_kernel:fit_callee",
+    _KERNELS + "gwas_kernel._snp_range": _KERNELS + "gwas_fast:fit_callee",
 }
 
 #: the helper imports the polgen this process runs (not one the working directory may hold):
@@ -379,29 +379,38 @@ def _cached(name: str, sig: tuple) -> bool:
         return False
 
 
-def _callee_jobs(name: str, args: tuple) -> list[tuple[str, tuple, bool]]:
-    """The jobs compiling the callees :data:`CALLEES` names for kernel ``name``'s ``args`` that are
-    not cached yet."""
+def _callee_jobs(name: str, args: tuple) -> tuple[list[tuple[str, tuple, bool]], list[tuple[str, tuple]]]:
+    """The callees :data:`CALLEES` names for kernel ``name``'s ``args`` that are not cached yet:
+    (the helper's jobs, those to compile here first)."""
     try:
         mod, _, fn = CALLEES[name].partition(":")
-        callees = getattr(importlib.import_module(mod), fn)(args)
+        callees = [(c, tuple(sig), here) for c, sig, here in getattr(importlib.import_module(mod), fn)(args)]
     except Exception:  # a signature this process cannot work out: no helper, nothing else changes
         log.debug("%s: no callee signature for %s", name, args, exc_info=True)
-        return []
-    return [(callee, tuple(sig), False) for callee, sig in callees if not _cached(callee, tuple(sig))]
+        return [], []
+    callees = [c for c in callees if not _cached(c[0], c[1])]
+    return [(c, sig, False) for c, sig, here in callees if not here], [(c, sig) for c, sig, here in callees if here]
 
 
 def start_callees(name: str, args: tuple) -> _Helper | None:
     """When kernel ``name`` (in :data:`CALLEES`) starts compiling ``args``, start a helper compiling
     its big callees (then, for a kernel also in :data:`VARIANTS`, its rarer specialisation when a
-    core is free); without such callees, :func:`start_variant`."""
-    jobs = _callee_jobs(name, args)
+    core is free) and compile the callees meant for this process; without a helper,
+    :func:`start_variant` (the callees then compile in the kernel's own order)."""
+    jobs, here = _callee_jobs(name, args)
     variant = _variant_job(name, args) if name in VARIANTS else None
     if not jobs:
         return None if variant is None else _start_jobs([variant])
     if variant is not None and _idle_core():
         jobs.append(variant)
-    return _start_jobs(jobs)
+    helper = _start_jobs(jobs)
+    if helper is not None:
+        for callee, sig in here:
+            try:
+                dispatcher(callee).compile(sig)  # nested in the kernel's compilation, as a callee's
+            except Exception:  # a wrong signature: the kernel compiles what it calls as before
+                log.debug("%s: could not compile %s for %s", name, callee, sig, exc_info=True)
+    return helper
 
 
 def _start_jobs(jobs: list[tuple[str, tuple, bool]]) -> _Helper | None:

@@ -141,6 +141,45 @@ def _fit_fast_dwls(
     return ST_NOCONV, it
 
 
+def fit_callee(args):
+    """The fit a specialisation of :func:`polgen.kernels.gwas_kernel._snp_range` calls and its
+    numba signature, from the kernel's argument types ``args``, for :mod:`polgen.kernels._precompile`:
+    ``[(kernel, signature, here)]`` (empty when not known here).  A helper process compiles the fit
+    (``here`` False) while this process compiles, before the kernel, a few of the fit's callees
+    (``here`` True: the helper's type inference of the fit loads them; this process would reach
+    the fit long before the helper had compiled all of it).  tests/kernels/test_gwas_fast_switch.py
+    checks the signatures."""
+    from numba.core import types
+
+    if len(args) != 13 or args[7] == types.none:  # only the fast path's fits
+        return []
+    fld = {}
+    for t in args[3:6]:  # lay, spec, fp: the named tuples' fields
+        fld.update(zip(t.fields, t))
+    f1, f2 = types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")
+    i8, f8 = types.int64, types.float64
+    fidx, ftype, G, u0, ma, mb = (fld[x] for x in ("fidx", "ftype", "G", "u0", "ma", "mb"))
+    sig = (
+        *(f1, fidx, i8),
+        *(fld[x] for x in ("ftype", "Js", "G", "C0", "u0", "vfix", "vpos", "ma", "mb", "p")),
+        *(f1, f1, f8, fld["max_iter"], fld["xtol"]),
+        *(f1, f1, f2, f2, f2, f2, f1, f1, f1, f1, f2, f2, f2, f1, f2, f2, f1),
+    )
+    k = "polgen.kernels."
+    if args[9] != types.none:  # ML: the GLS start and the Jacobian here (~1/4 of the fit's time)
+        return [
+            (k + "gwas_fast_ml._fit_fast_ml", sig, False),
+            (k + "gwas_fast_ml._ml_gls_start", (f1, fidx, i8, ftype, G, u0, i8, f1, f8, f2, f2, f1, f1, f2, f2, f1),
+             True),
+            (k + "gwas_fast_ml._fast_jac", (f1, fidx, i8, ftype, fld["Js"], G, f8, ma, mb, f1, f2), True),
+        ]  # fmt: skip
+    return [  # DWLS: the normal equations (the SEs' too) and the damped solve here
+        (k + "gwas_fast._fit_fast_dwls", sig, False),
+        (k + "ram_steps._normal_eq", (i8, i8, f2, f1, f2, f1, f2, f1), True),
+        (k + "linalg._damped_solve", (f2, i8, f8, f1, f2), True),
+    ]
+
+
 def fast_path(fast, nmom, p, nf, elim_par=None, elim_mom=None):
     """The :class:`FastPath` tuple the batch kernel takes: from a (reduced) :func:`fast_structure`
     dict, or an inert one (``on=False``, empty stand-in arrays of the right types) when ``fast`` is None."""

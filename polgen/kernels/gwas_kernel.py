@@ -470,27 +470,3 @@ def _snp_range(lo, hi, snp, lay, spec, fp, out, fast, full, ml, dwls, general, s
                 if _chol(QM, nw, 0.0):
                     wald[i] = _chol_quad(QM, nw, qv, tmpv)
         status[i] = ST_OK
-
-
-def fit_callee(args):
-    """The fit a specialisation of :func:`_snp_range` calls and its numba signature, from the
-    kernel's argument types ``args``: ``[(kernel, signature)]`` (empty when not known here).
-    :mod:`polgen.kernels._precompile` compiles it in a helper process while this one compiles the
-    rest (tests/kernels/test_precompile.py checks it against the signature the kernel calls)."""
-    from numba.core import types
-
-    if len(args) != 13 or args[7] == types.none:  # only the fast path's fits
-        return []
-    fld = {}
-    for t in args[3:6]:  # lay, spec, fp: the named tuples' fields
-        fld.update(zip(t.fields, t))
-    f1, f2 = types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")
-    i8, f8 = types.int64, types.float64
-    sig = (
-        *(f1, fld["fidx"], i8),
-        *(fld[x] for x in ("ftype", "Js", "G", "C0", "u0", "vfix", "vpos", "ma", "mb", "p")),
-        *(f1, f1, f8, fld["max_iter"], fld["xtol"]),
-        *(f1, f1, f2, f2, f2, f2, f1, f1, f1, f1, f2, f2, f2, f1, f2, f2, f1),
-    )
-    name = "gwas_fast_ml._fit_fast_ml" if args[9] != types.none else "gwas_fast._fit_fast_dwls"
-    return [("polgen.kernels." + name, sig)]

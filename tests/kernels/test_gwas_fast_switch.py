@@ -2,7 +2,7 @@
 specialisation of the batch kernel types the DWLS fit only, the ML one the ML fit only (each call
 behind its own None / True switch, ``dwls`` / ``ml``: numba prunes a branch ``x is not None`` only
 when ``x`` is None; the ML kernel used to compile the DWLS Levenberg-Marquardt fit too, and the
-DWLS SEs' ``_normal_eq``), and :func:`polgen.kernels.gwas_kernel.fit_callee` names the signature
+DWLS SEs' ``_normal_eq``), and :func:`polgen.kernels.gwas_fast.fit_callee` names the signatures
 the kernel calls (the compile helper of :mod:`polgen.kernels._precompile` compiles it while the
 kernel's first call compiles the rest).  numba's own pipeline up to type inference runs on a copy
 of the kernel (its callees compile or load from the cache; nothing is lowered); the numbers of both
@@ -49,15 +49,17 @@ def _kernel_args(monkeypatch, **kw) -> tuple:
     return seen[0]
 
 
-def _fit_calls(sig) -> dict[str, set]:
-    """The signatures of the kernel's calls of each fit in FITS, from type inference of a copy."""
+def _fit_calls(sig, func=None, targets=None) -> dict[str, set]:
+    """The signatures of the kernel's (``func``'s) calls of each of ``targets`` (FITS), from type
+    inference of a copy."""
     import numba
     from numba.core import compiler, ir
     from numba.core.compiler_machinery import FunctionPass, register_pass
     from numba.core.typed_passes import NopythonTypeInference
 
-    found: dict[str, set] = {name: set() for name in FITS}
-    by_func = {disp.py_func: name for name, disp in FITS.items()}
+    targets = FITS if targets is None else targets
+    found: dict[str, set] = {name: set() for name in targets}
+    by_func = {disp.py_func: name for name, disp in targets.items()}
 
     @register_pass(mutates_CFG=False, analysis_only=True)
     class Record(FunctionPass):
@@ -83,7 +85,8 @@ def _fit_calls(sig) -> dict[str, set]:
             pm.finalize()
             return [pm]
 
-    copy = numba.njit(pipeline_class=TypeOnly, error_model="numpy")(gwas_kernel._snp_range.py_func)
+    func = gwas_kernel._snp_range.py_func if func is None else func
+    copy = numba.njit(pipeline_class=TypeOnly, error_model="numpy")(func)
     with pytest.raises(_Typed):
         copy.compile(sig)
     return found
@@ -105,14 +108,29 @@ def test_a_specialisation_types_only_its_fit_and_fit_callee_names_it(monkeypatch
     assert len(calls[mine]) == 1 and calls[other] == set(), calls
     # the DWLS SEs' J'WJ only in the DWLS specialisation (ML's is _normal_eq_ml)
     assert len(calls["polgen.kernels.ram_steps._normal_eq"]) == (estimation == "DWLS"), calls
-    # the helper's signature is the one the kernel calls (else the helper's work goes unused)
-    assert gwas_kernel.fit_callee(args) == [(mine, next(iter(calls[mine])))]
+    # the helper's signature is the one the kernel calls (else the helper's work goes unused), and
+    # those compiled here first are the ones the fit calls
+    jobs = gwas_fast.fit_callee(args)
+    assert [(name, sig) for name, sig, here in jobs if not here] == [(mine, next(iter(calls[mine])))]
+    here = {name: sig for name, sig, h in jobs if h}
+    assert len(here) == 2
+    targets = {name: _dispatcher(name) for name in here}
+    inner = _fit_calls(next(iter(calls[mine])), FITS[mine].py_func, targets)
+    for name, sig in here.items():
+        assert inner[name] == {sig}, (name, inner[name], sig)
+
+
+def _dispatcher(qualname: str):
+    import importlib
+
+    mod, _, fn = qualname.rpartition(".")
+    return getattr(importlib.import_module(mod), fn)
 
 
 def test_fit_callee_off_the_fast_path(monkeypatch):
     args = _kernel_args(monkeypatch)
-    assert gwas_kernel.fit_callee(args[:7] + (types.none,) + args[8:]) == []  # the RAM fit: none
-    assert gwas_kernel.fit_callee(args[:-1]) == []  # not the kernel's argument list
+    assert gwas_fast.fit_callee(args[:7] + (types.none,) + args[8:]) == []  # the RAM fit: none
+    assert gwas_fast.fit_callee(args[:-1]) == []  # not the kernel's argument list
 
 
 def test_the_dwls_fit_from_python():
