@@ -161,8 +161,11 @@ def _cf_work(k):
 
 
 def cf_out(n, npar):
-    """Empty per-SNP outputs of a reduced fit (:class:`CfOut`) for n SNPs, npar parameters."""
-    return CfOut(np.empty((n, npar)), np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64))
+    """Per-SNP outputs of a reduced fit (:class:`CfOut`) for n SNPs, npar parameters.  The kernel
+    writes every entry; the status starts at ``ST_NOCONV`` so that a compile helper, where the
+    kernel is a no-op (:mod:`polgen.kernels._precompile`), takes the same later paths as a real
+    call (user_gwas fix_measurement=False: the psi > 0 search, then the SEs at max_iter=0)."""
+    return CfOut(np.empty((n, npar)), np.empty(n), np.full(n, ST_NOCONV, np.int64), np.empty(n, np.int64))
 
 
 @jit_strict
