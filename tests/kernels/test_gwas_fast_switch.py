@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kernel_calls import calls_of, snp_range_args
 from numba import types
 
 from polgen.kernels import gwas_fast, gwas_fast_ml, gwas_kernel, ram_steps
@@ -24,76 +25,16 @@ FITS = {
 }
 
 
-class _Got(Exception):
-    """Raised by the spy once it has the kernel's argument types (the kernel never runs)."""
-
-
 def _kernel_args(monkeypatch, **kw) -> tuple:
     """The argument types of the batch kernel's first call in a small user_gwas call."""
-    from numba import typeof
-
-    from polgen.gsem.gwas import user_gwas
-    from polgen.kernels import gwas
-    from polgen.warmup import GWAS_MODEL, _covstruc, _sumstats
-
-    seen: list[tuple] = []
-
-    def spy(*args):
-        seen.append(tuple(typeof(a) for a in args))
-        raise _Got
-
-    monkeypatch.setattr(gwas, "_snp_range", spy)
-    with pytest.raises(Exception):  # noqa: B017 (the engine wraps _Got in its own error)
-        user_gwas(_sumstats(8), _covstruc(3), GWAS_MODEL, progress=False, **kw)
-    assert seen
-    return seen[0]
+    return snp_range_args(monkeypatch, run=False, **kw)
 
 
 def _fit_calls(sig, func=None, targets=None) -> dict[str, set]:
     """The signatures of the kernel's (``func``'s) calls of each of ``targets`` (FITS), from type
     inference of a copy."""
-    import numba
-    from numba.core import compiler, ir
-    from numba.core.compiler_machinery import FunctionPass, register_pass
-    from numba.core.typed_passes import NopythonTypeInference
-
-    targets = FITS if targets is None else targets
-    found: dict[str, set] = {name: set() for name in targets}
-    by_func = {disp.py_func: name for name, disp in targets.items()}
-
-    @register_pass(mutates_CFG=False, analysis_only=True)
-    class Record(FunctionPass):
-        _name = "polgen_record_fit_calls"
-
-        def __init__(self) -> None:
-            FunctionPass.__init__(self)
-
-        def run_pass(self, state):
-            for inst, s in state.calltypes.items():
-                if isinstance(inst, ir.Expr) and inst.op == "call":
-                    disp = getattr(state.typemap[inst.func.name], "dispatcher", None)
-                    name = by_func.get(getattr(disp, "py_func", None))
-                    if name is not None:
-                        found[name].add(tuple(s.args))
-            raise _Typed
-
-    class TypeOnly(compiler.CompilerBase):
-        def define_pipelines(self):
-            pm = compiler.DefaultPassBuilder.define_untyped_pipeline(self.state)
-            pm.add_pass(NopythonTypeInference, "nopython type inference")
-            pm.add_pass(Record, "record the calls")
-            pm.finalize()
-            return [pm]
-
     func = gwas_kernel._snp_range.py_func if func is None else func
-    copy = numba.njit(pipeline_class=TypeOnly, error_model="numpy")(func)
-    with pytest.raises(_Typed):
-        copy.compile(sig)
-    return found
-
-
-class _Typed(Exception):
-    """Raised once _fit_calls has what it needs: nothing is lowered."""
+    return calls_of(sig, func, FITS if targets is None else targets)
 
 
 @pytest.mark.parametrize("estimation", ["DWLS", "ML"])

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from kernel_calls import calls_of, snp_range_args
 
 from polgen.kernels import _precompile
 
@@ -247,77 +248,18 @@ def test_plans_name_existing_kernels():
         assert callable(getattr(importlib.import_module(mod), fn))
 
 
-def _snp_range_args(monkeypatch, **kw):
-    """The argument types of the general GWAS kernel in a small user_gwas call."""
-    import polars as pl
-    from numba import typeof
-
-    from polgen.gsem.gwas import user_gwas
-    from polgen.kernels import gwas
-    from polgen.warmup import GWAS_MODEL, _covstruc, _sumstats
-
-    real, seen = gwas._snp_range, []
-
-    def spy(*args):
-        seen.append(tuple(typeof(a) for a in args))
-        return real(*args)
-
-    monkeypatch.setattr(gwas, "_snp_range", spy)
-    user_gwas(_sumstats(8), _covstruc(3), GWAS_MODEL, progress=False, **kw)
-    assert seen and isinstance(_sumstats(8), pl.DataFrame)
-    return seen[0]
-
-
 def _objective_calls(sig):
-    """The signatures of _snp_range's calls of ram_fit._objective: numba's own pipeline up to type
-    inference on a copy of _snp_range (not cached, never lowered; callees load from the cache)."""
-    import numba
-    from numba.core import compiler, ir
-    from numba.core.compiler_machinery import FunctionPass, register_pass
-    from numba.core.typed_passes import NopythonTypeInference
-
+    """The signatures of _snp_range's calls of ram_fit._objective (type inference of a copy)."""
     from polgen.kernels import gwas_kernel, ram_fit
 
-    found: set = set()
-
-    @register_pass(mutates_CFG=False, analysis_only=True)
-    class Record(FunctionPass):
-        _name = "polgen_record_objective_calls"
-
-        def __init__(self) -> None:
-            FunctionPass.__init__(self)
-
-        def run_pass(self, state):
-            for inst, s in state.calltypes.items():
-                if isinstance(inst, ir.Expr) and inst.op == "call":
-                    disp = getattr(state.typemap[inst.func.name], "dispatcher", None)
-                    if getattr(disp, "py_func", None) is ram_fit._objective.py_func:
-                        found.add(tuple(s.args))
-            raise _Typed
-
-    class TypeOnly(compiler.CompilerBase):
-        def define_pipelines(self):
-            pm = compiler.DefaultPassBuilder.define_untyped_pipeline(self.state)
-            pm.add_pass(NopythonTypeInference, "nopython type inference")
-            pm.add_pass(Record, "record the calls")
-            pm.finalize()
-            return [pm]
-
-    copy = numba.njit(pipeline_class=TypeOnly, error_model="numpy")(gwas_kernel._snp_range.py_func)
-    with pytest.raises(_Typed):
-        copy.compile(sig)
-    return found
-
-
-class _Typed(Exception):
-    """Raised once _objective_calls has what it needs: nothing is lowered."""
+    return calls_of(sig, gwas_kernel._snp_range.py_func, {"objective": ram_fit._objective})["objective"]
 
 
 def test_the_fast_path_ml_never_types_the_ram_objective(monkeypatch):
     """ML on the fast path takes its ``fmin`` from its own fit (``fval``), so its specialisation of
     _snp_range never types ram_fit._objective (about 5 CPU s of a cold first call); the RAM fit's ML
     (fix_measurement=False) types it once, the DWLS fast path never."""
-    assert _objective_calls(_snp_range_args(monkeypatch, estimation="ML")) == set()
-    assert _objective_calls(_snp_range_args(monkeypatch)) == set()
-    full = _objective_calls(_snp_range_args(monkeypatch, estimation="ML", fix_measurement=False))
+    assert _objective_calls(snp_range_args(monkeypatch, estimation="ML")) == set()
+    assert _objective_calls(snp_range_args(monkeypatch)) == set()
+    full = _objective_calls(snp_range_args(monkeypatch, estimation="ML", fix_measurement=False))
     assert len(full) == 1
