@@ -9,8 +9,12 @@ factor residual variance ``psi`` free) identified differently.  With ``s = sqrt(
 gives the same implied covariance matrix, hence the same DWLS objective, for every ``psi > 0``;
 the user model is the common-factor model restricted to ``psi > 0``.  So:
 
-* where the common-factor fit's lowest minimum has ``psi > 0`` it is the user model's lowest
-  minimum (its feasible set is a subset) and maps to the user's parameters exactly;
+* the reduced fit runs from the warm start (the no-SNP fit's loading direction, further starts
+  only where it fails: :data:`~polgen.gsem.gwas_starts.CFU_TRIGGER`); where its minimum has
+  ``psi > 0`` it is a minimum of the user model and maps to the user's parameters exactly.  R's
+  lavaan, started from the same direction, ends in that basin too: on the 130 of 20,000 bench
+  SNPs where the warm start's minimum is not the lowest one found from further starts, R is at
+  the warm start's on 105 and at the lowest on 24 (tests/gsem/test_gwas_cfuser_r.py);
 * where it has ``psi <= 0`` the user model's objective has no minimum along that basin (the fit
   runs off: ``b' -> infinity``, ``lambda' -> 0``), and the user model's solution, if any, is a
   local minimum of the reduced problem with ``psi > 0``:
@@ -19,21 +23,21 @@ the user model is the common-factor model restricted to ``psi > 0``.  So:
   lowest such minimum; none -> ``ST_NOFINITE`` ("no finite optimum"), as the general fit reports
   run-offs.
 
-On 20,000 bench SNPs (issue 18) this converges on 17,746 SNPs, the general multi-start fit on
+On 20,000 bench SNPs (issue 18) this converges on 17,747 SNPs, the general multi-start fit on
 17,727: 1 SNP converged there only (R's lavaan does not converge on it), 20 here only.  Of 29 SNPs
 whose status differed between the two, R converges on 14; this route converges on all 14, at R's
 estimates (tests/gsem/test_gwas_cfuser_r.py).  It runs ~4x cheaper than the general fit.
-SEs, chi-square, smoothing flags, Q_SNP and ``Z_smooth`` come from the general kernel evaluated
-at the mapped estimates (``max_iter=0``); SNPs the reduced problem rejects for other reasons
-(input, nearPD, singular) go through the general fit as before.
+SEs, chi-square, smoothing flags, Q_SNP and ``Z_smooth`` come from one call of the general
+kernel evaluated at the mapped estimates (``max_iter=0``) over the whole batch; SNPs the reduced
+problem rejects for other reasons (input, nearPD, singular) are then refit by the general fit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from polgen.gsem.gwas_commonfactor import CF_LM_RUNS, CF_TRIGGER
-from polgen.gsem.gwas_starts import CFU_MAX_ITER, CFU_TOP, cfu_structure
+from polgen.gsem.gwas_commonfactor import CF_LM_RUNS
+from polgen.gsem.gwas_starts import CFU_MAX_ITER, CFU_TOP, CFU_TRIGGER, cfu_structure
 from polgen.kernels import _precompile
 
 __all__ = [
@@ -65,7 +69,7 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     # a first call compiles the reduced fit here and the general kernel in a helper meanwhile
     with _precompile.plans(_precompile.PLANS_CFU):
         th, _, status, _ = commonfactor_fit(
-            beta, se, var, *ld, starts, cidx, npc, n_always=CF_LM_RUNS, trigger=CF_TRIGGER
+            beta, se, var, *ld, starts, cidx, npc, n_always=CF_LM_RUNS, trigger=CFU_TRIGGER
         )
 
     with np.errstate(invalid="ignore"):
@@ -79,47 +83,38 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
         th[redo[found]] = t2[found]
         feas[redo[found]] = True
         nofinite = redo[~found]
-    # the user's parameters at the reduced fit's solution; SEs and statistics from the general
-    # kernel there (max_iter=0: theta is the solution)
+    # one SE step (the general kernel at max_iter=0) over every SNP at the user's parameters of
+    # the reduced fit's solution (the warm start where it has none: the smoothing flags of a
+    # SNP without a finite optimum stand); the SNPs the reduced problem rejects for another
+    # reason (input, nearPD, singular) are then refit by the general fit
+    npar = st.starts.shape[1]
+    theta = np.empty((n, npar))
+    theta[:] = st.starts[0]
     rows = np.flatnonzero(feas)
-    general = np.flatnonzero(~feas & ~np.isin(np.arange(n), nofinite))
-    theta = np.tile(st.starts[0], (rows.size, 1))
     if rows.size:
-        t = th[rows]
-        s = np.sqrt(t[:, ip] / cfu["c"])
-        lam = np.column_stack([np.ones(rows.size), t[:, : k - 1]]) * s[:, None]
         pidx = cfu["pidx"]
-        theta[:, pidx[:k]] = lam
-        theta[:, pidx[k]] = t[:, k - 1] / s  # b' = b / s
-        theta[:, pidx[k + 1]] = t[:, ip + 1]  # v
-        theta[:, pidx[k + 2 :]] = t[:, k : 2 * k]  # theta_t
-    parts = []
-    if rows.size:
-        parts.append((rows, run_stage(plan, st, beta[rows], se[rows], var[rows], theta0=theta, q=q, max_iter=0)))
-    if general.size:  # rejected by the reduced problem for another reason: the general fit
-        parts.append((general, run_stage(plan, st, beta[general], se[general], var[general], q=q)))
+        s = np.sqrt(th[rows, ip] / cfu["c"])
+        theta[rows, pidx[0]] = s  # lambda'_1 = s (l_1 = 1)
+        for t in range(1, k):
+            theta[rows, pidx[t]] = th[rows, t - 1] * s
+        theta[rows, pidx[k]] = th[rows, k - 1] / s  # b' = b / s
+        theta[rows, pidx[k + 1]] = th[rows, ip + 1]  # v
+        for t in range(k):
+            theta[rows, pidx[k + 2 + t]] = th[rows, k + t]  # theta_t
+    out = run_stage(plan, st, beta, se, var, theta0=theta, q=q, max_iter=0)
     if nofinite.size:
-        r3 = run_stage(
-            plan,
-            st,
-            beta[nofinite],
-            se[nofinite],
-            var[nofinite],
-            theta0=np.tile(st.starts[0], (nofinite.size, 1)),
-            q=q,
-            max_iter=0,
-        )
-        for key, arr in r3.items():  # the flags (S_full / V_full smoothed) stand
+        for key, arr in out.items():
             if key == "status":
-                arr[:] = ST_NOFINITE
+                arr[nofinite] = ST_NOFINITE
             elif arr.dtype.kind == "f":
-                arr[...] = np.nan
-        parts.append((nofinite, r3))
-    template = parts[0][1]
-    out = {key: np.empty((n,) + arr.shape[1:], dtype=arr.dtype) for key, arr in template.items()}
-    for idx, res in parts:
+                arr[nofinite] = np.nan
+    general = np.flatnonzero(~feas)
+    if nofinite.size:
+        general = np.setdiff1d(general, nofinite, assume_unique=True)
+    if general.size:
+        res = run_stage(plan, st, beta[general], se[general], var[general], q=q)
         for key, arr in res.items():
-            out[key][idx] = arr
+            out[key][general] = arr
     return out
 
 
