@@ -9,7 +9,8 @@ another process has saved loads it instead of compiling it.
 how: the helper (a Python process started with ``polgen.warmup:run_step STEP FIRST SECOND...``)
 runs the warm-up step ``STEP`` on its tiny inputs with ``FIRST`` replaced by a no-op (it is the
 kernel this process is compiling; its outputs only feed the arguments of the next kernels, whose
-*types* are all that matters), announces the signature of each ``SECOND`` as it starts compiling
+*types* are all that matters; the no-op zeroes its ``out`` and leaves its inputs alone, as the
+next kernels' specialisations depend on them), announces the signature of each ``SECOND`` as it starts compiling
 it, and exits once they are in the cache.  Here, a cache miss of ``SECOND`` with the announced signature
 waits for the helper and then loads; any other signature (or a helper that failed) compiles as
 before, so the helper only ever saves time.  commonfactor_gwas: ``_cf_range`` here, the general
@@ -77,6 +78,9 @@ class HelperPlan(NamedTuple):
     arg: str
     stub: str  # the kernel this process compiles (a no-op in the helper)
     targets: tuple[str, ...]  # the kernels the helper compiles, in the order the work calls them
+    #: further kernels the work calls before the targets that the helper leaves out (no-ops, as
+    #: ``stub``): this process compiles them when its call needs them
+    skip: tuple[str, ...] = ()
 
 
 _KERNELS = "polgen.kernels."
@@ -100,6 +104,9 @@ PLANS_CFU: dict[str, HelperPlan] = {
         "gsem.user_gwas (fix_measurement=False)",
         _KERNELS + "commonfactor._cf_range",
         (_KERNELS + "gwas_kernel._snp_range",),
+        # the psi > 0 search (for the SNPs the stub leaves at psi = 0): compiled here after the fit
+        # when the call needs it, mostly from the fit's LM loaded from the cache
+        (_KERNELS + "commonfactor_feasible._cfu_range",),
     ),
 }
 #: plans that replace :data:`PLANS`'s for their kernels while a :func:`plans` block runs
@@ -336,7 +343,8 @@ def start(plan: HelperPlan) -> _Helper | None:
         if not plan.targets:
             return None
         try:
-            helper = _Helper(plan.targets, [plan.run, plan.arg, plan.stub, *plan.targets])
+            stubs = ",".join((plan.stub, *plan.skip))
+            helper = _Helper(plan.targets, [plan.run, plan.arg, stubs, *plan.targets])
         except OSError:
             return None
         for name in plan.targets:

@@ -19,34 +19,43 @@ class Done(BaseException):
     """Raised in the helper once every target is in the cache: nothing more to run."""
 
 
-def _fill(args: tuple) -> None:
-    """The stub's effect: the arrays of its tuple arguments (the kernels' output named tuples)
-    set to 0 (``ST_OK``, zero estimates), so that the step goes on deterministically."""
+def _stub(fn: Any) -> Any:
+    """The no-op that replaces kernel ``fn`` in the helper: it only zeroes the arrays of its output
+    argument ``out`` (a named tuple of arrays: ``ST_OK``, zero estimates), so that the step goes on
+    deterministically.  Its inputs stay as they are: the next kernels' specialisations depend on
+    them (the GWAS kernel's V_full block shortcut needs a positive-definite V_LD)."""
+    import inspect
+
     import numpy as np
 
-    for a in args:
-        if isinstance(a, tuple):
-            for x in a:
+    params = list(inspect.signature(fn.py_func).parameters)
+    pos = params.index("out") if "out" in params else None
+
+    def noop(*args: Any, **kwargs: Any) -> None:
+        out = kwargs.get("out", args[pos] if pos is not None and pos < len(args) else None)
+        if isinstance(out, tuple):
+            for x in out:
                 if isinstance(x, np.ndarray) and x.flags.writeable:
                     x.fill(0)
 
+    return noop
+
 
 def serve(stub: str, targets: list[str], run: Any) -> int:
-    """The helper's side: ``stub`` becomes a no-op everywhere polgen refers to it (it only zeroes
-    its tuple arguments' arrays), each compilation of a kernel in ``targets`` is announced on
-    stdout (``compiling <kernel> <signature>``) and, once its signature is saved to (or found in)
-    the cache, reported (``saved ...``); ``run`` stops when every target has been.  Returns 0
-    then, 1 when ``run`` ended first."""
-    first = dispatcher(stub)
-
-    def noop(*args: Any, **kwargs: Any) -> None:
-        _fill(args)
-
-    for mod in list(sys.modules.values()):
-        if getattr(mod, "__name__", "").startswith("polgen."):
-            for name, value in list(vars(mod).items()):
-                if value is first:
-                    setattr(mod, name, noop)
+    """The helper's side: ``stub`` (a kernel, or several joined by commas) becomes a no-op
+    everywhere polgen refers to it (:func:`_stub`), each compilation of a kernel in ``targets`` is
+    announced on stdout (``compiling <kernel> <signature>``) and, once its signature is saved to
+    (or found in) the cache, reported (``saved ...``); ``run`` stops when every target has been.
+    Returns 0 then, 1 when ``run`` ended first."""
+    for name in stub.split(","):
+        kernel = dispatcher(name)  # imports its module: that reference is replaced too
+        noop = _stub(kernel)
+        home = kernel.py_func.__module__
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__name__", "").startswith("polgen.") or getattr(mod, "__name__", "") == home:
+                for attr, value in list(vars(mod).items()):
+                    if value is kernel:
+                        setattr(mod, attr, noop)
     left = set(targets)
 
     def hook(target: str) -> None:

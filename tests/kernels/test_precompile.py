@@ -24,11 +24,16 @@ from polgen.kernels._jit import jit_strict
 SIZE = np.zeros(1, np.int64)
 
 @jit_strict
-def first(x, out):
+def first(inp, out):
+    x = inp.x
     s = 0.0
     for i in range(x.shape[0]):
         s += x[i] * x[i]
     out.total[0] = s
+
+@jit_strict
+def middle(x, out):
+    out.total[0] += x[0] * 2.0
 
 @jit_strict
 def second(x, total):
@@ -72,11 +77,15 @@ def outer_callees(args):
 def work(arg):
     """the helper's run: the first kernel's output feeds the second (its types are what counts)"""
     from collections import namedtuple
+    Inp = namedtuple("Inp", ["x"])
     Out = namedtuple("Out", ["total"])
     x = np.linspace(0.0, 1.0, int(arg))
     out = Out(np.empty(1))
-    first(x, out)
+    first(Inp(x), out)
     SIZE[0] = out.total[0] == 0.0  # the stub zeroed it
+    if not x[-1] == 1.0:
+        raise SystemExit("the stub changed its input")  # (the next kernels' types may depend on it)
+    middle("not an array", out)  # would not compile: the plan's skip leaves it out of the helper
     second(x, out.total[0])
 '''
 
@@ -93,7 +102,7 @@ def kernels(tmp_path, monkeypatch):
     importlib.invalidate_caches()
     # a new source file: nothing of it is cached (the helper inherits NUMBA_CACHE_DIR, if set)
     mod = importlib.import_module(name)
-    plan = _precompile.HelperPlan(f"{name}:work", "5", f"{name}.first", (f"{name}.second",))
+    plan = _precompile.HelperPlan(f"{name}:work", "5", f"{name}.first", (f"{name}.second",), (f"{name}.middle",))
     monkeypatch.setitem(_precompile.PLANS, f"{name}.first", plan)
     monkeypatch.setitem(_precompile.VARIANTS, f"{name}.third", -1)
     monkeypatch.setattr(_precompile, "_idle_core", lambda: True)  # the shared test machine is busy
@@ -133,7 +142,9 @@ def test_helper_compiles_the_second_kernel_and_this_process_loads_it(kernels, tm
 
     x = np.linspace(0.0, 1.0, 7)
     out = namedtuple("Out", ["total"])(np.empty(1))
-    compiled = _compiled_here(lambda: mod.first(x, out))  # starts the helper
+    # (the helper's stub of first leaves its input alone and its middle is a no-op too, else the
+    # helper's work ends before second)
+    compiled = _compiled_here(lambda: mod.first(namedtuple("Inp", ["x"])(x), out))  # starts the helper
     assert compiled[:1] == ["first"]
     helper = _precompile._helpers[plan.stub]
     compiled = _compiled_here(lambda: mod.second(x, out.total[0]))
@@ -241,9 +252,9 @@ def test_signatures_round_trip():
 
 
 def test_plans_name_existing_kernels():
-    for trigger, plan in _precompile.PLANS.items():
+    for trigger, plan in [*_precompile.PLANS.items(), *_precompile.PLANS_CFU.items()]:
         assert plan.stub == trigger
-        assert _precompile._exists(plan.stub)
+        assert all(_precompile._exists(name) for name in (plan.stub, *plan.skip, *plan.targets))
         mod, _, fn = plan.run.partition(":")
         assert callable(getattr(importlib.import_module(mod), fn))
 
@@ -263,3 +274,33 @@ def test_the_fast_path_ml_never_types_the_ram_objective(monkeypatch):
     assert _objective_calls(snp_range_args(monkeypatch)) == set()
     full = _objective_calls(snp_range_args(monkeypatch, estimation="ML", fix_measurement=False))
     assert len(full) == 1
+
+
+def test_the_fm_false_helper_types_the_general_kernel_as_the_call_does(monkeypatch):
+    """user_gwas(fix_measurement=False)'s helper runs its warm-up step with the reduced fit and the
+    psi > 0 search stubbed (PLANS_CFU): it must reach the general kernel with the argument types of
+    the call itself (the stub once zeroed its inputs too, V_LD among them: the helper compiled the
+    specialisation without the V_full block shortcut, and the call compiled its own)."""
+    from numba import typeof
+
+    from polgen.kernels import gwas
+    from polgen.kernels._precompile_helper import _stub
+    from polgen.warmup import run_step
+
+    want = snp_range_args(monkeypatch, run=False, fix_measurement=False)
+    assert want[-2:] == (typeof(None), typeof(None))  # the block shortcut, no nearPD
+    plan = _precompile.PLANS_CFU["polgen.kernels.commonfactor._cf_range"]
+    for name in (plan.stub, *plan.skip):
+        disp = _precompile.dispatcher(name)
+        monkeypatch.setattr(sys.modules[disp.py_func.__module__], name.rpartition(".")[2], _stub(disp))
+    seen = []
+
+    def spy(*args):
+        seen.append(tuple(typeof(a) for a in args))
+        raise RuntimeError("typed")
+
+    monkeypatch.setattr(gwas, "_snp_range", spy)
+    # (the stubs' zero estimates map to NaN starts: only the types count)
+    with pytest.raises(Exception), np.errstate(all="ignore"):  # noqa: B017 (the engine may wrap the spy's error)
+        run_step(plan.arg)
+    assert seen[:1] == [want]
