@@ -171,28 +171,26 @@ def _cf_hess(x, k, ws, wld, pi, pj, sld, Hn, dc, dp, den, denp):
         if den > 0.0:
             Hn[a, a] += c * c * ws[a + 1]
     # pair part: p_q = l_a l_b, N = sum w p y, D = sum w p^2
-    if not (denp > 0.0):
-        _mirror(Hn, n)
-        return
-    for a in range(n):
-        for b in range(a, n):
-            Hn[a, b] -= denp * dp[a] * dp[b]
-    # N'' and D'': second derivatives of p_q (1 at the pair's two loadings when both are free)
-    # and D'' = 2 sum w (p' p'' + p p'')
-    for q in range(pi.shape[0]):
-        a = pi[q]
-        b = pj[q]
-        la = 1.0 if a == 0 else x[a - 1]
-        lb = 1.0 if b == 0 else x[b - 1]
-        wq = wld[q]
-        pq = la * lb
-        # p' has lb at a, la at b (free loadings only): D'' += 2 w p' p'
-        if a > 0:
-            Hn[a - 1, a - 1] += phi * phi * wq * lb * lb
-        if b > 0:
-            Hn[b - 1, b - 1] += phi * phi * wq * la * la
-        if a > 0 and b > 0:  # a > b: the upper triangle is (b - 1, a - 1)
-            Hn[b - 1, a - 1] += phi * phi * wq * (la * lb + pq) - phi * wq * sld[q]
+    if denp > 0.0:
+        for a in range(n):
+            for b in range(a, n):
+                Hn[a, b] -= denp * dp[a] * dp[b]
+        # N'' and D'': second derivatives of p_q (1 at the pair's two loadings when both are free)
+        # and D'' = 2 sum w (p' p'' + p p'')
+        for q in range(pi.shape[0]):
+            a = pi[q]
+            b = pj[q]
+            la = 1.0 if a == 0 else x[a - 1]
+            lb = 1.0 if b == 0 else x[b - 1]
+            wq = wld[q]
+            pq = la * lb
+            # p' has lb at a, la at b (free loadings only): D'' += 2 w p' p'
+            if a > 0:
+                Hn[a - 1, a - 1] += phi * phi * wq * lb * lb
+            if b > 0:
+                Hn[b - 1, b - 1] += phi * phi * wq * la * la
+            if a > 0 and b > 0:  # a > b: the upper triangle is (b - 1, a - 1)
+                Hn[b - 1, a - 1] += phi * phi * wq * (la * lb + pq) - phi * wq * sld[q]
     _mirror(Hn, n)
 
 
@@ -236,38 +234,50 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
     while it < max_iter:
         it += 1
         _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, gp, d2)
+        # the candidate steps in turn, each through the one trial below (every inlined copy of a
+        # helper's body is compiled again): the Gauss-Newton step when undamped (stage 0), the
+        # Newton step when Hn is positive definite (stage 1, kept when it is lower than the first),
+        # then damped steps with a growing lam until one lowers f (stage 2)
         accepted = False
         fn = np.inf
-        if lam == 0.0:
-            for a in range(n):
-                d[a] = g[a]
-            if _damped_solve_i(H, n, 0.0, d, HW):
-                fn = _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xn, rp)
+        tries = 0
+        stage = 0 if lam == 0.0 else 1
+        while True:
+            newton = stage == 1
+            if newton:
+                stage = 2
+                if not _chol_i(Hn, n, 0.0):
+                    continue
+                for a in range(n):
+                    d2[a] = g[a]
+                _chol_solve_i(Hn, n, d2)
+                dt, xa, ra = d2, xt, rt
+            else:
+                if stage == 2:
+                    if accepted or tries >= 60:
+                        break
+                    tries += 1
+                    lam = 1e-10 if lam == 0.0 else lam * 10.0
+                else:
+                    stage = 1
+                for a in range(n):
+                    d[a] = g[a]
+                if not _damped_solve_i(H, n, lam, d, HW):
+                    continue
+                dt, xa, ra = d, xn, rp
+            ft = _cf_trial(x, dt, n, k, s, ws, sld, wld, pi, pj, xa, ra)
+            if not newton:
+                fn = ft
                 accepted = fn <= f
-        if _chol_i(Hn, n, 0.0):
-            for a in range(n):
-                d2[a] = g[a]
-            _chol_solve_i(Hn, n, d2)
-            f2 = _cf_trial(x, d2, n, k, s, ws, sld, wld, pi, pj, xt, rt)
-            if f2 <= f and f2 < fn:
+            elif ft <= f and ft < fn:
                 accepted = True
-                fn = f2
+                fn = ft
                 for a in range(n):
                     d[a] = d2[a]
                 for a in range(k + 1):
                     xn[a] = xt[a]
                 for m in range(nr):
                     rp[m] = rt[m]
-        tries = 0
-        while not accepted and tries < 60:
-            tries += 1
-            lam = 1e-10 if lam == 0.0 else lam * 10.0
-            for a in range(n):
-                d[a] = g[a]
-            if not _damped_solve_i(H, n, lam, d, HW):
-                continue
-            fn = _cf_trial(x, d, n, k, s, ws, sld, wld, pi, pj, xn, rp)
-            accepted = fn <= f
         if not accepted:
             # no step lowers f: a stationary point to rounding
             return ST_OK, f, it
