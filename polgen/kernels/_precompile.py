@@ -5,16 +5,15 @@ them one after the other on one core.  Separate processes compile at the same ti
 on-disk cache (every polgen kernel is ``cache=True``), and a process that later needs a signature
 another process has saved loads it instead of compiling it.
 
-:data:`PLANS` names, per kernel that starts the work, the kernel a helper compiles meanwhile and
-how: the helper (a Python process started with ``polgen.warmup:run_step STEP FIRST SECOND...``)
-runs the warm-up step ``STEP`` on its tiny inputs with ``FIRST`` replaced by a no-op (it is the
-kernel this process is compiling; its outputs only feed the arguments of the next kernels, whose
-*types* are all that matters; the no-op zeroes its ``out`` and leaves its inputs alone, as the
-next kernels' specialisations depend on them), announces the signature of each ``SECOND`` as it starts compiling
-it, and exits once they are in the cache.  Here, a cache miss of ``SECOND`` with the announced signature
-waits for the helper and then loads; any other signature (or a helper that failed) compiles as
-before, so the helper only ever saves time.  commonfactor_gwas: ``_cf_range`` here, the general
-kernel (``_snp_range``, its SE call) in the helper: about 10 CPU seconds off the first call.
+:data:`PLANS` names, per kernel that starts the work, the kernels a helper compiles meanwhile:
+the helper (``polgen.warmup:run_step STEP FIRST SECOND...``) runs the warm-up step ``STEP`` on its
+tiny inputs with ``FIRST`` (the kernel compiling here; the plan's ``skip`` too) replaced by a no-op
+that zeroes its ``out`` (the next kernels' specialisations depend on its inputs, their *types* on
+its outputs), announces each ``SECOND``'s signature as it starts compiling it, and exits once they
+are cached.  A plan's ``callees`` names a callee of ``FIRST`` it compiles before the step, from its
+signature (commonfactor_gwas: the LM, half of ``_cf_range``'s compilation; this process reaches
+its call after the other callees and loads it).  Here, a cache miss of an announced signature
+waits for the helper, then loads; any other signature (or a failed helper) compiles as before.
 
 :data:`VARIANTS` names kernels whose rarer specialisation a call may need right after the common
 one (the general GWAS kernel's ``smooth=True``, the nearPD refit of the few SNPs whose S_full is
@@ -78,9 +77,8 @@ class HelperPlan(NamedTuple):
     arg: str
     stub: str  # the kernel this process compiles (a no-op in the helper)
     targets: tuple[str, ...]  # the kernels the helper compiles, in the order the work calls them
-    #: further kernels the work calls before the targets that the helper leaves out (no-ops, as
-    #: ``stub``): this process compiles them when its call needs them
-    skip: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()  # kernels the work calls before the targets, no-ops (as ``stub``)
+    callees: str = ""  # "module:function" (as CALLEES's): callees of ``stub`` compiled first, by signature
 
 
 _KERNELS = "polgen.kernels."
@@ -92,6 +90,8 @@ PLANS: dict[str, HelperPlan] = {
         "gsem.commonfactor_gwas",
         _KERNELS + "commonfactor._cf_range",
         (_KERNELS + "commonfactor_se._se_range", _KERNELS + "gwas_kernel._snp_range"),
+        # first the LM (half of _cf_range's compilation), reached here after the moments and scores
+        callees=_KERNELS + "commonfactor_lm:lm_callee",
     ),
 }
 
@@ -104,8 +104,7 @@ PLANS_CFU: dict[str, HelperPlan] = {
         "gsem.user_gwas (fix_measurement=False)",
         _KERNELS + "commonfactor._cf_range",
         (_KERNELS + "gwas_kernel._snp_range",),
-        # the psi > 0 search (for the SNPs the stub leaves at psi = 0): compiled here after the fit
-        # when the call needs it, mostly from the fit's LM loaded from the cache
+        # the psi > 0 search (the stub's psi = 0 needs it): compiled here after the fit, when needed
         (_KERNELS + "commonfactor_feasible._cfu_range",),
     ),
 }
@@ -139,10 +138,9 @@ _HELPER = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
     "from polgen.kernels._precompile_helper import main; raise SystemExit(main(sys.argv[1:]))"
 )
-#: the helper of ``--compile`` jobs compiles kernels only, and the kernels layer imports nothing of
-#: polgen but ``polgen.kernels`` and ``polgen.errors`` (tests/test_architecture.py): ``polgen`` is
-#: an empty package there, so its ``__init__`` (every method package, polars, scipy: ~2.4 CPU s,
-#: the helper's start before its first compilation) is not run
+#: a helper starting with ``--compile`` jobs compiles kernels first: ``polgen`` is an empty package
+#: there (its subpackages import as needed), so its ``__init__`` (every method package, polars,
+#: scipy: ~2.4 CPU s before the first compilation) is not run
 _HELPER_KERNELS = (
     "import sys, types; root = sys.argv.pop(1); sys.path.insert(0, root); "
     "pkg = types.ModuleType('polgen'); pkg.__path__ = [root + '/polgen']; sys.modules['polgen'] = pkg; "
@@ -332,8 +330,9 @@ def plans(override: dict[str, HelperPlan]):
             _OVERRIDE.update(saved)
 
 
-def start(plan: HelperPlan) -> _Helper | None:
-    """Start the helper of ``plan`` (once per process); None when helpers are off or it failed."""
+def start(plan: HelperPlan, args: tuple = ()) -> _Helper | None:
+    """Start the helper of ``plan`` (once per process; ``args``: the argument types its stub
+    compiles for, which give its callees' signatures); None when helpers are off or it failed."""
     with _lock:
         if plan.stub in _helpers and _helpers[plan.stub].owner == os.getpid():
             return _helpers[plan.stub]
@@ -342,12 +341,16 @@ def start(plan: HelperPlan) -> _Helper | None:
         plan = plan._replace(targets=tuple(t for t in plan.targets if _exists(t)))
         if not plan.targets:
             return None
+        jobs = _callee_jobs(plan.stub, args, plan.callees)[0] if plan.callees else []
+        argv = [a for c, sig, _ in jobs for a in ("--compile", c, encode(sig), "now")]
+        names = tuple(dict.fromkeys([*plan.targets, *(c for c, _, _ in jobs)]))
         try:
             stubs = ",".join((plan.stub, *plan.skip))
-            helper = _Helper(plan.targets, [plan.run, plan.arg, stubs, *plan.targets])
+            announced = [(c, sig) for c, sig, _ in jobs]
+            helper = _Helper(names, [*argv, plan.run, plan.arg, stubs, *plan.targets], announced)
         except OSError:
             return None
-        for name in plan.targets:
+        for name in names:
             _wait_on_miss(name, helper)
         if not _helpers:
             atexit.register(_close_all)
@@ -387,11 +390,13 @@ def _cached(name: str, sig: tuple) -> bool:
         return False
 
 
-def _callee_jobs(name: str, args: tuple) -> tuple[list[tuple[str, tuple, bool]], list[tuple[str, tuple]]]:
-    """The callees :data:`CALLEES` names for kernel ``name``'s ``args`` that are not cached yet:
-    (the helper's jobs, those to compile here first)."""
+def _callee_jobs(
+    name: str, args: tuple, spec: str = ""
+) -> tuple[list[tuple[str, tuple, bool]], list[tuple[str, tuple]]]:
+    """The callees ``spec`` (default: :data:`CALLEES`'s entry) names for kernel ``name``'s ``args``
+    that are not cached yet: (the helper's jobs, those to compile here first)."""
     try:
-        mod, _, fn = CALLEES[name].partition(":")
+        mod, _, fn = (spec or CALLEES[name]).partition(":")
         callees = [(c, tuple(sig), here) for c, sig, here in getattr(importlib.import_module(mod), fn)(args)]
     except Exception:  # a signature this process cannot work out: no helper, nothing else changes
         log.debug("%s: no callee signature for %s", name, args, exc_info=True)
@@ -466,9 +471,9 @@ def _make_listener():
             fn = getattr((event.data or {}).get("dispatcher"), "py_func", None)
             name = f"{fn.__module__}.{fn.__qualname__}" if fn is not None else ""
             plan = _OVERRIDE.get(name) or PLANS.get(name)
-            if plan is not None:
-                start(plan)
             args = tuple(event.data.get("args") or ())
+            if plan is not None:
+                start(plan, args)
             if name in CALLEES:
                 start_callees(name, args)
             elif name in VARIANTS:

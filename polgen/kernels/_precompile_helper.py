@@ -111,23 +111,26 @@ def compile_signature(name: str, text: str, nice: bool = True) -> int:
     return 0
 
 
-def _compile_jobs(argv: list[str]) -> int:
-    """``--compile KERNEL SIGNATURE [now]``, repeated: compile each in turn (the first failure ends
-    the helper: the caller's waits for the rest end with it)."""
+def _compile_jobs(argv: list[str]) -> list[str] | None:
+    """``--compile KERNEL SIGNATURE [now]``, repeated: compile each in turn; returns the rest of
+    ``argv`` (None after a failure, which ends the helper: the caller's waits end with it)."""
     while argv[:1] == ["--compile"]:
         now = argv[3:4] == ["now"]
         if compile_signature(argv[1], argv[2], nice=not now) != 0:
-            return 1
+            return None
         argv = argv[4 if now else 3 :]
-    return 0
+    return argv
 
 
 def main(argv: list[str]) -> int:
-    """The helper's command line (``MODULE:FUNCTION ARG STUB TARGET...`` or ``--compile KERNEL
-    SIGNATURE [now]``, repeated, see ``_precompile._HELPER``)."""
-    if argv[:1] == ["--compile"]:
-        return _compile_jobs(argv)
-    run, arg, stub, *targets = argv
+    """The helper's command line (``--compile KERNEL SIGNATURE [now]``, repeated, then optionally
+    ``MODULE:FUNCTION ARG STUB TARGET...``, see ``_precompile._HELPER``)."""
+    rest = _compile_jobs(argv)
+    if rest is None:
+        return 1
+    if not rest:
+        return 0
+    run, arg, stub, *targets = rest
     mod, _, fn = run.partition(":")
     work = getattr(importlib.import_module(mod), fn)
     return serve(stub, targets, lambda: work(arg))

@@ -318,6 +318,23 @@ def _cf_lm(x, k, s, ws, sld, wld, pi, pj, smax, max_iter, r, J, H, HW, g, d, xn,
     return ST_NOCONV, f, it
 
 
+def lm_callee(args):
+    """:func:`_cf_lm`'s signature in :func:`polgen.kernels.commonfactor._cf_range`'s call, from the
+    kernel's argument types ``args`` (its ``cf`` gives ``max_iter``'s type; every array comes from
+    ``_cf_work``), for :mod:`polgen.kernels._precompile`: ``[(kernel, signature, False)]``, a helper
+    compiles it while the kernel compiles its other callees.  tests/kernels/test_precompile.py checks
+    it against the kernel's type inference."""
+    from numba.core import types
+
+    if len(args) != 6:
+        return []
+    f1, f2, i1 = (types.Array(t, d, "C") for t, d in ((types.float64, 1), (types.float64, 2), (types.int64, 1)))
+    i8, f8 = types.int64, types.float64
+    max_iter = dict(zip(args[3].fields, args[3]))["max_iter"]
+    sig = (f1, i8, f1, f1, f1, f1, i1, i1, f8, max_iter, f1, f2, f2, f2, f1, f1, f1, f2, f1, f1, f1, f1, f1, f1, f8)
+    return [("polgen.kernels.commonfactor_lm._cf_lm", sig, False)]
+
+
 @jit_strict
 def _cf_pair(x, k, sld, wld, pi, pj):
     """The trait-pair part of :func:`_cf_eval`'s objective (phi projected) at the loadings x."""

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from kernel_calls import calls_of, snp_range_args
 
+from polgen.gsem.gwas import commonfactor_gwas
 from polgen.kernels import _precompile
 
 MODULE = '''
@@ -304,3 +305,28 @@ def test_the_fm_false_helper_types_the_general_kernel_as_the_call_does(monkeypat
     with pytest.raises(Exception), np.errstate(all="ignore"):  # noqa: B017 (the engine may wrap the spy's error)
         run_step(plan.arg)
     assert seen[:1] == [want]
+
+
+def test_the_lm_signature_is_the_one_the_commonfactor_kernel_calls(monkeypatch):
+    """PLANS's commonfactor_gwas helper compiles _cf_lm first, for the signature lm_callee works
+    out from _cf_range's argument types: the one _cf_range's type inference asks for."""
+    from numba import typeof
+
+    from polgen.kernels import commonfactor, commonfactor_lm
+    from polgen.warmup import _covstruc, _sumstats
+
+    real, seen = commonfactor._cf_range, []
+
+    def spy(*args):
+        seen.append(tuple(typeof(a) for a in args))
+        raise RuntimeError("typed")
+
+    monkeypatch.setattr(commonfactor, "_cf_range", spy)
+    with pytest.raises(Exception):  # noqa: B017 (the engine may wrap the spy's error)
+        commonfactor_gwas(_sumstats(8), _covstruc(3), progress=False)
+    plan = _precompile.PLANS["polgen.kernels.commonfactor._cf_range"]
+    assert plan.callees == "polgen.kernels.commonfactor_lm:lm_callee"
+    [(name, sig, here)] = commonfactor_lm.lm_callee(seen[0])
+    assert name == "polgen.kernels.commonfactor_lm._cf_lm" and not here
+    called = calls_of(seen[0], real.py_func, {"lm": commonfactor_lm._cf_lm})["lm"]
+    assert called == {sig}
