@@ -54,6 +54,19 @@ def _covstruc(k: int = 3) -> dict:
     return {"S": S.tolist(), "V": V.tolist(), "I": Imat.tolist(), "trait_names": names}
 
 
+def _covstruc_not_pd(k: int = 3) -> dict:
+    """:func:`_covstruc` with V and the intercept matrix I not positive definite (as real LDSC
+    output can be): V_full is built and smoothed per SNP (the kernels' ``general`` and nearPD
+    specialisations), which no call on a positive-definite covstruc compiles."""
+    cov = _covstruc(k)
+    V = np.asarray(cov["V"])
+    w, U = np.linalg.eigh(V)
+    w[0] = -0.2 * w[1]
+    Imat = np.asarray(cov["I"]).copy()
+    Imat[0, 1] = Imat[1, 0] = 1.2
+    return dict(cov, V=(U @ np.diag(w) @ U.T).tolist(), I=Imat.tolist())
+
+
 def _sumstats(n: int, k: int = 3, seed: int = 1):
     """``n`` SNPs of ``sumstats()`` output over T1..Tk."""
     import polars as pl
@@ -100,23 +113,35 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
     def cf(snps):
         return lambda: commonfactor_gwas(snps, cov, progress=False)
 
+    def not_pd_step():
+        # V and I not positive definite: V_full per SNP, smoothed (every configuration's kernels)
+        bad = _covstruc_not_pd(3)
+        for kw in ({}, {"estimation": "ML"}, {"fix_measurement": False}):
+            user_gwas(small, bad, GWAS_MODEL, progress=False, **kw)
+        psi_search(bad)
+        commonfactor_gwas(small, bad, progress=False)
+
     state: dict[str, Any] = {}
 
-    def fm_false_step():
+    def psi_search(covstruc):
+        # fix_measurement=False's search for minima with psi > 0 runs only for SNPs whose warm
+        # start's minimum has psi <= 0 (none of these): compiled on the same SNPs
         from polgen.gsem.gwas_batch import extract_inputs
         from polgen.gsem.gwas_cfuser import psi_positive_search
         from polgen.gsem.gwas_plan import plan_user, resolve_columns
 
-        gwas(small, fix_measurement=False)()
-        # its search for minima with psi > 0 runs only for SNPs whose lowest common-factor minimum
-        # has psi <= 0 (none of these): compiled on the same SNPs
         plan = plan_user(
-            small.schema, cov, GWAS_MODEL, "DWLS", "standard", False, False, False, False, None, False, None, None, None
-        )
+            small.schema, covstruc, GWAS_MODEL, "DWLS", "standard", False, False, False, False, None, False, None,
+            None, None,
+        )  # fmt: skip
         plan.beta_cols, plan.se_cols, plan.id_cols, plan.var_col = resolve_columns(
             dict(small.schema), plan.traits, plan.twas
         )
         psi_positive_search(plan, *extract_inputs(plan, small))
+
+    def fm_false_step():
+        gwas(small, fix_measurement=False)()
+        psi_search(cov)
 
     def sim_step():
         import numpy as np
@@ -160,6 +185,7 @@ def _gsem_steps(tmp: Path) -> list[tuple[str, Callable[[], Any]]]:
         ("gsem.commonfactor_gwas", cf(small)),
         ("gsem.commonfactor_gwas (large batch)", cf(big)),
         ("gsem.commonfactor_gwas (nearPD smoothing)", cf(hit)),
+        ("gsem.user_gwas / commonfactor_gwas (V, I not positive definite)", not_pd_step),
         ("gsem.add_snps", lambda: add_snps(cov, small)),
         ("gsem.sim_ldsc", sim_step),
         ("gsem.hdl", hdl_step),
