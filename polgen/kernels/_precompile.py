@@ -39,17 +39,17 @@ compiles each signature).
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import importlib
 import logging
 import os
-import pickle
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, NamedTuple
+
+from polgen.kernels._precompile_helper import decode, dispatcher, encode
 
 __all__ = [
     "CALLEES",
@@ -79,6 +79,7 @@ class HelperPlan(NamedTuple):
     targets: tuple[str, ...]  # the kernels the helper compiles, in the order the work calls them
     skip: tuple[str, ...] = ()  # kernels the work calls before the targets, no-ops (as ``stub``)
     callees: str = ""  # "module:function" (as CALLEES's): callees of ``stub`` compiled first, by signature
+    arg_of: str = ""  # "module:function": ``arg`` for the call, from (arg, the call's argument values)
 
 
 _KERNELS = "polgen.kernels."
@@ -100,12 +101,15 @@ PLANS: dict[str, HelperPlan] = {
 #: estimates), not commonfactor_gwas's closed-form SE kernel (used with :func:`plans`)
 PLANS_CFU: dict[str, HelperPlan] = {
     _KERNELS + "commonfactor._cf_range": HelperPlan(
-        "polgen.warmup:run_step",
+        _KERNELS + "_precompile_helper:run_step",
         "gsem.user_gwas (fix_measurement=False)",
         _KERNELS + "commonfactor._cf_range",
         (_KERNELS + "gwas_kernel._snp_range",),
         # the psi > 0 search (the stub's psi = 0 needs it): compiled here after the fit, when needed
         (_KERNELS + "commonfactor_feasible._cfu_range",),
+        # the step on a covstruc whose V is not positive definite when the call's is not (the
+        # general kernel's specialisation without the V_full block shortcut)
+        arg_of=_KERNELS + "_precompile_helper:cfu_arg",
     ),
 }
 #: plans that replace :data:`PLANS`'s for their kernels while a :func:`plans` block runs
@@ -161,28 +165,11 @@ def enabled() -> bool:
     return _cpus() >= 2
 
 
-def dispatcher(qualname: str) -> Any:
-    """The dispatcher ``module.name`` (imported by name: the kernels a plan names)."""
-    mod, _, name = qualname.rpartition(".")
-    return getattr(importlib.import_module(mod), name)
-
-
 def _exists(qualname: str) -> bool:
     try:
         return hasattr(dispatcher(qualname), "_cache")
     except (ImportError, AttributeError):
         return False
-
-
-def encode(sig: tuple) -> str:
-    return base64.b64encode(pickle.dumps(tuple(sig))).decode("ascii")
-
-
-def decode(text: str) -> tuple | None:
-    try:
-        return tuple(pickle.loads(base64.b64decode(text)))
-    except Exception:  # a signature that does not unpickle here is one this process cannot use
-        return None
 
 
 class _Helper:
@@ -330,9 +317,13 @@ def plans(override: dict[str, HelperPlan]):
             _OVERRIDE.update(saved)
 
 
-def start(plan: HelperPlan, args: tuple = ()) -> _Helper | None:
+def start(plan: HelperPlan, args: tuple = (), values: tuple | None = None) -> _Helper | None:
     """Start the helper of ``plan`` (once per process; ``args``: the argument types its stub
-    compiles for, which give its callees' signatures); None when helpers are off or it failed."""
+    compiles for, which give its callees' signatures, ``values`` the call's arguments, for its
+    ``arg_of``); None when helpers are off or it failed."""
+    if plan.arg_of and values is not None:
+        mod, _, fn = plan.arg_of.partition(":")
+        plan = plan._replace(arg=getattr(importlib.import_module(mod), fn)(plan.arg, values))
     with _lock:
         if plan.stub in _helpers and _helpers[plan.stub].owner == os.getpid():
             return _helpers[plan.stub]
@@ -454,6 +445,17 @@ def _start_jobs(jobs: list[tuple[str, tuple, bool]]) -> _Helper | None:
         return helper
 
 
+def _call_values(disp: Any) -> tuple | None:
+    """The argument values of the call that compiles ``disp`` (numba's ``_compile_for_args`` up the
+    stack; None when it is not there, e.g. an explicit ``compile``)."""
+    f: Any = sys._getframe(1)
+    while f is not None:
+        if f.f_code.co_name == "_compile_for_args" and f.f_locals.get("self") is disp:
+            return tuple(f.f_locals.get("args") or ())
+        f = f.f_back
+    return None
+
+
 def _make_listener():
     from numba.core import event as ev
 
@@ -473,7 +475,7 @@ def _make_listener():
             plan = _OVERRIDE.get(name) or PLANS.get(name)
             args = tuple(event.data.get("args") or ())
             if plan is not None:
-                start(plan, args)
+                start(plan, args, _call_values(event.data.get("dispatcher")) if plan.arg_of else None)
             if name in CALLEES:
                 start_callees(name, args)
             elif name in VARIANTS:

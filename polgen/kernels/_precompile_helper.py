@@ -4,15 +4,62 @@ kernel the caller compiles stubbed out (:func:`serve`), or compile kernels for g
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import os
+import pickle
 import sys
 from typing import Any
 
-from polgen.kernels._precompile import decode, dispatcher, encode
+__all__ = ["Done", "cfu_arg", "compile_signature", "decode", "dispatcher", "encode", "main", "serve"]
 
-__all__ = ["Done", "compile_signature", "main", "serve"]
+#: the end of a warm-up step's name (:func:`run_step`): run it with V not positive definite
+NOT_PD = " [V not positive definite]"
+
+
+def dispatcher(qualname: str) -> Any:
+    """The dispatcher ``module.name`` (imported by name: the kernels a plan names)."""
+    mod, _, name = qualname.rpartition(".")
+    return getattr(importlib.import_module(mod), name)
+
+
+def encode(sig: tuple) -> str:
+    return base64.b64encode(pickle.dumps(tuple(sig))).decode("ascii")
+
+
+def decode(text: str) -> tuple | None:
+    try:
+        return tuple(pickle.loads(base64.b64decode(text)))
+    except Exception:  # a signature that does not unpickle here is one this process cannot use
+        return None
+
+
+def cfu_arg(arg: str, values: tuple) -> str:
+    """``_precompile.PLANS_CFU``'s step for a call of ``_cf_range`` with these argument values: the
+    warm-up step with :data:`NOT_PD` when the call's ``snp`` batch does not know V_full positive
+    definite (its general kernel then builds V_full per SNP: another specialisation)."""
+    snp = values[2] if len(values) > 2 else None
+    return arg + NOT_PD if snp is not None and not bool(getattr(snp, "v_pd_known", True)) else arg
+
+
+def run_step(arg: str) -> None:
+    """The helper's work for a plan with ``arg_of``: ``polgen.warmup.run_step``, for a step name
+    ending with :data:`NOT_PD` on the warm-up covstruc with its V made not positive definite."""
+    import numpy as np
+
+    warmup: Any = importlib.import_module("polgen.warmup")  # (the kernels layer imports no method package)
+    if arg.endswith(NOT_PD):
+        arg, covstruc = arg.removesuffix(NOT_PD), warmup._covstruc
+
+        def not_pd(k: int = 3) -> dict:
+            cov = covstruc(k)
+            w, U = np.linalg.eigh(np.asarray(cov["V"]))
+            w[0] = -0.2 * w[1]
+            return dict(cov, V=(U @ np.diag(w) @ U.T).tolist())
+
+        warmup._covstruc = not_pd  # this process only runs this step
+    warmup.run_step(arg)
 
 
 class Done(BaseException):

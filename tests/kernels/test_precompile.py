@@ -277,33 +277,51 @@ def test_the_fast_path_ml_never_types_the_ram_objective(monkeypatch):
     assert len(full) == 1
 
 
-def test_the_fm_false_helper_types_the_general_kernel_as_the_call_does(monkeypatch):
+@pytest.mark.parametrize("v_pd", [True, False])
+def test_the_fm_false_helper_types_the_general_kernel_as_the_call_does(monkeypatch, v_pd):
     """user_gwas(fix_measurement=False)'s helper runs its warm-up step with the reduced fit and the
     psi > 0 search stubbed (PLANS_CFU): it must reach the general kernel with the argument types of
-    the call itself (the stub once zeroed its inputs too, V_LD among them: the helper compiled the
-    specialisation without the V_full block shortcut, and the call compiled its own)."""
+    the call itself, with V positive definite (the block shortcut) or not (V_full per SNP).  (The
+    stub once zeroed its inputs too, V_LD among them: the helper compiled the specialisation
+    without the block shortcut, and the call compiled its own.)"""
     from numba import typeof
 
-    from polgen.kernels import gwas
-    from polgen.kernels._precompile_helper import _stub
-    from polgen.warmup import run_step
+    import polgen.warmup as warmup
+    from polgen.gsem.gwas import user_gwas
+    from polgen.kernels import commonfactor, gwas
+    from polgen.kernels._precompile_helper import _stub, run_step
 
-    want = snp_range_args(monkeypatch, run=False, fix_measurement=False)
-    assert want[-2:] == (typeof(None), typeof(None))  # the block shortcut, no nearPD
-    plan = _precompile.PLANS_CFU["polgen.kernels.commonfactor._cf_range"]
-    for name in (plan.stub, *plan.skip):
-        disp = _precompile.dispatcher(name)
-        monkeypatch.setattr(sys.modules[disp.py_func.__module__], name.rpartition(".")[2], _stub(disp))
-    seen = []
+    cov = warmup._covstruc(3)
+    if not v_pd:
+        w, U = np.linalg.eigh(np.asarray(cov["V"]))
+        w[0] = -0.5 * w[1]
+        cov["V"] = (U @ np.diag(w) @ U.T).tolist()
+    real_fit, values, seen = commonfactor._cf_range, [], []
+
+    def spy_fit(*args):
+        values.append(args)
+        return real_fit(*args)
 
     def spy(*args):
         seen.append(tuple(typeof(a) for a in args))
         raise RuntimeError("typed")
 
+    monkeypatch.setattr(commonfactor, "_cf_range", spy_fit)
     monkeypatch.setattr(gwas, "_snp_range", spy)
+    with pytest.raises(Exception):  # noqa: B017 (the engine may wrap the spy's error)
+        user_gwas(warmup._sumstats(8), cov, warmup.GWAS_MODEL, progress=False, fix_measurement=False)
+    want = seen.pop()
+    assert want[-2:] == ((typeof(None),) if v_pd else (typeof(True),)) + (typeof(None),)
+    plan = _precompile.PLANS_CFU["polgen.kernels.commonfactor._cf_range"]
+    arg = _precompile.dispatcher(plan.arg_of.replace(":", "."))(plan.arg, values[0])
+    monkeypatch.setattr(commonfactor, "_cf_range", real_fit)
+    for name in (plan.stub, *plan.skip):
+        disp = _precompile.dispatcher(name)
+        monkeypatch.setattr(sys.modules[disp.py_func.__module__], name.rpartition(".")[2], _stub(disp))
+    monkeypatch.setattr(warmup, "_covstruc", warmup._covstruc)  # run_step may replace it
     # (the stubs' zero estimates map to NaN starts: only the types count)
     with pytest.raises(Exception), np.errstate(all="ignore"):  # noqa: B017 (the engine may wrap the spy's error)
-        run_step(plan.arg)
+        run_step(arg)
     assert seen[:1] == [want]
 
 
