@@ -21,6 +21,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -331,14 +334,16 @@ class _Display:
                 short = name.removeprefix("polgen.kernels.")
                 self._progress.update(self._task, description=f"{self._step}: {short}")
 
-    def end(self, step: str, seconds: float) -> None:
-        if self._timer is not None:
+    def end(self, step: str, seconds: float, here: bool = True) -> None:
+        """``step`` ended after ``seconds`` (``here``: the step :meth:`start` named; else one a
+        worker process ran)."""
+        if here and self._timer is not None:
             self._timer.cancel()
             self._timer = None
         with self._lock:
             self._done += 1
             if self._progress is not None:
-                self._progress.update(self._task, completed=self._done, description=step)
+                self._progress.update(self._task, completed=self._done, **({"description": step} if here else {}))
             if seconds > SHOW_AFTER:
                 log.info("warmup: %s ready in %.1f s", step, seconds)
 
@@ -365,6 +370,61 @@ def _quiet_analysis():
     finally:
         logger.setLevel(previous)
         kernels.setLevel(previous_kernels)
+
+
+#: seconds of each step on an empty cache (2-core machine, load ~2, issue 18): what the two
+#: processes of a parallel warm-up are balanced by; an unlisted step counts DEFAULT_COST
+COST = {
+    "gsem.user_gwas": 19.0,
+    "gsem.user_gwas (nearPD smoothing)": 26.0,
+    "gsem.user_gwas (fix_measurement=False)": 94.0,
+    "gsem.user_gwas (ML)": 37.0,
+    "gsem.user_gwas (3 of 4 traits)": 10.0,
+    "gsem.user_gwas (:= defined)": 6.0,
+    "gsem.commonfactor_gwas": 12.0,
+    "gsem.commonfactor_gwas (nearPD smoothing)": 16.0,
+    "gsem.user_gwas / commonfactor_gwas (V, I not positive definite)": 58.0,
+    "gsem.hdl": 69.0,
+    "gsem.commonfactor": 5.0,
+    "gsem.add_snps": 4.0,
+}
+DEFAULT_COST = 5.0
+#: steps that compile the same kernels (callees, specialisations of one kernel) run in one process:
+#: two processes would compile them twice
+FAMILY = {
+    "gsem.user_gwas": "fast",
+    "gsem.user_gwas (large batch)": "fast",
+    "gsem.user_gwas (nearPD smoothing)": "fast",
+    "gsem.user_gwas (ML)": "fast",
+    "gsem.user_gwas (3 of 4 traits)": "fast",
+    "gsem.user_gwas (:= defined)": "fast",
+    "gsem.add_snps": "fast",
+    "gsem.user_gwas (fix_measurement=False)": "full",
+    "gsem.commonfactor_gwas": "full",
+    "gsem.commonfactor_gwas (large batch)": "full",
+    "gsem.commonfactor_gwas (nearPD smoothing)": "full",
+    "gsem.user_gwas / commonfactor_gwas (V, I not positive definite)": "full",
+}
+
+
+def _partition(names: Sequence[str], workers: int) -> list[list[str]]:
+    """The steps ``names`` in ``workers`` groups of about equal :data:`COST`, each in the given
+    order; a family (:data:`FAMILY`) and a step with the step it needs (:data:`NEEDS`) stay together."""
+    units: dict[str, list[str]] = {}
+    for n in names:
+        key = FAMILY.get(n) or NEEDS.get(n) or n
+        units.setdefault(key, []).append(n)
+    load = [0.0] * workers
+    group_of: dict[str, int] = {}
+    for members in sorted(units.values(), key=lambda m: -sum(COST.get(n, DEFAULT_COST) for n in m)):
+        g = min(range(workers), key=lambda i: load[i])
+        load[g] += sum(COST.get(n, DEFAULT_COST) for n in members)
+        for n in members:
+            group_of[n] = g
+    groups: list[list[str]] = [[] for _ in range(workers)]
+    for n in names:
+        groups[group_of[n]].append(n)
+    return [g for g in groups if g]
 
 
 #: steps that use another step's results (its state): run after it
@@ -399,43 +459,119 @@ def warmup(
     *,
     only: Sequence[str] | None = None,
     on_step: Callable[[str, float], None] | None = None,
+    workers: int | None = None,
 ) -> dict[str, float]:
     """Compile (and cache on disk) the numba kernels the given methods need, by running each once
     on tiny synthetic inputs.  Returns the seconds per step (``"gsem.user_gwas"``, ...) and
     ``"total"``.  ``progress``: a bar on stderr (None: when stderr is a terminal); when off, steps
     that take more than a second are logged at INFO.  ``only``: run just these steps, in this
     order (with the steps they need; ``polgen demo`` compiles its own first); ``on_step(name,
-    seconds)`` is called as each step ends."""
+    seconds)`` is called as each step ends.  ``workers``: processes to run the steps in (None:
+    two when the process may use two CPUs and all steps run; the others are ``python -m
+    polgen.warmup`` children, balanced by :data:`COST`; numba's cache is shared on disk)."""
     if isinstance(methods, str):
         methods = (methods,)
     unknown = [m for m in methods if m not in STEPS]
     if unknown:
         raise InputError(f"unknown warmup method(s) {unknown}; choose from {list(STEPS)}")
-    from polgen.kernels import _notice
+    from polgen.kernels import _notice, _precompile
 
+    if workers is None:
+        workers = 2 if only is None and _precompile.enabled() else 1
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="polgen_warmup_") as td:
         tmp = Path(td)
         steps = _select([s for m in methods for s in STEPS[m](tmp)], only)
+        groups = _partition([n for n, _ in steps], workers) if workers > 1 and len(steps) > 1 else []
         display = _Display(len(steps), progress)
-        remove = _notice.add_listener(display.kernel, lambda name, dt: None)
-        try:
-            for name, fn in steps:
-                display.start(name)
-                t = time.perf_counter()
-                with _quiet_analysis():
-                    fn()
-                dt = time.perf_counter() - t
+        lock = threading.Lock()
+
+        def finished(name: str, dt: float, here: bool = False) -> None:
+            with lock:
                 timings[name] = round(dt, 3)
-                display.end(name, dt)
+                display.end(name, dt, here)
                 if on_step is not None:
                     on_step(name, dt)
+
+        children = [_Worker(list(methods), g, finished) for g in groups[1:]]
+        local = set(groups[0]) if groups else {n for n, _ in steps}
+        remove = _notice.add_listener(display.kernel, lambda name, dt: None)
+        try:
+            # with children, each process compiles on its own core: no compile helpers besides
+            with _env(_precompile.ENV, "0") if children else contextlib.nullcontext():
+                for name, fn in steps:
+                    if name in local:
+                        _run_step(name, fn, display, finished)
+                for child in children:
+                    child.wait()
+                # steps a failed child did not report: here
+                for name, fn in steps:
+                    if name not in timings:
+                        _run_step(name, fn, display, finished)
         finally:
+            for child in children:
+                child.close()
             remove()
             display.close()
     timings["total"] = round(time.perf_counter() - t_all, 3)
     return timings
+
+
+def _run_step(name: str, fn: Callable[[], Any], display: _Display, finished: Callable[..., None]) -> None:
+    display.start(name)
+    t = time.perf_counter()
+    with _quiet_analysis():
+        fn()
+    finished(name, time.perf_counter() - t, True)
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+class _Worker:
+    """Some steps of a parallel warm-up in a ``python -m polgen.warmup --only ...`` child: each
+    ``done <step>`` line it prints is reported to ``finished(step, seconds)``."""
+
+    def __init__(self, methods: list[str], names: list[str], finished: Callable[[str, float], None]) -> None:
+        env = dict(os.environ, POLGEN_PROGRESS="0", POLGEN_PRECOMPILE="0")
+        cmd = [sys.executable, "-m", "polgen.warmup", "--methods", *methods, "--only", *names]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self._names = set(names)
+        self._finished = finished
+        self._reader = threading.Thread(target=self._read, name="polgen-warmup-worker", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        last = time.perf_counter()
+        for line in self._proc.stdout:
+            name = line.strip().removeprefix("done ")
+            if name in self._names:
+                now = time.perf_counter()
+                self._finished(name, now - last)
+                last = now
+
+    def wait(self) -> None:
+        self._proc.wait()
+        self._reader.join()
+        if self._proc.returncode != 0:
+            log.warning("warmup: a worker process failed (exit %s); its steps run here", self._proc.returncode)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
 
 # -- ahead of a run, in another process (polgen.demo.ahead.Background starts it) --------------------
@@ -448,7 +584,9 @@ def _child(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--only", nargs="*", default=None)
     a = ap.parse_args(argv)
-    warmup(tuple(a.methods), progress=False, only=a.only, on_step=lambda n, dt: print(f"done {n}", flush=True))
+    warmup(
+        tuple(a.methods), progress=False, only=a.only, on_step=lambda n, dt: print(f"done {n}", flush=True), workers=1
+    )
     return 0
 
 
