@@ -19,7 +19,10 @@ decorator                     fastmath             error_model     parallel  inl
 ``jit_rc``                    ``{"reassoc",        ``"python"``    no        never
                               "contract"}``
 ``jit_strict``                off                  ``"numpy"``     no        never
+``jit_strict_noref``          off                  ``"numpy"``     no        never
 ============================  ===================  ==============  ========  ======
+
+``jit_strict_noref`` also leaves out numba's reference counting (see its comment).
 
 ``FM = {"reassoc", "contract", "arcp"}``: never ``fastmath=True``, which lets LLVM assume no NaN
 and deletes ``np.isnan`` checks.  ``error_model="numpy"`` (division by zero gives inf/NaN instead of
@@ -62,6 +65,7 @@ __all__ = [
     "jit_contract_parallel",
     "jit_rc",
     "jit_strict",
+    "jit_strict_noref",
 ]
 
 FM = frozenset({"reassoc", "contract", "arcp"})
@@ -69,9 +73,13 @@ CONTRACT = frozenset({"contract"})
 REASSOC_CONTRACT = frozenset({"reassoc", "contract"})
 
 
-def kernel(*, fastmath=FM, error_model: str = "python", parallel: bool = False, inline: str = "never"):
+def kernel(
+    *, fastmath=FM, error_model: str = "python", parallel: bool = False, inline: str = "never", nrt: bool = True
+):
     """A ``numba.njit`` decorator with ``cache=True, nogil=True`` and the given options
-    (``fastmath``: a set of LLVM fast-math flags or ``False``)."""
+    (``fastmath``: a set of LLVM fast-math flags or ``False``; ``nrt`` False: no reference
+    counting in the function, which then may not allocate or return arrays, see
+    :data:`jit_strict_noref`)."""
     # Both are always set explicitly: numba lets a callee that leaves them unset inherit its
     # caller's, so its code (and its last bits) would depend on who compiled it first.
     opts: dict[str, Any] = {"cache": True, "nogil": True, "error_model": error_model}
@@ -80,6 +88,8 @@ def kernel(*, fastmath=FM, error_model: str = "python", parallel: bool = False, 
         opts["parallel"] = True
     if inline != "never":
         opts["inline"] = inline
+    if not nrt:
+        opts["_nrt"] = False
     return numba.njit(**opts)
 
 
@@ -93,6 +103,12 @@ jit_exact_parallel = kernel(fastmath=False, parallel=True)
 jit_contract = kernel(fastmath=CONTRACT)
 jit_contract_parallel = kernel(fastmath=CONTRACT, parallel=True)
 jit_rc = kernel(fastmath=REASSOC_CONTRACT)
+#: jit_strict without numba's reference counting (its ``_nrt`` flag): for helpers called per
+#: iteration of an optimiser that only read and write their array arguments (a call otherwise
+#: increments and decrements every array argument's count: ~0.1 us with ten arrays), compiled once
+#: instead of inlined at each call site.  Numerics are jit_strict's; such a function must not
+#: allocate, slice or return arrays.
+jit_strict_noref = kernel(fastmath=False, error_model="numpy", nrt=False)
 
 # an INFO line when a first call compiles for more than a second (see polgen.kernels._notice)
 _notice.install()

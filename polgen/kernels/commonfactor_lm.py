@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polgen.kernels._jit import jit_strict, kernel
+from polgen.kernels._jit import jit_strict, jit_strict_noref, kernel
 from polgen.kernels.gwas_codes import ST_NOCONV, ST_NOFINITE, ST_NONFINITE, ST_OK
 from polgen.kernels.linalg import _chol, _chol_solve, _damped_solve
 
@@ -81,7 +81,9 @@ def _cf_eval(x, k, s, ws, sld, wld, pi, pj, r):
     return f
 
 
-@jit_strict_inline
+# not inlined (once per LM iteration, its body outweighs the call without reference counts;
+# compiled once: its inlined copy made the LM's compilation ~2 s longer, 10 instead of 12 s)
+@jit_strict_noref
 def _cf_normal(x, k, ws, wld, pi, pj, r, J, H, g, s, sld, Hn, dcv, dpv):
     """Exact variable-projection Jacobian J = d model / d loadings (c and phi re-optimised),
     H = J' W J, g = J' W r (n = k - 1 loadings) and Hn, half the Hessian of the projected
