@@ -26,7 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MemoryCapResult", "memory_capped_subprocess", "kill_after_parts", "manifest_records", "part_bytes"]
+__all__ = [
+    "COMPILE_RECORDER",
+    "MemoryCapResult",
+    "memory_capped_subprocess",
+    "kill_after_parts",
+    "manifest_records",
+    "part_bytes",
+]
+
+#: Python source for a fresh interpreter (``python -c COMPILE_RECORDER + code``): from then on, the
+#: list ``compiled`` names each polgen kernel numba compiles (a kernel loaded from the cache is not
+#: compiled)
+COMPILE_RECORDER = """
+from numba.core import event as _ev
+compiled = []
+class _Recorder(_ev.Listener):
+    def on_start(self, e):
+        f = getattr(e.data.get("dispatcher"), "py_func", None)
+        if f is not None and f.__module__.startswith("polgen."):
+            compiled.append(f.__module__ + "." + f.__qualname__)
+    def on_end(self, e):
+        pass
+_ev.register("numba:compile", _Recorder())
+"""
 
 _WRAPPER = r"""
 import json, resource, sys, traceback

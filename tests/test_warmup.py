@@ -17,20 +17,12 @@ import pytest
 from polgen.errors import InputError
 from polgen.kernels import _notice
 from polgen.warmup import METHODS, add_parser, warmup
-from run_helpers import fresh_polgen_kernel
+from run_helpers import COMPILE_RECORDER, fresh_polgen_kernel
 
-FIRST_CALL = """
+FIRST_CALL = (
+    COMPILE_RECORDER
+    + """
 import json, time
-from numba.core import event as ev
-compiled = []
-class L(ev.Listener):
-    def on_start(self, e):
-        f = getattr(e.data.get("dispatcher"), "py_func", None)
-        if f is not None and f.__module__.startswith("polgen."):
-            compiled.append(f.__module__ + "." + f.__qualname__)
-    def on_end(self, e):
-        pass
-ev.register("numba:compile", L())
 from polgen.gsem.gwas import user_gwas
 from polgen.warmup import GWAS_MODEL, _covstruc, _sumstats
 snps, cov = _sumstats(300, seed=9), _covstruc(3)
@@ -38,6 +30,7 @@ t = time.perf_counter()
 r = user_gwas(snps, cov, GWAS_MODEL, progress=False)
 print(json.dumps({"seconds": time.perf_counter() - t, "compiled": compiled, "rows": len(r)}))
 """
+)
 
 
 def _run(code: str) -> str:

@@ -17,24 +17,17 @@ import sys
 from pathlib import Path
 
 from polgen.warmup import warmup
+from run_helpers import COMPILE_RECORDER
 
 DATA = Path(__file__).resolve().parent / "data" / "gsem" / "r" / "fm_false_cfu"
 STEP = "gsem.user_gwas / commonfactor_gwas (V, I not positive definite)"
 
-FIRST_CALLS = r"""
+FIRST_CALLS = (
+    COMPILE_RECORDER
+    + r"""
 import json, sys
 from pathlib import Path
 import numpy as np, polars as pl
-from numba.core import event as ev
-compiled = []
-class L(ev.Listener):
-    def on_start(self, e):
-        f = getattr(e.data.get("dispatcher"), "py_func", None)
-        if f is not None and f.__module__.startswith("polgen."):
-            compiled.append(f.__module__ + "." + f.__qualname__)
-    def on_end(self, e):
-        pass
-ev.register("numba:compile", L())
 from polgen.gsem import commonfactor_gwas, user_gwas
 from polgen.warmup import GWAS_MODEL
 d = Path(sys.argv[1])
@@ -55,6 +48,7 @@ for variant in ("V", "I"):
     rows[variant + " cf"] = commonfactor_gwas(snps, cov, progress=False).height
 print(json.dumps({"compiled": sorted(set(compiled)), "rows": rows}))
 """
+)
 
 
 def test_warmup_covers_covstrucs_not_positive_definite():
