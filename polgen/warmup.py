@@ -467,8 +467,9 @@ def warmup(
     that take more than a second are logged at INFO.  ``only``: run just these steps, in this
     order (with the steps they need; ``polgen demo`` compiles its own first); ``on_step(name,
     seconds)`` is called as each step ends.  ``workers``: processes to run the steps in (None:
-    two when the process may use two CPUs and all steps run; the others are ``python -m
-    polgen.warmup`` children, balanced by :data:`COST`; numba's cache is shared on disk)."""
+    two when all steps run and compile helper processes may start here: two usable CPUs,
+    ``POLGEN_PRECOMPILE`` not ``0``; the others are ``python -m polgen.warmup`` children,
+    balanced by :data:`COST`; numba's cache is shared on disk)."""
     if isinstance(methods, str):
         methods = (methods,)
     unknown = [m for m in methods if m not in STEPS]
