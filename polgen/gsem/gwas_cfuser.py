@@ -64,8 +64,7 @@ def cfu_stage1(plan, beta, se, var, run_stage) -> dict:
     q = plan.q_ptr is not None
     if n == 0:
         return run_stage(plan, st, beta, se, var, q=q)
-    S_LD, V_LD, I_LD, gc, varse2, v_pd_known = plan.ld_args()
-    ld = (S_LD, V_LD, I_LD, gc, varse2, v_pd_known)
+    ld: tuple[np.ndarray, np.ndarray, np.ndarray, int, float, bool] = plan.ld_args()
     # a first call compiles the reduced fit here and the general kernel in a helper meanwhile
     with _precompile.plans(_precompile.PLANS_CFU):
         th, _, status, _ = commonfactor_fit(
@@ -126,22 +125,9 @@ def psi_positive_search(plan, beta, se, var) -> tuple[np.ndarray, np.ndarray]:
 
     cfu = plan.stage1.cfu
     npc = 2 * len(plan.traits) + 2
-    S_LD, V_LD, I_LD, gc, varse2, v_pd_known = plan.ld_args()
+    ld: tuple[np.ndarray, np.ndarray, np.ndarray, int, float, bool] = plan.ld_args()
     th, _, status, _ = cfu_feasible_fit(
-        beta,
-        se,
-        var,
-        S_LD,
-        V_LD,
-        I_LD,
-        gc,
-        varse2,
-        v_pd_known,
-        cfu["dirs"],
-        cfu["nbr"],
-        CFU_TOP,
-        np.arange(npc, dtype=np.int64),
-        npc,
+        beta, se, var, *ld, cfu["dirs"], cfu["nbr"], CFU_TOP, np.arange(npc, dtype=np.int64), npc,
         max_iter=CFU_MAX_ITER,
-    )
+    )  # fmt: skip
     return th, status
